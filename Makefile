@@ -1,0 +1,35 @@
+# The front door. `make train` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup train test lint format tensorboard bench clean
+
+setup: $(STAMP)  ## create .venv and install the package with its dev tools (quick once done)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+train: setup  ## train the default experiment (extra Hydra overrides: make train ARGS="model=mlp_128")
+	$(BIN)/mnist-train $(ARGS)
+
+test: setup lint  ## ruff, then the whole test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+tensorboard: setup  ## open TensorBoard on every run and sweep
+	$(BIN)/tensorboard --logdir outputs
+
+clean:  ## remove the venv (data/ and outputs/ are kept)
+	rm -rf $(VENV)

@@ -1,0 +1,47 @@
+"""Writing and reading checkpoints safely.
+
+Lightning's own writer opens the destination and streams into it, so a kill or a full disk
+mid-write leaves a truncated `last.ckpt` where a good one was. `AtomicCheckpointIO` writes a
+temporary file and renames it over the old one. `load_checkpoint` reads with
+`weights_only=True` (no code runs from a checkpoint) and turns every failure into a
+`CheckpointError` that names the file.
+"""
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mnist_lightning.atomic import atomic_open
+from mnist_lightning.errors import CheckpointError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a Lightning checkpoint of this project, or explain why it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist (or is not a file).")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read ({reason}); it is truncated, corrupt or not a "
+            "torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict in it).")
+    if "hyper_parameters" not in checkpoint:
+        raise CheckpointError(f"{path} has no hyper_parameters: it was not made by mnist-train.")
+    return checkpoint

@@ -1,0 +1,192 @@
+"""MNIST as tensors on the training device, batched by indexing.
+
+The whole data set is 55 MB of bytes, so each split lives on the training device as one uint8
+tensor and a batch is `images[indices]`: no Dataset, no per-sample PIL transforms, no worker
+processes. This is what makes an epoch take about a second on a laptop CPU instead of twelve
+(docs/benchmarks.md).
+"""
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from mnist_lightning.download import ensure_mnist, raw_dir
+from mnist_lightning.errors import DataError
+from mnist_lightning.idx import read_idx
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class EpochSampler:
+    """The order of one epoch: a permutation derived from (seed, epoch) alone.
+
+    Lightning calls `set_epoch` at the start of every epoch (as for a DistributedSampler), so a
+    resumed run draws exactly the permutation the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, device: torch.device) -> torch.Tensor | None:
+        """Indices for this epoch, or None to read the split front to back."""
+        if not self.shuffle:
+            return None
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).to(device)
+
+
+class TensorBatches:
+    """Batches `(images, labels)` by indexing tensors that already sit on the device.
+
+    Images come out as float in [0, 1], shape (batch, 28, 28); the model normalises them.
+    `state_dict`/`load_state_dict` record how far into the epoch we are, so Lightning can
+    resume mid-epoch without repeating or skipping a batch.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int
+    ) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.sampler = EpochSampler(len(labels), seed, shuffle)
+        self.batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
+        self.batches_done = 0  # batches of the current epoch already handed out
+        self._resume_at = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        # A generator: nothing runs until the first batch is asked for, so a state loaded
+        # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
+        start, self._resume_at = self._resume_at, 0
+        self.batches_done = start
+        order = self.sampler.order(self.labels.device)
+        for i in range(start, len(self)):
+            self.batches_done = i + 1
+            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            index = rows if order is None else order[rows]
+            yield self.images[index].float().div_(255), self.labels[index]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self._resume_at = self.batches_done = state["batches_done"]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST's official split: 60 000 training images (a seeded validation part held out) and
+    the official 10 000 test images, in torchvision's layout under `data_dir`."""
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        train_subset: int | None = None,
+        source: str = "auto",
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.train_subset = val_size, train_subset
+        self.source, self.seed = source, seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        ensure_mnist(self.data_dir, self.source)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        raw = raw_dir(self.data_dir)
+        train_x, train_y = load_pair(raw, "train")
+        test_x, test_y = load_pair(raw, "t10k")
+        if not 0 < self.val_size < len(train_y):
+            raise DataError(
+                f"data.val_size={self.val_size} must be between 1 and {len(train_y) - 1} "
+                f"(there are {len(train_y)} training images)."
+            )
+        generator = torch.Generator().manual_seed(self.seed)
+        shuffled = torch.randperm(len(train_y), generator=generator)
+        val_idx, train_idx = shuffled[: self.val_size], shuffled[self.val_size :]
+        if self.train_subset is not None:
+            if not 0 < self.train_subset <= len(train_idx):
+                raise DataError(
+                    f"data.train_subset={self.train_subset} must be between 1 and "
+                    f"{len(train_idx)} (the training images left after data.val_size)."
+                )
+            train_idx = stratified_subset(train_idx, train_y[train_idx], self.train_subset)
+        self.splits = {
+            "train": (train_x[train_idx].to(device), train_y[train_idx].to(device)),
+            "val": (train_x[val_idx].to(device), train_y[val_idx].to(device)),
+            "test": (test_x.to(device), test_y.to(device)),
+        }
+        log.info(
+            "MNIST on %s: %d train, %d val, %d test images",
+            device,
+            *(len(y) for _, y in self.splits.values()),
+        )
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+        images, labels = self.splits[split]
+        return TensorBatches(images, labels, batch_size, shuffle, self.seed)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, shuffle=False)
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, idx: int) -> Batch:
+        return batch  # already on the device: skip Lightning's per-step tree walk
+
+
+def load_pair(raw: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` and check they fit."""
+    images_file = raw / f"{prefix}-images-idx3-ubyte"
+    labels_file = raw / f"{prefix}-labels-idx1-ubyte"
+    images, labels = read_idx(images_file), read_idx(labels_file)
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise DataError(f"{images_file}: images of shape {tuple(images.shape)}, not (N, 28, 28).")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{labels_file}: {tuple(labels.shape)} labels for {len(images)} images in "
+            f"{images_file.name}; they must be one label per image."
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise DataError(f"{labels_file}: label {int(labels.max())} is not a digit 0-9.")
+    return images, labels.long()
+
+
+def stratified_subset(indices: torch.Tensor, labels: torch.Tensor, size: int) -> torch.Tensor:
+    """`size` of `indices` with each class in the same proportion as in the whole.
+
+    Each image gets a key (its rank within its class + 0.5) / (size of its class); the `size`
+    smallest keys take the same fraction of every class. `indices` is already shuffled, so
+    which images of a class are taken is random under the seed.
+    """
+    counts = torch.bincount(labels, minlength=10).float()
+    rank = torch.empty_like(labels, dtype=torch.float)
+    for digit in range(10):
+        where = labels == digit
+        rank[where] = torch.arange(int(where.sum()), dtype=torch.float)
+    keys = (rank + 0.5) / counts[labels]
+    return indices[torch.argsort(keys, stable=True)[:size]]

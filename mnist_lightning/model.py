@@ -1,0 +1,213 @@
+"""The networks (`MLP`) and the LightningModule that trains them (`MNISTClassifier`)."""
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+}
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
+
+
+class MLP(nn.Module):
+    """784 -> hidden_dims -> 10, on images in [0, 1] of shape (B, 28, 28), (B, 1, 28, 28) or
+    (B, 784).
+
+    The network normalises its own input with MNIST's mean and std, so a checkpoint or an
+    exported model takes plain pixels and nobody has to remember the constants. An empty
+    `hidden_dims` is a linear (multinomial logistic regression) model.
+    """
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int] = (512, 256),
+        activation: str = "relu",
+        dropout: float | Sequence[float] = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        dropouts = [dropout] * len(hidden_dims) if isinstance(dropout, float | int) else dropout
+        layers: list[nn.Module] = []
+        width = 28 * 28
+        for hidden, p in zip(hidden_dims, dropouts, strict=True):
+            layers.append(nn.Linear(width, hidden, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(ACTIVATIONS[activation]())
+            if p > 0:
+                layers.append(nn.Dropout(p))
+            width = hidden
+        layers.append(nn.Linear(width, 10))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.flatten(1) - MNIST_MEAN) / MNIST_STD
+        return self.layers(x)
+
+
+class MNISTClassifier(L.LightningModule):
+    """Cross-entropy training of an `MLP`, with the optimizer and schedule from the config.
+
+    Training metrics are accumulated on the device and logged once every
+    `trainer.log_every_n_steps` steps as the mean over that window: logging every step would
+    cost as much as the step itself for a small MLP and force a host sync on a GPU.
+    """
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int] = (512, 256),
+        activation: str = "relu",
+        dropout: float | Sequence[float] = 0.2,
+        batch_norm: bool = False,
+        optimizer: str = "adamw",
+        lr: float = 3e-3,
+        weight_decay: float = 1e-2,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        scheduler: str = "onecycle",
+        lr_step_epochs: int = 5,
+        lr_gamma: float = 0.1,
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = MLP(hidden_dims, activation, dropout, batch_norm)
+        # Persistent, so a resumed run remembers its best validation accuracy.
+        self.register_buffer("val_acc_best", torch.tensor(0.0))
+        self.register_buffer("_train_sums", torch.zeros(3), persistent=False)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _weights(self) -> list[nn.Parameter]:
+        """The matrices of the linear layers: what weight decay and L1 act on."""
+        return [p for p in self.net.parameters() if p.dim() > 1]
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        if self.hparams.l1 > 0:
+            loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in self._weights())
+        with torch.no_grad():
+            correct = (logits.argmax(1) == labels).sum()
+            self._train_sums += torch.stack(
+                [loss * len(labels), correct, labels.new_tensor(len(labels))]
+            )
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self._log_train_window()
+        return loss
+
+    def _log_train_window(self) -> None:
+        loss_sum, correct, seen = self._train_sums
+        self.log_dict(
+            {"train/loss": loss_sum / seen, "train/acc": correct / seen},
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+        )
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self._train_sums.zero_()
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums.zero_()  # a window never spans two epochs
+
+    def _eval_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> None:
+        images, labels = batch
+        logits = self(images)
+        loss_metric.update(F.cross_entropy(logits, labels), weight=len(labels))
+        acc_metric.update(logits, labels)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.copy_(torch.maximum(self.val_acc_best, acc))
+        self.log_dict(
+            {
+                "val/loss": self.val_loss.compute(),
+                "val/acc": acc,
+                "val/acc_best": self.val_acc_best,
+            },
+            prog_bar=True,
+        )
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()})
+        self.test_loss.reset()
+        self.test_acc.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(images).softmax(1)
+
+    def configure_optimizers(self):
+        """Weight decay on the weight matrices only, never on biases or batch-norm parameters.
+
+        With `adamw` it is decoupled (Loshchilov & Hutter); with `adam` and `sgd` it is the
+        classic L2 penalty added to the gradient.
+        """
+        hp = self.hparams
+        weights = {id(p) for p in self._weights()}
+        groups = [
+            {
+                "params": [p for p in self.parameters() if id(p) in weights],
+                "weight_decay": hp.weight_decay,
+            },
+            {"params": [p for p in self.parameters() if id(p) not in weights], "weight_decay": 0.0},
+        ]
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(
+                groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
+            )
+        else:
+            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            optimizer = cls(groups, lr=hp.lr)
+        if hp.scheduler == "none":
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        if hp.scheduler == "onecycle":
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=hp.lr, total_steps=steps
+            )
+        elif hp.scheduler == "cosine":
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        elif hp.scheduler == "step":
+            schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "epoch"},
+            }
+        else:  # plateau: cut the rate when validation accuracy stops improving for 2 epochs
+            schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=hp.lr_gamma, patience=2
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "epoch", "monitor": "val/acc"},
+            }
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
