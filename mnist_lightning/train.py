@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> float:
     fit_seconds = time.perf_counter() - started
     if trainer.interrupted:
         raise UserError(f"Training was interrupted; {run_dir}/checkpoints/last.ckpt is kept.")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
 
     metrics = {
