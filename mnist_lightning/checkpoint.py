@@ -45,3 +45,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if "hyper_parameters" not in checkpoint:
         raise CheckpointError(f"{path} has no hyper_parameters: it was not made by mnist-train.")
     return checkpoint
+
+
+def load_matching_state_dict(module: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights, if they fit `module` exactly; else say what differs."""
+    state = load_checkpoint(path)["state_dict"]
+    mine = module.state_dict()
+    differs = sorted(
+        {k for k in mine if k not in state or state[k].shape != mine[k].shape}
+        | (set(state) - set(mine))
+    )
+    if differs:
+        shapes = {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")}
+        raise CheckpointError(
+            f"{path} holds a different architecture than the config asks for (its weight shapes: "
+            f"{shapes}; differing entries: {', '.join(differs[:6])}). Use the model.* settings "
+            "it was trained with, or another checkpoint."
+        )
+    return state

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_lightning.download import SOURCES
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
+from mnist_lightning.resume import find_run
 
 
 def run_id() -> str:
@@ -22,9 +23,24 @@ def run_id() -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
 
 
-if not OmegaConf.has_resolver("run_id"):
-    # Cached, so every reference in one run (and Hydra's copies for sweep jobs) sees one value.
-    OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+def run_dir(resume: str | None) -> str:
+    """hydra.run.dir: a new directory, or the one `resume=` names."""
+    return str(find_run(resume)) if resume else f"outputs/runs/{run_id()}"
+
+
+def hydra_output_subdir(resume: str | None) -> str | None:
+    """Where Hydra saves the composed config: nowhere on resume, the run keeps its own."""
+    return None if resume else ".hydra"
+
+
+# Cached, so every reference in one run (and Hydra's copies for sweep jobs) sees one value.
+for _name, _resolver in [
+    ("run_id", run_id),
+    ("run_dir", run_dir),
+    ("hydra_output_subdir", hydra_output_subdir),
+]:
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver, use_cache=True)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

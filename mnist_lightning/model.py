@@ -1,5 +1,6 @@
 """The networks (`MLP`) and the LightningModule that trains them (`MNISTClassifier`)."""
 
+import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -92,6 +93,7 @@ class MNISTClassifier(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self._total_steps = 1  # set in on_train_start, once the trainer knows the data
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -189,13 +191,10 @@ class MNISTClassifier(L.LightningModule):
             optimizer = cls(groups, lr=hp.lr)
         if hp.scheduler == "none":
             return optimizer
-        steps = int(self.trainer.estimated_stepping_batches)
-        if hp.scheduler == "onecycle":
-            schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=hp.lr, total_steps=steps
+        if hp.scheduler in ("onecycle", "cosine"):
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: lr_factor(hp.scheduler, step, self._total_steps)
             )
-        elif hp.scheduler == "cosine":
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         elif hp.scheduler == "step":
             schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
             return {
@@ -211,3 +210,28 @@ class MNISTClassifier(L.LightningModule):
                 "lr_scheduler": {"scheduler": schedule, "interval": "epoch", "monitor": "val/acc"},
             }
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # Read after a checkpoint is restored: a run resumed with more epochs stretches its
+        # schedule to the new horizon (torch's OneCycleLR would stop with an error instead).
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning-rate multiplier at `step` of `total` for `onecycle` or `cosine`.
+
+    `onecycle` follows torch's OneCycleLR: 30 % warm-up from lr/25 to lr, then cosine
+    annealing to lr/250 000. `cosine` anneals from lr to 0.
+    """
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    start, end, warm = 1 / 25, 1 / 250_000, 0.3
+    if progress < warm:
+        return end_points(start, 1.0, progress / warm)
+    return end_points(1.0, end, (progress - warm) / (1 - warm))
+
+
+def end_points(first: float, last: float, fraction: float) -> float:
+    """Cosine interpolation from `first` (fraction 0) to `last` (fraction 1)."""
+    return last + (first - last) * 0.5 * (1 + math.cos(math.pi * fraction))

@@ -18,14 +18,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_lightning.atomic import atomic_write_json
-from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint
+from mnist_lightning.checkpoint import AtomicCheckpointIO, load_matching_state_dict
 from mnist_lightning.config import validate
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError
+from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.resume import find_run, last_checkpoint, resumed_config
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,21 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 
 
+def main() -> None:
+    """Console entry point. `resume=` is checked first: Hydra would otherwise create or log
+    into the directory it names before any check of ours could run."""
+    for arg in sys.argv[1:]:
+        if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null"):
+            try:
+                find_run(arg.split("=", 1)[1])
+            except UserError as e:
+                print(f"Error: {e}", file=sys.stderr)
+                sys.exit(2)
+    hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     try:
         return train(cfg)
     except UserError as e:
@@ -48,8 +63,16 @@ def main(cfg: DictConfig) -> float:
 
 def train(cfg: DictConfig) -> float:
     """Train and test one run as `cfg` says; return `val/acc_best` for sweepers."""
+    if cfg.resume:
+        if cfg.ckpt_path:
+            raise ConfigError(
+                "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
+                "new run from a checkpoint's weights: give one of them, not both."
+            )
+        cfg = resumed_config(cfg)
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    resume_from = last_checkpoint(run_dir) if cfg.resume else None
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls: free speed, no accuracy loss
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -57,8 +80,12 @@ def train(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data)
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model: MNISTClassifier = instantiate(cfg.model, _convert_="all")
-    if cfg.ckpt_path:
-        load_weights(model, cfg.ckpt_path)
+    if resume_from:
+        load_matching_state_dict(model, resume_from)  # fail now, not after Trainer set-up
+        log.info("Resuming %s from %s", run_dir, resume_from)
+    elif cfg.ckpt_path:
+        model.load_state_dict(load_matching_state_dict(model, cfg.ckpt_path))
+        log.info("Starting from the weights of %s", cfg.ckpt_path)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     try:
@@ -76,10 +103,18 @@ def train(cfg: DictConfig) -> float:
             log_hparams_to_tensorboard(logger, cfg)
 
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except (SystemExit, SIGTERMException):  # Lightning's exits on Ctrl-C and on SIGTERM
+        if not trainer.interrupted:
+            raise
+        print(
+            f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to continue from:\n"
+            f"  mnist-train resume={run_dir}",
+            file=sys.stderr,
+        )
+        sys.exit(130)
     fit_seconds = time.perf_counter() - started
-    if trainer.interrupted:
-        raise UserError(f"Training was interrupted; {run_dir}/checkpoints/last.ckpt is kept.")
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
 
@@ -96,22 +131,6 @@ def train(cfg: DictConfig) -> float:
     atomic_write_json(run_dir / "metrics.json", metrics)
     print(results_table(run_dir, metrics))
     return metrics["val/acc_best"]
-
-
-def load_weights(model: MNISTClassifier, ckpt_path: str) -> None:
-    """Start from a checkpoint's weights (not its optimizer or loop state): a new run."""
-    state = load_checkpoint(ckpt_path)["state_dict"]
-    mine = model.state_dict()
-    mismatched = [k for k in mine if k not in state or state[k].shape != mine[k].shape]
-    if mismatched or set(state) - set(mine):
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path} holds a different architecture than the config "
-            f"(model.hidden_dims={list(model.hparams.hidden_dims)}, "
-            f"model.batch_norm={model.hparams.batch_norm}); mismatched: "
-            f"{', '.join(mismatched or sorted(set(state) - set(mine)))[:300]}."
-        )
-    model.load_state_dict(state)
-    log.info("Started from the weights of %s", ckpt_path)
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

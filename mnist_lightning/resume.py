@@ -1,0 +1,78 @@
+"""`resume=<run_dir>`: continue a run in its own directory, with its own config.
+
+The run directory is chosen while Hydra composes the config (the `run_dir` resolver), so
+Hydra logs into the resumed run instead of a new one; Hydra's own copy of the config is not
+written again (`hydra_output_subdir`), so `.hydra/config.yaml` stays the run's original. All
+checks happen before anything is written: a failed resume leaves the directory as it was.
+"""
+
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_lightning.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = Path("outputs/runs")
+# Overrides that change how a run is carried out, not what it computes.
+RESUMABLE_KEYS = (
+    "trainer.max_epochs",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.enable_progress_bar",
+    "callbacks.progress_bar.refresh_rate",
+    "paths.data_dir",
+    "data.source",
+)
+
+
+def last_checkpoint(run: Path) -> Path:
+    return run / "checkpoints" / "last.ckpt"
+
+
+def find_run(resume: str) -> Path:
+    """The run directory `resume=` names (`latest`: the newest run with a checkpoint)."""
+    if resume == "latest":
+        runs = sorted(p.parents[1] for p in RUNS_DIR.glob("*/checkpoints/last.ckpt"))
+        if not runs:
+            raise CheckpointError(f"resume=latest: no run under {RUNS_DIR}/ has a last.ckpt yet.")
+        return runs[-1].resolve()  # names start with the start time, so they sort by it
+    run = Path(resume)
+    if not run.is_dir():
+        raise CheckpointError(f"resume={resume}: there is no such run directory.")
+    if not (run / ".hydra" / "config.yaml").is_file():
+        raise CheckpointError(
+            f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "
+            "unknown. Start a new run from its weights with ckpt_path=<checkpoint> instead."
+        )
+    if not last_checkpoint(run).is_file():
+        raise CheckpointError(
+            f"resume={resume}: {last_checkpoint(run)} is missing; the run stopped before its "
+            "first checkpoint. Start it again instead."
+        )
+    return run.resolve()
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The resumed run's saved config, with the command line's harmless overrides applied."""
+    run = Path(cfg.paths.output_dir)
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    overrides = OverridesParser.create().parse_overrides(HydraConfig.get().overrides.task)
+    for override in overrides:
+        key = override.key_or_group
+        if key == "resume":
+            continue
+        if key not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"resume= continues a run with its own config, and {key} would change what it "
+                f"computes. Only these may change on resume: {', '.join(RESUMABLE_KEYS)}. "
+                "Start a new run from its weights with ckpt_path=<checkpoint> instead."
+            )
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    saved.resume = str(run)
+    saved.ckpt_path = None
+    return saved
