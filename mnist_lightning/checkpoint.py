@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.atomic import atomic_open
 from mnist_lightning.errors import CheckpointError
+from mnist_lightning.model import MNISTClassifier
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,9 +48,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def load_matching_state_dict(module: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+def matching_state_dict(
+    module: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path
+) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, if they fit `module` exactly; else say what differs."""
-    state = load_checkpoint(path)["state_dict"]
+    state = checkpoint["state_dict"]
     mine = module.state_dict()
     differs = sorted(
         {k for k in mine if k not in state or state[k].shape != mine[k].shape}
@@ -63,3 +66,18 @@ def load_matching_state_dict(module: torch.nn.Module, path: str | Path) -> dict[
             "it was trained with, or another checkpoint."
         )
     return state
+
+
+def load_classifier(
+    path: str | Path, device: torch.device
+) -> tuple[MNISTClassifier, dict[str, Any]]:
+    """An `MNISTClassifier` in eval mode on `device`, rebuilt from a checkpoint's hparams."""
+    checkpoint = load_checkpoint(path)
+    try:
+        model = MNISTClassifier(**checkpoint["hyper_parameters"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: its hyper_parameters do not describe a model of this version ({e})."
+        ) from None
+    model.load_state_dict(matching_state_dict(model, checkpoint, path))
+    return model.eval().to(device), checkpoint

@@ -8,6 +8,7 @@ what is allowed, so a typo costs a second, not a crash twenty minutes into a swe
 import secrets
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -16,6 +17,9 @@ from mnist_lightning.download import SOURCES
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
 from mnist_lightning.resume import find_run
+
+# The project's conf/ directory (the package is installed editable, from the clone).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run_id() -> str:

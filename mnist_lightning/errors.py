@@ -1,9 +1,20 @@
-"""The one exception type users see: a clear message instead of a traceback.
+"""The exception type users see: a clear message instead of a traceback.
 
 Every check on user input (config values, files, checkpoints, images) raises `UserError` with a
 message that names the offending key, file or value and says what to do. The entry points catch
 it, print the message and exit with status 2.
 """
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class UserError(Exception):
@@ -20,3 +31,23 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or run directory is missing, corrupt or incompatible."""
+
+
+def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
+    """Print a `UserError` as one paragraph and exit with status 2, instead of a traceback.
+
+    In a Hydra multirun the error is re-raised: Hydra then records the job as failed and the
+    sweep goes on with the next one.
+    """
+
+    @functools.wraps(task)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return task(*args, **kwargs)
+        except UserError as e:
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

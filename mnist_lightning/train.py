@@ -15,24 +15,20 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_lightning.atomic import atomic_write_json
-from mnist_lightning.checkpoint import AtomicCheckpointIO, load_matching_state_dict
-from mnist_lightning.config import validate
-from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint, matching_state_dict
+from mnist_lightning.config import CONFIG_DIR, validate
+from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import find_run, last_checkpoint, resumed_config
 
 log = logging.getLogger(__name__)
 
-# The project's conf/ directory (the package is installed editable, from the clone).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
 HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 
@@ -47,20 +43,11 @@ def main() -> None:
             except UserError as e:
                 print(f"Error: {e}", file=sys.stderr)
                 sys.exit(2)
-    hydra_main()
+    train()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def hydra_main(cfg: DictConfig) -> float:
-    try:
-        return train(cfg)
-    except UserError as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records this job as failed and the sweep goes on
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
+@exit_on_user_error
 def train(cfg: DictConfig) -> float:
     """Train and test one run as `cfg` says; return `val/acc_best` for sweepers."""
     if cfg.resume:
@@ -81,10 +68,11 @@ def train(cfg: DictConfig) -> float:
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model: MNISTClassifier = instantiate(cfg.model, _convert_="all")
     if resume_from:
-        load_matching_state_dict(model, resume_from)  # fail now, not after Trainer set-up
+        matching_state_dict(model, load_checkpoint(resume_from), resume_from)  # fail early
         log.info("Resuming %s from %s", run_dir, resume_from)
     elif cfg.ckpt_path:
-        model.load_state_dict(load_matching_state_dict(model, cfg.ckpt_path))
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        model.load_state_dict(matching_state_dict(model, checkpoint, cfg.ckpt_path))
         log.info("Starting from the weights of %s", cfg.ckpt_path)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
