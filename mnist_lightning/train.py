@@ -23,7 +23,15 @@ from torch.utils.tensorboard.summary import hparams
 from mnist_lightning.atomic import atomic_write_json
 from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint, matching_state_dict
 from mnist_lightning.config import CONFIG_DIR, validate
+from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
+from mnist_lightning.eval import predict_all
+from mnist_lightning.figures import (
+    confusion_figure,
+    confusion_matrix,
+    first_layer_figure,
+    mistakes_figure,
+)
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import find_run, last_checkpoint, resumed_config
 
@@ -106,6 +114,10 @@ def train(cfg: DictConfig) -> float:
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
 
+    for logger in loggers:
+        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+            log_figures_to_tensorboard(logger, model, datamodule, trainer.global_step)
+
     metrics = {
         "test/acc": tested["test/acc"],
         "test/loss": tested["test/loss"],
@@ -155,6 +167,26 @@ def log_hparams_to_tensorboard(
     writer = logger.experiment.file_writer
     for summary in (experiment, start, end):
         writer.add_summary(summary)
+
+
+def log_figures_to_tensorboard(
+    logger: L.pytorch.loggers.TensorBoardLogger,
+    model: MNISTClassifier,
+    datamodule: MNISTDataModule,
+    step: int,
+) -> None:
+    """The tested model's confusion matrix, worst mistakes and first-layer weights."""
+    images, labels = datamodule.splits["test"]
+    model.eval()
+    logits = predict_all(model, images, datamodule.eval_batch_size)
+    writer = logger.experiment
+    counts = confusion_matrix(logits.argmax(1), labels)
+    writer.add_figure("test/confusion_matrix", confusion_figure(counts), step)
+    writer.add_figure(
+        "test/mistakes", mistakes_figure(images / 255, logits.softmax(1), labels), step
+    )
+    writer.add_figure("model/first_layer", first_layer_figure(model.net.layers[0].weight), step)
+    writer.flush()
 
 
 def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
