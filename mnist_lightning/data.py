@@ -10,6 +10,7 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -49,40 +50,61 @@ class TensorBatches:
     """Batches `(images, labels)` by indexing tensors that already sit on the device.
 
     Images come out as float in [0, 1], shape (batch, 28, 28); the model normalises them.
+    With `group=K`, each item is a list of K consecutive mini-batches, gathered with one
+    indexing operation: the training step takes one optimizer step per mini-batch, so
+    Lightning's fixed cost per `training_step` call is paid once per K steps.
     `state_dict`/`load_state_dict` record how far into the epoch we are, so Lightning can
     resume mid-epoch without repeating or skipping a batch.
     """
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        group: int | None = None,
     ) -> None:
-        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.images, self.labels, self.batch_size, self.group = images, labels, batch_size, group
+        self.rows_per_item = batch_size * (group or 1)
         self.sampler = EpochSampler(len(labels), seed, shuffle)
         self.batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
-        self.batches_done = 0  # batches of the current epoch already handed out
+        self.items_done = 0  # items of the current epoch already handed out
         self._resume_at = 0
 
     def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.rows_per_item)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Mini-batches per epoch, whatever the grouping: optimizer steps, for schedules."""
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def __iter__(self) -> Iterator[Batch]:
-        # A generator: nothing runs until the first batch is asked for, so a state loaded
+    def __iter__(self) -> Iterator[Batch | list[Batch]]:
+        # A generator: nothing runs until the first item is asked for, so a state loaded
         # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
         start, self._resume_at = self._resume_at, 0
-        self.batches_done = start
+        self.items_done = start
         order = self.sampler.order(self.labels.device)
         for i in range(start, len(self)):
-            self.batches_done = i + 1
-            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            self.items_done = i + 1
+            rows = slice(i * self.rows_per_item, (i + 1) * self.rows_per_item)
             index = rows if order is None else order[rows]
-            yield self.images[index].float().div_(255), self.labels[index]
+            images, labels = self.images[index].float().div_(255), self.labels[index]
+            if self.group is None:
+                yield images, labels
+            else:
+                yield list(
+                    zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True)
+                )
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
+        return {"epoch": self.sampler.epoch, "items_done": self.items_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
-        self._resume_at = self.batches_done = state["batches_done"]
+        self._resume_at = self.items_done = state["items_done"]
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -93,6 +115,7 @@ class MNISTDataModule(L.LightningDataModule):
         self,
         data_dir: str = "data",
         batch_size: int = 128,
+        steps_per_call: int = 8,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         train_subset: int | None = None,
@@ -102,6 +125,7 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.steps_per_call = steps_per_call
         self.val_size, self.train_subset = val_size, train_subset
         self.source, self.seed = source, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -142,20 +166,19 @@ class MNISTDataModule(L.LightningDataModule):
             *(len(y) for _, y in self.splits.values()),
         )
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
-        images, labels = self.splits[split]
-        return TensorBatches(images, labels, batch_size, shuffle, self.seed)
-
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        images, labels = self.splits["train"]
+        return TensorBatches(
+            images, labels, self.batch_size, True, self.seed, group=self.steps_per_call
+        )
 
     def val_dataloader(self) -> TensorBatches:
-        return self._batches("val", self.eval_batch_size, shuffle=False)
+        return TensorBatches(*self.splits["val"], self.eval_batch_size, False, self.seed)
 
     def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.eval_batch_size, shuffle=False)
+        return TensorBatches(*self.splits["test"], self.eval_batch_size, False, self.seed)
 
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, idx: int) -> Batch:
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
         return batch  # already on the device: skip Lightning's per-step tree walk
 
 

@@ -112,7 +112,8 @@ def train(cfg: DictConfig) -> float:
         sys.exit(130)
     fit_seconds = time.perf_counter() - started
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
-    tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
