@@ -82,7 +82,7 @@ class MNISTClassifier(L.LightningModule):
         dropout: float | Sequence[float] = 0.2,
         batch_norm: bool = False,
         optimizer: str = "adamw",
-        lr: float = 3e-3,
+        lr: float = 2e-3,
         weight_decay: float = 1e-2,
         momentum: float = 0.9,
         nesterov: bool = False,

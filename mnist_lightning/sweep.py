@@ -1,0 +1,93 @@
+"""The summary of a Hydra multirun: one row per job, best first.
+
+`SweepSummary` is a Hydra callback. After every job it records the job's status in
+`<job>/job_status.json` and rewrites `summary.csv` and `summary.md` in the sweep directory
+from what the job directories hold, so the summary is current even while the sweep runs, after
+a crash, and with launchers that run jobs in other processes.
+"""
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mnist_lightning.atomic import atomic_open, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "wall_seconds")
+
+
+class SweepSummary(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        failed = job_return.status != JobStatus.COMPLETED
+        reason = " ".join(str(job_return._return_value).split())[:300] if failed else ""
+        status = {
+            "status": "failed" if failed else "completed",
+            "reason": reason,
+            "overrides": list(job_return.overrides or []),
+        }
+        atomic_write_json(job_dir / "job_status.json", status)
+        write_summary(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = write_summary(Path(config.hydra.sweep.dir))
+        print(markdown_table(rows))
+        failed = sum(row["status"] != "completed" for row in rows)
+        if failed:
+            log.error(
+                "%d of %d jobs failed; see %s/summary.md", failed, len(rows), config.hydra.sweep.dir
+            )
+
+
+def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for status_file in sweep_dir.glob("*/job_status.json"):
+        job_dir = status_file.parent
+        status = json.loads(status_file.read_text())
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        rows.append(
+            {
+                "job": job_dir.name,
+                "overrides": " ".join(status["overrides"]),
+                "status": status["status"] + (f": {status['reason']}" if status["reason"] else ""),
+                **{key: metrics.get(key, "") for key in COLUMNS[3:]},
+            }
+        )
+    # Best first; failed jobs (no val/acc_best) last, in job order.
+    return sorted(
+        rows, key=lambda r: (r["val/acc_best"] == "", -(r["val/acc_best"] or 0), r["job"])
+    )
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = job_rows(sweep_dir)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_open(sweep_dir / "summary.csv", "w") as f:
+        f.write(buffer.getvalue())
+    with atomic_open(sweep_dir / "summary.md", "w") as f:
+        f.write(f"# Sweep {sweep_dir.name}\n\n{markdown_table(rows)}\n")
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
