@@ -3,9 +3,9 @@
     mnist-eval run_dir=outputs/runs/<run>     # the run's best checkpoint
     mnist-eval ckpt_path=path/to/file.ckpt    # any checkpoint, from any device
 
-Results go to the console, to `eval/metrics.json` in the checkpoint's run and, as scalars and
-figures, to that run's TensorBoard. The test accuracy equals the one `mnist-train` recorded for
-the same checkpoint: same images, same batches, same arithmetic.
+Results go to the console, to `eval/` in the checkpoint's run (metrics.json and the figures as
+PNG) and, as scalars and figures, to that run's TensorBoard. The test accuracy equals the one
+`mnist-train` recorded for the same checkpoint: same images, same batches, same arithmetic.
 """
 
 import logging
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from mnist_lightning.atomic import atomic_write_json
+from mnist_lightning.atomic import atomic_open, atomic_write_json
 from mnist_lightning.checkpoint import load_classifier
 from mnist_lightning.config import CONFIG_DIR
 from mnist_lightning.data import load_pair
@@ -122,6 +122,14 @@ def main(cfg: DictConfig) -> None:
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     results |= {"checkpoint": str(ckpt), "global_step": checkpoint.get("global_step", 0)}
     atomic_write_json(run / "eval" / "metrics.json", results)
+    figures = {
+        "confusion_matrix": confusion_figure(torch.tensor(results["confusion_matrix"])),
+        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),
+        "first_layer": first_layer_figure(model.net.layers[0].weight),
+    }
+    for name, figure in figures.items():
+        with atomic_open(run / "eval" / f"{name}.png", "wb") as f:
+            figure.savefig(f, format="png", dpi=100)
     if cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -129,20 +137,9 @@ def main(cfg: DictConfig) -> None:
         with SummaryWriter(run / "tensorboard") as writer:
             writer.add_scalar("eval/acc", results["test/acc"], step)
             writer.add_scalar("eval/loss", results["test/loss"], step)
-            writer.add_figure(
-                "eval/confusion_matrix",
-                confusion_figure(torch.tensor(results["confusion_matrix"])),
-                step,
-            )
-            writer.add_figure(
-                "eval/mistakes",
-                mistakes_figure(images.float() / 255, logits.softmax(1), labels),
-                step,
-            )
-            writer.add_figure(
-                "eval/first_layer", first_layer_figure(model.net.layers[0].weight), step
-            )
-    print(f"\nwritten: {run / 'eval' / 'metrics.json'}")
+            for name, figure in figures.items():
+                writer.add_figure(f"eval/{name}", figure, step)
+    print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
 if __name__ == "__main__":
