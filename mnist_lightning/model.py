@@ -96,9 +96,10 @@ class MNISTClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False  # see training_step
         self.net = MLP(hidden_dims, activation, dropout, batch_norm)
-        # Persistent, so a resumed run remembers its best validation accuracy.
+        # Saved in checkpoints, so a resumed run remembers its best validation accuracy and
+        # its half-filled logging window (loss sum, correct, seen): curves resume exactly.
         self.register_buffer("val_acc_best", torch.tensor(0.0))
-        self.register_buffer("_train_sums", torch.zeros(3), persistent=False)
+        self.register_buffer("train_window", torch.zeros(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
@@ -131,7 +132,7 @@ class MNISTClassifier(L.LightningModule):
                 self.lr_schedulers().step()
             with torch.no_grad():
                 correct = (logits.argmax(1) == labels).sum()
-                self._train_sums.add_(
+                self.train_window.add_(
                     torch.stack([loss * len(labels), correct, labels.new_tensor(len(labels))])
                 )
             if self.global_step % self.trainer.log_every_n_steps == 0:
@@ -139,7 +140,7 @@ class MNISTClassifier(L.LightningModule):
 
     def _log_train_window(self) -> None:
         """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
-        loss_sum, correct, seen = self._train_sums.tolist()  # the one host sync per window
+        loss_sum, correct, seen = self.train_window.tolist()  # the one host sync per window
         if not math.isfinite(loss_sum):
             raise DivergedError(
                 f"train/loss became {loss_sum / seen} by step {self.global_step} (epoch "
@@ -151,7 +152,7 @@ class MNISTClassifier(L.LightningModule):
             {"train/loss": loss_sum / seen, "train/acc": correct / seen, "train/lr": lr},
             prog_bar=True,
         )
-        self._train_sums.zero_()
+        self.train_window.zero_()
 
     def log_to_step(self, metrics: dict[str, float | torch.Tensor], prog_bar: bool = False) -> None:
         """`self.log` for the progress bar and callbacks; the loggers get the optimizer step.
@@ -168,7 +169,7 @@ class MNISTClassifier(L.LightningModule):
             logger.log_metrics(values, step=self.global_step)
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums.zero_()  # a window never spans two epochs
+        self.train_window.zero_()  # a window never spans two epochs
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.scheduler == "step":
@@ -253,6 +254,20 @@ class MNISTClassifier(L.LightningModule):
                 optimizer, mode="max", factor=hp.lr_gamma, patience=2
             )
         return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save the random generators too (dropout draws from them): with them, a resumed run
+        computes bit for bit what the uninterrupted run would have."""
+        checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states", {})
+        if "cpu" in states:
+            torch.set_rng_state(states["cpu"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def on_train_start(self) -> None:
         # Read after a checkpoint is restored: a run resumed with more epochs stretches its

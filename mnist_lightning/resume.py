@@ -7,8 +7,11 @@ checks happen before anything is written: a failed resume leaves the directory a
 """
 
 import logging
+import signal
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +24,7 @@ RUNS_DIR = Path("outputs/runs")
 # Overrides that change how a run is carried out, not what it computes.
 RESUMABLE_KEYS = (
     "trainer.max_epochs",
+    "trainer.max_steps",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.enable_progress_bar",
@@ -76,3 +80,29 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     saved.resume = str(run)
     saved.ckpt_path = None
     return saved
+
+
+class GracefulInterrupt(L.Callback):
+    """Ctrl-C stops training the way SIGTERM does: after the current `training_step`, with
+    `last.ckpt` saved in a consistent state (no half-taken optimizer step), so resuming
+    continues exactly where it stopped. Lightning alone would abort mid-step."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning installed its SIGTERM handler when fit started; Ctrl-C now goes there too.
+        self._previous = signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
+    ) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
