@@ -9,6 +9,7 @@ mnist-train resume=outputs/runs/<run>         # continue an interrupted run
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,18 @@ from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import find_run, last_checkpoint, resumed_config
 
 log = logging.getLogger(__name__)
+
+# Lightning messages that do not apply to this project: with data.steps_per_call, an epoch has
+# fewer training_step calls than logging steps, and checkpoints after a call are what we want.
+for pattern in (
+    r".*smaller than the logging interval",
+    r".*Using ModelCheckpoint with manual optimization",
+    r".*isinstance\(treespec, LeafSpec\)",
+):
+    warnings.filterwarnings("ignore", message=pattern)
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()  # an advertisement
+)
 
 # Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
 HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
