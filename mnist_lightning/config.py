@@ -119,8 +119,9 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(dropout, ListConfig | list):
         if len(dropout) != len(hidden):
             raise ConfigError(
-                f"model.dropout has {len(dropout)} values for {len(hidden)} hidden layers "
-                f"(model.hidden_dims={list(hidden)}); give one per layer or a single number."
+                f"model.dropout={list(dropout)} has {len(dropout)} values for {len(hidden)} "
+                f"hidden layers (model.hidden_dims={list(hidden)}); give one per layer or a "
+                "single number."
             )
         for i in range(len(dropout)):
             _number(cfg, f"model.dropout[{i}]", float, low=0, high=1, high_open=True)

@@ -67,18 +67,17 @@ SMALL = [
 
 
 def run_cli(
-    module: str, args: list[str], cwd: Path, data_dir: Path, **kwargs
+    module: str, args: list[str], cwd: Path, data_dir: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python -m mnist_lightning.<module> args...` in `cwd`, with MNIST_DATA_DIR set."""
-    env = os.environ | {"MNIST_DATA_DIR": str(data_dir), "PYTHONWARNINGS": "ignore"}
+    cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", f"mnist_lightning.{module}", *args],
         cwd=cwd,
-        env=env,
+        env=os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (env or {}),
         capture_output=True,
         text=True,
         timeout=600,
-        **kwargs,
     )
 
 

@@ -1,0 +1,18 @@
+"""A callback for the resume tests: SIGKILL the training process at the optimizer step named by
+the environment variable KILL_AT_STEP (and do nothing without it, as in the resumed run).
+
+Lightning runs checkpoint callbacks after all others, so the kill lands before the checkpoint
+of that step is written: the run loses everything since its previous checkpoint, for real.
+"""
+
+import os
+import signal
+
+import lightning as L
+
+
+class KillAt(L.Callback):
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        step = os.environ.get("KILL_AT_STEP")
+        if step and trainer.global_step >= int(step):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,107 @@
+"""Resume: a run killed with SIGKILL and resumed ends bit for bit where the uninterrupted run
+ends, whether the last checkpoint was written at an epoch end or in the middle of an epoch."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMALL, run_cli, run_dirs
+
+TESTS = Path(__file__).resolve().parent
+# 1 000 training images in batches of 10, one step per call: 100 optimizer steps per epoch.
+EXACT = [
+    *SMALL,
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "data.batch_size=10",
+    "data.steps_per_call=1",
+    "model.dropout=0.3",
+]
+MID_EPOCH = [
+    "callbacks.periodic_checkpoint.train_time_interval=null",
+    "+callbacks.periodic_checkpoint.every_n_train_steps=7",
+]
+
+
+KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
+
+
+def train(cwd: Path, data: Path, args: list[str], kill_step: int | None = None) -> Path:
+    env = {"PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if kill_step:
+        env["KILL_AT_STEP"] = str(kill_step)
+    done = run_cli("train", args, cwd, data, env=env)
+    assert done.returncode == (-signal.SIGKILL if kill_step else 0), done.stderr[-3000:]
+    return run_dirs(cwd)[-1]
+
+
+def final_state(run: Path) -> tuple[dict, dict]:
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    keep = ("test/acc", "test/loss", "val/acc_best", "epoch", "global_step")
+    return checkpoint["state_dict"], {k: metrics[k] for k in keep}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "kill_step", "resumed_from"),
+    [([], 150, 100), (MID_EPOCH, 130, 126)],
+    ids=["epoch-boundary", "mid-epoch"],
+)
+def test_killed_and_resumed_equals_uninterrupted(
+    tmp_path: Path, synthetic_mnist: Path, extra: list[str], kill_step: int, resumed_from: int
+) -> None:
+    periodic = extra or ["~callbacks.periodic_checkpoint"]
+    reference = train(tmp_path / "a", synthetic_mnist, [*EXACT, *periodic, *KILLABLE])
+    killed = train(tmp_path / "b", synthetic_mnist, [*EXACT, *periodic, *KILLABLE], kill_step)
+    assert not (killed / "metrics.json").exists()
+    last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == resumed_from
+
+    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}"]) == killed
+    assert run_dirs(tmp_path / "b") == [killed]  # same directory, no new run
+
+    (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
+    assert metrics_a == metrics_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_resume_refuses_overrides_that_change_the_run(
+    trained_run: Path, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")}
+    done = run_cli("train", [f"resume={trained_run}", "model.lr=0.5"], tmp_path, synthetic_mnist)
+    assert done.returncode == 2
+    assert "model.lr" in done.stderr and "Traceback" not in done.stderr
+    assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "no-config", "no-checkpoint", "corrupt"])
+def test_bad_resume_targets_get_one_clear_error(
+    damage: str, trained_run: Path, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    if damage == "missing":
+        run = tmp_path / "nowhere"
+    elif damage == "no-config":
+        shutil.rmtree(run / ".hydra")
+    elif damage == "no-checkpoint":
+        (run / "checkpoints" / "last.ckpt").unlink()
+    else:
+        last = run / "checkpoints" / "last.ckpt"
+        last.write_bytes(last.read_bytes()[:1000])
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")} if run.exists() else {}
+    done = run_cli("train", [f"resume={run}"], tmp_path, synthetic_mnist)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(run) in done.stderr
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*")} if run.exists() else {}
+    assert after == before
+    assert not (tmp_path / "outputs").exists() or damage == "corrupt"
