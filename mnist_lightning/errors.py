@@ -36,17 +36,21 @@ class CheckpointError(UserError):
 def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
     """Print a `UserError` as one paragraph and exit with status 2, instead of a traceback.
 
-    In a Hydra multirun the error is re-raised: Hydra then records the job as failed and the
-    sweep goes on with the next one.
+    In a Hydra multirun the job is recorded as failed, with the message, and the sweep goes on
+    with the next job; the sweep's summary lists it and its exit status is 1. The job returns
+    NaN, which Hydra's sweepers (Optuna included) treat as a failed trial.
     """
 
     @functools.wraps(task)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | float:
         try:
             return task(*args, **kwargs)
         except UserError as e:
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise
+                from mnist_lightning.sweep import record_failure
+
+                record_failure(str(e))
+                return float("nan")
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
 

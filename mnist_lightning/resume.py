@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError
@@ -83,11 +84,13 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C stops training the way SIGTERM does: after the current `training_step`, with
-    `last.ckpt` saved in a consistent state (no half-taken optimizer step), so resuming
-    continues exactly where it stopped. Lightning alone would abort mid-step."""
+    """Ctrl-C and SIGTERM stop training after the current `training_step` and save
+    `last.ckpt` there, in a consistent state (no half-taken optimizer step), so resuming
+    continues exactly where training stopped. Lightning alone would abort Ctrl-C mid-step.
+    Other exceptions (a diverged loss, a bug) leave the last good `last.ckpt` alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, dirpath: str) -> None:
+        self.last = Path(dirpath) / "last.ckpt"
         self._previous: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -98,9 +101,11 @@ class GracefulInterrupt(L.Callback):
         self._restore()
 
     def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore()
+        if isinstance(exception, SIGTERMException) and not trainer.sanity_checking:
+            trainer.save_checkpoint(self.last)
 
     def _restore(self) -> None:
         if self._previous is not None:

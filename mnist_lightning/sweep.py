@@ -10,9 +10,11 @@ import csv
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -25,34 +27,44 @@ log = logging.getLogger(__name__)
 COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "wall_seconds")
 
 
+STATUS_FILE = "job_status.json"
+
+
+def record_failure(reason: str) -> None:
+    """Called by a job that stops on bad input: its status and why, for the summary."""
+    log.error("Job failed: %s", reason)
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    atomic_write_json(job_dir / STATUS_FILE, {"status": "failed", "reason": reason})
+
+
 class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        job_dir = Path(config.hydra.runtime.output_dir)
-        failed = job_return.status != JobStatus.COMPLETED
-        reason = " ".join(str(job_return._return_value).split())[:300] if failed else ""
-        status = {
-            "status": "failed" if failed else "completed",
-            "reason": reason,
-            "overrides": list(job_return.overrides or []),
-        }
-        atomic_write_json(job_dir / "job_status.json", status)
+        status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE
+        status = {"status": "completed", "reason": ""}
+        if status_file.is_file():  # written by record_failure
+            status |= json.loads(status_file.read_text())
+        if job_return.status != JobStatus.COMPLETED:  # a crash, not bad input: a bug or a kill
+            error = job_return._return_value
+            reason = f"{type(error).__name__}: " + " ".join(str(error).split())[:300]
+            status = {"status": "failed", "reason": reason}
+        status["overrides"] = list(job_return.overrides or [])
+        atomic_write_json(status_file, status)
         write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = write_summary(Path(config.hydra.sweep.dir))
-        print(markdown_table(rows))
+        print(f"\n{markdown_table(rows)}\n\nsummary: {config.hydra.sweep.dir}/summary.md")
         failed = sum(row["status"] != "completed" for row in rows)
         if failed:
-            log.error(
-                "%d of %d jobs failed; see %s/summary.md", failed, len(rows), config.hydra.sweep.dir
-            )
+            log.error("%d of %d jobs failed.", failed, len(rows))
+            sys.exit(1)
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
-    for status_file in sweep_dir.glob("*/job_status.json"):
+    for status_file in sweep_dir.glob(f"*/{STATUS_FILE}"):
         job_dir = status_file.parent
         status = json.loads(status_file.read_text())
         metrics_file = job_dir / "metrics.json"

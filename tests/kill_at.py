@@ -1,5 +1,6 @@
-"""A callback for the resume tests: SIGKILL the training process at the optimizer step named by
-the environment variable KILL_AT_STEP (and do nothing without it, as in the resumed run).
+"""A callback for the resume tests: signal the training process at the optimizer step named by
+the environment variable KILL_AT_STEP (and do nothing without it, as in the resumed run). The
+signal is SIGKILL, or the one named by KILL_SIGNAL (e.g. INT for Ctrl-C).
 
 Lightning runs checkpoint callbacks after all others, so the kill lands before the checkpoint
 of that step is written: the run loses everything since its previous checkpoint, for real.
@@ -15,4 +16,5 @@ class KillAt(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         step = os.environ.get("KILL_AT_STEP")
         if step and trainer.global_step >= int(step):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.environ.pop("KILL_AT_STEP")  # once
+            os.kill(os.getpid(), signal.Signals[f"SIG{os.environ.get('KILL_SIGNAL', 'KILL')}"])

@@ -29,12 +29,17 @@ MID_EPOCH = [
 KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
 
 
-def train(cwd: Path, data: Path, args: list[str], kill_step: int | None = None) -> Path:
+def train(
+    cwd: Path, data: Path, args: list[str], kill_step: int | None = None, kill: str = "KILL"
+) -> Path:
     env = {"PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if kill_step:
-        env["KILL_AT_STEP"] = str(kill_step)
+        env |= {"KILL_AT_STEP": str(kill_step), "KILL_SIGNAL": kill}
     done = run_cli("train", args, cwd, data, env=env)
-    assert done.returncode == (-signal.SIGKILL if kill_step else 0), done.stderr[-3000:]
+    expected = {"KILL": -signal.SIGKILL, "INT": 130, "TERM": 130}[kill] if kill_step else 0
+    assert done.returncode == expected, done.stderr[-3000:]
+    if kill_step and kill != "KILL":
+        assert f"mnist-train resume={run_dirs(cwd)[-1]}" in done.stderr
     return run_dirs(cwd)[-1]
 
 
@@ -47,16 +52,22 @@ def final_state(run: Path) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("extra", "kill_step", "resumed_from"),
-    [([], 150, 100), (MID_EPOCH, 130, 126)],
-    ids=["epoch-boundary", "mid-epoch"],
+    ("extra", "kill", "kill_step", "resumed_from"),
+    [([], "KILL", 150, 100), (MID_EPOCH, "KILL", 130, 126), ([], "INT", 143, 143)],
+    ids=["sigkill-epoch-boundary", "sigkill-mid-epoch", "ctrl-c"],
 )
 def test_killed_and_resumed_equals_uninterrupted(
-    tmp_path: Path, synthetic_mnist: Path, extra: list[str], kill_step: int, resumed_from: int
+    tmp_path: Path,
+    synthetic_mnist: Path,
+    extra: list[str],
+    kill: str,
+    kill_step: int,
+    resumed_from: int,
 ) -> None:
+    """SIGKILL loses the steps since the last checkpoint; Ctrl-C saves where it stopped."""
     periodic = extra or ["~callbacks.periodic_checkpoint"]
     reference = train(tmp_path / "a", synthetic_mnist, [*EXACT, *periodic, *KILLABLE])
-    killed = train(tmp_path / "b", synthetic_mnist, [*EXACT, *periodic, *KILLABLE], kill_step)
+    killed = train(tmp_path / "b", synthetic_mnist, [*EXACT, *periodic, *KILLABLE], kill_step, kill)
     assert not (killed / "metrics.json").exists()
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == resumed_from

@@ -59,6 +59,16 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path, synthetic_mnist: Path)
     assert done.stderr.strip() == "Error: model.dropout=1.5 is out of range: it must be in [0, 1)."
 
 
+def test_a_diverged_run_stops_with_advice_and_keeps_no_broken_checkpoint(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    args = [*SMALL, "model.optimizer=sgd", "model.lr=1e8", "model.scheduler=none"]
+    done = run_cli("train", args, tmp_path, synthetic_mnist)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "train/loss became nan by step 4" in done.stderr and "model.lr" in done.stderr
+    assert not list(tmp_path.glob("outputs/runs/*/checkpoints/last.ckpt"))
+
+
 def test_runs_started_together_get_their_own_directories(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
