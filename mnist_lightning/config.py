@@ -138,6 +138,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "model.lr_gamma", float, low=0, high=1, low_open=True)
     _number(cfg, "model.label_smoothing", float, low=0, high=1, high_open=True)
     _number(cfg, "model.l1", float, low=0)
+    _boolean(cfg, "model.log_histograms")
     if _get(cfg, "model.nesterov") and _get(cfg, "model.optimizer") == "sgd":
         _number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
 

@@ -91,6 +91,7 @@ class MNISTClassifier(L.LightningModule):
         lr_gamma: float = 0.1,
         label_smoothing: float = 0.0,
         l1: float = 0.0,
+        log_histograms: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -137,6 +138,8 @@ class MNISTClassifier(L.LightningModule):
                 )
             if self.global_step % self.trainer.log_every_n_steps == 0:
                 self._log_train_window()
+        if self.hparams.log_histograms and self.trainer.is_last_batch:
+            self._log_histograms()  # once per epoch, while the last gradients are there
 
     def _log_train_window(self) -> None:
         """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
@@ -176,6 +179,18 @@ class MNISTClassifier(L.LightningModule):
             self.lr_schedulers().step()
         elif self.hparams.scheduler == "plateau" and "val/acc" in self.trainer.callback_metrics:
             self.lr_schedulers().step(self.trainer.callback_metrics["val/acc"])
+
+    def _log_histograms(self) -> None:
+        """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab: how the
+        weights spread as training goes on, and whether gradients vanish in deep nets."""
+        for logger in self.loggers:
+            if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
+                for name, param in self.net.named_parameters():
+                    logger.experiment.add_histogram(f"weights/{name}", param, self.global_step)
+                    if param.grad is not None:
+                        logger.experiment.add_histogram(
+                            f"gradients/{name}", param.grad, self.global_step
+                        )
 
     def _eval_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> None:
         images, labels = batch

@@ -92,11 +92,15 @@ def test_ckpt_path_starts_a_new_run_from_the_weights(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     last = trained_run / "checkpoints" / "last.ckpt"
-    done = run_cli(
-        "train", [*SMALL, f"ckpt_path={last}", "trainer.max_epochs=1"], tmp_path, synthetic_mnist
-    )
+    args = [*SMALL, f"ckpt_path={last}", "trainer.max_epochs=1", "model.log_histograms=true"]
+    done = run_cli("train", args, tmp_path, synthetic_mnist)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Starting from the weights" in (run_dirs(tmp_path)[0] / "train.log").read_text()
+    (run,) = run_dirs(tmp_path)
+    assert "Starting from the weights" in (run / "train.log").read_text()
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    histograms = set(events.Tags()["histograms"])
+    assert {"weights/layers.0.weight", "gradients/layers.0.weight"} <= histograms
 
     other = [*SMALL, f"ckpt_path={last}", "model.hidden_dims=[16]"]
     done = run_cli("train", other, tmp_path / "other", synthetic_mnist)
