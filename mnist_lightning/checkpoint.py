@@ -48,12 +48,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def matching_state_dict(
-    module: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path
+def network_weights(
+    model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path
 ) -> dict[str, torch.Tensor]:
-    """The checkpoint's weights, if they fit `module` exactly; else say what differs."""
-    state = checkpoint["state_dict"]
-    mine = module.state_dict()
+    """The checkpoint's network weights (`net.*`), if they fit `model.net` exactly; else say
+    what differs. Training bookkeeping beside them is Lightning's to restore, not ours."""
+    state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    mine = model.net.state_dict()
     differs = sorted(
         {k for k in mine if k not in state or state[k].shape != mine[k].shape}
         | (set(state) - set(mine))
@@ -79,5 +80,5 @@ def load_classifier(
         raise CheckpointError(
             f"{path}: its hyper_parameters do not describe a model of this version ({e})."
         ) from None
-    model.load_state_dict(matching_state_dict(model, checkpoint, path))
+    model.net.load_state_dict(network_weights(model, checkpoint, path))
     return model.eval().to(device), checkpoint

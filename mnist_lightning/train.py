@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_lightning.atomic import atomic_write_json
-from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint, matching_state_dict
+from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint, network_weights
 from mnist_lightning.config import CONFIG_DIR, validate
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
@@ -89,11 +89,11 @@ def train(cfg: DictConfig) -> float:
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model: MNISTClassifier = instantiate(cfg.model, _convert_="all")
     if resume_from:
-        matching_state_dict(model, load_checkpoint(resume_from), resume_from)  # fail early
+        network_weights(model, load_checkpoint(resume_from), resume_from)  # fail early
         log.info("Resuming %s from %s", run_dir, resume_from)
     elif cfg.ckpt_path:
         checkpoint = load_checkpoint(cfg.ckpt_path)
-        model.load_state_dict(matching_state_dict(model, checkpoint, cfg.ckpt_path))
+        model.net.load_state_dict(network_weights(model, checkpoint, cfg.ckpt_path))
         log.info("Starting from the weights of %s", cfg.ckpt_path)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]

@@ -212,3 +212,35 @@ def test_end_to_end_on_real_mnist(tmp_path: Path, real_mnist: Path) -> None:
     )
     assert "broken.png" in done.stderr and "blank.png" in done.stderr
     assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_agrees_with_the_checkpoint(
+    fmt: str, trained_run: Path, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    output = tmp_path / f"model.{fmt}"
+    args = [
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"format={fmt}",
+        f"output={output}",
+        "data_source=files",
+        "check_images=300",
+    ]
+    done = run_cli("export", args, tmp_path, synthetic_mnist)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "same predictions as the checkpoint on 300 test images" in done.stdout
+    images = read_idx(synthetic_mnist / "MNIST" / "raw" / "t10k-images-idx3-ubyte")[:5] / 255
+    if fmt == "torchscript":
+        logits = torch.jit.load(str(output))(images.float())
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        logits = torch.from_numpy(session.run(None, {"images": images.float().numpy()})[0])
+    assert logits.shape == (5, 10)
+
+
+def test_export_bad_format(trained_run: Path, tmp_path: Path, synthetic_mnist: Path) -> None:
+    args = [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "format=tflite"]
+    done = run_cli("export", args, tmp_path, synthetic_mnist)
+    assert done.returncode == 2 and "format='tflite'" in done.stderr
