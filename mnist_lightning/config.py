@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_lightning.download import SOURCES
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
-from mnist_lightning.resume import find_run
+from mnist_lightning.resume import find_run, find_sweep
 
 # The project's conf/ directory (the package is installed editable, from the clone).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -32,15 +32,24 @@ def run_dir(resume: str | None) -> str:
     return str(find_run(resume)) if resume else f"outputs/runs/{run_id()}"
 
 
-def hydra_output_subdir(resume: str | None) -> str | None:
-    """Where Hydra saves the composed config: nowhere on resume, the run keeps its own."""
-    return None if resume else ".hydra"
+def sweep_dir(resume: str | None) -> str:
+    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (checked in main)."""
+    if not resume:
+        return f"outputs/multiruns/{run_id()}"
+    return str(find_sweep(resume)) if resume == "latest" else resume
+
+
+def hydra_output_subdir(resume: str | None, mode: str) -> str | None:
+    """Where Hydra saves the composed config: nowhere when a single run is resumed (it keeps
+    its own); a re-launched sweep composes each job's config exactly as before."""
+    return None if resume and mode == "RUN" else ".hydra"
 
 
 # Cached, so every reference in one run (and Hydra's copies for sweep jobs) sees one value.
 for _name, _resolver in [
     ("run_id", run_id),
     ("run_dir", run_dir),
+    ("sweep_dir", sweep_dir),
     ("hydra_output_subdir", hydra_output_subdir),
 ]:
     if not OmegaConf.has_resolver(_name):

@@ -22,6 +22,7 @@ from mnist_lightning.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 RUNS_DIR = Path("outputs/runs")
+SWEEPS_DIR = Path("outputs/multiruns")
 # Overrides that change how a run is carried out, not what it computes.
 RESUMABLE_KEYS = (
     "trainer.max_epochs",
@@ -62,14 +63,44 @@ def find_run(resume: str) -> Path:
     return run.resolve()
 
 
+def find_sweep(resume: str) -> Path:
+    """The sweep directory `resume=` names in a multirun (`latest`: the newest sweep)."""
+    if resume == "latest":
+        sweeps = sorted(p.parent for p in SWEEPS_DIR.glob("*/multirun.yaml"))
+        if not sweeps:
+            raise CheckpointError(f"resume=latest: there is no sweep under {SWEEPS_DIR}/ yet.")
+        return sweeps[-1].resolve()
+    sweep = Path(resume)
+    if not (sweep / "multirun.yaml").is_file():
+        raise CheckpointError(
+            f"resume={resume}: not a sweep directory (no multirun.yaml in it). With -m, "
+            "resume= names the sweep to re-launch; without -m, a single run."
+        )
+    return sweep.resolve()
+
+
+def job_finished(job_dir: Path) -> bool:
+    """Whether a sweep job already completed (its status and its metrics are written)."""
+    status = job_dir / "job_status.json"
+    return (
+        status.is_file()
+        and '"completed"' in status.read_text()
+        and (job_dir / "metrics.json").is_file()
+    )
+
+
 def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The resumed run's saved config, with the command line's harmless overrides applied."""
+    """The resumed run's saved config, with the command line's harmless overrides applied.
+
+    An override is accepted if it leaves what the run computes unchanged: one of
+    `RESUMABLE_KEYS`, or a value equal to the saved one (as in a re-launched sweep).
+    """
     run = Path(cfg.paths.output_dir)
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
     overrides = OverridesParser.create().parse_overrides(HydraConfig.get().overrides.task)
     for override in overrides:
         key = override.key_or_group
-        if key == "resume":
+        if key == "resume" or OmegaConf.select(cfg, key) == OmegaConf.select(saved, key):
             continue
         if key not in RESUMABLE_KEYS:
             raise ConfigError(

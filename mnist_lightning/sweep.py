@@ -38,6 +38,13 @@ def record_failure(reason: str) -> None:
 
 
 class SweepSummary(Callback):
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A re-launched sweep retries unfinished jobs: forget how they failed last time.
+        status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE
+        multirun = config.hydra.mode == RunMode.MULTIRUN
+        if multirun and status_file.is_file() and "completed" not in status_file.read_text():
+            status_file.unlink()
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
@@ -49,7 +56,8 @@ class SweepSummary(Callback):
             error = job_return._return_value
             reason = f"{type(error).__name__}: " + " ".join(str(error).split())[:300]
             status = {"status": "failed", "reason": reason}
-        status["overrides"] = list(job_return.overrides or [])
+        overrides = job_return.overrides or []
+        status["overrides"] = [o for o in overrides if not o.startswith("resume=")]
         atomic_write_json(status_file, status)
         write_summary(Path(config.hydra.sweep.dir))
 
@@ -63,23 +71,30 @@ class SweepSummary(Callback):
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job; `overrides` shows what differs between jobs, not what they share."""
+    jobs = [
+        (path.parent, json.loads(path.read_text())) for path in sweep_dir.glob(f"*/{STATUS_FILE}")
+    ]
+    shared = (
+        set.intersection(*(set(status["overrides"]) for _, status in jobs))
+        if len(jobs) > 1
+        else set()
+    )
     rows = []
-    for status_file in sweep_dir.glob(f"*/{STATUS_FILE}"):
-        job_dir = status_file.parent
-        status = json.loads(status_file.read_text())
+    for job_dir, status in jobs:
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         rows.append(
             {
                 "job": job_dir.name,
-                "overrides": " ".join(status["overrides"]),
+                "overrides": " ".join(o for o in status["overrides"] if o not in shared),
                 "status": status["status"] + (f": {status['reason']}" if status["reason"] else ""),
                 **{key: metrics.get(key, "") for key in COLUMNS[3:]},
             }
         )
     # Best first; failed jobs (no val/acc_best) last, in job order.
     return sorted(
-        rows, key=lambda r: (r["val/acc_best"] == "", -(r["val/acc_best"] or 0), r["job"])
+        rows, key=lambda r: (r["val/acc_best"] == "", -(r["val/acc_best"] or 0), int(r["job"]))
     )
 
 

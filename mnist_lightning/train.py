@@ -6,6 +6,7 @@ mnist-train -m model.dropout=0,0.25,0.5       # a sweep
 mnist-train resume=outputs/runs/<run>         # continue an interrupted run
 """
 
+import json
 import logging
 import sys
 import time
@@ -16,6 +17,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -34,7 +37,13 @@ from mnist_lightning.figures import (
     mistakes_figure,
 )
 from mnist_lightning.model import MNISTClassifier
-from mnist_lightning.resume import find_run, last_checkpoint, resumed_config
+from mnist_lightning.resume import (
+    find_run,
+    find_sweep,
+    job_finished,
+    last_checkpoint,
+    resumed_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +66,11 @@ HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 def main() -> None:
     """Console entry point. `resume=` is checked first: Hydra would otherwise create or log
     into the directory it names before any check of ours could run."""
+    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     for arg in sys.argv[1:]:
         if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null"):
             try:
-                find_run(arg.split("=", 1)[1])
+                (find_sweep if multirun else find_run)(arg.split("=", 1)[1])
             except UserError as e:
                 print(f"Error: {e}", file=sys.stderr)
                 sys.exit(2)
@@ -71,12 +81,19 @@ def main() -> None:
 @exit_on_user_error
 def train(cfg: DictConfig) -> float:
     """Train and test one run as `cfg` says; return `val/acc_best` for sweepers."""
+    if cfg.resume and cfg.ckpt_path:
+        raise ConfigError(
+            "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
+            "new run from a checkpoint's weights: give one of them, not both."
+        )
+    if cfg.resume and HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-launched sweep
+        job_dir = Path(cfg.paths.output_dir)
+        if job_finished(job_dir):
+            log.info("%s finished before; skipped", job_dir)
+            return json.loads((job_dir / "metrics.json").read_text())["val/acc_best"]
+        if not last_checkpoint(job_dir).is_file():
+            cfg.resume = None  # never got to its first checkpoint: start it afresh
     if cfg.resume:
-        if cfg.ckpt_path:
-            raise ConfigError(
-                "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
-                "new run from a checkpoint's weights: give one of them, not both."
-            )
         cfg = resumed_config(cfg)
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)

@@ -30,3 +30,37 @@ def test_a_sweep_summarises_its_jobs_and_survives_a_bad_one(
     assert best == sorted(best, reverse=True)  # best first
     assert "model.dropout=0.5" in (sweep / "summary.md").read_text()
     assert "| job | overrides | status |" in done.stdout
+
+
+def test_a_killed_sweep_is_relaunched_in_place(tmp_path: Path, synthetic_mnist: Path) -> None:
+    """SIGKILL in the middle of job 0; `resume=<sweep_dir>` resumes job 0 from its checkpoint
+    and starts job 1; a second re-launch skips both."""
+    tests = str(Path(__file__).resolve().parent)
+    args = [
+        "-m",
+        *SMALL,
+        "data.steps_per_call=1",
+        "callbacks.periodic_checkpoint.train_time_interval=null",
+        "+callbacks.periodic_checkpoint.every_n_train_steps=5",
+        "+callbacks.kill._target_=kill_at.KillAt",
+        "model.dropout=0.1,0.3",
+    ]
+    env = {"PYTHONPATH": tests}
+    done = run_cli("train", args, tmp_path, synthetic_mnist, env=env | {"KILL_AT_STEP": "27"})
+    assert done.returncode == -9
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    assert not (sweep / "1").exists()
+
+    done = run_cli("train", [*args, f"resume={sweep}"], tmp_path, synthetic_mnist, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Resuming {sweep.resolve()}/0 from" in (sweep / "0" / "train.log").read_text()
+    with open(sweep / "summary.csv") as f:
+        rows = {row["job"]: row for row in csv.DictReader(f)}
+    assert rows["0"]["status"] == rows["1"]["status"] == "completed"
+    assert rows["0"]["overrides"] == "model.dropout=0.1"  # what differs between the jobs
+    assert [int(rows[j]["epoch"]) for j in "01"] == [2, 2]
+
+    done = run_cli("train", [*args, "resume=latest"], tmp_path, synthetic_mnist, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("finished before; skipped") == 2
+    assert len(list((tmp_path / "outputs" / "multiruns").iterdir())) == 1
