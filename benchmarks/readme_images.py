@@ -1,0 +1,64 @@
+"""Make the pictures in README.md from a finished run: the figures `mnist-eval` draws and a
+`mnist-predict` grid of digits drawn on a white canvas plus MNIST test digits saved as PNG.
+
+    .venv/bin/python benchmarks/readme_images.py outputs/runs/<run>
+"""
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from mnist_lightning.data import load_pair
+from mnist_lightning.download import ensure_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "docs" / "images"
+STROKES = {  # (kind, points) on a 200x200 canvas
+    "drawn_0": ("ellipse", [(55, 30), (145, 170)]),
+    "drawn_1": ("line", [(100, 30), (100, 170)]),
+    "drawn_4": ("line", [(120, 170), (120, 30), (45, 120), (155, 120)]),
+    "drawn_7": ("line", [(50, 40), (150, 40), (90, 170)]),
+}
+
+
+def draw(kind: str, points: list, path: Path) -> None:
+    image = Image.new("L", (200, 200), 255)
+    pen = ImageDraw.Draw(image)
+    if kind == "ellipse":
+        pen.ellipse(points, outline=0, width=16)
+    else:
+        pen.line(points, fill=0, width=16, joint="curve")
+    image.save(path)
+
+
+def main(run: Path) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "mnist_lightning.eval", f"run_dir={run}"], check=True)
+    for name in ("confusion_matrix", "mistakes", "first_layer"):
+        shutil.copy(run / "eval" / f"{name}.png", IMAGES / f"{name}.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (kind, points) in STROKES.items():
+            draw(kind, points, Path(tmp) / f"{name}.png")
+        images, _ = load_pair(ensure_mnist(ROOT / "data"), "t10k")
+        for i in range(4):  # dark ink on light paper, 4x larger: as a scan would be
+            picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
+            picture.save(Path(tmp) / f"mnist_test_{i}.png")
+        ckpt = run / "checkpoints" / "last.ckpt"
+        grid = IMAGES / "predictions.png"
+        cmd = [
+            "-m",
+            "mnist_lightning.predict",
+            f"ckpt_path={ckpt}",
+            f"inputs={tmp}",
+            f"grid={grid}",
+        ]
+        subprocess.run([sys.executable, *cmd], check=True)
+    print(f"wrote {IMAGES}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
