@@ -39,10 +39,10 @@ def sweep_dir(resume: str | None) -> str:
     return str(find_sweep(resume)) if resume == "latest" else resume
 
 
-def hydra_output_subdir(resume: str | None, mode: str) -> str | None:
+def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
     """Where Hydra saves the composed config: nowhere when a single run is resumed (it keeps
     its own); a re-launched sweep composes each job's config exactly as before."""
-    return None if resume and mode == "RUN" else ".hydra"
+    return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
 
 
 # Cached, so every reference in one run (and Hydra's copies for sweep jobs) sees one value.
