@@ -122,8 +122,12 @@ def train(cfg: DictConfig) -> float:
             plugins=[AtomicCheckpointIO()],
         )
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
-        reason = " ".join(str(e).split())
-        raise ConfigError(f"The trainer.* settings cannot be used here: {reason}") from None
+        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
+        t = cfg.trainer
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be used "
+            f"on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
+        ) from None
     for logger in loggers:
         if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
             log_hparams_to_tensorboard(logger, cfg)

@@ -1,0 +1,157 @@
+"""Every entry point against bad input, as a user meets it: a real subprocess of the command.
+
+Each case must exit non-zero with one clear message naming the offending key, file or value,
+show no traceback, and leave everything that existed before (data, runs, checkpoints)
+exactly as it was. docs/reliability.md lists the same cases.
+"""
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMALL, run_cli, write_mnist
+from PIL import Image
+
+from mnist_lightning.download import raw_dir
+
+
+def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def world(tmp_path: Path, trained_run: Path) -> Path:
+    """A data directory, a finished run and a folder of pictures, as a user would have."""
+    write_mnist(tmp_path / "data", train=300, test=50)
+    shutil.copytree(trained_run, tmp_path / "run")
+    (tmp_path / "pictures").mkdir()
+    return tmp_path
+
+
+def last_ckpt(w: Path) -> str:
+    return str(w / "run" / "checkpoints" / "last.ckpt")
+
+
+def damaged_copy(w: Path, name: str, keep: int) -> Path:
+    """A copy of the run's last.ckpt cut to its first `keep` bytes (0: empty)."""
+    path = w / name
+    path.write_bytes(Path(last_ckpt(w)).read_bytes()[:keep])
+    return path
+
+
+def corrupt_ckpt(w: Path) -> Path:
+    bad = w / "bad.ckpt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    return bad
+
+
+def future_ckpt(w: Path) -> Path:
+    checkpoint = torch.load(last_ckpt(w), weights_only=True)
+    checkpoint["hyper_parameters"]["attention_heads"] = 8  # a key this version does not know
+    torch.save(checkpoint, w / "future.ckpt")
+    return w / "future.ckpt"
+
+
+def truncated_idx(w: Path) -> list[str]:
+    path = raw_dir(w / "data") / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:5000])
+    return SMALL
+
+
+def wrong_magic(w: Path) -> list[str]:
+    (raw_dir(w / "data") / "train-labels-idx1-ubyte").write_bytes(b"\x12\x34" * 20)
+    return SMALL
+
+
+def without_hydra(w: Path) -> list[str]:
+    shutil.rmtree(w / "run" / ".hydra")
+    return [f"resume={w / 'run'}"]
+
+
+def predict(make: Callable[[Path], None], name: str = "x.png") -> Callable[[Path], list[str]]:
+    """Setup for mnist-predict on one picture that `make` writes."""
+
+    def setup(w: Path) -> list[str]:
+        make(w / "pictures" / name)
+        return [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures' / name}"]
+
+    return setup
+
+
+def ckpt(make: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+    return lambda w: [f"ckpt_path={make(w)}"]
+
+
+def train(*overrides: str) -> Callable[[Path], list[str]]:
+    return lambda w: [*SMALL, *(o.format(w=w, last=last_ckpt(w)) for o in overrides)]
+
+
+CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
+    # config
+    "unknown key": ("train", train("modle.lr=1"), ["modle"]),
+    "wrong type": ("train", train("data.batch_size=abc"), ["data.batch_size", "abc"]),
+    "dropout out of range": ("train", train("model.dropout=1.5"), ["model.dropout=1.5"]),
+    "zero lr": ("train", train("model.lr=0"), ["model.lr=0"]),
+    "zero batch": ("train", train("data.batch_size=0"), ["data.batch_size=0"]),
+    "val_size too big": ("train", train("data.val_size=60000"), ["data.val_size=60000"]),
+    "unknown activation": ("train", train("model.activation=swish"), ["swish"]),
+    "unknown optimizer": ("train", train("model.optimizer=lbfgs"), ["lbfgs"]),
+    "unknown scheduler": ("train", train("model.scheduler=linear"), ["linear"]),
+    "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
+    "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),
+    # data
+    "data dir not writable": (
+        "train",
+        train("data.source=auto", "paths.data_dir={w}/run/metrics.json/d"),
+        ["metrics.json/d", "MNIST_DATA_DIR"],
+    ),
+    "truncated idx": ("train", truncated_idx, ["t10k-images-idx3-ubyte", "truncated"]),
+    "wrong magic": ("train", wrong_magic, ["train-labels-idx1-ubyte", "magic"]),
+    # checkpoints and run directories
+    "missing checkpoint": ("eval", lambda w: ["ckpt_path=/no/such.ckpt"], ["/no/such.ckpt"]),
+    "empty checkpoint": ("eval", ckpt(lambda w: damaged_copy(w, "e.ckpt", 0)), ["e.ckpt"]),
+    "truncated checkpoint": ("eval", ckpt(lambda w: damaged_copy(w, "t.ckpt", 5000)), ["t.ckpt"]),
+    "corrupt checkpoint": ("eval", ckpt(corrupt_ckpt), ["bad.ckpt"]),
+    "future checkpoint": ("eval", ckpt(future_ckpt), ["future.ckpt", "attention_heads"]),
+    "other architecture": (
+        "train",
+        train("ckpt_path={last}", "model.hidden_dims=[7]"),
+        ["last.ckpt", "different architecture"],
+    ),
+    "run without .hydra": ("train", without_hydra, [".hydra/config.yaml"]),
+    # predict inputs
+    "not an image": ("predict", predict(lambda p: p.write_text("hi")), ["x.png", "not a readable"]),
+    "empty image file": ("predict", predict(lambda p: p.write_bytes(b"")), ["x.png"]),
+    "blank image": (
+        "predict",
+        predict(lambda p: Image.new("L", (64, 64), 255).save(p)),
+        ["x.png", "blank"],
+    ),
+    "huge image": (
+        "predict",
+        predict(lambda p: Image.new("1", (14000, 14000), 1).save(p)),
+        ["x.png"],
+    ),
+    "no images in directory": (
+        "predict",
+        lambda w: [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures'}"],
+        ["pictures", "no image files"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_one_clear_message_and_changes_nothing(case: str, world: Path) -> None:
+    command, setup, words = CASES[case]
+    args = setup(world)
+    before = snapshot(world)
+    done = run_cli(command, args, world, world / "data")
+    output = done.stderr + done.stdout
+    assert done.returncode != 0, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    for word in words:
+        assert word in done.stderr, done.stderr[-2000:]
+    after = snapshot(world)
+    assert {p: after.get(p) for p in before} == before  # nothing that existed changed
