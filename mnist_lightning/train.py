@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -112,25 +113,10 @@ def train(cfg: DictConfig) -> float:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         model.net.load_state_dict(network_weights(model, checkpoint, cfg.ckpt_path))
         log.info("Starting from the weights of %s", cfg.ckpt_path)
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
-    try:
-        trainer: L.Trainer = instantiate(
-            cfg.trainer,
-            logger=loggers or False,
-            callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
-        )
-    except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
-        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
-        t = cfg.trainer
-        raise ConfigError(
-            f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be used "
-            f"on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
-        ) from None
-    for logger in loggers:
-        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            log_hparams_to_tensorboard(logger, cfg)
+    trainer = build_trainer(cfg)
+    tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    for tensorboard in tensorboards:
+        log_hparams_to_tensorboard(tensorboard, cfg)
 
     started = time.perf_counter()
     try:
@@ -149,9 +135,8 @@ def train(cfg: DictConfig) -> float:
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
-    for logger in loggers:
-        if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
-            log_figures_to_tensorboard(logger, model, datamodule, trainer.global_step)
+    for tensorboard in tensorboards:
+        log_figures_to_tensorboard(tensorboard, model, datamodule, trainer.global_step)
 
     metrics = {
         "test/acc": tested["test/acc"],
@@ -166,6 +151,26 @@ def train(cfg: DictConfig) -> float:
     atomic_write_json(run_dir / "metrics.json", metrics)
     print(results_table(run_dir, metrics))
     return metrics["val/acc_best"]
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    try:
+        return instantiate(
+            cfg.trainer,
+            logger=loggers or False,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
+        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
+        t = cfg.trainer
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be used "
+            f"on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
+        ) from None
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -189,9 +194,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def log_hparams_to_tensorboard(
-    logger: L.pytorch.loggers.TensorBoardLogger, cfg: DictConfig
-) -> None:
+def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> None:
     """Declare the run's hyper-parameters and which scalars are its results.
 
     TensorBoard's HPARAMS tab reads each metric's value from the scalars of the same name in
@@ -205,7 +208,7 @@ def log_hparams_to_tensorboard(
 
 
 def log_figures_to_tensorboard(
-    logger: L.pytorch.loggers.TensorBoardLogger,
+    logger: TensorBoardLogger,
     model: MNISTClassifier,
     datamodule: MNISTDataModule,
     step: int,
