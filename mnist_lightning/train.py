@@ -8,6 +8,7 @@ mnist-train resume=outputs/runs/<run>         # continue an interrupted run
 
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -47,6 +48,13 @@ from mnist_lightning.resume import (
 )
 
 log = logging.getLogger(__name__)
+
+# `import lightning` makes torch check for CUDA through NVML (safe for forked workers). With a
+# CUDA build of torch on a machine without a GPU that check fails, uncached, every time, and
+# Adam makes it on every step: 81 µs of a 1.5 ms step (docs/benchmarks.md). Without a GPU
+# there is nothing a fork could break, so torch's ordinary, cached check is used instead.
+if not torch.cuda.is_available():
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 # Lightning messages that do not apply to this project: with data.steps_per_call, an epoch has
 # fewer training_step calls than logging steps, and checkpoints after a call are what we want.
