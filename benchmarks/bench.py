@@ -1,0 +1,332 @@
+"""Measure the tutorial loop, a plain PyTorch loop and `mnist-train` side by side; write
+docs/benchmarks.md and its scaling plot.
+
+    python -m benchmarks.bench            # everything (make bench): about 10 minutes on 2 cores
+    python -m benchmarks.bench --quick    # a few batches of each, < 1 minute: a smoke test
+
+Every loop runs in its own subprocess, one after another, so that each has the machine to
+itself and its peak RSS is its own. Seconds per epoch are medians over the epochs after the
+first (the warm-up). Nothing here is asserted: the numbers go to the results table.
+"""
+
+import argparse
+import inspect
+import json
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks import profile_step, report
+from benchmarks.common import (
+    BATCH_SIZE,
+    HIDDEN,
+    ROOT,
+    TRIES,
+    VAL_SIZE,
+    run_alone,
+    run_child,
+    weight_macs,
+)
+from benchmarks.mnist_train import RECIPE, TrainRun, run_mnist_train
+
+TRAIN_IMAGES = 60_000 - VAL_SIZE  # mnist-train's (and the plain loop's) training split
+# `import lightning` sets this (lightning/fabric/__init__.py), so that torch.cuda.is_available()
+# asks NVML instead of initialising CUDA. On a machine without a GPU every such call then tries
+# to load libnvidia-ml, and torch's Adam.step asks once per step.
+LIGHTNING_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+IS_AVAILABLE_US = (
+    "import timeit, torch; "
+    "print(1e6 * min(timeit.repeat(torch.cuda.is_available, number=200, repeat=5)) / 200)"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to run. Epoch counts include the one warm-up epoch."""
+
+    quick: bool
+    tutorial_epochs: int = 4
+    tutorial_batches: int | None = None  # None: whole epochs
+    epochs: int = 6  # (b) and (c) at batch 64, and the batch-size sweep
+    train_size: int | None = None  # None: all 55 000 training images
+    width_epochs: int = 6
+    width_train_size: int | None = 6400  # 100 steps at batch 64; scaled to a full epoch
+    widths: tuple[int, ...] = (128, 512, 1024, 2048, 4096)
+    batch_sizes: tuple[int, ...] = (16, 64, 256, 1024, 4096)
+    sweep_mnist_train: bool = True
+    repeats: int = 2  # interleaved runs of (b) and (c) at batch 64
+    tries: int = 4  # a run that shared the machine is run again, up to this many times in all
+    default_runs: int = 2  # (d): the default experiment, this many times
+    profile: bool = True
+
+
+FULL = Settings(quick=False)
+QUICK = Settings(
+    quick=True,
+    tutorial_batches=20,
+    epochs=4,
+    train_size=1280,
+    width_train_size=1280,
+    widths=(128, 256),
+    batch_sizes=(64, 256),
+    width_epochs=4,
+    sweep_mnist_train=False,
+    repeats=1,
+    tries=1,
+    default_runs=0,
+    profile=False,
+)
+
+
+@dataclass
+class Loop:
+    """One loop's figures: its warm-up epoch, its measured epochs, and its size."""
+
+    name: str
+    warmup: float
+    epoch_seconds: list[float]
+    samples_per_epoch: int
+    peak_rss_mb: float
+    test_acc: float
+    scale: float = 1.0  # epochs measured on a subset are scaled by this to a 55 000 epoch
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.epoch_seconds)
+
+    @property
+    def full_epoch(self) -> float:
+        """Median seconds per epoch, scaled to the 55 000-image training split."""
+        return self.median * self.scale
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_per_epoch / self.median
+
+
+def pooled(runs: list[Loop]) -> Loop:
+    """Repeated runs of one loop as one: every measured epoch, the first warm-up, the top RSS."""
+    first = runs[0]
+    return replace(
+        first,
+        epoch_seconds=[t for run in runs for t in run.epoch_seconds],
+        peak_rss_mb=max(run.peak_rss_mb for run in runs),
+    )
+
+
+def plain_env() -> dict[str, str]:
+    """Our environment without Lightning's variable (set here if anything imported lightning,
+    e.g. pytest's conftest), so that the plain loops run as they would in a fresh shell."""
+    return {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENV}
+
+
+def run_script(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[dict, float]:
+    """Run `python -m benchmarks.<module> <args>`; its JSON result and its peak RSS (MB)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", f"benchmarks.{module}", *args, "--out", str(out)]
+        child = run_alone(cmd, ROOT, env=plain_env() | (env or {}))
+        return json.loads(out.read_text()), child.peak_rss_mb
+
+
+def tutorial(s: Settings) -> Loop:
+    args = ["--epochs", str(s.tutorial_epochs)]
+    if s.tutorial_batches:
+        args += ["--max-batches", str(s.tutorial_batches)]
+    result, rss = run_script("loop_tutorial", *args)
+    seconds = result["epoch_seconds"]
+    return Loop(
+        "(a) tutorial: torchvision MNIST + ToTensor/Normalize per sample + DataLoader",
+        seconds[0],
+        seconds[1:],
+        result["samples_per_epoch"],
+        rss,
+        result["test_acc"],
+    )
+
+
+def memoised(fn: Callable) -> Callable:
+    """Cache on the arguments' values however they are passed, so that a sweep point equal
+    to a headline run reuses it instead of running it again."""
+    signature = inspect.signature(fn)
+    results: dict[tuple, Any] = {}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = tuple(bound.arguments.values())
+        if key not in results:
+            results[key] = fn(*args, **kwargs)
+        return results[key]
+
+    return wrapper
+
+
+@memoised
+def plain(
+    hidden: tuple[int, ...],
+    batch_size: int,
+    epochs: int,
+    train_size: int | None,
+    fused: bool,
+    nvml_check: bool = False,
+    repeat: int = 0,
+) -> Loop:
+    """(b). `nvml_check` runs it with the environment variable `import lightning` sets (see
+    `LIGHTNING_ENV`); `repeat` numbers repeated runs."""
+    args = ["--hidden", *map(str, hidden), "--batch-size", str(batch_size), "--epochs", str(epochs)]
+    if train_size:
+        args += ["--train-size", str(train_size)]
+    if fused:
+        args.append("--fused")
+    result, rss = run_script("loop_plain", *args, env=LIGHTNING_ENV if nvml_check else None)
+    name = "(b) plain PyTorch, in-memory tensors, index-permutation batches"
+    if fused:
+        name += ", fused Adam"
+    if nvml_check:
+        name += ", with `PYTORCH_NVML_BASED_CUDA_CHECK=1` as `import lightning` sets it"
+    seconds = result["epoch_seconds"]
+    return Loop(
+        name,
+        seconds[0],
+        seconds[1:],
+        result["samples_per_epoch"],
+        rss,
+        result["test_acc"],
+        scale=TRAIN_IMAGES / result["samples_per_epoch"],
+    )
+
+
+@memoised
+def mnist_train(
+    hidden: tuple[int, ...], batch_size: int, epochs: int, train_size: int | None, repeat: int = 0
+) -> tuple[Loop, TrainRun]:
+    """(c): the real mnist-train with the issue's recipe; `repeat` numbers repeated runs."""
+    overrides = [o for o in RECIPE if not o.startswith("data.batch_size=")]
+    overrides += [f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}"]
+    if hidden != HIDDEN:
+        overrides.append(f"model.hidden_dims=[{','.join(map(str, hidden))}]")
+    if train_size:
+        overrides.append(f"data.train_subset={train_size}")
+    run = run_mnist_train(overrides)
+    samples = train_size or TRAIN_IMAGES
+    seconds = [e["train_seconds"] for e in run.epochs]
+    loop = Loop(
+        "(c) mnist-train: default logging, metrics, progress bar, checkpoints",
+        seconds[0],
+        seconds[1:],
+        samples,
+        run.peak_rss_mb,
+        run.metrics["test/acc"],
+        scale=TRAIN_IMAGES / samples,
+    )
+    return loop, run
+
+
+def headline(s: Settings) -> dict[str, Any]:
+    """(a), the (b) variants and (c) at batch 64 on 784-128-64-10.
+
+    (b) and (c) run `s.repeats` times, interleaved, and their epochs are pooled: the machine's
+    speed drifts by 10-20 % from minute to minute, and interleaving keeps that drift out of
+    the ratio (c)/(b).
+    """
+    args = (HIDDEN, BATCH_SIZE, s.epochs, s.train_size)
+    runs: dict[str, list] = {"b": [], "b_fused": [], "b_nvml": [], "c": []}
+    for r in range(s.repeats):
+        runs["b"].append(plain(*args, fused=False, repeat=r))
+        runs["b_fused"].append(plain(*args, fused=True, repeat=r))
+        runs["b_nvml"].append(plain(*args, fused=True, nvml_check=True, repeat=r))
+        runs["c"].append(mnist_train(*args, repeat=r))
+    c_loops, c_runs = zip(*runs.pop("c"), strict=True)
+    return {
+        "a": tutorial(s),
+        **{key: pooled(loops) for key, loops in runs.items()},
+        "c": pooled(list(c_loops)),
+        "c_runs": list(c_runs),
+        "is_available_us": {
+            setting: float(run_child([sys.executable, "-c", IS_AVAILABLE_US], ROOT, env).output)
+            for setting, env in (("unset", plain_env()), ("set", plain_env() | LIGHTNING_ENV))
+        },
+        "baseline_rss": {
+            module: run_child([sys.executable, "-c", f"import {module}"], ROOT).peak_rss_mb
+            for module in ("torch", "lightning")
+        },
+    }
+
+
+def sweeps(s: Settings) -> dict[str, list[dict]]:
+    """Epoch time against hidden width (784-W-W/2-10, batch 64) and batch size (128-64).
+
+    The plain loop uses fused Adam here, as mnist-train does, so that (c)/(b) isolates the
+    framework's cost: for-loop Adam's cost grows with the parameter count and would hide it.
+    """
+    widths, batches = [], []
+    for w in s.widths:
+        hidden = (w, w // 2)
+        row = {"width": w, "macs": weight_macs(hidden)}
+        row["plain"] = plain(hidden, BATCH_SIZE, s.width_epochs, s.width_train_size, fused=True)
+        if s.sweep_mnist_train:
+            row["mnist_train"] = mnist_train(
+                hidden, BATCH_SIZE, s.width_epochs, s.width_train_size
+            )[0]
+        widths.append(row)
+        print(f"  width {w}: done", flush=True)
+    for b in s.batch_sizes:
+        row = {"batch": b, "plain": plain(HIDDEN, b, s.epochs, s.train_size, fused=True)}
+        if s.sweep_mnist_train:
+            row["mnist_train"] = mnist_train(HIDDEN, b, s.epochs, s.train_size)[0]
+        batches.append(row)
+        print(f"  batch {b}: done", flush=True)
+    return {"width": widths, "batch": batches}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few batches of each (< 1 min)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the Markdown report; the plot goes beside it (default: docs/benchmarks.md, "
+        "or outputs/benchmarks-quick.md with --quick)",
+    )
+    args = parser.parse_args()
+    s = QUICK if args.quick else FULL
+    TRIES["tries"] = s.tries
+    out = args.out or ROOT / ("outputs/benchmarks-quick.md" if s.quick else "docs/benchmarks.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m benchmarks.bench", *sys.argv[1:]])
+
+    machine = report.machine()
+    print("(a) (b) (c) side by side ...", flush=True)
+    loops = headline(s)
+    print("(d) the default experiment ...", flush=True)
+    default = [
+        run_mnist_train(["trainer.accelerator=cpu"], test_every_epoch=True)
+        for _ in range(s.default_runs)
+    ]
+    print("(e) width and batch-size sweeps ...", flush=True)
+    scaling = sweeps(s)
+    profile = None
+    if s.profile and profile_step.available():
+        print("profile of mnist-train's training step ...", flush=True)
+        step_us = 1e6 * loops["c"].median / loops["c_runs"][0].epochs[-1]["steps"]
+        profile = profile_step.profile(step_us)
+    machine["load_after"] = report.load()
+    machine["others_cpu"] = report.others_cpu_seconds(machine)
+    if machine["others_cpu"] > 10:
+        print(f"warning: other processes used {machine['others_cpu']:.0f} CPU-seconds meanwhile")
+
+    plot = out.with_name(out.stem + "_scaling.png")
+    report.plot(scaling, plot)
+    out.write_text(report.markdown(s, machine, command, loops, default, scaling, profile, plot))
+    print(f"wrote {out} and {plot}")
+
+
+if __name__ == "__main__":
+    main()

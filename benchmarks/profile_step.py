@@ -1,0 +1,203 @@
+"""Where the time of mnist-train's training step goes: py-spy samples of a real run.
+
+    python -m benchmarks.profile_step [--epochs 10] [--rate 250]
+
+Runs `mnist-train` with the issue's recipe (784-128-64-10, batch 64, Adam; default logging and
+progress bar) and the passive EpochTimer. Once two epochs are done (a warm-up and one clean
+epoch, whose step time is the reference), py-spy attaches to the process and samples it until
+it exits. Only samples of the main thread inside Lightning's training epoch loop and outside
+its validation loop are kept; each is sorted into one category by its frames, and a category's
+time per optimizer step is its share of the samples times the clean step time. Needs py-spy
+(`pip install py-spy`), which is not a dependency of the project.
+"""
+
+import argparse
+import json
+import linecache
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.common import ROOT, data_dir
+from benchmarks.mnist_train import RECIPE
+
+# training_step's statements, recognised by their source text (first match wins).
+STATEMENTS = [
+    ("self(images)", "forward"),
+    ("cross_entropy", "loss (cross-entropy)"),
+    ("zero_grad", "optimizer.zero_grad"),
+    ("manual_backward", "backward"),
+    ("optimizer.step", "optimizer.step"),
+    ("lr_schedulers", "LR scheduler step"),
+    (
+        "_log_train_window",
+        "logging window: train/loss, train/acc to the progress bar and TensorBoard",
+    ),
+    ("_train_sums", "train loss/accuracy sums on the device"),
+    ("argmax", "train loss/accuracy sums on the device"),
+    ("torch.stack", "train loss/accuracy sums on the device"),
+    ("labels.new_tensor", "train loss/accuracy sums on the device"),
+]
+# Where forward, backward and the Adam step do their arithmetic: the leaf Python frame is the
+# line that calls into ATen (py-spy is run without --native).
+KERNEL_LINES = {
+    "forward": ("F.linear(", "torch.relu(", "MNIST_MEAN"),
+    "backward": ("_execution_engine.run_backward(",),
+    "optimizer.step": ("func(", "torch._foreach_", "torch._fused_adam"),
+}
+ADAM_KERNEL_FUNCTIONS = ("_fused_adam ", "_single_tensor_adam ", "_multi_tensor_adam ")
+
+
+def source(frame: str) -> str:
+    """The source line of a py-spy frame `function (path:line)`."""
+    path, _, line = frame.rsplit(" (", 1)[1].rstrip(")").rpartition(":")
+    return linecache.getline(path, int(line)) if line.isdigit() else ""
+
+
+def inside(name: str, frames: list[str]) -> str:
+    """Split a training_step statement's samples into kernels, torch's and Lightning's Python."""
+    if name not in KERNEL_LINES or not frames:
+        return name
+    leaf = frames[-1]
+    in_adam = leaf.startswith(ADAM_KERNEL_FUNCTIONS) or name != "optimizer.step"
+    if in_adam and any(key in source(leaf) for key in KERNEL_LINES[name]):
+        return f"{name}: ATen kernels"
+    if "/lightning/" in leaf:
+        return f"{name}: Lightning's Python around it"
+    return f"{name}: torch's Python around it"
+
+
+def category(frames: list[str]) -> str:
+    """One sample's category, from its frames (outermost first)."""
+    if any(f.startswith("_device_count_nvml ") for f in frames):
+        return (
+            "torch.cuda.is_available() via NVML, from Adam.step (see PYTORCH_NVML_BASED_CUDA_CHECK)"
+        )
+    step = next(
+        (i for i, f in enumerate(frames) if f.startswith("MNISTClassifier.training_step ")), None
+    )
+    if step is not None:
+        text = source(frames[step])
+        name = next((n for key, n in STATEMENTS if key in text), "training_step, other lines")
+        return inside(name, frames[step + 1 :])
+    text = ";".join(frames)
+    if "callbacks/progress/" in text or "/tqdm/" in text:
+        return "progress bar (TQDMProgressBar, tqdm)"
+    if "logger_connector" in text or "/loggers/" in text or "/tensorboard/" in text:
+        return "Lightning logging (logger connector, loggers)"
+    if frames[-1].startswith("TensorBatches.__iter__"):
+        return "batch gather (TensorBatches: index, uint8 -> float)"
+    if "fetchers.py" in text or "combined_loader.py" in text or "TensorBatches" in text:
+        return "Lightning data fetching"
+    if "checkpoint" in text:
+        return "checkpointing"
+    return "Lightning loop and hooks (other)"
+
+
+def available() -> bool:
+    return py_spy() is not None
+
+
+def py_spy() -> str | None:
+    """py-spy from the venv running us, else from the PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def in_training_loop(frames: list[str]) -> bool:
+    return (
+        frames[0].startswith("_run_module_as_main")
+        and any(f.startswith("_TrainingEpochLoop.run") for f in frames)
+        and not any("evaluation_loop.py" in f for f in frames)
+    )
+
+
+def categorise(raw: str) -> tuple[Counter, int]:
+    """py-spy's raw (collapsed) output -> samples per category, and samples kept."""
+    counts: Counter = Counter()
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        if stack and in_training_loop(frames):
+            counts[category(frames)] += int(n)
+    return counts, sum(counts.values())
+
+
+def profile(
+    step_us: float | None = None, epochs: int = 10, rate: int = 250, keep: Path | None = None
+) -> tuple[list[tuple[str, float, float]], float]:
+    """Profile a run; rows of (category, share, µs per step), and the step time used.
+
+    `step_us`: the step time to apportion (e.g. the side-by-side run's median); by default the
+    profiled run's own second epoch, measured before py-spy attached. `keep`: where to copy
+    py-spy's raw stacks (for a flame graph, e.g. speedscope.app).
+    """
+    overrides = [*RECIPE, f"trainer.max_epochs={epochs}"]
+    timer = [
+        "+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer",
+        "+callbacks.bench_timer.out=bench_epochs.json",
+    ]
+    env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        work = Path(tmp)
+        cmd = [sys.executable, "-m", "mnist_lightning.train", *overrides, *timer]
+        train = subprocess.Popen(
+            cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        records = work / "bench_epochs.json"
+        while train.poll() is None and (
+            not records.exists() or records.read_text().count('"epoch"') < 2
+        ):
+            time.sleep(0.05)
+        if train.poll() is not None:
+            raise RuntimeError(f"mnist-train exited with {train.returncode} before py-spy attached")
+        second = json.loads(records.read_text())[1]
+        stacks = work / "stacks.txt"
+        spy = [
+            py_spy(),
+            "record",
+            "--pid",
+            str(train.pid),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--full-filenames",
+            "-o",
+            str(stacks),
+        ]
+        subprocess.run(spy, check=True, capture_output=True)
+        train.wait()
+        counts, total = categorise(stacks.read_text())
+        if keep:
+            shutil.copy(stacks, keep)
+    step_us = step_us or 1e6 * second["train_seconds"] / second["steps"]
+    rows = [
+        (name, n / total, n / total * step_us)
+        for name, n in counts.most_common()
+        if n / total >= 0.001  # drop categories with a handful of samples
+    ]
+    return rows, step_us
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=250, help="samples per second")
+    parser.add_argument("--stacks", type=Path, default=None, help="keep py-spy's raw stacks")
+    args = parser.parse_args()
+    if not available():
+        sys.exit("py-spy not found: pip install py-spy")
+    rows, step_us = profile(epochs=args.epochs, rate=args.rate, keep=args.stacks)
+    print(f"clean step: {step_us:.0f} µs")
+    for name, share, us in rows:
+        print(f"{100 * share:5.1f} %  {us:6.0f} µs  {name}")
+
+
+if __name__ == "__main__":
+    main()

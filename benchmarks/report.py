@@ -1,0 +1,459 @@
+"""Turn the measurements into docs/benchmarks.md and the scaling plot.
+
+Only formatting lives here; what each figure means is explained in the report it writes.
+"""
+
+import os
+import platform
+import resource
+import statistics
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import STILL_CONTENDED, busy_cpu_seconds
+
+# The issue's targets on this machine.
+TARGET_C_OVER_B = 1.2
+TARGET_A_OVER_C = 8.0
+TARGET_SECONDS_TO_98 = 15.0
+TARGET_RSS_MB = 1500.0
+# Profile categories (benchmarks/profile_step.py) that are work, not overhead.
+ARITHMETIC = ("loss", "batch gather")
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: whether something else was busy."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this process and the children it has waited for."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def others_cpu_seconds(start: dict[str, Any]) -> float:
+    """CPU seconds used by other processes since `machine()`: were we alone on the machine?"""
+    busy = busy_cpu_seconds() - start["busy_cpu"]
+    return max(0.0, busy - (own_cpu_seconds() - start["own_cpu"]))
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        # Versions from the metadata: importing lightning here would set the environment
+        # variable it sets (see bench.LIGHTNING_ENV) for every loop run from this process.
+        "versions": f"Python {platform.python_version()}, "
+        + ", ".join(f"{name} {version(name)}" for name in ("torch", "torchvision", "lightning")),
+        "load_before": load(),
+        "started": time.perf_counter(),
+        "busy_cpu": busy_cpu_seconds(),
+        "own_cpu": own_cpu_seconds(),
+    }
+
+
+def verdict(value: float, target: float, at_most: bool, unit: str = "") -> str:
+    """`met` or `missed by <amount> (<percent>)`."""
+    ok = value <= target if at_most else value >= target
+    if ok:
+        return "**met**"
+    gap = abs(value - target)
+    return f"**missed** by {gap:.2f}{unit} ({100 * gap / target:.0f} % of the target)"
+
+
+def seconds(loop: Any) -> str:
+    xs = loop.epoch_seconds
+    return f"{loop.median:.2f} [{min(xs):.2f}–{max(xs):.2f}] ×{len(xs)}"
+
+
+def optional(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def side_by_side(loops: dict[str, Any]) -> list[str]:
+    rows = [
+        "| loop | images per epoch | warm-up epoch (s) | s per epoch: median [min–max] ×epochs "
+        "| images/s | peak RSS (MB) | test acc after the run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key in ("a", "b", "b_fused", "b_nvml", "c"):
+        loop = loops[key]
+        rows.append(
+            f"| {loop.name} | {loop.samples_per_epoch:,} | {loop.warmup:.2f} | {seconds(loop)} | "
+            f"{loop.samples_per_s:,.0f} | {optional(loop.peak_rss_mb, '.0f')} | "
+            f"{optional(loop.test_acc, '.4f')} |"
+        )
+    # Epochs 1, 2, ... of each run: the warm-up epoch has no event before it.
+    gaps = [gap for run in loops["c_runs"] for gap in run.val_event_seconds]
+    if gaps:
+        median = statistics.median(gaps)
+        rows.append(
+            f"| (c) whole epoch cycle, from the `val/acc` event times: training + validation "
+            f"(5 000 images) + checkpoint writes | {loops['c'].samples_per_epoch:,} | | "
+            f"{median:.2f} [{min(gaps):.2f}–{max(gaps):.2f}] ×{len(gaps)} | "
+            f"{loops['c'].samples_per_epoch / median:,.0f} | | |"
+        )
+    return rows
+
+
+def ratios(loops: dict[str, Any]) -> dict[str, float]:
+    a, b, bf, bn, c = (loops[k] for k in ("a", "b", "b_fused", "b_nvml", "c"))
+    return {
+        "c/b": c.median / b.median,
+        "c/b_fused": c.median / bf.median,
+        "c/b_nvml": c.median / bn.median,
+        "b_nvml/b_fused": bn.median / bf.median,
+        "a/c epoch": a.median / c.median,
+        "a/c image": c.samples_per_s / a.samples_per_s,
+    }
+
+
+def time_to_98(run: Any) -> dict[str, Any] | None:
+    """The first epoch whose test accuracy reached 98 %, if any."""
+    return next((e for e in run.epochs if e["test_acc"] >= 0.98), None)
+
+
+def median_time_to_98(runs: list[Any]) -> float | None:
+    """Median over the runs of the training time to 98 % (None if one never got there)."""
+    times = [time_to_98(run) for run in runs]
+    if any(t is None for t in times):
+        return None
+    return statistics.median(t["training_time"] for t in times)
+
+
+def default_section(runs: list[Any]) -> list[str]:
+    first = runs[0]
+    lines = [
+        f"Run 1 of {len(runs)}:",
+        "",
+        "| epoch | training time so far (s) | this epoch's training batches (s) | val/acc "
+        "| test acc |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {e['epoch']} | {e['training_time']:.2f} | {e['train_seconds']:.2f} | "
+            f"{e['val_acc']:.4f} | {e['test_acc']:.4f} |"
+            for e in first.epochs
+        ),
+        "",
+    ]
+    for i, run in enumerate(runs, 1):
+        test, m = time_to_98(run), run.metrics
+        val = next((e for e in run.epochs if e["val_acc"] >= 0.98), None)
+        reached = (
+            f"98 % test accuracy first after epoch {test['epoch']}, at "
+            f"**{test['training_time']:.1f} s** of training"
+            if test
+            else "98 % test accuracy **not reached**"
+        )
+        if val:
+            reached += f"; `val/acc` ≥ 0.98 first after epoch {val['epoch']}, at "
+            reached += f"{val['training_time']:.1f} s"
+        lines.append(
+            f"- Run {i}: {reached}. Final `test/acc` (metrics.json, best-by-`val/acc` "
+            f"checkpoint) {m['test/acc']:.4f}; `fit_seconds` {m['fit_seconds']:.1f} s for "
+            f"{m['epoch']} epochs; launch to exit (imports, data, sanity check, training, "
+            f"test, figures) {run.process_seconds:.1f} s; peak RSS {run.peak_rss_mb:.0f} MB."
+        )
+    return lines
+
+
+def targets(loops: dict[str, Any], default: list[Any] | None) -> list[str]:
+    r = ratios(loops)
+    rows = [
+        "| target | measured | verdict |",
+        "| --- | --- | --- |",
+        f"| (c)/(b) ≤ {TARGET_C_OVER_B} at batch 64 | {r['c/b']:.2f} against (b) as the issue "
+        f"defines it (default, for-loop Adam); {r['c/b_fused']:.2f} against (b) with the fused "
+        f"Adam mnist-train uses | {verdict(r['c/b'], TARGET_C_OVER_B, True)}; against fused "
+        f"Adam {verdict(r['c/b_fused'], TARGET_C_OVER_B, True)} |",
+        f"| (a)/(c) ≥ {TARGET_A_OVER_C:.0f} | {r['a/c image']:.1f} per image "
+        f"({r['a/c epoch']:.1f} per epoch: (a)'s epoch has 60 000 images, (c)'s 55 000) | "
+        f"{verdict(r['a/c image'], TARGET_A_OVER_C, False)} |",
+    ]
+    if not default:
+        rows += [
+            f"| 98 % test accuracy in ≤ {TARGET_SECONDS_TO_98:.0f} s of training | "
+            "not measured (--quick) | – |",
+            f"| peak RSS of a default run ≤ {TARGET_RSS_MB / 1000} GB | "
+            "not measured (--quick) | – |",
+        ]
+        return rows
+    t98 = median_time_to_98(default)
+    each = ", ".join(
+        f"{t['training_time']:.1f} s" if (t := time_to_98(run)) else "not reached"
+        for run in default
+    )
+    rss = max(run.peak_rss_mb for run in default) / 1000
+    rows += [
+        f"| 98 % test accuracy in ≤ {TARGET_SECONDS_TO_98:.0f} s of training | "
+        + (f"median {t98:.1f} s of {len(default)} runs ({each})" if t98 else each)
+        + " | "
+        + (verdict(t98, TARGET_SECONDS_TO_98, True, " s") if t98 else "**missed**")
+        + " |",
+        f"| peak RSS of a default run ≤ {TARGET_RSS_MB / 1000} GB | {rss:.2f} GB | "
+        f"{verdict(rss, TARGET_RSS_MB / 1000, True, ' GB')} |",
+    ]
+    return rows
+
+
+def scaling_tables(scaling: dict[str, list[dict]]) -> list[str]:
+    has_c = any("mnist_train" in row for row in scaling["width"] + scaling["batch"])
+    head_c = " mnist-train (c) | (c)/(b) |" if has_c else ""
+    sep_c = " ---: | ---: |" if has_c else ""
+
+    def c_cells(row: dict) -> str:
+        if not has_c:
+            return ""
+        c, b = row["mnist_train"], row["plain"]
+        return f" {c.full_epoch:.2f} | {c.median / b.median:.2f} |"
+
+    lines = [
+        f"| hidden widths | MACs per image | plain (b), fused Adam |{head_c} plain GFLOP/s |",
+        f"| --- | ---: | ---: |{sep_c} ---: |",
+    ]
+    for row in scaling["width"]:
+        b = row["plain"]
+        gflops = 6 * row["macs"] * b.samples_per_s / 1e9
+        lines.append(
+            f"| {row['width']}-{row['width'] // 2} | {row['macs']:,} | {b.full_epoch:.2f} |"
+            f"{c_cells(row)} {gflops:.0f} |"
+        )
+    lines += [
+        "",
+        f"| batch size | steps per epoch | plain (b), fused Adam |{head_c}",
+        f"| ---: | ---: | ---: |{sep_c}",
+    ]
+    for row in scaling["batch"]:
+        b = row["plain"]
+        steps = -(-b.samples_per_epoch // row["batch"])
+        lines.append(f"| {row['batch']} | {steps:,} | {b.full_epoch:.2f} |{c_cells(row)}")
+    return lines
+
+
+def plot(scaling: dict[str, list[dict]], path: Path) -> None:
+    """Seconds per 55 000-image epoch against width and against batch size, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key, label in (
+        (axes[0], "width", "first hidden width W (784-W-W/2-10, batch 64)"),
+        (axes[1], "batch", "batch size (784-128-64-10)"),
+    ):
+        xs = [row[key] for row in scaling[key]]
+        ax.plot(
+            xs,
+            [row["plain"].full_epoch for row in scaling[key]],
+            "o-",
+            label="plain (b), fused Adam",
+        )
+        if all("mnist_train" in row for row in scaling[key]):
+            ys = [row["mnist_train"].full_epoch for row in scaling[key]]
+            ax.plot(xs, ys, "s-", label="mnist-train (c)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("seconds per 55 000-image epoch")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def profile_table(rows: list[tuple[str, float, float]], step_us: float) -> list[str]:
+    lines = [
+        f"Median step of (c): {step_us:.0f} µs. Share of py-spy samples in mnist-train's "
+        "training loop (epochs after the first; validation excluded), times that step time:",
+        "",
+        "| where | share | µs per optimizer step |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {100 * share:.1f} % | {us:.0f} |" for name, share, us in rows]
+    lines += [
+        "",
+        "py-spy samples the Python stacks 250 times a second, pausing the process each time, "
+        "in a separate run of the same command after its first two epochs; a sample in native "
+        "code is charged to the Python line that called it. The shares are estimates (a few "
+        "thousand samples) and the µs apportion (c)'s unprofiled median step, so they are "
+        "good to a few µs for the large rows, not better.",
+    ]
+    work = [r for r in rows if r[0].endswith("ATen kernels") or r[0].startswith(ARITHMETIC)]
+    share, us = sum(r[1] for r in work), sum(r[2] for r in work)
+    lines += [
+        "",
+        f"Arithmetic and data movement that any loop must do (the ATen kernels of forward, "
+        f"backward and Adam, the loss, the batch gather): {100 * share:.0f} %, {us:.0f} µs per "
+        f"step. Everything else, {100 * (1 - share):.0f} % or {step_us - us:.0f} µs per step, "
+        "is Python: torch's own wrappers (which the plain loop pays too), Lightning's, and "
+        "the metrics, logging and progress bar.",
+    ]
+    return lines
+
+
+def markdown(
+    s: Any,
+    machine: dict[str, Any],
+    command: str,
+    loops: dict[str, Any],
+    default: Any,
+    scaling: dict[str, list[dict]],
+    profile: tuple[list[tuple[str, float, float]], float] | None,
+    plot_path: Path,
+) -> str:
+    r = ratios(loops)
+    minutes = (time.perf_counter() - machine["started"]) / 60
+    c_run = loops["c_runs"][0]
+    epochs_note = "**--quick: a few batches per epoch, not representative.** " if s.quick else ""
+    lines = [
+        "# Benchmarks: the tutorial loop, plain PyTorch and mnist-train, side by side",
+        "",
+        f"{epochs_note}Measured {machine['date']} on {machine['cpu']}, {machine['cores']} cores "
+        f"({machine['threads']} torch threads), GPU: {machine['gpu']}; {machine['versions']}. "
+        f"Load average (1/5/15 min) {machine['load_before']} before, {machine['load_after']} "
+        f"after; other processes used {machine['others_cpu']:.0f} CPU-seconds during the run "
+        f"({100 * machine['others_cpu'] / (60 * minutes * machine['cores']):.0f} % of the "
+        f"machine). Made by `{command}` (`make bench`) in {minutes:.1f} min. A run during "
+        "which other processes used more than a tenth of a core is run again "
+        + (f"(up to {s.tries - 1} times, 30 s apart); " if s.tries > 1 else "(not in --quick); ")
+        + (
+            f"**{len(STILL_CONTENDED)} run(s) shared the machine on every try**: "
+            + "; ".join(f"`{c}`" for c in STILL_CONTENDED)
+            if STILL_CONTENDED
+            else "every figure below comes from a run that had the machine to itself"
+        )
+        + ".",
+        "",
+        "## Targets (issue 3)",
+        "",
+        *targets(loops, default),
+        "",
+        "## (a), (b), (c): 784-128-64-10, batch 64, Adam 1e-3, seed 42, CPU",
+        "",
+        *side_by_side(loops),
+        "",
+        f"Ratios of median seconds per epoch: (c)/(b) = {r['c/b']:.2f}, (c)/(b with fused "
+        f"Adam) = {r['c/b_fused']:.2f}, (c)/(b with fused Adam and Lightning's environment "
+        f"variable) = {r['c/b_nvml']:.2f}, (a)/(c) = {r['a/c epoch']:.1f} per epoch and "
+        f"{r['a/c image']:.1f} per image. (c) was `{' '.join(c_run.command)}`. For scale, "
+        f"a process that only runs `import torch` peaks at {loops['baseline_rss']['torch']:.0f}"
+        f" MB, `import lightning` at {loops['baseline_rss']['lightning']:.0f} MB.",
+        "",
+        f"`import lightning` sets `PYTORCH_NVML_BASED_CUDA_CHECK=1` "
+        "(in `lightning/fabric/__init__.py`), so that `torch.cuda.is_available()` asks NVML "
+        "instead of initialising CUDA. On this machine (a CUDA build of torch, no GPU) every "
+        "such call then tries to load libnvidia-ml and fails, uncached, and torch's "
+        "`Adam.step` makes the call on every step (`Optimizer._accelerator_graph_capture_"
+        f"health_check`): one call takes {loops['is_available_us']['set']:.0f} µs with the "
+        f"variable set and {loops['is_available_us']['unset']:.1f} µs without (timeit). The "
+        f"same plain loop takes {100 * (r['b_nvml/b_fused'] - 1):+.0f} % per epoch with only "
+        "that variable set; mnist-train pays it too, so (c)/(b with the variable) is what the "
+        "rest of the framework costs.",
+        "",
+    ]
+    if default:
+        lines += [
+            "## (d) The default experiment: time to 98 % test accuracy",
+            "",
+            "`mnist-train trainer.accelerator=cpu` (784-512-256-10, dropout 0.2, AdamW 3e-3 "
+            "one-cycle, batch 128, 12 epochs), with the accuracy on the official 10 000 test "
+            "images measured after every epoch's validation by the benchmark's callback, with "
+            "its clock paused. *Training time* runs from Lightning's `on_train_start` (data "
+            "loaded, sanity check done) to the end of that epoch's validation pass, so it "
+            "includes every epoch's validation and the earlier epochs' checkpoint writes.",
+            "",
+            *default_section(default),
+            "",
+        ]
+    lines += [
+        "## (e) Epoch time against hidden width and batch size",
+        "",
+        f"![seconds per epoch against width and batch size]({plot_path.name})",
+        "",
+        "Seconds per 55 000-image training epoch (median). Width: 784-W-W/2-10 (W = 128 is "
+        "the headline model), batch 64, each epoch measured on "
+        + (
+            f"the first {s.width_train_size:,} images of the split (`data.train_subset` for "
+            f"mnist-train), {s.width_epochs - 1} epochs after a warm-up, and scaled by "
+            f"55 000 / {s.width_train_size:,}"
+            if s.width_train_size
+            else "the whole split"
+        )
+        + ". The plain loop uses fused Adam here, as mnist-train does, so that (c)/(b) is the "
+        "framework's cost alone. GFLOP/s counts 6 FLOP per weight multiply-accumulate per "
+        "image (forward and "
+        "backward). Batch size: 784-128-64-10 on "
+        + (f"{s.train_size:,} images" if s.train_size else "all 55 000 images")
+        + f", {s.epochs - 1} epochs after a warm-up; mnist-train keeps its default "
+        "`data.steps_per_call`.",
+        "",
+        *scaling_tables(scaling),
+        "",
+    ]
+    if profile is not None:
+        rows, step_us = profile
+        lines += [
+            "## Where mnist-train's training step goes (py-spy)",
+            "",
+            *profile_table(rows, step_us),
+            "",
+            "Made by `python -m benchmarks.profile_step` (needs `pip install py-spy`).",
+            "",
+        ]
+    lines += [
+        "## How each figure is measured",
+        "",
+        "- Every loop runs in its own subprocess, one at a time. Peak RSS is that process's "
+        "own `ru_maxrss` (from `os.wait4`), in MB of 10^6 bytes; for a loop run more than "
+        "once, the largest.",
+        f"- (b) and (c) at batch 64 ran {s.repeats} times each, interleaved (b, b fused, b "
+        "fused with the variable, c, then again), and their measured epochs are pooled: the "
+        "speed of this virtual machine drifts by 10-20 % over minutes, and interleaving keeps "
+        "the drift out of the ratios.",
+        "- Seconds per epoch: the median of the epochs after the first, which is a warm-up "
+        "(allocator, oneDNN kernels, lazy imports). The three loops train the same "
+        "784-128-64-10 ReLU network (no dropout), batch 64, Adam lr 1e-3, seed 42.",
+        "- (a) reads MNIST with torchvision's `datasets.MNIST(download=False)` from the same "
+        "IDX files, one PIL image at a time through `ToTensor()` and `Normalize((0.1307,), "
+        "(0.3081,))`, `DataLoader(batch_size=64, shuffle=True, num_workers=0)`; its epoch is "
+        "all 60 000 training images, as in the tutorials. Its time is the loop over the "
+        "loader, forward, backward and `Adam.step`.",
+        "- (b) trains on mnist-train's own 55 000-image training split (same seeded "
+        "permutation, the same 5 000 held out), held as one normalised float tensor; batches "
+        "are slices of a fresh permutation per epoch. Default `torch.optim.Adam` (the "
+        "for-loop implementation on CPU); the *fused Adam* row is the same loop with "
+        "`fused=True`, which is what mnist-train uses.",
+        "- (c) is `mnist-train` itself in a temporary directory (logging to TensorBoard, "
+        "torchmetrics, progress bar, both checkpoint callbacks, test and figures at the end), "
+        "with one extra, passive callback (`benchmarks/epoch_timer.py`) that reads the clock at "
+        "`on_train_epoch_start` and at the start of the epoch's validation: that interval is "
+        "the training part of the epoch, comparable with (a) and (b). The *whole epoch cycle* "
+        "row is independent of that callback: the gaps between consecutive `val/acc` events' "
+        "wall times in the run's TensorBoard event file, i.e. training plus the validation "
+        "pass over 5 000 images plus the checkpoint writes.",
+        "- Test accuracies in the side-by-side table are a sanity check that every loop "
+        "learns, after each loop's own number of epochs; (c)'s is its best-by-validation "
+        "checkpoint.",
+        "",
+    ]
+    return "\n".join(lines)
