@@ -39,6 +39,10 @@ TRAIN_IMAGES = 60_000 - VAL_SIZE  # mnist-train's (and the plain loop's) trainin
 # asks NVML instead of initialising CUDA. On a machine without a GPU every such call then tries
 # to load libnvidia-ml, and torch's Adam.step asks once per step.
 LIGHTNING_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+# The variable's value in mnist-train's process once its modules are imported.
+NVML_IN_MNIST_TRAIN = (
+    "import os, mnist_lightning.train; print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))"
+)
 IS_AVAILABLE_US = (
     "import timeit, torch; "
     "print(1e6 * min(timeit.repeat(torch.cuda.is_available, number=200, repeat=5)) / 200)"
@@ -252,6 +256,9 @@ def headline(s: Settings) -> dict[str, Any]:
             setting: float(run_child([sys.executable, "-c", IS_AVAILABLE_US], ROOT, env).output)
             for setting, env in (("unset", plain_env()), ("set", plain_env() | LIGHTNING_ENV))
         },
+        "nvml_in_mnist_train": run_child(
+            [sys.executable, "-c", NVML_IN_MNIST_TRAIN], ROOT, plain_env()
+        ).output.strip(),
         "baseline_rss": {
             module: run_child([sys.executable, "-c", f"import {module}"], ROOT).peak_rss_mb
             for module in ("torch", "lightning")

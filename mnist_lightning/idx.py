@@ -38,6 +38,8 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
             f"{name}: {len(data)} bytes, but its header promises shape {tuple(shape)} = "
             f"{expected} bytes; the file is truncated or corrupt. Delete it to fetch it again."
         )
+    if expected == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
+        return torch.empty(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 

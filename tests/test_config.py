@@ -1,38 +1,67 @@
+"""Every config in conf/ composes with Hydra and passes `validate`; every bad value is a
+`ConfigError` that names its key."""
+
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.config import CONFIG_DIR, validate
-from mnist_lightning.errors import ConfigError
+from mnist_lightning.config import validate
+from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.model import MNISTClassifier
 
-GROUPS = ["data", "model", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"]
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+GROUP_OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-
-
-def composed(overrides: list[str], name: str = "train") -> DictConfig:
+@pytest.fixture(scope="module", autouse=True)
+def hydra_on_conf() -> Iterator[None]:
+    """Hydra initialised once on the project's conf/ for this module's compose calls."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+
+
+def composed(overrides: list[str], name: str = "train", hydra_config: bool = False) -> DictConfig:
+    return compose(name, overrides=overrides, return_hydra_config=hydra_config)
+
+
+def test_the_config_groups_are_all_there() -> None:
+    expected = {"callbacks", "data", "experiment", "hydra", "logger", "model", "paths", "trainer"}
+    assert expected <= set(GROUPS)
+    assert len(EXPERIMENTS) >= 4
+    assert len(GROUP_OPTIONS) >= 20
 
 
 def test_the_default_config_is_valid() -> None:
-    validate(composed([]))
+    cfg = composed([])
+    validate(cfg)
+    assert cfg.data.source == "auto" and cfg.data.val_size == 5000
+    assert cfg.resume is None and cfg.ckpt_path is None
 
 
-@pytest.mark.parametrize(
-    "override", [f"{g}={o}" for g in GROUPS if g != "hydra" for o in options(g)]
-)
-def test_every_group_option_composes_and_validates(override: str) -> None:
-    validate(composed([override]))
+@pytest.mark.parametrize("override", GROUP_OPTIONS)
+def test_every_option_of_every_group_composes_and_validates(override: str) -> None:
+    cfg = composed([override], hydra_config=True)
+    validate(cfg)
+    group, option = override.split("=")
+    assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
 
 
-def test_tutorial_presets_are_the_tutorial_networks() -> None:
+@pytest.mark.parametrize("preset", EXPERIMENTS)
+def test_every_experiment_preset_composes_and_validates(preset: str) -> None:
+    cfg = composed([f"experiment={preset}"])
+    validate(cfg)
+    assert cfg.model.hidden_dims != composed([]).model.hidden_dims  # it changed the model
+
+
+def test_the_tutorial_presets_are_the_tutorial_networks() -> None:
     shapes = {
         "tutorial_mlp_128": [128],
         "tutorial_mlp_128_64": [128, 64],
@@ -47,41 +76,102 @@ def test_tutorial_presets_are_the_tutorial_networks() -> None:
     assert (small.data.batch_size, small.trainer.max_epochs) == (15, 2)
 
 
-@pytest.mark.parametrize("name", ["eval", "predict"])
-def test_the_other_commands_compose(name: str) -> None:
-    assert "ckpt_path" in composed(["ckpt_path=x", "inputs=y"] if name == "predict" else [], name)
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_every_model_preset_builds_a_checkpointable_model(option: str) -> None:
+    cfg = composed([f"model={option}"])
+    model = instantiate(cfg.model, _convert_="all")
+    assert isinstance(model, MNISTClassifier)
+    widths = [m.out_features for m in model.net.modules() if hasattr(m, "out_features")]
+    assert widths == [*cfg.model.hidden_dims, 10]
+    plain = (int, float, str, bool, list, tuple)
+    assert all(isinstance(v, plain) for v in model.hparams.values()), dict(model.hparams)
+
+
+def test_the_hydra_group_names_a_fresh_run_directory() -> None:
+    cfg = composed([], hydra_config=True)
+    run_dir = cfg.hydra.run.dir
+    assert run_dir.startswith("outputs/runs/20")
+    assert cfg.hydra.sweep.dir.startswith("outputs/multiruns/20")
 
 
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("name", "overrides"),
     [
-        ("data.batch_size=abc", "data.batch_size"),
-        ("data.batch_size=0", "data.batch_size"),
-        ("data.val_size=60000", "data.val_size"),
-        ("data.train_subset=0", "data.train_subset"),
-        ("data.source=web", "data.source"),
-        ("model.dropout=1.5", "model.dropout"),
-        ("model.dropout=[0.1]", "model.dropout"),
-        ("model.hidden_dims=[0]", "model.hidden_dims"),
-        ("model.hidden_dims=abc", "model.hidden_dims"),
-        ("model.lr=0", "model.lr"),
-        ("model.lr=-1", "model.lr"),
-        ("model.activation=swish", "model.activation"),
-        ("model.optimizer=lbfgs", "model.optimizer"),
-        ("model.scheduler=linear", "model.scheduler"),
-        ("model.batch_norm=maybe", "model.batch_norm"),
-        ("model.label_smoothing=1", "model.label_smoothing"),
-        ("model.weight_decay=-0.1", "model.weight_decay"),
-        ("trainer.max_epochs=0", "trainer.max_epochs"),
-        ("seed=-1", "seed"),
+        ("eval", ["ckpt_path=x"]),
+        ("predict", ["ckpt_path=x", "inputs=y"]),
+        ("export", ["ckpt_path=x"]),
     ],
 )
-def test_bad_values_name_the_key(override: str, key: str) -> None:
+def test_the_other_commands_compose(name: str, overrides: list[str]) -> None:
+    cfg = composed(overrides, name)
+    assert cfg.ckpt_path == "x"
+
+
+BAD_VALUES = [
+    # (override(s), key the message must name)
+    (["data.batch_size=abc"], "data.batch_size"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["data.batch_size=1.5"], "data.batch_size"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size"),
+    (["data.val_size=60000"], "data.val_size"),
+    (["data.val_size=0"], "data.val_size"),
+    (["data.train_subset=0"], "data.train_subset"),
+    (["data.source=web"], "data.source"),
+    (["model.dropout=1.5"], "model.dropout"),
+    (["model.dropout=-0.1"], "model.dropout"),
+    (["model.dropout=1"], "model.dropout"),
+    (["model.dropout=[0.1]", "model.hidden_dims=[64,32]"], "model.dropout"),
+    (["model.dropout=[0.1,1.0]", "model.hidden_dims=[64,32]"], "model.dropout[1]"),
+    (["model.hidden_dims=[0]"], "model.hidden_dims"),
+    (["model.hidden_dims=[64,-1]"], "model.hidden_dims"),
+    (["model.hidden_dims=abc"], "model.hidden_dims"),
+    (["model.hidden_dims=64"], "model.hidden_dims"),
+    (["model.lr=0"], "model.lr"),
+    (["model.lr=-1"], "model.lr"),
+    (["model.activation=foo"], "model.activation"),
+    (["model.optimizer=foo"], "model.optimizer"),
+    (["model.scheduler=foo"], "model.scheduler"),
+    (["model.batch_norm=maybe"], "model.batch_norm"),
+    (["model.label_smoothing=1"], "model.label_smoothing"),
+    (["model.weight_decay=-0.1"], "model.weight_decay"),
+    (["model.momentum=1"], "model.momentum"),
+    (["model.l1=-1"], "model.l1"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs"),
+    (["seed=-1"], "seed"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_bad_values_are_config_errors_naming_the_key(overrides: list[str], key: str) -> None:
+    cfg = composed(overrides)
     with pytest.raises(ConfigError) as info:
-        validate(composed([override]))
-    assert key in str(info.value)
-    assert override.split("=", 1)[1].strip("[]") in str(info.value)
+        validate(cfg)
+    message = str(info.value)
+    assert key in message
+    value = overrides[0].split("=", 1)[1].strip("[]").split(",")[-1]
+    assert value in message  # and the offending value
+    assert isinstance(info.value, UserError)  # printed as one line, exit status 2
 
 
-def test_an_empty_hidden_dims_is_a_linear_model() -> None:
-    validate(composed(["model.hidden_dims=[]", "model.dropout=0.0"]))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.hidden_dims=[]"],
+        ["model.hidden_dims=[]", "model.dropout=[]"],
+        ["model.dropout=[0.1,0.0]", "model.hidden_dims=[64,32]"],
+        ["model.dropout=0"],
+        ["data.train_subset=100"],
+        ["data.val_size=59999"],
+        ["data.source=files"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_edge_values_are_valid(overrides: list[str]) -> None:
+    validate(composed(overrides))
+
+
+def test_an_empty_hidden_dims_builds_a_linear_model() -> None:
+    cfg = composed(["model.hidden_dims=[]"])
+    validate(cfg)
+    model = instantiate(cfg.model, _convert_="all")
+    assert [type(m).__name__ for m in model.net.layers] == ["Linear"]

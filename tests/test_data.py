@@ -1,53 +1,100 @@
+"""The data module's split and the in-memory batch loader, on the synthetic MNIST (CPU)."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
 from mnist_lightning.data import MNISTDataModule, TensorBatches, load_pair
 from mnist_lightning.download import raw_dir
 from mnist_lightning.errors import DataError
 from mnist_lightning.idx import write_idx
 
+TRAIN = SYNTHETIC_TRAIN - SYNTHETIC_VAL
+
 
 def datamodule(data_dir: Path, **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(str(data_dir), source="files", val_size=200, **kwargs)
+    """`setup()` without a trainer, so the tensors stay on the CPU."""
+    dm = MNISTDataModule(str(data_dir), source="files", **({"val_size": SYNTHETIC_VAL} | kwargs))
     dm.prepare_data()
     dm.setup()
     return dm
 
 
-def as_set(images: torch.Tensor) -> set[bytes]:
-    return {image.numpy().tobytes() for image in images}
+def rows(images: torch.Tensor) -> list[bytes]:
+    """Each image as bytes, sorted: a multiset that ignores order."""
+    return sorted(image.numpy().tobytes() for image in images)
 
 
-def test_split_sizes_and_disjointness(synthetic_mnist: Path) -> None:
+def test_split_sizes(synthetic_mnist: Path) -> None:
     dm = datamodule(synthetic_mnist)
-    (train_x, _), (val_x, _), (test_x, _) = (dm.splits[s] for s in ("train", "val", "test"))
-    assert (len(train_x), len(val_x), len(test_x)) == (1000, 200, 300)
-    all_train, _ = load_pair(raw_dir(synthetic_mnist), "train")
-    assert as_set(train_x) | as_set(val_x) == as_set(all_train)
-    assert not as_set(train_x) & as_set(val_x)
+    sizes = {name: (len(x), len(y)) for name, (x, y) in dm.splits.items()}
+    assert sizes == {
+        "train": (TRAIN, TRAIN),
+        "val": (SYNTHETIC_VAL, SYNTHETIC_VAL),
+        "test": (SYNTHETIC_TEST, SYNTHETIC_TEST),
+    }
+    assert all(x.device.type == "cpu" and x.dtype == torch.uint8 for x, _ in dm.splits.values())
+    assert all(y.dtype == torch.long for _, y in dm.splits.values())
 
 
-def test_split_depends_on_the_seed_only(synthetic_mnist: Path) -> None:
+def test_train_and_val_partition_the_training_set(synthetic_mnist: Path) -> None:
+    dm = datamodule(synthetic_mnist)
+    (train_x, train_y), (val_x, val_y) = dm.splits["train"], dm.splits["val"]
+    all_x, all_y = load_pair(raw_dir(synthetic_mnist), "train")
+    assert len(set(rows(all_x))) == SYNTHETIC_TRAIN  # all distinct: the checks below can bite
+    assert not set(rows(train_x)) & set(rows(val_x))
+    assert rows(torch.cat([train_x, val_x])) == rows(all_x)
+    # Labels travel with their images.
+    label_of = {image.numpy().tobytes(): int(y) for image, y in zip(all_x, all_y, strict=True)}
+    for x, y in ((train_x, train_y), (val_x, val_y)):
+        assert [label_of[image.numpy().tobytes()] for image in x] == y.tolist()
+    assert torch.equal(dm.splits["test"][0], load_pair(raw_dir(synthetic_mnist), "t10k")[0])
+
+
+def test_the_split_is_a_function_of_the_seed(synthetic_mnist: Path) -> None:
     a, b = datamodule(synthetic_mnist, seed=1), datamodule(synthetic_mnist, seed=1)
     c = datamodule(synthetic_mnist, seed=2)
-    assert torch.equal(a.splits["val"][0], b.splits["val"][0])
-    assert not torch.equal(a.splits["val"][0], c.splits["val"][0])
+    for name in ("train", "val"):
+        assert torch.equal(a.splits[name][0], b.splits[name][0])
+        assert torch.equal(a.splits[name][1], b.splits[name][1])
+    assert rows(a.splits["val"][0]) != rows(c.splits["val"][0])
+    torch.manual_seed(123)  # the global generator plays no part
+    assert torch.equal(datamodule(synthetic_mnist, seed=1).splits["val"][0], a.splits["val"][0])
 
 
-def test_train_subset_is_stratified(synthetic_mnist: Path) -> None:
-    dm = datamodule(synthetic_mnist, train_subset=137)
-    _, labels = dm.splits["train"]
-    full = datamodule(synthetic_mnist).splits["train"][1]
-    assert len(labels) == 137
-    expected = torch.bincount(full, minlength=10).float() * 137 / len(full)
-    assert (torch.bincount(labels, minlength=10).float() - expected).abs().max() <= 1
+@pytest.mark.parametrize("size", [1, 10, 137, 500, TRAIN])
+def test_train_subset_is_stratified_and_of_the_requested_size(
+    size: int, synthetic_mnist: Path
+) -> None:
+    full = datamodule(synthetic_mnist)
+    dm = datamodule(synthetic_mnist, train_subset=size)
+    subset_x, subset_y = dm.splits["train"]
+    assert len(subset_x) == len(subset_y) == size
+    assert set(rows(subset_x)) <= set(rows(full.splits["train"][0]))
+    assert len(set(rows(subset_x))) == size  # no image twice
+    assert torch.equal(dm.splits["val"][0], full.splits["val"][0])  # validation unaffected
+    expected = torch.bincount(full.splits["train"][1], minlength=10) * size / TRAIN
+    counts = torch.bincount(subset_y, minlength=10)
+    assert (counts - expected).abs().max() <= 1, (counts, expected)
+
+
+def test_the_subset_depends_on_the_seed(synthetic_mnist: Path) -> None:
+    a = datamodule(synthetic_mnist, train_subset=100, seed=1).splits["train"][0]
+    b = datamodule(synthetic_mnist, train_subset=100, seed=2).splits["train"][0]
+    assert rows(a) != rows(b)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "key"),
-    [({"val_size": 1200}, "data.val_size"), ({"train_subset": 5000}, "data.train_subset")],
+    [
+        ({"val_size": 0}, "data.val_size=0"),
+        ({"val_size": -5}, "data.val_size=-5"),
+        ({"val_size": SYNTHETIC_TRAIN}, f"data.val_size={SYNTHETIC_TRAIN}"),
+        ({"train_subset": 0}, "data.train_subset=0"),
+        ({"train_subset": TRAIN + 1}, f"data.train_subset={TRAIN + 1}"),
+    ],
 )
 def test_bad_sizes_name_the_key(synthetic_mnist: Path, kwargs: dict, key: str) -> None:
     dm = MNISTDataModule(str(synthetic_mnist), source="files", **({"val_size": 200} | kwargs))
@@ -55,62 +102,120 @@ def test_bad_sizes_name_the_key(synthetic_mnist: Path, kwargs: dict, key: str) -
         dm.setup()
 
 
-def loader(count: int = 103, batch_size: int = 10, group: int | None = None) -> TensorBatches:
+COUNT, BATCH = 103, 10
+
+
+def loader(count: int = COUNT, batch_size: int = BATCH, seed: int = 3, **kwargs) -> TensorBatches:
+    """Image i is filled with the value i and has label i, so a batch shows which it holds."""
     images = torch.arange(count, dtype=torch.uint8).repeat_interleave(784).reshape(count, 28, 28)
-    return TensorBatches(images, torch.arange(count), batch_size, True, seed=3, group=group)
+    return TensorBatches(images, torch.arange(count), batch_size, True, seed=seed, **kwargs)
 
 
-def test_each_epoch_covers_every_image_once() -> None:
+def labels_of(batches: list) -> torch.Tensor:
+    return torch.cat([y for _, y in batches])
+
+
+def test_an_epoch_covers_every_image_once_in_float_batches() -> None:
     batches = list(loader())
-    assert [len(y) for _, y in batches] == [10] * 10 + [3]
-    seen = torch.cat([y for _, y in batches])
-    assert sorted(seen.tolist()) == list(range(103))
-    images, labels = batches[0]
-    assert images.dtype == torch.float32 and images.shape == (10, 28, 28)
-    assert float(images.min()) >= 0 and float(images.max()) <= 1
-    assert torch.equal(images[:, 0, 0] * 255, labels.float())  # images travel with labels
+    assert len(batches) == len(loader()) == 11
+    assert [len(y) for _, y in batches] == [BATCH] * 10 + [3]  # the last batch is partial
+    assert sorted(labels_of(batches).tolist()) == list(range(COUNT))
+    for images, labels in batches:
+        assert images.dtype == torch.float32 and images.shape == (len(labels), 28, 28)
+        assert float(images.min()) >= 0 and float(images.max()) <= 1
+        assert torch.equal(images * 255, labels.float()[:, None, None].expand(-1, 28, 28))
+    assert labels_of(batches).tolist() != list(range(COUNT))  # shuffled
+
+
+def test_evaluation_batches_are_in_order() -> None:
+    images = torch.zeros(25, 28, 28, dtype=torch.uint8)
+    batches = list(TensorBatches(images, torch.arange(25), 10, False, seed=0))
+    assert labels_of(batches).tolist() == list(range(25))
 
 
 def test_the_order_depends_on_seed_and_epoch_only() -> None:
-    first, again, other = loader(), loader(), loader()
-    other.sampler.set_epoch(1)
-    order = torch.cat([y for _, y in first])
-    assert torch.equal(order, torch.cat([y for _, y in again]))
-    assert not torch.equal(order, torch.cat([y for _, y in other]))
+    first = loader()
+    order0 = labels_of(list(first))
+    labels_of(list(first))  # iterating again does not move it on
+    assert torch.equal(labels_of(list(first)), order0)
+    first.sampler.set_epoch(1)
+    order1 = labels_of(list(first))
+    assert not torch.equal(order0, order1)
+
+    torch.manual_seed(99)  # the global generator plays no part
+    fresh = loader()
+    fresh.sampler.set_epoch(1)
+    assert torch.equal(labels_of(list(fresh)), order1)
+    fresh.sampler.set_epoch(0)
+    assert torch.equal(labels_of(list(fresh)), order0)
+    assert not torch.equal(labels_of(list(loader(seed=4))), order0)
 
 
 def test_grouped_batches_are_the_same_batches() -> None:
-    plain = [y for _, y in loader()]
-    grouped = [y for group in loader(group=4) for _, y in group]
-    assert len(loader(group=4)) == 3
-    assert all(torch.equal(a, b) for a, b in zip(plain, grouped, strict=True))
+    plain = list(loader())
+    grouped = list(loader(group=4))
+    assert len(grouped) == len(loader(group=4)) == 3
+    flat = [batch for group in grouped for batch in group]
+    assert len(flat) == len(plain)
+    for (xa, ya), (xb, yb) in zip(plain, flat, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
-def test_state_dict_resumes_mid_epoch() -> None:
-    original = loader(group=2)
+@pytest.mark.parametrize("group", [None, 2])
+def test_state_dict_resumes_mid_epoch(group: int | None) -> None:
+    original = loader(group=group)
     original.sampler.set_epoch(5)
     items = iter(original)
     taken = [next(items) for _ in range(3)]
     state = original.state_dict()
     rest = list(items)
+    assert rest  # there is something left to resume
 
-    resumed = loader(group=2)
-    resumed.load_state_dict(state)
-    again = list(resumed)
+    fresh = loader(group=group)  # epoch 0 until the state says otherwise
+    fresh.load_state_dict(state)
+    again = list(fresh)
     assert len(taken) + len(again) == len(original)
-    for a, b in zip(rest, again, strict=True):
-        assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    flat = (lambda xs: xs) if group is None else (lambda xs: [b for g in xs for b in g])
+    for (xa, ya), (xb, yb) in zip(flat(rest), flat(again), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+    # The next epoch after the resumed one is whole again.
+    fresh.sampler.set_epoch(6)
+    assert len(list(fresh)) == len(original)
 
 
-def test_mismatched_files_are_reported(tmp_path: Path) -> None:
+def test_state_loaded_between_iter_and_next_is_honoured() -> None:
+    """Lightning creates the iterator first and restores the loader's state after."""
+    original = loader()
+    items = iter(original)
+    for _ in range(4):
+        next(items)
+    state, rest = original.state_dict(), [y for _, y in items]
+
+    fresh = loader()
+    pending = iter(fresh)
+    fresh.load_state_dict(state)
+    assert [y.tolist() for _, y in pending] == [y.tolist() for y in rest]
+    assert len(rest) == len(original) - 4
+
+
+def test_load_pair_checks_the_files_fit(tmp_path: Path) -> None:
     raw = raw_dir(tmp_path)
     write_idx(raw / "train-images-idx3-ubyte", torch.zeros(5, 28, 28, dtype=torch.uint8))
     write_idx(raw / "train-labels-idx1-ubyte", torch.zeros(4, dtype=torch.uint8))
-    with pytest.raises(DataError, match="one label per image"):
+    with pytest.raises(DataError, match="one label per image") as info:
         load_pair(raw, "train")
-    write_idx(raw / "train-labels-idx1-ubyte", torch.full((5,), 12, dtype=torch.uint8))
-    with pytest.raises(DataError, match="not a digit"):
+    assert "train-labels-idx1-ubyte" in str(info.value)
+
+    write_idx(raw / "train-labels-idx1-ubyte", torch.tensor([0, 1, 9, 10, 2], dtype=torch.uint8))
+    with pytest.raises(DataError, match="label 10 is not a digit") as info:
         load_pair(raw, "train")
+    assert "train-labels-idx1-ubyte" in str(info.value)
+
+    write_idx(raw / "train-labels-idx1-ubyte", torch.tensor([0, 1, 9, 3, 2], dtype=torch.uint8))
+    images, labels = load_pair(raw, "train")
+    assert images.shape == (5, 28, 28) and labels.tolist() == [0, 1, 9, 3, 2]
+
     write_idx(raw / "train-images-idx3-ubyte", torch.zeros(5, 20, 20, dtype=torch.uint8))
     with pytest.raises(DataError, match=r"\(N, 28, 28\)"):
         load_pair(raw, "train")

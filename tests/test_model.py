@@ -1,4 +1,7 @@
-import io
+"""The network (`MLP`) and the LightningModule (`MNISTClassifier`): shapes, layers, optimizer
+parameter groups, schedules and checkpointable hyper-parameters."""
+
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -6,33 +9,76 @@ import torch
 from torch import nn
 
 from mnist_lightning.data import TensorBatches
-from mnist_lightning.model import ACTIVATIONS, MLP, MNISTClassifier, lr_factor
+from mnist_lightning.model import (
+    ACTIVATIONS,
+    MLP,
+    SCHEDULERS,
+    MNISTClassifier,
+    lr_factor,
+)
 
 
-@pytest.mark.parametrize("shape", [(5, 28, 28), (5, 1, 28, 28), (5, 784)])
+def linears(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("shape", [(5, 28, 28), (5, 1, 28, 28), (5, 784), (1, 28, 28)])
 def test_mlp_output_shape(shape: tuple[int, ...]) -> None:
-    assert MLP([16])(torch.rand(shape)).shape == (5, 10)
+    assert MLP([16]).eval()(torch.rand(shape)).shape == (shape[0], 10)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_the_input_layouts_give_the_same_logits() -> None:
+    net, images = MLP([16, 8]).eval(), torch.rand(3, 28, 28)
+    logits = net(images)
+    assert torch.allclose(net(images[:, None]), logits)
+    assert torch.allclose(net(images.reshape(3, 784)), logits)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_every_activation(activation: str) -> None:
-    net = MLP([8, 8], activation=activation)
-    assert sum(isinstance(m, ACTIVATIONS[activation]) for m in net.modules()) == 2
-    assert torch.isfinite(net(torch.rand(3, 784))).all()
+    net = MLP([8, 6], activation=activation)
+    assert sum(type(m) is ACTIVATIONS[activation] for m in net.modules()) == 2
+    assert [(m.in_features, m.out_features) for m in linears(net)] == [(784, 8), (8, 6), (6, 10)]
+    out = net(torch.rand(3, 784))
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
 
 
-def test_no_hidden_layers_is_a_linear_model() -> None:
-    (layer,) = MLP([]).layers
-    assert isinstance(layer, nn.Linear) and layer.weight.shape == (10, 784)
+def test_no_hidden_layers_is_a_single_linear_layer() -> None:
+    net = MLP([])
+    (layer,) = net.layers
+    assert type(layer) is nn.Linear
+    assert (layer.in_features, layer.out_features) == (784, 10)
+    assert net(torch.rand(2, 28, 28)).shape == (2, 10)
 
 
-def test_dropout_per_layer_and_batch_norm() -> None:
-    net = MLP([8, 8], dropout=[0.1, 0.0], batch_norm=True)
-    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.1]
-    assert sum(isinstance(m, nn.BatchNorm1d) for m in net.modules()) == 2
+def test_dropout_per_layer() -> None:
+    net = MLP([8, 8, 8], dropout=[0.1, 0.0, 0.3])
+    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.3]
+    # Each dropout follows its own layer's activation.
+    kinds = [type(m).__name__ for m in net.layers]
+    assert kinds == [
+        *("Linear", "ReLU", "Dropout"),
+        *("Linear", "ReLU"),
+        *("Linear", "ReLU", "Dropout"),
+        "Linear",
+    ]
+    assert [m.p for m in MLP([8, 8], dropout=0.25).modules() if isinstance(m, nn.Dropout)] == [
+        0.25,
+        0.25,
+    ]
+    assert not [m for m in MLP([8, 8], dropout=0.0).modules() if isinstance(m, nn.Dropout)]
 
 
-def test_dropout_is_off_in_eval_mode() -> None:
+def test_batch_norm_adds_batchnorm1d_after_each_hidden_layer() -> None:
+    plain, normed = MLP([8, 4]), MLP([8, 4], batch_norm=True)
+    assert not [m for m in plain.modules() if isinstance(m, nn.BatchNorm1d)]
+    norms = [m for m in normed.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert [m.num_features for m in norms] == [8, 4]
+    normed.train()
+    assert normed(torch.rand(4, 784)).shape == (4, 10)
+
+
+def test_dropout_is_inactive_in_eval_mode() -> None:
     net, x = MLP([64], dropout=0.5), torch.rand(4, 784)
     net.eval()
     assert torch.equal(net(x), net(x))
@@ -40,30 +86,78 @@ def test_dropout_is_off_in_eval_mode() -> None:
     assert not torch.equal(net(x), net(x))
 
 
+def weight_matrices(model: MNISTClassifier) -> list[nn.Parameter]:
+    return [layer.weight for layer in linears(model.net)]
+
+
 @pytest.mark.parametrize(
     ("name", "cls"),
     [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)],
 )
-def test_weight_decay_only_on_weight_matrices(name: str, cls: type) -> None:
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_weight_decay_only_on_weight_matrices(name: str, cls: type, batch_norm: bool) -> None:
     model = MNISTClassifier(
-        hidden_dims=[8], batch_norm=True, optimizer=name, weight_decay=0.1, scheduler="none"
+        hidden_dims=[8, 4],
+        batch_norm=batch_norm,
+        optimizer=name,
+        lr=0.05,
+        weight_decay=0.1,
+        scheduler="none",
     )
     optimizer = model.configure_optimizers()
     assert type(optimizer) is cls
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    assert all(p.dim() == 2 for p in decayed["params"])
-    assert all(p.dim() == 1 for p in plain["params"])  # biases and batch-norm parameters
-    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+    assert decayed["lr"] == plain["lr"] == 0.05
+    assert {id(p) for p in decayed["params"]} == {id(w) for w in weight_matrices(model)}
+    others = [p for p in model.parameters() if id(p) not in {id(w) for w in decayed["params"]}]
+    assert {id(p) for p in plain["params"]} == {id(p) for p in others}
+    assert all(p.dim() == 1 for p in plain["params"])  # biases and batch-norm scales/shifts
+    if batch_norm:
+        norms = [m for m in model.net.modules() if isinstance(m, nn.BatchNorm1d)]
+        assert {id(p) for m in norms for p in (m.weight, m.bias)} <= {
+            id(p) for p in plain["params"]
+        }
+    if name == "sgd":
+        assert decayed["momentum"] == 0.9
 
 
-def test_hparams_survive_a_weights_only_load() -> None:
-    model = MNISTClassifier(hidden_dims=[8, 4], dropout=[0.1, 0.2])
-    buffer = io.BytesIO()
-    torch.save({"hyper_parameters": dict(model.hparams)}, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer, weights_only=True)["hyper_parameters"]
-    assert MNISTClassifier(**loaded).hparams == model.hparams
+@pytest.mark.parametrize("scheduler", [s for s in SCHEDULERS if s != "none"])
+def test_schedulers_are_returned_with_the_optimizer(scheduler: str) -> None:
+    model = MNISTClassifier(hidden_dims=[4], scheduler=scheduler)
+    configured = model.configure_optimizers()
+    assert isinstance(configured["optimizer"], torch.optim.AdamW)
+    assert configured["lr_scheduler"].optimizer is configured["optimizer"]
+
+
+def test_hparams_survive_a_weights_only_load(tmp_path: Path) -> None:
+    """Checkpoints are written by Lightning from `save_hyperparameters`; they must load with
+    `weights_only=True` and rebuild the same network."""
+    model = MNISTClassifier(
+        hidden_dims=[8, 4], dropout=[0.1, 0.2], activation="gelu", batch_norm=True, lr=0.01
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams == dict(model.hparams)
+    assert hparams["hidden_dims"] == [8, 4] and hparams["dropout"] == [0.1, 0.2]
+
+    rebuilt = MNISTClassifier(**hparams)
+    rebuilt.load_state_dict(checkpoint["state_dict"])
+    x = torch.rand(3, 28, 28)
+    assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+
+    # The defaults too (a tuple of hidden widths).
+    torch.save({"hyper_parameters": dict(MNISTClassifier().hparams)}, tmp_path / "d.ckpt")
+    assert torch.load(tmp_path / "d.ckpt", weights_only=True)["hyper_parameters"]["lr"] == 2e-3
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
@@ -75,16 +169,22 @@ def test_lr_schedules_are_functions_of_progress(schedule: str) -> None:
     assert lr_factor(schedule, 50, 100) == pytest.approx(lr_factor(schedule, 100, 200))
     if schedule == "onecycle":
         assert values[0] == pytest.approx(1 / 25) and values.index(max(values)) == 30
+    else:
+        assert values[0] == 1.0 and values == sorted(values, reverse=True)
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_a_grouped_training_step_equals_single_steps() -> None:
     """data.steps_per_call changes how work is handed to Lightning, not the training."""
-    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (64,))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
 
     def train(group: int) -> dict[str, torch.Tensor]:
         L.seed_everything(0, verbose=False)
         model = MNISTClassifier(hidden_dims=[16], dropout=0.3, scheduler="onecycle")
+        initial.append(model.net.layers[0].weight.detach().clone())
         trainer = L.Trainer(
             accelerator="cpu",
             max_epochs=2,
@@ -92,11 +192,15 @@ def test_a_grouped_training_step_equals_single_steps() -> None:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
+            limit_val_batches=0,
         )
         loader = TensorBatches(images, labels, 16, shuffle=True, seed=0, group=group)
         trainer.fit(model, train_dataloaders=loader)
         assert trainer.global_step == 8
-        return model.state_dict()
+        return {k: v.clone() for k, v in model.state_dict().items()}
 
+    initial: list[torch.Tensor] = []
     one, four = train(1), train(4)
+    assert torch.equal(initial[0], initial[1])  # the same start
+    assert not torch.equal(one["net.layers.0.weight"], initial[0])  # it did train
     assert all(torch.equal(one[k], four[k]) for k in one)
