@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mnist_lightning.augment import AUGMENTS
 from mnist_lightning.download import SOURCES
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
@@ -114,6 +115,13 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "data.val_size", int, low=1, high=59_999)
     _number(cfg, "data.train_subset", int, low=1, optional=True)
     _choice(cfg, "data.source", SOURCES)
+    _choice(cfg, "data.augment", AUGMENTS)
+    _number(cfg, "data.max_shift", float, low=0, high=14)
+    _number(cfg, "data.max_scale", float, low=0, high=1, high_open=True)
+    _number(cfg, "data.max_rotation", float, low=0, high=180)
+    _number(cfg, "data.max_shear", float, low=0, high=60)
+    _number(cfg, "data.elastic_alpha", float, low=0)
+    _number(cfg, "data.elastic_sigma", float, low=0, low_open=True)
 
     hidden = _get(cfg, "model.hidden_dims")
     if not isinstance(hidden, ListConfig | list) or not all(
@@ -147,6 +155,8 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "model.lr_gamma", float, low=0, high=1, low_open=True)
     _number(cfg, "model.label_smoothing", float, low=0, high=1, high_open=True)
     _number(cfg, "model.l1", float, low=0)
+    _number(cfg, "model.input_dropout", float, low=0, high=1, high_open=True)
+    _number(cfg, "model.max_norm", float, low=0, low_open=True, optional=True)
     _boolean(cfg, "model.log_histograms")
     if _get(cfg, "model.nesterov") and _get(cfg, "model.optimizer") == "sgd":
         _number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from mnist_lightning.augment import Augment
 from mnist_lightning.download import ensure_mnist, raw_dir
 from mnist_lightning.errors import DataError
 from mnist_lightning.idx import read_idx
@@ -38,6 +39,10 @@ class EpochSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def seed_of(self, batch: int) -> int:
+        """A seed for the random numbers of one mini-batch of this epoch (augmentation)."""
+        return (self.seed * 1_000_003 + self.epoch) * 1_000_003 + batch
+
     def order(self, device: torch.device) -> torch.Tensor | None:
         """Indices for this epoch, or None to read the split front to back."""
         if not self.shuffle:
@@ -54,7 +59,8 @@ class TensorBatches:
     indexing operation: the training step takes one optimizer step per mini-batch, so
     Lightning's fixed cost per `training_step` call is paid once per K steps.
     `state_dict`/`load_state_dict` record how far into the epoch we are, so Lightning can
-    resume mid-epoch without repeating or skipping a batch.
+    resume mid-epoch without repeating or skipping a batch. `augment` distorts each mini-batch
+    with random numbers seeded by (seed, epoch, mini-batch), so a resumed epoch draws the same.
     """
 
     def __init__(
@@ -65,8 +71,10 @@ class TensorBatches:
         shuffle: bool,
         seed: int,
         group: int | None = None,
+        augment: Augment | None = None,
     ) -> None:
         self.images, self.labels, self.batch_size, self.group = images, labels, batch_size, group
+        self.augment = augment if augment is not None and augment.enabled else None
         self.rows_per_item = batch_size * (group or 1)
         self.sampler = EpochSampler(len(labels), seed, shuffle)
         self.batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
@@ -86,18 +94,33 @@ class TensorBatches:
         # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
         start, self._resume_at = self._resume_at, 0
         self.items_done = start
-        order = self.sampler.order(self.labels.device)
+        device = self.labels.device
+        order = self.sampler.order(device)
+        generator = torch.Generator(device) if self.augment else None
         for i in range(start, len(self)):
             self.items_done = i + 1
             rows = slice(i * self.rows_per_item, (i + 1) * self.rows_per_item)
             index = rows if order is None else order[rows]
             images, labels = self.images[index].float().div_(255), self.labels[index]
+            if self.augment:
+                images = self._augmented(images, i * (self.group or 1), generator)
             if self.group is None:
                 yield images, labels
             else:
                 yield list(
                     zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True)
                 )
+
+    def _augmented(
+        self, images: torch.Tensor, first_batch: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Distort each mini-batch with numbers seeded by its place in the epoch, so the
+        distortions do not depend on `group` (data.steps_per_call) or on a resume."""
+        parts = []
+        for n, batch in enumerate(images.split(self.batch_size)):
+            generator.manual_seed(self.sampler.seed_of(first_batch + n))
+            parts.append(self.augment(batch, generator))
+        return torch.cat(parts)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "items_done": self.items_done}
@@ -121,6 +144,13 @@ class MNISTDataModule(L.LightningDataModule):
         train_subset: int | None = None,
         source: str = "auto",
         seed: int = 42,
+        augment: str = "none",
+        max_shift: float = 2.0,
+        max_rotation: float = 10.0,
+        max_scale: float = 0.1,
+        max_shear: float = 10.0,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -128,6 +158,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.steps_per_call = steps_per_call
         self.val_size, self.train_subset = val_size, train_subset
         self.source, self.seed = source, seed
+        # Training images only: validation and test see the digits as they are.
+        self.augment = Augment(
+            augment, max_shift, max_rotation, max_scale, max_shear, elastic_alpha, elastic_sigma
+        )
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
@@ -169,7 +203,13 @@ class MNISTDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         images, labels = self.splits["train"]
         return TensorBatches(
-            images, labels, self.batch_size, True, self.seed, group=self.steps_per_call
+            images,
+            labels,
+            self.batch_size,
+            True,
+            self.seed,
+            group=self.steps_per_call,
+            augment=self.augment,
         )
 
     def val_dataloader(self) -> TensorBatches:

@@ -37,7 +37,8 @@ class MLP(nn.Module):
 
     The network normalises its own input with MNIST's mean and std, so a checkpoint or an
     exported model takes plain pixels and nobody has to remember the constants. An empty
-    `hidden_dims` is a linear (multinomial logistic regression) model.
+    `hidden_dims` is a linear (multinomial logistic regression) model. `input_dropout` drops
+    pixels (sets them to black) before anything else, as Srivastava et al. 2014 did.
     """
 
     def __init__(
@@ -46,8 +47,10 @@ class MLP(nn.Module):
         activation: str = "relu",
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool = False,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         dropouts = [dropout] * len(hidden_dims) if isinstance(dropout, float | int) else dropout
         layers: list[nn.Module] = []
         width = 28 * 28
@@ -63,8 +66,12 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.flatten(1) - MNIST_MEAN) / MNIST_STD
+        x = (self.input_dropout(images.flatten(1)) - MNIST_MEAN) / MNIST_STD
         return self.layers(x)
+
+    def hidden_weights(self) -> list[torch.Tensor]:
+        """The weight matrices that feed hidden units (all but the output layer's)."""
+        return [layer.weight for layer in self.layers if isinstance(layer, nn.Linear)][:-1]
 
 
 class MNISTClassifier(L.LightningModule):
@@ -91,12 +98,14 @@ class MNISTClassifier(L.LightningModule):
         lr_gamma: float = 0.1,
         label_smoothing: float = 0.0,
         l1: float = 0.0,
+        input_dropout: float = 0.0,
+        max_norm: float | None = None,
         log_histograms: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # see training_step
-        self.net = MLP(hidden_dims, activation, dropout, batch_norm)
+        self.net = MLP(hidden_dims, activation, dropout, batch_norm, input_dropout)
         # Saved in checkpoints, so a resumed run remembers its best validation accuracy and
         # its half-filled logging window (loss sum, correct, seen): curves resume exactly.
         self.register_buffer("val_acc_best", torch.tensor(0.0))
@@ -129,6 +138,8 @@ class MNISTClassifier(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
+            if self.hparams.max_norm is not None:
+                self._apply_max_norm()
             if per_step:
                 self.lr_schedulers().step()
             with torch.no_grad():
@@ -140,6 +151,14 @@ class MNISTClassifier(L.LightningModule):
                 self._log_train_window()
         if self.hparams.log_histograms and self.trainer.is_last_batch:
             self._log_histograms()  # once per epoch, while the last gradients are there
+
+    @torch.no_grad()
+    def _apply_max_norm(self) -> None:
+        """Scale down every hidden unit's incoming weight vector whose L2 norm exceeds
+        `max_norm` (Srivastava et al. 2014): with dropout it lets large learning rates run
+        without the weights blowing up."""
+        for weight in self.net.hidden_weights():
+            weight.renorm_(2, 0, self.hparams.max_norm)
 
     def _log_train_window(self) -> None:
         """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""

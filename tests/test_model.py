@@ -12,6 +12,8 @@ from mnist_lightning.data import TensorBatches
 from mnist_lightning.model import (
     ACTIVATIONS,
     MLP,
+    MNIST_MEAN,
+    MNIST_STD,
     SCHEDULERS,
     MNISTClassifier,
     lr_factor,
@@ -204,3 +206,54 @@ def test_a_grouped_training_step_equals_single_steps() -> None:
     assert torch.equal(initial[0], initial[1])  # the same start
     assert not torch.equal(one["net.layers.0.weight"], initial[0])  # it did train
     assert all(torch.equal(one[k], four[k]) for k in one)
+
+
+def test_input_dropout_drops_pixels_in_training_only() -> None:
+    net = MLP(hidden_dims=[8], input_dropout=0.5)
+    images = torch.full((4, 28, 28), 0.5)
+    first = net.layers[0]
+    seen: list[torch.Tensor] = []
+    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    net.train()
+    net(images)
+    black = (
+        torch.isclose(seen[-1], torch.tensor(-MNIST_MEAN / MNIST_STD)).float().mean()
+    )  # a dropped pixel is black
+    assert 0.4 < black < 0.6
+    net.eval()
+    net(images)
+    assert torch.allclose(seen[-1], torch.full_like(seen[-1], (0.5 - MNIST_MEAN) / MNIST_STD))
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
+@pytest.mark.parametrize("max_norm", [None, 0.5])
+def test_max_norm_caps_each_hidden_unit_after_every_step(max_norm: float | None) -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    model = MNISTClassifier(
+        hidden_dims=[32, 16], dropout=0.0, lr=0.05, scheduler="none", max_norm=max_norm
+    )
+    norms: list[float] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, *args) -> None:
+            norms.append(max(float(w.norm(dim=1).max()) for w in model.net.hidden_weights()))
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Watch()],
+    )
+    trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 16, True, 0, group=1))
+    assert len(model.net.hidden_weights()) == 2  # not the output layer
+    if max_norm is None:
+        assert max(norms) > 0.5  # the cap below bites
+    else:
+        assert max(norms) <= max_norm + 1e-5

@@ -1,0 +1,114 @@
+"""Random distortions of training images, a whole batch at once on the training device.
+
+The literature's MLP results on MNIST come from training on distorted copies of the digits
+(Simard et al. 2003: affine 1.1 % error, elastic 0.7 %, against 1.6 % without). Each kind
+here includes the ones before it:
+
+- `translate`: shifts by a whole number of pixels, up to `max_shift` each way (exact: no blur);
+- `affine`: rotation, scale, shear and a sub-pixel shift, drawn uniformly within the limits;
+- `elastic`: `affine`, then Simard's elastic field (uniform noise per pixel, smoothed by a
+  Gaussian of `elastic_sigma` pixels, scaled by `elastic_alpha` pixels).
+
+`translate` is one gather; the others are one `affine_grid` + `grid_sample` (plus two small
+matrix products that smooth the elastic noise) on the device: no per-image Python. The random
+numbers come from the generator passed in, which `data.TensorBatches` seeds from (seed, epoch,
+batch), so a run and its resumed copy draw the same distortions.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+AUGMENTS = ("none", "translate", "affine", "elastic")
+SIDE = 28  # MNIST images are SIDE x SIDE pixels
+
+
+class Augment:
+    """Distort a batch of images (B, 28, 28) in [0, 1]; the result stays in [0, 1]."""
+
+    def __init__(
+        self,
+        kind: str = "none",
+        max_shift: float = 2.0,
+        max_rotation: float = 10.0,
+        max_scale: float = 0.1,
+        max_shear: float = 10.0,
+        elastic_alpha: float = 34.0,
+        elastic_sigma: float = 4.0,
+    ) -> None:
+        if kind not in AUGMENTS:
+            raise ValueError(f"augment kind {kind!r} is not one of {AUGMENTS}")
+        self.kind = kind
+        self.max_shift, self.max_rotation = max_shift, math.radians(max_rotation)
+        self.max_scale, self.max_shear = max_scale, math.radians(max_shear)
+        self.elastic_alpha, self.elastic_sigma = elastic_alpha, elastic_sigma
+        self._kernels: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.kind == "none":
+            return images
+        batch, device = len(images), images.device
+
+        def uniform(limit: float) -> torch.Tensor:  # (batch,) values in [-limit, limit]
+            return (2 * torch.rand(batch, generator=generator, device=device) - 1) * limit
+
+        if self.kind == "translate":
+            most = int(self.max_shift)  # each of -most..most pixels equally likely
+            shift = torch.randint(-most, most + 1, (batch, 2), generator=generator, device=device)
+            return self._translate(images, shift)
+        shift = torch.stack([uniform(self.max_shift), uniform(self.max_shift)], 1)
+        angle, shear = uniform(self.max_rotation), uniform(self.max_shear)
+        scale = 1 + uniform(self.max_scale)
+        cos, sin, tan = angle.cos(), angle.sin(), shear.tan()
+        # rotation @ shear @ scale, as the map from output to input coordinates
+        theta = torch.stack(
+            [torch.stack([cos, cos * tan - sin], 1), torch.stack([sin, sin * tan + cos], 1)], 1
+        ) / scale.view(batch, 1, 1)
+        # A shift of d pixels is 2d / SIDE in grid_sample's [-1, 1] coordinates.
+        affine = torch.cat([theta, (2 / SIDE) * shift.unsqueeze(2)], 2)
+        grid = F.affine_grid(affine, [batch, 1, SIDE, SIDE], align_corners=False)
+        if self.kind == "elastic":
+            grid = grid + self._elastic_field(batch, device, generator)
+        warped = F.grid_sample(
+            images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        return warped.squeeze(1).clamp_(0, 1)
+
+    def _translate(self, images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """Move each image by whole pixels `shift` (batch, 2) = (x, y), filling with black."""
+        margin = int(shift.abs().max()) if len(shift) else 0
+        if margin == 0:
+            return images
+        padded = F.pad(images, (margin, margin, margin, margin))
+        width = SIDE + 2 * margin
+        pixels = torch.arange(SIDE, device=images.device)
+        rows = pixels.view(1, SIDE, 1) + margin - shift[:, 1].view(-1, 1, 1)
+        cols = pixels.view(1, 1, SIDE) + margin - shift[:, 0].view(-1, 1, 1)
+        return padded.flatten(1).gather(1, (rows * width + cols).flatten(1)).view_as(images)
+
+    def _elastic_field(
+        self, batch: int, device: torch.device, generator: torch.Generator
+    ) -> torch.Tensor:
+        """(batch, 28, 28, 2) displacements in grid units: smoothed noise times alpha."""
+        noise = 2 * torch.rand(batch * 2, SIDE, SIDE, generator=generator, device=device) - 1
+        smooth = self._smoothing(device)  # Gaussian blur along columns, then along rows
+        field = (smooth @ noise.view(batch * 2, SIDE, SIDE) @ smooth.T).view(batch, 2, SIDE, SIDE)
+        field = field.permute(0, 2, 3, 1)
+        return field * (2 * self.elastic_alpha / SIDE)
+
+    def _smoothing(self, device: torch.device) -> torch.Tensor:
+        """The (28, 28) matrix of a 1-D Gaussian blur with zero padding: as a matrix product
+        it costs a fraction of a convolution with a kernel of several sigma."""
+        if device not in self._kernels:
+            x = torch.arange(SIDE, dtype=torch.float32)
+            weights = torch.exp(-0.5 * ((x.view(-1, 1) - x) / self.elastic_sigma) ** 2)
+            radius = max(1, math.ceil(3 * self.elastic_sigma))
+            norm = weights[0, : radius + 1].sum() * 2 - 1  # a full kernel's sum, truncated at 3σ
+            weights[(x.view(-1, 1) - x).abs() > radius] = 0
+            self._kernels[device] = (weights / norm).to(device)
+        return self._kernels[device]

@@ -1,0 +1,135 @@
+"""On-device augmentation (data.augment): images stay valid, labels travel untouched, the draws
+are reproducible under the seed, and it is off for validation and test."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_lightning.augment import AUGMENTS, Augment
+from mnist_lightning.data import MNISTDataModule, TensorBatches
+
+KINDS = [kind for kind in AUGMENTS if kind != "none"]
+
+
+def digits(count: int = 64, seed: int = 0) -> torch.Tensor:
+    """Black images in [0, 1] with a random blob of ink near the centre, like a digit."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.zeros(count, 28, 28)
+    images[:, 8:20, 10:18] = torch.rand(count, 12, 8, generator=generator)
+    return images
+
+
+def draw(augment: Augment, images: torch.Tensor, seed: int) -> torch.Tensor:
+    return augment(images, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_augmented_images_stay_images(kind: str) -> None:
+    images = digits()
+    out = draw(Augment(kind), images, 0)
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.isfinite(out).all()
+    changed = (out - images).abs().flatten(1).amax(1) > 1e-3
+    assert changed.float().mean() > 0.5  # it does distort most images
+    # The ink stays in the picture: a digit is moved and bent (elastic fields stretch and
+    # squeeze strokes locally), not thrown out.
+    ink = out.sum((1, 2)) / images.sum((1, 2))
+    assert 0.9 < ink.mean() < 1.1 and ink.min() > 0.4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_draws_are_a_function_of_the_seed(kind: str) -> None:
+    images = digits()
+    augment = Augment(kind)
+    assert torch.equal(draw(augment, images, 5), draw(augment, images, 5))
+    assert not torch.equal(draw(augment, images, 5), draw(augment, images, 6))
+
+
+def test_none_and_zero_limits_are_the_identity() -> None:
+    images = digits()
+    assert draw(Augment("none"), images, 0) is images
+    assert torch.equal(draw(Augment("translate", max_shift=0), images, 0), images)
+    still = Augment("affine", max_shift=0, max_rotation=0, max_scale=0, max_shear=0)
+    assert torch.allclose(draw(still, images, 0), images, atol=1e-5)
+    calm = Augment("elastic", 0, 0, 0, 0, elastic_alpha=0)
+    assert torch.allclose(draw(calm, images, 0), images, atol=1e-5)
+
+
+def test_translate_moves_whole_pixels_within_the_limit() -> None:
+    dot = torch.zeros(200, 28, 28)
+    dot[:, 14, 14] = 1
+    out = draw(Augment("translate", max_shift=2), dot, 0)
+    where = out.flatten(1).argmax(1)
+    rows, cols = where // 28 - 14, where % 28 - 14
+    assert torch.equal(out.sum((1, 2)), torch.ones(200))  # exact: no blur, nothing lost
+    assert rows.abs().max() == 2 and cols.abs().max() == 2
+    assert set(rows.tolist()) == {-2, -1, 0, 1, 2}  # every shift happens
+
+
+def test_affine_limits_bound_the_displacement() -> None:
+    """A dot moves by at most the shift plus what rotation, scale and shear do at its place."""
+    dot = torch.zeros(100, 28, 28)
+    dot[:, 14, 18] = 1  # 4 pixels right of the centre
+    out = draw(Augment("affine", max_shift=1, max_rotation=5, max_scale=0.05, max_shear=5), dot, 0)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = out.sum((1, 2))
+    centre_x = (out * xs).sum((1, 2)) / mass
+    centre_y = (out * ys).sum((1, 2)) / mass
+    moved = torch.hypot(centre_x - 18, centre_y - 14)
+    assert moved.max() < 1 * 2**0.5 + 4 * (0.05 + 0.09 + 0.09) + 0.5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loader_augments_training_batches_and_keeps_labels(kind: str) -> None:
+    count = 40
+    images = (255 * digits(count)).to(torch.uint8)
+    labels = torch.arange(count) % 10
+
+    def batches(augment: Augment | None, group: int | None = None) -> list:
+        loader = TensorBatches(images, labels, 8, True, seed=1, group=group, augment=augment)
+        items = list(loader)
+        return items if group is None else [batch for item in items for batch in item]
+
+    plain, distorted = batches(None), batches(Augment(kind))
+    for (xa, ya), (xb, yb) in zip(plain, distorted, strict=True):
+        assert torch.equal(ya, yb)  # the same images in the same order, labels untouched
+        assert not torch.equal(xa, xb)
+    # Grouping mini-batches (data.steps_per_call) does not change what is drawn.
+    for (xa, _), (xb, _) in zip(distorted, batches(Augment(kind), group=2), strict=True):
+        assert torch.equal(xa, xb)
+
+
+def test_a_resumed_epoch_draws_the_same_distortions() -> None:
+    images = (255 * digits(50)).to(torch.uint8)
+
+    def loader() -> TensorBatches:
+        return TensorBatches(images, torch.arange(50), 10, True, 3, augment=Augment("elastic"))
+
+    original = loader()
+    original.sampler.set_epoch(2)
+    items = iter(original)
+    next(items), next(items)
+    state, rest = original.state_dict(), list(items)
+    fresh = loader()
+    fresh.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(rest, fresh, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    fresh.sampler.set_epoch(3)  # another epoch, other distortions
+    assert not torch.equal(next(iter(fresh))[0], rest[0][0])
+
+
+def test_validation_and_test_are_never_augmented(synthetic_mnist: Path) -> None:
+    dm = MNISTDataModule(str(synthetic_mnist), source="files", val_size=200, augment="elastic")
+    dm.setup()
+    assert dm.train_dataloader().augment is dm.augment
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        assert loader.augment is None
+        first_images, _ = next(iter(loader))
+        assert torch.equal(first_images, dm.splits[split][0][: len(first_images)].float() / 255)
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="wobble"):
+        Augment("wobble")
