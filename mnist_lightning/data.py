@@ -6,6 +6,7 @@ processes. This is what makes an epoch take about a second on a laptop CPU inste
 (docs/benchmarks.md).
 """
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ class EpochSampler:
     """The order of one epoch: a permutation derived from (seed, epoch) alone.
 
     Lightning calls `set_epoch` at the start of every epoch (as for a DistributedSampler), so a
-    resumed run draws exactly the permutation the uninterrupted run would have drawn.
+    resumed run draws exactly the permutation the uninterrupted run would have drawn, and so
+    does every process of a distributed run.
     """
 
     def __init__(self, size: int, seed: int, shuffle: bool) -> None:
@@ -39,9 +41,9 @@ class EpochSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def seed_of(self, batch: int) -> int:
+    def seed_of(self, batch: int, rank: int = 0) -> int:
         """A seed for the random numbers of one mini-batch of this epoch (augmentation)."""
-        return (self.seed * 1_000_003 + self.epoch) * 1_000_003 + batch
+        return hash((self.seed, self.epoch, batch, rank)) & (2**63 - 1)
 
     def order(self, device: torch.device) -> torch.Tensor | None:
         """Indices for this epoch, or None to read the split front to back."""
@@ -49,6 +51,31 @@ class EpochSampler:
             return None
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(self.size, generator=generator).to(device)
+
+
+def shard(
+    size: int, batch_size: int, rank: int = 0, world_size: int = 1, training: bool = True
+) -> tuple[torch.Tensor, list[int]]:
+    """One process's share of an epoch of `size` rows: the positions in the epoch's order it
+    reads, and the size of each of its mini-batches.
+
+    Mini-batch j of every process comes from rows [j * B * W, (j + 1) * B * W) of the epoch's
+    order (B = `batch_size`, per process; W = `world_size`), split into W parts as evenly as
+    possible: together the processes read every row once per epoch, and each takes the same
+    number of optimizer steps, which DDP needs. The one exception is in training: a last
+    mini-batch with fewer than W rows is dropped, since some process would get none. In
+    evaluation such a process skips that mini-batch instead, so every image counts once.
+    """
+    positions, sizes = [], []
+    for start in range(0, size, batch_size * world_size):
+        rows = torch.arange(start, min(start + batch_size * world_size, size))
+        if training and len(rows) < world_size:
+            break
+        part = rows.tensor_split(world_size)[rank]
+        if len(part):
+            positions.append(part)
+            sizes.append(len(part))
+    return (torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)), sizes
 
 
 class TensorBatches:
@@ -60,7 +87,8 @@ class TensorBatches:
     Lightning's fixed cost per `training_step` call is paid once per K steps.
     `state_dict`/`load_state_dict` record how far into the epoch we are, so Lightning can
     resume mid-epoch without repeating or skipping a batch. `augment` distorts each mini-batch
-    with random numbers seeded by (seed, epoch, mini-batch), so a resumed epoch draws the same.
+    with random numbers seeded by (seed, epoch, mini-batch, rank), so a resumed epoch draws the
+    same. With `world_size` > 1 each process reads its `shard` of every epoch.
     """
 
     def __init__(
@@ -72,22 +100,27 @@ class TensorBatches:
         seed: int,
         group: int | None = None,
         augment: Augment | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.images, self.labels, self.batch_size, self.group = images, labels, batch_size, group
         self.augment = augment if augment is not None and augment.enabled else None
-        self.rows_per_item = batch_size * (group or 1)
+        self.rank = rank
         self.sampler = EpochSampler(len(labels), seed, shuffle)
         self.batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
+        positions, self.sizes = shard(len(labels), batch_size, rank, world_size, shuffle)
+        self.positions = positions.to(labels.device)
+        self.offsets = [0, *itertools.accumulate(self.sizes)]  # where each mini-batch starts
         self.items_done = 0  # items of the current epoch already handed out
         self._resume_at = 0
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.rows_per_item)
+        return math.ceil(self.steps_per_epoch / (self.group or 1))
 
     @property
     def steps_per_epoch(self) -> int:
         """Mini-batches per epoch, whatever the grouping: optimizer steps, for schedules."""
-        return math.ceil(len(self.labels) / self.batch_size)
+        return len(self.sizes)
 
     def __iter__(self) -> Iterator[Batch | list[Batch]]:
         # A generator: nothing runs until the first item is asked for, so a state loaded
@@ -97,28 +130,29 @@ class TensorBatches:
         device = self.labels.device
         order = self.sampler.order(device)
         generator = torch.Generator(device) if self.augment else None
+        per_item = self.group or 1
         for i in range(start, len(self)):
             self.items_done = i + 1
-            rows = slice(i * self.rows_per_item, (i + 1) * self.rows_per_item)
+            first, last = i * per_item, min((i + 1) * per_item, self.steps_per_epoch)
+            rows = self.positions[self.offsets[first] : self.offsets[last]]
             index = rows if order is None else order[rows]
             images, labels = self.images[index].float().div_(255), self.labels[index]
+            sizes = self.sizes[first:last]
             if self.augment:
-                images = self._augmented(images, i * (self.group or 1), generator)
+                images = self._augmented(images, sizes, first, generator)
             if self.group is None:
                 yield images, labels
             else:
-                yield list(
-                    zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True)
-                )
+                yield list(zip(images.split(sizes), labels.split(sizes), strict=True))
 
     def _augmented(
-        self, images: torch.Tensor, first_batch: int, generator: torch.Generator
+        self, images: torch.Tensor, sizes: list[int], first: int, generator: torch.Generator
     ) -> torch.Tensor:
         """Distort each mini-batch with numbers seeded by its place in the epoch, so the
         distortions do not depend on `group` (data.steps_per_call) or on a resume."""
         parts = []
-        for n, batch in enumerate(images.split(self.batch_size)):
-            generator.manual_seed(self.sampler.seed_of(first_batch + n))
+        for n, batch in enumerate(images.split(sizes)):
+            generator.manual_seed(self.sampler.seed_of(first + n, self.rank))
             parts.append(self.augment(batch, generator))
         return torch.cat(parts)
 
@@ -201,22 +235,33 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> TensorBatches:
-        images, labels = self.splits["train"]
+        return self._loader("train", self.batch_size, self.steps_per_call, self.augment)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test", self.eval_batch_size)
+
+    def _loader(
+        self, split: str, batch_size: int, group: int | None = None, augment: Augment | None = None
+    ) -> TensorBatches:
+        """This process's batches of `split`: under DDP each process reads its own shard."""
+        rank, world_size = (
+            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        )
+        images, labels = self.splits[split]
         return TensorBatches(
             images,
             labels,
-            self.batch_size,
-            True,
-            self.seed,
-            group=self.steps_per_call,
-            augment=self.augment,
+            batch_size,
+            shuffle=split == "train",
+            seed=self.seed,
+            group=group,
+            augment=augment,
+            rank=rank,
+            world_size=world_size,
         )
-
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["val"], self.eval_batch_size, False, self.seed)
-
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.splits["test"], self.eval_batch_size, False, self.seed)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
         return batch  # already on the device: skip Lightning's per-step tree walk

@@ -1,6 +1,8 @@
 """Pictures of what a model does: confusion matrix, its most confident mistakes, and what its
 first layer looks for. Each returns a matplotlib figure, for TensorBoard or a PNG."""
 
+from collections.abc import Callable
+
 import torch
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
 
@@ -85,3 +87,14 @@ def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
     ax.set_title(f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def augmentation_figure(
+    images: torch.Tensor, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+) -> Figure:
+    """Training digits as stored (top row) and three random distortions of each below: what
+    `data.augment` shows the network."""
+    images = images[:8].float().cpu() / 255
+    rows = [images] + [augment(images, torch.Generator().manual_seed(k)) for k in range(3)]
+    captions = ["stored"] * len(images) + [f"draw {k}" for k in range(3) for _ in images]
+    return digits_figure(torch.cat(rows), captions, "Training images and their distortions")

@@ -162,7 +162,10 @@ class MNISTClassifier(L.LightningModule):
 
     def _log_train_window(self) -> None:
         """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
-        loss_sum, correct, seen = self.train_window.tolist()  # the one host sync per window
+        window = self.train_window
+        if self.trainer.world_size > 1:  # under DDP: the sums over every process
+            window = self.trainer.strategy.reduce(window.clone(), reduce_op="sum")
+        loss_sum, correct, seen = window.tolist()  # the one host sync per window
         if not math.isfinite(loss_sum):
             raise DivergedError(
                 f"train/loss became {loss_sum / seen} by step {self.global_step} (epoch "

@@ -30,9 +30,11 @@ from mnist_lightning.atomic import atomic_write_json
 from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint, network_weights
 from mnist_lightning.config import CONFIG_DIR, validate
 from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.distributed import ddp_child_run, ddp_job, is_rank_zero
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
 from mnist_lightning.eval import predict_all
 from mnist_lightning.figures import (
+    augmentation_figure,
     confusion_figure,
     confusion_matrix,
     first_layer_figure,
@@ -57,9 +59,11 @@ if not torch.cuda.is_available():
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 # Lightning messages that do not apply to this project: with data.steps_per_call, an epoch has
-# fewer training_step calls than logging steps, and checkpoints after a call are what we want.
+# fewer training_step calls than logging steps, checkpoints after a call are what we want, and
+# under DDP the epoch metrics come from torchmetrics, which sums over the processes itself.
 for pattern in (
     r".*smaller than the logging interval",
+    r".*sync_dist=True.*when logging on epoch level",
     r".*Using ModelCheckpoint with manual optimization",
     r".*isinstance\(treespec, LeafSpec\)",
 ):
@@ -75,6 +79,14 @@ HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 def main() -> None:
     """Console entry point. `resume=` is checked first: Hydra would otherwise create or log
     into the directory it names before any check of ours could run."""
+    child = ddp_child_run()
+    if child:  # another process of a DDP run: train what the first one composed
+        try:
+            fit_and_test(*child)
+        except UserError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return
     multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     for arg in sys.argv[1:]:
         if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null"):
@@ -106,7 +118,12 @@ def train(cfg: DictConfig) -> float:
         cfg = resumed_config(cfg)
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    resume_from = last_checkpoint(run_dir) if cfg.resume else None
+    resume_from = str(last_checkpoint(run_dir)) if cfg.resume else None
+    return fit_and_test(cfg, run_dir, resume_from)
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:
+    """Train, test the best checkpoint, and (in the first process) write the results."""
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls: free speed, no accuracy loss
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -122,26 +139,33 @@ def train(cfg: DictConfig) -> float:
         model.net.load_state_dict(network_weights(model, checkpoint, cfg.ckpt_path))
         log.info("Starting from the weights of %s", cfg.ckpt_path)
     trainer = build_trainer(cfg)
-    tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    # Only the first process writes; under DDP the others' loggers are placeholders.
+    tensorboards = [
+        lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger) and is_rank_zero()
+    ]
     for tensorboard in tensorboards:
         log_hparams_to_tensorboard(tensorboard, cfg)
 
     started = time.perf_counter()
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    except (SystemExit, SIGTERMException):  # Lightning's exits on Ctrl-C and on SIGTERM
-        if not trainer.interrupted:
-            raise
-        print(
-            f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to continue from:\n"
-            f"  mnist-train resume={run_dir}",
-            file=sys.stderr,
-        )
-        sys.exit(130)
-    fit_seconds = time.perf_counter() - started
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
-    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    with ddp_job(trainer, cfg, run_dir, resume_from):
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        except (SystemExit, SIGTERMException):  # Lightning's exits on Ctrl-C and on SIGTERM
+            if not trainer.interrupted:
+                raise
+            if is_rank_zero():
+                print(
+                    f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
+                    f"continue from:\n  mnist-train resume={run_dir}",
+                    file=sys.stderr,
+                )
+            sys.exit(130)
+        fit_seconds = time.perf_counter() - started
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    if not is_rank_zero():
+        return float(model.val_acc_best)
 
     for tensorboard in tensorboards:
         log_figures_to_tensorboard(tensorboard, model, datamodule, trainer.global_step)
@@ -221,7 +245,8 @@ def log_figures_to_tensorboard(
     datamodule: MNISTDataModule,
     step: int,
 ) -> None:
-    """The tested model's confusion matrix, worst mistakes and first-layer weights."""
+    """The tested model's confusion matrix, worst mistakes and first-layer weights, and what
+    the augmentation did to the training images."""
     images, labels = datamodule.splits["test"]
     model.eval()
     logits = predict_all(model, images, datamodule.eval_batch_size)
@@ -232,6 +257,9 @@ def log_figures_to_tensorboard(
         "test/mistakes", mistakes_figure(images / 255, logits.softmax(1), labels), step
     )
     writer.add_figure("model/first_layer", first_layer_figure(model.net.layers[0].weight), step)
+    if datamodule.augment.enabled:
+        figure = augmentation_figure(datamodule.splits["train"][0], datamodule.augment)
+        writer.add_figure("data/augmented", figure, step)
     writer.flush()
 
 

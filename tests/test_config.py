@@ -83,7 +83,7 @@ def test_every_model_preset_builds_a_checkpointable_model(option: str) -> None:
     assert isinstance(model, MNISTClassifier)
     widths = [m.out_features for m in model.net.modules() if hasattr(m, "out_features")]
     assert widths == [*cfg.model.hidden_dims, 10]
-    plain = (int, float, str, bool, list, tuple)
+    plain = (int, float, str, bool, list, tuple, type(None))
     assert all(isinstance(v, plain) for v in model.hparams.values()), dict(model.hparams)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
-from mnist_lightning.data import MNISTDataModule, TensorBatches, load_pair
+from mnist_lightning.data import MNISTDataModule, TensorBatches, load_pair, shard
 from mnist_lightning.download import raw_dir
 from mnist_lightning.errors import DataError
 from mnist_lightning.idx import write_idx
@@ -219,3 +219,35 @@ def test_load_pair_checks_the_files_fit(tmp_path: Path) -> None:
     write_idx(raw / "train-images-idx3-ubyte", torch.zeros(5, 20, 20, dtype=torch.uint8))
     with pytest.raises(DataError, match=r"\(N, 28, 28\)"):
         load_pair(raw, "train")
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("size", [1, 7, 103, 240, 241])
+def test_shards_cover_an_epoch_once_with_equal_steps(size: int, world_size: int) -> None:
+    batch = 10
+    train = [shard(size, batch, rank, world_size, training=True) for rank in range(world_size)]
+    assert len({len(sizes) for _, sizes in train}) == 1  # every process takes as many steps
+    seen = torch.cat([positions for positions, _ in train]).tolist()
+    assert len(seen) == len(set(seen))  # no row twice
+    last = size % (batch * world_size)
+    dropped = last if 0 < last < world_size else 0  # documented: too few rows to share
+    assert sorted(seen) == list(range(size - dropped))
+    for positions, sizes in train:
+        assert sum(sizes) == len(positions) and all(0 < n <= batch for n in sizes)
+
+    evaluation = [
+        shard(size, batch, rank, world_size, training=False) for rank in range(world_size)
+    ]
+    assert sorted(torch.cat([p for p, _ in evaluation]).tolist()) == list(range(size))
+
+
+def test_processes_read_disjoint_shards_of_the_same_permutation() -> None:
+    ranks = [loader(group=2, rank=rank, world_size=2) for rank in range(2)]
+    for epoch in (0, 1):
+        labels = []
+        for part in ranks:
+            part.sampler.set_epoch(epoch)
+            labels.append(torch.cat([y for item in part for _, y in item]))
+        assert not set(labels[0].tolist()) & set(labels[1].tolist())
+        assert sorted(torch.cat(labels).tolist()) == list(range(COUNT))
+        assert ranks[0].steps_per_epoch == ranks[1].steps_per_epoch == 6  # 103 rows / (10 x 2)
