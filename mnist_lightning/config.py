@@ -5,6 +5,7 @@ every value the code relies on and raises one `ConfigError` that names the key, 
 what is allowed, so a typo costs a second, not a crash twenty minutes into a sweep.
 """
 
+import os
 import secrets
 import time
 from collections.abc import Collection
@@ -29,8 +30,18 @@ def run_id() -> str:
 
 
 def run_dir(resume: str | None) -> str:
-    """hydra.run.dir: a new directory, or the one `resume=` names."""
-    return str(find_run(resume)) if resume else f"outputs/runs/{run_id()}"
+    """hydra.run.dir: a new directory, or the one `resume=` names.
+
+    When `srun` starts several tasks (the processes of one DDP run on a SLURM cluster), each
+    composes its config separately: the directory is then named after the SLURM job and step,
+    which all of them share (docs/cluster.md).
+    """
+    if resume:
+        return str(find_run(resume))
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        step = os.environ.get("SLURM_STEP_ID")
+        return f"outputs/runs/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
+    return f"outputs/runs/{run_id()}"
 
 
 def sweep_dir(resume: str | None) -> str:

@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.config import validate
+from mnist_lightning.config import run_dir, validate
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model import MNISTClassifier
 
@@ -92,6 +92,34 @@ def test_the_hydra_group_names_a_fresh_run_directory() -> None:
     run_dir = cfg.hydra.run.dir
     assert run_dir.startswith("outputs/runs/20")
     assert cfg.hydra.sweep.dir.startswith("outputs/multiruns/20")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SLURM_JOB_ID": "812", "SLURM_NTASKS": "8", "SLURM_STEP_ID": "0"}, "slurm-812.0"),
+        ({"SLURM_JOB_ID": "812", "SLURM_NTASKS": "8"}, "slurm-812"),
+        ({"SLURM_JOB_ID": "812", "SLURM_NTASKS": "1"}, None),  # one task: a fresh name
+    ],
+)
+def test_the_tasks_of_a_slurm_step_share_one_run_directory(
+    env: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    names = {run_dir(None) for _ in range(3)}
+    if expected:
+        assert names == {f"outputs/runs/{expected}"}
+    else:
+        assert len(names) == 3
+
+
+def test_the_slurm_launcher_preset_asks_for_one_task_per_device() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    launcher = composed(overrides, hydra_config=True).hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher._target_.endswith("SlurmLauncher")
 
 
 @pytest.mark.parametrize(
