@@ -1,6 +1,8 @@
 """A callback for the resume tests: signal the training process at the optimizer step named by
 the environment variable KILL_AT_STEP (and do nothing without it, as in the resumed run). The
-signal is SIGKILL, or the one named by KILL_SIGNAL (e.g. INT for Ctrl-C).
+signal is SIGKILL, or the one named by KILL_SIGNAL (e.g. INT for Ctrl-C). With KILL_GROUP set it
+goes to the whole process group: every process of a DDP run dies at once, as on a crash of the
+machine.
 
 Lightning runs checkpoint callbacks after all others, so the kill lands before the checkpoint
 of that step is written: the run loses everything since its previous checkpoint, for real.
@@ -17,4 +19,8 @@ class KillAt(L.Callback):
         step = os.environ.get("KILL_AT_STEP")
         if step and trainer.global_step >= int(step):
             os.environ.pop("KILL_AT_STEP")  # once
-            os.kill(os.getpid(), signal.Signals[f"SIG{os.environ.get('KILL_SIGNAL', 'KILL')}"])
+            number = signal.Signals[f"SIG{os.environ.get('KILL_SIGNAL', 'KILL')}"]
+            if os.environ.get("KILL_GROUP"):
+                os.killpg(os.getpgrp(), number)
+            else:
+                os.kill(os.getpid(), number)

@@ -5,6 +5,9 @@ directory, and a sweep of DDP jobs runs job after job."""
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,60 @@ def test_a_sweep_of_ddp_jobs_runs_job_after_job(tmp_path: Path, synthetic_mnist:
         assert [row["status"] for row in csv.DictReader(summary)] == ["completed"] * 2
     assert not (tmp_path / "outputs" / "runs").exists()  # no stray run directories
     assert "LOCAL_RANK" not in os.environ
+
+
+def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: Path) -> None:
+    """Both processes SIGKILLed mid-epoch (3 steps after a checkpoint), then `resume=`: the
+    run ends with exactly the weights of the same run left alone."""
+    args = [
+        *SMALL,
+        *DDP,
+        "data.batch_size=10",
+        "data.steps_per_call=1",
+        "model.dropout=0.3",
+        "trainer.deterministic=true",
+        "callbacks.periodic_checkpoint.train_time_interval=null",
+        "+callbacks.periodic_checkpoint.every_n_train_steps=7",
+    ]
+    plain = run_cli("train", args, tmp_path / "plain", synthetic_mnist)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+
+    cwd = tmp_path / "killed"
+    cwd.mkdir()
+    env = os.environ | {
+        "MNIST_DATA_DIR": str(synthetic_mnist),
+        "PYTHONPATH": str(TESTS),
+        "KILL_AT_STEP": "66",  # 50 steps per epoch: mid-way through the second
+        "KILL_GROUP": "1",
+    }
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_lightning.train",
+            *args,
+            "+callbacks.kill._target_=kill_at.KillAt",
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,  # its own process group, so the kill spares pytest
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (run,) = run_dirs(cwd)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 63
+    resumed = run_cli(
+        "train", [f"resume={run}"], cwd, synthetic_mnist, env={"PYTHONPATH": str(TESTS)}
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    (alone,) = run_dirs(tmp_path / "plain")
+    expected = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    keep = ("test/acc", "val/acc_best", "global_step")
+    first, second = (json.loads((r / "metrics.json").read_text()) for r in (alone, run))
+    assert {k: first[k] for k in keep} == {k: second[k] for k in keep}
