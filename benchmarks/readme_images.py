@@ -1,5 +1,6 @@
-"""Make the pictures in README.md from a finished run: the figures `mnist-eval` draws and a
-`mnist-predict` grid of digits drawn on a white canvas plus MNIST test digits saved as PNG.
+"""Make the pictures in README.md from a finished run: the figures `mnist-eval` draws, a
+`mnist-predict` grid of digits drawn on a white canvas plus MNIST test digits saved as PNG, and
+training digits with elastic distortions (`data.augment=elastic`).
 
     .venv/bin/python benchmarks/readme_images.py outputs/runs/<run>
 """
@@ -12,8 +13,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from mnist_lightning.augment import Augment
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
+from mnist_lightning.figures import augmentation_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
@@ -57,6 +60,9 @@ def main(run: Path) -> None:
             f"grid={grid}",
         ]
         subprocess.run([sys.executable, *cmd], check=True)
+    train_images, _ = load_pair(ensure_mnist(ROOT / "data"), "train")
+    figure = augmentation_figure(train_images[:8], Augment("elastic"))
+    figure.savefig(IMAGES / "augmentations.png", dpi=80)
     print(f"wrote {IMAGES}")
 
 

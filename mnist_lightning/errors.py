@@ -38,11 +38,12 @@ def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
 
     In a Hydra multirun the job is recorded as failed, with the message, and the sweep goes on
     with the next job; the sweep's summary lists it and its exit status is 1. The job returns
-    NaN, which Hydra's sweepers (Optuna included) treat as a failed trial.
+    None, which the Optuna sweeper records as a failed trial. (Not NaN: hydra-optuna-sweeper
+    1.x then calls `study.tell` twice, and the second call stops the whole search.)
     """
 
     @functools.wraps(task)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | float:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
         try:
             return task(*args, **kwargs)
         except UserError as e:
@@ -50,7 +51,7 @@ def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
                 from mnist_lightning.sweep import record_failure
 
                 record_failure(str(e))
-                return float("nan")
+                return None
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -125,6 +125,12 @@ class GracefulInterrupt(L.Callback):
         self._previous: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            # Lightning's SIGTERM handler talks to the other processes from inside the signal
+            # handler and can deadlock when every process gets the signal at once, as they all
+            # do on Ctrl-C. So under DDP, Ctrl-C stays Lightning's plain KeyboardInterrupt: it
+            # stops every process, and resume= continues from the last checkpoint written.
+            return
         # Lightning installed its SIGTERM handler when fit started; Ctrl-C now goes there too.
         self._previous = signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
 

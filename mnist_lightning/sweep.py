@@ -10,10 +10,12 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -37,7 +39,24 @@ def record_failure(reason: str) -> None:
     atomic_write_json(job_dir / STATUS_FILE, {"status": "failed", "reason": reason})
 
 
+def divide_threads_between_jobs() -> None:
+    """With hydra/launcher=joblib, jobs run side by side: give each its share of the cores, so
+    that N jobs with all cores' worth of torch threads each do not oversubscribe them."""
+    jobs = HydraConfig.get().launcher.get("n_jobs")
+    if not jobs:
+        return  # one job at a time: torch's default (every core) is right
+    cores = os.cpu_count() or 1
+    at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
+    threads = max(1, cores // at_once)
+    torch.set_num_threads(threads)
+    log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
+
+
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Before any job: the Optuna sweeper keeps its study in the sweep directory.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A re-launched sweep retries unfinished jobs: forget how they failed last time.
         status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE

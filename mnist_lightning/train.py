@@ -48,6 +48,7 @@ from mnist_lightning.resume import (
     last_checkpoint,
     resumed_config,
 )
+from mnist_lightning.sweep import divide_threads_between_jobs
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def train(cfg: DictConfig) -> float:
     if cfg.resume:
         cfg = resumed_config(cfg)
     validate(cfg)
+    divide_threads_between_jobs()
     run_dir = Path(cfg.paths.output_dir)
     resume_from = str(last_checkpoint(run_dir)) if cfg.resume else None
     return fit_and_test(cfg, run_dir, resume_from)

@@ -1,8 +1,11 @@
 """Hydra multirun: one directory per job, a summary of all of them, failures recorded."""
 
 import csv
+import json
+import os
 from pathlib import Path
 
+import pytest
 from conftest import SMALL, run_cli
 
 
@@ -64,3 +67,51 @@ def test_a_killed_sweep_is_relaunched_in_place(tmp_path: Path, synthetic_mnist: 
     assert done.returncode == 0, done.stderr[-3000:]
     assert (done.stdout + done.stderr).count("finished before; skipped") == 2
     assert len(list((tmp_path / "outputs" / "multiruns").iterdir())) == 1
+
+
+TEST_CONF = Path(__file__).resolve().parent / "conf"
+
+
+def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    optuna = pytest.importorskip("optuna")
+    args = [
+        "-m",
+        *SMALL,
+        "trainer.max_epochs=1",
+        f"hydra.searchpath=[file://{TEST_CONF}]",
+        "hparams_search=optuna_failing",  # optuna's search, with dropout 0.1 or (invalid) 1.5
+        "hydra.sweeper.n_trials=4",
+        "seed=3",
+    ]
+    done = run_cli("train", args, tmp_path, synthetic_mnist)
+    assert "Traceback" not in done.stderr + done.stdout
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{sweep}/optuna.db")
+    states = [trial.state.name for trial in study.trials]
+    assert len(states) == 4 and "COMPLETE" in states and "FAIL" in states, states
+    with open(sweep / "summary.csv") as f:
+        statuses = [row["status"] for row in csv.DictReader(f)]
+    assert sum(s.startswith("failed: model.dropout=1.5") for s in statuses) == states.count("FAIL")
+    assert done.returncode == 1  # some trials failed
+    for trial in study.trials:
+        if trial.state.name == "COMPLETE":  # what a trial reports is its val/acc_best
+            metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
+            assert trial.value == pytest.approx(metrics["val/acc_best"])
+
+
+def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    args = ["-m", *SMALL, "trainer.max_epochs=1", "hydra/launcher=joblib"]
+    args += ["hydra.launcher.n_jobs=2", "model.dropout=0.0,0.2"]
+    done = run_cli("train", args, tmp_path, synthetic_mnist)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    cores = os.cpu_count() or 1
+    for job in ("0", "1"):
+        assert (sweep / job / "metrics.json").is_file()
+        log = (sweep / job / "train.log").read_text()
+        assert f"2 jobs at once on {cores} cores: {max(1, cores // 2)} torch threads each" in log
