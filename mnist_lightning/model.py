@@ -101,6 +101,7 @@ class MNISTClassifier(L.LightningModule):
         input_dropout: float = 0.0,
         max_norm: float | None = None,
         log_histograms: bool = False,
+        log_grad_norms: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -177,6 +178,8 @@ class MNISTClassifier(L.LightningModule):
             {"train/loss": loss_sum / seen, "train/acc": correct / seen, "train/lr": lr},
             prog_bar=True,
         )
+        if self.hparams.log_grad_norms:
+            self.log_to_step(self._grad_norms())
         self.train_window.zero_()
 
     def log_to_step(self, metrics: dict[str, float | torch.Tensor], prog_bar: bool = False) -> None:
@@ -202,9 +205,23 @@ class MNISTClassifier(L.LightningModule):
         elif self.hparams.scheduler == "plateau" and "val/acc" in self.trainer.callback_metrics:
             self.lr_schedulers().step(self.trainer.callback_metrics["val/acc"])
 
+    def _grad_norms(self) -> dict[str, float]:
+        """The L2 norm of each linear layer's last weight gradient, input layer first: in a deep
+        sigmoid network the first layers' norms are orders of magnitude below the last's."""
+        weights = [m.weight for m in self.net.layers if isinstance(m, nn.Linear)]
+        norms = torch.stack([w.grad.norm() for w in weights]).tolist()  # one host sync
+        return {f"grad_norm/layer{i}": norm for i, norm in enumerate(norms, 1)}
+
+    def _weight_sparsity(self) -> float:
+        """The share of weights below 1 % of the largest in their layer: near zero, prunable.
+        L1 drives many weights there; L2 (weight decay) shrinks them all but few that far."""
+        small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self._weights()]
+        return float(torch.stack(small).mean()) if small else 0.0
+
     def _log_histograms(self) -> None:
         """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab: how the
         weights spread as training goes on, and whether gradients vanish in deep nets."""
+        self.log_to_step({"weights/sparsity": self._weight_sparsity()})
         for logger in self.loggers:
             if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
                 for name, param in self.net.named_parameters():

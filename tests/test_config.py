@@ -203,3 +203,16 @@ def test_an_empty_hidden_dims_builds_a_linear_model() -> None:
     validate(cfg)
     model = instantiate(cfg.model, _convert_="all")
     assert [type(m).__name__ for m in model.net.layers] == ["Linear"]
+
+
+@pytest.mark.parametrize("study", [e for e in EXPERIMENTS if e.startswith("study_")])
+def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
+    """`mnist-train -m experiment=<study>` sweeps what the preset lists; every job is valid."""
+    cfg = composed([f"experiment={study}"], hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params, f"{study} lists no sweep"
+    values = {key: str(value).split(",") for key, value in params.items()}
+    assert all(len(v) >= 2 for v in values.values())
+    for key, options in values.items():
+        for option in options:
+            validate(composed([f"experiment={study}", f"{key}={option}"]))

@@ -1,0 +1,249 @@
+"""Run the four tutorial studies as sweeps; write docs/studies.md and its pictures.
+
+    .venv/bin/python -m benchmarks.studies [--studies regularization,activation,...]
+
+Each study is the command a user runs (`mnist-train -m experiment=study_<name>`), on the CPU;
+everything on the page is read back from the sweeps' summary.csv, TensorBoard event files and
+checkpoints. A study's figures are kept in docs/studies.json, so studies can be re-run one at a
+time; the page is redrawn from all of them.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+IMAGES = DOCS / "images"
+RESULTS = DOCS / "studies.json"
+STUDIES = ("regularization", "activation", "batch_size", "l1_vs_l2")
+
+
+def sweep(study: str, workdir: Path) -> Path:
+    """`mnist-train -m experiment=study_<study>`; its sweep directory."""
+    cmd = [sys.executable, "-m", "mnist_lightning.train", "-m", f"experiment=study_{study}"]
+    cmd += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
+    env = os.environ | {"MNIST_DATA_DIR": str(ROOT / "data")}
+    subprocess.run(cmd, cwd=workdir, env=env, check=True, capture_output=True)
+    (sweep_dir,) = (workdir / "outputs" / "multiruns").iterdir()
+    return sweep_dir
+
+
+def jobs(sweep_dir: Path) -> list[dict]:
+    """summary.csv's rows in job order, each with its job's config overrides and curves."""
+    with (sweep_dir / "summary.csv").open() as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["job"]))
+    for row in rows:
+        job = sweep_dir / row["job"]
+        status = json.loads((job / "job_status.json").read_text())
+        row["params"] = dict(o.split("=", 1) for o in status["overrides"] if "=" in o)
+        row["curves"] = scalars(job / "tensorboard")
+        row["metrics"] = json.loads((job / "metrics.json").read_text())
+        row["dir"] = str(job)
+    return rows
+
+
+def scalars(tensorboard: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """tag -> [(step, seconds since the logger started, value)] from a run's event files."""
+    curves: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    start = None
+    for events in sorted(tensorboard.rglob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(events)).Load():
+            start = event.wall_time if start is None else start
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    curves[value.tag].append(
+                        (event.step, event.wall_time - start, value.simple_value)
+                    )
+    return dict(curves)
+
+
+def last(row: dict, tag: str) -> float:
+    return row["curves"][tag][-1][2]
+
+
+def regularization(rows: list[dict]) -> tuple[list[str], Figure]:
+    lines = [
+        "| dropout | weight decay | train acc (last window) | val/acc_best | test/acc |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    left, right = fig.subplots(1, 2)
+    dropouts = sorted({r["params"]["model.dropout"] for r in rows}, key=float)
+    decays = sorted({r["params"]["model.weight_decay"] for r in rows}, key=float)
+    grid = torch.zeros(len(dropouts), len(decays))
+    for r in rows:
+        d, w = r["params"]["model.dropout"], r["params"]["model.weight_decay"]
+        grid[dropouts.index(d), decays.index(w)] = 100 * float(r["val/acc_best"])
+        lines.append(
+            f"| {d} | {w} | {100 * last(r, 'train/acc'):.1f} % | "
+            f"{100 * float(r['val/acc_best']):.2f} % | {100 * float(r['test/acc']):.2f} % |"
+        )
+    image = left.imshow(grid, cmap="viridis")
+    for i in range(len(dropouts)):
+        for j in range(len(decays)):
+            left.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color="white")
+    left.set(
+        xticks=range(len(decays)),
+        xticklabels=decays,
+        yticks=range(len(dropouts)),
+        yticklabels=dropouts,
+        xlabel="model.weight_decay",
+        ylabel="model.dropout",
+        title="val/acc_best (%), 1 000 training images",
+    )
+    fig.colorbar(image, ax=left, shrink=0.8)
+    plain = next(
+        r
+        for r in rows
+        if float(r["params"]["model.dropout"]) == 0
+        and float(r["params"]["model.weight_decay"]) == 0
+    )
+    best = max(rows, key=lambda r: float(r["val/acc_best"]))
+    for r, colour in ((plain, "tab:red"), (best, "tab:green")):
+        label = f"dropout {r['params']['model.dropout']}, wd {r['params']['model.weight_decay']}"
+        for tag, style in (("train/acc", "--"), ("val/acc", "-")):
+            steps, _, values = zip(*r["curves"][tag], strict=True)
+            right.plot(
+                steps, [100 * v for v in values], style, color=colour, label=f"{tag}, {label}"
+            )
+    right.set(
+        xlabel="optimizer step",
+        ylabel="accuracy (%)",
+        ylim=(80, 100.5),
+        title="memorising vs generalising",
+    )
+    right.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return lines, fig
+
+
+def activation(rows: list[dict]) -> tuple[list[str], Figure]:
+    lines = [
+        "| activation | gradient norm, first layer / last layer (last window) | val/acc_best |",
+        "| --- | --- | --- |",
+    ]
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    left, right = fig.subplots(1, 2)
+    colours = colormaps["tab10"].colors
+    for r, colour in zip(rows, colours, strict=False):
+        name = r["params"]["model.activation"]
+        layers = sorted(
+            (int(tag.removeprefix("grad_norm/layer")), tag)
+            for tag in r["curves"]
+            if tag.startswith("grad_norm/")
+        )
+        # the mean over the first epoch's windows: before training has settled anything
+        norms = [
+            sum(v for _, _, v in r["curves"][tag][:5]) / len(r["curves"][tag][:5])
+            for _, tag in layers
+        ]
+        left.semilogy([i for i, _ in layers], norms, "o-", color=colour, label=name)
+        steps, _, values = zip(*r["curves"]["val/acc"], strict=True)
+        right.plot(steps, [100 * v for v in values], "o-", color=colour, label=name)
+        ratio = last(r, layers[0][1]) / max(last(r, layers[-1][1]), 1e-30)
+        lines.append(f"| {name} | {ratio:.2g} | {100 * float(r['val/acc_best']):.2f} % |")
+    left.set(
+        xlabel="layer (1 = input side)",
+        ylabel="gradient norm (first 5 windows)",
+        title="gradient reaching each layer",
+    )
+    right.set(xlabel="optimizer step", ylabel="val/acc (%)", title="8 x 64 hidden, SGD")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    return lines, fig
+
+
+def batch_size(rows: list[dict]) -> tuple[list[str], Figure]:
+    lines = [
+        "| batch | optimizer steps | training time | val/acc_best | test/acc |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    left, right = fig.subplots(1, 2)
+    for r in rows:
+        batch = r["params"]["data.batch_size"]
+        _, seconds, values = zip(*r["curves"]["val/acc"], strict=True)
+        epochs = range(1, len(values) + 1)
+        left.plot(epochs, [100 * v for v in values], "o-", label=f"batch {batch}")
+        right.plot(seconds, [100 * v for v in values], "o-", label=f"batch {batch}")
+        m = r["metrics"]
+        lines.append(
+            f"| {batch} | {m['global_step']} | {m['fit_seconds']:.0f} s | "
+            f"{100 * float(r['val/acc_best']):.2f} % | {100 * float(r['test/acc']):.2f} % |"
+        )
+    left.set(xlabel="epoch", ylabel="val/acc (%)", title="equal epochs")
+    right.set(xlabel="seconds", ylabel="val/acc (%)", title="the same runs against time")
+    left.legend()
+    fig.tight_layout()
+    return lines, fig
+
+
+def l1_vs_l2(rows: list[dict]) -> tuple[list[str], Figure]:
+    lines = [
+        "| L1 (model.l1) | L2 (model.weight_decay) | weights/sparsity | val/acc_best |",
+        "| --- | --- | --- | --- |",
+    ]
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax = fig.subplots()
+    for r in rows:
+        l1, l2 = r["params"]["model.l1"], r["params"]["model.weight_decay"]
+        ckpt = torch.load(Path(r["dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
+        weights = ckpt["state_dict"]["net.layers.0.weight"].flatten()
+        ax.hist(
+            weights.numpy(),
+            bins=200,
+            range=(-0.15, 0.15),
+            histtype="step",
+            label=f"L1 {l1}, L2 {l2}",
+            log=True,
+        )
+        lines.append(
+            f"| {l1} | {l2} | {100 * last(r, 'weights/sparsity'):.1f} % | "
+            f"{100 * float(r['val/acc_best']):.2f} % |"
+        )
+    ax.set(
+        xlabel="first-layer weight",
+        ylabel="count (log)",
+        title="first-layer weights after training, 784-256-10",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return lines, fig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--studies", default=",".join(STUDIES))
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for study in [s for s in args.studies.split(",") if s]:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            rows = jobs(sweep(study, Path(tmp)))
+            lines, fig = globals()[study](rows)
+            fig.savefig(IMAGES / f"study_{study}.png")
+        results[study] = {
+            "table": lines,
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "measured": time.strftime("%Y-%m-%d"),
+        }
+        print(study, *lines, sep="\n", flush=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
