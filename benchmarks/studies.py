@@ -29,6 +29,14 @@ DOCS = ROOT / "docs"
 IMAGES = DOCS / "images"
 RESULTS = DOCS / "studies.json"
 STUDIES = ("regularization", "activation", "batch_size", "l1_vs_l2")
+TITLES = {
+    "regularization": "Overfitting and its cure: dropout × weight decay on 1 000 images",
+    "activation": "Vanishing gradients: five activations in a deep, narrow MLP",
+    "batch_size": "Stochastic, mini-batch and full-batch gradient descent",
+    "l1_vs_l2": "L1 against L2: sparse weights or small weights",
+}
+# What each study shows, written from the measured tables below them.
+LESSONS = {study: "" for study in STUDIES}
 
 
 def sweep(study: str, workdir: Path) -> Path:
@@ -243,6 +251,37 @@ def main() -> None:
         }
         print(study, *lines, sep="\n", flush=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    (DOCS / "studies.md").write_text(page(results))
+
+
+def page(results: dict) -> str:
+    lines = [
+        "# Studies: four lessons from the tutorials, one command each",
+        "",
+        "Each study is a Hydra sweep, `mnist-train -m experiment=study_<name>`: its summary "
+        "table, TensorBoard curves and checkpoints teach the lesson. The tables and pictures "
+        "here are read back from those sweeps by `.venv/bin/python -m benchmarks.studies` on "
+        "a 2-core AMD EPYC VM without GPU (`--studies NAME` re-runs one).",
+        "",
+    ]
+    for study in STUDIES:
+        if study not in results:
+            continue
+        entry = results[study]
+        lines += [
+            f"## {TITLES[study]}",
+            "",
+            f"`mnist-train -m experiment=study_{study}` (conf/experiment/study_{study}.yaml; "
+            f"{entry['minutes']} minutes for the whole sweep, measured {entry['measured']}).",
+            "",
+            *entry["table"],
+            "",
+            f"![{study}](images/study_{study}.png)",
+            "",
+            LESSONS[study],
+            "",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.accuracy import val_curve
+from benchmarks.studies import scalars
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,3 +35,13 @@ def test_quick_benchmark_writes_a_table(real_mnist: Path, tmp_path: Path) -> Non
     for loop in ("(a) tutorial", "(b) plain PyTorch", "(c) mnist-train"):
         assert loop in text
     assert (tmp_path / "bench_scaling.png").stat().st_size > 0
+
+
+def test_the_docs_scripts_read_a_real_run(trained_run: Path) -> None:
+    """benchmarks/accuracy.py and studies.py read curves from a run's event files."""
+    curve = val_curve(trained_run / "tensorboard")
+    assert len(curve) == 2  # one validation per epoch, 2 epochs
+    assert curve[0][0] < curve[1][0] and all(0 <= acc <= 1 for _, acc in curve)
+    curves = scalars(trained_run / "tensorboard")
+    assert {"train/loss", "val/acc", "val/acc_best", "test/acc"} <= set(curves)
+    assert [value for _, _, value in curves["val/acc"]] == [acc for _, acc in curve]

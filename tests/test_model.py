@@ -175,6 +175,20 @@ def test_lr_schedules_are_functions_of_progress(schedule: str) -> None:
         assert values[0] == 1.0 and values == sorted(values, reverse=True)
 
 
+def bare_trainer(**kwargs) -> L.Trainer:
+    """Two epochs on the CPU with nothing but training: no logs, checkpoints or validation."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **kwargs,
+    )
+
+
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
 @pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_a_grouped_training_step_equals_single_steps() -> None:
@@ -187,15 +201,7 @@ def test_a_grouped_training_step_equals_single_steps() -> None:
         L.seed_everything(0, verbose=False)
         model = MNISTClassifier(hidden_dims=[16], dropout=0.3, scheduler="onecycle")
         initial.append(model.net.layers[0].weight.detach().clone())
-        trainer = L.Trainer(
-            accelerator="cpu",
-            max_epochs=2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-        )
+        trainer = bare_trainer()
         loader = TensorBatches(images, labels, 16, shuffle=True, seed=0, group=group)
         trainer.fit(model, train_dataloaders=loader)
         assert trainer.global_step == 8
@@ -241,16 +247,7 @@ def test_max_norm_caps_each_hidden_unit_after_every_step(max_norm: float | None)
         def on_train_batch_end(self, *args) -> None:
             norms.append(max(float(w.norm(dim=1).max()) for w in model.net.hidden_weights()))
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[Watch()],
-    )
+    trainer = bare_trainer(callbacks=[Watch()])
     trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 16, True, 0, group=1))
     assert len(model.net.hidden_weights()) == 2  # not the output layer
     if max_norm is None:
