@@ -42,7 +42,8 @@ def record_failure(reason: str) -> None:
 def divide_threads_between_jobs() -> None:
     """With hydra/launcher=joblib, jobs run side by side: give each its share of the cores, so
     that N jobs with all cores' worth of torch threads each do not oversubscribe them."""
-    jobs = HydraConfig.get().launcher.get("n_jobs")
+    hydra = HydraConfig.get()
+    jobs = hydra.launcher.get("n_jobs") if hydra.mode == RunMode.MULTIRUN else None
     if not jobs:
         return  # one job at a time: torch's default (every core) is right
     cores = os.cpu_count() or 1

@@ -166,6 +166,15 @@ BAD_VALUES = [
     (["model.l1=-1"], "model.l1"),
     (["trainer.max_epochs=0"], "trainer.max_epochs"),
     (["seed=-1"], "seed"),
+    (["data.augment=wobble"], "data.augment"),
+    (["data.max_shift=-1"], "data.max_shift"),
+    (["data.max_scale=1"], "data.max_scale"),
+    (["data.max_rotation=500"], "data.max_rotation"),
+    (["data.elastic_sigma=0"], "data.elastic_sigma"),
+    (["data.elastic_alpha=-3"], "data.elastic_alpha"),
+    (["model.input_dropout=1"], "model.input_dropout"),
+    (["model.max_norm=0"], "model.max_norm"),
+    (["model.log_grad_norms=sometimes"], "model.log_grad_norms"),
 ]
 
 
