@@ -25,7 +25,8 @@ import lightning
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from benchmarks.events import scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -83,17 +84,7 @@ def train(overrides: list[str], seed: int, workdir: Path) -> dict:
 
 def val_curve(tensorboard: Path) -> list[tuple[float, float]]:
     """(seconds since the logger started, val/acc) for every validation of the run."""
-    points, start = [], None
-    for events in sorted(tensorboard.rglob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(events)).Load():
-            start = event.wall_time if start is None else start
-            for value in event.summary.value:
-                if value.tag == "val/acc":
-                    number = value.simple_value if value.HasField("simple_value") else None
-                    if number is None:
-                        number = float(torch.tensor(list(value.tensor.float_val)).item())
-                    points.append((event.wall_time - start, number))
-    return points
+    return [(seconds, acc) for _, seconds, acc in scalars(tensorboard).get("val/acc", [])]
 
 
 def machine() -> str:

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+from benchmarks.events import scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -61,21 +61,6 @@ def jobs(sweep_dir: Path) -> list[dict]:
         row["metrics"] = json.loads((job / "metrics.json").read_text())
         row["dir"] = str(job)
     return rows
-
-
-def scalars(tensorboard: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, seconds since the logger started, value)] from a run's event files."""
-    curves: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
-    start = None
-    for events in sorted(tensorboard.rglob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(events)).Load():
-            start = event.wall_time if start is None else start
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    curves[value.tag].append(
-                        (event.step, event.wall_time - start, value.simple_value)
-                    )
-    return dict(curves)
 
 
 def last(row: dict, tag: str) -> float:

@@ -60,7 +60,7 @@ class Augment:
         if self.kind == "translate":
             most = int(self.max_shift)  # each of -most..most pixels equally likely
             shift = torch.randint(-most, most + 1, (batch, 2), generator=generator, device=device)
-            return self._translate(images, shift)
+            return self._translate(images, shift, most)
         shift = torch.stack([uniform(self.max_shift), uniform(self.max_shift)], 1)
         angle, shear = uniform(self.max_rotation), uniform(self.max_shear)
         scale = 1 + uniform(self.max_scale)
@@ -79,9 +79,10 @@ class Augment:
         )
         return warped.squeeze(1).clamp_(0, 1)
 
-    def _translate(self, images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """Move each image by whole pixels `shift` (batch, 2) = (x, y), filling with black."""
-        margin = int(shift.abs().max()) if len(shift) else 0
+    def _translate(self, images: torch.Tensor, shift: torch.Tensor, margin: int) -> torch.Tensor:
+        """Move each image by whole pixels `shift` (batch, 2) = (x, y), at most `margin`,
+        filling with black. (`margin` is the limit, not the largest shift drawn: reading that
+        would wait for the device.)"""
         if margin == 0:
             return images
         padded = F.pad(images, (margin, margin, margin, margin))

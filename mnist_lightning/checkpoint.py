@@ -22,8 +22,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        with atomic_open(path, "wb") as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_open(path, "wb") as f:
+                torch.save(checkpoint, f)
+        except OSError as e:  # a full disk, a quota, a vanished mount: stop, and say so
+            path = Path(path)
+            run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+            raise CheckpointError(
+                f"Cannot write checkpoint {path}: {e.strerror or e}. Training stopped; the "
+                "checkpoints already there are unchanged. Free some space, then continue "
+                f"with: mnist-train resume={run_dir}"
+            ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

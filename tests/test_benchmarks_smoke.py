@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.accuracy import val_curve
-from benchmarks.studies import scalars
+from benchmarks.events import scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 

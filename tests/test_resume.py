@@ -116,3 +116,20 @@ def test_bad_resume_targets_get_one_clear_error(
     after = {p: p.stat().st_mtime_ns for p in run.rglob("*")} if run.exists() else {}
     assert after == before
     assert not (tmp_path / "outputs").exists() or damage == "corrupt"
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """Epoch 0's checkpoints are written; at the end of epoch 1 the disk is full: one clear
+    message, exit 2, last.ckpt still epoch 0's, no temporary files, no metrics.json."""
+    args = [*SMALL, "trainer.max_epochs=3", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
+    env = {"PYTHONPATH": str(TESTS), "DISK_FULL_AT_EPOCH": "1"}
+    done = run_cli("train", args, tmp_path, synthetic_mnist, env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    (run,) = run_dirs(tmp_path)
+    assert "No space left on device" in done.stderr and f"mnist-train resume={run}" in done.stderr
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and last["global_step"] == 20
+    assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
