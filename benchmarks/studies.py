@@ -35,8 +35,52 @@ TITLES = {
     "batch_size": "Stochastic, mini-batch and full-batch gradient descent",
     "l1_vs_l2": "L1 against L2: sparse weights or small weights",
 }
-# What each study shows, written from the measured tables below them.
-LESSONS = {study: "" for study in STUDIES}
+# What each study shows, written from the measured tables (docs/studies.json) below them.
+LESSONS = {
+    "regularization": (
+        "Every network learns its 1 000 training images perfectly (100 % training accuracy) "
+        "and gets only about 89-90 % of the validation images right: the gap is overfitting. "
+        "Dropout is the cure that works here: 0.6 lifts validation accuracy by about 1.4 "
+        "points and test accuracy by 1.4 (90.2 → 91.6 %) over no regularisation, and it is "
+        "the only setting that keeps the training accuracy below 100 %. Decoupled weight "
+        "decay (AdamW's, applied to the weights, scaled by the learning rate) moves the "
+        "result by at most half a point, in no consistent direction, even at 1.0: with a "
+        "one-cycle schedule and 60 short epochs it barely shrinks the weights. The curves in "
+        "TensorBoard (`train/acc` against `val/acc`) show the gap opening within the first "
+        "100 steps (about 12 epochs)."
+    ),
+    "activation": (
+        "Eight layers of 64 units, plain SGD, PyTorch's default initialisation, 3 epochs. "
+        "With sigmoid the gradient reaching the first layer is about a millionth of the one "
+        "at the last layer, and the network never gets past guessing (10 %): the vanishing "
+        "gradient. GELU fails the same way here (11 %, first-layer gradient 2 % of the "
+        "last's), most likely because its slope near zero is about 1/2 (ReLU's is 0 or 1, "
+        "tanh's 1): with PyTorch's small default initial weights the pre-activations stay "
+        "near zero, and the signal shrinks at every layer. Tanh, ReLU and leaky "
+        "ReLU keep the gradients of the first and last layers within a factor of 10 and "
+        "reach 94-95 % in the same 3 epochs. TensorBoard's `grad_norm/layer<i>` curves show "
+        "the per-layer picture for every activation."
+    ),
+    "batch_size": (
+        "Equal epochs, not equal time: every batch size sees the 10 000 training images 5 "
+        "times. One image per step (stochastic gradient descent) takes 50 000 steps and "
+        "57 s, 64 per step (mini-batch) takes 785 steps and about a second, and they end "
+        "within half a point of each other. The full batch takes one step per epoch, 5 in "
+        "all, in about a second too, and is far behind (69 % validation accuracy): per epoch, "
+        "small batches make many more updates, and per second mini-batches do the most work. "
+        "That is why mini-batches are the default."
+    ),
+    "l1_vs_l2": (
+        "Sparsity is the share of weights below 1 % of the largest in their layer, averaged "
+        "over the two layers. Without a penalty 7 % of the weights are there; with L2 (weight "
+        "decay 1e-3) 16 %; with a small L1 penalty (2e-5 per weight) 34 %, twice as many as "
+        "L2, at the same validation accuracy (within 0.4 points). The first-layer histogram "
+        "shows the other half of the story: both penalties narrow the distribution, and the "
+        "spike at exactly zero comes with weight decay, which shrinks every weight in "
+        "proportion and so drives the ones no data gradient holds up (the border pixels, "
+        "which never carry ink) all the way to zero."
+    ),
+}
 
 
 def sweep(study: str, workdir: Path) -> Path:
