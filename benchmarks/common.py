@@ -9,6 +9,7 @@ construction, not by convention.
 import itertools
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,6 +32,19 @@ TRIES = {"tries": 4}  # run_alone's tries; --quick sets 1 (it measures nothing w
 def data_dir() -> Path:
     """Where MNIST lives: `$MNIST_DATA_DIR`, else `data/` at the project root (as mnist-train)."""
     return Path(os.environ.get("MNIST_DATA_DIR", ROOT / "data"))
+
+
+def mnist_train(args: Sequence[str], cwd: Path) -> Path:
+    """`mnist-train <args>` on the CPU in `cwd`, without a progress bar; the run directory it
+    made (the sweep directory for `-m`). Its stderr is shown if it fails."""
+    cmd = [sys.executable, "-m", "mnist_lightning.train", *args]
+    cmd += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
+    env = os.environ | {"MNIST_DATA_DIR": str(data_dir())}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{done.stderr[-3000:]}")
+    made = cwd / "outputs" / ("multiruns" if "-m" in args else "runs")
+    return sorted(made.iterdir())[-1]
 
 
 def mlp(hidden: Sequence[int] = HIDDEN) -> nn.Sequential:

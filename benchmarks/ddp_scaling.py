@@ -10,21 +10,15 @@ epoch come from the run's metrics.json (fit_seconds / epochs: training plus vali
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import mnist_train
 
 
 def run(overrides: list[str], epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "mnist_lightning.train", *overrides]
-        cmd += [f"trainer.max_epochs={epochs}", "callbacks.progress_bar.refresh_rate=0"]
-        env = os.environ | {"MNIST_DATA_DIR": str(ROOT / "data")}
-        subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True)
-        (run_dir,) = (Path(tmp) / "outputs" / "runs").iterdir()
+        run_dir = mnist_train([*overrides, f"trainer.max_epochs={epochs}"], Path(tmp))
         return json.loads((run_dir / "metrics.json").read_text())
 
 

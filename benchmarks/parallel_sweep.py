@@ -9,23 +9,18 @@ table.
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import mnist_train
 
 
 def sweep(launcher: list[str], epochs: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "mnist_lightning.train", "-m", *launcher]
-        cmd += ["model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={epochs}"]
-        cmd += ["trainer=cpu", "callbacks.progress_bar.refresh_rate=0"]
-        env = os.environ | {"MNIST_DATA_DIR": str(ROOT / "data")}
+        args = ["-m", *launcher, "model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={epochs}"]
         started = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True)
+        mnist_train([*args, "trainer=cpu"], Path(tmp))
         return time.perf_counter() - started
 
 

@@ -11,8 +11,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +18,8 @@ from pathlib import Path
 import lightning
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, mnist_train
+
 PRESETS = {
     "default (784-512-256-10, dropout 0.2, AdamW, one-cycle, batch 128, 12 epochs)": [],
     "tutorial 784-128-10 (Adam, batch 64, 5 epochs)": ["experiment=tutorial_mlp_128"],
@@ -33,11 +32,7 @@ PRESETS = {
 
 
 def train(overrides: list[str], seed: int, workdir: Path) -> dict:
-    cmd = [sys.executable, "-m", "mnist_lightning.train", *overrides, f"seed={seed}"]
-    cmd += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
-    env = os.environ | {"MNIST_DATA_DIR": str(ROOT / "data")}
-    subprocess.run(cmd, cwd=workdir, env=env, check=True, capture_output=True)
-    latest = sorted((workdir / "outputs" / "runs").iterdir())[-1]
+    latest = mnist_train([*overrides, f"seed={seed}"], workdir)
     return json.loads((latest / "metrics.json").read_text())
 
 

@@ -11,9 +11,6 @@ time; the page is redrawn from all of them.
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +19,9 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from benchmarks.common import ROOT, mnist_train
 from benchmarks.events import scalars
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 IMAGES = DOCS / "images"
 RESULTS = DOCS / "studies.json"
@@ -85,12 +82,7 @@ LESSONS = {
 
 def sweep(study: str, workdir: Path) -> Path:
     """`mnist-train -m experiment=study_<study>`; its sweep directory."""
-    cmd = [sys.executable, "-m", "mnist_lightning.train", "-m", f"experiment=study_{study}"]
-    cmd += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
-    env = os.environ | {"MNIST_DATA_DIR": str(ROOT / "data")}
-    subprocess.run(cmd, cwd=workdir, env=env, check=True, capture_output=True)
-    (sweep_dir,) = (workdir / "outputs" / "multiruns").iterdir()
-    return sweep_dir
+    return mnist_train(["-m", f"experiment=study_{study}"], workdir)
 
 
 def jobs(sweep_dir: Path) -> list[dict]:

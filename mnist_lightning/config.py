@@ -170,6 +170,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "model.max_norm", float, low=0, low_open=True, optional=True)
     _boolean(cfg, "model.log_histograms")
     _boolean(cfg, "model.log_grad_norms")
+    _boolean(cfg, "model.compile")
     if _get(cfg, "model.nesterov") and _get(cfg, "model.optimizer") == "sgd":
         _number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
 

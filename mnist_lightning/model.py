@@ -102,6 +102,7 @@ class MNISTClassifier(L.LightningModule):
         max_norm: float | None = None,
         log_histograms: bool = False,
         log_grad_norms: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -195,6 +196,10 @@ class MNISTClassifier(L.LightningModule):
         values = {name: float(value) for name, value in metrics.items()}
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.compile:  # in place: the state_dict keys, so checkpoints, stay the same
+            self.net.compile()
 
     def on_train_epoch_start(self) -> None:
         self.train_window.zero_()  # a window never spans two epochs

@@ -175,6 +175,7 @@ BAD_VALUES = [
     (["model.input_dropout=1"], "model.input_dropout"),
     (["model.max_norm=0"], "model.max_norm"),
     (["model.log_grad_norms=sometimes"], "model.log_grad_norms"),
+    (["model.compile=maybe"], "model.compile"),
 ]
 
 

@@ -239,6 +239,24 @@ def test_eval_reproduces_the_recorded_test_accuracy(
         assert (run / "eval" / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
+def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """model.compile=true: torch.compile for training only; the checkpoint's keys are those of
+    the plain network, so mnist-eval (uncompiled) reproduces the recorded test accuracy."""
+    done = run_train(tmp_path, synthetic_mnist, "model.compile=true", "trainer.max_epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert "net.layers.0.weight" in state and not any("_orig_mod" in k for k in state)
+    done = run_cli("eval", [f"run_dir={run}", "data_source=files"], tmp_path, synthetic_mnist)
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    # Compiled kernels may round differently: allow one of the 300 test images to flip.
+    assert evaluated["test/acc"] == pytest.approx(metrics_of(run)["test/acc"], abs=1 / 300 + 1e-6)
+
+
 def test_ema_validates_saves_and_tests_the_averaged_weights(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
