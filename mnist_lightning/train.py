@@ -9,6 +9,7 @@ mnist-train resume=outputs/runs/<run>         # continue an interrupted run
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -21,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -191,6 +193,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     try:
         return instantiate(
             cfg.trainer,
@@ -201,10 +205,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
         reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
         t = cfg.trainer
-        raise ConfigError(
-            f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be used "
-            f"on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
-        ) from None
+        if re.search(r"accelerator|device|gpu|cuda|mps|backend", reason, re.IGNORECASE):
+            raise ConfigError(
+                f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be "
+                f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
+            ) from None
+        raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
