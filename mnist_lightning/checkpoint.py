@@ -26,13 +26,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_open(path, "wb") as f:
                 torch.save(checkpoint, f)
         except OSError as e:  # a full disk, a quota, a vanished mount: stop, and say so
-            path = Path(path)
-            run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
             raise CheckpointError(
                 f"Cannot write checkpoint {path}: {e.strerror or e}. Training stopped; the "
                 "checkpoints already there are unchanged. Free some space, then continue "
-                f"with: mnist-train resume={run_dir}"
+                f"with: mnist-train resume={run_dir_of(Path(path))}"
             ) from None
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to: `<run>/checkpoints/x.ckpt`, or `<run>/x.ckpt` (SLURM's
+    hpc_ckpt files, or a checkpoint somewhere else)."""
+    folder = checkpoint.parent
+    return folder.parent if folder.name == "checkpoints" else folder
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

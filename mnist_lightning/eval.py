@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from mnist_lightning.atomic import atomic_open, atomic_write_json
-from mnist_lightning.checkpoint import load_classifier
+from mnist_lightning.checkpoint import load_classifier, run_dir_of
 from mnist_lightning.config import CONFIG_DIR
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
@@ -119,7 +119,7 @@ def main(cfg: DictConfig) -> None:
     logits = results.pop("logits")
     print(report(ckpt, results))
 
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    run = run_dir_of(ckpt)
     results |= {"checkpoint": str(ckpt), "global_step": checkpoint.get("global_step", 0)}
     atomic_write_json(run / "eval" / "metrics.json", results)
     figures = {

@@ -45,20 +45,15 @@ def train(
 
 def final_state(run: Path) -> tuple[dict, dict]:
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    weights = checkpoint["state_dict"]
     metrics = json.loads((run / "metrics.json").read_text())
     keep = ("test/acc", "test/loss", "val/acc_best", "epoch", "global_step")
-    return weights, {k: metrics[k] for k in keep}
+    return checkpoint["state_dict"], {k: metrics[k] for k in keep}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "kill", "kill_step", "resumed_from"),
-    [
-        ([], "KILL", 150, 100),
-        (MID_EPOCH, "KILL", 130, 126),
-        ([], "INT", 143, 143),
-    ],
+    [([], "KILL", 150, 100), (MID_EPOCH, "KILL", 130, 126), ([], "INT", 143, 143)],
     ids=["sigkill-epoch-boundary", "sigkill-mid-epoch", "ctrl-c"],
 )
 def test_killed_and_resumed_equals_uninterrupted(
