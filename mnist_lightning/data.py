@@ -136,7 +136,9 @@ class TensorBatches:
             first, last = i * per_item, min((i + 1) * per_item, self.steps_per_epoch)
             rows = self.positions[self.offsets[first] : self.offsets[last]]
             index = rows if order is None else order[rows]
-            images, labels = self.images[index].float().div_(255), self.labels[index]
+            # index_select, not images[index]: on a CPU it is 4x faster for this gather.
+            images = self.images.index_select(0, index).float().div_(255)
+            labels = self.labels.index_select(0, index)
             sizes = self.sizes[first:last]
             if self.augment:
                 images = self._augmented(images, sizes, first, generator)
