@@ -154,6 +154,8 @@ class MNISTClassifier(L.LightningModule):
                 self._add_to_window(done)
                 done = []
                 self._log_train_window()
+            if step == self.trainer.max_steps:
+                break  # the rest of this call's mini-batches would overshoot it
         self._add_to_window(done)
         if self.hparams.log_histograms and self.trainer.is_last_batch:
             self._log_histograms()  # once per epoch, while the last gradients are there
@@ -348,7 +350,10 @@ class MNISTClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         # Read after a checkpoint is restored: a run resumed with more epochs stretches its
         # schedule to the new horizon (torch's OneCycleLR would stop with an error instead).
-        self._total_steps = self.trainer.max_epochs * self.trainer.train_dataloader.steps_per_epoch
+        trainer = self.trainer
+        self._total_steps = trainer.max_epochs * trainer.train_dataloader.steps_per_epoch
+        if trainer.max_steps >= 0:  # whichever limit comes first ends the schedule
+            self._total_steps = min(self._total_steps, trainer.max_steps)
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

@@ -34,7 +34,7 @@ from mnist_lightning.config import CONFIG_DIR, validate
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.distributed import ddp_child_run, ddp_job, is_rank_zero
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
-from mnist_lightning.eval import predict_all
+from mnist_lightning.eval import pick_device, predict_all
 from mnist_lightning.figures import (
     augmentation_figure,
     confusion_figure,
@@ -195,16 +195,18 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    t = cfg.trainer
     try:
         return instantiate(
             cfg.trainer,
+            # Our `auto` (CUDA, else the CPU; eval.pick_device says why not MPS).
+            accelerator=pick_device("auto").type if t.accelerator == "auto" else t.accelerator,
             logger=loggers or False,
             callbacks=callbacks,
             plugins=[AtomicCheckpointIO()],
         )
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
         reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
-        t = cfg.trainer
         if re.search(r"accelerator|device|gpu|cuda|mps|backend", reason, re.IGNORECASE):
             raise ConfigError(
                 f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be "

@@ -5,14 +5,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.config import run_dir, validate
 from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.eval import pick_device
 from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.train import build_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -226,3 +230,17 @@ def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
     for key, options in values.items():
         for option in options:
             validate(composed([f"experiment={study}", f"{key}={option}"]))
+
+
+def test_auto_picks_cuda_or_the_cpu_never_mps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a Mac without CUDA, `auto` trains and evaluates on the CPU; MPS only when named."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cpu")
+    assert pick_device("mps") == torch.device("mps")
+    trainer = build_trainer(composed([f"paths.output_dir={tmp_path}", "logger=none"]))
+    assert isinstance(trainer.accelerator, CPUAccelerator)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda")

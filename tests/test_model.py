@@ -214,6 +214,22 @@ def test_a_grouped_training_step_equals_single_steps() -> None:
     assert all(torch.equal(one[k], four[k]) for k in one)
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
+def test_max_steps_is_exact_when_a_call_takes_several_steps() -> None:
+    """trainer.max_steps=6 with 4 steps per call: the second call stops after 2 of its 4, and
+    the one-cycle schedule ends at step 6, not at the end of the epochs."""
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (64,))
+    model = MNISTClassifier(hidden_dims=[16], scheduler="onecycle", lr=1e-2)
+    trainer = bare_trainer(max_steps=6)
+    loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, group=4)
+    trainer.fit(model, train_dataloaders=loader)
+    assert trainer.global_step == 6
+    assert model._total_steps == 6
+    assert model.optimizers().param_groups[0]["lr"] == pytest.approx(1e-2 / 250_000)
+
+
 def test_input_dropout_drops_pixels_in_training_only() -> None:
     net = MLP(hidden_dims=[8], input_dropout=0.5)
     images = torch.full((4, 28, 28), 0.5)
