@@ -63,7 +63,7 @@ class Settings:
     widths: tuple[int, ...] = (128, 512, 1024, 2048, 4096)
     batch_sizes: tuple[int, ...] = (16, 64, 256, 1024, 4096)
     sweep_mnist_train: bool = True
-    repeats: int = 2  # interleaved runs of (b) and (c) at batch 64
+    repeats: int = 4  # interleaved runs of (b) and (c) at batch 64
     tries: int = 4  # a run that shared the machine is run again, up to this many times in all
     default_runs: int = 2  # (d): the default experiment, this many times
     profile: bool = True

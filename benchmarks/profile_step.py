@@ -38,10 +38,8 @@ STATEMENTS = [
         "_log_train_window",
         "logging window: train/loss, train/acc to the progress bar and TensorBoard",
     ),
-    ("_train_sums", "train loss/accuracy sums on the device"),
-    ("argmax", "train loss/accuracy sums on the device"),
-    ("torch.stack", "train loss/accuracy sums on the device"),
-    ("labels.new_tensor", "train loss/accuracy sums on the device"),
+    ("done.append", "train loss/accuracy sums on the device"),
+    ("_add_to_window", "train loss/accuracy sums on the device"),
 ]
 # Where forward, backward and the Adam step do their arithmetic: the leaf Python frame is the
 # line that calls into ATen (py-spy is run without --native).
