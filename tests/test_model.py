@@ -7,7 +7,9 @@ import lightning as L
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from mnist_lightning.augment import Augment
 from mnist_lightning.data import TensorBatches
 from mnist_lightning.model import (
     ACTIVATIONS,
@@ -228,6 +230,67 @@ def test_max_steps_is_exact_when_a_call_takes_several_steps() -> None:
     assert trainer.global_step == 6
     assert model._total_steps == 6
     assert model.optimizers().param_groups[0]["lr"] == pytest.approx(1e-2 / 250_000)
+
+
+class DeviceReads(TorchDispatchMode):
+    """Records the operations that make the host wait for the device to hand a value back
+    (`.item()`, `bool(tensor)`, data-dependent shapes): on a GPU each one stalls the queue."""
+
+    SYNCS = frozenset(
+        {
+            torch.ops.aten._local_scalar_dense.default,
+            torch.ops.aten.is_nonzero.default,
+            torch.ops.aten.equal.default,
+            torch.ops.aten.nonzero.default,
+            torch.ops.aten.masked_select.default,
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.SYNCS:
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+class WatchTrainingEpochs(L.Callback):
+    """Runs every training epoch (batches, augmentation, steps, Lightning's loop) under
+    `DeviceReads`."""
+
+    def __init__(self) -> None:
+        self.mode = DeviceReads()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.mode.__enter__()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.mode.__exit__(None, None, None)
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
+def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
+    """No per-step host sync, with every per-step option on: the train metrics are summed on
+    the device and read once per logging window (none falls in these 64 steps)."""
+    with DeviceReads() as control:  # the watcher does see a read
+        torch.ones(()).item()
+    assert control.reads
+    images = torch.randint(0, 256, (256, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (256,))
+    model = MNISTClassifier(
+        hidden_dims=[16], scheduler="onecycle", max_norm=3.0, l1=1e-5, label_smoothing=0.1
+    )
+    watch = WatchTrainingEpochs()
+    trainer = bare_trainer(log_every_n_steps=1000, callbacks=[watch])
+    loader = TensorBatches(
+        images, labels, 8, shuffle=True, seed=0, group=4, augment=Augment("elastic")
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    assert trainer.global_step == 64
+    assert watch.mode.reads == []
 
 
 def test_input_dropout_drops_pixels_in_training_only() -> None:
