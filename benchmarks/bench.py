@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import profile_step, report
+from benchmarks import overhead, profile_step, report
 from benchmarks.common import (
     BATCH_SIZE,
     HIDDEN,
@@ -67,6 +67,9 @@ class Settings:
     tries: int = 4  # a run that shared the machine is run again, up to this many times in all
     default_runs: int = 2  # (d): the default experiment, this many times
     profile: bool = True
+    overhead_epochs: int = 8  # benchmarks/overhead.py: paired epochs in one process
+    overhead_rounds: int = 2
+    overhead_train_size: int | None = None
 
 
 FULL = Settings(quick=False)
@@ -84,6 +87,9 @@ QUICK = Settings(
     tries=1,
     default_runs=0,
     profile=False,
+    overhead_epochs=3,
+    overhead_rounds=1,
+    overhead_train_size=1280,
 )
 
 
@@ -312,6 +318,8 @@ def main() -> None:
     machine = report.machine()
     print("(a) (b) (c) side by side ...", flush=True)
     loops = headline(s)
+    print("(c) against (b) in one process ...", flush=True)
+    extra = overhead.measure(s.overhead_epochs, s.overhead_rounds, s.overhead_train_size)
     print("(d) the default experiment ...", flush=True)
     default = [
         run_mnist_train(["trainer.accelerator=cpu"], test_every_epoch=True)
@@ -331,7 +339,9 @@ def main() -> None:
 
     plot = out.with_name(out.stem + "_scaling.png")
     report.plot(scaling, plot)
-    out.write_text(report.markdown(s, machine, command, loops, default, scaling, profile, plot))
+    out.write_text(
+        report.markdown(s, machine, command, loops, extra, default, scaling, profile, plot)
+    )
     print(f"wrote {out} and {plot}")
 
 

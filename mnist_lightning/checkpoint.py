@@ -81,6 +81,24 @@ def network_weights(
     return state
 
 
+def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Fail before training if `checkpoint` cannot continue `model`'s run: its network must fit,
+    and its optimizer state must hold the parameter groups this version's optimizer has (a
+    run made by an older version may group them differently)."""
+    network_weights(model, checkpoint, path)
+    built = model.configure_optimizers()
+    optimizer = built["optimizer"] if isinstance(built, dict) else built
+    mine = [len(group["params"]) for group in optimizer.param_groups]
+    states = checkpoint.get("optimizer_states") or [{}]
+    saved = [len(group["params"]) for group in states[0].get("param_groups", [])]
+    if saved and saved != mine:
+        raise CheckpointError(
+            f"{path}: its optimizer state has parameter groups of {saved} tensors, the "
+            f"optimizer of this mnist-train version {mine}, so it cannot continue that run. "
+            f"Start a new run from its weights instead: mnist-train ckpt_path={path}"
+        )
+
+
 def load_classifier(
     path: str | Path, device: torch.device
 ) -> tuple[MNISTClassifier, dict[str, Any]]:

@@ -49,7 +49,10 @@ def pick_device(name: str) -> torch.device:
     }
     if name == "auto":
         if available["mps"] and not available["cuda"]:
-            log.info("auto uses the CPU, not MPS: faster for small MLPs (name mps to use it)")
+            log.info(
+                "auto uses the CPU, not MPS: faster for small MLPs "
+                "(device=mps or trainer=mps uses it)"
+            )
         return torch.device("cuda" if available["cuda"] else "cpu")
     if name not in available:
         raise ConfigError(f"device={name!r} is not one of auto, cpu, cuda, mps.")

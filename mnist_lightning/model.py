@@ -165,11 +165,11 @@ class MNISTClassifier(L.LightningModule):
         """Add (loss x batch size, logits, labels) of finished steps to the logging window."""
         if not done:
             return
-        losses, logits, labels = zip(*done, strict=True)
-        labels = torch.cat(labels)
-        correct = (torch.cat(logits).argmax(1) == labels).sum()
-        seen = torch.full_like(correct, len(labels))  # a fill, not a copy from the host: no sync
-        self.train_window.add_(torch.stack([torch.stack(losses).sum(), correct, seen]))
+        loss_sums, logits, labels = zip(*done, strict=True)
+        targets = torch.cat(labels)
+        correct = (torch.cat(logits).argmax(1) == targets).sum()
+        seen = torch.full_like(correct, len(targets))  # a fill, not a copy from the host: no sync
+        self.train_window.add_(torch.stack([torch.stack(loss_sums).sum(), correct, seen]))
 
     @torch.no_grad()
     def _apply_max_norm(self) -> None:
@@ -299,15 +299,19 @@ class MNISTClassifier(L.LightningModule):
         """
         hp = self.hparams
         weights = {id(p) for p in self._weights()}
-        groups = [
-            {
-                "params": [p for p in self.parameters() if id(p) in weights],
-                "weight_decay": hp.weight_decay,
-            },
-            {"params": [p for p in self.parameters() if id(p) not in weights], "weight_decay": 0.0},
-        ]
         if hp.weight_decay == 0:  # one group: each group is one more optimizer call per step
             groups = [{"params": list(self.parameters()), "weight_decay": 0.0}]
+        else:
+            groups = [
+                {
+                    "params": [p for p in self.parameters() if id(p) in weights],
+                    "weight_decay": hp.weight_decay,
+                },
+                {
+                    "params": [p for p in self.parameters() if id(p) not in weights],
+                    "weight_decay": 0.0,
+                },
+            ]
         # One fused kernel for the whole update instead of a Python loop over parameters:
         # on a CPU this halves the time of a small MLP's step (docs/benchmarks.md).
         fused = self.device.type in ("cpu", "cuda")
@@ -348,8 +352,9 @@ class MNISTClassifier(L.LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
     def on_train_start(self) -> None:
-        # Read after a checkpoint is restored: a run resumed with more epochs stretches its
-        # schedule to the new horizon (torch's OneCycleLR would stop with an error instead).
+        # Read after a checkpoint is restored: a run resumed with more epochs (or steps)
+        # stretches its schedule to the new horizon (torch's OneCycleLR would stop with an
+        # error instead).
         trainer = self.trainer
         self._total_steps = trainer.max_epochs * trainer.train_dataloader.steps_per_epoch
         if trainer.max_steps >= 0:  # whichever limit comes first ends the schedule

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 RUNS_DIR = Path("outputs/runs")
 SWEEPS_DIR = Path("outputs/multiruns")
-# Overrides that change how a run is carried out, not what it computes.
+# Overrides that extend a run (its schedule stretches to the new horizon) or change where it
+# runs, not what it is.
 RESUMABLE_KEYS = (
     "trainer.max_epochs",
     "trainer.max_steps",

@@ -29,7 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_lightning.atomic import atomic_write_json
-from mnist_lightning.checkpoint import AtomicCheckpointIO, load_checkpoint, network_weights
+from mnist_lightning.checkpoint import (
+    AtomicCheckpointIO,
+    check_resumable,
+    load_checkpoint,
+    network_weights,
+)
 from mnist_lightning.config import CONFIG_DIR, validate
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.distributed import ddp_child_run, ddp_job, is_rank_zero
@@ -136,7 +141,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model: MNISTClassifier = instantiate(cfg.model, _convert_="all")
     if resume_from:
-        network_weights(model, load_checkpoint(resume_from), resume_from)  # fail early
+        check_resumable(model, load_checkpoint(resume_from), resume_from)  # fail early
         log.info("Resuming %s from %s", run_dir, resume_from)
     elif cfg.ckpt_path:
         checkpoint = load_checkpoint(cfg.ckpt_path)

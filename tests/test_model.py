@@ -233,8 +233,9 @@ def test_max_steps_is_exact_when_a_call_takes_several_steps() -> None:
 
 
 class DeviceReads(TorchDispatchMode):
-    """Records the operations that make the host wait for the device to hand a value back
-    (`.item()`, `bool(tensor)`, data-dependent shapes): on a GPU each one stalls the queue."""
+    """Records the operations that make the host and the device wait for each other: reading
+    a value back (`.item()`, `bool(tensor)`, data-dependent shapes) or making a tensor from
+    Python values (on a GPU, a blocking copy). On a GPU each one stalls the queue."""
 
     SYNCS = frozenset(
         {
@@ -243,6 +244,7 @@ class DeviceReads(TorchDispatchMode):
             torch.ops.aten.equal.default,
             torch.ops.aten.nonzero.default,
             torch.ops.aten.masked_select.default,
+            torch.ops.aten.lift_fresh.default,
         }
     )
 
@@ -257,17 +259,28 @@ class DeviceReads(TorchDispatchMode):
 
 
 class WatchTrainingEpochs(L.Callback):
-    """Runs every training epoch (batches, augmentation, steps, Lightning's loop) under
-    `DeviceReads`."""
+    """Runs the training epochs after the first (batches, augmentation, steps, Lightning's
+    loop) under `DeviceReads`; the first builds what is cached for the others."""
 
     def __init__(self) -> None:
         self.mode = DeviceReads()
+        self.watching = False
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.mode.__enter__()
+        if trainer.current_epoch > 0:
+            self.mode.__enter__()
+            self.watching = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.mode.__exit__(None, None, None)
+        self.stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, _: BaseException):
+        self.stop()
+
+    def stop(self) -> None:
+        if self.watching:
+            self.mode.__exit__(None, None, None)
+            self.watching = False
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
@@ -275,9 +288,10 @@ class WatchTrainingEpochs(L.Callback):
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """No per-step host sync, with every per-step option on: the train metrics are summed on
     the device and read once per logging window (none falls in these 64 steps)."""
-    with DeviceReads() as control:  # the watcher does see a read
+    with DeviceReads() as control:  # the watcher does see a read and a tensor from the host
         torch.ones(()).item()
-    assert control.reads
+        torch.tensor([1, 2])
+    assert len(control.reads) == 2
     images = torch.randint(0, 256, (256, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (256,))
     model = MNISTClassifier(

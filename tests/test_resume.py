@@ -10,6 +10,10 @@ import pytest
 import torch
 from conftest import SMALL, run_cli, run_dirs
 
+from mnist_lightning.checkpoint import check_resumable
+from mnist_lightning.errors import CheckpointError
+from mnist_lightning.model import MNISTClassifier
+
 TESTS = Path(__file__).resolve().parent
 # 1 000 training images in batches of 10, one step per call: 100 optimizer steps per epoch.
 EXACT = [
@@ -133,3 +137,21 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0 and last["global_step"] == 20
     assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
+
+
+def optimizer_of(model: MNISTClassifier) -> torch.optim.Optimizer:
+    built = model.configure_optimizers()
+    return built["optimizer"] if isinstance(built, dict) else built
+
+
+def test_a_checkpoint_whose_optimizer_groups_differ_is_refused_before_training() -> None:
+    """A run whose optimizer grouped the parameters differently (as older versions did with
+    weight_decay=0) cannot be continued; the message offers a new run from its weights."""
+    model = MNISTClassifier(hidden_dims=[8], weight_decay=0.0)  # one group of 4 tensors
+    two_groups = optimizer_of(MNISTClassifier(hidden_dims=[8], weight_decay=0.01))
+    checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [two_groups.state_dict()]}
+    words = r"groups of \[2, 2\] tensors.*\[4\].*mnist-train ckpt_path=old/last.ckpt"
+    with pytest.raises(CheckpointError, match=words):
+        check_resumable(model, checkpoint, "old/last.ckpt")
+    checkpoint["optimizer_states"] = [optimizer_of(model).state_dict()]
+    check_resumable(model, checkpoint, "old/last.ckpt")  # its own layout fits

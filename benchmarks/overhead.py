@@ -1,0 +1,95 @@
+"""What a step of mnist-train costs beyond a bare PyTorch step, measured in one process.
+
+(b) and (c) in `make bench` are separate processes minutes apart, and this VM's speed drifts
+by tens of percent over minutes. Here every training epoch of `mnist-train` (the issue's
+recipe: 784-128-64-10, batch 64, Adam 1e-3) is followed, in the same process, by one epoch of
+the bare loop (b) with fused Adam on the same 55 000 images (benchmarks/paired_epochs.py), so each
+pair of epochs shares the machine's state; the median of the pairs' ratios is steady where the
+ratio of separate runs is not. Three ways of running mnist-train, alternated:
+
+- as it is (logging, metrics, progress bar, checkpoints);
+- without the TensorBoard logger and the progress bar;
+- with `BareSteps`: the same model whose backward and optimizer step bypass Lightning's
+  `manual_backward` and `LightningOptimizer.step` (their hooks, precision plugin and DDP
+  hooks). Not a way to train: only a measurement of what those two wrappers cost.
+
+    .venv/bin/python -m benchmarks.overhead [--epochs 8] [--rounds 2]
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import BATCH_SIZE, VAL_SIZE
+from benchmarks.mnist_train import RECIPE, run_mnist_train
+from benchmarks.report import overhead_table
+
+TRAIN_IMAGES = 60_000 - VAL_SIZE
+VARIANTS = {
+    "mnist-train as it is": [],
+    "without TensorBoard and the progress bar": [
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ],
+    "with `BareSteps`: Lightning's backward and step wrappers bypassed": [
+        "model._target_=benchmarks.paired_epochs.BareSteps"
+    ],
+}
+
+
+def paired_run(
+    overrides: list[str], epochs: int, train_size: int | None
+) -> tuple[list[float], list[float]]:
+    """mnist-train's training epochs and the bare loop's, after the warm-up pair."""
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_out = Path(tmp) / "plain.json"
+        extra = [
+            "+callbacks.plain._target_=benchmarks.paired_epochs.PlainEpochAfterEach",
+            f"+callbacks.plain.out={plain_out}",
+            f"+callbacks.plain.train_size={train_size or 'null'}",
+        ]
+        if train_size:
+            extra.append(f"data.train_subset={train_size}")
+        run = run_mnist_train([*RECIPE, f"trainer.max_epochs={epochs}", *overrides, *extra])
+        plain = json.loads(plain_out.read_text())
+    return [e["train_seconds"] for e in run.epochs][1:], plain[1:]
+
+
+def measure(epochs: int = 8, rounds: int = 2, train_size: int | None = None) -> list[dict]:
+    """One row per variant: median epochs, the median ratio of the pairs, and the median
+    extra time per optimizer step."""
+    pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    for _ in range(rounds):
+        for name, overrides in VARIANTS.items():
+            pairs[name] += zip(*paired_run(overrides, epochs, train_size), strict=True)
+    steps = -(-(train_size or TRAIN_IMAGES) // BATCH_SIZE)
+    rows = []
+    for name, got in pairs.items():
+        ours, plain = (statistics.median(x) for x in zip(*got, strict=True))
+        rows.append(
+            {
+                "name": name,
+                "ours": ours,
+                "plain": plain,
+                "ratio": statistics.median(a / b for a, b in got),
+                "extra_us": statistics.median(a - b for a, b in got) / steps * 1e6,
+                "pairs": len(got),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=8, help="per run; the first is a warm-up")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant, alternated")
+    args = parser.parse_args()
+    rows = measure(args.epochs, args.rounds)
+    print("\n".join(overhead_table(rows)))
+    print(f"\nMedians over {rows[0]['pairs']} pairs of epochs per row (one process each).")
+
+
+if __name__ == "__main__":
+    main()
