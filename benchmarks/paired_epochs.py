@@ -1,6 +1,6 @@
 """The child side of benchmarks/overhead.py: what it adds to an `mnist-train` run.
 
-`PlainEpochAfterEach` runs one epoch of the bare loop (b) after each training epoch;
+`PlainEpochAfterEach` runs epochs of the bare loop (b) after each training epoch;
 `BareSteps` is the model with Lightning's backward and step wrappers bypassed. Kept apart from
 overhead.py so that the benchmark's own process never imports Lightning (see bench.py).
 """
@@ -19,21 +19,25 @@ from mnist_lightning.model import MNISTClassifier
 
 
 class PlainEpochAfterEach(L.Callback):
-    """After each training epoch (and its validation), one epoch of the bare loop (b)."""
+    """After each training epoch (and its validation), one epoch of the bare loop (b) with
+    torch's default Adam and one with fused Adam, each with its own network."""
 
     def __init__(self, out: str, train_size: int | None = None) -> None:
         self.out = Path(out)
         self.data = train_split(train_size)
         torch.manual_seed(SEED)
-        self.net = mlp()
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=LR, fused=True)
+        self.loops = {}
+        for name, fused in (("default", None), ("fused", True)):
+            net = mlp()
+            self.loops[name] = (net, torch.optim.Adam(net.parameters(), lr=LR, fused=fused))
         self.generator = torch.Generator().manual_seed(SEED)
-        self.seconds: list[float] = []
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.loops}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        start = time.perf_counter()
-        train_epoch(self.net, self.optimizer, self.data, BATCH_SIZE, self.generator)
-        self.seconds.append(time.perf_counter() - start)
+        for name, (net, optimizer) in self.loops.items():
+            start = time.perf_counter()
+            train_epoch(net, optimizer, self.data, BATCH_SIZE, self.generator)
+            self.seconds[name].append(time.perf_counter() - start)
         self.out.write_text(json.dumps(self.seconds))
 
 

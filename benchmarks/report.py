@@ -184,15 +184,17 @@ def default_section(runs: list[Any]) -> list[str]:
     return lines
 
 
-def targets(loops: dict[str, Any], default: list[Any] | None) -> list[str]:
-    r = ratios(loops)
+def targets(loops: dict[str, Any], extra: list[dict], default: list[Any] | None) -> list[str]:
+    r, paired = ratios(loops), extra[0]
     rows = [
         "| target | measured | verdict |",
         "| --- | --- | --- |",
-        f"| (c)/(b) ≤ {TARGET_C_OVER_B} at batch 64 | {r['c/b']:.2f} against (b) as the issue "
-        f"defines it (default, for-loop Adam); {r['c/b_fused']:.2f} against (b) with the fused "
-        f"Adam mnist-train uses | {verdict(r['c/b'], TARGET_C_OVER_B, True)}; against fused "
-        f"Adam {verdict(r['c/b_fused'], TARGET_C_OVER_B, True)} |",
+        f"| (c)/(b) ≤ {TARGET_C_OVER_B} at batch 64 | epoch after epoch in one process: "
+        f"{paired['ratio_default']:.2f} against (b) as the issue defines it (default, for-loop "
+        f"Adam), {paired['ratio']:.2f} against (b) with the fused Adam mnist-train uses; from "
+        f"the separate runs below: {r['c/b']:.2f} and {r['c/b_fused']:.2f} | "
+        f"{verdict(paired['ratio_default'], TARGET_C_OVER_B, True)}; against fused Adam "
+        f"{verdict(paired['ratio'], TARGET_C_OVER_B, True)} |",
         f"| (a)/(c) ≥ {TARGET_A_OVER_C:.0f} | {r['a/c image']:.1f} per image "
         f"({r['a/c epoch']:.1f} per epoch: (a)'s epoch has 60 000 images, (c)'s 55 000) | "
         f"{verdict(r['a/c image'], TARGET_A_OVER_C, False)} |",
@@ -238,12 +240,12 @@ def why_missed(loops: dict[str, Any], extra: list[dict]) -> list[str]:
             f"{TARGET_A_OVER_C:.0f} would need mnist-train to be no more than "
             f"{100 * (a_over_b / TARGET_A_OVER_C - 1):.0f} % slower than that bare loop."
         )
-    if r["c/b_fused"] > TARGET_C_OVER_B:
+    if extra[0]["ratio"] > TARGET_C_OVER_B:
         as_is, quiet, bare = (row["extra_us"] for row in extra)
         b = loops["b_fused"]
         bare_step_us = 1e6 * b.median / -(-b.samples_per_epoch // BATCH_SIZE)
         lines.append(
-            f"- (c)/(b with fused Adam) = {r['c/b_fused']:.2f}: measured epoch after epoch in "
+            f"- (c)/(b with fused Adam) = {extra[0]['ratio']:.2f}: measured epoch after epoch in "
             f"one process (below), a step of mnist-train takes {as_is:.0f} µs more than the "
             f"bare loop's (about {bare_step_us:.0f} µs). Lightning's "
             f"`manual_backward` and `LightningOptimizer.step` are {as_is - bare:.0f} µs of it: "
@@ -262,12 +264,13 @@ def why_missed(loops: dict[str, Any], extra: list[dict]) -> list[str]:
 
 def overhead_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| mnist-train | its epoch (s) | the bare loop's epoch (s) | ratio | µs more per step |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| mnist-train | its epoch (s) | bare loop, default Adam (s) | bare loop, fused Adam (s) "
+        "| ratio to default Adam | ratio to fused Adam | µs per step more than fused |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['name']} | {r['ours']:.2f} | {r['plain']:.2f} | {r['ratio']:.2f} | "
-        f"{r['extra_us']:.0f} |"
+        f"| {r['name']} | {r['ours']:.2f} | {r['plain_default']:.2f} | {r['plain']:.2f} | "
+        f"{r['ratio_default']:.2f} | {r['ratio']:.2f} | {r['extra_us']:.0f} |"
         for r in rows
     ]
     return lines
@@ -405,7 +408,7 @@ def markdown(
         "",
         "## Targets (issue 3)",
         "",
-        *targets(loops, default),
+        *targets(loops, extra, default),
         "",
         *why_missed(loops, extra),
         "## (a), (b), (c): 784-128-64-10, batch 64, Adam 1e-3, seed 42, CPU",
