@@ -495,7 +495,9 @@ def markdown(
         "backward). Batch size: 784-128-64-10 on "
         + (f"{s.train_size:,} images" if s.train_size else "all 55 000 images")
         + f", {s.epochs - 1} epochs after a warm-up; mnist-train keeps its default "
-        "`data.steps_per_call`.",
+        "`data.steps_per_call`. Each point is one run of each loop, so a slow phase of this VM "
+        "that hits one of the two skews its (c)/(b): a ratio below 1, or far above its "
+        "neighbours, is that, not a property of the width or batch size.",
         "",
         *scaling_tables(scaling),
         "",
