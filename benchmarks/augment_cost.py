@@ -13,12 +13,10 @@ import time
 
 import torch
 
-from benchmarks.common import data_dir
+from benchmarks.common import TRAIN_IMAGES, data_dir
 from mnist_lightning.augment import AUGMENTS, Augment
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
-
-TRAIN_IMAGES = 55_000
 
 
 def epoch_seconds(augment: Augment, images: torch.Tensor, batch_size: int) -> float:

@@ -26,15 +26,14 @@ from benchmarks.common import (
     BATCH_SIZE,
     HIDDEN,
     ROOT,
+    TRAIN_IMAGES,
     TRIES,
-    VAL_SIZE,
     run_alone,
     run_child,
     weight_macs,
 )
 from benchmarks.mnist_train import RECIPE, TrainRun, run_mnist_train
 
-TRAIN_IMAGES = 60_000 - VAL_SIZE  # mnist-train's (and the plain loop's) training split
 # `import lightning` sets this (lightning/fabric/__init__.py), so that torch.cuda.is_available()
 # asks NVML instead of initialising CUDA. On a machine without a GPU every such call then tries
 # to load libnvidia-ml, and torch's Adam.step asks once per step.

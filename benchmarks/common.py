@@ -24,6 +24,7 @@ BATCH_SIZE = 64
 LR = 1e-3
 HIDDEN = (128, 64)
 VAL_SIZE = 5000  # mnist-train holds these out of the 60 000; the plain loop does the same
+TRAIN_IMAGES = 60_000 - VAL_SIZE  # mnist-train's (and the plain loop's) training split
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 STILL_CONTENDED: list[str] = []  # runs that shared the machine on every try (see run_alone)
 TRIES = {"tries": 4}  # run_alone's tries; --quick sets 1 (it measures nothing worth a wait)

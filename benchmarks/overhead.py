@@ -22,11 +22,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import BATCH_SIZE, VAL_SIZE
+from benchmarks.common import BATCH_SIZE, TRAIN_IMAGES
 from benchmarks.mnist_train import RECIPE, run_mnist_train
 from benchmarks.report import overhead_table
 
-TRAIN_IMAGES = 60_000 - VAL_SIZE
 VARIANTS = {
     "mnist-train as it is": [],
     "without TensorBoard and the progress bar": [

@@ -298,10 +298,10 @@ class MNISTClassifier(L.LightningModule):
         classic L2 penalty added to the gradient.
         """
         hp = self.hparams
-        weights = {id(p) for p in self._weights()}
         if hp.weight_decay == 0:  # one group: each group is one more optimizer call per step
             groups = [{"params": list(self.parameters()), "weight_decay": 0.0}]
         else:
+            weights = {id(p) for p in self._weights()}
             groups = [
                 {
                     "params": [p for p in self.parameters() if id(p) in weights],
