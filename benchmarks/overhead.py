@@ -2,10 +2,11 @@
 
 (b) and (c) in `make bench` are separate processes minutes apart, and this VM's speed drifts
 by tens of percent over minutes. Here every training epoch of `mnist-train` (the issue's
-recipe: 784-128-64-10, batch 64, Adam 1e-3) is followed, in the same process, by one epoch of
-the bare loop (b) with fused Adam on the same 55 000 images (benchmarks/paired_epochs.py), so each
-pair of epochs shares the machine's state; the median of the pairs' ratios is steady where the
-ratio of separate runs is not. Three ways of running mnist-train, alternated:
+recipe: 784-128-64-10, batch 64, Adam 1e-3) is followed, in the same process, by an epoch of
+the bare loop (b) with torch's default Adam and one with fused Adam, on the same 55 000 images
+(benchmarks/paired_epochs.py), so the epochs compared share the machine's state; the medians of
+their ratios are steady where the ratio of separate runs is not. Three ways of running
+mnist-train, alternated:
 
 - as it is (logging, metrics, progress bar, checkpoints);
 - without the TensorBoard logger and the progress bar;

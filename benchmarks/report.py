@@ -447,9 +447,10 @@ def markdown(
         "",
         "## (c) against (b) in one process: where the extra time goes",
         "",
-        "Every training epoch of (c) followed, in the same process, by one epoch of (b) with "
-        "fused Adam (`benchmarks/overhead.py`): each pair shares the machine's state, which "
-        "separate runs minutes apart do not. Three ways of running mnist-train, alternated; "
+        "Every training epoch of (c) followed, in the same process, by an epoch of (b) with "
+        "default Adam and one with fused Adam (`benchmarks/overhead.py`): the epochs compared "
+        "share the machine's state, which separate runs minutes apart do not. Three ways of "
+        "running mnist-train, alternated; "
         "the last bypasses Lightning's `manual_backward` and `LightningOptimizer.step` "
         "(`BareSteps`, a measurement, not a way to train):",
         "",
