@@ -1,20 +1,19 @@
-"""What a step of mnist-train costs beyond a bare PyTorch step, measured in one process.
+"""What a training step of `mnist-train` costs beyond a bare PyTorch step, in one process.
 
-(b) and (c) in `make bench` are separate processes minutes apart, and this VM's speed drifts
-by tens of percent over minutes. Here every training epoch of `mnist-train` (the issue's
-recipe: 784-128-64-10, batch 64, Adam 1e-3) is followed, in the same process, by an epoch of
-the bare loop (b) with torch's default Adam and one with fused Adam, on the same 55 000 images
-(benchmarks/paired_epochs.py), so the epochs compared share the machine's state; the medians of
-their ratios are steady where the ratio of separate runs is not. Three ways of running
-mnist-train, alternated:
+This VM's speed drifts by tens of percent over minutes, so separate runs cannot be compared.
+Here every training epoch of `mnist-train` is followed, in the same process, by an epoch of the
+bare loop over the same tensors with a twin of the same network, fused optimizer and schedule
+(benchmarks/paired_epochs.py): the epochs compared share the machine's state, and the median
+of their ratios is steady. Two experiments, the issue's targets:
 
-- as it is (logging, metrics, progress bar, checkpoints);
-- without the TensorBoard logger and the progress bar;
-- with `BareSteps`: the same model whose backward and optimizer step bypass Lightning's
-  `manual_backward` and `LightningOptimizer.step` (their hooks, precision plugin and DDP
-  hooks). Not a way to train: only a measurement of what those two wrappers cost.
+- the default experiment (784-512-256-10, dropout 0.2, AdamW one-cycle, batch 128): ≤ 1.25;
+- 784-128-64-10 at batch 64 with Adam, no schedule: ≤ 1.60;
 
-    .venv/bin/python -m benchmarks.overhead [--epochs 8] [--rounds 2]
+each run as it is (every default callback: three ModelCheckpoints, the interrupt handler, the
+progress bar, the model summary; TensorBoard) and as Lightning alone (none of those, no
+logger), which splits the extra time between Lightning's loop and what this project adds.
+
+    .venv/bin/python -m benchmarks.overhead [--epochs 6] [--rounds 2]
 """
 
 import argparse
@@ -23,60 +22,75 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import BATCH_SIZE, TRAIN_IMAGES
-from benchmarks.mnist_train import RECIPE, run_mnist_train
+from benchmarks.mnist_train import run_mnist_train
 from benchmarks.report import overhead_table
 
+EXPERIMENTS = {
+    "default experiment": ([], 1.25),
+    "784-128-64-10, batch 64, Adam": (
+        [
+            "model=mlp_128_64",
+            "data.batch_size=64",
+            "model.optimizer=adam",
+            "model.lr=0.001",
+            "model.weight_decay=0",
+            "model.scheduler=none",
+        ],
+        1.60,
+    ),
+}
 VARIANTS = {
-    "mnist-train as it is": [],
-    "without TensorBoard and the progress bar": [
-        "logger=none",
+    "as it is": [],
+    "Lightning alone": [
+        "~callbacks.best_checkpoint",
+        "~callbacks.last_checkpoint",
+        "~callbacks.periodic_checkpoint",
+        "~callbacks.graceful_interrupt",
+        "~callbacks.progress_bar",
         "trainer.enable_progress_bar=false",
-    ],
-    "with `BareSteps`: Lightning's backward and step wrappers bypassed": [
-        "model._target_=benchmarks.paired_epochs.BareSteps"
+        "trainer.enable_model_summary=false",
+        "logger=none",
     ],
 }
 
 
-def paired_run(overrides: list[str], epochs: int, train_size: int | None) -> list[tuple]:
-    """(mnist-train's epoch, the bare loop's with default Adam, with fused Adam) for each
-    epoch after the warm-up."""
+def paired_run(overrides: list[str], epochs: int) -> tuple[list[tuple[float, float]], int]:
+    """(mnist-train's epoch, the bare loop's) for each epoch after the warm-up, and the steps
+    per epoch."""
     with tempfile.TemporaryDirectory() as tmp:
-        plain_out = Path(tmp) / "plain.json"
+        bare_out = Path(tmp) / "bare.json"
         extra = [
-            "+callbacks.plain._target_=benchmarks.paired_epochs.PlainEpochAfterEach",
-            f"+callbacks.plain.out={plain_out}",
-            f"+callbacks.plain.train_size={train_size or 'null'}",
+            "+callbacks.bare._target_=benchmarks.paired_epochs.BareLoopAfterEachEpoch",
+            f"+callbacks.bare.out={bare_out}",
         ]
-        if train_size:
-            extra.append(f"data.train_subset={train_size}")
-        run = run_mnist_train([*RECIPE, f"trainer.max_epochs={epochs}", *overrides, *extra])
-        plain = json.loads(plain_out.read_text())
+        run = run_mnist_train([f"trainer.max_epochs={epochs}", *overrides, *extra])
+        bare = json.loads(bare_out.read_text())
     ours = [e["train_seconds"] for e in run.epochs]
-    return list(zip(ours, plain["default"], plain["fused"], strict=True))[1:]
+    return list(zip(ours, bare, strict=True))[1:], run.epochs[0]["steps"]
 
 
-def measure(epochs: int = 8, rounds: int = 2, train_size: int | None = None) -> list[dict]:
-    """One row per variant: median epochs, the medians of the epochs' ratios to the bare
-    loop (default and fused Adam), and the median extra time per step over the fused one."""
-    triples: dict[str, list[tuple]] = {name: [] for name in VARIANTS}
+def measure(epochs: int = 6, rounds: int = 2, extra: list[str] | None = None) -> list[dict]:
+    """One row per experiment and variant: median epochs, the median of the epochs' ratios to
+    the bare loop, and the median extra time per step."""
+    pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    steps: dict[str, int] = {}
     for _ in range(rounds):
-        for name, overrides in VARIANTS.items():
-            triples[name] += paired_run(overrides, epochs, train_size)
-    steps = -(-(train_size or TRAIN_IMAGES) // BATCH_SIZE)
+        for experiment, (overrides, _) in EXPERIMENTS.items():
+            for variant, switches in VARIANTS.items():
+                got, steps[experiment] = paired_run([*overrides, *switches, *(extra or [])], epochs)
+                pairs.setdefault((experiment, variant), []).extend(got)
     rows = []
-    for name, got in triples.items():
-        ours, default, fused = (statistics.median(x) for x in zip(*got, strict=True))
+    for (experiment, variant), got in pairs.items():
+        ours, bare = (statistics.median(x) for x in zip(*got, strict=True))
         rows.append(
             {
-                "name": name,
+                "experiment": experiment,
+                "variant": variant,
+                "target": EXPERIMENTS[experiment][1],
                 "ours": ours,
-                "plain_default": default,
-                "plain": fused,
-                "ratio_default": statistics.median(c / d for c, d, _ in got),
-                "ratio": statistics.median(c / f for c, _, f in got),
-                "extra_us": statistics.median(c - f for c, _, f in got) / steps * 1e6,
+                "bare": bare,
+                "ratio": statistics.median(c / b for c, b in got),
+                "extra_us": statistics.median(c - b for c, b in got) / steps[experiment] * 1e6,
                 "pairs": len(got),
             }
         )
@@ -85,10 +99,12 @@ def measure(epochs: int = 8, rounds: int = 2, train_size: int | None = None) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=8, help="per run; the first is a warm-up")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant, alternated")
+    parser.add_argument("--epochs", type=int, default=6, help="per run; the first is a warm-up")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternated")
+    parser.add_argument("--train-subset", type=int, default=None, help="images per epoch")
     args = parser.parse_args()
-    rows = measure(args.epochs, args.rounds)
+    extra = [f"data.train_subset={args.train_subset}"] if args.train_subset else []
+    rows = measure(args.epochs, args.rounds, extra)
     print("\n".join(overhead_table(rows)))
     print(f"\nMedians over {rows[0]['pairs']} pairs of epochs per row (one process each).")
 

@@ -1,67 +1,58 @@
-"""The child side of benchmarks/overhead.py: what it adds to an `mnist-train` run.
+"""The child side of benchmarks/overhead.py: the bare loop, run inside an `mnist-train` run.
 
-`PlainEpochAfterEach` runs epochs of the bare loop (b) after each training epoch;
-`BareSteps` is the model with Lightning's backward and step wrappers bypassed. Kept apart from
-overhead.py so that the benchmark's own process never imports Lightning (see bench.py).
+`BareLoopAfterEachEpoch` runs, after each training epoch, one epoch of a bare PyTorch loop over
+the same training tensors (on the same device, batches gathered the same way), with a twin of
+the same network, the same fused optimizer and the same schedule: forward, loss, `zero_grad`,
+`backward`, `step`, schedule step, and nothing else. The difference between the two epochs is
+what Lightning and this project add per step. Kept apart from overhead.py so that the
+benchmark's own process never imports Lightning.
 """
 
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
-from benchmarks.common import BATCH_SIZE, LR, SEED, mlp
-from benchmarks.loop_plain import train_epoch, train_split
 from mnist_lightning.model import MNISTClassifier
 
 
-class PlainEpochAfterEach(L.Callback):
-    """After each training epoch (and its validation), one epoch of the bare loop (b) with
-    torch's default Adam and one with fused Adam, each with its own network."""
-
-    def __init__(self, out: str, train_size: int | None = None) -> None:
+class BareLoopAfterEachEpoch(L.Callback):
+    def __init__(self, out: str) -> None:
         self.out = Path(out)
-        self.data = train_split(train_size)
-        torch.manual_seed(SEED)
-        self.loops = {}
-        for name, fused in (("default", None), ("fused", True)):
-            net = mlp()
-            self.loops[name] = (net, torch.optim.Adam(net.parameters(), lr=LR, fused=fused))
-        self.generator = torch.Generator().manual_seed(SEED)
-        self.seconds: dict[str, list[float]] = {name: [] for name in self.loops}
+        self.seconds: list[float] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: MNISTClassifier) -> None:
+        twin = type(pl_module)(**pl_module.hparams).to(pl_module.device)
+        self.net, self.optimizer = twin.net, twin.build_optimizer()
+        self.label_smoothing = pl_module.hparams.label_smoothing
+        self.schedule = None
+        configs = trainer.lr_scheduler_configs
+        if configs and configs[0].interval == "step":  # the same per-step schedule
+            lr_lambda = configs[0].scheduler.lr_lambdas[0]
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.images, self.labels = trainer.datamodule.splits["train"]
+        self.batch_size = trainer.datamodule.batch_size
+        self.generator = torch.Generator(self.labels.device).manual_seed(0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for name, (net, optimizer) in self.loops.items():
-            start = time.perf_counter()
-            train_epoch(net, optimizer, self.data, BATCH_SIZE, self.generator)
-            self.seconds[name].append(time.perf_counter() - start)
+        self.net.train()
+        start = time.perf_counter()
+        order = torch.randperm(
+            len(self.labels), device=self.labels.device, generator=self.generator
+        )
+        for index in order.split(self.batch_size):
+            images = self.images.index_select(0, index).float().div_(255)
+            labels = self.labels.index_select(0, index)
+            loss = F.cross_entropy(self.net(images), labels, label_smoothing=self.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.schedule is not None:
+                self.schedule.step()
+        if self.labels.is_cuda:
+            torch.cuda.synchronize()
+        self.seconds.append(time.perf_counter() - start)
         self.out.write_text(json.dumps(self.seconds))
-
-
-class _BareOptimizer:
-    """The bare optimizer, counting its steps where Lightning's wrapper would."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, trainer: L.Trainer) -> None:
-        self.optimizer = optimizer
-        self.progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-
-    def step(self) -> None:
-        self.progress.increment_ready()
-        self.optimizer.step()
-        self.progress.increment_completed()  # trainer.global_step counts these
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
-
-
-class BareSteps(MNISTClassifier):
-    """`MNISTClassifier` with `loss.backward()` and the bare optimizer's `step()`."""
-
-    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        loss.backward()
-
-    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
-        return _BareOptimizer(super().optimizers(use_pl_optimizer=False), self.trainer)

@@ -30,16 +30,10 @@ from benchmarks.mnist_train import RECIPE
 STATEMENTS = [
     ("self(images)", "forward"),
     ("cross_entropy", "loss (cross-entropy)"),
-    ("zero_grad", "optimizer.zero_grad"),
-    ("manual_backward", "backward"),
-    ("optimizer.step", "optimizer.step"),
-    ("lr_schedulers", "LR scheduler step"),
-    (
-        "_log_train_window",
-        "logging window: train/loss, train/acc to the progress bar and TensorBoard",
-    ),
-    ("done.append", "train loss/accuracy sums on the device"),
-    ("_add_to_window", "train loss/accuracy sums on the device"),
+    ("l1", "L1 penalty"),
+    ("correct", "train loss/accuracy sums on the device"),
+    ("seen", "train loss/accuracy sums on the device"),
+    ("train_window", "train loss/accuracy sums on the device"),
 ]
 # Where forward, backward and the Adam step do their arithmetic: the leaf Python frame is the
 # line that calls into ATen (py-spy is run without --native).
@@ -58,7 +52,7 @@ def source(frame: str) -> str:
 
 
 def inside(name: str, frames: list[str]) -> str:
-    """Split a training_step statement's samples into kernels, torch's and Lightning's Python."""
+    """Split a step's part into kernels, torch's and Lightning's Python."""
     if name not in KERNEL_LINES or not frames:
         return name
     leaf = frames[-1]
@@ -70,20 +64,36 @@ def inside(name: str, frames: list[str]) -> str:
     return f"{name}: torch's Python around it"
 
 
+def first(frames: list[str], prefixes: tuple[str, ...]) -> int | None:
+    return next((i for i, f in enumerate(frames) if f.startswith(prefixes)), None)
+
+
 def category(frames: list[str]) -> str:
     """One sample's category, from its frames (outermost first)."""
     if any(f.startswith("_device_count_nvml ") for f in frames):
         return (
             "torch.cuda.is_available() via NVML, from Adam.step (see PYTORCH_NVML_BASED_CUDA_CHECK)"
         )
-    step = next(
-        (i for i, f in enumerate(frames) if f.startswith("MNISTClassifier.training_step ")), None
-    )
+    step = first(frames, ("MNISTClassifier.training_step ",))
     if step is not None:
         text = source(frames[step])
         name = next((n for key, n in STATEMENTS if key in text), "training_step, other lines")
         return inside(name, frames[step + 1 :])
+    backward = first(frames, ("Strategy.backward ",))
+    if backward is not None:
+        return inside("backward", frames[backward + 1 :])
+    if first(frames, ("_AutomaticOptimization._make_zero_grad_fn",)) is not None:
+        return "optimizer.zero_grad (with Lightning's hooks)"
+    if first(frames, ("MNISTClassifier.on_before_optimizer_step ",)) is not None:
+        return "logging window: train/* through self.log"
+    adam = first(frames, ("Adam.step ", "AdamW.step ", "SGD.step "))
+    if adam is not None and first(frames, ("Closure.__call__ ",)) is None:
+        return inside("optimizer.step", frames[adam + 1 :])
     text = ";".join(frames)
+    if "_call_callback_hooks" in text:
+        return "callbacks' per-step hooks (checkpoints, interrupt, bar, summary)"
+    if "update_lr_schedulers" in text or "_update_learning_rates" in text:
+        return "LR scheduler step"
     if "callbacks/progress/" in text or "/tqdm/" in text:
         return "progress bar (TQDMProgressBar, tqdm)"
     if "logger_connector" in text or "/loggers/" in text or "/tensorboard/" in text:
@@ -94,7 +104,7 @@ def category(frames: list[str]) -> str:
         return "Lightning data fetching"
     if "checkpoint" in text:
         return "checkpointing"
-    return "Lightning loop and hooks (other)"
+    return "Lightning loop, closure and module hooks (other)"
 
 
 def available() -> bool:

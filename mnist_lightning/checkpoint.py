@@ -86,9 +86,7 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: st
     and its optimizer state must hold the parameter groups this version's optimizer has (a
     run made by an older version may group them differently)."""
     network_weights(model, checkpoint, path)
-    built = model.configure_optimizers()
-    optimizer = built["optimizer"] if isinstance(built, dict) else built
-    mine = [len(group["params"]) for group in optimizer.param_groups]
+    mine = [len(group["params"]) for group in model.build_optimizer().param_groups]
     states = checkpoint.get("optimizer_states") or [{}]
     saved = [len(group["params"]) for group in states[0].get("param_groups", [])]
     if saved and saved != mine:

@@ -8,7 +8,6 @@ on a 2-core CPU instead of seven (docs/benchmarks.md).
 
 import itertools
 import logging
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,13 +81,11 @@ class TensorBatches:
     """Batches `(images, labels)` by indexing tensors that already sit on the device.
 
     Images come out as float in [0, 1], shape (batch, 28, 28); the model normalises them.
-    With `group=K`, each item is a list of K consecutive mini-batches, gathered with one
-    indexing operation: the training step takes one optimizer step per mini-batch, so
-    Lightning's fixed cost per `training_step` call is paid once per K steps.
     `state_dict`/`load_state_dict` record how far into the epoch we are, so Lightning can
     resume mid-epoch without repeating or skipping a batch. `augment` distorts each mini-batch
     with random numbers seeded by (seed, epoch, mini-batch, rank), so a resumed epoch draws the
-    same. With `world_size` > 1 each process reads its `shard` of every epoch.
+    same. With `world_size` > 1 each process reads its `shard` of every epoch (`training`:
+    the shard of a training epoch, see `shard`).
     """
 
     def __init__(
@@ -98,72 +95,54 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool,
         seed: int,
-        group: int | None = None,
         augment: Augment | None = None,
         rank: int = 0,
         world_size: int = 1,
+        training: bool = False,
     ) -> None:
-        self.images, self.labels, self.batch_size, self.group = images, labels, batch_size, group
+        self.images, self.labels, self.batch_size = images, labels, batch_size
         self.augment = augment if augment is not None and augment.enabled else None
         self.rank = rank
         self.sampler = EpochSampler(len(labels), seed, shuffle)
         self.batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
-        positions, self.sizes = shard(len(labels), batch_size, rank, world_size, shuffle)
+        positions, self.sizes = shard(len(labels), batch_size, rank, world_size, training)
         self.positions = positions.to(labels.device)
         self.offsets = [0, *itertools.accumulate(self.sizes)]  # where each mini-batch starts
-        self.items_done = 0  # items of the current epoch already handed out
+        self.batches_done = 0  # mini-batches of the current epoch already handed out
         self._resume_at = 0
 
     def __len__(self) -> int:
-        return math.ceil(self.steps_per_epoch / (self.group or 1))
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Mini-batches per epoch, whatever the grouping: optimizer steps, for schedules."""
         return len(self.sizes)
 
-    def __iter__(self) -> Iterator[Batch | list[Batch]]:
+    def __iter__(self) -> Iterator[Batch]:
         # A generator: nothing runs until the first item is asked for, so a state loaded
         # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
         start, self._resume_at = self._resume_at, 0
-        self.items_done = start
+        self.batches_done = start
         device = self.labels.device
         order = self.sampler.order(device)
         generator = torch.Generator(device) if self.augment else None
-        per_item = self.group or 1
         for i in range(start, len(self)):
-            self.items_done = i + 1
-            first, last = i * per_item, min((i + 1) * per_item, self.steps_per_epoch)
-            rows = self.positions[self.offsets[first] : self.offsets[last]]
+            self.batches_done = i + 1
+            rows = self.positions[self.offsets[i] : self.offsets[i + 1]]
             index = rows if order is None else order[rows]
             # index_select, not images[index]: on a CPU it is 4x faster for this gather.
             images = self.images.index_select(0, index).float().div_(255)
             labels = self.labels.index_select(0, index)
-            sizes = self.sizes[first:last]
             if self.augment:
-                images = self._augmented(images, sizes, first, generator)
-            if self.group is None:
-                yield images, labels
-            else:
-                yield list(zip(images.split(sizes), labels.split(sizes), strict=True))
-
-    def _augmented(
-        self, images: torch.Tensor, sizes: list[int], first: int, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Distort each mini-batch with numbers seeded by its place in the epoch, so the
-        distortions do not depend on `group` (data.steps_per_call) or on a resume."""
-        parts = []
-        for n, batch in enumerate(images.split(sizes)):
-            generator.manual_seed(self.sampler.seed_of(first + n, self.rank))
-            parts.append(self.augment(batch, generator))
-        return torch.cat(parts)
+                generator.manual_seed(self.sampler.seed_of(i, self.rank))
+                images = self.augment(images, generator)
+            yield images, labels
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "items_done": self.items_done}
+        return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue where `state` was taken; a finished epoch's state starts the next epoch
+        from its first batch (Lightning sets that epoch with `set_epoch`)."""
         self.sampler.set_epoch(state["epoch"])
-        self._resume_at = self.items_done = state["items_done"]
+        done = state["batches_done"]
+        self._resume_at = self.batches_done = done if done < len(self) else 0
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -174,7 +153,6 @@ class MNISTDataModule(L.LightningDataModule):
         self,
         data_dir: str = "data",
         batch_size: int = 128,
-        steps_per_call: int = 8,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         train_subset: int | None = None,
@@ -191,7 +169,6 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.steps_per_call = steps_per_call
         self.val_size, self.train_subset = val_size, train_subset
         self.source, self.seed = source, seed
         # Training images only: validation and test see the digits as they are.
@@ -199,6 +176,8 @@ class MNISTDataModule(L.LightningDataModule):
             augment, max_shift, max_rotation, max_scale, max_shear, elastic_alpha, elastic_sigma
         )
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.train_batches: TensorBatches | None = None
+        self._train_position: dict[str, int] | None = None  # from a checkpoint, not yet used
 
     def prepare_data(self) -> None:
         ensure_mnist(self.data_dir, self.source)
@@ -237,16 +216,34 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> TensorBatches:
-        return self._loader("train", self.batch_size, self.steps_per_call, self.augment)
+        # overfit_batches means the same batches every epoch; Lightning can only turn shuffling
+        # off itself for a torch DataLoader.
+        shuffle = not (self.trainer and self.trainer.overfit_batches)
+        self.train_batches = self._loader("train", self.batch_size, shuffle, self.augment)
+        if self._train_position is not None:
+            self.train_batches.load_state_dict(self._train_position)
+            self._train_position = None
+        return self.train_batches
+
+    # The position in the training epoch, also kept here: Lightning restores a loader's own
+    # state only if the loader is made after the checkpoint's loop state is read, and a
+    # configure_optimizers that asks for trainer.estimated_stepping_batches (as the one-cycle
+    # schedule does) makes it before (Lightning 2.6, its issue #20550). The data module's state
+    # is restored first.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_position": self.train_batches.state_dict()} if self.train_batches else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_position = state.get("train_position")
 
     def val_dataloader(self) -> TensorBatches:
-        return self._loader("val", self.eval_batch_size)
+        return self._loader("val", self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> TensorBatches:
-        return self._loader("test", self.eval_batch_size)
+        return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def _loader(
-        self, split: str, batch_size: int, group: int | None = None, augment: Augment | None = None
+        self, split: str, batch_size: int, shuffle: bool, augment: Augment | None = None
     ) -> TensorBatches:
         """This process's batches of `split`: under DDP each process reads its own shard."""
         rank, world_size = (
@@ -257,12 +254,12 @@ class MNISTDataModule(L.LightningDataModule):
             images,
             labels,
             batch_size,
-            shuffle=split == "train",
+            shuffle=shuffle,
             seed=self.seed,
-            group=group,
             augment=augment,
             rank=rank,
             world_size=world_size,
+            training=split == "train",
         )
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:

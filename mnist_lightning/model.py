@@ -1,7 +1,9 @@
 """The networks (`MLP`) and the LightningModule that trains them (`MNISTClassifier`)."""
 
+import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,6 +17,13 @@ from mnist_lightning.errors import UserError
 
 class DivergedError(UserError):
     """The training loss became NaN or infinite."""
+
+
+class LearnedNothingError(UserError):
+    """Training ended with the training accuracy at chance level."""
+
+
+CHANCE_LEVEL = 0.15  # train/acc below this at the end of a run: it learned nothing (10 classes)
 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -77,9 +86,11 @@ class MLP(nn.Module):
 class MNISTClassifier(L.LightningModule):
     """Cross-entropy training of an `MLP`, with the optimizer and schedule from the config.
 
-    Training metrics are accumulated on the device and logged once every
-    `trainer.log_every_n_steps` steps as the mean over that window: logging every step would
-    cost as much as the step itself for a small MLP and force a host sync on a GPU.
+    Lightning optimizes (automatic optimization), steps the schedule and logs. The train loss
+    and accuracy are summed on the device every step and logged once every
+    `trainer.log_every_n_steps` steps as the mean over that window (and over what is left of it
+    at the end of each epoch): logging every step would cost a small MLP as much as the step
+    itself, and a host sync on a GPU.
     """
 
     def __init__(
@@ -106,7 +117,6 @@ class MNISTClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.automatic_optimization = False  # see training_step
         self.net = MLP(hidden_dims, activation, dropout, batch_norm, input_dropout)
         # Saved in checkpoints, so a resumed run remembers its best validation accuracy and
         # its half-filled logging window (loss sum, correct, seen): curves resume exactly.
@@ -115,7 +125,6 @@ class MNISTClassifier(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self._total_steps = 1  # set in on_train_start, once the trainer knows the data
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -124,52 +133,22 @@ class MNISTClassifier(L.LightningModule):
         """The matrices of the linear layers: what weight decay and L1 act on."""
         return [p for p in self.net.parameters() if p.dim() > 1]
 
-    def training_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int):
-        """One optimizer step per mini-batch in `batches` (`data.steps_per_call` of them).
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        if self.hparams.l1 > 0:
+            loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in self._weights())
+        with torch.no_grad():  # into the logging window, on the device: no host sync
+            correct = (logits.argmax(1) == labels).sum()
+            seen = torch.full_like(correct, len(labels))  # a fill, not a copy from the host
+            self.train_window.add_(torch.stack((loss * len(labels), correct, seen)))
+        return loss
 
-        Manual optimization, so that one call can take several steps: Lightning's per-call
-        bookkeeping then costs a fraction of a step instead of as much as the arithmetic. The
-        train loss and accuracy of the call's steps are summed once, when the call ends (or a
-        log is due): a handful of tensor operations per call instead of per step.
-        """
-        optimizer = self.optimizers()
-        per_step = self.hparams.scheduler in STEP_SCHEDULERS
-        step = self.global_step  # counted here: Lightning's property is a chain of lookups
-        done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # not yet in the window
-        for images, labels in batches:
-            logits = self(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-            if self.hparams.l1 > 0:
-                loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in self._weights())
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
-            step += 1
-            if self.hparams.max_norm is not None:
-                self._apply_max_norm()
-            if per_step:
-                self.lr_schedulers().step()
-            done.append((loss.detach() * len(labels), logits.detach(), labels))
-            if step % self.trainer.log_every_n_steps == 0:
-                self._add_to_window(done)
-                done = []
-                self._log_train_window()
-            if step == self.trainer.max_steps:
-                break  # the rest of this call's mini-batches would overshoot it
-        self._add_to_window(done)
-        if self.hparams.log_histograms and self.trainer.is_last_batch:
-            self._log_histograms()  # once per epoch, while the last gradients are there
-
-    @torch.no_grad()
-    def _add_to_window(self, done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-        """Add (loss x batch size, logits, labels) of finished steps to the logging window."""
-        if not done:
-            return
-        loss_sums, logits, labels = zip(*done, strict=True)
-        targets = torch.cat(labels)
-        correct = (torch.cat(logits).argmax(1) == targets).sum()
-        seen = torch.full_like(correct, len(targets))  # a fill, not a copy from the host: no sync
-        self.train_window.add_(torch.stack([torch.stack(loss_sums).sum(), correct, seen]))
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.hparams.max_norm is not None:
+            self._apply_max_norm()
 
     @torch.no_grad()
     def _apply_max_norm(self) -> None:
@@ -179,79 +158,86 @@ class MNISTClassifier(L.LightningModule):
         for weight in self.net.hidden_weights():
             weight.renorm_(2, 0, self.hparams.max_norm)
 
-    def _log_train_window(self) -> None:
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Called once per optimizer step (after gradient accumulation), before it: the step
+        # Lightning writes its step-level logs at, the last of every log_every_n_steps.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self._log_train_window(on_step=True)
+            if self.hparams.log_grad_norms:
+                self.log_dict(self._grad_norms())
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Once per epoch, while the last step's gradients are there (Lightning zeroes them
+        # before validation).
+        if self.hparams.log_histograms and self.trainer.is_last_batch:
+            self._log_histograms()
+
+    def on_train_epoch_end(self) -> None:
+        # What is left of the window (all of an epoch shorter than it): every epoch has points.
+        self._log_train_window(on_step=False)
+
+    def _log_train_window(self, on_step: bool) -> None:
         """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
         window = self.train_window
         if self.trainer.world_size > 1:  # under DDP: the sums over every process
             window = self.trainer.strategy.reduce(window.clone(), reduce_op="sum")
-        loss_sum, correct, seen = window.tolist()  # the one host sync per window
-        if not math.isfinite(loss_sum):
+        # The one host sync per window. Logged as CPU tensors, so the progress bar's reading
+        # of them at every step after this one syncs nothing either.
+        loss_sum, correct, seen = window.to("cpu", copy=True)
+        self.train_window.zero_()
+        if seen == 0:
+            return
+        self._stop_if_diverged(loss_sum, self.global_step + on_step)  # + the step being taken
+        metrics = {"train/loss": loss_sum / seen, "train/acc": correct / seen}
+        self.log_dict(metrics, prog_bar=True, on_step=on_step, on_epoch=not on_step)
+        lr = self.optimizers().param_groups[0]["lr"]
+        self.log("train/lr", torch.tensor(lr), on_step=on_step, on_epoch=not on_step)
+
+    def _stop_if_diverged(self, loss_sum: torch.Tensor, steps: int) -> None:
+        if not torch.isfinite(loss_sum):
             raise DivergedError(
-                f"train/loss became {loss_sum / seen} by step {self.global_step} (epoch "
+                f"train/loss became {float(loss_sum)} by step {steps} (epoch "
                 f"{self.current_epoch}): training diverged. Try a smaller model.lr (now "
                 f"{self.hparams.lr}), model.batch_norm=true or a different model.optimizer."
             )
-        lr = self.optimizers().param_groups[0]["lr"]
-        self.log_to_step(
-            {"train/loss": loss_sum / seen, "train/acc": correct / seen, "train/lr": lr},
-            prog_bar=True,
-        )
-        if self.hparams.log_grad_norms:
-            self.log_to_step(self._grad_norms())
-        self.train_window.zero_()
 
-    def log_to_step(self, metrics: dict[str, float | torch.Tensor], prog_bar: bool = False) -> None:
-        """`self.log` for the progress bar and callbacks; the loggers get the optimizer step.
+    def on_train_end(self) -> None:
+        """A run that learned nothing is not a result: stop it as a failure. (Chance is 10 %;
+        a debugging run of a few batches, e.g. fast_dev_run, is not judged.)"""
+        acc = self.trainer.callback_metrics.get("train/acc")
+        if acc is None or self.trainer.fast_dev_run or self.global_step < 100:
+            return
+        if acc < CHANCE_LEVEL:
+            raise LearnedNothingError(
+                f"train/acc ended at {float(acc):.1%} after {self.global_step} steps: chance "
+                f"level, the network learned nothing (its loss stayed finite). Try another "
+                f"model.lr (now {self.hparams.lr}) or model.optimizer, or model.batch_norm=true."
+            )
 
-        Lightning's loggers count `training_step` calls, and each call takes
-        `data.steps_per_call` optimizer steps, so every curve is written at `global_step`
-        here: train, validation and test curves then share one x-axis.
-        """
-        self.log_dict(metrics, prog_bar=prog_bar, logger=False)
-        if self.trainer.sanity_checking:
-            return  # the pre-training check of the validation loop is not a result
-        values = {name: float(value) for name, value in metrics.items()}
-        for logger in self.loggers:
-            logger.log_metrics(values, step=self.global_step)
-
-    def on_fit_start(self) -> None:
-        if self.hparams.compile:  # in place: the state_dict keys, so checkpoints, stay the same
-            self.net.compile()
-
-    def on_train_epoch_start(self) -> None:
-        self.train_window.zero_()  # a window never spans two epochs
-
-    def on_train_epoch_end(self) -> None:
-        if self.hparams.scheduler == "step":
-            self.lr_schedulers().step()
-        elif self.hparams.scheduler == "plateau" and "val/acc" in self.trainer.callback_metrics:
-            self.lr_schedulers().step(self.trainer.callback_metrics["val/acc"])
-
-    def _grad_norms(self) -> dict[str, float]:
-        """The L2 norm of each linear layer's last weight gradient, input layer first: in a deep
+    def _grad_norms(self) -> dict[str, torch.Tensor]:
+        """The L2 norm of each linear layer's weight gradient, input layer first: in a deep
         sigmoid network the first layers' norms are orders of magnitude below the last's."""
         weights = [m.weight for m in self.net.layers if isinstance(m, nn.Linear)]
-        norms = torch.stack([w.grad.norm() for w in weights]).tolist()  # one host sync
+        norms = torch.stack([w.grad.norm() for w in weights]).cpu()  # one host sync
         return {f"grad_norm/layer{i}": norm for i, norm in enumerate(norms, 1)}
 
-    def _weight_sparsity(self) -> float:
+    def _weight_sparsity(self) -> torch.Tensor:
         """The share of weights below 1 % of the largest in their layer: near zero, prunable.
         L1 drives many weights there; L2 (weight decay) shrinks them all but few that far."""
         small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self._weights()]
-        return float(torch.stack(small).mean()) if small else 0.0
+        return torch.stack(small).mean() if small else torch.tensor(0.0)
 
     def _log_histograms(self) -> None:
         """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab: how the
         weights spread as training goes on, and whether gradients vanish in deep nets."""
-        self.log_to_step({"weights/sparsity": self._weight_sparsity()})
+        self.log("weights/sparsity", self._weight_sparsity(), on_step=False, on_epoch=True)
+        step = self.global_step - 1  # where Lightning writes this epoch's scalars
         for logger in self.loggers:
             if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
                 for name, param in self.net.named_parameters():
-                    logger.experiment.add_histogram(f"weights/{name}", param, self.global_step)
+                    logger.experiment.add_histogram(f"weights/{name}", param, step)
                     if param.grad is not None:
-                        logger.experiment.add_histogram(
-                            f"gradients/{name}", param.grad, self.global_step
-                        )
+                        logger.experiment.add_histogram(f"gradients/{name}", param.grad, step)
 
     def _eval_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> None:
         images, labels = batch
@@ -266,14 +252,8 @@ class MNISTClassifier(L.LightningModule):
         acc = self.val_acc.compute()
         if not self.trainer.sanity_checking:
             self.val_acc_best.copy_(torch.maximum(self.val_acc_best, acc))
-        self.log_to_step(
-            {
-                "val/loss": self.val_loss.compute(),
-                "val/acc": acc,
-                "val/acc_best": self.val_acc_best,
-            },
-            prog_bar=True,
-        )
+        metrics = {"val/loss": self.val_loss.compute(), "val/acc": acc}
+        self.log_dict(metrics | {"val/acc_best": self.val_acc_best}, prog_bar=True)
         self.val_loss.reset()
         self.val_acc.reset()
 
@@ -281,9 +261,7 @@ class MNISTClassifier(L.LightningModule):
         self._eval_step(batch, self.test_loss, self.test_acc)
 
     def on_test_epoch_end(self) -> None:
-        self.log_to_step(
-            {"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()}
-        )
+        self.log_dict({"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()})
         self.test_loss.reset()
         self.test_acc.reset()
 
@@ -291,7 +269,7 @@ class MNISTClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, list | tuple) else batch
         return self(images).softmax(1)
 
-    def configure_optimizers(self):
+    def build_optimizer(self) -> torch.optim.Optimizer:
         """Weight decay on the weight matrices only, never on biases or batch-norm parameters.
 
         With `adamw` it is decoupled (Loshchilov & Hutter); with `adam` and `sgd` it is the
@@ -316,30 +294,49 @@ class MNISTClassifier(L.LightningModule):
         # on a CPU this halves the time of a small MLP's step (docs/benchmarks.md).
         fused = self.device.type in ("cpu", "cuda")
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(
+            return torch.optim.SGD(
                 groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, fused=fused
             )
-        else:
-            cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-            optimizer = cls(groups, lr=hp.lr, fused=fused)
+        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        return cls(groups, lr=hp.lr, fused=fused)
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer()
+        hp = self.hparams
         if hp.scheduler == "none":
             return optimizer
-        # training_step and on_train_epoch_end step these; Lightning saves and restores them.
         if hp.scheduler in STEP_SCHEDULERS:
+            # Lightning's count of optimizer steps in this fit: max_epochs or max_steps,
+            # limit_train_batches and accumulate_grad_batches included. A LambdaLR, not torch's
+            # OneCycleLR, because that saves its horizon in the checkpoint: a run resumed with
+            # more epochs stretches this schedule to its new end instead of stopping.
+            total = self.trainer.estimated_stepping_batches
             schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: lr_factor(hp.scheduler, step, self._total_steps)
+                optimizer, functools.partial(lr_factor, hp.scheduler, total=total)
             )
-        elif hp.scheduler == "step":
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+            }
+        if hp.scheduler == "step":
             schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
-        else:  # plateau: cut the rate when validation accuracy stops improving for 2 epochs
-            schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=hp.lr_gamma, patience=2
-            )
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "epoch"},
+            }
+        # plateau: cut the rate when validation accuracy stops improving for 2 epochs
+        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=hp.lr_gamma, patience=2
+        )
+        config = {"scheduler": schedule, "interval": "epoch", "monitor": "val/acc"}
+        # strict=False: an epoch without validation (check_val_every_n_epoch) skips the step.
+        return {"optimizer": optimizer, "lr_scheduler": config | {"strict": False}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Save the random generators too (dropout draws from them): with them, a resumed run
-        computes bit for bit what the uninterrupted run would have."""
+        computes bit for bit what the uninterrupted run would have. A run whose loss diverged
+        since its last log is stopped here, before its weights replace a good checkpoint."""
+        self._stop_if_diverged(self.train_window[0], self.global_step)
         checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -351,14 +348,9 @@ class MNISTClassifier(L.LightningModule):
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
 
-    def on_train_start(self) -> None:
-        # Read after a checkpoint is restored: a run resumed with more epochs (or steps)
-        # stretches its schedule to the new horizon (torch's OneCycleLR would stop with an
-        # error instead).
-        trainer = self.trainer
-        self._total_steps = trainer.max_epochs * trainer.train_dataloader.steps_per_epoch
-        if trainer.max_steps >= 0:  # whichever limit comes first ends the schedule
-            self._total_steps = min(self._total_steps, trainer.max_steps)
+    def on_fit_start(self) -> None:
+        if self.hparams.compile:  # in place: the state_dict keys, so checkpoints, stay the same
+            self.net.compile()
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
@@ -39,7 +40,7 @@ from mnist_lightning.config import CONFIG_DIR, validate
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.distributed import ddp_child_run, ddp_job, is_rank_zero
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
-from mnist_lightning.eval import pick_device, predict_all
+from mnist_lightning.eval import predict_all
 from mnist_lightning.figures import (
     augmentation_figure,
     confusion_figure,
@@ -66,13 +67,12 @@ log = logging.getLogger(__name__)
 if not torch.cuda.is_available():
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
-# Lightning messages that do not apply to this project: with data.steps_per_call, an epoch has
-# fewer training_step calls than logging steps, checkpoints after a call are what we want, and
-# under DDP the epoch metrics come from torchmetrics, which sums over the processes itself.
+# Lightning messages that do not apply to this project: an epoch shorter than the logging
+# interval still gets its train/* points (the model logs what is left of a window at each epoch
+# end), and under DDP the epoch metrics are sums the model or torchmetrics already reduced.
 for pattern in (
     r".*smaller than the logging interval",
     r".*sync_dist=True.*when logging on epoch level",
-    r".*Using ModelCheckpoint with manual optimization",
     r".*isinstance\(treespec, LeafSpec\)",
 ):
     warnings.filterwarnings("ignore", message=pattern)
@@ -169,6 +169,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
                     file=sys.stderr,
                 )
             sys.exit(130)
+        except (MisconfigurationException, ValueError) as e:
+            if not raised_by_lightning(e):
+                raise
+            reason = " ".join(str(e).split()).rstrip(".!")
+            raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         fit_seconds = time.perf_counter() - started
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -204,8 +209,6 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     try:
         return instantiate(
             cfg.trainer,
-            # Our `auto` (CUDA, else the CPU; eval.pick_device says why not MPS).
-            accelerator=pick_device("auto").type if t.accelerator == "auto" else t.accelerator,
             logger=loggers or False,
             callbacks=callbacks,
             plugins=[AtomicCheckpointIO()],
@@ -218,6 +221,13 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
                 f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
             ) from None
         raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
+
+
+def raised_by_lightning(error: BaseException) -> bool:
+    """Whether Lightning's own code raised `error`: its checks of Trainer arguments against
+    the model and data (e.g. a val_check_interval longer than the epoch) run inside fit."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}lightning{os.sep}" in frames[-1].filename
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

@@ -26,8 +26,8 @@ class DDPProbe(L.Callback):
         self.seen: dict[int, list[int]] = {}
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, i) -> None:
-        for images, _ in batch:
-            self.seen.setdefault(trainer.current_epoch, []).extend(fingerprints(images))
+        images, _ = batch
+        self.seen.setdefault(trainer.current_epoch, []).extend(fingerprints(images))
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         digest = hashlib.sha256()

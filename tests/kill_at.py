@@ -2,7 +2,8 @@
 the environment variable KILL_AT_STEP (and do nothing without it, as in the resumed run). The
 signal is SIGKILL, or the one named by KILL_SIGNAL (e.g. INT for Ctrl-C). With KILL_GROUP set it
 goes to the whole process group: every process of a DDP run dies at once, as on a crash of the
-machine.
+machine. With STEP_SECONDS set, every step takes at least that long (a sleep after it), so a
+time-based checkpoint interval spans a known most number of steps.
 
 Lightning runs checkpoint callbacks after all others, so the kill lands before the checkpoint
 of that step is written: the run loses everything since its previous checkpoint, for real.
@@ -10,12 +11,14 @@ of that step is written: the run loses everything since its previous checkpoint,
 
 import os
 import signal
+import time
 
 import lightning as L
 
 
 class KillAt(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        time.sleep(float(os.environ.get("STEP_SECONDS", 0)))
         step = os.environ.get("KILL_AT_STEP")
         if step and trainer.global_step >= int(step):
             os.environ.pop("KILL_AT_STEP")  # once

@@ -4,12 +4,13 @@
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.config import run_dir, validate
@@ -232,15 +233,17 @@ def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
             validate(composed([f"experiment={study}", f"{key}={option}"]))
 
 
-def test_auto_picks_cuda_or_the_cpu_never_mps(
+def test_auto_is_lightnings_choice_for_training_and_evaluation(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """On a Mac without CUDA, `auto` trains and evaluates on the CPU; MPS only when named."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert pick_device("auto") == torch.device("cpu")
-    assert pick_device("mps") == torch.device("mps")
+    """trainer.accelerator=auto is passed to Lightning as it is; mnist-eval's and
+    mnist-predict's device=auto follow Lightning's order (MPS, CUDA, CPU)."""
     trainer = build_trainer(composed([f"paths.output_dir={tmp_path}", "logger=none"]))
-    assert isinstance(trainer.accelerator, CPUAccelerator)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    lightnings = L.Trainer(accelerator="auto", devices=1, logger=False).accelerator
+    assert type(trainer.accelerator) is type(lightnings)
+    assert pick_device("auto").type == type(lightnings).name()
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
     assert pick_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: True))
+    assert pick_device("auto") == torch.device("mps")

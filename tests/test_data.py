@@ -151,19 +151,8 @@ def test_the_order_depends_on_seed_and_epoch_only() -> None:
     assert not torch.equal(labels_of(list(loader(seed=4))), order0)
 
 
-def test_grouped_batches_are_the_same_batches() -> None:
-    plain = list(loader())
-    grouped = list(loader(group=4))
-    assert len(grouped) == len(loader(group=4)) == 3
-    flat = [batch for group in grouped for batch in group]
-    assert len(flat) == len(plain)
-    for (xa, ya), (xb, yb) in zip(plain, flat, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-
-
-@pytest.mark.parametrize("group", [None, 2])
-def test_state_dict_resumes_mid_epoch(group: int | None) -> None:
-    original = loader(group=group)
+def test_state_dict_resumes_mid_epoch() -> None:
+    original = loader()
     original.sampler.set_epoch(5)
     items = iter(original)
     taken = [next(items) for _ in range(3)]
@@ -171,12 +160,11 @@ def test_state_dict_resumes_mid_epoch(group: int | None) -> None:
     rest = list(items)
     assert rest  # there is something left to resume
 
-    fresh = loader(group=group)  # epoch 0 until the state says otherwise
+    fresh = loader()  # epoch 0 until the state says otherwise
     fresh.load_state_dict(state)
     again = list(fresh)
     assert len(taken) + len(again) == len(original)
-    flat = (lambda xs: xs) if group is None else (lambda xs: [b for g in xs for b in g])
-    for (xa, ya), (xb, yb) in zip(flat(rest), flat(again), strict=True):
+    for (xa, ya), (xb, yb) in zip(rest, again, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
     # The next epoch after the resumed one is whole again.
@@ -242,12 +230,23 @@ def test_shards_cover_an_epoch_once_with_equal_steps(size: int, world_size: int)
 
 
 def test_processes_read_disjoint_shards_of_the_same_permutation() -> None:
-    ranks = [loader(group=2, rank=rank, world_size=2) for rank in range(2)]
+    ranks = [loader(rank=rank, world_size=2, training=True) for rank in range(2)]
     for epoch in (0, 1):
         labels = []
         for part in ranks:
             part.sampler.set_epoch(epoch)
-            labels.append(torch.cat([y for item in part for _, y in item]))
+            labels.append(torch.cat([y for _, y in part]))
         assert not set(labels[0].tolist()) & set(labels[1].tolist())
         assert sorted(torch.cat(labels).tolist()) == list(range(COUNT))
-        assert ranks[0].steps_per_epoch == ranks[1].steps_per_epoch == 6  # 103 rows / (10 x 2)
+        assert len(ranks[0]) == len(ranks[1]) == 6  # 103 rows / (10 x 2)
+
+
+def test_the_state_of_a_finished_epoch_starts_the_next_one_whole() -> None:
+    """A checkpoint at an epoch's end holds every batch as done; resuming from it starts the
+    next epoch at its first batch, not at an empty end."""
+    original = loader()
+    list(original)
+    fresh = loader()
+    fresh.load_state_dict(original.state_dict())
+    fresh.sampler.set_epoch(1)  # as Lightning does at the next epoch's start
+    assert len(list(fresh)) == len(original)

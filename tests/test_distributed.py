@@ -86,7 +86,6 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         *SMALL,
         *DDP,
         "data.batch_size=10",
-        "data.steps_per_call=1",
         "model.dropout=0.3",
         "trainer.deterministic=true",
         "callbacks.periodic_checkpoint.train_time_interval=null",

@@ -126,12 +126,25 @@ def test_weight_decay_only_on_weight_matrices(name: str, cls: type, batch_norm: 
         assert decayed["momentum"] == 0.9
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
+@pytest.mark.filterwarnings("ignore:.*ReduceLROnPlateau conditioned on metric")
 @pytest.mark.parametrize("scheduler", [s for s in SCHEDULERS if s != "none"])
-def test_schedulers_are_returned_with_the_optimizer(scheduler: str) -> None:
-    model = MNISTClassifier(hidden_dims=[4], scheduler=scheduler)
-    configured = model.configure_optimizers()
-    assert isinstance(configured["optimizer"], torch.optim.AdamW)
-    assert configured["lr_scheduler"].optimizer is configured["optimizer"]
+def test_lightning_steps_the_schedule_at_its_interval(scheduler: str) -> None:
+    """configure_optimizers hands the schedule to Lightning with its interval; Lightning steps
+    it (per optimizer step for onecycle/cosine, per epoch for step/plateau)."""
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (64,))
+    model = MNISTClassifier(hidden_dims=[4], scheduler=scheduler, lr_step_epochs=1)
+    trainer = bare_trainer()
+    trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 16, True, 0))
+    (config,) = trainer.lr_scheduler_configs
+    assert config.scheduler.optimizer is trainer.optimizers[0]
+    assert config.interval == ("step" if scheduler in ("onecycle", "cosine") else "epoch")
+    expected_steps = {"onecycle": 8, "cosine": 8, "step": 2, "plateau": 0}[scheduler]
+    assert config.scheduler.last_epoch == expected_steps  # torch's count of its steps
+    if scheduler == "onecycle":  # annealed to lr/250 000 exactly at the end of the fit
+        assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2e-3 / 250_000)
 
 
 def test_hparams_survive_a_weights_only_load(tmp_path: Path) -> None:
@@ -193,42 +206,15 @@ def bare_trainer(**kwargs) -> L.Trainer:
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
 @pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
-def test_a_grouped_training_step_equals_single_steps() -> None:
-    """data.steps_per_call changes how work is handed to Lightning, not the training."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (64,), generator=generator)
-
-    def train(group: int) -> dict[str, torch.Tensor]:
-        L.seed_everything(0, verbose=False)
-        model = MNISTClassifier(hidden_dims=[16], dropout=0.3, scheduler="onecycle")
-        initial.append(model.net.layers[0].weight.detach().clone())
-        trainer = bare_trainer()
-        loader = TensorBatches(images, labels, 16, shuffle=True, seed=0, group=group)
-        trainer.fit(model, train_dataloaders=loader)
-        assert trainer.global_step == 8
-        return {k: v.clone() for k, v in model.state_dict().items()}
-
-    initial: list[torch.Tensor] = []
-    one, four = train(1), train(4)
-    assert torch.equal(initial[0], initial[1])  # the same start
-    assert not torch.equal(one["net.layers.0.weight"], initial[0])  # it did train
-    assert all(torch.equal(one[k], four[k]) for k in one)
-
-
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
-def test_max_steps_is_exact_when_a_call_takes_several_steps() -> None:
-    """trainer.max_steps=6 with 4 steps per call: the second call stops after 2 of its 4, and
-    the one-cycle schedule ends at step 6, not at the end of the epochs."""
+def test_max_steps_is_exact_and_ends_the_schedule() -> None:
+    """trainer.max_steps=6 stops after 6 optimizer steps, mid-epoch, and the one-cycle
+    schedule (Lightning's estimated_stepping_batches) ends there, not at the end of the epochs."""
     images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (64,))
     model = MNISTClassifier(hidden_dims=[16], scheduler="onecycle", lr=1e-2)
     trainer = bare_trainer(max_steps=6)
-    loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, group=4)
-    trainer.fit(model, train_dataloaders=loader)
+    trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 8, True, 0))
     assert trainer.global_step == 6
-    assert model._total_steps == 6
     assert model.optimizers().param_groups[0]["lr"] == pytest.approx(1e-2 / 250_000)
 
 
@@ -287,7 +273,8 @@ class WatchTrainingEpochs(L.Callback):
 @pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """No per-step host sync, with every per-step option on: the train metrics are summed on
-    the device and read once per logging window (none falls in these 64 steps)."""
+    the device and read once per logging window (none falls in these 64 steps; the epoch-end
+    log is outside the watched span)."""
     with DeviceReads() as control:  # the watcher does see a read and a tensor from the host
         torch.ones(()).item()
         torch.tensor([1, 2])
@@ -299,9 +286,7 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     )
     watch = WatchTrainingEpochs()
     trainer = bare_trainer(log_every_n_steps=1000, callbacks=[watch])
-    loader = TensorBatches(
-        images, labels, 8, shuffle=True, seed=0, group=4, augment=Augment("elastic")
-    )
+    loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, augment=Augment("elastic"))
     trainer.fit(model, train_dataloaders=loader)
     assert trainer.global_step == 64
     assert watch.mode.reads == []
@@ -341,7 +326,7 @@ def test_max_norm_caps_each_hidden_unit_after_every_step(max_norm: float | None)
             norms.append(max(float(w.norm(dim=1).max()) for w in model.net.hidden_weights()))
 
     trainer = bare_trainer(callbacks=[Watch()])
-    trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 16, True, 0, group=1))
+    trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 16, True, 0))
     assert len(model.net.hidden_weights()) == 2  # not the output layer
     if max_norm is None:
         assert max(norms) > 0.5  # the cap below bites

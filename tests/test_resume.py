@@ -21,24 +21,32 @@ EXACT = [
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "data.batch_size=10",
-    "data.steps_per_call=1",
     "model.dropout=0.3",
 ]
 MID_EPOCH = [
     "callbacks.periodic_checkpoint.train_time_interval=null",
     "+callbacks.periodic_checkpoint.every_n_train_steps=7",
 ]
+# The default periodic checkpoint (train_time_interval), every 0.1 s instead of 5 minutes.
+EVERY_TENTH_OF_A_SECOND = ["callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"]
 
 
 KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
 
 
 def train(
-    cwd: Path, data: Path, args: list[str], kill_step: int | None = None, kill: str = "KILL"
+    cwd: Path,
+    data: Path,
+    args: list[str],
+    kill_step: int | None = None,
+    kill: str = "KILL",
+    step_seconds: float = 0.0,
 ) -> Path:
     env = {"PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if kill_step:
         env |= {"KILL_AT_STEP": str(kill_step), "KILL_SIGNAL": kill}
+    if step_seconds:
+        env |= {"STEP_SECONDS": str(step_seconds)}
     done = run_cli("train", args, cwd, data, env=env)
     expected = {"KILL": -signal.SIGKILL, "INT": 130, "TERM": 130}[kill] if kill_step else 0
     assert done.returncode == expected, done.stderr[-3000:]
@@ -79,6 +87,26 @@ def test_killed_and_resumed_equals_uninterrupted(
     assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}"]) == killed
     assert run_dirs(tmp_path / "b") == [killed]  # same directory, no new run
 
+    (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
+    assert metrics_a == metrics_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+@pytest.mark.slow
+def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """callbacks.periodic_checkpoint (Lightning's ModelCheckpoint with train_time_interval,
+    5 minutes by default) really writes last.ckpt within an epoch: at 0.1 s, with every step
+    slowed to at least 10 ms, a SIGKILL at step 130 loses at most the ~10 steps of one
+    interval, and the resumed run ends where the uninterrupted one does."""
+    args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
+    reference = train(tmp_path / "a", synthetic_mnist, args)
+    killed = train(tmp_path / "b", synthetic_mnist, args, kill_step=130, step_seconds=0.01)
+    step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 130 - 11 <= step < 130 and step % 100  # mid-epoch (epochs are 100 steps)
+
+    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}"]) == killed
     (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
     assert metrics_a == metrics_b
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
@@ -139,19 +167,14 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
 
 
-def optimizer_of(model: MNISTClassifier) -> torch.optim.Optimizer:
-    built = model.configure_optimizers()
-    return built["optimizer"] if isinstance(built, dict) else built
-
-
 def test_a_checkpoint_whose_optimizer_groups_differ_is_refused_before_training() -> None:
     """A run whose optimizer grouped the parameters differently (as older versions did with
     weight_decay=0) cannot be continued; the message offers a new run from its weights."""
     model = MNISTClassifier(hidden_dims=[8], weight_decay=0.0)  # one group of 4 tensors
-    two_groups = optimizer_of(MNISTClassifier(hidden_dims=[8], weight_decay=0.01))
+    two_groups = MNISTClassifier(hidden_dims=[8], weight_decay=0.01).build_optimizer()
     checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [two_groups.state_dict()]}
     words = r"groups of \[2, 2\] tensors.*\[4\].*mnist-train ckpt_path=old/last.ckpt"
     with pytest.raises(CheckpointError, match=words):
         check_resumable(model, checkpoint, "old/last.ckpt")
-    checkpoint["optimizer_states"] = [optimizer_of(model).state_dict()]
+    checkpoint["optimizer_states"] = [model.build_optimizer().state_dict()]
     check_resumable(model, checkpoint, "old/last.ckpt")  # its own layout fits

@@ -42,7 +42,6 @@ def test_a_killed_sweep_is_relaunched_in_place(tmp_path: Path, synthetic_mnist: 
     args = [
         "-m",
         *SMALL,
-        "data.steps_per_call=1",
         "callbacks.periodic_checkpoint.train_time_interval=null",
         "+callbacks.periodic_checkpoint.every_n_train_steps=5",
         "+callbacks.kill._target_=kill_at.KillAt",

@@ -90,8 +90,11 @@ def test_the_last_checkpoint_loads_with_weights_only(trained_run: Path) -> None:
 def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     events = events_of(trained_run, images=0)
     assert set(events.Tags()["scalars"]) >= SCALARS
+    # Lightning's x-axis: a point logged after optimizer step k (1, 2, ...) is at step k - 1.
     steps = [e.step for e in events.Scalars("val/acc")]
-    assert steps == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]  # x-axis: optimizer steps
+    assert steps == [STEPS_PER_EPOCH - 1, 2 * STEPS_PER_EPOCH - 1]
+    # train/* once per 4-step window (trainer.log_every_n_steps=4 in SMALL), on that axis too.
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(3, 40, 4))
     metrics = metrics_of(trained_run)
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     assert events.Scalars("val/acc_best")[-1].value == pytest.approx(metrics["val/acc_best"])
@@ -127,6 +130,18 @@ def test_a_bad_config_exits_2_with_one_line_naming_the_key(
     line = one_line_error(done)
     assert "model.dropout=1.5" in line and "[0, 1)" in line
     assert not list(tmp_path.glob("outputs/runs/*/checkpoints"))
+
+
+def test_a_trainer_flag_lightning_refuses_in_fit_is_one_line_too(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """Lightning checks some flags against the data only inside fit (here: validating every
+    500 steps in a 20-step epoch); its message comes through as one line, exit status 2."""
+    done = run_train(tmp_path, synthetic_mnist, "trainer.val_check_interval=500")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]  # after Lightning's own start-up lines
+    assert last.startswith("Error: The trainer config cannot be used: `val_check_interval` (500)")
 
 
 # (c) Runs started together get their own directories -----------------------------------------
@@ -194,16 +209,45 @@ def test_ckpt_path_of_another_architecture_is_refused(
 # More of mnist-train: divergence, resume of a finished run ------------------------------------
 
 
+@pytest.mark.parametrize(("window", "step"), [(4, 4), (50, 20)])
 def test_a_diverged_run_stops_with_advice_and_keeps_no_broken_checkpoint(
-    tmp_path: Path, synthetic_mnist: Path
+    window: int, step: int, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
+    """Whatever the logging window: with 4 steps the first window's check stops it; with 50
+    (longer than the 20-step epoch) the checkpoint at the end of epoch 0 refuses to save it."""
     args = ["model.optimizer=sgd", "model.lr=1e8", "model.scheduler=none"]
-    done = run_train(tmp_path, synthetic_mnist, *args)
+    done = run_train(tmp_path, synthetic_mnist, *args, f"trainer.log_every_n_steps={window}")
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]  # after Lightning's own start-up lines
-    assert last.startswith("Error: train/loss became nan by step 4") and "model.lr" in last
-    assert not list(tmp_path.glob("outputs/runs/*/checkpoints/last.ckpt"))
+    assert last.startswith(f"Error: train/loss became nan by step {step} ") and "model.lr" in last
+    assert not list(tmp_path.glob("outputs/runs/*/checkpoints/*.ckpt"))
+
+
+def test_a_run_that_learns_nothing_is_not_reported_as_a_result(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """Five epochs (100 steps) at a learning rate too small to move the weights: the loss is
+    finite, the accuracy stays at chance, and the run ends as a failure saying so."""
+    args = ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=5"]
+    done = run_train(tmp_path, synthetic_mnist, *args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: train/acc ended at ") and "chance level" in last
+    assert not list(tmp_path.glob("outputs/runs/*/metrics.json"))
+
+
+def test_an_epoch_shorter_than_the_logging_window_still_has_train_points(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """20-step epochs, a 50-step window: each epoch end logs what the window holds, at the
+    step Lightning logs validation at (and LearningRateMonitor would)."""
+    done = run_train(tmp_path, synthetic_mnist, "trainer.log_every_n_steps=50")
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = events_of(run_dirs(tmp_path)[-1])
+    for tag in ("train/loss", "train/acc", "train/lr", "val/acc"):
+        assert [e.step for e in events.Scalars(tag)] == [19, 39], tag
 
 
 def test_resume_of_a_finished_run_continues_in_its_directory(
@@ -217,7 +261,9 @@ def test_resume_of_a_finished_run_continues_in_its_directory(
     assert (run / ".hydra" / "config.yaml").read_text() == config  # the run's own config
     assert metrics_of(run)["global_step"] == 3 * STEPS_PER_EPOCH
     steps = [e.step for e in events_of(run).Scalars("val/acc")]
-    assert steps == [STEPS_PER_EPOCH * k for k in (1, 2, 3)]  # one curve, nothing repeated
+    # One curve, nothing repeated; Lightning logs an epoch's validation at the step index of
+    # its last optimizer step (global_step - 1).
+    assert steps == [STEPS_PER_EPOCH * k - 1 for k in (1, 2, 3)]
     assert not (tmp_path / "outputs").exists()
 
 
