@@ -44,10 +44,13 @@ class TrainRun:
     command: list[str]
 
 
-def run_mnist_train(overrides: list[str], test_every_epoch: bool = False) -> TrainRun:
-    """Run `python -m mnist_lightning.train <overrides>` with the timer callback."""
+def run_mnist_train(
+    overrides: list[str], test_every_epoch: bool = False, timer: bool = True
+) -> TrainRun:
+    """Run `python -m mnist_lightning.train <overrides>`, with the timer callback unless
+    `timer` is false (then `epochs` is empty)."""
     command = [sys.executable, "-m", "mnist_lightning.train", *overrides]
-    timer = [
+    timing = [
         "+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer",
         "+callbacks.bench_timer.out=bench_epochs.json",
         f"+callbacks.bench_timer.test_every_epoch={str(test_every_epoch).lower()}",
@@ -55,10 +58,10 @@ def run_mnist_train(overrides: list[str], test_every_epoch: bool = False) -> Tra
     env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="bench-mnist-train-") as tmp:
         work = Path(tmp)
-        child = run_alone([*command, *timer], cwd=work, env=env)
+        child = run_alone([*command, *(timing if timer else [])], cwd=work, env=env)
         (run_dir,) = sorted((work / "outputs" / "runs").iterdir())[-1:]
         return TrainRun(
-            epochs=json.loads((work / "bench_epochs.json").read_text()),
+            epochs=json.loads((work / "bench_epochs.json").read_text()) if timer else [],
             val_event_seconds=val_acc_gaps(run_dir / "tensorboard"),
             metrics=json.loads((run_dir / "metrics.json").read_text()),
             peak_rss_mb=child.peak_rss_mb,

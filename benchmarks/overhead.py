@@ -63,10 +63,10 @@ def paired_run(overrides: list[str], epochs: int) -> tuple[list[tuple[float, flo
             "+callbacks.bare._target_=benchmarks.paired_epochs.BareLoopAfterEachEpoch",
             f"+callbacks.bare.out={bare_out}",
         ]
-        run = run_mnist_train([f"trainer.max_epochs={epochs}", *overrides, *extra])
-        bare = json.loads(bare_out.read_text())
-    ours = [e["train_seconds"] for e in run.epochs]
-    return list(zip(ours, bare, strict=True))[1:], run.epochs[0]["steps"]
+        run = run_mnist_train([f"trainer.max_epochs={epochs}", *overrides, *extra], timer=False)
+        seconds = json.loads(bare_out.read_text())
+    steps = run.metrics["global_step"] // run.metrics["epoch"]
+    return list(zip(seconds["ours"], seconds["bare"], strict=True))[1:], steps
 
 
 def measure(epochs: int = 6, rounds: int = 2, extra: list[str] | None = None) -> list[dict]:

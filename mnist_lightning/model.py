@@ -351,6 +351,12 @@ class MNISTClassifier(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.compile:  # in place: the state_dict keys, so checkpoints, stay the same
             self.net.compile()
+        # Lightning's tuner callbacks run after configure_optimizers and may change model.lr or
+        # the batch size (so the schedule's horizon): build the optimizer and schedule again
+        # from what they chose. (A resumed run's states are loaded after this.)
+        tuners = (L.pytorch.callbacks.LearningRateFinder, L.pytorch.callbacks.BatchSizeFinder)
+        if any(isinstance(callback, tuners) for callback in self.trainer.callbacks):
+            self.trainer.strategy.setup_optimizers(self.trainer)
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

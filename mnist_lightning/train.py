@@ -23,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -69,9 +69,11 @@ if not torch.cuda.is_available():
 
 # Lightning messages that do not apply to this project: an epoch shorter than the logging
 # interval still gets its train/* points (the model logs what is left of a window at each epoch
-# end), and under DDP the epoch metrics are sums the model or torchmetrics already reduced.
+# end), the data module itself reads the same batches with overfit_batches, and under DDP the
+# epoch metrics are sums the model or torchmetrics already reduced.
 for pattern in (
     r".*smaller than the logging interval",
+    r"You requested to overfit but enabled train dataloader shuffling",  # data.py turns it off
     r".*sync_dist=True.*when logging on epoch level",
     r".*isinstance\(treespec, LeafSpec\)",
 ):
@@ -176,6 +178,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         fit_seconds = time.perf_counter() - started
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+        if any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks):
+            # The result of SWA is the averaged network Lightning leaves in the model at the
+            # end of fit, not any epoch's checkpoint: save it where mnist-eval looks.
+            best = str(Path(cfg.paths.output_dir) / "checkpoints" / "best-swa.ckpt")
+            trainer.save_checkpoint(best)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if not is_rank_zero():
