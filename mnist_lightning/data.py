@@ -109,7 +109,7 @@ class TensorBatches:
         self.positions = positions.to(labels.device)
         self.offsets = [0, *itertools.accumulate(self.sizes)]  # where each mini-batch starts
         self.batches_done = 0  # mini-batches of the current epoch already handed out
-        self._resume_at = 0
+        self._resume_at, self._resume_epoch = 0, -1
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -117,7 +117,8 @@ class TensorBatches:
     def __iter__(self) -> Iterator[Batch]:
         # A generator: nothing runs until the first item is asked for, so a state loaded
         # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
-        start, self._resume_at = self._resume_at, 0
+        resuming = self.sampler.epoch == self._resume_epoch
+        start, self._resume_at = (self._resume_at if resuming else 0), 0
         self.batches_done = start
         device = self.labels.device
         order = self.sampler.order(device)
@@ -138,11 +139,13 @@ class TensorBatches:
         return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue where `state` was taken; a finished epoch's state starts the next epoch
-        from its first batch (Lightning sets that epoch with `set_epoch`)."""
+        """Continue where `state` was taken, in the epoch it was taken in. Lightning sets the
+        epoch it resumes (`set_epoch`) before it iterates: after a checkpoint at an epoch's
+        end that is the next one, which starts at its first batch (even when the epoch ended
+        early, by limit_train_batches or overfit_batches)."""
         self.sampler.set_epoch(state["epoch"])
-        done = state["batches_done"]
-        self._resume_at = self.batches_done = done if done < len(self) else 0
+        self._resume_epoch = state["epoch"]
+        self._resume_at = self.batches_done = state["batches_done"]
 
 
 class MNISTDataModule(L.LightningDataModule):

@@ -82,6 +82,13 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()  # an advertisement
 )
 
+CHANCE_LEVEL = 0.15  # train/acc below this at the end: the run learned nothing (10 classes)
+
+
+class LearnedNothingError(UserError):
+    """Training ended with the training accuracy at chance level."""
+
+
 # Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
 HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 
@@ -177,10 +184,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
             reason = " ".join(str(e).split()).rstrip(".!")
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         fit_seconds = time.perf_counter() - started
+        stop_if_learned_nothing(trainer)
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
-        if any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks):
-            # The result of SWA is the averaged network Lightning leaves in the model at the
-            # end of fit, not any epoch's checkpoint: save it where mnist-eval looks.
+        swa = next((c for c in trainer.callbacks if isinstance(c, StochasticWeightAveraging)), None)
+        if swa is not None and trainer.current_epoch - 1 >= swa.swa_end:
+            # The result of SWA is the averaged network Lightning puts in the model when its
+            # last epoch ends (not if the run stopped before): save it where mnist-eval looks.
             best = str(Path(cfg.paths.output_dir) / "checkpoints" / "best-swa.ckpt")
             trainer.save_checkpoint(best)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -231,10 +240,33 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def raised_by_lightning(error: BaseException) -> bool:
-    """Whether Lightning's own code raised `error`: its checks of Trainer arguments against
-    the model and data (e.g. a val_check_interval longer than the epoch) run inside fit."""
+    """Whether the Trainer's own checks raised `error`: some Trainer arguments are checked
+    against the model and data only inside fit (e.g. a val_check_interval longer than the
+    epoch). Not its checks of `self.log` calls, which are bugs in the module."""
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and f"{os.sep}lightning{os.sep}" in frames[-1].filename
+    if not frames:
+        return False
+    where = Path(frames[-1].filename).parts
+    return (
+        "lightning" in where
+        and ("loops" in where or "trainer" in where)
+        and ("logger_connector" not in where)
+    )
+
+
+def stop_if_learned_nothing(trainer: L.Trainer) -> None:
+    """A run whose training accuracy ended at chance learned nothing: not a result. (A run of
+    a few batches, such as fast_dev_run, is not judged.)"""
+    acc = trainer.callback_metrics.get("train/acc")
+    if acc is None or trainer.fast_dev_run or trainer.global_step < 100:
+        return
+    if acc < CHANCE_LEVEL:
+        raise LearnedNothingError(
+            f"train/acc ended at {float(acc):.1%} after {trainer.global_step} steps: chance "
+            "level, the network learned nothing (its loss stayed finite). Try another model.lr "
+            f"(now {trainer.lightning_module.hparams.lr}) or model.optimizer, or "
+            "model.batch_norm=true."
+        )
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

@@ -241,12 +241,18 @@ def test_processes_read_disjoint_shards_of_the_same_permutation() -> None:
         assert len(ranks[0]) == len(ranks[1]) == 6  # 103 rows / (10 x 2)
 
 
-def test_the_state_of_a_finished_epoch_starts_the_next_one_whole() -> None:
-    """A checkpoint at an epoch's end holds every batch as done; resuming from it starts the
-    next epoch at its first batch, not at an empty end."""
+@pytest.mark.parametrize("taken", [11, 5], ids=["whole-epoch", "limit_train_batches=5"])
+def test_the_state_at_an_epochs_end_starts_the_next_one_whole(taken: int) -> None:
+    """A checkpoint at an epoch's end (after all 11 batches, or after 5 when Lightning's
+    limit_train_batches ends the epoch early): resuming from it starts the next epoch at its
+    first batch, the same batches an uninterrupted run reads."""
     original = loader()
-    list(original)
+    original.sampler.set_epoch(1)
+    items = iter(original)
+    for _ in range(taken):
+        next(items)
     fresh = loader()
     fresh.load_state_dict(original.state_dict())
-    fresh.sampler.set_epoch(1)  # as Lightning does at the next epoch's start
-    assert len(list(fresh)) == len(original)
+    fresh.sampler.set_epoch(2)  # as Lightning does at the next epoch's start
+    original.sampler.set_epoch(2)
+    assert [y.tolist() for _, y in fresh] == [y.tolist() for _, y in original]

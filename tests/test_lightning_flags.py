@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 import mnist_lightning.train as train_module
 from mnist_lightning.config import validate
 from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.eval import best_checkpoint
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.train import build_trainer
 
@@ -314,15 +315,16 @@ def test_val_check_interval_runs_validation_that_often(
 def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """trainer.check_val_every_n_epoch=2 over 4 epochs: validation after epochs 2 and 4 only,
-    with the default checkpoints (the best one monitors val/acc) and the plateau schedule
-    (which steps on val/acc) both content with epochs that have none."""
+    """trainer.check_val_every_n_epoch=2 over 5 epochs: validation after epochs 2 and 4 only,
+    with the default checkpoints (the best one monitors val/acc; last.ckpt is still written at
+    every epoch's end, the last one included) and the plateau schedule (which steps on
+    val/acc) both content with epochs that have none."""
     loops = Loops()
     cfg = config(
         tmp_path,
         synthetic_mnist,
         "trainer.check_val_every_n_epoch=2",
-        "trainer.max_epochs=4",
+        "trainer.max_epochs=5",
         "model.scheduler=plateau",
     )
     trainer, _, _ = fit(cfg, loops)
@@ -330,6 +332,8 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     assert [step for step, _ in logged(cfg, "val/acc")] == [39, 79]
     best = Path(trainer.checkpoint_callback.best_model_path).name
     assert best in ("best-epoch001.ckpt", "best-epoch003.ckpt")  # epochs 2 and 4, from 0
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 5 * STEPS_PER_EPOCH
 
 
 # How much of the data ------------------------------------------------------------------------
@@ -691,6 +695,8 @@ def test_stochastic_weight_averaging_leaves_the_model_the_average(
 def test_mnist_train_tests_the_averaged_weights_with_swa(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The network mnist-train tests is the average Lightning leaves in the model at the end
+    of fit, saved as checkpoints/best-swa.ckpt, which mnist-eval reads."""
     probe = EpochStartWeights()
 
     def with_probe(cfg: DictConfig) -> L.Trainer:
@@ -704,6 +710,8 @@ def test_mnist_train_tests_the_averaged_weights_with_swa(
     assert (tmp_path / "metrics.json").is_file()
     for tested, final in zip(probe.tested, probe.final, strict=True):
         torch.testing.assert_close(tested, final)
+    swa = Path(cfg.paths.output_dir) / "checkpoints" / "best-swa.ckpt"
+    assert best_checkpoint(Path(cfg.paths.output_dir)) == swa
 
 
 # Progress bar and model summary --------------------------------------------------------------

@@ -17,6 +17,7 @@ from mnist_lightning.model import (
     MNIST_MEAN,
     MNIST_STD,
     SCHEDULERS,
+    DivergedError,
     MNISTClassifier,
     lr_factor,
 )
@@ -332,3 +333,35 @@ def test_max_norm_caps_each_hidden_unit_after_every_step(max_norm: float | None)
         assert max(norms) > 0.5  # the cap below bites
     else:
         assert max(norms) <= max_norm + 1e-5
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
+def test_half_precision_keeps_the_window_sums_in_float32() -> None:
+    """precision=bf16-true converts the module's float buffers; the train window's sums and
+    counts (exact to 2^24 in float32, to 256 in bfloat16) and val/acc_best stay float32."""
+    images = torch.randint(0, 256, (640, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (640,))
+    model = MNISTClassifier(hidden_dims=[16], optimizer="sgd", scheduler="none")
+    seen: list[float] = []
+
+    class Window(L.Callback):
+        def on_train_batch_end(self, *args) -> None:
+            seen.append(float(model.train_window[2]))
+
+    trainer = bare_trainer(precision="bf16-true", callbacks=[Window()])
+    trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 64, True, 0))
+    assert model.train_window.dtype == model.val_acc_best.dtype == torch.float32
+    assert seen[:5] == [64.0, 128.0, 192.0, 256.0, 320.0]  # 320 is not a bfloat16 value
+
+
+def test_a_checkpoint_of_diverged_weights_is_refused(tmp_path: Path) -> None:
+    """Whatever the loss said: weights that became NaN are never written to a checkpoint."""
+    model = MNISTClassifier(hidden_dims=[4])
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    with torch.no_grad():
+        model.net.layers[0].weight[0, 0] = float("nan")
+    with pytest.raises(DivergedError, match="the weights became NaN or infinite"):
+        trainer.save_checkpoint(tmp_path / "x.ckpt")
+    assert not (tmp_path / "x.ckpt").exists()
