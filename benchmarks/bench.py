@@ -323,7 +323,7 @@ def main() -> None:
     loops = headline(s)
     print("(c) against (b) in one process ...", flush=True)
     subset = [f"data.train_subset={s.overhead_train_size}"] if s.overhead_train_size else []
-    extra = overhead.measure(s.overhead_epochs, s.overhead_rounds, subset)
+    extra = overhead.measure(s.overhead_epochs, s.overhead_rounds, subset, quick=s.quick)
     print("(d) the default experiment ...", flush=True)
     default = [
         run_mnist_train(["trainer.accelerator=cpu"], test_every_epoch=True)

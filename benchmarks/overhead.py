@@ -69,14 +69,19 @@ def paired_run(overrides: list[str], epochs: int) -> tuple[list[tuple[float, flo
     return list(zip(seconds["ours"], seconds["bare"], strict=True))[1:], steps
 
 
-def measure(epochs: int = 6, rounds: int = 2, extra: list[str] | None = None) -> list[dict]:
+def measure(
+    epochs: int = 6, rounds: int = 2, extra: list[str] | None = None, quick: bool = False
+) -> list[dict]:
     """One row per experiment and variant: median epochs, the median of the epochs' ratios to
-    the bare loop, and the median extra time per step."""
+    the bare loop, and the median extra time per step. `quick`: the first experiment as it
+    is, only (a smoke test)."""
     pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     steps: dict[str, int] = {}
+    experiments = list(EXPERIMENTS.items())[: 1 if quick else None]
+    variants = list(VARIANTS.items())[: 1 if quick else None]
     for _ in range(rounds):
-        for experiment, (overrides, _) in EXPERIMENTS.items():
-            for variant, switches in VARIANTS.items():
+        for experiment, (overrides, _) in experiments:
+            for variant, switches in variants:
                 got, steps[experiment] = paired_run([*overrides, *switches, *(extra or [])], epochs)
                 pairs.setdefault((experiment, variant), []).extend(got)
     rows = []

@@ -238,18 +238,6 @@ def test_a_run_that_learns_nothing_is_not_reported_as_a_result(
     assert not list(tmp_path.glob("outputs/runs/*/metrics.json"))
 
 
-def test_an_epoch_shorter_than_the_logging_window_still_has_train_points(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """20-step epochs, a 50-step window: each epoch end logs what the window holds, at the
-    step Lightning logs validation at (and LearningRateMonitor would)."""
-    done = run_train(tmp_path, synthetic_mnist, "trainer.log_every_n_steps=50")
-    assert done.returncode == 0, done.stderr[-3000:]
-    events = events_of(run_dirs(tmp_path)[-1])
-    for tag in ("train/loss", "train/acc", "train/lr", "val/acc"):
-        assert [e.step for e in events.Scalars(tag)] == [19, 39], tag
-
-
 def test_resume_of_a_finished_run_continues_in_its_directory(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
