@@ -5,6 +5,7 @@ every value the code relies on and raises one `ConfigError` that names the key, 
 what is allowed, so a typo costs a second, not a crash twenty minutes into a sweep.
 """
 
+import math
 import os
 import secrets
 import time
@@ -97,6 +98,8 @@ def _number(
     if isinstance(value, bool) or not ok_type:
         noun = "a number" if kind is float else "an integer"
         raise ConfigError(f"{key}={value!r} must be {noun}.")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number.")
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
@@ -176,3 +179,11 @@ def validate(cfg: DictConfig) -> None:
 
     _number(cfg, "trainer.max_epochs", int, low=1)
     _number(cfg, "trainer.log_every_n_steps", int, low=1)
+    # The Trainer's own arguments that Lightning accepts but mnist-train cannot use (0 batches
+    # of training, a negative clip that Lightning silently ignores), or checks only inside fit.
+    _number(cfg, "trainer.accumulate_grad_batches", int, low=1)
+    _number(cfg, "trainer.gradient_clip_val", float, low=0, low_open=True, optional=True)
+    _number(cfg, "trainer.limit_train_batches", float, low=0, low_open=True, optional=True)
+    for split in ("val", "test"):
+        _number(cfg, f"trainer.limit_{split}_batches", float, low=0, optional=True)
+    _number(cfg, "trainer.val_check_interval", float, low=0, low_open=True, optional=True)

@@ -171,9 +171,9 @@ class MNISTClassifier(L.LightningModule):
         self._log_train_window(on_step=False)
 
     def _window_of_all_processes(self) -> torch.Tensor:
-        """The window's sums, over every process under DDP, copied to the host: the one host
-        sync per window. Logged as CPU tensors, the values cost the progress bar, which reads
-        them at every step after this one, no sync either."""
+        """The window's sums (over every process under DDP), copied to the host: the one
+        host sync per window. Logged from the host, the values also spare the progress bar,
+        which reads the logged values at every later step, a sync per step."""
         window = self.train_window
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             window = window.clone()

@@ -143,7 +143,7 @@ class GracefulInterrupt(L.Callback):
     ) -> None:
         self._restore()
         if isinstance(exception, SIGTERMException) and not trainer.sanity_checking:
-            trainer.save_checkpoint(self.last)
+            trainer.save_checkpoint(self.last, weights_only=False)
 
     def _restore(self) -> None:
         if self._previous is not None:

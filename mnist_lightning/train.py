@@ -67,14 +67,17 @@ log = logging.getLogger(__name__)
 if not torch.cuda.is_available():
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
-# Lightning messages that do not apply to this project: an epoch shorter than the logging
-# interval still gets its train/* points (the model logs what is left of a window at each epoch
-# end), the data module itself reads the same batches with overfit_batches, and under DDP the
-# epoch metrics are sums the model or torchmetrics already reduced.
+# Messages that do not apply to this project: an epoch shorter than the logging interval still
+# gets its train/* points (the model logs what is left of a window at each epoch end), the data
+# module itself reads the same batches with overfit_batches, under DDP the epoch metrics are
+# sums the model or torchmetrics already reduced, a resumed run's checkpoint directory is not
+# empty, and a diverged run stops with its own message.
 for pattern in (
     r".*smaller than the logging interval",
-    r"You requested to overfit but enabled train dataloader shuffling",  # data.py turns it off
+    r"You requested to overfit but enabled train dataloader shuffling",
     r".*sync_dist=True.*when logging on epoch level",
+    r"Checkpoint directory .* exists and is not empty",
+    r"Encountered `nan` values in tensor",
     r".*isinstance\(treespec, LeafSpec\)",
 ):
     warnings.filterwarnings("ignore", message=pattern)

@@ -142,6 +142,13 @@ def test_the_other_commands_compose(name: str, overrides: list[str]) -> None:
 
 BAD_VALUES = [
     # (override(s), key the message must name)
+    (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val"),
+    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
+    (["trainer.limit_train_batches=nan"], "trainer.limit_train_batches"),
+    (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches"),
+    (["trainer.val_check_interval=0"], "trainer.val_check_interval"),
+    (["model.lr=inf"], "model.lr"),
     (["data.batch_size=abc"], "data.batch_size"),
     (["data.batch_size=0"], "data.batch_size"),
     (["data.batch_size=1.5"], "data.batch_size"),
