@@ -22,22 +22,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.mnist_train import run_mnist_train
+from benchmarks.mnist_train import MLP_128_64_ADAM, run_mnist_train
 from benchmarks.report import overhead_table
 
 EXPERIMENTS = {
     "default experiment": ([], 1.25),
-    "784-128-64-10, batch 64, Adam": (
-        [
-            "model=mlp_128_64",
-            "data.batch_size=64",
-            "model.optimizer=adam",
-            "model.lr=0.001",
-            "model.weight_decay=0",
-            "model.scheduler=none",
-        ],
-        1.60,
-    ),
+    "784-128-64-10, batch 64, Adam": (MLP_128_64_ADAM, 1.60),
 }
 VARIANTS = {
     "as it is": [],

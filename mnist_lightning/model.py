@@ -195,15 +195,16 @@ class MNISTClassifier(L.LightningModule):
     def _stop_if_diverged(
         self, loss_sum: torch.Tensor, steps: int, weights_finite: bool = True
     ) -> None:
-        if not torch.isfinite(loss_sum) or not weights_finite:
-            what = "the weights became NaN or infinite"
-            if not torch.isfinite(loss_sum):
-                what = f"train/loss became {float(loss_sum)}"
-            raise DivergedError(
-                f"{what} by step {steps} (epoch "
-                f"{self.current_epoch}): training diverged. Try a smaller model.lr (now "
-                f"{self.hparams.lr}), model.batch_norm=true or a different model.optimizer."
-            )
+        if torch.isfinite(loss_sum) and weights_finite:
+            return
+        what = "the weights became NaN or infinite"
+        if not torch.isfinite(loss_sum):
+            what = f"train/loss became {float(loss_sum)}"
+        raise DivergedError(
+            f"{what} by step {steps} (epoch {self.current_epoch}): training diverged. Try a "
+            f"smaller model.lr (now {self.hparams.lr}), model.batch_norm=true or a different "
+            "model.optimizer."
+        )
 
     def _grad_norms(self) -> dict[str, torch.Tensor]:
         """The L2 norm of each linear layer's weight gradient, input layer first: in a deep

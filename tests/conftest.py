@@ -4,16 +4,29 @@ the console scripts as real subprocesses, the way a user runs them."""
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 from mnist_lightning.download import ensure_mnist, raw_dir
 from mnist_lightning.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def hydra_on_conf() -> Iterator[None]:
+    """Hydra initialised once on the project's conf/ for a module's compose calls (use it
+    with `pytestmark = pytest.mark.usefixtures("hydra_on_conf")`)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        yield
+
 
 # The synthetic data set: 1 200 training images (1 000 train + 200 val with data.val_size=200)
 # and 300 test images, 120 and 30 of each digit.

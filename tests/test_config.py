@@ -1,14 +1,12 @@
 """Every config in conf/ composes with Hydra and passes `validate`; every bad value is a
 `ConfigError` that names its key."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
@@ -25,12 +23,7 @@ GROUP_OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def hydra_on_conf() -> Iterator[None]:
-    """Hydra initialised once on the project's conf/ for this module's compose calls."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield
+pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
 def composed(overrides: list[str], name: str = "train", hydra_config: bool = False) -> DictConfig:

@@ -12,15 +12,13 @@ import csv
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from conftest import ROOT, SMALL, STEPS_PER_EPOCH, merged, run_dirs, run_train
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
@@ -87,12 +85,7 @@ BATCH_SIZE_FINDER = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def hydra_on_conf() -> Iterator[None]:
-    """Hydra initialised once on the project's conf/ for this module's compose calls."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield
+pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
 def config(tmp_path: Path, data_dir: Path, *overrides: str) -> DictConfig:
