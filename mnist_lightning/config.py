@@ -79,7 +79,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
 _ABSENT = object()
 
 
-def _number(
+def check_number(
     cfg: DictConfig,
     key: str,
     kind: type,
@@ -109,13 +109,13 @@ def _number(
         raise ConfigError(f"{key}={value!r} is out of range: it must be {where}.")
 
 
-def _choice(cfg: DictConfig, key: str, choices: Collection[str]) -> None:
+def check_choice(cfg: DictConfig, key: str, choices: Collection[str]) -> None:
     value = _get(cfg, key)
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of: {', '.join(choices)}.")
 
 
-def _boolean(cfg: DictConfig, key: str) -> None:
+def check_boolean(cfg: DictConfig, key: str) -> None:
     value = _get(cfg, key)
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} must be true or false.")
@@ -123,19 +123,19 @@ def _boolean(cfg: DictConfig, key: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` on the first value the code cannot use."""
-    _number(cfg, "seed", int, low=0)
-    _number(cfg, "data.batch_size", int, low=1)
-    _number(cfg, "data.eval_batch_size", int, low=1)
-    _number(cfg, "data.val_size", int, low=1, high=59_999)
-    _number(cfg, "data.train_subset", int, low=1, optional=True)
-    _choice(cfg, "data.source", SOURCES)
-    _choice(cfg, "data.augment", AUGMENTS)
-    _number(cfg, "data.max_shift", float, low=0, high=14)
-    _number(cfg, "data.max_scale", float, low=0, high=1, high_open=True)
-    _number(cfg, "data.max_rotation", float, low=0, high=180)
-    _number(cfg, "data.max_shear", float, low=0, high=60)
-    _number(cfg, "data.elastic_alpha", float, low=0)
-    _number(cfg, "data.elastic_sigma", float, low=0, low_open=True)
+    check_number(cfg, "seed", int, low=0)
+    check_number(cfg, "data.batch_size", int, low=1)
+    check_number(cfg, "data.eval_batch_size", int, low=1)
+    check_number(cfg, "data.val_size", int, low=1, high=59_999)
+    check_number(cfg, "data.train_subset", int, low=1, optional=True)
+    check_choice(cfg, "data.source", SOURCES)
+    check_choice(cfg, "data.augment", AUGMENTS)
+    check_number(cfg, "data.max_shift", float, low=0, high=14)
+    check_number(cfg, "data.max_scale", float, low=0, high=1, high_open=True)
+    check_number(cfg, "data.max_rotation", float, low=0, high=180)
+    check_number(cfg, "data.max_shear", float, low=0, high=60)
+    check_number(cfg, "data.elastic_alpha", float, low=0)
+    check_number(cfg, "data.elastic_sigma", float, low=0, low_open=True)
 
     hidden = _get(cfg, "model.hidden_dims")
     if not isinstance(hidden, ListConfig | list) or not all(
@@ -145,7 +145,7 @@ def validate(cfg: DictConfig) -> None:
             f"model.hidden_dims={hidden!r} must be a list of positive layer widths, e.g. "
             "[512,256] ([] gives a linear 784-10 model)."
         )
-    _choice(cfg, "model.activation", ACTIVATIONS)
+    check_choice(cfg, "model.activation", ACTIVATIONS)
     dropout = _get(cfg, "model.dropout")
     if isinstance(dropout, ListConfig | list):
         if len(dropout) != len(hidden):
@@ -155,35 +155,35 @@ def validate(cfg: DictConfig) -> None:
                 "single number."
             )
         for i in range(len(dropout)):
-            _number(cfg, f"model.dropout[{i}]", float, low=0, high=1, high_open=True)
+            check_number(cfg, f"model.dropout[{i}]", float, low=0, high=1, high_open=True)
     else:
-        _number(cfg, "model.dropout", float, low=0, high=1, high_open=True)
-    _boolean(cfg, "model.batch_norm")
-    _choice(cfg, "model.optimizer", OPTIMIZERS)
-    _number(cfg, "model.lr", float, low=0, low_open=True)
-    _number(cfg, "model.weight_decay", float, low=0)
-    _number(cfg, "model.momentum", float, low=0, high=1, high_open=True)
-    _boolean(cfg, "model.nesterov")
-    _choice(cfg, "model.scheduler", SCHEDULERS)
-    _number(cfg, "model.lr_step_epochs", int, low=1)
-    _number(cfg, "model.lr_gamma", float, low=0, high=1, low_open=True)
-    _number(cfg, "model.label_smoothing", float, low=0, high=1, high_open=True)
-    _number(cfg, "model.l1", float, low=0)
-    _number(cfg, "model.input_dropout", float, low=0, high=1, high_open=True)
-    _number(cfg, "model.max_norm", float, low=0, low_open=True, optional=True)
-    _boolean(cfg, "model.log_histograms")
-    _boolean(cfg, "model.log_grad_norms")
-    _boolean(cfg, "model.compile")
+        check_number(cfg, "model.dropout", float, low=0, high=1, high_open=True)
+    check_boolean(cfg, "model.batch_norm")
+    check_choice(cfg, "model.optimizer", OPTIMIZERS)
+    check_number(cfg, "model.lr", float, low=0, low_open=True)
+    check_number(cfg, "model.weight_decay", float, low=0)
+    check_number(cfg, "model.momentum", float, low=0, high=1, high_open=True)
+    check_boolean(cfg, "model.nesterov")
+    check_choice(cfg, "model.scheduler", SCHEDULERS)
+    check_number(cfg, "model.lr_step_epochs", int, low=1)
+    check_number(cfg, "model.lr_gamma", float, low=0, high=1, low_open=True)
+    check_number(cfg, "model.label_smoothing", float, low=0, high=1, high_open=True)
+    check_number(cfg, "model.l1", float, low=0)
+    check_number(cfg, "model.input_dropout", float, low=0, high=1, high_open=True)
+    check_number(cfg, "model.max_norm", float, low=0, low_open=True, optional=True)
+    check_boolean(cfg, "model.log_histograms")
+    check_boolean(cfg, "model.log_grad_norms")
+    check_boolean(cfg, "model.compile")
     if _get(cfg, "model.nesterov") and _get(cfg, "model.optimizer") == "sgd":
-        _number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
+        check_number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
 
-    _number(cfg, "trainer.max_epochs", int, low=1)
-    _number(cfg, "trainer.log_every_n_steps", int, low=1)
+    check_number(cfg, "trainer.max_epochs", int, low=1)
+    check_number(cfg, "trainer.log_every_n_steps", int, low=1)
     # The Trainer's own arguments that Lightning accepts but mnist-train cannot use (0 batches
     # of training, a negative clip that Lightning silently ignores), or checks only inside fit.
-    _number(cfg, "trainer.accumulate_grad_batches", int, low=1)
-    _number(cfg, "trainer.gradient_clip_val", float, low=0, low_open=True, optional=True)
-    _number(cfg, "trainer.limit_train_batches", float, low=0, low_open=True, optional=True)
+    check_number(cfg, "trainer.accumulate_grad_batches", int, low=1)
+    check_number(cfg, "trainer.gradient_clip_val", float, low=0, low_open=True, optional=True)
+    check_number(cfg, "trainer.limit_train_batches", float, low=0, low_open=True, optional=True)
     for split in ("val", "test"):
-        _number(cfg, f"trainer.limit_{split}_batches", float, low=0, optional=True)
-    _number(cfg, "trainer.val_check_interval", float, low=0, low_open=True, optional=True)
+        check_number(cfg, f"trainer.limit_{split}_batches", float, low=0, optional=True)
+    check_number(cfg, "trainer.val_check_interval", float, low=0, low_open=True, optional=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_lightning.atomic import atomic_write_bytes
+from mnist_lightning.files import atomic_write_bytes
 from mnist_lightning.errors import DataError
 
 UBYTE = 0x08

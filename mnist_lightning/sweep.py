@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_lightning.atomic import atomic_open, atomic_write_json
+from mnist_lightning.files import atomic_open, atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from mnist_lightning.atomic import atomic_write_json
+from mnist_lightning.files import atomic_write_json
 from mnist_lightning.checkpoint import (
     AtomicCheckpointIO,
     check_resumable,

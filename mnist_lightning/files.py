@@ -1,0 +1,148 @@
+"""Files as they really are: written atomically, read only when regular, one writer per run.
+
+Atomic writes go to a temporary file in the destination's directory, flushed to disk and
+renamed over the destination (`os.replace` is atomic on POSIX and Windows): a crash, a kill or a
+full disk mid-write leaves the previous file untouched and at most a stray `.tmp` file behind.
+
+Reads of data (IDX files, checkpoints, pictures) open only regular files: a FIFO would block
+forever and a link to `/dev/zero` would be read until memory runs out, so anything else is
+refused by name before it is opened.
+
+A run directory has one writer: the process holding its `.lock` (an `fcntl` lock, which the
+kernel releases when the process dies, however it dies, so a stale lock never blocks).
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from mnist_lightning.errors import UserError
+
+LOCK_NAME = ".lock"
+_held_locks: dict[Path, int] = {}  # run directory -> descriptor, for the life of the process
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file that replaces `path` only when the `with` block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Strict JSON: a NaN or infinite number is written as null (Python's `NaN` is not JSON)."""
+    with atomic_open(path, "w") as f:
+        json.dump(_finite_or_null(obj), f, indent=2, sort_keys=True, allow_nan=False)
+        f.write("\n")
+
+
+def _finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: _finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_null(value) for value in obj]
+    return obj
+
+
+def kind_of(mode: int) -> str:
+    """What a `st_mode` describes, in words: 'a FIFO', 'a directory', ..."""
+    kinds = [
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ]
+    return next((words for test, words in kinds if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open `path` (links followed) for reading if it is a regular file. Anything else raises
+    OSError whose `strerror` says what it is; it is never opened, so a FIFO cannot block and a
+    device is never touched. Checked again on the open descriptor, against a swap in between."""
+    kind = kind_of(os.stat(path).st_mode)
+    if kind != "a regular file":
+        raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind != "a regular file":
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
+class RunBusyError(UserError):
+    """Another live process is writing the run directory."""
+
+
+def lock_run(run: Path, command: str) -> None:
+    """Make this process the one writer of `run` until it exits, or raise `RunBusyError`
+    naming the process that is. (Not the `filelock` package: it truncates the lock file on
+    every attempt, so it cannot say who holds the lock.)"""
+    run = run.resolve()
+    if run in _held_locks:
+        return
+    try:
+        fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise UserError(f"Cannot lock {run} for writing: {e.strerror or e}.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunBusyError(
+            f"{run} is in use: {holder} is writing it. One process at a time writes a run "
+            f"directory; wait until it ends (or stop it), then run {command} again."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()} ({command})\n".encode())
+    _held_locks[run] = fd
+
+
+def run_holder(run: Path) -> str | None:
+    """Who holds `run`'s lock, if another live process does; else None (this process's own
+    lock, or a stale lock of a dead process, holds nothing)."""
+    run = run.resolve()
+    if run in _held_locks:
+        return None
+    try:
+        fd = os.open(run / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # also releases the shared lock just taken
