@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lightning.files import atomic_open
 from mnist_lightning.errors import CheckpointError
+from mnist_lightning.files import atomic_open
 from mnist_lightning.model import MNISTClassifier
 
 

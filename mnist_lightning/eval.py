@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig
 
-from mnist_lightning.files import atomic_open, atomic_write_json
 from mnist_lightning.checkpoint import load_classifier, run_dir_of
 from mnist_lightning.config import CONFIG_DIR
 from mnist_lightning.data import load_pair
@@ -29,6 +28,7 @@ from mnist_lightning.figures import (
     first_layer_figure,
     mistakes_figure,
 )
+from mnist_lightning.files import atomic_open, atomic_write_json
 from mnist_lightning.model import MNISTClassifier
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_lightning.files import atomic_write_bytes
 from mnist_lightning.errors import DataError
+from mnist_lightning.files import atomic_write_bytes
 
 UBYTE = 0x08
 MAX_DIMS = 4

@@ -29,7 +29,6 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from mnist_lightning.files import atomic_write_json
 from mnist_lightning.checkpoint import (
     AtomicCheckpointIO,
     check_resumable,
@@ -48,6 +47,7 @@ from mnist_lightning.figures import (
     first_layer_figure,
     mistakes_figure,
 )
+from mnist_lightning.files import atomic_write_json
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import (
     find_run,
