@@ -129,6 +129,13 @@ def lock_run(run: Path, command: str) -> None:
     _held_locks[run] = fd
 
 
+def unlock_run(run: Path) -> None:
+    """Let other processes write `run` again (a sweep's job is done; its process goes on)."""
+    fd = _held_locks.pop(run.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def run_holder(run: Path) -> str | None:
     """Who holds `run`'s lock, if another live process does; else None (this process's own
     lock, or a stale lock of a dead process, holds nothing)."""

@@ -4,10 +4,21 @@ The run directory is chosen while Hydra composes the config (the `run_dir` resol
 Hydra logs into the resumed run instead of a new one; Hydra's own copy of the config is not
 written again (`hydra_output_subdir`), so `.hydra/config.yaml` stays the run's original. All
 checks happen before anything is written: a failed resume leaves the directory as it was.
+
+A run directory is data someone may have handed you, never code: its saved config may choose
+values, but it may name only the classes this project and Lightning provide for its config
+groups (`check_saved_config`), and only places inside the run to write to. Its files must be
+regular files and directories (no links out of it, no FIFOs), and one process at a time
+writes it (`files.lock_run`); `resume=latest` passes over a run another process is writing.
 """
 
+import importlib
 import logging
+import os
+import re
 import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +29,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError
+from mnist_lightning.files import kind_of, run_holder
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +54,20 @@ def last_checkpoint(run: Path) -> Path:
 
 
 def find_run(resume: str) -> Path:
-    """The run directory `resume=` names (`latest`: the newest run with a checkpoint)."""
+    """The run directory `resume=` names (`latest`: the newest run with a checkpoint that no
+    other process is writing)."""
     if resume == "latest":
-        runs = sorted(p.parents[1] for p in RUNS_DIR.glob("*/checkpoints/last.ckpt"))
-        if not runs:
-            raise CheckpointError(f"resume=latest: no run under {RUNS_DIR}/ has a last.ckpt yet.")
-        return runs[-1].resolve()  # names start with the start time, so they sort by it
+        # Names start with the start time, so they sort by it.
+        for run in sorted(
+            (p.parents[1] for p in RUNS_DIR.glob("*/checkpoints/last.ckpt")), reverse=True
+        ):
+            holder = run_holder(run)
+            if holder is None:
+                return check_run_files(run.resolve())
+            print(f"resume=latest: passing over {run}: {holder} is writing it.", file=sys.stderr)
+        raise CheckpointError(
+            f"resume=latest: no run under {RUNS_DIR}/ has a last.ckpt that no process is writing."
+        )
     run = Path(resume)
     if not run.is_dir():
         raise CheckpointError(f"resume={resume}: there is no such run directory.")
@@ -61,16 +81,34 @@ def find_run(resume: str) -> Path:
             f"resume={resume}: {last_checkpoint(run)} is missing; the run stopped before its "
             "first checkpoint. Start it again instead."
         )
-    return run.resolve()
+    return check_run_files(run.resolve())
+
+
+def check_run_files(run: Path) -> Path:
+    """`run` if everything in it is a regular file or a directory of its own: a link could send
+    a write (train.log, last.ckpt, event files) anywhere, and a FIFO would block the run."""
+    for path in [run, *walk(run)]:
+        kind = kind_of(path.lstat().st_mode)
+        if kind not in ("a regular file", "a directory"):
+            raise CheckpointError(
+                f"resume={run}: {path} is {kind}; a run directory holds only its own regular "
+                "files and directories. Remove it, or start a new run from the weights with "
+                "ckpt_path=<checkpoint>."
+            )
+    return run
 
 
 def find_sweep(resume: str) -> Path:
     """The sweep directory `resume=` names in a multirun (`latest`: the newest sweep)."""
     if resume == "latest":
-        sweeps = sorted(p.parent for p in SWEEPS_DIR.glob("*/multirun.yaml"))
-        if not sweeps:
-            raise CheckpointError(f"resume=latest: there is no sweep under {SWEEPS_DIR}/ yet.")
-        return sweeps[-1].resolve()
+        for sweep in sorted((p.parent for p in SWEEPS_DIR.glob("*/multirun.yaml")), reverse=True):
+            holder = run_holder(sweep)
+            if holder is None:
+                return sweep.resolve()
+            print(f"resume=latest: passing over {sweep}: {holder} is running it.", file=sys.stderr)
+        raise CheckpointError(
+            f"resume=latest: there is no sweep under {SWEEPS_DIR}/ that no process is running."
+        )
     sweep = Path(resume)
     if not (sweep / "multirun.yaml").is_file():
         raise CheckpointError(
@@ -88,6 +126,88 @@ def job_finished(job_dir: Path) -> bool:
         and '"completed"' in status.read_text()
         and (job_dir / "metrics.json").is_file()
     )
+
+
+def walk(top: Path) -> Iterator[Path]:
+    """Everything under `top`, links not followed."""
+    for folder, dirs, files in os.walk(top):
+        yield from (Path(folder) / name for name in sorted(dirs + files))
+
+
+# What a saved config may instantiate without the command line naming it: this project's
+# classes and Lightning's public callbacks, loggers, profilers and strategies (the config
+# groups' own kinds), the Trainer, and the time interval of the periodic checkpoint.
+TRUSTED_MODULES = (
+    "lightning.pytorch.callbacks",
+    "lightning.pytorch.loggers",
+    "lightning.pytorch.profilers",
+    "lightning.pytorch.strategies",
+)
+TRUSTED_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "datetime.timedelta")
+# Config keys that name where a callback, logger or the Trainer writes.
+WRITE_KEYS = ("dirpath", "save_dir", "default_root_dir")
+
+
+def trusted_target(target: object) -> bool:
+    """Whether `target` names a class of a trusted module by its public name (not, say,
+    `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
+    if not isinstance(target, str):
+        return False
+    if target in TRUSTED_TARGETS:
+        return True
+    module_name, _, name = target.rpartition(".")
+    if module_name in TRUSTED_MODULES:
+        return name in importlib.import_module(module_name).__all__
+    if re.fullmatch(r"mnist_lightning\.\w+", module_name) and module_name.count(".") == 1:
+        try:
+            found = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            return False
+        return isinstance(found, type) and found.__module__ == module_name
+    return False
+
+
+def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
+    """`(dotted key, name, value)` of every node of a plain config tree."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return
+    for name, value in items:
+        path = f"{key}.{name}" if key else str(name)
+        yield path, name, value
+        yield from nodes(value, path)
+
+
+def check_saved_config(saved: DictConfig, composed: DictConfig, run: Path) -> None:
+    """Refuse a saved config that names code or a place outside the run (module docstring).
+    A target the command line's own config names (`composed`: conf/ and the overrides given)
+    is the user's choice, so a run made with a callback of one's own resumes when the command
+    repeats it (`+callbacks.mine._target_=my_module.Mine`)."""
+    chosen = {value for _, name, value in nodes(to_tree(composed)) if name == "_target_"}
+    for key, name, target in nodes(to_tree(saved)):
+        if name == "_target_" and target not in chosen and not trusted_target(target):
+            raise ConfigError(
+                f"resume={run}: its .hydra/config.yaml sets {key}={target!r}, which is not a "
+                "class of mnist_lightning or one of Lightning's callbacks, loggers, profilers "
+                "or strategies; a run directory may choose values, not code. If you trust it, "
+                f"name it on the command line: +{key}={target}"
+            )
+    for key, name, place in nodes(to_tree(saved, resolve=True)):
+        if name in WRITE_KEYS and not Path(str(place)).resolve().is_relative_to(run.resolve()):
+            raise ConfigError(
+                f"resume={run}: its .hydra/config.yaml sets {key}={place!r}, outside the run; "
+                "a resumed run writes only into its own directory."
+            )
+
+
+def to_tree(cfg: DictConfig, resolve: bool = False) -> object:
+    try:
+        return OmegaConf.to_container(cfg, resolve=resolve)
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -110,9 +230,19 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
                 "Start a new run from its weights with ckpt_path=<checkpoint> instead."
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    check_saved_config(saved, cfg, run)
     saved.resume = str(run)
     saved.ckpt_path = None
     return saved
+
+
+def finished(resumed: DictConfig, run: Path) -> bool:
+    """Whether `run` already ended (its metrics.json is written) and the command does not extend
+    it: resuming would only test it again and rewrite its results."""
+    if not (run / "metrics.json").is_file():
+        return False
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml").trainer
+    return all(resumed.trainer.get(k) == saved.get(k) for k in ("max_epochs", "max_steps"))
 
 
 class GracefulInterrupt(L.Callback):

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_lightning.files import atomic_open, atomic_write_json
+from mnist_lightning.files import atomic_open, atomic_write_json, lock_run
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Before any job: the Optuna sweeper keeps its study in the sweep directory.
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        lock_run(Path(config.hydra.sweep.dir), "mnist-train -m")  # one process runs a sweep
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A re-launched sweep retries unfinished jobs: forget how they failed last time.

@@ -38,7 +38,7 @@ from mnist_lightning.checkpoint import (
 from mnist_lightning.config import CONFIG_DIR, validate
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.distributed import ddp_child_run, ddp_job, is_rank_zero
-from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
+from mnist_lightning.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
 from mnist_lightning.eval import predict_all
 from mnist_lightning.figures import (
     augmentation_figure,
@@ -47,11 +47,12 @@ from mnist_lightning.figures import (
     first_layer_figure,
     mistakes_figure,
 )
-from mnist_lightning.files import atomic_write_json
+from mnist_lightning.files import atomic_write_json, lock_run, unlock_run
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import (
     find_run,
     find_sweep,
+    finished,
     job_finished,
     last_checkpoint,
     resumed_config,
@@ -111,7 +112,9 @@ def main() -> None:
     for arg in sys.argv[1:]:
         if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null"):
             try:
-                (find_sweep if multirun else find_run)(arg.split("=", 1)[1])
+                run = (find_sweep if multirun else find_run)(arg.split("=", 1)[1])
+                if is_rank_zero():  # before Hydra appends to the run's train.log
+                    lock_run(run, "mnist-train")
             except UserError as e:
                 print(f"Error: {e}", file=sys.stderr)
                 sys.exit(2)
@@ -136,11 +139,25 @@ def train(cfg: DictConfig) -> float:
             cfg.resume = None  # never got to its first checkpoint: start it afresh
     if cfg.resume:
         cfg = resumed_config(cfg)
+        run = Path(cfg.paths.output_dir)
+        if HydraConfig.get().mode == RunMode.RUN and finished(cfg, run):
+            print(
+                f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
+                f"To train it further, raise trainer.max_epochs (now {cfg.trainer.max_epochs})."
+            )
+            return json.loads((run / "metrics.json").read_text())["val/acc_best"]
     validate(cfg)
     divide_threads_between_jobs()
     run_dir = Path(cfg.paths.output_dir)
     resume_from = str(last_checkpoint(run_dir)) if cfg.resume else None
-    return fit_and_test(cfg, run_dir, resume_from)
+    if not is_rank_zero():  # another task of a SLURM DDP run: the first one holds the lock
+        return fit_and_test(cfg, run_dir, resume_from)
+    lock_run(run_dir, "mnist-train")
+    try:
+        return fit_and_test(cfg, run_dir, resume_from)
+    finally:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep goes on to its next job
+            unlock_run(run_dir)
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:
@@ -195,6 +212,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
             # last epoch ends (not if the run stopped before): save it where mnist-eval looks.
             best = str(Path(cfg.paths.output_dir) / "checkpoints" / "best-swa.ckpt")
             trainer.save_checkpoint(best)
+        if best and not Path(best).is_file():
+            raise CheckpointError(f"The best checkpoint {best} is gone; test it with mnist-eval.")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if not is_rank_zero():

@@ -121,7 +121,11 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
     (run,) = run_dirs(cwd)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 63
     resumed = run_cli(
-        "train", [f"resume={run}"], cwd, synthetic_mnist, env={"PYTHONPATH": str(TESTS)}
+        "train",
+        [f"resume={run}", "+callbacks.kill._target_=kill_at.KillAt"],  # code of one's own
+        cwd,
+        synthetic_mnist,
+        env={"PYTHONPATH": str(TESTS)},
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

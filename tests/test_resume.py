@@ -76,7 +76,7 @@ def test_killed_and_resumed_equals_uninterrupted(
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == resumed_from
 
-    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}"]) == killed
+    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}", *KILLABLE]) == killed
     assert run_dirs(tmp_path / "b") == [killed]  # same directory, no new run
 
     (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
@@ -98,7 +98,7 @@ def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
     step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 130 - 11 <= step < 130 and step % 100  # mid-epoch (epochs are 100 steps)
 
-    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}"]) == killed
+    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}", *KILLABLE]) == killed
     (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
     assert metrics_a == metrics_b
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
