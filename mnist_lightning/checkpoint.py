@@ -9,6 +9,7 @@ file. Lightning's own reads (resume, the test of the best checkpoint, the tuners
 through `AtomicCheckpointIO.load_checkpoint`, so they are the same reads.
 """
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with file:
             checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # whatever a damaged file makes torch.load raise
-        reason = " ".join(str(e).split())[:200]
+        reason = " ".join(str(e).split())
+        code = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", reason)
+        if code:
+            raise CheckpointError(
+                f"Checkpoint {path} cannot be read: it asks to run {code[1]} as it is loaded. "
+                "Checkpoints are read as weights only, so nothing ran; use one mnist-train wrote."
+            ) from None
+        reason = reason[:200]
         raise CheckpointError(
             f"Checkpoint {path} cannot be read ({reason}); it is truncated, corrupt or not a "
             "torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."

@@ -1,0 +1,332 @@
+"""Run directories and checkpoints are data, never code, and one process writes a run.
+
+Each case is a run directory someone handed over, changed as an attacker or an accident would,
+resumed by a real `mnist-train` subprocess: it must be refused with one line naming the key or
+file, run nothing, and change nothing that existed. docs/reliability.md ("Security") lists them.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli, train_command, write_mnist
+from omegaconf import OmegaConf
+
+from mnist_lightning.checkpoint import confine_paths
+from mnist_lightning.errors import CheckpointError
+from mnist_lightning.files import atomic_write_json, lock_run, run_holder, unlock_run
+from mnist_lightning.resume import trusted_target
+
+TESTS = Path(__file__).resolve().parent
+KILLABLE = "+callbacks.kill._target_=kill_at.KillAt"
+
+
+class Evil:
+    """Pickled, it makes whoever unpickles it create `marker`: the proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
+    """Size and time of everything under `root` but the lock file, which names its holder."""
+    return {
+        p: (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*") if p.name != ".lock"
+    }
+
+
+def edit_config(w: Path, change: Callable[[dict], None]) -> None:
+    path = w / "run" / ".hydra" / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    change(config)
+    OmegaConf.save(OmegaConf.create(config), path)
+
+
+def add_callback(target: str, **kwargs: object) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        edit_config(w, lambda c: c["callbacks"].update(evil={"_target_": target, **kwargs}))
+
+    return setup
+
+
+def checkpoint_naming(key: str) -> Callable[[Path], None]:
+    """last.ckpt's best-checkpoint state points `key` at a pickle outside the run."""
+
+    def setup(w: Path) -> None:
+        torch.save({"state_dict": Evil(w / "ran")}, w / "elsewhere.ckpt")
+        last = w / "run" / "checkpoints" / "last.ckpt"
+        checkpoint = torch.load(last, weights_only=True)
+        state = next(s for s in checkpoint["callbacks"].values() if "best-" in s["best_model_path"])
+        state[key] = str(w / "elsewhere.ckpt")
+        torch.save(checkpoint, last)
+
+    return setup
+
+
+def pickle_as_checkpoint(w: Path) -> None:
+    torch.save({"state_dict": Evil(w / "ran")}, w / "run" / "checkpoints" / "last.ckpt")
+
+
+def link_out(name: str) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        shutil.rmtree(w / "run" / name)
+        (w / "elsewhere").mkdir()
+        (w / "run" / name).symlink_to(w / "elsewhere")
+
+    return setup
+
+
+def fifo_log(w: Path) -> None:
+    (w / "run" / "train.log").unlink()
+    os.mkfifo(w / "run" / "train.log")
+
+
+# case: (how to spoil the run, extra command-line arguments, words the one-line error holds)
+CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
+    "callback os.mkdir": (
+        add_callback("os.mkdir", path="{w}/ran"),
+        [],
+        ["callbacks.evil._target_='os.mkdir'", "values, not code"],
+    ),
+    "callback builtins.open": (
+        add_callback("builtins.open", file="{w}/data/keep.txt", mode="w"),
+        [],
+        ["callbacks.evil._target_='builtins.open'"],
+    ),
+    "os reached through a Lightning module": (
+        add_callback("lightning.pytorch.callbacks.model_checkpoint.os.mkdir", path="{w}/ran"),
+        [],
+        ["model_checkpoint.os.mkdir"],
+    ),
+    "checkpoints written elsewhere": (
+        lambda w: edit_config(
+            w, lambda c: c["callbacks"]["last_checkpoint"].update(dirpath=str(w / "data"))
+        ),
+        [],
+        ["callbacks.last_checkpoint.dirpath", "outside the run"],
+    ),
+    "best_model_path elsewhere, forced pickle loading": (
+        checkpoint_naming("best_model_path"),
+        ["trainer.max_epochs=3"],  # the run finished: extend it, so its checkpoint is read
+        ["best_model_path", "elsewhere.ckpt", "outside its run"],
+    ),
+    "kth_best_model_path elsewhere": (
+        checkpoint_naming("kth_best_model_path"),
+        ["trainer.max_epochs=3"],  # the run finished: extend it, so its checkpoint is read
+        ["kth_best_model_path", "outside its run"],
+    ),
+    "a pickle as last.ckpt, forced pickle loading": (
+        pickle_as_checkpoint,
+        ["trainer.max_epochs=3"],  # the run finished: extend it, so its checkpoint is read
+        ["last.ckpt cannot be read", "run posix.mkdir", "nothing ran"],
+    ),
+    "tensorboard/ a link out of the run": (
+        link_out("tensorboard"),
+        [],
+        ["tensorboard is a symbolic link"],
+    ),
+    "train.log a FIFO": (fifo_log, [], ["train.log is a FIFO"]),
+    "a callback of one's own, not named again": (
+        add_callback("kill_at.KillAt"),
+        [],
+        ["callbacks.evil._target_='kill_at.KillAt'", "+callbacks.evil._target_=kill_at.KillAt"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    tmp_path_factory: pytest.TempPathFactory, trained_run: Path
+) -> dict[str, tuple[subprocess.CompletedProcess, dict, dict, Path]]:
+    """Every case resumed, two at a time, each on its own copy of the trained run; with
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which makes torch unpickle anything unless the caller
+    says weights_only=True."""
+
+    def run(case: str) -> tuple[subprocess.CompletedProcess, dict, dict, Path]:
+        spoil, extra, _ = CASES[case]
+        w = tmp_path_factory.mktemp(re.sub(r"\W+", "-", case))
+        write_mnist(w / "data", train=300, test=50)
+        (w / "data" / "keep.txt").write_text("mine")
+        shutil.copytree(trained_run, w / "run")
+        spoil(w)
+        before = snapshot(w)
+        args = [f"resume={w / 'run'}", *(a.format(w=w) for a in extra)]
+        env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
+        done = run_cli("train", args, w, w / "data", env=env)
+        return done, before, snapshot(w), w
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_spoiled_run_directory_is_refused_and_runs_nothing(case: str, outcomes: dict) -> None:
+    done, before, after, w = outcomes[case]
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for words in CASES[case][2]:
+        assert words in done.stderr, done.stderr[-2000:]
+    assert not (w / "ran").exists()  # no code from the run directory or checkpoint ran
+    assert (w / "data" / "keep.txt").read_text() == "mine"
+    assert after == before  # nothing that existed changed, nothing was added
+
+
+@pytest.mark.parametrize(
+    ("target", "trusted"),
+    [
+        ("mnist_lightning.model.MNISTClassifier", True),
+        ("mnist_lightning.resume.GracefulInterrupt", True),
+        ("lightning.pytorch.callbacks.EarlyStopping", True),
+        ("lightning.pytorch.loggers.CSVLogger", True),
+        ("lightning.pytorch.Trainer", True),
+        ("datetime.timedelta", True),
+        ("mnist_lightning.train.os", False),  # a module, not a class of ours
+        ("mnist_lightning.train.os.system", False),
+        ("mnist_lightning.resume.importlib.import_module", False),
+        ("mnist_lightning.no_such_module.Thing", False),
+        ("lightning.pytorch.callbacks.model_checkpoint.os.system", False),
+        ("lightning.pytorch.callbacks.os", False),
+        ("lightning.pytorch.utilities.rank_zero_only", False),
+        ("subprocess.Popen", False),
+        ("builtins.eval", False),
+        (["os.system"], False),
+    ],
+)
+def test_only_public_classes_of_the_project_and_lightning_are_trusted(
+    target: object, trusted: bool
+) -> None:
+    assert trusted_target(target) is trusted
+
+
+def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:
+    """A copied run's ModelCheckpoint state names the old place: mapped onto the new one."""
+    run = tmp_path / "copy"
+    old = "/elsewhere/run/checkpoints"
+    state = {
+        "dirpath": old,
+        "best_model_path": f"{old}/best-epoch001.ckpt",
+        "kth_best_model_path": f"{old}/best-epoch001.ckpt",
+        "last_model_path": "",
+        "best_k_models": {f"{old}/best-epoch001.ckpt": 0.9},
+    }
+    checkpoint = confine_paths({"callbacks": {"ModelCheckpoint": state}}, run / "checkpoints/x")
+    here = (run / "checkpoints").resolve()
+    assert state["dirpath"] == str(here)
+    assert state["best_model_path"] == state["kth_best_model_path"] == f"{here}/best-epoch001.ckpt"
+    assert checkpoint["callbacks"]["ModelCheckpoint"]["best_k_models"] == {
+        f"{here}/best-epoch001.ckpt": 0.9
+    }
+    state["best_model_path"] = f"{run}/../other/best.ckpt"
+    with pytest.raises(CheckpointError, match=r"best_model_path=.*outside its run"):
+        confine_paths(checkpoint, run / "checkpoints" / "x")
+
+
+def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "m.json", {"test/loss": math.nan, "curve": [math.inf, 1.0]})
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=pytest.fail) == {"test/loss": None, "curve": [None, 1.0]}
+
+
+def hold_lock(run: Path) -> subprocess.Popen:
+    """Another process that holds `run`'s lock until it is killed."""
+    code = (
+        "import sys, time; from pathlib import Path; from mnist_lightning.files import lock_run; "
+        "lock_run(Path(sys.argv[1]), 'a test'); print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"held\n"
+    return holder
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
+    holder = hold_lock(tmp_path)
+    assert run_holder(tmp_path) == f"process {holder.pid} (a test)"
+    with pytest.raises(Exception, match=f"process {holder.pid} \\(a test\\) is writing it"):
+        lock_run(tmp_path, "mnist-train")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert run_holder(tmp_path) is None  # the lock file stays; a dead process holds nothing
+    lock_run(tmp_path, "mnist-train")
+    unlock_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained_run: Path) -> None:
+    """While a run trains, resuming it is refused with the training process named,
+    `resume=latest` passes over it (to a finished run: nothing to do, nothing changed), and
+    mnist-eval will not write into it. SIGKILLed, it leaves a lock that blocks nothing: of
+    two resumes started at once, one continues it and the other is refused."""
+    shutil.copytree(trained_run, tmp_path / "outputs" / "runs" / "0-finished")
+    finished = tmp_path / "outputs" / "runs" / "0-finished"
+    untouched = snapshot(finished)
+    env = os.environ | {"MNIST_DATA_DIR": str(synthetic_mnist), "PYTHONPATH": str(TESTS)}
+    live = subprocess.Popen(
+        train_command("trainer.max_epochs=3", KILLABLE),
+        cwd=tmp_path,
+        env=env | {"STEP_SECONDS": "0.5"},  # 20 steps an epoch: 30 s of training
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        runs = tmp_path / "outputs" / "runs"
+        while not any(p.name != "0-finished" for p in runs.iterdir()):
+            assert time.monotonic() < deadline and live.poll() is None
+            time.sleep(0.2)
+        (run,) = [p for p in runs.iterdir() if p.name != "0-finished"]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            busy, latest = pool.map(
+                lambda args: run_cli("train", args, tmp_path, synthetic_mnist),
+                [[f"resume={run}", KILLABLE], ["resume=latest"]],
+            )
+        assert live.poll() is None, "the run ended before the checks; slow it down further"
+        eval_busy = run_cli(
+            "eval", [f"run_dir={run}", "data_source=files"], tmp_path, synthetic_mnist
+        )
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait()
+    for refused, command in ((busy, "mnist-train"), (eval_busy, "mnist-eval")):
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert f"process {live.pid} (mnist-train) is writing it" in refused.stderr
+        assert command in refused.stderr and "Traceback" not in refused.stderr
+    assert latest.returncode == 0, latest.stderr[-3000:]
+    assert f"passing over {Path('outputs/runs') / run.name}" in latest.stderr
+    assert "finished before" in latest.stdout and "nothing to do" in latest.stdout
+    assert snapshot(finished) == untouched
+
+    if not (run / "checkpoints" / "last.ckpt").is_file():
+        pytest.skip("killed before its first checkpoint")  # not expected with 30 s of training
+    resume = train_command(f"resume={run}", KILLABLE, synthetic=False)
+    both = [subprocess.Popen(resume, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)]
+    both.append(subprocess.Popen(resume, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=300)[1] for p in both]
+    assert sorted(p.returncode for p in both) == [0, 2], errors
+    assert any("is writing it" in e for e in errors) and (run / "metrics.json").is_file()
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, trained_run: Path) -> None:
+    """Covered with resume=latest above; named directly here, with the advice."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = snapshot(run)
+    done = run_cli("train", [f"resume={run}"], tmp_path, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "nothing to do" in done.stdout and "raise trainer.max_epochs (now 2)" in done.stdout
+    changed = {p for p in snapshot(run) if snapshot(run).get(p) != before.get(p)}
+    assert changed <= {run / "train.log"}, changed  # Hydra notes the attempt in the log
