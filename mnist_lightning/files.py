@@ -100,6 +100,19 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def check_writable(folder: Path, key: str) -> None:
+    """Before any work: `folder` (the place `key` names) exists or can be made, and takes a file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"{key}: cannot write to {folder} ({e.strerror or e}). Choose a directory you can "
+            "write to."
+        ) from None
+
+
 class RunBusyError(UserError):
     """Another live process is writing the run directory."""
 

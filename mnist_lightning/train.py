@@ -47,9 +47,11 @@ from mnist_lightning.figures import (
     first_layer_figure,
     mistakes_figure,
 )
-from mnist_lightning.files import atomic_write_json, lock_run, unlock_run
+from mnist_lightning.files import atomic_write_json, check_writable, lock_run, unlock_run
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import (
+    RUNS_DIR,
+    SWEEPS_DIR,
     find_run,
     find_sweep,
     finished,
@@ -109,6 +111,14 @@ def main() -> None:
             sys.exit(2)
         return
     multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith(f"{key}=")]
+    place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
+    try:  # Hydra would make the directory with a traceback if it could not
+        check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
+    except UserError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
     for arg in sys.argv[1:]:
         if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null"):
             try:

@@ -74,6 +74,11 @@ def without_hydra(w: Path) -> list[str]:
     return [f"resume={w / 'run'}"]
 
 
+def outputs_a_file(w: Path) -> list[str]:
+    (w / "outputs").write_text("not a directory")
+    return SMALL
+
+
 def predict(make: Callable[[Path], None], name: str = "x.png") -> Callable[[Path], list[str]]:
     """Setup for mnist-predict on one picture that `make` writes."""
 
@@ -105,6 +110,13 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "unknown scheduler": ("train", train("model.scheduler=linear"), ["linear"]),
     "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
     "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),
+    "seed beyond numpy's": ("train", train("seed=4294967296"), ["seed=4294967296"]),
+    "outputs/ a file": ("train", outputs_a_file, ["hydra.run.dir", "outputs/runs"]),
+    "run dir under a file": (
+        "train",
+        train("hydra.run.dir={w}/run/metrics.json/new"),
+        ["hydra.run.dir=", "metrics.json/new", "Not a directory"],
+    ),
     "resume and ckpt_path": (
         "train",
         lambda w: [f"resume={w / 'run'}", f"ckpt_path={last_ckpt(w)}"],
