@@ -281,7 +281,9 @@ def load_pair(raw: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{labels_file}: {tuple(labels.shape)} labels for {len(images)} images in "
             f"{images_file.name}; they must be one label per image."
         )
-    if len(labels) and int(labels.max()) > 9:
+    if not len(images):
+        raise DataError(f"{images_file}: holds no images; an MNIST split has at least one.")
+    if int(labels.max()) > 9:
         raise DataError(f"{labels_file}: label {int(labels.max())} is not a digit 0-9.")
     return images, labels.long()
 

@@ -20,6 +20,7 @@ from conftest import SMALL, run_cli, write_mnist
 from PIL import Image
 
 from mnist_lightning.download import raw_dir
+from mnist_lightning.idx import write_idx
 
 
 def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
@@ -61,6 +62,14 @@ def future_ckpt(w: Path) -> Path:
 def truncated_idx(w: Path) -> list[str]:
     path = raw_dir(w / "data") / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:5000])
+    return SMALL
+
+
+def empty_test_split(w: Path) -> list[str]:
+    write_idx(
+        raw_dir(w / "data") / "t10k-images-idx3-ubyte", torch.zeros(0, 28, 28, dtype=torch.uint8)
+    )
+    write_idx(raw_dir(w / "data") / "t10k-labels-idx1-ubyte", torch.zeros(0, dtype=torch.uint8))
     return SMALL
 
 
@@ -129,6 +138,7 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
         ["metrics.json/d", "MNIST_DATA_DIR"],
     ),
     "truncated idx": ("train", truncated_idx, ["t10k-images-idx3-ubyte", "truncated"]),
+    "empty test split": ("train", empty_test_split, ["t10k-images-idx3-ubyte", "no images"]),
     "wrong magic": ("train", wrong_magic, ["train-labels-idx1-ubyte", "magic"]),
     # checkpoints and run directories
     "missing checkpoint": ("eval", lambda w: ["ckpt_path=/no/such.ckpt"], ["/no/such.ckpt"]),
