@@ -13,6 +13,7 @@ writes it (`files.lock_run`); `resume=latest` passes over a run another process 
 """
 
 import importlib
+import json
 import logging
 import os
 import re
@@ -81,6 +82,7 @@ def find_run(resume: str) -> Path:
             f"resume={resume}: {last_checkpoint(run)} is missing; the run stopped before its "
             "first checkpoint. Start it again instead."
         )
+    saved_config(run)
     return check_run_files(run.resolve())
 
 
@@ -91,9 +93,9 @@ def check_run_files(run: Path) -> Path:
         kind = kind_of(path.lstat().st_mode)
         if kind not in ("a regular file", "a directory"):
             raise CheckpointError(
-                f"resume={run}: {path} is {kind}; a run directory holds only its own regular "
-                "files and directories. Remove it, or start a new run from the weights with "
-                "ckpt_path=<checkpoint>."
+                f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
+                "regular files and directories. Remove it, or start afresh (a single run from "
+                "its weights with ckpt_path=<checkpoint>)."
             )
     return run
 
@@ -104,7 +106,7 @@ def find_sweep(resume: str) -> Path:
         for sweep in sorted((p.parent for p in SWEEPS_DIR.glob("*/multirun.yaml")), reverse=True):
             holder = run_holder(sweep)
             if holder is None:
-                return sweep.resolve()
+                return check_run_files(sweep.resolve())
             print(f"resume=latest: passing over {sweep}: {holder} is running it.", file=sys.stderr)
         raise CheckpointError(
             f"resume=latest: there is no sweep under {SWEEPS_DIR}/ that no process is running."
@@ -115,17 +117,46 @@ def find_sweep(resume: str) -> Path:
             f"resume={resume}: not a sweep directory (no multirun.yaml in it). With -m, "
             "resume= names the sweep to re-launch; without -m, a single run."
         )
-    return sweep.resolve()
+    return check_run_files(sweep.resolve())
 
 
 def job_finished(job_dir: Path) -> bool:
-    """Whether a sweep job already completed (its status and its metrics are written)."""
-    status = job_dir / "job_status.json"
+    """Whether a sweep job already completed (its status and its results are written)."""
+    try:
+        status = json.loads((job_dir / "job_status.json").read_text())
+    except (OSError, ValueError):
+        return False
     return (
-        status.is_file()
-        and '"completed"' in status.read_text()
-        and (job_dir / "metrics.json").is_file()
+        isinstance(status, dict) and status.get("status") == "completed" and bool(results(job_dir))
     )
+
+
+def results(run: Path) -> dict | None:
+    """A finished run's metrics.json, if it holds results (else None: not finished)."""
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(metrics, dict) and isinstance(metrics.get("val/acc_best"), int | float)
+    return metrics if ok else None
+
+
+def saved_config(run: Path) -> DictConfig:
+    """The config a run was made with (`.hydra/config.yaml`), if it is one."""
+    path = run / ".hydra" / "config.yaml"
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as e:  # not YAML, or not readable
+        reason = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"resume={run}: {path} cannot be read ({reason}).") from None
+    if not isinstance(saved, DictConfig) or not all(
+        isinstance(saved.get(group), DictConfig) for group in ("data", "model", "trainer")
+    ):
+        raise CheckpointError(
+            f"resume={run}: {path} is not a config mnist-train saved (no data, model and "
+            "trainer sections). Start a new run from its weights with ckpt_path=<checkpoint>."
+        )
+    return saved
 
 
 def walk(top: Path) -> Iterator[Path]:
@@ -217,7 +248,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     `RESUMABLE_KEYS`, or a value equal to the saved one (as in a re-launched sweep).
     """
     run = Path(cfg.paths.output_dir)
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    saved = saved_config(run)
     overrides = OverridesParser.create().parse_overrides(HydraConfig.get().overrides.task)
     for override in overrides:
         key = override.key_or_group
@@ -236,13 +267,12 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return saved
 
 
-def finished(resumed: DictConfig, run: Path) -> bool:
-    """Whether `run` already ended (its metrics.json is written) and the command does not extend
-    it: resuming would only test it again and rewrite its results."""
-    if not (run / "metrics.json").is_file():
-        return False
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml").trainer
-    return all(resumed.trainer.get(k) == saved.get(k) for k in ("max_epochs", "max_steps"))
+def finished(resumed: DictConfig, run: Path) -> dict | None:
+    """The results of `run` if it already ended and the command does not extend it: resuming
+    would only test it again and rewrite them."""
+    saved = saved_config(run).trainer
+    extended = any(resumed.trainer.get(k) != saved.get(k) for k in ("max_epochs", "max_steps"))
+    return None if extended else results(run)
 
 
 class GracefulInterrupt(L.Callback):

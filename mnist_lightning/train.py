@@ -6,7 +6,6 @@ mnist-train -m model.dropout=0,0.25,0.5       # a sweep
 mnist-train resume=outputs/runs/<run>         # continue an interrupted run
 """
 
-import json
 import logging
 import os
 import re
@@ -57,6 +56,7 @@ from mnist_lightning.resume import (
     finished,
     job_finished,
     last_checkpoint,
+    results,
     resumed_config,
 )
 from mnist_lightning.sweep import divide_threads_between_jobs
@@ -144,18 +144,19 @@ def train(cfg: DictConfig) -> float:
         job_dir = Path(cfg.paths.output_dir)
         if job_finished(job_dir):
             log.info("%s finished before; skipped", job_dir)
-            return json.loads((job_dir / "metrics.json").read_text())["val/acc_best"]
+            return results(job_dir)["val/acc_best"]
         if not last_checkpoint(job_dir).is_file():
             cfg.resume = None  # never got to its first checkpoint: start it afresh
     if cfg.resume:
         cfg = resumed_config(cfg)
         run = Path(cfg.paths.output_dir)
-        if HydraConfig.get().mode == RunMode.RUN and finished(cfg, run):
+        done = HydraConfig.get().mode == RunMode.RUN and finished(cfg, run)
+        if done:
             print(
                 f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
                 f"To train it further, raise trainer.max_epochs (now {cfg.trainer.max_epochs})."
             )
-            return json.loads((run / "metrics.json").read_text())["val/acc_best"]
+            return done["val/acc_best"]
     validate(cfg)
     divide_threads_between_jobs()
     run_dir = Path(cfg.paths.output_dir)

@@ -140,6 +140,16 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         ["tensorboard is a symbolic link"],
     ),
     "train.log a FIFO": (fifo_log, [], ["train.log is a FIFO"]),
+    "saved config not YAML": (
+        lambda w: (w / "run" / ".hydra" / "config.yaml").write_text("{{{"),
+        [],
+        [".hydra/config.yaml cannot be read"],
+    ),
+    "saved config not a config": (
+        lambda w: (w / "run" / ".hydra" / "config.yaml").write_text("[1, 2]"),
+        [],
+        [".hydra/config.yaml is not a config mnist-train saved"],
+    ),
     "a callback of one's own, not named again": (
         add_callback("kill_at.KillAt"),
         [],
