@@ -250,8 +250,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    loggers = [build(f"logger.{name}", c) for name, c in (cfg.logger or {}).items()]
+    callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.callbacks or {}).items()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     t = cfg.trainer
@@ -270,6 +270,15 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
                 f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
             ) from None
         raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
+
+
+def build(key: str, node: DictConfig) -> Any:
+    """A callback or logger from its config, or one line naming its key."""
+    try:
+        return instantiate(node)
+    except Exception as e:  # a value of the wrong type or range, which the class refused
+        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")[:300]
+        raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
 
 
 def raised_by_lightning(error: BaseException) -> bool:

@@ -119,6 +119,21 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "unknown scheduler": ("train", train("model.scheduler=linear"), ["linear"]),
     "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
     "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),
+    "nan for a callback": (
+        "train",
+        train("callbacks.periodic_checkpoint.train_time_interval.seconds=nan"),
+        ["callbacks.periodic_checkpoint.train_time_interval.seconds=nan", "finite"],
+    ),
+    "a callback refuses its value": (
+        "train",
+        train("callbacks.best_checkpoint.mode=foo"),
+        ["callbacks.best_checkpoint cannot be built", "foo"],
+    ),
+    "validation every 0 epochs": (
+        "train",
+        train("trainer.check_val_every_n_epoch=0"),
+        ["trainer.check_val_every_n_epoch=0"],
+    ),
     "seed beyond numpy's": ("train", train("seed=4294967296"), ["seed=4294967296"]),
     "outputs/ a file": ("train", outputs_a_file, ["hydra.run.dir", "outputs/runs"]),
     "run dir under a file": (
