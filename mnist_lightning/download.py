@@ -25,7 +25,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mnist_lightning.errors import DataError
-from mnist_lightning.files import atomic_write_bytes
+from mnist_lightning.files import atomic_write_bytes, open_regular
 from mnist_lightning.idx import encode_idx, parse_idx, read_idx
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,19 @@ def _ensure_locked(raw: Path, source: str) -> Path:
 
 
 def _unverified_files(raw: Path) -> list[str]:
-    return [
-        name
-        for name, digest in MNIST_SHA256.items()
-        if not (raw / name).is_file() or sha256((raw / name).read_bytes()) != digest
-    ]
+    """The official files in `raw` that are missing or not a good copy. Anything but a regular
+    file (a FIFO, a link to a device, a directory) is never opened and counts as not a good
+    copy, so `auto` replaces it: `os.replace` replaces a symbolic link itself, not its target."""
+    return [name for name, digest in MNIST_SHA256.items() if file_sha256(raw / name) != digest]
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a regular file, read in chunks; None for anything else or unreadable."""
+    try:
+        with open_regular(path) as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _one_line(e: BaseException) -> str:

@@ -4,30 +4,40 @@ A photo of a digit is not an MNIST image until it is prepared the way MNIST's we
 levels with the ink bright on black, cropped to the ink, scaled to fit 20x20 keeping its
 aspect, and centred by its centre of mass in a 28x28 field. `prepare` does exactly that, so a
 digit drawn with a marker on white paper is read like a test image.
+
+Every argument is checked before any work, and the inputs are read only if they are regular
+files: a FIFO, a device, a socket or a dangling link among them is skipped by name, never opened.
+The grid (`grid=`) is written atomically, never over an input, and over an existing file only if
+that file is a grid mnist-predict wrote (it carries `Software: mnist-predict` in its metadata).
 """
 
 import json
-import logging
+import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from PIL import Image, UnidentifiedImageError
 
 from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import CONFIG_DIR
+from mnist_lightning.config import CONFIG_DIR, check_boolean, check_choice
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
 from mnist_lightning.eval import pick_device
 from mnist_lightning.figures import digits_figure
-
-log = logging.getLogger(__name__)
+from mnist_lightning.files import atomic_open, kind_of, open_regular
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 MAX_SIDE = 1024  # larger pictures are shrunk first: a digit needs no more detail
 INK_THRESHOLD = 0.25  # of the ink range: what counts as ink when cropping
+DEVICES = ("auto", "cpu", "cuda", "mps")
+GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
 
 
 class ImageError(UserError):
@@ -72,8 +82,14 @@ def _border(gray: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: Path) -> torch.Tensor:
+    """The prepared image in `path`, or an `ImageError` naming it. Only a regular file is
+    opened: anything else is named for what it is, never opened (a FIFO would block)."""
     try:
-        with Image.open(path) as image:
+        file = open_regular(path)
+    except OSError as e:
+        raise ImageError(f"{path}: {_not_regular(path, e)}.") from None
+    try:
+        with file, Image.open(file) as image:
             image.load()
             return prepare(image, str(path))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
@@ -81,30 +97,166 @@ def read_image(path: Path) -> torch.Tensor:
         raise ImageError(f"{path}: not a readable image ({reason}).") from None
 
 
-def input_files(inputs: str | list[str]) -> list[Path]:
-    """The image files `inputs=` names: files as given, directories by image suffix."""
+def _not_regular(path: Path, e: OSError) -> str:
+    """Why `open_regular` refused `path`, in words."""
+    if isinstance(e, FileNotFoundError) and os.path.islink(path):
+        return f"a dangling symbolic link (to {os.readlink(path)}), not a regular file"
+    if e.strerror and e.strerror.endswith("not a regular file"):  # open_regular's own words
+        return e.strerror
+    return f"cannot open it ({e.strerror or e})"
+
+
+def input_files(inputs: list[str]) -> list[Path]:
+    """The files `inputs=` names: files as given, directories by image suffix. Whatever is not
+    a regular file is kept, for `read_image` to skip by name; a name that is nothing at all
+    (not even a dangling link) is an error."""
     files: list[Path] = []
-    for item in [inputs] if isinstance(inputs, str) else list(inputs):
+    for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            try:
+                found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as e:
+                raise ConfigError(f"inputs={item}: cannot list it ({e.strerror or e}).") from None
             if not found:
                 raise ConfigError(f"inputs={item}: the directory holds no image files.")
             files += found
-        elif path.is_file():
+        elif os.path.lexists(path):
             files.append(path)
         else:
             raise ConfigError(f"inputs={item}: no such file or directory.")
     return files
 
 
+def _value(cfg: DictConfig, key: str, example: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required, e.g. {example}") from None
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+
+
+def check_arguments(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
+    """ckpt_path, the input names and the grid path, once every argument is known to be usable;
+    else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
+    example = "ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt."
+    ckpt = _value(cfg, "ckpt_path", example)
+    if ckpt is None:
+        raise ConfigError(f"ckpt_path is required, e.g. {example}")
+    if not isinstance(ckpt, str) or not ckpt.strip():
+        raise ConfigError(f"ckpt_path={ckpt!r} must be the path of a checkpoint, e.g. {example}")
+    raw = _value(cfg, "inputs", "inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")
+    items = list(raw) if isinstance(raw, ListConfig | list) else [raw]
+    if not items or not all(isinstance(i, str) and i.strip() for i in items):
+        shown = OmegaConf.to_container(raw) if isinstance(raw, ListConfig) else raw
+        raise ConfigError(
+            f"inputs={shown!r} must name image files or directories: a path, or a non-empty list "
+            "of paths (a name that looks like a number is given quoted: 'inputs=\"7\"')."
+        )
+    check_choice(cfg, "device", DEVICES)
+    check_boolean(cfg, "json")
+    grid = _value(cfg, "grid", "grid=predictions.png.")
+    if grid is None:
+        return ckpt, items, None
+    if not isinstance(grid, str) or Path(grid).suffix.lower() != ".png":
+        raise ConfigError(
+            f"grid={grid!r} must be the path of a PNG file to write, ending in .png "
+            "(or null for no grid)."
+        )
+    return ckpt, items, Path(grid)
+
+
+def check_grid(grid: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, a grid path that would overwrite an input or a file that is not
+    an earlier grid, or that cannot be written."""
+    name = f"grid={grid}"
+    for item in inputs:
+        if _same_file(grid, item):
+            raise ConfigError(
+                f"{name} is also an input ({item}); mnist-predict never writes over its inputs. "
+                "Choose another path for the grid."
+            )
+    folder = grid.absolute().parent
+    while not os.path.lexists(folder):
+        folder = folder.parent
+    try:
+        kind = kind_of(os.stat(folder).st_mode)
+    except OSError as e:
+        kind = f"unusable ({e.strerror or e})"
+    if kind != "a directory":
+        raise ConfigError(f"{name}: cannot write there, {folder} is {kind}, not a directory.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mnist-predict-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"{name}: cannot create a file in {folder} ({e.strerror or e})."
+        ) from None
+    check_grid_target(grid)
+
+
+def check_grid_target(grid: Path) -> None:
+    """What is at `grid` now may be replaced only if it is an earlier grid of mnist-predict."""
+    try:
+        mode = os.lstat(grid).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(f"grid={grid}: cannot write there ({e.strerror or e}).") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(
+            f"grid={grid} is {kind_of(mode)}, not a regular file; choose another path for the grid."
+        )
+    if not is_grid(grid):
+        raise ConfigError(
+            f"grid={grid} exists and is not a grid mnist-predict wrote; choose another path or "
+            "delete it."
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): the same name is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def is_grid(path: Path) -> bool:
+    """Whether `path` is a PNG that mnist-predict wrote (its `Software` text says so)."""
+    try:
+        with open_regular(path) as file, Image.open(file) as image:
+            return image.format == "PNG" and image.info.get("Software") == GRID_SOFTWARE
+    except Exception:  # whatever Pillow makes of a file that is not a PNG: not a grid
+        return False
+
+
+def write_grid(grid: Path, images: list[torch.Tensor], rows: list[dict[str, Any]]) -> None:
+    captions = [f"{Path(r['file']).name[:14]}\n{r['digit']} ({r['probability']:.0%})" for r in rows]
+    figure = digits_figure(torch.stack(images), captions, "Predictions")
+    check_grid_target(grid)  # again: something may have appeared there meanwhile
+    try:
+        with atomic_open(grid, "wb") as f:
+            figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
+    except OSError as e:
+        raise UserError(f"Cannot write grid={grid}: {e.strerror or e}.") from None
+    print(f"wrote {grid}", file=sys.stderr)  # stdout is the table, or JSON lines
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    inputs = list(cfg.inputs) if isinstance(cfg.inputs, ListConfig) else str(cfg.inputs)
+    ckpt_path, inputs, grid = check_arguments(cfg)
     files = input_files(inputs)
+    if grid is not None:
+        check_grid(grid, files)
     device = pick_device(cfg.device)
-    model, _ = load_classifier(cfg.ckpt_path, device)
+    model, _ = load_classifier(ckpt_path, device)
 
     prepared, rows, failures = [], [], 0
     for path in files:
@@ -138,12 +290,8 @@ def main(cfg: DictConfig) -> None:
                 f"{r['file']:<{width}}  {r['digit']:>5}  {r['probability']:>11.1%}  "
                 f"{r['runner_up']} ({r['runner_up_probability']:.1%})"
             )
-    if cfg.grid and prepared:
-        captions = [
-            f"{Path(r['file']).name[:14]}\n{r['digit']} ({r['probability']:.0%})" for r in rows
-        ]
-        digits_figure(torch.stack(prepared), captions, "Predictions").savefig(cfg.grid, dpi=120)
-        log.info("wrote %s", cfg.grid)
+    if grid is not None and prepared:
+        write_grid(grid, prepared, rows)
     if failures:
         sys.exit(1 if rows else 2)
 

@@ -1,8 +1,13 @@
 """The IDX reader and writer: exact round trips, and a `DataError` naming the file for
-anything that is not a complete IDX file of unsigned bytes."""
+anything that is not a complete IDX file of unsigned bytes, or not a regular file."""
 
 import math
+import os
+import signal
+import socket
 import struct
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +124,78 @@ def test_every_truncation_of_a_valid_file_is_reported(shape: list[int], cut: int
     data = encode_idx(torch.ones(shape, dtype=torch.uint8))
     with pytest.raises(DataError):
         parse_idx(data[:-cut])
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail, instead of blocking forever, if the test hangs (opening a FIFO would)."""
+
+    def fail(signum: int, frame: object) -> None:
+        raise TimeoutError("blocked for 10 s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def make_special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "dangling link":
+        path.symlink_to(path.with_name("gone"))
+    else:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))
+
+
+@pytest.mark.usefixtures("no_hang")
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("fifo", "a FIFO, not a regular file"),
+        ("link to /dev/zero", "a character device, not a regular file"),
+        ("directory", "a directory, not a regular file"),
+        ("socket", "a socket, not a regular file"),
+        ("dangling link", "No such file or directory"),
+    ],
+)
+def test_only_regular_files_are_read(kind: str, words: str, tmp_path: Path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    make_special(path, kind)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: cannot read ({words})."
+
+
+def test_a_header_promising_more_than_the_file_holds_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(header(2**32 - 1, 2**32 - 1) + bytes(88))  # 100 bytes
+    with pytest.raises(DataError, match="100 bytes, but its header promises shape") as info:
+        read_idx(path)
+    assert "truncated or corrupt" in str(info.value)
+
+
+def test_the_size_is_checked_before_the_body_is_read(tmp_path: Path) -> None:
+    """A 64 GiB file (sparse: it takes no disk) whose header promises 6 bytes: refused from its
+    size alone. Reading it first, as before, ran out of memory."""
+    path = tmp_path / "train-images-idx3-ubyte"
+    with path.open("wb") as f:
+        f.write(GOOD)
+        f.truncate(2**36)
+    started = time.monotonic()
+    with pytest.raises(DataError, match=f"{2**36} bytes, but its header promises shape"):
+        read_idx(path)
+    assert time.monotonic() - started < 1
+
+
+def test_read_idx_reads_what_parse_idx_parses(tmp_path: Path) -> None:
+    tensor = torch.arange(2 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8)
+    path = tmp_path / "x-idx"
+    write_idx(path, tensor.reshape(2, 28, 28))
+    assert torch.equal(read_idx(path), parse_idx(path.read_bytes()))

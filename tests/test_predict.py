@@ -1,8 +1,13 @@
 """mnist-predict's image preprocessing, fuzzed: whatever the picture, the result is a 28×28
-MNIST-like image or an `ImageError` naming the file, never another exception."""
+MNIST-like image or an `ImageError` naming the file, never another exception. Then what it
+does with files that are not pictures at all, with its arguments and with `grid=`."""
 
 import io
+import os
+import signal
+import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +16,21 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from omegaconf import OmegaConf
 from PIL import Image
 
-from mnist_lightning.predict import ImageError, prepare, read_image
+from mnist_lightning.errors import ConfigError
+from mnist_lightning.predict import (
+    GRID_SOFTWARE,
+    ImageError,
+    check_arguments,
+    check_grid,
+    input_files,
+    is_grid,
+    prepare,
+    read_image,
+    write_grid,
+)
 
 # Pillow modes a file on disk can decode to, and how each is built from 8-bit channels.
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "1": 1, "P": 1, "I": 1, "F": 1}
@@ -93,3 +110,193 @@ def test_a_corrupted_real_png_is_refused(tmp_path: Path) -> None:
     path.write_bytes(buffer.getvalue()[:60])
     with pytest.raises(ImageError, match=r"cut\.png: not a readable image"):
         read_image(path)
+
+
+# Special files, arguments and the grid: in-process here, as subprocesses in
+# test_special_files.py.
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail, instead of blocking forever, if the test hangs (opening a FIFO would)."""
+
+    def fail(signum: int, frame: object) -> None:
+        raise TimeoutError("blocked for 10 s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def make_special(path: Path, kind: str) -> None:
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a character device":
+        path.symlink_to("/dev/zero")
+    elif kind == "a directory":
+        path.mkdir()
+    elif kind == "a socket":
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))
+    else:
+        path.symlink_to(path.with_name("gone.png"))
+
+
+SPECIAL = ["a FIFO", "a character device", "a directory", "a socket", "a dangling symbolic link"]
+
+
+@pytest.mark.usefixtures("no_hang")
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_a_special_file_is_named_for_what_it_is_and_never_opened(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    make_special(path, kind)
+    assert input_files([str(tmp_path)]) == [path]  # found by its suffix ...
+    if kind != "a directory":  # ... or given by name (a directory given is listed instead)
+        assert input_files([str(path)]) == [path]
+    with pytest.raises(ImageError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {kind}") and message.endswith(", not a regular file.")
+    if kind == "a dangling symbolic link":
+        assert f"(to {tmp_path / 'gone.png'})" in message
+
+
+def test_a_name_that_is_nothing_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file or directory"):
+        input_files([str(tmp_path / "nothing.png")])
+    (tmp_path / "a.txt").write_text("")
+    with pytest.raises(ConfigError, match="no such file or directory"):
+        input_files([str(tmp_path / "a.txt" / "x.png")])
+
+
+GOOD_ARGS = {"ckpt_path": "last.ckpt", "inputs": "x.png", "device": "auto", "json": False}
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("ckpt_path", "???", "ckpt_path is required"),
+        ("ckpt_path", None, "ckpt_path is required"),
+        ("ckpt_path", 5, "ckpt_path=5 must be the path of a checkpoint"),
+        ("ckpt_path", NAN, "ckpt_path=nan must be"),
+        ("ckpt_path", "", "ckpt_path='' must be"),
+        ("inputs", "???", "inputs is required"),
+        ("inputs", [], "inputs=[] must name image files or directories"),
+        ("inputs", NAN, "inputs=nan must name"),
+        ("inputs", 7, "inputs=7 must name"),
+        ("inputs", "", "inputs='' must name"),
+        ("inputs", None, "inputs=None must name"),
+        ("inputs", ["a.png", 1], "inputs=['a.png', 1] must name"),
+        ("inputs", ["a.png", ["b.png"]], "must name"),
+        ("device", NAN, "device=nan is not one of: auto, cpu, cuda, mps"),
+        ("device", INF, "device=inf is not one of"),
+        ("device", "gpu", "device='gpu' is not one of"),
+        ("json", 2, "json=2 must be true or false"),
+        ("json", NAN, "json=nan must be true or false"),
+        ("json", "yes", "json='yes' must be true or false"),
+        ("grid", NAN, "grid=nan must be the path of a PNG file"),
+        ("grid", -INF, "grid=-inf must be"),
+        ("grid", True, "grid=True must be"),
+        ("grid", 5, "grid=5 must be"),
+        ("grid", "", "grid='' must be"),
+        (
+            "grid",
+            "out.txt",
+            "grid='out.txt' must be the path of a PNG file to write, ending in .png",
+        ),
+        ("grid", "out", "grid='out' must be"),
+    ],
+)
+def test_every_argument_is_checked_before_any_work(key: str, value: object, words: str) -> None:
+    cfg = OmegaConf.create(GOOD_ARGS | {"grid": None, key: value})
+    with pytest.raises(ConfigError) as info:
+        check_arguments(cfg)
+    assert words in str(info.value)
+
+
+def test_good_arguments_pass() -> None:
+    cfg = OmegaConf.create(GOOD_ARGS | {"inputs": ["a.png", "b/"], "grid": "out/G.PNG"})
+    assert check_arguments(cfg) == ("last.ckpt", ["a.png", "b/"], Path("out/G.PNG"))
+    assert check_arguments(OmegaConf.create(GOOD_ARGS | {"grid": None}))[1:] == (["x.png"], None)
+
+
+def earlier_grid(path: Path) -> None:
+    write_grid(path, [torch.ones(28, 28)], [{"file": "a.png", "digit": 1, "probability": 0.5}])
+
+
+def plain_png(path: Path) -> None:
+    Image.new("L", (8, 8), 255).save(path)
+
+
+def not_png(path: Path) -> None:
+    path.write_text("my notes")
+
+
+def special(kind: str) -> Callable[[Path], None]:
+    return lambda path: make_special(path, kind)
+
+
+def link_to_grid(path: Path) -> None:
+    earlier_grid(path.with_name("real.png"))
+    path.symlink_to(path.with_name("real.png"))
+
+
+@pytest.mark.usefixtures("no_hang")
+@pytest.mark.parametrize(
+    ("grid", "make", "words"),
+    [
+        ("in.png", None, "is also an input (in.png)"),
+        ("hardlink.png", lambda p: os.link(p.with_name("in.png"), p), "is also an input"),
+        ("symlink.png", lambda p: p.symlink_to("in.png"), "is also an input"),
+        ("sub/../in.png", None, "is also an input"),
+        ("plain.png", plain_png, "exists and is not a grid mnist-predict wrote; choose another"),
+        ("notes.png", not_png, "exists and is not a grid mnist-predict wrote"),
+        ("link.png", link_to_grid, "is a symbolic link, not a regular file"),
+        ("fifo.png", special("a FIFO"), "is a FIFO, not a regular file"),
+        ("dir.png", special("a directory"), "is a directory, not a regular file"),
+        ("sock.png", special("a socket"), "is a socket, not a regular file"),
+        ("gone.png", lambda p: p.symlink_to("nowhere.png"), "is a symbolic link, not a regular"),
+        ("loop.png", lambda p: p.symlink_to("loop.png"), "is a symbolic link, not a regular file"),
+        ("a.txt/sub/g.png", None, "a.txt is a regular file, not a directory"),
+        ("/proc/g.png", None, "cannot create a file in /proc"),
+        ("/proc/self/g.png", None, "cannot create a file in /proc/self"),
+    ],
+)
+def test_a_grid_that_would_overwrite_or_cannot_be_written_is_refused(
+    grid: str, make: Callable[[Path], None] | None, words: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    plain_png(tmp_path / "in.png")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("")
+    if make:
+        make(tmp_path / grid)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        check_grid(Path(grid), [Path("in.png")])
+    assert str(info.value).startswith(f"grid={grid}") and words in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == before  # no probe file left behind
+
+
+@pytest.mark.parametrize("grid", ["g.png", "new/folders/g.png", "earlier.png"])
+def test_a_new_path_or_an_earlier_grid_is_written(grid: str, tmp_path: Path) -> None:
+    earlier_grid(tmp_path / "earlier.png")
+    path = tmp_path / grid
+    check_grid(path, [tmp_path / "in.png"])
+    assert not (tmp_path / "new").exists()  # checked, not created, before the work
+    earlier_grid(path)
+    assert is_grid(path)
+    with Image.open(path) as image:
+        assert image.info["Software"] == GRID_SOFTWARE
+    assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]  # written atomically
+
+
+def test_only_grids_count_as_grids(tmp_path: Path) -> None:
+    plain_png(tmp_path / "plain.png")
+    (tmp_path / "plain.png").with_name("empty.png").write_bytes(b"")
+    assert not is_grid(tmp_path / "plain.png")
+    assert not is_grid(tmp_path / "empty.png")
+    assert not is_grid(tmp_path / "missing.png")

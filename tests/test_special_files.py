@@ -1,0 +1,347 @@
+"""Files as they really are, and mnist-predict's arguments, as a user meets them: real
+subprocesses of the commands.
+
+FIFOs, devices, sockets and dangling links among the pictures are skipped by name (a FIFO used
+to hang mnist-predict forever), never opened; an IDX file that is not a regular file, or whose
+header promises more than the file holds, is refused by name before it is read (a link to
+/dev/zero used to be read until memory ran out); `grid=` never overwrites an input or a file
+that is not an earlier grid. Each case must exit non-zero with the expected words, show no
+traceback, and leave everything that existed as it was (regular files by size and mtime, links
+and special files by what they are). docs/reliability.md lists the same cases.
+
+Every command runs under a 60 s timeout and a 5 GiB address-space limit, so a regression that
+blocks or reads without end fails the case instead of hanging the suite or the machine.
+"""
+
+import os
+import re
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMALL, cli_env, write_mnist
+from PIL import Image, ImageDraw
+
+from mnist_lightning import download
+from mnist_lightning.download import MNIST_SHA256, raw_dir
+from mnist_lightning.errors import DataError
+from mnist_lightning.predict import GRID_SOFTWARE, is_grid, write_grid
+
+TIMEOUT_S = 60
+MEMORY_LIMIT_KIB = 5 * 2**20  # 5 GiB of address space: enough for torch, not for /dev/zero
+
+
+def run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m mnist_lightning.<module> args...` in `cwd` on the data in `cwd/data`, with a
+    memory limit and a timeout; a timeout becomes exit status None and says so in stderr."""
+    command = [sys.executable, "-m", f"mnist_lightning.{module}", *args]
+    limited = ["bash", "-c", f'ulimit -v {MEMORY_LIMIT_KIB} && exec "$@"', "bash", *command]
+    try:
+        return subprocess.run(
+            limited,
+            cwd=cwd,
+            env=cli_env(cwd / "data"),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+        return subprocess.CompletedProcess(command, None, out, f"timed out after {TIMEOUT_S} s")
+
+
+def snapshot(root: Path) -> dict[Path, tuple[str, int, int]]:
+    """Every entry but directories, by lstat: a link or a FIFO is recorded as what it is, and
+    nothing is opened or followed. A run's `.lock` is left out: every command that may write
+    the run takes it, and writes its own process id into it."""
+    entries = {}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode) and path.name != ".lock":
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+            entries[path] = (f"{stat.filemode(st.st_mode)[0]}{target}", st.st_size, st.st_mtime_ns)
+    return entries
+
+
+def make_world(directory: Path, trained_run: Path) -> Path:
+    """A data directory, a finished run and a folder with one good picture, as a user has."""
+    write_mnist(directory / "data", train=300, test=50)
+    shutil.copytree(trained_run, directory / "run")
+    (directory / "pictures").mkdir()
+    drawn = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
+    drawn.save(directory / "pictures" / "one.png")
+    return directory
+
+
+def last_ckpt(w: Path) -> str:
+    return str(w / "run" / "checkpoints" / "last.ckpt")
+
+
+def make_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the socket file stays when the socket is closed
+
+
+def earlier_grid(path: Path) -> None:
+    """A grid as an earlier mnist-predict run wrote it, by its own writer."""
+    image = torch.zeros(28, 28)
+    image[4:24, 13:15] = 1
+    row = {"file": "seven.png", "digit": 1, "probability": 0.9}
+    write_grid(path, [image], [row])
+
+
+def special_pictures(w: Path) -> list[str]:
+    """Among the pictures: a FIFO, a link to /dev/zero, a socket and a dangling link, beside a
+    good picture; another FIFO given by name; the grid replaces an earlier grid."""
+    pictures = w / "pictures"
+    os.mkfifo(pictures / "fifo.png")
+    (pictures / "zero.png").symlink_to("/dev/zero")
+    make_socket(pictures / "sock.png")
+    (pictures / "gone.png").symlink_to(w / "no-such.png")
+    os.mkfifo(w / "named.png")
+    earlier_grid(w / "grid.png")
+    return [
+        f"ckpt_path={last_ckpt(w)}",
+        f"inputs=[{pictures},{w / 'named.png'}]",
+        f"grid={w / 'grid.png'}",
+    ]
+
+
+def predict(*overrides: str) -> Callable[[Path], list[str]]:
+    """mnist-predict on the good picture, with `overrides` ({w}: the world)."""
+
+    def setup(w: Path) -> list[str]:
+        Image.new("L", (32, 32), 128).save(w / "pictures.png")  # a picture that is not a grid
+        base = [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures' / 'one.png'}"]
+        return base + [o.format(w=w) for o in overrides]
+
+    return setup
+
+
+def idx_header(*shape: int) -> bytes:
+    return struct.pack(f">HBB{len(shape)}I", 0, 8, len(shape), *shape)
+
+
+def bad_idx(name: str, make: Callable[[Path], None]) -> Callable[[Path], Path]:
+    """Replace the IDX file `name` of the world's data by what `make` puts at its path."""
+
+    def replace(w: Path) -> Path:
+        path = raw_dir(w / "data") / name
+        path.unlink()
+        make(path)
+        return path
+
+    return replace
+
+
+def train(change: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+    def setup(w: Path) -> list[str]:
+        change(w)
+        return list(SMALL)  # data.source=files: the files as they are
+
+    return setup
+
+
+def evaluate(change: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+    def setup(w: Path) -> list[str]:
+        change(w)
+        return [f"ckpt_path={last_ckpt(w)}", "data_source=files", "device=cpu"]
+
+    return setup
+
+
+def link_to_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def huge_header(path: Path) -> None:
+    path.write_bytes(idx_header(2**32 - 1, 2**32 - 1, 28) + bytes(84))  # 100 bytes
+
+
+@dataclass(frozen=True)
+class Case:
+    command: str
+    setup: Callable[[Path], list[str]]
+    words: tuple[str, ...]  # in stderr; {w} is the world
+    status: int | None = None  # the exit status, if a particular one; else any but 0
+    replaced: tuple[str, ...] = ()  # files, relative to the world, that may be replaced
+
+
+SKIPPED = "skipped: {w}/pictures/"
+CASES: dict[str, Case] = {
+    # special files among mnist-predict's inputs: skipped by name; the good picture is read
+    "special files as pictures": Case(
+        "predict",
+        special_pictures,
+        (
+            SKIPPED + "fifo.png: a FIFO, not a regular file",
+            SKIPPED + "zero.png: a character device, not a regular file",
+            SKIPPED + "sock.png: a socket, not a regular file",
+            SKIPPED + "gone.png: a dangling symbolic link",
+            "skipped: {w}/named.png: a FIFO, not a regular file",
+            "wrote {w}/grid.png",
+        ),
+        status=1,
+        replaced=("grid.png",),
+    ),
+    # grid=: checked before any work
+    "grid is an input": Case(
+        "predict",
+        predict("grid={w}/pictures/one.png"),
+        ("grid={w}/pictures/one.png is also an input",),
+    ),
+    "grid over a picture": Case(
+        "predict",
+        predict("grid={w}/pictures.png"),
+        ("grid={w}/pictures.png exists and is not a grid mnist-predict wrote",),
+    ),
+    "grid under a file": Case(
+        "predict",
+        predict("grid={w}/run/metrics.json/figures/grid.png"),
+        ("grid={w}/run/metrics.json/figures/grid.png", "metrics.json is a regular file"),
+    ),
+    "grid not a png": Case("predict", predict("grid={w}/grid.txt"), ("grid=", "grid.txt", ".png")),
+    # mnist-predict's other arguments
+    "device nan": Case("predict", predict("device=nan"), ("device=nan", "auto, cpu, cuda, mps")),
+    "json a number": Case("predict", predict("json=2"), ("json=2 must be true or false",)),
+    "inputs empty": Case("predict", predict("inputs=[]"), ("inputs=[] must name",)),
+    # IDX files that are not regular files, or promise more than they hold
+    "idx link to /dev/zero": Case(
+        "train",
+        train(bad_idx("train-images-idx3-ubyte", link_to_zero)),
+        ("train-images-idx3-ubyte: cannot read (a character device, not a regular file)",),
+    ),
+    "idx fifo": Case(
+        "train",
+        train(bad_idx("train-labels-idx1-ubyte", os.mkfifo)),
+        ("train-labels-idx1-ubyte: cannot read (a FIFO, not a regular file)",),
+    ),
+    "idx huge header": Case(
+        "train",
+        train(bad_idx("train-images-idx3-ubyte", huge_header)),
+        ("train-images-idx3-ubyte: 100 bytes, but its header promises", "truncated"),
+    ),
+    "eval idx link to /dev/zero": Case(
+        "eval",
+        evaluate(bad_idx("t10k-images-idx3-ubyte", link_to_zero)),
+        ("t10k-images-idx3-ubyte: cannot read (a character device, not a regular file)",),
+    ),
+}
+
+
+@dataclass
+class Outcome:
+    world: Path
+    done: subprocess.CompletedProcess
+    before: dict[Path, tuple[str, int, int]]
+    after: dict[Path, tuple[str, int, int]]
+
+
+TEST_NAME = "test_special_file_or_argument_gets_one_clear_message_and_changes_nothing"
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
+) -> dict[str, Outcome]:
+    """Every selected case, two at a time (each command spends seconds importing on one core);
+    each in a world of its own."""
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.originalname == TEST_NAME and item.module is sys.modules[__name__]
+    ]
+
+    def run(case: str) -> Outcome:
+        world = make_world(tmp_path_factory.mktemp(re.sub(r"\W+", "-", case)), trained_run)
+        args = CASES[case].setup(world)
+        before = snapshot(world)
+        done = run_tool(CASES[case].command, args, world)
+        return Outcome(world, done, before, snapshot(world))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(selected, pool.map(run, selected), strict=True))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_special_file_or_argument_gets_one_clear_message_and_changes_nothing(
+    case: str, outcomes: dict[str, Outcome]
+) -> None:
+    expected, outcome = CASES[case], outcomes[case]
+    done, w = outcome.done, outcome.world
+    output = done.stderr + done.stdout
+    assert done.returncode not in (0, None), output[-3000:]
+    if expected.status is not None:
+        assert done.returncode == expected.status, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for words in expected.words:
+        assert words.format(w=w) in done.stderr, done.stderr[-3000:]
+    replaced = {w / name for name in expected.replaced}
+    unchanged = {p: v for p, v in outcome.before.items() if p not in replaced}
+    assert {p: outcome.after.get(p) for p in unchanged} == unchanged
+    for path in replaced:  # replaced by a new grid, a regular file marked as ours
+        assert outcome.after[path] != outcome.before[path]
+        assert outcome.after[path][0] == "-" and is_grid(path)
+
+
+def test_the_readable_picture_is_still_predicted(outcomes: dict[str, Outcome]) -> None:
+    outcome = outcomes.get("special files as pictures")
+    if outcome is None:
+        pytest.skip("the case was not selected")
+    assert "pictures/one.png" in outcome.done.stdout, outcome.done.stdout
+    with Image.open(outcome.world / "grid.png") as grid:
+        assert grid.info["Software"] == GRID_SOFTWARE
+
+
+# In-process: what `data.source=auto` does with a special file where an IDX file should be.
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "link to a file", "fifo", "directory"])
+def test_auto_counts_a_special_file_as_unverified_and_replaces_it_not_its_target(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = raw_dir(write_mnist(tmp_path / "data", train=20, test=10))
+    good = {name: (raw / name).read_bytes() for name in MNIST_SHA256}
+    for name, data in good.items():  # the synthetic files stand in for the official ones
+        monkeypatch.setitem(MNIST_SHA256, name, download.sha256(data))
+    assert download._unverified_files(raw) == []
+
+    victim = raw / "train-labels-idx1-ubyte"
+    victim.unlink()
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    if kind == "link to /dev/zero":
+        victim.symlink_to("/dev/zero")
+    elif kind == "link to a file":
+        victim.symlink_to(target)
+    elif kind == "fifo":
+        os.mkfifo(victim)
+    else:
+        victim.mkdir()
+    assert download._unverified_files(raw) == [victim.name]  # never opened: no hang
+
+    fetched = []
+    monkeypatch.setattr(
+        download,
+        "_fetch_torchvision",
+        lambda into: fetched.append(download._install_verified(into, good, "a test")),
+    )
+    if kind == "directory":  # no file can replace a directory: the source fails, naming it
+        with pytest.raises(DataError, match=f"Tried torchvision: .*{victim.name}"):
+            download.ensure_mnist(tmp_path / "data", "torchvision")
+        return
+    download.ensure_mnist(tmp_path / "data", "auto")
+    assert fetched and not victim.is_symlink() and stat.S_ISREG(victim.lstat().st_mode)
+    assert victim.read_bytes() == good[victim.name]
+    assert target.read_text() == "mine"  # the link was replaced, not what it pointed to
+    assert download._unverified_files(raw) == []
