@@ -17,7 +17,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_lightning.augment import AUGMENTS
 from mnist_lightning.download import SOURCES
-from mnist_lightning.errors import ConfigError
+from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.files import check_writable, kind_of
 from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
 from mnist_lightning.resume import find_run, find_sweep
 
@@ -121,9 +122,28 @@ def check_boolean(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}={value!r} must be true or false.")
 
 
+def check_finite(cfg: DictConfig) -> None:
+    """No NaN or infinity anywhere: the keys checked one by one below, and every other number a
+    callback, logger or the Trainer receives (`callbacks.progress_bar.refresh_rate=nan`)."""
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number.")
+
+
+def _leaves(tree: Any, key: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [
+            leaf for k, v in tree.items() for leaf in _leaves(v, f"{key}.{k}" if key else str(k))
+        ]
+    if isinstance(tree, list):
+        return [leaf for i, v in enumerate(tree) for leaf in _leaves(v, f"{key}[{i}]")]
+    return [(key, tree)]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` on the first value the code cannot use."""
-    check_number(cfg, "seed", int, low=0)
+    check_finite(cfg)
+    check_number(cfg, "seed", int, low=0, high=2**32 - 1)  # what numpy can seed
     check_number(cfg, "data.batch_size", int, low=1)
     check_number(cfg, "data.eval_batch_size", int, low=1)
     check_number(cfg, "data.val_size", int, low=1, high=59_999)
@@ -187,3 +207,72 @@ def validate(cfg: DictConfig) -> None:
     for split in ("val", "test"):
         check_number(cfg, f"trainer.limit_{split}_batches", float, low=0, optional=True)
     check_number(cfg, "trainer.val_check_interval", float, low=0, low_open=True, optional=True)
+    check_number(cfg, "trainer.check_val_every_n_epoch", int, low=1, optional=True)
+    check_number(cfg, "trainer.max_steps", int, low=-1, optional=True)
+
+
+# The other console scripts' arguments: mnist-eval (conf/eval.yaml) and mnist-export
+# (conf/export.yaml), checked as `validate` checks mnist-train's, before any work starts.
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+EXPORT_FORMATS = ("onnx", "torchscript")  # mnist-export's format= (export.SUFFIXES' keys)
+MAX_CHECK_IMAGES = 10_000  # the official test set
+
+
+def check_path(cfg: DictConfig, key: str, optional: bool = False) -> None:
+    """A file or directory name: a non-empty string (or, if `optional`, null or empty).
+    Hydra reads `x=1` as a number and `x=[a]` as a list; a name like that must be quoted."""
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_ABSENT)
+    except Exception as e:
+        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+    if value is _ABSENT or (not optional and value in (None, "")):
+        raise ConfigError(f"{key} is missing: give {key}=<path>.")
+    if optional and value in (None, ""):
+        return
+    if not isinstance(value, str) or "\0" in value:
+        raise ConfigError(
+            f"{key}={value!r} must be a file or directory path (quote a name Hydra would read "
+            f"otherwise: {key}=\"'name'\")."
+        )
+
+
+def validate_eval(cfg: DictConfig) -> None:
+    """mnist-eval's arguments, or `ConfigError` naming the first that cannot be used."""
+    check_finite(cfg)
+    check_path(cfg, "ckpt_path", optional=True)
+    check_path(cfg, "run_dir", optional=True)
+    if bool(_get(cfg, "ckpt_path")) == bool(_get(cfg, "run_dir")):
+        raise ConfigError("Give exactly one of ckpt_path=<file> or run_dir=<run directory>.")
+    check_path(cfg, "data_dir")
+    check_choice(cfg, "data_source", SOURCES)
+    check_number(cfg, "batch_size", int, low=1)
+    check_choice(cfg, "device", DEVICES)
+    check_boolean(cfg, "tensorboard")
+
+
+def validate_export(cfg: DictConfig) -> None:
+    """mnist-export's arguments, or `ConfigError` naming the first that cannot be used."""
+    check_finite(cfg)
+    check_path(cfg, "ckpt_path")
+    check_choice(cfg, "format", EXPORT_FORMATS)
+    check_path(cfg, "output", optional=True)
+    check_path(cfg, "data_dir")
+    check_choice(cfg, "data_source", SOURCES)
+    check_number(cfg, "check_images", int, low=1, high=MAX_CHECK_IMAGES)
+
+
+def check_can_create(folder: str | os.PathLike, key: str) -> None:
+    """`files.check_writable` for a folder a tool makes only once its work succeeds: nothing is
+    created now; the nearest folder that exists (`folder` itself, or the one above it where it
+    would be made) must be a directory that takes a file."""
+    existing = Path(os.path.abspath(folder))
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():  # a file, a FIFO, a dangling link where a folder must go
+        try:
+            kind = kind_of(os.stat(existing).st_mode)
+        except OSError:
+            kind = "a dangling symbolic link"
+        raise UserError(f"{key}: cannot write to {folder} ({existing} is {kind}).")
+    check_writable(existing, key)

@@ -6,8 +6,13 @@
 Results go to the console, to `eval/` in the checkpoint's run (metrics.json and the figures as
 PNG) and, as scalars and figures, to that run's TensorBoard. The test accuracy equals the one
 `mnist-train` recorded for the same checkpoint: same images, same batches, same arithmetic.
+
+Before any work, the run is locked (one writer per run directory: never while mnist-train
+writes it) and the places it will write are checked: `eval/` (and `tensorboard/`) must be real
+directories or absent, the files in it regular files or absent, and the run writable.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +23,23 @@ from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig
 
 from mnist_lightning.checkpoint import load_classifier, run_dir_of
-from mnist_lightning.config import CONFIG_DIR
+from mnist_lightning.config import CONFIG_DIR, check_can_create, validate_eval
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
-from mnist_lightning.errors import CheckpointError, ConfigError, exit_on_user_error
+from mnist_lightning.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
 from mnist_lightning.figures import (
     confusion_figure,
     confusion_matrix,
     first_layer_figure,
     mistakes_figure,
 )
-from mnist_lightning.files import atomic_open, atomic_write_json
+from mnist_lightning.files import (
+    RunBusyError,
+    atomic_open,
+    atomic_write_json,
+    kind_of,
+    lock_run,
+)
 from mnist_lightning.model import MNISTClassifier
 
 
@@ -61,6 +72,45 @@ def best_checkpoint(run_dir: Path) -> Path:
     if last.is_file():
         return last
     raise CheckpointError(f"run_dir={run_dir}: no checkpoints/best-*.ckpt or last.ckpt in it.")
+
+
+# What mnist-eval writes into <run>/eval/.
+EVAL_FILES = ("metrics.json", "confusion_matrix.png", "mistakes.png", "first_layer.png")
+
+
+def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
+    """The run `ckpt` (named by the argument `key`) belongs to, made ready for mnist-eval to
+    write into, before any work: its `eval/` (and `tensorboard/`) a real directory or absent,
+    the files written there regular files or absent, the run locked if it is a run directory
+    (`<run>/checkpoints/`), and the folders writable (none is made yet). Raise `UserError`
+    naming the path otherwise. The places are looked at before the lock is taken, so one
+    refused leaves the run exactly as it was."""
+    run = run_dir_of(ckpt)
+    folders = [run / "eval", *([run / "tensorboard"] if tensorboard else [])]
+    places = dict.fromkeys(folders, "a directory")
+    places |= dict.fromkeys((run / "eval" / name for name in EVAL_FILES), "a regular file")
+    for place, wanted in places.items():
+        try:
+            kind = kind_of(os.lstat(place).st_mode)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise UserError(f"{place} cannot be written: {e.strerror or e}.") from None
+        if kind != wanted:
+            raise UserError(
+                f"{place} is {kind}, not {wanted}: mnist-eval writes its results there. "
+                "Move it away (or evaluate a copy of the run), then run mnist-eval again."
+            )
+    if ckpt.parent.name == "checkpoints":
+        try:
+            lock_run(run, "mnist-eval")
+        except RunBusyError:
+            raise
+        except UserError as e:
+            raise UserError(f"{e} (mnist-eval writes its results into {run / 'eval'}.)") from None
+    for folder in folders:
+        check_can_create(folder, key)
+    return run
 
 
 @torch.no_grad()
@@ -105,32 +155,12 @@ def report(ckpt: Path, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    if bool(cfg.ckpt_path) == bool(cfg.run_dir):
-        raise ConfigError("Give exactly one of ckpt_path=<file> or run_dir=<run directory>.")
-    ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
-    device = pick_device(cfg.device)
-    model, checkpoint = load_classifier(ckpt, device)
-    raw = ensure_mnist(cfg.data_dir, cfg.data_source)
-    images, labels = (t.to(device) for t in load_pair(raw, "t10k"))
-    results = evaluate(model, images, labels, cfg.batch_size)
-    logits = results.pop("logits")
-    print(report(ckpt, results))
-
-    run = run_dir_of(ckpt)
-    results |= {"checkpoint": str(ckpt), "global_step": checkpoint.get("global_step", 0)}
+def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard: bool) -> None:
     atomic_write_json(run / "eval" / "metrics.json", results)
-    figures = {
-        "confusion_matrix": confusion_figure(torch.tensor(results["confusion_matrix"])),
-        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),
-        "first_layer": first_layer_figure(model.net.layers[0].weight),
-    }
     for name, figure in figures.items():
         with atomic_open(run / "eval" / f"{name}.png", "wb") as f:
             figure.savefig(f, format="png", dpi=100)
-    if cfg.tensorboard:
+    if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
         step = results["global_step"]
@@ -139,6 +169,38 @@ def main(cfg: DictConfig) -> None:
             writer.add_scalar("eval/loss", results["test/loss"], step)
             for name, figure in figures.items():
                 writer.add_figure(f"eval/{name}", figure, step)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    validate_eval(cfg)
+    ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
+    if not ckpt.is_file():  # before the run it would lie in is locked
+        raise CheckpointError(f"Checkpoint {ckpt} does not exist (or is not a file).")
+    device = pick_device(cfg.device)
+    key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
+    run = prepare_run(ckpt, cfg.tensorboard, key)
+    model, checkpoint = load_classifier(ckpt, device)
+    raw = ensure_mnist(cfg.data_dir, cfg.data_source)
+    images, labels = (t.to(device) for t in load_pair(raw, "t10k"))
+    results = evaluate(model, images, labels, cfg.batch_size)
+    logits = results.pop("logits")
+    print(report(ckpt, results))
+
+    results |= {"checkpoint": str(ckpt), "global_step": checkpoint.get("global_step", 0)}
+    figures = {
+        "confusion_matrix": confusion_figure(torch.tensor(results["confusion_matrix"])),
+        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),
+        "first_layer": first_layer_figure(model.net.layers[0].weight),
+    }
+    try:
+        write_results(run, results, figures, cfg.tensorboard)
+    except OSError as e:  # a full disk, a quota: each file is whole, the old one or the new
+        raise UserError(
+            f"Cannot write the results into {run / 'eval'}: {e.strerror or e} "
+            f"({e.filename or run})."
+        ) from None
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 

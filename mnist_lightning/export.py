@@ -7,10 +7,19 @@ The exported network takes images as float in [0, 1], shape (batch, 28, 28), and
 ten logits: it normalises its input itself. Before it is kept, it must give the checkpoint's
 predictions on `check_images` test images (ONNX through onnxruntime, TorchScript through
 `torch.jit.load`), else nothing is written.
+
+It never writes over an input: an output that is the checkpoint or lies in the data directory
+is refused, and one that exists is replaced (atomically) only if it is an earlier mnist-export
+file of the same format, which every export is marked as (`MARK`: a metadata property in ONNX,
+an extra file in TorchScript's zip archive).
 """
 
+import importlib.util
+import json
 import logging
+import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -19,24 +28,86 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import CONFIG_DIR
+from mnist_lightning.config import CONFIG_DIR, check_can_create, validate_export
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
+from mnist_lightning.files import kind_of, open_regular
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+MARK = "mnist_lightning_export"  # the metadata key (ONNX) and extra file's stem (TorchScript)
+ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
+
+
+def mark(fmt: str) -> str:
+    """What every export carries, to be recognised as one when it is exported over."""
+    return json.dumps({"tool": "mnist-export", "format": fmt})
+
+
+def is_earlier_export(path: Path, fmt: str) -> bool:
+    """Whether the regular file `path` is an earlier mnist-export output in `fmt`."""
+    try:
+        with open_regular(path) as f:
+            if fmt == "torchscript":
+                with zipfile.ZipFile(f) as archive:
+                    names = [n for n in archive.namelist() if n.endswith(f"/extra/{MARK}.json")]
+                    found = archive.read(names[0]).decode() if len(names) == 1 else None
+            else:
+                import onnx
+
+                props = onnx.ModelProto.FromString(f.read()).metadata_props
+                found = next((p.value for p in props if p.key == MARK), None)
+        info = json.loads(found) if found is not None else {}
+        return info.get("tool") == "mnist-export" and info.get("format") == fmt
+    except Exception:  # not a zip, not an ONNX model, not our JSON: not an earlier export
+        return False
+
+
+def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str) -> None:
+    """Refuse, before any work, an output that would overwrite an input or anything that is
+    not an earlier export of this format, or that cannot be written."""
+    where = f"output={output}" + (
+        "" if given else f" (by default the checkpoint's path with {SUFFIXES[fmt]})"
+    )
+    real = os.path.realpath(output)
+    try:
+        same = real == os.path.realpath(ckpt) or os.path.samefile(output, ckpt)
+    except OSError:  # one of them does not exist
+        same = False
+    if same:
+        raise ConfigError(
+            f"{where} is the checkpoint being exported (ckpt_path={ckpt}); mnist-export never "
+            "writes over its input: choose another output=."
+        )
+    data = os.path.realpath(data_dir)
+    if os.path.commonpath([real, data]) == data:
+        raise ConfigError(
+            f"{where} lies in the data directory {data}; mnist-export never writes among its "
+            "inputs: choose another output=."
+        )
+    try:
+        kind = kind_of(os.lstat(output).st_mode)
+    except OSError:  # absent, or under something that is not a folder (checked below)
+        kind = None
+    if kind not in (None, "a regular file"):
+        raise ConfigError(
+            f"{where} is {kind}, not a regular file; mnist-export writes only a file of its "
+            "own there: choose another output=."
+        )
+    if kind and not is_earlier_export(output, fmt):
+        raise ConfigError(
+            f"{where} exists and is not an earlier mnist-export {fmt} file; choose another "
+            "output= or delete it."
+        )
+    check_can_create(output.parent, where)
 
 
 def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:
     """Write `net` as ONNX with a free batch size; return its logits for `example`."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError(
-            'format=onnx needs onnx, onnxscript and onnxruntime: pip install -e ".[export]"'
-        ) from None
+    import onnxruntime
+
     batch = torch.export.Dim("batch")
     program = torch.onnx.export(
         net,
@@ -46,23 +117,32 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.n
         dynamic_shapes={"images": {0: batch}},
         verbose=False,
     )
+    program.model.metadata_props[MARK] = mark("onnx")
     program.save(str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"images": example.numpy()})[0]
 
 
 def export_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:
-    torch.jit.save(torch.jit.trace(net, example[:2]), str(path))
+    traced = torch.jit.trace(net, example[:2])
+    torch.jit.save(traced, str(path), _extra_files={f"{MARK}.json": mark("torchscript")})
     return torch.jit.load(str(path))(example).detach().numpy()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    if cfg.format not in SUFFIXES:
-        raise ConfigError(f"format={cfg.format!r} is not one of {', '.join(SUFFIXES)}.")
+    validate_export(cfg)
+    missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
+    if cfg.format == "onnx" and missing:
+        raise ConfigError(
+            f"format=onnx needs {', '.join(ONNX_MODULES)} ({', '.join(missing)} not installed): "
+            'pip install -e ".[export]"'
+        )
     ckpt = Path(cfg.ckpt_path)
     output = Path(cfg.output) if cfg.output else ckpt.with_suffix(SUFFIXES[cfg.format])
+    check_output(output, bool(cfg.output), ckpt, Path(cfg.data_dir), cfg.format)
+
     model, _ = load_classifier(ckpt, torch.device("cpu"))
     net = model.net.eval()
     images, _ = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source), "t10k")
@@ -70,19 +150,25 @@ def main(cfg: DictConfig) -> None:
     with torch.no_grad():
         expected = net(example).numpy()
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:  # kept only if it agrees
-        candidate = Path(tmp) / output.name
-        exporter = export_onnx if cfg.format == "onnx" else export_torchscript
-        got = exporter(net, example, candidate)
-        disagree = int((got.argmax(1) != expected.argmax(1)).sum())
-        largest = float(np.abs(got - expected).max())
-        if disagree:
-            raise UserError(
-                f"The {cfg.format} export predicts differently from {ckpt} on {disagree} of "
-                f"{len(example)} test images (largest logit difference {largest:.2e}); not kept."
-            )
-        candidate.replace(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=output.parent) as tmp:  # kept only if it agrees
+            candidate = Path(tmp) / output.name
+            exporter = export_onnx if cfg.format == "onnx" else export_torchscript
+            got = exporter(net, example, candidate)
+            disagree = int((got.argmax(1) != expected.argmax(1)).sum())
+            largest = float(np.abs(got - expected).max())
+            if disagree:
+                raise UserError(
+                    f"The {cfg.format} export predicts differently from {ckpt} on {disagree} "
+                    f"of {len(example)} test images (largest logit difference {largest:.2e}); "
+                    "not kept."
+                )
+            candidate.replace(output)
+    except OSError as e:  # a full disk, a vanished folder: nothing was replaced
+        raise UserError(
+            f"Cannot write output={output}: {e.strerror or e}; nothing was written."
+        ) from None
     print(
         f"wrote {output}: same predictions as the checkpoint on {len(example)} test images "
         f"(largest logit difference {largest:.1e})"

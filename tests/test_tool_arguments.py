@@ -1,0 +1,371 @@
+"""mnist-eval's and mnist-export's arguments and the places they write, as a user meets them:
+real subprocesses of the commands, as in test_bad_input.py.
+
+Each refused case must exit non-zero with one clear line naming the key, value or file, show
+no traceback, and leave everything that existed before exactly as it was. docs/reliability.md
+lists the same cases.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from hydra import compose
+from test_bad_input import last_ckpt, make_world, snapshot
+
+from mnist_lightning.checkpoint import load_classifier
+from mnist_lightning.config import EXPORT_FORMATS, validate_eval, validate_export
+from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.eval import prepare_run
+from mnist_lightning.export import (
+    SUFFIXES,
+    check_output,
+    export_onnx,
+    export_torchscript,
+    is_earlier_export,
+)
+from mnist_lightning.files import lock_run
+
+
+def earlier_export(path: Path, w: Path) -> None:
+    """An mnist-export TorchScript file at `path`, made by the exporter mnist-export runs."""
+    model, _ = load_classifier(last_ckpt(w), torch.device("cpu"))
+    export_torchscript(model.net.eval(), torch.rand(4, 28, 28), path)
+
+
+def evaluate(*overrides: str) -> Callable[[Path], list[str]]:
+    """mnist-eval of the run's last.ckpt with `overrides` ({w}: the world's directory)."""
+    return lambda w: [
+        f"ckpt_path={last_ckpt(w)}",
+        "data_source=files",
+        *(o.format(w=w) for o in overrides),
+    ]
+
+
+def export(*overrides: str) -> Callable[[Path], list[str]]:
+    """mnist-export of the run's last.ckpt to TorchScript with `overrides`."""
+    return lambda w: [
+        f"ckpt_path={last_ckpt(w)}",
+        "format=torchscript",
+        "data_source=files",
+        f"output={w / 'model.pt'}",
+        *(o.format(w=w) for o in overrides),
+    ]
+
+
+def then(
+    prepare: Callable[[Path], object], args: Callable[[Path], list[str]]
+) -> Callable[[Path], list[str]]:
+    """`args`, after `prepare` has set up the world."""
+
+    def setup(w: Path) -> list[str]:
+        prepare(w)
+        return args(w)
+
+    return setup
+
+
+def run_held_by_this_process(w: Path) -> None:
+    """The run locked as mnist-train locks it, by the test process (a lock is per process: the
+    mnist-eval subprocess finds it busy). Released when the test process exits."""
+    lock_run(w / "run", "mnist-train")
+
+
+def eval_is_a_link(w: Path) -> None:
+    (w / "elsewhere").mkdir()
+    (w / "elsewhere" / "notes.txt").write_text("mine")
+    (w / "run" / "eval").symlink_to(w / "elsewhere")
+
+
+def checkpoint_named_model_pt(w: Path) -> None:
+    shutil.copy(last_ckpt(w), w / "model.pt")
+
+
+# Refused: (command, setup returning the arguments, words stderr must hold)
+REFUSED: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
+    # mnist-eval's arguments
+    "eval batch_size=nan": (
+        "eval",
+        evaluate("batch_size=nan"),
+        ["batch_size=nan must be a finite"],
+    ),
+    "eval batch_size=inf": (
+        "eval",
+        evaluate("batch_size=inf"),
+        ["batch_size=inf must be a finite"],
+    ),
+    "eval batch_size=0": ("eval", evaluate("batch_size=0"), ["batch_size=0", "out of range"]),
+    "eval batch_size=abc": ("eval", evaluate("batch_size=abc"), ["batch_size='abc'"]),
+    "eval batch_size=true": ("eval", evaluate("batch_size=true"), ["batch_size=True"]),
+    "eval device=tpu": ("eval", evaluate("device=tpu"), ["device='tpu'", "auto, cpu"]),
+    "eval tensorboard=1": ("eval", evaluate("tensorboard=1"), ["tensorboard=1", "true or false"]),
+    "eval data_source=ftp": ("eval", evaluate("data_source=ftp"), ["data_source='ftp'", "pypi"]),
+    # where mnist-eval writes
+    "eval while the run is being written": (
+        "eval",
+        then(run_held_by_this_process, evaluate()),
+        ["is in use", "mnist-train", "run mnist-eval again"],
+    ),
+    "eval with <run>/eval a link": (
+        "eval",
+        then(eval_is_a_link, evaluate()),
+        ["run/eval is a symbolic link, not a directory"],
+    ),
+    # mnist-export's arguments
+    "export check_images=inf": (
+        "export",
+        export("check_images=inf"),
+        ["check_images=inf must be a finite number"],
+    ),
+    "export check_images=0": (
+        "export",
+        export("check_images=0"),
+        ["check_images=0", "out of range", "[1, 10000]"],
+    ),
+    "export check_images=1e9": (
+        "export",
+        export("check_images=1e9"),
+        ["check_images=1000000000.0", "integer"],
+    ),
+    "export format=pickle": (
+        "export",
+        export("format=pickle"),
+        ["format='pickle'", "onnx, torchscript"],
+    ),
+    # where mnist-export writes
+    # the issue's example: a checkpoint named model.pt, exported to TorchScript (.pt)
+    "export model.pt by default over itself": (
+        "export",
+        then(
+            checkpoint_named_model_pt,
+            lambda w: [f"ckpt_path={w / 'model.pt'}", "format=torchscript"],
+        ),
+        ["model.pt (by default the checkpoint's path with .pt) is the checkpoint"],
+    ),
+    "export over an unrelated file": (
+        "export",
+        then(lambda w: (w / "model.pt").write_text("my notes"), export()),
+        ["model.pt exists and is not an earlier mnist-export torchscript file"],
+    ),
+    "export under a regular file": (
+        "export",
+        export("output={w}/run/metrics.json/sub/model.pt"),
+        ["metrics.json/sub/model.pt: cannot write to", "metrics.json is a regular file"],
+    ),
+}
+
+# Allowed: an earlier export of the same format is replaced.
+ALLOWED: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
+    "export over an earlier export": (
+        "export",
+        then(lambda w: earlier_export(w / "model.pt", w), export("check_images=50")),
+        ["wrote", "model.pt", "same predictions"],
+    ),
+}
+CASES = REFUSED | ALLOWED
+
+
+@dataclass
+class Outcome:
+    done: subprocess.CompletedProcess
+    world: Path
+    before: dict[Path, tuple[int, int]]
+    after: dict[Path, tuple[int, int]]
+
+
+TESTS = (
+    "test_bad_tool_arguments_get_one_clear_line_and_change_nothing",
+    "test_an_earlier_export_is_replaced",
+)
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
+) -> dict[str, Outcome]:
+    """Every selected case, run two at a time (as in test_bad_input.py), each in its own
+    world and working directory."""
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.originalname in TESTS and item.module is sys.modules[__name__]
+    ]
+
+    def run(case: str) -> Outcome:
+        command, setup, _ = CASES[case]
+        world = make_world(tmp_path_factory.mktemp(re.sub(r"\W+", "-", case)), trained_run)
+        args = setup(world)
+        before = snapshot(world)
+        done = run_cli(command, args, world, world / "data")
+        return Outcome(done, world, before, snapshot(world))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(selected, pool.map(run, selected), strict=True))
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_bad_tool_arguments_get_one_clear_line_and_change_nothing(
+    case: str, outcomes: dict[str, Outcome]
+) -> None:
+    done, before, after = outcomes[case].done, outcomes[case].before, outcomes[case].after
+    _, _, words = REFUSED[case]
+    output = done.stderr + done.stdout
+    assert done.returncode == 2, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    for word in words:
+        assert word in errors[0], errors[0]
+    assert {p: after.get(p) for p in before} == before  # nothing that existed changed
+    assert set(after) <= set(before) | {outcomes[case].world / "run" / ".lock"}
+
+
+@pytest.mark.parametrize("case", ALLOWED)
+def test_an_earlier_export_is_replaced(case: str, outcomes: dict[str, Outcome]) -> None:
+    done, world = outcomes[case].done, outcomes[case].world
+    before, after = outcomes[case].before, outcomes[case].after
+    assert done.returncode == 0, done.stderr[-3000:]
+    for word in ALLOWED[case][2]:
+        assert word in done.stdout, done.stdout[-2000:]
+    output = world / "model.pt"
+    assert after[output] != before[output]  # replaced ...
+    assert is_earlier_export(output, "torchscript")  # ... by an export, marked as one
+    assert torch.jit.load(str(output))(torch.rand(3, 28, 28)).shape == (3, 10)
+    others = {p: v for p, v in before.items() if p != output}
+    assert {p: after.get(p) for p in others} == others  # nothing else changed
+    new = set(after) - set(before)  # no temporary files left (a lock file may be new)
+    assert all(path.name == ".lock" for path in new), new
+
+
+# In-process: the checks themselves, on values a subprocess case above does not try.
+
+
+def test_every_export_format_has_a_suffix() -> None:
+    assert set(SUFFIXES) == set(EXPORT_FORMATS)
+
+
+@pytest.mark.usefixtures("hydra_on_conf")
+@pytest.mark.parametrize(
+    ("name", "overrides", "words"),
+    [
+        ("eval", ["ckpt_path=[a]"], "ckpt_path=['a'] must be a file or directory path"),
+        ("eval", ["ckpt_path=1"], "ckpt_path=1 must be a file or directory path"),
+        ("eval", ["ckpt_path=a", "run_dir=b"], "exactly one of"),
+        ("eval", ["ckpt_path=a", "data_dir=null"], "data_dir is missing"),
+        ("eval", ["ckpt_path=a", "batch_size=-inf"], "batch_size=-inf must be a finite number"),
+        ("eval", ["ckpt_path=a", "batch_size=2.5"], "batch_size=2.5 must be an integer"),
+        ("eval", ["ckpt_path=a", "tensorboard=yes"], "tensorboard='yes' must be true or false"),
+        ("eval", ["ckpt_path=a", "device=[cpu]"], "device=['cpu'] is not one of"),
+        ("export", [], "ckpt_path is missing"),
+        ("export", ["ckpt_path=''"], "ckpt_path is missing"),
+        ("export", ["ckpt_path=a", "output=[x]"], "output=['x'] must be a file or directory"),
+        ("export", ["ckpt_path=a", "check_images=10001"], "check_images=10001 is out of range"),
+        ("export", ["ckpt_path=a", "check_images=1e3"], "check_images=1000.0 must be an integer"),
+        ("export", ["ckpt_path=a", "data_source=[files]"], "data_source=['files'] is not one of"),
+        ("export", ["ckpt_path=a", "format=null"], "format=None is not one of"),
+    ],
+)
+def test_tool_values_are_config_errors_naming_the_key(
+    name: str, overrides: list[str], words: str
+) -> None:
+    cfg = compose(name, overrides=["data_dir=/d", *overrides])
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        (validate_eval if name == "eval" else validate_export)(cfg)
+
+
+@pytest.mark.usefixtures("hydra_on_conf")
+@pytest.mark.parametrize("name", ["eval", "export"])
+def test_the_tool_defaults_are_valid(name: str) -> None:
+    cfg = compose(name, overrides=["data_dir=/d", "ckpt_path=a"])
+    (validate_eval if name == "eval" else validate_export)(cfg)
+
+
+def test_onnx_exports_are_marked_and_recognised(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason='the ONNX tools: pip install -e ".[export]"')
+    pytest.importorskip("onnxscript", reason='the ONNX tools: pip install -e ".[export]"')
+
+    class Net(torch.nn.Module):  # its forward's argument named `images`, as the project's
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(784, 10)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.linear(images.flatten(1))
+
+    export_onnx(Net().eval(), torch.rand(4, 28, 28), tmp_path / "m.onnx")
+    assert is_earlier_export(tmp_path / "m.onnx", "onnx")
+    assert not is_earlier_export(tmp_path / "m.onnx", "torchscript")
+    (tmp_path / "other.onnx").write_bytes(b"\x08\x07" * 100)
+    assert not is_earlier_export(tmp_path / "other.onnx", "onnx")
+
+
+def make_places(tmp: Path) -> Path:
+    """A checkpoint (any bytes: nothing here reads it), a data directory and odd places."""
+    (tmp / "data").mkdir()
+    (tmp / "model.ckpt").write_bytes(b"checkpoint")
+    (tmp / "folder").mkdir()
+    (tmp / "notes.txt").write_text("mine")
+    os.mkfifo(tmp / "fifo.pt")
+    (tmp / "link.pt").symlink_to(tmp / "notes.txt")
+    os.link(tmp / "model.ckpt", tmp / "hard.pt")
+    (tmp / "soft.pt").symlink_to(tmp / "model.ckpt")
+    return tmp
+
+
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [
+        ("model.ckpt", "model.ckpt is the checkpoint being exported"),
+        ("hard.pt", "hard.pt is the checkpoint being exported"),  # a hard link to it
+        ("soft.pt", "soft.pt is the checkpoint being exported"),  # a symbolic link to it
+        ("folder", "folder is a directory, not a regular file"),
+        ("fifo.pt", "fifo.pt is a FIFO, not a regular file"),
+        ("link.pt", "link.pt is a symbolic link, not a regular file"),
+        ("/dev/null", "/dev/null is a character device"),
+        ("/proc/mnist/model.pt", "/proc/mnist/model.pt: cannot write to /proc"),
+        ("notes.txt/model.pt", "notes.txt is a regular file)"),
+        ("data/MNIST/raw/model.pt", "lies in the data directory"),
+    ],
+)
+def test_export_refuses_outputs_that_are_not_its_own(
+    output: str, words: str, tmp_path: Path
+) -> None:
+    tmp = make_places(tmp_path)
+    with pytest.raises(UserError, match=re.escape(words)):
+        check_output(tmp / output, True, tmp / "model.ckpt", tmp / "data", "torchscript")
+
+
+def test_export_may_write_a_new_file_in_a_new_folder(tmp_path: Path) -> None:
+    tmp = make_places(tmp_path)
+    check_output(tmp / "new" / "model.pt", True, tmp / "model.ckpt", tmp / "data", "torchscript")
+    assert not (tmp / "new").exists()  # checked, not made: that waits for the export
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda run: (run / "eval").write_text("x"), "eval is a regular file, not a directory"),
+        (lambda run: (run / "eval" / "metrics.json").mkdir(parents=True), "metrics.json is a dir"),
+        (lambda run: (run / "tensorboard").symlink_to(run), "tensorboard is a symbolic link"),
+    ],
+)
+def test_eval_refuses_odd_places_in_the_run(
+    make: Callable[[Path], object], words: str, tmp_path: Path
+) -> None:
+    make(tmp_path)  # a checkpoint outside a checkpoints/ folder: its folder is the run
+    with pytest.raises(UserError, match=re.escape(words)):
+        prepare_run(tmp_path / "x.ckpt", tensorboard=True, key="ckpt_path=x.ckpt")
+
+
+def test_eval_checks_that_the_run_can_be_written() -> None:
+    with pytest.raises(UserError, match=re.escape("ckpt_path=x: cannot write to /proc")):
+        prepare_run(Path("/proc/x.ckpt"), tensorboard=False, key="ckpt_path=x")
