@@ -17,8 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_lightning.augment import AUGMENTS
 from mnist_lightning.download import SOURCES
-from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.files import check_writable, kind_of
+from mnist_lightning.errors import ConfigError
 from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
 from mnist_lightning.resume import find_run, find_sweep
 
@@ -260,19 +259,3 @@ def validate_export(cfg: DictConfig) -> None:
     check_path(cfg, "data_dir")
     check_choice(cfg, "data_source", SOURCES)
     check_number(cfg, "check_images", int, low=1, high=MAX_CHECK_IMAGES)
-
-
-def check_can_create(folder: str | os.PathLike, key: str) -> None:
-    """`files.check_writable` for a folder a tool makes only once its work succeeds: nothing is
-    created now; the nearest folder that exists (`folder` itself, or the one above it where it
-    would be made) must be a directory that takes a file."""
-    existing = Path(os.path.abspath(folder))
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():  # a file, a FIFO, a dangling link where a folder must go
-        try:
-            kind = kind_of(os.stat(existing).st_mode)
-        except OSError:
-            kind = "a dangling symbolic link"
-        raise UserError(f"{key}: cannot write to {folder} ({existing} is {kind}).")
-    check_writable(existing, key)

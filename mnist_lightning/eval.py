@@ -23,7 +23,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig
 
 from mnist_lightning.checkpoint import load_classifier, run_dir_of
-from mnist_lightning.config import CONFIG_DIR, check_can_create, validate_eval
+from mnist_lightning.config import CONFIG_DIR, validate_eval
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
@@ -37,6 +37,7 @@ from mnist_lightning.files import (
     RunBusyError,
     atomic_open,
     atomic_write_json,
+    check_writable,
     kind_of,
     lock_run,
 )
@@ -109,7 +110,7 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
         except UserError as e:
             raise UserError(f"{e} (mnist-eval writes its results into {run / 'eval'}.)") from None
     for folder in folders:
-        check_can_create(folder, key)
+        check_writable(folder, key)
     return run
 
 

@@ -28,11 +28,11 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import CONFIG_DIR, check_can_create, validate_export
+from mnist_lightning.config import CONFIG_DIR, validate_export
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
-from mnist_lightning.files import kind_of, open_regular
+from mnist_lightning.files import check_writable, kind_of, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
             f"{where} exists and is not an earlier mnist-export {fmt} file; choose another "
             "output= or delete it."
         )
-    check_can_create(output.parent, where)
+    check_writable(output.parent, where)
 
 
 def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:

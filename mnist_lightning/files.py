@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import ConfigError, UserError
 
 LOCK_NAME = ".lock"
 _held_locks: dict[Path, int] = {}  # run directory -> descriptor, for the life of the process
@@ -101,16 +101,23 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
 
 
 def check_writable(folder: Path, key: str) -> None:
-    """Before any work: `folder` (the place `key` names) exists or can be made, and takes a file."""
+    """Before any work, creating nothing: `folder`, where `key` writes, can take a file. The
+    nearest folder that exists (itself, or the one above where it would be made) must be a
+    directory that takes a temporary file."""
+    existing = Path(os.path.abspath(folder))
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        kind = kind_of(os.stat(existing).st_mode)
+    except OSError:
+        kind = "a dangling symbolic link"
+    if kind != "a directory":
+        raise ConfigError(f"{key}: cannot write to {folder} ({existing} is {kind}).")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise UserError(
-            f"{key}: cannot write to {folder} ({e.strerror or e}). Choose a directory you can "
-            "write to."
-        ) from None
+        raise ConfigError(f"{key}: cannot write to {folder} ({e.strerror or e}).") from None
 
 
 class RunBusyError(UserError):

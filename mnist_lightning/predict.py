@@ -15,7 +15,6 @@ import json
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,15 @@ from omegaconf.errors import MissingMandatoryValue
 from PIL import Image, UnidentifiedImageError
 
 from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import CONFIG_DIR, check_boolean, check_choice
+from mnist_lightning.config import CONFIG_DIR, DEVICES, check_boolean, check_choice
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
 from mnist_lightning.eval import pick_device
 from mnist_lightning.figures import digits_figure
-from mnist_lightning.files import atomic_open, kind_of, open_regular
+from mnist_lightning.files import atomic_open, check_writable, kind_of, open_regular
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 MAX_SIDE = 1024  # larger pictures are shrunk first: a digit needs no more detail
 INK_THRESHOLD = 0.25  # of the ink range: what counts as ink when cropping
-DEVICES = ("auto", "cpu", "cuda", "mps")
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
 
 
@@ -181,23 +179,7 @@ def check_grid(grid: Path, inputs: list[Path]) -> None:
                 f"{name} is also an input ({item}); mnist-predict never writes over its inputs. "
                 "Choose another path for the grid."
             )
-    folder = grid.absolute().parent
-    while not os.path.lexists(folder):
-        folder = folder.parent
-    try:
-        kind = kind_of(os.stat(folder).st_mode)
-    except OSError as e:
-        kind = f"unusable ({e.strerror or e})"
-    if kind != "a directory":
-        raise ConfigError(f"{name}: cannot write there, {folder} is {kind}, not a directory.")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mnist-predict-", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(
-            f"{name}: cannot create a file in {folder} ({e.strerror or e})."
-        ) from None
+    check_writable(grid.absolute().parent, name)
     check_grid_target(grid)
 
 

@@ -139,7 +139,7 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "run dir under a file": (
         "train",
         train("hydra.run.dir={w}/run/metrics.json/new"),
-        ["hydra.run.dir=", "metrics.json/new", "Not a directory"],
+        ["hydra.run.dir=", "metrics.json/new", "metrics.json is a regular file"],
     ),
     "resume and ckpt_path": (
         "train",
