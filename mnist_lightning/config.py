@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_lightning.augment import AUGMENTS
 from mnist_lightning.download import SOURCES
 from mnist_lightning.errors import ConfigError
-from mnist_lightning.model import ACTIVATIONS, OPTIMIZERS, SCHEDULERS
+from mnist_lightning.model import ACTIVATIONS, MAX_WIDTH, OPTIMIZERS, SCHEDULERS, size_problem
 from mnist_lightning.resume import find_run, find_sweep
 
 # The project's conf/ directory (the package is installed editable, from the clone).
@@ -158,12 +158,16 @@ def validate(cfg: DictConfig) -> None:
 
     hidden = _get(cfg, "model.hidden_dims")
     if not isinstance(hidden, ListConfig | list) or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+        isinstance(h, int) and not isinstance(h, bool) and 0 < h <= MAX_WIDTH for h in hidden
     ):
         raise ConfigError(
-            f"model.hidden_dims={hidden!r} must be a list of positive layer widths, e.g. "
-            "[512,256] ([] gives a linear 784-10 model)."
+            f"model.hidden_dims={hidden!r} must be a list of layer widths from 1 to {MAX_WIDTH}, "
+            "e.g. [512,256] ([] gives a linear 784-10 model)."
         )
+    if size_problem(hidden):
+        shown = str(list(hidden))
+        shown = shown[:60] + " ..." * (len(shown) > 60)
+        raise ConfigError(f"model.hidden_dims={shown}: {size_problem(hidden)}.")
     check_choice(cfg, "model.activation", ACTIVATIONS)
     dropout = _get(cfg, "model.dropout")
     if isinstance(dropout, ListConfig | list):

@@ -189,7 +189,10 @@ def main(cfg: DictConfig) -> None:
     logits = results.pop("logits")
     print(report(ckpt, results))
 
-    results |= {"checkpoint": str(ckpt), "global_step": checkpoint.get("global_step", 0)}
+    step = checkpoint.get("global_step", 0)  # TensorBoard takes a count of steps, nothing else
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
+        step = 0
+    results |= {"checkpoint": str(ckpt), "global_step": step}
     figures = {
         "confusion_matrix": confusion_figure(torch.tensor(results["confusion_matrix"])),
         "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),

@@ -132,9 +132,13 @@ def lock_run(run: Path, command: str) -> None:
     if run in _held_locks:
         return
     try:
-        fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as e:
         raise UserError(f"Cannot lock {run} for writing: {e.strerror or e}.") from None
+    kind = kind_of(os.fstat(fd).st_mode)
+    if kind != "a regular file":
+        os.close(fd)
+        raise UserError(f"Cannot lock {run} for writing: its {LOCK_NAME} is {kind}.")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

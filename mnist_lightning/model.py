@@ -31,6 +31,27 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 STEP_SCHEDULERS = ("cosine", "onecycle")  # updated every optimizer step; the others per epoch
+# Bounds on the network's size, far above what MNIST needs: a layer width or a hidden_dims
+# beyond them (a typo, or a crafted checkpoint's hyper_parameters) would only exhaust memory.
+MAX_WIDTH = 65_536  # units in one hidden layer
+MAX_WEIGHTS = 2**28  # weights of all layers together: 1 GiB in float32
+MAX_LAYERS = 1_000  # hidden layers
+
+
+def size_problem(hidden_dims: Sequence[int]) -> str | None:
+    """Why an MLP of these hidden layer widths cannot be built, in words; None if it can."""
+    widths = list(hidden_dims)
+    if not all(isinstance(h, int) and not isinstance(h, bool) for h in widths):
+        return "the layer widths must be whole numbers"
+    if not all(0 < h <= MAX_WIDTH for h in widths):
+        return f"every layer width must be from 1 to {MAX_WIDTH}"
+    if len(widths) > MAX_LAYERS:
+        return f"{len(widths)} hidden layers are more than {MAX_LAYERS}"
+    sizes = [28 * 28, *widths, 10]
+    weights = sum(sizes[i] * sizes[i + 1] for i in range(len(widths) + 1))
+    if weights > MAX_WEIGHTS:
+        return f"the layers would hold {weights:,} weights, more than {MAX_WEIGHTS:,}"
+    return None
 
 
 class MLP(nn.Module):
@@ -52,6 +73,10 @@ class MLP(nn.Module):
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        problem = size_problem(hidden_dims)
+        if problem:
+            shown = repr(list(hidden_dims))
+            raise ValueError(f"hidden_dims={shown[:60] + ' ...' * (len(shown) > 60)}: {problem}")
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         dropouts = [dropout] * len(hidden_dims) if isinstance(dropout, float | int) else dropout
         layers: list[nn.Module] = []

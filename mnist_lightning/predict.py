@@ -250,6 +250,14 @@ def main(cfg: DictConfig) -> None:
             continue
         with torch.no_grad():
             probs = model(image[None].to(device)).softmax(1)[0].cpu()
+        if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
+            print(
+                f"skipped: {path}: the model's output is not finite (NaN); the checkpoint's "
+                "weights are damaged.",
+                file=sys.stderr,
+            )
+            failures += 1
+            continue
         top = probs.topk(2)
         prepared.append(image)
         rows.append(
@@ -262,8 +270,12 @@ def main(cfg: DictConfig) -> None:
             }
         )
     if cfg.json:
-        for row in rows:
-            print(json.dumps(row))
+        for row in rows:  # strict JSON: a number that is not finite would be written NaN
+            finite = {
+                k: None if isinstance(v, float) and not np.isfinite(v) else v
+                for k, v in row.items()
+            }
+            print(json.dumps(finite, allow_nan=False))
     else:
         width = max((len(r["file"]) for r in rows), default=4)
         print(f"{'file':<{width}}  digit  probability  runner-up")

@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError
-from mnist_lightning.files import kind_of, run_holder
+from mnist_lightning.files import kind_of, lock_run, open_regular, run_holder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ def find_run(resume: str) -> Path:
     run = Path(resume)
     if not run.is_dir():
         raise CheckpointError(f"resume={resume}: there is no such run directory.")
+    if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
+        lock_run(run, "mnist-train")  # raises RunBusyError naming the process
     if not (run / ".hydra" / "config.yaml").is_file():
         raise CheckpointError(
             f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "
@@ -90,7 +94,10 @@ def check_run_files(run: Path) -> Path:
     """`run` if everything in it is a regular file or a directory of its own: a link could send
     a write (train.log, last.ckpt, event files) anywhere, and a FIFO would block the run."""
     for path in [run, *walk(run)]:
-        kind = kind_of(path.lstat().st_mode)
+        info = path.lstat()
+        kind = kind_of(info.st_mode)
+        if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
+            kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
         if kind not in ("a regular file", "a directory"):
             raise CheckpointError(
                 f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
@@ -145,8 +152,15 @@ def saved_config(run: Path) -> DictConfig:
     """The config a run was made with (`.hydra/config.yaml`), if it is one."""
     path = run / ".hydra" / "config.yaml"
     try:
-        saved = OmegaConf.load(path)
-    except Exception as e:  # not YAML, or not readable
+        with open_regular(path) as file:
+            text = file.read(MAX_CONFIG_BYTES + 1).decode()
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+        # Aliases are refused unexpanded: a few hundred bytes of them expand to gigabytes.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise ValueError("it uses YAML aliases, which mnist-train never writes")
+        saved = OmegaConf.create(text)
+    except Exception as e:  # not YAML, not text, or not readable
         reason = " ".join(str(e).split())[:200]
         raise CheckpointError(f"resume={run}: {path} cannot be read ({reason}).") from None
     if not isinstance(saved, DictConfig) or not all(
@@ -164,6 +178,8 @@ def walk(top: Path) -> Iterator[Path]:
     for folder, dirs, files in os.walk(top):
         yield from (Path(folder) / name for name in sorted(dirs + files))
 
+
+MAX_CONFIG_BYTES = 1_000_000  # a saved config is a few kilobytes
 
 # What a saved config may instantiate without the command line naming it: this project's
 # classes and Lightning's public callbacks, loggers, profilers and strategies (the config
@@ -212,13 +228,19 @@ def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
         yield from nodes(value, path)
 
 
-def check_saved_config(saved: DictConfig, composed: DictConfig, run: Path) -> None:
-    """Refuse a saved config that names code or a place outside the run (module docstring).
-    A target the command line's own config names (`composed`: conf/ and the overrides given)
-    is the user's choice, so a run made with a callback of one's own resumes when the command
-    repeats it (`+callbacks.mine._target_=my_module.Mine`)."""
+def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
+    """Refuse a saved config (resolved: an interpolation such as `${oc.create:...}` can make a
+    node) that names code or a place outside the run (module docstring). A target the command
+    line's own config names (`composed`: conf/ and the overrides given) is the user's choice,
+    so a run made with a callback of one's own resumes when the command repeats it
+    (`+callbacks.mine._target_=my_module.Mine`)."""
     chosen = {value for _, name, value in nodes(to_tree(composed)) if name == "_target_"}
-    for key, name, target in nodes(to_tree(saved)):
+    for key, name, target in nodes(saved):
+        if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
+            raise ConfigError(
+                f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
+                "never use; a run directory may choose values by name only."
+            )
         if name == "_target_" and target not in chosen and not trusted_target(target):
             raise ConfigError(
                 f"resume={run}: its .hydra/config.yaml sets {key}={target!r}, which is not a "
@@ -226,7 +248,7 @@ def check_saved_config(saved: DictConfig, composed: DictConfig, run: Path) -> No
                 "or strategies; a run directory may choose values, not code. If you trust it, "
                 f"name it on the command line: +{key}={target}"
             )
-    for key, name, place in nodes(to_tree(saved, resolve=True)):
+    for key, name, place in nodes(saved):
         if name in WRITE_KEYS and not Path(str(place)).resolve().is_relative_to(run.resolve()):
             raise ConfigError(
                 f"resume={run}: its .hydra/config.yaml sets {key}={place!r}, outside the run; "
@@ -261,10 +283,39 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
                 "Start a new run from its weights with ckpt_path=<checkpoint> instead."
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-    check_saved_config(saved, cfg, run)
-    saved.resume = str(run)
-    saved.ckpt_path = None
-    return saved
+    saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
+    # Resolved once and used as checked: no interpolation is left to make anything later.
+    resolved = to_tree(saved, resolve=True)
+    check_saved_config(resolved, cfg, run)
+    resumed = OmegaConf.create(resolved)
+    resumed.resume = str(run)
+    resumed.ckpt_path = None
+    return resumed
+
+
+def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
+    """What the resumed run's callbacks, loggers and Trainer will write, as built (a
+    checkpoint's `filename`, a logger's `version` can lead out of a directory): all in `run`."""
+    places = {"trainer.default_root_dir": trainer.default_root_dir}
+    for callback in trainer.callbacks:
+        name = type(callback).__name__
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            filename = f"{callback.filename or 'epoch'}{callback.FILE_EXTENSION}"
+            places[f"{name}(filename={callback.filename!r})"] = f"{callback.dirpath}/{filename}"
+        elif getattr(callback, "dirpath", None):
+            places[name] = callback.dirpath
+        if isinstance(callback, GracefulInterrupt):
+            places[name] = callback.last
+    for logger in trainer.loggers:
+        places[type(logger).__name__] = logger.log_dir or logger.save_dir or run
+    if getattr(trainer.profiler, "dirpath", None):
+        places[type(trainer.profiler).__name__] = trainer.profiler.dirpath
+    for what, place in places.items():
+        if not Path(os.path.expanduser(str(place))).resolve().is_relative_to(run.resolve()):
+            raise ConfigError(
+                f"resume={run}: its config makes {what} write to {place}, outside the run; a "
+                "resumed run writes only into its own directory."
+            )
 
 
 def finished(resumed: DictConfig, run: Path) -> dict | None:

@@ -51,6 +51,7 @@ from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.resume import (
     RUNS_DIR,
     SWEEPS_DIR,
+    check_writes_inside,
     find_run,
     find_sweep,
     finished,
@@ -110,25 +111,37 @@ def main() -> None:
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
         return
-    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith(f"{key}=")]
-    place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
-    try:  # Hydra would make the directory with a traceback if it could not
-        check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
+    try:
+        sys.argv[1:] = before_hydra(sys.argv[1:])
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(2)
-    for arg in sys.argv[1:]:
-        if arg.startswith("resume=") and arg.split("=", 1)[1] not in ("", "null"):
-            try:
-                run = (find_sweep if multirun else find_run)(arg.split("=", 1)[1])
-                if is_rank_zero():  # before Hydra appends to the run's train.log
-                    lock_run(run, "mnist-train")
-            except UserError as e:
-                print(f"Error: {e}", file=sys.stderr)
-                sys.exit(2)
     train()
+
+
+def before_hydra(args: list[str]) -> list[str]:
+    """The checks Hydra would come too late for: it makes the run directory (with a traceback
+    where none can be made), saves its config into a directory given with hydra.run.dir (over
+    another run's), and logs into a resumed run before `train` runs. Returns the arguments
+    with the run to resume named explicitly (`resume=latest` is looked up once)."""
+    multirun = any(arg in ("-m", "--multirun") for arg in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
+    resume = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
+    resume = "" if resume == "null" else resume
+    place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
+    check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
+    if given and not resume and place.is_dir() and any(place.iterdir()):
+        raise ConfigError(
+            f"{key}={place} already holds files; a new run needs a directory of its own. To "
+            f"continue the run there: mnist-train resume={place}"
+        )
+    if not resume:
+        return args
+    run = (find_sweep if multirun else find_run)(resume)
+    if is_rank_zero():  # before Hydra appends to the run's train.log
+        lock_run(run, "mnist-train")
+    return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -182,12 +195,14 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     model: MNISTClassifier = instantiate(cfg.model, _convert_="all")
     if resume_from:
         check_resumable(model, load_checkpoint(resume_from), resume_from)  # fail early
+    trainer = build_trainer(cfg)
+    if resume_from:
+        check_writes_inside(trainer, run_dir)
         log.info("Resuming %s from %s", run_dir, resume_from)
     elif cfg.ckpt_path:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         model.net.load_state_dict(network_weights(model, checkpoint, cfg.ckpt_path))
         log.info("Starting from the weights of %s", cfg.ckpt_path)
-    trainer = build_trainer(cfg)
     # Only the first process writes; under DDP the others' loggers are placeholders.
     tensorboards = [
         lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger) and is_rank_zero()
@@ -209,7 +224,24 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
                     file=sys.stderr,
                 )
             sys.exit(130)
-        except (MisconfigurationException, ValueError) as e:
+        except Exception as e:
+            # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of
+            # another shape, random states torch refuses, a damaged loop state): the checkpoint
+            # is at fault, whatever the exception. check_resumable saw to what could crash.
+            restoring = any(
+                Path(frame.filename).name == "checkpoint_connector.py"
+                or frame.name == "load_state_dict"
+                for frame in traceback.extract_tb(e.__traceback__)
+            )
+            if resume_from and restoring and not isinstance(e, UserError):
+                reason = " ".join(str(e).split())[:300] or type(e).__name__
+                raise CheckpointError(
+                    f"{resume_from} cannot be restored ({reason}); the file is damaged or was "
+                    "edited. Start a new run from its weights instead: mnist-train "
+                    f"ckpt_path={resume_from}"
+                ) from None
+            if not isinstance(e, MisconfigurationException | ValueError):
+                raise
             if not raised_by_lightning(e):
                 raise
             reason = " ".join(str(e).split()).rstrip(".!")

@@ -24,7 +24,12 @@ from mnist_lightning.idx import write_idx
 
 
 def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    """Size and time of every file under `root` but a run's lock file, which names its holder."""
+    return {
+        p: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def make_world(directory: Path, trained_run: Path) -> Path:
@@ -140,6 +145,11 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
         "train",
         train("hydra.run.dir={w}/run/metrics.json/new"),
         ["hydra.run.dir=", "metrics.json/new", "metrics.json is a regular file"],
+    ),
+    "a new run into an existing one": (
+        "train",
+        train("hydra.run.dir={w}/run"),
+        ["hydra.run.dir=", "already holds files", "resume="],
     ),
     "resume and ckpt_path": (
         "train",

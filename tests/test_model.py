@@ -13,6 +13,7 @@ from mnist_lightning.augment import Augment
 from mnist_lightning.data import TensorBatches
 from mnist_lightning.model import (
     ACTIVATIONS,
+    MAX_WIDTH,
     MLP,
     MNIST_MEAN,
     MNIST_STD,
@@ -20,6 +21,7 @@ from mnist_lightning.model import (
     DivergedError,
     MNISTClassifier,
     lr_factor,
+    size_problem,
 )
 
 
@@ -365,3 +367,95 @@ def test_a_checkpoint_of_diverged_weights_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DivergedError, match="the weights became NaN or infinite"):
         trainer.save_checkpoint(tmp_path / "x.ckpt")
     assert not (tmp_path / "x.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    ("hidden", "words"),
+    [
+        ([-1], "every layer width must be from 1 to 65536"),
+        ([MAX_WIDTH + 1], "every layer width must be from 1 to 65536"),
+        ([10**11], "every layer width must be from 1 to 65536"),
+        ([MAX_WIDTH, MAX_WIDTH], "the layers would hold 4,347,002,880 weights, more than"),
+        ([1] * 1001, "1001 hidden layers are more than 1000"),
+        ([2.5], "the layer widths must be whole numbers"),
+    ],
+    ids=["negative", "too-wide", "huge", "too-many-weights", "too-deep", "not-whole"],
+)
+def test_the_network_size_is_bounded(hidden: list, words: str) -> None:
+    """A width or a depth that would only exhaust memory is a ValueError before any tensor is
+    made (a negative one was a RuntimeError of torch, a huge one an allocator error)."""
+    with pytest.raises(ValueError, match=words):
+        MLP(hidden)
+    assert size_problem([MAX_WIDTH]) is None  # the widest allowed is made
+
+
+@pytest.mark.usefixtures("hydra_on_conf")
+@pytest.mark.parametrize("hidden", ["[70000]", "[65536,65536]"])
+def test_the_config_refuses_a_network_the_model_would(hidden: str) -> None:
+    from hydra import compose
+
+    from mnist_lightning.config import validate
+    from mnist_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.hidden_dims=\[(70000|65536, 65536)\]"):
+        validate(compose("train", overrides=[f"model.hidden_dims={hidden}"]))
+
+
+def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Path:
+    """`model` saved as mnist-train would, with `changes` made to the checkpoint."""
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    checkpoint["global_step"] = 20
+    for key, value in changes.items():
+        if key in checkpoint["hyper_parameters"]:
+            checkpoint["hyper_parameters"][key] = value
+        else:
+            checkpoint[key] = value
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"hidden_dims": [-1]}, r"hyper_parameters do not describe.*from 1 to 65536"),
+        ({"hidden_dims": [10**11]}, r"hyper_parameters do not describe.*from 1 to 65536"),
+        ({"hidden_dims": [20_000_000]}, r"hyper_parameters do not describe.*from 1 to 65536"),
+        ({"hidden_dims": 5}, r"hyper_parameters do not describe.*not iterable"),
+        ({"dropout": 1.5}, r"hyper_parameters do not describe.*dropout probability"),
+        ({"hyper_parameters": [4]}, r"hyper_parameters do not describe.*must be a mapping"),
+        ({"state_dict": [1, 2]}, r"its weights cannot be loaded.*damaged or was edited"),
+    ],
+    ids=["negative", "huge", "mid-size", "not-a-list", "dropout", "not-a-dict", "weights"],
+)
+def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
+    change: dict, words: str, tmp_path: Path
+) -> None:
+    """What mnist-eval, mnist-predict and mnist-export load: one CheckpointError naming the
+    file, never torch's exception (or tens of GB allocated)."""
+    from mnist_lightning.checkpoint import load_classifier
+    from mnist_lightning.errors import CheckpointError
+
+    path = checkpoint_file(tmp_path / "x.ckpt", MNISTClassifier(hidden_dims=[4]), **change)
+    with pytest.raises(CheckpointError, match=rf"^{path}: .*{words}"):
+        load_classifier(path, torch.device("cpu"))
+
+
+@pytest.mark.usefixtures("hydra_on_conf")
+@pytest.mark.parametrize("step", ["20", 2**70, -3, True])
+def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
+    step: object, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """TensorBoard failed with a traceback on such a step, after eval/ was written."""
+    import json
+
+    from hydra import compose
+
+    from mnist_lightning.eval import main
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint_file(path, MNISTClassifier(hidden_dims=[4]), global_step=step)
+    overrides = [f"ckpt_path={path}", f"data_dir={synthetic_mnist}", "data_source=files"]
+    main(compose("eval", overrides=[*overrides, "device=cpu"]))
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["global_step"] == 0
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

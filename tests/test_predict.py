@@ -300,3 +300,55 @@ def test_only_grids_count_as_grids(tmp_path: Path) -> None:
     assert not is_grid(tmp_path / "plain.png")
     assert not is_grid(tmp_path / "empty.png")
     assert not is_grid(tmp_path / "missing.png")
+
+
+def shape_picture(path: Path, filled: bool) -> Path:
+    """A white square on black (filled, or only its outline) saved as a PNG."""
+    pixels = np.zeros((40, 40), dtype=np.uint8)
+    pixels[10:30, 10:30] = 255
+    if not filled:
+        pixels[14:26, 14:26] = 0
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.usefixtures("hydra_on_conf")
+@pytest.mark.parametrize("weights", ["nan", "inf-at-the-centre"])
+def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
+    weights: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """NaN weights made mnist-predict print `"probability": NaN` (not JSON) and exit 0. An
+    image the model gives no finite answer for is skipped, by name, like an unreadable one."""
+    import json
+
+    from hydra import compose
+
+    from mnist_lightning.model import MNISTClassifier
+    from mnist_lightning.predict import main
+
+    model = MNISTClassifier(hidden_dims=[4])
+    with torch.no_grad():
+        if weights == "nan":
+            model.net.layers[0].weight[0, 0] = float("nan")
+        else:  # infinite on the centre pixel: NaN where it is ink, finite where it is not
+            model.net.layers[0].weight.zero_()
+            model.net.layers[0].weight[:, 14 * 28 + 14] = float("inf")
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    torch.save(checkpoint, tmp_path / "x.ckpt")
+    filled = shape_picture(tmp_path / "filled.png", filled=True)
+    ring = shape_picture(tmp_path / "ring.png", filled=False)
+    args = [f"ckpt_path={tmp_path / 'x.ckpt'}", f"inputs={tmp_path}", "json=true", "device=cpu"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(compose("predict", overrides=args))
+    out, err = capsys.readouterr()
+    damaged = "the model's output is not finite (NaN); the checkpoint's weights are damaged."
+    assert f"skipped: {filled}: {damaged}" in err
+    rows = [json.loads(line) for line in out.splitlines()]  # strict JSON, or it raises
+    assert "NaN" not in out
+    if weights == "nan":
+        assert exit_info.value.code == 2 and rows == []
+        assert f"skipped: {ring}: {damaged}" in err
+    else:
+        assert exit_info.value.code == 1  # some answered, some skipped
+        assert [row["file"] for row in rows] == [str(ring)]
+        assert 0 <= rows[0]["probability"] <= 1

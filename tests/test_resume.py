@@ -104,14 +104,19 @@ def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
+def unlocked_times(run: Path) -> dict[Path, int]:
+    """Modification times of everything in `run` but its lock file, which names its holder."""
+    return {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"}
+
+
 def test_resume_refuses_overrides_that_change_the_run(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")}
+    before = unlocked_times(trained_run)
     done = run_cli("train", [f"resume={trained_run}", "model.lr=0.5"], tmp_path, synthetic_mnist)
     assert done.returncode == 2
     assert "model.lr" in done.stderr and "Traceback" not in done.stderr
-    assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
+    assert unlocked_times(trained_run) == before
 
 
 @pytest.mark.parametrize("damage", ["missing", "no-config", "no-checkpoint", "corrupt"])
@@ -131,14 +136,14 @@ def test_bad_resume_targets_get_one_clear_error(
     else:
         last = run / "checkpoints" / "last.ckpt"
         last.write_bytes(last.read_bytes()[:1000])
-    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")} if run.exists() else {}
-    done = run_cli("train", [f"resume={run}"], tmp_path, synthetic_mnist)
+    before = unlocked_times(run)
+    extend = ["trainer.max_epochs=3"] if damage == "corrupt" else []  # else: finished, done
+    done = run_cli("train", [f"resume={run}", *extend], tmp_path, synthetic_mnist)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert str(run) in done.stderr
-    after = {p: p.stat().st_mtime_ns for p in run.rglob("*")} if run.exists() else {}
-    assert after == before
+    assert unlocked_times(run) == before
     assert not (tmp_path / "outputs").exists() or damage == "corrupt"
 
 
@@ -170,3 +175,98 @@ def test_a_checkpoint_whose_optimizer_groups_differ_is_refused_before_training()
         check_resumable(model, checkpoint, "old/last.ckpt")
     checkpoint["optimizer_states"] = [model.build_optimizer().state_dict()]
     check_resumable(model, checkpoint, "old/last.ckpt")  # its own layout fits
+
+
+def stepped_checkpoint(model: MNISTClassifier) -> dict:
+    """A checkpoint of `model` whose optimizer has taken one step (so it holds state)."""
+    optimizer = model.build_optimizer()
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
+
+
+def _set_state(key: str, value: object) -> object:
+    return lambda opt: opt["state"][0].__setitem__(key, value)
+
+
+OPTIMIZER_DAMAGE = {
+    "wrong-shape": (
+        _set_state("exp_avg", torch.zeros(3)),
+        r"parameter 0 \(net\.layers\.0\.weight\) holds exp_avg of shape \(3,\), not \(8, 784\)",
+    ),
+    "wrong-dtype": (
+        _set_state("exp_avg_sq", torch.zeros(8, 784, dtype=torch.int64)),
+        r"holds exp_avg_sq of dtype torch\.int64, not a floating-point one",
+    ),
+    "expanded": (  # the right shape over 784 numbers: the fused kernel would read past them
+        _set_state("exp_avg", torch.zeros(784).expand(8, 784)),
+        r"holds exp_avg that is not a dense, contiguous tensor",
+    ),
+    "empty-step": (_set_state("step", torch.zeros(0)), r"holds a step of shape \(0,\)"),
+    "missing-entry": (
+        lambda opt: opt["state"][0].pop("exp_avg_sq"),
+        r"parameter 0 \(net\.layers\.0\.weight\) lacks exp_avg_sq",
+    ),
+    "index-out-of-range": (
+        lambda opt: opt["state"].__setitem__(7, opt["state"][0]),
+        r"holds an entry for parameter 7; the optimizer has parameters 0 to 3",
+    ),
+    "entry-not-a-dict": (
+        lambda opt: opt["state"].__setitem__(1, [0.0]),
+        r"for parameter 1 \(net\.layers\.3\.weight\) is a list, not a dict",
+    ),
+    "state-not-a-dict": (
+        lambda opt: opt.__setitem__("state", [1, 2]),
+        r"its optimizer state is not one torch saves",
+    ),
+    "lr-not-a-number": (
+        lambda opt: opt["param_groups"][0].__setitem__("lr", "fast"),
+        r"sets lr='fast' for parameter group 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", OPTIMIZER_DAMAGE)
+def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_training(
+    damage: str,
+) -> None:
+    """The fused optimizers read their state unchecked: a tensor of another shape crashed the
+    process (a segfault) when training went on. Each damage gets one message naming it."""
+    change, words = OPTIMIZER_DAMAGE[damage]
+    checkpoint = stepped_checkpoint(MNISTClassifier(hidden_dims=[8]))
+    check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")  # it fits
+    change(checkpoint["optimizer_states"][0])
+    advice = r"damaged or was edited\. Start a new run from its weights instead: mnist-train "
+    with pytest.raises(CheckpointError, match=rf"^old/last\.ckpt: .*{words}.*{advice}"):
+        check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")
+
+
+@pytest.mark.parametrize("damage", ["exp_avg", "val_acc_best"])
+def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
+    damage: str, trained_run: Path, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """An optimizer state of the wrong shape is refused before training (it segfaulted in the
+    fused AdamW); a buffer of the wrong shape is what Lightning's restore refuses, reworded."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    if damage == "exp_avg":
+        checkpoint["optimizer_states"][0]["state"][0]["exp_avg"] = torch.zeros(3)
+    else:
+        checkpoint["state_dict"]["val_acc_best"] = torch.zeros(5)
+    torch.save(checkpoint, last)
+    done = run_cli("train", [f"resume={run}", "trainer.max_epochs=3"], tmp_path, synthetic_mnist)
+    assert done.returncode == 2, done.stderr[-3000:]  # not negative: no segfault
+    assert "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"Error: {last}"), done.stderr
+    assert f"mnist-train ckpt_path={last}" in error
+    if damage == "exp_avg":  # refused before Lightning starts: nothing else is printed
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "holds exp_avg of shape (3,), not (64, 784)" in error
+    else:
+        assert "cannot be restored" in error and "val_acc_best" in error

@@ -56,22 +56,37 @@ def edit_config(w: Path, change: Callable[[dict], None]) -> None:
     OmegaConf.save(OmegaConf.create(config), path)
 
 
-def add_callback(target: str, **kwargs: object) -> Callable[[Path], None]:
+def add_callback(node: object) -> Callable[[Path], None]:
+    """A callback `evil` in the saved config; "{w}" in its strings is the world's folder."""
+
     def setup(w: Path) -> None:
-        edit_config(w, lambda c: c["callbacks"].update(evil={"_target_": target, **kwargs}))
+        text = str(node).replace("{w}", str(w)) if isinstance(node, str) else node
+        if isinstance(node, dict):
+            text = {k: str(v).replace("{w}", str(w)) for k, v in node.items()}
+        edit_config(w, lambda c: c["callbacks"].update(evil=text))
 
     return setup
 
 
-def checkpoint_naming(key: str) -> Callable[[Path], None]:
-    """last.ckpt's best-checkpoint state points `key` at a pickle outside the run."""
+def set_in_config(group: str, name: str, **values: object) -> Callable[[Path], None]:
+    return lambda w: edit_config(w, lambda c: c[group][name].update(values))
+
+
+def checkpoint_naming(key: str, where: str, drop_dirpath: bool = False) -> Callable[[Path], None]:
+    """last.ckpt's checkpoint states point `key` at `where` ("{w}": the world's folder), where
+    a pickle that would run code lies (and a folder of someone's files, for a delete)."""
 
     def setup(w: Path) -> None:
         torch.save({"state_dict": Evil(w / "ran")}, w / "elsewhere.ckpt")
+        (w / "someones").mkdir()
+        (w / "someones" / "file.txt").write_text("theirs")
         last = w / "run" / "checkpoints" / "last.ckpt"
         checkpoint = torch.load(last, weights_only=True)
-        state = next(s for s in checkpoint["callbacks"].values() if "best-" in s["best_model_path"])
-        state[key] = str(w / "elsewhere.ckpt")
+        for state in checkpoint["callbacks"].values():
+            if drop_dirpath:
+                state.pop("dirpath", None)
+            if state.get(key):
+                state[key] = where.format(w=w)
         torch.save(checkpoint, last)
 
     return setup
@@ -95,43 +110,65 @@ def fifo_log(w: Path) -> None:
     os.mkfifo(w / "run" / "train.log")
 
 
+def hard_linked(w: Path) -> None:
+    os.link(w / "run" / "train.log", w / "data" / "train.log")
+
+
+def alias_bomb(w: Path) -> None:
+    """A kilobyte of YAML aliases that would expand to billions of nodes."""
+    levels = ["x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = w / "run" / ".hydra" / "config.yaml"
+    path.write_text("\n".join(levels) + "\n" + path.read_text())
+
+
+EXTEND = ["trainer.max_epochs=3"]  # the run finished: extend it, so its checkpoint is read
+
 # case: (how to spoil the run, extra command-line arguments, words the one-line error holds)
 CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
     "callback os.mkdir": (
-        add_callback("os.mkdir", path="{w}/ran"),
+        add_callback({"_target_": "os.mkdir", "path": "{w}/ran"}),
         [],
         ["callbacks.evil._target_='os.mkdir'", "values, not code"],
     ),
-    "callback builtins.open": (
-        add_callback("builtins.open", file="{w}/data/keep.txt", mode="w"),
+    "callback made by an interpolation": (
+        add_callback("${oc.create:{_target_: builtins.open, file: '{w}/data/keep.txt', mode: w}}"),
         [],
         ["callbacks.evil._target_='builtins.open'"],
     ),
-    "os reached through a Lightning module": (
-        add_callback("lightning.pytorch.callbacks.model_checkpoint.os.mkdir", path="{w}/ran"),
+    "positional arguments": (
+        set_in_config("callbacks", "last_checkpoint", _args_=["/tmp"]),
         [],
-        ["model_checkpoint.os.mkdir"],
+        ["callbacks.last_checkpoint._args_", "by name only"],
     ),
     "checkpoints written elsewhere": (
-        lambda w: edit_config(
-            w, lambda c: c["callbacks"]["last_checkpoint"].update(dirpath=str(w / "data"))
-        ),
+        lambda w: set_in_config("callbacks", "last_checkpoint", dirpath=str(w / "data"))(w),
         [],
         ["callbacks.last_checkpoint.dirpath", "outside the run"],
     ),
+    "a checkpoint filename leading out": (
+        set_in_config("callbacks", "last_checkpoint", filename="../../../escaped"),
+        EXTEND,  # checked as built, after the finished run would have stopped
+        ["ModelCheckpoint(filename='../../../escaped')", "outside the run"],
+    ),
+    "a TensorBoard version leading out": (
+        set_in_config("logger", "tensorboard", version="../../escaped"),
+        EXTEND,  # checked as built, after the finished run would have stopped
+        ["TensorBoardLogger write to", "outside the run"],
+    ),
     "best_model_path elsewhere, forced pickle loading": (
-        checkpoint_naming("best_model_path"),
-        ["trainer.max_epochs=3"],  # the run finished: extend it, so its checkpoint is read
+        checkpoint_naming("best_model_path", "{w}/elsewhere.ckpt"),
+        EXTEND,
         ["best_model_path", "elsewhere.ckpt", "outside its run"],
     ),
-    "kth_best_model_path elsewhere": (
-        checkpoint_naming("kth_best_model_path"),
-        ["trainer.max_epochs=3"],  # the run finished: extend it, so its checkpoint is read
-        ["kth_best_model_path", "outside its run"],
+    "a path to delete, without dirpath": (  # Lightning would rm -r it when a better one comes
+        checkpoint_naming("best_model_path", "{w}/run/checkpoints/../../someones", True),
+        EXTEND,
+        ["best_model_path", "someones", "outside its run"],
     ),
     "a pickle as last.ckpt, forced pickle loading": (
         pickle_as_checkpoint,
-        ["trainer.max_epochs=3"],  # the run finished: extend it, so its checkpoint is read
+        EXTEND,
         ["last.ckpt cannot be read", "run posix.mkdir", "nothing ran"],
     ),
     "tensorboard/ a link out of the run": (
@@ -140,18 +177,15 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         ["tensorboard is a symbolic link"],
     ),
     "train.log a FIFO": (fifo_log, [], ["train.log is a FIFO"]),
-    "saved config not YAML": (
-        lambda w: (w / "run" / ".hydra" / "config.yaml").write_text("{{{"),
-        [],
-        [".hydra/config.yaml cannot be read"],
-    ),
+    "train.log hard-linked elsewhere": (hard_linked, [], ["train.log is a file with 2 hard links"]),
+    "saved config an alias bomb": (alias_bomb, [], ["config.yaml cannot be read", "aliases"]),
     "saved config not a config": (
         lambda w: (w / "run" / ".hydra" / "config.yaml").write_text("[1, 2]"),
         [],
         [".hydra/config.yaml is not a config mnist-train saved"],
     ),
     "a callback of one's own, not named again": (
-        add_callback("kill_at.KillAt"),
+        add_callback({"_target_": "kill_at.KillAt"}),
         [],
         ["callbacks.evil._target_='kill_at.KillAt'", "+callbacks.evil._target_=kill_at.KillAt"],
     ),
@@ -193,6 +227,7 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(case: str, outcomes
         assert words in done.stderr, done.stderr[-2000:]
     assert not (w / "ran").exists()  # no code from the run directory or checkpoint ran
     assert (w / "data" / "keep.txt").read_text() == "mine"
+    assert not list(w.rglob("escaped*"))
     assert after == before  # nothing that existed changed, nothing was added
 
 
@@ -246,6 +281,12 @@ def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> Non
         confine_paths(checkpoint, run / "checkpoints" / "x")
 
 
+def test_a_lock_file_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".lock")
+    with pytest.raises(Exception, match=r"its \.lock is a FIFO"):
+        lock_run(tmp_path, "mnist-train")
+
+
 def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "m.json", {"test/loss": math.nan, "curve": [math.inf, 1.0]})
     text = (tmp_path / "m.json").read_text()
@@ -286,16 +327,16 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     untouched = snapshot(finished)
     env = os.environ | {"MNIST_DATA_DIR": str(synthetic_mnist), "PYTHONPATH": str(TESTS)}
     live = subprocess.Popen(
-        train_command("trainer.max_epochs=3", KILLABLE),
+        train_command("trainer.max_epochs=4", KILLABLE),
         cwd=tmp_path,
-        env=env | {"STEP_SECONDS": "0.5"},  # 20 steps an epoch: 30 s of training
+        env=env | {"STEP_SECONDS": "0.5"},  # 20 steps an epoch: 40 s of training
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 120
         runs = tmp_path / "outputs" / "runs"
-        while not any(p.name != "0-finished" for p in runs.iterdir()):
+        while not list(runs.glob("2*/checkpoints/last.ckpt")):  # its first epoch's end
             assert time.monotonic() < deadline and live.poll() is None
             time.sleep(0.2)
         (run,) = [p for p in runs.iterdir() if p.name != "0-finished"]
