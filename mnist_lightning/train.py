@@ -193,15 +193,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     datamodule = instantiate(cfg.data)
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model: MNISTClassifier = instantiate(cfg.model, _convert_="all")
-    if resume_from:
-        check_resumable(model, load_checkpoint(resume_from), resume_from)  # fail early
+    if resume_from:  # checked before the Trainer is built and says anything
+        check_resumable(model, load_checkpoint(resume_from), resume_from)
+    elif cfg.ckpt_path:
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        model.net.load_state_dict(network_weights(model, checkpoint, cfg.ckpt_path))
     trainer = build_trainer(cfg)
     if resume_from:
         check_writes_inside(trainer, run_dir)
         log.info("Resuming %s from %s", run_dir, resume_from)
     elif cfg.ckpt_path:
-        checkpoint = load_checkpoint(cfg.ckpt_path)
-        model.net.load_state_dict(network_weights(model, checkpoint, cfg.ckpt_path))
         log.info("Starting from the weights of %s", cfg.ckpt_path)
     # Only the first process writes; under DDP the others' loggers are placeholders.
     tensorboards = [
