@@ -327,9 +327,9 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     untouched = snapshot(finished)
     env = os.environ | {"MNIST_DATA_DIR": str(synthetic_mnist), "PYTHONPATH": str(TESTS)}
     live = subprocess.Popen(
-        train_command("trainer.max_epochs=4", KILLABLE),
+        train_command("trainer.max_epochs=12", KILLABLE),  # killed long before its end
         cwd=tmp_path,
-        env=env | {"STEP_SECONDS": "0.5"},  # 20 steps an epoch: 40 s of training
+        env=env | {"STEP_SECONDS": "0.25"},  # 20 steps an epoch: 5 s an epoch
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
