@@ -142,6 +142,7 @@ def _leaves(tree: Any, key: str = "") -> list[tuple[str, Any]]:
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` on the first value the code cannot use."""
     check_finite(cfg)
+    check_path(cfg, "ckpt_path", optional=True)
     check_number(cfg, "seed", int, low=0, high=2**32 - 1)  # what numpy can seed
     check_number(cfg, "data.batch_size", int, low=1)
     check_number(cfg, "data.eval_batch_size", int, low=1)
