@@ -213,6 +213,12 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "trainer.val_check_interval", float, low=0, low_open=True, optional=True)
     check_number(cfg, "trainer.check_val_every_n_epoch", int, low=1, optional=True)
     check_number(cfg, "trainer.max_steps", int, low=-1, optional=True)
+    profiler = _get(cfg, "trainer.profiler")
+    if not (profiler in (None, _ABSENT) or isinstance(profiler, str | DictConfig)):
+        raise ConfigError(
+            f"trainer.profiler={profiler!r} must be the name of one of Lightning's profilers "
+            "(simple, advanced, pytorch) or a config with a _target_."
+        )
 
 
 # The other console scripts' arguments: mnist-eval (conf/eval.yaml) and mnist-export

@@ -173,6 +173,7 @@ BAD_VALUES = [
     (["seed=-1"], "seed"),
     (["seed=4294967296"], "seed"),  # numpy seeds 32 bits
     (["ckpt_path=5"], "ckpt_path"),
+    (["trainer.profiler=1"], "trainer.profiler"),
     (["callbacks.periodic_checkpoint.train_time_interval.seconds=nan"], "callbacks.periodic"),
     (["callbacks.progress_bar.refresh_rate=inf"], "callbacks.progress_bar.refresh_rate"),
     (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch"),
