@@ -185,6 +185,26 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: st
     problem = _optimizer_state_problem(model, optimizer, states[0])
     if problem:
         raise CheckpointError(f"{path}: its optimizer state {problem}; {damaged}")
+    for state in checkpoint.get("lr_schedulers") or []:
+        problem = _schedule_state_problem(state, len(mine))
+        if problem:
+            raise CheckpointError(f"{path}: its learning-rate schedule state {problem}; {damaged}")
+
+
+def _schedule_state_problem(state: Any, groups: int) -> str | None:
+    """What the scheduler would trip over at the first step, in words (None: nothing): the
+    rates and counters it computes with must be numbers, one rate per parameter group."""
+    if not isinstance(state, dict):
+        return f"is a {type(state).__name__}, not a dict"
+    for key in ("base_lrs", "_last_lr"):
+        rates = state.get(key, [0.0] * groups)
+        if not isinstance(rates, list) or len(rates) != groups or not all(map(_is_number, rates)):
+            return f"sets {key}={rates!r:.60}, not {groups} numbers"
+    for key in ("last_epoch", "_step_count"):
+        value = state.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value < 2**62:
+            return f"sets {key}={value!r:.40}, not a count"
+    return None
 
 
 def _is_optimizer_state(state: Any) -> bool:

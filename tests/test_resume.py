@@ -242,6 +242,24 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_train
         check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("base_lrs", ["x", "y"], r"sets base_lrs=\['x', 'y'\], not 2 numbers"),
+        ("_last_lr", [0.1], r"sets _last_lr=\[0\.1\], not 2 numbers"),
+        ("last_epoch", "12", r"sets last_epoch='12', not a count"),
+    ],
+)
+def test_a_damaged_schedule_state_is_refused_before_training(
+    key: str, value: object, words: str
+) -> None:
+    """The scheduler computes with these at the first step (a traceback there, before)."""
+    checkpoint = stepped_checkpoint(MNISTClassifier(hidden_dims=[8]))
+    checkpoint["lr_schedulers"] = [{"base_lrs": [0.1, 0.1], "_last_lr": [0.1, 0.1], key: value}]
+    with pytest.raises(CheckpointError, match=rf"learning-rate schedule state {words}"):
+        check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")
+
+
 @pytest.mark.parametrize("damage", ["exp_avg", "val_acc_best"])
 def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
     damage: str, trained_run: Path, tmp_path: Path, synthetic_mnist: Path
