@@ -13,6 +13,7 @@ directories or absent, the files in it regular files or absent, and the run writ
 """
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from mnist_lightning.files import (
     RunBusyError,
     atomic_open,
     atomic_write_json,
+    check_hydra_dirs,
     check_writable,
     kind_of,
     lock_run,
@@ -208,5 +210,12 @@ def main(cfg: DictConfig) -> None:
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
-if __name__ == "__main__":
+@exit_on_user_error
+def cli() -> None:
+    """Console entry point: the directory Hydra makes is checked before it makes it."""
+    check_hydra_dirs(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -32,7 +33,7 @@ from mnist_lightning.config import CONFIG_DIR, validate_export
 from mnist_lightning.data import load_pair
 from mnist_lightning.download import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
-from mnist_lightning.files import check_writable, kind_of, open_regular
+from mnist_lightning.files import check_hydra_dirs, check_writable, kind_of, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -175,5 +176,12 @@ def main(cfg: DictConfig) -> None:
     )
 
 
-if __name__ == "__main__":
+@exit_on_user_error
+def cli() -> None:
+    """Console entry point: the directory Hydra makes is checked before it makes it."""
+    check_hydra_dirs(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -120,6 +120,15 @@ def check_writable(folder: Path, key: str) -> None:
         raise ConfigError(f"{key}: cannot write to {folder} ({e.strerror or e}).") from None
 
 
+def check_hydra_dirs(args: list[str]) -> None:
+    """The directories a command line asks Hydra to make (hydra.run.dir, hydra.sweep.dir), checked
+    before Hydra makes them: it would fail with a traceback."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            check_writable(Path(value), arg)
+
+
 class RunBusyError(UserError):
     """Another live process is writing the run directory."""
 

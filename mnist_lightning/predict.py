@@ -30,7 +30,13 @@ from mnist_lightning.config import CONFIG_DIR, DEVICES, check_boolean, check_cho
 from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
 from mnist_lightning.eval import pick_device
 from mnist_lightning.figures import digits_figure
-from mnist_lightning.files import atomic_open, check_writable, kind_of, open_regular
+from mnist_lightning.files import (
+    atomic_open,
+    check_hydra_dirs,
+    check_writable,
+    kind_of,
+    open_regular,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 MAX_SIDE = 1024  # larger pictures are shrunk first: a digit needs no more detail
@@ -290,5 +296,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1 if rows else 2)
 
 
-if __name__ == "__main__":
+@exit_on_user_error
+def cli() -> None:
+    """Console entry point: the directory Hydra makes is checked before it makes it."""
+    check_hydra_dirs(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -174,6 +174,15 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
         predict(lambda p: Image.new("1", (14000, 14000), 1).save(p)),
         ["x.png"],
     ),
+    "hydra.run.dir of a tool unwritable": (
+        "predict",
+        lambda w: [
+            f"ckpt_path={last_ckpt(w)}",
+            f"inputs={w}",
+            f"hydra.run.dir={w}/run/metrics.json/y",
+        ],
+        ["hydra.run.dir=", "cannot write to"],
+    ),
     "no images in directory": (
         "predict",
         lambda w: [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures'}"],
