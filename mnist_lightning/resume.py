@@ -60,17 +60,7 @@ def find_run(resume: str) -> Path:
     """The run directory `resume=` names (`latest`: the newest run with a checkpoint that no
     other process is writing)."""
     if resume == "latest":
-        # Names start with the start time, so they sort by it.
-        for run in sorted(
-            (p.parents[1] for p in RUNS_DIR.glob("*/checkpoints/last.ckpt")), reverse=True
-        ):
-            holder = run_holder(run)
-            if holder is None:
-                return check_run_files(run.resolve())
-            print(f"resume=latest: passing over {run}: {holder} is writing it.", file=sys.stderr)
-        raise CheckpointError(
-            f"resume=latest: no run under {RUNS_DIR}/ has a last.ckpt that no process is writing."
-        )
+        return check_run_files(newest_free(RUNS_DIR, "*/checkpoints/last.ckpt", 2, "run"))
     run = Path(resume)
     if not run.is_dir():
         raise CheckpointError(f"resume={resume}: there is no such run directory.")
@@ -107,17 +97,24 @@ def check_run_files(run: Path) -> Path:
     return run
 
 
+def newest_free(parent: Path, pattern: str, up: int, noun: str) -> Path:
+    """For `resume=latest`: the newest directory under `parent` holding `pattern` (its file is
+    `up` levels below it) that no other process is writing. Names start with the start time,
+    so they sort by it."""
+    for found in sorted((p.parents[up - 1] for p in parent.glob(pattern)), reverse=True):
+        holder = run_holder(found)
+        if holder is None:
+            return found.resolve()
+        print(f"resume=latest: passing over {found}: {holder} is writing it.", file=sys.stderr)
+    raise CheckpointError(
+        f"resume=latest: no {noun} under {parent}/ that no other process is writing ({pattern})."
+    )
+
+
 def find_sweep(resume: str) -> Path:
     """The sweep directory `resume=` names in a multirun (`latest`: the newest sweep)."""
     if resume == "latest":
-        for sweep in sorted((p.parent for p in SWEEPS_DIR.glob("*/multirun.yaml")), reverse=True):
-            holder = run_holder(sweep)
-            if holder is None:
-                return check_run_files(sweep.resolve())
-            print(f"resume=latest: passing over {sweep}: {holder} is running it.", file=sys.stderr)
-        raise CheckpointError(
-            f"resume=latest: there is no sweep under {SWEEPS_DIR}/ that no process is running."
-        )
+        return check_run_files(newest_free(SWEEPS_DIR, "*/multirun.yaml", 1, "sweep"))
     sweep = Path(resume)
     if not (sweep / "multirun.yaml").is_file():
         raise CheckpointError(

@@ -2,6 +2,7 @@
 the console scripts as real subprocesses, the way a user runs them."""
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,20 @@ def hydra_on_conf() -> Iterator[None]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         yield
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail, instead of blocking forever, if the test hangs (opening a FIFO would)."""
+
+    def fail(signum: int, frame: object) -> None:
+        raise TimeoutError("blocked for 10 s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 # The synthetic data set: 1 200 training images (1 000 train + 200 val with data.val_size=200)

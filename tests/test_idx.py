@@ -3,11 +3,9 @@ anything that is not a complete IDX file of unsigned bytes, or not a regular fil
 
 import math
 import os
-import signal
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,20 +122,6 @@ def test_every_truncation_of_a_valid_file_is_reported(shape: list[int], cut: int
     data = encode_idx(torch.ones(shape, dtype=torch.uint8))
     with pytest.raises(DataError):
         parse_idx(data[:-cut])
-
-
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    """Fail, instead of blocking forever, if the test hangs (opening a FIFO would)."""
-
-    def fail(signum: int, frame: object) -> None:
-        raise TimeoutError("blocked for 10 s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def make_special(path: Path, kind: str) -> None:

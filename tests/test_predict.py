@@ -4,10 +4,9 @@ does with files that are not pictures at all, with its arguments and with `grid=
 
 import io
 import os
-import signal
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,20 +113,6 @@ def test_a_corrupted_real_png_is_refused(tmp_path: Path) -> None:
 
 # Special files, arguments and the grid: in-process here, as subprocesses in
 # test_special_files.py.
-
-
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    """Fail, instead of blocking forever, if the test hangs (opening a FIFO would)."""
-
-    def fail(signum: int, frame: object) -> None:
-        raise TimeoutError("blocked for 10 s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def make_special(path: Path, kind: str) -> None:
