@@ -40,7 +40,7 @@ from benchmarks.mnist_train import RECIPE, TrainRun, run_mnist_train
 LIGHTNING_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
 # The variable's value in mnist-train's process once its modules are imported.
 NVML_IN_MNIST_TRAIN = (
-    "import os, mnist_lightning.train; print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))"
+    "import os, mnist_lightning.cli.train; print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))"
 )
 IS_AVAILABLE_US = (
     "import timeit, torch; "

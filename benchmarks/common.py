@@ -38,7 +38,7 @@ def data_dir() -> Path:
 def mnist_train(args: Sequence[str], cwd: Path) -> Path:
     """`mnist-train <args>` on the CPU in `cwd`, without a progress bar; the run directory it
     made (the sweep directory for `-m`). Its stderr is shown if it fails."""
-    cmd = [sys.executable, "-m", "mnist_lightning.train", *args]
+    cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *args]
     cmd += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
     env = os.environ | {"MNIST_DATA_DIR": str(data_dir())}
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

@@ -47,9 +47,9 @@ class TrainRun:
 def run_mnist_train(
     overrides: list[str], test_every_epoch: bool = False, timer: bool = True
 ) -> TrainRun:
-    """Run `python -m mnist_lightning.train <overrides>`, with the timer callback unless
+    """Run `python -m mnist_lightning.cli.train <overrides>`, with the timer callback unless
     `timer` is false (then `epochs` is empty)."""
-    command = [sys.executable, "-m", "mnist_lightning.train", *overrides]
+    command = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides]
     timing = [
         "+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer",
         "+callbacks.bench_timer.out=bench_epochs.json",

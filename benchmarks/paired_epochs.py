@@ -18,7 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.model.classifier import MNISTClassifier
 
 
 class BareLoopAfterEachEpoch(L.Callback):

@@ -153,7 +153,7 @@ def profile(
     env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         work = Path(tmp)
-        cmd = [sys.executable, "-m", "mnist_lightning.train", *overrides, *timer]
+        cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides, *timer]
         train = subprocess.Popen(
             cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mnist_lightning.augment import Augment
-from mnist_lightning.data import load_pair
-from mnist_lightning.download import ensure_mnist
-from mnist_lightning.figures import augmentation_figure
+from mnist_lightning.data.augment import Augment
+from mnist_lightning.data.datamodule import load_pair
+from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.run.figures import augmentation_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
@@ -40,7 +40,7 @@ def draw(kind: str, points: list, path: Path) -> None:
 
 def main(run: Path) -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "mnist_lightning.eval", f"run_dir={run}"], check=True)
+    subprocess.run([sys.executable, "-m", "mnist_lightning.cli.eval", f"run_dir={run}"], check=True)
     for name in ("confusion_matrix", "mistakes", "first_layer"):
         shutil.copy(run / "eval" / f"{name}.png", IMAGES / f"{name}.png")
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +54,7 @@ def main(run: Path) -> None:
         grid = IMAGES / "predictions.png"
         cmd = [
             "-m",
-            "mnist_lightning.predict",
+            "mnist_lightning.cli.predict",
             f"ckpt_path={ckpt}",
             f"inputs={tmp}",
             f"grid={grid}",

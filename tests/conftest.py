@@ -13,8 +13,8 @@ import torch
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from mnist_lightning.download import ensure_mnist, raw_dir
-from mnist_lightning.idx import write_idx
+from mnist_lightning.data.download import ensure_mnist, raw_dir
+from mnist_lightning.data.idx import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
@@ -128,9 +128,9 @@ def merged(base: list[str], overrides: tuple[str, ...] | list[str]) -> list[str]
 
 
 def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
-    """The `mnist-train` command line, as `python -m mnist_lightning.train ...`."""
+    """The `mnist-train` command line, as `python -m mnist_lightning.cli.train ...`."""
     args = merged(SMALL, overrides) if synthetic else list(overrides)
-    return [sys.executable, "-m", "mnist_lightning.train", *args]
+    return [sys.executable, "-m", "mnist_lightning.cli.train", *args]
 
 
 def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -167,7 +167,7 @@ def run_cli(
     arguments are passed as they are."""
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        [sys.executable, "-m", f"mnist_lightning.{module}", *args],
+        [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args],
         cwd=cwd,
         env=cli_env(data_dir, env),
         capture_output=True,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lightning.augment import AUGMENTS, Augment
-from mnist_lightning.data import MNISTDataModule, TensorBatches
+from mnist_lightning.data.augment import AUGMENTS, Augment
+from mnist_lightning.data.datamodule import MNISTDataModule, TensorBatches
 
 KINDS = [kind for kind in AUGMENTS if kind != "none"]
 

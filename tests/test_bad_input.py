@@ -19,8 +19,8 @@ import torch
 from conftest import SMALL, run_cli, write_mnist
 from PIL import Image
 
-from mnist_lightning.download import raw_dir
-from mnist_lightning.idx import write_idx
+from mnist_lightning.data.download import raw_dir
+from mnist_lightning.data.idx import write_idx
 
 
 def snapshot(root: Path) -> dict[Path, tuple[int, int]]:

@@ -11,11 +11,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.config import run_dir, validate
+from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.eval import pick_device
-from mnist_lightning.model import MNISTClassifier
-from mnist_lightning.train import build_trainer
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.model.inference import pick_device
+from mnist_lightning.run.config import run_dir, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())

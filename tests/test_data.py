@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
-from mnist_lightning.data import MNISTDataModule, TensorBatches, load_pair, shard
-from mnist_lightning.download import raw_dir
+from mnist_lightning.data.datamodule import MNISTDataModule, TensorBatches, load_pair, shard
+from mnist_lightning.data.download import raw_dir
+from mnist_lightning.data.idx import write_idx
 from mnist_lightning.errors import DataError
-from mnist_lightning.idx import write_idx
 
 TRAIN = SYNTHETIC_TRAIN - SYNTHETIC_VAL
 

@@ -15,7 +15,7 @@ import torch
 from conftest import SMALL, run_cli, run_dirs
 from ddp_probe import fingerprints
 
-from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.data.datamodule import MNISTDataModule
 
 TESTS = Path(__file__).resolve().parent
 DDP = ["trainer=ddp_cpu", "trainer.devices=2"]
@@ -106,7 +106,7 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         [
             sys.executable,
             "-m",
-            "mnist_lightning.train",
+            "mnist_lightning.cli.train",
             *args,
             "+callbacks.kill._target_=kill_at.KillAt",
         ],

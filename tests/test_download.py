@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torchvision.datasets
 
-from mnist_lightning import download
-from mnist_lightning.download import MNIST_SHA256, ensure_mnist, mirror_to_idx, raw_dir
+from mnist_lightning.data import download
+from mnist_lightning.data.download import MNIST_SHA256, ensure_mnist, mirror_to_idx, raw_dir
+from mnist_lightning.data.idx import parse_idx, read_idx
 from mnist_lightning.errors import DataError
-from mnist_lightning.idx import parse_idx, read_idx
 
 NUMPY_RECONSTRUCT = np.zeros(1).__reduce__()[0]
 
@@ -357,7 +357,7 @@ def test_the_real_data_is_the_official_mnist(real_mnist_dir: Path) -> None:
 CONCURRENT_FETCH = r"""
 import hashlib, sys, time, zipfile
 from pathlib import Path
-from mnist_lightning import download
+from mnist_lightning.data import download
 
 blob, data_dir, calls = Path(sys.argv[1]).read_bytes(), sys.argv[2], Path(sys.argv[3])
 download.MIRROR_SHA256 = hashlib.sha256(blob).hexdigest()

@@ -13,8 +13,8 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mnist_lightning.data.idx import encode_idx, parse_idx, read_idx, write_idx
 from mnist_lightning.errors import DataError
-from mnist_lightning.idx import encode_idx, parse_idx, read_idx, write_idx
 
 
 def header(*shape: int, dtype: int = 0x08) -> bytes:

@@ -34,12 +34,12 @@ from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
 from omegaconf import DictConfig
 
-import mnist_lightning.train as train_module
-from mnist_lightning.config import validate
-from mnist_lightning.data import MNISTDataModule
-from mnist_lightning.eval import best_checkpoint
-from mnist_lightning.model import MNISTClassifier
-from mnist_lightning.train import build_trainer
+import mnist_lightning.cli.train as train_module
+from mnist_lightning.cli.eval import best_checkpoint
+from mnist_lightning.cli.train import build_trainer
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.config import validate
 
 CONF = ROOT / "conf"
 DEBUG_PRESETS = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))

@@ -9,18 +9,15 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mnist_lightning.augment import Augment
-from mnist_lightning.data import TensorBatches
-from mnist_lightning.model import (
+from mnist_lightning.data.augment import Augment
+from mnist_lightning.data.datamodule import TensorBatches
+from mnist_lightning.model.classifier import SCHEDULERS, DivergedError, MNISTClassifier, lr_factor
+from mnist_lightning.model.mlp import (
     ACTIVATIONS,
     MAX_WIDTH,
     MLP,
     MNIST_MEAN,
     MNIST_STD,
-    SCHEDULERS,
-    DivergedError,
-    MNISTClassifier,
-    lr_factor,
     size_problem,
 )
 
@@ -394,8 +391,8 @@ def test_the_network_size_is_bounded(hidden: list, words: str) -> None:
 def test_the_config_refuses_a_network_the_model_would(hidden: str) -> None:
     from hydra import compose
 
-    from mnist_lightning.config import validate
     from mnist_lightning.errors import ConfigError
+    from mnist_lightning.run.config import validate
 
     with pytest.raises(ConfigError, match=r"model\.hidden_dims=\[(70000|65536, 65536)\]"):
         validate(compose("train", overrides=[f"model.hidden_dims={hidden}"]))
@@ -432,8 +429,8 @@ def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
 ) -> None:
     """What mnist-eval, mnist-predict and mnist-export load: one CheckpointError naming the
     file, never torch's exception (or tens of GB allocated)."""
-    from mnist_lightning.checkpoint import load_classifier
     from mnist_lightning.errors import CheckpointError
+    from mnist_lightning.run.checkpoint import load_classifier
 
     path = checkpoint_file(tmp_path / "x.ckpt", MNISTClassifier(hidden_dims=[4]), **change)
     with pytest.raises(CheckpointError, match=rf"^{path}: .*{words}"):
@@ -450,7 +447,7 @@ def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
 
     from hydra import compose
 
-    from mnist_lightning.eval import main
+    from mnist_lightning.cli.eval import main
 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"

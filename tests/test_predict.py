@@ -18,8 +18,7 @@ from hypothesis.extra.numpy import arrays
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mnist_lightning.errors import ConfigError
-from mnist_lightning.predict import (
+from mnist_lightning.cli.predict import (
     GRID_SOFTWARE,
     ImageError,
     check_arguments,
@@ -30,6 +29,7 @@ from mnist_lightning.predict import (
     read_image,
     write_grid,
 )
+from mnist_lightning.errors import ConfigError
 
 # Pillow modes a file on disk can decode to, and how each is built from 8-bit channels.
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "1": 1, "P": 1, "I": 1, "F": 1}
@@ -308,8 +308,8 @@ def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
 
     from hydra import compose
 
-    from mnist_lightning.model import MNISTClassifier
-    from mnist_lightning.predict import main
+    from mnist_lightning.cli.predict import main
+    from mnist_lightning.model.classifier import MNISTClassifier
 
     model = MNISTClassifier(hidden_dims=[4])
     with torch.no_grad():

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import SMALL, run_cli, run_dirs
 
-from mnist_lightning.checkpoint import check_resumable
 from mnist_lightning.errors import CheckpointError
-from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.checkpoint import check_resumable
 
 TESTS = Path(__file__).resolve().parent
 # 1 000 training images in batches of 10, one step per call: 100 optimizer steps per epoch.

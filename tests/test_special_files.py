@@ -31,10 +31,10 @@ import torch
 from conftest import SMALL, cli_env, write_mnist
 from PIL import Image, ImageDraw
 
-from mnist_lightning import download
-from mnist_lightning.download import MNIST_SHA256, raw_dir
+from mnist_lightning.cli.predict import GRID_SOFTWARE, is_grid, write_grid
+from mnist_lightning.data import download
+from mnist_lightning.data.download import MNIST_SHA256, raw_dir
 from mnist_lightning.errors import DataError
-from mnist_lightning.predict import GRID_SOFTWARE, is_grid, write_grid
 
 TIMEOUT_S = 60
 MEMORY_LIMIT_KIB = 5 * 2**20  # 5 GiB of address space: enough for torch, not for /dev/zero
@@ -43,7 +43,7 @@ MEMORY_LIMIT_KIB = 5 * 2**20  # 5 GiB of address space: enough for torch, not fo
 def run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`python -m mnist_lightning.<module> args...` in `cwd` on the data in `cwd/data`, with a
     memory limit and a timeout; a timeout becomes exit status None and says so in stderr."""
-    command = [sys.executable, "-m", f"mnist_lightning.{module}", *args]
+    command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
     limited = ["bash", "-c", f'ulimit -v {MEMORY_LIMIT_KIB} && exec "$@"', "bash", *command]
     try:
         return subprocess.run(

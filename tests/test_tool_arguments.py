@@ -22,18 +22,18 @@ from conftest import run_cli
 from hydra import compose
 from test_bad_input import last_ckpt, make_world, snapshot
 
-from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import EXPORT_FORMATS, validate_eval, validate_export
-from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.eval import prepare_run
-from mnist_lightning.export import (
+from mnist_lightning.cli.eval import prepare_run
+from mnist_lightning.cli.export import (
     SUFFIXES,
     check_output,
     export_onnx,
     export_torchscript,
     is_earlier_export,
 )
+from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import lock_run
+from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.config import EXPORT_FORMATS, validate_eval, validate_export
 
 
 def earlier_export(path: Path, w: Path) -> None:

@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_lightning.download import raw_dir
-from mnist_lightning.idx import read_idx
+from mnist_lightning.data.download import raw_dir
+from mnist_lightning.data.idx import read_idx
 
 METRIC_KEYS = {"test/acc", "test/loss", "val/acc_best", "epoch", "global_step", "wall_seconds"}
 SCALARS = {

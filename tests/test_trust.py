@@ -23,10 +23,10 @@ import torch
 from conftest import run_cli, train_command, write_mnist
 from omegaconf import OmegaConf
 
-from mnist_lightning.checkpoint import confine_paths
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import atomic_write_json, lock_run, run_holder, unlock_run
-from mnist_lightning.resume import trusted_target
+from mnist_lightning.run.checkpoint import confine_paths
+from mnist_lightning.run.resume import trusted_target
 
 TESTS = Path(__file__).resolve().parent
 KILLABLE = "+callbacks.kill._target_=kill_at.KillAt"
@@ -235,14 +235,14 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(case: str, outcomes
     ("target", "trusted"),
     [
         ("mnist_lightning.model.MNISTClassifier", True),
-        ("mnist_lightning.resume.GracefulInterrupt", True),
+        ("mnist_lightning.run.resume.GracefulInterrupt", True),
         ("lightning.pytorch.callbacks.EarlyStopping", True),
         ("lightning.pytorch.loggers.CSVLogger", True),
         ("lightning.pytorch.Trainer", True),
         ("datetime.timedelta", True),
-        ("mnist_lightning.train.os", False),  # a module, not a class of ours
-        ("mnist_lightning.train.os.system", False),
-        ("mnist_lightning.resume.importlib.import_module", False),
+        ("mnist_lightning.cli.train.os", False),  # a module, not a class of ours
+        ("mnist_lightning.cli.train.os.system", False),
+        ("mnist_lightning.run.resume.importlib.import_module", False),
         ("mnist_lightning.no_such_module.Thing", False),
         ("lightning.pytorch.callbacks.model_checkpoint.os.system", False),
         ("lightning.pytorch.callbacks.os", False),

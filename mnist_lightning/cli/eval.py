@@ -20,20 +20,12 @@ from typing import Any
 import hydra
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig
 
-from mnist_lightning.checkpoint import load_classifier, run_dir_of
-from mnist_lightning.config import CONFIG_DIR, validate_eval
-from mnist_lightning.data import load_pair
-from mnist_lightning.download import ensure_mnist
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
-from mnist_lightning.figures import (
-    confusion_figure,
-    confusion_matrix,
-    first_layer_figure,
-    mistakes_figure,
-)
+from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.data.datamodule import load_pair
+from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.files import (
     RunBusyError,
     atomic_open,
@@ -43,25 +35,16 @@ from mnist_lightning.files import (
     kind_of,
     lock_run,
 )
-from mnist_lightning.model import MNISTClassifier
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto`: what Lightning's `accelerator=auto` picks (MPS on Apple silicon, else CUDA, else
-    the CPU), so mnist-eval and mnist-predict run where mnist-train trained; otherwise the
-    device named, if this machine has it."""
-    available = {
-        "mps": MPSAccelerator.is_available(),
-        "cuda": CUDAAccelerator.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        return torch.device(next(kind for kind, present in available.items() if present))
-    if name not in available:
-        raise ConfigError(f"device={name!r} is not one of auto, cpu, cuda, mps.")
-    if not available[name]:
-        raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
-    return torch.device(name)
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.model.inference import pick_device, predict_all
+from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
+from mnist_lightning.run.config import validate_eval
+from mnist_lightning.run.figures import (
+    confusion_figure,
+    confusion_matrix,
+    first_layer_figure,
+    mistakes_figure,
+)
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -114,17 +97,6 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
     for folder in folders:
         check_writable(folder, key)
     return run
-
-
-@torch.no_grad()
-def predict_all(model: MNISTClassifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits for uint8 `images`, in batches as mnist-train's test loop makes them."""
-    return torch.cat(
-        [
-            model(images[i : i + batch_size].float().div_(255))
-            for i in range(0, len(images), batch_size)
-        ]
-    )
 
 
 def evaluate(

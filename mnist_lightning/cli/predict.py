@@ -25,11 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image, UnidentifiedImageError
 
-from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import CONFIG_DIR, DEVICES, check_boolean, check_choice
-from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
-from mnist_lightning.eval import pick_device
-from mnist_lightning.figures import digits_figure
+from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import (
     atomic_open,
     check_hydra_dirs,
@@ -37,6 +34,10 @@ from mnist_lightning.files import (
     kind_of,
     open_regular,
 )
+from mnist_lightning.model.inference import pick_device
+from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.config import DEVICES, check_boolean, check_choice
+from mnist_lightning.run.figures import digits_figure
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 MAX_SIDE = 1024  # larger pictures are shrunk first: a digit needs no more detail

@@ -202,12 +202,15 @@ def trusted_target(target: object) -> bool:
     module_name, _, name = target.rpartition(".")
     if module_name in TRUSTED_MODULES:
         return name in importlib.import_module(module_name).__all__
-    if re.fullmatch(r"mnist_lightning\.\w+", module_name) and module_name.count(".") == 1:
+    if re.fullmatch(r"mnist_lightning(\.\w+)+", module_name):
         try:
-            found = getattr(importlib.import_module(module_name), name, None)
+            module = importlib.import_module(module_name)
         except ImportError:
             return False
-        return isinstance(found, type) and found.__module__ == module_name
+        found = getattr(module, name, None)
+        if not isinstance(found, type) or not found.__module__.startswith("mnist_lightning."):
+            return False
+        return found.__module__ == module_name or name in getattr(module, "__all__", ())
     return False
 
 
@@ -260,6 +263,24 @@ def to_tree(cfg: DictConfig, resolve: bool = False) -> object:
         raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
 
 
+# Classes that moved since a run saved its config (the package got its folders).
+MOVED_TARGETS = {
+    "mnist_lightning.resume.GracefulInterrupt": "mnist_lightning.run.resume.GracefulInterrupt"
+}
+
+
+def renamed_targets(tree: object) -> object:
+    """`tree` with each `_target_` that names a moved class naming it where it is now."""
+    if isinstance(tree, dict):
+        return {
+            k: MOVED_TARGETS.get(v, v) if k == "_target_" else renamed_targets(v)
+            for k, v in tree.items()
+        }
+    if isinstance(tree, list):
+        return [renamed_targets(v) for v in tree]
+    return tree
+
+
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """The resumed run's saved config, with the command line's harmless overrides applied.
 
@@ -282,7 +303,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
     # Resolved once and used as checked: no interpolation is left to make anything later.
-    resolved = to_tree(saved, resolve=True)
+    resolved = renamed_targets(to_tree(saved, resolve=True))
     check_saved_config(resolved, cfg, run)
     resumed = OmegaConf.create(resolved)
     resumed.resume = str(run)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
+from mnist_lightning.data.idx import encode_idx, parse_idx, read_idx
 from mnist_lightning.errors import DataError
 from mnist_lightning.files import atomic_write_bytes, open_regular
-from mnist_lightning.idx import encode_idx, parse_idx, read_idx
 
 log = logging.getLogger(__name__)
 

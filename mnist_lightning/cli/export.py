@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mnist_lightning.checkpoint import load_classifier
-from mnist_lightning.config import CONFIG_DIR, validate_export
-from mnist_lightning.data import load_pair
-from mnist_lightning.download import ensure_mnist
-from mnist_lightning.errors import ConfigError, UserError, exit_on_user_error
+from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.data.datamodule import load_pair
+from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import check_hydra_dirs, check_writable, kind_of, open_regular
+from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.config import validate_export
 
 log = logging.getLogger(__name__)
 

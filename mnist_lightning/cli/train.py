@@ -28,27 +28,28 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from mnist_lightning.checkpoint import (
+from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.errors import CheckpointError, ConfigError, UserError
+from mnist_lightning.files import atomic_write_json, check_writable, lock_run, unlock_run
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.model.inference import predict_all
+from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
     check_resumable,
     load_checkpoint,
     network_weights,
 )
-from mnist_lightning.config import CONFIG_DIR, validate
-from mnist_lightning.data import MNISTDataModule
-from mnist_lightning.distributed import ddp_child_run, ddp_job, is_rank_zero
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
-from mnist_lightning.eval import predict_all
-from mnist_lightning.figures import (
+from mnist_lightning.run.config import validate
+from mnist_lightning.run.distributed import ddp_child_run, ddp_job, is_rank_zero
+from mnist_lightning.run.figures import (
     augmentation_figure,
     confusion_figure,
     confusion_matrix,
     first_layer_figure,
     mistakes_figure,
 )
-from mnist_lightning.files import atomic_write_json, check_writable, lock_run, unlock_run
-from mnist_lightning.model import MNISTClassifier
-from mnist_lightning.resume import (
+from mnist_lightning.run.resume import (
     RUNS_DIR,
     SWEEPS_DIR,
     check_writes_inside,
@@ -60,7 +61,7 @@ from mnist_lightning.resume import (
     results,
     resumed_config,
 )
-from mnist_lightning.sweep import divide_threads_between_jobs
+from mnist_lightning.run.sweep import divide_threads_between_jobs
 
 log = logging.getLogger(__name__)
 

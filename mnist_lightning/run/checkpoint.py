@@ -19,7 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import atomic_open, open_regular
-from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.model.classifier import MNISTClassifier
 
 # Where ModelCheckpoint's saved state names checkpoint files: Lightning tests the best one it
 # restores and deletes the ones that drop out of the top k.

@@ -15,10 +15,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from mnist_lightning.augment import Augment
-from mnist_lightning.download import ensure_mnist, raw_dir
+from mnist_lightning.data.augment import Augment
+from mnist_lightning.data.download import ensure_mnist, raw_dir
+from mnist_lightning.data.idx import read_idx
 from mnist_lightning.errors import DataError
-from mnist_lightning.idx import read_idx
 
 log = logging.getLogger(__name__)
 

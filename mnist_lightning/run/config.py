@@ -10,19 +10,16 @@ import os
 import secrets
 import time
 from collections.abc import Collection
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_lightning.augment import AUGMENTS
-from mnist_lightning.download import SOURCES
+from mnist_lightning.data.augment import AUGMENTS
+from mnist_lightning.data.download import SOURCES
 from mnist_lightning.errors import ConfigError
-from mnist_lightning.model import ACTIVATIONS, MAX_WIDTH, OPTIMIZERS, SCHEDULERS, size_problem
-from mnist_lightning.resume import find_run, find_sweep
-
-# The project's conf/ directory (the package is installed editable, from the clone).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS
+from mnist_lightning.model.mlp import ACTIVATIONS, MAX_WIDTH, size_problem
+from mnist_lightning.run.resume import find_run, find_sweep
 
 
 def run_id() -> str:

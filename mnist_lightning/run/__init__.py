@@ -1,0 +1,2 @@
+"""The run side: config checks, run directories, checkpoints, resume, sweeps, DDP and the
+figures a run reports."""
