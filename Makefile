@@ -29,7 +29,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.md (~10 min)
-	$(BIN)/python -m benchmarks.bench $(ARGS)
+	$(BIN)/python -m benchmarks tutorial $(ARGS)
 
 tensorboard: setup  ## open TensorBoard on every run and sweep
 	$(BIN)/tensorboard --logdir outputs

@@ -1,5 +1,5 @@
-"""Benchmarks behind docs/benchmarks.md: `python -m benchmarks.bench` (or `make bench`).
+"""The benchmarks behind docs/ and README's figures: `python -m benchmarks <subcommand>`.
 
-A package so that `mnist-train` subprocesses can load `benchmarks.epoch_timer.EpochTimer`
-as a Hydra-instantiated callback.
+A package so that `mnist-train` subprocesses can load its callbacks by their Hydra `_target_`
+(`benchmarks.epoch_timer.EpochTimer`, `benchmarks.paired_epochs.BareLoopAfterEachEpoch`).
 """

@@ -1,31 +1,28 @@
-"""Train the literature presets with several seeds; write docs/accuracy.md and its pictures.
+"""Presets trained with several seeds, as tables of accuracy and training time: the literature
+presets on docs/accuracy.md (with its curves), the tutorial presets on docs/presets.md.
 
-    .venv/bin/python -m benchmarks.accuracy [--presets best_cpu,...] [--seeds 3]
-    .venv/bin/python -m benchmarks.accuracy --presets "" --candidates   # how best_cpu was chosen
-    .venv/bin/python -m benchmarks.accuracy --presets ""                # redraw the page only
+    python -m benchmarks accuracy [--presets best_cpu,...] [--seeds 3]
+    python -m benchmarks accuracy --presets "" --candidates   # how best_cpu was chosen
+    python -m benchmarks accuracy --presets ""                # redraw the page only
+    python -m benchmarks accuracy --page presets [--seeds 3]  # docs/presets.md
 
 Each run is a real `mnist-train` subprocess on the CPU. Its figures are its own metrics.json
 (test accuracy of the best-by-validation checkpoint, training time) and its TensorBoard
-`val/acc` curve against wall time. Results accumulate in docs/accuracy.json, one entry per
-preset, so presets can be (re)measured one at a time; the page is redrawn from all of them.
+`val/acc` curve against wall time. The literature presets accumulate in docs/accuracy.json, one
+entry per preset, so they can be (re)measured one at a time; the page is redrawn from all of
+them. docs/presets.md is measured whole.
 """
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-import lightning
-import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from benchmarks.common import ROOT, mnist_train
-from benchmarks.events import scalars
+from benchmarks.common import QUIET_CPU, ROOT, machine, machine_line, mnist_train
 
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "accuracy.json"
@@ -41,6 +38,16 @@ CANDIDATES = {
     "elastic σ 6 α 36 + stronger affine, 90 epochs (= best_cpu)": ["experiment=best_cpu"],
 }
 CANDIDATE_EPOCHS = {"20 epochs": 20, "80 epochs": 80, "90 epochs": 90}
+# docs/presets.md: the tutorial networks this project grew out of, and the default.
+TUTORIALS = {
+    "default (784-512-256-10, dropout 0.2, AdamW, one-cycle, batch 128, 12 epochs)": [],
+    "tutorial 784-128-10 (Adam, batch 64, 5 epochs)": ["experiment=tutorial_mlp_128"],
+    "tutorial 784-128-64-10 (Adam, batch 64, 5 epochs)": ["experiment=tutorial_mlp_128_64"],
+    "tutorial 784-128-256-10 dropout 0.5 (SGD 0.1, batch 64, 5 epochs)": [
+        "experiment=tutorial_mlp_128_256"
+    ],
+    "tutorial 784-64-64-64-10 (Adam, batch 15, 2 epochs)": ["experiment=tutorial_mlp_64_64_64"],
+}
 # preset -> the literature row it answers (None: ours only)
 PRESETS = {
     "paper_simard2003": "Simard et al. 2003 | 784-800-10, cross-entropy, no augmentation | 1.6 %",
@@ -62,51 +69,42 @@ LITERATURE = [
 ]
 
 
-def train(overrides: list[str], seed: int, workdir: Path) -> dict:
-    """One `mnist-train <overrides> seed=<seed>`: its metrics and val/acc curve."""
-    run = mnist_train([*overrides, f"seed={seed}"], workdir)
-    metrics = json.loads((run / "metrics.json").read_text())
-    return {
+def train(overrides: list[str], seed: int) -> dict:
+    """One `mnist-train <overrides> seed=<seed>`: its figures and its val/acc curve."""
+    run = mnist_train([*overrides, f"seed={seed}", *QUIET_CPU])
+    result = {
         "seed": seed,
-        "test_acc": metrics["test/acc"],
-        "val_acc_best": metrics["val/acc_best"],
-        "fit_seconds": metrics["fit_seconds"],
-        "epochs": metrics["epoch"],
-        "curve": val_curve(run / "tensorboard"),
+        "test_acc": run.metrics["test/acc"],
+        "val_acc_best": run.metrics["val/acc_best"],
+        "fit_seconds": run.metrics["fit_seconds"],
+        "epochs": run.metrics["epoch"],
+        "curve": [(seconds, acc) for _, seconds, acc in run.curves.get("val/acc", [])],
+    }
+    print(" ".join(run.command), {k: v for k, v in result.items() if k != "curve"}, flush=True)
+    return result
+
+
+def with_seeds(overrides: list[str], seeds: int) -> dict:
+    """One preset trained with seeds 0, 1, ...: when, where, and each run's figures."""
+    return {
+        "measured": time.strftime("%Y-%m-%d"),
+        "machine": machine_line(machine()),
+        "runs": [train(overrides, seed) for seed in range(seeds)],
     }
 
 
-def val_curve(tensorboard: Path) -> list[tuple[float, float]]:
-    """(seconds since the logger started, val/acc) for every validation of the run."""
-    return [(seconds, acc) for _, seconds, acc in scalars(tensorboard).get("val/acc", [])]
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return (
-        f"{cpu}, {os.cpu_count()} cores, no GPU; torch {torch.__version__}, "
-        f"lightning {lightning.__version__}"
-    )
+def mean_std(values: list[float], digits: int = 2) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def error(runs: list[dict]) -> str:
     """Mean ± std test error in %."""
-    errors = [100 * (1 - r["test_acc"]) for r in runs]
-    spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
-    return f"{statistics.mean(errors):.2f} ± {spread:.2f} %"
+    return mean_std([100 * (1 - r["test_acc"]) for r in runs]) + " %"
 
 
 def seconds(runs: list[dict]) -> str:
-    times = [r["fit_seconds"] for r in runs]
-    spread = statistics.stdev(times) if len(times) > 1 else 0.0
-    return f"{statistics.mean(times):.0f} ± {spread:.0f} s"
+    return mean_std([r["fit_seconds"] for r in runs], digits=0) + " s"
 
 
 def draw_curves(results: dict, path: Path) -> None:
@@ -206,7 +204,7 @@ def markdown(results: dict) -> str:
             "![validation accuracy against time](accuracy_curves.png)",
             "",
             f"Measured: {measured}. Machine: {'; '.join(machines)}.",
-            "Made by `.venv/bin/python -m benchmarks.accuracy` (one preset at a time with "
+            "Made by `.venv/bin/python -m benchmarks accuracy` (one preset at a time with "
             "`--presets NAME`); the raw figures and curves are in `docs/accuracy.json`.",
             "",
             *candidates_markdown(),
@@ -214,30 +212,66 @@ def markdown(results: dict) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--presets", default=",".join(PRESETS))
+def presets_page(entries: dict[str, dict], seeds: int) -> str:
+    """docs/presets.md: one row per tutorial preset."""
+    rows = []
+    for name, entry in entries.items():
+        runs = entry["runs"]
+        command = " ".join(["mnist-train", *TUTORIALS[name]])
+        rows.append(
+            f"| {name} | {mean_std([100 * r['test_acc'] for r in runs])} | "
+            f"{mean_std([r['fit_seconds'] for r in runs])} | `{command}` |"
+        )
+    first = next(iter(entries.values()))
+    return "\n".join(
+        [
+            "# Presets: accuracy and training time",
+            "",
+            f"Measured on {first['measured']}: {first['machine']}. "
+            f"Mean ± std over seeds 0-{seeds - 1}. Test accuracy is the best-by-validation "
+            "checkpoint on the official 10 000 test images; time is `fit_seconds` from "
+            "metrics.json (training and per-epoch validation, not start-up or testing).",
+            "",
+            "| preset | test accuracy (%) | training time (s) | command |",
+            "| --- | --- | --- | --- |",
+            *rows,
+            "",
+            "Made by `.venv/bin/python -m benchmarks accuracy --page presets` "
+            f"(`--seeds {seeds}`).",
+            "",
+        ]
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--page", choices=("accuracy", "presets"), default="accuracy", help="which page to make"
+    )
+    parser.add_argument(
+        "--presets", default=",".join(PRESETS), help="accuracy: the presets to (re)measure"
+    )
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--candidates", action="store_true", help="also re-run CANDIDATES")
-    args = parser.parse_args()
+    parser.add_argument("--candidates", action="store_true", help="accuracy: re-run CANDIDATES")
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/<page>.md")
+
+
+def main(args: argparse.Namespace) -> None:
+    out = args.out or DOCS / f"{args.page}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.page == "presets":
+        entries = {name: with_seeds(overrides, args.seeds) for name, overrides in TUTORIALS.items()}
+        out.write_text(presets_page(entries, args.seeds))
+        print(f"wrote {out}")
+        return
     if args.candidates:
         choose_best_cpu()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for preset in [p for p in args.presets.split(",") if p]:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = []
-            for seed in range(args.seeds):
-                runs.append(train([f"experiment={preset}"], seed, Path(tmp)))
-                print(preset, {k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
-        results[preset] = {
-            "measured": time.strftime("%Y-%m-%d"),
-            "machine": machine(),
-            "runs": runs,
-        }
+        results[preset] = with_seeds([f"experiment={preset}"], args.seeds)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    draw_curves(results, DOCS / "accuracy_curves.png")
-    (DOCS / "accuracy.md").write_text(markdown(results))
-    print(f"wrote {DOCS / 'accuracy.md'}")
+    draw_curves(results, out.with_name("accuracy_curves.png"))
+    out.write_text(markdown(results))
+    print(f"wrote {out}")
 
 
 def candidate_command(name: str) -> list[str]:
@@ -252,8 +286,7 @@ def choose_best_cpu() -> None:
     """Each candidate once with seed 42; val/acc_best is what chose best_cpu."""
     chosen = {}
     for name in CANDIDATES:
-        with tempfile.TemporaryDirectory() as tmp:
-            run = train(candidate_command(name), 42, Path(tmp))
+        run = train(candidate_command(name), 42)
         chosen[name] = {k: run[k] for k in ("val_acc_best", "test_acc", "fit_seconds")}
         print(name, chosen[name], flush=True)
     CANDIDATE_RESULTS.write_text(json.dumps(chosen, indent=1) + "\n")
@@ -281,10 +314,6 @@ def candidates_markdown() -> list[str]:
         "| --- | --- | --- | --- |",
         *rows,
         "",
-        'Re-run with `.venv/bin/python -m benchmarks.accuracy --presets "" --candidates`.',
+        'Re-run with `.venv/bin/python -m benchmarks accuracy --presets "" --candidates`.',
         "",
     ]
-
-
-if __name__ == "__main__":
-    main()

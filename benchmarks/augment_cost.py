@@ -1,6 +1,4 @@
-"""What on-device augmentation costs per training epoch, on the CPU, as a markdown table.
-
-    .venv/bin/python -m benchmarks.augment_cost [--batch-size 128] [--repeats 3]
+"""What on-device augmentation costs per training epoch, on the CPU (a table for README.md).
 
 Times `Augment` (what `data.augment=...` runs on each training mini-batch) over 55 000 real
 MNIST training images, in mini-batches as mnist-train draws them, with each kind's default
@@ -28,11 +26,12 @@ def epoch_seconds(augment: Augment, images: torch.Tensor, batch_size: int) -> fl
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
     images, _ = load_pair(ensure_mnist(data_dir()), "train")
     images = images[:TRAIN_IMAGES].float().div_(255)
     print(f"| data.augment | s per {TRAIN_IMAGES:,}-image epoch | ms per 1 000 images |")
@@ -44,7 +43,3 @@ def main() -> None:
             epoch_seconds(augment, images, args.batch_size) for _ in range(args.repeats)
         )
         print(f"| {kind} | {seconds:.2f} | {1000 * seconds / TRAIN_IMAGES * 1000:.1f} |")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,8 @@
-"""`model.compile=true` against the eager network, on the CPU, as a markdown table.
+"""`model.compile=true` against the eager network, on the CPU (a table for README.md).
 
-    .venv/bin/python -m benchmarks.compile_ab [--epochs 6] [--repeats 2]
-
-Each row is real `mnist-train` runs with the passive epoch timer (benchmarks/epoch_timer.py),
-alternating eager and compiled so the machine's drift hits both alike. Each compiled run gets
-an empty inductor cache, so its first epoch pays the whole compilation, as a user's first run
-does.
+Each row is real `mnist-train` runs with the passive epoch timer, alternating eager and
+compiled so the machine's drift hits both alike. Each compiled run gets an empty inductor
+cache, so its first epoch pays the whole compilation, as a user's first run does.
 """
 
 import argparse
@@ -13,7 +10,7 @@ import os
 import statistics
 import tempfile
 
-from benchmarks.mnist_train import RECIPE, run_mnist_train
+from benchmarks.common import RECIPE, TRIES, mnist_train
 
 MODELS = {
     "784-128-64-10, batch 64 (the side-by-side recipe)": RECIPE,
@@ -21,11 +18,12 @@ MODELS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
     print("| model | network | first epoch (s) | s per epoch after it | launch to exit (s) |")
     print("| --- | --- | ---: | ---: | ---: |")
     for name, recipe in MODELS.items():
@@ -35,17 +33,14 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as cache:
                     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
                     overrides = [f"trainer.max_epochs={args.epochs}", f"model.compile={compiled}"]
-                    runs[compiled].append(run_mnist_train([*recipe, *overrides]))
+                    run = mnist_train([*recipe, *overrides], timer=True, tries=TRIES)
+                    runs[compiled].append(run)
         for compiled, done in runs.items():
             firsts = [run.epochs[0]["train_seconds"] for run in done]
             rests = [epoch["train_seconds"] for run in done for epoch in run.epochs[1:]]
             print(
                 f"| {name} | {'compiled' if compiled else 'eager'} | "
                 f"{statistics.median(firsts):.1f} | {statistics.median(rests):.2f} | "
-                f"{statistics.median(run.process_seconds for run in done):.1f} |",
+                f"{statistics.median(run.seconds for run in done):.1f} |",
                 flush=True,
             )
-
-
-if __name__ == "__main__":
-    main()

@@ -11,12 +11,14 @@ records:
   the time this callback itself spent on test evaluations: the training time a user waits
   for (training, validation and the previous epochs' checkpoint writes);
 - `val_acc`, and with `test_every_epoch=true` the accuracy on the official test set, measured
-  with the clock paused, so "time to 98 % test accuracy" can be read off directly.
+  with the clock paused, so "time to 98 % test accuracy" can be read off directly;
+- `nvml_check`: `PYTORCH_NVML_BASED_CUDA_CHECK` as the run trains (see benchmarks/tutorial.py).
 
 The records are rewritten to `out` (relative to the working directory) after every epoch.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ class EpochTimer(L.Callback):
             "train_seconds": self.val_start - self.epoch_start,
             "training_time": now - self.train_start - self.paused,
             "val_acc": float(trainer.callback_metrics["val/acc"]),
+            "nvml_check": os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"),
         }
         if self.test_every_epoch:
             record["test_acc"] = test_accuracy(trainer, pl_module)

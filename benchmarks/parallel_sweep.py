@@ -1,33 +1,26 @@
-"""A 4-job sweep one job at a time, then with hydra/launcher=joblib two at a time.
-
-    .venv/bin/python -m benchmarks.parallel_sweep [--epochs 3]
+"""A 4-job sweep one job at a time, then with hydra/launcher=joblib two at a time (a table for
+README.md).
 
 Each is a real `mnist-train -m` of the default model over four dropouts on the CPU; the time
-is the whole command's wall clock (start-up, training, testing, summaries). Prints a markdown
-table.
+is the whole command's wall clock (start-up, training, testing, summaries).
 """
 
 import argparse
 import os
-import tempfile
-import time
-from pathlib import Path
 
-from benchmarks.common import mnist_train
+from benchmarks.common import QUIET_CPU, mnist_train
 
 
 def sweep(launcher: list[str], epochs: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        args = ["-m", *launcher, "model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={epochs}"]
-        started = time.perf_counter()
-        mnist_train([*args, "trainer=cpu"], Path(tmp))
-        return time.perf_counter() - started
+    args = ["-m", *launcher, "model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={epochs}"]
+    return mnist_train([*args, "trainer=cpu", *QUIET_CPU]).seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=3)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
     cores = os.cpu_count()
     print(f"| 4 jobs, default model, {args.epochs} epochs each ({cores} cores) | wall time |")
     print("| --- | --- |")
@@ -36,7 +29,3 @@ def main() -> None:
     two = sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], args.epochs)
     share = max(1, (cores or 1) // 2)
     print(f"| two at a time (joblib, {share} torch thread(s) each) | {two:.0f} s |")
-
-
-if __name__ == "__main__":
-    main()

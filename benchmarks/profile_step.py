@@ -1,30 +1,27 @@
 """Where the time of mnist-train's training step goes: py-spy samples of a real run.
 
-    python -m benchmarks.profile_step [--epochs 10] [--rate 250]
-
 Runs `mnist-train` with the issue's recipe (784-128-64-10, batch 64, Adam; default logging and
 progress bar) and the passive EpochTimer. Once two epochs are done (a warm-up and one clean
 epoch, whose step time is the reference), py-spy attaches to the process and samples it until
 it exits. Only samples of the main thread inside Lightning's training epoch loop and outside
 its validation loop are kept; each is sorted into one category by its frames, and a category's
 time per optimizer step is its share of the samples times the clean step time. Needs py-spy
-(`pip install py-spy`), which is not a dependency of the project.
+(`pip install py-spy`), which is not a dependency of the project. The table ends
+docs/benchmarks.md (`tutorial` runs this too).
 """
 
 import argparse
 import json
 import linecache
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from benchmarks.common import ROOT, data_dir
-from benchmarks.mnist_train import RECIPE
+from benchmarks.common import EPOCH_RECORDS, RECIPE, mnist_train
 
 # training_step's statements, recognised by their source text (first match wins).
 STATEMENTS = [
@@ -43,6 +40,8 @@ KERNEL_LINES = {
     "optimizer.step": ("func(", "torch._foreach_", "torch._fused_adam"),
 }
 ADAM_KERNEL_FUNCTIONS = ("_fused_adam ", "_single_tensor_adam ", "_multi_tensor_adam ")
+# Categories that are work any loop must do, not overhead.
+ARITHMETIC = ("loss", "batch gather")
 
 
 def source(frame: str) -> str:
@@ -145,46 +144,29 @@ def profile(
     profiled run's own second epoch, measured before py-spy attached. `keep`: where to copy
     py-spy's raw stacks (for a flame graph, e.g. speedscope.app).
     """
-    overrides = [*RECIPE, f"trainer.max_epochs={epochs}"]
-    timer = [
-        "+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer",
-        "+callbacks.bench_timer.out=bench_epochs.json",
-    ]
-    env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        work = Path(tmp)
-        cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides, *timer]
-        train = subprocess.Popen(
-            cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        records = work / "bench_epochs.json"
+    seen: dict[str, Any] = {}
+
+    def sample(train: subprocess.Popen, work: Path) -> None:
+        """Once the warm-up and one clean epoch are done, py-spy samples until the run exits."""
+        records = work / EPOCH_RECORDS
         while train.poll() is None and (
             not records.exists() or records.read_text().count('"epoch"') < 2
         ):
             time.sleep(0.05)
-        if train.poll() is not None:
+        if train.returncode is not None:
             raise RuntimeError(f"mnist-train exited with {train.returncode} before py-spy attached")
-        second = json.loads(records.read_text())[1]
+        seen["second"] = json.loads(records.read_text())[1]
         stacks = work / "stacks.txt"
-        spy = [
-            py_spy(),
-            "record",
-            "--pid",
-            str(train.pid),
-            "--rate",
-            str(rate),
-            "--format",
-            "raw",
-            "--full-filenames",
-            "-o",
-            str(stacks),
-        ]
+        spy = [py_spy(), "record", "--pid", str(train.pid), "--rate", str(rate)]
+        spy += ["--format", "raw", "--full-filenames", "-o", str(stacks)]
         subprocess.run(spy, check=True, capture_output=True)
-        train.wait()
-        counts, total = categorise(stacks.read_text())
+        seen["stacks"] = stacks.read_text()
         if keep:
             shutil.copy(stacks, keep)
-    step_us = step_us or 1e6 * second["train_seconds"] / second["steps"]
+
+    mnist_train([*RECIPE, f"trainer.max_epochs={epochs}"], timer=True, during=sample)
+    counts, total = categorise(seen["stacks"])
+    step_us = step_us or 1e6 * seen["second"]["train_seconds"] / seen["second"]["steps"]
     rows = [
         (name, n / total, n / total * step_us)
         for name, n in counts.most_common()
@@ -193,19 +175,47 @@ def profile(
     return rows, step_us
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def table(rows: list[tuple[str, float, float]], step_us: float) -> list[str]:
+    """The page's section (`step_us` is (c)'s median step there)."""
+    lines = [
+        f"Median step of (c): {step_us:.0f} µs. Share of py-spy samples in mnist-train's "
+        "training loop (epochs after the first; validation excluded), times that step time:",
+        "",
+        "| where | share | µs per optimizer step |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {100 * share:.1f} % | {us:.0f} |" for name, share, us in rows]
+    lines += [
+        "",
+        "py-spy samples the Python stacks 250 times a second, pausing the process each time, "
+        "in a separate run of the same command after its first two epochs; a sample in native "
+        "code is charged to the Python line that called it. The shares are estimates (a few "
+        "thousand samples) and the µs apportion (c)'s unprofiled median step, so they are "
+        "good to a few µs for the large rows, not better.",
+    ]
+    work = [r for r in rows if r[0].endswith("ATen kernels") or r[0].startswith(ARITHMETIC)]
+    share, us = sum(r[1] for r in work), sum(r[2] for r in work)
+    lines += [
+        "",
+        f"Arithmetic and data movement that any loop must do (the ATen kernels of forward, "
+        f"backward and Adam, the loss, the batch gather): {100 * share:.0f} %, {us:.0f} µs per "
+        f"step. Everything else, {100 * (1 - share):.0f} % or {step_us - us:.0f} µs per step, "
+        "is Python: torch's own wrappers (which the plain loop pays too), Lightning's, and "
+        "the metrics, logging and progress bar.",
+    ]
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--stacks", type=Path, default=None, help="keep py-spy's raw stacks")
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> None:
     if not available():
         sys.exit("py-spy not found: pip install py-spy")
     rows, step_us = profile(epochs=args.epochs, rate=args.rate, keep=args.stacks)
     print(f"clean step: {step_us:.0f} µs")
     for name, share, us in rows:
         print(f"{100 * share:5.1f} %  {us:6.0f} µs  {name}")
-
-
-if __name__ == "__main__":
-    main()

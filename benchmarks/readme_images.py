@@ -1,10 +1,9 @@
-"""Make the pictures in README.md from a finished run: the figures `mnist-eval` draws, a
-`mnist-predict` grid of digits drawn on a white canvas plus MNIST test digits saved as PNG, and
-training digits with elastic distortions (`data.augment=elastic`).
-
-    .venv/bin/python benchmarks/readme_images.py outputs/runs/<run>
+"""The pictures in README.md (docs/images/), from a finished run: the figures `mnist-eval`
+draws, a `mnist-predict` grid of digits drawn on a white canvas plus MNIST test digits saved as
+PNG, and training digits with elastic distortions (`data.augment=elastic`).
 """
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -13,12 +12,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from benchmarks.common import ROOT, data_dir
 from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import load_pair
 from mnist_lightning.data.download import ensure_mnist
-from mnist_lightning.run.figures import augmentation_figure
+from mnist_lightning.run.report import augmentation_figure
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 STROKES = {  # (kind, points) on a 200x200 canvas
     "drawn_0": ("ellipse", [(55, 30), (145, 170)]),
@@ -38,7 +37,12 @@ def draw(kind: str, points: list, path: Path) -> None:
     image.save(path)
 
 
-def main(run: Path) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="a finished run: outputs/runs/<run>")
+
+
+def main(args: argparse.Namespace) -> None:
+    run = args.run
     IMAGES.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "mnist_lightning.cli.eval", f"run_dir={run}"], check=True)
     for name in ("confusion_matrix", "mistakes", "first_layer"):
@@ -46,7 +50,7 @@ def main(run: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (kind, points) in STROKES.items():
             draw(kind, points, Path(tmp) / f"{name}.png")
-        images, _ = load_pair(ensure_mnist(ROOT / "data"), "t10k")
+        images, _ = load_pair(ensure_mnist(data_dir()), "t10k")
         for i in range(4):  # dark ink on light paper, 4x larger: as a scan would be
             picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
             picture.save(Path(tmp) / f"mnist_test_{i}.png")
@@ -60,11 +64,7 @@ def main(run: Path) -> None:
             f"grid={grid}",
         ]
         subprocess.run([sys.executable, *cmd], check=True)
-    train_images, _ = load_pair(ensure_mnist(ROOT / "data"), "train")
+    train_images, _ = load_pair(ensure_mnist(data_dir()), "train")
     figure = augmentation_figure(train_images[:8], Augment("elastic"))
     figure.savefig(IMAGES / "augmentations.png", dpi=80)
     print(f"wrote {IMAGES}")
-
-
-if __name__ == "__main__":
-    main(Path(sys.argv[1]))

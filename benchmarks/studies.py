@@ -1,6 +1,4 @@
-"""Run the four tutorial studies as sweeps; write docs/studies.md and its pictures.
-
-    .venv/bin/python -m benchmarks.studies [--studies regularization,activation,...]
+"""The four tutorial studies as sweeps: docs/studies.md and its pictures.
 
 Each study is the command a user runs (`mnist-train -m experiment=study_<name>`), on the CPU;
 everything on the page is read back from the sweeps' summary.csv, TensorBoard event files and
@@ -19,8 +17,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from benchmarks.common import ROOT, mnist_train
-from benchmarks.events import scalars
+from benchmarks.common import QUIET_CPU, ROOT, mnist_train, scalars
 
 DOCS = ROOT / "docs"
 IMAGES = DOCS / "images"
@@ -82,7 +79,7 @@ LESSONS = {
 
 def sweep(study: str, workdir: Path) -> Path:
     """`mnist-train -m experiment=study_<study>`; its sweep directory."""
-    return mnist_train(["-m", f"experiment=study_{study}"], workdir)
+    return mnist_train(["-m", f"experiment=study_{study}", *QUIET_CPU], workdir).dir
 
 
 def jobs(sweep_dir: Path) -> list[dict]:
@@ -253,10 +250,11 @@ def l1_vs_l2(rows: list[dict]) -> tuple[list[str], Figure]:
     return lines, fig
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--studies", default=",".join(STUDIES))
-    args = parser.parse_args()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--studies", default=",".join(STUDIES), help="the ones to (re)run")
+
+
+def main(args: argparse.Namespace) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     IMAGES.mkdir(parents=True, exist_ok=True)
     for study in [s for s in args.studies.split(",") if s]:
@@ -281,7 +279,7 @@ def page(results: dict) -> str:
         "",
         "Each study is a Hydra sweep, `mnist-train -m experiment=study_<name>`: its summary "
         "table, TensorBoard curves and checkpoints teach the lesson. The tables and pictures "
-        "here are read back from those sweeps by `.venv/bin/python -m benchmarks.studies` on "
+        "here are read back from those sweeps by `.venv/bin/python -m benchmarks studies` on "
         "a 2-core AMD EPYC VM without GPU (`--studies NAME` re-runs one).",
         "",
     ]
@@ -303,7 +301,3 @@ def page(results: dict) -> str:
             "",
         ]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    main()

@@ -37,14 +37,10 @@ from mnist_lightning.files import (
 )
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.model.inference import pick_device, predict_all
-from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
+from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_eval
-from mnist_lightning.run.figures import (
-    confusion_figure,
-    confusion_matrix,
-    first_layer_figure,
-    mistakes_figure,
-)
+from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
+from mnist_lightning.run.trust import run_dir_of
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -61,7 +57,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 # What mnist-eval writes into <run>/eval/.
-EVAL_FILES = ("metrics.json", "confusion_matrix.png", "mistakes.png", "first_layer.png")
+EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
@@ -167,11 +163,7 @@ def main(cfg: DictConfig) -> None:
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
         step = 0
     results |= {"checkpoint": str(ckpt), "global_step": step}
-    figures = {
-        "confusion_matrix": confusion_figure(torch.tensor(results["confusion_matrix"])),
-        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),
-        "first_layer": first_layer_figure(model.net.layers[0].weight),
-    }
+    figures = result_figures(model, images, labels, logits)
     try:
         write_results(run, results, figures, cfg.tensorboard)
     except OSError as e:  # a full disk, a quota: each file is whole, the old one or the new

@@ -37,7 +37,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.inference import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import DEVICES, check_boolean, check_choice
-from mnist_lightning.run.figures import digits_figure
+from mnist_lightning.run.report import digits_figure
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 MAX_SIDE = 1024  # larger pictures are shrunk first: a digit needs no more detail

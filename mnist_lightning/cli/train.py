@@ -8,7 +8,6 @@ mnist-train resume=outputs/runs/<run>         # continue an interrupted run
 
 import logging
 import os
-import re
 import sys
 import time
 import traceback
@@ -22,73 +21,35 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
+from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError
-from mnist_lightning.files import atomic_write_json, check_writable, lock_run, unlock_run
+from mnist_lightning.files import atomic_write_json, lock_run, unlock_run
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.model.inference import predict_all
-from mnist_lightning.run.checkpoint import (
-    AtomicCheckpointIO,
-    check_resumable,
-    load_checkpoint,
-    network_weights,
-)
+from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.distributed import ddp_child_run, ddp_job, is_rank_zero
-from mnist_lightning.run.figures import (
-    augmentation_figure,
-    confusion_figure,
-    confusion_matrix,
-    first_layer_figure,
-    mistakes_figure,
+from mnist_lightning.run.report import (
+    log_figures_to_tensorboard,
+    log_hparams_to_tensorboard,
+    results_table,
 )
 from mnist_lightning.run.resume import (
-    RUNS_DIR,
-    SWEEPS_DIR,
+    before_hydra,
     check_writes_inside,
-    find_run,
-    find_sweep,
-    finished,
-    job_finished,
+    continue_or_finish,
     last_checkpoint,
-    results,
-    resumed_config,
+    register_resolvers,
 )
 from mnist_lightning.run.sweep import divide_threads_between_jobs
+from mnist_lightning.run.trust import check_resumable, network_weights
 
 log = logging.getLogger(__name__)
-
-# `import lightning` makes torch check for CUDA through NVML (safe for forked workers). With a
-# CUDA build of torch on a machine without a GPU that check fails, uncached, every time, and
-# Adam makes it on every step: 81 µs of a 1.5 ms step (docs/benchmarks.md). Without a GPU
-# there is nothing a fork could break, so torch's ordinary, cached check is used instead.
-if not torch.cuda.is_available():
-    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-
-# Messages that do not apply to this project: an epoch shorter than the logging interval still
-# gets its train/* points (the model logs what is left of a window at each epoch end), the data
-# module itself reads the same batches with overfit_batches, under DDP the epoch metrics are
-# sums the model or torchmetrics already reduced, a resumed run's checkpoint directory is not
-# empty, and a diverged run stops with its own message.
-for pattern in (
-    r".*smaller than the logging interval",
-    r"You requested to overfit but enabled train dataloader shuffling",
-    r".*sync_dist=True.*when logging on epoch level",
-    r"Checkpoint directory .* exists and is not empty",
-    r"Encountered `nan` values in tensor",
-    r".*isinstance\(treespec, LeafSpec\)",
-):
-    warnings.filterwarnings("ignore", message=pattern)
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()  # an advertisement
-)
 
 CHANCE_LEVEL = 0.15  # train/acc below this at the end: the run learned nothing (10 classes)
 
@@ -97,80 +58,56 @@ class LearnedNothingError(UserError):
     """Training ended with the training accuracy at chance level."""
 
 
-# Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
-HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
-
-
+@exit_on_user_error
 def main() -> None:
     """Console entry point. `resume=` is checked first: Hydra would otherwise create or log
     into the directory it names before any check of ours could run."""
+    quiet_and_fast()
     child = ddp_child_run()
     if child:  # another process of a DDP run: train what the first one composed
-        try:
-            fit_and_test(*child)
-        except UserError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            sys.exit(2)
+        fit_and_test(*child)
         return
-    try:
-        sys.argv[1:] = before_hydra(sys.argv[1:])
-    except UserError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.argv[1:] = before_hydra(sys.argv[1:])
     train()
 
 
-def before_hydra(args: list[str]) -> list[str]:
-    """The checks Hydra would come too late for: it makes the run directory (with a traceback
-    where none can be made), saves its config into a directory given with hydra.run.dir (over
-    another run's), and logs into a resumed run before `train` runs. Returns the arguments
-    with the run to resume named explicitly (`resume=latest` is looked up once)."""
-    multirun = any(arg in ("-m", "--multirun") for arg in args)
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
-    resume = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
-    resume = "" if resume == "null" else resume
-    place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
-    check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
-    if given and not resume and place.is_dir() and any(place.iterdir()):
-        raise ConfigError(
-            f"{key}={place} already holds files; a new run needs a directory of its own. To "
-            f"continue the run there: mnist-train resume={place}"
-        )
-    if not resume:
-        return args
-    run = (find_sweep if multirun else find_run)(resume)
-    if is_rank_zero():  # before Hydra appends to the run's train.log
-        lock_run(run, "mnist-train")
-    return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
+def quiet_and_fast() -> None:
+    """Settings for this process, made before any training starts."""
+    # `import lightning` makes torch check for CUDA through NVML (safe for forked workers).
+    # With a CUDA build of torch on a machine without a GPU that check fails, uncached, every
+    # time, and Adam makes it on every step (docs/benchmarks.md). Without a GPU there is nothing a
+    # fork could break, so torch's ordinary, cached check is used instead.
+    if not torch.cuda.is_available():
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    # Messages that do not apply to this project: an epoch shorter than the logging interval
+    # still gets its train/* points (the model logs what is left of a window at each epoch
+    # end), the data module itself reads the same batches with overfit_batches, under DDP the
+    # epoch metrics are sums the model or torchmetrics already reduced, a resumed run's
+    # checkpoint directory is not empty, and a diverged run stops with its own message.
+    for pattern in (
+        r".*smaller than the logging interval",
+        r"You requested to overfit but enabled train dataloader shuffling",
+        r".*sync_dist=True.*when logging on epoch level",
+        r"Checkpoint directory .* exists and is not empty",
+        r"Encountered `nan` values in tensor",
+        r".*isinstance\(treespec, LeafSpec\)",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()  # an advertisement
+    )
+
+
+register_resolvers()  # conf/hydra/default.yaml names run and sweep directories through them
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_user_error
 def train(cfg: DictConfig) -> float:
     """Train and test one run as `cfg` says; return `val/acc_best` for sweepers."""
-    if cfg.resume and cfg.ckpt_path:
-        raise ConfigError(
-            "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
-            "new run from a checkpoint's weights: give one of them, not both."
-        )
-    if cfg.resume and HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-launched sweep
-        job_dir = Path(cfg.paths.output_dir)
-        if job_finished(job_dir):
-            log.info("%s finished before; skipped", job_dir)
-            return results(job_dir)["val/acc_best"]
-        if not last_checkpoint(job_dir).is_file():
-            cfg.resume = None  # never got to its first checkpoint: start it afresh
-    if cfg.resume:
-        cfg = resumed_config(cfg)
-        run = Path(cfg.paths.output_dir)
-        done = HydraConfig.get().mode == RunMode.RUN and finished(cfg, run)
-        if done:
-            print(
-                f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
-                f"To train it further, raise trainer.max_epochs (now {cfg.trainer.max_epochs})."
-            )
-            return done["val/acc_best"]
+    cfg, result = continue_or_finish(cfg)
+    if result is not None:
+        return result
     validate(cfg)
     divide_threads_between_jobs()
     run_dir = Path(cfg.paths.output_dir)
@@ -298,12 +235,21 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         )
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
         reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
-        if re.search(r"accelerator|device|gpu|cuda|mps|backend", reason, re.IGNORECASE):
+        if not accelerator_available(t.accelerator):
             raise ConfigError(
                 f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be "
                 f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
             ) from None
         raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
+
+
+def accelerator_available(name: object) -> bool:
+    """Whether this machine has the accelerator `trainer.accelerator` names, by Lightning's own
+    registry (`gpu` is CUDA or MPS; `auto`, or a name Lightning does not know, is not ours to
+    judge: Lightning's message says what is wrong with it)."""
+    kinds = {"gpu": ("cuda", "mps")}.get(str(name), (str(name),))
+    known = [k for k in kinds if k in AcceleratorRegistry]
+    return not known or any(AcceleratorRegistry[k]["accelerator"].is_available() for k in known)
 
 
 def build(key: str, node: DictConfig) -> Any:
@@ -343,77 +289,6 @@ def stop_if_learned_nothing(trainer: L.Trainer) -> None:
             f"(now {trainer.lightning_module.hparams.lr}) or model.optimizer, or "
             "model.batch_norm=true."
         )
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The config keys a sweep varies, flattened to `model.dropout`-style names."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    wanted = {key: resolved[key] for key in ("seed", "data", "model", "trainer")}
-    return {
-        key: value if isinstance(value, int | float | str | bool) else str(value)
-        for key, value in _flatten(wanted).items()
-        if not key.endswith(("_target_", "_dir"))
-    }
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> None:
-    """Declare the run's hyper-parameters and which scalars are its results.
-
-    TensorBoard's HPARAMS tab reads each metric's value from the scalars of the same name in
-    the run's event files, so the table fills in with the real `val/acc_best` and `test/acc`
-    as they are logged; nothing is written as a placeholder.
-    """
-    experiment, start, end = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
-    writer = logger.experiment.file_writer
-    for summary in (experiment, start, end):
-        writer.add_summary(summary)
-
-
-def log_figures_to_tensorboard(
-    logger: TensorBoardLogger,
-    model: MNISTClassifier,
-    datamodule: MNISTDataModule,
-    step: int,
-) -> None:
-    """The tested model's confusion matrix, worst mistakes and first-layer weights, and what
-    the augmentation did to the training images."""
-    images, labels = datamodule.splits["test"]
-    model.eval()
-    logits = predict_all(model, images, datamodule.eval_batch_size)
-    writer = logger.experiment
-    counts = confusion_matrix(logits.argmax(1), labels)
-    writer.add_figure("test/confusion_matrix", confusion_figure(counts), step)
-    writer.add_figure(
-        "test/mistakes", mistakes_figure(images / 255, logits.softmax(1), labels), step
-    )
-    writer.add_figure("model/first_layer", first_layer_figure(model.net.layers[0].weight), step)
-    if datamodule.augment.enabled:
-        figure = augmentation_figure(datamodule.splits["train"][0], datamodule.augment)
-        writer.add_figure("data/augmented", figure, step)
-    writer.flush()
-
-
-def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
-    rows = [
-        ("test/acc", f"{metrics['test/acc']:.4f}"),
-        ("test/loss", f"{metrics['test/loss']:.4f}"),
-        ("val/acc_best", f"{metrics['val/acc_best']:.4f}"),
-        ("epochs", str(metrics["epoch"])),
-        ("training time", f"{metrics['fit_seconds']:.1f} s"),
-        ("run directory", str(run_dir)),
-    ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""])
 
 
 if __name__ == "__main__":

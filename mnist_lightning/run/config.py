@@ -1,4 +1,4 @@
-"""Checks on the composed config, run before any work starts, and the `run_id` resolver.
+"""Checks on the composed config, run before any work starts.
 
 Hydra composes; it does not know that `model.dropout=1.5` is meaningless. `validate` checks
 every value the code relies on and raises one `ConfigError` that names the key, the value and
@@ -6,9 +6,6 @@ what is allowed, so a typo costs a second, not a crash twenty minutes into a swe
 """
 
 import math
-import os
-import secrets
-import time
 from collections.abc import Collection
 from typing import Any
 
@@ -19,51 +16,6 @@ from mnist_lightning.data.download import SOURCES
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS
 from mnist_lightning.model.mlp import ACTIVATIONS, MAX_WIDTH, size_problem
-from mnist_lightning.run.resume import find_run, find_sweep
-
-
-def run_id() -> str:
-    """`2026-11-24_14-03-59_a1b2c3`: sortable by time, unique even within one second."""
-    return time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
-
-
-def run_dir(resume: str | None) -> str:
-    """hydra.run.dir: a new directory, or the one `resume=` names.
-
-    When `srun` starts several tasks (the processes of one DDP run on a SLURM cluster), each
-    composes its config separately: the directory is then named after the SLURM job and step,
-    which all of them share (docs/cluster.md).
-    """
-    if resume:
-        return str(find_run(resume))
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
-        step = os.environ.get("SLURM_STEP_ID")
-        return f"outputs/runs/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
-    return f"outputs/runs/{run_id()}"
-
-
-def sweep_dir(resume: str | None) -> str:
-    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (checked in main)."""
-    if not resume:
-        return f"outputs/multiruns/{run_id()}"
-    return str(find_sweep(resume)) if resume == "latest" else resume
-
-
-def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
-    """Where Hydra saves the composed config: nowhere when a single run is resumed (it keeps
-    its own); a re-launched sweep composes each job's config exactly as before."""
-    return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
-
-
-# Cached, so every reference in one run (and Hydra's copies for sweep jobs) sees one value.
-for _name, _resolver in [
-    ("run_id", run_id),
-    ("run_dir", run_dir),
-    ("sweep_dir", sweep_dir),
-    ("hydra_output_subdir", hydra_output_subdir),
-]:
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _resolver, use_cache=True)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

@@ -1,6 +1,9 @@
-"""`resume=<run_dir>`: continue a run in its own directory, with its own config.
+"""Run directories, and `resume=<run_dir>`: continue a run in its own directory, with its own
+config.
 
-The run directory is chosen while Hydra composes the config (the `run_dir` resolver), so
+A new run's directory is named while Hydra composes the config (the `run_dir` and `sweep_dir`
+resolvers, which conf/hydra/default.yaml uses; `register_resolvers` makes them known). The run
+to resume is found before Hydra starts (`before_hydra`), so
 Hydra logs into the resumed run instead of a new one; Hydra's own copy of the config is not
 written again (`hydra_output_subdir`), so `.hydra/config.yaml` stays the run's original. All
 checks happen before anything is written: a failed resume leaves the directory as it was.
@@ -12,27 +15,34 @@ regular files and directories (no links out of it, no FIFOs), and one process at
 writes it (`files.lock_run`); `resume=latest` passes over a run another process is writing.
 """
 
-import importlib
 import json
 import logging
 import os
-import re
+import secrets
 import signal
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError
-from mnist_lightning.files import kind_of, lock_run, open_regular, run_holder
+from mnist_lightning.files import check_writable, lock_run, run_holder
+from mnist_lightning.run.distributed import is_rank_zero
+from mnist_lightning.run.trust import (
+    check_run_files,
+    check_saved_config,
+    renamed_targets,
+    saved_config,
+    to_tree,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,108 @@ RESUMABLE_KEYS = (
     "paths.data_dir",
     "data.source",
 )
+
+
+def run_id() -> str:
+    """`2026-11-24_14-03-59_a1b2c3`: sortable by time, unique even within one second."""
+    return time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
+
+
+def run_dir(resume: str | None) -> str:
+    """hydra.run.dir: a new directory, or the one `resume=` names.
+
+    When `srun` starts several tasks (the processes of one DDP run on a SLURM cluster), each
+    composes its config separately: the directory is then named after the SLURM job and step,
+    which all of them share (docs/cluster.md).
+    """
+    if resume:
+        return str(find_run(resume))
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        step = os.environ.get("SLURM_STEP_ID")
+        return f"outputs/runs/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
+    return f"outputs/runs/{run_id()}"
+
+
+def sweep_dir(resume: str | None) -> str:
+    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (checked in main)."""
+    if not resume:
+        return f"outputs/multiruns/{run_id()}"
+    return str(find_sweep(resume)) if resume == "latest" else resume
+
+
+def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
+    """Where Hydra saves the composed config: nowhere when a single run is resumed (it keeps
+    its own); a re-launched sweep composes each job's config exactly as before."""
+    return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
+
+
+def register_resolvers() -> None:
+    """Make the resolvers conf/hydra/default.yaml names known to Hydra. Cached, so every
+    reference in one run (and Hydra's copies for sweep jobs) sees one value."""
+    for name, resolver in [
+        ("run_id", run_id),
+        ("run_dir", run_dir),
+        ("sweep_dir", sweep_dir),
+        ("hydra_output_subdir", hydra_output_subdir),
+    ]:
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)
+
+
+def before_hydra(args: list[str]) -> list[str]:
+    """The checks Hydra would come too late for: it makes the run directory (with a traceback
+    where none can be made), saves its config into a directory given with hydra.run.dir (over
+    another run's), and logs into a resumed run before `train` runs. Returns the arguments
+    with the run to resume named explicitly (`resume=latest` is looked up once)."""
+    multirun = any(arg in ("-m", "--multirun") for arg in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
+    resume = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
+    resume = "" if resume == "null" else resume
+    place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
+    check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
+    if given and not resume and place.is_dir() and any(place.iterdir()):
+        raise ConfigError(
+            f"{key}={place} already holds files; a new run needs a directory of its own. To "
+            f"continue the run there: mnist-train resume={place}"
+        )
+    if not resume:
+        return args
+    run = (find_sweep if multirun else find_run)(resume)
+    if is_rank_zero():  # before Hydra appends to the run's train.log
+        lock_run(run, "mnist-train")
+    return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
+
+
+def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
+    """The config to train with, and None; or, when there is nothing to train, the result:
+    `cfg` itself for a new run; with `resume=`, the run's own saved config (`resumed_config`).
+    A re-launched sweep skips its finished jobs and starts afresh those that never reached
+    their first checkpoint; a finished run that the command does not extend is not retrained."""
+    if cfg.resume and cfg.ckpt_path:
+        raise ConfigError(
+            "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
+            "new run from a checkpoint's weights: give one of them, not both."
+        )
+    if cfg.resume and HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-launched sweep
+        job_dir = Path(cfg.paths.output_dir)
+        if job_finished(job_dir):
+            log.info("%s finished before; skipped", job_dir)
+            return cfg, results(job_dir)["val/acc_best"]
+        if not last_checkpoint(job_dir).is_file():
+            cfg.resume = None  # never got to its first checkpoint: start it afresh
+    if not cfg.resume:
+        return cfg, None
+    cfg = resumed_config(cfg)
+    run = Path(cfg.paths.output_dir)
+    done = HydraConfig.get().mode == RunMode.RUN and finished(cfg, run)
+    if done:
+        print(
+            f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
+            f"To train it further, raise trainer.max_epochs (now {cfg.trainer.max_epochs})."
+        )
+        return cfg, done["val/acc_best"]
+    return cfg, None
 
 
 def last_checkpoint(run: Path) -> Path:
@@ -78,23 +190,6 @@ def find_run(resume: str) -> Path:
         )
     saved_config(run)
     return check_run_files(run.resolve())
-
-
-def check_run_files(run: Path) -> Path:
-    """`run` if everything in it is a regular file or a directory of its own: a link could send
-    a write (train.log, last.ckpt, event files) anywhere, and a FIFO would block the run."""
-    for path in [run, *walk(run)]:
-        info = path.lstat()
-        kind = kind_of(info.st_mode)
-        if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
-            kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
-        if kind not in ("a regular file", "a directory"):
-            raise CheckpointError(
-                f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
-                "regular files and directories. Remove it, or start afresh (a single run from "
-                "its weights with ckpt_path=<checkpoint>)."
-            )
-    return run
 
 
 def newest_free(parent: Path, pattern: str, up: int, noun: str) -> Path:
@@ -143,142 +238,6 @@ def results(run: Path) -> dict | None:
         return None
     ok = isinstance(metrics, dict) and isinstance(metrics.get("val/acc_best"), int | float)
     return metrics if ok else None
-
-
-def saved_config(run: Path) -> DictConfig:
-    """The config a run was made with (`.hydra/config.yaml`), if it is one."""
-    path = run / ".hydra" / "config.yaml"
-    try:
-        with open_regular(path) as file:
-            text = file.read(MAX_CONFIG_BYTES + 1).decode()
-        if len(text) > MAX_CONFIG_BYTES:
-            raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
-        # Aliases are refused unexpanded: a few hundred bytes of them expand to gigabytes.
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
-            raise ValueError("it uses YAML aliases, which mnist-train never writes")
-        saved = OmegaConf.create(text)
-    except Exception as e:  # not YAML, not text, or not readable
-        reason = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"resume={run}: {path} cannot be read ({reason}).") from None
-    if not isinstance(saved, DictConfig) or not all(
-        isinstance(saved.get(group), DictConfig) for group in ("data", "model", "trainer")
-    ):
-        raise CheckpointError(
-            f"resume={run}: {path} is not a config mnist-train saved (no data, model and "
-            "trainer sections). Start a new run from its weights with ckpt_path=<checkpoint>."
-        )
-    return saved
-
-
-def walk(top: Path) -> Iterator[Path]:
-    """Everything under `top`, links not followed."""
-    for folder, dirs, files in os.walk(top):
-        yield from (Path(folder) / name for name in sorted(dirs + files))
-
-
-MAX_CONFIG_BYTES = 1_000_000  # a saved config is a few kilobytes
-
-# What a saved config may instantiate without the command line naming it: this project's
-# classes and Lightning's public callbacks, loggers, profilers and strategies (the config
-# groups' own kinds), the Trainer, and the time interval of the periodic checkpoint.
-TRUSTED_MODULES = (
-    "lightning.pytorch.callbacks",
-    "lightning.pytorch.loggers",
-    "lightning.pytorch.profilers",
-    "lightning.pytorch.strategies",
-)
-TRUSTED_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "datetime.timedelta")
-# Config keys that name where a callback, logger or the Trainer writes.
-WRITE_KEYS = ("dirpath", "save_dir", "default_root_dir")
-
-
-def trusted_target(target: object) -> bool:
-    """Whether `target` names a class of a trusted module by its public name (not, say,
-    `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
-    if not isinstance(target, str):
-        return False
-    if target in TRUSTED_TARGETS:
-        return True
-    module_name, _, name = target.rpartition(".")
-    if module_name in TRUSTED_MODULES:
-        return name in importlib.import_module(module_name).__all__
-    if re.fullmatch(r"mnist_lightning(\.\w+)+", module_name):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            return False
-        found = getattr(module, name, None)
-        if not isinstance(found, type) or not found.__module__.startswith("mnist_lightning."):
-            return False
-        return found.__module__ == module_name or name in getattr(module, "__all__", ())
-    return False
-
-
-def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
-    """`(dotted key, name, value)` of every node of a plain config tree."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, list):
-        items = enumerate(tree)
-    else:
-        return
-    for name, value in items:
-        path = f"{key}.{name}" if key else str(name)
-        yield path, name, value
-        yield from nodes(value, path)
-
-
-def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
-    """Refuse a saved config (resolved: an interpolation such as `${oc.create:...}` can make a
-    node) that names code or a place outside the run (module docstring). A target the command
-    line's own config names (`composed`: conf/ and the overrides given) is the user's choice,
-    so a run made with a callback of one's own resumes when the command repeats it
-    (`+callbacks.mine._target_=my_module.Mine`)."""
-    chosen = {value for _, name, value in nodes(to_tree(composed)) if name == "_target_"}
-    for key, name, target in nodes(saved):
-        if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
-            raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
-                "never use; a run directory may choose values by name only."
-            )
-        if name == "_target_" and target not in chosen and not trusted_target(target):
-            raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}={target!r}, which is not a "
-                "class of mnist_lightning or one of Lightning's callbacks, loggers, profilers "
-                "or strategies; a run directory may choose values, not code. If you trust it, "
-                f"name it on the command line: +{key}={target}"
-            )
-    for key, name, place in nodes(saved):
-        if name in WRITE_KEYS and not Path(str(place)).resolve().is_relative_to(run.resolve()):
-            raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}={place!r}, outside the run; "
-                "a resumed run writes only into its own directory."
-            )
-
-
-def to_tree(cfg: DictConfig, resolve: bool = False) -> object:
-    try:
-        return OmegaConf.to_container(cfg, resolve=resolve)
-    except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
-
-
-# Classes that moved since a run saved its config (the package got its folders).
-MOVED_TARGETS = {
-    "mnist_lightning.resume.GracefulInterrupt": "mnist_lightning.run.resume.GracefulInterrupt"
-}
-
-
-def renamed_targets(tree: object) -> object:
-    """`tree` with each `_target_` that names a moved class naming it where it is now."""
-    if isinstance(tree, dict):
-        return {
-            k: MOVED_TARGETS.get(v, v) if k == "_target_" else renamed_targets(v)
-            for k, v in tree.items()
-        }
-    if isinstance(tree, list):
-        return [renamed_targets(v) for v in tree]
-    return tree
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:

@@ -1,10 +1,22 @@
-"""Pictures of what a model does: confusion matrix, its most confident mistakes, and what its
-first layer looks for. Each returns a matplotlib figure, for TensorBoard or a PNG."""
+"""What a run reports: the results table, its hyper-parameters and figures in TensorBoard.
+
+The figures (confusion matrix, most confident mistakes, what the first layer looks for) are
+matplotlib figures, for TensorBoard or a PNG; mnist-train and mnist-eval draw the same ones.
+"""
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
+
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.model.inference import predict_all
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -98,3 +110,93 @@ def augmentation_figure(
     rows = [images] + [augment(images, torch.Generator().manual_seed(k)) for k in range(3)]
     captions = ["stored"] * len(images) + [f"draw {k}" for k in range(3) for _ in images]
     return digits_figure(torch.cat(rows), captions, "Training images and their distortions")
+
+
+# Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
+HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config keys a sweep varies, flattened to `model.dropout`-style names."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    wanted = {key: resolved[key] for key in ("seed", "data", "model", "trainer")}
+    return {
+        key: value if isinstance(value, int | float | str | bool) else str(value)
+        for key, value in _flatten(wanted).items()
+        if not key.endswith(("_target_", "_dir"))
+    }
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> None:
+    """Declare the run's hyper-parameters and which scalars are its results.
+
+    TensorBoard's HPARAMS tab reads each metric's value from the scalars of the same name in
+    the run's event files, so the table fills in with the real `val/acc_best` and `test/acc`
+    as they are logged; nothing is written as a placeholder.
+    """
+    experiment, start, end = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
+    writer = logger.experiment.file_writer
+    for summary in (experiment, start, end):
+        writer.add_summary(summary)
+
+
+def result_figures(
+    model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor
+) -> dict[str, Figure]:
+    """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
+    name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
+    return {
+        "confusion_matrix": confusion_figure(confusion_matrix(logits.argmax(1), labels)),
+        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),
+        "first_layer": first_layer_figure(model.net.layers[0].weight),
+    }
+
+
+# Where mnist-train puts each figure in TensorBoard (mnist-eval: under eval/).
+FIGURE_TAGS = {
+    "confusion_matrix": "test/confusion_matrix",
+    "mistakes": "test/mistakes",
+    "first_layer": "model/first_layer",
+}
+
+
+def log_figures_to_tensorboard(
+    logger: TensorBoardLogger,
+    model: MNISTClassifier,
+    datamodule: MNISTDataModule,
+    step: int,
+) -> None:
+    """The tested model's figures, and what the augmentation did to the training images."""
+    images, labels = datamodule.splits["test"]
+    model.eval()
+    logits = predict_all(model, images, datamodule.eval_batch_size)
+    writer = logger.experiment
+    for name, figure in result_figures(model, images, labels, logits).items():
+        writer.add_figure(FIGURE_TAGS[name], figure, step)
+    if datamodule.augment.enabled:
+        figure = augmentation_figure(datamodule.splits["train"][0], datamodule.augment)
+        writer.add_figure("data/augmented", figure, step)
+    writer.flush()
+
+
+def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
+    rows = [
+        ("test/acc", f"{metrics['test/acc']:.4f}"),
+        ("test/loss", f"{metrics['test/loss']:.4f}"),
+        ("val/acc_best", f"{metrics['val/acc_best']:.4f}"),
+        ("epochs", str(metrics["epoch"])),
+        ("training time", f"{metrics['fit_seconds']:.1f} s"),
+        ("run directory", str(run_dir)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""])

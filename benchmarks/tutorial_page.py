@@ -1,92 +1,20 @@
-"""Turn the measurements into docs/benchmarks.md and the scaling plot.
+"""docs/benchmarks.md and its scaling plot, from what benchmarks/tutorial.py measured.
 
-Only formatting lives here; what each figure means is explained in the report it writes.
+Only formatting lives here; what each figure means is explained on the page it writes.
 """
 
-import os
-import platform
-import resource
+import itertools
 import statistics
-import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmarks.common import STILL_CONTENDED, busy_cpu_seconds
-
-# The issue's targets on this machine.
-TARGET_C_OVER_B = 1.2
-TARGET_A_OVER_C = 8.0
-TARGET_SECONDS_TO_98 = 15.0
-TARGET_RSS_MB = 1500.0
-# Profile categories (benchmarks/profile_step.py) that are work, not overhead.
-ARITHMETIC = ("loss", "batch gather")
-
-
-def load() -> str:
-    """The 1, 5 and 15 minute load averages: whether something else was busy."""
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds used by this process and the children it has waited for."""
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def others_cpu_seconds(start: dict[str, Any]) -> float:
-    """CPU seconds used by other processes since `machine()`: were we alone on the machine?"""
-    busy = busy_cpu_seconds() - start["busy_cpu"]
-    return max(0.0, busy - (own_cpu_seconds() - start["own_cpu"]))
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
-        # Versions from the metadata: importing lightning here would set the environment
-        # variable it sets (see bench.LIGHTNING_ENV) for every loop run from this process.
-        "versions": f"Python {platform.python_version()}, "
-        + ", ".join(f"{name} {version(name)}" for name in ("torch", "torchvision", "lightning")),
-        "load_before": load(),
-        "started": time.perf_counter(),
-        "busy_cpu": busy_cpu_seconds(),
-        "own_cpu": own_cpu_seconds(),
-    }
-
-
-def verdict(value: float, target: float, at_most: bool, unit: str = "") -> str:
-    """`met` or `missed by <amount> (<percent>)`."""
-    ok = value <= target if at_most else value >= target
-    if ok:
-        return "**met**"
-    gap = abs(value - target)
-    return f"**missed** by {gap:.2f}{unit} ({100 * gap / target:.0f} % of the target)"
+from benchmarks import overhead, profile_step
+from benchmarks.common import STILL_CONTENDED, verdict
 
 
 def seconds(loop: Any) -> str:
     xs = loop.epoch_seconds
     return f"{loop.median:.2f} [{min(xs):.2f}–{max(xs):.2f}] ×{len(xs)}"
-
-
-def optional(value: float | None, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
 
 
 def side_by_side(loops: dict[str, Any]) -> list[str]:
@@ -99,11 +27,10 @@ def side_by_side(loops: dict[str, Any]) -> list[str]:
         loop = loops[key]
         rows.append(
             f"| {loop.name} | {loop.samples_per_epoch:,} | {loop.warmup:.2f} | {seconds(loop)} | "
-            f"{loop.samples_per_s:,.0f} | {optional(loop.peak_rss_mb, '.0f')} | "
-            f"{optional(loop.test_acc, '.4f')} |"
+            f"{loop.samples_per_s:,.0f} | {loop.peak_rss_mb:.0f} | {loop.test_acc:.4f} |"
         )
     # Epochs 1, 2, ... of each run: the warm-up epoch has no event before it.
-    gaps = [gap for run in loops["c_runs"] for gap in run.val_event_seconds]
+    gaps = [gap for run in loops["c_runs"] for gap in val_acc_gaps(run)]
     if gaps:
         median = statistics.median(gaps)
         rows.append(
@@ -113,6 +40,13 @@ def side_by_side(loops: dict[str, Any]) -> list[str]:
             f"{loops['c'].samples_per_epoch / median:,.0f} | | |"
         )
     return rows
+
+
+def val_acc_gaps(run: Any) -> list[float]:
+    """Seconds between consecutive `val/acc` events (wall times, set when logged); none when
+    the run had no TensorBoard logger."""
+    times = [seconds for _, seconds, _ in run.curves.get("val/acc", [])]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def ratios(loops: dict[str, Any]) -> dict[str, float]:
@@ -179,12 +113,14 @@ def default_section(runs: list[Any]) -> list[str]:
             f"- Run {i}: {reached}. Final `test/acc` (metrics.json, best-by-`val/acc` "
             f"checkpoint) {m['test/acc']:.4f}; `fit_seconds` {m['fit_seconds']:.1f} s for "
             f"{m['epoch']} epochs; launch to exit (imports, data, sanity check, training, "
-            f"test, figures) {run.process_seconds:.1f} s; peak RSS {run.peak_rss_mb:.0f} MB."
+            f"test, figures) {run.seconds:.1f} s; peak RSS {run.peak_rss_mb:.0f} MB."
         )
     return lines
 
 
-def targets(loops: dict[str, Any], extra: list[dict], default: list[Any] | None) -> list[str]:
+def targets(
+    t: Any, loops: dict[str, Any], extra: list[dict], default: list[Any] | None
+) -> list[str]:
     r = ratios(loops)
     rows = [
         "| target | measured | verdict |",
@@ -197,21 +133,20 @@ def targets(loops: dict[str, Any], extra: list[dict], default: list[Any] | None)
             for row in extra
             if row["variant"] == "as it is"
         ),
-        f"| issue 3: (c)/(b) ≤ {TARGET_C_OVER_B} at batch 64 | {r['c/b']:.2f} against (b) as "
+        f"| issue 3: (c)/(b) ≤ {t.c_over_b} at batch 64 | {r['c/b']:.2f} against (b) as "
         f"that issue defines it (default, for-loop Adam), {r['c/b_fused']:.2f} against (b) "
         "with fused Adam (the separate runs below) | "
-        f"{verdict(r['c/b'], TARGET_C_OVER_B, True)}; against fused Adam "
-        f"{verdict(r['c/b_fused'], TARGET_C_OVER_B, True)} |",
-        f"| (a)/(c) ≥ {TARGET_A_OVER_C:.0f} | {r['a/c image']:.1f} per image "
+        f"{verdict(r['c/b'], t.c_over_b, True)}; against fused Adam "
+        f"{verdict(r['c/b_fused'], t.c_over_b, True)} |",
+        f"| (a)/(c) ≥ {t.a_over_c:.0f} | {r['a/c image']:.1f} per image "
         f"({r['a/c epoch']:.1f} per epoch: (a)'s epoch has 60 000 images, (c)'s 55 000) | "
-        f"{verdict(r['a/c image'], TARGET_A_OVER_C, False)} |",
+        f"{verdict(r['a/c image'], t.a_over_c, False)} |",
     ]
     if not default:
         rows += [
-            f"| 98 % test accuracy in ≤ {TARGET_SECONDS_TO_98:.0f} s of training | "
+            f"| 98 % test accuracy in ≤ {t.seconds_to_98:.0f} s of training | "
             "not measured (--quick) | – |",
-            f"| peak RSS of a default run ≤ {TARGET_RSS_MB / 1000} GB | "
-            "not measured (--quick) | – |",
+            f"| peak RSS of a default run ≤ {t.rss_mb / 1000} GB | not measured (--quick) | – |",
         ]
         return rows
     t98 = median_time_to_98(default)
@@ -221,28 +156,28 @@ def targets(loops: dict[str, Any], extra: list[dict], default: list[Any] | None)
     )
     rss = max(run.peak_rss_mb for run in default) / 1000
     rows += [
-        f"| 98 % test accuracy in ≤ {TARGET_SECONDS_TO_98:.0f} s of training | "
+        f"| 98 % test accuracy in ≤ {t.seconds_to_98:.0f} s of training | "
         + (f"median {t98:.1f} s of {len(default)} runs ({each})" if t98 else each)
         + " | "
-        + (verdict(t98, TARGET_SECONDS_TO_98, True, " s") if t98 else "**missed**")
+        + (verdict(t98, t.seconds_to_98, True, " s") if t98 else "**missed**")
         + " |",
-        f"| peak RSS of a default run ≤ {TARGET_RSS_MB / 1000} GB | {rss:.2f} GB | "
-        f"{verdict(rss, TARGET_RSS_MB / 1000, True, ' GB')} |",
+        f"| peak RSS of a default run ≤ {t.rss_mb / 1000} GB | {rss:.2f} GB | "
+        f"{verdict(rss, t.rss_mb / 1000, True, ' GB')} |",
     ]
     return rows
 
 
-def why_missed(loops: dict[str, Any], extra: list[dict]) -> list[str]:
+def why_missed(t: Any, loops: dict[str, Any], extra: list[dict]) -> list[str]:
     """Why the ratio targets that are missed are missed, from this run's figures."""
     r = ratios(loops)
     a = loops["a"]
     lines = []
-    if r["a/c image"] < TARGET_A_OVER_C:
+    if r["a/c image"] < t.a_over_c:
         a_over_b = r["a/c image"] * r["c/b_fused"]  # (a)/(b fused), per image
         need = (
-            f"so (a)/(c) ≥ {TARGET_A_OVER_C:.0f} would need mnist-train to be no more than "
-            f"{100 * (a_over_b / TARGET_A_OVER_C - 1):.0f} % slower than that bare loop"
-            if a_over_b > TARGET_A_OVER_C
+            f"so (a)/(c) ≥ {t.a_over_c:.0f} would need mnist-train to be no more than "
+            f"{100 * (a_over_b / t.a_over_c - 1):.0f} % slower than that bare loop"
+            if a_over_b > t.a_over_c
             else "short of the target itself"
         )
         lines.append(
@@ -273,23 +208,6 @@ def why_missed(loops: dict[str, Any], extra: list[dict]) -> list[str]:
             "mean, so mnist-train does neither."
         )
     return ["Why:", "", *lines, ""] if lines else []
-
-
-def overhead_table(rows: list[dict]) -> list[str]:
-    lines = [
-        "| experiment | mnist-train | its epoch (s) | bare loop (s) | ratio | target "
-        "| µs per step more |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        target = ""
-        if r["variant"] == "as it is":
-            target = f"≤ {r['target']:.2f}: {verdict(r['ratio'], r['target'], True)}"
-        lines.append(
-            f"| {r['experiment']} | {r['variant']} | {r['ours']:.2f} | {r['bare']:.2f} | "
-            f"{r['ratio']:.2f} | {target} | {r['extra_us']:.0f} |"
-        )
-    return lines
 
 
 def scaling_tables(scaling: dict[str, list[dict]]) -> list[str]:
@@ -358,38 +276,9 @@ def plot(scaling: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def profile_table(rows: list[tuple[str, float, float]], step_us: float) -> list[str]:
-    lines = [
-        f"Median step of (c): {step_us:.0f} µs. Share of py-spy samples in mnist-train's "
-        "training loop (epochs after the first; validation excluded), times that step time:",
-        "",
-        "| where | share | µs per optimizer step |",
-        "| --- | ---: | ---: |",
-    ]
-    lines += [f"| {name} | {100 * share:.1f} % | {us:.0f} |" for name, share, us in rows]
-    lines += [
-        "",
-        "py-spy samples the Python stacks 250 times a second, pausing the process each time, "
-        "in a separate run of the same command after its first two epochs; a sample in native "
-        "code is charged to the Python line that called it. The shares are estimates (a few "
-        "thousand samples) and the µs apportion (c)'s unprofiled median step, so they are "
-        "good to a few µs for the large rows, not better.",
-    ]
-    work = [r for r in rows if r[0].endswith("ATen kernels") or r[0].startswith(ARITHMETIC)]
-    share, us = sum(r[1] for r in work), sum(r[2] for r in work)
-    lines += [
-        "",
-        f"Arithmetic and data movement that any loop must do (the ATen kernels of forward, "
-        f"backward and Adam, the loss, the batch gather): {100 * share:.0f} %, {us:.0f} µs per "
-        f"step. Everything else, {100 * (1 - share):.0f} % or {step_us - us:.0f} µs per step, "
-        "is Python: torch's own wrappers (which the plain loop pays too), Lightning's, and "
-        "the metrics, logging and progress bar.",
-    ]
-    return lines
-
-
 def markdown(
     s: Any,
+    t: Any,
     machine: dict[str, Any],
     command: str,
     loops: dict[str, Any],
@@ -400,14 +289,15 @@ def markdown(
     plot_path: Path,
 ) -> str:
     r = ratios(loops)
-    minutes = (time.perf_counter() - machine["started"]) / 60
+    minutes = machine["minutes"]
+    versions = ", ".join(f"{name} {v}" for name, v in machine["versions"].items())
     c_run = loops["c_runs"][0]
     epochs_note = "**--quick: a few batches per epoch, not representative.** " if s.quick else ""
     lines = [
         "# Benchmarks: the tutorial loop, plain PyTorch and mnist-train, side by side",
         "",
         f"{epochs_note}Measured {machine['date']} on {machine['cpu']}, {machine['cores']} cores "
-        f"({machine['threads']} torch threads), GPU: {machine['gpu']}; {machine['versions']}. "
+        f"({machine['threads']} torch threads), GPU: {machine['gpu']}; {versions}. "
         f"Load average (1/5/15 min) {machine['load_before']} before, {machine['load_after']} "
         f"after; other processes used {machine['others_cpu']:.0f} CPU-seconds during the run "
         f"({100 * machine['others_cpu'] / (60 * minutes * machine['cores']):.0f} % of the "
@@ -424,9 +314,9 @@ def markdown(
         "",
         "## Targets (issues 3 and 14)",
         "",
-        *targets(loops, extra, default),
+        *targets(t, loops, extra, default),
         "",
-        *why_missed(loops, extra),
+        *why_missed(t, loops, extra),
         "## (a), (b), (c): 784-128-64-10, batch 64, Adam 1e-3, seed 42, CPU",
         "",
         *side_by_side(loops),
@@ -449,7 +339,7 @@ def markdown(
         f"same plain loop takes {100 * (r['b_nvml/b_fused'] - 1):+.0f} % per epoch with only "
         f"that variable set (median of the repeats' ratios; of the pooled epochs: "
         f"{100 * (loops['b_nvml'].median / loops['b_fused'].median - 1):+.0f} %). "
-        "In mnist-train's process, once its modules are imported, the "
+        "In mnist-train's process, while it trains, the "
         f"variable is `{loops['nvml_in_mnist_train']}`, so mnist-train "
         + (
             "pays this too, and (c)/(b with the variable) is what the rest of the framework costs."
@@ -466,11 +356,11 @@ def markdown(
         "Each experiment as it is (every default callback and TensorBoard) and as Lightning "
         "alone (no checkpoints, interrupt handler, progress bar, summary or logger):",
         "",
-        *overhead_table(extra),
+        *overhead.table(extra),
         "",
         f"Medians over {extra[0]['pairs']} pairs of epochs per row"
         + (f", on {s.overhead_train_size:,} images" if s.overhead_train_size else "")
-        + ". Made by `python -m benchmarks.overhead`.",
+        + ". Made by `python -m benchmarks overhead`.",
         "",
     ]
     if default:
@@ -520,9 +410,9 @@ def markdown(
         lines += [
             "## Where mnist-train's training step goes (py-spy)",
             "",
-            *profile_table(rows, step_us),
+            *profile_step.table(rows, step_us),
             "",
-            "Made by `python -m benchmarks.profile_step` (needs `pip install py-spy`).",
+            "Made by `python -m benchmarks profile` (needs `pip install py-spy`).",
             "",
         ]
     lines += [
