@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from mnist_lightning.errors import UserError
+from mnist_lightning.files import check_hydra_dirs
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
@@ -41,3 +42,16 @@ def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
             sys.exit(2)
 
     return wrapper
+
+
+def console_entry(main: Callable[[], None]) -> Callable[[], None]:
+    """The console script of a Hydra `main` that makes no run directory of its own: the
+    directories its command line asks Hydra to make are checked before Hydra makes them (with
+    a traceback where it cannot)."""
+
+    @exit_on_user_error
+    def cli() -> None:
+        check_hydra_dirs(sys.argv[1:])
+        main()
+
+    return cli

@@ -13,7 +13,6 @@ directories or absent, the files in it regular files or absent, and the run writ
 """
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
 from mnist_lightning.data.datamodule import load_pair
 from mnist_lightning.data.download import ensure_mnist
 from mnist_lightning.errors import CheckpointError, UserError
@@ -30,7 +29,6 @@ from mnist_lightning.files import (
     RunBusyError,
     atomic_open,
     atomic_write_json,
-    check_hydra_dirs,
     check_writable,
     kind_of,
     lock_run,
@@ -40,6 +38,7 @@ from mnist_lightning.model.inference import pick_device, predict_all
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
+from mnist_lightning.run.resume import last_checkpoint
 from mnist_lightning.run.trust import run_dir_of
 
 
@@ -50,7 +49,7 @@ def best_checkpoint(run_dir: Path) -> Path:
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     if best:
         return best[-1]
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run_dir)
     if last.is_file():
         return last
     raise CheckpointError(f"run_dir={run_dir}: no checkpoints/best-*.ckpt or last.ckpt in it.")
@@ -174,11 +173,7 @@ def main(cfg: DictConfig) -> None:
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
-@exit_on_user_error
-def cli() -> None:
-    """Console entry point: the directory Hydra makes is checked before it makes it."""
-    check_hydra_dirs(sys.argv[1:])
-    main()
+cli = console_entry(main)
 
 
 if __name__ == "__main__":

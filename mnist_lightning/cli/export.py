@@ -18,7 +18,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,11 +27,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
 from mnist_lightning.data.datamodule import load_pair
 from mnist_lightning.data.download import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.files import check_hydra_dirs, check_writable, kind_of, open_regular
+from mnist_lightning.files import check_writable, kind_of, open_regular
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_export
 
@@ -177,11 +176,7 @@ def main(cfg: DictConfig) -> None:
     )
 
 
-@exit_on_user_error
-def cli() -> None:
-    """Console entry point: the directory Hydra makes is checked before it makes it."""
-    check_hydra_dirs(sys.argv[1:])
-    main()
+cli = console_entry(main)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image, UnidentifiedImageError
 
-from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
+from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import (
     atomic_open,
-    check_hydra_dirs,
     check_writable,
     kind_of,
     open_regular,
@@ -297,11 +296,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1 if rows else 2)
 
 
-@exit_on_user_error
-def cli() -> None:
-    """Console entry point: the directory Hydra makes is checked before it makes it."""
-    check_hydra_dirs(sys.argv[1:])
-    main()
+cli = console_entry(main)
 
 
 if __name__ == "__main__":

@@ -164,15 +164,20 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     return cfg, None
 
 
+# Lightning's name for the checkpoint it rewrites at every epoch end (save_last), in the
+# folder conf/callbacks/default.yaml gives: what resume= continues from.
+LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
 def last_checkpoint(run: Path) -> Path:
-    return run / "checkpoints" / "last.ckpt"
+    return run / "checkpoints" / LAST_CHECKPOINT
 
 
 def find_run(resume: str) -> Path:
     """The run directory `resume=` names (`latest`: the newest run with a checkpoint that no
     other process is writing)."""
     if resume == "latest":
-        return check_run_files(newest_free(RUNS_DIR, "*/checkpoints/last.ckpt", 2, "run"))
+        return check_run_files(newest_free(RUNS_DIR, f"*/checkpoints/{LAST_CHECKPOINT}", 2, "run"))
     run = Path(resume)
     if not run.is_dir():
         raise CheckpointError(f"resume={resume}: there is no such run directory.")
@@ -298,9 +303,21 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
 def finished(resumed: DictConfig, run: Path) -> dict | None:
     """The results of `run` if it already ended and the command does not extend it: resuming
     would only test it again and rewrite them."""
+    done = results(run)
+    if done is None:
+        return None
     saved = saved_config(run).trainer
-    extended = any(resumed.trainer.get(k) != saved.get(k) for k in ("max_epochs", "max_steps"))
-    return None if extended else results(run)
+    limits = {k: resumed.trainer.get(k) for k in ("max_epochs", "max_steps")}
+    extended = any(limits[k] != saved.get(k) for k in limits)
+    # Its results say how far it got: a run extended once before has reached its new limit.
+    reached = any(
+        isinstance(limit, int)
+        and limit >= 0
+        and isinstance(done.get(count), int)
+        and done[count] >= limit
+        for limit, count in ((limits["max_epochs"], "epoch"), (limits["max_steps"], "global_step"))
+    )
+    return done if reached or not extended else None
 
 
 class GracefulInterrupt(L.Callback):
@@ -310,7 +327,7 @@ class GracefulInterrupt(L.Callback):
     Other exceptions (a diverged loss, a bug) leave the last good `last.ckpt` alone."""
 
     def __init__(self, dirpath: str) -> None:
-        self.last = Path(dirpath) / "last.ckpt"
+        self.last = Path(dirpath) / LAST_CHECKPOINT
         self._previous: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
