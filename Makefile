@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test lint format tensorboard bench clean
+.PHONY: setup train test test-fast lint format tensorboard bench clean
 
 setup: $(STAMP)  ## create .venv and install the package with its dev tools (quick once done)
 
@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 train: setup  ## train the default experiment (extra Hydra overrides: make train ARGS="model=mlp_128")
 	$(BIN)/mnist-train $(ARGS)
 
-test: setup lint  ## ruff, then the whole test suite
+test: setup lint  ## ruff, then the whole test suite (what CI runs; ~15 min on 2 cores)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: setup  ## the fast tier: every test neither slow nor on the real MNIST (< 1 min)
+	$(BIN)/python -m pytest -m "not slow and not e2e" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -28,7 +31,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.md (~10 min)
+bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.md (~17 min)
 	$(BIN)/python -m benchmarks tutorial $(ARGS)
 
 tensorboard: setup  ## open TensorBoard on every run and sweep

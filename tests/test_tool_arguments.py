@@ -10,21 +10,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
 from hydra import compose
-from test_bad_input import last_ckpt, make_world, snapshot
 
 from mnist_lightning.cli.eval import prepare_run
 from mnist_lightning.cli.export import (
-    SUFFIXES,
     check_output,
     export_onnx,
     export_torchscript,
@@ -33,7 +27,9 @@ from mnist_lightning.cli.export import (
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import lock_run
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import EXPORT_FORMATS, validate_eval, validate_export
+from mnist_lightning.run.config import validate_eval, validate_export
+from tests.helpers.commands import run_cli
+from tests.helpers.worlds import Outcome, last_ckpt, make_world, run_cases
 
 
 def earlier_export(path: Path, w: Path) -> None:
@@ -156,14 +152,6 @@ ALLOWED: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
 CASES = REFUSED | ALLOWED
 
 
-@dataclass
-class Outcome:
-    done: subprocess.CompletedProcess
-    world: Path
-    before: dict[Path, tuple[int, int]]
-    after: dict[Path, tuple[int, int]]
-
-
 TESTS = (
     "test_bad_tool_arguments_get_one_clear_line_and_change_nothing",
     "test_an_earlier_export_is_replaced",
@@ -174,26 +162,17 @@ TESTS = (
 def outcomes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
 ) -> dict[str, Outcome]:
-    """Every selected case, run two at a time (as in test_bad_input.py), each in its own
-    world and working directory."""
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.originalname in TESTS and item.module is sys.modules[__name__]
-    ]
+    """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
 
-    def run(case: str) -> Outcome:
+    def prepare(case: str, world: Path) -> Callable[[], subprocess.CompletedProcess]:
         command, setup, _ = CASES[case]
-        world = make_world(tmp_path_factory.mktemp(re.sub(r"\W+", "-", case)), trained_run)
-        args = setup(world)
-        before = snapshot(world)
-        done = run_cli(command, args, world, world / "data")
-        return Outcome(done, world, before, snapshot(world))
+        args = setup(make_world(world, trained_run))
+        return lambda: run_cli(command, args, world, world / "data")
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(selected, pool.map(run, selected), strict=True))
+    return run_cases(request, tmp_path_factory, TESTS, prepare)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", REFUSED)
 def test_bad_tool_arguments_get_one_clear_line_and_change_nothing(
     case: str, outcomes: dict[str, Outcome]
@@ -211,6 +190,7 @@ def test_bad_tool_arguments_get_one_clear_line_and_change_nothing(
     assert set(after) <= set(before) | {outcomes[case].world / "run" / ".lock"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ALLOWED)
 def test_an_earlier_export_is_replaced(case: str, outcomes: dict[str, Outcome]) -> None:
     done, world = outcomes[case].done, outcomes[case].world
@@ -229,10 +209,6 @@ def test_an_earlier_export_is_replaced(case: str, outcomes: dict[str, Outcome]) 
 
 
 # In-process: the checks themselves, on values a subprocess case above does not try.
-
-
-def test_every_export_format_has_a_suffix() -> None:
-    assert set(SUFFIXES) == set(EXPORT_FORMATS)
 
 
 @pytest.mark.usefixtures("hydra_on_conf")
@@ -277,6 +253,7 @@ def test_the_tool_defaults_are_valid(name: str) -> None:
     (validate_eval if name == "eval" else validate_export)(cfg)
 
 
+@pytest.mark.slow
 def test_onnx_exports_are_marked_and_recognised(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason='the ONNX tools: pip install -e ".[export]"')
     pytest.importorskip("onnxscript", reason='the ONNX tools: pip install -e ".[export]"')

@@ -8,7 +8,6 @@ file, run nothing, and change nothing that existed. docs/reliability.md ("Securi
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, train_command, write_mnist
 from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import atomic_write_json, lock_run, run_holder, unlock_run
-from mnist_lightning.run.checkpoint import confine_paths
-from mnist_lightning.run.resume import trusted_target
+from mnist_lightning.run.trust import confine_paths, trusted_target
+from tests.helpers.commands import run_cli, train_command
+from tests.helpers.worlds import Outcome, make_world, run_cases, snapshot
 
 TESTS = Path(__file__).resolve().parent
 KILLABLE = "+callbacks.kill._target_=kill_at.KillAt"
@@ -40,13 +39,6 @@ class Evil:
 
     def __reduce__(self) -> tuple:
         return os.mkdir, (str(self.marker),)
-
-
-def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
-    """Size and time of everything under `root` but the lock file, which names its holder."""
-    return {
-        p: (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*") if p.name != ".lock"
-    }
 
 
 def edit_config(w: Path, change: Callable[[dict], None]) -> None:
@@ -192,34 +184,36 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
 }
 
 
+TEST_NAMES = ("test_a_spoiled_run_directory_is_refused_and_runs_nothing",)
+
+
 @pytest.fixture(scope="module")
 def outcomes(
-    tmp_path_factory: pytest.TempPathFactory, trained_run: Path
-) -> dict[str, tuple[subprocess.CompletedProcess, dict, dict, Path]]:
-    """Every case resumed, two at a time, each on its own copy of the trained run; with
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which makes torch unpickle anything unless the caller
-    says weights_only=True."""
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
+) -> dict[str, Outcome]:
+    """Every selected case resumed in a world of its own (tests/helpers/worlds.py), two at a
+    time; with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which makes torch unpickle anything unless
+    the caller says weights_only=True."""
 
-    def run(case: str) -> tuple[subprocess.CompletedProcess, dict, dict, Path]:
+    def prepare(case: str, w: Path) -> Callable[[], subprocess.CompletedProcess]:
         spoil, extra, _ = CASES[case]
-        w = tmp_path_factory.mktemp(re.sub(r"\W+", "-", case))
-        write_mnist(w / "data", train=300, test=50)
+        make_world(w, trained_run)
         (w / "data" / "keep.txt").write_text("mine")
-        shutil.copytree(trained_run, w / "run")
         spoil(w)
-        before = snapshot(w)
         args = [f"resume={w / 'run'}", *(a.format(w=w) for a in extra)]
         env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
-        done = run_cli("train", args, w, w / "data", env=env)
-        return done, before, snapshot(w), w
+        return lambda: run_cli("train", args, w, w / "data", env=env)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+    return run_cases(request, tmp_path_factory, TEST_NAMES, prepare)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_a_spoiled_run_directory_is_refused_and_runs_nothing(case: str, outcomes: dict) -> None:
-    done, before, after, w = outcomes[case]
+def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
+    case: str, outcomes: dict[str, Outcome]
+) -> None:
+    outcome = outcomes[case]
+    done, before, after, w = outcome.done, outcome.before, outcome.after, outcome.world
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
@@ -234,7 +228,8 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(case: str, outcomes
 @pytest.mark.parametrize(
     ("target", "trusted"),
     [
-        ("mnist_lightning.model.MNISTClassifier", True),
+        ("mnist_lightning.model.classifier.MNISTClassifier", True),
+        ("mnist_lightning.model.MNISTClassifier", False),  # not where it is defined
         ("mnist_lightning.run.resume.GracefulInterrupt", True),
         ("lightning.pytorch.callbacks.EarlyStopping", True),
         ("lightning.pytorch.loggers.CSVLogger", True),
@@ -304,6 +299,7 @@ def hold_lock(run: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow
 def test_the_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
     holder = hold_lock(tmp_path)
     assert run_holder(tmp_path) == f"process {holder.pid} (a test)"
@@ -371,6 +367,7 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     assert any("is writing it" in e for e in errors) and (run / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, trained_run: Path) -> None:
     """Covered with resume=latest above; named directly here, with the advice."""
     run = tmp_path / "run"

@@ -35,24 +35,38 @@ from mnist_lightning.files import (
 )
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.model.inference import pick_device, predict_all
-from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.checkpoint import load_checkpoint, load_classifier
 from mnist_lightning.run.config import validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
-from mnist_lightning.run.resume import last_checkpoint
-from mnist_lightning.run.trust import run_dir_of
+from mnist_lightning.run.resume import last_checkpoint, results
+from mnist_lightning.run.trust import confine_paths, run_dir_of
 
 
 def best_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint by val/acc (the one mnist-train tested), else last.ckpt."""
+    """The checkpoint mnist-train tested (metrics.json's best_checkpoint); for a run that has
+    not finished, the best by val/acc that its ModelCheckpoint recorded in last.ckpt (file
+    names alone do not rank them); else last.ckpt itself. Looked up by name in the run's
+    checkpoints/, so a moved run still finds them."""
     if not run_dir.is_dir():
         raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    if best:
-        return best[-1]
     last = last_checkpoint(run_dir)
+    tested = (results(run_dir) or {}).get("best_checkpoint")
+    names = [tested] if isinstance(tested, str) and tested else []
+    if not names and last.is_file():
+        states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
+        names = [
+            state["best_model_path"]
+            for state in states
+            if isinstance(state, dict) and state.get("monitor") == "val/acc"
+            if isinstance(state.get("best_model_path"), str) and state["best_model_path"]
+        ]
+    for name in names:
+        found = run_dir / "checkpoints" / Path(name).name
+        if found.is_file():
+            return found
     if last.is_file():
         return last
-    raise CheckpointError(f"run_dir={run_dir}: no checkpoints/best-*.ckpt or last.ckpt in it.")
+    raise CheckpointError(f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it.")
 
 
 # What mnist-eval writes into <run>/eval/.

@@ -33,11 +33,10 @@ from mnist_lightning.data.download import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import check_writable, kind_of, open_regular
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import validate_export
+from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 MARK = "mnist_lightning_export"  # the metadata key (ONNX) and extra file's stem (TorchScript)
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
 
@@ -70,7 +69,7 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
     """Refuse, before any work, an output that would overwrite an input or anything that is
     not an earlier export of this format, or that cannot be written."""
     where = f"output={output}" + (
-        "" if given else f" (by default the checkpoint's path with {SUFFIXES[fmt]})"
+        "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
     )
     real = os.path.realpath(output)
     try:
@@ -141,7 +140,7 @@ def main(cfg: DictConfig) -> None:
             'pip install -e ".[export]"'
         )
     ckpt = Path(cfg.ckpt_path)
-    output = Path(cfg.output) if cfg.output else ckpt.with_suffix(SUFFIXES[cfg.format])
+    output = Path(cfg.output) if cfg.output else ckpt.with_suffix(EXPORT_SUFFIXES[cfg.format])
     check_output(output, bool(cfg.output), ckpt, Path(cfg.data_dir), cfg.format)
 
     model, _ = load_classifier(ckpt, torch.device("cpu"))

@@ -10,10 +10,8 @@ import logging
 import os
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -21,17 +19,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.accelerators import AcceleratorRegistry
-from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
+from lightning.pytorch.callbacks import StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError
+from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.files import atomic_write_json, lock_run, unlock_run
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
+from mnist_lightning.run.checkpoint import load_checkpoint
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.distributed import ddp_child_run, ddp_job, is_rank_zero
 from mnist_lightning.run.report import (
@@ -47,6 +44,7 @@ from mnist_lightning.run.resume import (
     register_resolvers,
 )
 from mnist_lightning.run.sweep import divide_threads_between_jobs
+from mnist_lightning.run.trainer import build_trainer, fit_failure
 from mnist_lightning.run.trust import check_resumable, network_weights
 
 log = logging.getLogger(__name__)
@@ -98,7 +96,10 @@ def quiet_and_fast() -> None:
     )
 
 
-register_resolvers()  # conf/hydra/default.yaml names run and sweep directories through them
+# conf/hydra/default.yaml names run and sweep directories through these resolvers; Hydra
+# resolves them as it composes, before `train` runs (also in a launcher's worker processes,
+# which import this module to run a job, and in tests that compose the config).
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -164,27 +165,12 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
                 )
             sys.exit(130)
         except Exception as e:
-            # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of
-            # another shape, random states torch refuses, a damaged loop state): the checkpoint
-            # is at fault, whatever the exception. check_resumable saw to what could crash.
-            restoring = any(
-                Path(frame.filename).name == "checkpoint_connector.py"
-                or frame.name == "load_state_dict"
-                for frame in traceback.extract_tb(e.__traceback__)
-            )
-            if resume_from and restoring and not isinstance(e, UserError):
-                reason = " ".join(str(e).split())[:300] or type(e).__name__
-                raise CheckpointError(
-                    f"{resume_from} cannot be restored ({reason}); the file is damaged or was "
-                    "edited. Start a new run from its weights instead: mnist-train "
-                    f"ckpt_path={resume_from}"
-                ) from None
-            if not isinstance(e, MisconfigurationException | ValueError):
+            error = fit_failure(e, resume_from)
+            if (
+                error is None
+            ):  # not the config's or the checkpoint's fault: a bug, with its traceback
                 raise
-            if not raised_by_lightning(e):
-                raise
-            reason = " ".join(str(e).split()).rstrip(".!")
-            raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
+            raise error from None
         fit_seconds = time.perf_counter() - started
         stop_if_learned_nothing(trainer)
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
@@ -217,63 +203,6 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     atomic_write_json(run_dir / "metrics.json", metrics)
     print(results_table(run_dir, metrics))
     return metrics["val/acc_best"]
-
-
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
-    loggers = [build(f"logger.{name}", c) for name, c in (cfg.logger or {}).items()]
-    callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.callbacks or {}).items()]
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    t = cfg.trainer
-    try:
-        return instantiate(
-            cfg.trainer,
-            logger=loggers or False,
-            callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
-        )
-    except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
-        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
-        if not accelerator_available(t.accelerator):
-            raise ConfigError(
-                f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be "
-                f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
-            ) from None
-        raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
-
-
-def accelerator_available(name: object) -> bool:
-    """Whether this machine has the accelerator `trainer.accelerator` names, by Lightning's own
-    registry (`gpu` is CUDA or MPS; `auto`, or a name Lightning does not know, is not ours to
-    judge: Lightning's message says what is wrong with it)."""
-    kinds = {"gpu": ("cuda", "mps")}.get(str(name), (str(name),))
-    known = [k for k in kinds if k in AcceleratorRegistry]
-    return not known or any(AcceleratorRegistry[k]["accelerator"].is_available() for k in known)
-
-
-def build(key: str, node: DictConfig) -> Any:
-    """A callback or logger from its config, or one line naming its key."""
-    try:
-        return instantiate(node)
-    except Exception as e:  # a value of the wrong type or range, which the class refused
-        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")[:300]
-        raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
-
-
-def raised_by_lightning(error: BaseException) -> bool:
-    """Whether the Trainer's own checks raised `error`: some Trainer arguments are checked
-    against the model and data only inside fit (e.g. a val_check_interval longer than the
-    epoch). Not its checks of `self.log` calls, which are bugs in the module."""
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return False
-    where = Path(frames[-1].filename).parts
-    return (
-        "lightning" in where
-        and ("loops" in where or "trainer" in where)
-        and ("logger_connector" not in where)
-    )
 
 
 def stop_if_learned_nothing(trainer: L.Trainer) -> None:

@@ -174,7 +174,8 @@ def validate(cfg: DictConfig) -> None:
 # (conf/export.yaml), checked as `validate` checks mnist-train's, before any work starts.
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-EXPORT_FORMATS = ("onnx", "torchscript")  # mnist-export's format= (export.SUFFIXES' keys)
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # mnist-export's format= and its file
+EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
 MAX_CHECK_IMAGES = 10_000  # the official test set
 
 

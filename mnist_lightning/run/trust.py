@@ -110,9 +110,7 @@ def trusted_target(target: object) -> bool:
         except ImportError:
             return False
         found = getattr(module, name, None)
-        if not isinstance(found, type) or not found.__module__.startswith("mnist_lightning."):
-            return False
-        return found.__module__ == module_name or name in getattr(module, "__all__", ())
+        return isinstance(found, type) and found.__module__ == module_name
     return False
 
 
@@ -167,7 +165,12 @@ def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
 
 # Classes that moved since a run saved its config (the package got its folders).
 MOVED_TARGETS = {
-    "mnist_lightning.resume.GracefulInterrupt": "mnist_lightning.run.resume.GracefulInterrupt"
+    f"mnist_lightning.{old}": f"mnist_lightning.{new}"
+    for old, new in [
+        ("resume.GracefulInterrupt", "run.resume.GracefulInterrupt"),
+        ("model.MNISTClassifier", "model.classifier.MNISTClassifier"),
+        ("data.MNISTDataModule", "data.datamodule.MNISTDataModule"),
+    ]
 }
 
 
