@@ -31,7 +31,6 @@ LR = 1e-3
 HIDDEN = (128, 64)
 VAL_SIZE = 5000  # mnist-train holds these out of the 60 000; the plain loop does the same
 TRAIN_IMAGES = 60_000 - VAL_SIZE  # mnist-train's (and the plain loop's) training split
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # The same recipe on mnist-train; everything else (logging, metrics, progress bar, checkpoints)
 # is its default.
 MLP_128_64_ADAM = [

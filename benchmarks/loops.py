@@ -33,12 +33,11 @@ from benchmarks.common import (
     BATCH_SIZE,
     HIDDEN,
     LR,
-    MNIST_MEAN,
-    MNIST_STD,
     SEED,
     VAL_SIZE,
     data_dir,
 )
+from mnist_lightning.model.mlp import MNIST_MEAN, MNIST_STD  # the network's own normalisation
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
