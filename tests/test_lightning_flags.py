@@ -1,5 +1,5 @@
 """Lightning's Trainer flags and built-in callbacks, given through mnist-train's config, do what
-Lightning's documentation says (README, "Lightning's Trainer flags and callbacks").
+Lightning's documentation says (docs/lightning.md).
 
 Each test composes the real conf/train.yaml with Hydra's compose API and the override a user
 would type, builds the trainer as mnist-train does (`build_trainer`), trains a 784-32-10 MLP on
@@ -17,7 +17,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, SMALL, STEPS_PER_EPOCH, merged, run_dirs, run_train
 from hydra import compose
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import (
@@ -40,6 +39,8 @@ from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import validate
+from tests.helpers.commands import ROOT, run_dirs, run_train
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 
 CONF = ROOT / "conf"
 DEBUG_PRESETS = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))
@@ -54,8 +55,9 @@ NO_CHECKPOINTS = [
 ]
 ONE_CYCLE_END = 1 / 250_000  # the one-cycle schedule's last learning rate, as a fraction of lr
 
-# The overrides of the README's table (there in single quotes, for the shell; its EarlyStopping
-# line has patience:3 and not this min_delta:1.0, which forces the stop for the test).
+# The overrides of the table in docs/lightning.md (there in single quotes, for the shell; its
+# EarlyStopping line has patience:3 and not this min_delta:1.0, which forces the stop for the
+# test).
 EARLY_STOPPING = (
     "+callbacks.early_stopping={_target_:lightning.pytorch.callbacks.EarlyStopping,"
     "monitor:val/acc,mode:max,patience:2,min_delta:1.0}"
@@ -89,8 +91,9 @@ pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
 def config(tmp_path: Path, data_dir: Path, *overrides: str) -> DictConfig:
-    """conf/train.yaml with conftest's SMALL settings, writing under `tmp_path`, then
-    `overrides` (which replace SMALL's key by key), checked by `validate` as mnist-train does."""
+    """conf/train.yaml with the SMALL settings (tests/helpers/synthetic.py), writing under
+    `tmp_path`, then `overrides` (which replace SMALL's key by key), checked by `validate` as
+    mnist-train does."""
     base = [*SMALL, *QUIET, f"paths.output_dir={tmp_path}", f"paths.data_dir={data_dir}"]
     cfg = compose("train", overrides=merged(base, overrides))
     validate(cfg)
@@ -234,6 +237,7 @@ def test_gradient_clip_algorithm_value_clamps_each_gradient_element(
 # Accumulation, precision ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_accumulate_grad_batches_steps_the_optimizer_once_every_k_batches(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -251,6 +255,7 @@ def test_accumulate_grad_batches_steps_the_optimizer_once_every_k_batches(
     assert [step for step, _ in logged(cfg, "train/loss")] == [3, 4, 7, 9]
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_on_the_cpu_under_bf16_autocast(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -285,6 +290,7 @@ def test_bf16_mixed_precision_trains_on_the_cpu_under_bf16_autocast(
 # When validation runs ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("interval", "validated_at"),
     [
@@ -305,6 +311,7 @@ def test_val_check_interval_runs_validation_that_often(
     assert loops.validations == validated_at
 
 
+@pytest.mark.slow
 def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -332,6 +339,7 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
 # How much of the data ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("limits", "epochs", "train", "val", "test"),
     [
@@ -401,6 +409,7 @@ def test_fast_dev_run_runs_n_batches_of_each_loop_and_writes_nothing(
     assert not out.exists() or not any(out.rglob("*"))
 
 
+@pytest.mark.slow
 def test_overfit_batches_trains_on_the_same_batches_every_epoch(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -431,6 +440,7 @@ def test_overfit_batches_trains_on_the_same_batches_every_epoch(
 # When training stops -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_max_time_stops_training_after_that_long(tmp_path: Path, synthetic_mnist: Path) -> None:
     """trainer.max_time=00:00:00:01 (DD:HH:MM:SS) with max_epochs=1000: Lightning's Timer
     stops the run once a second of training has passed, long before the epochs run out."""
@@ -449,6 +459,7 @@ def test_max_time_stops_training_after_that_long(tmp_path: Path, synthetic_mnist
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_max_steps_stops_at_exactly_that_step(tmp_path: Path, synthetic_mnist: Path) -> None:
     """trainer.max_steps=25: 25 optimizer steps exactly, 5 into the second epoch, and the
     one-cycle schedule's horizon is those 25 steps."""
@@ -462,6 +473,7 @@ def test_max_steps_stops_at_exactly_that_step(tmp_path: Path, synthetic_mnist: P
     assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_when_val_acc_stops_improving(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -502,6 +514,7 @@ def expected_windows(losses: list[tuple[int, int, float]], every: int) -> list[t
     return points
 
 
+@pytest.mark.slow
 def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -523,6 +536,7 @@ def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
         assert [step for step, _ in logged(cfg, name)] == [7, 15, 19, 23, 31, 39]
 
 
+@pytest.mark.slow
 def test_an_epoch_shorter_than_log_every_n_steps_still_gets_train_points(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -541,6 +555,7 @@ def test_an_epoch_shorter_than_log_every_n_steps_still_gets_train_points(
     assert [step for step, _ in logged(cfg, "train/acc")] == [19, 39]
 
 
+@pytest.mark.slow
 def test_learning_rate_monitor_logs_once_a_window_beside_train_loss(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -558,6 +573,7 @@ def test_learning_rate_monitor_logs_once_a_window_beside_train_loss(
             assert lr == pytest.approx(train_lr[step], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_profiler_simple_times_every_training_step(tmp_path: Path, synthetic_mnist: Path) -> None:
     """debug=profiler (trainer.profiler=simple): Lightning's SimpleProfiler times every hook,
     one record per training step and optimizer step."""
@@ -570,6 +586,7 @@ def test_profiler_simple_times_every_training_step(tmp_path: Path, synthetic_mni
     assert "run_training_epoch" in trainer.profiler.summary()
 
 
+@pytest.mark.slow
 def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -603,6 +620,7 @@ def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
 # Checkpoints ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_checkpoint_every_n_train_steps_writes_at_steps_10_20_30_40(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -615,6 +633,7 @@ def test_model_checkpoint_every_n_train_steps_writes_at_steps_10_20_30_40(
         assert f"step={checkpoint['global_step']}.ckpt" == name
 
 
+@pytest.mark.slow
 def test_model_checkpoint_train_time_interval_writes_mid_epoch(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -667,6 +686,7 @@ class EpochStartWeights(L.Callback):
         self.tested = [p.detach().clone() for p in pl_module.parameters()]
 
 
+@pytest.mark.slow
 def test_stochastic_weight_averaging_leaves_the_model_the_average(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -685,6 +705,7 @@ def test_stochastic_weight_averaging_leaves_the_model_the_average(
         assert not torch.allclose(final, probe.weights[2][i])
 
 
+@pytest.mark.slow
 def test_mnist_train_tests_the_averaged_weights_with_swa(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -710,6 +731,7 @@ def test_mnist_train_tests_the_averaged_weights_with_swa(
 # Progress bar and model summary --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rich_progress_bar_and_rich_model_summary_replace_the_defaults(
     tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -739,6 +761,7 @@ def test_rich_progress_bar_and_rich_model_summary_replace_the_defaults(
 # Tuner callbacks -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("scheduler", "factors"), [("none", [1, 1]), ("step", [1, 0.1])])
 def test_learning_rate_finder_sets_the_lr_that_training_uses(
     scheduler: str, factors: list[float], tmp_path: Path, synthetic_mnist: Path
@@ -760,6 +783,7 @@ def test_learning_rate_finder_sets_the_lr_that_training_uses(
     assert not list(tmp_path.glob(".lr_find*"))
 
 
+@pytest.mark.slow
 def test_learning_rate_finder_suggestion_drives_the_one_cycle_schedule(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -773,6 +797,7 @@ def test_learning_rate_finder_suggestion_drives_the_one_cycle_schedule(
     assert current_lr(trainer) == pytest.approx(suggestion * ONE_CYCLE_END)  # annealed at the end
 
 
+@pytest.mark.slow
 def test_batch_size_finder_trains_with_the_batch_size_it_found(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -780,7 +805,7 @@ def test_batch_size_finder_trains_with_the_batch_size_it_found(
     in memory; the training then uses what it found. On a CPU no batch runs out of memory,
     and TensorBatches has no `.dataset` from which Lightning could read the data set's size
     (CombinedLoader._dataset_length), so the search stops at its max_val, 8192: every epoch
-    is then one batch of all 1 000 training images (README, "Lightning's Trainer flags")."""
+    is then one batch of all 1 000 training images (docs/lightning.md)."""
     loops = Loops()
     cfg = config(tmp_path, synthetic_mnist, BATCH_SIZE_FINDER, *NO_CHECKPOINTS)
     trainer, _, datamodule = fit(cfg, loops)
@@ -791,6 +816,7 @@ def test_batch_size_finder_trains_with_the_batch_size_it_found(
     assert not list(tmp_path.glob(".scale_batch_size*"))
 
 
+@pytest.mark.slow
 def test_batch_size_finder_the_one_cycle_horizon_follows_the_new_batch_size(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:

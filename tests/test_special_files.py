@@ -14,27 +14,26 @@ blocks or reads without end fails the case instead of hanging the suite or the m
 """
 
 import os
-import re
-import shutil
 import socket
 import stat
 import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, cli_env, write_mnist
 from PIL import Image, ImageDraw
 
 from mnist_lightning.cli.predict import GRID_SOFTWARE, is_grid, write_grid
 from mnist_lightning.data import download
 from mnist_lightning.data.download import MNIST_SHA256, raw_dir
 from mnist_lightning.errors import DataError
+from tests.helpers.commands import cli_env
+from tests.helpers.synthetic import SMALL, write_mnist
+from tests.helpers.worlds import Outcome, last_ckpt, make_world, run_cases
 
 TIMEOUT_S = 60
 MEMORY_LIMIT_KIB = 5 * 2**20  # 5 GiB of address space: enough for torch, not for /dev/zero
@@ -59,32 +58,13 @@ def run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPro
         return subprocess.CompletedProcess(command, None, out, f"timed out after {TIMEOUT_S} s")
 
 
-def snapshot(root: Path) -> dict[Path, tuple[str, int, int]]:
-    """Every entry but directories, by lstat: a link or a FIFO is recorded as what it is, and
-    nothing is opened or followed. A run's `.lock` is left out: every command that may write
-    the run takes it, and writes its own process id into it."""
-    entries = {}
-    for path in root.rglob("*"):
-        st = path.lstat()
-        if not stat.S_ISDIR(st.st_mode) and path.name != ".lock":
-            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-            entries[path] = (f"{stat.filemode(st.st_mode)[0]}{target}", st.st_size, st.st_mtime_ns)
-    return entries
-
-
-def make_world(directory: Path, trained_run: Path) -> Path:
-    """A data directory, a finished run and a folder with one good picture, as a user has."""
-    write_mnist(directory / "data", train=300, test=50)
-    shutil.copytree(trained_run, directory / "run")
-    (directory / "pictures").mkdir()
+def world_with_a_picture(directory: Path, trained_run: Path) -> Path:
+    """A user's world (tests/helpers/worlds.py) with one good picture among the pictures."""
+    make_world(directory, trained_run)
     drawn = Image.new("L", (64, 64), 255)
     ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
     drawn.save(directory / "pictures" / "one.png")
     return directory
-
-
-def last_ckpt(w: Path) -> str:
-    return str(w / "run" / "checkpoints" / "last.ckpt")
 
 
 def make_socket(path: Path) -> None:
@@ -239,40 +219,23 @@ CASES: dict[str, Case] = {
 }
 
 
-@dataclass
-class Outcome:
-    world: Path
-    done: subprocess.CompletedProcess
-    before: dict[Path, tuple[str, int, int]]
-    after: dict[Path, tuple[str, int, int]]
-
-
-TEST_NAME = "test_special_file_or_argument_gets_one_clear_message_and_changes_nothing"
+TESTS = ("test_special_file_or_argument_gets_one_clear_message_and_changes_nothing",)
 
 
 @pytest.fixture(scope="module")
 def outcomes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
 ) -> dict[str, Outcome]:
-    """Every selected case, two at a time (each command spends seconds importing on one core);
-    each in a world of its own."""
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.originalname == TEST_NAME and item.module is sys.modules[__name__]
-    ]
+    """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
 
-    def run(case: str) -> Outcome:
-        world = make_world(tmp_path_factory.mktemp(re.sub(r"\W+", "-", case)), trained_run)
-        args = CASES[case].setup(world)
-        before = snapshot(world)
-        done = run_tool(CASES[case].command, args, world)
-        return Outcome(world, done, before, snapshot(world))
+    def prepare(case: str, world: Path) -> Callable[[], subprocess.CompletedProcess]:
+        args = CASES[case].setup(world_with_a_picture(world, trained_run))
+        return lambda: run_tool(CASES[case].command, args, world)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(selected, pool.map(run, selected), strict=True))
+    return run_cases(request, tmp_path_factory, TESTS, prepare)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_special_file_or_argument_gets_one_clear_message_and_changes_nothing(
     case: str, outcomes: dict[str, Outcome]
@@ -294,6 +257,7 @@ def test_special_file_or_argument_gets_one_clear_message_and_changes_nothing(
         assert outcome.after[path][0] == "-" and is_grid(path)
 
 
+@pytest.mark.slow
 def test_the_readable_picture_is_still_predicted(outcomes: dict[str, Outcome]) -> None:
     outcome = outcomes.get("special files as pictures")
     if outcome is None:

@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SMALL, run_cli
+
+from tests.helpers.commands import run_cli
+from tests.helpers.synthetic import SMALL
+
+pytestmark = pytest.mark.slow  # every sweep is an mnist-train subprocess
 
 
 def test_a_sweep_summarises_its_jobs_and_survives_a_bad_one(

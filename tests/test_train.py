@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import STEPS_PER_EPOCH, SYNTHETIC_TEST, run_cli, run_dirs, run_train
 from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_lightning.data.download import raw_dir
 from mnist_lightning.data.idx import read_idx
+from tests.helpers.commands import run_cli, run_dirs, run_train
+from tests.helpers.synthetic import STEPS_PER_EPOCH, SYNTHETIC_TEST
 
 METRIC_KEYS = {"test/acc", "test/loss", "val/acc_best", "epoch", "global_step", "wall_seconds"}
 SCALARS = {
@@ -29,6 +30,9 @@ SCALARS = {
     "test/acc",
 }
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")
+
+# Every test runs a command as a subprocess (test_commands_in_process.py: the fast tier's).
+pytestmark = pytest.mark.slow
 
 
 def metrics_of(run: Path) -> dict:
@@ -280,7 +284,6 @@ def test_the_progress_bar_can_be_switched_off(tmp_path: Path, synthetic_mnist: P
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.slow
 def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -298,14 +301,11 @@ def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
     assert evaluated["test/acc"] == pytest.approx(metrics_of(run)["test/acc"], abs=1 / 300 + 1e-6)
 
 
+# One case as a subprocess; the others are in-process in test_commands_in_process.py.
 @pytest.mark.parametrize(
     ("args", "words"),
-    [
-        (["run_dir=/no/such/run"], "no such directory"),
-        ([], "exactly one of"),
-        (["ckpt_path=x", "device=tpu"], "device='tpu'"),
-    ],
-    ids=["missing-run-dir", "no-checkpoint-given", "unknown-device"],
+    [(["run_dir=/no/such/run"], "no such directory")],
+    ids=["missing-run-dir"],
 )
 def test_eval_bad_input(args: list[str], words: str, tmp_path: Path, synthetic_mnist: Path) -> None:
     done = run_cli("eval", args, tmp_path, synthetic_mnist)
@@ -339,12 +339,6 @@ def test_export_agrees_with_the_checkpoint(
     assert logits.shape == (5, 10)
     labels = read_idx(raw_dir(synthetic_mnist) / "t10k-labels-idx1-ubyte")[:5].long()
     assert torch.equal(logits.argmax(1), labels)  # the synthetic digits are learned perfectly
-
-
-def test_export_bad_format(trained_run: Path, tmp_path: Path, synthetic_mnist: Path) -> None:
-    args = [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "format=tflite"]
-    done = run_cli("export", args, tmp_path, synthetic_mnist)
-    assert done.returncode == 2 and "format='tflite'" in one_line_error(done)
 
 
 # (e) End to end on the real MNIST ------------------------------------------------------------

@@ -204,7 +204,7 @@ def outcomes(
         env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
         return lambda: run_cli("train", args, w, w / "data", env=env)
 
-    return run_cases(request, tmp_path_factory, TEST_NAMES, prepare)
+    return run_cases(request, tmp_path_factory, TEST_NAMES, prepare, directory_times=True)
 
 
 @pytest.mark.slow
@@ -320,7 +320,7 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     two resumes started at once, one continues it and the other is refused."""
     shutil.copytree(trained_run, tmp_path / "outputs" / "runs" / "0-finished")
     finished = tmp_path / "outputs" / "runs" / "0-finished"
-    untouched = snapshot(finished)
+    untouched = snapshot(finished, directory_times=True)
     env = os.environ | {"MNIST_DATA_DIR": str(synthetic_mnist), "PYTHONPATH": str(TESTS)}
     live = subprocess.Popen(
         train_command("trainer.max_epochs=12", KILLABLE),  # killed long before its end
@@ -355,7 +355,7 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     assert latest.returncode == 0, latest.stderr[-3000:]
     assert f"passing over {Path('outputs/runs') / run.name}" in latest.stderr
     assert "finished before" in latest.stdout and "nothing to do" in latest.stdout
-    assert snapshot(finished) == untouched
+    assert snapshot(finished, directory_times=True) == untouched
 
     if not (run / "checkpoints" / "last.ckpt").is_file():
         pytest.skip("killed before its first checkpoint")  # not expected with 30 s of training
@@ -372,9 +372,10 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, trained_run: Pa
     """Covered with resume=latest above; named directly here, with the advice."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    before = snapshot(run)
+    before = snapshot(run, directory_times=True)
     done = run_cli("train", [f"resume={run}"], tmp_path, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "nothing to do" in done.stdout and "raise trainer.max_epochs (now 2)" in done.stdout
-    changed = {p for p in snapshot(run) if snapshot(run).get(p) != before.get(p)}
+    after = snapshot(run, directory_times=True)
+    changed = {p for p in after if after.get(p) != before.get(p)}
     assert changed <= {run / "train.log"}, changed  # Hydra notes the attempt in the log

@@ -1,0 +1,170 @@
+"""The package's layout keeps its promises: entry points import no other entry point, the
+data side and the network load without Lightning, and each rule that moved to one place
+(the best checkpoint, a finished run, a moved class, a refused accelerator, another
+architecture) still says what it said."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from mnist_lightning.cli.eval import best_checkpoint
+from mnist_lightning.errors import CheckpointError
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.resume import finished
+from mnist_lightning.run.trainer import accelerator_available
+from mnist_lightning.run.trust import MOVED_TARGETS, network_weights, trusted_target
+from tests.helpers.commands import ROOT
+
+PACKAGE = ROOT / "mnist_lightning"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every `mnist_lightning...` module a source file imports, at any depth."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("mnist_lightning")}
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
+def test_an_entry_point_imports_no_other_entry_point(command: str) -> None:
+    others = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "export")}
+    assert imported_modules(PACKAGE / "cli" / f"{command}.py") & others == set()
+
+
+def test_only_the_commands_import_the_commands() -> None:
+    outside = [p for p in PACKAGE.rglob("*.py") if p.parent.name != "cli"]
+    offenders = {
+        str(p.relative_to(PACKAGE)): sorted(m for m in imported_modules(p) if ".cli" in m)
+        for p in outside
+    }
+    assert {p: m for p, m in offenders.items() if m} == {}
+
+
+def test_the_error_types_import_nothing_of_the_package() -> None:
+    assert imported_modules(PACKAGE / "errors.py") == set()
+
+
+@pytest.mark.slow  # a fresh interpreter: this one has Lightning loaded already
+def test_the_data_side_and_the_network_load_without_lightning() -> None:
+    modules = ["data.idx", "data.download", "data.augment", "model.mlp", "files", "errors"]
+    code = (
+        "import sys\n"
+        + "".join(f"import mnist_lightning.{m}\n" for m in modules)
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def targets(tree: object) -> set[str]:
+    """Every `_target_` value in a loaded YAML tree."""
+    if isinstance(tree, dict):
+        own = {tree["_target_"]} if isinstance(tree.get("_target_"), str) else set()
+        return own.union(*(targets(v) for v in tree.values()))
+    if isinstance(tree, list):
+        return set().union(*(targets(v) for v in tree))
+    return set()
+
+
+def test_every_target_in_conf_names_the_module_that_defines_it() -> None:
+    found = set().union(
+        *(targets(yaml.safe_load(p.read_text())) for p in ROOT.glob("conf/**/*.yaml"))
+    )
+    ours = {t for t in found if t.startswith("mnist_lightning.")}
+    assert len(ours) >= 3, ours  # the model, the data module, the interrupt callback, ...
+    assert {t for t in ours if not trusted_target(t)} == set()
+
+
+def test_a_run_saved_before_the_folders_names_classes_that_exist_now() -> None:
+    for old, new in MOVED_TARGETS.items():
+        assert not trusted_target(old), old  # the old name no longer imports
+        assert trusted_target(new), new
+
+
+def test_the_accelerators_are_judged_by_lightnings_registry() -> None:
+    assert accelerator_available("cpu")
+    assert accelerator_available("auto")  # Lightning's to choose
+    assert accelerator_available("not-an-accelerator")  # Lightning's message says what is wrong
+    assert accelerator_available("cuda") == torch.cuda.is_available()
+    has_mps = torch.backends.mps.is_available()
+    assert accelerator_available("gpu") == (torch.cuda.is_available() or has_mps)
+
+
+def fake_checkpoint(path: Path, **extra: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "hyper_parameters": {}, **extra}, path)
+
+
+def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(tmp_path: Path) -> None:
+    """Not the last `best-*` file by name: with save_top_k=3 that is only the newest of three."""
+    checkpoints = tmp_path / "checkpoints"
+    for epoch in (1, 2, 3):
+        fake_checkpoint(checkpoints / f"best-epoch00{epoch}.ckpt")
+    state = {"monitor": "val/acc", "best_model_path": str(checkpoints / "best-epoch002.ckpt")}
+    fake_checkpoint(checkpoints / "last.ckpt", callbacks={"ModelCheckpoint{val/acc}": state})
+    assert best_checkpoint(tmp_path) == checkpoints / "best-epoch002.ckpt"  # as recorded
+    tested = {"val/acc_best": 0.9, "best_checkpoint": "/moved/away/best-epoch001.ckpt"}
+    (tmp_path / "metrics.json").write_text(json.dumps(tested))
+    assert best_checkpoint(tmp_path) == checkpoints / "best-epoch001.ckpt"  # by name, moved
+
+
+def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"no checkpoint of its best epoch or last\.ckpt"):
+        best_checkpoint(tmp_path)
+    fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+
+
+def saved_run(tmp_path: Path, max_epochs: int, epoch_reached: int) -> Path:
+    (tmp_path / ".hydra").mkdir()
+    config = {"data": {}, "model": {}, "trainer": {"max_epochs": max_epochs, "max_steps": -1}}
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"val/acc_best": 0.9, "epoch": epoch_reached, "global_step": 40 * epoch_reached}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("saved_max", "reached", "asked", "is_finished"),
+    [
+        (1, 1, 1, True),  # the same command again
+        (1, 1, 2, False),  # extended
+        (1, 2, 2, True),  # extended once before: it reached the new limit
+        (1, 2, 3, False),  # extended again
+        (5, 3, 5, True),  # stopped early (EarlyStopping): not extended
+    ],
+)
+def test_a_finished_run_is_one_the_command_does_not_take_further(
+    tmp_path: Path, saved_max: int, reached: int, asked: int, is_finished: bool
+) -> None:
+    run = saved_run(tmp_path, saved_max, reached)
+    resumed = OmegaConf.create({"trainer": {"max_epochs": asked, "max_steps": -1}})
+    assert (finished(resumed, run) is not None) == is_finished
+
+
+def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:
+    trained = MNISTClassifier(hidden_dims=[16], batch_norm=True)
+    checkpoint = {
+        "state_dict": {f"net.{k}": v for k, v in trained.net.state_dict().items()},
+        "hyper_parameters": dict(trained.hparams),
+    }
+    asked = MNISTClassifier(hidden_dims=[32, 8])
+    with pytest.raises(CheckpointError) as info:
+        network_weights(asked, checkpoint, "x.ckpt")
+    assert (
+        "it was trained with model.hidden_dims=[16] model.batch_norm=true, the config has "
+        "model.hidden_dims=[32,8] model.batch_norm=false" in str(info.value)
+    )
