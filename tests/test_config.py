@@ -1,6 +1,7 @@
 """Every config in conf/ composes with Hydra and passes `validate`; every bad value is a
 `ConfigError` that names its key."""
 
+import re
 from pathlib import Path
 
 import lightning as L
@@ -219,11 +220,33 @@ def test_bad_values_are_config_errors_naming_the_key(overrides: list[str], key: 
         ["data.train_subset=100"],
         ["data.val_size=59999"],
         ["data.source=files"],
+        ["trainer.max_epochs=-1", "trainer.max_steps=30"],  # Lightning's "no limit on epochs"
+        ["trainer.max_epochs=-1", "trainer.max_time=00:00:01:00", "model.scheduler=none"],
     ],
     ids=lambda o: " ".join(o),
 )
 def test_edge_values_are_valid(overrides: list[str]) -> None:
     validate(composed(overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["trainer.max_epochs=-1"], "needs trainer.max_steps=<N> to end the run"),
+        (
+            ["trainer.max_epochs=-1", "trainer.max_time=00:00:01:00"],
+            "model.scheduler=onecycle stretches over the run's number of steps",
+        ),
+        (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "needs trainer.max_steps=<N>"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing"),
+    ],
+    ids=lambda o: " ".join(o) if isinstance(o, list) else "",
+)
+def test_no_limit_on_epochs_needs_something_else_to_end_the_run(
+    overrides: list[str], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        validate(composed(overrides))
 
 
 def test_an_empty_hidden_dims_builds_a_linear_model() -> None:

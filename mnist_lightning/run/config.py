@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_lightning.data.augment import AUGMENTS
 from mnist_lightning.data.download import SOURCES
 from mnist_lightning.errors import ConfigError
-from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS
+from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS, STEP_SCHEDULERS
 from mnist_lightning.model.mlp import ACTIVATIONS, MAX_WIDTH, size_problem
 
 
@@ -150,7 +150,7 @@ def validate(cfg: DictConfig) -> None:
     if _get(cfg, "model.nesterov") and _get(cfg, "model.optimizer") == "sgd":
         check_number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
 
-    check_number(cfg, "trainer.max_epochs", int, low=1)
+    check_max_epochs(cfg)
     check_number(cfg, "trainer.log_every_n_steps", int, low=1)
     # The Trainer's own arguments that Lightning accepts but mnist-train cannot use (0 batches
     # of training, a negative clip that Lightning silently ignores), or checks only inside fit.
@@ -167,6 +167,33 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.profiler={profiler!r} must be the name of one of Lightning's profilers "
             "(simple, advanced, pytorch) or a config with a _target_."
+        )
+
+
+def check_max_epochs(cfg: DictConfig) -> None:
+    """trainer.max_epochs as Lightning takes it: a number of epochs, or -1 for no limit, when
+    something else ends the run: max_steps, or max_time for a schedule that needs no horizon
+    (the step-wise ones stretch over the run's estimated steps). 0 trains nothing."""
+    check_number(cfg, "trainer.max_epochs", int, low=-1)
+    epochs, steps = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps")
+    if epochs == 0:
+        raise ConfigError(
+            "trainer.max_epochs=0 trains nothing: give 1 or more (or -1, no limit, with "
+            "trainer.max_steps)."
+        )
+    if epochs != -1 or (isinstance(steps, int) and steps > 0):
+        return
+    scheduler = _get(cfg, "model.scheduler")
+    if _get(cfg, "trainer.max_time") in (None, _ABSENT):
+        raise ConfigError(
+            "trainer.max_epochs=-1 (no limit on epochs) needs trainer.max_steps=<N> to end the "
+            "run (or trainer.max_time, with model.scheduler=none, step or plateau)."
+        )
+    if scheduler in STEP_SCHEDULERS:
+        raise ConfigError(
+            f"trainer.max_epochs=-1 with trainer.max_time: model.scheduler={scheduler} "
+            "stretches over the run's number of steps, which a time limit does not set. Give "
+            "trainer.max_steps=<N>, or model.scheduler=none, step or plateau."
         )
 
 

@@ -133,6 +133,12 @@ def before_hydra(args: list[str]) -> list[str]:
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
 
 
+def further(cfg: DictConfig) -> str:
+    """The limit to raise to train a finished run further, with its value now."""
+    key = "max_steps" if cfg.trainer.get("max_epochs") == -1 else "max_epochs"
+    return f"trainer.{key} (now {cfg.trainer.get(key)})"
+
+
 def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     """The config to train with, and None; or, when there is nothing to train, the result:
     `cfg` itself for a new run; with `resume=`, the run's own saved config (`resumed_config`).
@@ -158,7 +164,7 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     if done:
         print(
             f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
-            f"To train it further, raise trainer.max_epochs (now {cfg.trainer.max_epochs})."
+            f"To train it further, raise {further(cfg)}."
         )
         return cfg, done["val/acc_best"]
     return cfg, None
