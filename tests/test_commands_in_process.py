@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lightning.cli.eval import main as mnist_eval
 from mnist_lightning.cli.export import is_earlier_export
@@ -225,3 +226,16 @@ def test_no_limit_on_epochs_trains_until_max_steps(tmp_path: Path, synthetic_mni
     line = train_line(run, synthetic_mnist, "trainer.max_epochs=-1", f"trainer.max_steps={steps}")
     run_command(mnist_train, "train", line)
     assert metrics_of(run)["global_step"] == steps
+
+
+def test_log_every_n_steps_0_logs_the_training_curves_once_an_epoch(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """As in Lightning, 0 means no step-level logs: train/* get their epoch-end points only."""
+    run = tmp_path / "run"
+    line = train_line(run, synthetic_mnist, "trainer.max_epochs=2", "trainer.log_every_n_steps=0")
+    run_command(mnist_train, "train", line)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("train/loss")]
+    assert steps == [STEPS_PER_EPOCH - 1, 2 * STEPS_PER_EPOCH - 1]

@@ -151,7 +151,7 @@ def validate(cfg: DictConfig) -> None:
         check_number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
 
     check_max_epochs(cfg)
-    check_number(cfg, "trainer.log_every_n_steps", int, low=1)
+    check_number(cfg, "trainer.log_every_n_steps", int, low=0)  # 0: no step-level logs
     # The Trainer's own arguments that Lightning accepts but mnist-train cannot use (0 batches
     # of training, a negative clip that Lightning silently ignores), or checks only inside fit.
     check_number(cfg, "trainer.accumulate_grad_batches", int, low=1)
