@@ -22,11 +22,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lightning.cli.eval import main as mnist_eval
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
-from mnist_lightning.cli.predict import is_grid, read_image
+from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.download import raw_dir
 from mnist_lightning.data.idx import read_idx
+from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged

@@ -20,16 +20,14 @@ from PIL import Image
 
 from mnist_lightning.cli.predict import (
     GRID_SOFTWARE,
-    ImageError,
-    check_arguments,
     check_grid,
     input_files,
     is_grid,
-    prepare,
-    read_image,
     write_grid,
 )
+from mnist_lightning.data.images import ImageError, prepare, read_image
 from mnist_lightning.errors import ConfigError
+from mnist_lightning.run.config import validate_predict
 
 # Pillow modes a file on disk can decode to, and how each is built from 8-bit channels.
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "1": 1, "P": 1, "I": 1, "F": 1}
@@ -198,14 +196,14 @@ NAN, INF = float("nan"), float("inf")
 def test_every_argument_is_checked_before_any_work(key: str, value: object, words: str) -> None:
     cfg = OmegaConf.create(GOOD_ARGS | {"grid": None, key: value})
     with pytest.raises(ConfigError) as info:
-        check_arguments(cfg)
+        validate_predict(cfg)
     assert words in str(info.value)
 
 
 def test_good_arguments_pass() -> None:
     cfg = OmegaConf.create(GOOD_ARGS | {"inputs": ["a.png", "b/"], "grid": "out/G.PNG"})
-    assert check_arguments(cfg) == ("last.ckpt", ["a.png", "b/"], Path("out/G.PNG"))
-    assert check_arguments(OmegaConf.create(GOOD_ARGS | {"grid": None}))[1:] == (["x.png"], None)
+    assert validate_predict(cfg) == ("last.ckpt", ["a.png", "b/"], Path("out/G.PNG"))
+    assert validate_predict(OmegaConf.create(GOOD_ARGS | {"grid": None}))[1:] == (["x.png"], None)
 
 
 def earlier_grid(path: Path) -> None:

@@ -1,14 +1,11 @@
 """`mnist-predict`: classify your own pictures of handwritten digits.
 
-A photo of a digit is not an MNIST image until it is prepared the way MNIST's were: grey
-levels with the ink bright on black, cropped to the ink, scaled to fit 20x20 keeping its
-aspect, and centred by its centre of mass in a 28x28 field. `prepare` does exactly that, so a
-digit drawn with a marker on white paper is read like a test image.
-
-Every argument is checked before any work, and the inputs are read only if they are regular
-files: a FIFO, a device, a socket or a dangling link among them is skipped by name, never opened.
-The grid (`grid=`) is written atomically, never over an input, and over an existing file only if
-that file is a grid mnist-predict wrote (it carries `Software: mnist-predict` in its metadata).
+Each picture is prepared as MNIST's images were (data/images.py), so a digit drawn with a
+marker on white paper is read like a test image. Every argument is checked before any work,
+and the inputs are read only if they are regular files: a FIFO, a device, a socket or a
+dangling link among them is skipped by name, never opened. The grid (`grid=`) is written
+atomically, never over an input, and over an existing file only if that file is a grid
+mnist-predict wrote (it carries `Software: mnist-predict` in its metadata).
 """
 
 import json
@@ -21,11 +18,11 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
-from PIL import Image, UnidentifiedImageError
+from omegaconf import DictConfig
+from PIL import Image
 
 from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
+from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import (
     atomic_open,
@@ -35,79 +32,10 @@ from mnist_lightning.files import (
 )
 from mnist_lightning.model.inference import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import DEVICES, check_boolean, check_choice
+from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
-MAX_SIDE = 1024  # larger pictures are shrunk first: a digit needs no more detail
-INK_THRESHOLD = 0.25  # of the ink range: what counts as ink when cropping
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
-
-
-class ImageError(UserError):
-    """One input image cannot be classified; the others still are."""
-
-
-def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
-    """A picture of one digit as MNIST would have it: (28, 28) float in [0, 1], ink bright."""
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
-    if np.median(_border(gray)) > 0.5:  # dark ink on light paper: make the ink bright
-        gray = 1 - gray
-    gray = np.clip(gray - np.median(_border(gray)), 0, None)  # the paper becomes black
-    if gray.max() < 0.1:
-        raise ImageError(f"{name}: the image is blank (no ink found).")
-    gray /= gray.max()
-    rows, cols = np.nonzero(gray > INK_THRESHOLD)
-    ink = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    height, width = ink.shape
-    scale = 20 / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = (
-        np.asarray(
-            Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS),
-            dtype=np.float32,
-        )
-        / 255
-    )
-    # Centre of mass to the middle of the 28x28 field, as MNIST's creators did.
-    ys, xs = np.indices(small.shape)
-    mass = small.sum()
-    cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
-    top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
-    left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
-    field = np.zeros((28, 28), dtype=np.float32)
-    field[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return torch.from_numpy(np.clip(field, 0, 1))
-
-
-def _border(gray: np.ndarray) -> np.ndarray:
-    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """The prepared image in `path`, or an `ImageError` naming it. Only a regular file is
-    opened: anything else is named for what it is, never opened (a FIFO would block)."""
-    try:
-        file = open_regular(path)
-    except OSError as e:
-        raise ImageError(f"{path}: {_not_regular(path, e)}.") from None
-    try:
-        with file, Image.open(file) as image:
-            image.load()
-            return prepare(image, str(path))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ImageError(f"{path}: not a readable image ({reason}).") from None
-
-
-def _not_regular(path: Path, e: OSError) -> str:
-    """Why `open_regular` refused `path`, in words."""
-    if isinstance(e, FileNotFoundError) and os.path.islink(path):
-        return f"a dangling symbolic link (to {os.readlink(path)}), not a regular file"
-    if e.strerror and e.strerror.endswith("not a regular file"):  # open_regular's own words
-        return e.strerror
-    return f"cannot open it ({e.strerror or e})"
 
 
 def input_files(inputs: list[str]) -> list[Path]:
@@ -134,45 +62,6 @@ def input_files(inputs: list[str]) -> list[Path]:
         else:
             raise ConfigError(f"inputs={item}: no such file or directory.")
     return files
-
-
-def _value(cfg: DictConfig, key: str, example: str) -> Any:
-    try:
-        return OmegaConf.select(cfg, key, throw_on_missing=True)
-    except MissingMandatoryValue:
-        raise ConfigError(f"{key} is required, e.g. {example}") from None
-    except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
-
-
-def check_arguments(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
-    """ckpt_path, the input names and the grid path, once every argument is known to be usable;
-    else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
-    example = "ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt."
-    ckpt = _value(cfg, "ckpt_path", example)
-    if ckpt is None:
-        raise ConfigError(f"ckpt_path is required, e.g. {example}")
-    if not isinstance(ckpt, str) or not ckpt.strip():
-        raise ConfigError(f"ckpt_path={ckpt!r} must be the path of a checkpoint, e.g. {example}")
-    raw = _value(cfg, "inputs", "inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")
-    items = list(raw) if isinstance(raw, ListConfig | list) else [raw]
-    if not items or not all(isinstance(i, str) and i.strip() for i in items):
-        shown = OmegaConf.to_container(raw) if isinstance(raw, ListConfig) else raw
-        raise ConfigError(
-            f"inputs={shown!r} must name image files or directories: a path, or a non-empty list "
-            "of paths (a name that looks like a number is given quoted: 'inputs=\"7\"')."
-        )
-    check_choice(cfg, "device", DEVICES)
-    check_boolean(cfg, "json")
-    grid = _value(cfg, "grid", "grid=predictions.png.")
-    if grid is None:
-        return ckpt, items, None
-    if not isinstance(grid, str) or Path(grid).suffix.lower() != ".png":
-        raise ConfigError(
-            f"grid={grid!r} must be the path of a PNG file to write, ending in .png "
-            "(or null for no grid)."
-        )
-    return ckpt, items, Path(grid)
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
@@ -239,7 +128,7 @@ def write_grid(grid: Path, images: list[torch.Tensor], rows: list[dict[str, Any]
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    ckpt_path, inputs, grid = check_arguments(cfg)
+    ckpt_path, inputs, grid = validate_predict(cfg)
     files = input_files(inputs)
     if grid is not None:
         check_grid(grid, files)

@@ -7,9 +7,11 @@ what is allowed, so a typo costs a second, not a crash twenty minutes into a swe
 
 import math
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from mnist_lightning.data.augment import AUGMENTS
 from mnist_lightning.data.download import SOURCES
@@ -247,3 +249,42 @@ def validate_export(cfg: DictConfig) -> None:
     check_path(cfg, "data_dir")
     check_choice(cfg, "data_source", SOURCES)
     check_number(cfg, "check_images", int, low=1, high=MAX_CHECK_IMAGES)
+
+
+def _required(cfg: DictConfig, key: str, example: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required, e.g. {example}") from None
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+
+
+def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
+    """mnist-predict's ckpt_path, input names and grid path, once every argument is known to be
+    usable; else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
+    example = "ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt."
+    ckpt = _required(cfg, "ckpt_path", example)
+    if ckpt is None:
+        raise ConfigError(f"ckpt_path is required, e.g. {example}")
+    if not isinstance(ckpt, str) or not ckpt.strip():
+        raise ConfigError(f"ckpt_path={ckpt!r} must be the path of a checkpoint, e.g. {example}")
+    raw = _required(cfg, "inputs", "inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")
+    items = list(raw) if isinstance(raw, ListConfig | list) else [raw]
+    if not items or not all(isinstance(i, str) and i.strip() for i in items):
+        shown = OmegaConf.to_container(raw) if isinstance(raw, ListConfig) else raw
+        raise ConfigError(
+            f"inputs={shown!r} must name image files or directories: a path, or a non-empty list "
+            "of paths (a name that looks like a number is given quoted: 'inputs=\"7\"')."
+        )
+    check_choice(cfg, "device", DEVICES)
+    check_boolean(cfg, "json")
+    grid = _required(cfg, "grid", "grid=predictions.png.")
+    if grid is None:
+        return ckpt, items, None
+    if not isinstance(grid, str) or Path(grid).suffix.lower() != ".png":
+        raise ConfigError(
+            f"grid={grid!r} must be the path of a PNG file to write, ending in .png "
+            "(or null for no grid)."
+        )
+    return ckpt, items, Path(grid)
