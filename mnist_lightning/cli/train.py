@@ -37,8 +37,8 @@ from mnist_lightning.run.report import (
     results_table,
 )
 from mnist_lightning.run.resume import (
-    before_hydra,
     check_writes_inside,
+    claim_run_directory,
     continue_or_finish,
     last_checkpoint,
     register_resolvers,
@@ -65,7 +65,7 @@ def main() -> None:
     if child:  # another process of a DDP run: train what the first one composed
         fit_and_test(*child)
         return
-    sys.argv[1:] = before_hydra(sys.argv[1:])
+    sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 
 

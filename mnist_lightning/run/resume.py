@@ -3,16 +3,11 @@ config.
 
 A new run's directory is named while Hydra composes the config (the `run_dir` and `sweep_dir`
 resolvers, which conf/hydra/default.yaml uses; `register_resolvers` makes them known). The run
-to resume is found before Hydra starts (`before_hydra`), so
-Hydra logs into the resumed run instead of a new one; Hydra's own copy of the config is not
-written again (`hydra_output_subdir`), so `.hydra/config.yaml` stays the run's original. All
-checks happen before anything is written: a failed resume leaves the directory as it was.
-
-A run directory is data someone may have handed you, never code: its saved config may choose
-values, but it may name only the classes this project and Lightning provide for its config
-groups (`check_saved_config`), and only places inside the run to write to. Its files must be
-regular files and directories (no links out of it, no FIFOs), and one process at a time
-writes it (`files.lock_run`); `resume=latest` passes over a run another process is writing.
+to resume is found and locked before Hydra starts (`claim_run_directory`), so Hydra logs into
+the resumed run instead of a new one; Hydra's own copy of the config is not written again
+(`hydra_output_subdir`), so `.hydra/config.yaml` stays the run's original. All checks happen
+before anything is written: a failed resume leaves the directory as it was. What a resumed
+run's files, config and checkpoints may hold is checked by run/trust.py.
 """
 
 import json
@@ -83,7 +78,8 @@ def run_dir(resume: str | None) -> str:
 
 
 def sweep_dir(resume: str | None) -> str:
-    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (checked in main)."""
+    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (already checked and
+    locked by `claim_run_directory`)."""
     if not resume:
         return f"outputs/multiruns/{run_id()}"
     return str(find_sweep(resume)) if resume == "latest" else resume
@@ -108,11 +104,12 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
-def before_hydra(args: list[str]) -> list[str]:
-    """The checks Hydra would come too late for: it makes the run directory (with a traceback
-    where none can be made), saves its config into a directory given with hydra.run.dir (over
-    another run's), and logs into a resumed run before `train` runs. Returns the arguments
-    with the run to resume named explicitly (`resume=latest` is looked up once)."""
+def claim_run_directory(args: list[str]) -> list[str]:
+    """Check where this command will write and lock the run it resumes, before Hydra starts:
+    Hydra makes the run directory (with a traceback where none can be made), saves its config
+    into a directory given with hydra.run.dir (over another run's), and logs into a resumed
+    run before `train` runs. Returns the arguments with the run to resume named explicitly
+    (`resume=latest` is looked up once)."""
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]

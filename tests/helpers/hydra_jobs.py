@@ -6,7 +6,7 @@ does, by Hydra's own `Hydra.run`: compose the config with Hydra's node in it (as
 .hydra/, set `HydraConfig`, and call the function with the config (the `@hydra.main` wrapper
 passes a DictConfig straight through to the function it wraps). Only Hydra's logging set-up is
 left out: it would take the root logger from pytest. The checks `mnist-train` makes before
-Hydra starts (`before_hydra`, `check_hydra_dirs`) are not run: a test passes a fresh
+Hydra starts (`claim_run_directory`, `check_hydra_dirs`) are not run: a test passes a fresh
 `hydra.run.dir`.
 """
 
