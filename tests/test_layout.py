@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.resume import finished
+from mnist_lightning.run.resume import finished, further
 from mnist_lightning.run.trainer import accelerator_available
 from mnist_lightning.run.trust import MOVED_TARGETS, network_weights, trusted_target
 from tests.helpers.commands import ROOT
@@ -121,6 +121,27 @@ def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(tmp_path: Path) -> N
     assert best_checkpoint(tmp_path) == checkpoints / "best-epoch001.ckpt"  # by name, moved
 
 
+def test_mnist_eval_falls_back_on_the_recorded_best_and_never_leaves_the_run(
+    tmp_path: Path,
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    for epoch in (1, 2):
+        fake_checkpoint(checkpoints / f"best-epoch00{epoch}.ckpt")
+    state = {"monitor": "val/acc", "best_model_path": str(checkpoints / "best-epoch001.ckpt")}
+    fake_checkpoint(checkpoints / "last.ckpt", callbacks={"ModelCheckpoint{val/acc}": state})
+    for elsewhere in ("../../etc/passwd", "/etc/passwd", "..", "missing.ckpt"):
+        tested = {"val/acc_best": 0.9, "best_checkpoint": elsewhere}
+        (tmp_path / "metrics.json").write_text(json.dumps(tested))
+        assert best_checkpoint(tmp_path) == checkpoints / "best-epoch001.ckpt", elsewhere
+    outside = tmp_path.parent / f"{tmp_path.name}-other.ckpt"
+    fake_checkpoint(outside)
+    (checkpoints / "evil.ckpt").symlink_to(outside)
+    tested = {"val/acc_best": 0.9, "best_checkpoint": "evil.ckpt"}
+    (tmp_path / "metrics.json").write_text(json.dumps(tested))
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt is a symbolic link"):
+        best_checkpoint(tmp_path)
+
+
 def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"no checkpoint of its best epoch or last\.ckpt"):
         best_checkpoint(tmp_path)
@@ -128,9 +149,12 @@ def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) ->
     assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
 
 
-def saved_run(tmp_path: Path, max_epochs: int, epoch_reached: int) -> Path:
+def saved_run(
+    tmp_path: Path, max_epochs: int, epoch_reached: int, max_time: str | None = None
+) -> Path:
     (tmp_path / ".hydra").mkdir()
-    config = {"data": {}, "model": {}, "trainer": {"max_epochs": max_epochs, "max_steps": -1}}
+    trainer = {"max_epochs": max_epochs, "max_steps": -1, "max_time": max_time}
+    config = {"data": {}, "model": {}, "trainer": trainer}
     (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = {"val/acc_best": 0.9, "epoch": epoch_reached, "global_step": 40 * epoch_reached}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
@@ -153,6 +177,30 @@ def test_a_finished_run_is_one_the_command_does_not_take_further(
     run = saved_run(tmp_path, saved_max, reached)
     resumed = OmegaConf.create({"trainer": {"max_epochs": asked, "max_steps": -1}})
     assert (finished(resumed, run) is not None) == is_finished
+
+
+def test_a_run_stopped_by_its_time_limit_stays_finished(tmp_path: Path) -> None:
+    """Lightning restores the time spent from the checkpoint: more steps would train none."""
+    run = saved_run(tmp_path, -1, 3, max_time="00:00:00:10")
+    resumed = OmegaConf.create({"trainer": {"max_epochs": -1, "max_steps": 4000}})
+    assert finished(resumed, run) is not None
+
+
+@pytest.mark.parametrize(
+    ("limits", "reached", "advice"),
+    [
+        ({"max_epochs": 2, "max_steps": -1}, (2, 40), "raise trainer.max_epochs above 2"),
+        ({"max_epochs": 5, "max_steps": 25}, (2, 25), "raise trainer.max_steps above 25"),
+        ({"max_epochs": -1, "max_steps": 45}, (3, 45), "raise trainer.max_steps above 45"),
+        ({"max_epochs": 9, "max_steps": -1}, (4, 80), "stopped before its limits"),
+    ],
+)
+def test_a_finished_run_says_which_limit_to_raise(
+    tmp_path: Path, limits: dict, reached: tuple[int, int], advice: str
+) -> None:
+    cfg = OmegaConf.create({"trainer": limits, "paths": {"output_dir": str(tmp_path)}})
+    done = {"epoch": reached[0], "global_step": reached[1]}
+    assert advice in further(cfg, done)
 
 
 def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:

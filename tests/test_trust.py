@@ -375,7 +375,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, trained_run: Pa
     before = snapshot(run, directory_times=True)
     done = run_cli("train", [f"resume={run}"], tmp_path, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "nothing to do" in done.stdout and "raise trainer.max_epochs (now 2)" in done.stdout
+    assert "nothing to do" in done.stdout and "raise trainer.max_epochs above 2" in done.stdout
     after = snapshot(run, directory_times=True)
     changed = {p for p in after if after.get(p) != before.get(p)}
     assert changed <= {run / "train.log"}, changed  # Hydra notes the attempt in the log

@@ -43,30 +43,51 @@ from mnist_lightning.run.trust import confine_paths, run_dir_of
 
 
 def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint mnist-train tested (metrics.json's best_checkpoint); for a run that has
-    not finished, the best by val/acc that its ModelCheckpoint recorded in last.ckpt (file
-    names alone do not rank them); else last.ckpt itself. Looked up by name in the run's
-    checkpoints/, so a moved run still finds them."""
+    """The checkpoint mnist-train tested (metrics.json's best_checkpoint); else the best by
+    val/acc that its ModelCheckpoint recorded in last.ckpt (file names alone do not rank
+    them); else last.ckpt itself. Looked up by name in the run's checkpoints/, so a moved run
+    still finds them, and only as the run's own regular files: a link there is refused."""
     if not run_dir.is_dir():
         raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
     last = last_checkpoint(run_dir)
     tested = (results(run_dir) or {}).get("best_checkpoint")
-    names = [tested] if isinstance(tested, str) and tested else []
-    if not names and last.is_file():
-        states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
-        names = [
-            state["best_model_path"]
-            for state in states
-            if isinstance(state, dict) and state.get("monitor") == "val/acc"
-            if isinstance(state.get("best_model_path"), str) and state["best_model_path"]
-        ]
-    for name in names:
-        found = run_dir / "checkpoints" / Path(name).name
-        if found.is_file():
-            return found
-    if last.is_file():
-        return last
-    raise CheckpointError(f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it.")
+    for name in [tested] if isinstance(tested, str) and tested else []:
+        if own_checkpoint(run_dir, name):
+            return own_checkpoint(run_dir, name)
+    if not own_checkpoint(run_dir, last.name):
+        raise CheckpointError(
+            f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."
+        )
+    states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
+    for state in states:
+        if not isinstance(state, dict):
+            continue
+        best = state.get("best_model_path")
+        if state.get("monitor") == "val/acc" and isinstance(best, str) and best:
+            found = own_checkpoint(run_dir, best)
+            if found:
+                return found
+    return last
+
+
+def own_checkpoint(run_dir: Path, name: str) -> Path | None:
+    """`<run>/checkpoints/<file name of name>` if it is a regular file there; None if there is
+    nothing; a `CheckpointError` for anything else (a link could lead out of the run)."""
+    if Path(name).name in ("", ".", ".."):
+        return None
+    path = run_dir / "checkpoints" / Path(name).name
+    try:
+        kind = kind_of(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CheckpointError(f"run_dir={run_dir}: {path} cannot be read ({e.strerror}).") from None
+    if kind != "a regular file":
+        raise CheckpointError(
+            f"run_dir={run_dir}: {path} is {kind}, not a regular file; a run directory holds "
+            "only its own files."
+        )
+    return path
 
 
 # What mnist-eval writes into <run>/eval/.

@@ -130,10 +130,20 @@ def claim_run_directory(args: list[str]) -> list[str]:
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
 
 
-def further(cfg: DictConfig) -> str:
-    """The limit to raise to train a finished run further, with its value now."""
-    key = "max_steps" if cfg.trainer.get("max_epochs") == -1 else "max_epochs"
-    return f"trainer.{key} (now {cfg.trainer.get(key)})"
+def further(cfg: DictConfig, done: dict) -> str:
+    """How to train a finished run further: raise the limit it reached (it says where it got),
+    or, if it stopped before its limits (trainer.max_time, early stopping), start a new run
+    from its weights: resume= cannot extend those."""
+    steps, epochs = cfg.trainer.get("max_steps"), cfg.trainer.get("max_epochs")
+    if isinstance(steps, int) and steps >= 0 and done.get("global_step", -1) >= steps:
+        return f"To train it further, raise trainer.max_steps above {done['global_step']}."
+    if isinstance(epochs, int) and epochs >= 0 and done.get("epoch", -1) >= epochs:
+        return f"To train it further, raise trainer.max_epochs above {done['epoch']}."
+    last = last_checkpoint(Path(cfg.paths.output_dir))
+    return (
+        "It stopped before its limits (trainer.max_time or early stopping), which resume= "
+        f"does not extend; to train further, start a new run from it: mnist-train ckpt_path={last}"
+    )
 
 
 def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
@@ -161,7 +171,7 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     if done:
         print(
             f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
-            f"To train it further, raise {further(cfg)}."
+            + further(cfg, done)
         )
         return cfg, done["val/acc_best"]
     return cfg, None
@@ -310,6 +320,8 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
     if done is None:
         return None
     saved = saved_config(run).trainer
+    if saved.get("max_time"):  # its clock is restored from the checkpoint: it stays stopped
+        return done
     limits = {k: resumed.trainer.get(k) for k in ("max_epochs", "max_steps")}
     extended = any(limits[k] != saved.get(k) for k in limits)
     # Its results say how far it got: a run extended once before has reached its new limit.
