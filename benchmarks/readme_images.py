@@ -1,6 +1,7 @@
-"""The pictures in README.md (docs/images/), from a finished run: the figures `mnist-eval`
-draws, a `mnist-predict` grid of digits drawn on a white canvas plus MNIST test digits saved as
-PNG, and training digits with elastic distortions (`data.augment=elastic`).
+"""The pictures in README.md and docs/ (docs/images/), from a finished run: the figures
+`mnist-eval` draws, a `mnist-predict` grid of digits drawn on a white canvas (kept in
+docs/images/digits/ for README's example) plus MNIST test digits saved as PNG, and training
+digits with elastic distortions (`data.augment=elastic`).
 """
 
 import argparse
@@ -19,6 +20,7 @@ from mnist_lightning.data.download import ensure_mnist
 from mnist_lightning.run.report import augmentation_figure
 
 IMAGES = ROOT / "docs" / "images"
+DIGITS = IMAGES / "digits"  # drawn with a pen stroke on white: inputs=docs/images/digits/
 STROKES = {  # (kind, points) on a 200x200 canvas
     "drawn_0": ("ellipse", [(55, 30), (145, 170)]),
     "drawn_1": ("line", [(100, 30), (100, 170)]),
@@ -47,9 +49,11 @@ def main(args: argparse.Namespace) -> None:
     subprocess.run([sys.executable, "-m", "mnist_lightning.cli.eval", f"run_dir={run}"], check=True)
     for name in ("confusion_matrix", "mistakes", "first_layer"):
         shutil.copy(run / "eval" / f"{name}.png", IMAGES / f"{name}.png")
+    DIGITS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (kind, points) in STROKES.items():
-            draw(kind, points, Path(tmp) / f"{name}.png")
+        for name, (kind, points) in STROKES.items():  # kept: README's mnist-predict example
+            draw(kind, points, DIGITS / f"{name}.png")
+            shutil.copy(DIGITS / f"{name}.png", Path(tmp) / f"{name}.png")
         images, _ = load_pair(ensure_mnist(data_dir()), "t10k")
         for i in range(4):  # dark ink on light paper, 4x larger: as a scan would be
             picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))

@@ -147,6 +147,19 @@ def test_mnist_predict_classifies_pictures_as_the_network_does(
     assert is_grid(grid)
 
 
+def test_the_readme_example_folder_is_predicted(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mnist-predict ... inputs=docs/images/digits/` as README shows it: every picture there
+    is read and predicted (how well is docs/'s business, not a test's)."""
+    folder = Path(__file__).resolve().parents[1] / "docs" / "images" / "digits"
+    line = [f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"inputs={folder}"]
+    run_command(mnist_predict, "predict", [*line, "json=true", "device=cpu"])
+    rows = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert [Path(row["file"]).name for row in rows] == sorted(p.name for p in folder.glob("*.png"))
+    assert len(rows) == 4 and all(0 <= row["digit"] <= 9 for row in rows)
+
+
 def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
     tiny_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
