@@ -1,6 +1,6 @@
 """`mnist-eval`: a checkpoint's test loss and accuracy, per class, and its confusion matrix.
 
-    mnist-eval run_dir=outputs/runs/<run>     # the run's best checkpoint
+    mnist-eval run_dir=outputs/runs/<run>     # the checkpoint mnist-train tested
     mnist-eval ckpt_path=path/to/file.ckpt    # any checkpoint, from any device
 
 Results go to the console, to `eval/` in the checkpoint's run (metrics.json and the figures as
@@ -51,9 +51,9 @@ def best_checkpoint(run_dir: Path) -> Path:
         raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
     last = last_checkpoint(run_dir)
     tested = (results(run_dir) or {}).get("best_checkpoint")
-    for name in [tested] if isinstance(tested, str) and tested else []:
-        if own_checkpoint(run_dir, name):
-            return own_checkpoint(run_dir, name)
+    found = own_checkpoint(run_dir, tested) if isinstance(tested, str) else None
+    if found:
+        return found
     if not own_checkpoint(run_dir, last.name):
         raise CheckpointError(
             f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."

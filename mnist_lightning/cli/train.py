@@ -166,9 +166,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
             sys.exit(130)
         except Exception as e:
             error = fit_failure(e, resume_from)
-            if (
-                error is None
-            ):  # not the config's or the checkpoint's fault: a bug, with its traceback
+            if error is None:  # not the config's or the checkpoint's fault: a bug
                 raise
             raise error from None
         fit_seconds = time.perf_counter() - started

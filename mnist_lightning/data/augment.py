@@ -11,7 +11,7 @@ here includes the ones before it:
 
 `translate` is one gather; the others are one `affine_grid` + `grid_sample` (plus two small
 matrix products that smooth the elastic noise) on the device: no per-image Python. The random
-numbers come from the generator passed in, which `data.TensorBatches` seeds from (seed, epoch,
+numbers come from the generator passed in, which `datamodule.TensorBatches` seeds from (seed, epoch,
 batch), so a run and its resumed copy draw the same distortions.
 """
 

@@ -162,12 +162,7 @@ class MNISTDataModule(L.LightningDataModule):
         source: str = "auto",
         seed: int = 42,
         augment: str = "none",
-        max_shift: float = 2.0,
-        max_rotation: float = 10.0,
-        max_scale: float = 0.1,
-        max_shear: float = 10.0,
-        elastic_alpha: float = 34.0,
-        elastic_sigma: float = 4.0,
+        **distortion: float,  # Augment's limits (max_shift, max_rotation, ...), its defaults
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -175,9 +170,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size, self.train_subset = val_size, train_subset
         self.source, self.seed = source, seed
         # Training images only: validation and test see the digits as they are.
-        self.augment = Augment(
-            augment, max_shift, max_rotation, max_scale, max_shear, elastic_alpha, elastic_sigma
-        )
+        self.augment = Augment(augment, **distortion)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.train_batches: TensorBatches | None = None
         self._train_position: dict[str, int] | None = None  # from a checkpoint, not yet used

@@ -73,15 +73,15 @@ def run_dir(resume: str | None) -> str:
         return str(find_run(resume))
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
         step = os.environ.get("SLURM_STEP_ID")
-        return f"outputs/runs/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
-    return f"outputs/runs/{run_id()}"
+        return f"{RUNS_DIR}/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
+    return f"{RUNS_DIR}/{run_id()}"
 
 
 def sweep_dir(resume: str | None) -> str:
     """hydra.sweep.dir: a new directory, or the sweep `resume=` names (already checked and
     locked by `claim_run_directory`)."""
     if not resume:
-        return f"outputs/multiruns/{run_id()}"
+        return f"{SWEEPS_DIR}/{run_id()}"
     return str(find_sweep(resume)) if resume == "latest" else resume
 
 
@@ -130,15 +130,26 @@ def claim_run_directory(args: list[str]) -> list[str]:
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
 
 
+# The trainer limits a finished run can have reached, and the count in metrics.json of each.
+LIMITS = {"max_steps": "global_step", "max_epochs": "epoch"}
+
+
+def reached_limit(trainer: DictConfig, done: dict) -> str | None:
+    """The limit of `trainer` (max_steps or max_epochs) that a run's results show reached."""
+    for key, count in LIMITS.items():
+        limit, got = trainer.get(key), done.get(count)
+        if isinstance(limit, int) and limit >= 0 and isinstance(got, int) and got >= limit:
+            return key
+    return None
+
+
 def further(cfg: DictConfig, done: dict) -> str:
     """How to train a finished run further: raise the limit it reached (it says where it got),
     or, if it stopped before its limits (trainer.max_time, early stopping), start a new run
     from its weights: resume= cannot extend those."""
-    steps, epochs = cfg.trainer.get("max_steps"), cfg.trainer.get("max_epochs")
-    if isinstance(steps, int) and steps >= 0 and done.get("global_step", -1) >= steps:
-        return f"To train it further, raise trainer.max_steps above {done['global_step']}."
-    if isinstance(epochs, int) and epochs >= 0 and done.get("epoch", -1) >= epochs:
-        return f"To train it further, raise trainer.max_epochs above {done['epoch']}."
+    key = reached_limit(cfg.trainer, done)
+    if key:
+        return f"To train it further, raise trainer.{key} above {done[LIMITS[key]]}."
     last = last_checkpoint(Path(cfg.paths.output_dir))
     return (
         "It stopped before its limits (trainer.max_time or early stopping), which resume= "
@@ -322,16 +333,9 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
     saved = saved_config(run).trainer
     if saved.get("max_time"):  # its clock is restored from the checkpoint: it stays stopped
         return done
-    limits = {k: resumed.trainer.get(k) for k in ("max_epochs", "max_steps")}
-    extended = any(limits[k] != saved.get(k) for k in limits)
+    extended = any(resumed.trainer.get(k) != saved.get(k) for k in LIMITS)
     # Its results say how far it got: a run extended once before has reached its new limit.
-    reached = any(
-        isinstance(limit, int)
-        and limit >= 0
-        and isinstance(done.get(count), int)
-        and done[count] >= limit
-        for limit, count in ((limits["max_epochs"], "epoch"), (limits["max_steps"], "global_step"))
-    )
+    reached = reached_limit(resumed.trainer, done) is not None
     return done if reached or not extended else None
 
 
