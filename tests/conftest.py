@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from mnist_lightning.data.download import ensure_mnist
 from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
+from tests.helpers.preloaded import CommandServers
 from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, write_mnist
 
 # The fixtures that start `mnist-train` subprocesses: a test that uses one is slow, whatever
@@ -114,3 +115,12 @@ def trained_run(concurrent_runs: tuple[Path, list[subprocess.CompletedProcess]])
     finished = [run for run in run_dirs(cwd) if (run / "metrics.json").is_file()]
     assert finished, f"no finished run under {cwd}/outputs/runs"
     return finished[0]
+
+
+@pytest.fixture(scope="session")
+def command_servers() -> Iterator[CommandServers]:
+    """Two processes that run the console commands forked from their imports
+    (tests/helpers/preloaded.py), for the spoiled-world tests."""
+    servers = CommandServers(2)
+    yield servers
+    servers.close()

@@ -123,8 +123,3 @@ def test_validation_and_test_are_never_augmented(synthetic_mnist: Path) -> None:
         assert loader.augment is None
         first_images, _ = next(iter(loader))
         assert torch.equal(first_images, dm.splits[split][0][: len(first_images)].float() / 255)
-
-
-def test_an_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="wobble"):
-        Augment("wobble")

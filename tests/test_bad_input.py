@@ -1,4 +1,5 @@
-"""Every entry point against bad input, as a user meets it: a real subprocess of the command.
+"""Every entry point against bad input, as a user meets it: a process of the command (forked
+after its imports, tests/helpers/preloaded.py).
 
 Each case must exit non-zero with one clear message naming the offending key, file or value,
 show no traceback, and leave everything that existed before (data, runs, checkpoints)
@@ -6,7 +7,6 @@ exactly as it was. docs/reliability.md lists the same cases.
 """
 
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +16,10 @@ from PIL import Image
 
 from mnist_lightning.data.download import raw_dir
 from mnist_lightning.data.idx import write_idx
-from tests.helpers.commands import run_cli
 from tests.helpers.synthetic import SMALL
-from tests.helpers.worlds import Outcome, last_ckpt, make_world, run_cases
+from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
 
-pytestmark = pytest.mark.slow  # every case is a command run as a subprocess
+pytestmark = pytest.mark.slow  # every case is a command run as a process of its own
 
 
 def damaged_copy(w: Path, name: str, keep: int) -> Path:
@@ -179,10 +178,10 @@ def outcomes(
 ) -> dict[str, Outcome]:
     """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
 
-    def prepare(case: str, world: Path) -> Callable[[], subprocess.CompletedProcess]:
+    def prepare(case: str, world: Path) -> Command:
         command, setup, _ = CASES[case]
         args = setup(make_world(world, trained_run))
-        return lambda: run_cli(command, args, world, world / "data")
+        return Command(command, args, world)
 
     return run_cases(request, tmp_path_factory, TESTS, prepare)
 

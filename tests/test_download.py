@@ -254,13 +254,6 @@ def test_source_files_reports_a_truncated_file(tmp_path: Path, synthetic_mnist: 
         ensure_mnist(tmp_path, "files")
 
 
-def test_an_unknown_source_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"data\.source='bogus'") as info:
-        ensure_mnist(tmp_path / "data", "bogus")
-    assert "pypi" in str(info.value)  # says what is allowed
-    assert not (tmp_path / "data").exists()
-
-
 def test_an_unwritable_data_dir_is_a_data_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

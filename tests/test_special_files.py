@@ -1,5 +1,5 @@
-"""Files as they really are, and mnist-predict's arguments, as a user meets them: real
-subprocesses of the commands.
+"""Files as they really are, and mnist-predict's arguments, as a user meets them: processes of
+the commands (forked after their imports, tests/helpers/preloaded.py).
 
 FIFOs, devices, sockets and dangling links among the pictures are skipped by name (a FIFO used
 to hang mnist-predict forever), never opened; an IDX file that is not a regular file, or whose
@@ -17,8 +17,6 @@ import os
 import socket
 import stat
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,31 +29,11 @@ from mnist_lightning.cli.predict import GRID_SOFTWARE, is_grid, write_grid
 from mnist_lightning.data import download
 from mnist_lightning.data.download import MNIST_SHA256, raw_dir
 from mnist_lightning.errors import DataError
-from tests.helpers.commands import cli_env
 from tests.helpers.synthetic import SMALL, write_mnist
-from tests.helpers.worlds import Outcome, last_ckpt, make_world, run_cases
+from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
 
 TIMEOUT_S = 60
 MEMORY_LIMIT_KIB = 5 * 2**20  # 5 GiB of address space: enough for torch, not for /dev/zero
-
-
-def run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.<module> args...` in `cwd` on the data in `cwd/data`, with a
-    memory limit and a timeout; a timeout becomes exit status None and says so in stderr."""
-    command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
-    limited = ["bash", "-c", f'ulimit -v {MEMORY_LIMIT_KIB} && exec "$@"', "bash", *command]
-    try:
-        return subprocess.run(
-            limited,
-            cwd=cwd,
-            env=cli_env(cwd / "data"),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else ""
-        return subprocess.CompletedProcess(command, None, out, f"timed out after {TIMEOUT_S} s")
 
 
 def world_with_a_picture(directory: Path, trained_run: Path) -> Path:
@@ -228,9 +206,9 @@ def outcomes(
 ) -> dict[str, Outcome]:
     """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
 
-    def prepare(case: str, world: Path) -> Callable[[], subprocess.CompletedProcess]:
+    def prepare(case: str, world: Path) -> Command:
         args = CASES[case].setup(world_with_a_picture(world, trained_run))
-        return lambda: run_tool(CASES[case].command, args, world)
+        return Command(CASES[case].command, args, world, {}, TIMEOUT_S, MEMORY_LIMIT_KIB)
 
     return run_cases(request, tmp_path_factory, TESTS, prepare)
 

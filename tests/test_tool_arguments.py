@@ -1,5 +1,5 @@
 """mnist-eval's and mnist-export's arguments and the places they write, as a user meets them:
-real subprocesses of the commands, as in test_bad_input.py.
+processes of the commands, as in test_bad_input.py.
 
 Each refused case must exit non-zero with one clear line naming the key, value or file, show
 no traceback, and leave everything that existed before exactly as it was. docs/reliability.md
@@ -9,7 +9,6 @@ lists the same cases.
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,8 +27,7 @@ from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import lock_run
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_eval, validate_export
-from tests.helpers.commands import run_cli
-from tests.helpers.worlds import Outcome, last_ckpt, make_world, run_cases
+from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
 
 
 def earlier_export(path: Path, w: Path) -> None:
@@ -164,10 +162,10 @@ def outcomes(
 ) -> dict[str, Outcome]:
     """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
 
-    def prepare(case: str, world: Path) -> Callable[[], subprocess.CompletedProcess]:
+    def prepare(case: str, world: Path) -> Command:
         command, setup, _ = CASES[case]
         args = setup(make_world(world, trained_run))
-        return lambda: run_cli(command, args, world, world / "data")
+        return Command(command, args, world)
 
     return run_cases(request, tmp_path_factory, TESTS, prepare)
 

@@ -1,8 +1,9 @@
 """Run directories and checkpoints are data, never code, and one process writes a run.
 
 Each case is a run directory someone handed over, changed as an attacker or an accident would,
-resumed by a real `mnist-train` subprocess: it must be refused with one line naming the key or
-file, run nothing, and change nothing that existed. docs/reliability.md ("Security") lists them.
+resumed by an `mnist-train` process (tests/helpers/preloaded.py): it must be refused with one
+line naming the key or file, run nothing, and change nothing that existed. docs/reliability.md
+("Security") lists them.
 """
 
 import json
@@ -25,7 +26,7 @@ from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import atomic_write_json, lock_run, run_holder, unlock_run
 from mnist_lightning.run.trust import confine_paths, trusted_target
 from tests.helpers.commands import run_cli, train_command
-from tests.helpers.worlds import Outcome, make_world, run_cases, snapshot
+from tests.helpers.worlds import Command, Outcome, make_world, run_cases, snapshot
 
 TESTS = Path(__file__).resolve().parent
 KILLABLE = "+callbacks.kill._target_=kill_at.KillAt"
@@ -195,14 +196,14 @@ def outcomes(
     time; with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which makes torch unpickle anything unless
     the caller says weights_only=True."""
 
-    def prepare(case: str, w: Path) -> Callable[[], subprocess.CompletedProcess]:
+    def prepare(case: str, w: Path) -> Command:
         spoil, extra, _ = CASES[case]
         make_world(w, trained_run)
         (w / "data" / "keep.txt").write_text("mine")
         spoil(w)
         args = [f"resume={w / 'run'}", *(a.format(w=w) for a in extra)]
         env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
-        return lambda: run_cli("train", args, w, w / "data", env=env)
+        return Command("train", args, w, env)
 
     return run_cases(request, tmp_path_factory, TEST_NAMES, prepare, directory_times=True)
 

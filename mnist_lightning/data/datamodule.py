@@ -185,7 +185,9 @@ class MNISTDataModule(L.LightningDataModule):
         raw = raw_dir(self.data_dir)
         train_x, train_y = load_pair(raw, "train")
         test_x, test_y = load_pair(raw, "t10k")
-        if not 0 < self.val_size < len(train_y):
+        # validate() checked the sizes are whole numbers from 1; how many images there are to
+        # split is known only here (a data set in MNIST's layout may hold fewer).
+        if self.val_size >= len(train_y):
             raise DataError(
                 f"data.val_size={self.val_size} must be between 1 and {len(train_y) - 1} "
                 f"(there are {len(train_y)} training images)."
@@ -194,7 +196,7 @@ class MNISTDataModule(L.LightningDataModule):
         shuffled = torch.randperm(len(train_y), generator=generator)
         val_idx, train_idx = shuffled[: self.val_size], shuffled[self.val_size :]
         if self.train_subset is not None:
-            if not 0 < self.train_subset <= len(train_idx):
+            if self.train_subset > len(train_idx):
                 raise DataError(
                     f"data.train_subset={self.train_subset} must be between 1 and "
                     f"{len(train_idx)} (the training images left after data.val_size)."

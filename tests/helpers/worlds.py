@@ -13,11 +13,13 @@ import stat
 import subprocess
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.commands import TIMEOUT_S, cli_env
+from tests.helpers.preloaded import CommandServers
 from tests.helpers.synthetic import write_mnist
 
 # What a path was, by lstat: its kind (`ls -l`'s first letter, then a link's target), its size
@@ -65,9 +67,22 @@ class Outcome:
     after: dict[Path, Entry]
 
 
+@dataclass
+class Command:
+    """`python -m mnist_lightning.cli.<module> args...` as a user runs it in `world`: there,
+    on the data in `world/data`, with `env` added to the test's environment."""
+
+    module: str
+    args: list[str]
+    world: Path
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = TIMEOUT_S
+    memory_limit_kib: int | None = None  # as `ulimit -v`
+
+
 # prepare(case, world): sets up an empty `world` folder for `case` and returns the command to
 # run in it.
-Prepare = Callable[[str, Path], Callable[[], subprocess.CompletedProcess]]
+Prepare = Callable[[str, Path], Command]
 
 
 def selected_cases(request: pytest.FixtureRequest, tests: Iterable[str]) -> list[str]:
@@ -88,15 +103,25 @@ def run_cases(
     directory_times: bool = False,
 ) -> dict[str, Outcome]:
     """Every case the module's `tests` were selected with, each in a world of its own, two at
-    a time: each command spends seconds importing its libraries on one core, so two in
-    parallel halve the time and nothing else changes. The world is snapshot before and after
-    the command (with `directory_times`: see `snapshot`)."""
+    a time (a command's process is busy on one core). The commands are forked from processes
+    that imported them once (tests/helpers/preloaded.py), which saves each ~6 s of imports.
+    The world is snapshot before and after the command (with `directory_times`: see
+    `snapshot`)."""
+    servers: CommandServers = request.getfixturevalue("command_servers")
 
     def run(case: str) -> Outcome:
         world = tmp_path_factory.mktemp(re.sub(r"\W+", "-", case))
         command = prepare(case, world)
         before = snapshot(world, directory_times)
-        done = command()
+        with servers.server() as server:
+            done = server.run(
+                command.module,
+                command.args,
+                command.world,
+                cli_env(command.world / "data", command.env),
+                command.timeout_s,
+                command.memory_limit_kib,
+            )
         return Outcome(world, done, before, snapshot(world, directory_times))
 
     selected = selected_cases(request, tests)
