@@ -6,6 +6,13 @@ it (`mnist_lightning.cli.exit_on_user_error`), print the message and exit with s
 """
 
 
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """An exception's text as one line for a message to quote (another library's may span
+    lines), cut to `limit` characters; its type's name if it has no text."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 class UserError(Exception):
     """Bad input from the user: printed as one paragraph, never as a traceback."""
 

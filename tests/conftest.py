@@ -12,6 +12,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from mnist_lightning.data.download import ensure_mnist
+from tests.helpers import commands
 from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
 from tests.helpers.preloaded import CommandServers
 from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, write_mnist
@@ -118,9 +119,7 @@ def trained_run(concurrent_runs: tuple[Path, list[subprocess.CompletedProcess]])
 
 
 @pytest.fixture(scope="session")
-def command_servers() -> Iterator[CommandServers]:
-    """Two processes that run the console commands forked from their imports
-    (tests/helpers/preloaded.py), for the spoiled-world tests."""
-    servers = CommandServers(2)
-    yield servers
-    servers.close()
+def command_servers() -> CommandServers:
+    """The processes that run the console commands forked from their imports
+    (tests/helpers/preloaded.py)."""
+    return commands.command_servers()

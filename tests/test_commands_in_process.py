@@ -233,11 +233,17 @@ def test_mnist_export_refuses_an_unknown_format_in_one_line(
     assert not any(tmp_path.iterdir())
 
 
-def test_no_limit_on_epochs_trains_until_max_steps(tmp_path: Path, synthetic_mnist: Path) -> None:
-    """trainer.max_epochs=-1 means what Lightning says: max_steps ends the run, mid-epoch."""
+@pytest.mark.parametrize("epochs", ["-1", "null"])
+def test_no_limit_on_epochs_trains_until_max_steps(
+    epochs: str, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """trainer.max_epochs=-1, and null (Lightning's default) with max_steps, mean what
+    Lightning says: max_steps ends the run, mid-epoch."""
     run = tmp_path / "run"
     steps = STEPS_PER_EPOCH + 5
-    line = train_line(run, synthetic_mnist, "trainer.max_epochs=-1", f"trainer.max_steps={steps}")
+    line = train_line(
+        run, synthetic_mnist, f"trainer.max_epochs={epochs}", f"trainer.max_steps={steps}"
+    )
     run_command(mnist_train, "train", line)
     assert metrics_of(run)["global_step"] == steps
 

@@ -223,6 +223,8 @@ def test_bad_values_are_config_errors_naming_the_key(overrides: list[str], key: 
         ["data.source=files"],
         ["trainer.max_epochs=-1", "trainer.max_steps=30"],  # Lightning's "no limit on epochs"
         ["trainer.max_epochs=-1", "trainer.max_time=00:00:01:00", "model.scheduler=none"],
+        ["trainer.max_epochs=null"],  # Lightning's default: 1000 epochs
+        ["trainer.max_epochs=null", "trainer.max_steps=30"],  # and no limit with max_steps
     ],
     ids=lambda o: " ".join(o),
 )
@@ -239,6 +241,10 @@ def test_edge_values_are_valid(overrides: list[str]) -> None:
             "model.scheduler=onecycle stretches over the run's number of steps",
         ),
         (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "needs trainer.max_steps=<N>"),
+        (
+            ["trainer.max_epochs=null", "trainer.max_time=00:00:01:00"],
+            "trainer.max_epochs=null with trainer.max_time: model.scheduler=onecycle",
+        ),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing"),
     ],
     ids=lambda o: " ".join(o) if isinstance(o, list) else "",

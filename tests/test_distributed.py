@@ -31,7 +31,9 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     args = [*SMALL, *DDP, "data.batch_size=25", "+callbacks.probe._target_=ddp_probe.DDPProbe"]
-    done = run_cli("train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir))
+    done = run_cli(
+        "train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir), fresh=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in range(2)]
@@ -67,7 +69,9 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
 
 def test_a_sweep_of_ddp_jobs_runs_job_after_job(tmp_path: Path, synthetic_mnist: Path) -> None:
     args = ["-m", *SMALL, *DDP, "trainer.max_epochs=1", "model.dropout=0.0,0.1"]
-    done = run_cli("train", args, tmp_path, synthetic_mnist, env={"PYTHONPATH": str(TESTS)})
+    done = run_cli(
+        "train", args, tmp_path, synthetic_mnist, env={"PYTHONPATH": str(TESTS)}, fresh=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -92,7 +96,7 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         "callbacks.periodic_checkpoint.train_time_interval=null",
         "+callbacks.periodic_checkpoint.every_n_train_steps=7",
     ]
-    plain = run_cli("train", args, tmp_path / "plain", synthetic_mnist)
+    plain = run_cli("train", args, tmp_path / "plain", synthetic_mnist, fresh=True)
     assert plain.returncode == 0, plain.stderr[-3000:]
 
     cwd = tmp_path / "killed"
@@ -127,6 +131,7 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         cwd,
         synthetic_mnist,
         env={"PYTHONPATH": str(TESTS)},
+        fresh=True,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

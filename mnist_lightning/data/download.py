@@ -25,7 +25,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mnist_lightning.data.idx import encode_idx, parse_idx, read_idx
-from mnist_lightning.errors import DataError
+from mnist_lightning.errors import DataError, one_line
 from mnist_lightning.files import atomic_write_bytes, open_regular
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ def _ensure_locked(raw: Path, source: str) -> Path:
         try:
             fetch(raw)
         except Exception as e:  # one source failing is expected; report them all at the end
-            log.info("MNIST: %s failed: %s", name, _one_line(e))
-            failures.append(f"{name}: {_one_line(e)}")
+            log.info("MNIST: %s failed: %s", name, one_line(e, 300))
+            failures.append(f"{name}: {one_line(e, 300)}")
             continue
         log.info("MNIST: got the files from %s into %s", name, raw)
         return raw
@@ -119,11 +119,6 @@ def file_sha256(path: Path) -> str | None:
         return None
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) < 300 else text[:297] + "..."
-
-
 def _install_verified(raw: Path, files: dict[str, bytes], origin: str) -> None:
     """Check every file against the official digest, and only then write any of them."""
     for name, digest in MNIST_SHA256.items():
@@ -147,7 +142,7 @@ def _fetch_torchvision(raw: Path) -> None:
             files = {name: (got / name).read_bytes() for name in MNIST_SHA256}
             _install_verified(raw, files, "torchvision's download")
     except RuntimeError as e:  # torchvision lists every mirror it tried
-        raise DataError(f"torchvision download: {_one_line(e)}") from None
+        raise DataError(f"torchvision download: {one_line(e, 300)}") from None
     finally:
         socket.setdefaulttimeout(previous)
 

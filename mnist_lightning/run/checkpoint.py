@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lightning.errors import CheckpointError
+from mnist_lightning.errors import CheckpointError, one_line
 from mnist_lightning.files import atomic_open, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.trust import confine_paths, network_weights, run_dir_of
@@ -56,17 +56,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with file:
             checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # whatever a damaged file makes torch.load raise
-        reason = " ".join(str(e).split())
-        code = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", reason)
+        code = re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", str(e))
         if code:
             raise CheckpointError(
                 f"Checkpoint {path} cannot be read: it asks to run {code[1]} as it is loaded. "
                 "Checkpoints are read as weights only, so nothing ran; use one mnist-train wrote."
             ) from None
-        reason = reason[:200]
         raise CheckpointError(
-            f"Checkpoint {path} cannot be read ({reason}); it is truncated, corrupt or not a "
-            "torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."
+            f"Checkpoint {path} cannot be read ({one_line(e, 200)}); it is truncated, corrupt or "
+            "not a torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict in it).")
@@ -83,14 +81,14 @@ def load_classifier(
     try:  # crafted sizes are refused by the model; whatever else torch makes of them, too
         model = MNISTClassifier(**checkpoint["hyper_parameters"])
     except (TypeError, KeyError, ValueError, AttributeError, RuntimeError, MemoryError) as e:
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        reason = one_line(e, 300)
         raise CheckpointError(
             f"{path}: its hyper_parameters do not describe a model of this version ({reason})."
         ) from None
     try:
         model.net.load_state_dict(network_weights(model, checkpoint, path))
     except (TypeError, KeyError, ValueError, AttributeError, RuntimeError, MemoryError) as e:
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        reason = one_line(e, 300)
         raise CheckpointError(
             f"{path}: its weights cannot be loaded ({reason}); the file is damaged or was "
             "edited. Use another checkpoint."

@@ -15,7 +15,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from mnist_lightning.data.augment import AUGMENTS
 from mnist_lightning.data.download import SOURCES
-from mnist_lightning.errors import ConfigError
+from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS, STEP_SCHEDULERS
 from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
 
@@ -174,17 +174,21 @@ def validate(cfg: DictConfig) -> None:
 def check_max_epochs(cfg: DictConfig) -> None:
     """trainer.max_epochs as Lightning takes it: a number of epochs, or -1 for no limit, when
     something else ends the run: max_steps, or max_time for a schedule that needs no horizon
-    (the step-wise ones stretch over the run's estimated steps). 0 trains nothing."""
-    check_number(cfg, "trainer.max_epochs", int, low=-1)
+    (the step-wise ones stretch over the run's estimated steps). 0 trains nothing. null is
+    Lightning's default: no limit when max_steps or max_time ends the run, else 1000 epochs."""
+    check_number(cfg, "trainer.max_epochs", int, low=-1, optional=True)
     epochs, steps = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps")
+    ended = (isinstance(steps, int) and steps > 0) or _get(cfg, "trainer.max_time") is not None
+    if epochs is None and not ended:
+        return
     if epochs == 0:
         raise ConfigError(
             "trainer.max_epochs=0 trains nothing: give 1 or more (or -1, no limit, with "
             "trainer.max_steps)."
         )
-    if epochs != -1 or (isinstance(steps, int) and steps > 0):
+    if epochs not in (-1, None) or (isinstance(steps, int) and steps > 0):
         return
-    scheduler = _get(cfg, "model.scheduler")
+    scheduler, shown = _get(cfg, "model.scheduler"), "null" if epochs is None else epochs
     if _get(cfg, "trainer.max_time") in (None, _ABSENT):
         raise ConfigError(
             "trainer.max_epochs=-1 (no limit on epochs) needs trainer.max_steps=<N> to end the "
@@ -192,7 +196,7 @@ def check_max_epochs(cfg: DictConfig) -> None:
         )
     if scheduler in STEP_SCHEDULERS:
         raise ConfigError(
-            f"trainer.max_epochs=-1 with trainer.max_time: model.scheduler={scheduler} "
+            f"trainer.max_epochs={shown} with trainer.max_time: model.scheduler={scheduler} "
             "stretches over the run's number of steps, which a time limit does not set. Give "
             "trainer.max_steps=<N>, or model.scheduler=none, step or plateau."
         )
@@ -213,7 +217,7 @@ def check_path(cfg: DictConfig, key: str, optional: bool = False) -> None:
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=False, default=_ABSENT)
     except Exception as e:
-        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{key}: {one_line(e)}") from None
     if value is _ABSENT or (not optional and value in (None, "")):
         raise ConfigError(f"{key} is missing: give {key}=<path>.")
     if optional and value in (None, ""):
@@ -256,7 +260,7 @@ def _required(cfg: DictConfig, key: str, example: str) -> Any:
     except MissingMandatoryValue:
         raise ConfigError(f"{key} is required, e.g. {example}") from None
     except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{key}: {one_line(e)}") from None
 
 
 def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:

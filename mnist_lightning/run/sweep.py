@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnist_lightning.errors import one_line
 from mnist_lightning.files import atomic_open, atomic_write_json, lock_run
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class SweepSummary(Callback):
             status |= json.loads(status_file.read_text())
         if job_return.status != JobStatus.COMPLETED:  # a crash, not bad input: a bug or a kill
             error = job_return._return_value
-            reason = f"{type(error).__name__}: " + " ".join(str(error).split())[:300]
+            reason = f"{type(error).__name__}: {one_line(error, 300)}"
             status = {"status": "failed", "reason": reason}
         overrides = job_return.overrides or []
         status["overrides"] = [o for o in overrides if not o.startswith("resume=")]

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError
+from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
 from mnist_lightning.run.checkpoint import AtomicCheckpointIO
 
 
@@ -35,7 +35,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
             plugins=[AtomicCheckpointIO()],
         )
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
-        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")
+        reason = one_line(e.__cause__ or e).rstrip(".!")
         if not accelerator_available(t.accelerator):
             raise ConfigError(
                 f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be "
@@ -58,7 +58,7 @@ def build(key: str, node: DictConfig) -> Any:
     try:
         return instantiate(node)
     except Exception as e:  # a value of the wrong type or range, which the class refused
-        reason = " ".join(str(e.__cause__ or e).split()).rstrip(".!")[:300]
+        reason = one_line(e.__cause__ or e, 300).rstrip(".!")
         raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
 
 
@@ -88,12 +88,12 @@ def fit_failure(error: Exception, resume_from: str | None) -> UserError | None:
         for frame in traceback.extract_tb(error.__traceback__)
     )
     if resume_from and restoring and not isinstance(error, UserError):
-        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        reason = one_line(error, 300)
         return CheckpointError(
             f"{resume_from} cannot be restored ({reason}); the file is damaged or was edited. "
             f"Start a new run from its weights instead: mnist-train ckpt_path={resume_from}"
         )
     if isinstance(error, MisconfigurationException | ValueError) and raised_by_lightning(error):
-        reason = " ".join(str(error).split()).rstrip(".!")
+        reason = one_line(error).rstrip(".!")
         return ConfigError(f"The trainer config cannot be used: {reason}.")
     return None

@@ -20,7 +20,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.errors import CheckpointError, ConfigError
+from mnist_lightning.errors import CheckpointError, ConfigError, one_line
 from mnist_lightning.files import kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 
@@ -64,7 +64,7 @@ def saved_config(run: Path) -> DictConfig:
             raise ValueError("it uses YAML aliases, which mnist-train never writes")
         saved = OmegaConf.create(text)
     except Exception as e:  # not YAML, not text, or not readable
-        reason = " ".join(str(e).split())[:200]
+        reason = one_line(e, 200)
         raise CheckpointError(f"resume={run}: {path} cannot be read ({reason}).") from None
     if not isinstance(saved, DictConfig) or not all(
         isinstance(saved.get(group), DictConfig) for group in ("data", "model", "trainer")
@@ -387,7 +387,7 @@ def optimizer_state_problem(
             probe.grad = torch.zeros(1)
             trial.step()
         except Exception as e:  # settings that torch refuses together
-            reason = " ".join(str(e).split())[:200]
+            reason = one_line(e, 200)
             return f"has settings for parameter group {number} that torch refuses ({reason})"
         needed += [set(trial.state[probe])] * len(group["params"])
     for index, entry in saved["state"].items():

@@ -1,11 +1,19 @@
-"""The console commands as a user runs them: real subprocesses, `python -m
-mnist_lightning.cli.<command>`, with MNIST_DATA_DIR naming the data."""
+"""The console commands as a user runs them: processes of `python -m
+mnist_lightning.cli.<command>`, with MNIST_DATA_DIR naming the data.
 
+A command is forked from a process that imported the commands once (tests/helpers/preloaded.py),
+which saves each ~6 s of imports; `fresh=True` starts a new interpreter instead, for what
+depends on how the process started (DDP starts its other processes by running the command line
+again)."""
+
+import atexit
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from tests.helpers.preloaded import CommandServers
 from tests.helpers.synthetic import SMALL, merged
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,12 +33,39 @@ def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, st
     return os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
 
 
+_servers: list[CommandServers] = []
+_starting = threading.Lock()
+
+
+def command_servers() -> CommandServers:
+    """The test session's two command servers, started on first use."""
+    with _starting:
+        if not _servers:
+            _servers.append(CommandServers(2))
+            atexit.register(_servers[0].close)
+    return _servers[0]
+
+
+def run(
+    command: list[str], cwd: Path, env: dict[str, str], fresh: bool
+) -> subprocess.CompletedProcess:
+    """`command` (`python -m mnist_lightning.cli.<module> args...`) in `cwd` with `env`."""
+    if fresh:
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    module = command[2].rsplit(".", 1)[1]
+    with command_servers().server() as server:
+        return server.run(module, command[3:], cwd, env, TIMEOUT_S)
+
+
 def run_train(
     cwd: Path,
     data_dir: Path,
     *overrides: str,
     synthetic: bool = True,
     env: dict[str, str] | None = None,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run `mnist-train` in `cwd` (so `outputs/` lands there) on the data in `data_dir`.
 
@@ -38,30 +73,22 @@ def run_train(
     key by key; without it only `overrides` are given (the project's defaults otherwise).
     """
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        train_command(*overrides, synthetic=synthetic),
-        cwd=cwd,
-        env=cli_env(data_dir, env),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    return run(train_command(*overrides, synthetic=synthetic), cwd, cli_env(data_dir, env), fresh)
 
 
 def run_cli(
-    module: str, args: list[str], cwd: Path, data_dir: Path, env: dict[str, str] | None = None
+    module: str,
+    args: list[str],
+    cwd: Path,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
     """`python -m mnist_lightning.cli.<module> args...` in `cwd`, with MNIST_DATA_DIR set; the
     arguments are passed as they are."""
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args],
-        cwd=cwd,
-        env=cli_env(data_dir, env),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
+    return run(command, cwd, cli_env(data_dir, env), fresh)
 
 
 def run_dirs(cwd: Path) -> list[Path]:

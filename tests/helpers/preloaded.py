@@ -146,6 +146,7 @@ def run_command(request: dict) -> None:
     """In the forked child: become the command's process, run it, exit with its status."""
     code = 1
     try:
+        os.setsid()  # a group of its own: a command that signals its group spares the tests
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
