@@ -123,3 +123,9 @@ def test_validation_and_test_are_never_augmented(synthetic_mnist: Path) -> None:
         assert loader.augment is None
         first_images, _ = next(iter(loader))
         assert torch.equal(first_images, dm.splits[split][0][: len(first_images)].float() / 255)
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    """Not silently the affine distortion, for a caller who builds `Augment` in Python."""
+    with pytest.raises(ValueError, match="wobble"):
+        Augment("wobble")

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.resume import reached_limit
 from mnist_lightning.run.trust import check_resumable
 from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.synthetic import SMALL
@@ -282,3 +284,21 @@ def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
         assert "holds exp_avg of shape (3,), not (64, 784)" in error
     else:
         assert "cannot be restored" in error and "val_acc_best" in error
+
+
+@pytest.mark.parametrize(
+    ("trainer", "done", "reached"),
+    [
+        ({"max_epochs": None, "max_steps": -1}, {"epoch": 1000, "global_step": 9}, "max_epochs"),
+        ({"max_epochs": None, "max_steps": -1}, {"epoch": 999, "global_step": 9}, None),
+        ({"max_epochs": None, "max_steps": 30}, {"epoch": 1000, "global_step": 30}, "max_steps"),
+        ({"max_epochs": None, "max_steps": 30}, {"epoch": 1000, "global_step": 29}, None),
+        ({"max_epochs": -1, "max_steps": 30}, {"epoch": 5, "global_step": 30}, "max_steps"),
+        ({"max_epochs": 2, "max_steps": -1}, {"epoch": 2, "global_step": 30}, "max_epochs"),
+    ],
+)
+def test_a_finished_run_names_the_limit_it_reached_as_lightning_reads_it(
+    trainer: dict, done: dict, reached: str | None
+) -> None:
+    """max_epochs=null is Lightning's 1000 epochs unless max_steps or max_time ends the run."""
+    assert reached_limit(OmegaConf.create(trainer), done) == reached

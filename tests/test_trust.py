@@ -24,6 +24,8 @@ from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import atomic_write_json, lock_run, run_holder, unlock_run
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.checkpoint import load_checkpoint, load_classifier
 from mnist_lightning.run.trust import confine_paths, trusted_target
 from tests.helpers.commands import run_cli, train_command
 from tests.helpers.worlds import Command, Outcome, make_world, run_cases, snapshot
@@ -380,3 +382,27 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path: Path, trained_run: Pa
     after = snapshot(run, directory_times=True)
     changed = {p for p in after if after.get(p) != before.get(p)}
     assert changed <= {run / "train.log"}, changed  # Hydra notes the attempt in the log
+
+
+def test_a_crafted_key_cannot_reach_the_terminal_as_an_escape_sequence(tmp_path: Path) -> None:
+    """Text from a checkpoint is quoted in messages with its control characters escaped: a
+    key that clears the screen and retitles the terminal is shown, not obeyed."""
+    model = MNISTClassifier(hidden_dims=[4])
+    evil = "\x1b]0;owned\x07\x1b[2J"
+    path = tmp_path / "ansi.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {evil: 1}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_classifier(path, torch.device("cpu"))
+    message = str(info.value)
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in message
+    assert all(c.isprintable() for c in message)
+
+
+def test_a_pickle_torch_will_not_read_says_why(tmp_path: Path) -> None:
+    """torch's refusal opens with paragraphs of advice; the message quotes its reason."""
+    path = tmp_path / "p4.ckpt"
+    torch.save({"state_dict": {}}, path, pickle_protocol=4)  # framing torch's loader refuses
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "(Unsupported operand 149" in str(info.value)
+    assert "In PyTorch 2.6" not in str(info.value)

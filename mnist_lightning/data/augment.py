@@ -37,6 +37,8 @@ class Augment:
         elastic_alpha: float = 34.0,
         elastic_sigma: float = 4.0,
     ) -> None:
+        if kind not in AUGMENTS:  # a caller's slip; the config's data.augment is validated
+            raise ValueError(f"augment kind {kind!r} is not one of {AUGMENTS}")
         self.kind = kind
         self.max_shift, self.max_rotation = max_shift, math.radians(max_rotation)
         self.max_scale, self.max_shear = max_scale, math.radians(max_shear)

@@ -62,9 +62,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"Checkpoint {path} cannot be read: it asks to run {code[1]} as it is loaded. "
                 "Checkpoints are read as weights only, so nothing ran; use one mnist-train wrote."
             ) from None
+        # torch's refusal of a pickle opens with paragraphs of advice; its reason comes last.
+        reason = one_line(str(e).rsplit("WeightsUnpickler error:", 1)[-1] or e, 200)
         raise CheckpointError(
-            f"Checkpoint {path} cannot be read ({one_line(e, 200)}); it is truncated, corrupt or "
-            "not a torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."
+            f"Checkpoint {path} cannot be read ({reason}); it is truncated, corrupt or not a "
+            "torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict in it).")

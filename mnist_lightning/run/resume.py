@@ -134,10 +134,20 @@ def claim_run_directory(args: list[str]) -> list[str]:
 LIMITS = {"max_steps": "global_step", "max_epochs": "epoch"}
 
 
+def loop_limit(trainer: DictConfig, key: str) -> Any:
+    """trainer.max_steps or max_epochs as Lightning reads it: a null max_epochs is 1000 epochs
+    when neither max_steps nor max_time ends the run, else no limit (`_parse_loop_limits`)."""
+    value = trainer.get(key)
+    if key != "max_epochs" or value is not None:
+        return value
+    steps = trainer.get("max_steps")
+    return -1 if (isinstance(steps, int) and steps > 0) or trainer.get("max_time") else 1000
+
+
 def reached_limit(trainer: DictConfig, done: dict) -> str | None:
     """The limit of `trainer` (max_steps or max_epochs) that a run's results show reached."""
     for key, count in LIMITS.items():
-        limit, got = trainer.get(key), done.get(count)
+        limit, got = loop_limit(trainer, key), done.get(count)
         if isinstance(limit, int) and limit >= 0 and isinstance(got, int) and got >= limit:
             return key
     return None
@@ -333,7 +343,7 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
     saved = saved_config(run).trainer
     if saved.get("max_time"):  # its clock is restored from the checkpoint: it stays stopped
         return done
-    extended = any(resumed.trainer.get(k) != saved.get(k) for k in LIMITS)
+    extended = any(loop_limit(resumed.trainer, k) != loop_limit(saved, k) for k in LIMITS)
     # Its results say how far it got: a run extended once before has reached its new limit.
     reached = reached_limit(resumed.trainer, done) is not None
     return done if reached or not extended else None

@@ -58,7 +58,7 @@ def build(key: str, node: DictConfig) -> Any:
     try:
         return instantiate(node)
     except Exception as e:  # a value of the wrong type or range, which the class refused
-        reason = one_line(e.__cause__ or e, 300).rstrip(".!")
+        reason = one_line(e.__cause__ or e).rstrip(".!")[:300]
         raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.helpers.preloaded import CommandServers
+from tests.helpers.preloaded import CommandServers, run_fresh
 from tests.helpers.synthetic import SMALL, merged
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,9 +51,7 @@ def run(
 ) -> subprocess.CompletedProcess:
     """`command` (`python -m mnist_lightning.cli.<module> args...`) in `cwd` with `env`."""
     if fresh:
-        return subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
+        return run_fresh(command, cwd, env, TIMEOUT_S)
     module = command[2].rsplit(".", 1)[1]
     with command_servers().server() as server:
         return server.run(module, command[3:], cwd, env, TIMEOUT_S)

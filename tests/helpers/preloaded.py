@@ -13,6 +13,7 @@ JSON reply per line on stdout.
 """
 
 import atexit
+import ctypes
 import importlib
 import json
 import os
@@ -23,13 +24,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-COMMANDS = ("train", "eval", "predict", "export")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -60,7 +61,12 @@ class CommandServer:
         memory_limit_kib: int | None = None,
     ) -> subprocess.CompletedProcess:
         """`python -m mnist_lightning.cli.<module> args...` in `cwd` with exactly `env`; a
-        command still running after `timeout_s` is killed and gets exit status None."""
+        command still running after `timeout_s` is killed and gets exit status None. A command
+        whose environment the server's imports could have read differently gets a new
+        interpreter."""
+        command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
+        if not preloadable(env):
+            return run_fresh(command, cwd, env, timeout_s, memory_limit_kib)
         assert self.process.stdin is not None and self.process.stdout is not None
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
@@ -80,7 +86,6 @@ class CommandServer:
             stderr = err.read_text(errors="replace")
             if reply["returncode"] is None:
                 stderr += f"\ntimed out after {timeout_s} s"
-            command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
             return subprocess.CompletedProcess(
                 command, reply["returncode"], out.read_text(errors="replace"), stderr
             )
@@ -89,6 +94,35 @@ class CommandServer:
         assert self.process.stdin is not None
         self.process.stdin.close()
         self.process.wait(timeout=60)
+
+
+def run_fresh(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    memory_limit_kib: int | None = None,
+) -> subprocess.CompletedProcess:
+    """`command` in a new interpreter, with the same timeout and limit as a forked one."""
+
+    def limit_memory() -> None:
+        if memory_limit_kib:
+            limit = memory_limit_kib * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    try:
+        return subprocess.run(
+            command,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            preexec_fn=limit_memory,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+        return subprocess.CompletedProcess(command, None, out, f"timed out after {timeout_s} s")
 
 
 class CommandServers:
@@ -114,69 +148,134 @@ class CommandServers:
             server.close()
 
 
+# What a command's environment may change from the server's: variables read when they are
+# used, not when the libraries are imported (Lightning reads RANK and friends at import, so a
+# command with another rank, or another locale, gets a new interpreter instead).
+LATE_READ = {
+    "MNIST_DATA_DIR",
+    "PYTHONPATH",  # applied to sys.path in the child, as the interpreter does at start-up
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",  # read by each torch.load
+    "CUBLAS_WORKSPACE_CONFIG",
+    "HYDRA_FULL_ERROR",
+    # tests/kill_at.py, tests/disk_full.py, tests/ddp_probe.py
+    "KILL_AT_STEP",
+    "KILL_SIGNAL",
+    "KILL_GROUP",
+    "STEP_SECONDS",
+    "DISK_FULL_AT_EPOCH",
+    "DDP_PROBE_DIR",
+}
+
+
+def preloadable(env: dict[str, str]) -> bool:
+    """Whether a command with `env` can run forked from a server started with this process's
+    environment."""
+    keys = (set(env) | set(os.environ)) - LATE_READ
+    return all(env.get(key) == os.environ.get(key) for key in keys)
+
+
 def serve() -> None:
-    for module in COMMANDS:
+    # Everything the commands import, but not mnist-train's module itself: importing it
+    # registers its resolvers, which the other commands' processes do not have.
+    for module in ("eval", "predict", "export"):
         importlib.import_module(f"mnist_lightning.cli.{module}")
+    for name in ("trainer", "resume", "distributed", "report", "sweep", "trust", "checkpoint"):
+        importlib.import_module(f"mnist_lightning.run.{name}")
+    base_path = [p for p in sys.path if p not in os.environ.get("PYTHONPATH", "").split(":")]
     print("ready", flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            run_command(request)  # never returns
-        print(json.dumps({"returncode": wait(pid, request["timeout_s"])}), flush=True)
+    child = 0
+    try:
+        for line in sys.stdin:
+            request = json.loads(line)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            child = os.fork()
+            if child == 0:
+                run_command(request, base_path)  # never returns
+            status = wait(child, request["timeout_s"])
+            child = 0
+            print(json.dumps({"returncode": status}), flush=True)
+    finally:  # the tests stopped (Ctrl-C): so does the command
+        if child:
+            os.killpg(child, signal.SIGKILL)
 
 
 def wait(pid: int, timeout_s: float) -> int | None:
     """The child's exit status as `subprocess` gives it (-N: killed by signal N); None if it
-    ran past `timeout_s` (it is killed)."""
+    ran past `timeout_s` (it is killed, with any process it started)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return None
 
 
-def run_command(request: dict) -> None:
-    """In the forked child: become the command's process, run it, exit with its status."""
-    code = 1
+def run_command(request: dict, base_path: list[str]) -> None:
+    """In the forked child: become the command's process, run it as `python -m` does, and end
+    as CPython ends it: the same exit status (SystemExit's code, 1 for an exception, killed by
+    SIGINT for an uncaught KeyboardInterrupt), its excepthook, threads joined, exit handlers
+    run, output flushed (120 if that fails). Only the modules' own teardown is skipped."""
+    os.setsid()  # a group of its own: a command that signals its group spares the tests
+    if sys.platform == "linux":  # and it dies with the server, however the server ends
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    # sys.path as the interpreter starts it for `python -m`: the working directory, then
+    # PYTHONPATH, then the standard places.
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [request["cwd"], *extra, *base_path[1:]]
+    for name in [m for m in sys.modules if m == "tests" or m.startswith("tests.")]:
+        del sys.modules[name]  # the server's own code is not the command's
+    if request["memory_limit_kib"]:  # `ulimit -v`
+        limit = request["memory_limit_kib"] * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    for fd, path, flags in (
+        (0, os.devnull, os.O_RDONLY),
+        (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+    ):
+        opened = os.open(path, flags, 0o600)
+        os.dup2(opened, fd)
+        os.close(opened)
+    sys.argv = ["-m", *request["args"]]  # run_module sets argv[0] to the module's file
+    module = f"mnist_lightning.cli.{request['module']}"
+    sys.modules.pop(module, None)  # `python -m` runs it only as __main__
     try:
-        os.setsid()  # a group of its own: a command that signals its group spares the tests
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        # sys.path as `python -m` starts it: the working directory, then PYTHONPATH.
-        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        sys.path[0:1] = [request["cwd"], *extra]
-        if request["memory_limit_kib"]:  # `ulimit -v`
-            limit = request["memory_limit_kib"] * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
-        sys.argv = ["-m", *request["args"]]  # run_module sets argv[0] to the module's file
-        module = f"mnist_lightning.cli.{request['module']}"
-        del sys.modules[module]  # `python -m` runs it only as __main__; what it imports stays
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as e:  # as the interpreter turns it into an exit status
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                print(e.code, file=sys.stderr)
-        except BaseException:
-            traceback.print_exc()
-        atexit._run_exitfuncs()
-    finally:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = exit_status(e)
+    except BaseException as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+        if isinstance(e, KeyboardInterrupt):  # CPython ends by the signal itself
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads
+    atexit._run_exitfuncs()
+    try:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+    except OSError:
+        code = 120
+    # Not sys.exit: tearing down torch's and Lightning's modules takes seconds and does
+    # nothing a command relies on; CPython skips it too for a process that calls os._exit.
+    os._exit(code)
+
+
+def exit_status(e: SystemExit) -> int:
+    """The exit status CPython gives a process that ends with `e`."""
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code & 0xFF
+    print(e.code, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
