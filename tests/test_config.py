@@ -182,6 +182,7 @@ BAD_VALUES = [
     (["callbacks.progress_bar.refresh_rate=inf"], "callbacks.progress_bar.refresh_rate"),
     (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch"),
     (["trainer.max_steps=-2"], "trainer.max_steps"),
+    (["trainer.max_steps=0"], "trainer.max_steps"),
     (["data.augment=wobble"], "data.augment"),
     (["data.max_shift=-1"], "data.max_shift"),
     (["data.max_scale=1"], "data.max_scale"),
@@ -209,6 +210,20 @@ def test_bad_values_are_config_errors_naming_the_key(overrides: list[str], key: 
     value = overrides[0].split("=", 1)[1].strip("[]").split(",")[-1]
     assert value in message  # and the offending value
     assert isinstance(info.value, UserError)  # printed as one line, exit status 2
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("trainer.max_steps=null", "trainer.max_steps=None must be an integer"),
+        ("model.hidden_dims=[???]", "model.hidden_dims: Missing mandatory value"),
+        ("model.hidden_dims=[${nope}]", "model.hidden_dims: Interpolation key 'nope' not found"),
+    ],
+)
+def test_values_that_do_not_resolve_are_config_errors(override: str, says: str) -> None:
+    """They used to reach the model (or Lightning) and end in a traceback."""
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        validate(composed([override]))
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,7 @@ def test_the_subset_depends_on_the_seed(synthetic_mnist: Path) -> None:
     ("kwargs", "key"),
     [
         ({"val_size": SYNTHETIC_TRAIN}, f"data.val_size={SYNTHETIC_TRAIN}"),
+        ({"val_size": -5}, "data.val_size=-5"),  # from Python: not a silently wrong split
         ({"train_subset": TRAIN + 1}, f"data.train_subset={TRAIN + 1}"),
     ],
 )

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
-from mnist_lightning.data.datamodule import load_pair
+from mnist_lightning.data.datamodule import load_pair, trained_on
+from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
 from mnist_lightning.data.download import ensure_mnist
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.files import (
@@ -36,7 +37,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.model.inference import pick_device, predict_all
 from mnist_lightning.run.checkpoint import load_checkpoint, load_classifier
-from mnist_lightning.run.config import validate_eval
+from mnist_lightning.run.config import check_source, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
 from mnist_lightning.run.resume import last_checkpoint, results
 from mnist_lightning.run.trust import confine_paths, run_dir_of
@@ -130,8 +131,13 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
 
 
 def evaluate(
-    model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+    model: MNISTClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    classes: tuple[str, ...] = DIGITS,
 ) -> dict[str, Any]:
+    """Test loss and accuracy, and each class's accuracy keyed by its name (MNIST's: "0"-"9")."""
     logits = predict_all(model, images, batch_size)
     preds = logits.argmax(1)
     counts = confusion_matrix(preds, labels)
@@ -139,24 +145,27 @@ def evaluate(
     return {
         "test/acc": float((preds == labels).float().mean()),
         "test/loss": float(F.cross_entropy(logits, labels)),
-        "per_class_acc": {str(d): round(float(a), 4) for d, a in enumerate(per_class)},
+        "per_class_acc": {classes[c]: round(float(a), 4) for c, a in enumerate(per_class)},
         "confusion_matrix": counts.tolist(),
         "logits": logits,
     }
 
 
-def report(ckpt: Path, results: dict[str, Any]) -> str:
+def report(ckpt: Path, results: dict[str, Any], dataset: DataSet = MNIST) -> str:
+    """The console table: rows are the true classes, by number and name where they have one."""
     counts = results["confusion_matrix"]
     lines = [
         f"checkpoint  {ckpt}",
+        *([f"data set    {dataset.title}"] if dataset.named else []),
         f"test/acc    {results['test/acc']:.4f}",
         f"test/loss   {results['test/loss']:.4f}",
         "",
         "true \\ predicted " + "".join(f"{d:>6}" for d in range(10)) + "   accuracy",
     ]
-    for digit in range(10):
-        row = "".join(f"{n:>6}" for n in counts[digit])
-        lines.append(f"{digit:>16} {row}   {results['per_class_acc'][str(digit)]:.4f}")
+    for c, name in enumerate(dataset.classes):
+        row = "".join(f"{n:>6}" for n in counts[c])
+        label = f"{f'{c} {name}':<16}" if dataset.named else f"{name:>16}"
+        lines.append(f"{label} {row}   {results['per_class_acc'][name]:.4f}")
     return "\n".join(lines)
 
 
@@ -187,17 +196,19 @@ def main(cfg: DictConfig) -> None:
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
     model, checkpoint = load_classifier(ckpt, device)
-    raw = ensure_mnist(cfg.data_dir, cfg.data_source)
+    dataset = trained_on(checkpoint, ckpt)  # its test images are the ones to test it on
+    check_source(cfg.data_source, "data_source", dataset)
+    raw = ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name)
     images, labels = (t.to(device) for t in load_pair(raw, "t10k"))
-    results = evaluate(model, images, labels, cfg.batch_size)
+    results = evaluate(model, images, labels, cfg.batch_size, dataset.classes)
     logits = results.pop("logits")
-    print(report(ckpt, results))
+    print(report(ckpt, results, dataset))
 
     step = checkpoint.get("global_step", 0)  # TensorBoard takes a count of steps, nothing else
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
         step = 0
-    results |= {"checkpoint": str(ckpt), "global_step": step}
-    figures = result_figures(model, images, labels, logits)
+    results |= {"checkpoint": str(ckpt), "dataset": dataset.name, "global_step": step}
+    figures = result_figures(model, images, labels, logits, dataset.classes)
     try:
         write_results(run, results, figures, cfg.tensorboard)
     except OSError as e:  # a full disk, a quota: each file is whole, the old one or the new

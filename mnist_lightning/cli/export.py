@@ -5,8 +5,8 @@
 
 The exported network takes images as float in [0, 1], shape (batch, 28, 28), and returns the
 ten logits: it normalises its input itself. Before it is kept, it must give the checkpoint's
-predictions on `check_images` test images (ONNX through onnxruntime, TorchScript through
-`torch.jit.load`), else nothing is written.
+predictions on `check_images` test images of the data set it was trained on (ONNX through
+onnxruntime, TorchScript through `torch.jit.load`), else nothing is written.
 
 It never writes over an input: an output that is the checkpoint or lies in the data directory
 is refused, and one that exists is replaced (atomically) only if it is an earlier mnist-export
@@ -28,12 +28,12 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
-from mnist_lightning.data.datamodule import load_pair
+from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.download import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import check_writable, kind_of, open_regular
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
+from mnist_lightning.run.config import EXPORT_SUFFIXES, check_source, validate_export
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,11 @@ def main(cfg: DictConfig) -> None:
     output = Path(cfg.output) if cfg.output else ckpt.with_suffix(EXPORT_SUFFIXES[cfg.format])
     check_output(output, bool(cfg.output), ckpt, Path(cfg.data_dir), cfg.format)
 
-    model, _ = load_classifier(ckpt, torch.device("cpu"))
+    model, checkpoint = load_classifier(ckpt, torch.device("cpu"))
     net = model.net.eval()
-    images, _ = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source), "t10k")
+    dataset = trained_on(checkpoint, ckpt)  # checked on test images of what it learned
+    check_source(cfg.data_source, "data_source", dataset)
+    images, _ = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
     example = images[: cfg.check_images].float() / 255
     with torch.no_grad():
         expected = net(example).numpy()

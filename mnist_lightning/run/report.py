@@ -15,19 +15,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.data.datasets import DIGITS
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.model.inference import predict_all
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """counts[true, predicted] over the ten digits."""
+    """counts[true, predicted] over the ten classes."""
     return torch.bincount(labels * 10 + preds, minlength=100).reshape(10, 10).cpu()
 
 
-def confusion_figure(counts: torch.Tensor) -> Figure:
-    """Row-normalised confusion matrix; the numbers are the counts, zeros left blank."""
+def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) -> Figure:
+    """Row-normalised confusion matrix; the numbers are the counts, zeros left blank. The axes
+    name the classes (MNIST's are its digits)."""
     rates = counts.float() / counts.sum(1, keepdim=True).clamp(min=1)
-    fig = Figure(figsize=(5.5, 5))
+    named = classes != DIGITS
+    fig = Figure(figsize=(6.5, 6) if named else (5.5, 5))
     ax = fig.subplots()
     ax.imshow(rates.sqrt(), cmap="Blues", vmin=0, vmax=1)  # sqrt: rare confusions stay visible
     for true in range(10):
@@ -37,6 +40,9 @@ def confusion_figure(counts: torch.Tensor) -> Figure:
                 color = "white" if rates[true, pred] > 0.5 else "black"
                 ax.text(pred, true, str(n), ha="center", va="center", fontsize=7, color=color)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true")
+    if named:
+        ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticklabels(classes)
     accuracy = counts.diag().sum() / counts.sum().clamp(min=1)
     ax.set_title(f"Confusion matrix (accuracy {accuracy:.2%})")
     fig.tight_layout()
@@ -75,17 +81,22 @@ def digits_figure(
 
 
 def mistakes_figure(
-    images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, count: int = 24
+    images: torch.Tensor,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    count: int = 24,
+    classes: tuple[str, ...] = DIGITS,
 ) -> Figure:
-    """The `count` wrong predictions the model was most sure of."""
+    """The `count` wrong predictions the model was most sure of, captioned with class names."""
     confidence, preds = probs.max(1)
     wrong = (preds != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)[:count]]
+    worst = wrong[confidence[wrong].argsort(descending=True)[:count]].tolist()
     captions = [
-        f"pred {int(preds[i])} ({float(confidence[i]):.0%})\ntrue {int(labels[i])}" for i in worst
+        f"pred {classes[preds[i]]} ({float(confidence[i]):.0%})\ntrue {classes[labels[i]]}"
+        for i in worst
     ]
     title = f"Most confident mistakes ({len(wrong)} of {len(labels)} wrong)"
-    return digits_figure(images[worst], captions, title)
+    return digits_figure(images[worst], captions, title, columns=8 if classes == DIGITS else 6)
 
 
 def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
@@ -104,7 +115,7 @@ def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
 def augmentation_figure(
     images: torch.Tensor, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 ) -> Figure:
-    """Training digits as stored (top row) and three random distortions of each below: what
+    """Training images as stored (top row) and three random distortions of each below: what
     `data.augment` shows the network."""
     images = images[:8].float().cpu() / 255
     rows = [images] + [augment(images, torch.Generator().manual_seed(k)) for k in range(3)]
@@ -151,13 +162,19 @@ def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> No
 
 
 def result_figures(
-    model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor
+    model: MNISTClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    classes: tuple[str, ...] = DIGITS,
 ) -> dict[str, Figure]:
     """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
     name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
+    counts = confusion_matrix(logits.argmax(1), labels)
+    probs = logits.softmax(1)
     return {
-        "confusion_matrix": confusion_figure(confusion_matrix(logits.argmax(1), labels)),
-        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels),
+        "confusion_matrix": confusion_figure(counts, classes),
+        "mistakes": mistakes_figure(images.float() / 255, probs, labels, classes=classes),
         "first_layer": first_layer_figure(model.net.layers[0].weight),
     }
 
@@ -181,7 +198,8 @@ def log_figures_to_tensorboard(
     model.eval()
     logits = predict_all(model, images, datamodule.eval_batch_size)
     writer = logger.experiment
-    for name, figure in result_figures(model, images, labels, logits).items():
+    figures = result_figures(model, images, labels, logits, datamodule.dataset.classes)
+    for name, figure in figures.items():
         writer.add_figure(FIGURE_TAGS[name], figure, step)
     if datamodule.augment.enabled:
         figure = augmentation_figure(datamodule.splits["train"][0], datamodule.augment)

@@ -1,0 +1,608 @@
+"""`data=fashion_mnist`: the same data module on Zalando's clothes, fetched like MNIST (present
+files checked by sha256, torchvision, then Debian's package `dataset-fashion-mnist`, read here
+from the .deb and never installed), with the class names wherever MNIST shows digits, and the
+data set a checkpoint learned carried to mnist-eval, mnist-export and mnist-predict.
+
+The fast tests use a small synthetic set in Fashion-MNIST's layout and .deb files built here
+(an `ar` archive holding data.tar.xz or data.tar.gz, as `dpkg-deb` builds them); the slow one
+fetches the real package and trains on it.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import shutil
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.datasets
+from hydra import compose
+from omegaconf import OmegaConf
+from PIL import Image
+
+from mnist_lightning.cli.eval import main as mnist_eval
+from mnist_lightning.cli.export import is_earlier_export
+from mnist_lightning.cli.export import main as mnist_export
+from mnist_lightning.cli.predict import is_grid
+from mnist_lightning.cli.predict import main as mnist_predict
+from mnist_lightning.cli.train import train as mnist_train
+from mnist_lightning.data import download
+from mnist_lightning.data.datamodule import MNISTDataModule, trained_on
+from mnist_lightning.data.datasets import FASHION_MNIST, FASHION_MNIST_SHA256, MNIST
+from mnist_lightning.data.download import DEBIAN_FOLDER, ensure_mnist, raw_dir
+from mnist_lightning.data.idx import encode_idx, read_idx
+from mnist_lightning.errors import CheckpointError, ConfigError, DataError
+from mnist_lightning.run.config import validate
+from mnist_lightning.run.report import confusion_figure, mistakes_figure
+from tests.helpers.commands import run_dirs, run_train
+from tests.helpers.hydra_jobs import run_command
+from tests.helpers.synthetic import (
+    SMALL,
+    STEPS_PER_EPOCH,
+    SYNTHETIC_TEST,
+    SYNTHETIC_TRAIN,
+    merged,
+    synthetic_digits,
+)
+
+pytestmark = pytest.mark.usefixtures("hydra_on_conf")
+
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def synthetic_files(train: int = SYNTHETIC_TRAIN, test: int = SYNTHETIC_TEST) -> dict[str, bytes]:
+    """The four IDX files of a small synthetic set (name -> bytes), its classes as bars."""
+    files = {}
+    for prefix, count, seed in (("train", train, 10), ("t10k", test, 11)):
+        images, labels = synthetic_digits(count, seed)
+        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(images)
+        files[f"{prefix}-labels-idx1-ubyte"] = encode_idx(labels)
+    return files
+
+
+def write_fashion(data_dir: Path, files: dict[str, bytes]) -> Path:
+    """`files` in `<data_dir>/FashionMNIST/raw/`, torchvision's layout; returns `data_dir`."""
+    raw = raw_dir(data_dir, "fashion_mnist")
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (raw / name).write_bytes(data)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def synthetic_fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory holding only a synthetic Fashion-MNIST (read-only for its users)."""
+    return write_fashion(tmp_path_factory.mktemp("fashion"), synthetic_files())
+
+
+def official(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]) -> None:
+    """Make `files` the 'official' Fashion-MNIST, so the sha256 gate can be tested without it."""
+    for name, data in files.items():
+        monkeypatch.setitem(FASHION_MNIST_SHA256, name, hashlib.sha256(data).hexdigest())
+
+
+# --- .deb files as dpkg-deb builds them: an ar archive of debian-binary, control.tar.*, data.tar.*
+
+
+def ar_archive(members: dict[str, bytes]) -> bytes:
+    out = b"!<arch>\n"
+    for name, data in members.items():
+        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}".encode() + b"`\n"
+        out += header + data + b"\n" * (len(data) % 2)
+    return out
+
+
+def tar_of(entries: dict[str, bytes | str | None], compression: str) -> bytes:
+    """A tar (`w:xz`, `w:gz`) of `./`-prefixed entries: bytes make a file, a string a symbolic
+    link to it, None a directory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as tar:
+        for name, content in entries.items():
+            info = tarfile.TarInfo(f"./{name}")
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def fake_deb(path: Path, entries: dict[str, bytes | str | None], compression: str = "xz") -> Path:
+    control = tar_of({"control": b"Package: dataset-fashion-mnist\n"}, "xz")
+    members = {
+        "debian-binary": b"2.0\n",
+        "control.tar.xz": control,
+        f"data.tar.{compression}": tar_of(entries, compression),
+    }
+    path.write_bytes(ar_archive(members))
+    return path
+
+
+def packaged(files: dict[str, bytes], folder: str = DEBIAN_FOLDER) -> dict[str, bytes | None]:
+    """The package's data: `files` gzipped in `folder`, and its documentation beside them."""
+    entries: dict[str, bytes | None] = {"usr": None, "usr/share": None, folder: None}
+    entries |= {f"{folder}/{name}.gz": gzip.compress(data) for name, data in files.items()}
+    return entries | {"usr/share/doc/dataset-fashion-mnist/copyright": b"MIT"}
+
+
+def serve_deb(monkeypatch: pytest.MonkeyPatch, deb: Path) -> list[Path]:
+    """`apt-get download` stands in: it leaves a copy of `deb` where it is asked to; the
+    folders it was asked for are returned."""
+    calls = []
+
+    def apt_download(dest: Path) -> Path:
+        calls.append(dest)
+        return Path(shutil.copy(deb, dest / "dataset-fashion-mnist_0.0-1_all.deb"))
+
+    monkeypatch.setattr(download, "apt_download", apt_download)
+    return calls
+
+
+def no_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", unreachable)
+
+
+def written(data_dir: Path) -> list[str]:
+    raw = raw_dir(data_dir, "fashion_mnist")
+    return sorted(p.name for p in raw.iterdir() if p.name != ".lock") if raw.is_dir() else []
+
+
+# --- the config
+
+
+def test_fashion_mnist_is_one_override_and_mnist_stays_the_default() -> None:
+    mnist = compose("train", overrides=[])
+    fashion = compose("train", overrides=["data=fashion_mnist"])
+    assert mnist.data.dataset == "mnist" and fashion.data.dataset == "fashion_mnist"
+    data = {name: OmegaConf.to_container(cfg.data) for name, cfg in (("m", mnist), ("f", fashion))}
+    assert data["f"] == data["m"] | {"dataset": "fashion_mnist"}  # one data module
+    validate(fashion)
+    assert FASHION_MNIST.classes == CLASSES and MNIST.classes == tuple("0123456789")
+    assert raw_dir("d", "fashion_mnist") == Path("d/FashionMNIST/raw")  # torchvision's layout
+    assert raw_dir("d") == Path("d/MNIST/raw")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["data=fashion_mnist", "data.source=pypi"],
+            "data.source='pypi' is not one of: auto, files, torchvision, debian.",
+        ),
+        (
+            ["data.source=debian"],
+            "data.source='debian' is not one of: auto, files, torchvision, pypi.",
+        ),
+        (["data.dataset=cifar10"], "data.dataset='cifar10' is not one of: mnist, fashion_mnist."),
+        (["data.dataset=[mnist]"], "data.dataset=['mnist'] is not one of: mnist, fashion_mnist."),
+    ],
+)
+def test_a_data_set_or_source_it_does_not_have_is_one_line(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(compose("train", overrides=overrides))
+    assert str(info.value) == message
+
+
+# --- the data module
+
+
+def test_the_data_module_reads_fashion_mnist_from_its_own_folder(synthetic_fashion: Path) -> None:
+    assert not (synthetic_fashion / "MNIST").exists()  # MNIST's folder is not read
+    dm = MNISTDataModule(
+        str(synthetic_fashion), dataset="fashion_mnist", source="files", val_size=200
+    )
+    dm.prepare_data()
+    dm.setup()
+    assert {split: len(y) for split, (_, y) in dm.splits.items()} == {
+        "train": SYNTHETIC_TRAIN - 200,
+        "val": 200,
+        "test": SYNTHETIC_TEST,
+    }
+    test_x, test_y = dm.splits["test"]
+    raw = raw_dir(synthetic_fashion, "fashion_mnist")
+    assert torch.equal(test_x, read_idx(raw / "t10k-images-idx3-ubyte"))
+    assert torch.equal(test_y, read_idx(raw / "t10k-labels-idx1-ubyte").long())
+    assert dm.hparams == {"dataset": "fashion_mnist"} and dm.dataset.classes == CLASSES
+
+
+# --- the sources: present files, torchvision, Debian's package
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz"])
+def test_the_debian_package_is_read_without_installing_it(
+    compression: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = synthetic_files(20, 10)
+    official(monkeypatch, files)
+    calls = serve_deb(monkeypatch, fake_deb(tmp_path / "p.deb", packaged(files), compression))
+    data_dir = tmp_path / "data"
+    assert ensure_mnist(data_dir, "debian", "fashion_mnist") == raw_dir(data_dir, "fashion_mnist")
+    raw = raw_dir(data_dir, "fashion_mnist")
+    assert {name: (raw / name).read_bytes() for name in written(data_dir)} == files
+    assert len(calls) == 1 and not calls[0].exists()  # fetched into a folder since removed
+    assert not (tmp_path / "data" / "MNIST").exists()
+
+
+def test_the_fake_package_is_a_package_to_dpkg_deb_too(tmp_path: Path) -> None:
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("no dpkg-deb on this machine")
+    deb = fake_deb(tmp_path / "p.deb", packaged(synthetic_files(20, 10)))
+    listing = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    assert f"./{DEBIAN_FOLDER}/train-images-idx3-ubyte.gz" in listing.stdout
+
+
+@pytest.mark.parametrize("wrong", list(FASHION_MNIST_SHA256))
+def test_a_package_whose_files_fail_sha256_is_refused_and_nothing_written(
+    wrong: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = synthetic_files(20, 10)
+    official(monkeypatch, files)
+    served = files | {wrong: files[wrong][:-1] + b"\x01"}  # one byte of one file changed
+    serve_deb(monkeypatch, fake_deb(tmp_path / "p.deb", packaged(served)))
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path / "data", "debian", "fashion_mnist")
+    message = str(info.value)
+    assert f"debian: {wrong} from Debian's package dataset-fashion-mnist does not match the " in (
+        message
+    )
+    assert "\n" not in message and written(tmp_path / "data") == []
+
+
+@pytest.mark.parametrize(
+    "deb, words",
+    [
+        ("missing", "did not provide t10k-labels-idx1-ubyte"),
+        ("elsewhere", "did not provide train-images-idx3-ubyte"),
+        ("a link", "did not provide train-labels-idx1-ubyte"),
+        ("not gzip", "train-images-idx3-ubyte.gz is not a readable gzip file"),
+        ("cut gzip", "train-images-idx3-ubyte.gz is cut short"),
+        ("no data.tar", "holds no data.tar: it is not a Debian package"),
+        ("not ar", "is not a Debian package (no ar archive header)"),
+        ("cut ar", "the ar archive is cut short or damaged"),
+        ("bad tar", "data.tar.xz cannot be read"),
+    ],
+)
+def test_a_package_without_the_files_is_refused_by_name(
+    deb: str, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = synthetic_files(20, 10)
+    official(monkeypatch, files)
+    entries = packaged(files)
+    first = f"{DEBIAN_FOLDER}/train-images-idx3-ubyte.gz"
+    path = tmp_path / "p.deb"
+    if deb == "missing":
+        del entries[f"{DEBIAN_FOLDER}/t10k-labels-idx1-ubyte.gz"]
+    elif deb == "elsewhere":
+        entries = packaged(files, folder="usr/share/datasets/mnist")
+    elif deb == "a link":
+        entries[f"{DEBIAN_FOLDER}/train-labels-idx1-ubyte.gz"] = "/etc/passwd"
+    elif deb == "not gzip":
+        entries[first] = b"plain bytes"
+    elif deb == "cut gzip":
+        entries[first] = entries[first][: len(entries[first]) // 2]
+    fake_deb(path, entries)
+    if deb == "no data.tar":
+        path.write_bytes(ar_archive({"debian-binary": b"2.0\n"}))
+    elif deb == "not ar":
+        path.write_bytes(b"PK\x03\x04 a zip file")
+    elif deb == "cut ar":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif deb == "bad tar":
+        path.write_bytes(ar_archive({"debian-binary": b"2.0\n", "data.tar.xz": b"not xz"}))
+    serve_deb(monkeypatch, path)
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path / "data", "debian", "fashion_mnist")
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert written(tmp_path / "data") == []
+
+
+def test_auto_replaces_present_files_that_fail_sha256_from_the_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = synthetic_files(20, 10)
+    official(monkeypatch, files)
+    data_dir = write_fashion(tmp_path / "data", files | {"t10k-images-idx3-ubyte": b"junk"})
+    no_torchvision(monkeypatch)
+    calls = serve_deb(monkeypatch, fake_deb(tmp_path / "p.deb", packaged(files)))
+    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.download"):
+        ensure_mnist(data_dir, "auto", "fashion_mnist")
+    raw = raw_dir(data_dir, "fashion_mnist")
+    assert (raw / "t10k-images-idx3-ubyte").read_bytes() == files["t10k-images-idx3-ubyte"]
+    assert len(calls) == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert "Fashion-MNIST files that do not match the official sha256: t10k-images-idx3-ubyte" in (
+        lines
+    )
+    assert "Fashion-MNIST: trying torchvision ..." in lines
+    assert "Fashion-MNIST: trying debian ..." in lines
+    assert f"Fashion-MNIST: got the files from debian into {raw}" in lines
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.download"):
+        ensure_mnist(data_dir, "auto", "fashion_mnist")  # now verified: nothing is fetched
+    assert len(calls) == 1 and caplog.records == []
+
+
+def test_files_already_present_and_official_are_used_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = synthetic_files(20, 10)
+    official(monkeypatch, files)
+    data_dir = write_fashion(tmp_path / "data", files)
+    raw = raw_dir(data_dir, "fashion_mnist")
+    before = {name: (raw / name).stat().st_mtime_ns for name in files}
+    monkeypatch.setattr(download, "apt_download", lambda dest: pytest.fail("fetched"))
+    no_torchvision(monkeypatch)
+    ensure_mnist(data_dir, "auto", "fashion_mnist")
+    assert {name: (raw / name).stat().st_mtime_ns for name in files} == before
+
+
+def test_when_every_source_fails_the_error_says_how_to_place_the_files_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_torchvision(monkeypatch)
+
+    def no_apt(dest: Path) -> Path:
+        raise DataError("apt-get download dataset-fashion-mnist: E: Unable to locate package")
+
+    monkeypatch.setattr(download, "apt_download", no_apt)
+    with pytest.raises(DataError) as info:
+        ensure_mnist(tmp_path, "auto", "fashion_mnist")
+    message = str(info.value)
+    raw = raw_dir(tmp_path, "fashion_mnist")
+    assert message.startswith(f"Could not get Fashion-MNIST into {raw}. Tried torchvision: ")
+    assert "network unreachable" in message and "; debian: apt-get download" in message
+    assert "Unable to locate package" in message and "by hand" in message
+    assert "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte" in message
+    assert "gunzip" in message and "zalandoresearch/fashion-mnist" in message
+    assert "\n" not in message and written(tmp_path) == []
+
+
+def fake_apt_get(folder: Path, script: str) -> None:
+    """An `apt-get` on PATH that runs `script` (sh)."""
+    folder.mkdir()
+    program = folder / "apt-get"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize(
+    "script, words",
+    [
+        (None, "apt-get is not installed (not a Debian or Ubuntu machine)"),
+        (
+            "echo 'W: a warning' >&2; echo 'E: Unable to locate package x' >&2; exit 100",
+            "apt-get download dataset-fashion-mnist: E: Unable to locate package x",
+        ),
+        ("exit 0", "apt-get download dataset-fashion-mnist produced no .deb"),
+    ],
+)
+def test_apt_get_failing_is_one_line(
+    script: str | None, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "bin"
+    if script is None:
+        tools.mkdir()
+    else:
+        fake_apt_get(tools, script)
+    monkeypatch.setenv("PATH", str(tools))
+    with pytest.raises(DataError) as info:
+        download.apt_download(tmp_path)
+    assert str(info.value) == words
+
+
+# --- the checkpoint's data set, and the class names in what is shown
+
+
+def test_a_checkpoint_says_which_data_set_it_learned() -> None:
+    key = MNISTDataModule.CHECKPOINT_HYPER_PARAMS_KEY
+    assert trained_on({}, "old.ckpt") is MNIST  # saved before there was a choice
+    assert trained_on({key: {"dataset": "fashion_mnist"}}, "f.ckpt") is FASHION_MNIST
+    assert trained_on({key: {"dataset": "mnist"}}, "m.ckpt") is MNIST
+    for value in ("cifar10", ["mnist"]):
+        with pytest.raises(CheckpointError) as info:
+            trained_on({key: {"dataset": value}}, "x.ckpt")
+        assert str(info.value) == (
+            f"x.ckpt says its model was trained on the data set {value!r}, which this version "
+            "does not know (mnist, fashion_mnist)."
+        )
+
+
+def test_figures_name_the_classes() -> None:
+    counts = torch.eye(10, dtype=torch.long) * 5
+    counts[6, 0] = 2  # shirts taken for T-shirts
+    axes = confusion_figure(counts, CLASSES).axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == list(CLASSES)
+    assert [t.get_text() for t in axes.get_yticklabels()] == list(CLASSES)
+    digits = confusion_figure(counts).axes[0]  # MNIST's: the digits, as before
+    assert [t.get_text() for t in digits.get_xticklabels()] == [str(d) for d in range(10)]
+
+    probs = torch.full((2, 10), 0.01)
+    probs[0, 0], probs[1, 9] = 0.91, 0.91
+    labels = torch.tensor([6, 7])
+    captions = [
+        t.get_text()
+        for t in mistakes_figure(torch.zeros(2, 28, 28), probs, labels, classes=CLASSES)
+        .axes[0]
+        .texts
+    ]
+    assert captions == ["pred T-shirt/top (91%)\ntrue Shirt", "pred Ankle boot (91%)\ntrue Sneaker"]
+
+
+# --- the commands on a Fashion-MNIST checkpoint
+
+
+def train_line(run: Path, data_dir: Path, *overrides: str) -> list[str]:
+    base = [*SMALL, "data=fashion_mnist", f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"]
+    return merged(base, overrides)
+
+
+@pytest.fixture(scope="module")
+def fashion_run(
+    hydra_on_conf: None, tmp_path_factory: pytest.TempPathFactory, synthetic_fashion: Path
+) -> Path:
+    """One epoch of 784-32-10 on the synthetic Fashion-MNIST, by mnist-train in this process."""
+    run = tmp_path_factory.mktemp("fashion-run") / "run"
+    run_command(mnist_train, "train", train_line(run, synthetic_fashion, "trainer.max_epochs=1"))
+    return run
+
+
+def test_a_fashion_mnist_run_records_its_data_set(fashion_run: Path) -> None:
+    metrics = json.loads((fashion_run / "metrics.json").read_text())
+    assert metrics["global_step"] == STEPS_PER_EPOCH and metrics["test/acc"] >= 0.9
+    last = torch.load(fashion_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["datamodule_hyper_parameters"] == {"dataset": "fashion_mnist"}
+    assert "dataset: fashion_mnist" in (fashion_run / ".hydra" / "config.yaml").read_text()
+
+
+def test_mnist_eval_tests_on_the_checkpoints_data_set_with_class_names(
+    fashion_run: Path,
+    tmp_path: Path,
+    synthetic_fashion: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = Path(shutil.copytree(fashion_run, tmp_path / "run"))
+    line = [f"run_dir={run}", "data_source=files", f"data_dir={synthetic_fashion}", "device=cpu"]
+    run_command(mnist_eval, "eval", line)
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    recorded = json.loads((run / "metrics.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(recorded["test/acc"], abs=1e-6)
+    assert evaluated["dataset"] == "fashion_mnist"
+    assert set(evaluated["per_class_acc"]) == set(CLASSES)
+    out = capsys.readouterr().out
+    assert "data set    Fashion-MNIST" in out
+    assert "0 T-shirt/top" in out and "9 Ankle boot" in out
+
+
+def test_mnist_eval_refuses_a_source_the_checkpoints_data_set_lacks(
+    fashion_run: Path,
+    tmp_path: Path,
+    synthetic_fashion: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = Path(shutil.copytree(fashion_run, tmp_path / "run"))
+    line = [f"run_dir={run}", "data_source=pypi", f"data_dir={synthetic_fashion}", "device=cpu"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_status:
+        run_command(mnist_eval, "eval", line)
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "Error: data_source='pypi' is not one of: auto, files, torchvision, debian.\n"
+    ), error
+    assert not (run / "eval").exists()
+
+
+def test_mnist_predict_answers_with_class_names(
+    fashion_run: Path, tmp_path: Path, synthetic_fashion: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = read_idx(raw_dir(synthetic_fashion, "fashion_mnist") / "t10k-images-idx3-ubyte")
+    pictures = [tmp_path / "a.png", tmp_path / "b.png"]
+    for image, path in zip(images, pictures, strict=False):
+        Image.fromarray(image.numpy()).resize((56, 56)).save(path)
+    last = fashion_run / "checkpoints" / "last.ckpt"
+    grid = tmp_path / "grid.png"
+    line = [f"ckpt_path={last}", f"inputs=[{pictures[0]},{pictures[1]}]", "device=cpu"]
+    run_command(mnist_predict, "predict", [*line, "json=true", f"grid={grid}"])
+    rows = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert [row["file"] for row in rows] == [str(p) for p in pictures]
+    for row in rows:
+        assert set(row) == {
+            "file",
+            "class",
+            "name",
+            "probability",
+            "runner_up",
+            "runner_up_name",
+            "runner_up_probability",
+        }
+        assert row["name"] == CLASSES[row["class"]]
+        assert row["runner_up_name"] == CLASSES[row["runner_up"]]
+    assert is_grid(grid)
+
+    run_command(mnist_predict, "predict", line)  # the table
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["file", "class", "probability", "runner-up"]
+    assert all(rows[i]["name"] in table[i + 1] for i in range(2))
+
+
+def test_mnist_export_checks_against_the_checkpoints_data_set(
+    fashion_run: Path, tmp_path: Path, synthetic_fashion: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "model.pt"
+    line = [
+        f"ckpt_path={fashion_run / 'checkpoints' / 'last.ckpt'}",
+        "format=torchscript",
+        f"output={output}",
+        "check_images=50",
+        "data_source=files",
+        f"data_dir={synthetic_fashion}",  # holds no MNIST: its Fashion-MNIST test images are read
+    ]
+    run_command(mnist_export, "export", line)
+    assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
+    assert is_earlier_export(output, "torchscript")
+
+
+# --- the real data set
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_real_fashion_mnist_from_debian_trains_above_chance(tmp_path: Path) -> None:
+    """Fetched by the project itself through Debian's package (as on a machine where
+    torchvision's download fails), then one short epoch of mnist-train on it."""
+    data_dir = tmp_path / "data"
+    raw = ensure_mnist(data_dir, "debian", "fashion_mnist")
+    for name, digest in FASHION_MNIST_SHA256.items():
+        assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == digest, name
+    train_labels = read_idx(raw / "train-labels-idx1-ubyte")
+    test_labels = read_idx(raw / "t10k-labels-idx1-ubyte")
+    assert torch.bincount(train_labels.long()).tolist() == [6000] * 10
+    assert torch.bincount(test_labels.long()).tolist() == [1000] * 10
+    images = read_idx(raw / "train-images-idx3-ubyte").float() / 255
+    assert float(images.mean()) == pytest.approx(0.2860, abs=5e-4)  # Fashion-MNIST's, not MNIST's
+
+    overrides = [
+        "data=fashion_mnist",
+        "data.train_subset=10000",
+        "model.hidden_dims=[128]",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    done = run_train(tmp_path / "work", data_dir, *overrides, synthetic=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "work")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/acc"] >= 0.7, metrics  # chance is 0.1
+    assert "Fashion-MNIST on cpu: 10000 train, 5000 val, 10000 test images" in (
+        (run / "train.log").read_text()
+    )
+    assert not (data_dir / "MNIST").exists()
