@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "ddp": ("ddp_scaling", "one process against DDP, same global batch (docs/cluster.md)"),
     "parallel": ("parallel_sweep", "a sweep one job at a time and two at a time (README.md)"),
     "images": ("readme_images", "README's pictures in docs/images/, from a finished run"),
+    "handwriting": ("handwriting", "photographed digits, default vs preset: docs/handwriting.md"),
 }
 
 
