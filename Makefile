@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 train: setup  ## train the default experiment (extra Hydra overrides: make train ARGS="model=mlp_128")
 	$(BIN)/mnist-train $(ARGS)
 
-test: setup lint  ## ruff, then the whole test suite (what CI runs; ~15 min on 2 cores)
+test: setup lint  ## ruff, then the whole test suite (what CI runs; ~7 min on 2 cores)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: setup  ## the fast tier: every test neither slow nor on the real MNIST (< 1 min)
