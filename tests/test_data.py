@@ -254,3 +254,14 @@ def test_the_state_at_an_epochs_end_starts_the_next_one_whole(taken: int) -> Non
     fresh.sampler.set_epoch(2)  # as Lightning does at the next epoch's start
     original.sampler.set_epoch(2)
     assert [y.tolist() for _, y in fresh] == [y.tolist() for _, y in original]
+
+
+def test_sizes_are_checked_against_the_files_before_a_run_starts(
+    synthetic_mnist: Path, tmp_path: Path
+) -> None:
+    """mnist-train calls check_sizes before its Trainer and loggers write anything; with no
+    files yet there is nothing to count, and setup checks once they are fetched."""
+    too_many = MNISTDataModule(str(synthetic_mnist), source="files", val_size=SYNTHETIC_TRAIN)
+    with pytest.raises(DataError, match=f"data.val_size={SYNTHETIC_TRAIN}"):
+        too_many.check_sizes()
+    MNISTDataModule(str(tmp_path / "none"), val_size=SYNTHETIC_TRAIN).check_sizes()

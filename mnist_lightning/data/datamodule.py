@@ -187,6 +187,29 @@ class MNISTDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         ensure_mnist(self.data_dir, self.source, self.dataset.name)
 
+    def check_sizes(self, images: int | None = None) -> None:
+        """val_size and train_subset against the number of training `images`, which only the
+        files tell (data.source=files may hold fewer than the official 60 000). Without it, the
+        files already there are counted, so a run can be refused before it starts; if there are
+        none yet, `setup` checks once they are."""
+        if images is None:
+            try:
+                labels = raw_dir(self.data_dir, self.dataset.name) / "train-labels-idx1-ubyte"
+                images = len(read_idx(labels))
+            except DataError:
+                return
+        if not 0 < self.val_size < images:
+            raise DataError(
+                f"data.val_size={self.val_size} must be between 1 and {images - 1} "
+                f"(there are {images} training images)."
+            )
+        left = images - self.val_size
+        if self.train_subset is not None and not 0 < self.train_subset <= left:
+            raise DataError(
+                f"data.train_subset={self.train_subset} must be between 1 and {left} (the "
+                "training images left after data.val_size)."
+            )
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -194,22 +217,11 @@ class MNISTDataModule(L.LightningDataModule):
         raw = raw_dir(self.data_dir, self.dataset.name)
         train_x, train_y = load_pair(raw, "train")
         test_x, test_y = load_pair(raw, "t10k")
-        # How many images there are to split is known only here (data.source=files may hold
-        # fewer than the official files); validate() has refused sizes below 1 already.
-        if not 0 < self.val_size < len(train_y):
-            raise DataError(
-                f"data.val_size={self.val_size} must be between 1 and {len(train_y) - 1} "
-                f"(there are {len(train_y)} training images)."
-            )
+        self.check_sizes(len(train_y))
         generator = torch.Generator().manual_seed(self.seed)
         shuffled = torch.randperm(len(train_y), generator=generator)
         val_idx, train_idx = shuffled[: self.val_size], shuffled[self.val_size :]
         if self.train_subset is not None:
-            if not 0 < self.train_subset <= len(train_idx):
-                raise DataError(
-                    f"data.train_subset={self.train_subset} must be between 1 and "
-                    f"{len(train_idx)} (the training images left after data.val_size)."
-                )
             train_idx = stratified_subset(train_idx, train_y[train_idx], self.train_subset)
         self.splits = {
             "train": (train_x[train_idx].to(device), train_y[train_idx].to(device)),
