@@ -606,3 +606,19 @@ def test_the_real_fashion_mnist_from_debian_trains_above_chance(tmp_path: Path) 
         (run / "train.log").read_text()
     )
     assert not (data_dir / "MNIST").exists()
+
+
+def test_a_package_of_endless_entries_is_refused_without_reading_them_all(tmp_path: Path) -> None:
+    """A crafted package's data.tar of many thousands of empty entries: refused at the cap,
+    not read to its end."""
+    entries: dict[str, bytes | None] = {f"e{i}": b"" for i in range(download.MAX_DEB_ENTRIES + 2)}
+    deb = fake_deb(tmp_path / "many.deb", entries, "gz")
+    with pytest.raises(DataError, match=f"more than {download.MAX_DEB_ENTRIES} entries"):
+        download.debian_files(deb)
+
+
+def test_a_crafted_data_set_name_is_quoted_short(tmp_path: Path) -> None:
+    checkpoint = {"datamodule_hyper_parameters": {"dataset": "x" * 100_000}}
+    with pytest.raises(CheckpointError) as info:
+        trained_on(checkpoint, tmp_path / "c.ckpt")
+    assert len(str(info.value)) < 300

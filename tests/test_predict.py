@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnist_lightning.cli.predict import (
     GRID_SOFTWARE,
@@ -335,3 +335,43 @@ def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
         assert exit_info.value.code == 1  # some answered, some skipped
         assert [row["file"] for row in rows] == [str(ring)]
         assert 0 <= rows[0]["probability"] <= 1
+
+
+def drawn_seven(mode: str = "L") -> Image.Image:
+    """A 7 drawn with a black pen on white, 96x96."""
+    image = Image.new("L", (96, 96), 255)
+    ImageDraw.Draw(image).line([(25, 20), (70, 20), (40, 80)], fill=0, width=7)
+    return image.convert(mode)
+
+
+def test_a_drawing_on_a_transparent_background_is_read_on_white(tmp_path: Path) -> None:
+    """A digital drawing's background is transparent black; as seen, it is white paper."""
+    alpha = Image.eval(drawn_seven(), lambda v: 255 - v)  # opaque where the pen went
+    rgba = Image.new("RGBA", (96, 96), (0, 0, 0, 0))
+    rgba.putalpha(alpha)
+    rgba.save(tmp_path / "drawn.png")
+    drawn_seven().save(tmp_path / "paper.png")
+    got, expected = read_image(tmp_path / "drawn.png"), read_image(tmp_path / "paper.png")
+    assert torch.allclose(got, expected, atol=0.05)
+
+
+def test_a_phone_photo_is_turned_as_its_exif_says(tmp_path: Path) -> None:
+    upright = drawn_seven()
+    upright.save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; show it turned back
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png", exif=exif)
+    got, expected = read_image(tmp_path / "turned.png"), read_image(tmp_path / "upright.png")
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_a_garment_filling_its_picture_is_prepared_whole(tmp_path: Path) -> None:
+    """Fashion-MNIST pictures are objects, not strokes: a product photo on white is trimmed
+    to the object and scaled to 28, not refused or thinned as a digit would be."""
+    photo = Image.new("L", (120, 90), 255)
+    photo.paste(60, (10, 5, 110, 85))  # a dark grey garment filling most of the frame
+    photo.save(tmp_path / "shirt.png")
+    image = read_image(tmp_path / "shirt.png", objects=True)
+    rows, cols = np.nonzero(image.numpy() > 0.5)
+    assert cols.max() - cols.min() + 1 == 28  # its longest side, scaled to 28
+    assert 20 <= rows.max() - rows.min() + 1 <= 24  # its aspect kept

@@ -165,7 +165,7 @@ def main(cfg: DictConfig) -> None:
     prepared, rows, failures = [], [], 0
     for path in files:
         try:
-            image = read_image(path)
+            image = read_image(path, objects=dataset.named)
         except ImageError as e:
             print(f"skipped: {e}", file=sys.stderr)
             failures += 1
@@ -189,8 +189,8 @@ def main(cfg: DictConfig) -> None:
                 for k, v in row.items()
             }
             print(json.dumps(finite, allow_nan=False))
-    else:
-        width = max((len(r["file"]) for r in rows), default=4)
+    elif rows:
+        width = max(len(r["file"]) for r in rows)
         noun, names = dataset.noun, dataset.classes
         column = max(len(noun), *(len(name) for name in names))
         print(f"{'file':<{width}}  {noun:>{column}}  probability  runner-up")

@@ -20,7 +20,7 @@ from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datasets import DATASETS, MNIST, DataSet
 from mnist_lightning.data.download import ensure_mnist, raw_dir
 from mnist_lightning.data.idx import read_idx
-from mnist_lightning.errors import CheckpointError, DataError
+from mnist_lightning.errors import CheckpointError, DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,8 @@ def trained_on(checkpoint: dict[str, Any], path: str | Path) -> DataSet:
     name = saved.get("dataset", MNIST.name) if isinstance(saved, dict) else MNIST.name
     if not isinstance(name, str) or name not in DATASETS:
         raise CheckpointError(
-            f"{path} says its model was trained on the data set {name!r}, which this version "
+            f"{path} says its model was trained on the data set {one_line(repr(name), 80)}, "
+            "which this version "
             f"does not know ({', '.join(DATASETS)})."
         )
     return DATASETS[name]

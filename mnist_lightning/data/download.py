@@ -47,6 +47,8 @@ MIRROR_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e141
 DEBIAN_PACKAGE = "dataset-fashion-mnist"  # Fashion-MNIST's mirror, from Debian's archive
 DEBIAN_FOLDER = "usr/share/datasets/fashion-mnist"  # where the package keeps the .gz files
 MAX_FILE_BYTES = 64 * 2**20  # the largest official file is 47 MB: more is not one of them
+MAX_DEB_BYTES = 256 * 2**20  # the package is 31 MB
+MAX_DEB_ENTRIES = 10_000  # it holds a few dozen files and folders
 DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we must not hang
 # How the error that ends every source failing goes on, by the data set's mirror: where the
 # files to place by hand come from, or what to run where the mirror is reachable.
@@ -236,7 +238,11 @@ def debian_files(deb: Path) -> dict[str, bytes]:
     wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in FASHION_MNIST_SHA256}
     files = {}
     with _data_tar(deb) as tar:
-        for member in tar:
+        for count, member in enumerate(tar):
+            if len(files) == len(wanted):
+                break
+            if count > MAX_DEB_ENTRIES:  # the package holds a few dozen: a crafted archive
+                raise DataError(f"{deb.name} holds more than {MAX_DEB_ENTRIES} entries.")
             name = wanted.get(member.name.removeprefix("./"))
             if name is None or not member.isfile():
                 continue
@@ -249,6 +255,8 @@ def debian_files(deb: Path) -> dict[str, bytes]:
 def _data_tar(deb: Path) -> tarfile.TarFile:
     """The package's data.tar, opened for reading. Python reads its xz, gzip and bzip2 forms;
     for zstd (newer packages), `dpkg-deb --fsys-tarfile` gives the plain tar."""
+    if deb.stat().st_size > MAX_DEB_BYTES:
+        raise DataError(f"{deb.name} is {deb.stat().st_size} bytes, too large for the package.")
     members = ar_members(deb.read_bytes(), deb.name)
     data = next((n for n in members if n.startswith("data.tar")), None)
     if data is None:

@@ -10,13 +10,14 @@ regular files are opened: a FIFO, a device, a socket or a dangling link is named
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, one_line
 from mnist_lightning.files import open_regular
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
@@ -151,20 +152,58 @@ def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS)).clip(0, 1)
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """The prepared image in `path`, or an `ImageError` naming it. Only a regular file is
-    opened: anything else is named for what it is, never opened (a FIFO would block)."""
+def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
+    """A picture of one object (a Fashion-MNIST class) as that data set's were made: the object
+    bright on black, trimmed to it, its longest side scaled to 28 and centred in 28x28. Not
+    the digits' preparation: a garment fills its picture, and has no strokes to measure."""
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    gray = np.nan_to_num(np.asarray(image.convert("L"), dtype=np.float32) / 255).clip(0, 1)
+    if np.median(_border(gray)) > 0.5:  # a product photo on a light background
+        gray = 1 - gray
+    gray = (gray - np.median(_border(gray))).clip(0, None)  # the background becomes black
+    if gray.max() < 0.1:
+        raise ImageError(f"{name}: the image is blank (nothing stands out of its background).")
+    rows, cols = np.nonzero(gray > 0.1 * gray.max())
+    item = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / gray.max()
+    small = _resize(item, 28 / max(item.shape))
+    field = np.zeros((28, 28), dtype=np.float32)
+    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    field[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return torch.from_numpy(field)
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
+def as_seen(image: Image.Image) -> Image.Image:
+    """The picture as a viewer shows it: turned as the camera's EXIF says (a phone's photo),
+    and a transparent background (a digital drawing) on white."""
+    image = ImageOps.exif_transpose(image)
+    if "A" in image.getbands() or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    return image
+
+
+def read_image(path: Path, objects: bool = False) -> torch.Tensor:
+    """The prepared image in `path` (a digit's, or with `objects` a Fashion-MNIST object's), or
+    an `ImageError` naming it. Only a regular file is opened: anything else is named for what
+    it is, never opened (a FIFO would block)."""
     try:
         file = open_regular(path)
     except OSError as e:
         raise ImageError(f"{path}: {_not_regular(path, e)}.") from None
     try:
-        with file, Image.open(file) as image:
-            image.load()
-            return prepare(image, str(path))
+        # Pillow's warnings on a damaged file would add lines; the error below says it.
+        with file, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opened = Image.open(file)
+            opened.load()
+            image = as_seen(opened)
+            return (prepare_object if objects else prepare)(image, str(path))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ImageError(f"{path}: not a readable image ({reason}).") from None
+        raise ImageError(f"{path}: not a readable image ({one_line(e, 200)}).") from None
 
 
 def _not_regular(path: Path, e: OSError) -> str:
