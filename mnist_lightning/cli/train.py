@@ -33,7 +33,7 @@ from mnist_lightning.run.config import validate
 from mnist_lightning.run.distributed import ddp_child_run, ddp_job, is_rank_zero
 from mnist_lightning.run.report import (
     log_figures_to_tensorboard,
-    log_hparams_to_tensorboard,
+    log_hparams,
     results_table,
 )
 from mnist_lightning.run.resume import (
@@ -44,6 +44,7 @@ from mnist_lightning.run.resume import (
     register_resolvers,
 )
 from mnist_lightning.run.sweep import divide_threads_between_jobs
+from mnist_lightning.run.trackers import finish_wandb_run
 from mnist_lightning.run.trainer import build_trainer, fit_failure
 from mnist_lightning.run.trust import check_resumable, network_weights
 
@@ -148,8 +149,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     tensorboards = [
         lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger) and is_rank_zero()
     ]
-    for tensorboard in tensorboards:
-        log_hparams_to_tensorboard(tensorboard, cfg)
+    log_hparams(trainer.loggers if is_rank_zero() else [], cfg)
 
     started = time.perf_counter()
     with ddp_job(trainer, cfg, run_dir, resume_from):
@@ -188,6 +188,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
 
     for tensorboard in tensorboards:
         log_figures_to_tensorboard(tensorboard, model, datamodule, trainer.global_step)
+    finish_wandb_run()
 
     metrics = {
         "test/acc": tested["test/acc"],

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -159,6 +159,29 @@ def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> No
     writer = logger.experiment.file_writer
     for summary in (experiment, start, end):
         writer.add_summary(summary)
+
+
+def log_hparams(loggers: list[Logger], cfg: DictConfig) -> None:
+    """The run's flattened config to each logger: TensorBoard's HPARAMS tab, MLflow's params,
+    W&B's config. (CSVLogger keeps the model's in hparams.yaml; .hydra/config.yaml has all.)"""
+    params = flat_hparams(cfg)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            log_hparams_to_tensorboard(logger, cfg)
+        elif isinstance(logger, MLFlowLogger):
+            log_params_to_mlflow(logger, params)
+        elif not isinstance(logger, CSVLogger):
+            logger.log_hyperparams(params)
+
+
+def log_params_to_mlflow(logger: MLFlowLogger, params: dict[str, Any]) -> None:
+    """MLflow keeps a param's first value: a resumed run that changed one (trainer.max_epochs)
+    logs the new value as the tag `resumed.<key>` instead."""
+    logged = logger.experiment.get_run(logger.run_id).data.params
+    changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)[:250]}
+    logger.log_hyperparams({k: v for k, v in params.items() if k not in changed})
+    for key, value in changed.items():
+        logger.experiment.set_tag(logger.run_id, f"resumed.{key}", str(value))
 
 
 def result_figures(

@@ -18,11 +18,15 @@ from omegaconf import DictConfig
 
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
 from mnist_lightning.run.checkpoint import AtomicCheckpointIO
+from mnist_lightning.run.trackers import EXTRAS, WANDB_LOGGER, finish_wandb_run, run_identity
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
-    loggers = [build(f"logger.{name}", c) for name, c in (cfg.logger or {}).items()]
+    nodes = (cfg.logger or {}).items()
+    if any(node.get("_target_") == WANDB_LOGGER for _, node in nodes):
+        finish_wandb_run()  # a WandbLogger would log into the run still open (a sweep's last job)
+    loggers = [build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in nodes]
     callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.callbacks or {}).items()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -53,11 +57,16 @@ def accelerator_available(name: object) -> bool:
     return not known or any(AcceleratorRegistry[k]["accelerator"].is_available() for k in known)
 
 
-def build(key: str, node: DictConfig) -> Any:
+def build(key: str, node: DictConfig, **extra: Any) -> Any:
     """A callback or logger from its config, or one line naming its key."""
     try:
-        return instantiate(node)
+        return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
+        package = EXTRAS.get(str(node.get("_target_")))
+        if package and isinstance(e.__cause__ or e, ModuleNotFoundError):
+            raise ConfigError(
+                f"{key} needs the {package} package: pip install -e '.[{package}]'"
+            ) from None
         reason = one_line(e.__cause__ or e).rstrip(".!")[:300]
         raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
 

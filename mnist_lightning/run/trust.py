@@ -33,6 +33,8 @@ def check_run_files(run: Path) -> Path:
         kind = kind_of(info.st_mode)
         if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
             kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
+        if kind == "a symbolic link" and wandb_log_link(run, path):
+            continue
         if kind not in ("a regular file", "a directory"):
             raise CheckpointError(
                 f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
@@ -40,6 +42,19 @@ def check_run_files(run: Path) -> Path:
                 "its weights with ckpt_path=<checkpoint>)."
             )
     return run
+
+
+def wandb_log_link(run: Path, path: Path) -> bool:
+    """Whether `path` is the link W&B's service makes in each of its run folders to its own
+    log (`[<job>/]wandb/<offline-run-*|run-*>/logs/debug-core.log`, into W&B's cache): nothing
+    writes through it later, as a resumed W&B run opens a folder of its own."""
+    parts = path.relative_to(run).parts
+    return (
+        len(parts) in (4, 5)  # in a run, or in a job of a sweep
+        and parts[-4] == "wandb"
+        and parts[-3].startswith(("offline-run-", "run-"))
+        and parts[-2:] == ("logs", "debug-core.log")
+    )
 
 
 def walk(top: Path) -> Iterator[Path]:
@@ -90,8 +105,9 @@ TRUSTED_MODULES = (
 TRUSTED_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "datetime.timedelta")
 
 
-# Config keys that name where a callback, logger or the Trainer writes.
-WRITE_KEYS = ("dirpath", "save_dir", "default_root_dir")
+# Config keys that name where a callback, logger or the Trainer writes (`dir`: WandbLogger's
+# other name for save_dir).
+WRITE_KEYS = ("dirpath", "save_dir", "default_root_dir", "dir")
 
 
 def trusted_target(target: object) -> bool:

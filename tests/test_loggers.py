@@ -1,0 +1,291 @@
+"""logger=mlflow, logger=wandb and logger=many, for real: tiny runs of mnist-train in this
+process on the synthetic MNIST, then MLflow's SQLite store read with MLflow's own client and
+W&B's offline run read back from its transaction log (run-<id>.wandb), against the TensorBoard
+event files of the same run. Resume continues the same MLflow run and W&B run id; each job of
+a sweep is its own run, tagged and grouped by the sweep.
+"""
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_lightning.cli.train import train as mnist_train
+from mnist_lightning.errors import CheckpointError
+from mnist_lightning.files import unlock_run
+from mnist_lightning.run.resume import compose_tracker_stores
+from mnist_lightning.run.trackers import run_identity, run_names
+from mnist_lightning.run.trust import check_run_files
+from tests.helpers.hydra_jobs import run_command
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
+
+mlflow = pytest.importorskip("mlflow", reason='logger=mlflow: pip install -e ".[mlflow]"')
+wandb_pb2 = pytest.importorskip("wandb.proto.wandb_internal_pb2", reason='pip install ".[wandb]"')
+
+pytestmark = pytest.mark.usefixtures("hydra_on_conf")
+
+
+def no_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLFLOW_TRACKING_URI unset, and unset again afterwards: mlflow.set_tracking_uri, which
+    MLFlowLogger calls, sets it for the rest of the process."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project directory to run in: outputs/mlflow.db lands in it (the config's default
+    store), W&B keeps its settings and cache there and stays offline and quiet."""
+    monkeypatch.chdir(tmp_path)
+    no_tracking_uri(monkeypatch)
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # WandbLogger sets it anyway; restored after
+    yield tmp_path
+
+
+def train(run: Path, data_dir: Path, *overrides: str) -> None:
+    line = [*SMALL, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"]
+    run_command(mnist_train, "train", merged(line, overrides))
+
+
+def resume(run: Path, data_dir: Path, *overrides: str) -> None:
+    run_command(mnist_train, "train", [f"resume={run}", f"paths.data_dir={data_dir}", *overrides])
+
+
+def mlflow_runs(project: Path) -> list:
+    """The runs of the experiment mnist-lightning in the project's outputs/mlflow.db."""
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
+    experiment = client.get_experiment_by_name("mnist-lightning")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+
+
+def metric_steps(project: Path, run_id: str, name: str) -> list[tuple[int, float]]:
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, name)]
+
+
+def tensorboard_steps(run: Path, name: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(name)]
+
+
+def wandb_records(path: Path) -> Iterator:
+    """The records of a W&B transaction log: a 7-byte header (':W&B', magic 0xBEE1, version),
+    then 32 KiB blocks of chunks (crc32, length, type: 1 whole, 2 first, 3 middle, 4 last)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B" and struct.unpack("<H", data[4:6])[0] == 0xBEE1
+    offset, pending = 7, b""
+    while offset + 7 <= len(data):
+        room = 32768 - offset % 32768
+        if room < 7:  # the rest of a block too small for a chunk header is padding
+            offset += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset : offset + 7])
+        if length == 0 and kind == 0:  # zero padding at the end
+            break
+        pending += data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):
+            record = wandb_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_run(offline_dir: Path) -> dict:
+    """What an offline W&B run holds: its id, name, group, config and logged rows."""
+    (log,) = offline_dir.glob("run-*.wandb")
+    found: dict = {"config": {}, "history": []}
+    for record in wandb_records(log):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            found |= {"id": record.run.run_id, "name": record.run.display_name}
+            found["group"] = record.run.run_group
+            items = record.run.config.update
+        elif kind == "config":
+            items = record.config.update
+        elif kind == "history":
+            found["history"].append(dict(map(history_item, record.history.item)))
+            continue
+        else:
+            continue
+        found["config"] |= {i.key: json.loads(i.value_json) for i in items}
+    return found
+
+
+def history_item(item: object) -> tuple[str, object]:
+    """A logged value by its name (`val/acc`), in whichever of its fields W&B filled in."""
+    name = item.key or "/".join(item.nested_key)
+    kind = item.WhichOneof("value") if item.DESCRIPTOR.oneofs_by_name.get("value") else None
+    if kind and kind != "value_json":
+        return name, getattr(item, kind)
+    return name, json.loads(item.value_json)
+
+
+def wandb_steps(history: list[dict], name: str) -> list[tuple[int, float]]:
+    return [(row["trainer/global_step"], row[name]) for row in history if name in row]
+
+
+def approx_same(ours: list[tuple[int, float]], tensorboard: list[tuple[int, float]]) -> bool:
+    """The same steps, and the same values to float32 precision (TensorBoard keeps float32)."""
+    return [s for s, _ in ours] == [s for s, _ in tensorboard] and all(
+        v == pytest.approx(w, rel=1e-6) for (_, v), (_, w) in zip(ours, tensorboard, strict=True)
+    )
+
+
+@pytest.mark.slow
+def test_logger_many_gives_mlflow_and_wandb_the_config_and_tensorboards_metrics(
+    project: Path, synthetic_mnist: Path
+) -> None:
+    run = project / "outputs" / "runs" / "tiny"
+    train(run, synthetic_mnist, "logger=many", "trainer.max_epochs=1")
+
+    (tracked,) = mlflow_runs(project)
+    assert tracked.info.run_name == "tiny" and tracked.info.status == "FINISHED"
+    assert tracked.data.tags["run_dir"] == str(run.resolve())
+    params = tracked.data.params
+    assert params["model.hidden_dims"] == "[32]" and params["trainer.max_epochs"] == "1"
+    assert params["data.batch_size"] == "50" and "model.lr" in params and "seed" in params
+    assert not (project / "outputs" / "mlflow-artifacts").exists()  # no checkpoint uploaded
+    for name in ("train/loss", "train/acc", "val/acc", "val/loss"):
+        ours = metric_steps(project, tracked.info.run_id, name)
+        assert ours and approx_same(ours, tensorboard_steps(run, name)), name
+    assert [s for s, _ in metric_steps(project, tracked.info.run_id, "val/acc")] == [
+        STEPS_PER_EPOCH - 1
+    ]
+    assert metric_steps(project, tracked.info.run_id, "test/acc")
+
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    logged = wandb_run(offline)
+    assert (logged["id"], logged["name"], logged["group"]) == ("tiny", "tiny", "")
+    assert logged["config"]["model.hidden_dims"] == "[32]"
+    assert logged["config"]["trainer.max_epochs"] == 1
+    for name in ("train/loss", "val/acc"):
+        assert approx_same(wandb_steps(logged["history"], name), tensorboard_steps(run, name))
+    unlock_run(run)
+    assert check_run_files(run) == run  # W&B left no link a resume would refuse
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_mlflow_run_and_wandb_run_id(
+    project: Path, synthetic_mnist: Path
+) -> None:
+    run = project / "outputs" / "runs" / "interrupted"
+    train(run, synthetic_mnist, "logger=many", "trainer.max_epochs=1")
+    (first,) = mlflow_runs(project)
+    resume(run, synthetic_mnist, "trainer.max_epochs=2")
+
+    (tracked,) = mlflow_runs(project)  # no second MLflow run
+    assert tracked.info.run_id == first.info.run_id and tracked.info.status == "FINISHED"
+    steps = [s for s, _ in metric_steps(project, tracked.info.run_id, "val/acc")]
+    assert steps == [STEPS_PER_EPOCH - 1, 2 * STEPS_PER_EPOCH - 1]
+    assert approx_same(
+        metric_steps(project, tracked.info.run_id, "train/loss"),
+        tensorboard_steps(run, "train/loss"),
+    )
+    # MLflow keeps a param's first value; the new limit is a tag.
+    assert tracked.data.params["trainer.max_epochs"] == "1"
+    assert tracked.data.tags["resumed.trainer.max_epochs"] == "2"
+
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2  # one folder per process, one W&B run: `wandb sync` joins them
+    before, after = (wandb_run(folder) for folder in offline)
+    assert before["id"] == after["id"] == "interrupted"
+    assert [s for s, _ in wandb_steps(after["history"], "val/acc")] == [2 * STEPS_PER_EPOCH - 1]
+
+
+@pytest.mark.slow
+def test_each_job_of_a_sweep_is_its_own_run_tagged_and_grouped_by_the_sweep(
+    project: Path, synthetic_mnist: Path
+) -> None:
+    sweep = project / "outputs" / "multiruns" / "sweep1"
+    line = [
+        *SMALL,
+        f"paths.data_dir={synthetic_mnist}",
+        f"hydra.sweep.dir={sweep}",
+        "logger=many",
+        "trainer.max_epochs=1",
+        "model.dropout=0.0,0.5",
+    ]
+    hydra = GlobalHydra.instance().hydra
+    assert hydra is not None
+    hydra.multirun("train", mnist_train, merged(line, []), with_log_configuration=False)
+
+    runs = mlflow_runs(project)
+    assert sorted(r.info.run_name for r in runs) == ["sweep1/0", "sweep1/1"]
+    assert {r.data.tags["sweep"] for r in runs} == {"sweep1"}
+    assert sorted(r.data.params["model.dropout"] for r in runs) == ["0.0", "0.5"]
+    assert len({r.info.run_id for r in runs}) == 2
+    for job in ("0", "1"):
+        (offline,) = (sweep / job / "wandb").glob("offline-run-*")
+        logged = wandb_run(offline)
+        assert (logged["id"], logged["group"]) == (f"sweep1-{job}", "sweep1")
+        assert logged["history"]  # each job logged into its own W&B run
+
+
+def test_a_resumed_run_logs_to_the_mlflow_store_the_config_names_not_one_its_run_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_tracking_uri(monkeypatch)
+    saved = OmegaConf.create(
+        {
+            "logger": {
+                "mlflow": {
+                    "_target_": "lightning.pytorch.loggers.MLFlowLogger",
+                    "tracking_uri": "sqlite:////somewhere/else.db",
+                    "artifact_location": "/somewhere/else",
+                    "experiment_name": "mine",
+                },
+                "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"},
+            },
+            "paths": {"root_dir": "/project"},
+        }
+    )
+    compose_tracker_stores(saved)
+    mlflow_node = saved.logger.mlflow
+    assert mlflow_node.tracking_uri == "sqlite:////project/outputs/mlflow.db"
+    assert mlflow_node.artifact_location == "/project/outputs/mlflow-artifacts"
+    assert mlflow_node.experiment_name == "mine"  # a value, not a place: the run's own
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    compose_tracker_stores(saved)
+    assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"
+
+
+def test_wandb_names_ids_and_groups_follow_the_run_directory(tmp_path: Path) -> None:
+    sweep = tmp_path / "2026-01-01_00-00-00_abcdef"
+    (sweep / "3").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("{}")
+    assert run_names(sweep / "3") == ("2026-01-01_00-00-00_abcdef/3", sweep.name)
+    assert run_names(tmp_path / "my run") == ("my run", None)
+    node = OmegaConf.create({"_target_": "lightning.pytorch.loggers.WandbLogger"})
+    cfg = OmegaConf.create({"paths": {"output_dir": str(sweep / "3")}, "resume": None})
+    extra = run_identity(node, cfg)
+    assert extra["id"] == "2026-01-01_00-00-00_abcdef-3" and extra["group"] == sweep.name
+    assert extra["settings"] == {"symlink": False}
+    cfg.paths.output_dir = str(tmp_path / "my run")
+    assert run_identity(node, cfg)["id"] == "my-run"
+
+
+def test_only_wandbs_own_log_link_may_lead_out_of_a_resumed_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    logs = run / "wandb" / "offline-run-x" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "debug-core.log").symlink_to(tmp_path)
+    assert check_run_files(run) == run
+    job = tmp_path / "sweep" / "0" / "wandb" / "offline-run-y" / "logs"
+    job.mkdir(parents=True)
+    (job / "debug-core.log").symlink_to(tmp_path)
+    assert check_run_files(tmp_path / "sweep") == tmp_path / "sweep"  # re-launching a sweep
+    for other in (run / "wandb" / "latest-run", logs / "debug.log"):  # any other link
+        other.symlink_to(tmp_path)
+        with pytest.raises(CheckpointError, match=f"{other} is a symbolic link"):
+            check_run_files(run)
+        other.unlink()
