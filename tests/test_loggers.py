@@ -6,6 +6,7 @@ a sweep is its own run, tagged and grouped by the sweep.
 """
 
 import json
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,14 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lightning.cli.train import train as mnist_train
-from mnist_lightning.errors import CheckpointError
+from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import unlock_run
-from mnist_lightning.run.resume import compose_tracker_stores
-from mnist_lightning.run.trackers import run_identity, run_names
+from mnist_lightning.run.trackers import (
+    check_sqlite_store,
+    run_identity,
+    run_names,
+    trackers_as_configured,
+)
 from mnist_lightning.run.trust import check_run_files
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
@@ -231,9 +236,12 @@ def test_each_job_of_a_sweep_is_its_own_run_tagged_and_grouped_by_the_sweep(
         assert logged["history"]  # each job logged into its own W&B run
 
 
-def test_a_resumed_run_logs_to_the_mlflow_store_the_config_names_not_one_its_run_names(
+def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A crafted .hydra/config.yaml may not choose where a tracker writes, which of its runs it
+    continues, or where W&B sends the API key: each MLflow or W&B logger of a resumed run is
+    conf/logger/'s own, resolved with the current paths and environment."""
     no_tracking_uri(monkeypatch)
     saved = OmegaConf.create(
         {
@@ -242,21 +250,51 @@ def test_a_resumed_run_logs_to_the_mlflow_store_the_config_names_not_one_its_run
                     "_target_": "lightning.pytorch.loggers.MLFlowLogger",
                     "tracking_uri": "sqlite:////somewhere/else.db",
                     "artifact_location": "/somewhere/else",
-                    "experiment_name": "mine",
+                    "run_id": "another-runs-id",
+                    "tags": {"run_dir": "/another/run"},
+                    "log_model": True,
+                },
+                "wandb": {
+                    "_target_": "lightning.pytorch.loggers.WandbLogger",
+                    "offline": False,
+                    "entity": "attacker",
+                    "id": "victim",
+                    "settings": {"base_url": "http://127.0.0.1:8765", "x_files_dir": "/tmp/x"},
                 },
                 "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"},
             },
-            "paths": {"root_dir": "/project"},
+            "paths": {"root_dir": "/project", "output_dir": "/project/outputs/runs/r"},
         }
     )
-    compose_tracker_stores(saved)
-    mlflow_node = saved.logger.mlflow
-    assert mlflow_node.tracking_uri == "sqlite:////project/outputs/mlflow.db"
-    assert mlflow_node.artifact_location == "/project/outputs/mlflow-artifacts"
-    assert mlflow_node.experiment_name == "mine"  # a value, not a place: the run's own
+    trackers_as_configured(saved)
+    loggers = OmegaConf.to_container(saved, resolve=True)["logger"]
+    assert loggers["mlflow"] == {
+        "_target_": "lightning.pytorch.loggers.MLFlowLogger",
+        "experiment_name": "mnist-lightning",
+        "tracking_uri": "sqlite:////project/outputs/mlflow.db",
+        "artifact_location": "/project/outputs/mlflow-artifacts",
+        "log_model": False,
+    }
+    assert loggers["wandb"] == {
+        "_target_": "lightning.pytorch.loggers.WandbLogger",
+        "project": "mnist-lightning",
+        "save_dir": "/project/outputs/runs/r",
+        "offline": True,
+        "log_model": False,
+    }
+    assert loggers["tensorboard"] == {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    compose_tracker_stores(saved)
+    trackers_as_configured(saved)
     assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "directory"])
+def test_an_mlflow_store_that_is_not_a_file_is_one_line(kind: str, tmp_path: Path) -> None:
+    """MLflow itself retries such a store for minutes, printing warnings."""
+    store = tmp_path / "store"
+    os.mkfifo(store) if kind == "FIFO" else store.mkdir()
+    with pytest.raises(ConfigError, match=f"is a {kind}, not an SQLite database file"):
+        check_sqlite_store(f"sqlite:///{store}")
 
 
 def test_wandb_names_ids_and_groups_follow_the_run_directory(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import check_writable, lock_run, run_holder
 from mnist_lightning.run.distributed import is_rank_zero
+from mnist_lightning.run.trackers import trackers_as_configured
 from mnist_lightning.run.trust import (
     check_run_files,
     check_saved_config,
@@ -301,7 +302,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
-    compose_tracker_stores(saved)
+    trackers_as_configured(saved)
     # Resolved once and used as checked: no interpolation is left to make anything later.
     resolved = renamed_targets(to_tree(saved, resolve=True))
     check_saved_config(resolved, cfg, run)
@@ -309,24 +310,6 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     resumed.resume = str(run)
     resumed.ckpt_path = None
     return resumed
-
-
-# conf/logger/mlflow.yaml: where MLflow keeps its runs, outside any run directory.
-MLFLOW_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "logger" / "mlflow.yaml"
-MLFLOW_STORE_KEYS = ("tracking_uri", "artifact_location")
-
-
-def compose_tracker_stores(saved: DictConfig) -> None:
-    """Point each MLflow logger of a resumed run's config at the store conf/logger/mlflow.yaml
-    names now (MLFLOW_TRACKING_URI, else outputs/mlflow.db under the current directory), not
-    the one its .hydra/config.yaml names: the store lies outside the run, and a run directory
-    may not choose where outside itself a resumed run writes. (W&B writes inside the run.)"""
-    store = OmegaConf.to_container(OmegaConf.load(MLFLOW_CONFIG).mlflow)  # unresolved
-    assert isinstance(store, dict)
-    for node in (saved.get("logger") or {}).values():
-        if isinstance(node, DictConfig) and node.get("_target_") == store["_target_"]:
-            for key in MLFLOW_STORE_KEYS:
-                node[key] = store[key]  # its interpolation, resolved with the current paths
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
@@ -343,7 +326,7 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
         if isinstance(callback, GracefulInterrupt):
             places[name] = callback.last
     for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger):  # its store is the command's (compose_tracker_stores)
+        if isinstance(logger, MLFlowLogger):  # its store is the command's (trackers_as_configured)
             continue
         places[type(logger).__name__] = logger.log_dir or logger.save_dir or run
     if getattr(trainer.profiler, "dirpath", None):

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from mnist_lightning.errors import ConfigError
+from mnist_lightning.files import kind_of
 from mnist_lightning.run.distributed import is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,40 @@ log = logging.getLogger(__name__)
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 EXTRAS = {MLFLOW_LOGGER: "mlflow", WANDB_LOGGER: "wandb"}  # pyproject's extras they need
+# The project's conf/logger/: each tracker's config, as the group `logger=<extra>` names it.
+LOGGER_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "logger"
+
+
+def trackers_as_configured(saved: DictConfig) -> None:
+    """Replace each MLflow or W&B logger of a resumed run's saved config by conf/logger/'s own,
+    resolved later with the current paths and environment. Where a tracker writes and which of
+    its runs a resumed run continues (its store or server, run id, settings) are the command's
+    choice, never the run directory's: a crafted one could send the W&B API key to a server of
+    its choosing, write outside the run, or log into another run."""
+    for name, node in list((saved.get("logger") or {}).items()):
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        class_name = target.rpartition(".")[2] if isinstance(target, str) else None
+        kind = next((k for t, k in EXTRAS.items() if t.rpartition(".")[2] == class_name), None)
+        if kind is not None:
+            saved.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
+
+
+def check_sqlite_store(uri: object) -> None:
+    """A local MLflow store must be a database file or not yet exist, in a directory: MLflow
+    itself retries anything else for minutes (a FIFO, a directory) before it gives up."""
+    if not isinstance(uri, str) or not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    if path.exists() and not path.is_file():
+        raise ConfigError(
+            f"logger.mlflow.tracking_uri={uri}: {path} is {kind_of(path.stat().st_mode)}, not "
+            "an SQLite database file."
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"logger.mlflow.tracking_uri={uri}: {path.parent} is not a directory; MLflow "
+            "keeps its store in a file there."
+        )
 
 
 def finish_wandb_run() -> None:
@@ -46,6 +82,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     run = Path(cfg.paths.output_dir).resolve()
     name, sweep = run_names(run)
     if target == MLFLOW_LOGGER:
+        check_sqlite_store(node.get("tracking_uri"))
         tags = {"run_dir": str(run), **({"sweep": sweep} if sweep else {})}
         extra["run_name"] = node.get("run_name") or name
         extra["tags"] = {**tags, **dict(node.get("tags") or {})}
