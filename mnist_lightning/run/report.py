@@ -164,14 +164,13 @@ def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> No
 def log_hparams(loggers: list[Logger], cfg: DictConfig) -> None:
     """The run's flattened config to each logger: TensorBoard's HPARAMS tab, MLflow's params,
     W&B's config. (CSVLogger keeps the model's in hparams.yaml; .hydra/config.yaml has all.)"""
-    params = flat_hparams(cfg)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             log_hparams_to_tensorboard(logger, cfg)
         elif isinstance(logger, MLFlowLogger):
-            log_params_to_mlflow(logger, params)
+            log_params_to_mlflow(logger, flat_hparams(cfg))
         elif not isinstance(logger, CSVLogger):
-            logger.log_hyperparams(params)
+            logger.log_hyperparams(flat_hparams(cfg))
 
 
 def log_params_to_mlflow(logger: MLFlowLogger, params: dict[str, Any]) -> None:
