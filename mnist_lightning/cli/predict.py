@@ -2,12 +2,14 @@
 
 Each picture is prepared as MNIST's images were (data/images.py), so a digit drawn with a
 marker on white paper is read like a test image. A Fashion-MNIST checkpoint answers with its
-class names (its data module's hyper-parameters say which data set it learned); its pictures
-are prepared the same way. Every argument is checked before any work, and the inputs are read
-only if they are regular files: a FIFO, a device, a socket or a dangling link among them is
-skipped by name, never opened. The grid (`grid=`) is written atomically, never over an input,
-and over an existing file only if that file is a grid mnist-predict wrote (it carries
-`Software: mnist-predict` in its metadata).
+class names (its data module's hyper-parameters say which data set it learned), and its
+pictures are prepared as that data set's were (trimmed to the object, not to strokes).
+
+Every argument is checked before any work, and the inputs are read only if they are regular
+files: a FIFO, a device, a socket or a dangling link among them is skipped by name, never
+opened. The grid (`grid=`) is written atomically, never over an input, and over an existing
+file only if that file is a grid mnist-predict wrote (it carries `Software: mnist-predict` in
+its metadata).
 """
 
 import json

@@ -108,7 +108,8 @@ def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
     except ModuleNotFoundError:  # building the logger says what to install
         return None
 
-    client = MlflowClient(node.get("tracking_uri"))
+    uri = node.get("tracking_uri")
+    client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(node.get("experiment_name") or "lightning_logs")
     found = []
     if experiment is not None:
@@ -119,7 +120,6 @@ def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
         )
         found = [r for r in runs if r.data.tags.get("run_dir") == run_dir]
     if not found:
-        uri = node.get("tracking_uri")
         log.warning("No MLflow run of %s in %s: the resumed run starts a new one.", run_dir, uri)
         return None
     return found[0].info.run_id
