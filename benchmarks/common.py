@@ -260,4 +260,5 @@ def verdict(value: float, target: float, at_most: bool, unit: str = "") -> str:
     if ok:
         return "**met**"
     gap = abs(value - target)
-    return f"**missed** by {gap:.2f}{unit} ({100 * gap / target:.0f} % of the target)"
+    share = 100 * gap / target
+    return f"**missed** by {gap:.2f}{unit} ({share:.{1 if share < 10 else 0}f} % of the target)"

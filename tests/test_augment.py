@@ -129,3 +129,33 @@ def test_an_unknown_kind_is_refused() -> None:
     """Not silently the affine distortion, for a caller who builds `Augment` in Python."""
     with pytest.raises(ValueError, match="wobble"):
         Augment("wobble")
+
+
+def strokes() -> torch.Tensor:
+    """Two images with a 3-pixel-wide bar of full ink: a stroke of known width."""
+    images = torch.zeros(2, 28, 28)
+    images[:, 6:22, 12:15] = 1.0
+    return images
+
+
+def test_max_stroke_thickens_and_thins_by_the_width_drawn() -> None:
+    images = strokes()
+    # A width of +2 px is one whole 3x3 dilation (one pixel each side), -2 one erosion.
+    grown = Augment._stroke(images, torch.tensor([2.0, 1.0]))
+    assert torch.equal(grown[0, 10], torch.tensor([0.0] * 11 + [1.0] * 5 + [0.0] * 12))
+    assert torch.allclose(grown[1, 10, 11], torch.tensor(0.5))  # half a pixel each side
+    thinned = Augment._stroke(images, torch.tensor([-2.0, -1.0]))
+    assert torch.equal(thinned[0, 10], torch.tensor([0.0] * 13 + [1.0] + [0.0] * 14))
+    assert torch.allclose(thinned[1, 10, 12], torch.tensor(0.5))
+    assert torch.equal(Augment._stroke(images, torch.zeros(2)), images)
+
+
+def test_max_stroke_is_drawn_within_its_limit_and_only_when_asked() -> None:
+    images = strokes().repeat(32, 1, 1)
+    plain, stroked = Augment("translate", max_shift=0), Augment("translate", 0, max_stroke=1.0)
+    assert torch.equal(draw(plain, images, 3), images)  # no stroke draw: old runs unchanged
+    ink = draw(stroked, images, 3).sum((1, 2)) / images.sum((1, 2))
+    # +-1 px of width on a 3-px bar 16 px long: between about 2/3 and 4/3 of the ink
+    assert ink.min() >= 2 / 3 - 0.05 and ink.max() <= 4 / 3 + 0.1
+    assert ink.min() < 0.9 and ink.max() > 1.1  # both ways, not one
+

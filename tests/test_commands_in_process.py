@@ -10,6 +10,7 @@ same commands as subprocesses, as a user does; tests/helpers/hydra_jobs.py says 
 import json
 import logging
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,23 @@ def test_the_readme_example_folder_is_predicted(
 
 
 def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
-    tiny_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: Path,
+    tmp_path: Path,
+    synthetic_mnist: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     output = tmp_path / "model.pt"
     last = tiny_run / "checkpoints" / "last.ckpt"
     line = [f"ckpt_path={last}", "format=torchscript", f"output={output}", "check_images=50"]
-    run_command(mnist_export, "export", [*line, "data_source=files", f"data_dir={synthetic_mnist}"])
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        run_command(
+            mnist_export, "export", [*line, "data_source=files", f"data_dir={synthetic_mnist}"]
+        )
+    # torch's four deprecation warnings are one line of ours, not a wall of FutureWarnings
+    assert not [w for w in heard if issubclass(w.category, FutureWarning)]
+    assert "TorchScript is deprecated by torch" in caplog.text
     assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
     assert is_earlier_export(output, "torchscript")
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:20].float() / 255

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -124,9 +125,13 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.n
 
 
 def export_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:
-    traced = torch.jit.trace(net, example[:2])
-    torch.jit.save(traced, str(path), _extra_files={f"{MARK}.json": mark("torchscript")})
-    return torch.jit.load(str(path))(example).detach().numpy()
+    # torch deprecates TorchScript in four FutureWarnings; the user who asks for it hears it once.
+    log.warning("TorchScript is deprecated by torch: format=onnx is the lasting choice.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        traced = torch.jit.trace(net, example[:2])
+        torch.jit.save(traced, str(path), _extra_files={f"{MARK}.json": mark("torchscript")})
+        return torch.jit.load(str(path))(example).detach().numpy()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
