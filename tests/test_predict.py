@@ -375,3 +375,34 @@ def test_a_garment_filling_its_picture_is_prepared_whole(tmp_path: Path) -> None
     rows, cols = np.nonzero(image.numpy() > 0.5)
     assert cols.max() - cols.min() + 1 == 28  # its longest side, scaled to 28
     assert 20 <= rows.max() - rows.min() + 1 <= 24  # its aspect kept
+
+
+def test_a_speck_or_a_shadow_edge_away_from_the_digit_is_not_cropped_with_it(
+    tmp_path: Path,
+) -> None:
+    """The crop is the digit's: a speck of dirt and a dark edge along the page, far from the
+    digit, would otherwise widen it and shrink the digit in the 20x20 box."""
+    drawn_seven().save(tmp_path / "clean.png")
+    dirty = drawn_seven()
+    draw = ImageDraw.Draw(dirty)
+    draw.ellipse((84, 84, 88, 88), fill=0)  # a speck in the corner
+    draw.line([(3, 5), (3, 90)], fill=90, width=2)  # a shadow's edge along the left side
+    dirty.save(tmp_path / "dirty.png")
+    got, expected = read_image(tmp_path / "dirty.png"), read_image(tmp_path / "clean.png")
+    assert torch.allclose(got, expected, atol=0.05)
+
+
+def test_a_digit_in_separate_strokes_keeps_every_stroke(tmp_path: Path) -> None:
+    """A 5 whose bar the pen lifted off is one digit, not its largest stroke alone."""
+    five = Image.new("L", (96, 96), 255)
+    draw = ImageDraw.Draw(five)
+    draw.line([(40, 20), (40, 45)], fill=0, width=7)  # the stem, then the bowl
+    draw.arc((30, 38, 72, 82), start=-110, end=150, fill=0, width=7)
+    draw.line([(50, 20), (72, 20)], fill=0, width=7)  # the bar, lifted off: 10 px apart
+    five.save(tmp_path / "five.png")
+    image = read_image(tmp_path / "five.png").numpy()
+    columns = np.nonzero(image.max(0) > 0.5)[0]
+    rows = np.nonzero(image.max(1) > 0.5)[0]
+    assert rows.max() - rows.min() + 1 >= 19  # the whole height still fills the 20x20 box
+    assert image[rows.min() : rows.min() + 3, 14:].max() > 0.5  # the bar is still there
+    assert len(columns) >= 12

@@ -31,6 +31,9 @@ WORK_SIDE = 80  # the cropped digit's longest side while its strokes are measure
 # How thick MNIST's strokes are: 2 x area / outline over the digit's longest side, 5th and 95th
 # percentiles of the test split's digits (measured as _mnist_stroke measures).
 STROKE = (0.066, 0.164)
+# A blot of ink is part of the digit if it has at least PART of the largest blot's ink and
+# lies within NEAR of the largest blot's size of it; other ink is a speck, a smudge or a shadow.
+PART, NEAR = 0.1, 0.15
 SHADOW = 0.35  # the most a shadow or a lamp changes the paper's tone beyond a smooth gradient
 
 
@@ -44,6 +47,7 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
     ink = _ink(np.asarray(image.convert("L"), dtype=np.float32) / 255)
     if ink is None or not (ink > INK_THRESHOLD).any():
         raise ImageError(f"{name}: the image is blank (no ink found).")
+    ink = _digit(ink)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     ink = _mnist_stroke(_resize(ink, WORK_SIDE / max(ink.shape)))
@@ -87,6 +91,37 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
         return None
     ink = contrast / np.maximum(1 - paper, 0.25)  # the paper's own brightness: 1 - paper
     return np.clip((ink - 2 * noise) / (0.8 * ink.max() - 2 * noise), 0, 1)
+
+
+def _digit(ink: np.ndarray) -> np.ndarray:
+    """The ink of the digit alone: a shadow's edge, a speck or a smudge away from it is taken
+    off before the crop, which it would otherwise widen. The digit is the largest blot of ink
+    (strokes a few pixels apart joined) and every blot near it with at least `PART` of its ink:
+    a stroke the pen lifted off."""
+    pool = torch.nn.functional.max_pool2d
+    side = max(1, -(-max(ink.shape) // 96))  # blots are found on a grid of at most 96 x 96
+    t = torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None, None]
+    mass = torch.nn.functional.avg_pool2d(t, side, side, ceil_mode=True)[0, 0]
+    blots = pool(pool((t > INK_THRESHOLD).float(), side, side, ceil_mode=True), 3, 1, 1)[0, 0]
+    labels = torch.arange(1, blots.numel() + 1, dtype=torch.float32).view_as(blots) * blots
+    while True:  # each blot takes the largest label in it
+        grown = pool(labels[None, None], 3, 1, 1)[0, 0] * blots
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    labels = labels.long()
+    per_blot = torch.zeros(blots.numel() + 1).index_add_(0, labels.flatten(), mass.flatten())
+    per_blot[0] = 0
+    largest = labels == per_blot.argmax()
+    rows, cols = largest.nonzero(as_tuple=True)
+    reach = 1 + int(NEAR * max(rows.max() - rows.min(), cols.max() - cols.min()))
+    near = pool(largest[None, None].float(), 2 * reach + 1, 1, reach)[0, 0] > 0
+    kept = torch.zeros_like(per_blot, dtype=torch.bool)
+    kept[labels[near]] = True
+    kept &= per_blot >= PART * per_blot.max()
+    kept[0] = False
+    kept = kept[labels].repeat_interleave(side, 0).repeat_interleave(side, 1)
+    return ink * kept[: ink.shape[0], : ink.shape[1]].numpy()
 
 
 def _paper(image: np.ndarray) -> np.ndarray:
