@@ -159,3 +159,14 @@ def test_max_stroke_is_drawn_within_its_limit_and_only_when_asked() -> None:
     assert ink.min() >= 2 / 3 - 0.05 and ink.max() <= 4 / 3 + 0.1
     assert ink.min() < 0.9 and ink.max() > 1.1  # both ways, not one
 
+
+
+def test_max_stroke_works_without_another_distortion() -> None:
+    """data.augment=none data.max_stroke=1 varies the strokes alone (it is not ignored)."""
+    images = strokes().repeat(8, 1, 1)
+    alone = Augment("none", max_stroke=1.0)
+    assert alone.enabled and not Augment("none").enabled
+    out = draw(alone, images, 4)
+    assert not torch.equal(out, images)
+    # Only the width changed: the bar's middle column keeps its ink, nothing moved.
+    assert torch.equal(out[:, 8:20, 13], images[:, 8:20, 13])

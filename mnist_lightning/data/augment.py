@@ -9,9 +9,10 @@ here includes the ones before it:
 - `elastic`: `affine`, then Simard's elastic field (uniform noise per pixel, smoothed by a
   Gaussian of `elastic_sigma` pixels, scaled by `elastic_alpha` pixels).
 
-With any kind but `none`, `max_stroke` > 0 first makes each digit's strokes thicker or thinner
-by up to that many pixels of width (a 3x3 grey-level dilation or erosion, blended): people
-write with pens from a fine liner to a felt marker, MNIST's writers mostly with one.
+With any kind, `none` included, `max_stroke` > 0 first makes each digit's strokes thicker or
+thinner by up to that many pixels of width, at most 1 (a 3x3 grey-level dilation or erosion,
+blended; a whole erosion would take most of an MNIST digit's ink): people write with pens from
+a fine liner to a felt marker, MNIST's writers mostly with one.
 
 `translate` is one gather; the others are one `affine_grid` + `grid_sample` (plus two small
 matrix products that smooth the elastic noise) on the device: no per-image Python. The random
@@ -53,10 +54,10 @@ class Augment:
 
     @property
     def enabled(self) -> bool:
-        return self.kind != "none"
+        return self.kind != "none" or self.max_stroke > 0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.kind == "none":
+        if not self.enabled:
             return images
         batch, device = len(images), images.device
 
@@ -65,6 +66,8 @@ class Augment:
 
         if self.max_stroke > 0:  # drawn only then, so runs without it keep their distortions
             images = self._stroke(images, uniform(self.max_stroke))
+        if self.kind == "none":
+            return images
         if self.kind == "translate":
             most = int(self.max_shift)  # each of -most..most pixels equally likely
             shift = torch.randint(-most, most + 1, (batch, 2), generator=generator, device=device)

@@ -122,7 +122,7 @@ def validate(cfg: DictConfig) -> None:
     check_number(cfg, "data.elastic_alpha", float, low=0)
     check_number(cfg, "data.elastic_sigma", float, low=0, low_open=True)
     if _get(cfg, "data.max_stroke") is not _ABSENT:  # a run saved before it existed had none
-        check_number(cfg, "data.max_stroke", float, low=0, high=2)
+        check_number(cfg, "data.max_stroke", float, low=0, high=1)
 
     hidden = _get(cfg, "model.hidden_dims")
     if not isinstance(hidden, ListConfig | list):
