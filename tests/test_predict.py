@@ -3,6 +3,7 @@ MNIST-like image or an `ImageError` naming the file, never another exception. Th
 does with files that are not pictures at all, with its arguments and with `grid=`."""
 
 import io
+import itertools
 import os
 import socket
 import tempfile
@@ -406,3 +407,45 @@ def test_a_digit_in_separate_strokes_keeps_every_stroke(tmp_path: Path) -> None:
     assert rows.max() - rows.min() + 1 >= 19  # the whole height still fills the 20x20 box
     assert image[rows.min() : rows.min() + 3, 14:].max() > 0.5  # the bar is still there
     assert len(columns) >= 12
+
+
+def dotted(points: list[tuple[int, int]], n: int, r: int, step: int) -> Image.Image:
+    """An n x n picture of a polyline drawn as dots of radius r, about `step` px apart."""
+    img = Image.new("L", (n, n), 255)
+    d = ImageDraw.Draw(img)
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        k = max(1, int(np.hypot(x1 - x0, y1 - y0) / step))
+        for t in np.linspace(0, 1, k + 1):
+            x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            d.ellipse((x - r, y - r, x + r, y + r), fill=0)
+    return img
+
+
+def test_a_digit_written_in_dots_keeps_every_dot(tmp_path: Path) -> None:
+    """A 7 in dots (a dot-matrix display, a stencil, a skipping pen) is one digit: the same
+    picture drawn in a solid line and in dots fill the same box."""
+    seven = [(128, 100), (384, 100), (230, 435)]
+    dotted(seven, 512, 8, 40).save(tmp_path / "dots.png")
+    solid = Image.new("L", (512, 512), 255)
+    ImageDraw.Draw(solid).line(seven, fill=0, width=16)
+    solid.save(tmp_path / "solid.png")
+    box = []
+    for name in ("dots", "solid"):
+        image = read_image(tmp_path / f"{name}.png").numpy()
+        rows, cols = np.nonzero(image > 0.3)
+        box.append((rows.max() - rows.min(), cols.max() - cols.min()))
+    assert abs(box[0][0] - box[1][0]) <= 2 and abs(box[0][1] - box[1][1]) <= 2, box
+
+
+def test_a_blots_weight_does_not_depend_on_where_the_grid_ends(tmp_path: Path) -> None:
+    """A 1-px dark edge on the right reads the same whether the picture is 486 or 487 px
+    wide (avg_pool2d with ceil_mode divides the last partial cell by its own few pixels)."""
+    got = []
+    for width in (486, 487):
+        img = Image.new("L", (width, 400), 255)
+        d = ImageDraw.Draw(img)
+        d.line([(200, 150), (260, 150), (225, 240)], fill=0, width=6)
+        d.line([(width - 1, 0), (width - 1, 399)], fill=0, width=1)
+        img.save(tmp_path / f"{width}.png")
+        got.append(read_image(tmp_path / f"{width}.png"))
+    assert torch.allclose(got[0], got[1], atol=0.1)

@@ -31,9 +31,9 @@ WORK_SIDE = 80  # the cropped digit's longest side while its strokes are measure
 # How thick MNIST's strokes are: 2 x area / outline over the digit's longest side, 5th and 95th
 # percentiles of the test split's digits (measured as _mnist_stroke measures).
 STROKE = (0.066, 0.164)
-# A blot of ink is part of the digit if it has at least PART of the largest blot's ink and
-# lies within NEAR of the largest blot's size of it; other ink is a speck, a smudge or a shadow.
-PART, NEAR = 0.1, 0.15
+# A blot of ink is part of the digit if it has PART of the largest blot's ink and lies within
+# NEAR of the digit's size, or REACH cells of a 96-cell grid, of the digit's other blots.
+PART, NEAR, REACH = 0.02, 0.15, 6
 SHADOW = 0.35  # the most a shadow or a lamp changes the paper's tone beyond a smooth gradient
 
 
@@ -95,13 +95,15 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
 
 def _digit(ink: np.ndarray) -> np.ndarray:
     """The ink of the digit alone: a shadow's edge, a speck or a smudge away from it is taken
-    off before the crop, which it would otherwise widen. The digit is the largest blot of ink
-    (strokes a few pixels apart joined) and every blot near it with at least `PART` of its ink:
-    a stroke the pen lifted off."""
+    off before the crop, which it would otherwise widen. Blots of ink are found on a grid of
+    at most 96x96 cells (strokes two cells apart joined); the digit is the largest blot and,
+    again and again, every blot with `PART` of its ink within reach of those kept: `NEAR` of
+    their size, at least `REACH` cells (a stroke the pen lifted off, a digit drawn in dots)."""
     pool = torch.nn.functional.max_pool2d
-    side = max(1, -(-max(ink.shape) // 96))  # blots are found on a grid of at most 96 x 96
+    side = max(1, -(-max(ink.shape) // 96))
     t = torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None, None]
-    mass = torch.nn.functional.avg_pool2d(t, side, side, ceil_mode=True)[0, 0]
+    # Summed, not averaged: a partial cell at the edge weighs what its pixels weigh.
+    mass = torch.nn.functional.avg_pool2d(t, side, side, ceil_mode=True, divisor_override=1)[0, 0]
     blots = pool(pool((t > INK_THRESHOLD).float(), side, side, ceil_mode=True), 3, 1, 1)[0, 0]
     labels = torch.arange(1, blots.numel() + 1, dtype=torch.float32).view_as(blots) * blots
     while True:  # each blot takes the largest label in it
@@ -111,15 +113,22 @@ def _digit(ink: np.ndarray) -> np.ndarray:
         labels = grown
     labels = labels.long()
     per_blot = torch.zeros(blots.numel() + 1).index_add_(0, labels.flatten(), mass.flatten())
-    per_blot[0] = 0
-    largest = labels == per_blot.argmax()
-    rows, cols = largest.nonzero(as_tuple=True)
-    reach = 1 + int(NEAR * max(rows.max() - rows.min(), cols.max() - cols.min()))
-    near = pool(largest[None, None].float(), 2 * reach + 1, 1, reach)[0, 0] > 0
-    kept = torch.zeros_like(per_blot, dtype=torch.bool)
-    kept[labels[near]] = True
-    kept &= per_blot >= PART * per_blot.max()
-    kept[0] = False
+    per_blot[0] = 0  # the paper
+    candidate = per_blot >= PART * per_blot.max()
+    kept = torch.zeros_like(candidate)
+    kept[per_blot.argmax()] = True
+    while True:  # add the candidates within reach of what is kept, until none is
+        where = kept[labels]
+        rows, cols = where.nonzero(as_tuple=True)
+        size = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+        reach = max(REACH, int(NEAR * size))
+        near = pool(where[None, None].float(), 2 * reach + 1, 1, reach)[0, 0] > 0
+        more = kept.clone()
+        more[labels[near]] = True
+        more &= candidate
+        if torch.equal(more, kept):
+            break
+        kept = more
     kept = kept[labels].repeat_interleave(side, 0).repeat_interleave(side, 1)
     return ink * kept[: ink.shape[0], : ink.shape[1]].numpy()
 
