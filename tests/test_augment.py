@@ -160,7 +160,6 @@ def test_max_stroke_is_drawn_within_its_limit_and_only_when_asked() -> None:
     assert ink.min() < 0.9 and ink.max() > 1.1  # both ways, not one
 
 
-
 def test_max_stroke_works_without_another_distortion() -> None:
     """data.augment=none data.max_stroke=1 varies the strokes alone (it is not ignored)."""
     images = strokes().repeat(8, 1, 1)
