@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "parallel": ("parallel_sweep", "a sweep one job at a time and two at a time (README.md)"),
     "images": ("readme_images", "README's pictures in docs/images/, from a finished run"),
     "handwriting": ("handwriting", "photographed digits, default vs preset: docs/handwriting.md"),
+    "fashion_authors": ("fashion_authors", "the authors' MLP grid on Fashion-MNIST, rerun"),
     "fashion": ("fashion", "the presets on Fashion-MNIST over seeds, baselines: docs/fashion.md"),
 }
 

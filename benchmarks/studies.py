@@ -9,6 +9,7 @@ time; the page is redrawn from all of them.
 import argparse
 import csv
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +19,15 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from benchmarks.common import QUIET_CPU, ROOT, mnist_train, scalars
+from benchmarks.common import QUIET_CPU, ROOT, machine, machine_line, mnist_train, scalars
 
 DOCS = ROOT / "docs"
 IMAGES = DOCS / "images"
 RESULTS = DOCS / "studies.json"
 FASHION_RESULTS = DOCS / "studies_fashion.json"  # `--data fashion_mnist`: docs/fashion.md's
+# Where the studies (docs/studies.md; docs/fashion.md's section, before sweeps recorded it)
+# were measured.
+MACHINE = "a 2-core AMD EPYC VM without GPU"
 STUDIES = ("regularization", "activation", "batch_size", "l1_vs_l2")
 # How a data set's pictures differ from MNIST's (keyword arguments of the study's function)
 DRAWING = {"fashion_mnist": {"regularization": {"floor": 65}}}
@@ -93,12 +97,55 @@ def sweep(study: str, workdir: Path, data: str = "mnist") -> Path:
     except RuntimeError as e:
         # A job that learns nothing fails (mnist-train's chance-level check) and the sweep
         # exits 1; in study_activation that is the lesson (sigmoid), and the summary stands.
+        # Any other failure (a crash, a kill, a sweep that stopped early) stops the benchmark.
         made = workdir / "outputs" / "multiruns"
         sweeps = sorted(made.iterdir()) if made.is_dir() else []
-        if not sweeps or not (sweeps[-1] / "summary.csv").is_file():
+        if not sweeps:
             raise
-        print(str(e).splitlines()[0], "(some jobs failed; the summary is read)", flush=True)
+        failed = only_learned_nothing(sweeps[-1], study)
+        print(
+            str(e).splitlines()[0],
+            f"(jobs {', '.join(failed)} learned nothing; the summary is read)",
+            flush=True,
+        )
         return sweeps[-1]
+
+
+# What a job's status says in summary.csv when mnist-train's chance-level check failed it
+# (LearnedNothingError in mnist_lightning/cli/train.py, recorded by run/sweep.py).
+LEARNED_NOTHING = "learned nothing"
+
+
+def planned_jobs(study: str) -> int:
+    """How many jobs conf/experiment/study_<study>.yaml's sweep has (its comma lists)."""
+    conf = OmegaConf.load(ROOT / "conf" / "experiment" / f"study_{study}.yaml")
+    return math.prod(len(str(v).split(",")) for v in conf.hydra.sweeper.params.values())
+
+
+def only_learned_nothing(sweep_dir: Path, study: str) -> list[str]:
+    """The jobs of a sweep that exited 1, when every job ended and each failed one failed
+    mnist-train's chance-level check; otherwise a RuntimeError that says which job failed
+    and why (a partial or crashed sweep is not published)."""
+    summary = sweep_dir / "summary.csv"
+    if not summary.is_file():
+        raise RuntimeError(f"{sweep_dir}: the sweep failed before any job ended (no summary.csv)")
+    with summary.open() as f:
+        rows = list(csv.DictReader(f))
+    planned = planned_jobs(study)
+    if len(rows) != planned:
+        raise RuntimeError(
+            f"{sweep_dir}: {len(rows)} of study_{study}'s {planned} jobs ended; the sweep "
+            "stopped early, and its table would be partial."
+        )
+    failed = [r for r in rows if r["status"] != "completed"]
+    other = [r for r in failed if LEARNED_NOTHING not in r["status"]]
+    if other:
+        raise RuntimeError(
+            f"{sweep_dir}: job {other[0]['job']} ({other[0]['overrides']}) failed for another "
+            f"reason than learning nothing: {other[0]['status']}. The benchmark stops rather "
+            "than publish a table without it."
+        )
+    return sorted((r["job"] for r in failed), key=int)
 
 
 def jobs(sweep_dir: Path, data: str = "mnist") -> list[dict]:
@@ -122,6 +169,11 @@ def jobs(sweep_dir: Path, data: str = "mnist") -> list[dict]:
     return rows
 
 
+def percent(value: str) -> str:
+    """A summary.csv accuracy as the tables show it; a job that learned nothing has none."""
+    return f"{100 * float(value):.2f} %" if value else "– (learned nothing)"
+
+
 def last(row: dict, tag: str) -> float:
     return row["curves"][tag][-1][2]
 
@@ -142,7 +194,7 @@ def regularization(rows: list[dict], floor: float = 80) -> tuple[list[str], Figu
         grid[dropouts.index(d), decays.index(w)] = 100 * float(r["val/acc_best"])
         lines.append(
             f"| {d} | {w} | {100 * last(r, 'train/acc'):.1f} % | "
-            f"{100 * float(r['val/acc_best']):.2f} % | {100 * float(r['test/acc']):.2f} % |"
+            f"{100 * float(r['val/acc_best']):.2f} % | {percent(r['test/acc'])} |"
         )
     image = left.imshow(grid, cmap="viridis")
     for i in range(len(dropouts)):
@@ -232,10 +284,11 @@ def batch_size(rows: list[dict]) -> tuple[list[str], Figure]:
         epochs = range(1, len(values) + 1)
         left.plot(epochs, [100 * v for v in values], "o-", label=f"batch {batch}")
         right.plot(seconds, [100 * v for v in values], "o-", label=f"batch {batch}")
-        m = r["metrics"]
+        m = r["metrics"]  # {} for a job that learned nothing
+        seconds = f"{m['fit_seconds']:.0f} s" if "fit_seconds" in m else "–"
         lines.append(
-            f"| {batch} | {m['global_step']} | {m['fit_seconds']:.0f} s | "
-            f"{100 * float(r['val/acc_best']):.2f} % | {100 * float(r['test/acc']):.2f} % |"
+            f"| {batch} | {m.get('global_step', '–')} | {seconds} | "
+            f"{100 * float(r['val/acc_best']):.2f} % | {percent(r['test/acc'])} |"
         )
     left.set(xlabel="epoch", ylabel="val/acc (%)", title="equal epochs")
     right.set(xlabel="seconds", ylabel="val/acc (%)", title="the same runs against time")
@@ -304,6 +357,7 @@ def main(args: argparse.Namespace) -> None:
             "table": lines,
             "minutes": round((time.perf_counter() - started) / 60, 1),
             "measured": time.strftime("%Y-%m-%d"),
+            "machine": machine_line(machine()),
         }
         print(study, *lines, sep="\n", flush=True)
         store.write_text(json.dumps(results, indent=1) + "\n")
@@ -322,7 +376,7 @@ def page(results: dict) -> str:
         "Each study is a Hydra sweep, `mnist-train -m experiment=study_<name>`: its summary "
         "table, TensorBoard curves and checkpoints teach the lesson. The tables and pictures "
         "here are read back from those sweeps by `.venv/bin/python -m benchmarks studies` on "
-        "a 2-core AMD EPYC VM without GPU (`--studies NAME` re-runs one).",
+        f"{MACHINE} (`--studies NAME` re-runs one).",
         "",
     ]
     for study in STUDIES:

@@ -1,14 +1,17 @@
 """`python -m benchmarks fashion`'s page and its reading of the authors' baselines, on small
 fake results and a fake package: no training, no network."""
 
+import copy
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
 from hydra import compose
 
 from benchmarks import fashion, studies
+from benchmarks.common import ROOT
 from mnist_lightning.errors import DataError
 from tests.test_fashion_mnist import fake_deb
 
@@ -162,6 +165,7 @@ def test_the_page_shows_both_data_sets_the_baselines_and_the_studies(
             },
         },
     }
+    monkeypatch.setattr(fashion, "WRITTEN_FROM", fashion.written_from(results))
     fashion.write_page(results)
     page = (tmp_path / "fashion.md").read_text()
     assert (tmp_path / "fashion_curves.png").stat().st_size > 0
@@ -191,6 +195,43 @@ def test_the_page_shows_both_data_sets_the_baselines_and_the_studies(
     ) in page
     assert "| 64 | 785 | 1 s | 9.50 % | 9.60 % | 97.50 % | 97.60 % |" in page
     assert "images/study_batch_size_fashion.png" in page
+    # the verdict is the results': here fashion_best_cpu beats the default beyond the spread
+    assert "no better than the default" not in page
+    assert "**better than the default (90.00 ± 1.00 %)** by 1.50 points" in page
+    assert "reaches 91.50 ± 0.20 %" in page
+    # a changed figure under the hand-written lessons: the page is not written
+    changed = copy.deepcopy(results)
+    changed["candidates"]["runs"][last]["val_acc_best"] = 0.95
+    with pytest.raises(RuntimeError, match="re-read the new tables, rewrite"):
+        fashion.write_page(changed)
+
+
+def test_the_hand_written_lessons_match_the_measured_figures() -> None:
+    """docs/fashion.json and docs/studies*.json hold the figures the lessons were written
+    from; change one and the page writer refuses."""
+    results = fashion.load()
+    fashion.check_written_from(results)
+    if not results.get("candidates"):
+        pytest.skip("docs/fashion.json has no candidates yet")
+    changed = copy.deepcopy(results)
+    name = next(iter(changed["candidates"]["runs"]))
+    changed["candidates"]["runs"][name]["test_acc"] += 0.01
+    with pytest.raises(RuntimeError, match=f"candidates {re.escape(name)}"):
+        fashion.check_written_from(changed)
+
+
+def test_readme_and_the_preset_quote_the_measured_means() -> None:
+    """README's table and fashion_best_cpu.yaml's comment quote docs/fashion.json's means."""
+    presets = fashion.load().get("presets")
+    if not presets:
+        pytest.skip("docs/fashion.json has no presets yet")
+    means = {name: f"{mean:.2f}" for name, (mean, _) in fashion.fashion_figures(presets).items()}
+    readme = (ROOT / "README.md").read_text()
+    for name, mean in means.items():
+        assert f"| {mean} % |" in readme, name
+    comment = (ROOT / "conf" / "experiment" / f"{fashion.BEST}.yaml").read_text()
+    default = next(iter(fashion.TUTORIALS))
+    assert f"({means[fashion.BEST]} against {means[default]} %" in comment
 
 
 @pytest.mark.usefixtures("hydra_on_conf")

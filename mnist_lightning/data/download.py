@@ -233,23 +233,30 @@ def apt_download(dest: Path) -> Path:
 
 def debian_files(deb: Path) -> dict[str, bytes]:
     """The four IDX files the package keeps gzipped in DEBIAN_FOLDER (name -> uncompressed
-    bytes), read from the .deb itself: an `ar` archive whose data.tar.* holds the files. Only
-    those regular files are read, none is extracted, and none may exceed MAX_FILE_BYTES."""
+    bytes), read from the .deb itself."""
     wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in FASHION_MNIST_SHA256}
-    files = {}
+    found = package_files(deb, set(wanted))
+    return {wanted[path]: gunzip(data, f"{deb.name}: {path}") for path, data in found.items()}
+
+
+def package_files(deb: Path, wanted: set[str], most: int = MAX_FILE_BYTES) -> dict[str, bytes]:
+    """The regular files `wanted` (paths inside the package, without "./") as stored in a .deb:
+    an `ar` archive whose data.tar.* holds them. Only those are read, none is extracted, none
+    may exceed `most` bytes; the ones it lacks are simply absent."""
+    found = {}
     with _data_tar(deb) as tar:
         for count, member in enumerate(tar):
-            if len(files) == len(wanted):
+            if len(found) == len(wanted):
                 break
             if count > MAX_DEB_ENTRIES:  # the package holds a few dozen: a crafted archive
                 raise DataError(f"{deb.name} holds more than {MAX_DEB_ENTRIES} entries.")
-            name = wanted.get(member.name.removeprefix("./"))
-            if name is None or not member.isfile():
+            path = member.name.removeprefix("./")
+            if path not in wanted or not member.isfile():
                 continue
-            if member.size > MAX_FILE_BYTES:
+            if member.size > most:
                 raise DataError(f"{deb.name}: {member.name} is {member.size} bytes, too large.")
-            files[name] = gunzip(tar.extractfile(member).read(), f"{deb.name}: {member.name}")
-    return files
+            found[path] = tar.extractfile(member).read()
+    return found
 
 
 def _data_tar(deb: Path) -> tarfile.TarFile:
