@@ -143,6 +143,12 @@ def test_the_page_shows_both_data_sets_the_baselines_and_the_studies(
     monkeypatch.setattr(studies, "FASHION_RESULTS", tmp_path / "studies_fashion.json")
     monkeypatch.setattr(fashion, "PAGE", tmp_path / "fashion.md")
     monkeypatch.setattr(fashion, "CURVES", tmp_path / "fashion_curves.png")
+    rerun = {"measured": "2026-11-30", "machine": "m", "command": "c", "runs": []}
+    for acc, layers in ((0.88, "(100,)"), (0.84, "(10,)")):
+        setting = {"activation": "relu", "hidden_layer_sizes": layers}
+        rerun["runs"].append({"setting": setting, "test_acc": acc, "passes": 9, "seconds": 1.0})
+    (tmp_path / "fashion_authors.json").write_text(json.dumps(rerun))
+    monkeypatch.setattr(fashion, "AUTHORS_RERUN", tmp_path / "fashion_authors.json")
     results = {
         "presets": {
             default: runs(0.89, 0.90, 0.91, epochs=12),
@@ -185,6 +191,12 @@ def test_the_page_shows_both_data_sets_the_baselines_and_the_studies(
     ) in page
     assert "not their results" in page
     assert "| MLP 256-128-100 | None | 88.33 % | – | @heitorrapela |" in page
+    # the authors' grid rerun: the presets above its best, and its table best first
+    assert (
+        "Of the presets, only the default and `fashion_best_cpu` beat the best of the authors' "
+        "MLP grid rerun here (relu (100,), 88.00 %, below)"
+    ) in page
+    assert "2 of its 4 settings" in page and "| relu | (100,) | 88.00 % | 9 | 1 s |" in page
     # the candidates: the best by validation accuracy is the preset
     last = list(fashion.CANDIDATES)[-1]
     assert f"| {last} (= `fashion_best_cpu`) | 92.00 % | 89.00 % | 300 s |" in page
@@ -232,6 +244,10 @@ def test_readme_and_the_preset_quote_the_measured_means() -> None:
     comment = (ROOT / "conf" / "experiment" / f"{fashion.BEST}.yaml").read_text()
     default = next(iter(fashion.TUTORIALS))
     assert f"({means[fashion.BEST]} against {means[default]} %" in comment
+    if fashion.AUTHORS_RERUN.is_file():  # and the best of the authors' grid rerun here
+        rerun = json.loads(fashion.AUTHORS_RERUN.read_text())["runs"]
+        best = max(r["test_acc"] for r in rerun)
+        assert f"its best reads {100 * best:.2f} %" in readme
 
 
 @pytest.mark.usefixtures("hydra_on_conf")
