@@ -617,9 +617,28 @@ def missed_note(manifest: list[dict], predicted: list[int | None], whole: float)
         f"Why the preset misses: its weakest kinds are {listed}. Many of the `marker` pictures "
         "it misreads have loops the pen closed (a 9 or an 8 as a blob: see the hard cases), "
         "which a person would misread too; `photo` adds blur, noise, JPEG and rotation at "
-        "once. Training twice as long and varying the strokes' width read less of the "
-        "development set (below), so neither became the preset; by a few pictures, about what "
-        "a second training seed could change."
+        "once." + tried_note()
+    )
+
+
+def tried_note() -> str:
+    """What the other recipes on the development set did, from CANDIDATES."""
+    if not CANDIDATES.is_file():
+        return ""
+    runs = json.loads(CANDIDATES.read_text())["runs"]
+    best = max(run["accuracy"]["all"] for run in runs)
+    others = [run for run in runs if run["accuracy"]["all"] < best]
+    if not others:
+        return ""
+    gap = 100 * (best - max(run["accuracy"]["all"] for run in others))
+    who = (
+        "other recipe tried reads"
+        if len(others) == 1
+        else f"{len(others)} other recipes tried read"
+    )
+    return (
+        f" The {who} less of the development set (below), the closest by {gap:.1f} points: a "
+        "few pictures, about what a second training seed could change."
     )
 
 

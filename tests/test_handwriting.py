@@ -3,6 +3,7 @@ are made deterministically, every kind of them is prepared back into the MNIST d
 from, and paper with no ink on it, however lit, is still refused as blank."""
 
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -125,3 +126,28 @@ def test_a_faint_small_digit_on_shadowed_paper_is_found() -> None:
 def test_per_kind_counts_refused_pictures_as_wrong() -> None:
     manifest = [{"kind": "a", "digit": 1}, {"kind": "a", "digit": 2}, {"kind": "b", "digit": 3}]
     assert per_kind(manifest, [1, None, 3]) == {"a": (1, 2), "b": (1, 1), "all": (2, 3)}
+
+
+def test_the_recipes_tried_are_shown_best_first_and_the_others_gap_is_computed(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import handwriting
+
+    kinds = {"scan": 0.9, "marker": 0.8, "repo": 1.0}
+    found = {
+        "measured": "2026-11-30",
+        "machine": "M",
+        "seed": 1,
+        "runs": [
+            {"command": "mnist-train b", "accuracy": kinds | {"all": 0.970}},
+            {"command": "mnist-train a", "accuracy": kinds | {"all": 0.978}},
+        ],
+    }
+    monkeypatch.setattr(handwriting, "CANDIDATES", tmp_path / "candidates.json")
+    assert handwriting.candidates_section() == "" and handwriting.tried_note() == ""
+    handwriting.CANDIDATES.write_text(json.dumps(found))
+    section = handwriting.candidates_section()
+    assert section.index("`mnist-train a` | 97.8 %") < section.index("`mnist-train b` | 97.0 %")
+    assert "| recipe | development set | scan | marker |" in section  # repo is not a kind shown
+    assert "The other recipe tried reads less" in handwriting.tried_note()
+    assert "the closest by 0.8 points" in handwriting.tried_note()
