@@ -122,12 +122,17 @@ def mlp_grid(baselines: dict) -> list[dict]:
     return [dict(zip(keys, combo, strict=True)) | common for combo in itertools.product(*values)]
 
 
+def table_cells(line: str) -> list[str]:
+    """The cells of one markdown table row, stripped."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def submitted_mlps(readme: str) -> list[dict]:
     """The README's "submitted benchmarks" rows whose classifier is an MLP (classifier,
     preprocessing, Fashion test accuracy, MNIST test accuracy, submitter)."""
     rows = []
     for line in readme.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = table_cells(line)
         if len(cells) < 5 or not re.match(r"MLP\b", cells[0]):
             continue
         submitter = re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", cells[4])
@@ -186,7 +191,7 @@ def mnist_presets() -> dict[str, str]:
     `benchmarks accuracy --page presets` writes (its raw runs are not kept)."""
     page, figures = MNIST_PRESETS_PAGE, {}
     for line in page.read_text().splitlines() if page.is_file() else []:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = table_cells(line)
         if len(cells) == 4 and cells[3].startswith("`mnist-train"):
             figures[cells[3].strip("`")] = cells[1]
     return figures
@@ -399,7 +404,7 @@ def candidate_lines(candidates: dict | None) -> list[str]:
 
 def study_columns(table: list[str]) -> tuple[list[str], list[list[str]]]:
     """A markdown table's header cells and rows of cells (without the --- line)."""
-    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+    cells = [table_cells(line) for line in table]
     return cells[0], cells[2:]
 
 

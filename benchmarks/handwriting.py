@@ -419,6 +419,15 @@ def checkpoint(given: Path | None, overrides: list[str], out: Path) -> tuple[Pat
     return Path(run.metrics["best_checkpoint"]), " ".join(run.command)
 
 
+def the_set(out: Path, seed: int, per_kind_count: int) -> tuple[Path, list[dict]]:
+    """The set of `seed` under `out` and its manifest, made first if it is not there yet."""
+    folder = out / f"set-{seed}"
+    labels = folder / "labels.json"
+    if labels.is_file():
+        return folder, json.loads(labels.read_text())
+    return folder, make_set(folder, seed, per_kind_count)
+
+
 def measure_candidates(ckpts: list[Path], out: Path, per_kind_count: int) -> None:
     """Each checkpoint's accuracy per kind on the development set, kept in CANDIDATES: the
     preset is the recipe that reads the most of it (the reported set chooses nothing)."""
@@ -426,13 +435,7 @@ def measure_candidates(ckpts: list[Path], out: Path, per_kind_count: int) -> Non
 
     from benchmarks.common import machine, machine_line
 
-    folder = out / f"set-{DEV_SEED}"
-    labels = folder / "labels.json"
-    manifest = (
-        json.loads(labels.read_text())
-        if labels.is_file()
-        else make_set(folder, DEV_SEED, per_kind_count)
-    )
+    folder, manifest = the_set(out, DEV_SEED, per_kind_count)
     prepared, _ = read_set(folder, manifest)
     runs = []
     for given in ckpts:
@@ -492,12 +495,7 @@ def main(args: argparse.Namespace) -> None:
     if args.candidate_ckpts:
         measure_candidates(args.candidate_ckpts, args.out, args.per_kind)
         return
-    folder = args.out / f"set-{args.seed}"
-    labels = folder / "labels.json"
-    if labels.is_file():
-        manifest = json.loads(labels.read_text())
-    else:
-        manifest = make_set(folder, args.seed, args.per_kind)
+    folder, manifest = the_set(args.out, args.seed, args.per_kind)
     print(f"{len(manifest)} pictures in {folder}", flush=True)
     if args.only_set:
         return

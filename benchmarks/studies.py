@@ -285,9 +285,9 @@ def batch_size(rows: list[dict]) -> tuple[list[str], Figure]:
         left.plot(epochs, [100 * v for v in values], "o-", label=f"batch {batch}")
         right.plot(seconds, [100 * v for v in values], "o-", label=f"batch {batch}")
         m = r["metrics"]  # {} for a job that learned nothing
-        seconds = f"{m['fit_seconds']:.0f} s" if "fit_seconds" in m else "–"
+        fit_time = f"{m['fit_seconds']:.0f} s" if "fit_seconds" in m else "–"
         lines.append(
-            f"| {batch} | {m.get('global_step', '–')} | {seconds} | "
+            f"| {batch} | {m.get('global_step', '–')} | {fit_time} | "
             f"{100 * float(r['val/acc_best']):.2f} % | {percent(r['test/acc'])} |"
         )
     left.set(xlabel="epoch", ylabel="val/acc (%)", title="equal epochs")
