@@ -8,12 +8,15 @@ it (`mnist_lightning.cli.exit_on_user_error`), print the message and exit with s
 
 def one_line(error: BaseException | str, limit: int | None = None) -> str:
     """An exception's text (or a part of it) as one line for a message to quote (another
-    library's may span lines), cut to `limit` characters; its type's name if it has no text.
-    Characters a terminal would act on (escape sequences from a crafted file's keys) are shown
-    escaped."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    library's may span lines), cut to `limit` characters; its type's name if it has no text."""
+    text = printable(" ".join(str(error).split()) or type(error).__name__)
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable(text: object) -> str:
+    """`text` (a file's name, a crafted file's keys) safe to print: a newline, an escape
+    sequence a terminal would act on, or a byte of a name that is not UTF-8 is shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 class UserError(Exception):

@@ -164,7 +164,7 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "no images in directory": (
         "predict",
         lambda w: [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures'}"],
-        ["pictures", "no image files"],
+        ["pictures: the directory holds no pictures ("],
     ),
 }
 

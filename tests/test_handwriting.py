@@ -5,6 +5,7 @@ from, and paper with no ink on it, however lit, is still refused as blank."""
 import io
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,20 +135,47 @@ def test_the_recipes_tried_are_shown_best_first_and_the_others_gap_is_computed(
     from benchmarks import handwriting
 
     kinds = {"scan": 0.9, "marker": 0.8, "repo": 1.0}
+    a = {"trainer.max_epochs": 90, "data.max_stroke": 1.0, "seed": 42}
+    b = {"trainer.max_epochs": 30, "data.max_stroke": 1.0, "seed": 42}
     found = {
         "measured": "2026-11-30",
         "machine": "M",
-        "seed": 1,
+        "seeds": [1, 3],
+        "pictures": 2408,
         "runs": [
-            {"command": "mnist-train b", "accuracy": kinds | {"all": 0.970}},
-            {"command": "mnist-train a", "accuracy": kinds | {"all": 0.978}},
+            {"command": "mnist-train b", "settings": b, "accuracy": kinds | {"all": 0.970}},
+            {"command": "mnist-train a", "settings": a, "accuracy": kinds | {"all": 0.978}},
         ],
     }
     monkeypatch.setattr(handwriting, "CANDIDATES", tmp_path / "candidates.json")
     assert handwriting.candidates_section() == "" and handwriting.tried_note() == ""
     handwriting.CANDIDATES.write_text(json.dumps(found))
     section = handwriting.candidates_section()
-    assert section.index("`mnist-train a` | 97.8 %") < section.index("`mnist-train b` | 97.0 %")
-    assert "| recipe | development set | scan | marker |" in section  # repo is not a kind shown
+    # only the settings in which the recipes differ, as each run saved them; best first
+    first = section.index("| trainer.max_epochs=90 | 97.8 % |")
+    assert first < section.index("| trainer.max_epochs=30 | 97.0 % |")
+    assert "| recipe | development sets | scan | marker |" in section  # repo is not a kind shown
+    assert "(seeds 1, 3: 2408 pictures;" in section and "0.04 % of them" in section
     assert "The other recipe tried reads less" in handwriting.tried_note()
     assert "the closest by 0.8 points" in handwriting.tried_note()
+
+
+def test_the_preset_is_described_from_its_own_runs_config(tmp_path: Path) -> None:
+    """The page says how the measured checkpoint was trained, not what conf/ says now."""
+    from benchmarks import handwriting
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "data: {augment: elastic, max_rotation: 15.0, max_scale: 0.15, elastic_sigma: 6.0,"
+        " elastic_alpha: 36.0, max_stroke: 1.0}\n"
+        "model: {hidden_dims: [1024, 1024], dropout: 0.2, label_smoothing: 0.1}\n"
+        "trainer: {max_epochs: 90}\n"
+    )
+    said = handwriting.recipe(run / "checkpoints" / "best.ckpt")
+    assert said.startswith("784-1024-1024-10, dropout 0.2, label smoothing 0.1, trained 90 epochs")
+    assert "elastic σ 6 px and α 36 px; strokes up to 1 px thicker or thinner)" in said
+    assert handwriting.recipe(tmp_path / "elsewhere" / "x" / "y.ckpt").startswith("see ")
+    saved = handwriting.settings(run / "checkpoints" / "best.ckpt")
+    assert saved["trainer.max_epochs"] == 90 and saved["model.hidden_dims"] == [1024, 1024]
+    assert saved["model.input_dropout"] is None  # a key an older run's config lacks

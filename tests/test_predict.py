@@ -73,16 +73,43 @@ def test_any_picture_becomes_an_mnist_image_or_an_image_error(
         assert is_mnist_like(image)
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e30, 1e30])
-def test_float_images_with_extreme_values(value: float) -> None:
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_float_picture_with_pixels_that_are_not_numbers_is_refused(value: float) -> None:
+    """Not guessed: a NaN taken for paper or ink would change the digit read."""
     pixels = np.zeros((30, 30), np.float32)
     pixels[10:20, 12:16] = value
-    try:
-        image = prepare(Image.fromarray(pixels), "scan.tif")
-    except ImageError as e:
-        assert str(e).startswith("scan.tif: ")
-    else:
-        assert is_mnist_like(image)
+    with pytest.raises(ImageError) as info:
+        prepare(Image.fromarray(pixels), "scan.tif")
+    assert str(info.value) == "scan.tif: 40 of its pixels are not numbers (NaN or infinity)."
+
+
+@pytest.mark.parametrize(
+    ("dtype", "white"),
+    [
+        (np.float32, 1.0),
+        (np.float32, 255.0),
+        (np.float32, 1e30),
+        (np.uint16, 65535),
+        (np.int32, 255),
+    ],
+)
+def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float) -> None:
+    """A float or 16-bit picture (a scientific TIFF) is scaled by its white, not clipped."""
+    eight_bit = np.asarray(drawn_seven(), np.float32)
+    deep = Image.fromarray((eight_bit / 255 * white).astype(dtype))
+    assert torch.allclose(prepare(deep), prepare(drawn_seven()), atol=0.02)
+
+
+def test_a_speck_alone_is_refused_not_read_as_a_digit() -> None:
+    """A dot of dirt on a clean page was blown up to 20x20 and read as an 8; a small digit
+    is still read."""
+    page = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(page).ellipse((100, 100, 106, 106), fill=0)
+    with pytest.raises(ImageError, match=r"^speck.png: the only ink is a speck of 9x9 pixels"):
+        prepare(page, "speck.png")
+    small = Image.new("L", (200, 200), 255)
+    small.paste(drawn_seven().resize((16, 16)), (90, 90))
+    assert prepare(small).sum() > 0
 
 
 @settings(max_examples=100, deadline=None)
@@ -136,9 +163,9 @@ SPECIAL = ["a FIFO", "a character device", "a directory", "a socket", "a danglin
 def test_a_special_file_is_named_for_what_it_is_and_never_opened(kind: str, tmp_path: Path) -> None:
     path = tmp_path / "x.png"
     make_special(path, kind)
-    assert input_files([str(tmp_path)]) == [path]  # found by its suffix ...
+    assert input_files([str(tmp_path)]) == ([path], [])  # found by its suffix ...
     if kind != "a directory":  # ... or given by name (a directory given is listed instead)
-        assert input_files([str(path)]) == [path]
+        assert input_files([str(path)]) == ([path], [])
     with pytest.raises(ImageError) as info:
         read_image(path)
     message = str(info.value)
@@ -147,12 +174,33 @@ def test_a_special_file_is_named_for_what_it_is_and_never_opened(kind: str, tmp_
         assert f"(to {tmp_path / 'gone.png'})" in message
 
 
-def test_a_name_that_is_nothing_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file or directory"):
-        input_files([str(tmp_path / "nothing.png")])
+@pytest.mark.parametrize("name", ["new\nline.png", "title\x1b]0;pwned\x07.png", "bad\udcff.png"])
+def test_a_file_name_is_shown_escaped_where_a_terminal_would_act_on_it(
+    name: str, tmp_path: Path
+) -> None:
+    (tmp_path / name).write_bytes(b"not an image")
+    with pytest.raises(ImageError) as info:
+        read_image(tmp_path / name)
+    message = str(info.value)
+    assert message.isprintable() and message.encode("utf-8")  # one line, strict UTF-8
+    assert repr(name)[1:-1] in message
+
+
+def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "a.txt").write_text("")
-    with pytest.raises(ConfigError, match="no such file or directory"):
-        input_files([str(tmp_path / "a.txt" / "x.png")])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "one.png").write_bytes(b"")
+    names = ["nothing.png", "a.txt/x.png", "empty", "one.png"]
+    files, skipped = input_files([str(tmp_path / name) for name in names])
+    assert files == [tmp_path / "one.png"]
+    assert skipped == [
+        f"{tmp_path}/nothing.png: no such file or directory.",
+        f"{tmp_path}/a.txt/x.png: no such file or directory.",
+        f"{tmp_path}/empty: the directory holds no pictures (.bmp, .gif, .jpeg, .jpg, .pgm, "
+        ".png, .tif, .tiff, .webp).",
+    ]
 
 
 GOOD_ARGS = {"ckpt_path": "last.ckpt", "inputs": "x.png", "device": "auto", "json": False}

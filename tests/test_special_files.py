@@ -59,18 +59,22 @@ def earlier_grid(path: Path) -> None:
 
 
 def special_pictures(w: Path) -> list[str]:
-    """Among the pictures: a FIFO, a link to /dev/zero, a socket and a dangling link, beside a
-    good picture; another FIFO given by name; the grid replaces an earlier grid."""
+    """Among the pictures: a FIFO, a link to /dev/zero, a socket, a dangling link and names a
+    terminal would act on, beside a good picture; another FIFO, a name that is nothing and a
+    folder with no pictures given by name; the grid replaces an earlier grid."""
     pictures = w / "pictures"
     os.mkfifo(pictures / "fifo.png")
     (pictures / "zero.png").symlink_to("/dev/zero")
     make_socket(pictures / "sock.png")
     (pictures / "gone.png").symlink_to(w / "no-such.png")
+    (pictures / "new\nline.png").write_bytes(b"not a picture")
+    (pictures / "title\x1b]0;pwned\x07\udcff.png").write_bytes(b"not a picture")
     os.mkfifo(w / "named.png")
+    (w / "empty").mkdir()
     earlier_grid(w / "grid.png")
     return [
         f"ckpt_path={last_ckpt(w)}",
-        f"inputs=[{pictures},{w / 'named.png'}]",
+        f"inputs=[{pictures},{w / 'named.png'},{w / 'nothing.png'},{w / 'empty'}]",
         f"grid={w / 'grid.png'}",
     ]
 
@@ -146,7 +150,11 @@ CASES: dict[str, Case] = {
             SKIPPED + "zero.png: a character device, not a regular file",
             SKIPPED + "sock.png: a socket, not a regular file",
             SKIPPED + "gone.png: a dangling symbolic link",
+            SKIPPED + "new\\nline.png: not a readable image",
+            SKIPPED + "title\\x1b]0;pwned\\x07\\udcff.png: not a readable image",
             "skipped: {w}/named.png: a FIFO, not a regular file",
+            "skipped: {w}/nothing.png: no such file or directory.",
+            "skipped: {w}/empty: the directory holds no pictures (",
             "wrote {w}/grid.png",
         ),
         status=1,

@@ -29,7 +29,7 @@ from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
 from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
-from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.errors import ConfigError, UserError, printable
 from mnist_lightning.files import (
     atomic_open,
     check_writable,
@@ -44,13 +44,14 @@ from mnist_lightning.run.report import digits_figure
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
 
 
-def input_files(inputs: list[str]) -> list[Path]:
-    """The files `inputs=` names: files as given, directories by image suffix. Whatever is not
-    a regular file is kept, for `read_image` to skip by name; a name that is nothing at all
-    (not even a dangling link) is an error."""
+def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """The files `inputs=` names (files as given, directories by image suffix), and a line for
+    each name that gives none: nothing there, or a directory with no pictures. Whatever is not
+    a regular file is kept, for `read_image` to skip by name."""
     files: list[Path] = []
+    skipped: list[str] = []
     for item in inputs:
-        path = Path(item)
+        path, name = Path(item), printable(item)
         try:
             is_dir = stat.S_ISDIR(os.stat(path).st_mode)
         except OSError:
@@ -59,15 +60,17 @@ def input_files(inputs: list[str]) -> list[Path]:
             try:
                 found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             except OSError as e:
-                raise ConfigError(f"inputs={item}: cannot list it ({e.strerror or e}).") from None
+                skipped.append(f"{name}: cannot list this directory ({e.strerror or e}).")
+                continue
             if not found:
-                raise ConfigError(f"inputs={item}: the directory holds no image files.")
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                skipped.append(f"{name}: the directory holds no pictures ({suffixes}).")
             files += found
         elif os.path.lexists(path):
             files.append(path)
         else:
-            raise ConfigError(f"inputs={item}: no such file or directory.")
-    return files
+            skipped.append(f"{name}: no such file or directory.")
+    return files, skipped
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
@@ -123,7 +126,8 @@ def write_grid(
     grid: Path, images: list[torch.Tensor], rows: list[dict[str, Any]], dataset: DataSet = MNIST
 ) -> None:
     captions = [
-        f"{Path(r['file']).name[:14]}\n{dataset.classes[r[dataset.noun]]} ({r['probability']:.0%})"
+        f"{printable(Path(r['file']).name)[:14]}\n"
+        f"{dataset.classes[r[dataset.noun]]} ({r['probability']:.0%})"
         for r in rows
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
@@ -157,14 +161,18 @@ def answer(path: Path, probs: torch.Tensor, dataset: DataSet) -> dict[str, Any]:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     ckpt_path, inputs, grid = validate_predict(cfg)
-    files = input_files(inputs)
+    files, skipped = input_files(inputs)
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    if not files:
+        sys.exit(2)
     if grid is not None:
         check_grid(grid, files)
     device = pick_device(cfg.device)
     model, checkpoint = load_classifier(ckpt_path, device)
     dataset = trained_on(checkpoint, ckpt_path)  # what its ten outputs are called
 
-    prepared, rows, failures = [], [], 0
+    prepared, rows, failures = [], [], len(skipped)
     for path in files:
         try:
             image = read_image(path, objects=dataset.named)
@@ -176,8 +184,8 @@ def main(cfg: DictConfig) -> None:
             probs = model(image[None].to(device)).softmax(1)[0].cpu()
         if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
             print(
-                f"skipped: {path}: the model's output is not finite (NaN); the checkpoint's "
-                "weights are damaged.",
+                f"skipped: {printable(path)}: the model's output is not finite (NaN); the "
+                "checkpoint's weights are damaged.",
                 file=sys.stderr,
             )
             failures += 1
@@ -192,13 +200,14 @@ def main(cfg: DictConfig) -> None:
             }
             print(json.dumps(finite, allow_nan=False))
     elif rows:
-        width = max(len(r["file"]) for r in rows)
+        shown = [printable(r["file"]) for r in rows]
+        width = max(map(len, shown))
         noun, names = dataset.noun, dataset.classes
         column = max(len(noun), *(len(name) for name in names))
         print(f"{'file':<{width}}  {noun:>{column}}  probability  runner-up")
-        for r in rows:
+        for r, file in zip(rows, shown, strict=True):
             print(
-                f"{r['file']:<{width}}  {names[r[noun]]:>{column}}  {r['probability']:>11.1%}  "
+                f"{file:<{width}}  {names[r[noun]]:>{column}}  {r['probability']:>11.1%}  "
                 f"{names[r['runner_up']]} ({r['runner_up_probability']:.1%})"
             )
     if grid is not None and prepared:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_lightning.errors import UserError, one_line
+from mnist_lightning.errors import UserError, one_line, printable
 from mnist_lightning.files import open_regular
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
@@ -34,6 +34,7 @@ STROKE = (0.066, 0.164)
 # A blot of ink is part of the digit if it has PART of the largest blot's ink and lies within
 # NEAR of the digit's size, or REACH cells of a 96-cell grid, of the digit's other blots.
 PART, NEAR, REACH = 0.02, 0.15, 6
+MIN_DIGIT = 10  # pixels (after shrinking to MAX_SIDE): ink spanning less is a speck, not a digit
 SHADOW = 0.35  # the most a shadow or a lamp changes the paper's tone beyond a smooth gradient
 
 
@@ -44,12 +45,17 @@ class ImageError(UserError):
 def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
     """A picture of one digit as MNIST would have it: (28, 28) float in [0, 1], ink bright."""
     image.thumbnail((MAX_SIDE, MAX_SIDE))
-    ink = _ink(np.asarray(image.convert("L"), dtype=np.float32) / 255)
+    ink = _ink(_gray_levels(image, name))
     if ink is None or not (ink > INK_THRESHOLD).any():
         raise ImageError(f"{name}: the image is blank (no ink found).")
     ink = _digit(ink)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if max(ink.shape) < MIN_DIGIT:
+        raise ImageError(
+            f"{name}: the only ink is a speck of {ink.shape[1]}x{ink.shape[0]} pixels, too small "
+            f"to be a digit (at least {MIN_DIGIT} pixels tall or wide)."
+        )
     ink = _mnist_stroke(_resize(ink, WORK_SIDE / max(ink.shape)))
     small = _resize(ink, 20 / max(ink.shape))
     # Centre of mass to the middle of the 28x28 field, as MNIST's creators did.
@@ -65,6 +71,21 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
     return torch.from_numpy(np.clip(field, 0, 1))
 
 
+def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
+    """The picture's grey levels, 0 (black) to 1 (white). A 16-bit or a float picture (a
+    scientific TIFF) is scaled by its white, 1, 255 or 65535, whichever its largest value
+    fits under; one with a pixel that is not a number (NaN, infinity) is refused, not guessed."""
+    if image.mode not in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    values = np.asarray(image, dtype=np.float64)
+    bad = int(values.size - np.isfinite(values).sum())
+    if bad:
+        raise ImageError(f"{name}: {bad} of its pixels are not numbers (NaN or infinity).")
+    whites = (1, 255, 65535) if image.mode == "F" else (255, 65535)
+    white = next((w for w in whites if values.max(initial=0) <= w), values.max())
+    return (values / white).clip(0, 1).astype(np.float32)
+
+
 def _ink(gray: np.ndarray) -> np.ndarray | None:
     """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), or None if none is.
 
@@ -75,7 +96,6 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
     in the lit and the shaded corner. Noise is smoothed over a pixel or two and counted as
     ink only well above its own spread; a picture with no such ink is blank.
     """
-    gray = np.nan_to_num(gray, nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)
     width = 2 * max(1, min(gray.shape) // 150) + 1
     smooth = _blur(gray, width // 2)
     # The noise left after smoothing: from pixels a blur's width apart (independent), so a
@@ -201,14 +221,14 @@ def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
     bright on black, trimmed to it, its longest side scaled to 28 and centred in 28x28. Not
     the digits' preparation: a garment fills its picture, and has no strokes to measure."""
     image.thumbnail((MAX_SIDE, MAX_SIDE))
-    gray = np.nan_to_num(np.asarray(image.convert("L"), dtype=np.float32) / 255).clip(0, 1)
-    if np.median(_border(gray)) > 0.5:  # a product photo on a light background
-        gray = 1 - gray
-    gray = (gray - np.median(_border(gray))).clip(0, None)  # the background becomes black
-    if gray.max() < 0.1:
+    tone = _gray_levels(image, name)
+    if np.median(_border(tone)) > 0.5:  # a product photo on a light background
+        tone = 1 - tone
+    tone = (tone - np.median(_border(tone))).clip(0, None)  # the background becomes black
+    if tone.max() < 0.1:
         raise ImageError(f"{name}: the image is blank (nothing stands out of its background).")
-    rows, cols = np.nonzero(gray > 0.1 * gray.max())
-    item = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / gray.max()
+    rows, cols = np.nonzero(tone > 0.1 * tone.max())
+    item = tone[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / tone.max()
     small = _resize(item, 28 / max(item.shape))
     field = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
@@ -233,11 +253,13 @@ def as_seen(image: Image.Image) -> Image.Image:
 def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     """The prepared image in `path` (a digit's, or with `objects` a Fashion-MNIST object's), or
     an `ImageError` naming it. Only a regular file is opened: anything else is named for what
-    it is, never opened (a FIFO would block)."""
+    it is, never opened (a FIFO would block). Its name is shown escaped where a terminal would
+    act on it (a newline, an escape sequence, a byte that is not UTF-8)."""
+    name = printable(path)
     try:
         file = open_regular(path)
     except OSError as e:
-        raise ImageError(f"{path}: {_not_regular(path, e)}.") from None
+        raise ImageError(f"{name}: {_not_regular(path, e)}.") from None
     try:
         # Pillow's warnings on a damaged file would add lines; the error below says it.
         with file, warnings.catch_warnings():
@@ -245,15 +267,15 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
             opened = Image.open(file)
             opened.load()
             image = as_seen(opened)
-            return (prepare_object if objects else prepare)(image, str(path))
+            return (prepare_object if objects else prepare)(image, name)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
-        raise ImageError(f"{path}: not a readable image ({one_line(e, 200)}).") from None
+        raise ImageError(f"{name}: not a readable image ({one_line(e, 200)}).") from None
 
 
 def _not_regular(path: Path, e: OSError) -> str:
     """Why `open_regular` refused `path`, in words."""
     if isinstance(e, FileNotFoundError) and os.path.islink(path):
-        return f"a dangling symbolic link (to {os.readlink(path)}), not a regular file"
+        return f"a dangling symbolic link (to {printable(os.readlink(path))}), not a regular file"
     if e.strerror and e.strerror.endswith("not a regular file"):  # open_regular's own words
         return e.strerror
     return f"cannot open it ({e.strerror or e})"
