@@ -387,6 +387,12 @@ DOCS = ROOT / "docs"
 PAGE = DOCS / "handwriting.md"
 CANDIDATES = DOCS / "handwriting_candidates.json"
 TARGETS = {"preset": 0.97, "default": 0.93}  # issue 16: what each must read of the whole set
+# Seed 5, made after the preset was chosen and measured once, for the page's history (hand-kept).
+CONFIRMED = (
+    "the two checkpoints reported here read 98.2 % (preset) and 96.4 % (default), measured once "
+    "on 2026-11-30 by `python -m benchmarks handwriting --seed 5 --default-ckpt <the default's> "
+    "--preset-ckpt <the preset's>`"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -454,6 +460,7 @@ def measure_candidates(ckpts: list[Path], out: Path, per_kind_count: int) -> Non
         runs.append(
             {
                 "command": command,
+                "checkpoint": str(ckpt),
                 "settings": settings(ckpt),
                 "accuracy": {k: r / n for k, (r, n) in counts.items()},
             }
@@ -510,6 +517,16 @@ def _get(cfg: dict, key: str) -> object:
     return cfg
 
 
+def seed_gap(runs: list[dict]) -> float | None:
+    """The largest gap, in points, between two trainings that differ only in their seed."""
+    by_recipe: dict[str, list[float]] = {}
+    for run in runs:
+        recipe = {k: v for k, v in run["settings"].items() if k != "seed" and v is not None}
+        by_recipe.setdefault(json.dumps(recipe, sort_keys=True), []).append(run["accuracy"]["all"])
+    gaps = [100 * (max(a) - min(a)) for a in by_recipe.values() if len(a) > 1]
+    return max(gaps) if gaps else None
+
+
 def candidates_section() -> str:
     """The page's table of the recipes tried on the development sets, best first."""
     if not CANDIDATES.is_file():
@@ -520,6 +537,7 @@ def candidates_section() -> str:
     varied = [
         key for key in SETTINGS if len({str(run["settings"].get(key)) for run in found["runs"]}) > 1
     ]
+    gap = seed_gap(found["runs"])
     rows = [
         "| "
         + " ".join(
@@ -541,8 +559,9 @@ def candidates_section() -> str:
             f"(seeds {seeds}: {found['pictures']} pictures; "
             f"{found['machine']}, {found['measured']}); the recipe that reads the most of them "
             "became `experiment=handwriting`. The reported set chose nothing. One picture is "
-            f"{100 / found['pictures']:.2f} % of them; two seeds of one recipe differ by a few "
-            "tenths. Per kind, in %:",
+            f"{100 / found['pictures']:.2f} % of them"
+            + (f"; two seeds of one recipe differ by up to {gap:.1f} points" if gap else "")
+            + ". Per kind, in %:",
             "",
             f"| recipe | development sets | {' | '.join(kinds)} |",
             "| --- | ---: | " + " | ".join("---:" for _ in kinds) + " |",
@@ -665,9 +684,47 @@ def write_page(args, folder, manifest, prepared, results, models, table) -> None
         missed_note=missed_note(manifest, results["preset"], whole["preset"]),
         candidates=candidates_section(),
         recipe=recipe(models["preset"][0]),
+        shared=shared_digits(args.out, manifest),
+        confirm=CONFIRMED,
+        preset_same=same_as_preset(models["preset"][0]),
     )
     PAGE.write_text(re.sub(r"\n{3,}", "\n\n", text))  # no gap where a note is empty
     print(f"wrote {PAGE}, {kinds_png}, {hard_png}")
+
+
+def same_as_preset(ckpt: Path) -> str:
+    """Whether the checkpoint's run trained what `mnist-train experiment=handwriting` trains now
+    (its command may spell the same settings out), in words for the page."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    saved = ckpt.resolve().parents[1] / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return ""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        now = OmegaConf.to_container(compose("train", overrides=["experiment=handwriting"]))
+    then = OmegaConf.to_container(OmegaConf.load(saved))
+    groups = ("model", "optimizer", "scheduler", "trainer", "seed")
+    data = [key for key in now["data"] if key not in ("source", "data_dir")]
+    if all(now.get(g) == then.get(g) for g in groups) and all(
+        now["data"][key] == then["data"].get(key) for key in data
+    ):
+        return " — the same settings as `mnist-train experiment=handwriting` now"
+    return " — not the settings of `mnist-train experiment=handwriting` now"
+
+
+def shared_digits(out: Path, manifest: list[dict]) -> str:
+    """How many of the set's re-drawn test digits the development sets re-draw too."""
+    seen = set()
+    for seed in DEV_SEEDS:
+        labels = out / f"set-{seed}" / "labels.json"
+        if not labels.is_file():
+            return (
+                "an uncounted number of the re-drawn pictures (the development sets are not made)"
+            )
+        seen |= {entry.get("source") for entry in json.loads(labels.read_text())}
+    drawn = [entry["source"] for entry in manifest if entry.get("source", "").startswith("t10k")]
+    return f"{sum(source in seen for source in drawn)} of the {len(drawn)} re-drawn pictures"
 
 
 def recipe(ckpt: Path) -> str:
@@ -703,11 +760,8 @@ def missed_note(manifest: list[dict], predicted: list[int | None], whole: float)
     table = per_kind(manifest, predicted)
     worst = sorted((r / n, kind) for kind, (r, n) in table.items() if kind != "all")[:3]
     listed = ", ".join(f"`{kind}` {100 * acc:.1f} %" for acc, kind in worst)
-    return (
-        f"Why the preset misses: its weakest kinds are {listed}. Many of the `marker` pictures "
-        "it misreads have loops the pen closed (a 9 or an 8 as a blob: see the hard cases), "
-        "which a person would misread too; `photo` adds blur, noise, JPEG and rotation at "
-        "once." + tried_note()
+    return f"Why the preset misses: its weakest kinds are {listed} (see the hard cases)." + (
+        tried_note()
     )
 
 
@@ -760,8 +814,9 @@ PAGE_TEMPLATE = """# Real handwriting: mnist-predict on digits people write and 
 
 MNIST's test images are not what people give `mnist-predict`: they give a photo or a scan of a
 digit written with a pen on paper. This page measures the default model and the recommended
-checkpoint, `mnist-train experiment=handwriting`, on such pictures: a realistic set that no
-model trains on, made by a deterministic script,
+checkpoint, `mnist-train experiment=handwriting`, on synthetic pictures of that kind: digits
+re-drawn as pen strokes and "photographed" or "scanned", a set that no model trains on, made by
+a deterministic script,
 [`benchmarks/handwriting.py`](../benchmarks/handwriting.py).
 
 Made by `{command}` on {date}, on {machine} (a 2-core VM).
@@ -787,7 +842,7 @@ every input) and the checkpoint's model; the digit read is its most probable cla
 The checkpoints:
 
 - default: `{default_cmd}`
-- preset: `{preset_cmd}`
+- preset: `{preset_cmd}`{preset_same}
 
 {candidates}
 ## The set
@@ -796,14 +851,14 @@ Every picture is made from a seed by `python -m benchmarks handwriting --only-se
 (into `outputs/handwriting/set-N/`, git-ignored, with `labels.json`; the file names end in the
 true digit, so `mnist-predict inputs=outputs/handwriting/set-N/photo` can be checked by eye).
 The preprocessing was tuned on seed 1 (the development set) and the preset's recipe chosen on
-seeds 1, 3 and 4 together; seed {seed}, reported here, chose nothing. It was made to be
-measured, with one exception: an earlier version refused two of its `margins` pictures (a
-marker's digit filling most of the picture) as blank, and the noise estimate was changed after
-we saw them (it is now measured between pixels a blur's width apart rather than over the whole
-picture). The crop to the digit's own ink (step 4 below) was added after seed {seed} had been
-measured once (96.7 % for the preset); it was tuned on seed 1 alone. The preset before this one
-(30 epochs, elastic σ 4 px and α 34 px, no stroke widths) read 96.8 % of seed {seed}, short of
-the target; the recipe that replaced it was chosen after that, on seeds 1, 3 and 4 alone.
+seeds 1, 3 and 4 together (3 and 4 made for that, after the first preset missed). Seed {seed}
+chose nothing, but it was measured at each step, and the search for a better recipe went on
+because it missed: 96.7 % for the first preset and preprocessing (commit d413cce; two of its
+`margins` pictures were refused as blank, and the noise estimate was changed after we saw
+them), 96.8 % after the crop to the digit's own ink (step 4 below, tuned on seed 1 alone;
+03cb559, 124b64e), then the present preset, once the development sets showed a gain larger
+than a second seed's. A figure looked at until it passes is somewhat optimistic: a set made
+afterwards and measured once is the fairer check (seed 5: {confirm}).
 
 - **Strokes from MNIST's test split** (all kinds but `vector` and `repo`): a test digit is
   upsampled 8x smoothly (bicubic, then a Gaussian), thinned to the ridge of its strokes and
@@ -858,7 +913,12 @@ a 16-bit or float picture is scaled by its white, and one with pixels that are n
 - Seven of the nine kinds are re-rendered MNIST *test* digits: they test the picture-taking
   (paper, light, pen, size, margins, noise, JPEG), not other writers' shapes, which only
   `vector` (our own glyphs) and `repo` stand for. The issue's own set of real writers (84.0 %
-  for the default through the old preprocessing) is not in the repository.
-- One training per model is reported here; the development sets' table above shows two seeds
-  of the preset and of the one before it, a few tenths of a point apart.
+  for the default through the old preprocessing, as issue 16 reports it) is not in the
+  repository.
+- One training per model is reported here; the development sets' table above shows how much a
+  second seed of the same recipe changes.
+- The sets draw their digits from the same 10 000 MNIST test images: {shared} of seed
+  {seed} show a test digit that the development sets also re-draw (with another pen, paper and
+  light). No model trains on any of them, but the preprocessing and the recipe were chosen
+  on sets that share them.
 """

@@ -145,6 +145,7 @@ def test_the_recipes_tried_are_shown_best_first_and_the_others_gap_is_computed(
         "runs": [
             {"command": "mnist-train b", "settings": b, "accuracy": kinds | {"all": 0.970}},
             {"command": "mnist-train a", "settings": a, "accuracy": kinds | {"all": 0.978}},
+            {"command": "c", "settings": a | {"seed": 43}, "accuracy": kinds | {"all": 0.975}},
         ],
     }
     monkeypatch.setattr(handwriting, "CANDIDATES", tmp_path / "candidates.json")
@@ -152,12 +153,14 @@ def test_the_recipes_tried_are_shown_best_first_and_the_others_gap_is_computed(
     handwriting.CANDIDATES.write_text(json.dumps(found))
     section = handwriting.candidates_section()
     # only the settings in which the recipes differ, as each run saved them; best first
-    first = section.index("| trainer.max_epochs=90 | 97.8 % |")
-    assert first < section.index("| trainer.max_epochs=30 | 97.0 % |")
+    first = section.index("| trainer.max_epochs=90 seed=42 | 97.8 % |")
+    assert first < section.index("| trainer.max_epochs=90 seed=43 | 97.5 % |")
+    assert first < section.index("| trainer.max_epochs=30 seed=42 | 97.0 % |")
     assert "| recipe | development sets | scan | marker |" in section  # repo is not a kind shown
     assert "(seeds 1, 3: 2408 pictures;" in section and "0.04 % of them" in section
-    assert "The other recipe tried reads less" in handwriting.tried_note()
-    assert "the closest by 0.8 points" in handwriting.tried_note()
+    assert "two seeds of one recipe differ by up to 0.3 points" in section  # a's seeds 42, 43
+    assert "The 2 other recipes tried read less" in handwriting.tried_note()
+    assert "the closest by 0.3 points" in handwriting.tried_note()
 
 
 def test_the_preset_is_described_from_its_own_runs_config(tmp_path: Path) -> None:
@@ -179,3 +182,21 @@ def test_the_preset_is_described_from_its_own_runs_config(tmp_path: Path) -> Non
     saved = handwriting.settings(run / "checkpoints" / "best.ckpt")
     assert saved["trainer.max_epochs"] == 90 and saved["model.hidden_dims"] == [1024, 1024]
     assert saved["model.input_dropout"] is None  # a key an older run's config lacks
+
+
+def test_the_page_says_whether_the_measured_preset_is_todays_preset(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from benchmarks import handwriting
+
+    with initialize_config_dir(str(handwriting.ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=handwriting", "data.source=files"])
+    saved = tmp_path / "run" / ".hydra" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    OmegaConf.save(cfg, saved)  # data.source differs: where the data came from, not what trains
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert handwriting.same_as_preset(ckpt).startswith(" — the same settings")
+    cfg.trainer.max_epochs = 30
+    OmegaConf.save(cfg, saved)
+    assert handwriting.same_as_preset(ckpt).startswith(" — not the settings")

@@ -76,12 +76,12 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
 def check_grid(grid: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, a grid path that would overwrite an input or a file that is not
     an earlier grid, or that cannot be written."""
-    name = f"grid={grid}"
+    name = f"grid={printable(grid)}"
     for item in inputs:
         if _same_file(grid, item):
             raise ConfigError(
-                f"{name} is also an input ({item}); mnist-predict never writes over its inputs. "
-                "Choose another path for the grid."
+                f"{name} is also an input ({printable(item)}); mnist-predict never writes over "
+                "its inputs. Choose another path for the grid."
             )
     check_writable(grid.absolute().parent, name)
     check_grid_target(grid)
@@ -94,15 +94,18 @@ def check_grid_target(grid: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise ConfigError(f"grid={grid}: cannot write there ({e.strerror or e}).") from None
+        raise ConfigError(
+            f"grid={printable(grid)}: cannot write there ({e.strerror or e})."
+        ) from None
     if not stat.S_ISREG(mode):
         raise ConfigError(
-            f"grid={grid} is {kind_of(mode)}, not a regular file; choose another path for the grid."
+            f"grid={printable(grid)} is {kind_of(mode)}, not a regular file; choose another "
+            "path for the grid."
         )
     if not is_grid(grid):
         raise ConfigError(
-            f"grid={grid} exists and is not a grid mnist-predict wrote; choose another path or "
-            "delete it."
+            f"grid={printable(grid)} exists and is not a grid mnist-predict wrote; choose "
+            "another path or delete it."
         )
 
 
@@ -136,8 +139,8 @@ def write_grid(
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
     except OSError as e:
-        raise UserError(f"Cannot write grid={grid}: {e.strerror or e}.") from None
-    print(f"wrote {grid}", file=sys.stderr)  # stdout is the table, or JSON lines
+        raise UserError(f"Cannot write grid={printable(grid)}: {e.strerror or e}.") from None
+    print(f"wrote {printable(grid)}", file=sys.stderr)  # stdout is the table, or JSON lines
 
 
 def answer(path: Path, probs: torch.Tensor, dataset: DataSet) -> dict[str, Any]:

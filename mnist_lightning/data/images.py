@@ -44,7 +44,6 @@ class ImageError(UserError):
 
 def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
     """A picture of one digit as MNIST would have it: (28, 28) float in [0, 1], ink bright."""
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
     ink = _ink(_gray_levels(image, name))
     if ink is None or not (ink > INK_THRESHOLD).any():
         raise ImageError(f"{name}: the image is blank (no ink found).")
@@ -72,18 +71,23 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
 
 
 def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
-    """The picture's grey levels, 0 (black) to 1 (white). A 16-bit or a float picture (a
-    scientific TIFF) is scaled by its white, 1, 255 or 65535, whichever its largest value
-    fits under; one with a pixel that is not a number (NaN, infinity) is refused, not guessed."""
+    """The picture shrunk to at most MAX_SIDE (in place), as grey levels 0 (black) to 1 (white).
+    A 16-bit or float picture (a scientific TIFF) is scaled by its white: for a float one 1,
+    255 or 65535, for an integer one 255 or 65535, whichever its largest value fits under (10 %
+    over allowed), judged before the shrink (whose filter overshoots). One with a pixel that is
+    not a number (NaN, infinity) is refused, not guessed."""
     if image.mode not in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     values = np.asarray(image, dtype=np.float64)
     bad = int(values.size - np.isfinite(values).sum())
     if bad:
         raise ImageError(f"{name}: {bad} of its pixels are not numbers (NaN or infinity).")
+    top = values.max(initial=0)
     whites = (1, 255, 65535) if image.mode == "F" else (255, 65535)
-    white = next((w for w in whites if values.max(initial=0) <= w), values.max())
-    return (values / white).clip(0, 1).astype(np.float32)
+    white = next((w for w in whites if top <= 1.1 * w), top)
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    return (np.asarray(image, dtype=np.float32) / white).clip(0, 1)
 
 
 def _ink(gray: np.ndarray) -> np.ndarray | None:
@@ -220,7 +224,6 @@ def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
     """A picture of one object (a Fashion-MNIST class) as that data set's were made: the object
     bright on black, trimmed to it, its longest side scaled to 28 and centred in 28x28. Not
     the digits' preparation: a garment fills its picture, and has no strokes to measure."""
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
     tone = _gray_levels(image, name)
     if np.median(_border(tone)) > 0.5:  # a product photo on a light background
         tone = 1 - tone
@@ -268,7 +271,9 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
             opened.load()
             image = as_seen(opened)
             return (prepare_object if objects else prepare)(image, name)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
+    except UnidentifiedImageError:  # Pillow's words name its file object, not the file
+        raise ImageError(f"{name}: not a readable image (no picture format it knows).") from None
+    except (Image.DecompressionBombError, OSError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({one_line(e, 200)}).") from None
 
 
