@@ -193,14 +193,15 @@ def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept
     (tmp_path / "a.txt").write_text("")
     (tmp_path / "empty").mkdir()
     (tmp_path / "one.png").write_bytes(b"")
-    names = ["nothing.png", "a.txt/x.png", "empty", "one.png"]
+    names = ["nothing.png", "a.txt/x.png", "empty", "one.png", "x" * 300 + ".png", "."]
     files, skipped = input_files([str(tmp_path / name) for name in names])
-    assert files == [tmp_path / "one.png"]
+    assert files == [tmp_path / "one.png"]  # named, and found in the folder: read once
     assert skipped == [
         f"{tmp_path}/nothing.png: no such file or directory.",
-        f"{tmp_path}/a.txt/x.png: no such file or directory.",
+        f"{tmp_path}/a.txt/x.png: not a directory.",
         f"{tmp_path}/empty: the directory holds no pictures (.bmp, .gif, .jpeg, .jpg, .pgm, "
         ".png, .tif, .tiff, .webp).",
+        f"{tmp_path}/{'x' * 300}.png: file name too long.",
     ]
 
 

@@ -47,7 +47,7 @@ GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it write
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
     """The files `inputs=` names (files as given, directories by image suffix), and a line for
     each name that gives none: nothing there, or a directory with no pictures. Whatever is not
-    a regular file is kept, for `read_image` to skip by name."""
+    a regular file is kept, for `read_image` to skip by name; a file named twice is read once."""
     files: list[Path] = []
     skipped: list[str] = []
     for item in inputs:
@@ -66,11 +66,13 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
                 suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
                 skipped.append(f"{name}: the directory holds no pictures ({suffixes}).")
             files += found
-        elif os.path.lexists(path):
-            files.append(path)
         else:
-            skipped.append(f"{name}: no such file or directory.")
-    return files, skipped
+            try:
+                os.lstat(path)
+                files.append(path)
+            except OSError as e:  # nothing there, or a name too long to be anything
+                skipped.append(f"{name}: {(e.strerror or 'no such file or directory').lower()}.")
+    return list(dict.fromkeys(files)), skipped
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
