@@ -521,6 +521,8 @@ def seed_gap(runs: list[dict]) -> float | None:
     """The largest gap, in points, between two trainings that differ only in their seed."""
     by_recipe: dict[str, list[float]] = {}
     for run in runs:
+        if not run["settings"]:  # no saved config: its recipe is unknown
+            continue
         recipe = {k: v for k, v in run["settings"].items() if k != "seed" and v is not None}
         by_recipe.setdefault(json.dumps(recipe, sort_keys=True), []).append(run["accuracy"]["all"])
     gaps = [100 * (max(a) - min(a)) for a in by_recipe.values() if len(a) > 1]
@@ -704,7 +706,7 @@ def same_as_preset(ckpt: Path) -> str:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         now = OmegaConf.to_container(compose("train", overrides=["experiment=handwriting"]))
     then = OmegaConf.to_container(OmegaConf.load(saved))
-    groups = ("model", "optimizer", "scheduler", "trainer", "seed")
+    groups = ("model", "trainer", "seed")
     data = [key for key in now["data"] if key not in ("source", "data_dir")]
     if all(now.get(g) == then.get(g) for g in groups) and all(
         now["data"][key] == then["data"].get(key) for key in data

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.errors import ConfigError, UserError, printable
 
 LOCK_NAME = ".lock"
 _held_locks: dict[Path, int] = {}  # run directory -> descriptor, for the life of the process
@@ -112,12 +112,16 @@ def check_writable(folder: Path, key: str) -> None:
     except OSError:
         kind = "a dangling symbolic link"
     if kind != "a directory":
-        raise ConfigError(f"{key}: cannot write to {folder} ({existing} is {kind}).")
+        raise ConfigError(
+            f"{key}: cannot write to {printable(folder)} ({printable(existing)} is {kind})."
+        )
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ConfigError(f"{key}: cannot write to {folder} ({e.strerror or e}).") from None
+        raise ConfigError(
+            f"{key}: cannot write to {printable(folder)} ({e.strerror or e})."
+        ) from None
 
 
 def check_hydra_dirs(args: list[str]) -> None:

@@ -159,6 +159,8 @@ def test_the_recipes_tried_are_shown_best_first_and_the_others_gap_is_computed(
     assert "| recipe | development sets | scan | marker |" in section  # repo is not a kind shown
     assert "(seeds 1, 3: 2408 pictures;" in section and "0.04 % of them" in section
     assert "two seeds of one recipe differ by up to 0.3 points" in section  # a's seeds 42, 43
+    unknown = {"settings": {}, "accuracy": {"all": 0.95}}  # no saved config: not one recipe
+    assert handwriting.seed_gap([unknown, unknown | {"accuracy": {"all": 0.97}}]) is None
     assert "The 2 other recipes tried read less" in handwriting.tried_note()
     assert "the closest by 0.3 points" in handwriting.tried_note()
 

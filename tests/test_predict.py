@@ -101,6 +101,16 @@ def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float, 
     assert torch.allclose(prepare(deep), prepare(seven), atol=0.02)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+def test_a_large_or_big_endian_16_bit_picture_is_read_as_its_8_bit_copy_is(mode: str) -> None:
+    """Pillow cannot shrink these by 4x or more, and shrinks big-endian ones into junk."""
+    seven = drawn_seven().resize((3000, 3000))
+    values = np.asarray(seven, np.uint16) * 257  # as a TIFF reader makes them, in that byte order
+    deep = Image.frombytes(mode, seven.size, values.astype(">u2" if mode == "I;16B" else "<u2"))
+    assert np.array_equal(np.asarray(deep.convert("I")), values)
+    assert torch.allclose(prepare(deep), prepare(seven), atol=0.02)
+
+
 def test_a_speck_alone_is_refused_not_read_as_a_digit() -> None:
     """A dot of dirt on a clean page was blown up to 20x20 and read as an 8; a small digit
     is still read."""
@@ -193,9 +203,9 @@ def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept
     (tmp_path / "a.txt").write_text("")
     (tmp_path / "empty").mkdir()
     (tmp_path / "one.png").write_bytes(b"")
-    names = ["nothing.png", "a.txt/x.png", "empty", "one.png", "x" * 300 + ".png", "."]
+    names = ["nothing.png", "a.txt/x.png", "empty", "one.png", "x" * 300 + ".png", ".", "./one.png"]
     files, skipped = input_files([str(tmp_path / name) for name in names])
-    assert files == [tmp_path / "one.png"]  # named, and found in the folder: read once
+    assert files == [tmp_path / "one.png"]  # named, found in the folder, respelled: read once
     assert skipped == [
         f"{tmp_path}/nothing.png: no such file or directory.",
         f"{tmp_path}/a.txt/x.png: not a directory.",

@@ -72,7 +72,8 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
                 files.append(path)
             except OSError as e:  # nothing there, or a name too long to be anything
                 skipped.append(f"{name}: {(e.strerror or 'no such file or directory').lower()}.")
-    return list(dict.fromkeys(files)), skipped
+    once = {os.path.abspath(path): path for path in reversed(files)}  # the first spelling kept
+    return [path for path in files if once[os.path.abspath(path)] is path], skipped
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:

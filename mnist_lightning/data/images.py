@@ -79,6 +79,8 @@ def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
     if image.mode not in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    if image.mode.startswith("I;16"):  # Pillow shrinks these badly (big-endian) or not at all
+        image = image.convert("I")
     values = np.asarray(image, dtype=np.float64)
     bad = int(values.size - np.isfinite(values).sum())
     if bad:
@@ -86,7 +88,7 @@ def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
     top = values.max(initial=0)
     whites = (1, 255, 65535) if image.mode == "F" else (255, 65535)
     white = next((w for w in whites if top <= 1.1 * w), top)
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    image.thumbnail((MAX_SIDE, MAX_SIDE))  # a new image where converted, else in place
     return (np.asarray(image, dtype=np.float32) / white).clip(0, 1)
 
 
