@@ -498,16 +498,24 @@ SETTINGS = (
 )
 
 
+def run_config(ckpt: Path) -> dict | None:
+    """The config the checkpoint's run saved (read as mnist-train reads a run's: bounded, no
+    YAML aliases), or None where it saved none (a checkpoint from elsewhere)."""
+    from omegaconf import OmegaConf
+
+    from mnist_lightning.run.trust import saved_config
+
+    run = ckpt.resolve().parents[1]
+    if not (run / ".hydra" / "config.yaml").is_file():
+        return None
+    return OmegaConf.to_container(saved_config(run))
+
+
 def settings(ckpt: Path) -> dict:
     """SETTINGS as the checkpoint's run saved them: its command line says `experiment=...`,
     whose file may have changed since."""
-    from omegaconf import OmegaConf
-
-    saved = ckpt.resolve().parents[1] / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        return {}
-    cfg = OmegaConf.to_container(OmegaConf.load(saved))
-    return {key: _get(cfg, key) for key in SETTINGS}
+    cfg = run_config(ckpt)
+    return {} if cfg is None else {key: _get(cfg, key) for key in SETTINGS}
 
 
 def _get(cfg: dict, key: str) -> object:
@@ -700,12 +708,11 @@ def same_as_preset(ckpt: Path) -> str:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    saved = ckpt.resolve().parents[1] / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    then = run_config(ckpt)
+    if then is None:
         return ""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         now = OmegaConf.to_container(compose("train", overrides=["experiment=handwriting"]))
-    then = OmegaConf.to_container(OmegaConf.load(saved))
     groups = ("model", "trainer", "seed")
     data = [key for key in now["data"] if key not in ("source", "data_dir")]
     if all(now.get(g) == then.get(g) for g in groups) and all(
@@ -734,10 +741,10 @@ def recipe(ckpt: Path) -> str:
     conf/, which may have changed since)."""
     from omegaconf import OmegaConf
 
-    saved = ckpt.resolve().parents[1] / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    found = run_config(ckpt)
+    if found is None:
         return "see [conf/experiment/handwriting.yaml](../conf/experiment/handwriting.yaml)"
-    cfg = OmegaConf.load(saved)
+    cfg = OmegaConf.create(found)
     data, model = cfg.data, cfg.model
     layers = "-".join(map(str, [784, *model.hidden_dims, 10]))
     stroke = data.get("max_stroke", 0.0)

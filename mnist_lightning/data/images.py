@@ -71,16 +71,16 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
 
 
 def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
-    """The picture shrunk to at most MAX_SIDE (in place), as grey levels 0 (black) to 1 (white).
+    """The picture shrunk to at most MAX_SIDE, as grey levels 0 (black) to 1 (white).
     A 16-bit or float picture (a scientific TIFF) is scaled by its white: for a float one 1,
     255 or 65535, for an integer one 255 or 65535, whichever its largest value fits under (10 %
     over allowed), judged before the shrink (whose filter overshoots). One with a pixel that is
     not a number (NaN, infinity) is refused, not guessed."""
-    if image.mode not in ("F", "I", "I;16", "I;16B", "I;16L", "I;16N"):
-        image.thumbnail((MAX_SIDE, MAX_SIDE))
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255
     if image.mode.startswith("I;16"):  # Pillow shrinks these badly (big-endian) or not at all
         image = image.convert("I")
+    if image.mode not in ("F", "I"):
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255
     values = np.asarray(image, dtype=np.float64)
     bad = int(values.size - np.isfinite(values).sum())
     if bad:
@@ -88,7 +88,7 @@ def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
     top = values.max(initial=0)
     whites = (1, 255, 65535) if image.mode == "F" else (255, 65535)
     white = next((w for w in whites if top <= 1.1 * w), top)
-    image.thumbnail((MAX_SIDE, MAX_SIDE))  # a new image where converted, else in place
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
     return (np.asarray(image, dtype=np.float32) / white).clip(0, 1)
 
 
