@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-fast lint format tensorboard bench clean
+.PHONY: setup train test test-fast lint format tensorboard bench slurm slurm-stop clean
 
 setup: $(STAMP)  ## create .venv and install the package with its dev tools (quick once done)
 
@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 train: setup  ## train the default experiment (extra Hydra overrides: make train ARGS="model=mlp_128")
 	$(BIN)/mnist-train $(ARGS)
 
-test: setup lint  ## ruff, then the whole test suite (what CI runs; ~7 min on 2 cores)
+test: setup lint  ## ruff, then the whole suite, the SLURM tests on `make slurm`'s cluster (what CI runs)
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: setup  ## the fast tier: every test neither slow nor on the real MNIST (< 1 min)
-	$(BIN)/python -m pytest -m "not slow and not e2e" $(ARGS)
+test-fast: setup  ## the fast tier: every test neither slow, nor on the real MNIST, nor on SLURM
+	$(BIN)/python -m pytest -m "not slow and not e2e and not slurm" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -33,6 +33,12 @@ format: setup
 
 bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.md (~17 min)
 	$(BIN)/python -m benchmarks tutorial $(ARGS)
+
+slurm:  ## install (as root) and start a two-node SLURM cluster on this machine (docs/cluster.md)
+	bash tests/slurm_cluster.sh start
+
+slurm-stop:
+	bash tests/slurm_cluster.sh stop
 
 tensorboard: setup  ## open TensorBoard on every run and sweep
 	$(BIN)/tensorboard --logdir outputs

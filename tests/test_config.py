@@ -2,6 +2,7 @@
 `ConfigError` that names its key."""
 
 import re
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lightning.cli import train as train_module
 from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
@@ -115,12 +117,49 @@ def test_the_tasks_of_a_slurm_step_share_one_run_directory(
         assert len(names) == 3
 
 
-def test_the_slurm_launcher_preset_asks_for_one_task_per_device() -> None:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
-    launcher = composed(overrides, hydra_config=True).hydra.launcher
-    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
-    assert launcher._target_.endswith("SlurmLauncher")
+@pytest.mark.parametrize(
+    ("overrides", "asks"),
+    [
+        (["trainer=default"], {"nodes": "1", "ntasks-per-node": "1"}),
+        (["trainer=cpu"], {"nodes": "1", "ntasks-per-node": "1"}),
+        (["trainer=ddp_cpu", "trainer.num_nodes=2"], {"nodes": "2", "ntasks-per-node": "2"}),
+        (["trainer=gpu"], {"nodes": "1", "ntasks-per-node": "1", "gpus-per-node": "1"}),
+        (
+            ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            {"nodes": "2", "ntasks-per-node": "4", "gpus-per-node": "4"},
+        ),
+    ],
+)
+def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
+    overrides: list[str], asks: dict[str, str]
+) -> None:
+    """The submission script hydra/launcher=slurm writes: one task per device on each node, a
+    GPU per task only for the GPU presets, and the time-limit signal the jobs handle."""
+    from hydra_plugins.mnist_lightning import SlurmLauncher
+
+    launcher = composed(["hydra/launcher=slurm", *overrides], hydra_config=True).hydra.launcher
+    params = OmegaConf.to_container(launcher, resolve=True)
+    del params["_target_"]
+    script = SlurmLauncher(**params).executor()._executor._make_submission_file_text("x", "u")
+    asked = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script))
+    assert asked["signal"] == "USR2@120"
+    assert {key: asked.get(key) for key in asks} == asks
+    assert asked.get("gpus-per-node", "0") == asks.get("gpus-per-node", "0")
+
+
+def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(train_module, "find_spec", lambda name: None)
+    monkeypatch.setattr(sys, "argv", ["mnist-train", "-m", "hydra/launcher=slurm"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        train_module.main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "Error: hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'\n"
+    )
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import warnings
+from importlib.util import find_spec
 from pathlib import Path
 
 import hydra
@@ -25,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.errors import CheckpointError, UserError
+from mnist_lightning.errors import CheckpointError, ConfigError, UserError
 from mnist_lightning.files import atomic_write_json, lock_run, unlock_run
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_checkpoint
@@ -37,6 +38,7 @@ from mnist_lightning.run.report import (
     results_table,
 )
 from mnist_lightning.run.resume import (
+    GracefulInterrupt,
     check_writes_inside,
     claim_run_directory,
     continue_or_finish,
@@ -66,6 +68,12 @@ def main() -> None:
     if child:  # another process of a DDP run: train what the first one composed
         fit_and_test(*child)
         return
+    if any(arg.startswith("hydra/launcher=slurm") for arg in sys.argv[1:]) and not find_spec(
+        "hydra_plugins.hydra_submitit_launcher"
+    ):
+        raise ConfigError(
+            "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
+        )
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 
@@ -92,9 +100,14 @@ def quiet_and_fast() -> None:
         r".*isinstance\(treespec, LeafSpec\)",
     ):
         warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()  # an advertisement
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertisement)
+    # In a SLURM job submitit's messages reach Hydra's log handlers (the job's log and
+    # train.log): not also submitit's own, which would print each of them twice.
+    logging.getLogger("submitit").handlers.clear()
+
+
+def no_advertisement(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
 
 
 # conf/hydra/default.yaml names run and sweep directories through these resolvers; Hydra
@@ -107,6 +120,7 @@ register_resolvers()
 @exit_on_user_error
 def train(cfg: DictConfig) -> float:
     """Train and test one run as `cfg` says; return `val/acc_best` for sweepers."""
+    quiet_and_fast()  # again: a launcher's job (a SLURM job) runs this function, not `main`
     cfg, result = continue_or_finish(cfg)
     if result is not None:
         return result
@@ -158,6 +172,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
         except (SystemExit, SIGTERMException):  # Lightning's exits on Ctrl-C and on SIGTERM
             if not trainer.interrupted:
                 raise
+            for callback in trainer.callbacks:
+                if isinstance(callback, GracefulInterrupt):
+                    callback.hand_back()  # a SLURM job's time limit: submitit requeues it
             if is_rank_zero():
                 print(
                     f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "

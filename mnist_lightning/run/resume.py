@@ -93,6 +93,12 @@ def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
     return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
 
 
+def slurm_gpus(accelerator: str, devices: Any) -> Any:
+    """hydra.launcher.gpus_per_node: one GPU per process for the GPU presets, none otherwise
+    (`auto` asks for none: ask for GPUs with trainer=gpu or trainer=ddp)."""
+    return devices if str(accelerator) in ("gpu", "cuda") else 0
+
+
 def register_resolvers() -> None:
     """Make the resolvers conf/hydra/default.yaml names known to Hydra. Cached, so every
     reference in one run (and Hydra's copies for sweep jobs) sees one value."""
@@ -101,6 +107,7 @@ def register_resolvers() -> None:
         ("run_dir", run_dir),
         ("sweep_dir", sweep_dir),
         ("hydra_output_subdir", hydra_output_subdir),
+        ("slurm_gpus", slurm_gpus),
     ]:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
@@ -179,13 +186,13 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
             "new run from a checkpoint's weights: give one of them, not both."
         )
-    if cfg.resume and HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-launched sweep
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-launched sweep or a requeued job
         job_dir = Path(cfg.paths.output_dir)
         if job_finished(job_dir):
             log.info("%s finished before; skipped", job_dir)
             return cfg, results(job_dir)["val/acc_best"]
-        if not last_checkpoint(job_dir).is_file():
-            cfg.resume = None  # never got to its first checkpoint: start it afresh
+        # Continue from its last checkpoint; if it never got to one, start it afresh.
+        cfg.resume = str(job_dir) if last_checkpoint(job_dir).is_file() else None
     if not cfg.resume:
         return cfg, None
     cfg = resumed_config(cfg)
@@ -355,14 +362,17 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C and SIGTERM stop training after the current `training_step` and save
-    `last.ckpt` there, in a consistent state (no half-taken optimizer step), so resuming
-    continues exactly where training stopped. Lightning alone would abort Ctrl-C mid-step.
-    Other exceptions (a diverged loss, a bug) leave the last good `last.ckpt` alone."""
+    """Ctrl-C, SIGTERM and, in a SLURM job run by submitit, its SIGUSR2 before the time limit,
+    stop training after the current `training_step` and save `last.ckpt` there, in a
+    consistent state (no half-taken optimizer step), so resuming continues exactly where
+    training stopped. Lightning alone would abort Ctrl-C mid-step, and submitit would requeue
+    mid-step; `hand_back` gives submitit its signal once the checkpoint is saved. Other
+    exceptions (a diverged loss, a bug) leave the last good `last.ckpt` alone."""
 
     def __init__(self, dirpath: str) -> None:
         self.last = Path(dirpath) / LAST_CHECKPOINT
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
+        self.signal: int | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
@@ -371,8 +381,17 @@ class GracefulInterrupt(L.Callback):
             # do on Ctrl-C. So under DDP, Ctrl-C stays Lightning's plain KeyboardInterrupt: it
             # stops every process, and resume= continues from the last checkpoint written.
             return
-        # Lightning installed its SIGTERM handler when fit started; Ctrl-C now goes there too.
-        self._previous = signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+        # Lightning installed its SIGTERM handler when fit started: it stops after this step.
+        stop = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            self.signal = signum
+            stop(signum, frame)
+
+        signals = [signal.SIGINT]
+        if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's: requeue the job
+            signals.append(signal.SIGUSR2)
+        self._previous = {signum: signal.signal(signum, handler) for signum in signals}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
@@ -383,8 +402,16 @@ class GracefulInterrupt(L.Callback):
         self._restore()
         if isinstance(exception, SIGTERMException) and not trainer.sanity_checking:
             trainer.save_checkpoint(self.last, weights_only=False)
+            name = signal.Signals(self.signal or signal.SIGTERM).name
+            log.info("%s: stopped after step %d, saved %s", name, trainer.global_step, self.last)
+
+    def hand_back(self) -> None:
+        """After the save: if the scheduler's signal stopped training, call the handler it was
+        meant for (submitit's, which requeues the job and exits, or says why it cannot)."""
+        if self.signal == signal.SIGUSR2:
+            signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}

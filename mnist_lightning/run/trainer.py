@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -36,7 +37,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
             cfg.trainer,
             logger=loggers or False,
             callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(), *slurm_environment()],
         )
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
         reason = one_line(e.__cause__ or e).rstrip(".!")
@@ -46,6 +47,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
                 f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
             ) from None
         raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
+
+
+def slurm_environment() -> list[SLURMEnvironment]:
+    """In a SLURM job, Lightning's SLURM environment without its own requeue on SIGUSR1: the
+    job's requeue has one owner, submitit (hydra_plugins/mnist_lightning/_slurm.py)."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def accelerator_available(name: object) -> bool:

@@ -1,0 +1,178 @@
+"""Sweeps on a SLURM cluster: hydra-submitit-launcher's launcher, with this project's contract.
+
+Who does what when a job must stop (docs/cluster.md):
+- SLURM sends SIGUSR2 `signal_delay_s` before the time limit, and SIGTERM on preemption,
+  `scontrol requeue` or `scancel`.
+- `GracefulInterrupt` (run/resume.py) turns either into a stop after the current step and saves
+  `last.ckpt`, the same path as Ctrl-C.
+- submitit owns the requeue: after that save, its own handler of SIGUSR2 counts the timeout
+  and requeues the job (`max_num_timeout` times at most); SLURM itself requeues a preempted job.
+- The job, run again in its own directory, continues from `last.ckpt` (resume.continue_or_finish).
+
+The launcher adds what the plugin's lacks: one line for a setup the cluster refuses, the state of
+the jobs while they run, and a job that ends without a result (cancelled, failed on its node,
+out of requeues) recorded in the sweep's summary while the others finish.
+"""
+
+import contextlib
+import io
+import logging
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import submitit
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import OmegaConf
+
+from mnist_lightning.errors import ConfigError, one_line
+from mnist_lightning.files import atomic_write_json
+from mnist_lightning.run.resume import job_finished, results
+from mnist_lightning.run.sweep import STATUS_FILE
+
+log = logging.getLogger(__name__)
+
+POLL_S = 2.0  # how often the job states are read (one sacct call for all jobs)
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        try:
+            return self._launch(list(job_overrides), initial_job_idx)
+        except ConfigError as e:  # before any job is submitted: one line, as mnist-train's
+            print(f"Error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def executor(self) -> submitit.AutoExecutor:
+        """The submitit executor with hydra.launcher's resources, as the plugin builds it."""
+        params = dict(self.params)
+        executor = submitit.AutoExecutor(
+            folder=params.pop("submitit_folder"),
+            cluster="slurm",
+            slurm_max_num_timeout=params.pop("max_num_timeout"),
+        )
+        shared = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(
+            **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
+        )
+        return executor
+
+    def _launch(self, job_overrides: list[list[str]], first: int) -> list[JobReturn]:
+        self.check_resources(job_overrides)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        returns: dict[int, JobReturn] = {}
+        todo = []
+        for num, overrides in enumerate(job_overrides, start=first):
+            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+            if job_finished(sweep_dir / str(num)):  # a re-launched sweep: not submitted again
+                returns[num] = finished_return(sweep_dir / str(num), overrides)
+                continue
+            todo.append((list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}"))
+        if todo:
+            executor = self.executor()
+            folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder)
+            before = set(folder.glob("*"))
+            state = Singleton.get_state()
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's refusal
+                try:
+                    jobs = executor.map_array(self, *zip(*[(*t, state) for t in todo], strict=True))
+                except submitit.core.utils.FailedJobError as e:
+                    for path in set(folder.glob("*")) - before:  # its script and pickle
+                        path.unlink()
+                    raise ConfigError(
+                        f"SLURM refused the sweep's jobs: {sbatch_error(e)}"
+                    ) from None
+            log.info("Submitted SLURM job %s", jobs[0].job_id.split("_")[0])
+            # submitit links its script's temporary name to the script: a sweep directory
+            # holds no links (resume= refuses them, run/trust.py), and nothing uses this one.
+            for link in folder.glob(".submission_file_*.sh"):
+                link.unlink()
+            for (overrides, _, num, _), job in zip(todo, wait_for(jobs), strict=True):
+                returns[num] = job_return(job, sweep_dir / str(num), overrides)
+        return [returns[num] for num in sorted(returns)]
+
+    def check_resources(self, job_overrides: list[list[str]]) -> None:
+        """SLURM gets one request for all the jobs of a sweep: they must agree on it."""
+        if shutil.which("sbatch") is None:
+            raise ConfigError(
+                "hydra/launcher=slurm submits jobs with sbatch, which is not on the PATH: run "
+                "the sweep on a machine of the cluster (make slurm starts a local one)."
+            )
+        if self.params["tasks_per_node"] < 1:
+            raise ConfigError(
+                f"hydra/launcher=slurm needs the number of processes per node: "
+                f"trainer.devices={self.params['tasks_per_node']} cannot be asked of SLURM. "
+                "Give a number, e.g. trainer.devices=4."
+            )
+        loader = self.hydra_context.config_loader
+        for overrides in job_overrides:
+            trainer = loader.load_sweep_config(self.config, list(overrides)).trainer
+            asked = (trainer.num_nodes, trainer.devices, str(trainer.accelerator))
+            base = self.config.trainer
+            if asked != (base.num_nodes, base.devices, str(base.accelerator)):
+                raise ConfigError(
+                    "hydra/launcher=slurm asks SLURM for the same nodes, tasks and GPUs for "
+                    "every job of a sweep, so trainer.num_nodes, trainer.devices and "
+                    "trainer.accelerator cannot vary between its jobs: run one sweep per setting."
+                )
+
+
+def sbatch_error(error: Exception) -> str:
+    """sbatch's reasons, without their prefixes."""
+    lines = [line.removeprefix("sbatch: error: ") for line in str(error).splitlines() if line]
+    return one_line("; ".join(lines) or error, 300)
+
+
+def wait_for(jobs: list[submitit.Job]) -> list[submitit.Job]:
+    """Wait until every job is done, saying how many are pending, running and done as that
+    changes (SLURM's states, read with one sacct call for all of them)."""
+    watcher = jobs[0].watcher
+    shown = None
+    while True:
+        watcher.update()
+        states = Counter(simple_state(job) for job in jobs)
+        if states != shown:
+            log.info(", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+            shown = states
+        if states["done"] == len(jobs):
+            return jobs
+        time.sleep(POLL_S)
+
+
+def simple_state(job: submitit.Job) -> str:
+    if job.done():
+        return "done"
+    state = job.watcher.get_state(job.job_id, mode="cache")
+    return "running" if state in ("RUNNING", "COMPLETING") else "queued"
+
+
+def job_return(job: submitit.Job, job_dir: Path, overrides: list[str]) -> JobReturn:
+    """What the job returned; a job that ended without a result (cancelled, failed on its node,
+    requeued too many times) is recorded as failed for the summary, and the sweep goes on."""
+    try:
+        return job.results()[0]
+    except submitit.core.utils.UncompletedJobError as e:
+        if isinstance(e, submitit.core.utils.FailedJobError):  # its traceback: the error
+            errors = re.findall(r"^[\w.]+(?:Error|Exception)\b.*$", str(e), re.MULTILINE)
+            reason = errors[-1] if errors else type(e).__name__
+        else:
+            reason = f"SLURM job {job.job_id} ended {job.state} without a result"
+        reason = f"{one_line(reason, 300)} (log: {job.paths.stderr})"
+        log.error("Job %s failed: %s", job_dir.name, reason)
+        status = {"status": "failed", "reason": reason, "overrides": overrides}
+        atomic_write_json(job_dir / STATUS_FILE, status)
+        return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
+
+
+def finished_return(job_dir: Path, overrides: list[str]) -> JobReturn:
+    log.info("%s finished before; skipped", job_dir)
+    value = results(job_dir)["val/acc_best"]
+    return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=value)

@@ -1,0 +1,235 @@
+"""mnist-train on a real SLURM cluster: the two nodes of tests/slurm_cluster.sh, started here
+when none runs. Never skipped: without a cluster (and no root to install one) they fail, saying
+why. Jobs are stopped as SLURM stops them: `scancel --signal=USR2` is the signal SLURM sends
+`signal_delay_s` before a time limit, `scontrol requeue` sends SIGTERM and requeues, as a
+preemption does."""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers.commands import ROOT, cli_env, train_command
+
+pytestmark = pytest.mark.slurm
+
+ON_SLURM = ("-m", "hydra/launcher=slurm_local")
+# Long enough to be stopped mid-training (60 epochs of 20 steps take ~6 s), bit-exact on resume.
+LONG = ("trainer.max_epochs=60", "trainer.deterministic=true")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    started = subprocess.run(
+        ["bash", str(ROOT / "tests" / "slurm_cluster.sh"), "start"], capture_output=True, text=True
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+
+
+class Command:
+    """mnist-train in the background, its output in a file (read while it runs)."""
+
+    def __init__(self, cwd: Path, data: Path, *overrides: str, env: dict | None = None) -> None:
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.log = cwd / f"command-{time.monotonic_ns()}.log"
+        with open(self.log, "w") as log:
+            command = train_command(*(o for o in overrides if o != "-m"))
+            if "-m" in overrides:  # before the overrides, for Hydra
+                command.insert(3, "-m")
+            self.process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=cli_env(data, env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def job_ids(self) -> list[str]:
+        return job_ids(self.output)
+
+    def wait_until(self, what: str, condition: Callable[[], object]) -> None:
+        wait_until(what, lambda: condition() or self.process.poll() is not None)
+        assert self.process.poll() is None, f"mnist-train ended before {what}:\n{self.output}"
+
+    def finish(self) -> tuple[int, str]:
+        return self.process.wait(timeout=300), self.output
+
+
+def job_ids(output: str) -> list[str]:
+    """The SLURM jobs a sweep submitted, as its terminal said."""
+    return [line.rsplit(" ", 1)[1] for line in output.splitlines() if "Submitted SLURM" in line]
+
+
+def run(cwd: Path, data: Path, *overrides: str, env: dict | None = None) -> tuple[int, str]:
+    return Command(cwd, data, *overrides, env=env).finish()
+
+
+def wait_until(what: str, condition: Callable[[], object], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.2)
+
+
+def summary(sweep: Path) -> dict[str, dict[str, str]]:
+    with open(sweep / "summary.csv") as f:
+        return {row["job"]: row for row in csv.DictReader(f)}
+
+
+def sacct(job: str, fields: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job, "-o", fields], capture_output=True, text=True
+    ).stdout
+    return [line.split("|") for line in out.splitlines()]
+
+
+def curve(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of `tag` in the run's TensorBoard files, in file order."""
+    points = []
+    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            points += [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    return points
+
+
+def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    sweep_args = (*ON_SLURM, *LONG, "model.dropout=0.0,0.2,0.4")
+    command = Command(tmp_path, synthetic_mnist, *sweep_args)
+    command.wait_until("the submission", command.job_ids)
+    (array,) = command.job_ids()
+    ckpt = tmp_path / "outputs/multiruns"
+    command.wait_until(
+        "job 1's first checkpoint", lambda: list(ckpt.glob("*/1/checkpoints/last.ckpt"))
+    )
+    subprocess.run(["scancel", f"{array}_1"], check=True)
+    code, output = command.finish()
+
+    assert code == 1, output
+    assert "Traceback" not in output and "Bypassing sacct" not in output
+    (sweep,) = ckpt.iterdir()
+    rows = summary(sweep)
+    assert rows["0"]["status"] == rows["2"]["status"] == "completed"
+    assert rows["1"]["status"].startswith(f"failed: SLURM job {array}_1 ended CANCELLED")
+    assert "3 running" in output  # 2 nodes x 2 CPUs: all three at once
+    times = {job.split("_")[1]: (start, end) for job, start, end in sacct(array, "JobID,Start,End")}
+    assert times["0"][0] < times["2"][1] and times["2"][0] < times["0"][1]  # they overlapped
+
+    code, output = run(tmp_path, synthetic_mnist, *sweep_args, f"resume={sweep}")
+    assert code == 0, output
+    assert output.count("finished before; skipped") == 2
+    (again,) = job_ids(output)
+    assert len(sacct(again, "JobID")) == 1  # only the cancelled job ran again
+    assert {row["status"] for row in summary(sweep).values()} == {"completed"}
+    assert "Resuming" in (sweep / "1" / "train.log").read_text()
+
+
+def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """Stopped twice, each time after a step, continued twice from last.ckpt: the same weights
+    and the same curves, point for point, as the same run uninterrupted on this machine."""
+    command = Command(tmp_path / "cluster", synthetic_mnist, *ON_SLURM, *LONG)
+    command.wait_until("the submission", command.job_ids)
+    (job,) = command.job_ids()
+    run_dir = tmp_path / "cluster/outputs/multiruns"
+    command.wait_until("a checkpoint", lambda: list(run_dir.glob("*/0/checkpoints/last.ckpt")))
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # the time-limit warning
+    (run_dir,) = run_dir.glob("*/0")
+    log = run_dir / "train.log"
+    command.wait_until("the requeued job's resume", lambda: "Resuming" in log.read_text())
+    time.sleep(2)
+    subprocess.run(["scontrol", "requeue", job], check=True)  # a preemption: SIGTERM, requeue
+    code, output = command.finish()
+    assert code == 0, output
+
+    text = log.read_text()
+    assert text.count("Resuming") == 2 and "Requeued job" in text
+    assert "SIGUSR2: stopped after step" in text and "SIGTERM: stopped after step" in text
+    run(tmp_path / "local", synthetic_mnist, *LONG)
+    (local,) = (tmp_path / "local/outputs/runs").iterdir()
+    for tag in ("train/loss", "val/acc"):
+        assert curve(run_dir, tag) == curve(local, tag) != []
+    cluster_weights = torch.load(run_dir / "checkpoints/last.ckpt")["state_dict"]
+    local_weights = torch.load(local / "checkpoints/last.ckpt")["state_dict"]
+    assert all(torch.equal(cluster_weights[k], local_weights[k]) for k in local_weights)
+
+
+def test_ddp_on_one_node_and_over_two_nodes_gives_what_local_ddp_gives(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    ddp = ("trainer=ddp_cpu", "trainer.deterministic=true", "trainer.max_epochs=3")
+    two_nodes = ("trainer.devices=1", "trainer.num_nodes=2")
+    sweeps = {
+        "1": Command(tmp_path / "one_node", synthetic_mnist, *ON_SLURM, *ddp),
+        "2": Command(tmp_path / "two_nodes", synthetic_mnist, *ON_SLURM, *ddp, *two_nodes),
+    }
+    code, output = run(tmp_path / "local", synthetic_mnist, *ddp)
+    assert code == 0, output
+    (local,) = (tmp_path / "local/outputs/runs").iterdir()
+    expected = json.loads((local / "metrics.json").read_text())
+    for nodes, sweep in sweeps.items():
+        code, output = sweep.finish()
+        assert code == 0, output
+        (job,) = sweep.job_ids()
+        assert sacct(job, "NNodes,AllocCPUS") == [[nodes, "2"]]  # 2 processes, 1 CPU each
+        (metrics,) = sweep.log.parent.glob("outputs/multiruns/*/0/metrics.json")
+        got = json.loads(metrics.read_text())
+        assert abs(got["test/acc"] - expected["test/acc"]) <= 0.001
+        assert got["test/loss"] == pytest.approx(expected["test/loss"], abs=1e-4)
+        assert got["global_step"] == expected["global_step"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "says"),
+    [
+        (
+            ["hydra.launcher.partition=nope"],
+            {},
+            "SLURM refused the sweep's jobs: invalid partition specified: nope",
+        ),
+        (["trainer=ddp_cpu", "trainer.devices=3"], {}, "Requested node configuration is not"),
+        (["trainer=ddp"], {}, "trainer.devices=-1 cannot be asked of SLURM"),
+        (["trainer.devices=1,2"], {}, "trainer.devices and trainer.accelerator cannot vary"),
+        ([], {"PATH": str(Path(sys.executable).parent)}, "sbatch, which is not on the PATH"),
+    ],
+)
+def test_a_setup_the_cluster_cannot_run_is_one_line(
+    tmp_path: Path, synthetic_mnist: Path, overrides: list[str], env: dict, says: str
+) -> None:
+    code, output = run(tmp_path, synthetic_mnist, *ON_SLURM, *overrides, env=env)
+    assert code == 2, output
+    (line,) = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert says in line and "Traceback" not in output
+    assert not list(tmp_path.glob("outputs/multiruns/*/.submitit/*"))  # nothing submitted
+
+
+def test_an_optuna_search_runs_its_trials_as_slurm_jobs_several_at_once(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    import optuna
+
+    search = ("hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2")
+    code, output = run(tmp_path, synthetic_mnist, *ON_SLURM, *search, "trainer.max_epochs=1")
+    assert code == 0, output
+    arrays = job_ids(output)
+    assert len(arrays) == 2 and "2 running" in output  # two batches of two trials at once
+    for array in arrays:
+        assert len(sacct(array, "JobID")) == 2
+    (sweep,) = (tmp_path / "outputs/multiruns").iterdir()
+    study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{sweep}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
