@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mnist_lightning.errors import CheckpointError
+from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.resume import reached_limit
+from mnist_lightning.run.resume import GracefulInterrupt, reached_limit
 from mnist_lightning.run.trust import check_resumable
 from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.synthetic import SMALL
@@ -40,10 +40,11 @@ def train(
     kill_step: int | None = None,
     kill: str = "KILL",
     step_seconds: float = 0.0,
+    kill_in: str = "training",
 ) -> Path:
     env = {"PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if kill_step:
-        env |= {"KILL_AT_STEP": str(kill_step), "KILL_SIGNAL": kill}
+        env |= {"KILL_AT_STEP": str(kill_step), "KILL_SIGNAL": kill, "KILL_IN": kill_in}
     if step_seconds:
         env |= {"STEP_SECONDS": str(step_seconds)}
     done = run_cli("train", args, cwd, data, env=env)
@@ -63,18 +64,31 @@ def final_state(run: Path) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("kill", "kill_step", "resumed_from"),
-    [("KILL", 150, 100), ("INT", 143, 143)],
-    ids=["sigkill-epoch-boundary", "ctrl-c"],
+    ("kill", "kill_step", "resumed_from", "kill_in"),
+    [
+        ("KILL", 150, 100, "training"),
+        ("INT", 143, 143, "training"),
+        ("TERM", 143, 201, "validation"),
+        ("TERM", 1, 300, "test"),
+    ],
+    ids=["sigkill-epoch-boundary", "ctrl-c", "sigterm-mid-validation", "sigterm-in-test"],
 )
 def test_killed_and_resumed_equals_uninterrupted(
-    tmp_path: Path, synthetic_mnist: Path, kill: str, kill_step: int, resumed_from: int
+    tmp_path: Path,
+    synthetic_mnist: Path,
+    kill: str,
+    kill_step: int,
+    resumed_from: int,
+    kill_in: str,
 ) -> None:
     """SIGKILL loses the steps since the last epoch-end checkpoint; Ctrl-C saves where it
-    stopped, mid-epoch. (A SIGKILL after a mid-epoch checkpoint: the next test.)"""
+    stopped, mid-epoch; SIGTERM during a validation lets it finish and stops after the next
+    step (step 200's validation, then step 201); SIGTERM during the test after training
+    leaves last.ckpt as training ended. (SIGKILL after a mid-epoch checkpoint: the next test.)"""
     periodic = ["~callbacks.periodic_checkpoint"]
-    reference = train(tmp_path / "a", synthetic_mnist, [*EXACT, *periodic, *KILLABLE])
-    killed = train(tmp_path / "b", synthetic_mnist, [*EXACT, *periodic, *KILLABLE], kill_step, kill)
+    args = [*EXACT, *periodic, *KILLABLE]
+    reference = train(tmp_path / "a", synthetic_mnist, args)
+    killed = train(tmp_path / "b", synthetic_mnist, args, kill_step, kill, kill_in=kill_in)
     assert not (killed / "metrics.json").exists()
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == resumed_from
@@ -302,3 +316,24 @@ def test_a_finished_run_names_the_limit_it_reached_as_lightning_reads_it(
 ) -> None:
     """max_epochs=null is Lightning's 1000 epochs unless max_steps or max_time ends the run."""
     assert reached_limit(OmegaConf.create(trainer), done) == reached
+
+
+def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
+    """At a SLURM job's time limit GracefulInterrupt hands SIGUSR2 to submitit's own handler
+    after its save; when submitit will not requeue the job again, that is the job's one line
+    (recorded in the sweep's summary), not submitit's traceback."""
+    from submitit.core.job_environment import SignalHandler
+    from submitit.core.utils import DelayedSubmission, JobPaths
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    delayed = DelayedSubmission(print)  # nothing to checkpoint, and past its time limit:
+    delayed._timeout_min = 0  # submitit will not requeue it
+    submitits = SignalHandler(SlurmJobEnvironment(), JobPaths(tmp_path, "1"), delayed)
+    interrupt = GracefulInterrupt(str(tmp_path))
+    interrupt.signal = signal.SIGUSR2
+    previous = signal.signal(signal.SIGUSR2, submitits.checkpoint_and_try_requeue)
+    try:
+        with pytest.raises(UserError, match=r"not requeued \(Job not requeued because: timed-out"):
+            interrupt.hand_back()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -108,7 +108,7 @@ def curve(run: Path, tag: str) -> list[tuple[int, float]]:
 def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    sweep_args = (*ON_SLURM, *LONG, "model.dropout=0.0,0.2,0.4")
+    sweep_args = (*ON_SLURM, *LONG, "model.dropout=0.0,0.2")
     command = Command(tmp_path, synthetic_mnist, *sweep_args)
     command.wait_until("the submission", command.job_ids)
     (array,) = command.job_ids()
@@ -123,15 +123,15 @@ def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     assert "Traceback" not in output and "Bypassing sacct" not in output
     (sweep,) = ckpt.iterdir()
     rows = summary(sweep)
-    assert rows["0"]["status"] == rows["2"]["status"] == "completed"
+    assert rows["0"]["status"] == "completed"
     assert rows["1"]["status"].startswith(f"failed: SLURM job {array}_1 ended CANCELLED")
-    assert "3 running" in output  # 2 nodes x 2 CPUs: all three at once
+    assert "2 running" in output  # side by side: 2 nodes x 2 CPUs
     times = {job.split("_")[1]: (start, end) for job, start, end in sacct(array, "JobID,Start,End")}
-    assert times["0"][0] < times["2"][1] and times["2"][0] < times["0"][1]  # they overlapped
+    assert times["0"][0] < times["1"][1] and times["1"][0] < times["0"][1]  # they overlapped
 
     code, output = run(tmp_path, synthetic_mnist, *sweep_args, f"resume={sweep}")
     assert code == 0, output
-    assert output.count("finished before; skipped") == 2
+    assert output.count("finished before; skipped") == 1
     (again,) = job_ids(output)
     assert len(sacct(again, "JobID")) == 1  # only the cancelled job ran again
     assert {row["status"] for row in summary(sweep).values()} == {"completed"}

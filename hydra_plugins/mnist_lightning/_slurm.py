@@ -39,8 +39,6 @@ from mnist_lightning.run.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
 
-POLL_S = 2.0  # how often the job states are read (one sacct call for all jobs)
-
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
@@ -132,19 +130,26 @@ def sbatch_error(error: Exception) -> str:
 
 
 def wait_for(jobs: list[submitit.Job]) -> list[submitit.Job]:
-    """Wait until every job is done, saying how many are pending, running and done as that
+    """Wait until every job is done, saying how many are queued, running and done as that
     changes (SLURM's states, read with one sacct call for all of them)."""
     watcher = jobs[0].watcher
-    shown = None
-    while True:
-        watcher.update()
-        states = Counter(simple_state(job) for job in jobs)
-        if states != shown:
-            log.info(", ".join(f"{n} {state}" for state, n in sorted(states.items())))
-            shown = states
-        if states["done"] == len(jobs):
-            return jobs
-        time.sleep(POLL_S)
+    shown, started = None, time.monotonic()
+    try:
+        while True:
+            watcher.update()
+            states = Counter(simple_state(job) for job in jobs)
+            if states != shown:
+                log.info(", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+                shown = states
+            if states["done"] == len(jobs):
+                return jobs
+            # Every 2 s at first, then less often: a long sweep asks slurmdbd every 30 s.
+            time.sleep(min(30, 2 + (time.monotonic() - started) / 30))
+    except KeyboardInterrupt:  # nothing left running behind the user's back
+        for job in jobs:
+            job.cancel(check=False)
+        print("\nCancelled the sweep's jobs; resume=<sweep dir> continues them.", file=sys.stderr)
+        sys.exit(130)
 
 
 def simple_state(job: submitit.Job) -> str:
@@ -160,6 +165,8 @@ def job_return(job: submitit.Job, job_dir: Path, overrides: list[str]) -> JobRet
     try:
         return job.results()[0]
     except submitit.core.utils.UncompletedJobError as e:
+        if job_finished(job_dir):  # killed after it wrote its results (or they came late)
+            return finished_return(job_dir, overrides)
         if isinstance(e, submitit.core.utils.FailedJobError):  # its traceback: the error
             errors = re.findall(r"^[\w.]+(?:Error|Exception)\b.*$", str(e), re.MULTILINE)
             reason = errors[-1] if errors else type(e).__name__

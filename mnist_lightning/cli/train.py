@@ -11,6 +11,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -90,8 +92,10 @@ def quiet_and_fast() -> None:
     # still gets its train/* points (the model logs what is left of a window at each epoch
     # end), the data module itself reads the same batches with overfit_batches, under DDP the
     # epoch metrics are sums the model or torchmetrics already reduced, a resumed run's
-    # checkpoint directory is not empty, and a diverged run stops with its own message.
+    # checkpoint directory is not empty, a diverged run stops with its own message, and a
+    # machine with SLURM's commands need not run on SLURM (jobs of hydra/launcher=slurm do).
     for pattern in (
+        r"The `srun` command is available on your system but is not used",
         r".*smaller than the logging interval",
         r"You requested to overfit but enabled train dataloader shuffling",
         r".*sync_dist=True.*when logging on epoch level",
@@ -168,20 +172,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     started = time.perf_counter()
     with ddp_job(trainer, cfg, run_dir, resume_from):
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-        except (SystemExit, SIGTERMException):  # Lightning's exits on Ctrl-C and on SIGTERM
-            if not trainer.interrupted:
-                raise
-            for callback in trainer.callbacks:
-                if isinstance(callback, GracefulInterrupt):
-                    callback.hand_back()  # a SLURM job's time limit: submitit requeues it
-            if is_rank_zero():
-                print(
-                    f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
-                    f"continue from:\n  mnist-train resume={run_dir}",
-                    file=sys.stderr,
-                )
-            sys.exit(130)
+            with exit_when_interrupted(trainer, run_dir):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
         except Exception as e:
             error = fit_failure(e, resume_from)
             if error is None:  # not the config's or the checkpoint's fault: a bug
@@ -198,7 +190,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
             trainer.save_checkpoint(best)
         if best and not Path(best).is_file():
             raise CheckpointError(f"The best checkpoint {best} is gone; test it with mnist-eval.")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        with exit_when_interrupted(trainer, run_dir):
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if not is_rank_zero():
         return float(model.val_acc_best)
@@ -220,6 +213,27 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     atomic_write_json(run_dir / "metrics.json", metrics)
     print(results_table(run_dir, metrics))
     return metrics["val/acc_best"]
+
+
+@contextmanager
+def exit_when_interrupted(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning's exits on Ctrl-C and SIGTERM (and the scheduler's signal, GracefulInterrupt)
+    become exit status 130 with how to continue; a SLURM job's time limit goes to submitit."""
+    try:
+        yield
+    except (SystemExit, SIGTERMException):
+        if not trainer.interrupted:
+            raise
+        for callback in trainer.callbacks:
+            if isinstance(callback, GracefulInterrupt):
+                callback.hand_back()  # a SLURM job's time limit: submitit requeues it
+        if is_rank_zero():
+            print(
+                f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
+                f"continue from:\n  mnist-train resume={run_dir}",
+                file=sys.stderr,
+            )
+        sys.exit(130)
 
 
 def stop_if_learned_nothing(trainer: L.Trainer) -> None:

@@ -26,10 +26,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.errors import CheckpointError, ConfigError
+from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
 from mnist_lightning.files import check_writable, lock_run, run_holder
 from mnist_lightning.run.distributed import is_rank_zero
 from mnist_lightning.run.trackers import trackers_as_configured
@@ -362,16 +363,18 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C, SIGTERM and, in a SLURM job run by submitit, its SIGUSR2 before the time limit,
-    stop training after the current `training_step` and save `last.ckpt` there, in a
-    consistent state (no half-taken optimizer step), so resuming continues exactly where
-    training stopped. Lightning alone would abort Ctrl-C mid-step, and submitit would requeue
-    mid-step; `hand_back` gives submitit its signal once the checkpoint is saved. Other
-    exceptions (a diverged loss, a bug) leave the last good `last.ckpt` alone."""
+    """Ctrl-C, SIGTERM and, in a SLURM job run by submitit, its SIGUSR2 before the time limit
+    stop training after a `training_step` and save `last.ckpt` there, in a consistent state
+    (no half-taken optimizer step, no half-run validation), so resuming continues exactly where
+    training stopped. Lightning alone would abort Ctrl-C mid-step and SIGTERM mid-validation,
+    and submitit would requeue mid-step; `hand_back` gives submitit its signal once the
+    checkpoint is saved. Other exceptions (a diverged loss, a bug) leave the last good
+    `last.ckpt` alone."""
 
     def __init__(self, dirpath: str) -> None:
         self.last = Path(dirpath) / LAST_CHECKPOINT
         self._previous: dict[int, Any] = {}
+        self._pending: tuple[Any, int] | None = None
         self.signal: int | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -386,12 +389,21 @@ class GracefulInterrupt(L.Callback):
 
         def handler(signum: int, frame: Any) -> None:
             self.signal = signum
-            stop(signum, frame)
+            if trainer.training:
+                stop(signum, frame)
+            else:  # validating, which Lightning would stop midway: after the next step
+                self._pending = (stop, signum)
 
-        signals = [signal.SIGINT]
+        signals = [signal.SIGINT, signal.SIGTERM]
         if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's: requeue the job
             signals.append(signal.SIGUSR2)
         self._previous = {signum: signal.signal(signum, handler) for signum in signals}
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._pending:
+            stop, signum = self._pending
+            self._pending = None
+            stop(signum, None)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
@@ -400,7 +412,8 @@ class GracefulInterrupt(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore()
-        if isinstance(exception, SIGTERMException) and not trainer.sanity_checking:
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if isinstance(exception, SIGTERMException) and fitting:
             trainer.save_checkpoint(self.last, weights_only=False)
             name = signal.Signals(self.signal or signal.SIGTERM).name
             log.info("%s: stopped after step %d, saved %s", name, trainer.global_step, self.last)
@@ -408,8 +421,15 @@ class GracefulInterrupt(L.Callback):
     def hand_back(self) -> None:
         """After the save: if the scheduler's signal stopped training, call the handler it was
         meant for (submitit's, which requeues the job and exits, or says why it cannot)."""
-        if self.signal == signal.SIGUSR2:
+        if self.signal != signal.SIGUSR2:
+            return
+        try:
             signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)
+        except RuntimeError as e:  # submitit's UncompletedJobError: out of requeues
+            raise UserError(
+                f"Stopped at its time limit and not requeued ({one_line(e)}). {self.last} is "
+                "saved: relaunch the sweep with resume=<sweep dir> to continue it."
+            ) from None
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():

@@ -5,6 +5,7 @@ Every callback and logger is built on its own, so a value its class refuses name
 says which config or checkpoint is at fault, not a traceback.
 """
 
+import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def slurm_environment() -> list[SLURMEnvironment]:
-    """In a SLURM job, Lightning's SLURM environment without its own requeue on SIGUSR1: the
-    job's requeue has one owner, submitit (hydra_plugins/mnist_lightning/_slurm.py)."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    """In a job of hydra/launcher=slurm, Lightning's SLURM environment without its own requeue
+    on SIGUSR1: there, submitit requeues (hydra_plugins/mnist_lightning/_slurm.py)."""
+    submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+    return [SLURMEnvironment(auto_requeue=False)] if submitit and SLURMEnvironment.detect() else []
 
 
 def accelerator_available(name: object) -> bool:

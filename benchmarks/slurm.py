@@ -1,0 +1,96 @@
+"""The same runs on this machine and on the SLURM cluster of `make slurm` (docs/cluster.json,
+quoted by docs/cluster.md): the test accuracy of each world size both ways, and a job stopped
+by its time limit again and again: how often it was requeued, how long each requeue took and
+how many steps it lost.
+"""
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from benchmarks.common import QUIET_CPU, ROOT, machine, mnist_train
+
+ON_SLURM = ["-m", "hydra/launcher=slurm_local"]
+# (name, overrides on the cluster, overrides of the same world size here)
+SETUPS = [
+    ("1 process", ["trainer=cpu"], ["trainer=cpu"]),
+    ("DDP, 1 node x 2 processes", ["trainer=ddp_cpu"], ["trainer=ddp_cpu"]),
+    (
+        "DDP, 2 nodes x 1 process",
+        ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"],
+        ["trainer=ddp_cpu"],
+    ),
+]
+STAMP = r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--limited-epochs", type=int, default=8, help="of the time-limited job")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cluster.json")
+
+
+def on_slurm(overrides: list[str], work: Path) -> Path:
+    """The job directory of a one-job sweep on the cluster (kept in `work`)."""
+    work.mkdir(parents=True)
+    return mnist_train([*ON_SLURM, *overrides], work).dir / "0"
+
+
+def test_acc(run: Path) -> float:
+    return json.loads((run / "metrics.json").read_text())["test/acc"]
+
+
+def stops(log: str) -> list[dict]:
+    """Each stop of the job (its signal, the step it saved) and the resume after it."""
+    stopped, found = [], None
+    for line in log.splitlines():
+        stamp = re.match(STAMP, line)
+        when = stamp and datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if m := re.search(r"(SIG\w+): stopped after step (\d+)", line):
+            found = {"signal": m[1], "saved_step": int(m[2]), "stopped_at": when}
+        elif "Resuming" in line and found:
+            stopped.append(found | {"seconds_to_resume": round(when - found.pop("stopped_at"), 1)})
+            found = None
+    return stopped
+
+
+def main(args: argparse.Namespace) -> None:
+    epochs = [f"trainer.max_epochs={args.epochs}", "trainer.deterministic=true", *QUIET_CPU]
+    work = Path(tempfile.mkdtemp(prefix="bench-slurm-"))  # kept: the jobs' logs are worth a look
+    rows = []
+    for i, (name, cluster, here) in enumerate(SETUPS):
+        local = mnist_train([*here, *epochs]).metrics["test/acc"]
+        slurm = test_acc(on_slurm([*cluster, *epochs], work / str(i)))
+        rows.append({"setup": name, "local": local, "slurm": slurm})
+        print(rows[-1], flush=True)
+    # A job with a 1-minute time limit: SIGUSR2 20 s before it (SLURM may send it up to 60 s
+    # early), requeued until it finishes; against the same run uninterrupted.
+    limited = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20"]
+    epochs[0] = f"trainer.max_epochs={args.limited_epochs}"
+    limited += ["hydra.launcher.max_num_timeout=20", *epochs]
+    started = time.monotonic()
+    job = on_slurm(limited, work / "time_limited")
+    wall = time.monotonic() - started
+    log = (job / "train.log").read_text()
+    uninterrupted = mnist_train(epochs).metrics
+    result = {
+        "machine": machine(),
+        "command": args.command_line,
+        "date": time.strftime("%Y-%m-%d"),
+        "epochs": args.epochs,
+        "limited_epochs": args.limited_epochs,
+        "test_acc": rows,
+        "time_limited": {
+            "requeued": log.count("Requeued job"),
+            "stops": stops(log),
+            "wall_seconds": round(wall, 1),
+            "test/acc": test_acc(job),
+            "uninterrupted test/acc": uninterrupted["test/acc"],
+        },
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
