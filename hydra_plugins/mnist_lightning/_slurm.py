@@ -162,6 +162,8 @@ def simple_state(job: submitit.Job) -> str:
 def job_return(job: submitit.Job, job_dir: Path, overrides: list[str]) -> JobReturn:
     """What the job returned; a job that ended without a result (cancelled, failed on its node,
     requeued too many times) is recorded as failed for the summary, and the sweep goes on."""
+    if job.state.startswith("CANCELLED"):  # no result can come: not waited for (15 s)
+        job._results_timeout_s = 0
     try:
         return job.results()[0]
     except submitit.core.utils.UncompletedJobError as e:

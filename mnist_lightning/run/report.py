@@ -13,6 +13,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchvision.utils import make_grid
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
@@ -22,7 +24,7 @@ from mnist_lightning.model.inference import predict_all
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """counts[true, predicted] over the ten classes."""
-    return torch.bincount(labels * 10 + preds, minlength=100).reshape(10, 10).cpu()
+    return multiclass_confusion_matrix(preds, labels, num_classes=10).cpu()
 
 
 def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) -> Figure:
@@ -49,31 +51,20 @@ def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) ->
     return fig
 
 
-def mosaic(tiles: torch.Tensor, columns: int, gap: int = 2, fill: float = 0.0) -> torch.Tensor:
-    """Tiles (N, H, W) laid out in a grid with `gap` pixels between them: one image to draw,
-    which is many times faster than one matplotlib axis per tile."""
-    n, height, width = tiles.shape
-    rows = max(1, -(-n // columns))
-    grid = torch.full((rows * (height + gap), columns * (width + gap)), fill)
-    for i, tile in enumerate(tiles):
-        top, left = (i // columns) * (height + gap), (i % columns) * (width + gap)
-        grid[top : top + height, left : left + width] = tile
-    return grid
-
-
 def digits_figure(
     images: torch.Tensor, captions: list[str], title: str, columns: int = 8
 ) -> Figure:
     """A grid of 28x28 images (values in [0, 1], ink bright) with a caption above each."""
     columns = max(1, min(columns, len(images)))
-    grid = mosaic(images.detach().cpu().reshape(-1, 28, 28), columns, gap=14)
+    tiles = images.detach().cpu().reshape(-1, 1, 28, 28)
+    tiles = tiles if len(tiles) else torch.zeros(1, 1, 28, 28)  # no mistakes: a blank grid
+    grid = make_grid(tiles, nrow=columns, padding=14)[0]  # a 14-pixel margin for each caption
     fig = Figure(figsize=(columns * 1.1, grid.shape[0] / 42 * 1.1 + 0.4))
     ax = fig.subplots()
     ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
     for i, caption in enumerate(captions):
-        x, y = (i % columns) * 42 + 14, (i // columns) * 42 - 1
+        x, y = (i % columns) * 42 + 28, (i // columns) * 42 + 13
         ax.text(x, y, caption, ha="center", va="bottom", fontsize=6)
-    ax.set_ylim(grid.shape[0], -14)
     ax.axis("off")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -105,7 +96,7 @@ def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
     tiles = tiles / tiles.abs().amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)
     fig = Figure(figsize=(8, 8 * (-(-len(tiles) // 8)) / 8 + 0.4))
     ax = fig.subplots()
-    ax.imshow(mosaic(tiles, columns=8), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.imshow(make_grid(tiles.unsqueeze(1), nrow=8)[0], cmap="RdBu_r", vmin=-1, vmax=1)
     ax.axis("off")
     ax.set_title(f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)", fontsize=10)
     fig.tight_layout()
