@@ -204,6 +204,7 @@ def test_ddp_on_one_node_and_over_two_nodes_gives_what_local_ddp_gives(
         ),
         (["trainer=ddp_cpu", "trainer.devices=3"], {}, "Requested node configuration is not"),
         (["trainer=ddp"], {}, "trainer.devices=-1 cannot be asked of SLURM"),
+        (["trainer.devices=auto"], {}, "trainer.devices=auto cannot be asked of SLURM"),
         (["trainer.devices=1,2"], {}, "trainer.devices and trainer.accelerator cannot vary"),
         ([], {"PATH": str(Path(sys.executable).parent)}, "sbatch, which is not on the PATH"),
     ],

@@ -107,7 +107,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         if self.params["tasks_per_node"] < 1:
             raise ConfigError(
                 f"hydra/launcher=slurm needs the number of processes per node: "
-                f"trainer.devices={self.params['tasks_per_node']} cannot be asked of SLURM. "
+                f"trainer.devices={self.config.trainer.devices} cannot be asked of SLURM. "
                 "Give a number, e.g. trainer.devices=4."
             )
         loader = self.hydra_context.config_loader

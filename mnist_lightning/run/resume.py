@@ -94,10 +94,16 @@ def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
     return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
 
 
-def slurm_gpus(accelerator: str, devices: Any) -> Any:
+def slurm_tasks(devices: Any) -> int:
+    """hydra.launcher.tasks_per_node: trainer.devices, a number; -1 for what SLURM cannot be
+    asked for (-1, `auto`, a list of GPUs), which the launcher refuses in one line."""
+    return devices if isinstance(devices, int) and devices > 0 else -1
+
+
+def slurm_gpus(accelerator: str, devices: Any) -> int:
     """hydra.launcher.gpus_per_node: one GPU per process for the GPU presets, none otherwise
     (`auto` asks for none: ask for GPUs with trainer=gpu or trainer=ddp)."""
-    return devices if str(accelerator) in ("gpu", "cuda") else 0
+    return slurm_tasks(devices) if str(accelerator) in ("gpu", "cuda") else 0
 
 
 def register_resolvers() -> None:
@@ -108,6 +114,7 @@ def register_resolvers() -> None:
         ("run_dir", run_dir),
         ("sweep_dir", sweep_dir),
         ("hydra_output_subdir", hydra_output_subdir),
+        ("slurm_tasks", slurm_tasks),
         ("slurm_gpus", slurm_gpus),
     ]:
         if not OmegaConf.has_resolver(name):
