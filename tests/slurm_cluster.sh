@@ -54,6 +54,8 @@ TaskPlugin=task/none
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
+# A job that asks for more than a partition has is refused by sbatch, not left pending.
+EnforcePartLimits=ALL
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
@@ -108,7 +110,11 @@ start() {
     running /usr/sbin/slurmdbd || /usr/sbin/slurmdbd
     wait_for slurmdbd sacctmgr -n list cluster
     sacctmgr -n list cluster format=cluster | grep -qw local || sacctmgr -i add cluster local >/dev/null
-    running /usr/sbin/slurmctld || /usr/sbin/slurmctld
+    if running /usr/sbin/slurmctld; then
+        scontrol reconfigure  # the configuration just written, if it changed
+    else
+        /usr/sbin/slurmctld
+    fi
     for node in "${NODES[@]}"; do
         running "/usr/sbin/slurmd -N $node" || /usr/sbin/slurmd -N "$node"
     done

@@ -203,6 +203,7 @@ def test_ddp_on_one_node_and_over_two_nodes_gives_what_local_ddp_gives(
             "SLURM refused the sweep's jobs: invalid partition specified: nope",
         ),
         (["trainer=ddp_cpu", "trainer.devices=3"], {}, "Requested node configuration is not"),
+        (["trainer.num_nodes=3"], {}, "Node count specification invalid"),
         (["trainer=ddp"], {}, "trainer.devices=-1 cannot be asked of SLURM"),
         (["trainer.devices=auto"], {}, "trainer.devices=auto cannot be asked of SLURM"),
         (["trainer.devices=1,2"], {}, "trainer.devices and trainer.accelerator cannot vary"),
