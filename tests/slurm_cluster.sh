@@ -124,10 +124,18 @@ start() {
 }
 
 stop() {
+    if running /usr/sbin/slurmctld && [ -n "$(squeue -h -o %i)" ]; then
+        say "cancelling the jobs still queued or running: $(squeue -h -o %i | tr '\n' ' ')"
+        scancel --full $(squeue -h -o %i)
+        sleep 2
+    fi
     for daemon in "slurmd -N" slurmctld slurmdbd mariadbd munged; do
         pkill -f "^/usr/sbin/$daemon" 2>/dev/null || true
     done
-    pkill -x slurmd 2>/dev/null || true
+    for _ in $(seq 60); do
+        pgrep -f "^/usr/sbin/(slurm|mariadbd|munged)" >/dev/null || break
+        sleep 0.5
+    done
     say "stopped"
 }
 

@@ -67,8 +67,8 @@ def final_state(run: Path) -> tuple[dict, dict]:
     ("kill", "kill_step", "resumed_from", "kill_in"),
     [
         ("KILL", 150, 100, "training"),
-        ("INT", 143, 143, "training"),
-        ("TERM", 143, 201, "validation"),
+        ("INT", 143, 144, "training"),  # sent from a later hook of step 143: after 144
+        ("TERM", 143, 200, "validation"),
         ("TERM", 1, 300, "test"),
     ],
     ids=["sigkill-epoch-boundary", "ctrl-c", "sigterm-mid-validation", "sigterm-in-test"],
@@ -82,8 +82,8 @@ def test_killed_and_resumed_equals_uninterrupted(
     kill_in: str,
 ) -> None:
     """SIGKILL loses the steps since the last epoch-end checkpoint; Ctrl-C saves where it
-    stopped, mid-epoch; SIGTERM during a validation lets it finish and stops after the next
-    step (step 200's validation, then step 201); SIGTERM during the test after training
+    stopped, mid-epoch; SIGTERM during a validation lets it finish and stops at the end of
+    that epoch (step 200's validation: step 200); SIGTERM during the test after training
     leaves last.ckpt as training ended. (SIGKILL after a mid-epoch checkpoint: the next test.)"""
     periodic = ["~callbacks.periodic_checkpoint"]
     args = [*EXACT, *periodic, *KILLABLE]

@@ -6,6 +6,7 @@ preemption does."""
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -142,7 +143,8 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """Stopped twice, each time after a step, continued twice from last.ckpt: the same weights
-    and the same curves, point for point, as the same run uninterrupted on this machine."""
+    and the same curves, point for point, as the same run uninterrupted on this machine (with
+    the job's one thread: sums over two threads round differently)."""
     command = Command(tmp_path / "cluster", synthetic_mnist, *ON_SLURM, *LONG)
     command.wait_until("the submission", command.job_ids)
     (job,) = command.job_ids()
@@ -160,7 +162,7 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     text = log.read_text()
     assert text.count("Resuming") == 2 and "Requeued job" in text
     assert "SIGUSR2: stopped after step" in text and "SIGTERM: stopped after step" in text
-    run(tmp_path / "local", synthetic_mnist, *LONG)
+    run(tmp_path / "local", synthetic_mnist, *LONG, env={"OMP_NUM_THREADS": "1"})  # as the job
     (local,) = (tmp_path / "local/outputs/runs").iterdir()
     for tag in ("train/loss", "val/acc"):
         assert curve(run_dir, tag) == curve(local, tag) != []
@@ -235,3 +237,20 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs_several_at_once(
     (sweep,) = (tmp_path / "outputs/multiruns").iterdir()
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{sweep}/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_ctrl_c_cancels_the_sweeps_jobs_and_says_how_to_continue(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    command = Command(tmp_path, synthetic_mnist, *ON_SLURM, *LONG)
+    sweeps = tmp_path / "outputs/multiruns"
+    command.wait_until("a checkpoint", lambda: list(sweeps.glob("*/0/checkpoints/last.ckpt")))
+    (job,) = command.job_ids()
+    command.process.send_signal(signal.SIGINT)
+    code, output = command.finish()
+    (sweep,) = sweeps.iterdir()
+    assert code == 130 and f"resume={sweep.relative_to(tmp_path)}" in output, output
+    assert "Traceback" not in output
+    assert "failed: cancelled (Ctrl-C)" in (sweep / "summary.md").read_text()
+    wait_until("the job to end", lambda: sacct(job, "State")[0][0].startswith("CANCELLED"), 60)
+    assert "SIGTERM: stopped after step" in (sweep / "0" / "train.log").read_text()

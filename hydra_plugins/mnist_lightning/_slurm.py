@@ -35,16 +35,19 @@ from omegaconf import OmegaConf
 from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.files import atomic_write_json
 from mnist_lightning.run.resume import job_finished, results
-from mnist_lightning.run.sweep import STATUS_FILE
+from mnist_lightning.run.sweep import STATUS_FILE, write_summary
 
 log = logging.getLogger(__name__)
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         try:
             return self._launch(list(job_overrides), initial_job_idx)
         except ConfigError as e:  # before any job is submitted: one line, as mnist-train's
+            if not self.config.resume and not [p for p in sweep_dir.iterdir() if p.name.isdigit()]:
+                shutil.rmtree(sweep_dir)  # made by this command, and nothing ran: not kept
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
 
@@ -57,9 +60,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             slurm_max_num_timeout=params.pop("max_num_timeout"),
         )
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
-        )
+        try:
+            executor.update_parameters(
+                **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
+            )
+        except (NameError, ValueError) as e:  # a key sbatch does not know (+hydra.launcher.x)
+            raise ConfigError(f"hydra.launcher cannot be used: {one_line(e, 300)}") from None
         return executor
 
     def _launch(self, job_overrides: list[list[str]], first: int) -> list[JobReturn]:
@@ -86,16 +92,41 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                     for path in set(folder.glob("*")) - before:  # its script and pickle
                         path.unlink()
                     raise ConfigError(
-                        f"SLURM refused the sweep's jobs: {sbatch_error(e)}"
+                        f"SLURM refused the sweep's jobs: {sbatch_error(e)}. They asked for "
+                        f"{self.request()} (hydra.launcher; for the local cluster of make "
+                        "slurm: hydra/launcher=slurm_local)."
                     ) from None
             log.info("Submitted SLURM job %s", jobs[0].job_id.split("_")[0])
             # submitit links its script's temporary name to the script: a sweep directory
             # holds no links (resume= refuses them, run/trust.py), and nothing uses this one.
             for link in folder.glob(".submission_file_*.sh"):
                 link.unlink()
-            for (overrides, _, num, _), job in zip(todo, wait_for(jobs), strict=True):
+            try:
+                wait_for(jobs)
+            except KeyboardInterrupt:  # nothing left running behind the user's back
+                for (overrides, _, num, _), job in zip(todo, jobs, strict=True):
+                    if not job.done():
+                        job.cancel(check=False)
+                        record_failure(sweep_dir / str(num), "cancelled (Ctrl-C)", overrides)
+                write_summary(sweep_dir)
+                print(
+                    f"\nCancelled the sweep's jobs (each saves its last.ckpt): "
+                    f"{sweep_dir}/summary.md. To continue them, run the same command with "
+                    f"resume={sweep_dir}",
+                    file=sys.stderr,
+                )
+                sys.exit(130)
+            for (overrides, _, num, _), job in zip(todo, jobs, strict=True):
                 returns[num] = job_return(job, sweep_dir / str(num), overrides)
         return [returns[num] for num in sorted(returns)]
+
+    def request(self) -> str:
+        p = self.params
+        return (
+            f"{p['nodes']} node(s) of {p['tasks_per_node']} task(s) with {p['cpus_per_task']} "
+            f"CPU(s) each, {p['gpus_per_node']} GPU(s) and {p['mem_gb']} GB per node, "
+            f"{p['timeout_min']} minutes, partition {p['partition'] or '(default)'}"
+        )
 
     def check_resources(self, job_overrides: list[list[str]]) -> None:
         """SLURM gets one request for all the jobs of a sweep: they must agree on it."""
@@ -134,22 +165,16 @@ def wait_for(jobs: list[submitit.Job]) -> list[submitit.Job]:
     changes (SLURM's states, read with one sacct call for all of them)."""
     watcher = jobs[0].watcher
     shown, started = None, time.monotonic()
-    try:
-        while True:
-            watcher.update()
-            states = Counter(simple_state(job) for job in jobs)
-            if states != shown:
-                log.info(", ".join(f"{n} {state}" for state, n in sorted(states.items())))
-                shown = states
-            if states["done"] == len(jobs):
-                return jobs
-            # Every 2 s at first, then less often: a long sweep asks slurmdbd every 30 s.
-            time.sleep(min(30, 2 + (time.monotonic() - started) / 30))
-    except KeyboardInterrupt:  # nothing left running behind the user's back
-        for job in jobs:
-            job.cancel(check=False)
-        print("\nCancelled the sweep's jobs; resume=<sweep dir> continues them.", file=sys.stderr)
-        sys.exit(130)
+    while True:
+        watcher.update()
+        states = Counter(simple_state(job) for job in jobs)
+        if states != shown:
+            log.info(", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+            shown = states
+        if states["done"] == len(jobs):
+            return jobs
+        # Every 2 s at first, then less often: a long sweep asks slurmdbd every 30 s.
+        time.sleep(min(30, 2 + (time.monotonic() - started) / 30))
 
 
 def simple_state(job: submitit.Job) -> str:
@@ -174,11 +199,16 @@ def job_return(job: submitit.Job, job_dir: Path, overrides: list[str]) -> JobRet
             reason = errors[-1] if errors else type(e).__name__
         else:
             reason = f"SLURM job {job.job_id} ended {job.state} without a result"
-        reason = f"{one_line(reason, 300)} (log: {job.paths.stderr})"
-        log.error("Job %s failed: %s", job_dir.name, reason)
-        status = {"status": "failed", "reason": reason, "overrides": overrides}
-        atomic_write_json(job_dir / STATUS_FILE, status)
+        record_failure(job_dir, f"{one_line(reason, 300)} (log: {job.paths.stderr})", overrides)
         return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
+
+
+def record_failure(job_dir: Path, reason: str, overrides: list[str]) -> None:
+    """For the summary: a job that ended without recording why (or never started)."""
+    log.error("Job %s failed: %s", job_dir.name, reason)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    status = {"status": "failed", "reason": reason, "overrides": overrides}
+    atomic_write_json(job_dir / STATUS_FILE, status)
 
 
 def finished_return(job_dir: Path, overrides: list[str]) -> JobReturn:

@@ -105,9 +105,9 @@ def quiet_and_fast() -> None:
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertisement)
-    # In a SLURM job submitit's messages reach Hydra's log handlers (the job's log and
-    # train.log): not also submitit's own, which would print each of them twice.
-    logging.getLogger("submitit").handlers.clear()
+    # submitit's messages go to Hydra's log handlers (the terminal, a job's log, train.log),
+    # not also to submitit's own, which would print each twice (submitit's own switch).
+    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
 
 
 def no_advertisement(record: logging.LogRecord) -> bool:
@@ -228,9 +228,12 @@ def exit_when_interrupted(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
             if isinstance(callback, GracefulInterrupt):
                 callback.hand_back()  # a SLURM job's time limit: submitit requeues it
         if is_rank_zero():
+            hydra = HydraConfig.get() if HydraConfig.initialized() else None
+            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
+            how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
             print(
                 f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
-                f"continue from:\n  mnist-train resume={run_dir}",
+                f"continue from:\n  mnist-train {how}",
                 file=sys.stderr,
             )
         sys.exit(130)

@@ -371,17 +371,17 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
 
 class GracefulInterrupt(L.Callback):
     """Ctrl-C, SIGTERM and, in a SLURM job run by submitit, its SIGUSR2 before the time limit
-    stop training after a `training_step` and save `last.ckpt` there, in a consistent state
-    (no half-taken optimizer step, no half-run validation), so resuming continues exactly where
-    training stopped. Lightning alone would abort Ctrl-C mid-step and SIGTERM mid-validation,
-    and submitit would requeue mid-step; `hand_back` gives submitit its signal once the
-    checkpoint is saved. Other exceptions (a diverged loss, a bug) leave the last good
-    `last.ckpt` alone."""
+    stop training after a training step, or at the end of an epoch, never within a validation,
+    and save `last.ckpt` there in a consistent state, so resuming continues exactly where
+    training stopped. (Lightning alone stops Ctrl-C mid-step and SIGTERM mid-validation, whose
+    rest a resumed run then skips; submitit requeues mid-step.) `hand_back` gives submitit its
+    signal once the checkpoint is saved. Other exceptions (a diverged loss, a bug) leave the
+    last good `last.ckpt` alone."""
 
     def __init__(self, dirpath: str) -> None:
         self.last = Path(dirpath) / LAST_CHECKPOINT
         self._previous: dict[int, Any] = {}
-        self._pending: tuple[Any, int] | None = None
+        self._stop: Any = None
         self.signal: int | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -391,26 +391,30 @@ class GracefulInterrupt(L.Callback):
             # do on Ctrl-C. So under DDP, Ctrl-C stays Lightning's plain KeyboardInterrupt: it
             # stops every process, and resume= continues from the last checkpoint written.
             return
-        # Lightning installed its SIGTERM handler when fit started: it stops after this step.
-        stop = signal.getsignal(signal.SIGTERM)
+        # Lightning's SIGTERM handler, installed when fit started: the loops stop once it ran.
+        self._stop = signal.getsignal(signal.SIGTERM)
 
         def handler(signum: int, frame: Any) -> None:
-            self.signal = signum
-            if trainer.training:
-                stop(signum, frame)
-            else:  # validating, which Lightning would stop midway: after the next step
-                self._pending = (stop, signum)
+            self.signal = signum  # acted on at the next of the two hooks below
 
         signals = [signal.SIGINT, signal.SIGTERM]
         if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's: requeue the job
             signals.append(signal.SIGUSR2)
         self._previous = {signum: signal.signal(signum, handler) for signum in signals}
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self._pending:
-            stop, signum = self._pending
-            self._pending = None
-            stop(signum, None)
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if i + 1 < trainer.num_training_batches:  # after an epoch's last one, validation runs
+            self._stop_now()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        if self.signal is not None and self._stop is not None:
+            self._stop(self.signal, None)
+            self._stop = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()

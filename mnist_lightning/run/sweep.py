@@ -42,7 +42,11 @@ def record_failure(reason: str) -> None:
 
 def divide_threads_between_jobs() -> None:
     """With hydra/launcher=joblib, jobs run side by side: give each its share of the cores, so
-    that N jobs with all cores' worth of torch threads each do not oversubscribe them."""
+    that N jobs with all cores' worth of torch threads each do not oversubscribe them. A SLURM
+    job gets the CPUs it asked for (torch would start a thread per core of the node)."""
+    if "SLURM_CPUS_PER_TASK" in os.environ:
+        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+        return
     hydra = HydraConfig.get()
     jobs = hydra.launcher.get("n_jobs") if hydra.mode == RunMode.MULTIRUN else None
     if not jobs:
