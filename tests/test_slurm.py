@@ -219,7 +219,7 @@ def test_a_setup_the_cluster_cannot_run_is_one_line(
     assert code == 2, output
     (line,) = [line for line in output.splitlines() if line.startswith("Error: ")]
     assert says in line and "Traceback" not in output
-    assert not list(tmp_path.glob("outputs/multiruns/*/.submitit/*"))  # nothing submitted
+    assert not list(tmp_path.glob("outputs/multiruns/*"))  # nothing submitted, nothing kept
 
 
 def test_an_optuna_search_runs_its_trials_as_slurm_jobs_several_at_once(
