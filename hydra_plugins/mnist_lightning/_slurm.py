@@ -33,9 +33,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from mnist_lightning.errors import ConfigError, one_line
-from mnist_lightning.files import atomic_write_json
 from mnist_lightning.run.resume import job_finished, results
-from mnist_lightning.run.sweep import STATUS_FILE, write_summary
+from mnist_lightning.run.sweep import record_failure, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         try:
-            return self._launch(list(job_overrides), initial_job_idx)
+            return self._launch(list(job_overrides), initial_job_idx, sweep_dir)
         except ConfigError as e:  # before any job is submitted: one line, as mnist-train's
             if not self.config.resume and not [p for p in sweep_dir.iterdir() if p.name.isdigit()]:
                 shutil.rmtree(sweep_dir)  # made by this command, and nothing ran: not kept
@@ -68,9 +67,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             raise ConfigError(f"hydra.launcher cannot be used: {one_line(e, 300)}") from None
         return executor
 
-    def _launch(self, job_overrides: list[list[str]], first: int) -> list[JobReturn]:
+    def _launch(
+        self, job_overrides: list[list[str]], first: int, sweep_dir: Path
+    ) -> list[JobReturn]:
         self.check_resources(job_overrides)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         returns: dict[int, JobReturn] = {}
         todo = []
@@ -107,7 +107,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 for (overrides, _, num, _), job in zip(todo, jobs, strict=True):
                     if not job.done():
                         job.cancel(check=False)
-                        record_failure(sweep_dir / str(num), "cancelled (Ctrl-C)", overrides)
+                        record_failure("cancelled (Ctrl-C)", sweep_dir / str(num), overrides)
                 write_summary(sweep_dir)
                 print(
                     f"\nCancelled the sweep's jobs (each saves its last.ckpt): "
@@ -199,16 +199,8 @@ def job_return(job: submitit.Job, job_dir: Path, overrides: list[str]) -> JobRet
             reason = errors[-1] if errors else type(e).__name__
         else:
             reason = f"SLURM job {job.job_id} ended {job.state} without a result"
-        record_failure(job_dir, f"{one_line(reason, 300)} (log: {job.paths.stderr})", overrides)
+        record_failure(f"{one_line(reason, 300)} (log: {job.paths.stderr})", job_dir, overrides)
         return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
-
-
-def record_failure(job_dir: Path, reason: str, overrides: list[str]) -> None:
-    """For the summary: a job that ended without recording why (or never started)."""
-    log.error("Job %s failed: %s", job_dir.name, reason)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    status = {"status": "failed", "reason": reason, "overrides": overrides}
-    atomic_write_json(job_dir / STATUS_FILE, status)
 
 
 def finished_return(job_dir: Path, overrides: list[str]) -> JobReturn:

@@ -33,11 +33,17 @@ COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "w
 STATUS_FILE = "job_status.json"
 
 
-def record_failure(reason: str) -> None:
-    """Called by a job that stops on bad input: its status and why, for the summary."""
-    log.error("Job failed: %s", reason)
-    job_dir = Path(HydraConfig.get().runtime.output_dir)
-    atomic_write_json(job_dir / STATUS_FILE, {"status": "failed", "reason": reason})
+def record_failure(reason: str, job_dir: Path | None = None, overrides: list | None = None) -> None:
+    """A job's status and why, for the summary: called by a job that stops on bad input (its
+    overrides are added when it ends), or by the SLURM launcher for a job that ended without
+    saying why (cancelled, failed on its node) or never started."""
+    job_dir = job_dir or Path(HydraConfig.get().runtime.output_dir)
+    log.error("Job %s failed: %s", job_dir.name, reason)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    status = {"status": "failed", "reason": reason}
+    if overrides is not None:
+        status["overrides"] = overrides
+    atomic_write_json(job_dir / STATUS_FILE, status)
 
 
 def divide_threads_between_jobs() -> None:
