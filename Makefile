@@ -34,7 +34,7 @@ format: setup
 bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.md (~17 min)
 	$(BIN)/python -m benchmarks tutorial $(ARGS)
 
-slurm:  ## install (as root) and start a two-node SLURM cluster on this machine (docs/cluster.md)
+slurm:  ## install (as root) and start a two-node SLURM cluster on this machine (docs/sweeps.md)
 	bash tests/slurm_cluster.sh start
 
 slurm-stop:

@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "studies": ("studies", "the four tutorial studies as sweeps: docs/studies.md"),
     "augment": ("augment_cost", "what data.augment costs per epoch (table for README.md)"),
     "compile": ("compile_ab", "model.compile=true against eager (table for README.md)"),
-    "ddp": ("ddp_scaling", "one process against DDP, same global batch (docs/cluster.md)"),
+    "ddp": ("ddp_scaling", "one process against DDP, same global batch (docs/sweeps.md)"),
     "slurm": ("slurm", "the same runs here and on the cluster of make slurm: docs/cluster.json"),
     "parallel": ("parallel_sweep", "a sweep one job at a time and two at a time (README.md)"),
     "images": ("readme_images", "README's pictures in docs/images/, from a finished run"),

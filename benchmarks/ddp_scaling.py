@@ -1,5 +1,5 @@
 """One process against DDP with several, for the same global batch, on the CPU (a table for
-docs/cluster.md).
+docs/sweeps.md).
 
 Each row is a real `mnist-train` run of the default model: one process with the whole batch,
 then `trainer=ddp_cpu` with the batch split between the processes. Seconds per epoch come from

@@ -1,5 +1,5 @@
 """The same runs on this machine and on the SLURM cluster of `make slurm` (docs/cluster.json,
-quoted by docs/cluster.md): the test accuracy of each world size both ways, and a job stopped
+quoted by docs/sweeps.md): the test accuracy of each world size both ways, and a job stopped
 by its time limit again and again: how often it was requeued, how long each requeue took and
 how many steps it lost.
 """

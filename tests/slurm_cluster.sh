@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A two-node SLURM cluster on this one machine, for tests and demos (docs/cluster.md):
+# A two-node SLURM cluster on this one machine, for tests and demos (docs/sweeps.md):
 #   bash tests/slurm_cluster.sh start   # install what is missing (apt-get, as root), start it
 #   bash tests/slurm_cluster.sh stop
 # Nodes node1 and node2 are two slurmd daemons of this machine, 2 CPUs each, in partition

@@ -1,6 +1,6 @@
 """Sweeps on a SLURM cluster: hydra-submitit-launcher's launcher, with this project's contract.
 
-Who does what when a job must stop (docs/cluster.md):
+Who does what when a job must stop (docs/sweeps.md):
 - SLURM sends SIGUSR2 `signal_delay_s` before the time limit, and SIGTERM on preemption,
   `scontrol requeue` or `scancel`.
 - `GracefulInterrupt` (run/resume.py) turns either into a stop after the current step and saves

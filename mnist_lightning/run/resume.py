@@ -70,7 +70,7 @@ def run_dir(resume: str | None) -> str:
 
     When `srun` starts several tasks (the processes of one DDP run on a SLURM cluster), each
     composes its config separately: the directory is then named after the SLURM job and step,
-    which all of them share (docs/cluster.md).
+    which all of them share (docs/sweeps.md).
     """
     if resume:
         return str(find_run(resume))

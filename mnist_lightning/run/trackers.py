@@ -1,6 +1,6 @@
 """What MLflow and W&B are told about a run beside their config (conf/logger/): its name, the
 sweep it is a job of, and, when it is resumed, the tracker's run to continue, so a resumed run
-and every job of a sweep land where a user looks for them (docs/loggers.md)."""
+and every job of a sweep land where a user looks for them (docs/outputs.md)."""
 
 import logging
 import re
