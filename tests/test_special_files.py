@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from mnist_lightning.cli.predict import GRID_SOFTWARE, is_grid, write_grid
 from mnist_lightning.data import download
-from mnist_lightning.data.download import MNIST_SHA256, raw_dir
+from mnist_lightning.data.datasets import MNIST_SHA256, raw_dir
 from mnist_lightning.errors import DataError
 from tests.helpers.synthetic import SMALL, write_mnist
 from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
