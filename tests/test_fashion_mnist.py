@@ -4,8 +4,8 @@ from the .deb and never installed), with the class names wherever MNIST shows di
 data set a checkpoint learned carried to mnist-eval, mnist-export and mnist-predict.
 
 The fast tests use a small synthetic set in Fashion-MNIST's layout and .deb files built here
-(an `ar` archive holding data.tar.xz or data.tar.gz, as `dpkg-deb` builds them); the slow one
-fetches the real package and trains on it.
+(an `ar` archive holding data.tar.xz or data.tar.gz, as `dpkg-deb` builds them, which reads
+them); the slow one fetches the real package and trains on it.
 """
 
 import gzip
@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import stat
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -32,11 +31,19 @@ from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
-from mnist_lightning.data import download
+from mnist_lightning.data import datasets
 from mnist_lightning.data.datamodule import MNISTDataModule, trained_on
-from mnist_lightning.data.datasets import FASHION_MNIST, FASHION_MNIST_SHA256, MNIST
-from mnist_lightning.data.download import DEBIAN_FOLDER, ensure_mnist, raw_dir
-from mnist_lightning.data.idx import encode_idx, read_idx
+from mnist_lightning.data.datasets import (
+    DEBIAN_FOLDER,
+    FASHION_CLASSES,
+    FASHION_MNIST,
+    FASHION_MNIST_SHA256,
+    MNIST,
+    encode_idx,
+    ensure_mnist,
+    raw_dir,
+    read_idx,
+)
 from mnist_lightning.errors import CheckpointError, ConfigError, DataError
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.report import confusion_figure, mistakes_figure
@@ -53,18 +60,7 @@ from tests.helpers.synthetic import (
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
-CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASSES = FASHION_CLASSES
 
 
 def synthetic_files(train: int = SYNTHETIC_TRAIN, test: int = SYNTHETIC_TEST) -> dict[str, bytes]:
@@ -155,7 +151,7 @@ def serve_deb(monkeypatch: pytest.MonkeyPatch, deb: Path) -> list[Path]:
         calls.append(dest)
         return Path(shutil.copy(deb, dest / "dataset-fashion-mnist_0.0-1_all.deb"))
 
-    monkeypatch.setattr(download, "apt_download", apt_download)
+    monkeypatch.setattr(datasets, "apt_download", apt_download)
     return calls
 
 
@@ -249,15 +245,6 @@ def test_the_debian_package_is_read_without_installing_it(
     assert not (tmp_path / "data" / "MNIST").exists()
 
 
-def test_the_fake_package_is_a_package_to_dpkg_deb_too(tmp_path: Path) -> None:
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("no dpkg-deb on this machine")
-    deb = fake_deb(tmp_path / "p.deb", packaged(synthetic_files(20, 10)))
-    listing = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True)
-    assert listing.returncode == 0, listing.stderr
-    assert f"./{DEBIAN_FOLDER}/train-images-idx3-ubyte.gz" in listing.stdout
-
-
 @pytest.mark.parametrize("wrong", list(FASHION_MNIST_SHA256))
 def test_a_package_whose_files_fail_sha256_is_refused_and_nothing_written(
     wrong: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -283,10 +270,12 @@ def test_a_package_whose_files_fail_sha256_is_refused_and_nothing_written(
         ("a link", "did not provide train-labels-idx1-ubyte"),
         ("not gzip", "train-images-idx3-ubyte.gz is not a readable gzip file"),
         ("cut gzip", "train-images-idx3-ubyte.gz is cut short"),
-        ("no data.tar", "holds no data.tar: it is not a Debian package"),
-        ("not ar", "is not a Debian package (no ar archive header)"),
-        ("cut ar", "the ar archive is cut short or damaged"),
-        ("bad tar", "data.tar.xz cannot be read"),
+        (
+            "no data.tar",
+            "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
+        ),
+        ("not ar", "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:"),
+        ("cut ar", "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:"),
     ],
 )
 def test_a_package_without_the_files_is_refused_by_name(
@@ -314,8 +303,6 @@ def test_a_package_without_the_files_is_refused_by_name(
         path.write_bytes(b"PK\x03\x04 a zip file")
     elif deb == "cut ar":
         path.write_bytes(path.read_bytes()[:-100])
-    elif deb == "bad tar":
-        path.write_bytes(ar_archive({"debian-binary": b"2.0\n", "data.tar.xz": b"not xz"}))
     serve_deb(monkeypatch, path)
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path / "data", "debian", "fashion_mnist")
@@ -331,7 +318,7 @@ def test_auto_replaces_present_files_that_fail_sha256_from_the_mirror(
     data_dir = write_fashion(tmp_path / "data", files | {"t10k-images-idx3-ubyte": b"junk"})
     no_torchvision(monkeypatch)
     calls = serve_deb(monkeypatch, fake_deb(tmp_path / "p.deb", packaged(files)))
-    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.download"):
+    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
         ensure_mnist(data_dir, "auto", "fashion_mnist")
     raw = raw_dir(data_dir, "fashion_mnist")
     assert (raw / "t10k-images-idx3-ubyte").read_bytes() == files["t10k-images-idx3-ubyte"]
@@ -345,7 +332,7 @@ def test_auto_replaces_present_files_that_fail_sha256_from_the_mirror(
     assert f"Fashion-MNIST: got the files from debian into {raw}" in lines
 
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.download"):
+    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
         ensure_mnist(data_dir, "auto", "fashion_mnist")  # now verified: nothing is fetched
     assert len(calls) == 1 and caplog.records == []
 
@@ -358,7 +345,7 @@ def test_files_already_present_and_official_are_used_as_they_are(
     data_dir = write_fashion(tmp_path / "data", files)
     raw = raw_dir(data_dir, "fashion_mnist")
     before = {name: (raw / name).stat().st_mtime_ns for name in files}
-    monkeypatch.setattr(download, "apt_download", lambda dest: pytest.fail("fetched"))
+    monkeypatch.setattr(datasets, "apt_download", lambda dest: pytest.fail("fetched"))
     no_torchvision(monkeypatch)
     ensure_mnist(data_dir, "auto", "fashion_mnist")
     assert {name: (raw / name).stat().st_mtime_ns for name in files} == before
@@ -372,7 +359,7 @@ def test_when_every_source_fails_the_error_says_how_to_place_the_files_by_hand(
     def no_apt(dest: Path) -> Path:
         raise DataError("apt-get download dataset-fashion-mnist: E: Unable to locate package")
 
-    monkeypatch.setattr(download, "apt_download", no_apt)
+    monkeypatch.setattr(datasets, "apt_download", no_apt)
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path, "auto", "fashion_mnist")
     message = str(info.value)
@@ -414,7 +401,7 @@ def test_apt_get_failing_is_one_line(
         fake_apt_get(tools, script)
     monkeypatch.setenv("PATH", str(tools))
     with pytest.raises(DataError) as info:
-        download.apt_download(tmp_path)
+        datasets.apt_download(tmp_path)
     assert str(info.value) == words
 
 
@@ -426,13 +413,14 @@ def test_a_checkpoint_says_which_data_set_it_learned() -> None:
     assert trained_on({}, "old.ckpt") is MNIST  # saved before there was a choice
     assert trained_on({key: {"dataset": "fashion_mnist"}}, "f.ckpt") is FASHION_MNIST
     assert trained_on({key: {"dataset": "mnist"}}, "m.ckpt") is MNIST
-    for value in ("cifar10", ["mnist"]):
+    for value in ("cifar10", ["mnist"], "x" * 100_000):
         with pytest.raises(CheckpointError) as info:
             trained_on({key: {"dataset": value}}, "x.ckpt")
-        assert str(info.value) == (
-            f"x.ckpt says its model was trained on the data set {value!r}, which this version "
-            "does not know (mnist, fashion_mnist)."
+        assert str(info.value).startswith("x.ckpt says its model was trained on the data set ")
+        assert str(info.value).endswith(
+            ", which this version does not know (mnist, fashion_mnist)."
         )
+        assert len(str(info.value)) < 300 and (len(value) > 80 or repr(value) in str(info.value))
 
 
 def test_figures_name_the_classes() -> None:
@@ -606,19 +594,3 @@ def test_the_real_fashion_mnist_from_debian_trains_above_chance(tmp_path: Path) 
         (run / "train.log").read_text()
     )
     assert not (data_dir / "MNIST").exists()
-
-
-def test_a_package_of_endless_entries_is_refused_without_reading_them_all(tmp_path: Path) -> None:
-    """A crafted package's data.tar of many thousands of empty entries: refused at the cap,
-    not read to its end."""
-    entries: dict[str, bytes | None] = {f"e{i}": b"" for i in range(download.MAX_DEB_ENTRIES + 2)}
-    deb = fake_deb(tmp_path / "many.deb", entries, "gz")
-    with pytest.raises(DataError, match=f"more than {download.MAX_DEB_ENTRIES} entries"):
-        download.debian_files(deb)
-
-
-def test_a_crafted_data_set_name_is_quoted_short(tmp_path: Path) -> None:
-    checkpoint = {"datamodule_hyper_parameters": {"dataset": "x" * 100_000}}
-    with pytest.raises(CheckpointError) as info:
-        trained_on(checkpoint, tmp_path / "c.ckpt")
-    assert len(str(info.value)) < 300

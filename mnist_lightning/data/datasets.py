@@ -258,7 +258,8 @@ def _fetch_torchvision(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], s
         with tempfile.TemporaryDirectory(dir=raw) as tmp:
             getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
             got = Path(tmp) / dataset.folder / "raw"
-            return {name: (got / name).read_bytes() for name in dataset.sha256}, "torchvision"
+            files = {n: (got / n).read_bytes() for n in dataset.sha256 if (got / n).is_file()}
+            return files, "torchvision"
     except RuntimeError as e:  # torchvision lists every mirror it tried
         raise DataError(f"torchvision download: {one_line(e, 300)}") from None
     finally:
