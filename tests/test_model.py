@@ -247,14 +247,14 @@ class WatchTrainingEpochs(L.Callback):
 @pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """No per-step host sync, with every per-step option on: the train metrics are summed on
-    the device and read once per logging window (none falls in these 64 steps; the epoch-end
+    the device and read once per logging window (none falls in these 24 steps; the epoch-end
     log is outside the watched span)."""
     with DeviceReads() as control:  # the watcher does see a read and a tensor from the host
         torch.ones(()).item()
         torch.tensor([1, 2])
     assert len(control.reads) == 2
-    images = torch.randint(0, 256, (256, 28, 28), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (256,))
+    images = torch.randint(0, 256, (96, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (96,))
     model = MNISTClassifier(
         hidden_dims=[16], scheduler="onecycle", max_norm=3.0, l1=1e-5, label_smoothing=0.1
     )
@@ -262,7 +262,7 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     trainer = bare_trainer(log_every_n_steps=1000, callbacks=[watch])
     loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, augment=Augment("elastic"))
     trainer.fit(model, train_dataloaders=loader)
-    assert trainer.global_step == 64
+    assert trainer.global_step == 24
     assert watch.mode.reads == []
 
 
@@ -401,7 +401,7 @@ def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
 
 
 @pytest.mark.usefixtures("hydra_on_conf")
-@pytest.mark.parametrize("step", one_of_each_kind(["20", 2**70, -3, True]))
+@pytest.mark.parametrize("step", one_of_each_kind(["20", 2**70]))
 def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     step: object, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
