@@ -209,10 +209,6 @@ class MNISTClassifier(L.LightningModule):
         self.test_loss.reset()
         self.test_acc.reset()
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(images).softmax(1)
-
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Weight decay on the weight matrices only, never on biases or batch-norm parameters.
 
