@@ -156,7 +156,10 @@ def read_idx(path: Path) -> torch.Tensor:
     try:
         with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
-            header, shape = _check_header(f.read(MAX_HEADER), size, str(path))
+            head = f.read(MAX_HEADER)
+            if len(head) < min(size, MAX_HEADER):
+                raise DataError(f"{path}: the file changed while it was read; try again.")
+            header, shape = _check_header(head, size, str(path))
             f.seek(header)
             body = bytearray(f.read(size - header + 1))
     except OSError as e:
