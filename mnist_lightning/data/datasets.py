@@ -353,8 +353,11 @@ def package_files(deb: Path, wanted: set[str], most: int = MAX_FILE_BYTES) -> di
         with tarfile.open(fileobj=io.BytesIO(done.stdout), mode="r:") as tar:
             for member in tar:
                 path = member.name.removeprefix("./")
-                if path in wanted and member.isfile() and member.size <= most:
-                    found[path] = tar.extractfile(member).read()
+                if path not in wanted or not member.isfile():
+                    continue
+                if member.size > most:
+                    raise DataError(f"{deb.name}: {member.name} is {member.size} bytes, too large.")
+                found[path] = tar.extractfile(member).read()
     except tarfile.TarError as e:
         raise DataError(f"{deb.name}: its files cannot be read ({one_line(e)}).") from None
     return found
