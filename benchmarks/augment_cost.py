@@ -14,7 +14,7 @@ import torch
 from benchmarks.common import TRAIN_IMAGES, data_dir
 from mnist_lightning.data.augment import AUGMENTS, Augment
 from mnist_lightning.data.datamodule import load_pair
-from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.data.datasets import ensure_mnist
 
 
 def epoch_seconds(augment: Augment, images: torch.Tensor, batch_size: int) -> float:

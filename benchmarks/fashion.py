@@ -42,7 +42,7 @@ from benchmarks.accuracy import (
 )
 from benchmarks.accuracy import RESULTS as MNIST_ACCURACY
 from benchmarks.common import machine, machine_line
-from mnist_lightning.data.download import DEBIAN_PACKAGE, apt_download, gunzip, package_files
+from mnist_lightning.data.datasets import DEBIAN_PACKAGE, apt_download, gunzip, package_files
 from mnist_lightning.errors import DataError
 
 RESULTS = DOCS / "fashion.json"

@@ -40,8 +40,7 @@ def fashion_arrays() -> tuple[np.ndarray, ...]:
     """Standardised float32 training and test images, with their labels."""
     from sklearn.preprocessing import StandardScaler
 
-    from mnist_lightning.data.download import raw_dir
-    from mnist_lightning.data.idx import read_idx
+    from mnist_lightning.data.datasets import raw_dir, read_idx
 
     raw = raw_dir(data_dir(), "fashion_mnist")
     x, xt = (read_idx(raw / f"{s}-images-idx3-ubyte").flatten(1).numpy() for s in ("train", "t10k"))

@@ -297,7 +297,7 @@ def make_set(out: Path, seed: int, per_kind: int) -> list[dict]:
     """Write the set to `out/<kind>/<nnnn>_<digit>.<ext>`; return its manifest (also in
     `out/labels.json`). The same seed makes the same pictures."""
     from mnist_lightning.data.datamodule import load_pair
-    from mnist_lightning.data.download import ensure_mnist
+    from mnist_lightning.data.datasets import ensure_mnist
 
     images, labels = load_pair(ensure_mnist(data_dir(), "auto"), "t10k")
     images, labels = images.numpy(), labels.numpy()

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from benchmarks.common import ROOT, data_dir
 from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import load_pair
-from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.data.datasets import ensure_mnist
 from mnist_lightning.run.report import augmentation_figure
 
 IMAGES = ROOT / "docs" / "images"

@@ -11,7 +11,7 @@ import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.data.datasets import ensure_mnist
 from tests.helpers import commands
 from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
 from tests.helpers.preloaded import CommandServers

@@ -25,26 +25,19 @@ def draw(augment: Augment, images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_augmented_images_stay_images(kind: str) -> None:
-    images = digits()
-    out = draw(Augment(kind), images, 0)
+def test_augmented_images_stay_images_drawn_from_the_seed(kind: str) -> None:
+    images, augment = digits(), Augment(kind)
+    out = draw(augment, images, 0)
     assert out.shape == images.shape and out.dtype == torch.float32
-    assert float(out.min()) >= 0 and float(out.max()) <= 1
-    assert torch.isfinite(out).all()
+    assert float(out.min()) >= 0 and float(out.max()) <= 1 and torch.isfinite(out).all()
     changed = (out - images).abs().flatten(1).amax(1) > 1e-3
     assert changed.float().mean() > 0.5  # it does distort most images
     # The ink stays in the picture: a digit is moved and bent (elastic fields stretch and
     # squeeze strokes locally), not thrown out.
     ink = out.sum((1, 2)) / images.sum((1, 2))
     assert 0.9 < ink.mean() < 1.1 and ink.min() > 0.4
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_the_draws_are_a_function_of_the_seed(kind: str) -> None:
-    images = digits()
-    augment = Augment(kind)
-    assert torch.equal(draw(augment, images, 5), draw(augment, images, 5))
-    assert not torch.equal(draw(augment, images, 5), draw(augment, images, 6))
+    assert torch.equal(draw(augment, images, 0), out)
+    assert not torch.equal(draw(augment, images, 1), out)
 
 
 def test_none_and_zero_limits_are_the_identity() -> None:

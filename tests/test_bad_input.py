@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lightning.data.download import raw_dir
-from mnist_lightning.data.idx import write_idx
+from mnist_lightning.data.datasets import raw_dir, write_idx
 from tests.helpers.synthetic import SMALL
 from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
 

@@ -26,8 +26,7 @@ from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
-from mnist_lightning.data.download import raw_dir
-from mnist_lightning.data.idx import read_idx
+from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
 from tests.helpers.hydra_jobs import run_command

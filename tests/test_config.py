@@ -16,8 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.model.inference import pick_device
+from mnist_lightning.model.classifier import MNISTClassifier, pick_device
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.resume import run_dir
 from tests.helpers.tiers import one_of_each_kind

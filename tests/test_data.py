@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from mnist_lightning.data.datamodule import MNISTDataModule, TensorBatches, load_pair, shard
-from mnist_lightning.data.download import raw_dir
-from mnist_lightning.data.idx import write_idx
+from mnist_lightning.data.datasets import raw_dir, write_idx
 from mnist_lightning.errors import DataError
 from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
@@ -53,15 +52,16 @@ def test_train_and_val_partition_the_training_set(synthetic_mnist: Path) -> None
     assert torch.equal(dm.splits["test"][0], load_pair(raw_dir(synthetic_mnist), "t10k")[0])
 
 
-def test_the_split_is_a_function_of_the_seed(synthetic_mnist: Path) -> None:
-    a, b = datamodule(synthetic_mnist, seed=1), datamodule(synthetic_mnist, seed=1)
-    c = datamodule(synthetic_mnist, seed=2)
-    for name in ("train", "val"):
-        assert torch.equal(a.splits[name][0], b.splits[name][0])
-        assert torch.equal(a.splits[name][1], b.splits[name][1])
-    assert rows(a.splits["val"][0]) != rows(c.splits["val"][0])
+@pytest.mark.parametrize("subset", [None, 100])
+def test_the_split_and_the_subset_are_functions_of_the_seed(
+    subset: int | None, synthetic_mnist: Path
+) -> None:
+    a, b = (datamodule(synthetic_mnist, seed=1, train_subset=subset) for _ in range(2))
     torch.manual_seed(123)  # the global generator plays no part
-    assert torch.equal(datamodule(synthetic_mnist, seed=1).splits["val"][0], a.splits["val"][0])
+    c = datamodule(synthetic_mnist, seed=2, train_subset=subset)
+    for name in ("train", "val"):
+        assert all(torch.equal(x, y) for x, y in zip(a.splits[name], b.splits[name], strict=True))
+        assert rows(a.splits[name][0]) != rows(c.splits[name][0])
 
 
 @pytest.mark.parametrize("size", [1, 10, 137, 500, TRAIN])
@@ -80,12 +80,6 @@ def test_train_subset_is_stratified_and_of_the_requested_size(
     assert (counts - expected).abs().max() <= 1, (counts, expected)
 
 
-def test_the_subset_depends_on_the_seed(synthetic_mnist: Path) -> None:
-    a = datamodule(synthetic_mnist, train_subset=100, seed=1).splits["train"][0]
-    b = datamodule(synthetic_mnist, train_subset=100, seed=2).splits["train"][0]
-    assert rows(a) != rows(b)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
@@ -94,10 +88,17 @@ def test_the_subset_depends_on_the_seed(synthetic_mnist: Path) -> None:
         ({"train_subset": TRAIN + 1}, f"data.train_subset={TRAIN + 1}"),
     ],
 )
-def test_bad_sizes_name_the_key(synthetic_mnist: Path, kwargs: dict, key: str) -> None:
+def test_bad_sizes_name_the_key_before_a_run_starts(
+    synthetic_mnist: Path, tmp_path: Path, kwargs: dict, key: str
+) -> None:
+    """mnist-train calls check_sizes before its Trainer and loggers write anything; with no
+    files yet there is nothing to count, and setup checks once they are fetched."""
     dm = MNISTDataModule(str(synthetic_mnist), source="files", **({"val_size": 200} | kwargs))
     with pytest.raises(DataError, match=key):
+        dm.check_sizes()
+    with pytest.raises(DataError, match=key):
         dm.setup()
+    MNISTDataModule(str(tmp_path / "none"), **({"val_size": 200} | kwargs)).check_sizes()
 
 
 COUNT, BATCH = 103, 10
@@ -185,25 +186,34 @@ def test_state_loaded_between_iter_and_next_is_honoured() -> None:
     assert len(rest) == len(original) - 4
 
 
-def test_load_pair_checks_the_files_fit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("images", "labels", "words"),
+    [
+        ((5, 28, 28), [0, 1, 9, 3, 2], None),
+        (
+            (5, 28, 28),
+            [0, 1, 9, 3],
+            r"labels-idx1-ubyte: \(4,\) labels for 5 images in train-images-idx3-ubyte; they must",
+        ),
+        ((5, 28, 28), [0, 1, 9, 10, 2], "train-labels-idx1-ubyte: label 10 is not a digit 0-9"),
+        (
+            (5, 20, 20),
+            [0, 1, 9, 3, 2],
+            r"train-images-idx3-ubyte: images of shape \(5, 20, 20\), not \(N, 28, 28\)",
+        ),
+        ((0, 28, 28), [], "train-images-idx3-ubyte: holds no images"),
+    ],
+)
+def test_load_pair_checks_the_files_fit(
+    images: tuple, labels: list, words: str | None, tmp_path: Path
+) -> None:
     raw = raw_dir(tmp_path)
-    write_idx(raw / "train-images-idx3-ubyte", torch.zeros(5, 28, 28, dtype=torch.uint8))
-    write_idx(raw / "train-labels-idx1-ubyte", torch.zeros(4, dtype=torch.uint8))
-    with pytest.raises(DataError, match="one label per image") as info:
-        load_pair(raw, "train")
-    assert "train-labels-idx1-ubyte" in str(info.value)
-
-    write_idx(raw / "train-labels-idx1-ubyte", torch.tensor([0, 1, 9, 10, 2], dtype=torch.uint8))
-    with pytest.raises(DataError, match="label 10 is not a digit") as info:
-        load_pair(raw, "train")
-    assert "train-labels-idx1-ubyte" in str(info.value)
-
-    write_idx(raw / "train-labels-idx1-ubyte", torch.tensor([0, 1, 9, 3, 2], dtype=torch.uint8))
-    images, labels = load_pair(raw, "train")
-    assert images.shape == (5, 28, 28) and labels.tolist() == [0, 1, 9, 3, 2]
-
-    write_idx(raw / "train-images-idx3-ubyte", torch.zeros(5, 20, 20, dtype=torch.uint8))
-    with pytest.raises(DataError, match=r"\(N, 28, 28\)"):
+    write_idx(raw / "train-images-idx3-ubyte", torch.zeros(images, dtype=torch.uint8))
+    write_idx(raw / "train-labels-idx1-ubyte", torch.tensor(labels, dtype=torch.uint8))
+    if words is None:
+        assert load_pair(raw, "train")[1].tolist() == labels
+        return
+    with pytest.raises(DataError, match=words):
         load_pair(raw, "train")
 
 
@@ -254,14 +264,3 @@ def test_the_state_at_an_epochs_end_starts_the_next_one_whole(taken: int) -> Non
     fresh.sampler.set_epoch(2)  # as Lightning does at the next epoch's start
     original.sampler.set_epoch(2)
     assert [y.tolist() for _, y in fresh] == [y.tolist() for _, y in original]
-
-
-def test_sizes_are_checked_against_the_files_before_a_run_starts(
-    synthetic_mnist: Path, tmp_path: Path
-) -> None:
-    """mnist-train calls check_sizes before its Trainer and loggers write anything; with no
-    files yet there is nothing to count, and setup checks once they are fetched."""
-    too_many = MNISTDataModule(str(synthetic_mnist), source="files", val_size=SYNTHETIC_TRAIN)
-    with pytest.raises(DataError, match=f"data.val_size={SYNTHETIC_TRAIN}"):
-        too_many.check_sizes()
-    MNISTDataModule(str(tmp_path / "none"), val_size=SYNTHETIC_TRAIN).check_sizes()

@@ -57,7 +57,7 @@ def test_the_error_types_import_nothing_of_the_package() -> None:
 
 @pytest.mark.slow  # a fresh interpreter: this one has Lightning loaded already
 def test_the_data_side_and_the_network_load_without_lightning() -> None:
-    modules = ["data.idx", "data.download", "data.augment", "model.mlp", "files", "errors"]
+    modules = ["data.datasets", "data.augment", "model.mlp", "files", "errors"]
     code = (
         "import sys\n"
         + "".join(f"import mnist_lightning.{m}\n" for m in modules)

@@ -1,6 +1,8 @@
 """The network (`MLP`) and the LightningModule (`MNISTClassifier`): shapes, layers, optimizer
 parameter groups, schedules and checkpointable hyper-parameters."""
 
+import itertools
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
@@ -12,14 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import TensorBatches
 from mnist_lightning.model.classifier import SCHEDULERS, DivergedError, MNISTClassifier, lr_factor
-from mnist_lightning.model.mlp import (
-    ACTIVATIONS,
-    MAX_WIDTH,
-    MLP,
-    MNIST_MEAN,
-    MNIST_STD,
-    size_problem,
-)
+from mnist_lightning.model.mlp import MAX_WIDTH, MLP, MNIST_MEAN, MNIST_STD, size_problem
 from tests.helpers.tiers import one_of_each_kind
 
 
@@ -27,72 +22,54 @@ def linears(net: nn.Module) -> list[nn.Linear]:
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
-@pytest.mark.parametrize("shape", [(5, 28, 28), (5, 1, 28, 28), (5, 784), (1, 28, 28)])
-def test_mlp_output_shape(shape: tuple[int, ...]) -> None:
-    assert MLP([16]).eval()(torch.rand(shape)).shape == (shape[0], 10)
-
-
-def test_the_input_layouts_give_the_same_logits() -> None:
+def test_every_input_layout_gives_the_same_logits() -> None:
     net, images = MLP([16, 8]).eval(), torch.rand(3, 28, 28)
     logits = net(images)
+    assert logits.shape == (3, 10)
     assert torch.allclose(net(images[:, None]), logits)
     assert torch.allclose(net(images.reshape(3, 784)), logits)
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_every_activation(activation: str) -> None:
-    net = MLP([8, 6], activation=activation)
-    assert sum(type(m) is ACTIVATIONS[activation] for m in net.modules()) == 2
-    assert [(m.in_features, m.out_features) for m in linears(net)] == [(784, 8), (8, 6), (6, 10)]
-    out = net(torch.rand(3, 784))
-    assert out.shape == (3, 10) and torch.isfinite(out).all()
-
-
-def test_no_hidden_layers_is_a_single_linear_layer() -> None:
-    net = MLP([])
-    (layer,) = net.layers
-    assert type(layer) is nn.Linear
-    assert (layer.in_features, layer.out_features) == (784, 10)
-    assert net(torch.rand(2, 28, 28)).shape == (2, 10)
-
-
-def test_dropout_per_layer() -> None:
-    net = MLP([8, 8, 8], dropout=[0.1, 0.0, 0.3])
-    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.3]
-    # Each dropout follows its own layer's activation.
-    kinds = [type(m).__name__ for m in net.layers]
-    assert kinds == [
-        *("Linear", "ReLU", "Dropout"),
-        *("Linear", "ReLU"),
-        *("Linear", "ReLU", "Dropout"),
-        "Linear",
-    ]
-    assert [m.p for m in MLP([8, 8], dropout=0.25).modules() if isinstance(m, nn.Dropout)] == [
-        0.25,
-        0.25,
-    ]
-    assert not [m for m in MLP([8, 8], dropout=0.0).modules() if isinstance(m, nn.Dropout)]
-
-
-def test_batch_norm_adds_batchnorm1d_after_each_hidden_layer() -> None:
-    plain, normed = MLP([8, 4]), MLP([8, 4], batch_norm=True)
-    assert not [m for m in plain.modules() if isinstance(m, nn.BatchNorm1d)]
-    norms = [m for m in normed.modules() if isinstance(m, nn.BatchNorm1d)]
-    assert [m.num_features for m in norms] == [8, 4]
-    normed.train()
-    assert normed(torch.rand(4, 784)).shape == (4, 10)
+@pytest.mark.parametrize(
+    ("kwargs", "layers"),
+    [
+        ({"hidden_dims": []}, "Linear"),  # multinomial logistic regression
+        ({"hidden_dims": [8, 6]}, "Linear ReLU Linear ReLU Linear"),
+        ({"hidden_dims": [8], "activation": "gelu"}, "Linear GELU Linear"),
+        ({"hidden_dims": [8], "activation": "leaky_relu"}, "Linear LeakyReLU Linear"),
+        (
+            {"hidden_dims": [8, 8], "dropout": 0.25},
+            "Linear ReLU Dropout0.25 Linear ReLU Dropout0.25 Linear",
+        ),
+        (
+            {"hidden_dims": [8, 8, 8], "dropout": [0.1, 0.0, 0.3]},
+            "Linear ReLU Dropout0.1 Linear ReLU Linear ReLU Dropout0.3 Linear",
+        ),
+        (
+            {"hidden_dims": [8, 4], "batch_norm": True},
+            "Linear BatchNorm1d ReLU Linear BatchNorm1d ReLU Linear",
+        ),
+    ],
+)
+def test_the_layers_follow_the_keys(kwargs: dict, layers: str) -> None:
+    net = MLP(**kwargs)
+    names = [type(m).__name__ + (str(m.p) if isinstance(m, nn.Dropout) else "") for m in net.layers]
+    assert " ".join(names) == layers
+    widths = [28 * 28, *kwargs["hidden_dims"], 10]
+    assert [(m.in_features, m.out_features) for m in linears(net)] == list(
+        itertools.pairwise(widths)
+    )
+    no_bias = [bool(kwargs.get("batch_norm"))] * len(kwargs["hidden_dims"]) + [False]
+    assert [m.bias is None for m in linears(net)] == no_bias  # batch norm has its own shift
+    out = net.train()(torch.rand(4, 784))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
 
 
 def test_dropout_is_inactive_in_eval_mode() -> None:
     net, x = MLP([64], dropout=0.5), torch.rand(4, 784)
+    assert not torch.equal(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))
-    net.train()
-    assert not torch.equal(net(x), net(x))
-
-
-def weight_matrices(model: MNISTClassifier) -> list[nn.Parameter]:
-    return [layer.weight for layer in linears(model.net)]
 
 
 @pytest.mark.parametrize(
@@ -102,29 +79,24 @@ def weight_matrices(model: MNISTClassifier) -> list[nn.Parameter]:
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_weight_decay_only_on_weight_matrices(name: str, cls: type, batch_norm: bool) -> None:
     model = MNISTClassifier(
-        hidden_dims=[8, 4],
-        batch_norm=batch_norm,
-        optimizer=name,
-        lr=0.05,
-        weight_decay=0.1,
-        scheduler="none",
+        hidden_dims=[8, 4], batch_norm=batch_norm, optimizer=name, lr=0.05, weight_decay=0.1
     )
-    optimizer = model.configure_optimizers()
+    optimizer = model.build_optimizer()
     assert type(optimizer) is cls
     decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    assert decayed["lr"] == plain["lr"] == 0.05
-    assert {id(p) for p in decayed["params"]} == {id(w) for w in weight_matrices(model)}
-    others = [p for p in model.parameters() if id(p) not in {id(w) for w in decayed["params"]}]
-    assert {id(p) for p in plain["params"]} == {id(p) for p in others}
-    assert all(p.dim() == 1 for p in plain["params"])  # biases and batch-norm scales/shifts
-    if batch_norm:
-        norms = [m for m in model.net.modules() if isinstance(m, nn.BatchNorm1d)]
-        assert {id(p) for m in norms for p in (m.weight, m.bias)} <= {
-            id(p) for p in plain["params"]
-        }
-    if name == "sgd":
-        assert decayed["momentum"] == 0.9
+    assert (decayed["weight_decay"], plain["weight_decay"], decayed["lr"]) == (0.1, 0.0, 0.05)
+    assert ids(decayed["params"]) == ids(m.weight for m in linears(model.net))
+    # The rest: biases, batch-norm scales and shifts.
+    assert ids(plain["params"]) == ids(p for p in model.parameters() if p.dim() == 1)
+    assert name != "sgd" or decayed["momentum"] == 0.9
+    # Without weight decay, one group (as earlier runs' optimizer states have).
+    model = MNISTClassifier(hidden_dims=[8], optimizer=name, weight_decay=0)
+    (only,) = model.build_optimizer().param_groups
+    assert ids(only["params"]) == ids(model.parameters()) and only["weight_decay"] == 0
+
+
+def ids(params: Iterable[torch.Tensor]) -> list[int]:
+    return [id(p) for p in params]
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
@@ -275,14 +247,14 @@ class WatchTrainingEpochs(L.Callback):
 @pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """No per-step host sync, with every per-step option on: the train metrics are summed on
-    the device and read once per logging window (none falls in these 64 steps; the epoch-end
+    the device and read once per logging window (none falls in these 24 steps; the epoch-end
     log is outside the watched span)."""
     with DeviceReads() as control:  # the watcher does see a read and a tensor from the host
         torch.ones(()).item()
         torch.tensor([1, 2])
     assert len(control.reads) == 2
-    images = torch.randint(0, 256, (256, 28, 28), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (256,))
+    images = torch.randint(0, 256, (96, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (96,))
     model = MNISTClassifier(
         hidden_dims=[16], scheduler="onecycle", max_norm=3.0, l1=1e-5, label_smoothing=0.1
     )
@@ -290,7 +262,7 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     trainer = bare_trainer(log_every_n_steps=1000, callbacks=[watch])
     loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, augment=Augment("elastic"))
     trainer.fit(model, train_dataloaders=loader)
-    assert trainer.global_step == 64
+    assert trainer.global_step == 24
     assert watch.mode.reads == []
 
 
@@ -389,18 +361,6 @@ def test_the_network_size_is_bounded(hidden: list, words: str) -> None:
     assert size_problem([MAX_WIDTH]) is None  # the widest allowed is made
 
 
-@pytest.mark.usefixtures("hydra_on_conf")
-@pytest.mark.parametrize("hidden", ["[70000]", "[65536,65536]"])
-def test_the_config_refuses_a_network_the_model_would(hidden: str) -> None:
-    from hydra import compose
-
-    from mnist_lightning.errors import ConfigError
-    from mnist_lightning.run.config import validate
-
-    with pytest.raises(ConfigError, match=r"model\.hidden_dims=\[(70000|65536, 65536)\]"):
-        validate(compose("train", overrides=[f"model.hidden_dims={hidden}"]))
-
-
 def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Path:
     """`model` saved as mnist-train would, with `changes` made to the checkpoint."""
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
@@ -441,7 +401,7 @@ def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
 
 
 @pytest.mark.usefixtures("hydra_on_conf")
-@pytest.mark.parametrize("step", one_of_each_kind(["20", 2**70, -3, True]))
+@pytest.mark.parametrize("step", one_of_each_kind(["20", 2**70]))
 def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     step: object, tmp_path: Path, synthetic_mnist: Path
 ) -> None:

@@ -15,7 +15,6 @@ blocks or reads without end fails the case instead of hanging the suite or the m
 
 import os
 import socket
-import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +25,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_lightning.cli.predict import GRID_SOFTWARE, is_grid, write_grid
-from mnist_lightning.data import download
-from mnist_lightning.data.download import MNIST_SHA256, raw_dir
-from mnist_lightning.errors import DataError
-from tests.helpers.synthetic import SMALL, write_mnist
+from mnist_lightning.data.datasets import raw_dir
+from tests.helpers.synthetic import SMALL
 from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
 
 TIMEOUT_S = 60
@@ -251,47 +248,3 @@ def test_the_readable_picture_is_still_predicted(outcomes: dict[str, Outcome]) -
     assert "pictures/one.png" in outcome.done.stdout, outcome.done.stdout
     with Image.open(outcome.world / "grid.png") as grid:
         assert grid.info["Software"] == GRID_SOFTWARE
-
-
-# In-process: what `data.source=auto` does with a special file where an IDX file should be.
-
-
-@pytest.mark.parametrize("kind", ["link to /dev/zero", "link to a file", "fifo", "directory"])
-def test_auto_counts_a_special_file_as_unverified_and_replaces_it_not_its_target(
-    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    raw = raw_dir(write_mnist(tmp_path / "data", train=20, test=10))
-    good = {name: (raw / name).read_bytes() for name in MNIST_SHA256}
-    for name, data in good.items():  # the synthetic files stand in for the official ones
-        monkeypatch.setitem(MNIST_SHA256, name, download.sha256(data))
-    assert download._unverified_files(raw) == []
-
-    victim = raw / "train-labels-idx1-ubyte"
-    victim.unlink()
-    target = tmp_path / "notes.txt"
-    target.write_text("mine")
-    if kind == "link to /dev/zero":
-        victim.symlink_to("/dev/zero")
-    elif kind == "link to a file":
-        victim.symlink_to(target)
-    elif kind == "fifo":
-        os.mkfifo(victim)
-    else:
-        victim.mkdir()
-    assert download._unverified_files(raw) == [victim.name]  # never opened: no hang
-
-    fetched = []
-    monkeypatch.setattr(
-        download,
-        "_fetch_torchvision",
-        lambda into: fetched.append(download._install_verified(into, good, "a test")),
-    )
-    if kind == "directory":  # no file can replace a directory: the source fails, naming it
-        with pytest.raises(DataError, match=f"Tried torchvision: .*{victim.name}"):
-            download.ensure_mnist(tmp_path / "data", "torchvision")
-        return
-    download.ensure_mnist(tmp_path / "data", "auto")
-    assert fetched and not victim.is_symlink() and stat.S_ISREG(victim.lstat().st_mode)
-    assert victim.read_bytes() == good[victim.name]
-    assert target.read_text() == "mine"  # the link was replaced, not what it pointed to
-    assert download._unverified_files(raw) == []

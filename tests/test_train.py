@@ -14,8 +14,7 @@ from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_lightning.data.download import raw_dir
-from mnist_lightning.data.idx import read_idx
+from mnist_lightning.data.datasets import raw_dir, read_idx
 from tests.helpers.commands import run_cli, run_dirs, run_train
 from tests.helpers.synthetic import STEPS_PER_EPOCH, SYNTHETIC_TEST
 

@@ -23,8 +23,7 @@ from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
 from mnist_lightning.data.datamodule import load_pair, trained_on
-from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
-from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet, ensure_mnist
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.files import (
     RunBusyError,
@@ -34,8 +33,7 @@ from mnist_lightning.files import (
     kind_of,
     lock_run,
 )
-from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.model.inference import pick_device, predict_all
+from mnist_lightning.model.classifier import MNISTClassifier, pick_device, predict_all
 from mnist_lightning.run.checkpoint import load_checkpoint, load_classifier
 from mnist_lightning.run.config import check_source, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
 from mnist_lightning.data.datamodule import load_pair, trained_on
-from mnist_lightning.data.download import ensure_mnist
+from mnist_lightning.data.datasets import ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import check_writable, kind_of, open_regular
 from mnist_lightning.run.checkpoint import load_classifier

@@ -36,7 +36,7 @@ from mnist_lightning.files import (
     kind_of,
     open_regular,
 )
-from mnist_lightning.model.inference import pick_device
+from mnist_lightning.model.classifier import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure

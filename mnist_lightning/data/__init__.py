@@ -1,2 +1,2 @@
-"""The data side: MNIST's IDX files (`idx`), where they come from (`download`), random
-distortions on the device (`augment`) and the LightningDataModule (`datamodule`)."""
+"""The data side: the data sets and their IDX files (`datasets`), random distortions on the
+device (`augment`), the LightningDataModule (`datamodule`) and your own pictures (`images`)."""

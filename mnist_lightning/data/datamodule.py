@@ -17,9 +17,7 @@ import lightning as L
 import torch
 
 from mnist_lightning.data.augment import Augment
-from mnist_lightning.data.datasets import DATASETS, MNIST, DataSet
-from mnist_lightning.data.download import ensure_mnist, raw_dir
-from mnist_lightning.data.idx import read_idx
+from mnist_lightning.data.datasets import DATASETS, MNIST, DataSet, ensure_mnist, raw_dir, read_idx
 from mnist_lightning.errors import CheckpointError, DataError, one_line
 
 log = logging.getLogger(__name__)
@@ -266,20 +264,11 @@ class MNISTDataModule(L.LightningDataModule):
         self, split: str, batch_size: int, shuffle: bool, augment: Augment | None = None
     ) -> TensorBatches:
         """This process's batches of `split`: under DDP each process reads its own shard."""
-        rank, world_size = (
-            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        )
+        trainer = self.trainer
+        ranks = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         images, labels = self.splits[split]
         return TensorBatches(
-            images,
-            labels,
-            batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            augment=augment,
-            rank=rank,
-            world_size=world_size,
-            training=split == "train",
+            images, labels, batch_size, shuffle, self.seed, augment, *ranks, split == "train"
         )
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
@@ -294,8 +283,7 @@ def trained_on(checkpoint: dict[str, Any], path: str | Path) -> DataSet:
     if not isinstance(name, str) or name not in DATASETS:
         raise CheckpointError(
             f"{path} says its model was trained on the data set {one_line(repr(name), 80)}, "
-            "which this version "
-            f"does not know ({', '.join(DATASETS)})."
+            f"which this version does not know ({', '.join(DATASETS)})."
         )
     return DATASETS[name]
 

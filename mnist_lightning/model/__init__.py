@@ -1,2 +1,1 @@
-"""The model side: the network (`mlp`), the LightningModule that trains it (`classifier`) and
-running a trained one outside Lightning (`inference`)."""
+"""The model side: the network (`mlp`) and the LightningModule that trains it (`classifier`)."""

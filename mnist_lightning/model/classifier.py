@@ -8,11 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.mlp import MLP
 
 
@@ -60,8 +61,10 @@ class MNISTClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = MLP(hidden_dims, activation, dropout, batch_norm, input_dropout)
-        # Saved in checkpoints, so a resumed run remembers its best validation accuracy and
-        # its half-filled logging window (loss sum, correct, seen): curves resume exactly.
+        # Buffers, saved in checkpoints, so a resumed run remembers its best validation accuracy
+        # (torchmetrics' MaxMetric is not saved unless made persistent, under another key than
+        # earlier runs' checkpoints hold) and its half-filled logging window (loss sum, correct,
+        # seen): curves resume exactly.
         self.register_buffer("val_acc_best", torch.tensor(0.0))
         self.register_buffer("train_window", torch.zeros(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -206,10 +209,6 @@ class MNISTClassifier(L.LightningModule):
         self.test_loss.reset()
         self.test_acc.reset()
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(images).softmax(1)
-
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Weight decay on the weight matrices only, never on biases or batch-norm parameters.
 
@@ -223,13 +222,10 @@ class MNISTClassifier(L.LightningModule):
             weights = {id(p) for p in self._weights()}
             groups = [
                 {
-                    "params": [p for p in self.parameters() if id(p) in weights],
-                    "weight_decay": hp.weight_decay,
-                },
-                {
-                    "params": [p for p in self.parameters() if id(p) not in weights],
-                    "weight_decay": 0.0,
-                },
+                    "params": [p for p in self.parameters() if (id(p) in weights) == decay],
+                    "weight_decay": hp.weight_decay if decay else 0.0,
+                }
+                for decay in (True, False)
             ]
         # One fused kernel for the whole update instead of a Python loop over parameters:
         # on a CPU this halves the time of a small MLP's step (docs/benchmarks.md).
@@ -261,10 +257,7 @@ class MNISTClassifier(L.LightningModule):
             }
         if hp.scheduler == "step":
             schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "epoch"},
-            }
+            return {"optimizer": optimizer, "lr_scheduler": schedule}  # Lightning: per epoch
         # plateau: cut the rate when validation accuracy stops improving for 2 epochs
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=hp.lr_gamma, patience=2
@@ -315,12 +308,32 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     progress = min(step / max(total, 1), 1.0)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
-    start, end, warm = 1 / 25, 1 / 250_000, 0.3
-    if progress < warm:
-        return end_points(start, 1.0, progress / warm)
-    return end_points(1.0, end, (progress - warm) / (1 - warm))
-
-
-def end_points(first: float, last: float, fraction: float) -> float:
-    """Cosine interpolation from `first` (fraction 0) to `last` (fraction 1)."""
+    warm = 0.3
+    first, last, fraction = (
+        (1 / 25, 1.0, progress / warm)
+        if progress < warm
+        else (1.0, 1 / 250_000, (progress - warm) / (1 - warm))
+    )
     return last + (first - last) * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+def pick_device(name: str) -> torch.device:
+    """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
+    picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
+    available = {
+        "mps": MPSAccelerator.is_available(),
+        "cuda": CUDAAccelerator.is_available(),
+        "cpu": True,
+    }
+    if name == "auto":
+        return torch.device(next(kind for kind, present in available.items() if present))
+    if not available[name]:
+        raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_all(model: MNISTClassifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits for uint8 `images`, in batches as mnist-train's test loop makes them."""
+    batches = images.split(batch_size)
+    return torch.cat([model(batch.float().div_(255)) for batch in batches])

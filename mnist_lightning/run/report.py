@@ -18,8 +18,7 @@ from torchvision.utils import make_grid
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
-from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.model.inference import predict_all
+from mnist_lightning.model.classifier import MNISTClassifier, predict_all
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_lightning.data.download import raw_dir
-from mnist_lightning.data.idx import write_idx
+from mnist_lightning.data.datasets import raw_dir, write_idx
 
 # The synthetic data set: 1 200 training images (1 000 train + 200 val with data.val_size=200)
 # and 300 test images, 120 and 30 of each digit.
