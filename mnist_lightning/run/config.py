@@ -119,7 +119,7 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(rule)}.")
         return
     kind, nullable, left, low, high, right = _RULE.fullmatch(rule).groups()
-    if nullable and value in (None, ""):
+    if nullable and (value is None or (kind == "path" and value == "")):
         return
     if kind == "path":
         if value in (None, ""):
