@@ -52,14 +52,8 @@ def edit_config(w: Path, change: Callable[[dict], None]) -> None:
 
 def add_callback(node: object) -> Callable[[Path], None]:
     """A callback `evil` in the saved config; "{w}" in its strings is the world's folder."""
-
-    def setup(w: Path) -> None:
-        text = str(node).replace("{w}", str(w)) if isinstance(node, str) else node
-        if isinstance(node, dict):
-            text = {k: str(v).replace("{w}", str(w)) for k, v in node.items()}
-        edit_config(w, lambda c: c["callbacks"].update(evil=text))
-
-    return setup
+    at = lambda w: json.loads(json.dumps(node).replace("{w}", str(w)))  # noqa: E731
+    return lambda w: edit_config(w, lambda c: c["callbacks"].update(evil=at(w)))
 
 
 def set_in_config(group: str, name: str, **values: object) -> Callable[[Path], None]:
@@ -86,26 +80,14 @@ def checkpoint_naming(key: str, where: str, drop_dirpath: bool = False) -> Calla
     return setup
 
 
-def pickle_as_checkpoint(w: Path) -> None:
-    torch.save({"state_dict": Evil(w / "ran")}, w / "run" / "checkpoints" / "last.ckpt")
-
-
-def link_out(name: str) -> Callable[[Path], None]:
-    def setup(w: Path) -> None:
-        shutil.rmtree(w / "run" / name)
-        (w / "elsewhere").mkdir()
-        (w / "run" / name).symlink_to(w / "elsewhere")
-
-    return setup
+def tensorboard_link_out(w: Path) -> None:
+    shutil.rmtree(w / "run" / "tensorboard")
+    (w / "run" / "tensorboard").symlink_to(w / "data")
 
 
 def fifo_log(w: Path) -> None:
     (w / "run" / "train.log").unlink()
     os.mkfifo(w / "run" / "train.log")
-
-
-def hard_linked(w: Path) -> None:
-    os.link(w / "run" / "train.log", w / "data" / "train.log")
 
 
 def alias_bomb(w: Path) -> None:
@@ -161,17 +143,21 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         ["best_model_path", "someones", "outside its run"],
     ),
     "a pickle as last.ckpt, forced pickle loading": (
-        pickle_as_checkpoint,
+        lambda w: torch.save({"state_dict": Evil(w / "ran")}, w / "run/checkpoints/last.ckpt"),
         EXTEND,
         ["last.ckpt cannot be read", "run posix.mkdir", "nothing ran"],
     ),
     "tensorboard/ a link out of the run": (
-        link_out("tensorboard"),
+        tensorboard_link_out,
         [],
         ["tensorboard is a symbolic link"],
     ),
     "train.log a FIFO": (fifo_log, [], ["train.log is a FIFO"]),
-    "train.log hard-linked elsewhere": (hard_linked, [], ["train.log is a file with 2 hard links"]),
+    "train.log hard-linked elsewhere": (
+        lambda w: os.link(w / "run" / "train.log", w / "data" / "train.log"),
+        [],
+        ["train.log is a file with 2 hard links"],
+    ),
     "saved config an alias bomb": (alias_bomb, [], ["config.yaml cannot be read", "aliases"]),
     "saved config not a config": (
         lambda w: (w / "run" / ".hydra" / "config.yaml").write_text("[1, 2]"),

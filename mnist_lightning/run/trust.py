@@ -36,14 +36,10 @@ def check_run_files(run: Path) -> Path:
         kind = kind_of(info.st_mode)
         if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
             kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
-        last = path.parts[-4:]
-        if (
-            kind == "a symbolic link"
-            and last[0] == "wandb"
-            and last[2:] == ("logs", "debug-core.log")
+        wandb_log = path.parts[-4::2] == ("wandb", "logs") and path.name == "debug-core.log"
+        if kind not in ("a regular file", "a directory") and not (
+            wandb_log and kind == "a symbolic link"
         ):
-            continue
-        if kind not in ("a regular file", "a directory"):
             raise CheckpointError(
                 f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
                 "regular files and directories. Remove it, or start afresh (a single run from "
