@@ -388,13 +388,13 @@ def optimizer_state_problem(
             if value.shape != shape:
                 what = "a step" if key == "step" else key
                 return f"{where} holds {what} of shape {tuple(value.shape)}, not {tuple(shape)}"
-            if key == "step" and not 1 <= float(value) < math.inf:
-                return f"{where} holds step={float(value):g}, not a count of steps (1 or more)"
             if not (
                 value.is_floating_point()
                 or (key == "step" and value.dtype in (torch.int32, torch.int64))
             ):
                 return f"{where} holds {key} of dtype {value.dtype}, not a floating-point one"
+            if key == "step" and not 1 <= float(value) < math.inf:
+                return f"{where} holds step={float(value):g}, not a count of steps (1 or more)"
     return None
 
 
