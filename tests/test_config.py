@@ -161,19 +161,6 @@ def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(
-    ("name", "overrides"),
-    [
-        ("eval", ["ckpt_path=x"]),
-        ("predict", ["ckpt_path=x", "inputs=y"]),
-        ("export", ["ckpt_path=x"]),
-    ],
-)
-def test_the_other_commands_compose(name: str, overrides: list[str]) -> None:
-    cfg = composed(overrides, name)
-    assert cfg.ckpt_path == "x"
-
-
 # override(s) -> what the one line says: the key, the value and what is allowed
 BAD_VALUES = {
     "trainer.accumulate_grad_batches=0": "trainer.accumulate_grad_batches=0 is out of range",
