@@ -1,15 +1,12 @@
 """Files as they really are: written atomically, read only when regular, one writer per run.
 
-Atomic writes go to a temporary file in the destination's directory, flushed to disk and
-renamed over the destination (`os.replace` is atomic on POSIX and Windows): a crash, a kill or a
-full disk mid-write leaves the previous file untouched and at most a stray `.tmp` file behind.
-
-Reads of data (IDX files, checkpoints, pictures) open only regular files: a FIFO would block
-forever and a link to `/dev/zero` would be read until memory runs out, so anything else is
-refused by name before it is opened.
-
-A run directory has one writer: the process holding its `.lock` (an `fcntl` lock, which the
-kernel releases when the process dies, however it dies, so a stale lock never blocks).
+Atomic writes go to a temporary file in the destination's folder, flushed and renamed over it:
+a crash, a kill or a full disk mid-write leaves the previous file whole. (Not Lightning's
+atomic save: it writes through $TMPDIR, a plain copy when that is another file system, as a
+cluster's run directory is.) Data (IDX files, checkpoints, pictures) is read only from regular
+files: a FIFO would block forever and a link to /dev/zero would fill the memory. A run has one
+writer: the process holding its `.lock`, an `fcntl` lock the kernel releases however the
+process dies, so a stale lock never blocks.
 """
 
 import contextlib
@@ -71,33 +68,39 @@ def _finite_or_null(obj: Any) -> Any:
     return obj
 
 
+KINDS = {
+    stat.S_IFREG: "a regular file",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
 def kind_of(mode: int) -> str:
     """What a `st_mode` describes, in words: 'a FIFO', 'a directory', ..."""
-    kinds = [
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISLNK, "a symbolic link"),
-    ]
-    return next((words for test, words in kinds if test(mode)), "not a regular file")
+    return KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:
-    """Open `path` (links followed) for reading if it is a regular file. Anything else raises
-    OSError whose `strerror` says what it is; it is never opened, so a FIFO cannot block and a
-    device is never touched. Checked again on the open descriptor, against a swap in between."""
-    kind = kind_of(os.stat(path).st_mode)
-    if kind != "a regular file":
-        raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+    """Open `path` (links followed) for reading if it is a regular file, else raise OSError
+    saying what it is, never opening it (a FIFO cannot block, a device is never touched);
+    checked again on the open descriptor, against a swap in between."""
+    _regular(os.stat(path).st_mode, path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    kind = kind_of(os.fstat(fd).st_mode)
-    if kind != "a regular file":
+    try:
+        _regular(os.fstat(fd).st_mode, path)
+    except OSError:
         os.close(fd)
-        raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        raise
     return os.fdopen(fd, "rb")
+
+
+def _regular(mode: int, path: str | os.PathLike) -> None:
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file", str(path))
 
 
 def check_writable(folder: Path, key: str) -> None:

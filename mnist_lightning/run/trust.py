@@ -2,9 +2,9 @@
 
 A run directory is data, never code. Its files must be regular files and directories of its
 own (no links out of it, no FIFOs); its saved config may choose values, but may name only the
-classes this project and Lightning provide for its config groups, and only places inside the
-run to write to; a checkpoint's saved callback state may name only files of its own run, and
-its optimizer state must fit the optimizer that will read it (the fused optimizers read it
+classes this project and Lightning provide, and only places inside the run to write to; a
+checkpoint (read with weights_only=True: no code) may name only files of its own run, and its
+optimizer state must fit the optimizer that will read it (the fused optimizers read it
 unchecked: a tensor of the wrong shape crashes the process).
 """
 
@@ -26,41 +26,26 @@ from mnist_lightning.model.classifier import MNISTClassifier
 
 
 def check_run_files(run: Path) -> Path:
-    """`run` if everything in it is a regular file or a directory of its own: a link could send
-    a write (train.log, last.ckpt, event files) anywhere, and a FIFO would block the run."""
-    for path in [run, *walk(run)]:
+    """`run` if everything in it is a regular file with one name or a directory: a link could
+    send a write (train.log, last.ckpt, event files) anywhere, and a FIFO would block the run.
+    W&B's link to its own log (`wandb/<run-*>/logs/debug-core.log`) is never written through:
+    a resumed W&B run opens a folder of its own."""
+    walked = (Path(top) / name for top, dirs, files in os.walk(run) for name in dirs + files)
+    for path in [run, *walked]:
         info = path.lstat()
         kind = kind_of(info.st_mode)
         if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
             kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
-        if kind == "a symbolic link" and wandb_log_link(run, path):
-            continue
-        if kind not in ("a regular file", "a directory"):
+        wandb_log = path.parts[-4::2] == ("wandb", "logs") and path.name == "debug-core.log"
+        if kind not in ("a regular file", "a directory") and not (
+            wandb_log and kind == "a symbolic link"
+        ):
             raise CheckpointError(
                 f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
                 "regular files and directories. Remove it, or start afresh (a single run from "
                 "its weights with ckpt_path=<checkpoint>)."
             )
     return run
-
-
-def wandb_log_link(run: Path, path: Path) -> bool:
-    """Whether `path` is the link W&B's service makes in each of its run folders to its own
-    log (`[<job>/]wandb/<offline-run-*|run-*>/logs/debug-core.log`, into W&B's cache): nothing
-    writes through it later, as a resumed W&B run opens a folder of its own."""
-    parts = path.relative_to(run).parts
-    return (
-        len(parts) in (4, 5)  # in a run, or in a job of a sweep
-        and parts[-4] == "wandb"
-        and parts[-3].startswith(("offline-run-", "run-"))
-        and parts[-2:] == ("logs", "debug-core.log")
-    )
-
-
-def walk(top: Path) -> Iterator[Path]:
-    """Everything under `top`, links not followed."""
-    for folder, dirs, files in os.walk(top):
-        yield from (Path(folder) / name for name in sorted(dirs + files))
 
 
 MAX_CONFIG_BYTES = 1_000_000  # a saved config is a few kilobytes
@@ -91,53 +76,48 @@ def saved_config(run: Path) -> DictConfig:
     return saved
 
 
-# What a saved config may instantiate without the command line naming it: this project's
-# classes and Lightning's public callbacks, loggers, profilers and strategies (the config
-# groups' own kinds), the Trainer, and the time interval of the periodic checkpoint.
-TRUSTED_MODULES = (
-    "lightning.pytorch.callbacks",
-    "lightning.pytorch.loggers",
-    "lightning.pytorch.profilers",
-    "lightning.pytorch.strategies",
+# What a saved config may instantiate without the command line naming it: a public class of
+# this project (where it is defined), a public class of Lightning's callbacks, loggers,
+# profilers or strategies (the config groups' own kinds), the Trainer, and the periodic
+# checkpoint's time interval.
+TRUSTED_MODULES = tuple(
+    f"lightning.pytorch.{m}" for m in ("callbacks", "loggers", "profilers", "strategies")
 )
-
-
 TRUSTED_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "datetime.timedelta")
-
-
-# Config keys that name where a callback, logger or the Trainer writes (`dir`: WandbLogger's
-# other name for save_dir).
+# Classes that moved since a run saved its config (the package got its folders).
+MOVED_TARGETS = {
+    "mnist_lightning.resume.GracefulInterrupt": "mnist_lightning.run.resume.GracefulInterrupt",
+    "mnist_lightning.model.MNISTClassifier": "mnist_lightning.model.classifier.MNISTClassifier",
+    "mnist_lightning.data.MNISTDataModule": "mnist_lightning.data.datamodule.MNISTDataModule",
+}
+# Config keys that name where a callback, logger or the Trainer writes (`dir`: WandbLogger's).
 WRITE_KEYS = ("dirpath", "save_dir", "default_root_dir", "dir")
 
 
 def trusted_target(target: object) -> bool:
-    """Whether `target` names a class of a trusted module by its public name (not, say,
+    """Whether `target` names a trusted class by its public name (not, say,
     `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
     if not isinstance(target, str):
         return False
-    if target in TRUSTED_TARGETS:
-        return True
     module_name, _, name = target.rpartition(".")
-    if module_name in TRUSTED_MODULES:
-        return name in importlib.import_module(module_name).__all__
-    if re.fullmatch(r"mnist_lightning(\.\w+)+", module_name):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            return False
-        found = getattr(module, name, None)
-        return isinstance(found, type) and found.__module__ == module_name
-    return False
+    if target in TRUSTED_TARGETS or module_name in TRUSTED_MODULES:
+        return target in TRUSTED_TARGETS or name in importlib.import_module(module_name).__all__
+    if not re.fullmatch(r"mnist_lightning(\.\w+)+", module_name):
+        return False
+    try:
+        found = getattr(importlib.import_module(module_name), name, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and found.__module__ == module_name
 
 
 def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
     """`(dotted key, name, value)` of every node of a plain config tree."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, list):
-        items = enumerate(tree)
-    else:
-        return
+    items = (
+        tree.items()
+        if isinstance(tree, dict)
+        else enumerate(tree if isinstance(tree, list) else [])
+    )
     for name, value in items:
         path = f"{key}.{name}" if key else str(name)
         yield path, name, value
@@ -151,55 +131,38 @@ def to_tree(cfg: DictConfig, resolve: bool = False) -> object:
         raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
 
 
+def renamed_targets(tree: object) -> object:
+    """`tree` with each `_target_` that names a moved class naming it where it is now."""
+    for _, _, value in list(nodes(tree)):
+        if isinstance(value, dict) and value.get("_target_") in MOVED_TARGETS:
+            value["_target_"] = MOVED_TARGETS[value["_target_"]]
+    return tree
+
+
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
     """Refuse a saved config (resolved: an interpolation such as `${oc.create:...}` can make a
     node) that names code or a place outside the run (module docstring). A target the command
     line's own config names (`composed`: conf/ and the overrides given) is the user's choice,
-    so a run made with a callback of one's own resumes when the command repeats it
-    (`+callbacks.mine._target_=my_module.Mine`)."""
+    so a run made with a callback of one's own resumes when the command repeats it."""
     chosen = {value for _, name, value in nodes(to_tree(composed)) if name == "_target_"}
-    for key, name, target in nodes(saved):
+    for key, name, value in nodes(saved):
         if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
             raise ConfigError(
                 f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
                 "never use; a run directory may choose values by name only."
             )
-        if name == "_target_" and target not in chosen and not trusted_target(target):
+        if name == "_target_" and value not in chosen and not trusted_target(value):
             raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}={target!r}, which is not a "
+                f"resume={run}: its .hydra/config.yaml sets {key}={value!r}, which is not a "
                 "class of mnist_lightning or one of Lightning's callbacks, loggers, profilers "
                 "or strategies; a run directory may choose values, not code. If you trust it, "
-                f"name it on the command line: +{key}={target}"
+                f"name it on the command line: +{key}={value}"
             )
-    for key, name, place in nodes(saved):
-        if name in WRITE_KEYS and not Path(str(place)).resolve().is_relative_to(run.resolve()):
+        if name in WRITE_KEYS and not Path(str(value)).resolve().is_relative_to(run.resolve()):
             raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}={place!r}, outside the run; "
+                f"resume={run}: its .hydra/config.yaml sets {key}={value!r}, outside the run; "
                 "a resumed run writes only into its own directory."
             )
-
-
-# Classes that moved since a run saved its config (the package got its folders).
-MOVED_TARGETS = {
-    f"mnist_lightning.{old}": f"mnist_lightning.{new}"
-    for old, new in [
-        ("resume.GracefulInterrupt", "run.resume.GracefulInterrupt"),
-        ("model.MNISTClassifier", "model.classifier.MNISTClassifier"),
-        ("data.MNISTDataModule", "data.datamodule.MNISTDataModule"),
-    ]
-}
-
-
-def renamed_targets(tree: object) -> object:
-    """`tree` with each `_target_` that names a moved class naming it where it is now."""
-    if isinstance(tree, dict):
-        return {
-            k: MOVED_TARGETS.get(v, v) if k == "_target_" else renamed_targets(v)
-            for k, v in tree.items()
-        }
-    if isinstance(tree, list):
-        return [renamed_targets(v) for v in tree]
-    return tree
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -210,17 +173,14 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 
 # Where ModelCheckpoint's saved state names checkpoint files: Lightning tests the best one it
-# restores and deletes the ones that drop out of the top k.
+# restores and deletes (recursively) the ones that drop out of the top k.
 STATE_PATHS = ("best_model_path", "last_model_path", "kth_best_model_path")
 
 
 def confine_paths(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     """`checkpoint` with its callbacks' saved states naming files of its own run only (else a
-    `CheckpointError`): a checkpoint must not make Lightning read or delete a file elsewhere
-    (ModelCheckpoint tests the `best_model_path` it restores and deletes the files that drop out
-    of its top k, recursively). A run that was moved or copied keeps its state: a path in the
-    state's old `dirpath` is mapped to the same file name in the run's folder of that name
-    (`.../checkpoints/x.ckpt` to `<run>/checkpoints/x.ckpt`)."""
+    `CheckpointError`). A run that was moved or copied keeps its state: a path in the state's
+    old `dirpath` is mapped to the same file name in the run's folder of that name."""
     run = run_dir_of(path.resolve())
     callbacks = checkpoint.get("callbacks") or {}
     if not isinstance(callbacks, dict):
@@ -229,11 +189,9 @@ def confine_paths(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
         if not isinstance(state, dict):
             continue
         where = f"{path}: its {str(callback).split('{')[0]} state"
-        best_k = state.get("best_k_models") or {}
-        old = state.get("dirpath")
+        best_k, old = state.get("best_k_models") or {}, state.get("dirpath")
         if not isinstance(best_k, dict) or not isinstance(old, str | None):
             raise CheckpointError(f"{where} is not one Lightning wrote. Use another checkpoint.")
-        new = None
         if old is not None:
             new = Path(old) if Path(old).resolve().is_relative_to(run) else run / Path(old).name
             state["dirpath"] = str(new)
@@ -258,32 +216,32 @@ def network_weights(
     model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path
 ) -> dict[str, torch.Tensor]:
     """The checkpoint's network weights (`net.*`), if they fit `model.net` exactly; else say
-    what differs. Training bookkeeping beside them is Lightning's to restore, not ours."""
+    what differs: the settings that shape the network, or, if they do not tell, the shapes."""
     state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     mine = model.net.state_dict()
-    differs = sorted(
-        {k for k in mine if k not in state or state[k].shape != mine[k].shape}
-        | (set(state) - set(mine))
-    )
+    if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in mine.items()}:
+        return state
     saved = checkpoint.get("hyper_parameters") or {}
-    if differs and isinstance(saved, dict):
-        keys = ("hidden_dims", "batch_norm")  # what decides the shapes of the weights
-        theirs = " ".join(f"model.{k}={model_value(saved.get(k))}" for k in keys)
-        asked = " ".join(f"model.{k}={model_value(model.hparams[k])}" for k in keys)
-        if theirs != asked:
-            raise CheckpointError(
-                f"{path} holds a different architecture than the config asks for: it was "
-                f"trained with {theirs}, the config has {asked}. Give its values on the command "
-                "line, or use another checkpoint."
-            )
-    if differs:
-        shapes = {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")}
+    keys = ("hidden_dims", "batch_norm")  # what decides the shapes of the weights
+    asked = " ".join(f"model.{k}={model_value(model.hparams[k])}" for k in keys)
+    theirs = isinstance(saved, dict) and " ".join(
+        f"model.{k}={model_value(saved.get(k))}" for k in keys
+    )
+    if theirs and theirs != asked:
         raise CheckpointError(
-            f"{path} holds a different architecture than the config asks for (its weight shapes: "
-            f"{shapes}; differing entries: {', '.join(differs[:6])}). Use the model.* settings "
-            "it was trained with, or another checkpoint."
+            f"{path} holds a different architecture than the config asks for: it was trained "
+            f"with {theirs}, the config has {asked}. Give its values on the command line, or "
+            "use another checkpoint."
         )
-    return state
+    differs = sorted(
+        set(state) ^ set(mine) | {k for k in mine if k in state and state[k].shape != mine[k].shape}
+    )
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")}
+    raise CheckpointError(
+        f"{path} holds a different architecture than the config asks for (its weight shapes: "
+        f"{shapes}; differing entries: {', '.join(differs[:6])}). Use the model.* settings it "
+        "was trained with, or another checkpoint."
+    )
 
 
 def model_value(value: object) -> str:
@@ -296,11 +254,10 @@ def model_value(value: object) -> str:
 
 
 def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Path) -> None:
-    """Fail before training if `checkpoint` cannot continue `model`'s run: its network must fit,
-    and its optimizer state must hold the parameter groups this version's optimizer has (a
-    run made by an older version may group them differently), and it may name only files of
-    its own run. Every tensor of its optimizer state must fit the parameter it belongs to: the
-    fused optimizers read them unchecked, and one of a wrong shape crashes the process."""
+    """Fail before training if `checkpoint` cannot continue `model`'s run: its weights must fit,
+    it may name only files of its own run, and its optimizer and schedule states must be what
+    this version's optimizer and scheduler read (a run made by an older version may group the
+    parameters differently; the fused optimizers crash on a tensor of the wrong shape)."""
     weights = checkpoint["state_dict"]
     if not isinstance(weights, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
@@ -313,24 +270,34 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
     network_weights(model, checkpoint, path)
     optimizer = model.build_optimizer()
     mine = [len(group["params"]) for group in optimizer.param_groups]
-    states = checkpoint.get("optimizer_states") or [{}]
     damaged = (
         "the file is damaged or was edited. Start a new run from its weights instead: "
         f"mnist-train ckpt_path={path}"
     )
-    if not isinstance(states, list | tuple) or not is_optimizer_state(states[0]):
+    states = checkpoint.get("optimizer_states") or [{}]
+    saved = states[0] if isinstance(states, list | tuple) else None
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not (
+        saved == {}
+        or (
+            isinstance(saved, dict)
+            and isinstance(saved.get("state"), dict)
+            and isinstance(groups, list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+        )
+    ):
         raise CheckpointError(
             f"{path}: its optimizer state is not one torch saves (a dict of state and "
             f"param_groups, each group listing its parameters by index); {damaged}"
         )
-    saved = [len(group["params"]) for group in states[0].get("param_groups", [])]
-    if saved and saved != mine:
+    if saved and [len(group["params"]) for group in groups] != mine:
         raise CheckpointError(
-            f"{path}: its optimizer state has parameter groups of {saved} tensors, the "
-            f"optimizer of this mnist-train version {mine}, so it cannot continue that run. "
-            f"Start a new run from its weights instead: mnist-train ckpt_path={path}"
+            f"{path}: its optimizer state has parameter groups of "
+            f"{[len(group['params']) for group in groups]} tensors, the optimizer of this "
+            f"mnist-train version {mine}, so it cannot continue that run. Start a new run from "
+            f"its weights instead: mnist-train ckpt_path={path}"
         )
-    problem = optimizer_state_problem(model, optimizer, states[0])
+    problem = saved and optimizer_state_problem(model, optimizer, saved)
     if problem:
         raise CheckpointError(f"{path}: its optimizer state {problem}; {damaged}")
     for state in checkpoint.get("lr_schedulers") or []:
@@ -339,72 +306,63 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
             raise CheckpointError(f"{path}: its learning-rate schedule state {problem}; {damaged}")
 
 
-def is_optimizer_state(state: Any) -> bool:
-    """Whether `state` has the layout of `Optimizer.state_dict()` (an empty dict: no state)."""
-    if not isinstance(state, dict):
-        return False
-    if not state:
-        return True
-    groups = state.get("param_groups")
-    return (
-        isinstance(state.get("state"), dict)
-        and isinstance(groups, list)
-        and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
-    )
-
-
 def _is_number(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
 
 
+def _fits(value: Any, like: Any) -> bool:
+    """Whether a saved setting of a parameter group is of the kind torch's own `like` is."""
+    if like is None or isinstance(like, bool):  # torch fills in a missing one
+        return value is None or isinstance(value, bool)
+    if isinstance(like, tuple):
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == len(like)
+            and all(map(_is_number, value))
+        )
+    return _is_number(value) if isinstance(like, int | float) else True
+
+
 def optimizer_state_problem(
     model: MNISTClassifier, optimizer: torch.optim.Optimizer, saved: dict[str, Any]
 ) -> str | None:
     """What in `saved` (an optimizer state of the same parameter groups) does not fit
-    `optimizer`, in words; None if it all fits. The settings of each group must be of the types
-    torch's own are, and each parameter's state must hold what the optimizer reads: tensors of
-    the parameter's shape, contiguous and of a floating dtype, and a scalar step count."""
-    if not saved:
-        return None
+    `optimizer`, in words; None if it all fits. Each group's settings must be of the kinds
+    torch's are, and each parameter's state must hold what the optimizer reads, as one step of
+    the same optimizer on a probe makes it: tensors of the parameter's shape, contiguous and
+    of a floating dtype, and a scalar step count."""
     names = {id(p): name for name, p in model.named_parameters()}
     params = [p for group in optimizer.param_groups for p in group["params"]]
     indices = [i for group in saved["param_groups"] for i in group["params"]]
     if indices != list(range(len(params))):
         shown = ", ".join(map(repr, indices[:8])) + (", ..." if len(indices) > 8 else "")
         return f"lists its parameters as [{shown}], not as 0 to {len(params) - 1} in order"
-    needed: list[set[Any]] = []  # what each group's state holds, once it has stepped
+    needed: list[set[Any]] = []  # what each parameter's state holds, once it has stepped
     for number, (mine, group) in enumerate(
         zip(optimizer.param_groups, saved["param_groups"], strict=True)
     ):
-        for key, default in mine.items():
-            value = group.get(key)
-            if default is None or isinstance(default, bool):  # torch fills in a missing one
-                fits = value is None or isinstance(value, bool)
-            elif isinstance(default, tuple):
-                fits = isinstance(value, tuple | list) and len(value) == len(default)
-                fits = fits and all(_is_number(v) for v in value)
-            elif isinstance(default, int | float):
-                fits = _is_number(value)
-            else:  # the parameters
-                continue
-            if key not in group and not fits:
-                return f"lacks {key} for parameter group {number}"
-            if not fits:
+        settings = {k: group.get(k) for k in mine if k != "params"}
+        for key, value in settings.items():
+            if not _fits(value, mine[key]):
+                if key not in group:
+                    return f"lacks {key} for parameter group {number}"
                 return (
                     f"sets {key}={value!r:.60} for parameter group {number}, where torch has a "
-                    f"value like {default!r}"
+                    f"value like {mine[key]!r}"
                 )
         probe = torch.zeros(1, requires_grad=True)
-        settings = {k: v for k, v in group.items() if k in mine and k != "params"}
         try:
-            trial = type(optimizer)([{**mine, **settings, "params": [probe]}])
+            trial = type(optimizer)(
+                [{**mine, **{k: v for k, v in group.items() if k in settings}, "params": [probe]}]
+            )
             probe.grad = torch.zeros(1)
             trial.step()
         except Exception as e:  # settings that torch refuses together
-            reason = one_line(e, 200)
-            return f"has settings for parameter group {number} that torch refuses ({reason})"
+            return (
+                f"has settings for parameter group {number} that torch refuses ({one_line(e, 200)})"
+            )
         needed += [set(trial.state[probe])] * len(group["params"])
     for index, entry in saved["state"].items():
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(params):
@@ -426,18 +384,17 @@ def optimizer_state_problem(
                 continue
             if value.layout != torch.strided or value.is_meta or not value.is_contiguous():
                 return f"{where} holds {key} that is not a dense, contiguous tensor"
-            if key == "step":
-                real = value.is_floating_point() or value.dtype in (torch.int32, torch.int64)
-                if value.shape != () or not real:
-                    return f"{where} holds a step of shape {tuple(value.shape)} and {value.dtype}"
-                if not 1 <= float(value) < math.inf:
-                    return f"{where} holds step={float(value):g}, not a count of steps (1 or more)"
-            elif value.shape != param.shape:
-                return (
-                    f"{where} holds {key} of shape {tuple(value.shape)}, not {tuple(param.shape)}"
-                )
-            elif not value.is_floating_point():
+            shape = () if key == "step" else param.shape
+            if value.shape != shape:
+                what = "a step" if key == "step" else key
+                return f"{where} holds {what} of shape {tuple(value.shape)}, not {tuple(shape)}"
+            if not (
+                value.is_floating_point()
+                or (key == "step" and value.dtype in (torch.int32, torch.int64))
+            ):
                 return f"{where} holds {key} of dtype {value.dtype}, not a floating-point one"
+            if key == "step" and not 1 <= float(value) < math.inf:
+                return f"{where} holds step={float(value):g}, not a count of steps (1 or more)"
     return None
 
 
