@@ -64,13 +64,13 @@ def save(path: Path, keys: tuple[str, ...], result: dict, command: str) -> None:
     nested `keys` if any (keeping the file's other entries: parts are measured one at a time)."""
     entry = {"command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     entry |= result
-    data = json.loads(path.read_text()) if keys and path.is_file() else entry
+    data = json.loads(path.read_text()) if keys and path.is_file() else {}
     node = data
     for key in keys[:-1]:
         node = node.setdefault(key, {})
     if keys:
         node[keys[-1]] = entry
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(data if keys else entry, indent=1, ensure_ascii=False) + "\n")
 
 
 def markdown(records: list[dict] | dict[str, dict]) -> str:
@@ -83,7 +83,8 @@ def markdown(records: list[dict] | dict[str, dict]) -> str:
         cells = (r.get(c) for c in columns)
         lines.append(
             " | ".join(
-                "–" if v is None else str(round(v, 4)) if isinstance(v, float) else str(v) for v in cells
+                "–" if v is None else str(round(v, 4)) if isinstance(v, float) else str(v)
+                for v in cells
             )
         )
     return "\n".join(f"| {line} |" for line in lines)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from benchmarks.common import ROOT, data_dir
+from benchmarks.common import ROOT, data_dir, mnist_train, save
 
 DIGITS_IN_REPO = ROOT / "docs" / "images" / "digits"
 DEFAULT_OUT = ROOT / "outputs" / "handwriting"
@@ -405,8 +405,6 @@ def checkpoint(given: Path | None, name: str, out: Path) -> tuple[Path, dict]:
     """A checkpoint to measure (`given`, or a new run's best) and its run's saved config."""
     from omegaconf import OmegaConf
 
-    from benchmarks.common import mnist_train
-
     if given is None:
         given = Path(mnist_train(TRAIN[name], out).metrics["best_checkpoint"])
     config = given.resolve().parents[1] / ".hydra" / "config.yaml"
@@ -451,8 +449,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from benchmarks.common import save
-
     if args.candidate_ckpts:  # the recipes tried for the preset, on the development sets
         sets = [the_set(args.out, seed, args.per_kind) for seed in DEV_SEEDS]
         sets = [(manifest, read_set(folder, manifest)[0]) for folder, manifest in sets]
@@ -501,7 +497,7 @@ def main(args: argparse.Namespace) -> None:
     save(args.json, (), result, args.command_line)
     print(json.dumps(rows, indent=1))
     examples = [next(i for i, e in enumerate(manifest) if e["kind"] == k) for k in KINDS]
-    images = ROOT / "docs" / "images"
+    images = args.json.parent / "images"  # docs/images/ for docs/handwriting.json
     picks = [(i + j, manifest[i]["kind"]) for i in examples for j in (0, 1)]
     pictures(folder, manifest, prepared, picks, images / "handwriting_kinds.png")
     wrong = [i for i, e in enumerate(manifest) if e["digit"] != results["default"][i]]
