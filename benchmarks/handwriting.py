@@ -498,6 +498,7 @@ def main(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=1))
     examples = [next(i for i, e in enumerate(manifest) if e["kind"] == k) for k in KINDS]
     images = args.json.parent / "images"  # docs/images/ for docs/handwriting.json
+    images.mkdir(exist_ok=True)
     picks = [(i + j, manifest[i]["kind"]) for i in examples for j in (0, 1)]
     pictures(folder, manifest, prepared, picks, images / "handwriting_kinds.png")
     wrong = [i for i, e in enumerate(manifest) if e["digit"] != results["default"][i]]
