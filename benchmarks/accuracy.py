@@ -12,6 +12,7 @@ TensorBoard `val/acc` curve. Presets are (re)measured one at a time; the others 
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -47,8 +48,9 @@ EPOCHS = {"20 epochs": 20, "25 epochs": 25, "80 epochs": 80}  # the name says ho
 
 def train(overrides: list[str], seed: int) -> dict:
     """One `mnist-train <overrides> seed=<seed>`: its figures and its val/acc curve."""
-    run = mnist_train([*overrides, f"seed={seed}", *QUIET_CPU])
-    curve = scalars(run.dir / "tensorboard").get("val/acc", [])
+    with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
+        run = mnist_train([*overrides, f"seed={seed}", *QUIET_CPU], Path(tmp))
+        curve = scalars(run.dir / "tensorboard").get("val/acc", [])
     m = run.metrics
     result = {"seed": seed, "test_acc": m["test/acc"], "val_acc_best": m["val/acc_best"]}
     result |= {"fit_seconds": m["fit_seconds"], "epochs": m["epoch"]}

@@ -42,33 +42,15 @@ IS_AVAILABLE_US = (
     "import timeit, torch; "
     "print(1e6 * min(timeit.repeat(torch.cuda.is_available, number=200, repeat=5)) / 200)"
 )
-# How much to run: full, and --quick (seconds, not representative).
-FULL = dict(
-    tutorial_batches=None,
-    epochs=6,
-    train_size=None,
-    width_size=6400,
-    repeats=4,
-    widths=(128, 512, 1024, 2048, 4096),
-    batches=(16, 64, 256, 1024, 4096),
-    tries=4,
-    default_runs=2,
-    overhead_epochs=6,
-    overhead_rounds=2,
-)
-QUICK = dict(
-    tutorial_batches=20,
-    epochs=2,
-    train_size=1280,
-    width_size=1280,
-    repeats=1,
-    widths=(128, 256),
-    batches=(64, 256),
-    tries=1,
-    default_runs=0,
-    overhead_epochs=2,
-    overhead_rounds=1,
-)
+# How much to run: the full benchmark, and --quick (a smoke test: seconds, not representative).
+# fmt: off
+FULL = dict(tutorial_batches=None, epochs=6, train_size=None, width_size=6400, repeats=4,
+            widths=(128, 512, 1024, 2048, 4096), batches=(16, 64, 256, 1024, 4096), tries=4,
+            default_runs=2, overhead_epochs=6, overhead_rounds=2)
+QUICK = FULL | dict(tutorial_batches=20, epochs=2, train_size=1280, width_size=1280, repeats=1,
+                    widths=(128, 256), batches=(64, 256), tries=1, default_runs=0,
+                    overhead_epochs=2, overhead_rounds=1)
+# fmt: on
 
 
 def plain_env(nvml_check: bool = False) -> dict[str, str]:
