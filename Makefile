@@ -31,7 +31,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.md (~17 min)
+bench: setup  ## tutorial loop vs plain PyTorch vs mnist-train, side by side -> docs/benchmarks.json (~17 min)
 	$(BIN)/python -m benchmarks tutorial $(ARGS)
 
 slurm:  ## install (as root) and start a two-node SLURM cluster on this machine (docs/sweeps.md)

@@ -1,9 +1,9 @@
-"""What every benchmark shares: the tutorial recipe, the machine's description, and the one way
-to run `mnist-train` and measure it.
+"""What every benchmark shares: the tutorial recipe, the machine, the one runner of
+`mnist-train`, and how results are saved (JSON with the command, machine and date).
 
 Every run is a child process, so that its peak memory is its own and the CPU time other
-processes took meanwhile can be told apart from its own: on two cores a busy neighbour can
-make a small step tens of times slower.
+processes took meanwhile can be told apart: on two shared cores a busy neighbour can make a
+step tens of times slower, so a run that shared the machine is run again.
 """
 
 import json
@@ -15,24 +15,18 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-# The issue's recipe: 784-128-64-10 MLP (ReLU, no dropout), batch 64, Adam lr 1e-3, seed 42, CPU.
-SEED = 42
-BATCH_SIZE = 64
-LR = 1e-3
-HIDDEN = (128, 64)
+DOCS = ROOT / "docs"
+# The tutorial recipe: 784-128-64-10 MLP (ReLU, no dropout), batch 64, Adam lr 1e-3, seed 42.
+SEED, BATCH_SIZE, LR, HIDDEN = 42, 64, 1e-3, (128, 64)
 VAL_SIZE = 5000  # mnist-train holds these out of the 60 000; the plain loop does the same
-TRAIN_IMAGES = 60_000 - VAL_SIZE  # mnist-train's (and the plain loop's) training split
-# The same recipe on mnist-train; everything else (logging, metrics, progress bar, checkpoints)
-# is its default.
+TRAIN_IMAGES = 60_000 - VAL_SIZE
 MLP_128_64_ADAM = [
     "model=mlp_128_64",
     f"data.batch_size={BATCH_SIZE}",
@@ -42,11 +36,7 @@ MLP_128_64_ADAM = [
     "model.scheduler=none",
 ]
 RECIPE = [*MLP_128_64_ADAM, "trainer.accelerator=cpu"]
-# For runs measured by their accuracy and fit_seconds: no progress bar to redraw.
 QUIET_CPU = ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
-TRIES = 4  # a timed run that shared the machine is run again, up to this many runs in all
-STILL_CONTENDED: list[str] = []  # runs that shared the machine on every try (see run_alone)
-EPOCH_RECORDS = "bench_epochs.json"  # where mnist_train(timer=True) has EpochTimer write
 
 
 def data_dir() -> Path:
@@ -54,130 +44,103 @@ def data_dir() -> Path:
     return Path(os.environ.get("MNIST_DATA_DIR", ROOT / "data"))
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on. Versions come from the packages' metadata: importing
-    lightning would set, for every loop this process starts, the variable it sets (see
-    tutorial.LIGHTNING_ENV)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    return {
-        "cpu": models[0] if models else platform.processor() or "unknown CPU",
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
-        "versions": {
-            "Python": platform.python_version(),
-            "torch": torch.__version__,
-            **{name: version(name) for name in ("torchvision", "lightning")},
-        },
-    }
+def machine() -> str:
+    """What the figures were measured on, in one line. Versions come from package metadata:
+    importing lightning would change how torch checks for a GPU (see tutorial.LIGHTNING_ENV)."""
+    cpu = platform.processor() or "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    versions = ", ".join(f"{p} {version(p)}" for p in ("torch", "lightning"))
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, {versions}"
 
 
-def machine_line(m: dict[str, Any]) -> str:
-    """`machine()` in one line, as the accuracy and presets pages print it."""
-    gpu = "no GPU" if m["gpu"] == "none" else f"GPU: {m['gpu']}"
-    v = m["versions"]
-    return f"{m['cpu']}, {m['cores']} cores, {gpu}; torch {v['torch']}, lightning {v['lightning']}"
+def save(path: Path, keys: tuple[str, ...], result: dict, command: str) -> None:
+    """Write `result` with its command, machine and date into the JSON file `path`, at the
+    nested `keys` if any (keeping the file's other entries: parts are measured one at a time)."""
+    entry = {"command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    entry |= result
+    data = json.loads(path.read_text()) if keys and path.is_file() else {}
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    if keys:
+        node[keys[-1]] = entry
+    path.write_text(json.dumps(data if keys else entry, indent=1, ensure_ascii=False) + "\n")
 
 
-def cpu_mark() -> tuple[float, float]:
-    """(CPU seconds every process on the machine has used since boot (/proc/stat), those used
-    by this process and the children it has waited for)."""
+def markdown(records: list[dict] | dict[str, dict]) -> str:
+    """Records (or name -> record) as a Markdown table, columns as found; lists left out."""
+    if isinstance(records, dict):
+        records = [{"": name, **record} for name, record in records.items()]
+    columns = list(dict.fromkeys(c for r in records for c in r if not isinstance(r[c], list)))
+    lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
+    for r in records:
+        cells = (r.get(c) for c in columns)
+        lines.append(
+            " | ".join(
+                "–" if v is None else str(round(v, 4)) if isinstance(v, float) else str(v)
+                for v in cells
+            )
+        )
+    return "\n".join(f"| {line} |" for line in lines)
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds every process but this one and its children used since boot (/proc/stat)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
     me, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), own
-
-
-def others_cpu_seconds(mark: tuple[float, float]) -> float:
-    """CPU seconds other processes used since `mark`: were we alone on the machine?"""
-    busy, own = cpu_mark()
-    return max(0.0, busy - mark[0] - (own - mark[1]))
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK") - own
 
 
 @dataclass
-class ChildRun:
-    """A finished subprocess: its wall time, its own peak resident memory, and how much CPU
-    time other processes took meanwhile."""
-
+class Child:
     seconds: float
-    peak_rss_mb: float  # MB = 10**6 bytes
+    peak_rss_mb: float  # this child's own ru_maxrss, MB = 10**6 bytes
     output: str
-    others_cpu: float
-
-    @property
-    def contended(self) -> bool:
-        """Did others use more than a tenth of a core?"""
-        return self.others_cpu > 0.1 * self.seconds
-
-
-Watch = Callable[[subprocess.Popen, Path], None]
 
 
 def run_child(
-    cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, during: Watch | None = None
-) -> ChildRun:
-    """Run `cmd` to completion; `during(process, cwd)` is called once it has started.
-
-    `os.wait4` gives the rusage of exactly this child; `getrusage(RUSAGE_CHILDREN)` would give
-    the largest of every child waited for so far, so a small loop run after a big one would
-    inherit the big one's figure. Output goes to a temporary file (no pipe to fill up).
-    """
-    with tempfile.TemporaryFile() as log:
-        start, mark = time.perf_counter(), cpu_mark()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if during is not None:
-            during(proc, cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        output = log.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{output[-4000:]}")
-    rss = usage.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB
-    return ChildRun(seconds, rss, output, others_cpu_seconds(mark))
-
-
-def run_alone(
-    cmd: Sequence[str],
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    *,
-    tries: int = 1,
-    label: str = "",
-    during: Watch | None = None,
-) -> ChildRun:
-    """`run_child`, run again (after a pause) while another process was busy meanwhile, up to
-    `tries` runs in all. The last try is kept whatever happened, and `label` (the command as a
-    user types it) goes to STILL_CONTENDED if it shared the machine too."""
+    cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, tries: int = 1
+) -> Child:
+    """Run `cmd`; while another process used more than a tenth of a core meanwhile, wait 30 s
+    and run it again, up to `tries` runs in all. `os.wait4` gives this child's own rusage
+    (RUSAGE_CHILDREN would give the largest of every child so far)."""
     for attempt in range(1, tries + 1):
-        child = run_child(cmd, cwd, env, during)
-        if not child.contended:
-            return child
-        if attempt < tries:
-            print(
-                f"    another process used {child.others_cpu:.0f} CPU-s during this run; "
-                f"waiting 30 s and running it again ({attempt}/{tries - 1})",
-                flush=True,
-            )
-            time.sleep(30)
-    STILL_CONTENDED.append(label or " ".join(cmd))
-    return child
+        with tempfile.TemporaryFile() as log:
+            start, busy = time.perf_counter(), busy_cpu_seconds()
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
+        others = busy_cpu_seconds() - busy
+        if others <= 0.1 * seconds or attempt == tries:
+            return Child(seconds, usage.ru_maxrss * 1024 / 1e6, output)
+        print(f"    others used {others:.0f} CPU-s meanwhile; again in 30 s", flush=True)
+        time.sleep(30)
+    raise AssertionError("unreachable")
 
 
 @dataclass
 class Run:
-    """What one `mnist-train` run measured."""
+    """What one `mnist-train` run left: its directory (the sweep's with -m; gone unless a
+    workdir was given), metrics.json, EpochTimer's records, peak memory and wall time."""
 
-    command: list[str]  # as a user types it
-    dir: Path  # the run directory (the sweep directory with -m); gone unless workdir was given
-    metrics: dict[str, Any]  # its metrics.json ({} for a sweep)
-    epochs: list[dict[str, Any]]  # EpochTimer's records ([] without the timer)
-    curves: dict[str, list[tuple[int, float, float]]]  # its TensorBoard scalars, see scalars()
+    command: list[str]
+    dir: Path
+    metrics: dict[str, Any]
+    epochs: list[dict[str, Any]]
     peak_rss_mb: float
-    seconds: float  # launch to exit: imports, data, training, test, figures
+    seconds: float
 
 
 def mnist_train(
@@ -187,33 +150,20 @@ def mnist_train(
     timer: bool = False,
     test_every_epoch: bool = False,
     tries: int = 1,
-    during: Watch | None = None,
 ) -> Run:
-    """`mnist-train <overrides>` as a user runs it, in `workdir` (its own `outputs/`; a
-    temporary directory if None), with MNIST from `data_dir()`.
-
-    `timer` adds the passive EpochTimer callback (benchmarks/epoch_timer.py) for per-epoch
-    times, with the test accuracy after every epoch if `test_every_epoch`; not for sweeps.
-    `tries` and `during` are `run_alone`'s.
-    """
+    """`mnist-train <overrides>` as a user runs it, in `workdir` (a temporary one if None),
+    with MNIST from `data_dir()`; `timer` adds the passive benchmarks.epoch_timer callback."""
     env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="bench-mnist-train-") as tmp:
         work = workdir or Path(tmp)
-        records = work / EPOCH_RECORDS
+        records = work / "bench_epochs.json"
         timing = [
             "+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer",
             f"+callbacks.bench_timer.out={records}",
             f"+callbacks.bench_timer.test_every_epoch={str(test_every_epoch).lower()}",
         ]
         cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides]
-        child = run_alone(
-            [*cmd, *(timing if timer else [])],
-            work,
-            env,
-            tries=tries,
-            label=" ".join(["mnist-train", *overrides]),
-            during=during,
-        )
+        child = run_child([*cmd, *(timing if timer else [])], work, env, tries)
         made = work / "outputs" / ("multiruns" if "-m" in overrides else "runs")
         run_dir = sorted(made.iterdir())[-1]
         metrics = run_dir / "metrics.json"
@@ -222,19 +172,14 @@ def mnist_train(
             dir=run_dir,
             metrics=json.loads(metrics.read_text()) if metrics.is_file() else {},
             epochs=json.loads(records.read_text()) if timer else [],
-            curves=scalars(run_dir / "tensorboard"),
             peak_rss_mb=child.peak_rss_mb,
             seconds=child.seconds,
         )
 
 
 def scalars(tensorboard: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, seconds since the logger started, value)] from a run's event files.
-
-    Depending on the tensorboard version, the loader hands a scalar back as `simple_value` or
-    migrated to a one-element tensor; both are read. Imported here, not above: the loops'
-    processes import this module, and their peak memory must be the loops' own.
-    """
+    """tag -> [(step, seconds since the first event, value)] from a run's event files (a
+    scalar comes as `simple_value` or as a 0-d tensor, depending on tensorboard's version)."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.util.tensor_util import make_ndarray
 
@@ -252,13 +197,3 @@ def scalars(tensorboard: Path) -> dict[str, list[tuple[int, float, float]]]:
                     continue  # images, histograms, text
                 curves[value.tag].append((event.step, event.wall_time - start, number))
     return dict(curves)
-
-
-def verdict(value: float, target: float, at_most: bool, unit: str = "") -> str:
-    """`met` or `missed by <amount> (<percent>)`: how a measured figure compares to a target."""
-    ok = value <= target if at_most else value >= target
-    if ok:
-        return "**met**"
-    gap = abs(value - target)
-    share = 100 * gap / target
-    return f"**missed** by {gap:.2f}{unit} ({share:.{1 if share < 10 else 0}f} % of the target)"

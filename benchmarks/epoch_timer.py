@@ -1,20 +1,9 @@
-"""A passive Lightning callback that times the epochs of a real `mnist-train` run.
-
-`mnist-train` is run unchanged, plus this callback (Hydra override
-`+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer`). It reads the clock at
-hook boundaries only, never per step, so it does not change what it measures. Per epoch it
-records:
-
-- `train_seconds`: from `on_train_epoch_start` to the start of that epoch's validation pass,
-  i.e. the training batches alone, comparable with the plain loop's epoch;
-- `training_time`: seconds since `on_train_start` at the end of the epoch's validation, minus
-  the time this callback itself spent on test evaluations: the training time a user waits
-  for (training, validation and the previous epochs' checkpoint writes);
-- `val_acc`, and with `test_every_epoch=true` the accuracy on the official test set, measured
-  with the clock paused, so "time to 98 % test accuracy" can be read off directly;
-- `nvml_check`: `PYTORCH_NVML_BASED_CUDA_CHECK` as the run trains (see benchmarks/tutorial.py).
-
-The records are rewritten to `out` (relative to the working directory) after every epoch.
+"""A passive callback that times the epochs of a real `mnist-train` run (added by
+`benchmarks.common.mnist_train(timer=True)`). It reads the clock at hook boundaries only, never
+per step. Per epoch: `train_seconds` (the training batches alone, comparable with a plain
+loop's epoch), `training_time` (since `on_train_start`, less its own test evaluations),
+`val_acc`, with `test_every_epoch` the test accuracy (clock paused), and `nvml_check`
+(`PYTORCH_NVML_BASED_CUDA_CHECK` as the run trains: see benchmarks/tutorial.py).
 """
 
 import json

@@ -29,14 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmarks.common import (
-    BATCH_SIZE,
-    HIDDEN,
-    LR,
-    SEED,
-    VAL_SIZE,
-    data_dir,
-)
+from benchmarks.common import BATCH_SIZE, HIDDEN, LR, SEED, VAL_SIZE, data_dir
 from mnist_lightning.model.mlp import MNIST_MEAN, MNIST_STD  # the network's own normalisation
 
 Split = tuple[torch.Tensor, torch.Tensor]
