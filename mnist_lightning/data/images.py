@@ -5,7 +5,7 @@ levels with the ink bright on black, cropped to the ink, scaled to fit 20x20 kee
 aspect, and centred by its centre of mass in a 28x28 field. `prepare` does that to a photo or
 a scan as people take them: the paper's tone, a light gradient and a shadow are taken away,
 noise is not taken for ink, and a fine pen's or a marker's strokes are made as thick as
-MNIST's, so the digit is read like a test image (docs/handwriting.md measures it). Only
+MNIST's, so the digit is read like a test image (docs/studies.md measures it). Only
 regular files are opened: a FIFO, a device, a socket or a dangling link is named for what it is.
 """
 
