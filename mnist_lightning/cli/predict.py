@@ -25,17 +25,18 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
+from mnist_lightning.cli import (
+    CONFIG_DIR,
+    check_place,
+    console_entry,
+    exit_on_user_error,
+    same_file,
+)
 from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import ConfigError, UserError, printable
-from mnist_lightning.files import (
-    atomic_open,
-    check_writable,
-    kind_of,
-    open_regular,
-)
+from mnist_lightning.files import atomic_open, check_writable, open_regular
 from mnist_lightning.model.inference import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_predict
@@ -81,42 +82,13 @@ def check_grid(grid: Path, inputs: list[Path]) -> None:
     an earlier grid, or that cannot be written."""
     name = f"grid={printable(grid)}"
     for item in inputs:
-        if _same_file(grid, item):
+        if same_file(grid, item):
             raise ConfigError(
                 f"{name} is also an input ({printable(item)}); mnist-predict never writes over "
                 "its inputs. Choose another path for the grid."
             )
     check_writable(grid.absolute().parent, name)
-    check_grid_target(grid)
-
-
-def check_grid_target(grid: Path) -> None:
-    """What is at `grid` now may be replaced only if it is an earlier grid of mnist-predict."""
-    try:
-        mode = os.lstat(grid).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ConfigError(
-            f"grid={printable(grid)}: cannot write there ({e.strerror or e})."
-        ) from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(
-            f"grid={printable(grid)} is {kind_of(mode)}, not a regular file; choose another "
-            "path for the grid."
-        )
-    if not is_grid(grid):
-        raise ConfigError(
-            f"grid={printable(grid)} exists and is not a grid mnist-predict wrote; choose "
-            "another path or delete it."
-        )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): the same name is the same file
-        return os.path.realpath(a) == os.path.realpath(b)
+    check_place(grid, name, ours=is_grid, what="a grid mnist-predict wrote")
 
 
 def is_grid(path: Path) -> bool:
@@ -137,7 +109,8 @@ def write_grid(
         for r in rows
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
-    check_grid_target(grid)  # again: something may have appeared there meanwhile
+    name = f"grid={printable(grid)}"  # again: something may have appeared there meanwhile
+    check_place(grid, name, ours=is_grid, what="a grid mnist-predict wrote")
     try:
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})

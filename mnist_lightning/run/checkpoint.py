@@ -1,4 +1,4 @@
-"""Writing and reading checkpoints safely.
+"""Writing, finding and reading checkpoints safely.
 
 Lightning's own writer opens the destination and streams into it, so a kill or a full disk
 mid-write leaves a truncated `last.ckpt` where a good one was. `AtomicCheckpointIO` writes a
@@ -9,6 +9,8 @@ file. Lightning's own reads (resume, the test of the best checkpoint, the tuners
 through `AtomicCheckpointIO.load_checkpoint`, so they are the same reads.
 """
 
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.errors import CheckpointError, one_line
-from mnist_lightning.files import atomic_open, open_regular
+from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.trust import confine_paths, network_weights, run_dir_of
+from mnist_lightning.run.resume import last_checkpoint, results
+from mnist_lightning.run.trust import check_resumable, confine_paths, network_weights, run_dir_of
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -96,3 +101,61 @@ def load_classifier(
             "edited. Use another checkpoint."
         ) from None
     return model.eval().to(device), checkpoint
+
+
+def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str | None) -> None:
+    """Check the checkpoint a run resumes from against `model` (before the Trainer is built and
+    says anything; Lightning restores it in fit), or load the weights `ckpt_path=` starts from."""
+    if resume_from:
+        check_resumable(model, load_checkpoint(resume_from), resume_from)
+        log.info("Resuming %s from %s", run_dir_of(Path(resume_from)), resume_from)
+    elif ckpt_path:
+        model.net.load_state_dict(network_weights(model, load_checkpoint(ckpt_path), ckpt_path))
+        log.info("Starting from the weights of %s", ckpt_path)
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint mnist-train tested (metrics.json's best_checkpoint); else the best by
+    val/acc that its ModelCheckpoint recorded in last.ckpt (file names alone do not rank
+    them); else last.ckpt itself. Looked up by name in the run's checkpoints/, so a moved run
+    still finds them, and only as the run's own regular files: a link there is refused."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
+    last = last_checkpoint(run_dir)
+    tested = (results(run_dir) or {}).get("best_checkpoint")
+    found = own_checkpoint(run_dir, tested) if isinstance(tested, str) else None
+    if found:
+        return found
+    if not own_checkpoint(run_dir, last.name):
+        raise CheckpointError(
+            f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."
+        )
+    for state in (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values():
+        if not isinstance(state, dict):
+            continue
+        best = state.get("best_model_path")
+        if state.get("monitor") == "val/acc" and isinstance(best, str) and best:
+            found = own_checkpoint(run_dir, best)
+            if found:
+                return found
+    return last
+
+
+def own_checkpoint(run_dir: Path, name: str) -> Path | None:
+    """`<run>/checkpoints/<file name of name>` if it is a regular file there; None if there is
+    nothing; a `CheckpointError` for anything else (a link could lead out of the run)."""
+    if Path(name).name in ("", ".", ".."):
+        return None
+    path = run_dir / "checkpoints" / Path(name).name
+    try:
+        kind = kind_of(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CheckpointError(f"run_dir={run_dir}: {path} cannot be read ({e.strerror}).") from None
+    if kind != "a regular file":
+        raise CheckpointError(
+            f"run_dir={run_dir}: {path} is {kind}, not a regular file; a run directory holds "
+            "only its own files."
+        )
+    return path

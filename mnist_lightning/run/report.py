@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -18,8 +19,11 @@ from torchvision.utils import make_grid
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
+from mnist_lightning.files import atomic_write_json
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.model.inference import predict_all
+from mnist_lightning.run.resume import is_rank_zero
+from mnist_lightning.run.trainer import finish_wandb_run
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -152,10 +156,12 @@ def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> No
         writer.add_summary(summary)
 
 
-def log_hparams(loggers: list[Logger], cfg: DictConfig) -> None:
-    """The run's flattened config to each logger: TensorBoard's HPARAMS tab, MLflow's params,
-    W&B's config. (CSVLogger keeps the model's in hparams.yaml; .hydra/config.yaml has all.)"""
-    for logger in loggers:
+def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The run's flattened config to each logger of the first process: TensorBoard's HPARAMS
+    tab, MLflow's params, W&B's config. (CSVLogger keeps the model's in hparams.yaml;
+    .hydra/config.yaml has all.) Not `log_hyperparams(metrics=...)`: that writes placeholder
+    points into the curves."""
+    for logger in trainer.loggers if is_rank_zero() else []:
         if isinstance(logger, TensorBoardLogger):
             log_hparams_to_tensorboard(logger, cfg)
         elif isinstance(logger, MLFlowLogger):
@@ -220,7 +226,17 @@ def log_figures_to_tensorboard(
     writer.flush()
 
 
-def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
+def report_run(
+    trainer: L.Trainer, datamodule: MNISTDataModule, run_dir: Path, metrics: dict[str, Any]
+) -> None:
+    """The tested model's figures to TensorBoard, metrics.json, and the results table."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            log_figures_to_tensorboard(
+                logger, trainer.lightning_module, datamodule, trainer.global_step
+            )
+    finish_wandb_run()
+    atomic_write_json(run_dir / "metrics.json", metrics)
     rows = [
         ("test/acc", f"{metrics['test/acc']:.4f}"),
         ("test/loss", f"{metrics['test/loss']:.4f}"),
@@ -230,4 +246,4 @@ def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
         ("run directory", str(run_dir)),
     ]
     width = max(len(name) for name, _ in rows)
-    return "\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""])
+    print("\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""]))

@@ -17,6 +17,9 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -31,9 +35,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
-from mnist_lightning.files import check_writable, lock_run, run_holder
-from mnist_lightning.run.distributed import is_rank_zero
-from mnist_lightning.run.trackers import trackers_as_configured
+from mnist_lightning.files import check_writable, lock_run, run_holder, unlock_run
 from mnist_lightning.run.trust import (
     check_run_files,
     check_saved_config,
@@ -43,6 +45,12 @@ from mnist_lightning.run.trust import (
 )
 
 log = logging.getLogger(__name__)
+
+MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
+WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
+EXTRAS = {MLFLOW_LOGGER: "mlflow", WANDB_LOGGER: "wandb"}  # pyproject's extras they need
+# The project's conf/logger/: each tracker's config, as the group `logger=<extra>` names it.
+LOGGER_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "logger"
 
 RUNS_DIR = Path("outputs/runs")
 SWEEPS_DIR = Path("outputs/multiruns")
@@ -58,6 +66,12 @@ RESUMABLE_KEYS = (
     "paths.data_dir",
     "data.source",
 )
+
+
+def is_rank_zero() -> bool:
+    """The process that locks the run and writes metrics.json, figures and summaries (the only
+    one, under DDP)."""
+    return rank_zero_only.rank == 0
 
 
 def run_id() -> str:
@@ -127,6 +141,12 @@ def claim_run_directory(args: list[str]) -> list[str]:
     into a directory given with hydra.run.dir (over another run's), and logs into a resumed
     run before `train` runs. Returns the arguments with the run to resume named explicitly
     (`resume=latest` is looked up once)."""
+    if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
+        "hydra_plugins.hydra_submitit_launcher"
+    ):
+        raise ConfigError(
+            "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
+        )
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
@@ -213,6 +233,21 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
         )
         return cfg, done["val/acc_best"]
     return cfg, None
+
+
+@contextmanager
+def locked_run(cfg: DictConfig) -> Iterator[tuple[Path, str | None]]:
+    """The run directory and the checkpoint to resume from (or None), with the run locked by
+    this process: one writer per run. A sweep's job unlocks it when done; a single run keeps
+    the lock until the process exits. (Under DDP the first process holds it.)"""
+    run_dir = Path(cfg.paths.output_dir)
+    if is_rank_zero():
+        lock_run(run_dir, "mnist-train")
+    try:
+        yield run_dir, str(last_checkpoint(run_dir)) if cfg.resume else None
+    finally:
+        if is_rank_zero() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            unlock_run(run_dir)
 
 
 # Lightning's name for the checkpoint it rewrites at every epoch end (save_last), in the
@@ -325,6 +360,20 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     resumed.resume = str(run)
     resumed.ckpt_path = None
     return resumed
+
+
+def trackers_as_configured(saved: DictConfig) -> None:
+    """Replace each MLflow or W&B logger of a resumed run's saved config by conf/logger/'s own,
+    resolved later with the current paths and environment. Where a tracker writes and which of
+    its runs a resumed run continues (its store or server, run id, settings) are the command's
+    choice, never the run directory's: a crafted one could send the W&B API key to a server of
+    its choosing, write outside the run, or log into another run."""
+    for name, node in list((saved.get("logger") or {}).items()):
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        class_name = target.rpartition(".")[2] if isinstance(target, str) else None
+        kind = next((k for t, k in EXTRAS.items() if t.rpartition(".")[2] == class_name), None)
+        if kind is not None:
+            saved.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
@@ -446,3 +495,27 @@ class GracefulInterrupt(L.Callback):
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+
+@contextmanager
+def exit_when_interrupted(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning's exits on Ctrl-C and SIGTERM (and the scheduler's signal, GracefulInterrupt)
+    become exit status 130 with how to continue; a SLURM job's time limit goes to submitit."""
+    try:
+        yield
+    except (SystemExit, SIGTERMException):
+        if not trainer.interrupted:
+            raise
+        for callback in trainer.callbacks:
+            if isinstance(callback, GracefulInterrupt):
+                callback.hand_back()  # a SLURM job's time limit: submitit requeues it
+        if is_rank_zero():
+            hydra = HydraConfig.get() if HydraConfig.initialized() else None
+            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
+            how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
+            print(
+                f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
+                f"continue from:\n  mnist-train {how}",
+                file=sys.stderr,
+            )
+        sys.exit(130)
