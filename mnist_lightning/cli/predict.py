@@ -1,26 +1,19 @@
-"""`mnist-predict`: classify your own pictures of handwritten digits.
+"""`mnist-predict`: classify your own pictures of handwritten digits (or, with a Fashion-MNIST
+checkpoint, of clothes: its data module's hyper-parameters say which).
 
-Each picture is prepared as MNIST's images were (data/images.py), so a digit drawn with a
-marker on white paper is read like a test image. A Fashion-MNIST checkpoint answers with its
-class names (its data module's hyper-parameters say which data set it learned), and its
-pictures are prepared as that data set's were (trimmed to the object, not to strokes).
-
-Every argument is checked before any work, and the inputs are read only if they are regular
-files: a FIFO, a device, a socket or a dangling link among them is skipped by name, never
-opened. The grid (`grid=`) is written atomically, never over an input, and over an existing
-file only if that file is a grid mnist-predict wrote (it carries `Software: mnist-predict` in
-its metadata).
+Each picture is prepared as the data set's images were (data/images.py). Inputs are read only
+if they are regular files (a FIFO or a device is skipped by name, never opened). The grid
+(`grid=`) is written atomically, never over an input, and over an existing file only if it is
+a grid mnist-predict wrote (its PNG metadata says `Software: mnist-predict`).
 """
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
@@ -53,11 +46,7 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
     skipped: list[str] = []
     for item in inputs:
         path, name = Path(item), printable(item)
-        try:
-            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-        except OSError:
-            is_dir = False
-        if is_dir:
+        if os.path.isdir(path):  # False for whatever cannot be looked at
             try:
                 found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             except OSError as e:
@@ -172,12 +161,8 @@ def main(cfg: DictConfig) -> None:
         prepared.append(image)
         rows.append(answer(path, probs, dataset))
     if cfg.json:
-        for row in rows:  # strict JSON: a number that is not finite would be written NaN
-            finite = {
-                k: None if isinstance(v, float) and not np.isfinite(v) else v
-                for k, v in row.items()
-            }
-            print(json.dumps(finite, allow_nan=False))
+        for row in rows:  # strict JSON: a row's numbers are finite (others were skipped above)
+            print(json.dumps(row, allow_nan=False))
     elif rows:
         shown = [printable(r["file"]) for r in rows]
         width = max(map(len, shown))

@@ -1,8 +1,5 @@
-"""What a run reports: the results table, its hyper-parameters and figures in TensorBoard.
-
-The figures (confusion matrix, most confident mistakes, what the first layer looks for) are
-matplotlib figures, for TensorBoard or a PNG; mnist-train and mnist-eval draw the same ones.
-"""
+"""What a run reports: its hyper-parameters to the loggers, its figures (the same for
+mnist-train's TensorBoard and mnist-eval's PNGs), metrics.json and the results table."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -144,12 +141,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> None:
-    """Declare the run's hyper-parameters and which scalars are its results.
-
-    TensorBoard's HPARAMS tab reads each metric's value from the scalars of the same name in
-    the run's event files, so the table fills in with the real `val/acc_best` and `test/acc`
-    as they are logged; nothing is written as a placeholder.
-    """
+    """Declare the run's hyper-parameters and which scalars are its results: TensorBoard's
+    HPARAMS tab reads their values from the curves of the same name as they are logged."""
     experiment, start, end = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
     writer = logger.experiment.file_writer
     for summary in (experiment, start, end):

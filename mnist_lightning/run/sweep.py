@@ -1,13 +1,11 @@
 """The summary of a Hydra multirun: one row per job, best first.
 
-`SweepSummary` is a Hydra callback. After every job it records the job's status in
-`<job>/job_status.json` and rewrites `summary.csv` and `summary.md` in the sweep directory
-from what the job directories hold, so the summary is current even while the sweep runs, after
-a crash, and with launchers that run jobs in other processes.
+`SweepSummary`, a Hydra callback, records each job's status in `<job>/job_status.json` and
+rewrites the sweep's `summary.csv` and `summary.md` from the job directories after every job:
+current while the sweep runs, after a crash, and with launchers that run jobs elsewhere.
 """
 
 import csv
-import io
 import json
 import logging
 import sys
@@ -112,12 +110,10 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = job_rows(sweep_dir)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
     with atomic_open(sweep_dir / "summary.csv", "w") as f:
-        f.write(buffer.getvalue())
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
     with atomic_open(sweep_dir / "summary.md", "w") as f:
         f.write(f"# Sweep {sweep_dir.name}\n\n{markdown_table(rows)}\n")
     return rows

@@ -1,10 +1,6 @@
-"""The Lightning Trainer from the config, where it runs (threads, DDP, SLURM), what the trackers
-are told about the run, and what Lightning's refusals mean to a user.
-
-Every callback and logger is built on its own, so a value its class refuses names its key
-(`callbacks.<name>`); what Lightning refuses while building or fitting becomes one line that
-says which config or checkpoint is at fault, not a traceback.
-"""
+"""The Lightning Trainer from the config: where it runs (threads, DDP, SLURM), what the
+trackers are told about the run, and what Lightning refuses as one line naming the config key
+or checkpoint at fault, not a traceback."""
 
 import json
 import logging
@@ -123,9 +119,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def accelerator_available(name: object) -> bool:
-    """Whether this machine has the accelerator `trainer.accelerator` names, by Lightning's own
-    registry (`gpu` is CUDA or MPS; `auto`, or a name Lightning does not know, is not ours to
-    judge: Lightning's message says what is wrong with it)."""
+    """Whether this machine has the accelerator `trainer.accelerator` names, by Lightning's
+    registry (`gpu`: CUDA or MPS; a name it does not know is for its own message)."""
     kinds = {"gpu": ("cuda", "mps")}.get(str(name), (str(name),))
     known = [k for k in kinds if k in AcceleratorRegistry]
     return not known or any(AcceleratorRegistry[k]["accelerator"].is_available() for k in known)
@@ -147,9 +142,8 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
 
 @contextmanager
 def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None) -> Iterator[None]:
-    """Around `trainer.fit` or `trainer.test`: an interrupt is exit status 130 with how to
-    continue; what the config or the resumed checkpoint is at fault for is one line; anything
-    else (a bug) keeps its traceback."""
+    """Around `trainer.fit` or `trainer.test`: an interrupt exits 130 saying how to continue;
+    a fault of the config or the resumed checkpoint is one line; a bug keeps its traceback."""
     try:
         with exit_when_interrupted(trainer, run_dir):
             yield
@@ -227,8 +221,8 @@ DDP_RUN_ENV = "MNIST_LIGHTNING_DDP_RUN"
 
 
 def ddp_child_run() -> tuple[DictConfig, Path, str | None] | None:
-    """(config, run directory, checkpoint to resume) when Lightning started this process for
-    another rank of a run; None for a process a user (or srun) started."""
+    """(config, run directory, checkpoint to resume) in a process Lightning started for another
+    rank of a run; None in one a user (or srun) started."""
     if os.environ.get("LOCAL_RANK", "0") == "0" or DDP_RUN_ENV not in os.environ:
         return None
     run = json.loads(os.environ[DDP_RUN_ENV])
@@ -239,8 +233,8 @@ def ddp_child_run() -> tuple[DictConfig, Path, str | None] | None:
 def ddp_job(
     trainer: L.Trainer, cfg: DictConfig, run_dir: Path, resume_from: str | None
 ) -> Iterator[None]:
-    """Around one run's fit and test: publish the run to the processes Lightning starts, and
-    leave nothing behind that would confuse the next job of a sweep."""
+    """Around one run's fit and test: the run for the processes Lightning starts; nothing left
+    behind for a sweep's next job."""
     if trainer.world_size == 1:
         yield
         return
@@ -289,16 +283,15 @@ def finish_wandb_run() -> None:
 
 
 def run_names(run: Path) -> tuple[str, str | None]:
-    """The run's name for a tracker and its sweep (None for a single run): `<run dir name>`, or
-    `<sweep dir name>/<job>` (Hydra writes multirun.yaml into the sweep directory)."""
+    """The run's name for a tracker, `<run dir>` or `<sweep dir>/<job>`, and its sweep or None."""
     if (run.parent / "multirun.yaml").is_file():
         return f"{run.parent.name}/{run.name}", run.parent.name
     return run.name, None
 
 
 def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
-    """What MLflow and W&B are told about the run beside their config: its name, its sweep, and
-    the tracker's run to continue when the run is resumed. Values the config sets win."""
+    """What MLflow and W&B are told beside their config: the run's name, its sweep, and the
+    tracker's run to continue when it is resumed. Values the config sets win."""
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if target not in (MLFLOW_LOGGER, WANDB_LOGGER):
         return {}
@@ -325,8 +318,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
 
 
 def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
-    """The id of the MLflow run a resumed run logged to (tagged with its directory), in the
-    store `node` names; None (a new MLflow run) if the store has none."""
+    """The MLflow run a resumed run logged to (tagged with its directory); None: a new one."""
     try:
         from mlflow.tracking import MlflowClient
     except ModuleNotFoundError:  # building the logger says what to install
