@@ -16,7 +16,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.run.checkpoint import start_from
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
@@ -33,6 +32,7 @@ from mnist_lightning.run.trainer import (
     ddp_job,
     lightning_errors,
     setup_process,
+    start_from,
     stop_if_learned_nothing,
 )
 

@@ -1,15 +1,12 @@
 """Writing, finding and reading checkpoints safely.
 
-Lightning's own writer opens the destination and streams into it, so a kill or a full disk
-mid-write leaves a truncated `last.ckpt` where a good one was. `AtomicCheckpointIO` writes a
-temporary file and renames it over the old one. `load_checkpoint` reads with
-`weights_only=True` (no code runs from a checkpoint, whatever `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`
-says), only from a regular file, and turns every failure into a `CheckpointError` that names the
-file. Lightning's own reads (resume, the test of the best checkpoint, the tuners' restores) go
-through `AtomicCheckpointIO.load_checkpoint`, so they are the same reads.
+`AtomicCheckpointIO` writes a temporary file beside the checkpoint and renames it over the old
+one, so a kill or a full disk never leaves a truncated `last.ckpt`. (Lightning's own atomic
+save writes through $TMPDIR: across filesystems, such as a cluster's run directory, a plain
+copy.) Every read, ours and Lightning's (resume, the test of the best checkpoint), is
+`load_checkpoint`: weights only, from a regular file, any failure one line naming the file.
 """
 
-import logging
 import os
 import re
 from pathlib import Path
@@ -22,9 +19,7 @@ from mnist_lightning.errors import CheckpointError, one_line
 from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.resume import last_checkpoint, results
-from mnist_lightning.run.trust import check_resumable, confine_paths, network_weights, run_dir_of
-
-log = logging.getLogger(__name__)
+from mnist_lightning.run.trust import confine_paths, network_weights, run_dir_of
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -101,17 +96,6 @@ def load_classifier(
             "edited. Use another checkpoint."
         ) from None
     return model.eval().to(device), checkpoint
-
-
-def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str | None) -> None:
-    """Check the checkpoint a run resumes from against `model` (before the Trainer is built and
-    says anything; Lightning restores it in fit), or load the weights `ckpt_path=` starts from."""
-    if resume_from:
-        check_resumable(model, load_checkpoint(resume_from), resume_from)
-        log.info("Resuming %s from %s", run_dir_of(Path(resume_from)), resume_from)
-    elif ckpt_path:
-        model.net.load_state_dict(network_weights(model, load_checkpoint(ckpt_path), ckpt_path))
-        log.info("Starting from the weights of %s", ckpt_path)
 
 
 def best_checkpoint(run_dir: Path) -> Path:

@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
 from mnist_lightning.files import kind_of
-from mnist_lightning.run.checkpoint import AtomicCheckpointIO
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
 from mnist_lightning.run.resume import (
     EXTRAS,
     MLFLOW_LOGGER,
@@ -36,6 +37,7 @@ from mnist_lightning.run.resume import (
     exit_when_interrupted,
     is_rank_zero,
 )
+from mnist_lightning.run.trust import check_resumable, network_weights, run_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,17 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if cfg.get("resume"):
         check_writes_inside(trainer, Path(cfg.paths.output_dir))
     return trainer
+
+
+def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str | None) -> None:
+    """Check the checkpoint a run resumes from against `model` (before the Trainer is built and
+    says anything; Lightning restores it in fit), or load the weights `ckpt_path=` starts from."""
+    if resume_from:
+        check_resumable(model, load_checkpoint(resume_from), resume_from)
+        log.info("Resuming %s from %s", run_dir_of(Path(resume_from)), resume_from)
+    elif ckpt_path:
+        model.net.load_state_dict(network_weights(model, load_checkpoint(ckpt_path), ckpt_path))
+        log.info("Starting from the weights of %s", ckpt_path)
 
 
 def accelerator_available(name: object) -> bool:
