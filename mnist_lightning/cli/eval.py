@@ -4,12 +4,8 @@
     mnist-eval ckpt_path=path/to/file.ckpt    # any checkpoint, from any device
 
 Results go to the console, to `eval/` in the checkpoint's run (metrics.json and the figures as
-PNG) and, as scalars and figures, to that run's TensorBoard. The test accuracy equals the one
-`mnist-train` recorded for the same checkpoint: same images, same batches, same arithmetic.
-
-Before any work, the run is locked (one writer per run directory: never while mnist-train
-writes it) and the places it will write are checked: `eval/` (and `tensorboard/`) must be real
-directories or absent, the files in it regular files or absent, and the run writable.
+PNG) and to that run's TensorBoard. The test accuracy equals the one `mnist-train` recorded for
+the same checkpoint: same images, same batches, same arithmetic.
 """
 
 from pathlib import Path
@@ -42,11 +38,10 @@ EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
-    """The run `ckpt` (named by the argument `key`) belongs to, made ready for mnist-eval to
-    write into, before any work: its `eval/` (and `tensorboard/`) a real directory or absent,
-    the files written there regular files or absent, the run locked if it is a run directory
-    (`<run>/checkpoints/`), and the folders writable (none is made yet). The places are looked
-    at before the lock is taken, so one refused leaves the run exactly as it was."""
+    """The run `ckpt` (named by the argument `key`) belongs to, checked before any work: its
+    `eval/` (and `tensorboard/`) a directory or absent, the files there regular or absent, the
+    folders writable (none made yet), and the run locked if it is one (`<run>/checkpoints/`)
+    once its places are looked at, so a refused place leaves it as it was."""
     run = run_dir_of(ckpt)
     folders = [run / "eval", *([run / "tensorboard"] if tensorboard else [])]
     for folder in folders:
