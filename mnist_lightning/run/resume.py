@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
 from mnist_lightning.files import check_writable, lock_run, run_holder, unlock_run
+from mnist_lightning.run.sweep import STATUS_FILE
 from mnist_lightning.run.trust import (
     check_run_files,
     check_saved_config,
@@ -295,7 +296,7 @@ def find_sweep(resume: str) -> Path:
 def job_finished(job_dir: Path) -> bool:
     """Whether a sweep job already completed (its status and its results are written)."""
     try:
-        status = json.loads((job_dir / "job_status.json").read_text())
+        status = json.loads((job_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return False
     return (
