@@ -95,8 +95,10 @@ def check_place(
     nothing. Checked again just before writing."""
     try:
         kind = kind_of(os.lstat(path).st_mode)
-    except OSError:  # nothing there, or no folder to hold it (check_writable says which)
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
         return
+    except OSError as e:  # a name too long, a folder that cannot be looked into
+        raise ConfigError(f"{key}: cannot write there ({e.strerror or e}).") from None
     if kind != wanted:
         raise ConfigError(
             f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
