@@ -148,7 +148,7 @@ def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
 def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr(train_module, "find_spec", lambda name: None)
+    monkeypatch.setattr("mnist_lightning.run.resume.find_spec", lambda name: None)
     monkeypatch.setattr(sys, "argv", ["mnist-train", "-m", "hydra/launcher=slurm"])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exited:

@@ -1,17 +1,24 @@
 """The console commands, one module each (mnist-train, mnist-eval, mnist-predict, mnist-export),
-and what they share: where the configs are and the one way a command fails on bad input."""
+and what they share: where the configs are, the one way a command fails on bad input, and how
+the checkpoint commands find their test images and refuse to write over what is not theirs."""
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
-from mnist_lightning.errors import UserError
-from mnist_lightning.files import check_hydra_dirs
+from mnist_lightning.data.datamodule import load_pair, trained_on
+from mnist_lightning.data.datasets import DataSet, ensure_mnist
+from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.files import check_hydra_dirs, kind_of
+from mnist_lightning.run.config import check_source
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
@@ -55,3 +62,46 @@ def console_entry(main: Callable[[], None]) -> Callable[[], None]:
         main()
 
     return cli
+
+
+def held_out(
+    cfg: DictConfig, checkpoint: dict[str, Any], ckpt: Path
+) -> tuple[DataSet, torch.Tensor, torch.Tensor]:
+    """The data set a checkpoint learned (its data module's hyper-parameters say which) and its
+    test images and labels: what mnist-eval and mnist-export check it on."""
+    dataset = trained_on(checkpoint, ckpt)
+    check_source(cfg.data_source, "data_source", dataset)
+    images, labels = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
+    return dataset, images, labels
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): the same name is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_place(
+    path: Path,
+    key: str,
+    wanted: str = "a regular file",
+    ours: Callable[[Path], bool] | None = None,
+    what: str = "",
+) -> None:
+    """Before any work: what is at `path` (named by `key`) is `wanted` or absent, and a file
+    that is there already is one the command wrote (`ours`, `what`), so replacing it loses
+    nothing. Checked again just before writing."""
+    try:
+        kind = kind_of(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
+        return
+    except OSError as e:  # a name too long, a folder that cannot be looked into
+        raise ConfigError(f"{key}: cannot write there ({e.strerror or e}).") from None
+    if kind != wanted:
+        raise ConfigError(
+            f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
+            "move it away or choose another path."
+        )
+    if ours is not None and not ours(path):
+        raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")

@@ -4,15 +4,10 @@
     mnist-eval ckpt_path=path/to/file.ckpt    # any checkpoint, from any device
 
 Results go to the console, to `eval/` in the checkpoint's run (metrics.json and the figures as
-PNG) and, as scalars and figures, to that run's TensorBoard. The test accuracy equals the one
-`mnist-train` recorded for the same checkpoint: same images, same batches, same arithmetic.
-
-Before any work, the run is locked (one writer per run directory: never while mnist-train
-writes it) and the places it will write are checked: `eval/` (and `tensorboard/`) must be real
-directories or absent, the files in it regular files or absent, and the run writable.
+PNG) and to that run's TensorBoard. The test accuracy equals the one `mnist-train` recorded for
+the same checkpoint: same images, same batches, same arithmetic.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,101 +16,37 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
-from mnist_lightning.data.datamodule import load_pair, trained_on
-from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet, ensure_mnist
+from mnist_lightning.cli import CONFIG_DIR, check_place, console_entry, exit_on_user_error, held_out
+from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.files import (
     RunBusyError,
     atomic_open,
     atomic_write_json,
     check_writable,
-    kind_of,
     lock_run,
 )
 from mnist_lightning.model.classifier import MNISTClassifier, pick_device, predict_all
-from mnist_lightning.run.checkpoint import load_checkpoint, load_classifier
-from mnist_lightning.run.config import check_source, validate_eval
+from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier
+from mnist_lightning.run.config import validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
-from mnist_lightning.run.resume import last_checkpoint, results
-from mnist_lightning.run.trust import confine_paths, run_dir_of
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint mnist-train tested (metrics.json's best_checkpoint); else the best by
-    val/acc that its ModelCheckpoint recorded in last.ckpt (file names alone do not rank
-    them); else last.ckpt itself. Looked up by name in the run's checkpoints/, so a moved run
-    still finds them, and only as the run's own regular files: a link there is refused."""
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
-    last = last_checkpoint(run_dir)
-    tested = (results(run_dir) or {}).get("best_checkpoint")
-    found = own_checkpoint(run_dir, tested) if isinstance(tested, str) else None
-    if found:
-        return found
-    if not own_checkpoint(run_dir, last.name):
-        raise CheckpointError(
-            f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."
-        )
-    states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
-    for state in states:
-        if not isinstance(state, dict):
-            continue
-        best = state.get("best_model_path")
-        if state.get("monitor") == "val/acc" and isinstance(best, str) and best:
-            found = own_checkpoint(run_dir, best)
-            if found:
-                return found
-    return last
-
-
-def own_checkpoint(run_dir: Path, name: str) -> Path | None:
-    """`<run>/checkpoints/<file name of name>` if it is a regular file there; None if there is
-    nothing; a `CheckpointError` for anything else (a link could lead out of the run)."""
-    if Path(name).name in ("", ".", ".."):
-        return None
-    path = run_dir / "checkpoints" / Path(name).name
-    try:
-        kind = kind_of(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise CheckpointError(f"run_dir={run_dir}: {path} cannot be read ({e.strerror}).") from None
-    if kind != "a regular file":
-        raise CheckpointError(
-            f"run_dir={run_dir}: {path} is {kind}, not a regular file; a run directory holds "
-            "only its own files."
-        )
-    return path
-
+from mnist_lightning.run.trust import run_dir_of
 
 # What mnist-eval writes into <run>/eval/.
 EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
-    """The run `ckpt` (named by the argument `key`) belongs to, made ready for mnist-eval to
-    write into, before any work: its `eval/` (and `tensorboard/`) a real directory or absent,
-    the files written there regular files or absent, the run locked if it is a run directory
-    (`<run>/checkpoints/`), and the folders writable (none is made yet). Raise `UserError`
-    naming the path otherwise. The places are looked at before the lock is taken, so one
-    refused leaves the run exactly as it was."""
+    """The run `ckpt` (named by the argument `key`) belongs to, checked before any work: its
+    `eval/` (and `tensorboard/`) a directory or absent, the files there regular or absent, the
+    folders writable (none made yet), and the run locked if it is one (`<run>/checkpoints/`)
+    once its places are looked at, so a refused place leaves it as it was."""
     run = run_dir_of(ckpt)
     folders = [run / "eval", *([run / "tensorboard"] if tensorboard else [])]
-    places = dict.fromkeys(folders, "a directory")
-    places |= dict.fromkeys((run / "eval" / name for name in EVAL_FILES), "a regular file")
-    for place, wanted in places.items():
-        try:
-            kind = kind_of(os.lstat(place).st_mode)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise UserError(f"{place} cannot be written: {e.strerror or e}.") from None
-        if kind != wanted:
-            raise UserError(
-                f"{place} is {kind}, not {wanted}: mnist-eval writes its results there. "
-                "Move it away (or evaluate a copy of the run), then run mnist-eval again."
-            )
+    for folder in folders:
+        check_place(folder, str(folder), "a directory")
+    for name in EVAL_FILES:
+        check_place(run / "eval" / name, str(run / "eval" / name))
     if ckpt.parent.name == "checkpoints":
         try:
             lock_run(run, "mnist-eval")
@@ -194,10 +125,8 @@ def main(cfg: DictConfig) -> None:
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
     model, checkpoint = load_classifier(ckpt, device)
-    dataset = trained_on(checkpoint, ckpt)  # its test images are the ones to test it on
-    check_source(cfg.data_source, "data_source", dataset)
-    raw = ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name)
-    images, labels = (t.to(device) for t in load_pair(raw, "t10k"))
+    dataset, images, labels = held_out(cfg, checkpoint, ckpt)
+    images, labels = images.to(device), labels.to(device)
     results = evaluate(model, images, labels, cfg.batch_size, dataset.classes)
     logits = results.pop("logits")
     print(report(ckpt, results, dataset))

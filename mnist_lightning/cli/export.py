@@ -28,13 +28,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
-from mnist_lightning.data.datamodule import load_pair, trained_on
-from mnist_lightning.data.datasets import ensure_mnist
+from mnist_lightning.cli import (
+    CONFIG_DIR,
+    check_place,
+    console_entry,
+    exit_on_user_error,
+    held_out,
+    same_file,
+)
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.files import check_writable, kind_of, open_regular
+from mnist_lightning.files import check_writable, open_regular
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import EXPORT_SUFFIXES, check_source, validate_export
+from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
 
 log = logging.getLogger(__name__)
 
@@ -72,36 +77,19 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
     where = f"output={output}" + (
         "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
     )
-    real = os.path.realpath(output)
-    try:
-        same = real == os.path.realpath(ckpt) or os.path.samefile(output, ckpt)
-    except OSError:  # one of them does not exist
-        same = False
-    if same:
+    if same_file(output, ckpt):
         raise ConfigError(
             f"{where} is the checkpoint being exported (ckpt_path={ckpt}); mnist-export never "
             "writes over its input: choose another output=."
         )
     data = os.path.realpath(data_dir)
-    if os.path.commonpath([real, data]) == data:
+    if os.path.commonpath([os.path.realpath(output), data]) == data:
         raise ConfigError(
             f"{where} lies in the data directory {data}; mnist-export never writes among its "
             "inputs: choose another output=."
         )
-    try:
-        kind = kind_of(os.lstat(output).st_mode)
-    except OSError:  # absent, or under something that is not a folder (checked below)
-        kind = None
-    if kind not in (None, "a regular file"):
-        raise ConfigError(
-            f"{where} is {kind}, not a regular file; mnist-export writes only a file of its "
-            "own there: choose another output=."
-        )
-    if kind and not is_earlier_export(output, fmt):
-        raise ConfigError(
-            f"{where} exists and is not an earlier mnist-export {fmt} file; choose another "
-            "output= or delete it."
-        )
+    what = f"an earlier mnist-export {fmt} file"
+    check_place(output, where, ours=lambda path: is_earlier_export(path, fmt), what=what)
     check_writable(output.parent, where)
 
 
@@ -150,9 +138,7 @@ def main(cfg: DictConfig) -> None:
 
     model, checkpoint = load_classifier(ckpt, torch.device("cpu"))
     net = model.net.eval()
-    dataset = trained_on(checkpoint, ckpt)  # checked on test images of what it learned
-    check_source(cfg.data_source, "data_source", dataset)
-    images, _ = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
+    _, images, _ = held_out(cfg, checkpoint, ckpt)  # checked on test images of what it learned
     example = images[: cfg.check_images].float() / 255
     with torch.no_grad():
         expected = net(example).numpy()

@@ -1,41 +1,35 @@
-"""`mnist-predict`: classify your own pictures of handwritten digits.
+"""`mnist-predict`: classify your own pictures of handwritten digits (or, with a Fashion-MNIST
+checkpoint, of clothes: its data module's hyper-parameters say which).
 
-Each picture is prepared as MNIST's images were (data/images.py), so a digit drawn with a
-marker on white paper is read like a test image. A Fashion-MNIST checkpoint answers with its
-class names (its data module's hyper-parameters say which data set it learned), and its
-pictures are prepared as that data set's were (trimmed to the object, not to strokes).
-
-Every argument is checked before any work, and the inputs are read only if they are regular
-files: a FIFO, a device, a socket or a dangling link among them is skipped by name, never
-opened. The grid (`grid=`) is written atomically, never over an input, and over an existing
-file only if that file is a grid mnist-predict wrote (it carries `Software: mnist-predict` in
-its metadata).
+Each picture is prepared as the data set's images were (data/images.py). Inputs are read only
+if they are regular files (a FIFO or a device is skipped by name, never opened). The grid
+(`grid=`) is written atomically, never over an input, and over an existing file only if it is
+a grid mnist-predict wrote (its PNG metadata says `Software: mnist-predict`).
 """
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from mnist_lightning.cli import CONFIG_DIR, console_entry, exit_on_user_error
+from mnist_lightning.cli import (
+    CONFIG_DIR,
+    check_place,
+    console_entry,
+    exit_on_user_error,
+    same_file,
+)
 from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import ConfigError, UserError, printable
-from mnist_lightning.files import (
-    atomic_open,
-    check_writable,
-    kind_of,
-    open_regular,
-)
+from mnist_lightning.files import atomic_open, check_writable, open_regular
 from mnist_lightning.model.classifier import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_predict
@@ -52,11 +46,7 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
     skipped: list[str] = []
     for item in inputs:
         path, name = Path(item), printable(item)
-        try:
-            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
-        except OSError:
-            is_dir = False
-        if is_dir:
+        if os.path.isdir(path):  # False for whatever cannot be looked at
             try:
                 found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             except OSError as e:
@@ -81,42 +71,13 @@ def check_grid(grid: Path, inputs: list[Path]) -> None:
     an earlier grid, or that cannot be written."""
     name = f"grid={printable(grid)}"
     for item in inputs:
-        if _same_file(grid, item):
+        if same_file(grid, item):
             raise ConfigError(
                 f"{name} is also an input ({printable(item)}); mnist-predict never writes over "
                 "its inputs. Choose another path for the grid."
             )
     check_writable(grid.absolute().parent, name)
-    check_grid_target(grid)
-
-
-def check_grid_target(grid: Path) -> None:
-    """What is at `grid` now may be replaced only if it is an earlier grid of mnist-predict."""
-    try:
-        mode = os.lstat(grid).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise ConfigError(
-            f"grid={printable(grid)}: cannot write there ({e.strerror or e})."
-        ) from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(
-            f"grid={printable(grid)} is {kind_of(mode)}, not a regular file; choose another "
-            "path for the grid."
-        )
-    if not is_grid(grid):
-        raise ConfigError(
-            f"grid={printable(grid)} exists and is not a grid mnist-predict wrote; choose "
-            "another path or delete it."
-        )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): the same name is the same file
-        return os.path.realpath(a) == os.path.realpath(b)
+    check_place(grid, name, ours=is_grid, what="a grid mnist-predict wrote")
 
 
 def is_grid(path: Path) -> bool:
@@ -137,7 +98,8 @@ def write_grid(
         for r in rows
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
-    check_grid_target(grid)  # again: something may have appeared there meanwhile
+    name = f"grid={printable(grid)}"  # again: something may have appeared there meanwhile
+    check_place(grid, name, ours=is_grid, what="a grid mnist-predict wrote")
     try:
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
@@ -199,12 +161,8 @@ def main(cfg: DictConfig) -> None:
         prepared.append(image)
         rows.append(answer(path, probs, dataset))
     if cfg.json:
-        for row in rows:  # strict JSON: a number that is not finite would be written NaN
-            finite = {
-                k: None if isinstance(v, float) and not np.isfinite(v) else v
-                for k, v in row.items()
-            }
-            print(json.dumps(finite, allow_nan=False))
+        for row in rows:  # strict JSON: a row's numbers are finite (others were skipped above)
+            print(json.dumps(row, allow_nan=False))
     elif rows:
         shown = [printable(r["file"]) for r in rows]
         width = max(map(len, shown))

@@ -1,14 +1,13 @@
-"""Writing and reading checkpoints safely.
+"""Writing, finding and reading checkpoints safely.
 
-Lightning's own writer opens the destination and streams into it, so a kill or a full disk
-mid-write leaves a truncated `last.ckpt` where a good one was. `AtomicCheckpointIO` writes a
-temporary file and renames it over the old one. `load_checkpoint` reads with
-`weights_only=True` (no code runs from a checkpoint, whatever `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`
-says), only from a regular file, and turns every failure into a `CheckpointError` that names the
-file. Lightning's own reads (resume, the test of the best checkpoint, the tuners' restores) go
-through `AtomicCheckpointIO.load_checkpoint`, so they are the same reads.
+`AtomicCheckpointIO` writes a temporary file beside the checkpoint and renames it over the old
+one, so a kill or a full disk never leaves a truncated `last.ckpt`. (Lightning's own atomic
+save writes through $TMPDIR: across filesystems, such as a cluster's run directory, a plain
+copy.) Every read, ours and Lightning's (resume, the test of the best checkpoint), is
+`load_checkpoint`: weights only, from a regular file, any failure one line naming the file.
 """
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.errors import CheckpointError, one_line
-from mnist_lightning.files import atomic_open, open_regular
+from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.resume import last_checkpoint, results
 from mnist_lightning.run.trust import confine_paths, network_weights, run_dir_of
 
 
@@ -96,3 +96,50 @@ def load_classifier(
             "edited. Use another checkpoint."
         ) from None
     return model.eval().to(device), checkpoint
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint mnist-train tested (metrics.json's best_checkpoint); else the best by
+    val/acc that its ModelCheckpoint recorded in last.ckpt (file names alone do not rank
+    them); else last.ckpt itself. Looked up by name in the run's checkpoints/, so a moved run
+    still finds them, and only as the run's own regular files: a link there is refused."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
+    last = last_checkpoint(run_dir)
+    tested = (results(run_dir) or {}).get("best_checkpoint")
+    found = own_checkpoint(run_dir, tested) if isinstance(tested, str) else None
+    if found:
+        return found
+    if not own_checkpoint(run_dir, last.name):
+        raise CheckpointError(
+            f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."
+        )
+    for state in (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values():
+        if not isinstance(state, dict):
+            continue
+        best = state.get("best_model_path")
+        if state.get("monitor") == "val/acc" and isinstance(best, str) and best:
+            found = own_checkpoint(run_dir, best)
+            if found:
+                return found
+    return last
+
+
+def own_checkpoint(run_dir: Path, name: str) -> Path | None:
+    """`<run>/checkpoints/<file name of name>` if it is a regular file there; None if there is
+    nothing; a `CheckpointError` for anything else (a link could lead out of the run)."""
+    if Path(name).name in ("", ".", ".."):
+        return None
+    path = run_dir / "checkpoints" / Path(name).name
+    try:
+        kind = kind_of(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CheckpointError(f"run_dir={run_dir}: {path} cannot be read ({e.strerror}).") from None
+    if kind != "a regular file":
+        raise CheckpointError(
+            f"run_dir={run_dir}: {path} is {kind}, not a regular file; a run directory holds "
+            "only its own files."
+        )
+    return path

@@ -1,15 +1,13 @@
-"""What a run reports: the results table, its hyper-parameters and figures in TensorBoard.
-
-The figures (confusion matrix, most confident mistakes, what the first layer looks for) are
-matplotlib figures, for TensorBoard or a PNG; mnist-train and mnist-eval draw the same ones.
-"""
+"""What a run reports: its hyper-parameters to the loggers, its figures (the same for
+mnist-train's TensorBoard and mnist-eval's PNGs), metrics.json and the results table."""
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -18,7 +16,10 @@ from torchvision.utils import make_grid
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
+from mnist_lightning.files import atomic_write_json
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
+from mnist_lightning.run.resume import is_rank_zero
+from mnist_lightning.run.trainer import finish_wandb_run
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -139,22 +140,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> None:
-    """Declare the run's hyper-parameters and which scalars are its results.
-
-    TensorBoard's HPARAMS tab reads each metric's value from the scalars of the same name in
-    the run's event files, so the table fills in with the real `val/acc_best` and `test/acc`
-    as they are logged; nothing is written as a placeholder.
-    """
+    """Declare the run's hyper-parameters and which scalars are its results: TensorBoard's
+    HPARAMS tab reads their values from the curves of the same name as they are logged."""
     experiment, start, end = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
     writer = logger.experiment.file_writer
     for summary in (experiment, start, end):
         writer.add_summary(summary)
 
 
-def log_hparams(loggers: list[Logger], cfg: DictConfig) -> None:
-    """The run's flattened config to each logger: TensorBoard's HPARAMS tab, MLflow's params,
-    W&B's config. (CSVLogger keeps the model's in hparams.yaml; .hydra/config.yaml has all.)"""
-    for logger in loggers:
+def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The run's flattened config to each logger of the first process: TensorBoard's HPARAMS
+    tab, MLflow's params, W&B's config. (CSVLogger keeps the model's in hparams.yaml;
+    .hydra/config.yaml has all.) Not `log_hyperparams(metrics=...)`: that writes placeholder
+    points into the curves."""
+    for logger in trainer.loggers if is_rank_zero() else []:
         if isinstance(logger, TensorBoardLogger):
             log_hparams_to_tensorboard(logger, cfg)
         elif isinstance(logger, MLFlowLogger):
@@ -219,7 +218,17 @@ def log_figures_to_tensorboard(
     writer.flush()
 
 
-def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
+def report_run(
+    trainer: L.Trainer, datamodule: MNISTDataModule, run_dir: Path, metrics: dict[str, Any]
+) -> None:
+    """The tested model's figures to TensorBoard, metrics.json, and the results table."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            log_figures_to_tensorboard(
+                logger, trainer.lightning_module, datamodule, trainer.global_step
+            )
+    finish_wandb_run()
+    atomic_write_json(run_dir / "metrics.json", metrics)
     rows = [
         ("test/acc", f"{metrics['test/acc']:.4f}"),
         ("test/loss", f"{metrics['test/loss']:.4f}"),
@@ -229,4 +238,4 @@ def results_table(run_dir: Path, metrics: dict[str, Any]) -> str:
         ("run directory", str(run_dir)),
     ]
     width = max(len(name) for name, _ in rows)
-    return "\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""])
+    print("\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""]))

@@ -1,13 +1,9 @@
 """Run directories, and `resume=<run_dir>`: continue a run in its own directory, with its own
-config.
+config, and stop one so that it can be continued (`GracefulInterrupt`).
 
-A new run's directory is named while Hydra composes the config (the `run_dir` and `sweep_dir`
-resolvers, which conf/hydra/default.yaml uses; `register_resolvers` makes them known). The run
-to resume is found and locked before Hydra starts (`claim_run_directory`), so Hydra logs into
-the resumed run instead of a new one; Hydra's own copy of the config is not written again
-(`hydra_output_subdir`), so `.hydra/config.yaml` stays the run's original. All checks happen
-before anything is written: a failed resume leaves the directory as it was. What a resumed
-run's files, config and checkpoints may hold is checked by run/trust.py.
+The run to resume is found and locked before Hydra starts (`claim_run_directory`), so Hydra
+logs into it, not a new one, and keeps its `.hydra/config.yaml`. Every check comes before
+anything is written; what a run directory may hold is checked by run/trust.py.
 """
 
 import json
@@ -17,6 +13,9 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -31,9 +31,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
-from mnist_lightning.files import check_writable, lock_run, run_holder
-from mnist_lightning.run.distributed import is_rank_zero
-from mnist_lightning.run.trackers import trackers_as_configured
+from mnist_lightning.files import check_writable, lock_run, run_holder, unlock_run
+from mnist_lightning.run.sweep import STATUS_FILE
 from mnist_lightning.run.trust import (
     check_run_files,
     check_saved_config,
@@ -43,6 +42,12 @@ from mnist_lightning.run.trust import (
 )
 
 log = logging.getLogger(__name__)
+
+MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
+WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
+EXTRAS = {MLFLOW_LOGGER: "mlflow", WANDB_LOGGER: "wandb"}  # pyproject's extras they need
+# The project's conf/logger/: each tracker's config, as the group `logger=<extra>` names it.
+LOGGER_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "logger"
 
 RUNS_DIR = Path("outputs/runs")
 SWEEPS_DIR = Path("outputs/multiruns")
@@ -60,18 +65,19 @@ RESUMABLE_KEYS = (
 )
 
 
+def is_rank_zero() -> bool:
+    """The process that locks the run and writes its results (the only one, under DDP)."""
+    return rank_zero_only.rank == 0
+
+
 def run_id() -> str:
     """`2026-11-24_14-03-59_a1b2c3`: sortable by time, unique even within one second."""
     return time.strftime("%Y-%m-%d_%H-%M-%S_") + secrets.token_hex(3)
 
 
 def run_dir(resume: str | None) -> str:
-    """hydra.run.dir: a new directory, or the one `resume=` names.
-
-    When `srun` starts several tasks (the processes of one DDP run on a SLURM cluster), each
-    composes its config separately: the directory is then named after the SLURM job and step,
-    which all of them share (docs/sweeps.md).
-    """
+    """hydra.run.dir: a new directory, or the one `resume=` names. The tasks `srun` starts
+    for one DDP run each compose their config: they share a directory named after the job."""
     if resume:
         return str(find_run(resume))
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
@@ -81,16 +87,14 @@ def run_dir(resume: str | None) -> str:
 
 
 def sweep_dir(resume: str | None) -> str:
-    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (already checked and
-    locked by `claim_run_directory`)."""
+    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (claimed already)."""
     if not resume:
         return f"{SWEEPS_DIR}/{run_id()}"
     return str(find_sweep(resume)) if resume == "latest" else resume
 
 
 def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
-    """Where Hydra saves the composed config: nowhere when a single run is resumed (it keeps
-    its own); a re-launched sweep composes each job's config exactly as before."""
+    """Where Hydra saves the composed config: nowhere when a single run is resumed."""
     return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
 
 
@@ -107,8 +111,7 @@ def slurm_gpus(accelerator: str, devices: Any) -> int:
 
 
 def register_resolvers() -> None:
-    """Make the resolvers conf/hydra/default.yaml names known to Hydra. Cached, so every
-    reference in one run (and Hydra's copies for sweep jobs) sees one value."""
+    """The resolvers conf/hydra/ names; cached, so every reference in a run sees one value."""
     for name, resolver in [
         ("run_id", run_id),
         ("run_dir", run_dir),
@@ -122,11 +125,15 @@ def register_resolvers() -> None:
 
 
 def claim_run_directory(args: list[str]) -> list[str]:
-    """Check where this command will write and lock the run it resumes, before Hydra starts:
-    Hydra makes the run directory (with a traceback where none can be made), saves its config
-    into a directory given with hydra.run.dir (over another run's), and logs into a resumed
-    run before `train` runs. Returns the arguments with the run to resume named explicitly
-    (`resume=latest` is looked up once)."""
+    """Before Hydra makes the run directory (with a traceback where it cannot), saves its
+    config over another run's or logs into a resumed run: check where this command writes and
+    lock the run it resumes. Returns the arguments with that run named (`latest` looked up)."""
+    if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
+        "hydra_plugins.hydra_submitit_launcher"
+    ):
+        raise ConfigError(
+            "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
+        )
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
@@ -171,9 +178,8 @@ def reached_limit(trainer: DictConfig, done: dict) -> str | None:
 
 
 def further(cfg: DictConfig, done: dict) -> str:
-    """How to train a finished run further: raise the limit it reached (it says where it got),
-    or, if it stopped before its limits (trainer.max_time, early stopping), start a new run
-    from its weights: resume= cannot extend those."""
+    """How to train a finished run further: raise the limit it reached, or, if it stopped
+    before (max_time, early stopping: resume= cannot extend those), start anew from it."""
     key = reached_limit(cfg.trainer, done)
     if key:
         return f"To train it further, raise trainer.{key} above {done[LIMITS[key]]}."
@@ -185,10 +191,9 @@ def further(cfg: DictConfig, done: dict) -> str:
 
 
 def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
-    """The config to train with, and None; or, when there is nothing to train, the result:
-    `cfg` itself for a new run; with `resume=`, the run's own saved config (`resumed_config`).
-    A re-launched sweep skips its finished jobs and starts afresh those that never reached
-    their first checkpoint; a finished run that the command does not extend is not retrained."""
+    """(config to train with, None), or (config, result) when there is nothing to train: a
+    finished sweep job, or a finished run the command does not extend. With `resume=` the
+    config is the run's own, checked (`resumed_config`)."""
     if cfg.resume and cfg.ckpt_path:
         raise ConfigError(
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
@@ -213,6 +218,20 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
         )
         return cfg, done["val/acc_best"]
     return cfg, None
+
+
+@contextmanager
+def locked_run(cfg: DictConfig) -> Iterator[tuple[Path, str | None]]:
+    """(run directory, checkpoint to resume or None), the run locked by the first process
+    until the process exits (a sweep's job: until it ends)."""
+    run_dir = Path(cfg.paths.output_dir)
+    if is_rank_zero():
+        lock_run(run_dir, "mnist-train")
+    try:
+        yield run_dir, str(last_checkpoint(run_dir)) if cfg.resume else None
+    finally:
+        if is_rank_zero() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            unlock_run(run_dir)
 
 
 # Lightning's name for the checkpoint it rewrites at every epoch end (save_last), in the
@@ -249,9 +268,8 @@ def find_run(resume: str) -> Path:
 
 
 def newest_free(parent: Path, pattern: str, up: int, noun: str) -> Path:
-    """For `resume=latest`: the newest directory under `parent` holding `pattern` (its file is
-    `up` levels below it) that no other process is writing. Names start with the start time,
-    so they sort by it."""
+    """For `resume=latest`: the newest directory under `parent` holding `pattern` (`up` levels
+    below it) that no other process is writing (names sort by start time)."""
     for found in sorted((p.parents[up - 1] for p in parent.glob(pattern)), reverse=True):
         holder = run_holder(found)
         if holder is None:
@@ -278,7 +296,7 @@ def find_sweep(resume: str) -> Path:
 def job_finished(job_dir: Path) -> bool:
     """Whether a sweep job already completed (its status and its results are written)."""
     try:
-        status = json.loads((job_dir / "job_status.json").read_text())
+        status = json.loads((job_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return False
     return (
@@ -297,11 +315,8 @@ def results(run: Path) -> dict | None:
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
-    """The resumed run's saved config, with the command line's harmless overrides applied.
-
-    An override is accepted if it leaves what the run computes unchanged: one of
-    `RESUMABLE_KEYS`, or a value equal to the saved one (as in a re-launched sweep).
-    """
+    """The resumed run's saved config with the command line's overrides that leave what it
+    computes unchanged: `RESUMABLE_KEYS`, or a value equal to the saved one."""
     run = Path(cfg.paths.output_dir)
     saved = saved_config(run)
     overrides = OverridesParser.create().parse_overrides(HydraConfig.get().overrides.task)
@@ -327,9 +342,21 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     return resumed
 
 
+def trackers_as_configured(saved: DictConfig) -> None:
+    """Each MLflow or W&B logger of a resumed run's saved config replaced by conf/logger/'s
+    own: where a tracker writes is the command's choice, never the run directory's (a crafted
+    one could send the W&B API key to a server of its choosing)."""
+    for name, node in list((saved.get("logger") or {}).items()):
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        class_name = target.rpartition(".")[2] if isinstance(target, str) else None
+        kind = next((k for t, k in EXTRAS.items() if t.rpartition(".")[2] == class_name), None)
+        if kind is not None:
+            saved.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
+
+
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
-    """What the resumed run's callbacks, loggers and Trainer will write, as built (a
-    checkpoint's `filename`, a logger's `version` can lead out of a directory): all in `run`."""
+    """What the resumed run's Trainer, callbacks and loggers write, as built, is inside `run`
+    (a checkpoint's `filename`, a logger's `version` can lead out of it)."""
     places = {"trainer.default_root_dir": trainer.default_root_dir}
     for callback in trainer.callbacks:
         name = type(callback).__name__
@@ -355,8 +382,7 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
 
 
 def finished(resumed: DictConfig, run: Path) -> dict | None:
-    """The results of `run` if it already ended and the command does not extend it: resuming
-    would only test it again and rewrite them."""
+    """The results of `run` if it ended and the command does not extend it."""
     done = results(run)
     if done is None:
         return None
@@ -370,13 +396,11 @@ def finished(resumed: DictConfig, run: Path) -> dict | None:
 
 
 class GracefulInterrupt(L.Callback):
-    """Ctrl-C, SIGTERM and, in a SLURM job run by submitit, its SIGUSR2 before the time limit
-    stop training after a training step, or at the end of an epoch, never within a validation,
-    and save `last.ckpt` there in a consistent state, so resuming continues exactly where
-    training stopped. (Lightning alone stops Ctrl-C mid-step and SIGTERM mid-validation, whose
-    rest a resumed run then skips; submitit requeues mid-step.) `hand_back` gives submitit its
-    signal once the checkpoint is saved. Other exceptions (a diverged loss, a bug) leave the
-    last good `last.ckpt` alone."""
+    """Ctrl-C, SIGTERM and submitit's SIGUSR2 before a SLURM time limit stop training after a
+    step or at an epoch's end, never within a validation, and save `last.ckpt` there, so a
+    resumed run continues exactly. (Lightning alone stops Ctrl-C mid-step and SIGTERM
+    mid-validation; its `OnExceptionCheckpoint` saves on any exception, mid-step, over the last
+    good state.) `hand_back` gives submitit its signal once the checkpoint is saved."""
 
     def __init__(self, dirpath: str) -> None:
         self.last = Path(dirpath) / LAST_CHECKPOINT
@@ -446,3 +470,27 @@ class GracefulInterrupt(L.Callback):
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+
+@contextmanager
+def exit_when_interrupted(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
+    """Lightning's exits on Ctrl-C and SIGTERM (and the scheduler's signal, GracefulInterrupt)
+    become exit status 130 with how to continue; a SLURM job's time limit goes to submitit."""
+    try:
+        yield
+    except (SystemExit, SIGTERMException):
+        if not trainer.interrupted:
+            raise
+        for callback in trainer.callbacks:
+            if isinstance(callback, GracefulInterrupt):
+                callback.hand_back()  # a SLURM job's time limit: submitit requeues it
+        if is_rank_zero():
+            hydra = HydraConfig.get() if HydraConfig.initialized() else None
+            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
+            how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
+            print(
+                f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
+                f"continue from:\n  mnist-train {how}",
+                file=sys.stderr,
+            )
+        sys.exit(130)

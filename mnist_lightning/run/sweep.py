@@ -1,21 +1,17 @@
 """The summary of a Hydra multirun: one row per job, best first.
 
-`SweepSummary` is a Hydra callback. After every job it records the job's status in
-`<job>/job_status.json` and rewrites `summary.csv` and `summary.md` in the sweep directory
-from what the job directories hold, so the summary is current even while the sweep runs, after
-a crash, and with launchers that run jobs in other processes.
+`SweepSummary`, a Hydra callback, records each job's status in `<job>/job_status.json` and
+rewrites the sweep's `summary.csv` and `summary.md` from the job directories after every job:
+current while the sweep runs, after a crash, and with launchers that run jobs elsewhere.
 """
 
 import csv
-import io
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -44,24 +40,6 @@ def record_failure(reason: str, job_dir: Path | None = None, overrides: list | N
     if overrides is not None:
         status["overrides"] = overrides
     atomic_write_json(job_dir / STATUS_FILE, status)
-
-
-def divide_threads_between_jobs() -> None:
-    """With hydra/launcher=joblib, jobs run side by side: give each its share of the cores, so
-    that N jobs with all cores' worth of torch threads each do not oversubscribe them. A SLURM
-    job gets the CPUs it asked for (torch would start a thread per core of the node)."""
-    if "SLURM_CPUS_PER_TASK" in os.environ:
-        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
-        return
-    hydra = HydraConfig.get()
-    jobs = hydra.launcher.get("n_jobs") if hydra.mode == RunMode.MULTIRUN else None
-    if not jobs:
-        return  # one job at a time: torch's default (every core) is right
-    cores = os.cpu_count() or 1
-    at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
-    threads = max(1, cores // at_once)
-    torch.set_num_threads(threads)
-    log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
 
 
 class SweepSummary(Callback):
@@ -132,12 +110,10 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = job_rows(sweep_dir)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
     with atomic_open(sweep_dir / "summary.csv", "w") as f:
-        f.write(buffer.getvalue())
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
     with atomic_open(sweep_dir / "summary.md", "w") as f:
         f.write(f"# Sweep {sweep_dir.name}\n\n{markdown_table(rows)}\n")
     return rows

@@ -179,7 +179,7 @@ def serve() -> None:
     # registers its resolvers, which the other commands' processes do not have.
     for module in ("eval", "predict", "export"):
         importlib.import_module(f"mnist_lightning.cli.{module}")
-    for name in ("trainer", "resume", "distributed", "report", "sweep", "trust", "checkpoint"):
+    for name in ("trainer", "resume", "report", "sweep", "trust", "checkpoint"):
         importlib.import_module(f"mnist_lightning.run.{name}")
     base_path = [p for p in sys.path if p not in os.environ.get("PYTHONPATH", "").split(":")]
     print("ready", flush=True)
