@@ -3,6 +3,7 @@ and what they share: where the configs are, the one way a command fails on bad i
 the checkpoint commands find their test images and refuse to write over what is not theirs."""
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import check_hydra_dirs, kind_of
-from mnist_lightning.run.config import check_source
+from mnist_lightning.run.config import check_override_keys, check_source
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
@@ -42,6 +43,10 @@ def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
         try:
             return task(*args, **kwargs)
         except UserError as e:
+            record = logging.LogRecord(__name__, logging.ERROR, "", 0, f"Error: {e}", None, None)
+            for handler in logging.getLogger().handlers:  # the run's log says why it stopped
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(record)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 record_failure(str(e))
                 return None
@@ -51,13 +56,14 @@ def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def console_entry(main: Callable[[], None]) -> Callable[[], None]:
-    """The console script of a Hydra `main` that makes no run directory of its own: the
-    directories its command line asks Hydra to make are checked before Hydra makes them (with
-    a traceback where it cannot)."""
+def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], None]:
+    """The console script of a Hydra `main` that makes no run directory of its own: its keys,
+    and the directories its command line asks Hydra to make, are checked before Hydra makes
+    them (with a traceback where it cannot)."""
 
     @exit_on_user_error
     def cli() -> None:
+        check_override_keys(sys.argv[1:], CONFIG_DIR, config_name)
         check_hydra_dirs(sys.argv[1:])
         main()
 

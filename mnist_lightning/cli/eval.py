@@ -146,7 +146,7 @@ def main(cfg: DictConfig) -> None:
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
-cli = console_entry(main)
+cli = console_entry(main, "eval")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def main(cfg: DictConfig) -> None:
     )
 
 
-cli = console_entry(main)
+cli = console_entry(main, "export")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1 if rows else 2)
 
 
-cli = console_entry(main)
+cli = console_entry(main, "predict")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.run.config import validate
+from mnist_lightning.run.config import check_override_keys, validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
     claim_run_directory,
     continue_or_finish,
     is_rank_zero,
     locked_run,
+    nothing_left_if_refused,
     register_resolvers,
 )
 from mnist_lightning.run.trainer import (
@@ -50,6 +51,7 @@ def main() -> None:
     if child:  # another process of a DDP run: train what the first one composed
         fit_and_test(*child)
         return
+    check_override_keys(sys.argv[1:], CONFIG_DIR, "train")
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 
@@ -62,9 +64,10 @@ def train(cfg: DictConfig) -> float:
     cfg, result = continue_or_finish(cfg)  # a resumed run's own config, checked; or its result
     if result is not None:
         return result
-    validate(cfg)
-    with locked_run(cfg) as (run_dir, resume_from):
-        return fit_and_test(cfg, run_dir, resume_from)
+    with nothing_left_if_refused(cfg):
+        validate(cfg)
+        with locked_run(cfg) as (run_dir, resume_from):
+            return fit_and_test(cfg, run_dir, resume_from)
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:

@@ -61,6 +61,7 @@ class MNISTClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = MLP(hidden_dims, activation, dropout, batch_norm, input_dropout)
+        self.example_input_array = torch.zeros(1, 28, 28)  # the model summary's true FLOPs
         # Buffers, saved in checkpoints, so a resumed run remembers its best validation accuracy
         # (torchmetrics' MaxMetric is not saved unless made persistent, under another key than
         # earlier runs' checkpoints hold) and its half-filled logging window (loss sum, correct,

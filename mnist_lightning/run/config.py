@@ -7,12 +7,15 @@ so a typo costs a second, not a crash twenty minutes into a sweep. (Not structur
 OmegaConf checks types but not ranges, lets NaN through and reports over several lines.)
 """
 
+import difflib
 import math
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -278,3 +281,36 @@ def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
             "(or null for no grid)."
         )
     return ckpt, items, Path(grid)
+
+
+def check_override_keys(args: list[str], config_dir: str, config_name: str) -> None:
+    """A `key=value` on the command line whose key the config lacks (a typo) is refused in one
+    line naming the closest key, before Hydra makes anything. (Hydra's own message exits 1 and
+    advises `+key=`, which for a model key ends in a TypeError from the model's constructor.)"""
+    overrides = [a for a in args if "=" in a and not a.startswith(("-", "~", "hydra"))]
+    groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+    chosen = [o.split(",")[0] for o in overrides if o.split("=")[0].lstrip("+") in groups]
+    try:
+        with initialize_config_dir(config_dir, version_base="1.3"):
+            cfg = compose(config_name, overrides=chosen)
+    except HydraException as e:
+        raise ConfigError(one_line(e)) from None
+    for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
+        if key in groups or _exists(cfg, key):
+            continue
+        parent, _, name = key.rpartition(".")
+        siblings = (
+            OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+        )
+        names = list(siblings) if isinstance(siblings, DictConfig) else []
+        close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
+        hint = f"; did you mean {close[0]}?" if close else "."
+        if not close and key.startswith(("trainer.", "callbacks.")):  # any Trainer argument
+            hint += f" A Trainer argument or a callback that conf/ lacks: +{key}=..."
+        raise ConfigError(f"{key} is not a key of this config{hint}")
+
+
+def _exists(cfg: DictConfig, key: str) -> bool:
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+    return isinstance(node, DictConfig) and name in node

@@ -1,6 +1,7 @@
 """What a run reports: its hyper-parameters to the loggers, its figures (the same for
 mnist-train's TensorBoard and mnist-eval's PNGs), metrics.json and the results table."""
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from mnist_lightning.files import atomic_write_json
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
 from mnist_lightning.run.resume import is_rank_zero
 from mnist_lightning.run.trainer import finish_wandb_run
+
+log = logging.getLogger(__name__)
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -238,4 +241,16 @@ def report_run(
         ("run directory", str(run_dir)),
     ]
     width = max(len(name) for name, _ in rows)
-    print("\n".join(["", *(f"  {name:<{width}}  {value}" for name, value in rows), ""]))
+    log.info("\n".join(["Results:", *(f"  {name:<{width}}  {value}" for name, value in rows)]))
+
+
+class EpochSummary(L.Callback):
+    """A line per validation (what the progress bar shows, gone once it moves on): the story
+    of the run in train.log and in a job's log, where there is no progress bar."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        shown = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        values = ", ".join(f"{name} {float(value):.4f}" for name, value in sorted(shown.items()))
+        log.info("epoch %d, step %d: %s", trainer.current_epoch, trainer.global_step, values)

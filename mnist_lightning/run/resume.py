@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -30,7 +31,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
+from mnist_lightning.errors import CheckpointError, ConfigError, DataError, UserError, one_line
 from mnist_lightning.files import check_writable, lock_run, run_holder, unlock_run
 from mnist_lightning.run.sweep import STATUS_FILE
 from mnist_lightning.run.trust import (
@@ -218,6 +219,24 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
         )
         return cfg, done["val/acc_best"]
     return cfg, None
+
+
+@contextmanager
+def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
+    """A new run refused before it trained (a value, the data, a checkpoint) leaves nothing
+    behind: Hydra made its directory, and the folders above it, before any check could run."""
+    try:
+        yield
+    except (ConfigError, DataError, CheckpointError):
+        run = Path(cfg.paths.output_dir)
+        new = HydraConfig.get().mode == RunMode.RUN and not cfg.resume
+        if new and is_rank_zero() and not (run / "checkpoints").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            for parent in run.parents:  # outputs/runs/, outputs/: when this run made them
+                if parent == Path.cwd() or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        raise
 
 
 @contextmanager

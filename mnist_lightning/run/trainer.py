@@ -68,7 +68,11 @@ def setup_process() -> None:
         r".*isinstance\(treespec, LeafSpec\)",
     ):
         warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertisement)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_chatter)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's handlers instead
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.captureWarnings(True)  # the warnings kept are in train.log too
     # submitit's messages go to Hydra's log handlers (the terminal, a job's log, train.log),
     # not also to submitit's own, which would print each twice (submitit's own switch).
     os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
@@ -87,8 +91,19 @@ def setup_process() -> None:
         log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
 
 
-def no_advertisement(record: logging.LogRecord) -> bool:
-    return "litlogger" not in record.getMessage()
+# Lightning's lines that are not for this project's user: an advertisement, a step count it
+# estimates, the test's checkpoint (the results name it), Ctrl-C (the stop message says more).
+CHATTER = (
+    "litlogger",
+    "Loading `train_dataloader` to estimate",
+    "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint",
+    "Received SIGTERM",
+)
+
+
+def no_chatter(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in CHATTER)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
