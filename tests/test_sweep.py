@@ -110,8 +110,7 @@ def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     args = ["-m", *SMALL, "trainer.max_epochs=1", "hydra/launcher=joblib"]
     args += ["hydra.launcher.n_jobs=2", "model.dropout=0.0,0.2"]
-    # A new interpreter: joblib's workers, started from a forked command, wait minutes to stop.
-    done = run_cli("train", args, tmp_path, synthetic_mnist, fresh=True)
+    done = run_cli("train", args, tmp_path, synthetic_mnist)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     cores = os.cpu_count() or 1

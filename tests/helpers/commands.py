@@ -24,7 +24,12 @@ def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
 
 
 def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
+    """The test's environment with MNIST_DATA_DIR and `extra`; a PYTHONPATH in `extra` comes
+    before the test's own."""
+    env = os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
+    if extra and "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = extra["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
+    return env
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
