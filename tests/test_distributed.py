@@ -31,9 +31,7 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     args = [*SMALL, *DDP, "data.batch_size=25", "+callbacks.probe._target_=ddp_probe.DDPProbe"]
-    done = run_cli(
-        "train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir), fresh=True
-    )
+    done = run_cli("train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir))
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in range(2)]
