@@ -187,6 +187,7 @@ def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
         assert torch.equal(torch.jit.load(str(output))(images).argmax(1), model(images).argmax(1))
 
 
+@pytest.mark.slow  # trains an epoch
 def test_resume_continues_a_finished_run_in_its_own_directory(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -148,8 +148,8 @@ def test_a_corrupted_real_png_is_refused(tmp_path: Path) -> None:
         read_image(path)
 
 
-# Special files, arguments and the grid: in-process here, as subprocesses in
-# test_special_files.py.
+# Special files, arguments and the grid, function by function; test_special_files.py runs
+# mnist-predict on them (and on names a terminal would act on).
 
 
 def make_special(path: Path, kind: str) -> None:
@@ -183,18 +183,6 @@ def test_a_special_file_is_named_for_what_it_is_and_never_opened(kind: str, tmp_
     assert message.startswith(f"{path}: {kind}") and message.endswith(", not a regular file.")
     if kind == "a dangling symbolic link":
         assert f"(to {tmp_path / 'gone.png'})" in message
-
-
-@pytest.mark.parametrize("name", ["new\nline.png", "title\x1b]0;pwned\x07.png", "bad\udcff.png"])
-def test_a_file_name_is_shown_escaped_where_a_terminal_would_act_on_it(
-    name: str, tmp_path: Path
-) -> None:
-    (tmp_path / name).write_bytes(b"not an image")
-    with pytest.raises(ImageError) as info:
-        read_image(tmp_path / name)
-    message = str(info.value)
-    assert message.isprintable() and message.encode("utf-8")  # one line, strict UTF-8
-    assert repr(name)[1:-1] in message
 
 
 def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept(
