@@ -67,6 +67,14 @@ def final_state(run: Path) -> tuple[dict, dict]:
     return checkpoint["state_dict"], {k: metrics[k] for k in keep}
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
+    """The run left alone, which every killed and resumed one must equal (checkpoints are
+    written when they are: saving one changes nothing of the training)."""
+    cwd = tmp_path_factory.mktemp("reference")
+    return train(cwd, synthetic_mnist, [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill", "kill_step", "resumed_from", "kill_in"),
@@ -79,6 +87,7 @@ def final_state(run: Path) -> tuple[dict, dict]:
     ids=["sigkill-epoch-boundary", "ctrl-c", "sigterm-mid-validation", "sigterm-in-test"],
 )
 def test_killed_and_resumed_equals_uninterrupted(
+    reference: Path,
     tmp_path: Path,
     synthetic_mnist: Path,
     kill: str,
@@ -90,9 +99,7 @@ def test_killed_and_resumed_equals_uninterrupted(
     stopped, mid-epoch; SIGTERM during a validation lets it finish and stops at the end of
     that epoch (step 200's validation: step 200); SIGTERM during the test after training
     leaves last.ckpt as training ended. (SIGKILL after a mid-epoch checkpoint: the next test.)"""
-    periodic = ["~callbacks.periodic_checkpoint"]
-    args = [*EXACT, *periodic, *KILLABLE]
-    reference = train(tmp_path / "a", synthetic_mnist, args)
+    args = [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE]
     killed = train(tmp_path / "b", synthetic_mnist, args, kill_step, kill, kill_in=kill_in)
     assert not (killed / "metrics.json").exists()
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
@@ -108,14 +115,13 @@ def test_killed_and_resumed_equals_uninterrupted(
 
 @pytest.mark.slow
 def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
-    tmp_path: Path, synthetic_mnist: Path
+    reference: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """callbacks.periodic_checkpoint (Lightning's ModelCheckpoint with train_time_interval,
     5 minutes by default) really writes last.ckpt within an epoch: at 0.1 s, with every step
     slowed to at least 10 ms, a SIGKILL at step 130 loses at most the ~10 steps of one
     interval, and the resumed run ends where the uninterrupted one does."""
     args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
-    reference = train(tmp_path / "a", synthetic_mnist, args)
     killed = train(tmp_path / "b", synthetic_mnist, args, kill_step=130, step_seconds=0.01)
     step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 130 - 11 <= step < 130 and step % 100  # mid-epoch (epochs are 100 steps)
