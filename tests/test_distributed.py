@@ -16,6 +16,7 @@ from ddp_probe import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
@@ -57,7 +58,8 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
     assert checkpoint["global_step"] == 40
 
     # The same global batch in one process lands close to the same test accuracy.
-    single = run_cli("train", [*SMALL, "data.batch_size=50"], tmp_path / "one", synthetic_mnist)
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    single = run_console("train", [*SMALL, "data.batch_size=50"], tmp_path / "one", env, 600)
     assert single.returncode == 0, single.stderr[-3000:]
     (one,) = run_dirs(tmp_path / "one")
     alone = json.loads((one / "metrics.json").read_text())

@@ -129,6 +129,7 @@ def run_console(
     main = getattr(importlib.import_module(f"mnist_lightning.cli.{command}"), ENTRY[command])
     out, err = io.StringIO(), io.StringIO()
     argv = [f"mnist-{command}", *args]
+    cwd.mkdir(parents=True, exist_ok=True)
     with (
         process_state(cwd, argv, env or {}),
         contextlib.redirect_stdout(out),
