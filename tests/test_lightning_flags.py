@@ -184,6 +184,7 @@ def test_gradient_clip_val_clips_the_norm_of_all_gradients_together(
             torch.testing.assert_close(a, b * (0.1 / (norm + 1e-6)), rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_gradient_clip_algorithm_value_clamps_each_gradient_element(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -306,7 +307,9 @@ def test_limit_batches_limit_each_loop_and_the_one_cycle_schedule_follows(
     assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
 
 
-@pytest.mark.parametrize(("flag", "batches"), [("true", 1), ("3", 3)])
+@pytest.mark.parametrize(
+    ("flag", "batches"), [("true", 1), pytest.param("3", 3, marks=pytest.mark.slow)]
+)
 def test_fast_dev_run_runs_n_batches_of_each_loop_and_writes_nothing(
     flag: str, batches: int, tmp_path: Path, synthetic_mnist: Path
 ) -> None:

@@ -51,6 +51,7 @@ def is_mnist_like(image: torch.Tensor) -> bool:
     )
 
 
+@pytest.mark.slow  # 150 pictures
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     mode=st.sampled_from(sorted(MODES)),
@@ -93,7 +94,8 @@ def test_a_float_picture_with_pixels_that_are_not_numbers_is_refused(value: floa
         (np.int32, 255),
     ],
 )
-@pytest.mark.parametrize("side", [96, 1000])  # 1000: shrunk, whose filter overshoots the range
+# 1000: shrunk, whose filter overshoots the range
+@pytest.mark.parametrize("side", [96, pytest.param(1000, marks=pytest.mark.slow)])
 def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float, side: int) -> None:
     """A float or 16-bit picture (a scientific TIFF) is scaled by its white, not clipped."""
     seven = drawn_seven().resize((side, side))
@@ -101,7 +103,7 @@ def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float, 
     assert torch.allclose(prepare(deep), prepare(seven), atol=0.02)
 
 
-@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+@pytest.mark.parametrize("mode", ["I;16", pytest.param("I;16B", marks=pytest.mark.slow)])
 def test_a_large_or_big_endian_16_bit_picture_is_read_as_its_8_bit_copy_is(mode: str) -> None:
     """Pillow cannot shrink these by 4x or more, and shrinks big-endian ones into junk."""
     seven = drawn_seven().resize((3000, 3000))
