@@ -166,6 +166,7 @@ def test_bad_tool_arguments_get_one_clear_line_and_change_nothing(
             ("export", ["ckpt_path=a", "check_images=1e9"], "check_images=1000000000.0 must be"),
             ("eval", ["ckpt_path=1"], "ckpt_path=1 must be a file or directory path"),
             ("eval", ["ckpt_path=a", "run_dir=b"], "exactly one of"),
+            ("eval", [], "exactly one of"),
             ("eval", ["ckpt_path=a", "data_dir=null"], "data_dir is missing"),
             ("eval", ["ckpt_path=a", "batch_size=-inf"], "batch_size=-inf must be a finite number"),
             ("eval", ["ckpt_path=a", "batch_size=2.5"], "batch_size=2.5 must be an integer"),
