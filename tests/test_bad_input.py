@@ -177,8 +177,11 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
     done = outcome.done
     assert done.returncode == (1 if case in HYDRAS else 2), done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
-    if case not in HYDRAS and command != "predict":  # predict: one `skipped:` line a file
+    if command == "predict":  # one input: one `skipped:` (or `Error:`) line
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    elif case not in HYDRAS:  # after Lightning's start-up lines, if it got that far
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+        assert len(errors) == 1 and done.stderr.strip().endswith(errors[0]), done.stderr
     for word in words:
         assert word in done.stderr, done.stderr[-2000:]
     assert {p: outcome.after.get(p) for p in outcome.before} == outcome.before

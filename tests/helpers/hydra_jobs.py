@@ -136,6 +136,10 @@ def run_console(
         contextlib.redirect_stderr(err),
         limits(timeout_s, memory_gib),
     ):
+        # Lightning's own handler, as `import lightning` sets it up in a process whose root
+        # logger has none yet (under pytest its lines would reach Hydra's train.log instead).
+        lightning = logging.getLogger("lightning.pytorch")
+        lightning.handlers[:], lightning.propagate = [logging.StreamHandler(err)], False
         try:
             main()
             status = 0
