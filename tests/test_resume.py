@@ -1,9 +1,11 @@
-"""Resume: a run killed with SIGKILL and resumed ends bit for bit where the uninterrupted run
-ends, whether the last checkpoint was written at an epoch end or in the middle of an epoch."""
+"""Resume: a run killed (SIGKILL, Ctrl-C, SIGTERM: real processes) and resumed ends bit for bit
+where the uninterrupted run ends; damaged runs and checkpoints are refused in one line."""
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,10 @@ from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.resume import GracefulInterrupt, reached_limit
 from mnist_lightning.run.trust import check_resumable
 from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
+from tests.helpers.tiers import one_of_each_kind
+from tests.helpers.worlds import snapshot
 
 TESTS = Path(__file__).resolve().parent
 # 1 000 training images in batches of 10, one step per call: 100 optimizer steps per epoch.
@@ -62,6 +67,14 @@ def final_state(run: Path) -> tuple[dict, dict]:
     return checkpoint["state_dict"], {k: metrics[k] for k in keep}
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
+    """The run left alone, which every killed and resumed one must equal (checkpoints are
+    written when they are: saving one changes nothing of the training)."""
+    cwd = tmp_path_factory.mktemp("reference")
+    return train(cwd, synthetic_mnist, [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill", "kill_step", "resumed_from", "kill_in"),
@@ -74,6 +87,7 @@ def final_state(run: Path) -> tuple[dict, dict]:
     ids=["sigkill-epoch-boundary", "ctrl-c", "sigterm-mid-validation", "sigterm-in-test"],
 )
 def test_killed_and_resumed_equals_uninterrupted(
+    reference: Path,
     tmp_path: Path,
     synthetic_mnist: Path,
     kill: str,
@@ -85,9 +99,7 @@ def test_killed_and_resumed_equals_uninterrupted(
     stopped, mid-epoch; SIGTERM during a validation lets it finish and stops at the end of
     that epoch (step 200's validation: step 200); SIGTERM during the test after training
     leaves last.ckpt as training ended. (SIGKILL after a mid-epoch checkpoint: the next test.)"""
-    periodic = ["~callbacks.periodic_checkpoint"]
-    args = [*EXACT, *periodic, *KILLABLE]
-    reference = train(tmp_path / "a", synthetic_mnist, args)
+    args = [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE]
     killed = train(tmp_path / "b", synthetic_mnist, args, kill_step, kill, kill_in=kill_in)
     assert not (killed / "metrics.json").exists()
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
@@ -103,14 +115,13 @@ def test_killed_and_resumed_equals_uninterrupted(
 
 @pytest.mark.slow
 def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
-    tmp_path: Path, synthetic_mnist: Path
+    reference: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """callbacks.periodic_checkpoint (Lightning's ModelCheckpoint with train_time_interval,
     5 minutes by default) really writes last.ckpt within an epoch: at 0.1 s, with every step
     slowed to at least 10 ms, a SIGKILL at step 130 loses at most the ~10 steps of one
     interval, and the resumed run ends where the uninterrupted one does."""
     args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
-    reference = train(tmp_path / "a", synthetic_mnist, args)
     killed = train(tmp_path / "b", synthetic_mnist, args, kill_step=130, step_seconds=0.01)
     step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 130 - 11 <= step < 130 and step % 100  # mid-epoch (epochs are 100 steps)
@@ -121,38 +132,37 @@ def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-def unlocked_times(run: Path) -> dict[Path, int]:
-    """Modification times of everything in `run` but its lock file, which names its holder."""
-    return {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.name != ".lock"}
+def resume_in_process(
+    run: Path, tmp_path: Path, data: Path, *args: str
+) -> subprocess.CompletedProcess:
+    env = {"MNIST_DATA_DIR": str(data)}
+    return run_console("train", [f"resume={run}", *args], tmp_path, env, timeout_s=600)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", ["missing", "no-config", "no-checkpoint", "corrupt"])
+@pytest.mark.parametrize(
+    "damage", one_of_each_kind(["missing", "no-config", "no-checkpoint", "corrupt"])
+)
 def test_bad_resume_targets_get_one_clear_error(
     damage: str, trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    import shutil
-
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
+    last = run / "checkpoints" / "last.ckpt"
     if damage == "missing":
         run = tmp_path / "nowhere"
     elif damage == "no-config":
         shutil.rmtree(run / ".hydra")
     elif damage == "no-checkpoint":
-        (run / "checkpoints" / "last.ckpt").unlink()
+        last.unlink()
     else:
-        last = run / "checkpoints" / "last.ckpt"
         last.write_bytes(last.read_bytes()[:1000])
-    before = unlocked_times(run)
+    before = snapshot(tmp_path)
     extend = ["trainer.max_epochs=3"] if damage == "corrupt" else []  # else: finished, done
-    done = run_cli("train", [f"resume={run}", *extend], tmp_path, synthetic_mnist)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert str(run) in done.stderr
-    assert unlocked_times(run) == before
-    assert not (tmp_path / "outputs").exists() or damage == "corrupt"
+    done = resume_in_process(run, tmp_path, synthetic_mnist, *extend)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    (error,) = done.stderr.strip().splitlines()
+    assert str(run) in error
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.slow
@@ -162,7 +172,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     """Epoch 0's checkpoints are written; at the end of epoch 1 the disk is full: one clear
     message, exit 2, last.ckpt still epoch 0's, no temporary files, no metrics.json."""
     args = [*SMALL, "trainer.max_epochs=3", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
-    env = {"PYTHONPATH": str(TESTS), "DISK_FULL_AT_EPOCH": "1"}
+    env = {"PYTHONPATH": str(TESTS), "DISK_FULL_AT_EPOCH": "1"}  # a process: fsync stays broken
     done = run_cli("train", args, tmp_path, synthetic_mnist, env=env)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -276,8 +286,6 @@ def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
 ) -> None:
     """An optimizer state of the wrong shape is refused before training (it segfaulted in the
     fused AdamW); a buffer of the wrong shape is what Lightning's restore refuses, reworded."""
-    import shutil
-
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
     last = run / "checkpoints" / "last.ckpt"
@@ -287,14 +295,12 @@ def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
     else:
         checkpoint["state_dict"]["val_acc_best"] = torch.zeros(5)
     torch.save(checkpoint, last)
-    done = run_cli("train", [f"resume={run}", "trainer.max_epochs=3"], tmp_path, synthetic_mnist)
-    assert done.returncode == 2, done.stderr[-3000:]  # not negative: no segfault
-    assert "Traceback" not in done.stderr
+    done = resume_in_process(run, tmp_path, synthetic_mnist, "trainer.max_epochs=3")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"Error: {last}"), done.stderr
-    assert f"mnist-train ckpt_path={last}" in error
+    assert error.startswith(f"Error: {last}") and f"mnist-train ckpt_path={last}" in error
     if damage == "exp_avg":  # refused before Lightning starts: nothing else is printed
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.strip() == error
         assert "holds exp_avg of shape (3,), not (64, 784)" in error
     else:
         assert "cannot be restored" in error and "val_acc_best" in error

@@ -1,16 +1,10 @@
-"""Files as they really are, and mnist-predict's arguments, as a user meets them: processes of
-the commands (forked after their imports, tests/helpers/preloaded.py).
-
-FIFOs, devices, sockets and dangling links among the pictures are skipped by name (a FIFO used
-to hang mnist-predict forever), never opened; an IDX file that is not a regular file, or whose
-header promises more than the file holds, is refused by name before it is read (a link to
-/dev/zero used to be read until memory ran out); `grid=` never overwrites an input or a file
-that is not an earlier grid. Each case must exit non-zero with the expected words, show no
-traceback, and leave everything that existed as it was (regular files by size and mtime, links
-and special files by what they are). docs/reliability.md lists the same cases.
-
-Every command runs under a 60 s timeout and a 5 GiB address-space limit, so a regression that
-blocks or reads without end fails the case instead of hanging the suite or the machine.
+"""Files as they really are, and mnist-predict's arguments (docs/reliability.md's cases), through
+the console entries in the test process. FIFOs, devices, sockets and dangling links among the
+pictures are skipped by name, never opened (a FIFO hung mnist-predict); an IDX file that is not
+a regular file, or promises more than it holds, is refused before it is read (a link to
+/dev/zero was read until memory ran out); `grid=` never overwrites an input or a file that is
+not an earlier grid. Each command runs under a 60 s alarm and a 4 GiB address-space margin, so
+such a regression fails its case instead of hanging the suite or the machine.
 """
 
 import os
@@ -27,10 +21,8 @@ from PIL import Image, ImageDraw
 from mnist_lightning.cli.predict import GRID_SOFTWARE, is_grid, write_grid
 from mnist_lightning.data.datasets import raw_dir
 from tests.helpers.synthetic import SMALL
-from tests.helpers.worlds import Command, Outcome, last_ckpt, make_world, run_cases
-
-TIMEOUT_S = 60
-MEMORY_LIMIT_KIB = 5 * 2**20  # 5 GiB of address space: enough for torch, not for /dev/zero
+from tests.helpers.tiers import one_of_each_kind
+from tests.helpers.worlds import Command, last_ckpt, make_world, run_in_world
 
 
 def world_with_a_picture(directory: Path, trained_run: Path) -> Path:
@@ -134,6 +126,7 @@ class Case:
     words: tuple[str, ...]  # in stderr; {w} is the world
     status: int | None = None  # the exit status, if a particular one; else any but 0
     replaced: tuple[str, ...] = ()  # files, relative to the world, that may be replaced
+    stdout: tuple[str, ...] = ()  # what was still predicted
 
 
 SKIPPED = "skipped: {w}/pictures/"
@@ -156,6 +149,7 @@ CASES: dict[str, Case] = {
         ),
         status=1,
         replaced=("grid.png",),
+        stdout=("pictures/one.png",),
     ),
     # grid=: checked before any work
     "grid is an input": Case(
@@ -202,49 +196,25 @@ CASES: dict[str, Case] = {
 }
 
 
-TESTS = ("test_special_file_or_argument_gets_one_clear_message_and_changes_nothing",)
-
-
-@pytest.fixture(scope="module")
-def outcomes(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_run: Path
-) -> dict[str, Outcome]:
-    """Every selected case in a world of its own, two at a time (tests/helpers/worlds.py)."""
-
-    def prepare(case: str, world: Path) -> Command:
-        args = CASES[case].setup(world_with_a_picture(world, trained_run))
-        return Command(CASES[case].command, args, world, {}, TIMEOUT_S, MEMORY_LIMIT_KIB)
-
-    return run_cases(request, tmp_path_factory, TESTS, prepare)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", one_of_each_kind(CASES, lambda case: CASES[case].command))
 def test_special_file_or_argument_gets_one_clear_message_and_changes_nothing(
-    case: str, outcomes: dict[str, Outcome]
+    case: str, trained_run: Path, tmp_path: Path
 ) -> None:
-    expected, outcome = CASES[case], outcomes[case]
-    done, w = outcome.done, outcome.world
-    output = done.stderr + done.stdout
-    assert done.returncode not in (0, None), output[-3000:]
-    if expected.status is not None:
-        assert done.returncode == expected.status, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
+    expected, w = CASES[case], tmp_path
+    args = expected.setup(world_with_a_picture(w, trained_run))
+    outcome = run_in_world(Command(expected.command, args, w, timeout_s=60, memory_gib=4))
+    done = outcome.done
+    assert done.returncode == (expected.status or 2), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
     for words in expected.words:
         assert words.format(w=w) in done.stderr, done.stderr[-3000:]
+    for words in expected.stdout:
+        assert words in done.stdout, done.stdout
     replaced = {w / name for name in expected.replaced}
     unchanged = {p: v for p, v in outcome.before.items() if p not in replaced}
     assert {p: outcome.after.get(p) for p in unchanged} == unchanged
     for path in replaced:  # replaced by a new grid, a regular file marked as ours
         assert outcome.after[path] != outcome.before[path]
         assert outcome.after[path][0] == "-" and is_grid(path)
-
-
-@pytest.mark.slow
-def test_the_readable_picture_is_still_predicted(outcomes: dict[str, Outcome]) -> None:
-    outcome = outcomes.get("special files as pictures")
-    if outcome is None:
-        pytest.skip("the case was not selected")
-    assert "pictures/one.png" in outcome.done.stdout, outcome.done.stdout
-    with Image.open(outcome.world / "grid.png") as grid:
-        assert grid.info["Software"] == GRID_SOFTWARE
+        with Image.open(path) as grid:
+            assert grid.info["Software"] == GRID_SOFTWARE

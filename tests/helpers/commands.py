@@ -1,19 +1,13 @@
-"""The console commands as a user runs them: processes of `python -m
-mnist_lightning.cli.<command>`, with MNIST_DATA_DIR naming the data.
+"""The console commands as a user runs them: new `python -m mnist_lightning.cli.<command>`
+processes, with MNIST_DATA_DIR naming the data. For the few tests that need a process of its
+own (exit status and output as a shell sees them, signals, DDP, runs side by side); the rest
+run the same entry points in the test process (tests/helpers/hydra_jobs.py)."""
 
-A command is forked from a process that imported the commands once (tests/helpers/preloaded.py),
-which saves each ~6 s of imports; `fresh=True` starts a new interpreter instead, for what
-depends on how the process started (DDP starts its other processes by running the command line
-again)."""
-
-import atexit
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-from tests.helpers.preloaded import CommandServers, run_fresh
 from tests.helpers.synthetic import SMALL, merged
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,37 +18,29 @@ TRAINED_RUN = ("trainer.max_epochs=2", "model.hidden_dims=[64]")
 
 
 def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
-    """The `mnist-train` command line, as `python -m mnist_lightning.cli.train ...`."""
+    """The `mnist-train` command line; with `synthetic`, SMALL's settings come first."""
     args = merged(SMALL, overrides) if synthetic else list(overrides)
     return [sys.executable, "-m", "mnist_lightning.cli.train", *args]
 
 
 def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
+    """The test's environment with MNIST_DATA_DIR and `extra`; a PYTHONPATH in `extra` comes
+    before the test's own."""
+    env = os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
+    if extra and "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = extra["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
+    return env
 
 
-_servers: list[CommandServers] = []
-_starting = threading.Lock()
-
-
-def command_servers() -> CommandServers:
-    """The test session's two command servers, started on first use."""
-    with _starting:
-        if not _servers:
-            _servers.append(CommandServers(2))
-            atexit.register(_servers[0].close)
-    return _servers[0]
-
-
-def run(
-    command: list[str], cwd: Path, env: dict[str, str], fresh: bool
-) -> subprocess.CompletedProcess:
-    """`command` (`python -m mnist_lightning.cli.<module> args...`) in `cwd` with `env`."""
-    if fresh:
-        return run_fresh(command, cwd, env, TIMEOUT_S)
-    module = command[2].rsplit(".", 1)[1]
-    with command_servers().server() as server:
-        return server.run(module, command[3:], cwd, env, TIMEOUT_S)
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`command` in `cwd`; one still running after TIMEOUT_S gets exit status None."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
 
 
 def run_train(
@@ -63,15 +49,9 @@ def run_train(
     *overrides: str,
     synthetic: bool = True,
     env: dict[str, str] | None = None,
-    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run `mnist-train` in `cwd` (so `outputs/` lands there) on the data in `data_dir`.
-
-    With `synthetic` (the default) the SMALL settings come first and `overrides` replace them
-    key by key; without it only `overrides` are given (the project's defaults otherwise).
-    """
-    cwd.mkdir(parents=True, exist_ok=True)
-    return run(train_command(*overrides, synthetic=synthetic), cwd, cli_env(data_dir, env), fresh)
+    """`mnist-train` in `cwd` (so `outputs/` lands there) on the data in `data_dir`."""
+    return run(train_command(*overrides, synthetic=synthetic), cwd, cli_env(data_dir, env))
 
 
 def run_cli(
@@ -80,13 +60,10 @@ def run_cli(
     cwd: Path,
     data_dir: Path,
     env: dict[str, str] | None = None,
-    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, with MNIST_DATA_DIR set; the
-    arguments are passed as they are."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given."""
     command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
-    return run(command, cwd, cli_env(data_dir, env), fresh)
+    return run(command, cwd, cli_env(data_dir, env))
 
 
 def run_dirs(cwd: Path) -> list[Path]:

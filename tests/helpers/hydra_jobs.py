@@ -1,37 +1,151 @@
-"""The console commands' Hydra entry points, run in the test process.
+"""The console commands run in the test process.
 
-`run_command(train, "train", overrides)` does for `mnist-train overrides...` what `@hydra.main`
-does, by Hydra's own `Hydra.run`: compose the config with Hydra's node in it (as
-`compose(..., return_hydra_config=True)`), make the run directory, save the config in its
-.hydra/, set `HydraConfig`, and call the function with the config (the `@hydra.main` wrapper
-passes a DictConfig straight through to the function it wraps). Only Hydra's logging set-up is
-left out: it would take the root logger from pytest. The checks `mnist-train` makes before
-Hydra starts (`claim_run_directory`, `check_hydra_dirs`) are not run: a test passes a fresh
-`hydra.run.dir`.
+`run_command(train, "train", overrides)` runs a command's `@hydra.main` function as Hydra's own
+`Hydra.run` does (config composed with its hydra node, run directory made, config saved in its
+.hydra/, `HydraConfig` set), without Hydra's logging set-up and without the checks the console
+entry makes before Hydra starts: a test passes a fresh `hydra.run.dir`.
+
+`run_console("train", args, cwd)` runs the console entry itself (`mnist-train args...`, as
+pyproject.toml's scripts name it) with its argv, working directory and environment, and gives
+back what a process would: exit status, stdout, stderr. The process-wide state a command
+changes (Hydra's singletons, logging, warnings filters, run locks) is put back after it.
 """
 
-from collections.abc import Callable, Sequence
+import contextlib
+import importlib
+import io
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 from mnist_lightning import files
 
+ENTRY = {"train": "main", "eval": "cli", "predict": "cli", "export": "cli"}
 
-def run_command(main: Callable[..., Any], config_name: str, overrides: Sequence[str]) -> Any:
-    """What `main` (a command's function under `@hydra.main`) returns when Hydra runs it for
-    the command line `overrides`; its exceptions, and the SystemExit of a refused command, go
-    through. Needs Hydra initialised on conf/ (the `hydra_on_conf` fixture).
 
-    The run locks the command took are released at the end, as its process would release them
-    by ending.
-    """
+@contextlib.contextmanager
+def locks_released() -> Iterator[None]:
+    """Release the run locks taken inside, as the command's process would by ending."""
     held = set(files._held_locks)
-    hydra = GlobalHydra.instance().hydra
-    assert hydra is not None, "initialise Hydra on conf/ first (the hydra_on_conf fixture)"
     try:
-        job = hydra.run(config_name, main, list(overrides), with_log_configuration=False)
-        return job.return_value
+        yield
     finally:
         for run in set(files._held_locks) - held:
             files.unlock_run(run)
+
+
+def run_command(main: Callable[..., Any], config_name: str, overrides: Sequence[str]) -> Any:
+    """What `main` returns when Hydra runs it for `overrides`; exceptions and the SystemExit of
+    a refused command go through. Needs the `hydra_on_conf` fixture."""
+    hydra = GlobalHydra.instance().hydra
+    assert hydra is not None, "initialise Hydra on conf/ first (the hydra_on_conf fixture)"
+    with locks_released():
+        job = hydra.run(config_name, main, list(overrides), with_log_configuration=False)
+        return job.return_value
+
+
+@contextlib.contextmanager
+def process_state(cwd: Path, argv: list[str], env: dict[str, str]) -> Iterator[None]:
+    """cwd, argv, environment (PYTHONPATH also on sys.path), Hydra, logging and warnings as a
+    new process of the command would have them, put back afterwards."""
+    saved = (os.getcwd(), sys.argv[:], os.environ.copy(), sys.path[:])
+    hydra, hydra_cfg = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    logging_state = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
+    GlobalHydra.instance().clear()
+    os.chdir(cwd)
+    sys.argv[:] = argv
+    os.environ.update(env)
+    sys.path[:0] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        with warnings.catch_warnings(), locks_released():
+            yield
+    finally:
+        for lg, level, handlers, propagate, disabled in logging_state:
+            for handler in set(lg.handlers) - set(handlers):
+                handler.close()
+            lg.setLevel(level)
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+        GlobalHydra.instance().hydra, HydraConfig.instance().cfg = hydra, hydra_cfg
+        os.chdir(saved[0])
+        sys.argv[:] = saved[1]
+        os.environ.clear()
+        os.environ.update(saved[2])
+        sys.path[:] = saved[3]
+
+
+@contextlib.contextmanager
+def limits(timeout_s: int, memory_gib: float | None) -> Iterator[None]:
+    """A TimeoutError after `timeout_s`, a MemoryError past `memory_gib` more address space:
+    a regression that blocks or reads without end fails its test instead of the machine."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {timeout_s} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(timeout_s)
+    address_space = resource.getrlimit(resource.RLIMIT_AS)
+    if memory_gib:
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + int(memory_gib * 2**30), address_space[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, address_space)
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def exit_status(e: SystemExit, stderr: io.StringIO) -> int:
+    """The status the interpreter ends with for `e`."""
+    if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+    print(e.code, file=stderr)
+    return 1
+
+
+def run_console(
+    command: str,
+    args: Sequence[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: int = 120,
+    memory_gib: float | None = None,
+) -> subprocess.CompletedProcess:
+    """`mnist-<command> args...` in `cwd` with `env` added, in this process. An exception that
+    escapes the command is a traceback on stderr and exit status 1, as in a process."""
+    main = getattr(importlib.import_module(f"mnist_lightning.cli.{command}"), ENTRY[command])
+    out, err = io.StringIO(), io.StringIO()
+    argv = [f"mnist-{command}", *args]
+    cwd.mkdir(parents=True, exist_ok=True)
+    with (
+        process_state(cwd, argv, env or {}),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        limits(timeout_s, memory_gib),
+    ):
+        # Lightning's own handler, as `import lightning` sets it up in a process whose root
+        # logger has none yet (under pytest its lines would reach Hydra's train.log instead).
+        lightning = logging.getLogger("lightning.pytorch")
+        lightning.handlers[:], lightning.propagate = [logging.StreamHandler(err)], False
+        try:
+            main()
+            status = 0
+        except SystemExit as e:
+            status = exit_status(e, err)
+        except Exception:  # reported as the process would report it
+            traceback.print_exc(file=err)
+            status = 1
+    return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())

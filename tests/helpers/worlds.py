@@ -1,9 +1,10 @@
 """A user's world (data, a finished run, pictures), a snapshot of everything in it, and the
-runner that takes a test module's cases through their commands in worlds of their own.
+runner that takes a test module's cases through their commands, each in a world of its own.
 
-test_bad_input.py, test_tool_arguments.py, test_special_files.py and test_trust.py check the
-same promise: a refused command changes nothing that existed. Each case there sets up its
-world, and the runner snapshots it, runs the command, and snapshots it again.
+test_bad_input.py, test_tool_arguments.py, test_special_files.py and test_trust.py check one
+promise: a refused command changes nothing that existed. The runner snapshots each world, runs
+the command's console entry in the test process (tests/helpers/hydra_jobs.py), and snapshots it
+again; test_train.py checks the same contract on real processes.
 """
 
 import os
@@ -12,14 +13,12 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.commands import TIMEOUT_S, cli_env
-from tests.helpers.preloaded import CommandServers
+from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import write_mnist
 
 # What a path was, by lstat: its kind (`ls -l`'s first letter, then a link's target), its size
@@ -28,12 +27,9 @@ Entry = tuple[str, int, int]
 
 
 def snapshot(root: Path, directory_times: bool = False) -> dict[Path, Entry]:
-    """Every entry under `root`, by lstat: a link or a FIFO is recorded as what it is, and
-    nothing is opened or followed. A directory is recorded as one, and with `directory_times`
-    by its size and times too, which change when an entry is added to it or removed, even for
-    a moment (as the data directory's download lock is, by every command that reads the data).
-    A run's `.lock` is left out: every command that may write the run takes it, and writes
-    its own process id into it."""
+    """Every entry under `root`, by lstat (nothing opened or followed). A directory's size and
+    times change when an entry comes or goes, even for a moment: compared only with
+    `directory_times`. A run's `.lock` is left out: it names the process that last held it."""
     entries = {}
     for path in root.rglob("*"):
         if path.name == ".lock":
@@ -69,30 +65,30 @@ class Outcome:
 
 @dataclass
 class Command:
-    """`python -m mnist_lightning.cli.<module> args...` as a user runs it in `world`: there,
-    on the data in `world/data`, with `env` added to the test's environment."""
+    """`mnist-<module> args...` as a user runs it in `world`, on the data in `world/data`,
+    with `env` added to the environment."""
 
     module: str
     args: list[str]
     world: Path
     env: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = TIMEOUT_S
-    memory_limit_kib: int | None = None  # as `ulimit -v`
+    timeout_s: int = 120
+    memory_gib: float | None = None  # more address space than the tests use, at most
 
 
-# prepare(case, world): sets up an empty `world` folder for `case` and returns the command to
-# run in it.
+# prepare(case, world): sets up an empty `world` folder for `case`; returns the command.
 Prepare = Callable[[str, Path], Command]
 
 
-def selected_cases(request: pytest.FixtureRequest, tests: Iterable[str]) -> list[str]:
-    """The `case` parameters of the collected items of `tests` in the requesting module."""
-    names = set(tests)
-    return [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.originalname in names and item.module is request.module
-    ]
+def run_in_world(command: Command, directory_times: bool = False) -> Outcome:
+    """`command` in its world, snapshot before and after (with `directory_times`: see
+    `snapshot`)."""
+    before = snapshot(command.world, directory_times)
+    env = {"MNIST_DATA_DIR": str(command.world / "data"), **command.env}
+    done = run_console(
+        command.module, command.args, command.world, env, command.timeout_s, command.memory_gib
+    )
+    return Outcome(command.world, done, before, snapshot(command.world, directory_times))
 
 
 def run_cases(
@@ -102,28 +98,15 @@ def run_cases(
     prepare: Prepare,
     directory_times: bool = False,
 ) -> dict[str, Outcome]:
-    """Every case the module's `tests` were selected with, each in a world of its own, two at
-    a time (a command's process is busy on one core). The commands are forked from processes
-    that imported them once (tests/helpers/preloaded.py), which saves each ~6 s of imports.
-    The world is snapshot before and after the command (with `directory_times`: see
-    `snapshot`)."""
-    servers: CommandServers = request.getfixturevalue("command_servers")
-
-    def run(case: str) -> Outcome:
+    """Every case the module's `tests` were selected with, each in a world of its own."""
+    names = set(tests)
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.originalname in names and item.module is request.module
+    ]
+    outcomes = {}
+    for case in selected:
         world = tmp_path_factory.mktemp(re.sub(r"\W+", "-", case))
-        command = prepare(case, world)
-        before = snapshot(world, directory_times)
-        with servers.server() as server:
-            done = server.run(
-                command.module,
-                command.args,
-                command.world,
-                cli_env(command.world / "data", command.env),
-                command.timeout_s,
-                command.memory_limit_kib,
-            )
-        return Outcome(world, done, before, snapshot(world, directory_times))
-
-    selected = selected_cases(request, tests)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(selected, pool.map(run, selected), strict=True))
+        outcomes[case] = run_in_world(prepare(case, world), directory_times)
+    return outcomes
