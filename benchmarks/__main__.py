@@ -15,7 +15,6 @@ from benchmarks.common import markdown
 # subcommand -> (its module in benchmarks/, what it makes)
 SUBCOMMANDS = {
     "tutorial": ("tutorial", "tutorial loop vs plain PyTorch vs mnist-train: docs/benchmarks.json"),
-    "overhead": ("overhead", "mnist-train's epoch against a bare loop's, in one process"),
     "accuracy": ("accuracy", "presets over seeds, and candidates: docs/accuracy.json"),
     "studies": ("studies", "the four studies as sweeps: docs/studies.json and pictures"),
     "augment": ("augment_cost", "what data.augment costs per epoch (a table)"),
