@@ -352,16 +352,6 @@ def plot(scaling: dict[str, list[dict]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a few batches of each (~2 min)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        help="JSON (default: docs/benchmarks.json, or "
-        "outputs/benchmarks-quick.json with --quick); the plot goes beside it",
-    )
-
-
 def main(args: argparse.Namespace) -> None:
     s = QUICK if args.quick else FULL
     out = args.out or (
