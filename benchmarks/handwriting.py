@@ -321,19 +321,11 @@ TRAIN = {  # how each checkpoint is trained when not given
     "preset": ["experiment=handwriting", "callbacks.progress_bar.refresh_rate=0"],
 }
 # What a recipe for the preset may change, recorded from each candidate's saved config.
-SETTINGS = (
-    "trainer.max_epochs",
-    "data.augment",
-    "data.elastic_sigma",
-    "data.elastic_alpha",
-    "data.max_rotation",
-    "data.max_scale",
-    "data.max_stroke",
-    "model.hidden_dims",
-    "model.dropout",
-    "model.input_dropout",
-    "seed",
-)
+# fmt: off
+SETTINGS = ["trainer.max_epochs", "data.augment", "data.elastic_sigma", "data.elastic_alpha",
+            "data.max_rotation", "data.max_scale", "data.max_stroke", "model.hidden_dims",
+            "model.dropout", "model.input_dropout", "seed"]
+# fmt: on
 
 
 def the_set(out: Path, seed: int, per_kind_count: int) -> tuple[Path, list[dict]]:
@@ -346,19 +338,19 @@ def the_set(out: Path, seed: int, per_kind_count: int) -> tuple[Path, list[dict]
 
 
 def checkpoint(given: Path | None, name: str, out: Path) -> tuple[Path, dict]:
-    """A checkpoint to measure (`given`, or a new run's best) and its run's saved config."""
+    """A checkpoint to measure (`given`, or a new run's best) and its run's SETTINGS."""
     from omegaconf import OmegaConf
 
     if given is None:
         given = Path(mnist_train(TRAIN[name], out).metrics["best_checkpoint"])
-    config = given.resolve().parents[1] / ".hydra" / "config.yaml"
-    return given, OmegaConf.to_container(OmegaConf.load(config)) if config.is_file() else {}
-
-
-def setting(config: dict, key: str) -> object:
-    for part in key.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
+    file = given.resolve().parents[1] / ".hydra" / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(file)) if file.is_file() else {}
+    settings = dict.fromkeys(SETTINGS)
+    for key in SETTINGS:
+        settings[key] = config
+        for part in key.split("."):
+            settings[key] = settings[key].get(part) if isinstance(settings[key], dict) else None
+    return given, settings
 
 
 def pictures(folder: Path, manifest: list[dict], prepared: list, picks: list, path: Path) -> None:
@@ -387,17 +379,12 @@ def main(args: argparse.Namespace) -> None:
         sets = [(manifest, read_set(folder, manifest)[0]) for folder, manifest in sets]
         runs = []
         for given in args.candidate_ckpts:
-            ckpt, config = checkpoint(given, "", args.out)
+            ckpt, settings = checkpoint(given, "", args.out)
             manifest = [entry for m, _ in sets for entry in m]
             predicted = [d for m, prepared in sets for d in predictions(ckpt, prepared)]
             table = per_kind(manifest, predicted)
-            runs.append(
-                {
-                    "checkpoint": str(ckpt),
-                    "settings": {k: setting(config, k) for k in SETTINGS},
-                    "accuracy": {kind: r / n for kind, (r, n) in table.items()},
-                }
-            )
+            accuracy = {kind: r / n for kind, (r, n) in table.items()}
+            runs.append({"checkpoint": str(ckpt), "settings": settings, "accuracy": accuracy})
             print(runs[-1], flush=True)
         result = {"seeds": list(DEV_SEEDS), "pictures": len(manifest), "runs": runs}
         save(args.json.with_name("handwriting_candidates.json"), (), result, args.command_line)
@@ -410,12 +397,9 @@ def main(args: argparse.Namespace) -> None:
     print(*(f"skipped: {line}" for line in refused), sep="\n")
     results, models = {}, {}
     for name, given in (("default", args.default_ckpt), ("preset", args.preset_ckpt)):
-        ckpt, config = checkpoint(given, name, args.out)
+        ckpt, settings = checkpoint(given, name, args.out)
         results[name] = predictions(ckpt, prepared)
-        models[name] = {
-            "checkpoint": str(ckpt),
-            "settings": {k: setting(config, k) for k in SETTINGS},
-        }
+        models[name] = {"checkpoint": str(ckpt), "settings": settings}
     kinds = {kind: text for kind, (_, text) in KINDS.items()} | {REPO_KIND: "docs/images/digits/"}
     rows = [
         {"kind": kind, "what it is": text}
@@ -437,12 +421,6 @@ def main(args: argparse.Namespace) -> None:
     wrong = [i for i, e in enumerate(manifest) if e["digit"] != results["default"][i]]
     wrong += [i for i, e in enumerate(manifest) if e["digit"] != results["preset"][i]]
     wrong = sorted(set(wrong), key=lambda i: results["preset"][i] == manifest[i]["digit"])
-    picks = [
-        (
-            i,
-            f"{manifest[i]['kind']}: {manifest[i]['digit']}\nD {results['default'][i]} P "
-            f"{results['preset'][i]}",
-        )
-        for i in wrong[:16]
-    ]
+    said = [f"D {results['default'][i]} P {results['preset'][i]}" for i in range(len(manifest))]
+    picks = [(i, f"{manifest[i]['kind']}: {manifest[i]['digit']}\n{said[i]}") for i in wrong[:16]]
     pictures(folder, manifest, prepared, picks, images / "handwriting_hard.png")
