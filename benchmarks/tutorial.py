@@ -301,31 +301,19 @@ def sweeps(s: dict) -> dict[str, list[dict]]:
     """(e): epoch time against width (784-W-W/2-10, batch 64, on a subset, scaled to a full
     epoch) and batch size (784-128-64-10). (b) uses fused Adam here, as mnist-train does."""
     out: dict[str, list[dict]] = {"width": [], "batch": []}
-    for w in s["widths"]:
-        size = dict(hidden=(w, w // 2), epochs=s["epochs"], size=s["width_size"], tries=s["tries"])
+    points = [("width", w, dict(hidden=(w, w // 2), size=s["width_size"])) for w in s["widths"]]
+    points += [("batch", n, dict(batch=n, size=s["train_size"])) for n in s["batches"]]
+    for key, x, kw in points:
+        size = kw | dict(epochs=s["epochs"], tries=s["tries"])
         b, c = loop("plain", fused=True, **size), train(**size)
-        macs = sum(x * y for x, y in itertools.pairwise([784, w, w // 2, 10]))
-        out["width"].append(
-            {
-                "hidden": f"{w}-{w // 2}",
-                "MACs per image": macs,
-                "plain (b), fused": b["s per 55 000 images"],
-                "mnist-train (c)": c["s per 55 000 images"],
-                "(c)/(b)": round(c["s per epoch"] / b["s per epoch"], 2),
-                "plain GFLOP/s": round(6 * macs * b["images/s"] / 1e9),
-            }
-        )
-    for batch in s["batches"]:
-        size = dict(batch=batch, epochs=s["epochs"], size=s["train_size"], tries=s["tries"])
-        b, c = loop("plain", fused=True, **size), train(**size)
-        out["batch"].append(
-            {
-                "batch": batch,
-                "plain (b), fused": b["s per 55 000 images"],
-                "mnist-train (c)": c["s per 55 000 images"],
-                "(c)/(b)": round(c["s per epoch"] / b["s per epoch"], 2),
-            }
-        )
+        macs = sum(m * n for m, n in itertools.pairwise([784, x, x // 2, 10]))
+        r = {"hidden": f"{x}-{x // 2}", "MACs per image": macs} if key == "width" else {"batch": x}
+        r["plain (b), fused"] = b["s per 55 000 images"]
+        r["mnist-train (c)"] = c["s per 55 000 images"]
+        r["(c)/(b)"] = round(c["s per epoch"] / b["s per epoch"], 2)
+        if key == "width":
+            r["plain GFLOP/s"] = round(6 * macs * b["images/s"] / 1e9)
+        out[key].append(r)
     return out
 
 
