@@ -1,5 +1,5 @@
 """The benchmarks behind docs/ and README's figures: `python -m benchmarks <subcommand>`.
 
 A package so that `mnist-train` subprocesses can load its callbacks by their Hydra `_target_`
-(`benchmarks.epoch_timer.EpochTimer`, `benchmarks.paired_epochs.BareLoopAfterEachEpoch`).
+(benchmarks/callbacks.py).
 """

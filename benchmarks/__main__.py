@@ -10,23 +10,59 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import markdown
+from benchmarks.common import DOCS, ROOT, markdown
 
-# subcommand -> (its module in benchmarks/, what it makes)
+DATA = ["mnist", "fashion_mnist"]  # a list: the choices, the first the default
+# subcommand -> (module.function, what it makes, {option: default or (default, help)}); False is
+# a flag, a type an option without default, [type] one or more values.
 SUBCOMMANDS = {
-    "tutorial": ("tutorial", "tutorial loop vs plain PyTorch vs mnist-train: docs/benchmarks.json"),
-    "overhead": ("overhead", "mnist-train's epoch against a bare loop's, in one process"),
-    "accuracy": ("accuracy", "presets over seeds, and candidates: docs/accuracy.json"),
-    "studies": ("studies", "the four studies as sweeps: docs/studies.json and pictures"),
-    "augment": ("augment_cost", "what data.augment costs per epoch (a table)"),
-    "compile": ("compile_ab", "model.compile=true against eager (a table)"),
-    "ddp": ("ddp_scaling", "one process against DDP, same global batch (a table)"),
-    "slurm": ("slurm", "the same runs here and on make slurm's cluster: docs/cluster.json"),
-    "parallel": ("parallel_sweep", "a sweep one job at a time and two at a time (a table)"),
-    "images": ("readme_images", "README's pictures in docs/images/, from a finished run"),
-    "handwriting": ("handwriting", "photographed digits, default vs preset: docs/handwriting.json"),
-    "fashion_authors": ("fashion_authors", "the authors' MLP grid on Fashion-MNIST, rerun"),
-}
+    "tutorial": ("tutorial.main",
+                 "tutorial loop vs plain PyTorch vs mnist-train: docs/benchmarks.json", {
+        "--quick": (False, "a few batches of each (~2 min)"),
+        "--out": (Path, "JSON (default: docs/benchmarks.json, or outputs/benchmarks-quick.json "
+                  "with --quick); the plot goes beside it")}),
+    "accuracy": ("accuracy.main", "presets over seeds, and candidates: docs/accuracy.json", {
+        "--presets": ("best_cpu", "experiment names, or default"), "--seeds": 3, "--data": DATA,
+        "--candidates": (False, "run CANDIDATES once each")}),
+    "studies": ("studies.main", "the four studies as sweeps: docs/studies.json and pictures", {
+        "--studies": ("regularization,activation,batch_size,l1_vs_l2", "the ones to (re)run"),
+        "--data": DATA}),
+    "augment": ("tables.augment", "what data.augment costs per epoch (a table)",
+                {"--batch-size": 128, "--repeats": 3}),
+    "compile": ("tables.compile", "model.compile=true against eager (a table)",
+                {"--epochs": 6, "--repeats": 2}),
+    "ddp": ("tables.ddp", "one process against DDP, same global batch (a table)",
+            {"--epochs": 4, "--processes": 2, "--global-batch": 256}),
+    "slurm": ("slurm.main", "the same runs here and on make slurm's cluster: docs/cluster.json", {
+        "--epochs": 2, "--limited-epochs": (8, "of the time-limited job"),
+        "--out": DOCS / "cluster.json"}),
+    "parallel": ("tables.parallel", "a sweep one job at a time and two at a time (a table)",
+                 {"--epochs": 3}),
+    "images": ("readme_images.main", "README's pictures in docs/images/, from a finished run",
+               {"run": (Path, "a finished run: outputs/runs/<run>")}),
+    "handwriting": ("handwriting.main",
+                    "photographed digits, default vs preset: docs/handwriting.json", {
+        "--seed": (2026, "which set to make"), "--per-kind": (150, "pictures of each kind"),
+        "--out": (ROOT / "outputs" / "handwriting", "sets and runs go here"),
+        "--only-set": (False, "make the set, measure nothing"),
+        "--default-ckpt": (Path, "measure this instead of training"),
+        "--preset-ckpt": (Path, "measure this instead of training"),
+        "--candidate-ckpts": ([Path], "on seeds 1, 3, 4"), "--json": DOCS / "handwriting.json"}),
+    "fashion_authors": ("fashion_authors.main", "the authors' MLP grid on Fashion-MNIST, rerun",
+                        {"--max-iter": (200, "scikit-learn's default: 200")}),
+}  # fmt: skip
+
+
+def option(parser: argparse.ArgumentParser, name: str, default, help: str | None = None) -> None:
+    if default is False:
+        parser.add_argument(name, action="store_true", help=help)
+    elif isinstance(default, list):
+        kind = {"nargs": "+", "type": default[0]} if isinstance(default[0], type) else {}
+        parser.add_argument(name, **kind or {"choices": default, "default": default[0]}, help=help)
+    elif isinstance(default, type):
+        parser.add_argument(name, type=default, help=help)
+    else:
+        parser.add_argument(name, type=type(default), default=default, help=help)
 
 
 def table(path: Path, key: str) -> str:
@@ -41,14 +77,17 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     subparsers = parser.add_subparsers(metavar="SUBCOMMAND", required=True)
-    for name, (module_name, summary) in SUBCOMMANDS.items():
+    for name, (function, summary, options) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=summary, description=summary)
+        for flag, spec in options.items():
+            option(sub, flag, *spec if isinstance(spec, tuple) else (spec,))
+        module, function = function.split(".")
         # Only the chosen subcommand's module is imported: `tutorial`'s own process must not
         # import Lightning, which changes how torch checks for a GPU (tutorial.LIGHTNING_ENV).
         if argv[:1] == [name]:
-            module = importlib.import_module(f"benchmarks.{module_name}")
-            module.add_arguments(sub)
-            sub.set_defaults(main=module.main)
+            sub.set_defaults(
+                main=getattr(importlib.import_module(f"benchmarks.{module}"), function)
+            )
     sub = subparsers.add_parser("table", help="print records of a JSON file as a table")
     sub.add_argument("file", type=Path)
     sub.add_argument("key", nargs="?", default="", help="dotted path to the records")

@@ -72,13 +72,6 @@ def draw_curves(presets: dict, path: Path) -> None:
     fig.savefig(path)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--presets", default="best_cpu", help="experiment names, or default")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--data", choices=tuple(OUT), default="mnist")
-    parser.add_argument("--candidates", action="store_true", help="run CANDIDATES once each")
-
-
 def main(args: argparse.Namespace) -> None:
     data = [] if args.data == "mnist" else [f"data={args.data}"]
     out = OUT[args.data]

@@ -152,13 +152,13 @@ def mnist_train(
     tries: int = 1,
 ) -> Run:
     """`mnist-train <overrides>` as a user runs it, in `workdir` (a temporary one if None),
-    with MNIST from `data_dir()`; `timer` adds the passive benchmarks.epoch_timer callback."""
+    with MNIST from `data_dir()`; `timer` adds the passive callbacks.EpochTimer."""
     env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="bench-mnist-train-") as tmp:
         work = workdir or Path(tmp)
         records = work / "bench_epochs.json"
         timing = [
-            "+callbacks.bench_timer._target_=benchmarks.epoch_timer.EpochTimer",
+            "+callbacks.bench_timer._target_=benchmarks.callbacks.EpochTimer",
             f"+callbacks.bench_timer.out={records}",
             f"+callbacks.bench_timer.test_every_epoch={str(test_every_epoch).lower()}",
         ]

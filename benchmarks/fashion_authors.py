@@ -40,10 +40,6 @@ def fashion_arrays() -> tuple[np.ndarray, ...]:
     return scaler.transform(x).astype(np.float32), y, scaler.transform(xt).astype(np.float32), yt
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-iter", type=int, default=200, help="scikit-learn's default: 200")
-
-
 def main(args: argparse.Namespace) -> None:
     import sklearn
     from sklearn.neural_network import MLPClassifier

@@ -39,10 +39,6 @@ def draw(kind: str, points: list, path: Path) -> None:
     image.save(path)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="a finished run: outputs/runs/<run>")
-
-
 def main(args: argparse.Namespace) -> None:
     run = args.run
     IMAGES.mkdir(parents=True, exist_ok=True)

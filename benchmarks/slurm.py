@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.common import QUIET_CPU, ROOT, machine, mnist_train
+from benchmarks.common import QUIET_CPU, machine, mnist_train
 
 ON_SLURM = ["-m", "hydra/launcher=slurm_local"]
 # (name, overrides on the cluster, overrides of the same world size here)
@@ -26,12 +26,6 @@ SETUPS = [
     ),
 ]
 STAMP = r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--limited-epochs", type=int, default=8, help="of the time-limited job")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cluster.json")
 
 
 def on_slurm(overrides: list[str], work: Path) -> Path:

@@ -21,8 +21,6 @@ from matplotlib.figure import Figure
 
 from benchmarks.common import DOCS, QUIET_CPU, mnist_train, save, scalars
 
-STUDIES = ("regularization", "activation", "batch_size", "l1_vs_l2")
-
 
 def sweep(study: str, data: str, workdir: Path) -> list[dict]:
     """Run the study's sweep; summary.csv's rows in job order, each with its overrides,
@@ -144,11 +142,6 @@ def l1_vs_l2(rows: list[dict], fig: Figure) -> list[dict]:
         }
         for r in rows
     ]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--studies", default=",".join(STUDIES), help="the ones to (re)run")
-    parser.add_argument("--data", choices=("mnist", "fashion_mnist"), default="mnist")
 
 
 def main(args: argparse.Namespace) -> None:

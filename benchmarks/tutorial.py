@@ -1,12 +1,21 @@
-"""The tutorial loop (a), a plain PyTorch loop (b) and `mnist-train` (c) side by side, the
-default experiment's time to 98 % (d), and epoch time against width and batch size (e):
-docs/benchmarks.json and docs/benchmarks_scaling.png (`make bench`, about 17 minutes;
-`--quick` runs a few batches of each into outputs/, as a smoke test).
+"""The tutorial loop (a), a plain PyTorch loop (b) and `mnist-train` (c) side by side, (c)
+against (b) epoch by epoch in one process (overhead), the default experiment's time to 98 %
+(d), and epoch time against width and batch size (e): docs/benchmarks.json and
+docs/benchmarks_scaling.png (`make bench`, about 17 minutes; `--quick` runs a few batches of
+each into outputs/, as a smoke test).
 
-Every loop runs in its own subprocess, one after another. Seconds per epoch are medians over
-the epochs after the first (the warm-up). (b) and (c) at batch 64 run several times,
-interleaved, and their ratio is the median of each repeat's ratio: this VM's speed drifts by
-tens of percent from one minute to the next.
+(a) is the tutorial loop this project grew out of: torchvision's `datasets.MNIST`, a PIL image
+per sample through `ToTensor()` and `Normalize()`, a `DataLoader(batch_size=64, shuffle=True)`.
+(b) is the floor a framework is measured against: mnist-train's 55 000 training images (the
+same seeded 5 000 held out) in one normalised float tensor, batches gathered from a random
+permutation; no Dataset, DataLoader, Lightning or logging. Both train `mlp()`, each in a
+process of its own (`python -m benchmarks.tutorial SPEC OUT`), so that its peak memory is its
+own. Seconds per epoch are medians over the epochs after the first (the warm-up). (b) and (c)
+at batch 64 run several times, interleaved, and their ratio is the median of each repeat's
+ratio: this VM's speed drifts by tens of percent from one minute to the next. For the same
+reason the overhead pairs every epoch of mnist-train with an epoch of the bare loop in the
+same process (benchmarks/callbacks.py), as it is and as Lightning alone (no callbacks, no
+logger), which splits the extra time between Lightning's loop and this project.
 """
 
 import argparse
@@ -20,19 +29,30 @@ import time
 from functools import cache
 from pathlib import Path
 
-from benchmarks import overhead
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
 from benchmarks.common import (
     BATCH_SIZE,
     DOCS,
     HIDDEN,
+    LR,
+    MLP_128_64_ADAM,
     RECIPE,
     ROOT,
+    SEED,
     TRAIN_IMAGES,
+    VAL_SIZE,
     busy_cpu_seconds,
+    data_dir,
     mnist_train,
     run_child,
     save,
 )
+from mnist_lightning.model.mlp import MNIST_MEAN, MNIST_STD  # the network's own normalisation
 
 # `import lightning` sets this (lightning/fabric/__init__.py), so that torch.cuda.is_available()
 # asks NVML instead of initialising CUDA; without a GPU every such call tries to load
@@ -51,13 +71,78 @@ QUICK = FULL | dict(tutorial_batches=20, epochs=2, train_size=1280, width_size=1
                     widths=(128, 256), batches=(64, 256), tries=1, default_runs=0,
                     overhead_epochs=2, overhead_rounds=1)
 # fmt: on
+EXPERIMENTS = {"default experiment": [], "784-128-64-10, batch 64, Adam": MLP_128_64_ADAM}
+LIGHTNING_ALONE = [f"~callbacks.{c}" for c in ("best_checkpoint", "last_checkpoint")]
+LIGHTNING_ALONE += [f"~callbacks.{c}" for c in ("periodic_checkpoint", "graceful_interrupt")]
+LIGHTNING_ALONE += ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
+LIGHTNING_ALONE += ["trainer.enable_model_summary=false", "logger=none"]
+VARIANTS = {"as it is": [], "Lightning alone": LIGHTNING_ALONE}
 
 
-def plain_env(nvml_check: bool = False) -> dict[str, str]:
-    """Our environment without Lightning's variable (pytest's conftest may have set it), or
-    with it."""
-    env = {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENV}
-    return env | (LIGHTNING_ENV if nvml_check else {})
+def mlp(hidden=HIDDEN) -> nn.Sequential:
+    """784 -> hidden -> 10 with ReLU, no dropout: the tutorial network."""
+    widths = [28 * 28, *hidden]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], 10))
+
+
+def read_split(prefix: str, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b)'s data: normalised float rows (N, 784) and int64 labels straight from the IDX files;
+    only `rows` of them if given. Converted after selecting, in place: no copies."""
+    raw = data_dir() / "MNIST" / "raw"
+    images = np.fromfile(raw / f"{prefix}-images-idx3-ubyte", dtype=np.uint8, offset=16)
+    labels = np.fromfile(raw / f"{prefix}-labels-idx1-ubyte", dtype=np.uint8, offset=8)
+    x, y = torch.from_numpy(images).view(-1, 784), torch.from_numpy(labels).long()
+    if rows is not None:
+        x, y = x[rows], y[rows]
+    return x.float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD), y
+
+
+def run_loop(kind: str, hidden, batch, epochs, size, fused, batches) -> dict:
+    """(a) or (b) in this process: seconds of each epoch, images per epoch, test accuracy."""
+
+    def tutorial_batches(train: bool, batch_size: int, shuffle: bool) -> DataLoader:
+        from torchvision import datasets, transforms  # only in (a)'s process
+
+        normalise = transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))
+        transform = transforms.Compose([transforms.ToTensor(), normalise])
+        dataset = datasets.MNIST(root=data_dir(), train=train, download=False, transform=transform)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
+
+    torch.manual_seed(SEED)
+    if kind == "tutorial":
+        train = tutorial_batches(train=True, batch_size=BATCH_SIZE, shuffle=True)
+        test = tutorial_batches(train=False, batch_size=1000, shuffle=False)
+        model = mlp()
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    else:  # mnist-train's training split: its seeded permutation, the first 5 000 held out
+        order = torch.randperm(60_000, generator=torch.Generator().manual_seed(SEED))[VAL_SIZE:]
+        x, y = read_split("train", order[:size])
+        model = mlp(hidden)
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=fused or None)
+        generator = torch.Generator().manual_seed(SEED)
+        test = [read_split("t10k")]
+    seconds, samples = [], 0
+    for _ in range(epochs):
+        model.train()
+        start, samples = time.perf_counter(), 0
+        if kind == "tutorial":
+            epoch = itertools.islice(train, batches)
+        else:
+            epoch = ((x[i], y[i]) for i in torch.randperm(len(y), generator=generator).split(batch))
+        for images, labels in epoch:
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            samples += len(labels)
+        seconds.append(time.perf_counter() - start)
+    model.eval()
+    with torch.no_grad():
+        right = sum(int((model(images).argmax(1) == labels).sum()) for images, labels in test)
+    return {"epoch_seconds": seconds, "samples_per_epoch": samples, "test_acc": right / 10_000}
 
 
 def row(name: str, seconds: list[float], samples: int, rss: float, acc: float) -> dict:
@@ -76,29 +161,22 @@ def row(name: str, seconds: list[float], samples: int, rss: float, acc: float) -
     }
 
 
+def plain_env(nvml_check: bool = False) -> dict[str, str]:
+    """Our environment without Lightning's variable (pytest's conftest may have set it), or
+    with it."""
+    env = {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENV}
+    return env | (LIGHTNING_ENV if nvml_check else {})
+
+
 @cache
-def loop(
-    kind: str,
-    hidden=HIDDEN,
-    batch=BATCH_SIZE,
-    epochs=6,
-    size=None,
-    fused=False,
-    nvml_check=False,
-    tries=1,
-    batches=None,
-    repeat=0,
-) -> dict:
-    """`python -m benchmarks.loops <kind> ...` in its own process: (a) or (b)."""
+def loop(kind, hidden=HIDDEN, batch=BATCH_SIZE, epochs=6, size=None, fused=False,
+         nvml_check=False, tries=1, batches=None, repeat=0) -> dict:  # fmt: skip
+    """(a) or (b) in its own process (`repeat` only tells repeats apart for the cache)."""
+    spec = dict(kind=kind, hidden=hidden, batch=batch, epochs=epochs, size=size, fused=fused)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         out = Path(tmp) / "result.json"
-        args = ["--epochs", str(epochs), "--hidden", *map(str, hidden), "--batch-size", str(batch)]
-        args += ["--train-size", str(size)] * bool(size) + ["--max-batches", str(batches)] * bool(
-            batches
-        )
-        args += ["--fused"] * fused + ["--out", str(out)]
-        cmd = [sys.executable, "-m", "benchmarks.loops", kind, *args]
-        child = run_child(cmd, ROOT, plain_env(nvml_check), tries)
+        cmd = [sys.executable, "-m", "benchmarks.tutorial", json.dumps(spec | {"batches": batches})]
+        child = run_child([*cmd, str(out)], ROOT, plain_env(nvml_check), tries)
         r = json.loads(out.read_text())
     name = " ".join(
         ["(a) tutorial" if kind == "tutorial" else "(b) plain"]
@@ -166,6 +244,37 @@ def headline(s: dict) -> dict:
     }
 
 
+def overhead(epochs: int, rounds: int, extra: list[str], tries: int = 1) -> list[dict]:
+    """Per experiment and variant: median epochs, the median ratio of paired epochs, and the
+    median extra time per optimizer step."""
+    pairs: dict[tuple[str, str], list] = {}
+    for _ in range(rounds):
+        for (experiment, overrides), (variant, switches) in itertools.product(
+            EXPERIMENTS.items(), VARIANTS.items()
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                bare = Path(tmp) / "bare.json"
+                paired = ["+callbacks.bare._target_=benchmarks.callbacks.BareLoopAfterEachEpoch"]
+                paired += [f"+callbacks.bare.out={bare}", f"trainer.max_epochs={epochs}"]
+                run = mnist_train([*paired, *overrides, *switches, *extra], tries=tries)
+                seconds = json.loads(bare.read_text())
+            steps = run.metrics["global_step"] // run.metrics["epoch"]
+            got = list(zip(seconds["ours"], seconds["bare"], strict=True))[1:]  # after warm-up
+            pairs.setdefault((experiment, variant), []).extend((c, b, steps) for c, b in got)
+    return [
+        {
+            "experiment": experiment,
+            "mnist-train": variant,
+            "its epoch (s)": round(statistics.median(c for c, _, _ in got), 2),
+            "bare loop (s)": round(statistics.median(b for _, b, _ in got), 2),
+            "ratio": round(statistics.median(c / b for c, b, _ in got), 2),
+            "µs per step more": round(1e6 * statistics.median((c - b) / n for c, b, n in got)),
+            "pairs": len(got),
+        }
+        for (experiment, variant), got in pairs.items()
+    ]
+
+
 def default_runs(s: dict) -> list[dict]:
     """(d): the default experiment, test accuracy after every epoch (clock paused)."""
     runs = []
@@ -192,31 +301,19 @@ def sweeps(s: dict) -> dict[str, list[dict]]:
     """(e): epoch time against width (784-W-W/2-10, batch 64, on a subset, scaled to a full
     epoch) and batch size (784-128-64-10). (b) uses fused Adam here, as mnist-train does."""
     out: dict[str, list[dict]] = {"width": [], "batch": []}
-    for w in s["widths"]:
-        size = dict(hidden=(w, w // 2), epochs=s["epochs"], size=s["width_size"], tries=s["tries"])
+    points = [("width", w, dict(hidden=(w, w // 2), size=s["width_size"])) for w in s["widths"]]
+    points += [("batch", n, dict(batch=n, size=s["train_size"])) for n in s["batches"]]
+    for key, x, kw in points:
+        size = kw | dict(epochs=s["epochs"], tries=s["tries"])
         b, c = loop("plain", fused=True, **size), train(**size)
-        macs = sum(x * y for x, y in itertools.pairwise([784, w, w // 2, 10]))
-        out["width"].append(
-            {
-                "hidden": f"{w}-{w // 2}",
-                "MACs per image": macs,
-                "plain (b), fused": b["s per 55 000 images"],
-                "mnist-train (c)": c["s per 55 000 images"],
-                "(c)/(b)": round(c["s per epoch"] / b["s per epoch"], 2),
-                "plain GFLOP/s": round(6 * macs * b["images/s"] / 1e9),
-            }
-        )
-    for batch in s["batches"]:
-        size = dict(batch=batch, epochs=s["epochs"], size=s["train_size"], tries=s["tries"])
-        b, c = loop("plain", fused=True, **size), train(**size)
-        out["batch"].append(
-            {
-                "batch": batch,
-                "plain (b), fused": b["s per 55 000 images"],
-                "mnist-train (c)": c["s per 55 000 images"],
-                "(c)/(b)": round(c["s per epoch"] / b["s per epoch"], 2),
-            }
-        )
+        macs = sum(m * n for m, n in itertools.pairwise([784, x, x // 2, 10]))
+        r = {"hidden": f"{x}-{x // 2}", "MACs per image": macs} if key == "width" else {"batch": x}
+        r["plain (b), fused"] = b["s per 55 000 images"]
+        r["mnist-train (c)"] = c["s per 55 000 images"]
+        r["(c)/(b)"] = round(c["s per epoch"] / b["s per epoch"], 2)
+        if key == "width":
+            r["plain GFLOP/s"] = round(6 * macs * b["images/s"] / 1e9)
+        out[key].append(r)
     return out
 
 
@@ -243,16 +340,6 @@ def plot(scaling: dict[str, list[dict]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a few batches of each (~2 min)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        help="JSON (default: docs/benchmarks.json, or "
-        "outputs/benchmarks-quick.json with --quick); the plot goes beside it",
-    )
-
-
 def main(args: argparse.Namespace) -> None:
     s = QUICK if args.quick else FULL
     out = args.out or (
@@ -264,9 +351,7 @@ def main(args: argparse.Namespace) -> None:
     result = headline(s)
     print("(c) against (b) in one process ...", flush=True)
     subset = [f"data.train_subset={s['train_size']}"] if s["train_size"] else []
-    result["overhead"] = overhead.measure(
-        s["overhead_epochs"], s["overhead_rounds"], subset, s["tries"]
-    )
+    result["overhead"] = overhead(s["overhead_epochs"], s["overhead_rounds"], subset, s["tries"])
     print("(d) the default experiment ...", flush=True)
     result["default_runs"] = default_runs(s)
     print("(e) width and batch-size sweeps ...", flush=True)
@@ -276,3 +361,7 @@ def main(args: argparse.Namespace) -> None:
     plot(result, out.with_name(out.stem + "_scaling.png"))
     save(out, (), result, args.command_line)
     print(f"wrote {out}")
+
+
+if __name__ == "__main__":  # a loop's own process: python -m benchmarks.tutorial SPEC OUT
+    Path(sys.argv[2]).write_text(json.dumps(run_loop(**json.loads(sys.argv[1]))))
