@@ -1,9 +1,9 @@
 """Run directories and checkpoints are data, never code, and one process writes a run.
 
 Each case is a run directory someone handed over, changed as an attacker or an accident would,
-resumed by an `mnist-train` process (tests/helpers/preloaded.py): it must be refused with one
-line naming the key or file, run nothing, and change nothing that existed. docs/reliability.md
-("Security") lists them.
+resumed through mnist-train's console entry (tests/helpers/hydra_jobs.py): it must be refused
+with one line naming the key or file, run nothing, and change nothing that existed.
+docs/reliability.md ("Security") lists them.
 """
 
 import json
