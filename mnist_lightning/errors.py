@@ -33,3 +33,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or run directory is missing, corrupt or incompatible."""
+
+
+class TrainingFailedError(UserError):
+    """Training ran and went wrong (it diverged, it learned nothing); every other `UserError`
+    refuses input and leaves files as they were, a run's train.log included."""

@@ -17,9 +17,10 @@ from omegaconf import DictConfig
 
 from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
-from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
 from mnist_lightning.files import check_hydra_dirs, kind_of
 from mnist_lightning.run.config import check_override_keys, check_source
+from mnist_lightning.run.report import to_run_log
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
@@ -43,10 +44,8 @@ def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
         try:
             return task(*args, **kwargs)
         except UserError as e:
-            record = logging.LogRecord(__name__, logging.ERROR, "", 0, f"Error: {e}", None, None)
-            for handler in logging.getLogger().handlers:  # the run's log says why it stopped
-                if isinstance(handler, logging.FileHandler):
-                    handler.handle(record)
+            if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
+                to_run_log(f"Error: {e}", logging.ERROR)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 record_failure(str(e))
                 return None

@@ -13,11 +13,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lightning.errors import ConfigError, UserError
+from mnist_lightning.errors import ConfigError, TrainingFailedError
 from mnist_lightning.model.mlp import MLP
 
 
-class DivergedError(UserError):
+class DivergedError(TrainingFailedError):
     """The training loss became NaN or infinite."""
 
 

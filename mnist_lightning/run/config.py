@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -290,11 +291,16 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~", "hydra"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
     chosen = [o.split(",")[0] for o in overrides if o.split("=")[0].lstrip("+") in groups]
+    chosen += [a for a in args if a.startswith("hydra.searchpath=")]  # more places for groups
+    outer = GlobalHydra.instance().hydra  # a test's, or a caller's Hydra: put back after
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir, version_base="1.3"):
             cfg = compose(config_name, overrides=chosen)
     except HydraException as e:
         raise ConfigError(one_line(e)) from None
+    finally:
+        GlobalHydra.instance().hydra = outer
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
         if key in groups or _exists(cfg, key):
             continue
@@ -313,4 +319,4 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
 def _exists(cfg: DictConfig, key: str) -> bool:
     parent, _, name = key.rpartition(".")
     node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
-    return isinstance(node, DictConfig) and name in node
+    return isinstance(node, DictConfig) and name in list(node)  # `in node` misses `???`

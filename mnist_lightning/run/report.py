@@ -241,7 +241,17 @@ def report_run(
         ("run directory", str(run_dir)),
     ]
     width = max(len(name) for name, _ in rows)
-    log.info("\n".join(["Results:", *(f"  {name:<{width}}  {value}" for name, value in rows)]))
+    table = "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+    print(f"\n{table}\n")
+    to_run_log(f"Results:\n{table}")
+
+
+def to_run_log(text: str, level: int = logging.INFO) -> None:
+    """`text` in the run's train.log only: the terminal has shown it already."""
+    record = logging.LogRecord(__name__, level, "", 0, text, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 class EpochSummary(L.Callback):

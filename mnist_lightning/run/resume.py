@@ -31,7 +31,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.errors import CheckpointError, ConfigError, DataError, UserError, one_line
+from mnist_lightning.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingFailedError,
+    UserError,
+    one_line,
+)
 from mnist_lightning.files import check_writable, lock_run, run_holder, unlock_run
 from mnist_lightning.run.sweep import STATUS_FILE
 from mnist_lightning.run.trust import (
@@ -227,7 +233,9 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
     behind: Hydra made its directory, and the folders above it, before any check could run."""
     try:
         yield
-    except (ConfigError, DataError, CheckpointError):
+    except UserError as e:
+        if isinstance(e, TrainingFailedError):
+            raise
         run = Path(cfg.paths.output_dir)
         new = HydraConfig.get().mode == RunMode.RUN and not cfg.resume
         if new and is_rank_zero() and not (run / "checkpoints").exists():

@@ -25,7 +25,13 @@ from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.errors import CheckpointError, ConfigError, UserError, one_line
+from mnist_lightning.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingFailedError,
+    UserError,
+    one_line,
+)
 from mnist_lightning.files import kind_of
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
@@ -36,8 +42,9 @@ from mnist_lightning.run.resume import (
     check_writes_inside,
     exit_when_interrupted,
     is_rank_zero,
+    last_checkpoint,
 )
-from mnist_lightning.run.trust import check_resumable, network_weights, run_dir_of
+from mnist_lightning.run.trust import check_resumable, network_weights
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +76,6 @@ def setup_process() -> None:
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_chatter)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's handlers instead
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
-    logging.captureWarnings(True)  # the warnings kept are in train.log too
     # submitit's messages go to Hydra's log handlers (the terminal, a job's log, train.log),
     # not also to submitit's own, which would print each twice (submitit's own switch).
     os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
@@ -131,7 +134,17 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
             ) from None
         raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
     if cfg.get("resume"):
-        check_writes_inside(trainer, Path(cfg.paths.output_dir))
+        run = Path(cfg.paths.output_dir)
+        check_writes_inside(trainer, run)
+        log.info("Resuming %s from %s", run, last_checkpoint(run))
+    # Accepted: from here on Lightning's lines, printed by its own handler, also go to the
+    # run's train.log (a sweep's earlier job's log is replaced).
+    run_log = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if not logger.propagate:
+            others = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
+            logger.handlers = others + run_log
     return trainer
 
 
@@ -140,7 +153,6 @@ def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str |
     says anything; Lightning restores it in fit), or load the weights `ckpt_path=` starts from."""
     if resume_from:
         check_resumable(model, load_checkpoint(resume_from), resume_from)
-        log.info("Resuming %s from %s", run_dir_of(Path(resume_from)), resume_from)
     elif ckpt_path:
         model.net.load_state_dict(network_weights(model, load_checkpoint(ckpt_path), ckpt_path))
         log.info("Starting from the weights of %s", ckpt_path)
@@ -215,7 +227,7 @@ def checkpoint_to_test(trainer: L.Trainer, run_dir: Path) -> str:
     return best
 
 
-class LearnedNothingError(UserError):
+class LearnedNothingError(TrainingFailedError):
     """Training ended with the training accuracy at chance level."""
 
 
