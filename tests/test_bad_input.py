@@ -91,6 +91,8 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "unknown activation": ("train", train("model.activation=swish"), ["swish"]),
     "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
     "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),
+    "data directory unusable": ("train", train("paths.data_dir=/proc/nope"), ["/proc/nope"]),
+    "checkpoint missing": ("train", train("ckpt_path={w}/nope.ckpt"), ["nope.ckpt"]),
     "a callback refuses its value": (
         "train",
         train("callbacks.best_checkpoint.mode=foo"),

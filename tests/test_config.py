@@ -13,11 +13,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lightning.cli import CONFIG_DIR
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model.classifier import MNISTClassifier, pick_device
-from mnist_lightning.run.config import validate
+from mnist_lightning.run.config import check_override_keys, validate
 from mnist_lightning.run.resume import run_dir
 from tests.helpers.tiers import one_of_each_kind
 
@@ -295,3 +296,34 @@ def test_auto_is_lightnings_choice_for_training_and_evaluation(
     assert pick_device("auto") == torch.device("cuda")
     monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: True))
     assert pick_device("auto") == torch.device("mps")
+
+
+# command line -> the one line it gets (None: accepted), before Hydra makes anything
+KEYS = {
+    "model.dropuot=0.3": "model.dropuot is not a key of this config; did you mean model.dropout?",
+    "sed=1": "sed is not a key of this config; did you mean seed?",
+    "-m data.batchsize=1,2": "did you mean data.batch_size?",
+    "trainer.foo=1": "A Trainer argument or a callback that conf/ lacks: +trainer.foo=...",
+    "nope.x=1": "nope.x is not a key of this config.",
+    "model=nope": "Could not find 'model/nope'",
+    "+trainer.max_time=00:00:01:00 model=mlp_128 debug=fdr": None,
+    "experiment=tutorial_mlp_128 model.dropout=0.1 data.data_dir=/x": None,
+    "-m model.dropout=0,0.5 hparams_search=optuna hydra.sweeper.n_trials=2": None,
+}
+
+
+@pytest.mark.parametrize("line, says", KEYS.items())
+def test_a_mistyped_key_is_one_line_naming_the_closest_key(line: str, says: str | None) -> None:
+    if says is None:
+        check_override_keys(line.split(), CONFIG_DIR, "train")
+        return
+    with pytest.raises(ConfigError) as info:
+        check_override_keys(line.split(), CONFIG_DIR, "train")
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_every_command_checks_its_keys(command: str) -> None:
+    with pytest.raises(ConfigError, match="did you mean ckpt_path"):
+        check_override_keys(["ckpt_pth=x"], CONFIG_DIR, command)
+    check_override_keys(["ckpt_path=x"], CONFIG_DIR, command)

@@ -109,6 +109,8 @@ def test_a_diverged_run_stops_with_advice_and_keeps_no_broken_checkpoint(
     error = last_line(done)
     assert error.startswith(f"Error: train/loss became nan by step {step} ") and "model.lr" in error
     assert not list(tmp_path.glob("outputs/runs/*/checkpoints/*.ckpt"))
+    (log,) = tmp_path.glob("outputs/runs/*/train.log")  # the failed run's log says why
+    assert error in log.read_text()
 
 
 def test_a_run_that_learns_nothing_is_not_reported_as_a_result(
