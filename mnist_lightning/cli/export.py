@@ -97,6 +97,8 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.n
     """Write `net` as ONNX with a free batch size; return its logits for `example`."""
     import onnxruntime
 
+    for chatty in ("onnxscript", "onnx_ir"):  # their optimizer's passes, one INFO line each
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     batch = torch.export.Dim("batch")
     program = torch.onnx.export(
         net,

@@ -76,6 +76,10 @@ def setup_process() -> None:
     ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_chatter)
+    if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
+        os.environ.setdefault("NO_COLOR", "1")
+    for chatty in ("alembic", "mlflow.store.db.utils"):  # MLflow creating its tables
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     # submitit's messages go to Hydra's log handlers (the terminal, a job's log, train.log),
     # not also to submitit's own, which would print each twice (submitit's own switch).
     os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
