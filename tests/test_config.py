@@ -309,6 +309,8 @@ KEYS = {
     "+trainer.max_time=00:00:01:00 model=mlp_128 debug=fdr": None,
     "experiment=tutorial_mlp_128 model.dropout=0.1 data.data_dir=/x": None,
     "-m model.dropout=0,0.5 hparams_search=optuna hydra.sweeper.n_trials=2": None,
+    "-m model=choice(mlp_128,mlp_128_64) model.dropout=0.1": None,
+    "-m model=glob(mlp_128*)": None,
 }
 
 

@@ -290,7 +290,9 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     advises `+key=`, which for a model key ends in a TypeError from the model's constructor.)"""
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~", "hydra"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
-    chosen = [o.split(",")[0] for o in overrides if o.split("=")[0].lstrip("+") in groups]
+    chosen = [o for o in overrides if o.split("=")[0].lstrip("+") in groups]
+    if any("," in o or "(" in o for o in chosen):  # a sweep over presets: each job's keys differ
+        return
     chosen += [a for a in args if a.startswith("hydra.searchpath=")]  # more places for groups
     outer = GlobalHydra.instance().hydra  # a test's, or a caller's Hydra: put back after
     GlobalHydra.instance().clear()

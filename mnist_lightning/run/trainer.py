@@ -75,7 +75,8 @@ def setup_process() -> None:
         r".*isinstance\(treespec, LeafSpec\)",
     ):
         warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_chatter)
+    for name in ("utilities.rank_zero", "trainer.connectors.signal_connector"):
+        logging.getLogger(f"lightning.pytorch.{name}").addFilter(no_chatter)
     if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
         os.environ.setdefault("NO_COLOR", "1")
     for chatty in ("alembic", "mlflow.store.db.utils"):  # MLflow creating its tables
