@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import math
 import os
 import stat
@@ -193,3 +194,11 @@ def run_holder(run: Path) -> str | None:
         return os.read(fd, 200).decode(errors="replace").strip() or "another process"
     finally:
         os.close(fd)  # also releases the shared lock just taken
+
+
+def to_run_log(text: str, level: int = logging.INFO) -> None:
+    """`text` in the run's train.log only: the terminal has shown it already."""
+    record = logging.LogRecord(__name__, level, "", 0, text, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -104,9 +104,12 @@ def test_killed_and_resumed_equals_uninterrupted(
     assert not (killed / "metrics.json").exists()
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == resumed_from
+    stopped = f"Training stopped; {killed / 'checkpoints' / 'last.ckpt'} holds the state"
+    assert (stopped in (killed / "train.log").read_text()) == (kill != "KILL")  # its story
 
     assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}", *KILLABLE]) == killed
     assert run_dirs(tmp_path / "b") == [killed]  # same directory, no new run
+    assert f"Resuming {killed} from" in (killed / "train.log").read_text()
 
     (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
     assert metrics_a == metrics_b

@@ -18,9 +18,8 @@ from omegaconf import DictConfig
 from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
-from mnist_lightning.files import check_hydra_dirs, kind_of
+from mnist_lightning.files import check_hydra_dirs, kind_of, to_run_log
 from mnist_lightning.run.config import check_override_keys, check_source
-from mnist_lightning.run.report import to_run_log
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).

@@ -17,7 +17,7 @@ from torchvision.utils import make_grid
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
-from mnist_lightning.files import atomic_write_json
+from mnist_lightning.files import atomic_write_json, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
 from mnist_lightning.run.resume import is_rank_zero
 from mnist_lightning.run.trainer import finish_wandb_run
@@ -244,14 +244,6 @@ def report_run(
     table = "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
     print(f"\n{table}\n")
     to_run_log(f"Results:\n{table}")
-
-
-def to_run_log(text: str, level: int = logging.INFO) -> None:
-    """`text` in the run's train.log only: the terminal has shown it already."""
-    record = logging.LogRecord(__name__, level, "", 0, text, (), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
 
 
 class EpochSummary(L.Callback):

@@ -38,7 +38,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import check_writable, lock_run, run_holder, unlock_run
+from mnist_lightning.files import check_writable, lock_run, run_holder, to_run_log, unlock_run
 from mnist_lightning.run.sweep import STATUS_FILE
 from mnist_lightning.run.trust import (
     check_run_files,
@@ -515,9 +515,7 @@ def exit_when_interrupted(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
             hydra = HydraConfig.get() if HydraConfig.initialized() else None
             sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
-            print(
-                f"\nTraining stopped; {last_checkpoint(run_dir)} holds the state to "
-                f"continue from:\n  mnist-train {how}",
-                file=sys.stderr,
-            )
+            stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
+            print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
+            to_run_log(f"{stopped}: mnist-train {how}")
         sys.exit(130)
