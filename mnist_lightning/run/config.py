@@ -304,21 +304,15 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     finally:
         GlobalHydra.instance().hydra = outer
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
-        if key in groups or _exists(cfg, key):
-            continue
         parent, _, name = key.rpartition(".")
         siblings = (
             OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
         )
-        names = list(siblings) if isinstance(siblings, DictConfig) else []
+        names = list(siblings) if isinstance(siblings, DictConfig) else []  # with `???` keys
+        if key in groups or name in names:
+            continue
         close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
         hint = f"; did you mean {close[0]}?" if close else "."
         if not close and key.startswith(("trainer.", "callbacks.")):  # any Trainer argument
             hint += f" A Trainer argument or a callback that conf/ lacks: +{key}=..."
         raise ConfigError(f"{key} is not a key of this config{hint}")
-
-
-def _exists(cfg: DictConfig, key: str) -> bool:
-    parent, _, name = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
-    return isinstance(node, DictConfig) and name in list(node)  # `in node` misses `???`
