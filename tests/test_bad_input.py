@@ -88,6 +88,12 @@ CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     "unknown key": ("train", train("model.dropuot=0.3"), ["did you mean model.dropout?"]),
     "wrong type": ("train", train("data.batch_size=abc"), ["data.batch_size", "abc"]),
     "dropout out of range": ("train", train("model.dropout=1.5"), ["model.dropout=1.5"]),
+    "a sweep's second job": ("train", train("-m", "model.dropout=0,1.5"), ["model.dropout=1.5"]),
+    "a key misspelt in a sweep over presets": (
+        "train",
+        train("-m", "model=mlp_128,mlp_64_64_64", "model.dropuot=0.1"),
+        ["did you mean model.dropout?"],
+    ),
     "unknown activation": ("train", train("model.activation=swish"), ["swish"]),
     "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
     "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),

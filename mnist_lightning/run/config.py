@@ -10,12 +10,15 @@ OmegaConf checks types but not ranges, lets NaN through and reports over several
 import difflib
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -294,15 +297,8 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     if any("," in o or "(" in o for o in chosen):  # a sweep over presets: each job's keys differ
         return
     chosen += [a for a in args if a.startswith("hydra.searchpath=")]  # more places for groups
-    outer = GlobalHydra.instance().hydra  # a test's, or a caller's Hydra: put back after
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir, version_base="1.3"):
-            cfg = compose(config_name, overrides=chosen)
-    except HydraException as e:
-        raise ConfigError(one_line(e)) from None
-    finally:
-        GlobalHydra.instance().hydra = outer
+    with _hydra(config_dir):
+        cfg = _compose(config_name, chosen)
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
         parent, _, name = key.rpartition(".")
         siblings = (
@@ -316,3 +312,47 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
         if not close and key.startswith(("trainer.", "callbacks.")):  # any Trainer argument
             hint += f" A Trainer argument or a callback that conf/ lacks: +{key}=..."
         raise ConfigError(f"{key} is not a key of this config{hint}")
+
+
+def check_sweep_jobs(args: list[str], config_dir: str, config_name: str) -> None:
+    """Every job of a grid sweep (`-m`, Hydra's basic sweeper) is checked before the sweep
+    directory is made: `-m model.dropout=0,1.5` is refused whole, not after job 0 trained.
+    (Optuna picks values as the search goes: the command line's fixed ones are checked here,
+    each trial's when it starts.)"""
+    if not {"-m", "--multirun"} & set(args) or any(a.startswith("resume=") for a in args):
+        return
+    overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a])
+    constant = [o for o in overrides if not o.is_sweep_override()]
+    presets = any("." not in o.key_or_group for o in overrides if o.is_sweep_override())
+    # The sweeper and its params: set by group choices and hydra's keys, not by other values.
+    chooses = [o.input_line for o in constant if "." not in o.key_or_group or o.is_hydra_override()]
+    with _hydra(config_dir):
+        sweeper = _compose(config_name, chooses, hydra=True).hydra.sweeper
+        if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+            validate(_compose(config_name, [o.input_line for o in constant]))
+            return
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+        grid = OverridesParser.create().parse_overrides(params + [o.input_line for o in overrides])
+        for job in BasicSweeper.split_arguments(grid, None)[0]:
+            if presets:  # each job's keys differ: the command line's were not checked
+                check_override_keys(job, config_dir, config_name)
+            validate(_compose(config_name, job))
+
+
+@contextmanager
+def _hydra(config_dir: str) -> Iterator[None]:
+    """Hydra's compose API on `config_dir`, put back as it was after (a test's, a caller's)."""
+    outer = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir, version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().hydra = outer
+
+
+def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
+    try:
+        return compose(config_name, overrides=overrides, return_hydra_config=hydra)
+    except HydraException as e:
+        raise ConfigError(one_line(e)) from None
