@@ -86,6 +86,12 @@ def train(*overrides: str) -> Callable[[Path], list[str]]:
 CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
     # config
     "unknown key": ("train", train("model.dropuot=0.3"), ["did you mean model.dropout?"]),
+    "a key added that the model lacks": (
+        "train",
+        train("+model.dropuot=0.3"),
+        ["model cannot be built", "dropuot"],
+    ),
+    "hydra key misspelt": ("train", train("hydra.run.dri=x"), ["did you mean hydra.run.dir?"]),
     "wrong type": ("train", train("data.batch_size=abc"), ["data.batch_size", "abc"]),
     "dropout out of range": ("train", train("model.dropout=1.5"), ["model.dropout=1.5"]),
     "a sweep's second job": ("train", train("-m", "model.dropout=0,1.5"), ["model.dropout=1.5"]),

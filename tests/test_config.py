@@ -149,7 +149,7 @@ def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
 def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setattr("mnist_lightning.run.resume.find_spec", lambda name: None)
+    monkeypatch.setattr("mnist_lightning.run.config.find_spec", lambda name: None)
     monkeypatch.setattr(sys, "argv", ["mnist-train", "-m", "hydra/launcher=slurm"])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exited:
@@ -305,12 +305,15 @@ KEYS = {
     "-m data.batchsize=1,2": "did you mean data.batch_size?",
     "trainer.foo=1": "A Trainer argument or a callback that conf/ lacks: +trainer.foo=...",
     "nope.x=1": "nope.x is not a key of this config.",
+    "hydra.run.dri=x": "did you mean hydra.run.dir?",
+    "hydra/launcher=slurm hydra.launcher.partiton=x": "did you mean hydra.launcher.partition?",
     "model=nope": "Could not find 'model/nope'",
     "+trainer.max_time=00:00:01:00 model=mlp_128 debug=fdr": None,
     "experiment=tutorial_mlp_128 model.dropout=0.1 data.data_dir=/x": None,
     "-m model.dropout=0,0.5 hparams_search=optuna hydra.sweeper.n_trials=2": None,
     "-m model=choice(mlp_128,mlp_128_64) model.dropout=0.1": None,
     "-m model=glob(mlp_128*)": None,
+    "hydra/launcher=slurm hydra.launcher.partition=x hydra.job.chdir=false": None,
 }
 
 

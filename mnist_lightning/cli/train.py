@@ -12,7 +12,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
@@ -27,6 +26,7 @@ from mnist_lightning.run.resume import (
     register_resolvers,
 )
 from mnist_lightning.run.trainer import (
+    build,
     build_trainer,
     checkpoint_to_test,
     ddp_child_run,
@@ -74,10 +74,10 @@ def train(cfg: DictConfig) -> float:
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:
     """Train, test the best checkpoint, and (in the first process) write the results."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = build("data", cfg.data)
     datamodule.check_sizes()  # before the Trainer's loggers write anything
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
-    model = instantiate(cfg.model, _convert_="all")
+    model = build("model", cfg.model, _convert_="all")
     start_from(model, cfg.ckpt_path, resume_from)
     trainer = build_trainer(cfg)
     log_hparams(trainer, cfg)

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -291,21 +292,30 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     """A `key=value` on the command line whose key the config lacks (a typo) is refused in one
     line naming the closest key, before Hydra makes anything. (Hydra's own message exits 1 and
     advises `+key=`, which for a model key ends in a TypeError from the model's constructor.)"""
-    overrides = [a for a in args if "=" in a and not a.startswith(("-", "~", "hydra"))]
+    if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
+        "hydra_plugins.hydra_submitit_launcher"
+    ):
+        raise ConfigError(
+            "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
+        )
+    overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
-    chosen = [o for o in overrides if o.split("=")[0].lstrip("+") in groups]
+    # Group choices (`model=`, `hydra/launcher=`) and where groups are: they decide the keys.
+    chosen = [
+        o for o in overrides if o.split("=")[0].lstrip("+") in groups or "/" in o.split("=")[0]
+    ]
     if any("," in o or "(" in o for o in chosen):  # a sweep over presets: each job's keys differ
         return
-    chosen += [a for a in args if a.startswith("hydra.searchpath=")]  # more places for groups
+    chosen += [a for a in args if a.startswith("hydra.searchpath=")]
     with _hydra(config_dir):
-        cfg = _compose(config_name, chosen)
+        cfg = _compose(config_name, chosen, hydra=True)
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
         parent, _, name = key.rpartition(".")
         siblings = (
             OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
         )
         names = list(siblings) if isinstance(siblings, DictConfig) else []  # with `???` keys
-        if key in groups or name in names:
+        if key in groups or "/" in key or name in names:
             continue
         close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
         hint = f"; did you mean {close[0]}?" if close else "."

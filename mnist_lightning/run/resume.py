@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +134,6 @@ def claim_run_directory(args: list[str]) -> list[str]:
     """Before Hydra makes the run directory (with a traceback where it cannot), saves its
     config over another run's or logs into a resumed run: check where this command writes and
     lock the run it resumes. Returns the arguments with that run named (`latest` looked up)."""
-    if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
-        "hydra_plugins.hydra_submitit_launcher"
-    ):
-        raise ConfigError(
-            "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
-        )
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]

@@ -172,7 +172,8 @@ def accelerator_available(name: object) -> bool:
 
 
 def build(key: str, node: DictConfig, **extra: Any) -> Any:
-    """A callback or logger from its config, or one line naming its key."""
+    """The data, model, a callback or a logger from its config, or one line naming its key
+    (`+model.x=1`: the model takes no argument `x`)."""
     try:
         return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
