@@ -25,6 +25,7 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
 from tests.helpers.worlds import snapshot
@@ -248,3 +249,18 @@ def test_log_every_n_steps_0_logs_the_training_curves_once_an_epoch(
     )
     steps = [event.step for event in events_of(run).Scalars("train/loss")]
     assert steps == [STEPS_PER_EPOCH - 1, STEPS - 1]
+
+
+def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:
+    run_log = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(run_log)
+    try:
+        with warnings.catch_warnings():  # puts back warnings.showwarning after
+            warnings.simplefilter("always")
+            setup_process()
+            setup_process()  # again in a launcher's job: still one line per warning
+            warnings.warn("a warning we keep", UserWarning, stacklevel=1)
+    finally:
+        logging.getLogger().removeHandler(run_log)
+        run_log.close()
+    assert (tmp_path / "train.log").read_text() == "UserWarning: a warning we keep\n"

@@ -32,7 +32,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import kind_of
+from mnist_lightning.files import kind_of, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
 from mnist_lightning.run.resume import (
@@ -75,6 +75,15 @@ def setup_process() -> None:
         r".*isinstance\(treespec, LeafSpec\)",
     ):
         warnings.filterwarnings("ignore", message=pattern)
+    if not hasattr(warnings.showwarning, "shown"):  # the warnings kept reach train.log too
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *where: Any, **kw: Any) -> None:
+            shown(message, category, *where, **kw)
+            to_run_log(f"{category.__name__}: {message}", logging.WARNING)
+
+        show.shown = shown  # type: ignore[attr-defined]
+        warnings.showwarning = show
     for name in ("utilities.rank_zero", "trainer.connectors.signal_connector"):
         logging.getLogger(f"lightning.pytorch.{name}").addFilter(no_chatter)
     if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
