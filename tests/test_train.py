@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_lightning.data.datasets import raw_dir, read_idx
+from mnist_lightning.run.trainer import CHATTER
 from tests.helpers.commands import run_cli, run_dirs, run_train
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST
@@ -70,6 +71,16 @@ def test_runs_started_at_the_same_moment_get_different_directories(
     assert reported == sorted(str(run) for run in runs)  # each process reported its own
 
 
+def test_a_run_prints_nothing_meant_for_another_setting(
+    concurrent_runs: tuple[Path, list[subprocess.CompletedProcess]],
+) -> None:
+    for done in concurrent_runs[1]:
+        output = done.stdout + done.stderr
+        assert "MNIST on cpu: " in output and "Total FLOPs: " in output and "test/acc" in output
+        for noise in (*CHATTER, "srun", "Total FLOPs: 0", "\x1b["):  # \x1b[: a colour code
+            assert noise not in output, output
+
+
 def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -81,6 +92,7 @@ def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
     done = run_cli("export", [*args, f"check_images={SYNTHETIC_TEST}"], tmp_path, synthetic_mnist)
     assert done.returncode == 0 and not done.stderr.count("Traceback"), done.stderr[-3000:]
     assert f"same predictions as the checkpoint on {SYNTHETIC_TEST} test images" in done.stdout
+    assert len((done.stdout + done.stderr).strip().splitlines()) == 1, done.stdout + done.stderr
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:5].float() / 255
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     logits = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])

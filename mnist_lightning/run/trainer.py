@@ -109,9 +109,11 @@ def setup_process() -> None:
 
 
 # Lightning's lines that are not for this project's user: an advertisement, a step count it
-# estimates, the test's checkpoint (the results name it), Ctrl-C (the stop message says more).
+# estimates, the test's checkpoint (the results name it), Ctrl-C (the stop message says more),
+# TPUs (the data line names the device used; Lightning's GPU line stays).
 CHATTER = (
     "litlogger",
+    "TPU available: ",
     "Loading `train_dataloader` to estimate",
     "Restoring states from the checkpoint path",
     "Loaded model weights from the checkpoint",
