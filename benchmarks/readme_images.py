@@ -50,20 +50,13 @@ def main(args: argparse.Namespace) -> None:
         for name, (kind, points) in STROKES.items():  # kept: README's mnist-predict example
             draw(kind, points, DIGITS / f"{name}.png")
             shutil.copy(DIGITS / f"{name}.png", Path(tmp) / f"{name}.png")
-        images, _ = load_pair(ensure_mnist(data_dir()), "t10k")
+        test_images, _ = load_pair(ensure_mnist(data_dir()), "t10k")
         for i in range(4):  # dark ink on light paper, 4x larger: as a scan would be
-            picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
+            picture = Image.fromarray(255 - test_images[i].numpy()).resize((112, 112))
             picture.save(Path(tmp) / f"mnist_test_{i}.png")
-        ckpt = run / "checkpoints" / "last.ckpt"
-        grid = IMAGES / "predictions.png"
-        cmd = [
-            "-m",
-            "mnist_lightning.cli.predict",
-            f"ckpt_path={ckpt}",
-            f"inputs={tmp}",
-            f"grid={grid}",
-        ]
-        subprocess.run([sys.executable, *cmd], check=True)
+        predict = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"inputs={tmp}"]
+        predict += [f"grid={IMAGES / 'predictions.png'}"]
+        subprocess.run([sys.executable, "-m", "mnist_lightning.cli.predict", *predict], check=True)
     train_images, _ = load_pair(ensure_mnist(data_dir()), "train")
     figure = augmentation_figure(train_images[:8], Augment("elastic"))
     figure.savefig(IMAGES / "augmentations.png", dpi=80)
