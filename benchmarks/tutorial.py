@@ -45,10 +45,6 @@ SEED, BATCH_SIZE, LR, HIDDEN = 42, 64, 1e-3, (128, 64)  # as MLP_128_64_ADAM
 # asks NVML instead of initialising CUDA; without a GPU every such call tries to load
 # libnvidia-ml, and torch's Adam.step asks once per step.
 LIGHTNING_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
-IS_AVAILABLE_US = (
-    "import timeit, torch; "
-    "print(1e6 * min(timeit.repeat(torch.cuda.is_available, number=200, repeat=5)) / 200)"
-)
 # How much to run: the full benchmark, and --quick (a smoke test: seconds, not representative).
 # fmt: off
 FULL = dict(tutorial_batches=None, epochs=6, train_size=None, width_size=6400, repeats=4,
@@ -206,16 +202,6 @@ def headline(s: dict) -> dict:
         "repeats": [{k: v["s per epoch"] for k, v in r.items()} for r in repeats],
         "ratios": {f"c/{b}": ratio("c", b) for b in keys}
         | {"a/c per image": per_image(tutorial) / c_per_image},
-        "is_available_us": {
-            f"variable {k}": float(
-                run_child([sys.executable, "-c", IS_AVAILABLE_US], ROOT, plain_env(v)).output
-            )
-            for k, v in (("unset", False), ("set", True))
-        },
-        "import_peak_rss_mb": {
-            m: round(run_child([sys.executable, "-c", f"import {m}"], ROOT).peak_rss_mb)
-            for m in ("torch", "lightning")
-        },
     }
 
 

@@ -54,6 +54,7 @@ def test_parts_measured_one_at_a_time_are_kept_side_by_side(tmp_path: Path) -> N
     ("file", "key", "rows"),
     [
         ("benchmarks.json", "overhead", 4),
+        ("benchmarks.json", "compile.rows", 4),
         ("accuracy.json", "presets", 3),
         ("studies.json", "fashion_mnist.activation.rows", 5),
         ("fashion.json", "authors.runs", 8),
