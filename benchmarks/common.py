@@ -90,18 +90,12 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK") - own
 
 
-@dataclass
-class Child:
-    seconds: float
-    peak_rss_mb: float  # this child's own ru_maxrss, MB = 10**6 bytes
-    output: str
-
-
 def run_child(
     cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, tries: int = 1
-) -> Child:
-    """Run `cmd`; while another process used more than a tenth of a core meanwhile, wait 30 s
-    and run it again, up to `tries` runs in all. `os.wait4` gives this child's own rusage
+) -> tuple[float, float, str]:
+    """Run `cmd`: its seconds, peak memory (its own ru_maxrss, MB = 10**6 bytes) and output.
+    While another process used more than a tenth of a core meanwhile, wait 30 s and run it
+    again, up to `tries` runs in all. `os.wait4` gives this child's own rusage
     (RUSAGE_CHILDREN would give the largest of every child so far)."""
     for attempt in range(1, tries + 1):
         with tempfile.TemporaryFile() as log:
@@ -115,10 +109,10 @@ def run_child(
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
         others = busy_cpu_seconds() - busy
         if others <= 0.1 * seconds or attempt == tries:
-            return Child(seconds, usage.ru_maxrss * 1024 / 1e6, output)
+            break
         print(f"    others used {others:.0f} CPU-s meanwhile; again in 30 s", flush=True)
         time.sleep(30)
-    raise AssertionError("unreachable")
+    return seconds, usage.ru_maxrss * 1024 / 1e6, output
 
 
 @dataclass
@@ -148,7 +142,9 @@ def mnist_train(
         timing += ["+callbacks.bench_timer._target_=benchmarks.callbacks.EpochTimer"]
         timing += [f"+callbacks.bench_timer.out={records}"]
         cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides]
-        child = run_child([*cmd, *(timing if timer is not None else [])], work, env, tries)
+        seconds, rss, _ = run_child(
+            [*cmd, *(timing if timer is not None else [])], work, env, tries
+        )
         made = work / "outputs" / ("multiruns" if "-m" in overrides else "runs")
         run_dir = sorted(made.iterdir())[-1]
         metrics = run_dir / "metrics.json"
@@ -157,8 +153,8 @@ def mnist_train(
             dir=run_dir,
             metrics=json.loads(metrics.read_text()) if metrics.is_file() else {},
             epochs=json.loads(records.read_text()) if timer is not None else [],
-            peak_rss_mb=child.peak_rss_mb,
-            seconds=child.seconds,
+            peak_rss_mb=rss,
+            seconds=seconds,
         )
 
 
