@@ -70,11 +70,10 @@ def compile(args: argparse.Namespace) -> list[dict]:
 
 def ddp(args: argparse.Namespace) -> list[dict]:
     n, batch = args.processes, args.global_batch
+    split = ["trainer=ddp_cpu", f"trainer.devices={n}", f"data.batch_size={batch // n}"]
     setups = {
         f"1 process, batch {batch}": ["trainer=cpu", f"data.batch_size={batch}"],
-        f"{n} processes (ddp_cpu), batch {batch // n} each": [
-            *["trainer=ddp_cpu", f"trainer.devices={n}", f"data.batch_size={batch // n}"]
-        ],
+        f"{n} processes (ddp_cpu), batch {batch // n} each": split,
     }
     rows = []
     for name, overrides in setups.items():
