@@ -1,7 +1,8 @@
 """The benchmarks behind docs/benchmarks.md, docs/studies.md and README's figures.
 
-Each subcommand measures one thing and writes JSON (and figures) into docs/, or prints a
-table; `table` prints a list of records from such a file as a Markdown table, for the pages.
+Each subcommand measures one thing and writes JSON (and figures) into docs/ (rows it returns:
+into docs/benchmarks.json, printed as a table); `table` prints the records of such a file
+as a Markdown table, for the pages.
 """
 
 import argparse
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import DOCS, ROOT, markdown
+from benchmarks.common import DOCS, ROOT, markdown, save
 
 DATA = ["mnist", "fashion_mnist"]  # a list: the choices, the first the default
 # subcommand -> (module.function, what it makes, {option: default or (default, help)}); False is
@@ -23,31 +24,29 @@ SUBCOMMANDS = {
                   "with --quick); the plot goes beside it")}),
     "accuracy": ("accuracy.main", "presets over seeds, and candidates: docs/accuracy.json", {
         "--presets": ("best_cpu", "experiment names, or default"), "--seeds": 3, "--data": DATA,
-        "--candidates": (False, "run CANDIDATES once each")}),
+        "--candidates": (False, "run the candidates in the JSON file again")}),
     "studies": ("studies.main", "the four studies as sweeps: docs/studies.json and pictures", {
         "--studies": ("regularization,activation,batch_size,l1_vs_l2", "the ones to (re)run"),
         "--data": DATA}),
-    "augment": ("tables.augment", "what data.augment costs per epoch (a table)",
+    "augment": ("tables.augment", "what data.augment costs per epoch: benchmarks.json",
                 {"--batch-size": 128, "--repeats": 3}),
-    "compile": ("tables.compile", "model.compile=true against eager (a table)",
+    "compile": ("tables.compile", "model.compile=true against eager: benchmarks.json",
                 {"--epochs": 6, "--repeats": 2}),
-    "ddp": ("tables.ddp", "one process against DDP, same global batch (a table)",
+    "ddp": ("tables.ddp", "one process against DDP, same global batch: benchmarks.json",
             {"--epochs": 4, "--processes": 2, "--global-batch": 256}),
     "slurm": ("slurm.main", "the same runs here and on make slurm's cluster: docs/cluster.json", {
         "--epochs": 2, "--limited-epochs": (8, "of the time-limited job"),
         "--out": DOCS / "cluster.json"}),
-    "parallel": ("tables.parallel", "a sweep one job at a time and two at a time (a table)",
+    "parallel": ("tables.parallel", "a sweep one job at a time and two at a time: benchmarks.json",
                  {"--epochs": 3}),
     "images": ("readme_images.main", "README's pictures in docs/images/, from a finished run",
                {"run": (Path, "a finished run: outputs/runs/<run>")}),
-    "handwriting": ("handwriting.main",
-                    "photographed digits, default vs preset: docs/handwriting.json", {
-        "--seed": (2026, "which set to make"), "--per-kind": (150, "pictures of each kind"),
+    "handwriting": ("handwriting.main", "photographed digits, read: docs/handwriting.json", {
+        "--seeds": ([int], "the sets, pooled (default: 2026; the development sets: 1 3 4)"),
+        "--ckpts": ([str], "NAME=PATH: measure these, not a new default and preset"),
+        "--per-kind": (150, "pictures of each kind"), "--only-set": (False, "make the set(s) only"),
         "--out": (ROOT / "outputs" / "handwriting", "sets and runs go here"),
-        "--only-set": (False, "make the set, measure nothing"),
-        "--default-ckpt": (Path, "measure this instead of training"),
-        "--preset-ckpt": (Path, "measure this instead of training"),
-        "--candidate-ckpts": ([Path], "on seeds 1, 3, 4"), "--json": DOCS / "handwriting.json"}),
+        "--json": (DOCS / "handwriting.json", "the figures go to images/ beside it")}),
     "fashion_authors": ("fashion_authors.main", "the authors' MLP grid on Fashion-MNIST, rerun",
                         {"--max-iter": (200, "scikit-learn's default: 200")}),
 }  # fmt: skip
@@ -94,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     sub.set_defaults(main=lambda args: print(table(args.file, args.key)))
     args = parser.parse_args(argv)
     args.command_line = " ".join(["python -m benchmarks", *argv])
-    args.main(args)
+    rows = args.main(args)
+    if rows is not None:  # a list of records (tables.py)
+        save(DOCS / "benchmarks.json", (argv[0],), {"rows": rows}, args.command_line)
+        print(markdown(rows))
 
 
 if __name__ == "__main__":

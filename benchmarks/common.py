@@ -1,5 +1,5 @@
-"""What every benchmark shares: the tutorial recipe, the machine, the one runner of
-`mnist-train`, and how results are saved (JSON with the command, machine and date).
+"""What every benchmark shares: the machine, the one runner of `mnist-train`, and how results
+are saved (JSON with the command, machine and date).
 
 Every run is a child process, so that its peak memory is its own and the CPU time other
 processes took meanwhile can be told apart: on two shared cores a busy neighbour can make a
@@ -23,18 +23,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-# The tutorial recipe: 784-128-64-10 MLP (ReLU, no dropout), batch 64, Adam lr 1e-3, seed 42.
-SEED, BATCH_SIZE, LR, HIDDEN = 42, 64, 1e-3, (128, 64)
-VAL_SIZE = 5000  # mnist-train holds these out of the 60 000; the plain loop does the same
-TRAIN_IMAGES = 60_000 - VAL_SIZE
-MLP_128_64_ADAM = [
-    "model=mlp_128_64",
-    f"data.batch_size={BATCH_SIZE}",
-    "model.optimizer=adam",
-    f"model.lr={LR}",
-    "model.weight_decay=0",
-    "model.scheduler=none",
-]
+TRAIN_IMAGES = 55_000  # mnist-train holds 5 000 of the 60 000 out for validation
+# The tutorial recipe (benchmarks/tutorial.py): 784-128-64-10, batch 64, Adam lr 1e-3.
+MLP_128_64_ADAM = ["model=mlp_128_64", "data.batch_size=64", "model.optimizer=adam"]
+MLP_128_64_ADAM += ["model.lr=0.001", "model.weight_decay=0", "model.scheduler=none"]
 RECIPE = [*MLP_128_64_ADAM, "trainer.accelerator=cpu"]
 QUIET_CPU = ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -47,11 +39,9 @@ def data_dir() -> Path:
 def machine() -> str:
     """What the figures were measured on, in one line. Versions come from package metadata:
     importing lightning would change how torch checks for a GPU (see tutorial.LIGHTNING_ENV)."""
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or "unknown CPU"
     import torch
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
@@ -61,16 +51,17 @@ def machine() -> str:
 
 def save(path: Path, keys: tuple[str, ...], result: dict, command: str) -> None:
     """Write `result` with its command, machine and date into the JSON file `path`, at the
-    nested `keys` if any (keeping the file's other entries: parts are measured one at a time)."""
+    nested `keys` if any, keeping the file's other entries (parts are measured one at a time)."""
     entry = {"command": command, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
-    entry |= result
-    data = json.loads(path.read_text()) if keys and path.is_file() else {}
+    data = json.loads(path.read_text()) if path.is_file() else {}
     node = data
     for key in keys[:-1]:
         node = node.setdefault(key, {})
     if keys:
-        node[keys[-1]] = entry
-    path.write_text(json.dumps(data if keys else entry, indent=1, ensure_ascii=False) + "\n")
+        node[keys[-1]] = entry | result
+    else:
+        data |= entry | result
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def markdown(records: list[dict] | dict[str, dict]) -> str:
@@ -99,18 +90,12 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK") - own
 
 
-@dataclass
-class Child:
-    seconds: float
-    peak_rss_mb: float  # this child's own ru_maxrss, MB = 10**6 bytes
-    output: str
-
-
 def run_child(
     cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None, tries: int = 1
-) -> Child:
-    """Run `cmd`; while another process used more than a tenth of a core meanwhile, wait 30 s
-    and run it again, up to `tries` runs in all. `os.wait4` gives this child's own rusage
+) -> tuple[float, float, str]:
+    """Run `cmd`: its seconds, peak memory (its own ru_maxrss, MB = 10**6 bytes) and output.
+    While another process used more than a tenth of a core meanwhile, wait 30 s and run it
+    again, up to `tries` runs in all. `os.wait4` gives this child's own rusage
     (RUSAGE_CHILDREN would give the largest of every child so far)."""
     for attempt in range(1, tries + 1):
         with tempfile.TemporaryFile() as log:
@@ -124,10 +109,10 @@ def run_child(
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
         others = busy_cpu_seconds() - busy
         if others <= 0.1 * seconds or attempt == tries:
-            return Child(seconds, usage.ru_maxrss * 1024 / 1e6, output)
+            break
         print(f"    others used {others:.0f} CPU-s meanwhile; again in 30 s", flush=True)
         time.sleep(30)
-    raise AssertionError("unreachable")
+    return seconds, usage.ru_maxrss * 1024 / 1e6, output
 
 
 @dataclass
@@ -144,26 +129,22 @@ class Run:
 
 
 def mnist_train(
-    overrides: Sequence[str],
-    workdir: Path | None = None,
-    *,
-    timer: bool = False,
-    test_every_epoch: bool = False,
-    tries: int = 1,
+    overrides: Sequence[str], workdir: Path | None = None, timer: dict | None = None, tries: int = 1
 ) -> Run:
     """`mnist-train <overrides>` as a user runs it, in `workdir` (a temporary one if None),
-    with MNIST from `data_dir()`; `timer` adds the passive callbacks.EpochTimer."""
+    with MNIST from `data_dir()`; `timer` adds the passive callbacks.EpochTimer with these
+    arguments."""
     env = os.environ | {"MNIST_DATA_DIR": str(data_dir()), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="bench-mnist-train-") as tmp:
         work = workdir or Path(tmp)
         records = work / "bench_epochs.json"
-        timing = [
-            "+callbacks.bench_timer._target_=benchmarks.callbacks.EpochTimer",
-            f"+callbacks.bench_timer.out={records}",
-            f"+callbacks.bench_timer.test_every_epoch={str(test_every_epoch).lower()}",
-        ]
+        timing = [f"+callbacks.bench_timer.{k}={json.dumps(v)}" for k, v in (timer or {}).items()]
+        timing += ["+callbacks.bench_timer._target_=benchmarks.callbacks.EpochTimer"]
+        timing += [f"+callbacks.bench_timer.out={records}"]
         cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides]
-        child = run_child([*cmd, *(timing if timer else [])], work, env, tries)
+        seconds, rss, _ = run_child(
+            [*cmd, *(timing if timer is not None else [])], work, env, tries
+        )
         made = work / "outputs" / ("multiruns" if "-m" in overrides else "runs")
         run_dir = sorted(made.iterdir())[-1]
         metrics = run_dir / "metrics.json"
@@ -171,9 +152,9 @@ def mnist_train(
             command=["mnist-train", *overrides],
             dir=run_dir,
             metrics=json.loads(metrics.read_text()) if metrics.is_file() else {},
-            epochs=json.loads(records.read_text()) if timer else [],
-            peak_rss_mb=child.peak_rss_mb,
-            seconds=child.seconds,
+            epochs=json.loads(records.read_text()) if timer is not None else [],
+            peak_rss_mb=rss,
+            seconds=seconds,
         )
 
 

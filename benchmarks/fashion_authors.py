@@ -1,14 +1,9 @@
-"""The Fashion-MNIST authors' MLP baselines, rerun here: docs/fashion.json's "authors".
+"""The Fashion-MNIST authors' MLP baselines, rerun: docs/fashion.json's "authors".
 
-    python -m benchmarks fashion_authors
-
-The authors' benchmark (benchmark/baselines.json and runner.py in their repository, shipped in
-Debian's dataset-fashion-mnist package) holds the grid of parameters they ran, not the
-accuracies. Its MLPClassifier grid is run again as runner.py runs it: pixels standardised
-(StandardScaler fit on the 60 000 training images), the training images shuffled,
-scikit-learn's MLPClassifier with the setting and its defaults otherwise (Adam, at most 200
-passes), scored on the 10 000 test images. Once each, where runner.py repeats a setting up to
-twice; in float32, to halve the time.
+Their benchmark (benchmark/baselines.json and runner.py, in Debian's dataset-fashion-mnist)
+holds the grid they ran, not the accuracies. Run as runner.py runs it: pixels standardised on
+the training images, which are shuffled, scikit-learn's MLPClassifier with the setting and its
+defaults otherwise, scored on the test images; once each (runner.py: up to twice), in float32.
 """
 
 import argparse

@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.common import QUIET_CPU, machine, mnist_train
+from benchmarks.common import QUIET_CPU, mnist_train, save
 
 ON_SLURM = ["-m", "hydra/launcher=slurm_local"]
 # (name, overrides on the cluster, overrides of the same world size here)
@@ -71,20 +71,13 @@ def main(args: argparse.Namespace) -> None:
     wall = time.monotonic() - started
     log = (job / "train.log").read_text()
     uninterrupted = test_acc(on_slurm(epochs, work / "uninterrupted"))  # the same threads
-    result = {
-        "machine": machine(),
-        "command": args.command_line,
-        "date": time.strftime("%Y-%m-%d"),
-        "epochs": args.epochs,
-        "limited_epochs": args.limited_epochs,
-        "test_acc": rows,
-        "time_limited": {
-            "requeued": log.count("Requeued job"),
-            "stops": stops(log),
-            "wall_seconds": round(wall, 1),
-            "test/acc": test_acc(job),
-            "uninterrupted test/acc": uninterrupted,
-        },
+    result = {"epochs": args.epochs, "limited_epochs": args.limited_epochs, "test_acc": rows}
+    result["time_limited"] = {
+        "requeued": log.count("Requeued job"),
+        "stops": stops(log),
+        "wall_seconds": round(wall, 1),
+        "test/acc": test_acc(job),
+        "uninterrupted test/acc": uninterrupted,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, (), result, args.command_line)
     print(json.dumps(result, indent=2))

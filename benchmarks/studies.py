@@ -152,12 +152,7 @@ def main(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows = globals()[study](sweep(study, args.data, Path(tmp)), fig)
         fig.savefig(DOCS / "images" / f"study_{study}{suffix}.png")
-        minutes = round((time.perf_counter() - started) / 60, 1)
         result = {"sweep": f"mnist-train -m experiment=study_{study} data={args.data}"}
-        save(
-            DOCS / "studies.json",
-            (args.data, study),
-            result | {"minutes": minutes, "rows": rows},
-            args.command_line,
-        )
+        result |= {"minutes": round((time.perf_counter() - started) / 60, 1), "rows": rows}
+        save(DOCS / "studies.json", (args.data, study), result, args.command_line)
         print(study, json.dumps(rows, indent=1), flush=True)

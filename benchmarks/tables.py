@@ -1,17 +1,10 @@
-"""The benchmarks that print a Markdown table for a page instead of writing JSON; each time is a
-real `mnist-train` run on the CPU (`augment` times `Augment` alone).
-
-- augment: what `data.augment=...` costs per epoch: `Augment` over 55 000 real training
-  images in mini-batches as mnist-train draws them, each kind at its default strength; the
-  median of `--repeats` passes after a warm-up pass.
-- compile: `model.compile=true` against eager, alternating the two so the machine's drift hits
-  both alike; each compiled run gets an empty inductor cache, so its first epoch pays the whole
-  compilation, as a user's first run does.
-- ddp: one process with the whole batch against `trainer=ddp_cpu` with the batch split between
-  the processes; seconds per epoch are metrics.json's fit_seconds / epochs (training plus
-  validation).
-- parallel: a 4-job sweep over dropouts one job at a time, then two at a time with
-  hydra/launcher=joblib; the whole command's wall clock (start-up, training, tests, summaries).
+"""Small speed measurements: rows that `python -m benchmarks` saves into docs/benchmarks.json
+under the subcommand's name and prints as a table. Each time is a real `mnist-train` run on the
+CPU, except `augment`'s (`Augment` alone, over 55 000 training images in mini-batches, the
+median of `--repeats` passes after a warm-up). `compile` alternates compiled and eager runs so
+that the machine's drift hits both alike, each compiled run with an empty inductor cache, as a
+user's first run; `ddp`'s seconds per epoch are fit_seconds / epochs (training and validation);
+`parallel` times the whole sweep command, one job at a time and two at a time (joblib).
 """
 
 import argparse
@@ -23,7 +16,7 @@ import time
 from benchmarks.common import QUIET_CPU, RECIPE, TRAIN_IMAGES, data_dir, mnist_train
 
 
-def augment(args: argparse.Namespace) -> None:
+def augment(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from mnist_lightning.data.augment import AUGMENTS, Augment
@@ -39,70 +32,68 @@ def augment(args: argparse.Namespace) -> None:
 
     images, _ = load_pair(ensure_mnist(data_dir()), "train")
     images = images[:TRAIN_IMAGES].float().div_(255)
-    print(f"| data.augment | s per {TRAIN_IMAGES:,}-image epoch | ms per 1 000 images |")
-    print("| --- | ---: | ---: |")
+    rows = []
     for kind in AUGMENTS[1:]:
-        augment = Augment(kind)
-        epoch_seconds(augment, images[: 20 * args.batch_size])  # warm-up
-        seconds = statistics.median(epoch_seconds(augment, images) for _ in range(args.repeats))
-        print(f"| {kind} | {seconds:.2f} | {1000 * seconds / TRAIN_IMAGES * 1000:.1f} |")
+        epoch_seconds(Augment(kind), images[: 20 * args.batch_size])  # warm-up
+        seconds = statistics.median(
+            epoch_seconds(Augment(kind), images) for _ in range(args.repeats)
+        )
+        rows.append({"data.augment": kind, "s per 55 000-image epoch": round(seconds, 2)})
+    return rows
 
 
-def compile(args: argparse.Namespace) -> None:
+def compile(args: argparse.Namespace) -> list[dict]:
     models = {
         "784-128-64-10, batch 64 (the side-by-side recipe)": RECIPE,
         "784-512-256-10, batch 128 (the default experiment)": ["trainer.accelerator=cpu"],
     }
-    print("| model | network | first epoch (s) | s per epoch after it | launch to exit (s) |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    rows = []
     for name, recipe in models.items():
         runs: dict[bool, list] = {False: [], True: []}
-        for _ in range(args.repeats):
-            for compiled in (False, True):
-                with tempfile.TemporaryDirectory() as cache:
-                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-                    overrides = [f"trainer.max_epochs={args.epochs}", f"model.compile={compiled}"]
-                    runs[compiled].append(mnist_train([*recipe, *overrides], timer=True, tries=4))
+        for compiled in [False, True] * args.repeats:  # alternating
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+                overrides = [f"trainer.max_epochs={args.epochs}", f"model.compile={compiled}"]
+                runs[compiled].append(mnist_train([*recipe, *overrides], timer={}, tries=4))
         for compiled, done in runs.items():
-            firsts = [run.epochs[0]["train_seconds"] for run in done]
             rests = [epoch["train_seconds"] for run in done for epoch in run.epochs[1:]]
-            print(
-                f"| {name} | {'compiled' if compiled else 'eager'} | "
-                f"{statistics.median(firsts):.1f} | {statistics.median(rests):.2f} | "
-                f"{statistics.median(run.seconds for run in done):.1f} |",
-                flush=True,
+            row = {"model": name, "network": "compiled" if compiled else "eager"}
+            row["first epoch (s)"] = statistics.median(
+                run.epochs[0]["train_seconds"] for run in done
             )
+            row["s per epoch after it"] = statistics.median(rests)
+            rows.append(
+                row | {"launch to exit (s)": statistics.median(run.seconds for run in done)}
+            )
+    return rows
 
 
-def ddp(args: argparse.Namespace) -> None:
-    per_process = args.global_batch // args.processes
+def ddp(args: argparse.Namespace) -> list[dict]:
+    n, batch = args.processes, args.global_batch
+    split = ["trainer=ddp_cpu", f"trainer.devices={n}", f"data.batch_size={batch // n}"]
     setups = {
-        f"1 process, batch {args.global_batch}": [
-            "trainer=cpu",
-            f"data.batch_size={args.global_batch}",
-        ],
-        f"{args.processes} processes (ddp_cpu), batch {per_process} each": [
-            "trainer=ddp_cpu",
-            f"trainer.devices={args.processes}",
-            f"data.batch_size={per_process}",
-        ],
+        f"1 process, batch {batch}": ["trainer=cpu", f"data.batch_size={batch}"],
+        f"{n} processes (ddp_cpu), batch {batch // n} each": split,
     }
-    print(f"| setup ({os.cpu_count()} cores) | s per epoch | optimizer steps | test accuracy |")
-    print("| --- | --- | --- | --- |")
+    rows = []
     for name, overrides in setups.items():
         m = mnist_train([*overrides, f"trainer.max_epochs={args.epochs}", *QUIET_CPU]).metrics
-        per_epoch = m["fit_seconds"] / args.epochs
-        print(f"| {name} | {per_epoch:.2f} | {m['global_step']} | {100 * m['test/acc']:.2f} % |")
+        row = {
+            f"setup ({os.cpu_count()} cores)": name,
+            "s per epoch": m["fit_seconds"] / args.epochs,
+        }
+        rows.append(row | {"optimizer steps": m["global_step"], "test accuracy": m["test/acc"]})
+    return rows
 
 
-def parallel(args: argparse.Namespace) -> None:
-    cores = os.cpu_count()
+def parallel(args: argparse.Namespace) -> list[dict]:
+    cores = os.cpu_count() or 1
     sweep = ["-m", "model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={args.epochs}"]
     sweep += ["trainer=cpu", *QUIET_CPU]
-    print(f"| 4 jobs, default model, {args.epochs} epochs each ({cores} cores) | wall time |")
-    print("| --- | --- |")
-    one = mnist_train(sweep).seconds
-    print(f"| one job at a time (basic launcher, {cores} torch threads) | {one:.0f} s |")
-    two = mnist_train([*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]).seconds
-    share = max(1, (cores or 1) // 2)
-    print(f"| two at a time (joblib, {share} torch thread(s) each) | {two:.0f} s |")
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    setups = {
+        f"one job at a time (basic launcher, {cores} torch threads)": sweep,
+        f"two at a time (joblib, {max(1, cores // 2)} torch thread(s) each)": [*sweep, *joblib],
+    }
+    key = f"4 jobs, default model, {args.epochs} epochs each ({cores} cores)"
+    return [{key: name, "wall time (s)": mnist_train(cmd).seconds} for name, cmd in setups.items()]

@@ -1,21 +1,13 @@
 """The tutorial loop (a), a plain PyTorch loop (b) and `mnist-train` (c) side by side, (c)
-against (b) epoch by epoch in one process (overhead), the default experiment's time to 98 %
-(d), and epoch time against width and batch size (e): docs/benchmarks.json and
-docs/benchmarks_scaling.png (`make bench`, about 17 minutes; `--quick` runs a few batches of
-each into outputs/, as a smoke test).
+against a bare loop in one process (overhead), the default experiment's time to 98 % (d), and
+epoch time against width and batch size (e): docs/benchmarks.json and docs/benchmarks_scaling.png
+(`make bench`; `--quick` runs a few batches of each into outputs/, as a smoke test). Method and
+figures: docs/benchmarks.md.
 
-(a) is the tutorial loop this project grew out of: torchvision's `datasets.MNIST`, a PIL image
-per sample through `ToTensor()` and `Normalize()`, a `DataLoader(batch_size=64, shuffle=True)`.
-(b) is the floor a framework is measured against: mnist-train's 55 000 training images (the
-same seeded 5 000 held out) in one normalised float tensor, batches gathered from a random
-permutation; no Dataset, DataLoader, Lightning or logging. Both train `mlp()`, each in a
-process of its own (`python -m benchmarks.tutorial SPEC OUT`), so that its peak memory is its
-own. Seconds per epoch are medians over the epochs after the first (the warm-up). (b) and (c)
-at batch 64 run several times, interleaved, and their ratio is the median of each repeat's
-ratio: this VM's speed drifts by tens of percent from one minute to the next. For the same
-reason the overhead pairs every epoch of mnist-train with an epoch of the bare loop in the
-same process (benchmarks/callbacks.py), as it is and as Lightning alone (no callbacks, no
-logger), which splits the extra time between Lightning's loop and this project.
+(a) and (b) train `mlp()` each in a process of its own (`python -m benchmarks.tutorial
+SPEC`), so that its peak memory is its own and Lightning is never imported. This VM's speed
+drifts by tens of percent from one minute to the next, so (b) and (c) run several times,
+interleaved, and a ratio is the median of the repeats' ratios.
 """
 
 import argparse
@@ -24,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from functools import cache
 from pathlib import Path
@@ -36,16 +27,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks.common import (
-    BATCH_SIZE,
     DOCS,
-    HIDDEN,
-    LR,
     MLP_128_64_ADAM,
     RECIPE,
     ROOT,
-    SEED,
     TRAIN_IMAGES,
-    VAL_SIZE,
     busy_cpu_seconds,
     data_dir,
     mnist_train,
@@ -54,14 +40,11 @@ from benchmarks.common import (
 )
 from mnist_lightning.model.mlp import MNIST_MEAN, MNIST_STD  # the network's own normalisation
 
+SEED, BATCH_SIZE, LR, HIDDEN = 42, 64, 1e-3, (128, 64)  # as MLP_128_64_ADAM
 # `import lightning` sets this (lightning/fabric/__init__.py), so that torch.cuda.is_available()
 # asks NVML instead of initialising CUDA; without a GPU every such call tries to load
 # libnvidia-ml, and torch's Adam.step asks once per step.
 LIGHTNING_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
-IS_AVAILABLE_US = (
-    "import timeit, torch; "
-    "print(1e6 * min(timeit.repeat(torch.cuda.is_available, number=200, repeat=5)) / 200)"
-)
 # How much to run: the full benchmark, and --quick (a smoke test: seconds, not representative).
 # fmt: off
 FULL = dict(tutorial_batches=None, epochs=6, train_size=None, width_size=6400, repeats=4,
@@ -100,28 +83,25 @@ def read_split(prefix: str, rows: torch.Tensor | None = None) -> tuple[torch.Ten
     return x.float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD), y
 
 
+def tutorial_batches(train: bool, batch_size: int) -> DataLoader:
+    from torchvision import datasets, transforms  # only in (a)'s process
+
+    normalise = transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))
+    transform = transforms.Compose([transforms.ToTensor(), normalise])
+    dataset = datasets.MNIST(root=data_dir(), train=train, download=False, transform=transform)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train)
+
+
 def run_loop(kind: str, hidden, batch, epochs, size, fused, batches) -> dict:
     """(a) or (b) in this process: seconds of each epoch, images per epoch, test accuracy."""
-
-    def tutorial_batches(train: bool, batch_size: int, shuffle: bool) -> DataLoader:
-        from torchvision import datasets, transforms  # only in (a)'s process
-
-        normalise = transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))
-        transform = transforms.Compose([transforms.ToTensor(), normalise])
-        dataset = datasets.MNIST(root=data_dir(), train=train, download=False, transform=transform)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
-
     torch.manual_seed(SEED)
+    model = mlp(hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=fused or None)
     if kind == "tutorial":
-        train = tutorial_batches(train=True, batch_size=BATCH_SIZE, shuffle=True)
-        test = tutorial_batches(train=False, batch_size=1000, shuffle=False)
-        model = mlp()
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        train, test = tutorial_batches(True, BATCH_SIZE), tutorial_batches(False, 1000)
     else:  # mnist-train's training split: its seeded permutation, the first 5 000 held out
-        order = torch.randperm(60_000, generator=torch.Generator().manual_seed(SEED))[VAL_SIZE:]
+        order = torch.randperm(60_000, generator=torch.Generator().manual_seed(SEED))[5000:]
         x, y = read_split("train", order[:size])
-        model = mlp(hidden)
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=fused or None)
         generator = torch.Generator().manual_seed(SEED)
         test = [read_split("t10k")]
     seconds, samples = [], 0
@@ -162,8 +142,7 @@ def row(name: str, seconds: list[float], samples: int, rss: float, acc: float) -
 
 
 def plain_env(nvml_check: bool = False) -> dict[str, str]:
-    """Our environment without Lightning's variable (pytest's conftest may have set it), or
-    with it."""
+    """Our environment without Lightning's variable (pytest may have set it), or with it."""
     env = {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENV}
     return env | (LIGHTNING_ENV if nvml_check else {})
 
@@ -173,17 +152,13 @@ def loop(kind, hidden=HIDDEN, batch=BATCH_SIZE, epochs=6, size=None, fused=False
          nvml_check=False, tries=1, batches=None, repeat=0) -> dict:  # fmt: skip
     """(a) or (b) in its own process (`repeat` only tells repeats apart for the cache)."""
     spec = dict(kind=kind, hidden=hidden, batch=batch, epochs=epochs, size=size, fused=fused)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "benchmarks.tutorial", json.dumps(spec | {"batches": batches})]
-        child = run_child([*cmd, str(out)], ROOT, plain_env(nvml_check), tries)
-        r = json.loads(out.read_text())
-    name = " ".join(
-        ["(a) tutorial" if kind == "tutorial" else "(b) plain"]
-        + ["fused Adam"] * fused
-        + ["with Lightning's NVML variable"] * nvml_check
-    )
-    return row(name, r["epoch_seconds"], r["samples_per_epoch"], child.peak_rss_mb, r["test_acc"])
+    cmd = [sys.executable, "-m", "benchmarks.tutorial", json.dumps(spec | {"batches": batches})]
+    _, rss, output = run_child(cmd, ROOT, plain_env(nvml_check), tries)
+    r = json.loads(output.splitlines()[-1])  # the loop's last line of output
+    name = ["(a) tutorial" if kind == "tutorial" else "(b) plain"] + ["fused Adam"] * fused
+    name += ["with Lightning's NVML variable"] * nvml_check
+    seconds, samples = r["epoch_seconds"], r["samples_per_epoch"]
+    return row(" ".join(name), seconds, samples, rss, r["test_acc"])
 
 
 @cache
@@ -193,7 +168,7 @@ def train(hidden=HIDDEN, batch=BATCH_SIZE, epochs=6, size=None, tries=1, repeat=
     overrides += [f"data.batch_size={batch}", f"trainer.max_epochs={epochs}"]
     overrides += [f"model.hidden_dims=[{','.join(map(str, hidden))}]"] * (hidden != HIDDEN)
     overrides += [f"data.train_subset={size}"] * bool(size)
-    run = mnist_train(overrides, timer=True, tries=tries)
+    run = mnist_train(overrides, timer={}, tries=tries)
     seconds = [e["train_seconds"] for e in run.epochs]
     r = row(
         "(c) mnist-train", seconds, size or TRAIN_IMAGES, run.peak_rss_mb, run.metrics["test/acc"]
@@ -217,30 +192,16 @@ def headline(s: dict) -> dict:
     def ratio(a: str, b: str) -> float:
         return statistics.median(r[a]["s per epoch"] / r[b]["s per epoch"] for r in repeats)
 
+    def per_image(r: dict) -> float:
+        return r["s per epoch"] / r["images per epoch"]
+
     tutorial = loop("tutorial", epochs=4, batches=s["tutorial_batches"], tries=s["tries"])
-    c_per_image = statistics.median(
-        r["c"]["s per epoch"] / r["c"]["images per epoch"] for r in repeats
-    )
-    a_per_image = tutorial["s per epoch"] / tutorial["images per epoch"]
+    c_per_image = statistics.median(per_image(r["c"]) for r in repeats)
     return {
         "loops": [tutorial, *repeats[0].values()],
         "repeats": [{k: v["s per epoch"] for k, v in r.items()} for r in repeats],
-        "ratios": {
-            "c/b": ratio("c", "b"),
-            "c/b fused": ratio("c", "b fused"),
-            "c/b fused nvml": ratio("c", "b fused nvml"),
-            "a/c per image": a_per_image / c_per_image,
-        },
-        "is_available_us": {
-            f"variable {k}": float(
-                run_child([sys.executable, "-c", IS_AVAILABLE_US], ROOT, plain_env(v)).output
-            )
-            for k, v in (("unset", False), ("set", True))
-        },
-        "import_peak_rss_mb": {
-            m: round(run_child([sys.executable, "-c", f"import {m}"], ROOT).peak_rss_mb)
-            for m in ("torch", "lightning")
-        },
+        "ratios": {f"c/{b}": ratio("c", b) for b in keys}
+        | {"a/c per image": per_image(tutorial) / c_per_image},
     }
 
 
@@ -248,19 +209,13 @@ def overhead(epochs: int, rounds: int, extra: list[str], tries: int = 1) -> list
     """Per experiment and variant: median epochs, the median ratio of paired epochs, and the
     median extra time per optimizer step."""
     pairs: dict[tuple[str, str], list] = {}
-    for _ in range(rounds):
-        for (experiment, overrides), (variant, switches) in itertools.product(
-            EXPERIMENTS.items(), VARIANTS.items()
-        ):
-            with tempfile.TemporaryDirectory() as tmp:
-                bare = Path(tmp) / "bare.json"
-                paired = ["+callbacks.bare._target_=benchmarks.callbacks.BareLoopAfterEachEpoch"]
-                paired += [f"+callbacks.bare.out={bare}", f"trainer.max_epochs={epochs}"]
-                run = mnist_train([*paired, *overrides, *switches, *extra], tries=tries)
-                seconds = json.loads(bare.read_text())
-            steps = run.metrics["global_step"] // run.metrics["epoch"]
-            got = list(zip(seconds["ours"], seconds["bare"], strict=True))[1:]  # after warm-up
-            pairs.setdefault((experiment, variant), []).extend((c, b, steps) for c, b in got)
+    for _, (experiment, overrides), (variant, switches) in itertools.product(
+        range(rounds), EXPERIMENTS.items(), VARIANTS.items()
+    ):
+        cmd = [*overrides, *switches, *extra, f"trainer.max_epochs={epochs}"]
+        run = mnist_train(cmd, timer={"bare_loop": True}, tries=tries)
+        got = [(e["train_seconds"], e["bare_seconds"], e["steps"]) for e in run.epochs[1:]]
+        pairs.setdefault((experiment, variant), []).extend(got)  # after the warm-up epoch
     return [
         {
             "experiment": experiment,
@@ -279,9 +234,8 @@ def default_runs(s: dict) -> list[dict]:
     """(d): the default experiment, test accuracy after every epoch (clock paused)."""
     runs = []
     for _ in range(s["default_runs"]):
-        run = mnist_train(
-            ["trainer.accelerator=cpu"], timer=True, test_every_epoch=True, tries=s["tries"]
-        )
+        timer = {"test_every_epoch": True}
+        run = mnist_train(["trainer.accelerator=cpu"], timer=timer, tries=s["tries"])
         first = next((e for e in run.epochs if e["test_acc"] >= 0.98), None)
         runs.append(
             {
@@ -306,14 +260,10 @@ def sweeps(s: dict) -> dict[str, list[dict]]:
     for key, x, kw in points:
         size = kw | dict(epochs=s["epochs"], tries=s["tries"])
         b, c = loop("plain", fused=True, **size), train(**size)
-        macs = sum(m * n for m, n in itertools.pairwise([784, x, x // 2, 10]))
-        r = {"hidden": f"{x}-{x // 2}", "MACs per image": macs} if key == "width" else {"batch": x}
+        r = {"hidden": f"{x}-{x // 2}"} if key == "width" else {"batch": x}
         r["plain (b), fused"] = b["s per 55 000 images"]
         r["mnist-train (c)"] = c["s per 55 000 images"]
-        r["(c)/(b)"] = round(c["s per epoch"] / b["s per epoch"], 2)
-        if key == "width":
-            r["plain GFLOP/s"] = round(6 * macs * b["images/s"] / 1e9)
-        out[key].append(r)
+        out[key].append(r | {"(c)/(b)": round(c["s per epoch"] / b["s per epoch"], 2)})
     return out
 
 
@@ -322,12 +272,8 @@ def plot(scaling: dict[str, list[dict]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, key, label in zip(
-        fig.subplots(1, 2),
-        ("width", "batch"),
-        ("first hidden width W (784-W-W/2-10, batch 64)", "batch size (784-128-64-10)"),
-        strict=True,
-    ):
+    labels = ("first hidden width W (784-W-W/2-10, batch 64)", "batch size (784-128-64-10)")
+    for ax, key, label in zip(fig.subplots(1, 2), ("width", "batch"), labels, strict=True):
         xs = [
             int(r["hidden"].split("-")[0]) if key == "width" else r["batch"] for r in scaling[key]
         ]
@@ -342,14 +288,13 @@ def plot(scaling: dict[str, list[dict]], path: Path) -> None:
 
 def main(args: argparse.Namespace) -> None:
     s = QUICK if args.quick else FULL
-    out = args.out or (
-        ROOT / "outputs/benchmarks-quick.json" if args.quick else DOCS / "benchmarks.json"
-    )
+    default = ROOT / "outputs/benchmarks-quick.json" if args.quick else DOCS / "benchmarks.json"
+    out = args.out or default
     out.parent.mkdir(parents=True, exist_ok=True)
     started, busy = time.perf_counter(), busy_cpu_seconds()
     print("(a) (b) (c) side by side ...", flush=True)
     result = headline(s)
-    print("(c) against (b) in one process ...", flush=True)
+    print("(c) against a bare loop in one process ...", flush=True)
     subset = [f"data.train_subset={s['train_size']}"] if s["train_size"] else []
     result["overhead"] = overhead(s["overhead_epochs"], s["overhead_rounds"], subset, s["tries"])
     print("(d) the default experiment ...", flush=True)
@@ -363,5 +308,5 @@ def main(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-if __name__ == "__main__":  # a loop's own process: python -m benchmarks.tutorial SPEC OUT
-    Path(sys.argv[2]).write_text(json.dumps(run_loop(**json.loads(sys.argv[1]))))
+if __name__ == "__main__":  # a loop's own process: python -m benchmarks.tutorial SPEC
+    print(json.dumps(run_loop(**json.loads(sys.argv[1]))))

@@ -25,13 +25,14 @@ def test_mnist_train_is_run_and_timed_epoch_by_epoch(
     synthetic_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MNIST_DATA_DIR", str(synthetic_mnist))
-    run = mnist_train(SMALL, tmp_path, timer=True, test_every_epoch=True)
+    run = mnist_train(SMALL, tmp_path, timer={"test_every_epoch": True, "bare_loop": True})
     assert run.command == ["mnist-train", *SMALL]
     assert [(e["epoch"], e["steps"]) for e in run.epochs] == [
         (0, STEPS_PER_EPOCH),
         (1, STEPS_PER_EPOCH),
     ]
     assert all(0 < e["train_seconds"] < e["training_time"] for e in run.epochs)
+    assert all(e["bare_seconds"] > 0 for e in run.epochs)
     assert run.epochs[-1]["test_acc"] == pytest.approx(run.metrics["test/acc"], abs=0.2)
     assert len(scalars(run.dir / "tensorboard")["val/acc"]) == 2
     assert run.peak_rss_mb > 100 and run.seconds > 0
@@ -41,16 +42,19 @@ def test_parts_measured_one_at_a_time_are_kept_side_by_side(tmp_path: Path) -> N
     out = tmp_path / "results.json"
     save(out, ("presets", "a"), {"runs": [1]}, "python -m benchmarks accuracy --presets a")
     save(out, ("presets", "b"), {"runs": [2]}, "python -m benchmarks accuracy --presets b")
-    saved = json.loads(out.read_text())["presets"]
-    assert [saved[p]["runs"] for p in "ab"] == [[1], [2]]
-    assert saved["b"]["command"].endswith("--presets b")
-    assert {"machine", "date"} <= set(saved["a"])
+    save(out, (), {"seeds": [5]}, "python -m benchmarks handwriting --seeds 5")
+    saved = json.loads(out.read_text())
+    assert [saved["presets"][p]["runs"] for p in "ab"] == [[1], [2]]
+    assert saved["presets"]["b"]["command"].endswith("--presets b")
+    assert saved["command"].endswith("--seeds 5") and saved["seeds"] == [5]
+    assert {"machine", "date"} <= set(saved["presets"]["a"])
 
 
 @pytest.mark.parametrize(
     ("file", "key", "rows"),
     [
         ("benchmarks.json", "overhead", 4),
+        ("benchmarks.json", "compile.rows", 4),
         ("accuracy.json", "presets", 3),
         ("studies.json", "fashion_mnist.activation.rows", 5),
         ("fashion.json", "authors.runs", 8),
