@@ -34,7 +34,12 @@ from mnist_lightning.errors import (
 )
 from mnist_lightning.files import kind_of
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
+from mnist_lightning.run.checkpoint import (
+    AtomicCheckpointIO,
+    check_resumable,
+    load_checkpoint,
+    network_weights,
+)
 from mnist_lightning.run.resume import (
     EXTRAS,
     MLFLOW_LOGGER,
@@ -44,7 +49,6 @@ from mnist_lightning.run.resume import (
     is_rank_zero,
     last_checkpoint,
 )
-from mnist_lightning.run.trust import check_resumable, network_weights
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +356,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
             extra["run_id"] = mlflow_run_of(node, str(run))
         return extra
     # W&B: the id is the run's name, so a resumed run (same directory) continues it. The run
-    # directory holds only its own files and folders (run/trust.py): no links to the latest run.
+    # directory holds only its own files and folders (run/resume.py): no links to the latest run.
     settings = {**dict(node.get("settings") or {}), "symlink": False}
     extra |= {"name": node.get("name") or name, "settings": settings}
     if not node.get("id") and not node.get("version"):
