@@ -199,7 +199,7 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
     except Exception as e:
         # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of another
         # shape, random states torch refuses, a damaged loop state): the checkpoint is at
-        # fault, whatever the exception. trust.check_resumable saw to what could crash.
+        # fault, whatever the exception. checkpoint.check_resumable saw to what could crash.
         frames = traceback.extract_tb(e.__traceback__)
         restoring = any(
             Path(f.filename).name == "checkpoint_connector.py" or f.name == "load_state_dict"
