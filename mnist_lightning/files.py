@@ -69,6 +69,14 @@ def _finite_or_null(obj: Any) -> Any:
     return obj
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in `path`; None if there is none (missing, unreadable, or not JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 KINDS = {
     stat.S_IFREG: "a regular file",
     stat.S_IFDIR: "a directory",

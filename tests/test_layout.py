@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from omegaconf import OmegaConf
 
 from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.resume import finished, further
+from mnist_lightning.run.checkpoint import network_weights
+from mnist_lightning.run.resume import MOVED_TARGETS, trusted_target
 from mnist_lightning.run.trainer import accelerator_available
-from mnist_lightning.run.trust import MOVED_TARGETS, network_weights, trusted_target
 from tests.helpers.commands import ROOT
 
 PACKAGE = ROOT / "mnist_lightning"
@@ -108,38 +107,33 @@ def fake_checkpoint(path: Path, **extra: object) -> None:
     torch.save({"state_dict": {}, "hyper_parameters": {}, **extra}, path)
 
 
-def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(tmp_path: Path) -> None:
-    """Not the last `best-*` file by name: with save_top_k=3 that is only the newest of three."""
+@pytest.mark.parametrize(
+    ("tested", "found"),
+    [  # metrics.json's best_checkpoint, and what mnist-eval tests
+        (None, "best-epoch002.ckpt"),  # last.ckpt's record, not the newest of save_top_k=3
+        ("/moved/away/best-epoch001.ckpt", "best-epoch001.ckpt"),  # by name: the run moved
+        *((out, "best-epoch002.ckpt") for out in ("../../a", "/etc/passwd", "..", "no.ckpt")),
+        ("evil.ckpt", None),  # a link out of the run: refused
+    ],
+)
+def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(
+    tmp_path: Path, tested: str | None, found: str | None
+) -> None:
     checkpoints = tmp_path / "checkpoints"
     for epoch in (1, 2, 3):
         fake_checkpoint(checkpoints / f"best-epoch00{epoch}.ckpt")
     state = {"monitor": "val/acc", "best_model_path": str(checkpoints / "best-epoch002.ckpt")}
     fake_checkpoint(checkpoints / "last.ckpt", callbacks={"ModelCheckpoint{val/acc}": state})
-    assert best_checkpoint(tmp_path) == checkpoints / "best-epoch002.ckpt"  # as recorded
-    tested = {"val/acc_best": 0.9, "best_checkpoint": "/moved/away/best-epoch001.ckpt"}
-    (tmp_path / "metrics.json").write_text(json.dumps(tested))
-    assert best_checkpoint(tmp_path) == checkpoints / "best-epoch001.ckpt"  # by name, moved
-
-
-def test_mnist_eval_falls_back_on_the_recorded_best_and_never_leaves_the_run(
-    tmp_path: Path,
-) -> None:
-    checkpoints = tmp_path / "checkpoints"
-    for epoch in (1, 2):
-        fake_checkpoint(checkpoints / f"best-epoch00{epoch}.ckpt")
-    state = {"monitor": "val/acc", "best_model_path": str(checkpoints / "best-epoch001.ckpt")}
-    fake_checkpoint(checkpoints / "last.ckpt", callbacks={"ModelCheckpoint{val/acc}": state})
-    for elsewhere in ("../../etc/passwd", "/etc/passwd", "..", "missing.ckpt"):
-        tested = {"val/acc_best": 0.9, "best_checkpoint": elsewhere}
-        (tmp_path / "metrics.json").write_text(json.dumps(tested))
-        assert best_checkpoint(tmp_path) == checkpoints / "best-epoch001.ckpt", elsewhere
-    outside = tmp_path.parent / f"{tmp_path.name}-other.ckpt"
-    fake_checkpoint(outside)
-    (checkpoints / "evil.ckpt").symlink_to(outside)
-    tested = {"val/acc_best": 0.9, "best_checkpoint": "evil.ckpt"}
-    (tmp_path / "metrics.json").write_text(json.dumps(tested))
-    with pytest.raises(CheckpointError, match=r"evil\.ckpt is a symbolic link"):
-        best_checkpoint(tmp_path)
+    fake_checkpoint(tmp_path.parent / f"{tmp_path.name}-other.ckpt")
+    (checkpoints / "evil.ckpt").symlink_to(tmp_path.parent / f"{tmp_path.name}-other.ckpt")
+    if tested:
+        metrics = {"val/acc_best": 0.9, "best_checkpoint": tested}
+        (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    if found is None:
+        with pytest.raises(CheckpointError, match=r"evil\.ckpt is a symbolic link"):
+            best_checkpoint(tmp_path)
+    else:
+        assert best_checkpoint(tmp_path) == checkpoints / found
 
 
 def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) -> None:
@@ -147,60 +141,6 @@ def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) ->
         best_checkpoint(tmp_path)
     fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
-
-
-def saved_run(
-    tmp_path: Path, max_epochs: int, epoch_reached: int, max_time: str | None = None
-) -> Path:
-    (tmp_path / ".hydra").mkdir()
-    trainer = {"max_epochs": max_epochs, "max_steps": -1, "max_time": max_time}
-    config = {"data": {}, "model": {}, "trainer": trainer}
-    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    metrics = {"val/acc_best": 0.9, "epoch": epoch_reached, "global_step": 40 * epoch_reached}
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    return tmp_path
-
-
-@pytest.mark.parametrize(
-    ("saved_max", "reached", "asked", "is_finished"),
-    [
-        (1, 1, 1, True),  # the same command again
-        (1, 1, 2, False),  # extended
-        (1, 2, 2, True),  # extended once before: it reached the new limit
-        (1, 2, 3, False),  # extended again
-        (5, 3, 5, True),  # stopped early (EarlyStopping): not extended
-    ],
-)
-def test_a_finished_run_is_one_the_command_does_not_take_further(
-    tmp_path: Path, saved_max: int, reached: int, asked: int, is_finished: bool
-) -> None:
-    run = saved_run(tmp_path, saved_max, reached)
-    resumed = OmegaConf.create({"trainer": {"max_epochs": asked, "max_steps": -1}})
-    assert (finished(resumed, run) is not None) == is_finished
-
-
-def test_a_run_stopped_by_its_time_limit_stays_finished(tmp_path: Path) -> None:
-    """Lightning restores the time spent from the checkpoint: more steps would train none."""
-    run = saved_run(tmp_path, -1, 3, max_time="00:00:00:10")
-    resumed = OmegaConf.create({"trainer": {"max_epochs": -1, "max_steps": 4000}})
-    assert finished(resumed, run) is not None
-
-
-@pytest.mark.parametrize(
-    ("limits", "reached", "advice"),
-    [
-        ({"max_epochs": 2, "max_steps": -1}, (2, 40), "raise trainer.max_epochs above 2"),
-        ({"max_epochs": 5, "max_steps": 25}, (2, 25), "raise trainer.max_steps above 25"),
-        ({"max_epochs": -1, "max_steps": 45}, (3, 45), "raise trainer.max_steps above 45"),
-        ({"max_epochs": 9, "max_steps": -1}, (4, 80), "stopped before its limits"),
-    ],
-)
-def test_a_finished_run_says_which_limit_to_raise(
-    tmp_path: Path, limits: dict, reached: tuple[int, int], advice: str
-) -> None:
-    cfg = OmegaConf.create({"trainer": limits, "paths": {"output_dir": str(tmp_path)}})
-    done = {"epoch": reached[0], "global_step": reached[1]}
-    assert advice in further(cfg, done)
 
 
 def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:

@@ -19,9 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import unlock_run
-from mnist_lightning.run.resume import trackers_as_configured
+from mnist_lightning.run.resume import check_run_files, trackers_as_configured
 from mnist_lightning.run.trainer import check_sqlite_store, run_identity, run_names
-from mnist_lightning.run.trust import check_run_files
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 

@@ -2,20 +2,21 @@
 where the uninterrupted run ends; damaged runs and checkpoints are refused in one line."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.resume import GracefulInterrupt, reached_limit
-from mnist_lightning.run.trust import check_resumable
+from mnist_lightning.run.checkpoint import check_resumable
+from mnist_lightning.run.resume import GracefulInterrupt, finished, further
 from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
@@ -23,48 +24,22 @@ from tests.helpers.tiers import one_of_each_kind
 from tests.helpers.worlds import snapshot
 
 TESTS = Path(__file__).resolve().parent
-# 1 000 training images in batches of 10, one step per call: 100 optimizer steps per epoch.
-EXACT = [
-    *SMALL,
-    "trainer.max_epochs=3",
-    "trainer.deterministic=true",
-    "data.batch_size=10",
-    "model.dropout=0.3",
-]
+# 1 000 training images in batches of 25, one step per call: 40 optimizer steps per epoch.
+EXACT = [*SMALL, "trainer.max_epochs=3", "trainer.deterministic=true", "data.batch_size=25"]
+EXACT += ["model.dropout=0.3"]
 # The default periodic checkpoint (train_time_interval), every 0.1 s instead of 5 minutes.
 EVERY_TENTH_OF_A_SECOND = ["callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"]
-
-
 KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
 
 
-def train(
-    cwd: Path,
-    data: Path,
-    args: list[str],
-    kill_step: int | None = None,
-    kill: str = "KILL",
-    step_seconds: float = 0.0,
-    kill_in: str = "training",
-) -> Path:
-    env = {"PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if kill_step:
-        env |= {"KILL_AT_STEP": str(kill_step), "KILL_SIGNAL": kill, "KILL_IN": kill_in}
-    if step_seconds:
-        env |= {"STEP_SECONDS": str(step_seconds)}
-    done = run_cli("train", args, cwd, data, env=env)
-    expected = {"KILL": -signal.SIGKILL, "INT": 130, "TERM": 130}[kill] if kill_step else 0
-    assert done.returncode == expected, done.stderr[-3000:]
-    if kill_step and kill != "KILL":
+def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
+    """mnist-train in a process of its own; `env`: tests/kill_at.py's settings."""
+    done = run_cli("train", args, cwd, data, env={"PYTHONPATH": str(TESTS), **env})
+    kill = env.get("KILL_SIGNAL") if "KILL_AT_STEP" in env else None
+    assert done.returncode == {None: 0, "KILL": -signal.SIGKILL}.get(kill, 130), done.stderr
+    if kill in ("INT", "TERM"):
         assert f"mnist-train resume={run_dirs(cwd)[-1]}" in done.stderr
     return run_dirs(cwd)[-1]
-
-
-def final_state(run: Path) -> tuple[dict, dict]:
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    metrics = json.loads((run / "metrics.json").read_text())
-    keep = ("test/acc", "test/loss", "val/acc_best", "epoch", "global_step")
-    return checkpoint["state_dict"], {k: metrics[k] for k in keep}
 
 
 @pytest.fixture(scope="module")
@@ -75,64 +50,47 @@ def reference(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -
     return train(cwd, synthetic_mnist, [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("kill", "kill_step", "resumed_from", "kill_in"),
-    [
-        ("KILL", 150, 100, "training"),
-        ("INT", 143, 144, "training"),  # sent from a later hook of step 143: after 144
-        ("TERM", 143, 200, "validation"),
-        ("TERM", 1, 300, "test"),
-    ],
-    ids=["sigkill-epoch-boundary", "ctrl-c", "sigterm-mid-validation", "sigterm-in-test"],
-)
-def test_killed_and_resumed_equals_uninterrupted(
-    reference: Path,
-    tmp_path: Path,
-    synthetic_mnist: Path,
-    kill: str,
-    kill_step: int,
-    resumed_from: int,
-    kill_in: str,
-) -> None:
-    """SIGKILL loses the steps since the last epoch-end checkpoint; Ctrl-C saves where it
-    stopped, mid-epoch; SIGTERM during a validation lets it finish and stops at the end of
-    that epoch (step 200's validation: step 200); SIGTERM during the test after training
-    leaves last.ckpt as training ended. (SIGKILL after a mid-epoch checkpoint: the next test.)"""
-    args = [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE]
-    killed = train(tmp_path / "b", synthetic_mnist, args, kill_step, kill, kill_in=kill_in)
-    assert not (killed / "metrics.json").exists()
-    last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == resumed_from
-    stopped = f"Training stopped; {killed / 'checkpoints' / 'last.ckpt'} holds the state"
-    assert (stopped in (killed / "train.log").read_text()) == (kill != "KILL")  # its story
+def last_step(run: Path) -> int:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
-    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}", *KILLABLE]) == killed
-    assert run_dirs(tmp_path / "b") == [killed]  # same directory, no new run
-    assert f"Resuming {killed} from" in (killed / "train.log").read_text()
 
-    (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
-    assert metrics_a == metrics_b
-    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+STOPS = [  # (signal, sent at step, where, the steps last.ckpt may then hold)
+    ("KILL", 30, "training", range(30 - 11, 30)),  # lost: the steps since the periodic save
+    ("INT", 57, "training", [58]),  # Ctrl-C, sent from a later hook of step 57: after 58
+    ("TERM", 70, "validation", [80]),  # the validation finishes: it stops at that epoch's end
+    ("TERM", 1, "test", [120]),  # in the test after training: last.ckpt as training ended
+]
 
 
 @pytest.mark.slow
-def test_the_time_based_checkpoint_writes_mid_epoch_and_resumes_bit_for_bit(
+def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
     reference: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """callbacks.periodic_checkpoint (Lightning's ModelCheckpoint with train_time_interval,
-    5 minutes by default) really writes last.ckpt within an epoch: at 0.1 s, with every step
-    slowed to at least 10 ms, a SIGKILL at step 130 loses at most the ~10 steps of one
-    interval, and the resumed run ends where the uninterrupted one does."""
+    """SIGKILL loses the steps since the last checkpoint: callbacks.periodic_checkpoint
+    (Lightning's ModelCheckpoint with train_time_interval, 5 minutes by default) writes
+    last.ckpt within an epoch; at 0.1 s, with every step slowed to at least 10 ms, at most
+    ~10 steps are lost. Ctrl-C saves where it stopped, mid-epoch; SIGTERM during a validation
+    lets it finish and stops at the end of that epoch; SIGTERM during the final test leaves
+    last.ckpt as training ended. One run takes each in turn, resumed in its own directory
+    after each, and ends bit for bit where the uninterrupted run ends."""
     args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
-    killed = train(tmp_path / "b", synthetic_mnist, args, kill_step=130, step_seconds=0.01)
-    step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert 130 - 11 <= step < 130 and step % 100  # mid-epoch (epochs are 100 steps)
-
-    assert train(tmp_path / "b", synthetic_mnist, [f"resume={killed}", *KILLABLE]) == killed
-    (weights_a, metrics_a), (weights_b, metrics_b) = final_state(reference), final_state(killed)
-    assert metrics_a == metrics_b
-    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    for kill, step, where, saved in STOPS:
+        slow = {"STEP_SECONDS": "0.01"} if kill == "KILL" else {}
+        stop = {"KILL_AT_STEP": str(step), "KILL_SIGNAL": kill, "KILL_IN": where}
+        run = train(tmp_path, synthetic_mnist, args, **stop, **slow)
+        assert not (run / "metrics.json").exists()
+        assert last_step(run) in saved, (kill, last_step(run))
+        args = [f"resume={run}", *KILLABLE]
+    assert train(tmp_path, synthetic_mnist, args) == run
+    assert run_dirs(tmp_path) == [run]  # same directory, no new run
+    log = (run / "train.log").read_text()
+    assert log.count(f"Training stopped; {run / 'checkpoints' / 'last.ckpt'} holds") == 3
+    assert log.count(f"Resuming {run} from") == 4
+    keep = ("test/acc", "test/loss", "val/acc_best", "epoch", "global_step")
+    ref, got = (json.loads((r / "metrics.json").read_text()) for r in (reference, run))
+    assert {k: got[k] for k in keep} == {k: ref[k] for k in keep}
+    weights = [torch.load(r / "checkpoints/last.ckpt")["state_dict"] for r in (reference, run)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def resume_in_process(
@@ -181,26 +139,14 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert "Traceback" not in done.stderr
     (run,) = run_dirs(tmp_path)
     assert "No space left on device" in done.stderr and f"mnist-train resume={run}" in done.stderr
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 0 and last["global_step"] == 20
+    assert last_step(run) == 20  # epoch 0's
     assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
 
 
-def test_a_checkpoint_whose_optimizer_groups_differ_is_refused_before_training() -> None:
-    """A run whose optimizer grouped the parameters differently (as older versions did with
-    weight_decay=0) cannot be continued; the message offers a new run from its weights."""
-    model = MNISTClassifier(hidden_dims=[8], weight_decay=0.0)  # one group of 4 tensors
-    two_groups = MNISTClassifier(hidden_dims=[8], weight_decay=0.01).build_optimizer()
-    checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [two_groups.state_dict()]}
-    words = r"groups of \[2, 2\] tensors.*\[4\].*mnist-train ckpt_path=old/last.ckpt"
-    with pytest.raises(CheckpointError, match=words):
-        check_resumable(model, checkpoint, "old/last.ckpt")
-    checkpoint["optimizer_states"] = [model.build_optimizer().state_dict()]
-    check_resumable(model, checkpoint, "old/last.ckpt")  # its own layout fits
-
-
-def stepped_checkpoint(model: MNISTClassifier) -> dict:
-    """A checkpoint of `model` whose optimizer has taken one step (so it holds state)."""
+def stepped_checkpoint() -> dict:
+    """A checkpoint of a small model whose optimizer (two groups of two tensors: weights with
+    decay, biases without) has taken one step, so it holds state."""
+    model = MNISTClassifier(hidden_dims=[8])
     optimizer = model.build_optimizer()
     for param in model.parameters():
         param.grad = torch.ones_like(param)
@@ -208,77 +154,67 @@ def stepped_checkpoint(model: MNISTClassifier) -> dict:
     return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
 
 
-def _set_state(key: str, value: object) -> object:
-    return lambda opt: opt["state"][0].__setitem__(key, value)
+def state(key: str, value: object) -> Callable[[dict], None]:
+    return lambda c: c["optimizer_states"][0]["state"][0].__setitem__(key, value)
 
 
-OPTIMIZER_DAMAGE = {
-    "wrong-shape": (
-        _set_state("exp_avg", torch.zeros(3)),
-        r"parameter 0 \(net\.layers\.0\.weight\) holds exp_avg of shape \(3,\), not \(8, 784\)",
+def regroup(checkpoint: dict) -> None:
+    """The optimizer state as older versions grouped the parameters with weight_decay=0."""
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    groups[:] = [{**groups[0], "params": [0, 1, 2, 3]}]
+
+
+def schedule(**values: object) -> Callable[[dict], None]:
+    return lambda c: c.update(lr_schedulers=[{"base_lrs": [0.1, 0.1], **values}])
+
+
+SHAPE = r"for parameter 0 \(net\.layers\.0\.weight\) it holds"
+CRAFTED = {  # how the checkpoint is changed, and the words of its one line
+    "an older version's grouping": (
+        regroup,
+        r"optimizer state has parameter groups of \[4\] tensors, the optimizer of this "
+        r"mnist-train version \[2, 2\], so it cannot continue that run",
     ),
-    "wrong-dtype": (
-        _set_state("exp_avg_sq", torch.zeros(8, 784, dtype=torch.int64)),
-        r"holds exp_avg_sq of dtype torch\.int64, not a floating-point one",
+    "a moment's shape": (
+        state("exp_avg", torch.zeros(3)),
+        rf"{SHAPE} exp_avg of shape \(3,\), not a contiguous tensor of shape \(8, 784\)",
     ),
-    "expanded": (  # the right shape over 784 numbers: the fused kernel would read past them
-        _set_state("exp_avg", torch.zeros(784).expand(8, 784)),
-        r"holds exp_avg that is not a dense, contiguous tensor",
+    "a moment over too few numbers": (  # the fused kernel would read past them
+        state("exp_avg", torch.zeros(784).expand(8, 784)),
+        rf"{SHAPE} exp_avg of shape \(8, 784\), not a contiguous tensor",
     ),
-    "empty-step": (_set_state("step", torch.zeros(0)), r"holds a step of shape \(0,\)"),
-    "missing-entry": (
-        lambda opt: opt["state"][0].pop("exp_avg_sq"),
-        r"parameter 0 \(net\.layers\.0\.weight\) lacks exp_avg_sq",
+    "an empty step": (state("step", torch.zeros(0)), rf"{SHAPE} step of shape \(0,\), not a"),
+    "a missing moment": (
+        lambda c: c["optimizer_states"][0]["state"][0].pop("exp_avg_sq"),
+        r"optimizer state cannot take a step \(KeyError: 'exp_avg_sq'\)",
     ),
-    "index-out-of-range": (
-        lambda opt: opt["state"].__setitem__(7, opt["state"][0]),
-        r"holds an entry for parameter 7; the optimizer has parameters 0 to 3",
+    "a rate that is not a number": (
+        lambda c: c["optimizer_states"][0]["param_groups"][0].update(lr="fast"),
+        r"optimizer state cannot take a step \(TypeError: ",
     ),
-    "entry-not-a-dict": (
-        lambda opt: opt["state"].__setitem__(1, [0.0]),
-        r"for parameter 1 \(net\.layers\.3\.weight\) is a list, not a dict",
+    "a negative second moment": (
+        state("exp_avg_sq", torch.full((8, 784), -1.0)),
+        r"optimizer state cannot take a step \(a step with it makes the weights infinite or NaN",
     ),
-    "state-not-a-dict": (
-        lambda opt: opt.__setitem__("state", [1, 2]),
-        r"its optimizer state is not one torch saves",
-    ),
-    "lr-not-a-number": (
-        lambda opt: opt["param_groups"][0].__setitem__("lr", "fast"),
-        r"sets lr='fast' for parameter group 0",
+    "schedule rates not numbers": (
+        schedule(base_lrs=["x", "y"]),
+        r"learning-rate schedule state cannot take a step \(TypeError: can't multiply",
     ),
 }
 
 
-@pytest.mark.parametrize("damage", OPTIMIZER_DAMAGE)
+@pytest.mark.parametrize("crafted", CRAFTED)
 def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_training(
-    damage: str,
+    crafted: str,
 ) -> None:
-    """The fused optimizers read their state unchecked: a tensor of another shape crashed the
-    process (a segfault) when training went on. Each damage gets one message naming it."""
-    change, words = OPTIMIZER_DAMAGE[damage]
-    checkpoint = stepped_checkpoint(MNISTClassifier(hidden_dims=[8]))
+    """The state is stepped once on torch's single-tensor path, which raises where the fused
+    optimizers crashed the process (a segfault); each gets one line with the remedy."""
+    change, words = CRAFTED[crafted]
+    checkpoint = stepped_checkpoint()
     check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")  # it fits
-    change(checkpoint["optimizer_states"][0])
-    advice = r"damaged or was edited\. Start a new run from its weights instead: mnist-train "
-    with pytest.raises(CheckpointError, match=rf"^old/last\.ckpt: .*{words}.*{advice}"):
-        check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "words"),
-    [
-        ("base_lrs", ["x", "y"], r"sets base_lrs=\['x', 'y'\], not 2 numbers"),
-        ("_last_lr", [0.1], r"sets _last_lr=\[0\.1\], not 2 numbers"),
-        ("last_epoch", "12", r"sets last_epoch='12', not a count"),
-    ],
-)
-def test_a_damaged_schedule_state_is_refused_before_training(
-    key: str, value: object, words: str
-) -> None:
-    """The scheduler computes with these at the first step (a traceback there, before)."""
-    checkpoint = stepped_checkpoint(MNISTClassifier(hidden_dims=[8]))
-    checkpoint["lr_schedulers"] = [{"base_lrs": [0.1, 0.1], "_last_lr": [0.1, 0.1], key: value}]
-    with pytest.raises(CheckpointError, match=rf"learning-rate schedule state {words}"):
+    change(checkpoint)
+    remedy = r"Start a new run from its weights instead: mnist-train ckpt_path=old/last\.ckpt$"
+    with pytest.raises(CheckpointError, match=rf"^old/last\.ckpt: its .*{words}.*{remedy}"):
         check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")
 
 
@@ -304,27 +240,57 @@ def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
     assert error.startswith(f"Error: {last}") and f"mnist-train ckpt_path={last}" in error
     if damage == "exp_avg":  # refused before Lightning starts: nothing else is printed
         assert done.stderr.strip() == error
-        assert "holds exp_avg of shape (3,), not (64, 784)" in error
+        assert "holds exp_avg of shape (3,), not a contiguous tensor of shape (64, 784)" in error
     else:
         assert "cannot be restored" in error and "val_acc_best" in error
 
 
+def saved_run(run: Path, max_epochs: int, reached: int, max_time: str | None = None) -> Path:
+    """A run that trained for `max_epochs` (and `max_time`) and reached epoch `reached`."""
+    (run / ".hydra").mkdir()
+    trainer = {"max_epochs": max_epochs, "max_steps": -1, "max_time": max_time}
+    config = {"data": {}, "model": {}, "trainer": trainer}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"val/acc_best": 0.9, "epoch": reached, "global_step": 40 * reached}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
 @pytest.mark.parametrize(
-    ("trainer", "done", "reached"),
+    ("saved_max", "reached", "asked", "max_time", "is_finished"),
     [
-        ({"max_epochs": None, "max_steps": -1}, {"epoch": 1000, "global_step": 9}, "max_epochs"),
-        ({"max_epochs": None, "max_steps": -1}, {"epoch": 999, "global_step": 9}, None),
-        ({"max_epochs": None, "max_steps": 30}, {"epoch": 1000, "global_step": 30}, "max_steps"),
-        ({"max_epochs": None, "max_steps": 30}, {"epoch": 1000, "global_step": 29}, None),
-        ({"max_epochs": -1, "max_steps": 30}, {"epoch": 5, "global_step": 30}, "max_steps"),
-        ({"max_epochs": 2, "max_steps": -1}, {"epoch": 2, "global_step": 30}, "max_epochs"),
+        (1, 1, 1, None, True),  # the same command again
+        (1, 1, 2, None, False),  # extended
+        (1, 2, 2, None, True),  # extended once before: it reached the new limit
+        (1, 2, 3, None, False),  # extended again
+        (5, 3, 5, None, True),  # stopped early (EarlyStopping): not extended
+        (-1, 3, 9, "00:00:00:10", True),  # stopped by max_time: its clock is in the checkpoint
     ],
 )
-def test_a_finished_run_names_the_limit_it_reached_as_lightning_reads_it(
-    trainer: dict, done: dict, reached: str | None
+def test_a_finished_run_is_one_the_command_does_not_take_further(
+    tmp_path: Path, saved_max: int, reached: int, asked: int, max_time: str, is_finished: bool
 ) -> None:
-    """max_epochs=null is Lightning's 1000 epochs unless max_steps or max_time ends the run."""
-    assert reached_limit(OmegaConf.create(trainer), done) == reached
+    run = saved_run(tmp_path, saved_max, reached, max_time)
+    limits = {"max_epochs": asked, "max_steps": -1, "max_time": max_time}
+    assert (finished(OmegaConf.create({"trainer": limits}), run) is not None) == is_finished
+
+
+@pytest.mark.parametrize(
+    ("limits", "reached", "advice"),
+    [  # max_epochs=null is Lightning's 1000 epochs unless max_steps or max_time ends the run
+        ({"max_epochs": None, "max_steps": -1}, (1000, 9), "raise trainer.max_epochs above 1000"),
+        ({"max_epochs": None, "max_steps": -1}, (999, 9), "stopped before its limits"),
+        ({"max_epochs": None, "max_steps": 30}, (1000, 30), "raise trainer.max_steps above 30"),
+        ({"max_epochs": None, "max_steps": 30}, (1000, 29), "stopped before its limits"),
+        ({"max_epochs": 2, "max_steps": -1}, (2, 40), "raise trainer.max_epochs above 2"),
+        ({"max_epochs": 5, "max_steps": 25}, (2, 25), "raise trainer.max_steps above 25"),
+    ],
+)
+def test_a_finished_run_says_which_limit_to_raise(
+    tmp_path: Path, limits: dict, reached: tuple[int, int], advice: str
+) -> None:
+    cfg = OmegaConf.create({"trainer": limits, "paths": {"output_dir": str(tmp_path)}})
+    assert advice in further(cfg, {"epoch": reached[0], "global_step": reached[1]})
 
 
 def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                     ) from None
             log.info("Submitted SLURM job %s", jobs[0].job_id.split("_")[0])
             # submitit links its script's temporary name to the script: a sweep directory
-            # holds no links (resume= refuses them, run/trust.py), and nothing uses this one.
+            # holds no links (resume= refuses them, run/resume.py), and nothing uses this one.
             for link in folder.glob(".submission_file_*.sh"):
                 link.unlink()
             try:

@@ -27,10 +27,9 @@ from mnist_lightning.files import (
     lock_run,
 )
 from mnist_lightning.model.classifier import MNISTClassifier, pick_device, predict_all
-from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier
+from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
 from mnist_lightning.run.config import validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
-from mnist_lightning.run.trust import run_dir_of
 
 # What mnist-eval writes into <run>/eval/.
 EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))

@@ -5,8 +5,11 @@ one, so a kill or a full disk never leaves a truncated `last.ckpt`. (Lightning's
 save writes through $TMPDIR: across filesystems, such as a cluster's run directory, a plain
 copy.) Every read, ours and Lightning's (resume, the test of the best checkpoint), is
 `load_checkpoint`: weights only, from a regular file, any failure one line naming the file.
+A checkpoint someone handed you may name only files of its own run, and before a run resumes
+from it, its optimizer state must take a step (`check_resumable`).
 """
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -19,7 +22,6 @@ from mnist_lightning.errors import CheckpointError, one_line
 from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.resume import last_checkpoint, results
-from mnist_lightning.run.trust import confine_paths, network_weights, run_dir_of
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -143,3 +145,166 @@ def own_checkpoint(run_dir: Path, name: str) -> Path | None:
             "only its own files."
         )
     return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to: `<run>/checkpoints/x.ckpt`, or `<run>/x.ckpt` (SLURM's
+    hpc_ckpt files, or a checkpoint somewhere else)."""
+    folder = checkpoint.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+# Where ModelCheckpoint's saved state names checkpoint files: Lightning tests the best one it
+# restores and deletes (recursively) the ones that drop out of the top k.
+STATE_PATHS = ("best_model_path", "last_model_path", "kth_best_model_path")
+
+
+def confine_paths(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`checkpoint` with its callbacks' saved states naming files of its own run only (else a
+    `CheckpointError`). A run that was moved or copied keeps its state: a path in the state's
+    old `dirpath` is mapped to the same file name in the run's folder of that name."""
+    run = run_dir_of(path.resolve())
+    callbacks = checkpoint.get("callbacks") or {}
+    if not isinstance(callbacks, dict):
+        raise CheckpointError(f"{path}: its callbacks state is not one Lightning wrote.")
+    for callback, state in callbacks.items():
+        if not isinstance(state, dict):
+            continue
+        where = f"{path}: its {str(callback).split('{')[0]} state"
+        best_k, old = state.get("best_k_models") or {}, state.get("dirpath")
+        if not isinstance(best_k, dict) or not isinstance(old, str | None):
+            raise CheckpointError(f"{where} is not one Lightning wrote. Use another checkpoint.")
+        if old is not None:
+            new = Path(old) if Path(old).resolve().is_relative_to(run) else run / Path(old).name
+            state["dirpath"] = str(new)
+        named = [(key, state[key]) for key in STATE_PATHS if state.get(key)]
+        for key, name in [*named, *(("best_k_models", name) for name in list(best_k))]:
+            if not isinstance(name, str):
+                raise CheckpointError(f"{where} sets {key}={name!r}, not a path.")
+            file = new / Path(name).name if old and Path(name).parent == Path(old) else Path(name)
+            if not file.resolve().is_relative_to(run):
+                raise CheckpointError(
+                    f"{where} sets {key}={name}, outside its run {run}; a checkpoint may name "
+                    "only files of its own run. Use another checkpoint."
+                )
+            if key == "best_k_models":
+                best_k[str(file)] = best_k.pop(name)
+            else:
+                state[key] = str(file)
+    return checkpoint
+
+
+def network_weights(
+    model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's network weights (`net.*`), if they fit `model.net` exactly; else say
+    what differs: the settings that shape the network, or, if they do not tell, the shapes."""
+    state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    mine = model.net.state_dict()
+    if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in mine.items()}:
+        return state
+    saved = checkpoint.get("hyper_parameters") or {}
+    keys = ("hidden_dims", "batch_norm")  # what decides the shapes of the weights
+    asked = " ".join(f"model.{k}={model_value(model.hparams[k])}" for k in keys)
+    theirs = isinstance(saved, dict) and " ".join(
+        f"model.{k}={model_value(saved.get(k))}" for k in keys
+    )
+    if theirs and theirs != asked:
+        raise CheckpointError(
+            f"{path} holds a different architecture than the config asks for: it was trained "
+            f"with {theirs}, the config has {asked}. Give its values on the command line, or "
+            "use another checkpoint."
+        )
+    differs = sorted(
+        set(state) ^ set(mine) | {k for k in mine if k in state and state[k].shape != mine[k].shape}
+    )
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")}
+    raise CheckpointError(
+        f"{path} holds a different architecture than the config asks for (its weight shapes: "
+        f"{shapes}; differing entries: {', '.join(differs[:6])}). Use the model.* settings it "
+        "was trained with, or another checkpoint."
+    )
+
+
+def model_value(value: object) -> str:
+    """A config value as one types it on the command line: `[512,256]`, `true`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return f"[{','.join(map(str, value))}]"
+    return str(value)[:60]
+
+
+def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Path) -> None:
+    """Fail before training if `checkpoint` cannot continue `model`'s run: its weights must fit,
+    it may name only files of its own run, and its optimizer and schedule states must take a
+    step. A run made by an older version may group the parameters differently, and the fused
+    optimizers read their state unchecked (a tensor of the wrong shape crashes the process):
+    so the state is loaded into the same optimizer over copies of the weights, on torch's
+    single-tensor path, which raises where a fused kernel would crash, and stepped once."""
+    weights = checkpoint["state_dict"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise CheckpointError(
+            f"{path}: its state_dict does not map names to tensors; the file is damaged or was "
+            "edited. Use another checkpoint."
+        )
+    confine_paths(checkpoint, Path(path))
+    network_weights(model, checkpoint, path)
+    states = checkpoint.get("optimizer_states")
+    saved = states[0] if isinstance(states, list) and states else None
+    if saved is None:  # Lightning's restore says what is missing
+        return
+    optimizer = model.build_optimizer()
+    mine = [len(group["params"]) for group in optimizer.param_groups]
+    try:
+        theirs = [len(group["params"]) for group in saved["param_groups"]]
+    except Exception:  # the trial below says what is wrong
+        theirs = mine
+    remedy = f"Start a new run from its weights instead: mnist-train ckpt_path={path}"
+    if theirs != mine:
+        raise CheckpointError(
+            f"{path}: its optimizer state has parameter groups of {theirs} tensors, the "
+            f"optimizer of this mnist-train version {mine}, so it cannot continue that run. "
+            + remedy
+        )
+    names = {id(p): name for name, p in model.named_parameters()}
+    named = [
+        (names[id(p)], p.detach().clone()) for g in optimizer.param_groups for p in g["params"]
+    ]
+    copies = iter(p for _, p in named)
+    trial = type(optimizer)(
+        [{**g, "params": [next(copies) for _ in g["params"]]} for g in optimizer.param_groups]
+    )
+    part = "optimizer"
+    try:
+        trial.load_state_dict(copy.deepcopy(saved))  # torch steps the saved tensors in place
+        for group in trial.param_groups:
+            group.update(fused=False, foreach=False)
+        for number, (name, param) in enumerate(named):
+            for key, value in trial.state[param].items():
+                shape = () if key == "step" else param.shape
+                tensor = isinstance(value, torch.Tensor)
+                if not (tensor and value.shape == shape and value.is_contiguous()):
+                    got = f"of shape {tuple(value.shape)}" if tensor else f"{value!r:.40}"
+                    raise ValueError(
+                        f"for parameter {number} ({name}) it holds {key} {got}, not a "
+                        f"contiguous tensor of shape {tuple(shape)}"
+                    )
+            param.grad = torch.zeros_like(param)
+        trial.step()
+        if not all(param.isfinite().all() for _, param in named):
+            raise ValueError("a step with it makes the weights infinite or NaN")
+        part = "learning-rate schedule"  # its rates and counts, as every torch scheduler's
+        for state in checkpoint.get("lr_schedulers") or []:
+            probe = torch.optim.lr_scheduler.LambdaLR(trial, lambda _: 1.0)
+            probe.load_state_dict({**state, "lr_lambdas": [None] * len(mine)})
+            trial.step()  # a scheduler steps after its optimizer
+            probe.step()
+    except Exception as e:  # what torch, or the check above, refuses
+        reason = one_line(e, 200) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(
+            f"{path}: its {part} state cannot take a step "
+            f"({one_line(reason, 200)}); the file is damaged or was edited. {remedy}"
+        ) from None

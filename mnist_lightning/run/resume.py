@@ -3,12 +3,16 @@ config, and stop one so that it can be continued (`GracefulInterrupt`).
 
 The run to resume is found and locked before Hydra starts (`claim_run_directory`), so Hydra
 logs into it, not a new one, and keeps its `.hydra/config.yaml`. Every check comes before
-anything is written; what a run directory may hold is checked by run/trust.py.
+anything is written. A run directory someone handed you is data, never code: its files must
+be regular files and directories of its own (no links out of it, no FIFOs), and its saved
+config may choose values, but may name only the classes this project and Lightning provide,
+and only places inside the run to write to. (What its checkpoint may hold: run/checkpoint.py.)
 """
 
-import json
+import importlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
@@ -37,15 +42,17 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import check_writable, lock_run, run_holder, to_run_log, unlock_run
-from mnist_lightning.run.sweep import STATUS_FILE
-from mnist_lightning.run.trust import (
-    check_run_files,
-    check_saved_config,
-    renamed_targets,
-    saved_config,
-    to_tree,
+from mnist_lightning.files import (
+    check_writable,
+    kind_of,
+    lock_run,
+    open_regular,
+    read_json,
+    run_holder,
+    to_run_log,
+    unlock_run,
 )
+from mnist_lightning.run.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +103,7 @@ def sweep_dir(resume: str | None) -> str:
     """hydra.sweep.dir: a new directory, or the sweep `resume=` names (claimed already)."""
     if not resume:
         return f"{SWEEPS_DIR}/{run_id()}"
-    return str(find_sweep(resume)) if resume == "latest" else resume
+    return str(find_run(resume, sweep=True)) if resume == "latest" else resume
 
 
 def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
@@ -148,33 +155,43 @@ def claim_run_directory(args: list[str]) -> list[str]:
         )
     if not resume:
         return args
-    run = (find_sweep if multirun else find_run)(resume)
+    run = find_run(resume, sweep=multirun)
     if is_rank_zero():  # before Hydra appends to the run's train.log
         lock_run(run, "mnist-train")
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
 
 
-# The trainer limits a finished run can have reached, and the count in metrics.json of each.
-LIMITS = {"max_steps": "global_step", "max_epochs": "epoch"}
+COUNTS = {"max_steps": "global_step", "max_epochs": "epoch"}  # metrics.json's count of each
 
 
-def loop_limit(trainer: DictConfig, key: str) -> Any:
-    """trainer.max_steps or max_epochs as Lightning reads it: a null max_epochs is 1000 epochs
-    when neither max_steps nor max_time ends the run, else no limit (`_parse_loop_limits`)."""
-    value = trainer.get(key)
-    if key != "max_epochs" or value is not None:
-        return value
-    steps = trainer.get("max_steps")
-    return -1 if (isinstance(steps, int) and steps > 0) or trainer.get("max_time") else 1000
+def limits(trainer: DictConfig) -> dict[str, Any]:
+    """trainer.max_steps and max_epochs as Lightning reads them: a null max_epochs is 1000
+    epochs unless max_steps or max_time ends the run (`_parse_loop_limits`)."""
+    steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    if epochs is None:
+        epochs = -1 if steps not in (None, -1) or trainer.get("max_time") else 1000
+    return {"max_steps": steps, "max_epochs": epochs}
 
 
 def reached_limit(trainer: DictConfig, done: dict) -> str | None:
     """The limit of `trainer` (max_steps or max_epochs) that a run's results show reached."""
-    for key, count in LIMITS.items():
-        limit, got = loop_limit(trainer, key), done.get(count)
+    for key, limit in limits(trainer).items():
+        got = done.get(COUNTS[key])
         if isinstance(limit, int) and limit >= 0 and isinstance(got, int) and got >= limit:
             return key
     return None
+
+
+def finished(resumed: DictConfig, run: Path) -> dict | None:
+    """The results of `run` if it ended and the command takes it no further: it asks for the
+    limits the run had (one stopped early stays stopped; by max_time too: the checkpoint holds
+    its clock), or for limits the results show reached (it was extended once before)."""
+    done = results(run)
+    if done is None:
+        return None
+    saved = saved_config(run).trainer
+    same = limits(resumed.trainer) == limits(saved) or saved.get("max_time")
+    return done if same or reached_limit(resumed.trainer, done) else None
 
 
 def further(cfg: DictConfig, done: dict) -> str:
@@ -182,7 +199,7 @@ def further(cfg: DictConfig, done: dict) -> str:
     before (max_time, early stopping: resume= cannot extend those), start anew from it."""
     key = reached_limit(cfg.trainer, done)
     if key:
-        return f"To train it further, raise trainer.{key} above {done[LIMITS[key]]}."
+        return f"To train it further, raise trainer.{key} above {done[COUNTS[key]]}."
     last = last_checkpoint(Path(cfg.paths.output_dir))
     return (
         "It stopped before its limits (trainer.max_time or early stopping), which resume= "
@@ -259,79 +276,192 @@ def locked_run(cfg: DictConfig) -> Iterator[tuple[Path, str | None]]:
 LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
 
 
+LAST_IN_RUN = f"checkpoints/{LAST_CHECKPOINT}"
+
+
 def last_checkpoint(run: Path) -> Path:
-    return run / "checkpoints" / LAST_CHECKPOINT
+    return run / LAST_IN_RUN
 
 
-def find_run(resume: str) -> Path:
-    """The run directory `resume=` names (`latest`: the newest run with a checkpoint that no
-    other process is writing)."""
+def find_run(resume: str, sweep: bool = False) -> Path:
+    """The run (with `sweep`: the sweep) directory `resume=` names; `latest`: the newest one
+    with a checkpoint (a multirun.yaml) that no other process is writing (names sort by time)."""
+    parent, marker = (SWEEPS_DIR, "multirun.yaml") if sweep else (RUNS_DIR, LAST_IN_RUN)
     if resume == "latest":
-        return check_run_files(newest_free(RUNS_DIR, f"*/checkpoints/{LAST_CHECKPOINT}", 2, "run"))
+        for found in sorted((d for d in parent.glob("*") if (d / marker).is_file()), reverse=True):
+            holder = run_holder(found)
+            if holder is None:
+                return check_run_files(found.resolve())
+            print(f"resume=latest: passing over {found}: {holder} is writing it.", file=sys.stderr)
+        raise CheckpointError(
+            f"resume=latest: no {'sweep' if sweep else 'run'} under {parent}/ with a {marker} "
+            "that no other process is writing."
+        )
     run = Path(resume)
-    if not run.is_dir():
-        raise CheckpointError(f"resume={resume}: there is no such run directory.")
-    if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
-        lock_run(run, "mnist-train")  # raises RunBusyError naming the process
-    if not (run / ".hydra" / "config.yaml").is_file():
-        raise CheckpointError(
-            f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "
-            "unknown. Start a new run from its weights with ckpt_path=<checkpoint> instead."
-        )
-    if not last_checkpoint(run).is_file():
-        raise CheckpointError(
-            f"resume={resume}: {last_checkpoint(run)} is missing; the run stopped before its "
-            "first checkpoint. Start it again instead."
-        )
-    saved_config(run)
-    return check_run_files(run.resolve())
-
-
-def newest_free(parent: Path, pattern: str, up: int, noun: str) -> Path:
-    """For `resume=latest`: the newest directory under `parent` holding `pattern` (`up` levels
-    below it) that no other process is writing (names sort by start time)."""
-    for found in sorted((p.parents[up - 1] for p in parent.glob(pattern)), reverse=True):
-        holder = run_holder(found)
-        if holder is None:
-            return found.resolve()
-        print(f"resume=latest: passing over {found}: {holder} is writing it.", file=sys.stderr)
-    raise CheckpointError(
-        f"resume=latest: no {noun} under {parent}/ that no other process is writing ({pattern})."
-    )
-
-
-def find_sweep(resume: str) -> Path:
-    """The sweep directory `resume=` names in a multirun (`latest`: the newest sweep)."""
-    if resume == "latest":
-        return check_run_files(newest_free(SWEEPS_DIR, "*/multirun.yaml", 1, "sweep"))
-    sweep = Path(resume)
-    if not (sweep / "multirun.yaml").is_file():
+    if sweep and not (run / marker).is_file():
         raise CheckpointError(
             f"resume={resume}: not a sweep directory (no multirun.yaml in it). With -m, "
             "resume= names the sweep to re-launch; without -m, a single run."
         )
-    return check_run_files(sweep.resolve())
+    if not sweep:
+        if not run.is_dir():
+            raise CheckpointError(f"resume={resume}: there is no such run directory.")
+        if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
+            lock_run(run, "mnist-train")  # raises RunBusyError naming the process
+        if not (run / ".hydra" / "config.yaml").is_file():
+            raise CheckpointError(
+                f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "
+                "unknown. Start a new run from its weights with ckpt_path=<checkpoint> instead."
+            )
+        if not (run / marker).is_file():
+            raise CheckpointError(
+                f"resume={resume}: {run / marker} is missing; the run stopped before its "
+                "first checkpoint. Start it again instead."
+            )
+        saved_config(run)
+    return check_run_files(run.resolve())
 
 
 def job_finished(job_dir: Path) -> bool:
     """Whether a sweep job already completed (its status and its results are written)."""
-    try:
-        status = json.loads((job_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(status, dict) and status.get("status") == "completed" and bool(results(job_dir))
-    )
+    status = read_json(job_dir / STATUS_FILE)
+    done = isinstance(status, dict) and status.get("status") == "completed"
+    return done and results(job_dir) is not None
 
 
 def results(run: Path) -> dict | None:
     """A finished run's metrics.json, if it holds results (else None: not finished)."""
-    try:
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
+    metrics = read_json(run / "metrics.json")
     ok = isinstance(metrics, dict) and isinstance(metrics.get("val/acc_best"), int | float)
     return metrics if ok else None
+
+
+def check_run_files(run: Path) -> Path:
+    """`run` if everything in it is a regular file with one name or a directory: a link could
+    send a write (train.log, last.ckpt, event files) anywhere, and a FIFO would block the run.
+    W&B's link to its own log (`wandb/<run-*>/logs/debug-core.log`) is never written through:
+    a resumed W&B run opens a folder of its own."""
+    walked = (Path(top) / name for top, dirs, files in os.walk(run) for name in dirs + files)
+    for path in [run, *walked]:
+        info = path.lstat()
+        kind = kind_of(info.st_mode)
+        if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
+            kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
+        wandb_log = path.parts[-4::2] == ("wandb", "logs") and path.name == "debug-core.log"
+        if kind not in ("a regular file", "a directory") and not (
+            wandb_log and kind == "a symbolic link"
+        ):
+            raise CheckpointError(
+                f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
+                "regular files and directories. Remove it, or start afresh (a single run from "
+                "its weights with ckpt_path=<checkpoint>)."
+            )
+    return run
+
+
+MAX_CONFIG_BYTES = 1_000_000  # a saved config is a few kilobytes
+
+
+def saved_config(run: Path) -> DictConfig:
+    """The config a run was made with (`.hydra/config.yaml`), if it is one."""
+    path = run / ".hydra" / "config.yaml"
+    try:
+        with open_regular(path) as file:
+            text = file.read(MAX_CONFIG_BYTES + 1).decode()
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+        # Aliases are refused unexpanded: a few hundred bytes of them expand to gigabytes.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise ValueError("it uses YAML aliases, which mnist-train never writes")
+        saved = OmegaConf.create(text)
+    except Exception as e:  # not YAML, not text, or not readable
+        reason = one_line(e, 200)
+        raise CheckpointError(f"resume={run}: {path} cannot be read ({reason}).") from None
+    if not isinstance(saved, DictConfig) or not all(
+        isinstance(saved.get(group), DictConfig) for group in ("data", "model", "trainer")
+    ):
+        raise CheckpointError(
+            f"resume={run}: {path} is not a config mnist-train saved (no data, model and "
+            "trainer sections). Start a new run from its weights with ckpt_path=<checkpoint>."
+        )
+    return saved
+
+
+# What a saved config may instantiate without the command line naming it: a public class of
+# this project (where it is defined), a public class of Lightning's callbacks, loggers,
+# profilers or strategies (the config groups' own kinds), the Trainer, and the periodic
+# checkpoint's time interval.
+TRUSTED_MODULES = tuple(
+    f"lightning.pytorch.{m}" for m in ("callbacks", "loggers", "profilers", "strategies")
+)
+TRUSTED_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "datetime.timedelta")
+# Classes that moved since a run saved its config (the package got its folders).
+MOVED_TARGETS = {
+    "mnist_lightning.resume.GracefulInterrupt": "mnist_lightning.run.resume.GracefulInterrupt",
+    "mnist_lightning.model.MNISTClassifier": "mnist_lightning.model.classifier.MNISTClassifier",
+    "mnist_lightning.data.MNISTDataModule": "mnist_lightning.data.datamodule.MNISTDataModule",
+}
+
+
+def trusted_target(target: object) -> bool:
+    """Whether `target` names a trusted class by its public name (not, say,
+    `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
+    if not isinstance(target, str):
+        return False
+    module_name, _, name = target.rpartition(".")
+    if target in TRUSTED_TARGETS or module_name in TRUSTED_MODULES:
+        return target in TRUSTED_TARGETS or name in importlib.import_module(module_name).__all__
+    if not re.fullmatch(r"mnist_lightning(\.\w+)+", module_name):
+        return False
+    try:
+        found = getattr(importlib.import_module(module_name), name, None)
+    except ImportError:
+        return False
+    return isinstance(found, type) and found.__module__ == module_name
+
+
+def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
+    """`(dotted key, name, value)` of every node of a plain config tree."""
+    items = (
+        tree.items()
+        if isinstance(tree, dict)
+        else enumerate(tree if isinstance(tree, list) else [])
+    )
+    for name, value in items:
+        path = f"{key}.{name}" if key else str(name)
+        yield path, name, value
+        yield from nodes(value, path)
+
+
+def to_tree(cfg: DictConfig, resolve: bool = False) -> object:
+    try:
+        return OmegaConf.to_container(cfg, resolve=resolve)
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
+
+
+def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
+    """Refuse a saved config (resolved: an interpolation such as `${oc.create:...}` can make a
+    node) that names code; where its objects write is checked as built (`check_writes_inside`).
+    A target the command line's own config names (`composed`: conf/ and the overrides given) is
+    the user's choice, so a run made with a callback of one's own resumes when the command
+    repeats it. A class that moved since the run saved its config is renamed in `saved`."""
+    chosen = {value for _, name, value in nodes(to_tree(composed)) if name == "_target_"}
+    for key, name, value in nodes(saved):  # a node comes before what it holds
+        if isinstance(value, dict) and value.get("_target_") in MOVED_TARGETS:
+            value["_target_"] = MOVED_TARGETS[value["_target_"]]
+        if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
+            raise ConfigError(
+                f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
+                "never use; a run directory may choose values by name only."
+            )
+        if name == "_target_" and value not in chosen and not trusted_target(value):
+            raise ConfigError(
+                f"resume={run}: its .hydra/config.yaml sets {key}={value!r}, which is not a "
+                "class of mnist_lightning or one of Lightning's callbacks, loggers, profilers "
+                "or strategies; a run directory may choose values, not code. If you trust it, "
+                f"name it on the command line: +{key}={value}"
+            )
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
@@ -354,7 +484,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
     trackers_as_configured(saved)
     # Resolved once and used as checked: no interpolation is left to make anything later.
-    resolved = renamed_targets(to_tree(saved, resolve=True))
+    resolved = to_tree(saved, resolve=True)
     check_saved_config(resolved, cfg, run)
     resumed = OmegaConf.create(resolved)
     resumed.resume = str(run)
@@ -377,42 +507,28 @@ def trackers_as_configured(saved: DictConfig) -> None:
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
     """What the resumed run's Trainer, callbacks and loggers write, as built, is inside `run`
     (a checkpoint's `filename`, a logger's `version` can lead out of it)."""
-    places = {"trainer.default_root_dir": trainer.default_root_dir}
+    places = [("trainer.default_root_dir", trainer.default_root_dir)]  # (a name may repeat)
     for callback in trainer.callbacks:
         name = type(callback).__name__
         if isinstance(callback, ModelCheckpoint) and callback.dirpath:
-            filename = f"{callback.filename or 'epoch'}{callback.FILE_EXTENSION}"
-            places[f"{name}(filename={callback.filename!r})"] = f"{callback.dirpath}/{filename}"
+            name = f"{name}(filename={callback.filename!r})"
+            extension = callback.FILE_EXTENSION
+            places.append((name, f"{callback.dirpath}/{callback.filename or 'epoch'}{extension}"))
+        elif isinstance(callback, GracefulInterrupt):
+            places.append((name, callback.last))
         elif getattr(callback, "dirpath", None):
-            places[name] = callback.dirpath
-        if isinstance(callback, GracefulInterrupt):
-            places[name] = callback.last
-    for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger):  # its store is the command's (trackers_as_configured)
-            continue
-        places[type(logger).__name__] = logger.log_dir or logger.save_dir or run
+            places.append((name, callback.dirpath))
+    for logger in trainer.loggers:  # MLflow's store is the command's (trackers_as_configured)
+        if not isinstance(logger, MLFlowLogger):
+            places.append((type(logger).__name__, logger.log_dir or logger.save_dir or run))
     if getattr(trainer.profiler, "dirpath", None):
-        places[type(trainer.profiler).__name__] = trainer.profiler.dirpath
-    for what, place in places.items():
+        places.append((type(trainer.profiler).__name__, trainer.profiler.dirpath))
+    for what, place in places:
         if not Path(os.path.expanduser(str(place))).resolve().is_relative_to(run.resolve()):
             raise ConfigError(
                 f"resume={run}: its config makes {what} write to {place}, outside the run; a "
                 "resumed run writes only into its own directory."
             )
-
-
-def finished(resumed: DictConfig, run: Path) -> dict | None:
-    """The results of `run` if it ended and the command does not extend it."""
-    done = results(run)
-    if done is None:
-        return None
-    saved = saved_config(run).trainer
-    if saved.get("max_time"):  # its clock is restored from the checkpoint: it stays stopped
-        return done
-    extended = any(loop_limit(resumed.trainer, k) != loop_limit(saved, k) for k in LIMITS)
-    # Its results say how far it got: a run extended once before has reached its new limit.
-    reached = reached_limit(resumed.trainer, done) is not None
-    return done if reached or not extended else None
 
 
 class GracefulInterrupt(L.Callback):
@@ -437,25 +553,21 @@ class GracefulInterrupt(L.Callback):
             return
         # Lightning's SIGTERM handler, installed when fit started: the loops stop once it ran.
         self._stop = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum: int, frame: Any) -> None:
-            self.signal = signum  # acted on at the next of the two hooks below
-
         signals = [signal.SIGINT, signal.SIGTERM]
         if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's: requeue the job
             signals.append(signal.SIGUSR2)
-        self._previous = {signum: signal.signal(signum, handler) for signum in signals}
+        self._previous = {signum: signal.signal(signum, self._note) for signum in signals}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.signal = signum  # acted on after the step, or at the epoch's end
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
         if i + 1 < trainer.num_training_batches:  # after an epoch's last one, validation runs
-            self._stop_now()
+            self.on_train_epoch_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop_now()
-
-    def _stop_now(self) -> None:
         if self.signal is not None and self._stop is not None:
             self._stop(self.signal, None)
             self._stop = None

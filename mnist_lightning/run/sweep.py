@@ -6,7 +6,6 @@ current while the sweep runs, after a crash, and with launchers that run jobs el
 """
 
 import csv
-import json
 import logging
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_lightning.errors import one_line
-from mnist_lightning.files import atomic_open, atomic_write_json, lock_run
+from mnist_lightning.files import atomic_open, atomic_write_json, lock_run, read_json
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +58,7 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE
-        status = {"status": "completed", "reason": ""}
-        if status_file.is_file():  # written by record_failure
-            status |= json.loads(status_file.read_text())
+        status = {"status": "completed", "reason": ""} | (read_json(status_file) or {})
         if job_return.status != JobStatus.COMPLETED:  # a crash, not bad input: a bug or a kill
             error = job_return._return_value
             reason = f"{type(error).__name__}: {one_line(error, 300)}"
@@ -81,28 +78,21 @@ class SweepSummary(Callback):
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job; `overrides` shows what differs between jobs, not what they share."""
-    jobs = [
-        (path.parent, json.loads(path.read_text())) for path in sweep_dir.glob(f"*/{STATUS_FILE}")
+    """One row per job, best first (failed jobs, without val/acc_best, last in job order);
+    `overrides` shows what differs between jobs, not what they share."""
+    jobs = {path.parent: read_json(path) for path in sweep_dir.glob(f"*/{STATUS_FILE}")}
+    overrides = [set(status["overrides"]) for status in jobs.values()]
+    shared = set.intersection(*overrides) if len(overrides) > 1 else set()
+    rows = [
+        {
+            "job": job.name,
+            "overrides": " ".join(o for o in status["overrides"] if o not in shared),
+            "status": status["status"] + (f": {status['reason']}" if status["reason"] else ""),
+            **{key: metrics.get(key, "") for key in COLUMNS[3:]},
+        }
+        for job, status in jobs.items()
+        for metrics in [read_json(job / "metrics.json") or {}]
     ]
-    shared = (
-        set.intersection(*(set(status["overrides"]) for _, status in jobs))
-        if len(jobs) > 1
-        else set()
-    )
-    rows = []
-    for job_dir, status in jobs:
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        rows.append(
-            {
-                "job": job_dir.name,
-                "overrides": " ".join(o for o in status["overrides"] if o not in shared),
-                "status": status["status"] + (f": {status['reason']}" if status["reason"] else ""),
-                **{key: metrics.get(key, "") for key in COLUMNS[3:]},
-            }
-        )
-    # Best first; failed jobs (no val/acc_best) last, in job order.
     return sorted(
         rows, key=lambda r: (r["val/acc_best"] == "", -(r["val/acc_best"] or 0), int(r["job"]))
     )

@@ -34,7 +34,12 @@ from mnist_lightning.errors import (
 )
 from mnist_lightning.files import kind_of, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.checkpoint import AtomicCheckpointIO, load_checkpoint
+from mnist_lightning.run.checkpoint import (
+    AtomicCheckpointIO,
+    check_resumable,
+    load_checkpoint,
+    network_weights,
+)
 from mnist_lightning.run.resume import (
     EXTRAS,
     MLFLOW_LOGGER,
@@ -44,7 +49,6 @@ from mnist_lightning.run.resume import (
     is_rank_zero,
     last_checkpoint,
 )
-from mnist_lightning.run.trust import check_resumable, network_weights
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +211,7 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
     except Exception as e:
         # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of another
         # shape, random states torch refuses, a damaged loop state): the checkpoint is at
-        # fault, whatever the exception. trust.check_resumable saw to what could crash.
+        # fault, whatever the exception. checkpoint.check_resumable saw to what could crash.
         frames = traceback.extract_tb(e.__traceback__)
         restoring = any(
             Path(f.filename).name == "checkpoint_connector.py" or f.name == "load_state_dict"
@@ -364,7 +368,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
             extra["run_id"] = mlflow_run_of(node, str(run))
         return extra
     # W&B: the id is the run's name, so a resumed run (same directory) continues it. The run
-    # directory holds only its own files and folders (run/trust.py): no links to the latest run.
+    # directory holds only its own files and folders (run/resume.py): no links to the latest run.
     settings = {**dict(node.get("settings") or {}), "symlink": False}
     extra |= {"name": node.get("name") or name, "settings": settings}
     if not node.get("id") and not node.get("version"):
