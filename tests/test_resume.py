@@ -218,6 +218,21 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_train
         check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")
 
 
+def test_how_the_optimizer_steps_is_this_machines_choice_not_the_checkpoints() -> None:
+    checkpoint = stepped_checkpoint()
+    for group in checkpoint["optimizer_states"][0]["param_groups"]:
+        group.update(differentiable=True, fused=False, foreach=True)  # fails in the fused kernel
+    model = MNISTClassifier(hidden_dims=[8])
+    check_resumable(model, checkpoint, "old/last.ckpt")  # a setting, not damage
+    model.on_load_checkpoint(checkpoint)  # as Lightning's restore calls it, before the optimizer
+    optimizer = model.build_optimizer()
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    assert optimizer.param_groups[0]["fused"] and not optimizer.param_groups[0]["differentiable"]
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["exp_avg", "val_acc_best"])
 def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
