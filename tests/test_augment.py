@@ -96,7 +96,7 @@ def test_a_resumed_epoch_draws_the_same_distortions() -> None:
         return TensorBatches(images, torch.arange(50), 10, True, 3, augment=Augment("elastic"))
 
     original = loader()
-    original.sampler.set_epoch(2)
+    original.set_epoch(2)
     items = iter(original)
     next(items), next(items)
     state, rest = original.state_dict(), list(items)
@@ -104,7 +104,7 @@ def test_a_resumed_epoch_draws_the_same_distortions() -> None:
     fresh.load_state_dict(state)
     for (xa, ya), (xb, yb) in zip(rest, fresh, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    fresh.sampler.set_epoch(3)  # another epoch, other distortions
+    fresh.set_epoch(3)  # another epoch, other distortions
     assert not torch.equal(next(iter(fresh))[0], rest[0][0])
 
 
