@@ -1,11 +1,8 @@
-"""`data=fashion_mnist`: the same data module on Zalando's clothes, fetched like MNIST (present
-files checked by sha256, torchvision, then Debian's package `dataset-fashion-mnist`, read here
-from the .deb and never installed), with the class names wherever MNIST shows digits, and the
-data set a checkpoint learned carried to mnist-eval, mnist-export and mnist-predict.
-
-The fast tests use a small synthetic set in Fashion-MNIST's layout and .deb files built here
-(an `ar` archive holding data.tar.xz or data.tar.gz, as `dpkg-deb` builds them, which reads
-them); the slow one fetches the real package and trains on it.
+"""`data=fashion_mnist`: the same data module on Zalando's clothes, fetched like MNIST (Debian's
+package `dataset-fashion-mnist` as the mirror, read from the .deb, never installed), with the
+class names wherever MNIST shows digits, and the data set a checkpoint learned carried to
+mnist-eval, mnist-export and mnist-predict. Fast tests use a small synthetic set and .deb files
+built here (an `ar` archive holding data.tar.xz or .gz, as dpkg-deb builds and reads them).
 """
 
 import gzip
