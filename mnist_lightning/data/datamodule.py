@@ -21,8 +21,6 @@ from mnist_lightning.errors import CheckpointError, DataError, one_line
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-
 
 class TensorBatches:
     """Batches `(images, labels)` by indexing tensors that already sit on the device; images
@@ -63,23 +61,24 @@ class TensorBatches:
         last = len(labels) - step * (batches - 1)  # rows in the last mini-batch of all ranks
         self.batches = batches - (last < world_size and (training or rank >= last))
         self.epoch = self.batches_done = 0  # mini-batches of this epoch already handed out
-        self._resume_at, self._resume_epoch = 0, -1
+        self._resume_at = 0  # where the next iteration starts, from a loaded state
 
     @property
     def sampler(self) -> "TensorBatches":
         return self  # Lightning calls `loader.sampler.set_epoch`
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a loaded state is for the epoch it was taken in
+            self._resume_at = 0
         self.epoch = epoch
 
     def __len__(self) -> int:
         return self.batches
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # A generator: nothing runs until the first item is asked for, so a state loaded
         # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
-        resuming = self.epoch == self._resume_epoch
-        start, self._resume_at = (self._resume_at if resuming else 0), 0
+        start, self._resume_at = self._resume_at, 0
         self.batches_done = start
         device = self.labels.device
         if self.shuffle:
@@ -108,8 +107,8 @@ class TensorBatches:
         epoch it resumes (`set_epoch`) before it iterates: after a checkpoint at an epoch's
         end that is the next one, which starts at its first batch (even when the epoch ended
         early, by limit_train_batches or overfit_batches)."""
-        self.epoch = self._resume_epoch = state["epoch"]
-        self._resume_at = self.batches_done = state["batches_done"]
+        self.epoch, self._resume_at = state["epoch"], state["batches_done"]
+        self.batches_done = self._resume_at  # what a checkpoint before the next batch records
 
 
 class MNISTDataModule(L.LightningDataModule):
