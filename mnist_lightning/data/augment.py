@@ -14,12 +14,11 @@ thinner by up to that many pixels of width, at most 1 (a 3x3 grey-level dilation
 blended; a whole erosion would take most of an MNIST digit's ink): people write with pens from
 a fine liner to a felt marker, MNIST's writers mostly with one.
 
-`translate` is one gather; the others are one `affine_grid` + `grid_sample` (plus two small
-matrix products that smooth the elastic noise) on the device: no per-image Python. (Not
-torchvision's RandomAffine or ElasticTransform: one call draws one distortion for a whole batch,
-here every image gets its own.) The random
-numbers come from the generator passed in, which `datamodule.TensorBatches` seeds from (seed, epoch,
-batch), so a run and its resumed copy draw the same distortions.
+`translate` is one gather (a third of `grid_sample`'s time); the others are one `affine_grid` +
+`grid_sample` (plus two small matrix products that smooth the elastic noise) on the device: no
+per-image Python, and every image its own distortion (torchvision's RandomAffine and
+ElasticTransform draw one per call). The random numbers come from the generator passed in,
+which `datamodule.TensorBatches` seeds, so a run and its resumed copy draw the same.
 """
 
 import math

