@@ -226,25 +226,16 @@ def test_resume_refuses_overrides_that_change_the_run(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("epochs", ["-1", "null"])
-def test_no_limit_on_epochs_trains_until_max_steps(
+def test_no_limit_on_epochs_trains_until_max_steps_and_log_every_0_logs_once_an_epoch(
     epochs: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """trainer.max_epochs=-1, and null (Lightning's default) with max_steps, mean what
-    Lightning says: max_steps ends the run, mid-epoch."""
+    Lightning says: max_steps ends the run, mid-epoch. log_every_n_steps=0 too: no step-level
+    logs, train/* get their epoch-end points only (the last epoch's, cut short, included)."""
     run, steps = tmp_path / "run", STEPS_PER_EPOCH + 5
     limits = (f"trainer.max_epochs={epochs}", f"trainer.max_steps={steps}")
-    run_command(mnist_train, "train", train_line(run, synthetic_mnist, *limits))
+    line = train_line(run, synthetic_mnist, *limits, "trainer.log_every_n_steps=0")
+    run_command(mnist_train, "train", line)
     assert metrics_of(run)["global_step"] == steps
-
-
-@pytest.mark.slow
-def test_log_every_n_steps_0_logs_the_training_curves_once_an_epoch(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """As in Lightning, 0 means no step-level logs: train/* get their epoch-end points only."""
-    run = tmp_path / "run"
-    run_command(
-        mnist_train, "train", train_line(run, synthetic_mnist, "trainer.log_every_n_steps=0")
-    )
-    steps = [event.step for event in events_of(run).Scalars("train/loss")]
-    assert steps == [STEPS_PER_EPOCH - 1, STEPS - 1]
+    points = [event.step for event in events_of(run).Scalars("train/loss")]
+    assert points == [STEPS_PER_EPOCH - 1, steps - 1]

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.data.datasets import raw_dir, read_idx
-from tests.helpers.commands import run_cli, run_dirs, run_train
+from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST
 from tests.helpers.worlds import last_ckpt, make_world, snapshot
@@ -70,7 +71,7 @@ def test_runs_started_at_the_same_moment_get_different_directories(
     assert reported == sorted(str(run) for run in runs)  # each process reported its own
 
 
-def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
+def test_mnist_export_to_onnx_agrees_with_the_checkpoint(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     pytest.importorskip("onnxruntime", reason='the ONNX tools: pip install -e ".[export]"')
@@ -78,7 +79,8 @@ def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
 
     last, output = trained_run / "checkpoints" / "last.ckpt", tmp_path / "model.onnx"
     args = [f"ckpt_path={last}", "format=onnx", f"output={output}", "data_source=files"]
-    done = run_cli("export", [*args, f"check_images={SYNTHETIC_TEST}"], tmp_path, synthetic_mnist)
+    args += [f"check_images={SYNTHETIC_TEST}"]
+    done = run_console("export", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)})
     assert done.returncode == 0 and not done.stderr.count("Traceback"), done.stderr[-3000:]
     assert f"same predictions as the checkpoint on {SYNTHETIC_TEST} test images" in done.stdout
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:5].float() / 255
@@ -86,6 +88,9 @@ def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
     logits = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
     labels = read_idx(raw_dir(synthetic_mnist) / "t10k-labels-idx1-ubyte")[:5].long()
     assert torch.equal(logits.argmax(1), labels)  # the synthetic digits are learned perfectly
+    assert is_earlier_export(output, "onnx") and not is_earlier_export(output, "torchscript")
+    (tmp_path / "other.onnx").write_bytes(b"\x08\x07" * 100)  # ONNX's first field, not ours
+    assert not is_earlier_export(tmp_path / "other.onnx", "onnx")
 
 
 def train_in_process(cwd: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -116,7 +121,8 @@ def test_a_diverged_run_stops_with_advice_and_keeps_no_broken_checkpoint(
 def test_a_run_that_learns_nothing_is_not_reported_as_a_result(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    args = ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=5"]
+    # 100 steps, the fewest it judges, in one epoch of batches of 10
+    args = ["model.lr=1e-12", "model.scheduler=none", "data.batch_size=10", "trainer.max_epochs=1"]
     done = train_in_process(tmp_path, synthetic_mnist, *args)
     assert done.returncode == 2
     error = last_line(done)
@@ -183,10 +189,11 @@ def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> Path:
-    """One epoch of the default experiment on the real MNIST (data.source=auto)."""
+    """One epoch of the default experiment on the real MNIST (data.source=auto), by mnist-train's
+    console entry in this process (test_predict_reads_real_pictures then runs a process)."""
     cwd = tmp_path_factory.mktemp("real")
-    overrides = ("trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
-    done = run_train(cwd, real_mnist_dir, *overrides, synthetic=False)
+    overrides = ["trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
+    done = run_console("train", overrides, cwd, {"MNIST_DATA_DIR": str(real_mnist_dir)}, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(cwd)
     return run
