@@ -1,7 +1,7 @@
 """The console commands as a user runs them: real processes pin the contract (exit status, one
-line on stderr, no traceback, nothing changed on disk), two runs side by side, and the end to
-end runs on the real MNIST. mnist-train's training outcomes (divergence, a run that learns
-nothing, a new run from weights, torch.compile) run its console entry in the test process."""
+line on stderr, no traceback, nothing changed on disk) and two runs side by side; training
+outcomes (divergence, a run that learns nothing, a new run from weights, torch.compile), the
+ONNX export and the end-to-end runs on the real MNIST run the console entries in this process."""
 
 import hashlib
 import json
@@ -190,7 +190,7 @@ def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> Path:
     """One epoch of the default experiment on the real MNIST (data.source=auto), by mnist-train's
-    console entry in this process (test_predict_reads_real_pictures then runs a process)."""
+    console entry in this process."""
     cwd = tmp_path_factory.mktemp("real")
     overrides = ["trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
     done = run_console("train", overrides, cwd, {"MNIST_DATA_DIR": str(real_mnist_dir)}, 600)
@@ -243,7 +243,7 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
 
     last = real_run / "checkpoints" / "last.ckpt"
     args = [f"ckpt_path={last}", f"inputs={pictures}", "json=true", f"grid={tmp_path / 'g.png'}"]
-    done = run_cli("predict", args, tmp_path, real_mnist_dir)
+    done = run_console("predict", args, tmp_path, {"MNIST_DATA_DIR": str(real_mnist_dir)})
     assert done.returncode == 1  # some inputs could not be read; the rest were predicted
     assert "Traceback" not in done.stderr
     skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped: ")]

@@ -34,13 +34,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a `UserError` as one paragraph and exit with status 2, instead of a traceback.
-
-    In a Hydra multirun the job is recorded as failed, with the message, and the sweep goes on
-    with the next job; the sweep's summary lists it and its exit status is 1. The job returns
-    None, which the Optuna sweeper records as a failed trial. (Not NaN: hydra-optuna-sweeper
-    1.x then calls `study.tell` twice, and the second call stops the whole search.)
-    """
+    """Print a `UserError` as one paragraph and exit with status 2, instead of a traceback. In
+    a Hydra multirun the job is recorded as failed (the sweep's summary lists it, its exit
+    status is 1) and returns None, which Optuna records as a failed trial (NaN would stop the
+    whole search: hydra-optuna-sweeper 1.x calls `study.tell` twice)."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

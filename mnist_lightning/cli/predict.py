@@ -130,23 +130,19 @@ def main(cfg: DictConfig) -> None:
     model, checkpoint = load_classifier(ckpt_path, device)
     dataset = trained_on(checkpoint, ckpt_path)  # what its ten outputs are called
 
-    prepared, rows, failures = [], [], len(skipped)
+    prepared, rows = [], []
     for path in files:
         try:
             image = read_image(path, objects=dataset.named)
+            with torch.no_grad():
+                probs = model(image[None].to(device)).softmax(1)[0].cpu()
+            if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
+                raise ImageError(
+                    f"{printable(path)}: the model's output is not finite (NaN); the "
+                    "checkpoint's weights are damaged."
+                )
         except ImageError as e:
             print(f"skipped: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        with torch.no_grad():
-            probs = model(image[None].to(device)).softmax(1)[0].cpu()
-        if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
-            print(
-                f"skipped: {printable(path)}: the model's output is not finite (NaN); the "
-                "checkpoint's weights are damaged.",
-                file=sys.stderr,
-            )
-            failures += 1
             continue
         prepared.append(image)
         rows.append(answer(path, probs, dataset))
@@ -166,7 +162,7 @@ def main(cfg: DictConfig) -> None:
             )
     if grid is not None and prepared:
         write_grid(grid, prepared, rows, dataset)
-    if failures:
+    if skipped or len(rows) < len(files):
         sys.exit(1 if rows else 2)
 
 
