@@ -1,7 +1,7 @@
 """Every console command against bad input (docs/reliability.md's cases), through its console
 entry in the test process, in a user's world (tests/helpers/worlds.py): exit status 2 (or the
 case's own) with one clear line naming the key, file or value, no traceback, and everything
-that existed left as it was, but for a file the command may replace (an earlier grid or export).
+that existed left as it was, but for a file the command may replace (an earlier grid).
 Special files are skipped or refused by name, never opened (a FIFO hung mnist-predict; a link
 to /dev/zero was read until memory ran out): each command runs under a 60 s alarm and a 4 GiB
 address-space margin, so such a regression fails its case instead of the machine. The checks
@@ -20,10 +20,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_lightning.cli.export import export_torchscript, is_earlier_export
 from mnist_lightning.cli.predict import is_grid, write_grid
 from mnist_lightning.data.datasets import raw_dir
-from mnist_lightning.run.checkpoint import load_classifier
 from tests.helpers.synthetic import SMALL
 from tests.helpers.tiers import one_of_each_kind
 from tests.helpers.worlds import Command, last_ckpt, make_world, run_in_world
@@ -125,11 +123,6 @@ def eval_is_a_link(w: Path) -> None:
     (w / "run" / "eval").symlink_to(w / "elsewhere")
 
 
-def earlier_export(w: Path) -> None:
-    model, _ = load_classifier(last_ckpt(w), torch.device("cpu"))
-    export_torchscript(model.net.eval(), torch.rand(4, 28, 28), w / "model.pt")
-
-
 def special_pictures(w: Path) -> list[str]:
     """Among the pictures: a FIFO, a link to /dev/zero, a socket, a dangling link and names a
     terminal would act on, beside a good picture; another FIFO, a name that is nothing and a
@@ -160,7 +153,7 @@ class Case:
     setup: Setup
     words: tuple[str, ...]  # in stderr; {w} is the world
     status: int = 2
-    replaced: str = ""  # a file of the world the command may replace by one of its own
+    replaced: str = ""  # a grid of the world mnist-predict may replace by a new one
     stdout: tuple[str, ...] = ()  # what was still done
 
 
@@ -259,14 +252,6 @@ CASES: dict[str, Case] = {
         then(lambda w: (w / "model.pt").write_text("my notes"), export()),
         ("model.pt exists and is not an earlier mnist-export torchscript file",),
     ),
-    "export over an earlier export": Case(
-        "export",
-        then(earlier_export, export("check_images=50")),
-        (),
-        status=0,
-        replaced="model.pt",
-        stdout=("wrote", "model.pt", "same predictions"),
-    ),
     # mnist-predict: pictures, special files among them, the grid
     "blank image": Case(
         "predict", picture(lambda p: Image.new("L", (64, 64), 255).save(p)), ("x.png", "blank")
@@ -332,11 +317,6 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
     before, after = outcome.before, outcome.after
     if expected.replaced:  # by a regular file of the command's own
         path = w / expected.replaced
-        assert after[path] != before.pop(path) and after[path][0] == "-"
-        assert (
-            is_grid(path)
-            if expected.command == "predict"
-            else is_earlier_export(path, "torchscript")
-        )
+        assert after[path] != before.pop(path) and after[path][0] == "-" and is_grid(path)
     assert {p: after.get(p) for p in before} == before
     assert set(after) - set(before) <= {w / expected.replaced}  # no temporary files left

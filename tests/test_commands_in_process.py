@@ -165,7 +165,7 @@ def test_mnist_predict_classifies_pictures_as_the_network_does(
     assert is_grid(grid)
 
 
-def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
+def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint_even_over_an_earlier_one(
     trained_run: Path,
     tmp_path: Path,
     synthetic_mnist: Path,
@@ -174,15 +174,18 @@ def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
 ) -> None:
     output, last = tmp_path / "model.pt", trained_run / "checkpoints" / "last.ckpt"
     line = [f"ckpt_path={last}", "format=torchscript", f"output={output}", "check_images=50"]
+    line += ["data_source=files", f"data_dir={synthetic_mnist}"]
+    run_command(mnist_export, "export", line)
+    earlier = output.stat()
     with warnings.catch_warnings(record=True) as heard:
         warnings.simplefilter("always")
-        data = ["data_source=files", f"data_dir={synthetic_mnist}"]
-        run_command(mnist_export, "export", [*line, *data])
+        run_command(mnist_export, "export", line)  # over the earlier export: replaced
     # torch's four deprecation warnings are one line of ours, not a wall of FutureWarnings
     assert not [w for w in heard if issubclass(w.category, FutureWarning)]
     assert "TorchScript is deprecated by torch" in caplog.text
     assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
-    assert is_earlier_export(output, "torchscript")
+    assert output.stat().st_ino != earlier.st_ino and is_earlier_export(output, "torchscript")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:20].float() / 255
     model, _ = load_classifier(last, torch.device("cpu"))
     with torch.no_grad():
