@@ -1,12 +1,14 @@
 """Shared fixtures: the synthetic and the real MNIST, Hydra on conf/, and the finished run the
 read-only tests share. Helpers are in tests/helpers/."""
 
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -14,6 +16,11 @@ from mnist_lightning.data.datasets import ensure_mnist
 from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL, SYNTHETIC_TEST, SYNTHETIC_TRAIN, merged, write_mnist
+
+# The tests train tiny networks, often in processes side by side on a few cores: one torch
+# thread each (also in the processes they start) is faster than threads that wait on each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,11 +66,6 @@ def real_mnist_dir() -> Path:
     data_dir = ROOT / "data"
     ensure_mnist(data_dir)
     return data_dir
-
-
-@pytest.fixture(scope="session")
-def real_mnist(real_mnist_dir: Path) -> Path:
-    return real_mnist_dir
 
 
 @pytest.fixture(scope="session")

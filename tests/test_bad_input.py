@@ -1,32 +1,89 @@
-"""Every entry point against bad input (docs/reliability.md's cases), through its console
-entry in the test process: exit status 2 (Hydra's own errors: 1) with one clear line naming
-the key, file or value, no traceback, and everything that existed left as it was."""
+"""Every console command against bad input (docs/reliability.md's cases), through its console
+entry in the test process, in a user's world (tests/helpers/worlds.py): exit status 2 (or the
+case's own) with one clear line naming the key, file or value, no traceback, and everything
+that existed left as it was, but for a file the command may replace (an earlier grid).
+Special files are skipped or refused by name, never opened (a FIFO hung mnist-predict; a link
+to /dev/zero was read until memory ran out): each command runs under a 60 s alarm and a 4 GiB
+address-space margin, so such a regression fails its case instead of the machine. The checks
+themselves, value by value, are in test_predict.py, test_tool_arguments.py, test_config.py and
+test_idx.py: here is one case of each way a command can fail."""
 
+import fcntl
+import os
 import shutil
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from mnist_lightning.data.datasets import raw_dir, write_idx
+from mnist_lightning.cli.predict import is_grid, write_grid
+from mnist_lightning.data.datasets import raw_dir
 from tests.helpers.synthetic import SMALL
 from tests.helpers.tiers import one_of_each_kind
 from tests.helpers.worlds import Command, last_ckpt, make_world, run_in_world
 
+Setup = Callable[[Path], list[str]]  # prepares the world `w`, returns the command's arguments
+
+
+def then(change: Callable[[Path], object], args: Setup) -> Setup:
+    def setup(w: Path) -> list[str]:
+        change(w)
+        return args(w)
+
+    return setup
+
+
+def train(*overrides: str) -> Setup:
+    return lambda w: [*SMALL, *(o.format(w=w, last=last_ckpt(w)) for o in overrides)]
+
+
+def ckpt(make: Callable[[Path], Path]) -> Setup:
+    return lambda w: [f"ckpt_path={make(w)}"]
+
+
+def evaluate(*overrides: str) -> Setup:
+    """mnist-eval of the run's last.ckpt with `overrides` ({w}: the world)."""
+    return lambda w: (
+        [f"ckpt_path={last_ckpt(w)}", "data_source=files", "device=cpu"]
+        + [o.format(w=w) for o in overrides]
+    )
+
+
+def export(*overrides: str) -> Setup:
+    """mnist-export of the run's last.ckpt to TorchScript at <world>/model.pt."""
+    return lambda w: [
+        f"ckpt_path={last_ckpt(w)}",
+        "format=torchscript",
+        "data_source=files",
+        f"output={w / 'model.pt'}",
+        *overrides,
+    ]
+
+
+def predict(*overrides: str) -> Setup:
+    """mnist-predict on the world's good picture, with `overrides` ({w}: the world)."""
+    return lambda w: (
+        [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures' / 'one.png'}"]
+        + [o.format(w=w) for o in overrides]
+    )
+
+
+def picture(make: Callable[[Path], None]) -> Setup:
+    """mnist-predict on one picture, x.png, that `make` writes."""
+    return then(
+        lambda w: make(w / "x.png"),
+        lambda w: [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'x.png'}"],
+    )
+
 
 def damaged_copy(w: Path, name: str, keep: int) -> Path:
     """A copy of the run's last.ckpt cut to its first `keep` bytes (0: empty)."""
-    path = w / name
-    path.write_bytes(Path(last_ckpt(w)).read_bytes()[:keep])
-    return path
-
-
-def corrupt_ckpt(w: Path) -> Path:
-    bad = w / "bad.ckpt"
-    bad.write_bytes(b"\x00garbage" * 100)
-    return bad
+    (w / name).write_bytes(Path(last_ckpt(w)).read_bytes()[:keep])
+    return w / name
 
 
 def future_ckpt(w: Path) -> Path:
@@ -36,23 +93,15 @@ def future_ckpt(w: Path) -> Path:
     return w / "future.ckpt"
 
 
-def truncated_idx(w: Path) -> list[str]:
-    path = raw_dir(w / "data") / "t10k-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:5000])
-    return SMALL
+def idx(name: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Replace the IDX file `name` of the world's data by what `make` puts at its path."""
 
+    def replace(w: Path) -> None:
+        path = raw_dir(w / "data") / name
+        path.unlink()
+        make(path)
 
-def empty_test_split(w: Path) -> list[str]:
-    write_idx(
-        raw_dir(w / "data") / "t10k-images-idx3-ubyte", torch.zeros(0, 28, 28, dtype=torch.uint8)
-    )
-    write_idx(raw_dir(w / "data") / "t10k-labels-idx1-ubyte", torch.zeros(0, dtype=torch.uint8))
-    return SMALL
-
-
-def wrong_magic(w: Path) -> list[str]:
-    (raw_dir(w / "data") / "train-labels-idx1-ubyte").write_bytes(b"\x12\x34" * 20)
-    return SMALL
+    return replace
 
 
 def without_hydra(w: Path) -> list[str]:
@@ -60,138 +109,224 @@ def without_hydra(w: Path) -> list[str]:
     return [f"resume={w / 'run'}"]
 
 
-def outputs_a_file(w: Path) -> list[str]:
-    (w / "outputs").write_text("not a directory")
-    return SMALL
+def run_held_elsewhere(w: Path) -> None:
+    """The run's lock taken as another mnist-train process holds it: flock on a file
+    description of its own, the holder's name in the file (held until the tests end)."""
+    fd = os.open(w / "run" / ".lock", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"process 4242 (mnist-train)")
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
-def predict(make: Callable[[Path], None], name: str = "x.png") -> Callable[[Path], list[str]]:
-    """Setup for mnist-predict on one picture that `make` writes."""
-
-    def setup(w: Path) -> list[str]:
-        make(w / "pictures" / name)
-        return [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures' / name}"]
-
-    return setup
+def eval_is_a_link(w: Path) -> None:
+    (w / "elsewhere").mkdir()
+    (w / "elsewhere" / "notes.txt").write_text("mine")
+    (w / "run" / "eval").symlink_to(w / "elsewhere")
 
 
-def ckpt(make: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
-    return lambda w: [f"ckpt_path={make(w)}"]
+def special_pictures(w: Path) -> list[str]:
+    """Among the pictures: a FIFO, a link to /dev/zero, a socket, a dangling link and names a
+    terminal would act on, beside a good picture; another FIFO, a name that is nothing and a
+    folder with no pictures given by name; the grid replaces an earlier grid."""
+    pictures = w / "pictures"
+    os.mkfifo(pictures / "fifo.png")
+    (pictures / "zero.png").symlink_to("/dev/zero")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(pictures / "sock.png"))  # the socket file stays when the socket is closed
+    (pictures / "gone.png").symlink_to(w / "no-such.png")
+    (pictures / "new\nline.png").write_bytes(b"not a picture")
+    (pictures / "title\x1b]0;pwned\x07\udcff.png").write_bytes(b"not a picture")
+    os.mkfifo(w / "named.png")
+    (w / "empty").mkdir()
+    write_grid(
+        w / "grid.png", [torch.ones(28, 28)], [{"file": "a.png", "digit": 1, "probability": 1}]
+    )
+    return [
+        f"ckpt_path={last_ckpt(w)}",
+        f"inputs=[{pictures},{w / 'named.png'},{w / 'nothing.png'},{w / 'empty'}]",
+        f"grid={w / 'grid.png'}",
+    ]
 
 
-def train(*overrides: str) -> Callable[[Path], list[str]]:
-    return lambda w: [*SMALL, *(o.format(w=w, last=last_ckpt(w)) for o in overrides)]
+@dataclass(frozen=True)
+class Case:
+    command: str
+    setup: Setup
+    words: tuple[str, ...]  # in stderr; {w} is the world
+    status: int = 2
+    replaced: str = ""  # a grid of the world mnist-predict may replace by a new one
+    stdout: tuple[str, ...] = ()  # what was still done
 
 
-CASES: dict[str, tuple[str, Callable[[Path], list[str]], list[str]]] = {
+SKIPPED = "skipped: {w}/pictures/"
+CASES: dict[str, Case] = {
     # config
-    "unknown key": ("train", train("model.dropuot=0.3"), ["did you mean model.dropout?"]),
-    "a key added that the model lacks": (
-        "train",
-        train("+model.dropuot=0.3"),
-        ["model cannot be built", "dropuot"],
+    "unknown key": Case("train", train("model.dropuot=0.3"), ("did you mean model.dropout?",)),
+    "dropout out of range": Case("train", train("model.dropout=1.5"), ("model.dropout=1.5",)),
+    "a key added that the model lacks": Case(
+        "train", train("+model.dropuot=0.3"), ("model cannot be built", "dropuot")
     ),
-    "hydra key misspelt": ("train", train("hydra.run.dri=x"), ["did you mean hydra.run.dir?"]),
-    "wrong type": ("train", train("data.batch_size=abc"), ["data.batch_size", "abc"]),
-    "dropout out of range": ("train", train("model.dropout=1.5"), ["model.dropout=1.5"]),
-    "a sweep's second job": ("train", train("-m", "model.dropout=0,1.5"), ["model.dropout=1.5"]),
-    "a key misspelt in a sweep over presets": (
+    "hydra key misspelt": Case("train", train("hydra.run.dri=x"), ("did you mean hydra.run.dir?",)),
+    "a sweep's second job": Case("train", train("-m", "model.dropout=0,1.5"), ("dropout=1.5",)),
+    "a key misspelt in a sweep over presets": Case(
         "train",
         train("-m", "model=mlp_128,mlp_64_64_64", "model.dropuot=0.1"),
-        ["did you mean model.dropout?"],
+        ("did you mean model.dropout?",),
     ),
-    "unknown activation": ("train", train("model.activation=swish"), ["swish"]),
-    "unknown preset": ("train", train("model=mlp_9000"), ["model/mlp_9000"]),
-    "no gpu here": ("train", train("trainer.accelerator=gpu"), ["trainer.accelerator=gpu"]),
-    "data directory unusable": ("train", train("paths.data_dir=/proc/nope"), ["/proc/nope"]),
-    "checkpoint missing": ("train", train("ckpt_path={w}/nope.ckpt"), ["nope.ckpt"]),
-    "a callback refuses its value": (
+    "unknown activation": Case("train", train("model.activation=swish"), ("swish",)),
+    "unknown preset": Case("train", train("model=mlp_9000"), ("model/mlp_9000",)),
+    "no gpu here": Case("train", train("trainer.accelerator=gpu"), ("trainer.accelerator=gpu",)),
+    "data directory unusable": Case("train", train("paths.data_dir=/proc/nope"), ("/proc/nope",)),
+    "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
+    "a callback refuses its value": Case(
         "train",
         train("callbacks.best_checkpoint.mode=foo"),
-        ["callbacks.best_checkpoint cannot be built", "foo"],
+        ("callbacks.best_checkpoint cannot be built", "foo"),
     ),
-    "outputs/ a file": ("train", outputs_a_file, ["hydra.run.dir", "outputs/runs"]),
-    "run dir under a file": (
+    "outputs/ a file": Case(
+        "train",
+        then(lambda w: (w / "outputs").write_text("not a directory"), train()),
+        ("hydra.run.dir", "outputs/runs"),
+    ),
+    "run dir under a file": Case(
         "train",
         train("hydra.run.dir={w}/run/metrics.json/new"),
-        ["hydra.run.dir=", "metrics.json/new", "metrics.json is a regular file"],
+        ("hydra.run.dir=", "metrics.json/new", "metrics.json is a regular file"),
     ),
-    "a new run into an existing one": (
+    "a new run into an existing one": Case(
         "train",
         train("hydra.run.dir={w}/run"),
-        ["hydra.run.dir=", "already holds files", "resume="],
+        ("hydra.run.dir=", "already holds files", "resume="),
     ),
-    "resume and ckpt_path": (
+    "resume and ckpt_path": Case(
         "train",
         lambda w: [f"resume={w / 'run'}", f"ckpt_path={last_ckpt(w)}"],
-        ["resume=", "ckpt_path=", "not both"],
+        ("resume=", "ckpt_path=", "not both"),
     ),
-    # data
-    "data dir not writable": (
-        "train",
-        train("data.source=auto", "paths.data_dir={w}/run/metrics.json/d"),
-        ["metrics.json/d", "MNIST_DATA_DIR"],
-    ),
-    "truncated idx": ("train", truncated_idx, ["t10k-images-idx3-ubyte", "truncated"]),
-    "empty test split": ("train", empty_test_split, ["t10k-images-idx3-ubyte", "no images"]),
-    "wrong magic": ("train", wrong_magic, ["train-labels-idx1-ubyte", "magic"]),
-    # checkpoints and run directories
-    "missing checkpoint": ("eval", lambda w: ["ckpt_path=/no/such.ckpt"], ["/no/such.ckpt"]),
-    "empty checkpoint": ("eval", ckpt(lambda w: damaged_copy(w, "e.ckpt", 0)), ["e.ckpt"]),
-    "truncated checkpoint": ("eval", ckpt(lambda w: damaged_copy(w, "t.ckpt", 5000)), ["t.ckpt"]),
-    "corrupt checkpoint": ("eval", ckpt(corrupt_ckpt), ["bad.ckpt"]),
-    "future checkpoint": ("eval", ckpt(future_ckpt), ["future.ckpt", "attention_heads"]),
-    "other architecture": (
+    "run without .hydra": Case("train", without_hydra, (".hydra/config.yaml",)),
+    "other architecture": Case(
         "train",
         train("ckpt_path={last}", "model.hidden_dims=[7]"),
-        ["last.ckpt", "different architecture"],
+        ("last.ckpt", "different architecture"),
     ),
-    "run without .hydra": ("train", without_hydra, [".hydra/config.yaml"]),
-    # predict inputs
-    "not an image": ("predict", predict(lambda p: p.write_text("hi")), ["x.png", "not a readable"]),
-    "empty image file": ("predict", predict(lambda p: p.write_bytes(b"")), ["x.png"]),
-    "blank image": (
-        "predict",
-        predict(lambda p: Image.new("L", (64, 64), 255).save(p)),
-        ["x.png", "blank"],
+    # data
+    "data dir not writable": Case(
+        "train",
+        train("data.source=auto", "paths.data_dir={w}/run/metrics.json/d"),
+        ("metrics.json/d", "MNIST_DATA_DIR"),
     ),
-    "huge image": (
-        "predict",
-        predict(lambda p: Image.new("1", (14000, 14000), 1).save(p)),
-        ["x.png"],
+    "idx link to /dev/zero": Case(
+        "train",
+        then(idx("train-images-idx3-ubyte", lambda p: p.symlink_to("/dev/zero")), train()),
+        ("train-images-idx3-ubyte: cannot read (a character device, not a regular file)",),
     ),
-    "hydra.run.dir of a tool unwritable": (
-        "predict",
-        lambda w: [
-            f"ckpt_path={last_ckpt(w)}",
-            f"inputs={w}",
-            f"hydra.run.dir={w}/run/metrics.json/y",
-        ],
-        ["hydra.run.dir=", "cannot write to"],
+    # mnist-eval: checkpoints, its data, where it writes
+    "missing checkpoint": Case("eval", lambda w: ["ckpt_path=/no/such.ckpt"], ("/no/such.ckpt",)),
+    "empty checkpoint": Case("eval", ckpt(lambda w: damaged_copy(w, "e.ckpt", 0)), ("e.ckpt",)),
+    "truncated checkpoint": Case(
+        "eval", ckpt(lambda w: damaged_copy(w, "t.ckpt", 5000)), ("t.ckpt",)
     ),
-    "no images in directory": (
+    "corrupt checkpoint": Case(
+        "eval",
+        then(
+            lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
+            ckpt(lambda w: w / "bad.ckpt"),
+        ),
+        ("bad.ckpt",),
+    ),
+    "future checkpoint": Case("eval", ckpt(future_ckpt), ("future.ckpt", "attention_heads")),
+    "eval idx link to /dev/zero": Case(
+        "eval",
+        then(idx("t10k-images-idx3-ubyte", lambda p: p.symlink_to("/dev/zero")), evaluate()),
+        ("t10k-images-idx3-ubyte: cannot read (a character device, not a regular file)",),
+    ),
+    "eval while the run is being written": Case(
+        "eval",
+        then(run_held_elsewhere, evaluate()),
+        ("is in use", "mnist-train", "run mnist-eval again"),
+    ),
+    "eval with <run>/eval a link": Case(
+        "eval", then(eval_is_a_link, evaluate()), ("run/eval is a symbolic link, not a directory",)
+    ),
+    # mnist-export: where it writes (the issue's example: a checkpoint named model.pt, exported
+    # to TorchScript, by default over itself)
+    "export model.pt by default over itself": Case(
+        "export",
+        then(
+            lambda w: shutil.copy(last_ckpt(w), w / "model.pt"),
+            lambda w: [f"ckpt_path={w / 'model.pt'}", "format=torchscript"],
+        ),
+        ("model.pt (by default the checkpoint's path with .pt) is the checkpoint",),
+    ),
+    "export over an unrelated file": Case(
+        "export",
+        then(lambda w: (w / "model.pt").write_text("my notes"), export()),
+        ("model.pt exists and is not an earlier mnist-export torchscript file",),
+    ),
+    # mnist-predict: pictures, special files among them, the grid
+    "blank image": Case(
+        "predict", picture(lambda p: Image.new("L", (64, 64), 255).save(p)), ("x.png", "blank")
+    ),
+    "huge image": Case(
+        "predict", picture(lambda p: Image.new("1", (14000, 14000), 1).save(p)), ("x.png",)
+    ),
+    "special files as pictures": Case(
         "predict",
-        lambda w: [f"ckpt_path={last_ckpt(w)}", f"inputs={w / 'pictures'}"],
-        ["pictures: the directory holds no pictures ("],
+        special_pictures,
+        (
+            SKIPPED + "fifo.png: a FIFO, not a regular file",
+            SKIPPED + "zero.png: a character device, not a regular file",
+            SKIPPED + "sock.png: a socket, not a regular file",
+            SKIPPED + "gone.png: a dangling symbolic link",
+            SKIPPED + "new\\nline.png: not a readable image",
+            SKIPPED + "title\\x1b]0;pwned\\x07\\udcff.png: not a readable image",
+            "skipped: {w}/named.png: a FIFO, not a regular file",
+            "skipped: {w}/nothing.png: no such file or directory.",
+            "skipped: {w}/empty: the directory holds no pictures (",
+            "wrote {w}/grid.png",
+        ),
+        status=1,
+        replaced="grid.png",
+        stdout=("pictures/one.png",),
+    ),
+    "grid over a picture": Case(
+        "predict",
+        then(lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"), predict("grid={w}/p.png")),
+        ("grid={w}/p.png exists and is not a grid mnist-predict wrote",),
+    ),
+    "hydra.run.dir of a tool unwritable": Case(
+        "predict",
+        predict("hydra.run.dir={w}/run/metrics.json/y"),
+        ("hydra.run.dir=", "cannot write to"),
     ),
 }
 
 
-@pytest.mark.parametrize("case", one_of_each_kind(CASES, lambda case: CASES[case][0]))
+@pytest.mark.parametrize("case", one_of_each_kind(CASES, lambda case: CASES[case].command))
 def test_bad_input_gets_one_clear_message_and_changes_nothing(
     case: str, trained_run: Path, tmp_path: Path
 ) -> None:
-    command, setup, words = CASES[case]
-    world = make_world(tmp_path, trained_run)
-    outcome = run_in_world(Command(command, setup(world), world))
+    expected, w = CASES[case], make_world(tmp_path, trained_run)
+    drawn = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
+    drawn.save(w / "pictures" / "one.png")
+    outcome = run_in_world(
+        Command(expected.command, expected.setup(w), w, timeout_s=60, memory_gib=4)
+    )
     done = outcome.done
-    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.returncode == expected.status, done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
-    if command == "predict":  # one input: one `skipped:` (or `Error:`) line
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    else:  # after Lightning's start-up lines, if it got that far
-        errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-        assert len(errors) == 1 and done.stderr.strip().endswith(errors[0]), done.stderr
-    for word in words:
-        assert word in done.stderr, done.stderr[-2000:]
-    assert outcome.after == outcome.before  # no new run directory either
+    lines = done.stderr.strip().splitlines()
+    if expected.status == 2:  # one line, `Error: ` (after Lightning's start-up lines, if it got
+        # that far) or mnist-predict's `skipped: `
+        errors = [line for line in lines if line.startswith(("Error: ", "skipped: "))]
+        assert errors == lines[-1:] and (expected.command != "predict" or len(lines) == 1), lines
+    for words in expected.words:
+        assert words.format(w=w) in done.stderr, done.stderr[-3000:]
+    for words in expected.stdout:
+        assert words in done.stdout, done.stdout
+    before, after = outcome.before, outcome.after
+    if expected.replaced:  # by a regular file of the command's own
+        path = w / expected.replaced
+        assert after[path] != before.pop(path) and after[path][0] == "-" and is_grid(path)
+    assert {p: after.get(p) for p in before} == before
+    assert set(after) - set(before) <= {w / expected.replaced}  # no temporary files left

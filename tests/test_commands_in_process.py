@@ -166,7 +166,7 @@ def test_mnist_predict_classifies_pictures_as_the_network_does(
     assert is_grid(grid)
 
 
-def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
+def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint_even_over_an_earlier_one(
     trained_run: Path,
     tmp_path: Path,
     synthetic_mnist: Path,
@@ -175,15 +175,18 @@ def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint(
 ) -> None:
     output, last = tmp_path / "model.pt", trained_run / "checkpoints" / "last.ckpt"
     line = [f"ckpt_path={last}", "format=torchscript", f"output={output}", "check_images=50"]
+    line += ["data_source=files", f"data_dir={synthetic_mnist}"]
+    run_command(mnist_export, "export", line)
+    earlier = output.stat()
     with warnings.catch_warnings(record=True) as heard:
         warnings.simplefilter("always")
-        data = ["data_source=files", f"data_dir={synthetic_mnist}"]
-        run_command(mnist_export, "export", [*line, *data])
+        run_command(mnist_export, "export", line)  # over the earlier export: replaced
     # torch's four deprecation warnings are one line of ours, not a wall of FutureWarnings
     assert not [w for w in heard if issubclass(w.category, FutureWarning)]
     assert "TorchScript is deprecated by torch" in caplog.text
     assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
-    assert is_earlier_export(output, "torchscript")
+    assert output.stat().st_ino != earlier.st_ino and is_earlier_export(output, "torchscript")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:20].float() / 255
     model, _ = load_classifier(last, torch.device("cpu"))
     with torch.no_grad():
@@ -227,28 +230,19 @@ def test_resume_refuses_overrides_that_change_the_run(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("epochs", ["-1", "null"])
-def test_no_limit_on_epochs_trains_until_max_steps(
+def test_no_limit_on_epochs_trains_until_max_steps_and_log_every_0_logs_once_an_epoch(
     epochs: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """trainer.max_epochs=-1, and null (Lightning's default) with max_steps, mean what
-    Lightning says: max_steps ends the run, mid-epoch."""
+    Lightning says: max_steps ends the run, mid-epoch. log_every_n_steps=0 too: no step-level
+    logs, train/* get their epoch-end points only (the last epoch's, cut short, included)."""
     run, steps = tmp_path / "run", STEPS_PER_EPOCH + 5
     limits = (f"trainer.max_epochs={epochs}", f"trainer.max_steps={steps}")
-    run_command(mnist_train, "train", train_line(run, synthetic_mnist, *limits))
+    line = train_line(run, synthetic_mnist, *limits, "trainer.log_every_n_steps=0")
+    run_command(mnist_train, "train", line)
     assert metrics_of(run)["global_step"] == steps
-
-
-@pytest.mark.slow
-def test_log_every_n_steps_0_logs_the_training_curves_once_an_epoch(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """As in Lightning, 0 means no step-level logs: train/* get their epoch-end points only."""
-    run = tmp_path / "run"
-    run_command(
-        mnist_train, "train", train_line(run, synthetic_mnist, "trainer.log_every_n_steps=0")
-    )
-    steps = [event.step for event in events_of(run).Scalars("train/loss")]
-    assert steps == [STEPS_PER_EPOCH - 1, STEPS - 1]
+    points = [event.step for event in events_of(run).Scalars("train/loss")]
+    assert points == [STEPS_PER_EPOCH - 1, steps - 1]
 
 
 def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:

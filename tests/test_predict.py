@@ -51,8 +51,8 @@ def is_mnist_like(image: torch.Tensor) -> bool:
     )
 
 
-@pytest.mark.slow  # 150 pictures
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow  # 60 pictures
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     mode=st.sampled_from(sorted(MODES)),
     pixels=arrays(
@@ -150,41 +150,8 @@ def test_a_corrupted_real_png_is_refused(tmp_path: Path) -> None:
         read_image(path)
 
 
-# Special files, arguments and the grid, function by function; test_special_files.py runs
-# mnist-predict on them (and on names a terminal would act on).
-
-
-def make_special(path: Path, kind: str) -> None:
-    if kind == "a FIFO":
-        os.mkfifo(path)
-    elif kind == "a character device":
-        path.symlink_to("/dev/zero")
-    elif kind == "a directory":
-        path.mkdir()
-    elif kind == "a socket":
-        with socket.socket(socket.AF_UNIX) as s:
-            s.bind(str(path))
-    else:
-        path.symlink_to(path.with_name("gone.png"))
-
-
-SPECIAL = ["a FIFO", "a character device", "a directory", "a socket", "a dangling symbolic link"]
-
-
-@pytest.mark.usefixtures("no_hang")
-@pytest.mark.parametrize("kind", SPECIAL)
-def test_a_special_file_is_named_for_what_it_is_and_never_opened(kind: str, tmp_path: Path) -> None:
-    path = tmp_path / "x.png"
-    make_special(path, kind)
-    assert input_files([str(tmp_path)]) == ([path], [])  # found by its suffix ...
-    if kind != "a directory":  # ... or given by name (a directory given is listed instead)
-        assert input_files([str(path)]) == ([path], [])
-    with pytest.raises(ImageError) as info:
-        read_image(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: {kind}") and message.endswith(", not a regular file.")
-    if kind == "a dangling symbolic link":
-        assert f"(to {tmp_path / 'gone.png'})" in message
+# Its inputs, arguments and the grid, function by function; test_bad_input.py runs mnist-predict
+# on special files (and on names a terminal would act on).
 
 
 def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept(
@@ -269,8 +236,9 @@ def not_png(path: Path) -> None:
     path.write_text("my notes")
 
 
-def special(kind: str) -> Callable[[Path], None]:
-    return lambda path: make_special(path, kind)
+def make_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the socket file stays when the socket is closed
 
 
 def link_to_grid(path: Path) -> None:
@@ -288,10 +256,11 @@ def link_to_grid(path: Path) -> None:
         ("sub/../in.png", None, "is also an input"),
         ("plain.png", plain_png, "exists and is not a grid mnist-predict wrote; choose another"),
         ("notes.png", not_png, "exists and is not a grid mnist-predict wrote"),
+        ("empty.png", lambda p: p.write_bytes(b""), "exists and is not a grid"),
         ("link.png", link_to_grid, "is a symbolic link, not a regular file"),
-        ("fifo.png", special("a FIFO"), "is a FIFO, not a regular file"),
-        ("dir.png", special("a directory"), "is a directory, not a regular file"),
-        ("sock.png", special("a socket"), "is a socket, not a regular file"),
+        ("fifo.png", os.mkfifo, "is a FIFO, not a regular file"),
+        ("dir.png", Path.mkdir, "is a directory, not a regular file"),
+        ("sock.png", make_socket, "is a socket, not a regular file"),
         ("gone.png", lambda p: p.symlink_to("nowhere.png"), "is a symbolic link, not a regular"),
         ("loop.png", lambda p: p.symlink_to("loop.png"), "is a symbolic link, not a regular file"),
         ("a.txt/sub/g.png", None, "a.txt is a regular file)"),
@@ -326,14 +295,6 @@ def test_a_new_path_or_an_earlier_grid_is_written(grid: str, tmp_path: Path) -> 
     with Image.open(path) as image:
         assert image.info["Software"] == GRID_SOFTWARE
     assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]  # written atomically
-
-
-def test_only_grids_count_as_grids(tmp_path: Path) -> None:
-    plain_png(tmp_path / "plain.png")
-    (tmp_path / "plain.png").with_name("empty.png").write_bytes(b"")
-    assert not is_grid(tmp_path / "plain.png")
-    assert not is_grid(tmp_path / "empty.png")
-    assert not is_grid(tmp_path / "missing.png")
 
 
 def shape_picture(path: Path, filled: bool) -> Path:

@@ -1,7 +1,7 @@
 """The console commands as a user runs them: real processes pin the contract (exit status, one
-line on stderr, no traceback, nothing changed on disk), two runs side by side, and the end to
-end runs on the real MNIST. mnist-train's training outcomes (divergence, a run that learns
-nothing, a new run from weights, torch.compile) run its console entry in the test process."""
+line on stderr, no traceback, nothing changed on disk) and two runs side by side; training
+outcomes (divergence, a run that learns nothing, a new run from weights, torch.compile), the
+ONNX export and the end-to-end runs on the real MNIST run the console entries in this process."""
 
 import hashlib
 import json
@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.run.trainer import CHATTER
-from tests.helpers.commands import run_cli, run_dirs, run_train
+from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST
 from tests.helpers.worlds import last_ckpt, make_world, snapshot
@@ -81,7 +82,7 @@ def test_a_run_prints_nothing_meant_for_another_setting(
             assert noise not in output, output
 
 
-def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
+def test_mnist_export_to_onnx_agrees_with_the_checkpoint(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     pytest.importorskip("onnxruntime", reason='the ONNX tools: pip install -e ".[export]"')
@@ -89,7 +90,8 @@ def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
 
     last, output = trained_run / "checkpoints" / "last.ckpt", tmp_path / "model.onnx"
     args = [f"ckpt_path={last}", "format=onnx", f"output={output}", "data_source=files"]
-    done = run_cli("export", [*args, f"check_images={SYNTHETIC_TEST}"], tmp_path, synthetic_mnist)
+    args += [f"check_images={SYNTHETIC_TEST}"]
+    done = run_console("export", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)})
     assert done.returncode == 0 and not done.stderr.count("Traceback"), done.stderr[-3000:]
     assert f"same predictions as the checkpoint on {SYNTHETIC_TEST} test images" in done.stdout
     assert len((done.stdout + done.stderr).strip().splitlines()) == 1, done.stdout + done.stderr
@@ -98,6 +100,9 @@ def test_mnist_export_as_a_process_agrees_with_the_checkpoint(
     logits = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
     labels = read_idx(raw_dir(synthetic_mnist) / "t10k-labels-idx1-ubyte")[:5].long()
     assert torch.equal(logits.argmax(1), labels)  # the synthetic digits are learned perfectly
+    assert is_earlier_export(output, "onnx") and not is_earlier_export(output, "torchscript")
+    (tmp_path / "other.onnx").write_bytes(b"\x08\x07" * 100)  # ONNX's first field, not ours
+    assert not is_earlier_export(tmp_path / "other.onnx", "onnx")
 
 
 def train_in_process(cwd: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -128,7 +133,8 @@ def test_a_diverged_run_stops_with_advice_and_keeps_no_broken_checkpoint(
 def test_a_run_that_learns_nothing_is_not_reported_as_a_result(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    args = ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=5"]
+    # 100 steps, the fewest it judges, in one epoch of batches of 10
+    args = ["model.lr=1e-12", "model.scheduler=none", "data.batch_size=10", "trainer.max_epochs=1"]
     done = train_in_process(tmp_path, synthetic_mnist, *args)
     assert done.returncode == 2
     error = last_line(done)
@@ -195,10 +201,11 @@ def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> Path:
-    """One epoch of the default experiment on the real MNIST (data.source=auto)."""
+    """One epoch of the default experiment on the real MNIST (data.source=auto), by mnist-train's
+    console entry in this process."""
     cwd = tmp_path_factory.mktemp("real")
-    overrides = ("trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0")
-    done = run_train(cwd, real_mnist_dir, *overrides, synthetic=False)
+    overrides = ["trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
+    done = run_console("train", overrides, cwd, {"MNIST_DATA_DIR": str(real_mnist_dir)}, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(cwd)
     return run
@@ -248,7 +255,7 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
 
     last = real_run / "checkpoints" / "last.ckpt"
     args = [f"ckpt_path={last}", f"inputs={pictures}", "json=true", f"grid={tmp_path / 'g.png'}"]
-    done = run_cli("predict", args, tmp_path, real_mnist_dir)
+    done = run_console("predict", args, tmp_path, {"MNIST_DATA_DIR": str(real_mnist_dir)})
     assert done.returncode == 1  # some inputs could not be read; the rest were predicted
     assert "Traceback" not in done.stderr
     skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped: ")]

@@ -1,17 +1,11 @@
 """Sweeps on a SLURM cluster: hydra-submitit-launcher's launcher, with this project's contract.
 
-Who does what when a job must stop (docs/sweeps.md):
-- SLURM sends SIGUSR2 `signal_delay_s` before the time limit, and SIGTERM on preemption,
-  `scontrol requeue` or `scancel`.
-- `GracefulInterrupt` (run/resume.py) turns either into a stop after the current step and saves
-  `last.ckpt`, the same path as Ctrl-C.
-- submitit owns the requeue: after that save, its own handler of SIGUSR2 counts the timeout
-  and requeues the job (`max_num_timeout` times at most); SLURM itself requeues a preempted job.
-- The job, run again in its own directory, continues from `last.ckpt` (resume.continue_or_finish).
-
-The launcher adds what the plugin's lacks: one line for a setup the cluster refuses, the state of
-the jobs while they run, and a job that ends without a result (cancelled, failed on its node,
-out of requeues) recorded in the sweep's summary while the others finish.
+Who does what when a job must stop is docs/sweeps.md's table: SLURM signals, `GracefulInterrupt`
+(run/resume.py) saves `last.ckpt` after the step, submitit (or SLURM) requeues, and the job run
+again continues from it (resume.continue_or_finish). The launcher adds what the plugin's lacks:
+one line for a setup the cluster refuses, the state of the jobs while they run, and a job that
+ends without a result (cancelled, failed on its node, out of requeues) recorded in the sweep's
+summary while the others finish.
 """
 
 import contextlib

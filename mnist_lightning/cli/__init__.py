@@ -4,11 +4,12 @@ the checkpoint commands find their test images and refuse to write over what is 
 
 import functools
 import logging
+import mmap
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -18,28 +19,28 @@ from omegaconf import DictConfig
 from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
-from mnist_lightning.files import check_hydra_dirs, kind_of, to_run_log
+from mnist_lightning.files import (
+    check_hydra_dirs,
+    check_writable,
+    kind_of,
+    open_regular,
+    to_run_log,
+)
 from mnist_lightning.run.config import check_override_keys, check_source
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
-
-def exit_on_user_error(task: Callable[P, R]) -> Callable[P, R]:
-    """Print a `UserError` as one paragraph and exit with status 2, instead of a traceback.
-
-    In a Hydra multirun the job is recorded as failed, with the message, and the sweep goes on
-    with the next job; the sweep's summary lists it and its exit status is 1. The job returns
-    None, which the Optuna sweeper records as a failed trial. (Not NaN: hydra-optuna-sweeper
-    1.x then calls `study.tell` twice, and the second call stops the whole search.)
-    """
+def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a `UserError` as one paragraph and exit with status 2, instead of a traceback. In
+    a Hydra multirun the job is recorded as failed (the sweep's summary lists it, its exit
+    status is 1) and returns None, which Optuna records as a failed trial (NaN would stop the
+    whole search: hydra-optuna-sweeper 1.x calls `study.tell` twice)."""
 
     @functools.wraps(task)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return task(*args, **kwargs)
         except UserError as e:
@@ -79,23 +80,25 @@ def held_out(
     return dataset, images, labels
 
 
-def same_file(a: Path, b: Path) -> bool:
+# How a command knows a file it wrote: its format's magic bytes, and words it wrote into it (a
+# PNG's text, ONNX metadata, an extra file in TorchScript's zip: all stored as they are).
+Mark = tuple[bytes, bytes]
+
+
+def carries(path: Path, mark: Mark) -> bool:
+    """Whether the regular file `path` starts with `mark[0]` and holds `mark[1]`."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): the same name is the same file
-        return os.path.realpath(a) == os.path.realpath(b)
+        with open_regular(path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m[: len(mark[0])] == mark[0] and m.find(mark[1]) >= 0
+    except (OSError, ValueError):  # not a regular file, or an empty one (no mmap): not ours
+        return False
 
 
 def check_place(
-    path: Path,
-    key: str,
-    wanted: str = "a regular file",
-    ours: Callable[[Path], bool] | None = None,
-    what: str = "",
+    path: Path, key: str, wanted: str = "a regular file", mark: Mark | None = None, what: str = ""
 ) -> None:
-    """Before any work: what is at `path` (named by `key`) is `wanted` or absent, and a file
-    that is there already is one the command wrote (`ours`, `what`), so replacing it loses
-    nothing. Checked again just before writing."""
+    """What is at `path` (named by `key`) is `wanted` or absent, and a file that is there
+    already carries the command's `mark` (`what`: in words), so replacing it loses nothing."""
     try:
         kind = kind_of(os.lstat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
@@ -107,5 +110,25 @@ def check_place(
             f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
             "move it away or choose another path."
         )
-    if ours is not None and not ours(path):
+    if mark is not None and not carries(path, mark):
         raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")
+
+
+def check_overwrite(
+    path: Path, key: str, inputs: dict[Path, str], tool: str, mark: Mark, what: str
+) -> None:
+    """Before any work, creating nothing: the file `path` (named by `key`) that `tool` writes is
+    none of its `inputs` (each with what it is, in words), and is absent or a file `tool` wrote
+    (`mark`), in a folder that takes a file. `check_place` again just before writing."""
+    for item, name in inputs.items():
+        try:
+            same = os.path.samefile(path, item)
+        except OSError:  # one of them does not exist (yet): the same name is the same file
+            same = os.path.realpath(path) == os.path.realpath(item)
+        if same:
+            raise ConfigError(
+                f"{key} is {name}; {tool} never writes over its inputs: choose another "
+                f"{key.split('=')[0]}=."
+            )
+    check_place(path, key, mark=mark, what=what)
+    check_writable(path.absolute().parent, key)

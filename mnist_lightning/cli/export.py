@@ -8,10 +8,9 @@ ten logits: it normalises its input itself. Before it is kept, it must give the 
 predictions on `check_images` test images of the data set it was trained on (ONNX through
 onnxruntime, TorchScript through `torch.jit.load`), else nothing is written.
 
-It never writes over an input: an output that is the checkpoint or lies in the data directory
-is refused, and one that exists is replaced (atomically) only if it is an earlier mnist-export
-file of the same format, which every export is marked as (`MARK`: a metadata property in ONNX,
-an extra file in TorchScript's zip archive).
+It never writes over an input (the checkpoint, the data directory), and replaces an existing
+file (atomically) only if it is an earlier export of the same format: every export carries
+`mark` (ONNX: a metadata property; TorchScript: an extra file in its zip archive).
 """
 
 import importlib.util
@@ -20,7 +19,6 @@ import logging
 import os
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 
 import hydra
@@ -30,14 +28,13 @@ from omegaconf import DictConfig
 
 from mnist_lightning.cli import (
     CONFIG_DIR,
-    check_place,
+    carries,
+    check_overwrite,
     console_entry,
     exit_on_user_error,
     held_out,
-    same_file,
 )
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.files import check_writable, open_regular
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
 
@@ -45,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MARK = "mnist_lightning_export"  # the metadata key (ONNX) and extra file's stem (TorchScript)
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
+MAGIC = {"onnx": b"\x08", "torchscript": b"PK"}  # ONNX's first field (ir_version); a zip
 
 
 def mark(fmt: str) -> str:
@@ -53,44 +51,24 @@ def mark(fmt: str) -> str:
 
 
 def is_earlier_export(path: Path, fmt: str) -> bool:
-    """Whether the regular file `path` is an earlier mnist-export output in `fmt`."""
-    try:
-        with open_regular(path) as f:
-            if fmt == "torchscript":
-                with zipfile.ZipFile(f) as archive:
-                    names = [n for n in archive.namelist() if n.endswith(f"/extra/{MARK}.json")]
-                    found = archive.read(names[0]).decode() if len(names) == 1 else None
-            else:
-                import onnx
-
-                props = onnx.ModelProto.FromString(f.read()).metadata_props
-                found = next((p.value for p in props if p.key == MARK), None)
-        info = json.loads(found) if found is not None else {}
-        return info.get("tool") == "mnist-export" and info.get("format") == fmt
-    except Exception:  # not a zip, not an ONNX model, not our JSON: not an earlier export
-        return False
+    return carries(path, (MAGIC[fmt], mark(fmt).encode()))
 
 
 def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str) -> None:
-    """Refuse, before any work, an output that would overwrite an input or anything that is
-    not an earlier export of this format, or that cannot be written."""
-    where = f"output={output}" + (
+    """Refuse, before any work, an output over the checkpoint, among the data, over a file that
+    is not an earlier export of this format, or in a folder that cannot be written."""
+    key = f"output={output}" + (
         "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
     )
-    if same_file(output, ckpt):
-        raise ConfigError(
-            f"{where} is the checkpoint being exported (ckpt_path={ckpt}); mnist-export never "
-            "writes over its input: choose another output=."
-        )
     data = os.path.realpath(data_dir)
     if os.path.commonpath([os.path.realpath(output), data]) == data:
         raise ConfigError(
-            f"{where} lies in the data directory {data}; mnist-export never writes among its "
+            f"{key} lies in the data directory {data}; mnist-export never writes among its "
             "inputs: choose another output=."
         )
-    what = f"an earlier mnist-export {fmt} file"
-    check_place(output, where, ours=lambda path: is_earlier_export(path, fmt), what=what)
-    check_writable(output.parent, where)
+    inputs = {ckpt: f"the checkpoint being exported (ckpt_path={ckpt})"}
+    mine, what = (MAGIC[fmt], mark(fmt).encode()), f"an earlier mnist-export {fmt} file"
+    check_overwrite(output, key, inputs, "mnist-export", mine, what)
 
 
 def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:

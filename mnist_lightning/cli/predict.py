@@ -16,26 +16,28 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from mnist_lightning.cli import (
     CONFIG_DIR,
+    carries,
+    check_overwrite,
     check_place,
     console_entry,
     exit_on_user_error,
-    same_file,
 )
 from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
-from mnist_lightning.errors import ConfigError, UserError, printable
-from mnist_lightning.files import atomic_open, check_writable, open_regular
+from mnist_lightning.errors import UserError, printable
+from mnist_lightning.files import atomic_open
 from mnist_lightning.model.classifier import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure
 
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
+GRID_MARK = (b"\x89PNG", b"Software\0" + GRID_SOFTWARE.encode())  # as the PNG stores it
+GRID_WHAT = "a grid mnist-predict wrote"
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -67,26 +69,14 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
-    """Refuse, before any work, a grid path that would overwrite an input or a file that is not
-    an earlier grid, or that cannot be written."""
-    name = f"grid={printable(grid)}"
-    for item in inputs:
-        if same_file(grid, item):
-            raise ConfigError(
-                f"{name} is also an input ({printable(item)}); mnist-predict never writes over "
-                "its inputs. Choose another path for the grid."
-            )
-    check_writable(grid.absolute().parent, name)
-    check_place(grid, name, ours=is_grid, what="a grid mnist-predict wrote")
+    """Refuse, before any work, a grid path over an input, over a file that is not an earlier
+    grid, or in a folder that cannot be written."""
+    also = {item: f"also an input ({printable(item)})" for item in inputs}
+    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", GRID_MARK, GRID_WHAT)
 
 
 def is_grid(path: Path) -> bool:
-    """Whether `path` is a PNG that mnist-predict wrote (its `Software` text says so)."""
-    try:
-        with open_regular(path) as file, Image.open(file) as image:
-            return image.format == "PNG" and image.info.get("Software") == GRID_SOFTWARE
-    except Exception:  # whatever Pillow makes of a file that is not a PNG: not a grid
-        return False
+    return carries(path, GRID_MARK)
 
 
 def write_grid(
@@ -99,7 +89,7 @@ def write_grid(
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
     name = f"grid={printable(grid)}"  # again: something may have appeared there meanwhile
-    check_place(grid, name, ours=is_grid, what="a grid mnist-predict wrote")
+    check_place(grid, name, mark=GRID_MARK, what=GRID_WHAT)
     try:
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
@@ -140,23 +130,19 @@ def main(cfg: DictConfig) -> None:
     model, checkpoint = load_classifier(ckpt_path, device)
     dataset = trained_on(checkpoint, ckpt_path)  # what its ten outputs are called
 
-    prepared, rows, failures = [], [], len(skipped)
+    prepared, rows = [], []
     for path in files:
         try:
             image = read_image(path, objects=dataset.named)
+            with torch.no_grad():
+                probs = model(image[None].to(device)).softmax(1)[0].cpu()
+            if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
+                raise ImageError(
+                    f"{printable(path)}: the model's output is not finite (NaN); the "
+                    "checkpoint's weights are damaged."
+                )
         except ImageError as e:
             print(f"skipped: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        with torch.no_grad():
-            probs = model(image[None].to(device)).softmax(1)[0].cpu()
-        if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
-            print(
-                f"skipped: {printable(path)}: the model's output is not finite (NaN); the "
-                "checkpoint's weights are damaged.",
-                file=sys.stderr,
-            )
-            failures += 1
             continue
         prepared.append(image)
         rows.append(answer(path, probs, dataset))
@@ -176,7 +162,7 @@ def main(cfg: DictConfig) -> None:
             )
     if grid is not None and prepared:
         write_grid(grid, prepared, rows, dataset)
-    if failures:
+    if skipped or len(rows) < len(files):
         sys.exit(1 if rows else 2)
 
 

@@ -1,10 +1,10 @@
 """A user's world (data, a finished run, pictures), a snapshot of everything in it, and the
 runner that takes a test module's cases through their commands, each in a world of its own.
 
-test_bad_input.py, test_tool_arguments.py, test_special_files.py and test_trust.py check one
-promise: a refused command changes nothing that existed. The runner snapshots each world, runs
-the command's console entry in the test process (tests/helpers/hydra_jobs.py), and snapshots it
-again; test_train.py checks the same contract on real processes.
+test_bad_input.py and test_trust.py check one promise: a refused command changes nothing that
+existed. The runner snapshots each world, runs the command's console entry in the test process
+(tests/helpers/hydra_jobs.py), and snapshots it again; test_train.py checks the same contract on
+real processes.
 """
 
 import os
