@@ -151,7 +151,7 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
 def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """No NaN or infinity anywhere (a callback's, a logger's arguments too), then every key of
     `rules` that the config has follows its rule."""
-    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} must be a finite number.")
     for key, rule in rules.items():
@@ -160,11 +160,12 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
             check_value(key, value, rule)
 
 
-def _leaves(tree: Any, key: str = "") -> list[tuple[str, Any]]:
+def leaves(tree: Any, key: str = "", lists: bool = True) -> list[tuple[str, Any]]:
+    """(`model.dropout`, value) of each leaf of nested dicts (and lists, as `[i]`)."""
     if isinstance(tree, dict):
-        return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{key}.{k}".lstrip("."))]
-    if isinstance(tree, list):
-        return [leaf for i, v in enumerate(tree) for leaf in _leaves(v, f"{key}[{i}]")]
+        return [x for k, v in tree.items() for x in leaves(v, f"{key}.{k}".lstrip("."), lists)]
+    if isinstance(tree, list) and lists:
+        return [x for i, v in enumerate(tree) for x in leaves(v, f"{key}[{i}]")]
     return [(key, tree)]
 
 
