@@ -186,9 +186,8 @@ def validate(cfg: DictConfig) -> None:
             f"model.hidden_dims={hidden!r} must be a list of layer widths, e.g. [512,256] "
             "([] gives a linear 784-10 model)."
         )
-    if size_problem(hidden):  # the network's own bounds, which a checkpoint's must meet too
-        shown = str(hidden)[:60] + " ..." * (len(str(hidden)) > 60)
-        raise ConfigError(f"model.hidden_dims={shown}: {size_problem(hidden)}.")
+    if problem := size_problem(hidden):  # the network's bounds, a checkpoint's too
+        raise ConfigError(f"model.{problem}.")
     dropout = _get(cfg, "model.dropout")
     if isinstance(dropout, list):
         if len(dropout) != len(hidden):
