@@ -36,7 +36,7 @@ class MNISTClassifier(L.LightningModule):
     itself, and a host sync on a GPU.
     """
 
-    def __init__(  # the keys of conf/model/ (docs/configuration.md)
+    def __init__(
         self,
         hidden_dims: Sequence[int] = (512, 256),
         activation: str = "relu",

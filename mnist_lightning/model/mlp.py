@@ -27,7 +27,6 @@ def size_problem(hidden_dims: Sequence[int]) -> str | None:
     None if it can."""
     widths = list(hidden_dims)
     sizes = [28 * 28, *widths, 10]
-    shown = repr(widths)[:60] + " ..." * (len(repr(widths)) > 60)
     if not all(isinstance(h, int) and not isinstance(h, bool) for h in widths):
         why = "the layer widths must be whole numbers"
     elif not all(0 < h <= MAX_WIDTH for h in widths):
@@ -38,7 +37,8 @@ def size_problem(hidden_dims: Sequence[int]) -> str | None:
         why = f"the layers would hold {weights:,} weights, more than {MAX_WEIGHTS:,}"
     else:
         return None
-    return f"hidden_dims={shown}: {why}"
+    shown = repr(widths)
+    return f"hidden_dims={shown[:60] + ' ...' * (len(shown) > 60)}: {why}"
 
 
 class MLP(nn.Module):

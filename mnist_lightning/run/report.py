@@ -126,10 +126,10 @@ def result_figures(
 ) -> dict[str, Figure]:
     """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
     name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
-    counts = confusion_matrix(logits.argmax(1), labels)
+    counts, probs = confusion_matrix(logits.argmax(1), labels), logits.softmax(1)
     return {
         "confusion_matrix": confusion_figure(counts, classes),
-        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels, 24, classes),
+        "mistakes": mistakes_figure(images.float() / 255, probs, labels, classes=classes),
         "first_layer": first_layer_figure(model.net.layers[0].weight),
     }
 
