@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.cli import CONFIG_DIR
 from mnist_lightning.cli import train as train_module
-from mnist_lightning.cli.train import build_trainer
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model.classifier import MNISTClassifier, pick_device
 from mnist_lightning.run.config import check_override_keys, validate
@@ -50,13 +49,8 @@ def test_every_option_of_every_group_composes_and_validates(override: str) -> No
     validate(cfg)
     group, option = override.split("=")
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
-
-
-@pytest.mark.parametrize("preset", one_of_each_kind(EXPERIMENTS, lambda e: e.split("_")[0]))
-def test_every_experiment_preset_composes_and_validates(preset: str) -> None:
-    cfg = composed([f"experiment={preset}"])
-    validate(cfg)
-    assert cfg.model.hidden_dims != composed([]).model.hidden_dims  # it changed the model
+    if group == "experiment":  # a preset changes the network
+        assert cfg.model.hidden_dims != composed([]).model.hidden_dims
 
 
 def test_the_tutorial_presets_are_the_tutorial_networks() -> None:
@@ -161,70 +155,45 @@ def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
     assert not list(tmp_path.iterdir())
 
 
-# override(s) -> what the one line says: the key, the value and what is allowed
+# override(s) -> what the one line says: the key, the value and what is allowed; one case
+# per kind of rule and message (the rules themselves are a table in run/config.py)
 BAD_VALUES = {
-    "trainer.accumulate_grad_batches=0": "trainer.accumulate_grad_batches=0 is out of range",
     "trainer.gradient_clip_val=-1": "trainer.gradient_clip_val=-1 is out of range",
-    "trainer.limit_train_batches=0": "trainer.limit_train_batches=0 is out of range",
     "trainer.limit_train_batches=nan": "trainer.limit_train_batches=nan must be a finite",
-    "trainer.limit_val_batches=-1": "trainer.limit_val_batches=-1 is out of range",
-    "trainer.val_check_interval=0": "trainer.val_check_interval=0 is out of range",
     "trainer.check_val_every_n_epoch=0": "check_val_every_n_epoch=0 is out of range",
     "trainer.max_steps=-2": "trainer.max_steps=-2 is out of range: it must be in [-1, inf)",
     "trainer.max_steps=0": "trainer.max_steps=0 trains nothing",
     "trainer.max_steps=null": "trainer.max_steps=None must be an integer",
     "trainer.max_epochs=0": "trainer.max_epochs=0 trains nothing",
     "trainer.max_epochs=-1": "needs trainer.max_steps=<N> to end the run",
-    "trainer.max_epochs=-1 trainer.max_steps=-1": "needs trainer.max_steps=<N>",
     "trainer.max_epochs=-1 trainer.max_time=00:00:01:00": "model.scheduler=onecycle stretches",
     "trainer.max_epochs=null trainer.max_time=00:00:01:00": "max_epochs=null with trainer.max_time",
     "trainer.profiler=1": "trainer.profiler=1 must be the name of one of Lightning's profilers",
     "model.lr=inf": "model.lr=inf must be a finite number.",
     "model.lr=0": "model.lr=0 is out of range: it must be in (0, inf).",
-    "model.lr=-1": "model.lr=-1 is out of range",
     "data.batch_size=abc": "data.batch_size='abc' must be an integer.",
     "data.batch_size=0": "data.batch_size=0 is out of range: it must be in [1, inf).",
     "data.batch_size=1.5": "data.batch_size=1.5 must be an integer.",
-    "data.eval_batch_size=0": "data.eval_batch_size=0 is out of range",
-    "data.val_size=0": "data.val_size=0 is out of range",
-    "data.val_size=-5": "data.val_size=-5 is out of range",
-    "data.train_subset=0": "data.train_subset=0 is out of range",
     "data.source=web": "data.source='web' is not one of: auto, files, torchvision, pypi.",
     "data.augment=wobble": "data.augment='wobble' is not one of: none, translate, affine, elastic",
-    "data.max_shift=-1": "data.max_shift=-1 is out of range: it must be in [0, 14].",
     "data.max_scale=1": "data.max_scale=1 is out of range: it must be in [0, 1).",
-    "data.max_rotation=500": "data.max_rotation=500 is out of range",
     "data.elastic_sigma=0": "data.elastic_sigma=0 is out of range: it must be in (0, inf).",
-    "data.elastic_alpha=-3": "data.elastic_alpha=-3 is out of range",
-    "data.max_stroke=3": "data.max_stroke=3 is out of range: it must be in [0, 1].",
     "data.max_stroke=nan": "data.max_stroke=nan must be a finite number.",
     "model.hidden_dims=[2.5]": "model.hidden_dims=[2.5]",
-    "model.hidden_dims=[0]": "model.hidden_dims=[0]",
     "model.hidden_dims=[64,-1]": "model.hidden_dims=[64, -1]",
     "model.hidden_dims=abc": "model.hidden_dims='abc' must be a list of layer widths",
-    "model.hidden_dims=64": "model.hidden_dims=64 must be a list of layer widths",
     "model.hidden_dims=[???]": "model.hidden_dims: Missing mandatory value",
     "model.hidden_dims=[${nope}]": "model.hidden_dims: Interpolation key 'nope' not found",
     "model.dropout=1.5": "model.dropout=1.5 is out of range: it must be in [0, 1).",
-    "model.dropout=-0.1": "model.dropout=-0.1 is out of range",
-    "model.dropout=1": "model.dropout=1 is out of range",
     "model.dropout=high": "model.dropout='high' must be a number.",
     "model.dropout=[0.1] model.hidden_dims=[64,32]": "model.dropout=[0.1] has 1 values for 2",
     "model.dropout=[0.1,1.0] model.hidden_dims=[64,32]": "model.dropout[1]=1.0 is out of range",
     "model.activation=foo": "model.activation='foo' is not one of: relu, gelu, silu, tanh",
     "model.optimizer=foo": "model.optimizer='foo' is not one of: adam, adamw, sgd.",
-    "model.scheduler=foo": "model.scheduler='foo' is not one of: none, cosine, onecycle",
     "model.batch_norm=maybe": "model.batch_norm='maybe' must be true or false.",
-    "model.label_smoothing=1": "model.label_smoothing=1 is out of range",
-    "model.weight_decay=-0.1": "model.weight_decay=-0.1 is out of range",
-    "model.momentum=1": "model.momentum=1 is out of range",
     "model.optimizer=sgd model.nesterov=true model.momentum=0": "model.momentum=0 is out of range",
-    "model.l1=-1": "model.l1=-1 is out of range",
-    "model.input_dropout=1": "model.input_dropout=1 is out of range",
     "model.max_norm=0": "model.max_norm=0 is out of range: it must be in (0, inf).",
-    "model.log_grad_norms=sometimes": "model.log_grad_norms='sometimes' must be true or false.",
     "model.compile=maybe": "model.compile='maybe' must be true or false.",
-    "seed=-1": "seed=-1 is out of range: it must be in [0, 4294967295].",
     "seed=4294967296": "seed=4294967296 is out of range",  # numpy seeds 32 bits
     "ckpt_path=5": "ckpt_path=5 must be a file or directory path",
     "callbacks.periodic_checkpoint.train_time_interval.seconds=nan": ".seconds=nan must be a",
@@ -282,14 +251,10 @@ def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
             validate(composed([f"experiment={study}", f"{key}={option}"]))
 
 
-def test_auto_is_lightnings_choice_for_training_and_evaluation(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """trainer.accelerator=auto is passed to Lightning as it is; mnist-eval's and
-    mnist-predict's device=auto follow Lightning's order (MPS, CUDA, CPU)."""
-    trainer = build_trainer(composed([f"paths.output_dir={tmp_path}", "logger=none"]))
+def test_device_auto_follows_lightnings_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mnist-eval's and mnist-predict's device=auto: as Lightning's accelerator=auto (MPS, CUDA,
+    CPU; trainer.accelerator=auto itself: test_lightning_flags.py)."""
     lightnings = L.Trainer(accelerator="auto", devices=1, logger=False).accelerator
-    assert type(trainer.accelerator) is type(lightnings)
     assert pick_device("auto").type == type(lightnings).name()
     monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
     monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))

@@ -83,12 +83,12 @@ def test_a_sweep_of_ddp_jobs_runs_job_after_job(tmp_path: Path, synthetic_mnist:
 
 
 def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: Path) -> None:
-    """Both processes SIGKILLed mid-epoch (3 steps after a checkpoint), then `resume=`: the
+    """Both processes SIGKILLed mid-epoch (5 steps after a checkpoint), then `resume=`: the
     run ends with exactly the weights of the same run left alone."""
     args = [
         *SMALL,
         *DDP,
-        "data.batch_size=10",
+        "data.batch_size=25",
         "model.dropout=0.3",
         "trainer.deterministic=true",
         "callbacks.periodic_checkpoint.train_time_interval=null",
@@ -102,7 +102,7 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
     env = os.environ | {
         "MNIST_DATA_DIR": str(synthetic_mnist),
         "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "KILL_AT_STEP": "66",  # 50 steps per epoch: mid-way through the second
+        "KILL_AT_STEP": "26",  # 20 steps per epoch: in the second, after the checkpoint at 21
         "KILL_GROUP": "1",
     }
     killed = subprocess.run(
@@ -122,7 +122,7 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run,) = run_dirs(cwd)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 63
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 21
     resumed = run_cli(
         "train",
         [f"resume={run}", "+callbacks.kill._target_=kill_at.KillAt"],  # code of one's own

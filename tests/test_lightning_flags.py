@@ -24,11 +24,9 @@ from lightning.pytorch.callbacks import (
     ModelSummary,
     RichModelSummary,
     RichProgressBar,
-    StochasticWeightAveraging,
     Timer,
 )
 from lightning.pytorch.profilers import SimpleProfiler
-from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
 from omegaconf import DictConfig
 
 import mnist_lightning.cli.train as train_module
@@ -39,6 +37,7 @@ from mnist_lightning.run.config import validate
 from tests.helpers.commands import ROOT, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
+from tests.helpers.tiers import one_of_each_kind
 
 CONF = ROOT / "conf"
 # Quieter, faster runs whose metrics the tests read back from <run>/csv/metrics.csv.
@@ -168,49 +167,75 @@ def total_norm(grads: list[torch.Tensor]) -> float:
 FIVE_STEPS = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", *NO_CHECKPOINTS)
 
 
-def test_gradient_clip_val_clips_the_norm_of_all_gradients_together(
-    tmp_path: Path, synthetic_mnist: Path
+@pytest.mark.parametrize(
+    ("clip", "expected"),
+    [
+        # Lightning's default algorithm, norm: all gradients scaled together to a norm of 0.1
+        ("trainer.gradient_clip_val=0.1", lambda b, norm: b * (0.1 / (norm + 1e-6))),
+        pytest.param(
+            "trainer.gradient_clip_val=0.005 trainer.gradient_clip_algorithm=value",
+            lambda b, norm: b.clamp(-0.005, 0.005),  # each element clamped
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["norm", "value"],
+)
+def test_gradient_clip_val_clips_as_its_algorithm_says(
+    clip: str, expected, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """gradient_clip_val=0.1 (Lightning's default algorithm, norm): each step's gradients are
-    scaled together to a total L2 norm of 0.1."""
     loops = Loops()
-    fit(config(tmp_path, synthetic_mnist, "trainer.gradient_clip_val=0.1", *FIVE_STEPS), loops)
+    fit(config(tmp_path, synthetic_mnist, *clip.split(), *FIVE_STEPS), loops)
     assert len(loops.before) == len(loops.after) == 5
     for before, after in zip(loops.before, loops.after, strict=True):
         norm = total_norm(before)
-        assert norm > 0.5 and total_norm(after) == pytest.approx(0.1, rel=1e-4)
-        for b, a in zip(before, after, strict=True):  # one factor for every element
-            torch.testing.assert_close(a, b * (0.1 / (norm + 1e-6)), rtol=1e-4, atol=1e-9)
-
-
-@pytest.mark.slow
-def test_gradient_clip_algorithm_value_clamps_each_gradient_element(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    loops = Loops()
-    clip = ("trainer.gradient_clip_val=0.005", "trainer.gradient_clip_algorithm=value")
-    fit(config(tmp_path, synthetic_mnist, *clip, *FIVE_STEPS), loops)
-    assert len(loops.after) == 5
-    for before, after in zip(loops.before, loops.after, strict=True):
-        assert max(float(g.abs().max()) for g in before) > 0.05  # so the clamp acted
+        assert norm > 0.5 and max(float(g.abs().max()) for g in before) > 0.05  # so it acted
         for b, a in zip(before, after, strict=True):
-            torch.testing.assert_close(a, b.clamp(-0.005, 0.005), rtol=0, atol=0)
-        assert total_norm(after) > 0.1  # not a norm clip to 0.005
+            torch.testing.assert_close(a, expected(b, norm), rtol=1e-4, atol=1e-9)
 
 
-@pytest.mark.slow
-def test_accumulate_grad_batches_steps_the_optimizer_once_every_k_batches(
-    tmp_path: Path, synthetic_mnist: Path
+# overrides -> training batches, optimizer steps (= Lightning's estimated_stepping_batches,
+# the one-cycle horizon, annealed at the end), global_step at each validation, batches of each
+# validation, test batches. SMALL: 2 epochs of 20 training, 2 validation and 3 test batches.
+LOOPS = {
+    "trainer.limit_train_batches=0.25 trainer.limit_val_batches=0.5 "
+    "trainer.limit_test_batches=0.5": (10, 10, [5, 10], 1, 1),  # fractions rounded down
+    # one optimizer step per 4 batches; the logging steps count steps (test below)
+    "trainer.accumulate_grad_batches=4": (40, 10, [5, 10], 2, 3),
+    "trainer.val_check_interval=0.25 trainer.max_epochs=1": (20, 20, [5, 10, 15, 20], 2, 3),
+    "trainer.val_check_interval=4 trainer.max_epochs=1": (20, 20, [4, 8, 12, 16, 20], 2, 3),
+    # the integer 1: after every batch (the float 1.0: once an epoch, the default)
+    "trainer.val_check_interval=1 trainer.max_epochs=1": (20, 20, list(range(1, 21)), 2, 3),
+    "debug=limit": (20, 20, [10, 20], 2, 2),  # 10, 2 and 2 batches, for SMALL's 2 epochs
+    "trainer.max_steps=25 trainer.max_epochs=12": (25, 25, [20], 2, 3),  # 5 into epoch 2
+    # no sanity check, no checkpoint or log written (the project's checkpoints included)
+    "debug=fdr data.eval_batch_size=50": (1, 1, [1], 1, 1),
+    "debug=fdr trainer.fast_dev_run=3 data.eval_batch_size=50": (3, 3, [3], 3, 3),
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "counts"),
+    one_of_each_kind(LOOPS.items(), lambda case: "fdr" in case[0]),
+    ids=list(LOOPS),
+)
+def test_loop_flags_run_each_loop_that_often_and_the_one_cycle_schedule_follows(
+    overrides: str, counts: tuple, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """40 batches make 10 optimizer steps; global_step, the one-cycle horizon and the logging
-    steps count those: a point after steps 4 and 8 (x = 3, 7) and at each epoch's end."""
-    loops = Loops()
-    cfg = config(tmp_path, synthetic_mnist, "trainer.accumulate_grad_batches=4", *NO_CHECKPOINTS)
-    trainer, model, _ = fit(cfg, loops)
-    assert len(loops.batches) == 2 * STEPS_PER_EPOCH
-    assert len(loops.lrs) == trainer.global_step == trainer.estimated_stepping_batches == 10
+    batches, steps, validated_at, val_batches, test_batches = counts
+    loops, out = Loops(), tmp_path / "run"
+    cfg = config(out, synthetic_mnist, *overrides.split(), *NO_CHECKPOINTS)
+    trainer, model, datamodule = fit(cfg, loops)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    assert len(loops.batches) == batches and len(loops.lrs) == trainer.global_step == steps
+    assert trainer.estimated_stepping_batches == steps
+    assert loops.validations == validated_at
+    assert loops.val_batches == [val_batches] * len(validated_at)
+    assert loops.test_batches == test_batches
     assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
-    assert steps_of(cfg, "train/loss") == [3, 4, 7, 9]
+    if "accumulate" in overrides:
+        assert steps_of(cfg, "train/loss") == [3, 4, 7, 9]  # after steps 4 and 8, epoch ends
+    if "fdr" in overrides:
+        assert not out.exists() or not any(out.rglob("*"))
 
 
 @pytest.mark.slow
@@ -233,33 +258,6 @@ def test_bf16_mixed_precision_trains_on_the_cpu_under_bf16_autocast(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("interval", "validated_at"),
-    [
-        ("0.25", [5, 10, 15, 20]),  # a fraction of an epoch: 4 times an epoch
-        ("4", [4, 8, 12, 16, 20]),  # every 4 training batches
-        ("1.0", [20]),  # the float 1.0 is once an epoch...
-        ("1", list(range(1, 21))),  # ...and the integer 1 after every batch
-    ],
-)
-def test_val_check_interval_runs_validation_that_often(
-    interval: str, validated_at: list[int], tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    loops = Loops()
-    fit(
-        config(
-            tmp_path,
-            synthetic_mnist,
-            f"trainer.val_check_interval={interval}",
-            *FIVE_STEPS[:1],
-            *NO_CHECKPOINTS,
-        ),
-        loops,
-    )
-    assert loops.validations == validated_at
-
-
-@pytest.mark.slow
 def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -276,53 +274,6 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     assert last["global_step"] == 3 * STEPS_PER_EPOCH
 
 
-LIMITS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "limits",
-    [
-        ("debug=limit",),
-        tuple(f"{k}={v}" for k, v in zip(LIMITS, (5, 1, 1), strict=True)),
-        tuple(f"{k}={v}" for k, v in zip(LIMITS, (0.25, 0.5, 0.5), strict=True)),
-    ],
-    ids=["debug=limit", "counts", "fractions"],
-)
-def test_limit_batches_limit_each_loop_and_the_one_cycle_schedule_follows(
-    limits: tuple[str, ...], tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """Each loop runs that many of its 20, 2 and 3 batches (fractions rounded down; debug=limit
-    10, 2 and 2, for SMALL's 2 epochs), and the one-cycle schedule ends annealed."""
-    loops = Loops()
-    trainer, model, datamodule = fit(
-        config(tmp_path, synthetic_mnist, *limits, *NO_CHECKPOINTS), loops
-    )
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    train, val, test = (10, 2, 2) if limits == ("debug=limit",) else (5, 1, 1)
-    assert [len(loops.epoch_batches(epoch)) for epoch in range(2)] == [train, train]
-    assert trainer.global_step == trainer.estimated_stepping_batches == 2 * train
-    assert loops.val_batches == [val, val] and loops.test_batches == test
-    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
-
-
-@pytest.mark.parametrize(
-    ("flag", "batches"), [("true", 1), pytest.param("3", 3, marks=pytest.mark.slow)]
-)
-def test_fast_dev_run_runs_n_batches_of_each_loop_and_writes_nothing(
-    flag: str, batches: int, tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """N training, validation and test batches, no sanity check, no checkpoint or log written
-    (the project's checkpoint callbacks included)."""
-    loops, out = Loops(), tmp_path / "run"
-    overrides = ("debug=fdr", f"trainer.fast_dev_run={flag}", "data.eval_batch_size=50")
-    trainer, model, datamodule = fit(config(out, synthetic_mnist, *overrides), loops)
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    assert len(loops.batches) == len(loops.lrs) == trainer.global_step == batches
-    assert loops.val_batches == [batches] and loops.test_batches == batches
-    assert not out.exists() or not any(out.rglob("*"))
-
-
 @pytest.mark.slow
 def test_overfit_batches_trains_on_the_same_batches_every_epoch(
     tmp_path: Path, synthetic_mnist: Path
@@ -330,24 +281,19 @@ def test_overfit_batches_trains_on_the_same_batches_every_epoch(
     """debug=overfit: the first 3 batches of the training split, in order, every epoch;
     limit_train_batches=3, which keeps shuffling, sees different ones."""
     overfit, limited = Loops(), Loops()
-    cfg = config(
-        tmp_path / "o", synthetic_mnist, "debug=overfit", "trainer.max_epochs=2", *NO_CHECKPOINTS
+    two = ("trainer.max_epochs=2", *NO_CHECKPOINTS)
+    trainer, model, datamodule = fit(
+        config(tmp_path / "o", synthetic_mnist, "debug=overfit", *two), overfit
     )
-    trainer, model, datamodule = fit(cfg, overfit)
     first, second = overfit.epoch_batches(0), overfit.epoch_batches(1)
     assert len(first) == len(second) == 3
-    assert all(
-        torch.equal(x0, x1) and torch.equal(y0, y1)
-        for (x0, y0), (x1, y1) in zip(first, second, strict=True)
-    )
+    for (x0, y0), (x1, y1) in zip(first, second, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
     images, labels = datamodule.splits["train"]
     assert torch.equal(torch.cat([y for _, y in first]), labels[:150])
     assert torch.equal(torch.cat([x for x, _ in first]), images[:150].float() / 255)
     assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)  # 6 steps
-    fit(
-        config(tmp_path / "l", synthetic_mnist, "trainer.limit_train_batches=3", *NO_CHECKPOINTS),
-        limited,
-    )
+    fit(config(tmp_path / "l", synthetic_mnist, "trainer.limit_train_batches=3", *two), limited)
     shuffled = zip(limited.epoch_batches(0), limited.epoch_batches(1), strict=True)
     assert not all(torch.equal(y0, y1) for (_, y0), (_, y1) in shuffled)
 
@@ -362,25 +308,12 @@ def test_max_time_stops_training_after_that_long(tmp_path: Path, synthetic_mnist
 
 
 @pytest.mark.slow
-def test_max_steps_stops_at_exactly_that_step(tmp_path: Path, synthetic_mnist: Path) -> None:
-    """25 optimizer steps, 5 into the second epoch; the one-cycle horizon is those 25."""
-    loops = Loops()
-    limit = ("trainer.max_steps=25", "trainer.max_epochs=12")
-    trainer, model, _ = fit(config(tmp_path, synthetic_mnist, *limit, *NO_CHECKPOINTS), loops)
-    assert trainer.global_step == len(loops.lrs) == len(loops.batches) == 25
-    assert len(loops.epoch_batches(1)) == 5 and trainer.estimated_stepping_batches == 25
-    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
-
-
-@pytest.mark.slow
 def test_early_stopping_stops_when_val_acc_stops_improving(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """With min_delta 1.0 only the first epoch improves: patience 2 stops after the third."""
-    cfg = config(
-        tmp_path, synthetic_mnist, EARLY_STOPPING, "trainer.max_epochs=10", *NO_CHECKPOINTS
-    )
-    trainer, _, _ = fit(cfg)
+    ten = ("trainer.max_epochs=10", *NO_CHECKPOINTS)
+    trainer, _, _ = fit(config(tmp_path, synthetic_mnist, EARLY_STOPPING, *ten))
     stopper = the(trainer, EarlyStopping)
     assert (stopper.monitor, stopper.mode, stopper.patience) == ("val/acc", "max", 2)
     assert stopper.stopped_epoch == 2 and trainer.global_step == 3 * STEPS_PER_EPOCH
@@ -406,19 +339,20 @@ def window_means(losses: list[tuple[int, int, float]], every: int) -> list[tuple
     return points
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("every", "cadence", "points"), [(8, [7, 15, 23, 31, 39], [7, 15, 19, 23, 31, 39])]
-)
-def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
-    every: int, cadence: list[int], points: list[int], tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """train/loss, train/acc and train/lr get a point where Lightning logs step-level points,
-    and one for what is left of the window at an epoch's end; train/loss is the window's mean."""
-    loops = Loops()
-    cfg = config(tmp_path, synthetic_mnist, f"trainer.log_every_n_steps={every}", *NO_CHECKPOINTS)
-    fit(cfg, loops, LightningCadence())
-    assert steps_of(cfg, "cadence") == cadence
+@pytest.fixture(scope="module")
+def logged_run(hydra_on_conf: None, synthetic_mnist: Path, tmp_path_factory) -> tuple:
+    """One run of 2 epochs of 20 steps that several rows of the table watch at once:
+    log_every_n_steps=8, the learning-rate monitor, step checkpoints and the simple profiler."""
+    loops, out = Loops(), tmp_path_factory.mktemp("logged")
+    flags = ("trainer.log_every_n_steps=8", LR_MONITOR, STEP_CHECKPOINTS, "debug=profiler")
+    cfg = config(out, synthetic_mnist, *flags)
+    trainer, _, _ = fit(cfg, loops, LightningCadence())
+    return cfg, trainer, loops
+
+
+def assert_window_means(cfg: DictConfig, loops: Loops, every: int, points: list[int]) -> None:
+    """train/loss is each window's mean; train/loss, train/acc and train/lr have a point at
+    `points`: Lightning's step-level points and each epoch's end."""
     expected = window_means(loops.losses, every)
     assert logged(cfg, "train/loss") == [(s, pytest.approx(v, rel=1e-5)) for s, v in expected]
     assert [s for s, _ in expected] == points
@@ -426,23 +360,27 @@ def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
 
 
 @pytest.mark.slow
-def test_an_epoch_shorter_than_log_every_n_steps_still_gets_train_points(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
-        50, [], [19, 39], tmp_path, synthetic_mnist
-    )
+def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(logged_run) -> None:
+    cfg, _, loops = logged_run
+    assert steps_of(cfg, "cadence") == [7, 15, 23, 31, 39]
+    assert_window_means(cfg, loops, 8, [7, 15, 19, 23, 31, 39])
 
 
 @pytest.mark.slow
-def test_learning_rate_monitor_logs_once_a_window_beside_train_loss(
+def test_an_epoch_shorter_than_log_every_n_steps_still_gets_train_points(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
+    loops = Loops()
+    cfg = config(tmp_path, synthetic_mnist, "trainer.log_every_n_steps=50", *NO_CHECKPOINTS)
+    fit(cfg, loops, LightningCadence())
+    assert steps_of(cfg, "cadence") == []
+    assert_window_means(cfg, loops, 50, [19, 39])
+
+
+@pytest.mark.slow
+def test_learning_rate_monitor_logs_once_a_window_beside_train_loss(logged_run) -> None:
     """One lr point per group and logging window, at train/loss's steps, equal to train/lr."""
-    cfg = config(
-        tmp_path, synthetic_mnist, LR_MONITOR, "trainer.log_every_n_steps=8", *NO_CHECKPOINTS
-    )
-    fit(cfg)
+    cfg, _, _ = logged_run
     train_lr = dict(logged(cfg, "train/lr"))
     for group in ("pg1", "pg2"):  # weights with weight decay, then biases without
         points = logged(cfg, f"lr-AdamW/{group}")
@@ -451,13 +389,23 @@ def test_learning_rate_monitor_logs_once_a_window_beside_train_loss(
 
 
 @pytest.mark.slow
-def test_profiler_simple_times_every_training_step(tmp_path: Path, synthetic_mnist: Path) -> None:
-    trainer, _, _ = fit(config(tmp_path, synthetic_mnist, "debug=profiler", *NO_CHECKPOINTS))
+def test_profiler_simple_times_every_training_step(logged_run) -> None:
+    _, trainer, _ = logged_run
     assert isinstance(trainer.profiler, SimpleProfiler)
     durations = trainer.profiler.recorded_durations
     assert len(durations["[Strategy]SingleDeviceStrategy.training_step"]) == 2 * STEPS_PER_EPOCH
     assert len(durations["[LightningModule]MNISTClassifier.optimizer_step"]) == 40
     assert "run_training_epoch" in trainer.profiler.summary()
+
+
+@pytest.mark.slow
+def test_model_checkpoint_every_n_train_steps_writes_at_steps_10_20_30_40(logged_run) -> None:
+    steps = Path(logged_run[0].paths.output_dir) / "steps"
+    written = sorted(steps.iterdir())
+    assert [p.name for p in written] == [f"step={s}.ckpt" for s in (10, 20, 30, 40)]
+    for path in written:
+        step = torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+        assert path.name == f"step={step}.ckpt"
 
 
 @pytest.mark.slow
@@ -473,14 +421,11 @@ def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
 
     saved = torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
+        runs = [("a", "trainer.deterministic=true"), ("b", "trainer.deterministic=true"), ("c",)]
         weights = [
-            fit(
-                config(tmp_path / run, synthetic_mnist, "trainer.deterministic=true", *FIVE_STEPS),
-                Flag(),
-            )[1].state_dict()
-            for run in ("a", "b")
+            fit(config(tmp_path / run, synthetic_mnist, *flag, *FIVE_STEPS), Flag())[1].state_dict()
+            for run, *flag in runs
         ]
-        fit(config(tmp_path / "c", synthetic_mnist, *FIVE_STEPS), Flag())
     finally:  # Lightning leaves the flag (and CUBLAS_WORKSPACE_CONFIG) set for the process
         torch.use_deterministic_algorithms(saved[0])
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
@@ -488,18 +433,6 @@ def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[1]
     assert flags == [True, True, False]
     assert all(torch.equal(tensor, weights[1][name]) for name, tensor in weights[0].items())
-
-
-@pytest.mark.slow
-def test_model_checkpoint_every_n_train_steps_writes_at_steps_10_20_30_40(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    fit(config(tmp_path, synthetic_mnist, STEP_CHECKPOINTS))
-    written = sorted((tmp_path / "steps").iterdir())
-    assert [p.name for p in written] == [f"step={s}.ckpt" for s in (10, 20, 30, 40)]
-    for path in written:
-        step = torch.load(path, map_location="cpu", weights_only=True)["global_step"]
-        assert path.name == f"step={step}.ckpt"
 
 
 @pytest.mark.slow
@@ -555,28 +488,12 @@ class EpochStartWeights(L.Callback):
 
 
 @pytest.mark.slow
-def test_stochastic_weight_averaging_leaves_the_model_the_average(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """Over 3 epochs: from the 2nd (Lightning counts swa_epoch_start from 1) SWALR reaches
-    0.001 after one epoch, and the model ends as the average of the weights at the start of
-    epochs 2 and 3."""
-    probe = EpochStartWeights()
-    trainer, _, _ = fit(
-        config(tmp_path, synthetic_mnist, SWA, "trainer.max_epochs=3", *NO_CHECKPOINTS), probe
-    )
-    assert the(trainer, StochasticWeightAveraging)
-    assert probe.lrs[2] == pytest.approx([0.001] * STEPS_PER_EPOCH)
-    for i, final in enumerate(probe.final):
-        torch.testing.assert_close(final, (probe.weights[1][i] + probe.weights[2][i]) / 2)
-        assert not torch.allclose(final, probe.weights[2][i])
-
-
-@pytest.mark.slow
-def test_mnist_train_tests_the_averaged_weights_with_swa(
+def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """mnist-train tests the average SWA leaves, saved as best-swa.ckpt, which mnist-eval reads."""
+    """Over 3 epochs of 5 steps: from the 2nd (Lightning counts swa_epoch_start from 1) SWALR
+    reaches 0.001 after one epoch, and the model ends as the average of the weights at the
+    start of epochs 2 and 3; mnist-train tests that average, saved as best-swa.ckpt."""
     probe = EpochStartWeights()
 
     def with_probe(cfg: DictConfig) -> L.Trainer:
@@ -585,12 +502,15 @@ def test_mnist_train_tests_the_averaged_weights_with_swa(
         return trainer
 
     monkeypatch.setattr(train_module, "build_trainer", with_probe)
-    cfg = config(tmp_path, synthetic_mnist, SWA, "trainer.max_epochs=3")
-    train_module.fit_and_test(cfg, tmp_path, None)
-    assert (tmp_path / "metrics.json").is_file()
-    for tested, final in zip(probe.tested, probe.final, strict=True):
-        torch.testing.assert_close(tested, final)
+    short = ("trainer.max_epochs=3", "trainer.limit_train_batches=5")
+    train_module.fit_and_test(config(tmp_path, synthetic_mnist, SWA, *short), tmp_path, None)
+    assert probe.lrs[2] == pytest.approx([0.001] * 5)
+    for i, final in enumerate(probe.final):
+        torch.testing.assert_close(final, (probe.weights[1][i] + probe.weights[2][i]) / 2)
+        assert not torch.allclose(final, probe.weights[2][i])
+        torch.testing.assert_close(probe.tested[i], final)
     assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best-swa.ckpt"
+    assert (tmp_path / "metrics.json").is_file()
 
 
 @pytest.mark.slow
@@ -620,12 +540,12 @@ def test_rich_progress_bar_and_rich_model_summary_replace_the_defaults(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("scheduler", "factors"), [("none", [1, 1]), ("step", [1, 0.1])])
+@pytest.mark.parametrize("scheduler", ["step", "onecycle"])
 def test_learning_rate_finder_sets_the_lr_that_training_uses(
-    scheduler: str, factors: list[float], tmp_path: Path, synthetic_mnist: Path
+    scheduler: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """A 30-step range test (at most max_epochs x batches, 40 here) sets model.lr to its
-    suggestion: every step's rate with scheduler=none, the rate step cuts by 10 each epoch.
+    suggestion: the rate step cuts by 10 each epoch, the one-cycle peak, annealed at the end.
     Its temporary checkpoint is removed."""
     loops = Loops()
     schedule = (f"model.scheduler={scheduler}", "model.lr_step_epochs=1")
@@ -633,21 +553,13 @@ def test_learning_rate_finder_sets_the_lr_that_training_uses(
     trainer, model, _ = fit(cfg, loops)
     suggestion = the(trainer, LearningRateFinder).optimal_lr.suggestion()
     assert suggestion != pytest.approx(cfg.model.lr) and model.hparams.lr == suggestion
-    assert loops.lrs == pytest.approx(
-        [suggestion * f for f in factors for _ in range(STEPS_PER_EPOCH)]
-    )
+    if scheduler == "step":
+        expected = [suggestion * f for f in (1, 0.1) for _ in range(STEPS_PER_EPOCH)]
+        assert loops.lrs == pytest.approx(expected)
+    else:
+        assert max(loops.lrs[1:]) == pytest.approx(suggestion)
+        assert current_lr(trainer) == pytest.approx(suggestion * ONE_CYCLE_END)
     assert not list(tmp_path.glob(".lr_find*"))
-
-
-@pytest.mark.slow
-def test_learning_rate_finder_suggestion_drives_the_one_cycle_schedule(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    loops = Loops()
-    trainer, _, _ = fit(config(tmp_path, synthetic_mnist, LR_FINDER, *NO_CHECKPOINTS), loops)
-    suggestion = the(trainer, LearningRateFinder).optimal_lr.suggestion()
-    assert max(loops.lrs[1:]) == pytest.approx(suggestion)  # the one-cycle peak
-    assert current_lr(trainer) == pytest.approx(suggestion * ONE_CYCLE_END)  # annealed
 
 
 @pytest.mark.slow
@@ -656,42 +568,22 @@ def test_batch_size_finder_trains_with_the_batch_size_it_found(
 ) -> None:
     """On a CPU no batch runs out of memory, and Lightning cannot read our batches' data set
     size, so the search stops at its max_val, 8192: an epoch is one batch of all 1 000
-    training images (docs/lightning.md)."""
+    training images (docs/lightning.md); the one-cycle horizon follows, 2 steps."""
     loops = Loops()
-    trainer, _, datamodule = fit(
+    trainer, model, datamodule = fit(
         config(tmp_path, synthetic_mnist, BATCH_SIZE_FINDER, *NO_CHECKPOINTS), loops
     )
     assert the(trainer, BatchSizeFinder).optimal_batch_size == datamodule.batch_size == 8192
     assert [len(y) for _, _, y in loops.batches] == [1000, 1000] and trainer.global_step == 2
+    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
     assert not list(tmp_path.glob(".scale_batch_size*"))
 
 
-@pytest.mark.slow
-def test_batch_size_finder_the_one_cycle_horizon_follows_the_new_batch_size(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """max_val=256: 4 batches an epoch, 8 steps, and the schedule ends annealed after those."""
-    finder = callback("batch_size_finder", "BatchSizeFinder", ",max_val:256")
-    trainer, model, datamodule = fit(config(tmp_path, synthetic_mnist, finder, *NO_CHECKPOINTS))
-    assert datamodule.batch_size == 256 and trainer.global_step == 8
-    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
-
-
-def test_accelerator_auto_is_lightnings_own_choice(
-    tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Resolved by Lightning's own auto selection, and the data go to the device it chose."""
-    choices: list[str] = []
-    choose = _AcceleratorConnector._choose_auto_accelerator
-    monkeypatch.setattr(
-        _AcceleratorConnector,
-        "_choose_auto_accelerator",
-        staticmethod(lambda: choices.append(choose()) or choices[-1]),
-    )
+def test_accelerator_auto_is_lightnings_own_choice(tmp_path: Path, synthetic_mnist: Path) -> None:
+    """What Lightning's own auto selection picks, and the data go to that device."""
     cfg = config(tmp_path, synthetic_mnist, "trainer.accelerator=auto", *NO_CHECKPOINTS)
     trainer = build_trainer(cfg)
     plain = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
-    assert len(choices) == 2  # once for mnist-train's trainer, once for the plain one
     assert type(trainer.accelerator) is type(plain.accelerator)
     assert trainer.strategy.root_device == plain.strategy.root_device
     datamodule = instantiate(cfg.data)
@@ -722,10 +614,8 @@ def test_each_debug_preset_composes_and_sets_its_trainer_flags(preset: str) -> N
     cfg = compose("train", overrides=[f"debug={preset}", "experiment=best_cpu"])
     validate(cfg)
     assert {key: cfg.trainer[key] for key in PRESET_VALUES[preset]} == PRESET_VALUES[preset]
-    assert (
-        compose("train", overrides=[f"debug={preset}", "trainer.max_epochs=7"]).trainer.max_epochs
-        == 7
-    )
+    later = compose("train", overrides=[f"debug={preset}", "trainer.max_epochs=7"])
+    assert later.trainer.max_epochs == 7
 
 
 @pytest.mark.slow

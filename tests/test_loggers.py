@@ -142,27 +142,19 @@ def approx_same(ours: list[tuple[int, float]], tensorboard: list[tuple[int, floa
 
 
 @pytest.mark.slow
-def test_logger_many_gives_mlflow_and_wandb_the_config_and_tensorboards_metrics(
+def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_continues_them(
     project: Path, synthetic_mnist: Path
 ) -> None:
     run = project / "outputs" / "runs" / "tiny"
     train(run, synthetic_mnist, "logger=many", "trainer.max_epochs=1")
-
-    (tracked,) = mlflow_runs(project)
-    assert tracked.info.run_name == "tiny" and tracked.info.status == "FINISHED"
-    assert tracked.data.tags["run_dir"] == str(run.resolve())
-    params = tracked.data.params
+    (first,) = mlflow_runs(project)
+    assert first.info.run_name == "tiny" and first.info.status == "FINISHED"
+    assert first.data.tags["run_dir"] == str(run.resolve())
+    params = first.data.params
     assert params["model.hidden_dims"] == "[32]" and params["trainer.max_epochs"] == "1"
     assert params["data.batch_size"] == "50" and "model.lr" in params and "seed" in params
     assert not (project / "outputs" / "mlflow-artifacts").exists()  # no checkpoint uploaded
-    for name in ("train/loss", "train/acc", "val/acc", "val/loss"):
-        ours = metric_steps(project, tracked.info.run_id, name)
-        assert ours and approx_same(ours, tensorboard_steps(run, name)), name
-    assert [s for s, _ in metric_steps(project, tracked.info.run_id, "val/acc")] == [
-        STEPS_PER_EPOCH - 1
-    ]
-    assert metric_steps(project, tracked.info.run_id, "test/acc")
-
+    assert metric_steps(project, first.info.run_id, "test/acc")
     (offline,) = (run / "wandb").glob("offline-run-*")
     logged = wandb_run(offline)
     assert (logged["id"], logged["name"], logged["group"]) == ("tiny", "tiny", "")
@@ -173,32 +165,21 @@ def test_logger_many_gives_mlflow_and_wandb_the_config_and_tensorboards_metrics(
     unlock_run(run)
     assert check_run_files(run) == run  # W&B left no link a resume would refuse
 
-
-@pytest.mark.slow
-def test_resume_continues_the_same_mlflow_run_and_wandb_run_id(
-    project: Path, synthetic_mnist: Path
-) -> None:
-    run = project / "outputs" / "runs" / "interrupted"
-    train(run, synthetic_mnist, "logger=many", "trainer.max_epochs=1")
-    (first,) = mlflow_runs(project)
     resume(run, synthetic_mnist, "trainer.max_epochs=2")
-
     (tracked,) = mlflow_runs(project)  # no second MLflow run
     assert tracked.info.run_id == first.info.run_id and tracked.info.status == "FINISHED"
+    for name in ("train/loss", "train/acc", "val/acc", "val/loss"):
+        ours = metric_steps(project, tracked.info.run_id, name)
+        assert ours and approx_same(ours, tensorboard_steps(run, name)), name
     steps = [s for s, _ in metric_steps(project, tracked.info.run_id, "val/acc")]
     assert steps == [STEPS_PER_EPOCH - 1, 2 * STEPS_PER_EPOCH - 1]
-    assert approx_same(
-        metric_steps(project, tracked.info.run_id, "train/loss"),
-        tensorboard_steps(run, "train/loss"),
-    )
     # MLflow keeps a param's first value; the new limit is a tag.
     assert tracked.data.params["trainer.max_epochs"] == "1"
     assert tracked.data.tags["resumed.trainer.max_epochs"] == "2"
-
     offline = sorted((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2  # one folder per process, one W&B run: `wandb sync` joins them
     before, after = (wandb_run(folder) for folder in offline)
-    assert before["id"] == after["id"] == "interrupted"
+    assert before["id"] == after["id"] == "tiny"
     assert [s for s, _ in wandb_steps(after["history"], "val/acc")] == [2 * STEPS_PER_EPOCH - 1]
 
 

@@ -94,16 +94,10 @@ class MNISTClassifier(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        if self.hparams.max_norm is not None:
-            self._apply_max_norm()
-
-    @torch.no_grad()
-    def _apply_max_norm(self) -> None:
-        """Scale down every hidden unit's incoming weight vector whose L2 norm exceeds
-        `max_norm` (Srivastava et al. 2014): with dropout it lets large learning rates run
-        without the weights blowing up."""
-        for weight in self.net.hidden_weights():
-            weight.renorm_(2, 0, self.hparams.max_norm)
+        if self.hparams.max_norm is not None:  # max-norm (Srivastava et al. 2014): each hidden
+            with torch.no_grad():  # unit's incoming weights scaled down to that L2 norm
+                for weight in self.net.hidden_weights():
+                    weight.renorm_(2, 0, self.hparams.max_norm)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called once per optimizer step (after gradient accumulation), before it: the step
@@ -111,8 +105,10 @@ class MNISTClassifier(L.LightningModule):
         every = self.trainer.log_every_n_steps  # 0: no step-level logs, as in Lightning
         if every and (self.global_step + 1) % every == 0:
             self._log_train_window(on_step=True)
-            if self.hparams.log_grad_norms:
-                self.log_dict(self._grad_norms())
+            if self.hparams.log_grad_norms:  # each linear layer's, input layer first
+                weights = [m.weight for m in self.net.layers if isinstance(m, nn.Linear)]
+                norms = torch.stack([w.grad.norm() for w in weights]).cpu()  # one host sync
+                self.log_dict({f"grad_norm/layer{i}": n for i, n in enumerate(norms, 1)})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Once per epoch, while the last step's gradients are there (Lightning zeroes them
@@ -146,9 +142,7 @@ class MNISTClassifier(L.LightningModule):
         lr = self.optimizers().param_groups[0]["lr"]
         self.log("train/lr", torch.tensor(lr), on_step=on_step, on_epoch=not on_step)
 
-    def _stop_if_diverged(
-        self, loss_sum: torch.Tensor, steps: int, weights_finite: bool = True
-    ) -> None:
+    def _stop_if_diverged(self, loss_sum: torch.Tensor, steps: int, weights_finite=True) -> None:
         if torch.isfinite(loss_sum) and weights_finite:
             return
         what = "the weights became NaN or infinite"
@@ -160,23 +154,12 @@ class MNISTClassifier(L.LightningModule):
             "model.optimizer."
         )
 
-    def _grad_norms(self) -> dict[str, torch.Tensor]:
-        """The L2 norm of each linear layer's weight gradient, input layer first: in a deep
-        sigmoid network the first layers' norms are orders of magnitude below the last's."""
-        weights = [m.weight for m in self.net.layers if isinstance(m, nn.Linear)]
-        norms = torch.stack([w.grad.norm() for w in weights]).cpu()  # one host sync
-        return {f"grad_norm/layer{i}": norm for i, norm in enumerate(norms, 1)}
-
-    def _weight_sparsity(self) -> torch.Tensor:
-        """The share of weights below 1 % of the largest in their layer: near zero, prunable.
-        L1 drives many weights there; L2 (weight decay) shrinks them all but few that far."""
-        small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self._weights()]
-        return torch.stack(small).mean() if small else torch.tensor(0.0)
-
     def _log_histograms(self) -> None:
-        """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab: how the
-        weights spread as training goes on, and whether gradients vanish in deep nets."""
-        self.log("weights/sparsity", self._weight_sparsity(), on_step=False, on_epoch=True)
+        """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab, and the
+        share of weights below 1 % of their layer's largest (prunable: L1 drives many there)."""
+        small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self._weights()]
+        sparsity = torch.stack(small).mean() if small else torch.tensor(0.0)
+        self.log("weights/sparsity", sparsity, on_step=False, on_epoch=True)
         step = self.global_step - 1  # where Lightning writes this epoch's scalars
         for logger in self.loggers:
             if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
@@ -260,13 +243,13 @@ class MNISTClassifier(L.LightningModule):
         if hp.scheduler == "step":
             schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
             return {"optimizer": optimizer, "lr_scheduler": schedule}  # Lightning: per epoch
-        # plateau: cut the rate when validation accuracy stops improving for 2 epochs
+        # plateau: cut the rate when val/acc stops improving for 2 epochs; strict=False: an
+        # epoch without validation (check_val_every_n_epoch) skips the step.
         schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=hp.lr_gamma, patience=2
         )
-        config = {"scheduler": schedule, "interval": "epoch", "monitor": "val/acc"}
-        # strict=False: an epoch without validation (check_val_every_n_epoch) skips the step.
-        return {"optimizer": optimizer, "lr_scheduler": config | {"strict": False}}
+        config = {"scheduler": schedule, "monitor": "val/acc", "strict": False}
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Save the random generators too (dropout draws from them): with them, a resumed run
@@ -328,14 +311,10 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 def pick_device(name: str) -> torch.device:
     """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
     picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
-    available = {
-        "mps": MPSAccelerator.is_available(),
-        "cuda": CUDAAccelerator.is_available(),
-        "cpu": True,
-    }
+    found = {"mps": MPSAccelerator.is_available(), "cuda": CUDAAccelerator.is_available()}
     if name == "auto":
-        return torch.device(next(kind for kind, present in available.items() if present))
-    if not available[name]:
+        name = next((kind for kind, present in found.items() if present), "cpu")
+    elif not found.get(name, True):
         raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
     return torch.device(name)
 

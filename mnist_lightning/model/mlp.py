@@ -1,5 +1,6 @@
 """The network: a multilayer perceptron from 28x28 pixels to 10 digit scores."""
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -22,19 +23,22 @@ MAX_LAYERS = 1_000  # hidden layers
 
 
 def size_problem(hidden_dims: Sequence[int]) -> str | None:
-    """Why an MLP of these hidden layer widths cannot be built, in words; None if it can."""
+    """Why an MLP of these hidden layer widths cannot be built, as `hidden_dims=[...]: why`;
+    None if it can."""
     widths = list(hidden_dims)
-    if not all(isinstance(h, int) and not isinstance(h, bool) for h in widths):
-        return "the layer widths must be whole numbers"
-    if not all(0 < h <= MAX_WIDTH for h in widths):
-        return f"every layer width must be from 1 to {MAX_WIDTH}"
-    if len(widths) > MAX_LAYERS:
-        return f"{len(widths)} hidden layers are more than {MAX_LAYERS}"
     sizes = [28 * 28, *widths, 10]
-    weights = sum(sizes[i] * sizes[i + 1] for i in range(len(widths) + 1))
-    if weights > MAX_WEIGHTS:
-        return f"the layers would hold {weights:,} weights, more than {MAX_WEIGHTS:,}"
-    return None
+    if not all(isinstance(h, int) and not isinstance(h, bool) for h in widths):
+        why = "the layer widths must be whole numbers"
+    elif not all(0 < h <= MAX_WIDTH for h in widths):
+        why = f"every layer width must be from 1 to {MAX_WIDTH}"
+    elif len(widths) > MAX_LAYERS:
+        why = f"{len(widths)} hidden layers are more than {MAX_LAYERS}"
+    elif (weights := sum(a * b for a, b in itertools.pairwise(sizes))) > MAX_WEIGHTS:
+        why = f"the layers would hold {weights:,} weights, more than {MAX_WEIGHTS:,}"
+    else:
+        return None
+    shown = repr(widths)
+    return f"hidden_dims={shown[:60] + ' ...' * (len(shown) > 60)}: {why}"
 
 
 class MLP(nn.Module):
@@ -56,10 +60,8 @@ class MLP(nn.Module):
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        problem = size_problem(hidden_dims)
-        if problem:
-            shown = repr(list(hidden_dims))
-            raise ValueError(f"hidden_dims={shown[:60] + ' ...' * (len(shown) > 60)}: {problem}")
+        if problem := size_problem(hidden_dims):
+            raise ValueError(problem)
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         dropouts = [dropout] * len(hidden_dims) if isinstance(dropout, float | int) else dropout
         layers: list[nn.Module] = []

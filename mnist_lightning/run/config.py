@@ -155,7 +155,7 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
 def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """No NaN or infinity anywhere (a callback's, a logger's arguments too), then every key of
     `rules` that the config has follows its rule."""
-    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} must be a finite number.")
     for key, rule in rules.items():
@@ -164,11 +164,12 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
             check_value(key, value, rule)
 
 
-def _leaves(tree: Any, key: str = "") -> list[tuple[str, Any]]:
+def leaves(tree: Any, key: str = "", lists: bool = True) -> list[tuple[str, Any]]:
+    """(`model.dropout`, value) of each leaf of nested dicts (and lists, as `[i]`)."""
     if isinstance(tree, dict):
-        return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{key}.{k}".lstrip("."))]
-    if isinstance(tree, list):
-        return [leaf for i, v in enumerate(tree) for leaf in _leaves(v, f"{key}[{i}]")]
+        return [x for k, v in tree.items() for x in leaves(v, f"{key}.{k}".lstrip("."), lists)]
+    if isinstance(tree, list) and lists:
+        return [x for i, v in enumerate(tree) for x in leaves(v, f"{key}[{i}]")]
     return [(key, tree)]
 
 
@@ -189,9 +190,8 @@ def validate(cfg: DictConfig) -> None:
             f"model.hidden_dims={hidden!r} must be a list of layer widths, e.g. [512,256] "
             "([] gives a linear 784-10 model)."
         )
-    if size_problem(hidden):  # the network's own bounds, which a checkpoint's must meet too
-        shown = str(hidden)[:60] + " ..." * (len(str(hidden)) > 60)
-        raise ConfigError(f"model.hidden_dims={shown}: {size_problem(hidden)}.")
+    if problem := size_problem(hidden):  # the network's bounds, a checkpoint's too
+        raise ConfigError(f"model.{problem}.")
     dropout = _get(cfg, "model.dropout")
     if isinstance(dropout, list):
         if len(dropout) != len(hidden):

@@ -1,6 +1,7 @@
 """What a run reports: its hyper-parameters to the loggers, its figures (the same for
 mnist-train's TensorBoard and mnist-eval's PNGs), metrics.json and the results table."""
 
+import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
 from mnist_lightning.files import atomic_write_json, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
+from mnist_lightning.run.config import leaves
 from mnist_lightning.run.resume import is_rank_zero
 from mnist_lightning.run.trainer import finish_wandb_run
 
@@ -31,23 +33,21 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) -> Figure:
-    """Row-normalised confusion matrix; the numbers are the counts, zeros left blank. The axes
-    name the classes (MNIST's are its digits)."""
+    """Row-normalised confusion matrix, the counts written in (zeros left blank), the axes
+    named by the classes."""
     rates = counts.float() / counts.sum(1, keepdim=True).clamp(min=1)
     named = classes != DIGITS
     fig = Figure(figsize=(6.5, 6) if named else (5.5, 5))
     ax = fig.subplots()
     ax.imshow(rates.sqrt(), cmap="Blues", vmin=0, vmax=1)  # sqrt: rare confusions stay visible
-    for true in range(10):
-        for pred in range(10):
-            n = int(counts[true, pred])
-            if n:
-                color = "white" if rates[true, pred] > 0.5 else "black"
-                ax.text(pred, true, str(n), ha="center", va="center", fontsize=7, color=color)
+    for true, pred in itertools.product(range(10), range(10)):
+        if n := int(counts[true, pred]):
+            color = "white" if rates[true, pred] > 0.5 else "black"
+            ax.text(pred, true, str(n), ha="center", va="center", fontsize=7, color=color)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true")
-    if named:
-        ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
-        ax.set_yticklabels(classes)
+    rotation = {"rotation": 45, "ha": "right", "rotation_mode": "anchor"} if named else {}
+    ax.set_xticklabels(classes, **rotation)
+    ax.set_yticklabels(classes)
     accuracy = counts.diag().sum() / counts.sum().clamp(min=1)
     ax.set_title(f"Confusion matrix (accuracy {accuracy:.2%})")
     fig.tight_layout()
@@ -95,11 +95,11 @@ def mistakes_figure(
 
 def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
     """The first layer's weight vectors as 28x28 tiles: red excites a unit, blue inhibits it."""
-    tiles = weight[:count].detach().cpu().reshape(-1, 28, 28)
-    tiles = tiles / tiles.abs().amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    tiles = weight[:count].detach().cpu().reshape(-1, 1, 28, 28)
+    tiles = tiles / tiles.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
     fig = Figure(figsize=(8, 8 * (-(-len(tiles) // 8)) / 8 + 0.4))
     ax = fig.subplots()
-    ax.imshow(make_grid(tiles.unsqueeze(1), nrow=8)[0], cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.imshow(make_grid(tiles, nrow=8)[0], cmap="RdBu_r", vmin=-1, vmax=1)
     ax.axis("off")
     ax.set_title(f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)", fontsize=10)
     fig.tight_layout()
@@ -117,6 +117,29 @@ def augmentation_figure(
     return digits_figure(torch.cat(rows), captions, "Training images and their distortions")
 
 
+def result_figures(
+    model: MNISTClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    classes: tuple[str, ...] = DIGITS,
+) -> dict[str, Figure]:
+    """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
+    name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
+    counts, probs = confusion_matrix(logits.argmax(1), labels), logits.softmax(1)
+    return {
+        "confusion_matrix": confusion_figure(counts, classes),
+        "mistakes": mistakes_figure(images.float() / 255, probs, labels, classes=classes),
+        "first_layer": first_layer_figure(model.net.layers[0].weight),
+    }
+
+
+# Where mnist-train puts each figure in TensorBoard (mnist-eval: under eval/).
+FIGURE_TAGS = {
+    "confusion_matrix": "test/confusion_matrix",
+    "mistakes": "test/mistakes",
+    "first_layer": "model/first_layer",
+}
 # Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
 HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 
@@ -127,38 +150,21 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     wanted = {key: resolved[key] for key in ("seed", "data", "model", "trainer")}
     return {
         key: value if isinstance(value, int | float | str | bool) else str(value)
-        for key, value in _flatten(wanted).items()
+        for key, value in leaves(wanted, lists=False)
         if not key.endswith(("_target_", "_dir"))
     }
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def log_hparams_to_tensorboard(logger: TensorBoardLogger, cfg: DictConfig) -> None:
-    """Declare the run's hyper-parameters and which scalars are its results: TensorBoard's
-    HPARAMS tab reads their values from the curves of the same name as they are logged."""
-    experiment, start, end = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
-    writer = logger.experiment.file_writer
-    for summary in (experiment, start, end):
-        writer.add_summary(summary)
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
     """The run's flattened config to each logger of the first process: TensorBoard's HPARAMS
     tab, MLflow's params, W&B's config. (CSVLogger keeps the model's in hparams.yaml;
     .hydra/config.yaml has all.) Not `log_hyperparams(metrics=...)`: that writes placeholder
-    points into the curves."""
+    points into the curves; TensorBoard reads the results from the curves of their name."""
     for logger in trainer.loggers if is_rank_zero() else []:
         if isinstance(logger, TensorBoardLogger):
-            log_hparams_to_tensorboard(logger, cfg)
+            summaries = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
+            for summary in summaries:
+                logger.experiment.file_writer.add_summary(summary)
         elif isinstance(logger, MLFlowLogger):
             log_params_to_mlflow(logger, flat_hparams(cfg))
         elif not isinstance(logger, CSVLogger):
@@ -175,73 +181,33 @@ def log_params_to_mlflow(logger: MLFlowLogger, params: dict[str, Any]) -> None:
         logger.experiment.set_tag(logger.run_id, f"resumed.{key}", str(value))
 
 
-def result_figures(
-    model: MNISTClassifier,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    logits: torch.Tensor,
-    classes: tuple[str, ...] = DIGITS,
-) -> dict[str, Figure]:
-    """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
-    name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
-    counts = confusion_matrix(logits.argmax(1), labels)
-    probs = logits.softmax(1)
-    return {
-        "confusion_matrix": confusion_figure(counts, classes),
-        "mistakes": mistakes_figure(images.float() / 255, probs, labels, classes=classes),
-        "first_layer": first_layer_figure(model.net.layers[0].weight),
-    }
-
-
-# Where mnist-train puts each figure in TensorBoard (mnist-eval: under eval/).
-FIGURE_TAGS = {
-    "confusion_matrix": "test/confusion_matrix",
-    "mistakes": "test/mistakes",
-    "first_layer": "model/first_layer",
-}
-
-
-def log_figures_to_tensorboard(
-    logger: TensorBoardLogger,
-    model: MNISTClassifier,
-    datamodule: MNISTDataModule,
-    step: int,
-) -> None:
-    """The tested model's figures, and what the augmentation did to the training images."""
-    images, labels = datamodule.splits["test"]
-    model.eval()
-    logits = predict_all(model, images, datamodule.eval_batch_size)
-    writer = logger.experiment
-    figures = result_figures(model, images, labels, logits, datamodule.dataset.classes)
-    for name, figure in figures.items():
-        writer.add_figure(FIGURE_TAGS[name], figure, step)
-    if datamodule.augment.enabled:
-        figure = augmentation_figure(datamodule.splits["train"][0], datamodule.augment)
-        writer.add_figure("data/augmented", figure, step)
-    writer.flush()
-
-
 def report_run(
     trainer: L.Trainer, datamodule: MNISTDataModule, run_dir: Path, metrics: dict[str, Any]
 ) -> None:
-    """The tested model's figures to TensorBoard, metrics.json, and the results table."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            log_figures_to_tensorboard(
-                logger, trainer.lightning_module, datamodule, trainer.global_step
-            )
+    """The tested model's figures (and what the augmentation does to training images) to
+    TensorBoard, metrics.json, and the results table."""
+    model, step = trainer.lightning_module, trainer.global_step
+    for writer in (lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)):
+        images, labels = datamodule.splits["test"]
+        logits = predict_all(model.eval(), images, datamodule.eval_batch_size)
+        figures = result_figures(model, images, labels, logits, datamodule.dataset.classes)
+        for name, figure in figures.items():
+            writer.add_figure(FIGURE_TAGS[name], figure, step)
+        if datamodule.augment.enabled:
+            figure = augmentation_figure(datamodule.splits["train"][0], datamodule.augment)
+            writer.add_figure("data/augmented", figure, step)
+        writer.flush()
     finish_wandb_run()
     atomic_write_json(run_dir / "metrics.json", metrics)
-    rows = [
-        ("test/acc", f"{metrics['test/acc']:.4f}"),
-        ("test/loss", f"{metrics['test/loss']:.4f}"),
-        ("val/acc_best", f"{metrics['val/acc_best']:.4f}"),
-        ("epochs", str(metrics["epoch"])),
-        ("training time", f"{metrics['fit_seconds']:.1f} s"),
-        ("run directory", str(run_dir)),
-    ]
-    width = max(len(name) for name, _ in rows)
-    table = "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+    rows = {
+        "test/acc": f"{metrics['test/acc']:.4f}",
+        "test/loss": f"{metrics['test/loss']:.4f}",
+        "val/acc_best": f"{metrics['val/acc_best']:.4f}",
+        "epochs": metrics["epoch"],
+        "training time": f"{metrics['fit_seconds']:.1f} s",
+        "run directory": run_dir,
+    }
+    table = "\n".join(f"  {name:<13}  {value}" for name, value in rows.items())
     print(f"\n{table}\n")
     to_run_log(f"Results:\n{table}")
 

@@ -52,66 +52,19 @@ from mnist_lightning.run.resume import (
 
 log = logging.getLogger(__name__)
 
-
-def setup_process() -> None:
-    """Settings for this process, made before any training starts (again in a launcher's job)."""
-    # `import lightning` makes torch check for CUDA through NVML (safe for forked workers).
-    # With a CUDA build of torch on a machine without a GPU that check fails, uncached, every
-    # time, and Adam makes it on every step (docs/benchmarks.md). Without a GPU there is nothing a
-    # fork could break, so torch's ordinary, cached check is used instead.
-    if not torch.cuda.is_available():
-        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-    else:
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls: free speed, no accuracy loss
-    # Messages that do not apply to this project: an epoch shorter than the logging interval
-    # still gets its train/* points (the model logs what is left of a window at each epoch
-    # end), the data module itself reads the same batches with overfit_batches, under DDP the
-    # epoch metrics are sums the model or torchmetrics already reduced, a resumed run's
-    # checkpoint directory is not empty, a diverged run stops with its own message, and a
-    # machine with SLURM's commands need not run on SLURM (jobs of hydra/launcher=slurm do).
-    for pattern in (
-        r"The `srun` command is available on your system but is not used",
-        r".*smaller than the logging interval",
-        r"You requested to overfit but enabled train dataloader shuffling",
-        r".*sync_dist=True.*when logging on epoch level",
-        r"Checkpoint directory .* exists and is not empty",
-        r"Encountered `nan` values in tensor",
-        r".*isinstance\(treespec, LeafSpec\)",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-    if not hasattr(warnings.showwarning, "shown"):  # the warnings kept reach train.log too
-        shown = warnings.showwarning
-
-        def show(message: Any, category: type[Warning], *where: Any, **kw: Any) -> None:
-            shown(message, category, *where, **kw)
-            to_run_log(f"{category.__name__}: {message}", logging.WARNING)
-
-        show.shown = shown  # type: ignore[attr-defined]
-        warnings.showwarning = show
-    for name in ("utilities.rank_zero", "trainer.connectors.signal_connector"):
-        logging.getLogger(f"lightning.pytorch.{name}").addFilter(no_chatter)
-    if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
-        os.environ.setdefault("NO_COLOR", "1")
-    for chatty in ("alembic", "mlflow.store.db.utils"):  # MLflow creating its tables
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    # submitit's messages go to Hydra's log handlers (the terminal, a job's log, train.log),
-    # not also to submitit's own, which would print each twice (submitit's own switch).
-    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
-    # A SLURM job gets the CPUs it asked for (torch would start a thread per core of the node);
-    # jobs of hydra/launcher=joblib run side by side: each gets its share of the cores.
-    if "SLURM_CPUS_PER_TASK" in os.environ:
-        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
-        return
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    jobs = hydra.launcher.get("n_jobs") if hydra and hydra.mode == RunMode.MULTIRUN else None
-    if jobs:
-        cores = os.cpu_count() or 1
-        at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
-        threads = max(1, cores // at_once)
-        torch.set_num_threads(threads)
-        log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
-
-
+# Lightning's warnings that do not apply here: the model logs what is left of a window at each
+# epoch end, the data module reads the same batches with overfit_batches, epoch metrics are
+# already reduced, a resumed run's checkpoint directory is not empty, a diverged run stops
+# with its own message, and a machine with SLURM's commands need not run on SLURM.
+IGNORED_WARNINGS = (
+    r"The `srun` command is available on your system but is not used",
+    r".*smaller than the logging interval",
+    r"You requested to overfit but enabled train dataloader shuffling",
+    r".*sync_dist=True.*when logging on epoch level",
+    r"Checkpoint directory .* exists and is not empty",
+    r"Encountered `nan` values in tensor",
+    r".*isinstance\(treespec, LeafSpec\)",
+)
 # Lightning's lines that are not for this project's user: an advertisement, a step count it
 # estimates, the test's checkpoint (the results name it), Ctrl-C (the stop message says more),
 # TPUs (the data line names the device used; Lightning's GPU line stays).
@@ -129,6 +82,48 @@ def no_chatter(record: logging.LogRecord) -> bool:
     return not any(text in record.getMessage() for text in CHATTER)
 
 
+def setup_process() -> None:
+    """Settings for this process, made before any training starts (again in a launcher's job)."""
+    # Without a GPU, torch's cached CUDA check instead of NVML's, which a CUDA build of torch
+    # repeats, uncached, on every Adam step (docs/benchmarks.md).
+    if not torch.cuda.is_available():
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    else:
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls: free speed, no accuracy loss
+    for pattern in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    if not hasattr(warnings.showwarning, "shown"):  # the warnings kept reach train.log too
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *where: Any, **kw: Any) -> None:
+            shown(message, category, *where, **kw)
+            to_run_log(f"{category.__name__}: {message}", logging.WARNING)
+
+        show.shown = shown  # type: ignore[attr-defined]
+        warnings.showwarning = show
+    for name in ("utilities.rank_zero", "trainer.connectors.signal_connector"):
+        logging.getLogger(f"lightning.pytorch.{name}").addFilter(no_chatter)
+    if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
+        os.environ.setdefault("NO_COLOR", "1")
+    for chatty in ("alembic", "mlflow.store.db.utils"):  # MLflow creating its tables
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # submitit's messages go to Hydra's handlers only, not also to its own (printed twice).
+    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+    # A SLURM job gets the CPUs it asked for (torch would start a thread per core of the node);
+    # jobs of hydra/launcher=joblib run side by side: each gets its share of the cores.
+    if "SLURM_CPUS_PER_TASK" in os.environ:
+        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+        return
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    jobs = hydra.launcher.get("n_jobs") if hydra and hydra.mode == RunMode.MULTIRUN else None
+    if jobs:
+        cores = os.cpu_count() or 1
+        at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
+        threads = max(1, cores // at_once)
+        torch.set_num_threads(threads)
+        log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
     nodes = (cfg.logger or {}).items()
@@ -138,8 +133,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.callbacks or {}).items()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    # In a job of hydra/launcher=slurm, Lightning's SLURM environment without its own requeue
-    # on SIGUSR1: there, submitit requeues (hydra_plugins/mnist_lightning/_slurm.py).
+    # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
+    # (hydra_plugins/mnist_lightning/_slurm.py).
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
     plugins = [AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
     t = cfg.trainer
@@ -157,8 +152,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         run = Path(cfg.paths.output_dir)
         check_writes_inside(trainer, run)
         log.info("Resuming %s from %s", run, last_checkpoint(run))
-    # Accepted: from here on Lightning's lines, printed by its own handler, also go to the
-    # run's train.log (a sweep's earlier job's log is replaced).
+    # Accepted: from here on Lightning's lines also go to the run's train.log (a sweep's
+    # earlier job's log is replaced).
     run_log = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
@@ -192,12 +187,13 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
     try:
         return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
+        cause = e.__cause__ or e
         package = EXTRAS.get(str(node.get("_target_")))
-        if package and isinstance(e.__cause__ or e, ModuleNotFoundError):
+        if package and isinstance(cause, ModuleNotFoundError):
             raise ConfigError(
                 f"{key} needs the {package} package: pip install -e '.[{package}]'"
             ) from None
-        reason = one_line(e.__cause__ or e).rstrip(".!")[:300]
+        reason = one_line(cause).rstrip(".!")[:300]
         raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
 
 
@@ -223,9 +219,8 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
                 f"was edited. Start a new run from its weights instead: mnist-train "
                 f"ckpt_path={resume_from}"
             ) from None
-        # Some Trainer arguments are checked against the model and data only inside fit (e.g. a
-        # val_check_interval longer than the epoch); not its checks of `self.log` calls, which
-        # are bugs in the module.
+        # Trainer arguments Lightning checks only inside fit (a val_check_interval longer than
+        # the epoch); not its checks of `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
         lightning = "lightning" in where and ("loops" in where or "trainer" in where)
         ours = lightning and "logger_connector" not in where
@@ -252,32 +247,25 @@ class LearnedNothingError(TrainingFailedError):
     """Training ended with the training accuracy at chance level."""
 
 
-CHANCE_LEVEL = 0.15  # train/acc below this at the end: the run learned nothing (10 classes)
-
-
 def stop_if_learned_nothing(trainer: L.Trainer) -> None:
-    """A run whose training accuracy ended at chance learned nothing: not a result, though
-    Lightning ends it with exit status 0. (A run of a few batches, such as fast_dev_run, is not
-    judged.)"""
+    """A run whose training accuracy ended at chance (10 classes) learned nothing: not a
+    result, though Lightning ends it with exit status 0. A run of a few batches is not judged."""
     acc = trainer.callback_metrics.get("train/acc")
-    if acc is None or trainer.fast_dev_run or trainer.global_step < 100:
+    if acc is None or trainer.fast_dev_run or trainer.global_step < 100 or acc >= 0.15:
         return
-    if acc < CHANCE_LEVEL:
-        raise LearnedNothingError(
-            f"train/acc ended at {float(acc):.1%} after {trainer.global_step} steps: chance "
-            "level, the network learned nothing (its loss stayed finite). Try another model.lr "
-            f"(now {trainer.lightning_module.hparams.lr}) or model.optimizer, or "
-            "model.batch_norm=true."
-        )
+    raise LearnedNothingError(
+        f"train/acc ended at {float(acc):.1%} after {trainer.global_step} steps: chance "
+        "level, the network learned nothing (its loss stayed finite). Try another model.lr "
+        f"(now {trainer.lightning_module.hparams.lr}) or model.optimizer, or "
+        "model.batch_norm=true."
+    )
 
 
-# DDP with Hydra: Lightning's `ddp` strategy starts the other processes of a run by running the
-# command line again. Under Hydra each would compose its own config and make its own run
-# directory, and in a sweep each would re-launch the whole sweep (lightning-hydra-template #393,
-# #194); Lightning also leaves `LOCAL_RANK` and friends behind, so a sweep's next job would wait
-# for processes that never come. So the first process hands the others its composed config and
-# run directory in the environment (`DDP_RUN_ENV`), and puts the environment back after the job.
-# On a SLURM cluster `srun` starts every process, and `resume.run_dir` names a shared directory.
+# DDP with Hydra: Lightning's `ddp` strategy starts the other processes by running the command
+# line again; under Hydra each would compose its own config and run directory, and in a sweep
+# re-launch the sweep (lightning-hydra-template #393, #194). So the first process hands the
+# others its config and run directory in the environment, and puts the environment back after
+# the job (Lightning leaves `LOCAL_RANK` behind). On SLURM `srun` starts every process.
 DDP_RUN_ENV = "MNIST_LIGHTNING_DDP_RUN"
 
 
@@ -301,8 +289,9 @@ def ddp_job(
         return
     saved = dict(os.environ)
     if is_rank_zero():
-        run = {"config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir)}
-        os.environ[DDP_RUN_ENV] = json.dumps(run | {"resume_from": resume_from})
+        config = OmegaConf.to_container(cfg, resolve=True)
+        run = {"config": config, "run_dir": str(run_dir), "resume_from": resume_from}
+        os.environ[DDP_RUN_ENV] = json.dumps(run)
     try:
         yield
     finally:
@@ -312,32 +301,24 @@ def ddp_job(
         os.environ.update(saved)
 
 
-# What MLflow and W&B are told about a run beside their config (conf/logger/): its name, the
-# sweep it is a job of, and, when it is resumed, the tracker's run to continue, so a resumed run
-# and every job of a sweep land where a user looks for them (docs/loggers.md).
-
-
 def check_sqlite_store(uri: object) -> None:
     """A local MLflow store must be a database file or not yet exist, in a directory: MLflow
-    itself retries anything else for minutes (a FIFO, a directory) before it gives up."""
+    itself retries anything else (a FIFO, a directory) for minutes before it gives up."""
     if not isinstance(uri, str) or not uri.startswith("sqlite:///"):
         return
     path = Path(uri.removeprefix("sqlite:///").split("?")[0])
     if path.exists() and not path.is_file():
-        raise ConfigError(
-            f"logger.mlflow.tracking_uri={uri}: {path} is {kind_of(path.stat().st_mode)}, not "
-            "an SQLite database file."
-        )
-    if not path.parent.is_dir():
-        raise ConfigError(
-            f"logger.mlflow.tracking_uri={uri}: {path.parent} is not a directory; MLflow "
-            "keeps its store in a file there."
-        )
+        problem = f"{path} is {kind_of(path.stat().st_mode)}, not an SQLite database file"
+    elif not path.parent.is_dir():
+        problem = f"{path.parent} is not a directory; MLflow keeps its store in a file there"
+    else:
+        return
+    raise ConfigError(f"logger.mlflow.tracking_uri={uri}: {problem}.")
 
 
 def finish_wandb_run() -> None:
-    """Close the W&B run this process has open, if any: its files are complete, and the next
-    run (a sweep's next job in the same process) gets its own."""
+    """Close the W&B run this process has open, if any, so that the next run (a sweep's next
+    job in the same process) gets its own."""
     wandb = sys.modules.get("wandb")  # not imported: no run
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
@@ -351,19 +332,19 @@ def run_names(run: Path) -> tuple[str, str | None]:
 
 
 def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
-    """What MLflow and W&B are told beside their config: the run's name, its sweep, and the
-    tracker's run to continue when it is resumed. Values the config sets win."""
+    """What MLflow and W&B are told beside their config (docs/outputs.md): the run's name, its
+    sweep, and the tracker's run to continue when it is resumed. Values the config sets win."""
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if target not in (MLFLOW_LOGGER, WANDB_LOGGER):
         return {}
-    extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     run = Path(cfg.paths.output_dir).resolve()
     name, sweep = run_names(run)
+    extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
         check_sqlite_store(node.get("tracking_uri"))
         tags = {"run_dir": str(run), **({"sweep": sweep} if sweep else {})}
-        extra["run_name"] = node.get("run_name") or name
-        extra["tags"] = {**tags, **dict(node.get("tags") or {})}
+        extra |= {"run_name": node.get("run_name") or name}
+        extra["tags"] = tags | dict(node.get("tags") or {})
         if cfg.get("resume") and not node.get("run_id") and is_rank_zero():
             extra["run_id"] = mlflow_run_of(node, str(run))
         return extra
@@ -384,19 +365,18 @@ def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
         from mlflow.tracking import MlflowClient
     except ModuleNotFoundError:  # building the logger says what to install
         return None
-
-    uri = node.get("tracking_uri")
-    client = MlflowClient(uri)
+    client = MlflowClient(node.get("tracking_uri"))
     experiment = client.get_experiment_by_name(node.get("experiment_name") or "lightning_logs")
-    found = []
-    if experiment is not None:
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string="" if "'" in run_dir else f"tags.run_dir = '{run_dir}'",
-            order_by=["attributes.start_time DESC"],
-        )
-        found = [r for r in runs if r.data.tags.get("run_dir") == run_dir]
+    runs = experiment and client.search_runs(
+        [experiment.experiment_id],
+        filter_string="" if "'" in run_dir else f"tags.run_dir = '{run_dir}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    found = [r.info.run_id for r in runs or [] if r.data.tags.get("run_dir") == run_dir]
     if not found:
-        log.warning("No MLflow run of %s in %s: the resumed run starts a new one.", run_dir, uri)
-        return None
-    return found[0].info.run_id
+        log.warning(
+            "No MLflow run of %s in %s: the resumed run starts a new one.",
+            run_dir,
+            node.get("tracking_uri"),
+        )
+    return found[0] if found else None
