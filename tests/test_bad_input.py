@@ -165,6 +165,12 @@ CASES: dict[str, Case] = {
     "a key added that the model lacks": Case(
         "train", train("+model.dropuot=0.3"), ("model cannot be built", "dropuot")
     ),
+    "a callback without its class": Case(
+        "train", train("+callbacks.zzz.patience=1"), ("callbacks.zzz names no class to build",)
+    ),
+    "an override Hydra cannot read": Case(
+        "train", train("model.hidden_dims=[512,256"), ("Hydra cannot read it",)
+    ),
     "hydra key misspelt": Case("train", train("hydra.run.dri=x"), ("did you mean hydra.run.dir?",)),
     "a sweep's second job": Case("train", train("-m", "model.dropout=0,1.5"), ("dropout=1.5",)),
     "a key misspelt in a sweep over presets": Case(

@@ -202,8 +202,8 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
         lock.acquire()
     except (OSError, Timeout) as e:
         raise DataError(
-            f"Cannot use the data directory {raw}: {e}. Point paths.data_dir (or the "
-            "environment variable MNIST_DATA_DIR) at a writable directory."
+            f"Cannot use the data directory {raw}: {e}. Point data.data_dir (or paths.data_dir, "
+            "or the environment variable MNIST_DATA_DIR) at a writable directory."
         ) from None
     try:
         return _ensure_locked(raw, source, DATASETS[dataset])

@@ -66,6 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         # torch's refusal of a pickle opens with paragraphs of advice; its reason comes last.
         reason = one_line(str(e).rsplit("WeightsUnpickler error:", 1)[-1] or e, 200)
+        reason = reason if re.search("[a-zA-Z]", reason) else f"{type(e).__name__} {reason}"
         raise CheckpointError(
             f"Checkpoint {path} cannot be read ({reason}); it is truncated, corrupt or not a "
             "torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."

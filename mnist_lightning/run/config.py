@@ -18,6 +18,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -298,6 +299,12 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
         raise ConfigError(
             "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
         )
+    for arg in get_args_parser().parse_known_args(args)[0].overrides:
+        try:  # Hydra's own message spans lines and exits 1
+            OverridesParser.create().parse_override(arg)
+        except HydraException as e:
+            reason = one_line(e).split(" See https://")[0]  # its link names an older Hydra
+            raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
     # Group choices (`model=`, `hydra/launcher=`) and where groups are: they decide the keys.
@@ -319,8 +326,11 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             continue
         close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
         hint = f"; did you mean {close[0]}?" if close else "."
-        if not close and key.startswith(("trainer.", "callbacks.")):  # any Trainer argument
-            hint += f" A Trainer argument or a callback that conf/ lacks: +{key}=..."
+        if not close and key.startswith("trainer."):  # any Trainer argument
+            hint += f" A Trainer argument that conf/ lacks: +{key}=..."
+        if not close and key.startswith("callbacks."):
+            new = ".".join(key.split(".")[:2])
+            hint += f" A callback that conf/ lacks: +{new}._target_=<its class>, then its arguments"
         raise ConfigError(f"{key} is not a key of this config{hint}")
 
 

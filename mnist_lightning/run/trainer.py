@@ -66,11 +66,14 @@ IGNORED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)",
 )
 # Lightning's lines that are not for this project's user: an advertisement, a step count it
-# estimates, the test's checkpoint (the results name it), Ctrl-C (the stop message says more),
-# TPUs (the data line names the device used; Lightning's GPU line stays).
+# estimates, restoring a checkpoint (our "Resuming ... from" and the results name it), Ctrl-C
+# (the stop message says more), the accelerators (the data line names the device used; a GPU
+# left unused is Lightning's warning, which stays).
 CHATTER = (
     "litlogger",
+    "GPU available: ",
     "TPU available: ",
+    "Restored all states from the checkpoint",
     "Loading `train_dataloader` to estimate",
     "Restoring states from the checkpoint path",
     "Loaded model weights from the checkpoint",
@@ -184,6 +187,10 @@ def accelerator_available(name: object) -> bool:
 def build(key: str, node: DictConfig, **extra: Any) -> Any:
     """The data, model, a callback or a logger from its config, or one line naming its key
     (`+model.x=1`: the model takes no argument `x`)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:  # `+callbacks.x.patience=1`
+        raise ConfigError(
+            f"{key} names no class to build: give its class (+{key}._target_=<class>) or remove it."
+        )
     try:
         return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
