@@ -8,12 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from mnist_lightning.cli.eval import prepare_run
 from mnist_lightning.cli.export import (
     check_output,
+    export_torchscript,
+    is_earlier_export,
 )
+from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.run.config import validate_eval, validate_export
 from tests.helpers.tiers import one_of_each_kind
@@ -121,3 +127,19 @@ def test_eval_refuses_odd_places_in_the_run(
 def test_eval_checks_that_the_run_can_be_written() -> None:
     with pytest.raises(UserError, match=re.escape("ckpt_path=x: cannot write to /proc")):
         prepare_run(Path("/proc/x.ckpt"), tensorboard=False, key="ckpt_path=x")
+
+
+def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path: Path) -> None:
+    """A user's archive holding an export, or a grid whose text someone extended, is theirs:
+    mnist-export and mnist-predict refuse to write over it."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    export_torchscript(net, torch.rand(2, 28, 28), tmp_path / "m.pt")
+    assert is_earlier_export(tmp_path / "m.pt", "torchscript")
+    torch.save(
+        {"notes": torch.ones(3), "blob": (tmp_path / "m.pt").read_bytes()}, tmp_path / "a.pt"
+    )
+    assert not is_earlier_export(tmp_path / "a.pt", "torchscript")
+    text = PngInfo()
+    text.add_text("Software", "mnist-predict-fork 0.1")
+    Image.new("L", (4, 4)).save(tmp_path / "fork.png", pnginfo=text)
+    assert not is_grid(tmp_path / "fork.png")

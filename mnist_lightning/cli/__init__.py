@@ -80,9 +80,8 @@ def held_out(
     return dataset, images, labels
 
 
-# How a command knows a file it wrote: its format's magic bytes, and words it wrote into it (a
-# PNG's text, ONNX metadata, an extra file in TorchScript's zip: all stored as they are).
-Mark = tuple[bytes, bytes]
+# How a command knows a file it wrote: a test of the file (see `carries`).
+Mark = Callable[[Path], bool]
 
 
 def carries(path: Path, mark: Mark) -> bool:
@@ -110,7 +109,7 @@ def check_place(
             f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
             "move it away or choose another path."
         )
-    if mark is not None and not carries(path, mark):
+    if mark is not None and not mark(path):
         raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MARK = "mnist_lightning_export"  # the metadata key (ONNX) and extra file's stem (TorchScript)
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
-MAGIC = {"onnx": b"\x08", "torchscript": b"PK"}  # ONNX's first field (ir_version); a zip
+MAGIC = {"onnx": b"\x08"}  # ONNX's first field (ir_version)
 
 
 def mark(fmt: str) -> str:
@@ -51,7 +52,16 @@ def mark(fmt: str) -> str:
 
 
 def is_earlier_export(path: Path, fmt: str) -> bool:
-    return carries(path, (MAGIC[fmt], mark(fmt).encode()))
+    """ONNX: the mark in its metadata. TorchScript: the mark as the zip's own extra file (not
+    bytes inside another member: a user's archive that holds an export is not one)."""
+    if fmt == "onnx":
+        return carries(path, (MAGIC[fmt], mark(fmt).encode()))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            extra = [n for n in archive.namelist() if n.endswith(f"/extra/{MARK}.json")]
+            return len(extra) == 1 and archive.read(extra[0]) == mark(fmt).encode()
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str) -> None:
@@ -67,8 +77,8 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
             "inputs: choose another output=."
         )
     inputs = {ckpt: f"the checkpoint being exported (ckpt_path={ckpt})"}
-    mine, what = (MAGIC[fmt], mark(fmt).encode()), f"an earlier mnist-export {fmt} file"
-    check_overwrite(output, key, inputs, "mnist-export", mine, what)
+    what = f"an earlier mnist-export {fmt} file"
+    check_overwrite(output, key, inputs, "mnist-export", lambda p: is_earlier_export(p, fmt), what)
 
 
 def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:

@@ -36,7 +36,8 @@ from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure
 
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
-GRID_MARK = (b"\x89PNG", b"Software\0" + GRID_SOFTWARE.encode())  # as the PNG stores it
+_TEXT = b"Software\0" + GRID_SOFTWARE.encode()  # a PNG text chunk: its length, type, text
+GRID_MARK = (b"\x89PNG", len(_TEXT).to_bytes(4, "big") + b"tEXt" + _TEXT)
 GRID_WHAT = "a grid mnist-predict wrote"
 
 
@@ -72,7 +73,7 @@ def check_grid(grid: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, a grid path over an input, over a file that is not an earlier
     grid, or in a folder that cannot be written."""
     also = {item: f"also an input ({printable(item)})" for item in inputs}
-    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", GRID_MARK, GRID_WHAT)
+    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, GRID_WHAT)
 
 
 def is_grid(path: Path) -> bool:
@@ -89,7 +90,7 @@ def write_grid(
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
     name = f"grid={printable(grid)}"  # again: something may have appeared there meanwhile
-    check_place(grid, name, mark=GRID_MARK, what=GRID_WHAT)
+    check_place(grid, name, mark=is_grid, what=GRID_WHAT)
     try:
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})

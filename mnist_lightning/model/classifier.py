@@ -23,7 +23,6 @@ class DivergedError(TrainingFailedError):
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
-IMPLEMENTATION = ("fused", "foreach", "differentiable", "capturable")  # optimizer settings
 STEP_SCHEDULERS = ("cosine", "onecycle")  # updated every optimizer step; the others per epoch
 
 
@@ -263,12 +262,6 @@ class MNISTClassifier(L.LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # How torch takes a step (fused kernel, loops, autograd through it) is this machine's
-        # choice, not the file's: a saved `differentiable=True` fails in the fused kernel.
-        ours = self.build_optimizer().param_groups
-        for saved in checkpoint.get("optimizer_states") or []:
-            for group, mine in zip(saved.get("param_groups") or [], ours, strict=False):
-                group.update({k: mine[k] for k in IMPLEMENTATION if k in mine})
         states = checkpoint.get("rng_states", {})
         if "cpu" in states:
             torch.set_rng_state(states["cpu"])

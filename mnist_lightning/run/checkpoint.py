@@ -280,11 +280,14 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
     )
     part = "optimizer"
     try:
-        trial.load_state_dict(copy.deepcopy(saved))  # torch steps the saved tensors in place
-        for group in trial.param_groups:
-            group.update(fused=False, foreach=False)
-        for number, (name, param) in enumerate(named):
-            for key, value in trial.state[param].items():
+        if any(g.get(k) for g in saved["param_groups"] for k in ("differentiable", "capturable")):
+            raise ValueError("it sets differentiable or capturable, which the fused step refuses")
+        # Checked as saved, before torch's load casts them (a broadcast tensor would be made whole).
+        for number, entry in saved["state"].items():
+            if not isinstance(number, int) or not 0 <= number < len(named):
+                raise ValueError(f"it holds an entry for a parameter {number!r:.40} it lacks")
+            name, param = named[number]
+            for key, value in entry.items():
                 shape = () if key == "step" else param.shape
                 tensor = isinstance(value, torch.Tensor)
                 if not (tensor and value.shape == shape and value.is_contiguous()):
@@ -293,12 +296,25 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
                         f"for parameter {number} ({name}) it holds {key} {got}, not a "
                         f"contiguous tensor of shape {tuple(shape)}"
                     )
+                if key == "step" and not (value.is_floating_point() and 1 <= value < 2**53):
+                    raise ValueError(  # an integer step makes torch's Adam compute beta**step
+                        f"for parameter {number} ({name}) it holds step={value.item()!r:.40}, "
+                        "not a count of steps as torch saves it"
+                    )
+        trial.load_state_dict(copy.deepcopy(saved))  # torch steps the saved tensors in place
+        for group in trial.param_groups:
+            group.update(fused=False, foreach=False)
+        for _, param in named:
             param.grad = torch.zeros_like(param)
         trial.step()
         if not all(param.isfinite().all() for _, param in named):
             raise ValueError("a step with it makes the weights infinite or NaN")
         part = "learning-rate schedule"  # its rates and counts, as every torch scheduler's
         for state in checkpoint.get("lr_schedulers") or []:
+            for key in ("last_epoch", "_step_count"):  # what the schedule computes with
+                count = state.get(key, 0)
+                if not isinstance(count, int) or isinstance(count, bool) or not -1 <= count < 2**62:
+                    raise ValueError(f"it sets {key}={count!r:.40}, not a count")
             probe = torch.optim.lr_scheduler.LambdaLR(trial, lambda _: 1.0)
             probe.load_state_dict({**state, "lr_lambdas": [None] * len(mine)})
             trial.step()  # a scheduler steps after its optimizer
