@@ -121,6 +121,17 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         EXTEND,  # checked as built, after the finished run would have stopped
         ["ModelCheckpoint(filename='../../../escaped')", "outside the run"],
     ),
+    "an exception checkpoint's filename leading out": (
+        add_callback(
+            {
+                "_target_": "lightning.pytorch.callbacks.OnExceptionCheckpoint",
+                "dirpath": "{w}/run/checkpoints",
+                "filename": "../../../escaped",
+            }
+        ),
+        EXTEND,
+        ["OnExceptionCheckpoint(filename='../../../escaped')", "outside the run"],
+    ),
     "a TensorBoard version leading out": (
         set_in_config("logger", "tensorboard", version="../../escaped"),
         EXTEND,  # checked as built, after the finished run would have stopped

@@ -509,15 +509,12 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
     (a checkpoint's `filename`, a logger's `version` can lead out of it)."""
     places = [("trainer.default_root_dir", trainer.default_root_dir)]  # (a name may repeat)
     for callback in trainer.callbacks:
-        name = type(callback).__name__
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
-            name = f"{name}(filename={callback.filename!r})"
-            extension = callback.FILE_EXTENSION
-            places.append((name, f"{callback.dirpath}/{callback.filename or 'epoch'}{extension}"))
-        elif isinstance(callback, GracefulInterrupt):
+        name, filename = type(callback).__name__, getattr(callback, "filename", None)
+        if isinstance(callback, GracefulInterrupt):
             places.append((name, callback.last))
-        elif getattr(callback, "dirpath", None):
-            places.append((name, callback.dirpath))
+        elif getattr(callback, "dirpath", None):  # a checkpoint's file name can lead out too
+            name += f"(filename={filename!r})" if isinstance(filename, str) else ""
+            places.append((name, f"{callback.dirpath}/{filename or 'epoch'}.ckpt"))
     for logger in trainer.loggers:  # MLflow's store is the command's (trackers_as_configured)
         if not isinstance(logger, MLFlowLogger):
             places.append((type(logger).__name__, logger.log_dir or logger.save_dir or run))
