@@ -80,12 +80,13 @@ def held_out(
     return dataset, images, labels
 
 
-# How a command knows a file it wrote: a test of the file (see `carries`).
+# How a command knows a file it wrote: a test of the file (`is_grid`, `is_earlier_export`).
 Mark = Callable[[Path], bool]
 
 
-def carries(path: Path, mark: Mark) -> bool:
-    """Whether the regular file `path` starts with `mark[0]` and holds `mark[1]`."""
+def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
+    """Whether the regular file `path` starts with `mark[0]` (its format's magic bytes) and
+    holds `mark[1]` (bytes the command wrote into it)."""
     try:
         with open_regular(path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             return m[: len(mark[0])] == mark[0] and m.find(mark[1]) >= 0
