@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist: a test process per core, each taking whole files (a module shares its fixtures;
+# the SLURM tests share one cluster): XDIST= runs them in one.
+XDIST ?= -n auto --dist loadfile
 
 .PHONY: setup train test test-fast lint format tensorboard bench slurm slurm-stop clean
 
@@ -18,10 +21,10 @@ train: setup  ## train the default experiment (extra Hydra overrides: make train
 	$(BIN)/mnist-train $(ARGS)
 
 test: setup lint  ## ruff, then the whole suite, the SLURM tests on `make slurm`'s cluster (what CI runs)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(ARGS)
 
 test-fast: setup  ## the fast tier: every test neither slow, nor on the real MNIST, nor on SLURM
-	$(BIN)/python -m pytest -m "not slow and not e2e and not slurm" $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e and not slurm" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

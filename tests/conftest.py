@@ -24,10 +24,13 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`concurrent_runs` starts two mnist-train processes: a test that uses it is slow."""
+    """`concurrent_runs` starts two mnist-train processes: a test that uses it is slow. The
+    SLURM tests, the longest file, come first, so that under pytest-xdist (`make test`) one
+    worker runs them while the others take the rest."""
     for item in items:
         if "concurrent_runs" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: not item.get_closest_marker("slurm"))
 
 
 @pytest.fixture(scope="module")
