@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnist_lightning.data.datamodule import MNISTDataModule, TensorBatches, load_pair
-from mnist_lightning.data.datasets import raw_dir, write_idx
+from mnist_lightning.data.datasets import encode_idx, raw_dir
 from mnist_lightning.errors import DataError
 from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VAL
 
@@ -177,9 +177,11 @@ def test_a_loaded_state_goes_on_as_the_uninterrupted_loader(taken: int) -> None:
 def test_load_pair_checks_the_files_fit(
     images: tuple, labels: list, words: str | None, tmp_path: Path
 ) -> None:
-    raw = raw_dir(tmp_path)
-    write_idx(raw / "train-images-idx3-ubyte", torch.zeros(images, dtype=torch.uint8))
-    write_idx(raw / "train-labels-idx1-ubyte", torch.tensor(labels, dtype=torch.uint8))
+    (raw := raw_dir(tmp_path)).mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(
+        encode_idx(torch.zeros(images, dtype=torch.uint8))
+    )
+    (raw / "train-labels-idx1-ubyte").write_bytes(encode_idx(torch.tensor(labels).byte()))
     if words is None:
         assert load_pair(raw, "train")[1].tolist() == labels
         return

@@ -14,10 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision.datasets
 
 from mnist_lightning.data import datasets
-from mnist_lightning.data.datasets import MNIST_SHA256, ensure_mnist, mirror_to_idx, raw_dir
+from mnist_lightning.data.datasets import (
+    MNIST_SHA256,
+    encode_idx,
+    ensure_mnist,
+    mirror_to_idx,
+    raw_dir,
+)
 from mnist_lightning.errors import DataError
 from tests.helpers.synthetic import write_mnist
 
@@ -39,12 +46,13 @@ def mirror_blob(splits: object) -> bytes:
 def test_the_mirrors_pickle_becomes_the_exact_bytes_in_order() -> None:
     (tx, ty, tpx), (vx, vy, vpx), (sx, sy, spx) = (fake_split(n, n) for n in (5, 3, 4))
     blob = mirror_blob(((tx, ty), (vx, vy), (sx, sy)))
-    files = {name: datasets.parse_idx(data).numpy() for name, data in mirror_to_idx(blob).items()}
-    assert set(files) == set(MNIST_SHA256)
-    assert np.array_equal(files["train-images-idx3-ubyte"].reshape(8, 784), np.r_[tpx, vpx])
-    assert np.array_equal(files["train-labels-idx1-ubyte"], np.r_[ty, vy])
-    assert np.array_equal(files["t10k-images-idx3-ubyte"].reshape(4, 784), spx)
-    assert np.array_equal(files["t10k-labels-idx1-ubyte"], sy)
+    expected = {
+        "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
+        "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
+        "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
+        "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
+    }
+    assert mirror_to_idx(blob) == {n: encode_idx(torch.from_numpy(a)) for n, a in expected.items()}
 
 
 @pytest.fixture
