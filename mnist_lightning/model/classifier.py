@@ -25,14 +25,11 @@ STEP_SCHEDULERS = ("cosine", "onecycle")  # updated every optimizer step; the ot
 
 
 class MNISTClassifier(L.LightningModule):
-    """Cross-entropy training of an `MLP`, with the optimizer and schedule from the config.
+    """Cross-entropy training of an `MLP`; Lightning optimizes, steps the schedule and logs.
 
-    Lightning optimizes (automatic optimization), steps the schedule and logs. The train loss
-    and accuracy are summed on the device every step and logged once every
-    `trainer.log_every_n_steps` steps as the mean over that window (and over what is left of it
-    at the end of each epoch): logging every step would cost a small MLP as much as the step
-    itself, and a host sync on a GPU.
-    """
+    The train loss and accuracy are summed on the device every step and logged once every
+    `trainer.log_every_n_steps` steps as the window's mean (and what is left of it at each
+    epoch's end): logging every step costs a small MLP as much as the step, and a host sync."""
 
     def __init__(
         self,
@@ -60,15 +57,13 @@ class MNISTClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = MLP(hidden_dims, activation, dropout, batch_norm, input_dropout)
         self.example_input_array = torch.zeros(1, 28, 28)  # the model summary's true FLOPs
-        # Buffers, saved in checkpoints, so a resumed run remembers its best validation accuracy
+        # Buffers, saved in checkpoints: a resumed run keeps its best validation accuracy
         # (torchmetrics' MaxMetric is not saved unless made persistent, under another key than
-        # earlier runs' checkpoints hold) and its half-filled logging window (loss sum, correct,
-        # seen): curves resume exactly.
+        # earlier checkpoints hold) and its half-filled logging window (loss sum, correct, seen).
         self.register_buffer("val_acc_best", torch.tensor(0.0))
         self.register_buffer("train_window", torch.zeros(3))
-        # The same sums for validation and test, zeroed each epoch: a plain float32 tensor, not
-        # a module (torchmetrics') or buffer, so the model summary lists only the network and
-        # bf16-true precision leaves it float32.
+        # The same sums for validation and test, made each epoch: not a module or a buffer, so
+        # the model summary lists only the network and bf16-true precision leaves it float32.
         self.eval_window = torch.zeros(3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
