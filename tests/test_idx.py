@@ -27,13 +27,10 @@ def test_round_trip(shape: tuple[int, ...], tmp_path: Path) -> None:
     data = encode_idx(tensor)
     assert data[: 4 + 4 * len(shape)] == header(*shape)  # the documented magic number, big-endian
     assert len(data) == 4 + 4 * len(shape) + tensor.numel()
+    assert header(60000, 28, 28) == bytes.fromhex("000008030000ea600000001c0000001c")  # MNIST's
     (tmp_path / "x-idx").write_bytes(data)
     parsed = read_idx(tmp_path / "x-idx")
     assert parsed.dtype == torch.uint8 and torch.equal(parsed, tensor)
-
-
-def test_mnists_own_header() -> None:
-    assert header(60000, 28, 28) == bytes.fromhex("000008030000ea600000001c0000001c")
 
 
 GOOD = header(2, 3) + bytes(range(6))
