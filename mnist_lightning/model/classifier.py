@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau, StepLR
 
 from mnist_lightning.errors import ConfigError, TrainingFailedError
 from mnist_lightning.model.mlp import MLP
@@ -214,32 +215,24 @@ class MNISTClassifier(L.LightningModule):
         return cls(groups, lr=hp.lr, fused=fused)
 
     def configure_optimizers(self):
-        optimizer = self.build_optimizer()
-        hp = self.hparams
-        if hp.scheduler == "none":
-            return optimizer
+        optimizer, hp = self.build_optimizer(), self.hparams
         if hp.scheduler in STEP_SCHEDULERS:
             # Lightning's count of optimizer steps in this fit: max_epochs or max_steps,
             # limit_train_batches and accumulate_grad_batches included. A LambdaLR, not torch's
             # OneCycleLR, because that saves its horizon in the checkpoint: a run resumed with
             # more epochs stretches this schedule to its new end instead of stopping.
             total = self.trainer.estimated_stepping_batches
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, functools.partial(lr_factor, hp.scheduler, total=total)
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
-            }
-        if hp.scheduler == "step":
-            schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
-            return {"optimizer": optimizer, "lr_scheduler": schedule}  # Lightning: per epoch
-        # plateau: cut the rate when val/acc stops improving for 2 epochs; strict=False: an
-        # epoch without validation (check_val_every_n_epoch) skips the step.
-        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=hp.lr_gamma, patience=2
-        )
-        config = {"scheduler": schedule, "monitor": "val/acc", "strict": False}
+            factor = functools.partial(lr_factor, hp.scheduler, total=total)
+            config = {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
+        elif hp.scheduler == "step":  # Lightning's default interval: per epoch
+            config = {"scheduler": StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)}
+        elif hp.scheduler == "plateau":
+            # Cut the rate when val/acc stops improving for 2 epochs; strict=False: an epoch
+            # without validation (check_val_every_n_epoch) skips the step.
+            schedule = ReduceLROnPlateau(optimizer, mode="max", factor=hp.lr_gamma, patience=2)
+            config = {"scheduler": schedule, "monitor": "val/acc", "strict": False}
+        else:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
