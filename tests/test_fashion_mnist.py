@@ -308,27 +308,6 @@ def test_auto_replaces_present_files_that_fail_sha256_from_the_mirror(
     assert len(calls) == 1 and caplog.records == []
 
 
-def test_when_every_source_fails_the_error_says_how_to_place_the_files_by_hand(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    no_torchvision(monkeypatch)
-
-    def no_apt(mirror: str, dest: Path) -> Path:
-        raise DataError("apt-get download dataset-fashion-mnist: E: Unable to locate package")
-
-    monkeypatch.setattr(datasets, "download", no_apt)
-    with pytest.raises(DataError) as info:
-        ensure_mnist(tmp_path, "auto", "fashion_mnist")
-    message = str(info.value)
-    raw = raw_dir(tmp_path, "fashion_mnist")
-    assert message.startswith(f"Could not get Fashion-MNIST into {raw}. Tried torchvision: ")
-    assert "network unreachable" in message and "; debian: apt-get download" in message
-    assert "Unable to locate package" in message and "by hand" in message
-    assert "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte" in message
-    assert "gunzip" in message and "zalandoresearch/fashion-mnist" in message
-    assert "\n" not in message and written(tmp_path) == []
-
-
 def fake_apt_get(folder: Path, script: str) -> None:
     """An `apt-get` on PATH that runs `script` (sh)."""
     folder.mkdir()

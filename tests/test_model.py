@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import LambdaCallback
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -185,29 +186,21 @@ class DeviceReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-class WatchTrainingEpochs(L.Callback):
+def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
     """Runs the training epochs after the first (batches, augmentation, steps, Lightning's
-    loop) under `DeviceReads`; the first builds what is cached for the others."""
+    loop) under `mode`; the first builds what is cached for the others."""
+    watching: list[bool] = []
 
-    def __init__(self) -> None:
-        self.mode = DeviceReads()
-        self.watching = False
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def start(trainer: L.Trainer, *_: object) -> None:
         if trainer.current_epoch > 0:
-            self.mode.__enter__()
-            self.watching = True
+            watching.append(mode.__enter__())
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stop()
+    def stop(*_: object) -> None:
+        if watching:
+            mode.__exit__(None, None, None)
+            watching.clear()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, _: BaseException):
-        self.stop()
-
-    def stop(self) -> None:
-        if self.watching:
-            self.mode.__exit__(None, None, None)
-            self.watching = False
+    return LambdaCallback(on_train_epoch_start=start, on_train_epoch_end=stop, on_exception=stop)
 
 
 @pytest.mark.slow
@@ -226,12 +219,12 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     model = MNISTClassifier(
         hidden_dims=[16], scheduler="onecycle", max_norm=3.0, l1=1e-5, label_smoothing=0.1
     )
-    watch = WatchTrainingEpochs()
-    trainer = bare_trainer(log_every_n_steps=1000, callbacks=[watch])
+    watched = DeviceReads()
+    trainer = bare_trainer(log_every_n_steps=1000, callbacks=[watch_training_epochs(watched)])
     loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, augment=Augment("elastic"))
     trainer.fit(model, train_dataloaders=loader)
     assert trainer.global_step == 24
-    assert watch.mode.reads == []
+    assert watched.reads == []
 
 
 def test_input_dropout_drops_pixels_in_training_only() -> None:

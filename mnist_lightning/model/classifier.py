@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from torch import nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau, StepLR
 
 from mnist_lightning.errors import ConfigError, TrainingFailedError
 from mnist_lightning.model.mlp import MLP
@@ -27,14 +26,11 @@ STEP_SCHEDULERS = ("cosine", "onecycle")  # updated every optimizer step; the ot
 
 
 class MNISTClassifier(L.LightningModule):
-    """Cross-entropy training of an `MLP`, with the optimizer and schedule from the config.
+    """Cross-entropy training of an `MLP`; Lightning optimizes, steps the schedule and logs.
 
-    Lightning optimizes (automatic optimization), steps the schedule and logs. The train loss
-    and accuracy are summed on the device every step and logged once every
-    `trainer.log_every_n_steps` steps as the mean over that window (and over what is left of it
-    at the end of each epoch): logging every step would cost a small MLP as much as the step
-    itself, and a host sync on a GPU.
-    """
+    The train loss and accuracy are summed on the device every step and logged once every
+    `trainer.log_every_n_steps` steps as the window's mean (and what is left of it at each
+    epoch's end): logging every step costs a small MLP as much as the step, and a host sync."""
 
     def __init__(
         self,
@@ -62,15 +58,14 @@ class MNISTClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = MLP(hidden_dims, activation, dropout, batch_norm, input_dropout)
         self.example_input_array = torch.zeros(1, 28, 28)  # the model summary's true FLOPs
-        # Buffers, saved in checkpoints, so a resumed run remembers its best validation accuracy
+        # Buffers, saved in checkpoints: a resumed run keeps its best validation accuracy
         # (torchmetrics' MaxMetric is not saved unless made persistent, under another key than
-        # earlier runs' checkpoints hold) and its half-filled logging window (loss sum, correct,
-        # seen): curves resume exactly.
+        # earlier checkpoints hold) and its half-filled logging window (loss sum, correct, seen).
         self.register_buffer("val_acc_best", torch.tensor(0.0))
         self.register_buffer("train_window", torch.zeros(3))
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        # The same sums for validation and test, made each epoch: not a module or a buffer, so
+        # the model summary lists only the network and bf16-true precision leaves it float32.
+        self.eval_window = torch.zeros(3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -85,10 +80,7 @@ class MNISTClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         if self.hparams.l1 > 0:
             loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in self._weights())
-        with torch.no_grad():  # into the logging window, on the device: no host sync
-            correct = (logits.argmax(1) == labels).sum()
-            seen = torch.full_like(correct, len(labels))  # a fill, not a copy from the host
-            self.train_window.add_(torch.stack((loss.float() * len(labels), correct, seen)))
+        _count(self.train_window, loss, logits, labels)
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -119,11 +111,10 @@ class MNISTClassifier(L.LightningModule):
         # What is left of the window (all of an epoch shorter than it): every epoch has points.
         self._log_train_window(on_step=False)
 
-    def _window_of_all_processes(self) -> torch.Tensor:
-        """The window's sums (over every process under DDP), copied to the host: the one
+    def _window_of_all_processes(self, window: torch.Tensor) -> torch.Tensor:
+        """A window's sums (over every process under DDP), copied to the host: the one
         host sync per window. Logged from the host, the values also spare the progress bar,
         which reads the logged values at every later step, a sync per step."""
-        window = self.train_window
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             window = window.clone()
             torch.distributed.all_reduce(window)  # a sum over the processes
@@ -131,7 +122,7 @@ class MNISTClassifier(L.LightningModule):
 
     def _log_train_window(self, on_step: bool) -> None:
         """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
-        loss_sum, correct, seen = self._window_of_all_processes()
+        loss_sum, correct, seen = self._window_of_all_processes(self.train_window)
         self.train_window.zero_()
         if seen == 0:
             return
@@ -167,31 +158,33 @@ class MNISTClassifier(L.LightningModule):
                     if param.grad is not None:
                         logger.experiment.add_histogram(f"gradients/{name}", param.grad, step)
 
-    def _eval_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> None:
-        images, labels = batch
-        logits = self(images)
-        loss_metric.update(F.cross_entropy(logits, labels), weight=len(labels))
-        acc_metric.update(logits, labels)
+    def on_validation_epoch_start(self) -> None:
+        self.eval_window = torch.zeros(3, device=self.device)
+
+    on_test_epoch_start = on_validation_epoch_start
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_loss, self.val_acc)
+        images, labels = batch
+        logits = self(images)
+        _count(self.eval_window, F.cross_entropy(logits, labels), logits, labels)
+
+    test_step = validation_step
+
+    def _eval_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's mean loss and accuracy over every image (of every process)."""
+        loss_sum, correct, seen = self._window_of_all_processes(self.eval_window)
+        return loss_sum / seen, correct / seen
 
     def on_validation_epoch_end(self) -> None:
-        acc = self.val_acc.compute()
+        loss, acc = self._eval_means()
         if not self.trainer.sanity_checking:
             self.val_acc_best.copy_(torch.maximum(self.val_acc_best, acc))
-        metrics = {"val/loss": self.val_loss.compute(), "val/acc": acc}
-        self.log_dict(metrics | {"val/acc_best": self.val_acc_best}, prog_bar=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_loss, self.test_acc)
+        metrics = {"val/loss": loss, "val/acc": acc, "val/acc_best": self.val_acc_best}
+        self.log_dict(metrics, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict({"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()})
-        self.test_loss.reset()
-        self.test_acc.reset()
+        loss, acc = self._eval_means()
+        self.log_dict({"test/loss": loss, "test/acc": acc})
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Weight decay on the weight matrices only, never on biases or batch-norm parameters.
@@ -222,39 +215,33 @@ class MNISTClassifier(L.LightningModule):
         return cls(groups, lr=hp.lr, fused=fused)
 
     def configure_optimizers(self):
-        optimizer = self.build_optimizer()
-        hp = self.hparams
-        if hp.scheduler == "none":
-            return optimizer
+        optimizer, hp = self.build_optimizer(), self.hparams
         if hp.scheduler in STEP_SCHEDULERS:
             # Lightning's count of optimizer steps in this fit: max_epochs or max_steps,
             # limit_train_batches and accumulate_grad_batches included. A LambdaLR, not torch's
             # OneCycleLR, because that saves its horizon in the checkpoint: a run resumed with
             # more epochs stretches this schedule to its new end instead of stopping.
             total = self.trainer.estimated_stepping_batches
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, functools.partial(lr_factor, hp.scheduler, total=total)
-            )
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
-            }
-        if hp.scheduler == "step":
-            schedule = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)
-            return {"optimizer": optimizer, "lr_scheduler": schedule}  # Lightning: per epoch
-        # plateau: cut the rate when val/acc stops improving for 2 epochs; strict=False: an
-        # epoch without validation (check_val_every_n_epoch) skips the step.
-        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=hp.lr_gamma, patience=2
-        )
-        config = {"scheduler": schedule, "monitor": "val/acc", "strict": False}
+            factor = functools.partial(lr_factor, hp.scheduler, total=total)
+            config = {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}
+        elif hp.scheduler == "step":  # Lightning's default interval: per epoch
+            config = {"scheduler": StepLR(optimizer, hp.lr_step_epochs, hp.lr_gamma)}
+        elif hp.scheduler == "plateau":
+            # Cut the rate when val/acc stops improving for 2 epochs; strict=False: an epoch
+            # without validation (check_val_every_n_epoch) skips the step.
+            schedule = ReduceLROnPlateau(optimizer, mode="max", factor=hp.lr_gamma, patience=2)
+            config = {"scheduler": schedule, "monitor": "val/acc", "strict": False}
+        else:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Save the random generators too (dropout draws from them): with them, a resumed run
         computes bit for bit what the uninterrupted run would have. A run whose loss diverged
         since its last log is stopped here, before its weights replace a good checkpoint."""
-        loss_sum = self._window_of_all_processes()[0]  # every process saves: all reduce
+        loss_sum = self._window_of_all_processes(self.train_window)[
+            0
+        ]  # every process saves: all reduce
         weights = torch.stack([p.isfinite().all() for p in self.parameters()]).all()
         self._stop_if_diverged(loss_sum, self.global_step, weights_finite=bool(weights))
         checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
@@ -281,6 +268,15 @@ class MNISTClassifier(L.LightningModule):
         tuners = (L.pytorch.callbacks.LearningRateFinder, L.pytorch.callbacks.BatchSizeFinder)
         if any(isinstance(callback, tuners) for callback in self.trainer.callbacks):
             self.trainer.strategy.setup_optimizers(self.trainer)
+
+
+def _count(window: torch.Tensor, loss: torch.Tensor, logits, labels: torch.Tensor) -> None:
+    """Add a batch's loss sum, correct predictions and images to `window`, on the device: no
+    host sync."""
+    with torch.no_grad():
+        correct = (logits.argmax(1) == labels).sum()
+        seen = torch.full_like(correct, len(labels))  # a fill, not a copy from the host
+        window.add_(torch.stack((loss.float() * len(labels), correct, seen)))
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

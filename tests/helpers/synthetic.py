@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_lightning.data.datasets import raw_dir, write_idx
+from mnist_lightning.data.datasets import encode_idx, raw_dir
 
 # The synthetic data set: 1 200 training images (1 000 train + 200 val with data.val_size=200)
 # and 300 test images, 120 and 30 of each digit.
@@ -35,8 +35,8 @@ def write_mnist(data_dir: Path, train: int, test: int) -> Path:
     raw.mkdir(parents=True)
     for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
         images, labels = synthetic_digits(count, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(encode_idx(images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(encode_idx(labels))
     return data_dir
 
 
