@@ -239,9 +239,8 @@ class MNISTClassifier(L.LightningModule):
         """Save the random generators too (dropout draws from them): with them, a resumed run
         computes bit for bit what the uninterrupted run would have. A run whose loss diverged
         since its last log is stopped here, before its weights replace a good checkpoint."""
-        loss_sum = self._window_of_all_processes(self.train_window)[
-            0
-        ]  # every process saves: all reduce
+        # Every process saves: an all-reduce.
+        loss_sum = self._window_of_all_processes(self.train_window)[0]
         weights = torch.stack([p.isfinite().all() for p in self.parameters()]).all()
         self._stop_if_diverged(loss_sum, self.global_step, weights_finite=bool(weights))
         checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
