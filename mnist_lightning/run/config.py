@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from mnist_lightning.data.augment import AUGMENTS
-from mnist_lightning.data.datasets import DATASETS, SOURCES, DataSet
+from mnist_lightning.data.datasets import DATASETS, SOURCES
 from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS, STEP_SCHEDULERS
 from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
@@ -174,17 +174,11 @@ def leaves(tree: Any, key: str = "", lists: bool = True) -> list[tuple[str, Any]
     return [(key, tree)]
 
 
-def check_source(value: object, key: str, dataset: DataSet) -> None:
-    """`key`=`value` must be one of `dataset`'s sources. mnist-eval and mnist-export check
-    their data_source again with this once the checkpoint has said which data set it needs."""
-    check_value(key, value, dataset.sources)
-
-
 def validate(cfg: DictConfig) -> None:
     """mnist-train's config, or `ConfigError` naming the first value the code cannot use."""
     check(cfg, TRAIN)
     dataset = DATASETS.get(_get(cfg, "data.dataset"), DATASETS["mnist"])  # older runs: MNIST
-    check_source(_get(cfg, "data.source"), "data.source", dataset)
+    check_value("data.source", _get(cfg, "data.source"), dataset.sources)
     hidden = _get(cfg, "model.hidden_dims")
     if not isinstance(hidden, list):
         raise ConfigError(
