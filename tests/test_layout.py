@@ -32,23 +32,19 @@ def imported_modules(path: Path) -> set[str]:
     return {name for name in found if name.startswith("mnist_lightning")}
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
-def test_an_entry_point_imports_no_other_entry_point(command: str) -> None:
-    others = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "export")}
-    assert imported_modules(PACKAGE / "cli" / f"{command}.py") & others == set()
+COMMANDS = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "export")}
 
 
-def test_only_the_commands_import_the_commands() -> None:
-    outside = [p for p in PACKAGE.rglob("*.py") if p.parent.name != "cli"]
-    offenders = {
-        str(p.relative_to(PACKAGE)): sorted(m for m in imported_modules(p) if ".cli" in m)
-        for p in outside
+def test_the_imports_follow_the_layout() -> None:
+    """An entry point imports no other one, only cli/ imports cli/, errors.py imports nothing
+    of the package."""
+    imports = {p.relative_to(PACKAGE): imported_modules(p) for p in PACKAGE.rglob("*.py")}
+    wrong = {
+        path: found & (COMMANDS if path.parent.name == "cli" else {m for m in found if ".cli" in m})
+        for path, found in imports.items()
     }
-    assert {p: m for p, m in offenders.items() if m} == {}
-
-
-def test_the_error_types_import_nothing_of_the_package() -> None:
-    assert imported_modules(PACKAGE / "errors.py") == set()
+    assert {path: found for path, found in wrong.items() if found} == {}
+    assert imports[Path("errors.py")] == set()
 
 
 @pytest.mark.slow  # a fresh interpreter: this one has Lightning loaded already

@@ -453,28 +453,26 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
-    trackers_as_configured(saved)
     try:  # resolved once and used as checked: no interpolation is left to make anything later
         resolved = OmegaConf.to_container(saved, resolve=True)
     except Exception as e:  # an interpolation that does not resolve
         raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
     check_saved_config(resolved, cfg, run)
     resumed = OmegaConf.create(resolved)
+    trackers_as_configured(resumed)
     resumed.resume = str(run)
     resumed.ckpt_path = None
     return resumed
 
 
-def trackers_as_configured(saved: DictConfig) -> None:
-    """Each MLflow or W&B logger of a resumed run's saved config replaced by conf/logger/'s
-    own: where a tracker writes is the command's choice, never the run directory's (a crafted
-    one could send the W&B API key to a server of its choosing)."""
-    for name, node in list((saved.get("logger") or {}).items()):
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
-        class_name = target.rpartition(".")[2] if isinstance(target, str) else None
-        kind = next((k for t, k in EXTRAS.items() if t.rpartition(".")[2] == class_name), None)
+def trackers_as_configured(resumed: DictConfig) -> None:
+    """Each MLflow or W&B logger of a resumed run (its classes settled: `check_saved_config`)
+    replaced by conf/logger/'s own: where a tracker writes is the command's choice, never the
+    run directory's (a crafted one could send the W&B API key to a server of its choosing)."""
+    for name, node in list((resumed.get("logger") or {}).items()):
+        kind = EXTRAS.get(str(node.get("_target_"))) if isinstance(node, DictConfig) else None
         if kind is not None:
-            saved.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
+            resumed.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
