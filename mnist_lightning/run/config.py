@@ -165,13 +165,20 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
             check_value(key, value, rule)
 
 
-def leaves(tree: Any, key: str = "", lists: bool = True) -> list[tuple[str, Any]]:
+def nodes(tree: Any, key: str = "", lists: bool = True) -> Iterator[tuple[str, Any, Any]]:
+    """(`model.dropout[1]`, name, value) of every node of nested dicts (and lists), a node
+    before what it holds."""
+    listed = tree if isinstance(tree, list) and lists else []
+    for name, value in tree.items() if isinstance(tree, dict) else enumerate(listed):
+        path = f"{key}[{name}]" if isinstance(tree, list) else f"{key}.{name}".lstrip(".")
+        yield path, name, value
+        yield from nodes(value, path, lists)
+
+
+def leaves(tree: Any, lists: bool = True) -> list[tuple[str, Any]]:
     """(`model.dropout`, value) of each leaf of nested dicts (and lists, as `[i]`)."""
-    if isinstance(tree, dict):
-        return [x for k, v in tree.items() for x in leaves(v, f"{key}.{k}".lstrip("."), lists)]
-    if isinstance(tree, list) and lists:
-        return [x for i, v in enumerate(tree) for x in leaves(v, f"{key}[{i}]")]
-    return [(key, tree)]
+    inner = dict | list if lists else dict
+    return [(k, v) for k, _, v in nodes(tree, lists=lists) if not isinstance(v, inner)]
 
 
 def validate(cfg: DictConfig) -> None:

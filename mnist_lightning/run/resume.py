@@ -49,6 +49,7 @@ from mnist_lightning.files import (
     run_holder,
     unlock_run,
 )
+from mnist_lightning.run.config import nodes
 from mnist_lightning.run.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
@@ -392,19 +393,6 @@ def trusted_target(target: object) -> bool:
     `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
     module_name, _, name = str(target).rpartition(".")
     return module_name in LIGHTNING_MODULES and name in importlib.import_module(module_name).__all__
-
-
-def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
-    """`(dotted key, name, value)` of every node of a plain config tree."""
-    items = (
-        tree.items()
-        if isinstance(tree, dict)
-        else enumerate(tree if isinstance(tree, list) else [])
-    )
-    for name, value in items:
-        path = f"{key}.{name}" if key else str(name)
-        yield path, name, value
-        yield from nodes(value, path)
 
 
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
