@@ -1,7 +1,6 @@
 """The package's layout keeps its promises: entry points import no other entry point, the
-data side and the network load without Lightning, and each rule that moved to one place
-(the best checkpoint, a finished run, a moved class, a refused accelerator, another
-architecture) still says what it said."""
+data side and the network load without Lightning, and each rule that moved to one place (the
+best checkpoint, a refused accelerator, another architecture) still says what it said."""
 
 import ast
 import json
@@ -11,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import network_weights
-from mnist_lightning.run.resume import MOVED_TARGETS, trusted_target
 from mnist_lightning.run.trainer import accelerator_available
 from tests.helpers.commands import ROOT
 
@@ -35,23 +32,19 @@ def imported_modules(path: Path) -> set[str]:
     return {name for name in found if name.startswith("mnist_lightning")}
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
-def test_an_entry_point_imports_no_other_entry_point(command: str) -> None:
-    others = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "export")}
-    assert imported_modules(PACKAGE / "cli" / f"{command}.py") & others == set()
+COMMANDS = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "export")}
 
 
-def test_only_the_commands_import_the_commands() -> None:
-    outside = [p for p in PACKAGE.rglob("*.py") if p.parent.name != "cli"]
-    offenders = {
-        str(p.relative_to(PACKAGE)): sorted(m for m in imported_modules(p) if ".cli" in m)
-        for p in outside
+def test_the_imports_follow_the_layout() -> None:
+    """An entry point imports no other one, only cli/ imports cli/, errors.py imports nothing
+    of the package."""
+    imports = {p.relative_to(PACKAGE): imported_modules(p) for p in PACKAGE.rglob("*.py")}
+    wrong = {
+        path: found & (COMMANDS if path.parent.name == "cli" else {m for m in found if ".cli" in m})
+        for path, found in imports.items()
     }
-    assert {p: m for p, m in offenders.items() if m} == {}
-
-
-def test_the_error_types_import_nothing_of_the_package() -> None:
-    assert imported_modules(PACKAGE / "errors.py") == set()
+    assert {path: found for path, found in wrong.items() if found} == {}
+    assert imports[Path("errors.py")] == set()
 
 
 @pytest.mark.slow  # a fresh interpreter: this one has Lightning loaded already
@@ -66,31 +59,6 @@ def test_the_data_side_and_the_network_load_without_lightning() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
-
-
-def targets(tree: object) -> set[str]:
-    """Every `_target_` value in a loaded YAML tree."""
-    if isinstance(tree, dict):
-        own = {tree["_target_"]} if isinstance(tree.get("_target_"), str) else set()
-        return own.union(*(targets(v) for v in tree.values()))
-    if isinstance(tree, list):
-        return set().union(*(targets(v) for v in tree))
-    return set()
-
-
-def test_every_target_in_conf_names_the_module_that_defines_it() -> None:
-    found = set().union(
-        *(targets(yaml.safe_load(p.read_text())) for p in ROOT.glob("conf/**/*.yaml"))
-    )
-    ours = {t for t in found if t.startswith("mnist_lightning.")}
-    assert len(ours) >= 3, ours  # the model, the data module, the interrupt callback, ...
-    assert {t for t in ours if not trusted_target(t)} == set()
-
-
-def test_a_run_saved_before_the_folders_names_classes_that_exist_now() -> None:
-    for old, new in MOVED_TARGETS.items():
-        assert not trusted_target(old), old  # the old name no longer imports
-        assert trusted_target(new), new
 
 
 def test_the_accelerators_are_judged_by_lightnings_registry() -> None:

@@ -20,7 +20,7 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import unlock_run
 from mnist_lightning.run.resume import check_run_files, trackers_as_configured
-from mnist_lightning.run.trainer import check_sqlite_store, run_identity, run_names
+from mnist_lightning.run.trainer import check_sqlite_store, run_identity
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 
@@ -277,12 +277,11 @@ def test_wandb_names_ids_and_groups_follow_the_run_directory(tmp_path: Path) -> 
     sweep = tmp_path / "2026-01-01_00-00-00_abcdef"
     (sweep / "3").mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("{}")
-    assert run_names(sweep / "3") == ("2026-01-01_00-00-00_abcdef/3", sweep.name)
-    assert run_names(tmp_path / "my run") == ("my run", None)
     node = OmegaConf.create({"_target_": "lightning.pytorch.loggers.WandbLogger"})
     cfg = OmegaConf.create({"paths": {"output_dir": str(sweep / "3")}, "resume": None})
     extra = run_identity(node, cfg)
     assert extra["id"] == "2026-01-01_00-00-00_abcdef-3" and extra["group"] == sweep.name
+    assert extra["name"] == "2026-01-01_00-00-00_abcdef/3"
     assert extra["settings"] == {"symlink": False}
     cfg.paths.output_dir = str(tmp_path / "my run")
     assert run_identity(node, cfg)["id"] == "my-run"

@@ -257,52 +257,44 @@ def test_resuming_a_crafted_checkpoint_is_one_clear_error_not_a_crash(
         assert "cannot be restored" in error and "val_acc_best" in error
 
 
-def saved_run(run: Path, max_epochs: int, reached: int, max_time: str | None = None) -> Path:
-    """A run that trained for `max_epochs` (and `max_time`) and reached epoch `reached`."""
+def saved_run(run: Path, trainer: dict, reached: tuple[int, int]) -> Path:
+    """A run that trained with `trainer`'s limits and reached (epoch, global_step)."""
     (run / ".hydra").mkdir()
-    trainer = {"max_epochs": max_epochs, "max_steps": -1, "max_time": max_time}
-    config = {"data": {}, "model": {}, "trainer": trainer}
+    config = {"data": {}, "model": {}, "trainer": {"max_steps": -1, **trainer}}
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    metrics = {"val/acc_best": 0.9, "epoch": reached, "global_step": 40 * reached}
+    metrics = {"val/acc_best": 0.9, "epoch": reached[0], "global_step": reached[1]}
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
 
+TIMED = {"max_epochs": -1, "max_time": "00:00:00:10"}
+NULL, NULL_30 = {"max_epochs": None}, {"max_epochs": None, "max_steps": 30}
+
+
 @pytest.mark.parametrize(
-    ("saved_max", "reached", "asked", "max_time", "is_finished"),
+    ("saved", "reached", "asked", "advice"),  # advice None: not finished, it trains on
     [
-        (1, 1, 1, None, True),  # the same command again
-        (1, 1, 2, None, False),  # extended
-        (1, 2, 2, None, True),  # extended once before: it reached the new limit
-        (1, 2, 3, None, False),  # extended again
-        (5, 3, 5, None, True),  # stopped early (EarlyStopping): not extended
-        (-1, 3, 9, "00:00:00:10", True),  # stopped by max_time: its clock is in the checkpoint
+        ({"max_epochs": 1}, (1, 40), {"max_epochs": 1}, "raise trainer.max_epochs above 1"),
+        ({"max_epochs": 1}, (1, 40), {"max_epochs": 2}, None),  # extended
+        ({"max_epochs": 1}, (2, 80), {"max_epochs": 2}, "above 2"),  # extended once before
+        ({"max_epochs": 1}, (2, 80), {"max_epochs": 3}, None),  # extended again
+        ({"max_epochs": 5}, (3, 120), {"max_epochs": 5}, "stopped before its limits"),  # early
+        (TIMED, (3, 120), {**TIMED, "max_epochs": 9}, "stopped before"),  # its clock is saved
+        # max_epochs=null is Lightning's 1000 epochs unless max_steps or max_time ends the run
+        (NULL, (1000, 9), NULL, "raise trainer.max_epochs above 1000"),
+        (NULL, (999, 9), NULL, "stopped before its limits"),
+        (NULL_30, (1000, 30), NULL_30, "raise trainer.max_steps above 30"),
+        (NULL_30, (1000, 29), NULL_30, "stopped before its limits"),
+        ({"max_epochs": 5, "max_steps": 25}, (2, 25), {"max_epochs": 5, "max_steps": 25}, "25"),
     ],
 )
-def test_a_finished_run_is_one_the_command_does_not_take_further(
-    tmp_path: Path, saved_max: int, reached: int, asked: int, max_time: str, is_finished: bool
+def test_a_finished_run_is_one_the_command_takes_no_further_and_says_how_to(
+    tmp_path: Path, saved: dict, reached: tuple[int, int], asked: dict, advice: str | None
 ) -> None:
-    run = saved_run(tmp_path, saved_max, reached, max_time)
-    limits = {"max_epochs": asked, "max_steps": -1, "max_time": max_time}
-    assert (finished(OmegaConf.create({"trainer": limits}), run) is not None) == is_finished
-
-
-@pytest.mark.parametrize(
-    ("limits", "reached", "advice"),
-    [  # max_epochs=null is Lightning's 1000 epochs unless max_steps or max_time ends the run
-        ({"max_epochs": None, "max_steps": -1}, (1000, 9), "raise trainer.max_epochs above 1000"),
-        ({"max_epochs": None, "max_steps": -1}, (999, 9), "stopped before its limits"),
-        ({"max_epochs": None, "max_steps": 30}, (1000, 30), "raise trainer.max_steps above 30"),
-        ({"max_epochs": None, "max_steps": 30}, (1000, 29), "stopped before its limits"),
-        ({"max_epochs": 2, "max_steps": -1}, (2, 40), "raise trainer.max_epochs above 2"),
-        ({"max_epochs": 5, "max_steps": 25}, (2, 25), "raise trainer.max_steps above 25"),
-    ],
-)
-def test_a_finished_run_says_which_limit_to_raise(
-    tmp_path: Path, limits: dict, reached: tuple[int, int], advice: str
-) -> None:
-    cfg = OmegaConf.create({"trainer": limits, "paths": {"output_dir": str(tmp_path)}})
-    assert advice in further(cfg, {"epoch": reached[0], "global_step": reached[1]})
+    run = saved_run(tmp_path, saved, reached)
+    cfg = OmegaConf.create({"trainer": {"max_steps": -1, **asked}, "paths": {"output_dir": "r"}})
+    done = finished(cfg, run)
+    assert (done and further(cfg, done)) is None if advice is None else advice in further(cfg, done)
 
 
 def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mnist_lightning.errors import CheckpointError
+from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import atomic_write_json, lock_run
 from mnist_lightning.run.checkpoint import confine_paths, load_checkpoint
-from mnist_lightning.run.resume import trusted_target
+from mnist_lightning.run.resume import check_saved_config, trusted_target
 from tests.helpers.commands import run_cli, train_command
 from tests.helpers.worlds import Command, Outcome, make_world, run_cases, snapshot
 
@@ -218,20 +218,14 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     assert after == before  # nothing that existed changed, nothing was added
 
 
-TRUSTED = [
-    "mnist_lightning.model.classifier.MNISTClassifier",
-    "mnist_lightning.run.resume.GracefulInterrupt",
-    "lightning.pytorch.callbacks.EarlyStopping",
-    "lightning.pytorch.loggers.CSVLogger",
-    "lightning.pytorch.Trainer",
-    "datetime.timedelta",
+TRUSTED = ["lightning.pytorch.callbacks.EarlyStopping", "lightning.pytorch.loggers.CSVLogger"]
+TRUSTED += [
+    "lightning.pytorch.profilers.SimpleProfiler",
+    "lightning.pytorch.strategies.DDPStrategy",
 ]
 UNTRUSTED = [
-    "mnist_lightning.model.MNISTClassifier",  # not where it is defined
-    "mnist_lightning.cli.train.os",  # a module, not a class of ours
+    "mnist_lightning.model.classifier.MNISTClassifier",  # at a key conf/ does not have
     "mnist_lightning.cli.train.os.system",
-    "mnist_lightning.run.resume.importlib.import_module",
-    "mnist_lightning.no_such_module.Thing",
     "lightning.pytorch.callbacks.model_checkpoint.os.system",
     "lightning.pytorch.callbacks.os",
     "lightning.pytorch.utilities.rank_zero_only",
@@ -241,9 +235,19 @@ UNTRUSTED = [
 ]
 
 
-def test_only_public_classes_of_the_project_and_lightning_are_trusted() -> None:
+def test_a_saved_config_takes_its_classes_from_the_command_or_lightning() -> None:
+    """A node that the command's config has takes its class from there (a class that moved
+    since the run was saved is found, a swapped one put back); a node that only the run has
+    must name a public class of Lightning's by its public name."""
+    composed = OmegaConf.create({"model": {"_target_": "mnist_lightning.model.classifier.X"}})
+    for saved in ("mnist_lightning.model.X", "os.system"):
+        config = {"model": {"_target_": saved}, "callbacks": {"x": {"_target_": TRUSTED[0]}}}
+        check_saved_config(config, composed, Path("run"))
+        assert config["model"]["_target_"] == composed.model._target_
     assert [t for t in TRUSTED if not trusted_target(t)] == []
-    assert [t for t in UNTRUSTED if trusted_target(t)] == []
+    for target in UNTRUSTED:
+        with pytest.raises(ConfigError, match=r"callbacks\.x\._target_=.*not code"):
+            check_saved_config({"callbacks": {"x": {"_target_": target}}}, composed, Path("run"))
 
 
 def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:

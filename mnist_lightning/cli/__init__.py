@@ -26,7 +26,7 @@ from mnist_lightning.files import (
     open_regular,
     to_run_log,
 )
-from mnist_lightning.run.config import check_override_keys, check_source
+from mnist_lightning.run.config import check_override_keys, check_value
 from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
@@ -75,7 +75,7 @@ def held_out(
     """The data set a checkpoint learned (its data module's hyper-parameters say which) and its
     test images and labels: what mnist-eval and mnist-export check it on."""
     dataset = trained_on(checkpoint, ckpt)
-    check_source(cfg.data_source, "data_source", dataset)
+    check_value("data_source", cfg.data_source, dataset.sources)  # now that it is known
     images, labels = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
     return dataset, images, labels
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from mnist_lightning.data.augment import AUGMENTS
-from mnist_lightning.data.datasets import DATASETS, SOURCES, DataSet
+from mnist_lightning.data.datasets import DATASETS, SOURCES
 from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS, STEP_SCHEDULERS
 from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
@@ -165,26 +165,27 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
             check_value(key, value, rule)
 
 
-def leaves(tree: Any, key: str = "", lists: bool = True) -> list[tuple[str, Any]]:
+def nodes(tree: Any, key: str = "", lists: bool = True) -> Iterator[tuple[str, Any, Any]]:
+    """(`model.dropout[1]`, name, value) of every node of nested dicts (and lists), a node
+    before what it holds."""
+    listed = tree if isinstance(tree, list) and lists else []
+    for name, value in tree.items() if isinstance(tree, dict) else enumerate(listed):
+        path = f"{key}[{name}]" if isinstance(tree, list) else f"{key}.{name}".lstrip(".")
+        yield path, name, value
+        yield from nodes(value, path, lists)
+
+
+def leaves(tree: Any, lists: bool = True) -> list[tuple[str, Any]]:
     """(`model.dropout`, value) of each leaf of nested dicts (and lists, as `[i]`)."""
-    if isinstance(tree, dict):
-        return [x for k, v in tree.items() for x in leaves(v, f"{key}.{k}".lstrip("."), lists)]
-    if isinstance(tree, list) and lists:
-        return [x for i, v in enumerate(tree) for x in leaves(v, f"{key}[{i}]")]
-    return [(key, tree)]
-
-
-def check_source(value: object, key: str, dataset: DataSet) -> None:
-    """`key`=`value` must be one of `dataset`'s sources. mnist-eval and mnist-export check
-    their data_source again with this once the checkpoint has said which data set it needs."""
-    check_value(key, value, dataset.sources)
+    inner = dict | list if lists else dict
+    return [(k, v) for k, _, v in nodes(tree, lists=lists) if not isinstance(v, inner)]
 
 
 def validate(cfg: DictConfig) -> None:
     """mnist-train's config, or `ConfigError` naming the first value the code cannot use."""
     check(cfg, TRAIN)
     dataset = DATASETS.get(_get(cfg, "data.dataset"), DATASETS["mnist"])  # older runs: MNIST
-    check_source(_get(cfg, "data.source"), "data.source", dataset)
+    check_value("data.source", _get(cfg, "data.source"), dataset.sources)
     hidden = _get(cfg, "model.hidden_dims")
     if not isinstance(hidden, list):
         raise ConfigError(

@@ -12,7 +12,6 @@ and only places inside the run to write to. (What its checkpoint may hold: run/c
 import importlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -29,7 +28,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -49,9 +47,9 @@ from mnist_lightning.files import (
     open_regular,
     read_json,
     run_holder,
-    to_run_log,
     unlock_run,
 )
+from mnist_lightning.run.config import nodes
 from mnist_lightning.run.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
@@ -271,12 +269,8 @@ def locked_run(cfg: DictConfig) -> Iterator[tuple[Path, str | None]]:
             unlock_run(run_dir)
 
 
-# Lightning's name for the checkpoint it rewrites at every epoch end (save_last), in the
-# folder conf/callbacks/default.yaml gives: what resume= continues from.
-LAST_CHECKPOINT = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-
-
-LAST_IN_RUN = f"checkpoints/{LAST_CHECKPOINT}"
+# The checkpoint conf/callbacks/default.yaml rewrites at every epoch end: what resume= reads.
+LAST_IN_RUN = "checkpoints/last.ckpt"
 
 
 def last_checkpoint(run: Path) -> Path:
@@ -387,80 +381,45 @@ def saved_config(run: Path) -> DictConfig:
     return saved
 
 
-# What a saved config may instantiate without the command line naming it: a public class of
-# this project (where it is defined), a public class of Lightning's callbacks, loggers,
-# profilers or strategies (the config groups' own kinds), the Trainer, and the periodic
-# checkpoint's time interval.
-TRUSTED_MODULES = tuple(
+# The classes a node that only the saved config has may name: Lightning's public callbacks,
+# loggers, profilers and strategies (what `+callbacks.x=`, a logger or a trainer preset adds).
+LIGHTNING_MODULES = tuple(
     f"lightning.pytorch.{m}" for m in ("callbacks", "loggers", "profilers", "strategies")
 )
-TRUSTED_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "datetime.timedelta")
-# Classes that moved since a run saved its config (the package got its folders).
-MOVED_TARGETS = {
-    "mnist_lightning.resume.GracefulInterrupt": "mnist_lightning.run.resume.GracefulInterrupt",
-    "mnist_lightning.model.MNISTClassifier": "mnist_lightning.model.classifier.MNISTClassifier",
-    "mnist_lightning.data.MNISTDataModule": "mnist_lightning.data.datamodule.MNISTDataModule",
-}
 
 
 def trusted_target(target: object) -> bool:
-    """Whether `target` names a trusted class by its public name (not, say,
+    """Whether `target` names a public class of Lightning's by its public name (not, say,
     `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
-    if not isinstance(target, str):
-        return False
-    module_name, _, name = target.rpartition(".")
-    if target in TRUSTED_TARGETS or module_name in TRUSTED_MODULES:
-        return target in TRUSTED_TARGETS or name in importlib.import_module(module_name).__all__
-    if not re.fullmatch(r"mnist_lightning(\.\w+)+", module_name):
-        return False
-    try:
-        found = getattr(importlib.import_module(module_name), name, None)
-    except ImportError:
-        return False
-    return isinstance(found, type) and found.__module__ == module_name
-
-
-def nodes(tree: object, key: str = "") -> Iterator[tuple[str, object, object]]:
-    """`(dotted key, name, value)` of every node of a plain config tree."""
-    items = (
-        tree.items()
-        if isinstance(tree, dict)
-        else enumerate(tree if isinstance(tree, list) else [])
-    )
-    for name, value in items:
-        path = f"{key}.{name}" if key else str(name)
-        yield path, name, value
-        yield from nodes(value, path)
-
-
-def to_tree(cfg: DictConfig, resolve: bool = False) -> object:
-    try:
-        return OmegaConf.to_container(cfg, resolve=resolve)
-    except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
+    module_name, _, name = str(target).rpartition(".")
+    return module_name in LIGHTNING_MODULES and name in importlib.import_module(module_name).__all__
 
 
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
-    """Refuse a saved config (resolved: an interpolation such as `${oc.create:...}` can make a
-    node) that names code; where its objects write is checked as built (`check_writes_inside`).
-    A target the command line's own config names (`composed`: conf/ and the overrides given) is
-    the user's choice, so a run made with a callback of one's own resumes when the command
-    repeats it. A class that moved since the run saved its config is renamed in `saved`."""
-    chosen = {value for _, name, value in nodes(to_tree(composed)) if name == "_target_"}
+    """A saved config (resolved: an interpolation such as `${oc.create:...}` can make a node)
+    chooses values, not code. A node that the command's own config (`composed`: conf/ and the
+    overrides given) has takes its class from there, so a class that moved since the run was
+    saved is found, and one named on the command line is the user's choice; a node that only
+    the run has must be one of Lightning's (`trusted_target`). Where its objects write is
+    checked as built (`check_writes_inside`)."""
     for key, name, value in nodes(saved):  # a node comes before what it holds
-        if isinstance(value, dict) and value.get("_target_") in MOVED_TARGETS:
-            value["_target_"] = MOVED_TARGETS[value["_target_"]]
         if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
             raise ConfigError(
                 f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
                 "never use; a run directory may choose values by name only."
             )
-        if name == "_target_" and value not in chosen and not trusted_target(value):
+        if not isinstance(value, dict) or "_target_" not in value:
+            continue
+        mine = OmegaConf.select(composed, f"{key}._target_", default=None)
+        if isinstance(mine, str):
+            value["_target_"] = mine
+        elif not trusted_target(value["_target_"]):
             raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}={value!r}, which is not a "
-                "class of mnist_lightning or one of Lightning's callbacks, loggers, profilers "
-                "or strategies; a run directory may choose values, not code. If you trust it, "
-                f"name it on the command line: +{key}={value}"
+                f"resume={run}: its .hydra/config.yaml sets {key}._target_="
+                f"{value['_target_']!r}, which is neither in conf/ nor one of Lightning's "
+                "callbacks, loggers, profilers or strategies; a run directory may choose values, "
+                f"not code. If you trust it, name it on the command line: +{key}._target_="
+                f"{value['_target_']}"
             )
 
 
@@ -482,26 +441,26 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
-    trackers_as_configured(saved)
-    # Resolved once and used as checked: no interpolation is left to make anything later.
-    resolved = to_tree(saved, resolve=True)
+    try:  # resolved once and used as checked: no interpolation is left to make anything later
+        resolved = OmegaConf.to_container(saved, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
     check_saved_config(resolved, cfg, run)
     resumed = OmegaConf.create(resolved)
+    trackers_as_configured(resumed)
     resumed.resume = str(run)
     resumed.ckpt_path = None
     return resumed
 
 
-def trackers_as_configured(saved: DictConfig) -> None:
-    """Each MLflow or W&B logger of a resumed run's saved config replaced by conf/logger/'s
-    own: where a tracker writes is the command's choice, never the run directory's (a crafted
-    one could send the W&B API key to a server of its choosing)."""
-    for name, node in list((saved.get("logger") or {}).items()):
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
-        class_name = target.rpartition(".")[2] if isinstance(target, str) else None
-        kind = next((k for t, k in EXTRAS.items() if t.rpartition(".")[2] == class_name), None)
+def trackers_as_configured(resumed: DictConfig) -> None:
+    """Each MLflow or W&B logger of a resumed run (its classes settled: `check_saved_config`)
+    replaced by conf/logger/'s own: where a tracker writes is the command's choice, never the
+    run directory's (a crafted one could send the W&B API key to a server of its choosing)."""
+    for name, node in list((resumed.get("logger") or {}).items()):
+        kind = EXTRAS.get(str(node.get("_target_"))) if isinstance(node, DictConfig) else None
         if kind is not None:
-            saved.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
+            resumed.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
@@ -536,7 +495,7 @@ class GracefulInterrupt(L.Callback):
     good state.) `hand_back` gives submitit its signal once the checkpoint is saved."""
 
     def __init__(self, dirpath: str) -> None:
-        self.last = Path(dirpath) / LAST_CHECKPOINT
+        self.last = Path(dirpath) / "last.ckpt"
         self._previous: dict[int, Any] = {}
         self._stop: Any = None
         self.signal: int | None = None
@@ -599,25 +558,3 @@ class GracefulInterrupt(L.Callback):
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
-
-
-@contextmanager
-def exit_when_interrupted(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
-    """Lightning's exits on Ctrl-C and SIGTERM (and the scheduler's signal, GracefulInterrupt)
-    become exit status 130 with how to continue; a SLURM job's time limit goes to submitit."""
-    try:
-        yield
-    except (SystemExit, SIGTERMException):
-        if not trainer.interrupted:
-            raise
-        for callback in trainer.callbacks:
-            if isinstance(callback, GracefulInterrupt):
-                callback.hand_back()  # a SLURM job's time limit: submitit requeues it
-        if is_rank_zero():
-            hydra = HydraConfig.get() if HydraConfig.initialized() else None
-            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
-            how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
-            stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
-            print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
-            to_run_log(f"{stopped}: mnist-train {how}")
-        sys.exit(130)

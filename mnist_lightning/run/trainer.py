@@ -44,8 +44,8 @@ from mnist_lightning.run.resume import (
     EXTRAS,
     MLFLOW_LOGGER,
     WANDB_LOGGER,
+    GracefulInterrupt,
     check_writes_inside,
-    exit_when_interrupted,
     is_rank_zero,
     last_checkpoint,
 )
@@ -206,11 +206,26 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
 
 @contextmanager
 def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None) -> Iterator[None]:
-    """Around `trainer.fit` or `trainer.test`: an interrupt exits 130 saying how to continue;
-    a fault of the config or the resumed checkpoint is one line; a bug keeps its traceback."""
+    """Around `trainer.fit` or `trainer.test`: Lightning's exits on Ctrl-C and SIGTERM (and the
+    scheduler's signal, GracefulInterrupt) become exit status 130 saying how to continue, a
+    SLURM job's time limit goes to submitit; a fault of the config or the resumed checkpoint is
+    one line; a bug keeps its traceback."""
     try:
-        with exit_when_interrupted(trainer, run_dir):
-            yield
+        yield
+    except SystemExit:  # also Lightning's SIGTERMException
+        if not trainer.interrupted:
+            raise
+        for callback in trainer.callbacks:
+            if isinstance(callback, GracefulInterrupt):
+                callback.hand_back()  # a SLURM job's time limit: submitit requeues it
+        if is_rank_zero():
+            hydra = HydraConfig.get() if HydraConfig.initialized() else None
+            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
+            how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
+            stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
+            print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
+            to_run_log(f"{stopped}: mnist-train {how}")
+        sys.exit(130)
     except Exception as e:
         # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of another
         # shape, random states torch refuses, a damaged loop state): the checkpoint is at
@@ -331,21 +346,15 @@ def finish_wandb_run() -> None:
         wandb.finish()
 
 
-def run_names(run: Path) -> tuple[str, str | None]:
-    """The run's name for a tracker, `<run dir>` or `<sweep dir>/<job>`, and its sweep or None."""
-    if (run.parent / "multirun.yaml").is_file():
-        return f"{run.parent.name}/{run.name}", run.parent.name
-    return run.name, None
-
-
 def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     """What MLflow and W&B are told beside their config (docs/outputs.md): the run's name, its
     sweep, and the tracker's run to continue when it is resumed. Values the config sets win."""
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if target not in (MLFLOW_LOGGER, WANDB_LOGGER):
         return {}
-    run = Path(cfg.paths.output_dir).resolve()
-    name, sweep = run_names(run)
+    run = Path(cfg.paths.output_dir).resolve()  # its name: `<run dir>` or `<sweep dir>/<job>`
+    sweep = run.parent.name if (run.parent / "multirun.yaml").is_file() else None
+    name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
         check_sqlite_store(node.get("tracking_uri"))
