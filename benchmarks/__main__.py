@@ -11,44 +11,31 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import DOCS, ROOT, markdown, save
+from benchmarks.common import DOCS, markdown, save
 
 DATA = ["mnist", "fashion_mnist"]  # a list: the choices, the first the default
-# subcommand -> (module.function, what it makes, {option: default or (default, help)}); False is
-# a flag, a type an option without default, [type] one or more values.
+# subcommand -> (module.function, what it makes[, {option: default or (default, help)}]); False
+# is a flag, a type an option without default, [type] one or more values.
 SUBCOMMANDS = {
-    "tutorial": ("tutorial.main",
-                 "tutorial loop vs plain PyTorch vs mnist-train: docs/benchmarks.json", {
-        "--quick": (False, "a few batches of each (~2 min)"),
-        "--out": (Path, "JSON (default: docs/benchmarks.json, or outputs/benchmarks-quick.json "
-                  "with --quick); the plot goes beside it")}),
+    "tutorial": ("tutorial.main", "(a) tutorial, (b) plain PyTorch, (c) mnist-train side by side"),
     "accuracy": ("accuracy.main", "presets over seeds, and candidates: docs/accuracy.json", {
         "--presets": ("best_cpu", "experiment names, or default"), "--seeds": 3, "--data": DATA,
         "--candidates": (False, "run the candidates in the JSON file again")}),
     "studies": ("studies.main", "the four studies as sweeps: docs/studies.json and pictures", {
         "--studies": ("regularization,activation,batch_size,l1_vs_l2", "the ones to (re)run"),
         "--data": DATA}),
-    "augment": ("tables.augment", "what data.augment costs per epoch: benchmarks.json",
-                {"--batch-size": 128, "--repeats": 3}),
-    "compile": ("tables.compile", "model.compile=true against eager: benchmarks.json",
-                {"--epochs": 6, "--repeats": 2}),
-    "ddp": ("tables.ddp", "one process against DDP, same global batch: benchmarks.json",
-            {"--epochs": 4, "--processes": 2, "--global-batch": 256}),
-    "slurm": ("slurm.main", "the same runs here and on make slurm's cluster: docs/cluster.json", {
-        "--epochs": 2, "--limited-epochs": (8, "of the time-limited job"),
-        "--out": DOCS / "cluster.json"}),
-    "parallel": ("tables.parallel", "a sweep one job at a time and two at a time: benchmarks.json",
-                 {"--epochs": 3}),
+    "augment": ("tables.augment", "what data.augment costs per epoch"),
+    "compile": ("tables.compile", "model.compile=true against eager"),
+    "ddp": ("tables.ddp", "one process against DDP, the same global batch"),
+    "slurm": ("slurm.main", "the same runs here and on make slurm's cluster: docs/cluster.json"),
+    "parallel": ("tables.parallel", "a sweep one job at a time and two at a time"),
     "images": ("readme_images.main", "README's pictures in docs/images/, from a finished run",
                {"run": (Path, "a finished run: outputs/runs/<run>")}),
     "handwriting": ("handwriting.main", "photographed digits, read: docs/handwriting.json", {
         "--seeds": ([int], "the sets, pooled (default: 2026; the development sets: 1 3 4)"),
         "--ckpts": ([str], "NAME=PATH: measure these, not a new default and preset"),
-        "--per-kind": (150, "pictures of each kind"), "--only-set": (False, "make the set(s) only"),
-        "--out": (ROOT / "outputs" / "handwriting", "sets and runs go here"),
         "--json": (DOCS / "handwriting.json", "the figures go to images/ beside it")}),
-    "fashion_authors": ("fashion_authors.main", "the authors' MLP grid on Fashion-MNIST, rerun",
-                        {"--max-iter": (200, "scikit-learn's default: 200")}),
+    "fashion_authors": ("fashion_authors.main", "the authors' MLP grid on Fashion-MNIST, rerun"),
 }  # fmt: skip
 
 
@@ -76,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     subparsers = parser.add_subparsers(metavar="SUBCOMMAND", required=True)
-    for name, (function, summary, options) in SUBCOMMANDS.items():
+    for name, (function, summary, *options) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=summary, description=summary)
-        for flag, spec in options.items():
+        for flag, spec in (options or [{}])[0].items():
             option(sub, flag, *spec if isinstance(spec, tuple) else (spec,))
         module, function = function.split(".")
         # Only the chosen subcommand's module is imported: `tutorial`'s own process must not

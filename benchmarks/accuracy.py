@@ -1,8 +1,6 @@
-"""Presets trained with several seeds (`--presets`), and the candidate recipes a preset was
-chosen from (`--candidates`: the `train` commands under `candidates` in the JSON file, run
-again): docs/accuracy.json, or docs/fashion.json with `--data fashion_mnist`, with every seed's
-validation curve (docs/accuracy_curves.png, docs/images/fashion_curves.png). Each run is a real
-`mnist-train` on the CPU; presets are (re)measured one at a time, the others stay.
+"""Presets over seeds (`--presets`), and the candidate recipes a preset was chosen from
+(`--candidates`: the JSON file's `train` commands, run again), into docs/accuracy.json (or
+docs/fashion.json) with every seed's validation curve; a preset measured again replaces its own.
 """
 
 import argparse

@@ -1,15 +1,10 @@
-"""The callback the benchmarks add to a real `mnist-train` run (by its Hydra `_target_`); kept
-apart so that the benchmarks' own processes never import Lightning.
-
-`EpochTimer` is passive: it reads the clock at hook boundaries only, never per step. Per epoch:
-`train_seconds` (the training batches alone, comparable with a plain loop's epoch),
-`training_time` (since `on_train_start`, less its own extra work), `val_acc`, and `nvml_check`
-(`PYTORCH_NVML_BASED_CUDA_CHECK` as the run trains: see benchmarks/tutorial.py). After each
-epoch, with the clock paused, `test_every_epoch` adds the test accuracy, and `bare_loop` one
-epoch of a bare PyTorch loop (`bare_seconds`) over the same training tensors, batches gathered
-the same way, with a twin of the network, the same fused optimizer and the same schedule:
-forward, loss, `zero_grad`, `backward`, `step`, schedule step, and nothing else. The
-difference between the two epochs is what Lightning and this project add per step.
+"""`EpochTimer`, added to a real `mnist-train` run by its Hydra `_target_` (kept apart: the
+benchmarks' own processes never import Lightning). Passive: it reads the clock at hook
+boundaries only. Per epoch: `train_seconds` (the training batches alone), `training_time`
+(since `on_train_start`, less its own extra work), `val_acc`, `nvml_check` (see tutorial.py);
+with the clock paused, `test_every_epoch` adds the test accuracy and `bare_loop` the seconds of
+one epoch of a bare PyTorch loop over the same tensors, batches, network twin, fused optimizer
+and schedule: what Lightning and this project add per step is the difference.
 """
 
 import json
@@ -28,8 +23,6 @@ class EpochTimer(L.Callback):
         self.out, self.test_every_epoch, self.bare_loop = Path(out), test_every_epoch, bare_loop
         self.epochs: list[dict[str, Any]] = []
         self.paused = 0.0  # seconds of our own extra work after each epoch, not training
-        self.train_start = self.epoch_start = self.val_start = 0.0
-        self.steps_at_start = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_start = time.perf_counter()
@@ -48,7 +41,7 @@ class EpochTimer(L.Callback):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            _synchronize(pl_module.device)
+            torch.cuda.synchronize() if pl_module.device.type == "cuda" else None
             self.val_start = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -92,13 +85,8 @@ class EpochTimer(L.Callback):
             self.optimizer.step()
             if self.schedule is not None:
                 self.schedule.step()
-        _synchronize(labels.device)
+        torch.cuda.synchronize() if labels.device.type == "cuda" else None
         return time.perf_counter() - start
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 @torch.no_grad()

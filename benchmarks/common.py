@@ -1,10 +1,7 @@
-"""What every benchmark shares: the machine, the one runner of `mnist-train`, and how results
-are saved (JSON with the command, machine and date).
-
-Every run is a child process, so that its peak memory is its own and the CPU time other
-processes took meanwhile can be told apart: on two shared cores a busy neighbour can make a
-step tens of times slower, so a run that shared the machine is run again.
-"""
+"""What every benchmark shares: the machine, the one runner of `mnist-train` (a child process:
+its peak memory is its own, and a run that shared the cores with a busy neighbour, which can
+make a step tens of times slower, is run again), and results saved as JSON with the command,
+machine and date."""
 
 import json
 import os
@@ -57,10 +54,7 @@ def save(path: Path, keys: tuple[str, ...], result: dict, command: str) -> None:
     node = data
     for key in keys[:-1]:
         node = node.setdefault(key, {})
-    if keys:
-        node[keys[-1]] = entry | result
-    else:
-        data |= entry | result
+    node.update({keys[-1]: entry | result} if keys else entry | result)
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -69,16 +63,13 @@ def markdown(records: list[dict] | dict[str, dict]) -> str:
     if isinstance(records, dict):
         records = [{"": name, **record} for name, record in records.items()]
     columns = list(dict.fromkeys(c for r in records for c in r if not isinstance(r[c], list)))
-    lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
-    for r in records:
-        cells = (r.get(c) for c in columns)
-        lines.append(
-            " | ".join(
-                "–" if v is None else str(round(v, 4)) if isinstance(v, float) else str(v)
-                for v in cells
-            )
-        )
-    return "\n".join(f"| {line} |" for line in lines)
+    lines = [columns, ["---"] * len(columns)]
+    lines += ([_cell(r.get(c)) for c in columns] for r in records)
+    return "\n".join(f"| {' | '.join(line)} |" for line in lines)
+
+
+def _cell(v: object) -> str:
+    return "–" if v is None else str(round(v, 4)) if isinstance(v, float) else str(v)
 
 
 def busy_cpu_seconds() -> float:
@@ -138,43 +129,28 @@ def mnist_train(
     with tempfile.TemporaryDirectory(prefix="bench-mnist-train-") as tmp:
         work = workdir or Path(tmp)
         records = work / "bench_epochs.json"
-        timing = [f"+callbacks.bench_timer.{k}={json.dumps(v)}" for k, v in (timer or {}).items()]
-        timing += ["+callbacks.bench_timer._target_=benchmarks.callbacks.EpochTimer"]
-        timing += [f"+callbacks.bench_timer.out={records}"]
         cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides]
-        seconds, rss, _ = run_child(
-            [*cmd, *(timing if timer is not None else [])], work, env, tries
-        )
+        if timer is not None:
+            timer = timer | {"_target_": "benchmarks.callbacks.EpochTimer", "out": str(records)}
+            cmd += [f"+callbacks.bench_timer.{k}={json.dumps(v)}" for k, v in timer.items()]
+        seconds, rss, _ = run_child(cmd, work, env, tries)
         made = work / "outputs" / ("multiruns" if "-m" in overrides else "runs")
         run_dir = sorted(made.iterdir())[-1]
         metrics = run_dir / "metrics.json"
-        return Run(
-            command=["mnist-train", *overrides],
-            dir=run_dir,
-            metrics=json.loads(metrics.read_text()) if metrics.is_file() else {},
-            epochs=json.loads(records.read_text()) if timer is not None else [],
-            peak_rss_mb=rss,
-            seconds=seconds,
-        )
+        metrics = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        epochs = json.loads(records.read_text()) if timer is not None else []
+        return Run(["mnist-train", *overrides], run_dir, metrics, epochs, rss, seconds)
 
 
 def scalars(tensorboard: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, seconds since the first event, value)] from a run's event files (a
-    scalar comes as `simple_value` or as a 0-d tensor, depending on tensorboard's version)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util.tensor_util import make_ndarray
+    """tag -> [(step, seconds since the first event, value)] from a run's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    files = sorted(tensorboard.rglob("events.out.tfevents.*"))
+    files = [EventAccumulator(str(f), {"scalars": 0}, purge_orphaned_data=False) for f in files]
+    start = files[0].Reload().FirstEventTimestamp() if files else 0
     curves: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
-    start = None
-    for events in sorted(tensorboard.rglob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(events)).Load():
-            start = event.wall_time if start is None else start
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    number = value.simple_value
-                elif value.HasField("tensor") and not value.tensor.tensor_shape.dim:
-                    number = float(make_ndarray(value.tensor))
-                else:
-                    continue  # images, histograms, text
-                curves[value.tag].append((event.step, event.wall_time - start, number))
+    for events in files:
+        for tag in events.Reload().Tags()["scalars"]:
+            curves[tag] += [(e.step, e.wall_time - start, e.value) for e in events.Scalars(tag)]
     return dict(curves)

@@ -1,15 +1,14 @@
-"""Photographed handwriting for mnist-predict: a test set no model trains on, made from a seed
-deterministically, and how much of it checkpoints read, per kind of picture, through
-`read_image` as mnist-predict reads it (docs/handwriting.json, docs/images/handwriting_*.png).
-Seven kinds re-draw digits of MNIST's *test* split as pen strokes, `vector` draws glyphs, each
-put on paper and "photographed" or "scanned"; `repo` is the digits in docs/images/digits/.
-Seeds 1, 3 and 4 are the development sets (`--seeds 1 3 4`, pooled); 2026 is the one reported.
+"""Photographed handwriting, made from a seed, and how much of it checkpoints read per kind,
+through `read_image` as mnist-predict reads it (docs/handwriting.json, images/handwriting_*.png).
+Seven kinds re-draw MNIST *test* digits as pen strokes, `vector` draws glyphs, each put on paper
+and photographed or scanned; `repo` is docs/images/digits/. Seeds 1 3 4: development; 2026 reported.
 """
 
 import argparse
 import io
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from benchmarks.common import ROOT, data_dir, markdown, mnist_train, save
 
 DIGITS_IN_REPO = ROOT / "docs" / "images" / "digits"
+OUT, PER_KIND = ROOT / "outputs" / "handwriting", 150  # the sets and runs; pictures of a kind
 
 
 @dataclass(frozen=True)
@@ -257,18 +257,16 @@ def make_set(out: Path, seed: int, per_kind: int) -> list[dict]:
     return manifest
 
 
-def the_set(out: Path, seed: int, count: int) -> list[dict]:
-    """The manifest of the set of `seed` in `out/set-<seed>/`, made first if it is not there
-    yet, each entry with its picture's `path`."""
-    folder = out / f"set-{seed}"
+def the_set(seed: int) -> list[dict]:
+    """The manifest of `OUT/set-<seed>/` (made if not there yet), each picture's `path` added."""
+    folder = OUT / f"set-{seed}"
     labels = folder / "labels.json"
     made = json.loads(labels.read_text()) if labels.is_file() else None
-    return [e | {"path": folder / e["file"]} for e in made or make_set(folder, seed, count)]
+    return [e | {"path": folder / e["file"]} for e in made or make_set(folder, seed, PER_KIND)]
 
 
 def read_set(manifest: list[dict]) -> tuple[list, list[str]]:
-    """Each picture prepared by `read_image` as mnist-predict prepares it (None where it is
-    refused), and the refusals' one-line messages."""
+    """Each picture as mnist-predict's `read_image` prepares it (None: refused), and refusals."""
     from mnist_lightning.data.images import ImageError, read_image
 
     prepared, refused = [], []
@@ -282,8 +280,7 @@ def read_set(manifest: list[dict]) -> tuple[list, list[str]]:
 
 
 def predictions(ckpt: Path, prepared: list) -> list[int | None]:
-    """The digit a checkpoint reads in each prepared picture (None: refused), exactly as
-    mnist-predict computes it: the model's softmax, its top class."""
+    """The digit a checkpoint reads in each prepared picture, as mnist-predict: softmax's top."""
     import torch
 
     from mnist_lightning.run.checkpoint import load_classifier
@@ -299,32 +296,31 @@ def predictions(ckpt: Path, prepared: list) -> list[int | None]:
 
 def per_kind(manifest: list[dict], predicted: list[int | None]) -> dict[str, tuple[int, int]]:
     """kind -> (right, total), and "all" for the whole set."""
-    table: dict[str, list[int]] = {}
+    right, total = Counter(), Counter()
     for entry, digit in zip(manifest, predicted, strict=True):
-        for key in (entry["kind"], "all"):
-            row = table.setdefault(key, [0, 0])
-            row[0] += digit == entry["digit"]
-            row[1] += 1
-    return {key: (right, total) for key, (right, total) in table.items()}
+        right.update({entry["kind"]: digit == entry["digit"], "all": digit == entry["digit"]})
+        total.update((entry["kind"], "all"))
+    return {key: (right[key], n) for key, n in total.items()}
 
 
-TRAIN = {  # how each checkpoint is trained when none is given
-    "default": ["trainer.max_epochs=6", "callbacks.progress_bar.refresh_rate=0"],
-    "preset": ["experiment=handwriting", "callbacks.progress_bar.refresh_rate=0"],
-}
+# How each checkpoint is trained when none is given (without a progress bar).
+TRAIN = {"default": ["trainer.max_epochs=6"], "preset": ["experiment=handwriting"]}
 # What a recipe for the preset may change, recorded from each checkpoint's saved config.
-# fmt: off
 SETTINGS = ["trainer.max_epochs", "data.augment", "data.elastic_sigma", "data.elastic_alpha",
             "data.max_rotation", "data.max_scale", "data.max_stroke", "model.hidden_dims",
-            "model.dropout", "model.input_dropout", "seed"]
-# fmt: on
+            "model.dropout", "model.input_dropout", "seed"]  # fmt: skip
 
 
 def checkpoint(name: str, given: str | None, out: Path) -> dict:
     """The checkpoint to measure (`given`, or a new run's best) and its run's SETTINGS."""
     from omegaconf import OmegaConf
 
-    ckpt = Path(given or mnist_train(TRAIN[name], out).metrics["best_checkpoint"])
+    ckpt = Path(
+        given
+        or mnist_train([*TRAIN[name], "callbacks.progress_bar.refresh_rate=0"], out).metrics[
+            "best_checkpoint"
+        ]
+    )
     file = ckpt.resolve().parents[1] / ".hydra" / "config.yaml"
     config = OmegaConf.load(file) if file.is_file() else OmegaConf.create()
     settings = OmegaConf.create({key: OmegaConf.select(config, key) for key in SETTINGS})
@@ -352,14 +348,12 @@ def pictures(manifest: list[dict], prepared: list, picks: list, path: Path) -> N
 
 def main(args: argparse.Namespace) -> None:
     seeds = args.seeds or [2026]
-    manifest = [entry for seed in seeds for entry in the_set(args.out, seed, args.per_kind)]
-    print(f"{len(manifest)} pictures of seeds {seeds} in {args.out}", flush=True)
-    if args.only_set:
-        return
+    manifest = [entry for seed in seeds for entry in the_set(seed)]
+    print(f"{len(manifest)} pictures of seeds {seeds} in {OUT}", flush=True)
     prepared, refused = read_set(manifest)
     print(*(f"skipped: {line}" for line in refused), sep="\n")
     given = dict(pair.split("=", 1) for pair in args.ckpts or []) or dict.fromkeys(TRAIN)
-    models = {name: checkpoint(name, ckpt, args.out) for name, ckpt in given.items()}
+    models = {name: checkpoint(name, ckpt, OUT) for name, ckpt in given.items()}
     read = {name: predictions(Path(m["checkpoint"]), prepared) for name, m in models.items()}
     kinds = {kind: text for kind, (_, text) in KINDS.items()}
     kinds |= {REPO_KIND: "docs/images/digits/", "all": "the whole set"}

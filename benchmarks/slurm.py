@@ -12,18 +12,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.common import QUIET_CPU, mnist_train, save
+from benchmarks.common import DOCS, QUIET_CPU, mnist_train, save
 
 ON_SLURM = ["-m", "hydra/launcher=slurm_local"]
-# (name, overrides on the cluster, overrides of the same world size here)
-SETUPS = [
+EPOCHS, LIMITED_EPOCHS = 2, 8  # of each run; of the time-limited job
+DDP = ["trainer=ddp_cpu"]
+SETUPS = [  # (name, overrides on the cluster, overrides of the same world size here)
     ("1 process", ["trainer=cpu"], ["trainer=cpu"]),
-    ("DDP, 1 node x 2 processes", ["trainer=ddp_cpu"], ["trainer=ddp_cpu"]),
-    (
-        "DDP, 2 nodes x 1 process",
-        ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"],
-        ["trainer=ddp_cpu"],
-    ),
+    ("DDP, 1 node x 2 processes", DDP, DDP),
+    ("DDP, 2 nodes x 1 process", [*DDP, "trainer.devices=1", "trainer.num_nodes=2"], DDP),
 ]
 STAMP = r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]"
 
@@ -53,7 +50,7 @@ def stops(log: str) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> None:
-    epochs = [f"trainer.max_epochs={args.epochs}", "trainer.deterministic=true", *QUIET_CPU]
+    epochs = [f"trainer.max_epochs={EPOCHS}", "trainer.deterministic=true", *QUIET_CPU]
     work = Path(tempfile.mkdtemp(prefix="bench-slurm-"))  # kept: the jobs' logs are worth a look
     rows = []
     for i, (name, cluster, here) in enumerate(SETUPS):
@@ -64,14 +61,14 @@ def main(args: argparse.Namespace) -> None:
     # A job with a 1-minute time limit: SIGUSR2 20 s before it (SLURM may send it up to 60 s
     # early), requeued until it finishes; against the same job without a time limit.
     limited = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20"]
-    epochs[0] = f"trainer.max_epochs={args.limited_epochs}"
+    epochs[0] = f"trainer.max_epochs={LIMITED_EPOCHS}"
     limited += ["hydra.launcher.max_num_timeout=20", *epochs]
     started = time.monotonic()
     job = on_slurm(limited, work / "time_limited")
     wall = time.monotonic() - started
     log = (job / "train.log").read_text()
     uninterrupted = test_acc(on_slurm(epochs, work / "uninterrupted"))  # the same threads
-    result = {"epochs": args.epochs, "limited_epochs": args.limited_epochs, "test_acc": rows}
+    result = {"epochs": EPOCHS, "limited_epochs": LIMITED_EPOCHS, "test_acc": rows}
     result["time_limited"] = {
         "requeued": log.count("Requeued job"),
         "stops": stops(log),
@@ -79,5 +76,5 @@ def main(args: argparse.Namespace) -> None:
         "test/acc": test_acc(job),
         "uninterrupted test/acc": uninterrupted,
     }
-    save(args.out, (), result, args.command_line)
+    save(DOCS / "cluster.json", (), result, args.command_line)
     print(json.dumps(result, indent=2))

@@ -1,12 +1,7 @@
-"""The four tutorial studies as the sweeps a user runs, `mnist-train -m
-experiment=study_<name> [data=fashion_mnist]`, read back into docs/studies.json (one table per
-study and data set) and docs/images/study_<name>[_fashion].png.
-
-    python -m benchmarks studies [--studies activation,...] [--data fashion_mnist]
-
-A job that learns nothing fails mnist-train's chance-level check and the sweep exits 1; in
-study_activation that is the lesson (sigmoid), so a sweep that wrote its summary is read, and
-a failed job's row says so.
+"""The four studies as the sweeps a user runs, `mnist-train -m experiment=study_<name>
+[data=fashion_mnist]`, read back into docs/studies.json and docs/images/study_<name>[_fashion].png.
+A job that learns nothing fails the chance-level check and the sweep exits 1; in study_activation
+that is the lesson (sigmoid): a sweep that wrote its summary is read, a failed job's row says so.
 """
 
 import argparse

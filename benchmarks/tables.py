@@ -1,11 +1,8 @@
-"""Small speed measurements: rows that `python -m benchmarks` saves into docs/benchmarks.json
-under the subcommand's name and prints as a table. Each time is a real `mnist-train` run on the
-CPU, except `augment`'s (`Augment` alone, over 55 000 training images in mini-batches, the
-median of `--repeats` passes after a warm-up). `compile` alternates compiled and eager runs so
-that the machine's drift hits both alike, each compiled run with an empty inductor cache, as a
-user's first run; `ddp`'s seconds per epoch are fit_seconds / epochs (training and validation);
-`parallel` times the whole sweep command, one job at a time and two at a time (joblib).
-"""
+"""Small speed measurements, rows saved into docs/benchmarks.json under the subcommand's name.
+Real `mnist-train` runs on the CPU, but `augment` (`Augment` alone over 55 000 images, median of
+3 passes after a warm-up). `compile` alternates compiled and eager runs (the machine's drift hits
+both), each compiled one with an empty inductor cache; `ddp`'s seconds per epoch are
+fit_seconds / epochs; `parallel` times the whole sweep, one job and two (joblib) at a time."""
 
 import argparse
 import os
@@ -26,7 +23,7 @@ def augment(args: argparse.Namespace) -> list[dict]:
     def epoch_seconds(augment: Augment, images: torch.Tensor) -> float:
         generator = torch.Generator()
         start = time.perf_counter()
-        for step, batch in enumerate(images.split(args.batch_size)):
+        for step, batch in enumerate(images.split(128)):
             augment(batch, generator.manual_seed(step))
         return time.perf_counter() - start
 
@@ -34,10 +31,8 @@ def augment(args: argparse.Namespace) -> list[dict]:
     images = images[:TRAIN_IMAGES].float().div_(255)
     rows = []
     for kind in AUGMENTS[1:]:
-        epoch_seconds(Augment(kind), images[: 20 * args.batch_size])  # warm-up
-        seconds = statistics.median(
-            epoch_seconds(Augment(kind), images) for _ in range(args.repeats)
-        )
+        epoch_seconds(Augment(kind), images[: 20 * 128])  # warm-up
+        seconds = statistics.median(epoch_seconds(Augment(kind), images) for _ in range(3))
         rows.append({"data.augment": kind, "s per 55 000-image epoch": round(seconds, 2)})
     return rows
 
@@ -50,10 +45,10 @@ def compile(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name, recipe in models.items():
         runs: dict[bool, list] = {False: [], True: []}
-        for compiled in [False, True] * args.repeats:  # alternating
+        for compiled in [False, True] * 2:  # alternating
             with tempfile.TemporaryDirectory() as cache:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-                overrides = [f"trainer.max_epochs={args.epochs}", f"model.compile={compiled}"]
+                overrides = ["trainer.max_epochs=6", f"model.compile={compiled}"]
                 runs[compiled].append(mnist_train([*recipe, *overrides], timer={}, tries=4))
         for compiled, done in runs.items():
             rests = [epoch["train_seconds"] for run in done for epoch in run.epochs[1:]]
@@ -69,7 +64,7 @@ def compile(args: argparse.Namespace) -> list[dict]:
 
 
 def ddp(args: argparse.Namespace) -> list[dict]:
-    n, batch = args.processes, args.global_batch
+    n, batch, epochs = 2, 256, 4  # processes, global batch
     split = ["trainer=ddp_cpu", f"trainer.devices={n}", f"data.batch_size={batch // n}"]
     setups = {
         f"1 process, batch {batch}": ["trainer=cpu", f"data.batch_size={batch}"],
@@ -77,23 +72,20 @@ def ddp(args: argparse.Namespace) -> list[dict]:
     }
     rows = []
     for name, overrides in setups.items():
-        m = mnist_train([*overrides, f"trainer.max_epochs={args.epochs}", *QUIET_CPU]).metrics
-        row = {
-            f"setup ({os.cpu_count()} cores)": name,
-            "s per epoch": m["fit_seconds"] / args.epochs,
-        }
+        m = mnist_train([*overrides, f"trainer.max_epochs={epochs}", *QUIET_CPU]).metrics
+        row = {f"setup ({os.cpu_count()} cores)": name, "s per epoch": m["fit_seconds"] / epochs}
         rows.append(row | {"optimizer steps": m["global_step"], "test accuracy": m["test/acc"]})
     return rows
 
 
 def parallel(args: argparse.Namespace) -> list[dict]:
-    cores = os.cpu_count() or 1
-    sweep = ["-m", "model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={args.epochs}"]
+    cores, epochs = os.cpu_count() or 1, 3
+    sweep = ["-m", "model.dropout=0.0,0.1,0.2,0.3", f"trainer.max_epochs={epochs}"]
     sweep += ["trainer=cpu", *QUIET_CPU]
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     setups = {
         f"one job at a time (basic launcher, {cores} torch threads)": sweep,
         f"two at a time (joblib, {max(1, cores // 2)} torch thread(s) each)": [*sweep, *joblib],
     }
-    key = f"4 jobs, default model, {args.epochs} epochs each ({cores} cores)"
+    key = f"4 jobs, default model, {epochs} epochs each ({cores} cores)"
     return [{key: name, "wall time (s)": mnist_train(cmd).seconds} for name, cmd in setups.items()]

@@ -1,13 +1,11 @@
 """The tutorial loop (a), a plain PyTorch loop (b) and `mnist-train` (c) side by side, (c)
 against a bare loop in one process (overhead), the default experiment's time to 98 % (d), and
-epoch time against width and batch size (e): docs/benchmarks.json and docs/benchmarks_scaling.png
-(`make bench`; `--quick` runs a few batches of each into outputs/, as a smoke test). Method and
-figures: docs/benchmarks.md.
+epoch time against width and batch size (e): docs/benchmarks.json and
+docs/benchmarks_scaling.png (`make bench`; method and figures: docs/benchmarks.md).
 
-(a) and (b) train `mlp()` each in a process of its own (`python -m benchmarks.tutorial
-SPEC`), so that its peak memory is its own and Lightning is never imported. This VM's speed
-drifts by tens of percent from one minute to the next, so (b) and (c) run several times,
-interleaved, and a ratio is the median of the repeats' ratios.
+(a) and (b) run in processes of their own (`python -m benchmarks.tutorial SPEC`): their peak
+memory is their own and Lightning is never imported. This VM's speed drifts by tens of percent
+from minute to minute, so (b) and (c) run interleaved, and a ratio is the median of repeats'.
 """
 
 import argparse
@@ -45,20 +43,13 @@ SEED, BATCH_SIZE, LR, HIDDEN = 42, 64, 1e-3, (128, 64)  # as MLP_128_64_ADAM
 # asks NVML instead of initialising CUDA; without a GPU every such call tries to load
 # libnvidia-ml, and torch's Adam.step asks once per step.
 LIGHTNING_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
-# How much to run: the full benchmark, and --quick (a smoke test: seconds, not representative).
-# fmt: off
-FULL = dict(tutorial_batches=None, epochs=6, train_size=None, width_size=6400, repeats=4,
-            widths=(128, 512, 1024, 2048, 4096), batches=(16, 64, 256, 1024, 4096), tries=4,
-            default_runs=2, overhead_epochs=6, overhead_rounds=2)
-QUICK = FULL | dict(tutorial_batches=20, epochs=2, train_size=1280, width_size=1280, repeats=1,
-                    widths=(128, 256), batches=(64, 256), tries=1, default_runs=0,
-                    overhead_epochs=2, overhead_rounds=1)
-# fmt: on
+EPOCHS, REPEATS, TRIES, WIDTH_SUBSET = 6, 4, 4, 6400  # the width sweep trains on a subset
+WIDTHS, BATCHES = (128, 512, 1024, 2048, 4096), (16, 64, 256, 1024, 4096)
 EXPERIMENTS = {"default experiment": [], "784-128-64-10, batch 64, Adam": MLP_128_64_ADAM}
-LIGHTNING_ALONE = [f"~callbacks.{c}" for c in ("best_checkpoint", "last_checkpoint")]
-LIGHTNING_ALONE += [f"~callbacks.{c}" for c in ("periodic_checkpoint", "graceful_interrupt")]
-LIGHTNING_ALONE += ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
-LIGHTNING_ALONE += ["trainer.enable_model_summary=false", "logger=none"]
+LIGHTNING_ALONE = [f"~callbacks.{c}" for c in ("graceful_interrupt", "progress_bar")]
+LIGHTNING_ALONE += [f"~callbacks.{c}_checkpoint" for c in ("best", "last", "periodic")]
+LIGHTNING_ALONE += ["trainer.enable_model_summary=false", "trainer.enable_progress_bar=false"]
+LIGHTNING_ALONE += ["logger=none"]
 VARIANTS = {"as it is": [], "Lightning alone": LIGHTNING_ALONE}
 
 
@@ -72,8 +63,8 @@ def mlp(hidden=HIDDEN) -> nn.Sequential:
 
 
 def read_split(prefix: str, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b)'s data: normalised float rows (N, 784) and int64 labels straight from the IDX files;
-    only `rows` of them if given. Converted after selecting, in place: no copies."""
+    """(b)'s data from the IDX files: normalised float rows (N, 784) and int64 labels, only
+    `rows` if given (selected first, converted in place: no copies)."""
     raw = data_dir() / "MNIST" / "raw"
     images = np.fromfile(raw / f"{prefix}-images-idx3-ubyte", dtype=np.uint8, offset=16)
     labels = np.fromfile(raw / f"{prefix}-labels-idx1-ubyte", dtype=np.uint8, offset=8)
@@ -92,7 +83,7 @@ def tutorial_batches(train: bool, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=train)
 
 
-def run_loop(kind: str, hidden, batch, epochs, size, fused, batches) -> dict:
+def run_loop(kind: str, hidden, batch, epochs, size, fused) -> dict:
     """(a) or (b) in this process: seconds of each epoch, images per epoch, test accuracy."""
     torch.manual_seed(SEED)
     model = mlp(hidden)
@@ -109,7 +100,7 @@ def run_loop(kind: str, hidden, batch, epochs, size, fused, batches) -> dict:
         model.train()
         start, samples = time.perf_counter(), 0
         if kind == "tutorial":
-            epoch = itertools.islice(train, batches)
+            epoch = train
         else:
             epoch = ((x[i], y[i]) for i in torch.randperm(len(y), generator=generator).split(batch))
         for images, labels in epoch:
@@ -141,19 +132,14 @@ def row(name: str, seconds: list[float], samples: int, rss: float, acc: float) -
     }
 
 
-def plain_env(nvml_check: bool = False) -> dict[str, str]:
-    """Our environment without Lightning's variable (pytest may have set it), or with it."""
-    env = {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENV}
-    return env | (LIGHTNING_ENV if nvml_check else {})
-
-
 @cache
-def loop(kind, hidden=HIDDEN, batch=BATCH_SIZE, epochs=6, size=None, fused=False,
-         nvml_check=False, tries=1, batches=None, repeat=0) -> dict:  # fmt: skip
+def loop(kind, hidden=HIDDEN, batch=BATCH_SIZE, epochs=EPOCHS, size=None, fused=False,
+         nvml_check=False, repeat=0) -> dict:  # fmt: skip
     """(a) or (b) in its own process (`repeat` only tells repeats apart for the cache)."""
     spec = dict(kind=kind, hidden=hidden, batch=batch, epochs=epochs, size=size, fused=fused)
-    cmd = [sys.executable, "-m", "benchmarks.tutorial", json.dumps(spec | {"batches": batches})]
-    _, rss, output = run_child(cmd, ROOT, plain_env(nvml_check), tries)
+    cmd = [sys.executable, "-m", "benchmarks.tutorial", json.dumps(spec)]
+    env = {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENV}  # pytest may set it
+    _, rss, output = run_child(cmd, ROOT, env | (LIGHTNING_ENV if nvml_check else {}), TRIES)
     r = json.loads(output.splitlines()[-1])  # the loop's last line of output
     name = ["(a) tutorial" if kind == "tutorial" else "(b) plain"] + ["fused Adam"] * fused
     name += ["with Lightning's NVML variable"] * nvml_check
@@ -162,32 +148,28 @@ def loop(kind, hidden=HIDDEN, batch=BATCH_SIZE, epochs=6, size=None, fused=False
 
 
 @cache
-def train(hidden=HIDDEN, batch=BATCH_SIZE, epochs=6, size=None, tries=1, repeat=0) -> dict:
+def train(hidden=HIDDEN, batch=BATCH_SIZE, epochs=EPOCHS, size=None, repeat=0) -> dict:
     """(c): mnist-train with the recipe and the passive epoch timer."""
     overrides = [o for o in RECIPE if not o.startswith("data.batch_size=")]
     overrides += [f"data.batch_size={batch}", f"trainer.max_epochs={epochs}"]
     overrides += [f"model.hidden_dims=[{','.join(map(str, hidden))}]"] * (hidden != HIDDEN)
     overrides += [f"data.train_subset={size}"] * bool(size)
-    run = mnist_train(overrides, timer={}, tries=tries)
-    seconds = [e["train_seconds"] for e in run.epochs]
-    r = row(
-        "(c) mnist-train", seconds, size or TRAIN_IMAGES, run.peak_rss_mb, run.metrics["test/acc"]
-    )
-    return r | {"command": " ".join(run.command), "nvml_check": run.epochs[0]["nvml_check"]}
-
-
-def headline(s: dict) -> dict:
-    """(a), the three (b)s and (c) at batch 64, (b) and (c) repeated and interleaved."""
-    size = dict(epochs=s["epochs"], size=s["train_size"], tries=s["tries"])
-    keys = {
-        "b": {},
-        "b fused": {"fused": True},
-        "b fused nvml": {"fused": True, "nvml_check": True},
+    run = mnist_train(overrides, timer={}, tries=TRIES)
+    seconds, acc = [e["train_seconds"] for e in run.epochs], run.metrics["test/acc"]
+    return row("(c) mnist-train", seconds, size or TRAIN_IMAGES, run.peak_rss_mb, acc) | {
+        "command": " ".join(run.command),
+        "nvml_check": run.epochs[0]["nvml_check"],
     }
+
+
+def headline() -> dict:
+    """(a), the three (b)s and (c) at batch 64, (b) and (c) repeated and interleaved."""
+    fused = {"fused": True}
+    keys = {"b": {}, "b fused": fused, "b fused nvml": fused | {"nvml_check": True}}
     repeats = []
-    for r in range(s["repeats"]):
-        done = {key: loop("plain", **kw, **size, repeat=r) for key, kw in keys.items()}
-        repeats.append(done | {"c": train(**size, repeat=r)})
+    for r in range(REPEATS):
+        done = {key: loop("plain", **kw, repeat=r) for key, kw in keys.items()}
+        repeats.append(done | {"c": train(repeat=r)})
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(r[a]["s per epoch"] / r[b]["s per epoch"] for r in repeats)
@@ -195,7 +177,7 @@ def headline(s: dict) -> dict:
     def per_image(r: dict) -> float:
         return r["s per epoch"] / r["images per epoch"]
 
-    tutorial = loop("tutorial", epochs=4, batches=s["tutorial_batches"], tries=s["tries"])
+    tutorial = loop("tutorial", epochs=4)
     c_per_image = statistics.median(per_image(r["c"]) for r in repeats)
     return {
         "loops": [tutorial, *repeats[0].values()],
@@ -205,15 +187,15 @@ def headline(s: dict) -> dict:
     }
 
 
-def overhead(epochs: int, rounds: int, extra: list[str], tries: int = 1) -> list[dict]:
+def overhead(rounds: int = 2) -> list[dict]:
     """Per experiment and variant: median epochs, the median ratio of paired epochs, and the
     median extra time per optimizer step."""
     pairs: dict[tuple[str, str], list] = {}
     for _, (experiment, overrides), (variant, switches) in itertools.product(
         range(rounds), EXPERIMENTS.items(), VARIANTS.items()
     ):
-        cmd = [*overrides, *switches, *extra, f"trainer.max_epochs={epochs}"]
-        run = mnist_train(cmd, timer={"bare_loop": True}, tries=tries)
+        cmd = [*overrides, *switches, f"trainer.max_epochs={EPOCHS}"]
+        run = mnist_train(cmd, timer={"bare_loop": True}, tries=TRIES)
         got = [(e["train_seconds"], e["bare_seconds"], e["steps"]) for e in run.epochs[1:]]
         pairs.setdefault((experiment, variant), []).extend(got)  # after the warm-up epoch
     return [
@@ -230,36 +212,28 @@ def overhead(epochs: int, rounds: int, extra: list[str], tries: int = 1) -> list
     ]
 
 
-def default_runs(s: dict) -> list[dict]:
+def default_runs(count: int = 2) -> list[dict]:
     """(d): the default experiment, test accuracy after every epoch (clock paused)."""
     runs = []
-    for _ in range(s["default_runs"]):
+    for _ in range(count):
         timer = {"test_every_epoch": True}
-        run = mnist_train(["trainer.accelerator=cpu"], timer=timer, tries=s["tries"])
-        first = next((e for e in run.epochs if e["test_acc"] >= 0.98), None)
-        runs.append(
-            {
-                "s to 98 % test acc": first and round(first["training_time"], 1),
-                "after epoch": first and first["epoch"],
-                "test/acc": run.metrics["test/acc"],
-                "fit_seconds": run.metrics["fit_seconds"],
-                "launch to exit (s)": round(run.seconds, 1),
-                "peak RSS (MB)": round(run.peak_rss_mb),
-                "epochs": run.epochs,
-            }
-        )
+        run = mnist_train(["trainer.accelerator=cpu"], timer=timer, tries=TRIES)
+        first, m = next((e for e in run.epochs if e["test_acc"] >= 0.98), None), run.metrics
+        row = {"s to 98 % test acc": first and round(first["training_time"], 1)}
+        row |= {"after epoch": first and first["epoch"], "test/acc": m["test/acc"]}
+        row |= {"fit_seconds": m["fit_seconds"], "launch to exit (s)": round(run.seconds, 1)}
+        runs.append(row | {"peak RSS (MB)": round(run.peak_rss_mb), "epochs": run.epochs})
     return runs
 
 
-def sweeps(s: dict) -> dict[str, list[dict]]:
+def sweeps() -> dict[str, list[dict]]:
     """(e): epoch time against width (784-W-W/2-10, batch 64, on a subset, scaled to a full
     epoch) and batch size (784-128-64-10). (b) uses fused Adam here, as mnist-train does."""
     out: dict[str, list[dict]] = {"width": [], "batch": []}
-    points = [("width", w, dict(hidden=(w, w // 2), size=s["width_size"])) for w in s["widths"]]
-    points += [("batch", n, dict(batch=n, size=s["train_size"])) for n in s["batches"]]
+    points = [("width", w, dict(hidden=(w, w // 2), size=WIDTH_SUBSET)) for w in WIDTHS]
+    points += [("batch", n, dict(batch=n)) for n in BATCHES]
     for key, x, kw in points:
-        size = kw | dict(epochs=s["epochs"], tries=s["tries"])
-        b, c = loop("plain", fused=True, **size), train(**size)
+        b, c = loop("plain", fused=True, **kw), train(**kw)
         r = {"hidden": f"{x}-{x // 2}"} if key == "width" else {"batch": x}
         r["plain (b), fused"] = b["s per 55 000 images"]
         r["mnist-train (c)"] = c["s per 55 000 images"]
@@ -287,20 +261,16 @@ def plot(scaling: dict[str, list[dict]], path: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    s = QUICK if args.quick else FULL
-    default = ROOT / "outputs/benchmarks-quick.json" if args.quick else DOCS / "benchmarks.json"
-    out = args.out or default
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = DOCS / "benchmarks.json"
     started, busy = time.perf_counter(), busy_cpu_seconds()
     print("(a) (b) (c) side by side ...", flush=True)
-    result = headline(s)
+    result = headline()
     print("(c) against a bare loop in one process ...", flush=True)
-    subset = [f"data.train_subset={s['train_size']}"] if s["train_size"] else []
-    result["overhead"] = overhead(s["overhead_epochs"], s["overhead_rounds"], subset, s["tries"])
+    result["overhead"] = overhead()
     print("(d) the default experiment ...", flush=True)
-    result["default_runs"] = default_runs(s)
+    result["default_runs"] = default_runs()
     print("(e) width and batch-size sweeps ...", flush=True)
-    result |= sweeps(s)
+    result |= sweeps()
     result["minutes"] = round((time.perf_counter() - started) / 60, 1)
     result["others_cpu_seconds"] = round(busy_cpu_seconds() - busy)
     plot(result, out.with_name(out.stem + "_scaling.png"))

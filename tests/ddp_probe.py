@@ -1,13 +1,12 @@
 """A callback for the DDP tests: each process writes what it trained on and where it ended.
 
-`<DDP_PROBE_DIR>/rank<r>.json` holds, per epoch, a fingerprint of every training image the
-process was given (sum of its pixels weighted by position: distinct images, distinct keys),
-and a sha256 of its final weights.
+`<out>/probe-rank<r>.json` holds, per epoch, a fingerprint of every training image the process
+was given (sum of its pixels weighted by position: distinct images, distinct keys), and a
+sha256 of its final weights.
 """
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -22,8 +21,8 @@ def fingerprints(images: torch.Tensor) -> list[int]:
 
 
 class DDPProbe(L.Callback):
-    def __init__(self) -> None:
-        self.seen: dict[int, list[int]] = {}
+    def __init__(self, out: str) -> None:
+        self.out, self.seen = Path(out), {}
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, i) -> None:
         images, _ = batch
@@ -33,6 +32,5 @@ class DDPProbe(L.Callback):
         digest = hashlib.sha256()
         for tensor in module.state_dict().values():
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        out = Path(os.environ["DDP_PROBE_DIR"]) / f"rank{trainer.global_rank}.json"
         report = {"seen": self.seen, "weights": digest.hexdigest(), "world": trainer.world_size}
-        out.write_text(json.dumps(report))
+        (self.out / f"probe-rank{trainer.global_rank}.json").write_text(json.dumps(report))

@@ -1,10 +1,10 @@
-"""DDP on the CPU (`trainer=ddp_cpu`, 2 processes, gloo), as real `mnist-train` runs: the
-processes share each epoch's images without overlap, end with the same weights, write one run
-directory, and a sweep of DDP jobs runs job after job."""
+"""DDP on the CPU (`trainer=ddp_cpu`, 2 processes, gloo), as real `mnist-train` runs. One sweep
+of two DDP jobs serves three tests: it runs job after job; in each job the processes share every
+epoch's images without overlap, end with the same weights and write one run directory; and a
+DDP run killed at once resumes to exactly the weights of its twin in the sweep."""
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,27 +15,46 @@ import torch
 from ddp_probe import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
-from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.commands import cli_env, run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
-DDP = ["trainer=ddp_cpu", "trainer.devices=2"]
+# 2 processes of 25 images a batch: 20 steps an epoch, 40 in all; a checkpoint every 7 steps.
+DDP = [*SMALL, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=25"]
+DDP += ["trainer.deterministic=true", "callbacks.periodic_checkpoint.train_time_interval=null"]
+DDP += ["+callbacks.periodic_checkpoint.every_n_train_steps=7"]
+KILL = "+callbacks.kill._target_=kill_at.KillAt"
 pytestmark = pytest.mark.slow
 
 
-def probe_env(probe_dir: Path) -> dict[str, str]:
-    return {"PYTHONPATH": str(TESTS), "DDP_PROBE_DIR": str(probe_dir)}
-
-
-def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mnist: Path) -> None:
-    probe_dir = tmp_path / "probe"
-    probe_dir.mkdir()
-    args = [*SMALL, *DDP, "data.batch_size=25", "+callbacks.probe._target_=ddp_probe.DDPProbe"]
-    done = run_cli("train", args, tmp_path / "ddp", synthetic_mnist, env=probe_env(probe_dir))
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
+    """`mnist-train -m ... model.dropout=0.0,0.3`, every process probed (tests/ddp_probe.py)."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    probe = [
+        "+callbacks.probe._target_=ddp_probe.DDPProbe",
+        "+callbacks.probe.out=${paths.output_dir}",
+    ]
+    args = ["-m", *DDP, *probe, "model.dropout=0.0,0.3"]
+    done = run_cli("train", args, cwd, synthetic_mnist, env={"PYTHONPATH": str(TESTS)})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not (cwd / "outputs" / "runs").exists()  # no stray run directories
+    (sweep,) = (cwd / "outputs" / "multiruns").iterdir()
+    return sweep
 
-    ranks = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in range(2)]
+
+def test_a_sweep_of_ddp_jobs_runs_job_after_job(sweep: Path) -> None:
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    with (sweep / "summary.csv").open() as summary:
+        assert [row["status"] for row in csv.DictReader(summary)] == ["completed"] * 2
+
+
+def test_two_processes_share_every_epoch_and_agree(
+    sweep: Path, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    run = sweep / "0"
+    ranks = [json.loads((run / f"probe-rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     dm = MNISTDataModule(str(synthetic_mnist), source="files", val_size=200)
     dm.setup()
@@ -44,76 +63,34 @@ def test_two_processes_share_every_epoch_and_agree(tmp_path: Path, synthetic_mni
     for epoch in ("0", "1"):
         first, second = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
         assert len(first) == len(second) == 500
-        assert not set(first) & set(second)
-        assert sorted(first + second) == training_set  # every image once per epoch
+        assert sorted(first + second) == training_set  # every image once per epoch, no overlap
     assert ranks[0]["seen"]["0"] != ranks[0]["seen"]["1"]  # a new shuffle each epoch
     assert ranks[0]["weights"] == ranks[1]["weights"]
-
-    (run,) = run_dirs(tmp_path / "ddp")  # one run directory for both processes
+    # One run directory for both processes, and the steps of 1 000 images / (25 x 2) an epoch.
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["global_step"] == 2 * 20  # 1 000 images / (25 x 2) per epoch
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) >= 1
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 40
+    assert metrics["global_step"] == 40 and list((run / "tensorboard").rglob("events.out.*"))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
 
     # The same global batch in one process lands close to the same test accuracy.
     env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
-    single = run_console("train", [*SMALL, "data.batch_size=50"], tmp_path / "one", env, 600)
+    single = run_console("train", [*SMALL, "data.batch_size=50"], tmp_path, env, 600)
     assert single.returncode == 0, single.stderr[-3000:]
-    (one,) = run_dirs(tmp_path / "one")
+    (one,) = run_dirs(tmp_path)
     alone = json.loads((one / "metrics.json").read_text())
     assert alone["global_step"] == metrics["global_step"]
     assert abs(alone["test/acc"] - metrics["test/acc"]) < 0.05
 
 
-def test_a_sweep_of_ddp_jobs_runs_job_after_job(tmp_path: Path, synthetic_mnist: Path) -> None:
-    args = ["-m", *SMALL, *DDP, "trainer.max_epochs=1", "model.dropout=0.0,0.1"]
-    done = run_cli("train", args, tmp_path, synthetic_mnist, env={"PYTHONPATH": str(TESTS)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert len(jobs) == 2
-    for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["global_step"] == 10
-    with (sweep / "summary.csv").open() as summary:
-        assert [row["status"] for row in csv.DictReader(summary)] == ["completed"] * 2
-    assert not (tmp_path / "outputs" / "runs").exists()  # no stray run directories
-    assert "LOCAL_RANK" not in os.environ
-
-
-def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: Path) -> None:
+def test_a_killed_ddp_run_resumes_bit_for_bit(
+    sweep: Path, tmp_path: Path, synthetic_mnist: Path
+) -> None:
     """Both processes SIGKILLed mid-epoch (5 steps after a checkpoint), then `resume=`: the
-    run ends with exactly the weights of the same run left alone."""
-    args = [
-        *SMALL,
-        *DDP,
-        "data.batch_size=25",
-        "model.dropout=0.3",
-        "trainer.deterministic=true",
-        "callbacks.periodic_checkpoint.train_time_interval=null",
-        "+callbacks.periodic_checkpoint.every_n_train_steps=7",
-    ]
-    plain = run_cli("train", args, tmp_path / "plain", synthetic_mnist)
-    assert plain.returncode == 0, plain.stderr[-3000:]
-
-    cwd = tmp_path / "killed"
-    cwd.mkdir()
-    env = os.environ | {
-        "MNIST_DATA_DIR": str(synthetic_mnist),
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "KILL_AT_STEP": "26",  # 20 steps per epoch: in the second, after the checkpoint at 21
-        "KILL_GROUP": "1",
-    }
+    run ends with exactly the weights and metrics of the sweep's job 1, left alone."""
+    env = cli_env(synthetic_mnist, {"PYTHONPATH": str(TESTS)})
+    env |= {"KILL_AT_STEP": "26", "KILL_GROUP": "1"}  # in epoch 2, after the checkpoint at 21
     killed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mnist_lightning.cli.train",
-            *args,
-            "+callbacks.kill._target_=kill_at.KillAt",
-        ],
-        cwd=cwd,
+        [sys.executable, "-m", "mnist_lightning.cli.train", *DDP, "model.dropout=0.3", KILL],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
@@ -121,18 +98,13 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(tmp_path: Path, synthetic_mnist: P
         start_new_session=True,  # its own process group, so the kill spares pytest
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    (run,) = run_dirs(cwd)
+    (run,) = run_dirs(tmp_path)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 21
-    resumed = run_cli(
-        "train",
-        [f"resume={run}", "+callbacks.kill._target_=kill_at.KillAt"],  # code of one's own
-        cwd,
-        synthetic_mnist,
-        env={"PYTHONPATH": str(TESTS)},
-    )
+    env = {"PYTHONPATH": str(TESTS)}  # the kill callback: code of one's own, given again
+    resumed = run_cli("train", [f"resume={run}", KILL], tmp_path, synthetic_mnist, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    (alone,) = run_dirs(tmp_path / "plain")
+    alone = sweep / "1"
     expected = torch.load(alone / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert expected.keys() == got.keys()

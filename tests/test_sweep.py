@@ -46,32 +46,33 @@ def test_a_sweep_summarises_its_jobs_and_survives_a_bad_one(
 
 def test_a_killed_sweep_is_relaunched_in_place(tmp_path: Path, synthetic_mnist: Path) -> None:
     """SIGKILL in the middle of job 0; `resume=<sweep_dir>` resumes job 0 from its checkpoint
-    and starts job 1; a second re-launch skips both."""
-    tests = str(Path(__file__).resolve().parent)
+    and starts job 1; a second re-launch skips both (those two in this process)."""
     args = [
         "-m",
         *SMALL,
+        "trainer.max_epochs=1",
         "callbacks.periodic_checkpoint.train_time_interval=null",
         "+callbacks.periodic_checkpoint.every_n_train_steps=5",
         "+callbacks.kill._target_=kill_at.KillAt",
         "model.dropout=0.1,0.3",
     ]
-    env = {"PYTHONPATH": tests}
-    done = run_cli("train", args, tmp_path, synthetic_mnist, env=env | {"KILL_AT_STEP": "27"})
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent)}
+    done = run_cli("train", args, tmp_path, synthetic_mnist, env=env | {"KILL_AT_STEP": "13"})
     assert done.returncode == -9
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert not (sweep / "1").exists()
 
-    done = run_cli("train", [*args, f"resume={sweep}"], tmp_path, synthetic_mnist, env=env)
+    env |= {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    done = run_console("train", [*args, f"resume={sweep}"], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Resuming {sweep.resolve()}/0 from" in (sweep / "0" / "train.log").read_text()
     with open(sweep / "summary.csv") as f:
         rows = {row["job"]: row for row in csv.DictReader(f)}
     assert rows["0"]["status"] == rows["1"]["status"] == "completed"
     assert rows["0"]["overrides"] == "model.dropout=0.1"  # what differs between the jobs
-    assert [int(rows[j]["epoch"]) for j in "01"] == [2, 2]
+    assert [int(rows[j]["epoch"]) for j in "01"] == [1, 1]
 
-    done = run_cli("train", [*args, "resume=latest"], tmp_path, synthetic_mnist, env=env)
+    done = run_console("train", [*args, "resume=latest"], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (done.stdout + done.stderr).count("finished before; skipped") == 2
     assert len(list((tmp_path / "outputs" / "multiruns").iterdir())) == 1
@@ -113,8 +114,8 @@ def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    args = ["-m", *SMALL, "trainer.max_epochs=1", "hydra/launcher=joblib"]
-    args += ["hydra.launcher.n_jobs=2", "model.dropout=0.0,0.2"]
+    args = ["-m", *SMALL, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.dropout=0.0,0.2"]
     done = run_cli("train", args, tmp_path, synthetic_mnist)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()

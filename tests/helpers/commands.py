@@ -43,17 +43,6 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
         return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
 
 
-def run_train(
-    cwd: Path,
-    data_dir: Path,
-    *overrides: str,
-    synthetic: bool = True,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    """`mnist-train` in `cwd` (so `outputs/` lands there) on the data in `data_dir`."""
-    return run(train_command(*overrides, synthetic=synthetic), cwd, cli_env(data_dir, env))
-
-
 def run_cli(
     module: str,
     args: list[str],
