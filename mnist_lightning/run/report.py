@@ -39,7 +39,7 @@ def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) ->
     named = classes != DIGITS
     fig = Figure(figsize=(6.5, 6) if named else (5.5, 5))
     ax = fig.subplots()
-    ax.imshow(rates.sqrt(), cmap="Blues", vmin=0, vmax=1)  # sqrt: rare confusions stay visible
+    ax.imshow(rates.sqrt().numpy(), cmap="Blues", vmin=0, vmax=1)  # sqrt: rare ones stay visible
     for true, pred in itertools.product(range(10), range(10)):
         if n := int(counts[true, pred]):
             color = "white" if rates[true, pred] > 0.5 else "black"
@@ -64,7 +64,7 @@ def digits_figure(
     grid = make_grid(tiles, nrow=columns, padding=14)[0]  # a 14-pixel margin for each caption
     fig = Figure(figsize=(columns * 1.1, grid.shape[0] / 42 * 1.1 + 0.4))
     ax = fig.subplots()
-    ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
     for i, caption in enumerate(captions):
         x, y = (i % columns) * 42 + 28, (i // columns) * 42 + 13
         ax.text(x, y, caption, ha="center", va="bottom", fontsize=6)
@@ -99,7 +99,7 @@ def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
     tiles = tiles / tiles.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
     fig = Figure(figsize=(8, 8 * (-(-len(tiles) // 8)) / 8 + 0.4))
     ax = fig.subplots()
-    ax.imshow(make_grid(tiles, nrow=8)[0], cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.imshow(make_grid(tiles, nrow=8)[0].numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.axis("off")
     ax.set_title(f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)", fontsize=10)
     fig.tight_layout()
