@@ -109,22 +109,6 @@ def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     assert {"val/acc_best", "test/acc"} <= names
 
 
-def test_mnist_train_with_fast_dev_run_runs_one_batch_and_keeps_no_checkpoint(
-    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = tmp_path / "run"
-    returned = run_command(
-        mnist_train, "train", train_line(run, synthetic_mnist, "trainer.fast_dev_run=true")
-    )
-    metrics = metrics_of(run)
-    assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers
-    assert 0 <= metrics["test/acc"] <= 1 and metrics["best_checkpoint"] == ""
-    assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
-    saved = (run / ".hydra" / "config.yaml").read_text()  # Hydra's copy, as on the command line
-    assert "fast_dev_run: true" in saved and f"data_dir: {synthetic_mnist}" in saved
-    assert str(run) in capsys.readouterr().out  # the results table names the run
-
-
 def test_mnist_eval_reproduces_the_recorded_test_accuracy(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

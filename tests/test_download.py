@@ -199,33 +199,6 @@ def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_
     assert not list(raw_dir(tmp_path, dataset).glob("*-ubyte"))
 
 
-@pytest.mark.parametrize(
-    ("case", "words"),
-    [
-        ("complete", None),
-        ("t10k-images-idx3-ubyte cut", r"t10k-images-idx3-ubyte: \d+ bytes, but its header"),
-        ("train-labels-idx1-ubyte missing", "train-labels-idx1-ubyte: cannot read"),
-        ("unwritable", "Cannot use the data directory .* at a writable directory.$"),
-    ],
-)
-def test_source_files_reads_any_complete_idx_set_and_names_what_is_wrong(
-    case: str, words: str | None, tmp_path: Path
-) -> None:
-    raw = raw_dir(write_mnist(tmp_path, train=20, test=10))
-    name, _, what = case.partition(" ")
-    if what == "cut":
-        (raw / name).write_bytes((raw / name).read_bytes()[:-10])
-    elif what == "missing":
-        (raw / name).unlink()
-    data_dir = tmp_path / "file" / "data" if case == "unwritable" else tmp_path
-    (tmp_path / "file").write_text("")
-    if words is None:
-        assert ensure_mnist(data_dir, "files") == raw
-        return
-    with pytest.raises(DataError, match=words):
-        ensure_mnist(data_dir, "files")
-
-
 @pytest.mark.usefixtures("no_hang")
 @pytest.mark.parametrize("kind", ["link to /dev/zero", "link to a file", "fifo", "directory"])
 def test_auto_replaces_a_special_file_without_opening_it_and_never_its_target(

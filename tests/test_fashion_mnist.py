@@ -194,28 +194,6 @@ def test_a_data_set_or_source_it_does_not_have_is_one_line(overrides: str, messa
     assert str(info.value) == message
 
 
-# --- the data module
-
-
-def test_the_data_module_reads_fashion_mnist_from_its_own_folder(synthetic_fashion: Path) -> None:
-    assert not (synthetic_fashion / "MNIST").exists()  # MNIST's folder is not read
-    dm = MNISTDataModule(
-        str(synthetic_fashion), dataset="fashion_mnist", source="files", val_size=200
-    )
-    dm.prepare_data()
-    dm.setup()
-    assert {split: len(y) for split, (_, y) in dm.splits.items()} == {
-        "train": SYNTHETIC_TRAIN - 200,
-        "val": 200,
-        "test": SYNTHETIC_TEST,
-    }
-    test_x, test_y = dm.splits["test"]
-    raw = raw_dir(synthetic_fashion, "fashion_mnist")
-    assert torch.equal(test_x, read_idx(raw / "t10k-images-idx3-ubyte"))
-    assert torch.equal(test_y, read_idx(raw / "t10k-labels-idx1-ubyte").long())
-    assert dm.hparams == {"dataset": "fashion_mnist"} and dm.dataset.classes == CLASSES
-
-
 # --- the sources: present files, torchvision, Debian's package
 
 
@@ -227,14 +205,10 @@ DPKG_ERROR = "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb
     [
         ("xz", None),
         ("gz", None),
-        ("one byte changed", "debian: train-labels-idx1-ubyte from Debian's package dataset-"),
-        ("missing", "did not provide t10k-labels-idx1-ubyte"),
         ("elsewhere", "did not provide train-images-idx3-ubyte"),
         ("a link", "did not provide train-labels-idx1-ubyte"),
         ("not gzip", "train-images-idx3-ubyte.gz is not a readable gzip file"),
         ("cut gzip", "train-images-idx3-ubyte.gz is cut short"),
-        ("no data.tar", DPKG_ERROR),
-        ("not ar", DPKG_ERROR),
         ("cut ar", DPKG_ERROR),
     ],
 )
@@ -247,11 +221,7 @@ def test_the_debian_package_is_read_not_installed_and_refused_by_name_without_th
     first = f"{DEBIAN_FOLDER}/train-images-idx3-ubyte.gz"
     labels = f"{DEBIAN_FOLDER}/train-labels-idx1-ubyte.gz"
     path = tmp_path / "p.deb"
-    if deb == "one byte changed":
-        entries[labels] = gzip.compress(files["train-labels-idx1-ubyte"][:-1] + b"\x0b")
-    elif deb == "missing":
-        del entries[f"{DEBIAN_FOLDER}/t10k-labels-idx1-ubyte.gz"]
-    elif deb == "elsewhere":
+    if deb == "elsewhere":
         entries = packaged(files, folder="usr/share/datasets/mnist")
     elif deb == "a link":
         entries[labels] = "/etc/passwd"
@@ -260,11 +230,7 @@ def test_the_debian_package_is_read_not_installed_and_refused_by_name_without_th
     elif deb == "cut gzip":
         entries[first] = entries[first][: len(entries[first]) // 2]
     fake_deb(path, entries, "gz" if deb == "gz" else "xz")
-    if deb == "no data.tar":
-        path.write_bytes(ar_archive({"debian-binary": b"2.0\n"}))
-    elif deb == "not ar":
-        path.write_bytes(b"PK\x03\x04 a zip file")
-    elif deb == "cut ar":
+    if deb == "cut ar":
         path.write_bytes(path.read_bytes()[:-100])
     calls = serve_deb(monkeypatch, path)
     data_dir = tmp_path / "data"
@@ -277,7 +243,6 @@ def test_the_debian_package_is_read_not_installed_and_refused_by_name_without_th
     with pytest.raises(DataError) as info:
         ensure_mnist(data_dir, "debian", "fashion_mnist")
     assert words in str(info.value) and "\n" not in str(info.value)
-    assert deb != "one byte changed" or "does not match the official sha256" in str(info.value)
     assert written(data_dir) == []
 
 
