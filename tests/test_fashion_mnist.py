@@ -2,17 +2,16 @@
 package `dataset-fashion-mnist` as the mirror, read from the .deb, never installed), with the
 class names wherever MNIST shows digits, and the data set a checkpoint learned carried to
 mnist-eval, mnist-export and mnist-predict. Fast tests use a small synthetic set and .deb files
-built here (an `ar` archive holding data.tar.xz or .gz, as dpkg-deb builds and reads them).
+that dpkg-deb builds here.
 """
 
 import gzip
 import hashlib
-import io
 import json
 import logging
 import shutil
 import stat
-import tarfile
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,52 +89,22 @@ def official(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]) -> None:
         monkeypatch.setitem(FASHION_MNIST_SHA256, name, hashlib.sha256(data).hexdigest())
 
 
-# --- .deb files as dpkg-deb builds them: an ar archive of debian-binary, control.tar.*, data.tar.*
-
-
-def ar_archive(members: dict[str, bytes]) -> bytes:
-    out = b"!<arch>\n"
-    for name, data in members.items():
-        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}".encode() + b"`\n"
-        out += header + data + b"\n" * (len(data) % 2)
-    return out
-
-
-def tar_of(entries: dict[str, bytes | str | None], compression: str) -> bytes:
-    """A tar (`w:xz`, `w:gz`) of `./`-prefixed entries: bytes make a file, a string a symbolic
-    link to it, None a directory."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as tar:
-        for name, content in entries.items():
-            info = tarfile.TarInfo(f"./{name}")
-            if content is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            elif isinstance(content, str):
-                info.type, info.linkname = tarfile.SYMTYPE, content
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(content), 0o644
-                tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
-def fake_deb(path: Path, entries: dict[str, bytes | str | None], compression: str = "xz") -> Path:
-    control = tar_of({"control": b"Package: dataset-fashion-mnist\n"}, "xz")
-    members = {
-        "debian-binary": b"2.0\n",
-        "control.tar.xz": control,
-        f"data.tar.{compression}": tar_of(entries, compression),
-    }
-    path.write_bytes(ar_archive(members))
-    return path
-
-
-def packaged(files: dict[str, bytes], folder: str = DEBIAN_FOLDER) -> dict[str, bytes | None]:
-    """The package's data: `files` gzipped in `folder`, and its documentation beside them."""
-    entries: dict[str, bytes | None] = {"usr": None, "usr/share": None, folder: None}
-    entries |= {f"{folder}/{name}.gz": gzip.compress(data) for name, data in files.items()}
-    return entries | {"usr/share/doc/dataset-fashion-mnist/copyright": b"MIT"}
+def fake_deb(tmp: Path, files: dict[str, bytes], folder: str = DEBIAN_FOLDER, **entries) -> Path:
+    """A .deb that dpkg-deb builds (mnist-train reads it with dpkg-deb): `files` gzipped in
+    `folder`, then `entries` there (bytes, or a str: a symbolic link to it)."""
+    root, deb = tmp / "pkg", tmp / "p.deb"
+    (root / "DEBIAN").mkdir(parents=True)
+    control = "Package: dataset-fashion-mnist\nVersion: 0.0-1\nArchitecture: all\n"
+    (root / "DEBIAN" / "control").write_text(control + "Maintainer: t <t@t>\nDescription: t\n")
+    (root / folder).mkdir(parents=True)
+    for name, data in ({f"{n}.gz": gzip.compress(d) for n, d in files.items()} | entries).items():
+        path = root / folder / name
+        path.unlink(missing_ok=True)
+        path.symlink_to(data) if isinstance(data, str) else path.write_bytes(data)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", root, deb], check=True, capture_output=True
+    )
+    return deb
 
 
 def serve_deb(monkeypatch: pytest.MonkeyPatch, deb: Path) -> list[Path]:
@@ -197,46 +166,38 @@ def test_a_data_set_or_source_it_does_not_have_is_one_line(overrides: str, messa
 # --- the sources: present files, torchvision, Debian's package
 
 
-DPKG_ERROR = "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:"
+FILES = synthetic_files(20, 10)
+CUT = gzip.compress(FILES["train-images-idx3-ubyte"])[:100]
 
 
 @pytest.mark.parametrize(
-    "deb, words",
+    ("change", "words"),
     [
-        ("xz", None),
-        ("gz", None),
-        ("elsewhere", "did not provide train-images-idx3-ubyte"),
-        ("a link", "did not provide train-labels-idx1-ubyte"),
-        ("not gzip", "train-images-idx3-ubyte.gz is not a readable gzip file"),
-        ("cut gzip", "train-images-idx3-ubyte.gz is cut short"),
-        ("cut ar", DPKG_ERROR),
+        ({}, None),
+        ({"folder": "usr/share/datasets/mnist"}, "did not provide train-images-idx3-ubyte"),
+        ({"train-labels-idx1-ubyte.gz": "/etc/passwd"}, "did not provide train-labels-idx1-ubyte"),
+        ({"train-images-idx3-ubyte.gz": b"plain"}, "images-idx3-ubyte.gz is not a readable gzip"),
+        ({"train-images-idx3-ubyte.gz": CUT}, "train-images-idx3-ubyte.gz is cut short"),
+        (
+            {"cut": 100},
+            "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
+        ),
     ],
+    ids=["good", "elsewhere", "a-link", "not-gzip", "cut-gzip", "cut-deb"],
 )
 def test_the_debian_package_is_read_not_installed_and_refused_by_name_without_the_files(
-    deb: str, words: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    change: dict, words: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = synthetic_files(20, 10)
-    official(monkeypatch, files)
-    entries = packaged(files)
-    first = f"{DEBIAN_FOLDER}/train-images-idx3-ubyte.gz"
-    labels = f"{DEBIAN_FOLDER}/train-labels-idx1-ubyte.gz"
-    path = tmp_path / "p.deb"
-    if deb == "elsewhere":
-        entries = packaged(files, folder="usr/share/datasets/mnist")
-    elif deb == "a link":
-        entries[labels] = "/etc/passwd"
-    elif deb == "not gzip":
-        entries[first] = b"plain bytes"
-    elif deb == "cut gzip":
-        entries[first] = entries[first][: len(entries[first]) // 2]
-    fake_deb(path, entries, "gz" if deb == "gz" else "xz")
-    if deb == "cut ar":
-        path.write_bytes(path.read_bytes()[:-100])
+    official(monkeypatch, FILES)
+    change = dict(change)  # the table's own stays whole
+    cut = change.pop("cut", 0)
+    path = fake_deb(tmp_path, FILES, **change)
+    path.write_bytes(path.read_bytes()[: -cut or None])
     calls = serve_deb(monkeypatch, path)
     data_dir = tmp_path / "data"
     if words is None:
         raw = ensure_mnist(data_dir, "debian", "fashion_mnist")
-        assert {name: (raw / name).read_bytes() for name in written(data_dir)} == files
+        assert {name: (raw / name).read_bytes() for name in written(data_dir)} == FILES
         assert len(calls) == 1 and not calls[0].exists()  # fetched into a folder since removed
         assert not (data_dir / "MNIST").exists()
         return
@@ -249,15 +210,14 @@ def test_the_debian_package_is_read_not_installed_and_refused_by_name_without_th
 def test_auto_replaces_present_files_that_fail_sha256_from_the_mirror(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    files = synthetic_files(20, 10)
-    official(monkeypatch, files)
-    data_dir = write_fashion(tmp_path / "data", files | {"t10k-images-idx3-ubyte": b"junk"})
+    official(monkeypatch, FILES)
+    data_dir = write_fashion(tmp_path / "data", FILES | {"t10k-images-idx3-ubyte": b"junk"})
     no_torchvision(monkeypatch)
-    calls = serve_deb(monkeypatch, fake_deb(tmp_path / "p.deb", packaged(files)))
+    calls = serve_deb(monkeypatch, fake_deb(tmp_path, FILES))
     with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
         ensure_mnist(data_dir, "auto", "fashion_mnist")
     raw = raw_dir(data_dir, "fashion_mnist")
-    assert (raw / "t10k-images-idx3-ubyte").read_bytes() == files["t10k-images-idx3-ubyte"]
+    assert (raw / "t10k-images-idx3-ubyte").read_bytes() == FILES["t10k-images-idx3-ubyte"]
     assert len(calls) == 1
     lines = [r.getMessage() for r in caplog.records]
     assert "Fashion-MNIST files that do not match the official sha256: t10k-images-idx3-ubyte" in (
