@@ -25,7 +25,6 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
 from tests.helpers.worlds import snapshot
@@ -227,18 +226,3 @@ def test_no_limit_on_epochs_trains_until_max_steps_and_log_every_0_logs_once_an_
     assert metrics_of(run)["global_step"] == steps
     points = [event.step for event in events_of(run).Scalars("train/loss")]
     assert points == [STEPS_PER_EPOCH - 1, steps - 1]
-
-
-def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:
-    run_log = logging.FileHandler(tmp_path / "train.log")
-    logging.getLogger().addHandler(run_log)
-    try:
-        with warnings.catch_warnings():  # puts back warnings.showwarning after
-            warnings.simplefilter("always")
-            setup_process()
-            setup_process()  # again in a launcher's job: still one line per warning
-            warnings.warn("a warning we keep", UserWarning, stacklevel=1)
-    finally:
-        logging.getLogger().removeHandler(run_log)
-        run_log.close()
-    assert (tmp_path / "train.log").read_text() == "UserWarning: a warning we keep\n"
