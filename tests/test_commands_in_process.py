@@ -1,7 +1,7 @@
 """The console commands in the test process, on the synthetic MNIST: the shared finished run
-(`trained_run`, made by mnist-train's console entry) and what mnist-eval, mnist-predict,
-mnist-export and a resume do with it. The fast tier's end-to-end check of the package;
-test_train.py runs the commands as processes."""
+(`trained_run`, made by mnist-train's console entry) and what mnist-predict, mnist-export and
+a resume do with it (mnist-eval: test_fashion_mnist.py, the same code on the other data set).
+The fast tier's end-to-end check of the package; test_train.py runs the commands as processes."""
 
 import json
 import logging
@@ -16,7 +16,6 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_lightning.cli.eval import main as mnist_eval
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
@@ -26,7 +25,7 @@ from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
 from tests.helpers.hydra_jobs import run_command
-from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
@@ -106,22 +105,6 @@ def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     names = {m.name.tag for m in experiment.experiment.metric_infos}
     assert {"val/acc_best", "test/acc"} <= names
-
-
-def test_mnist_eval_reproduces_the_recorded_test_accuracy(
-    trained_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = copy_of(trained_run, tmp_path)
-    line = [f"run_dir={run}", "data_source=files", f"data_dir={synthetic_mnist}", "device=cpu"]
-    run_command(mnist_eval, "eval", line)
-    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
-    assert evaluated["test/acc"] == pytest.approx(metrics_of(run)["test/acc"], abs=1e-6)
-    assert sum(map(sum, evaluated["confusion_matrix"])) == SYNTHETIC_TEST
-    best = torch.load(metrics_of(run)["best_checkpoint"], weights_only=True)
-    assert evaluated["global_step"] == best["global_step"]  # the checkpoint mnist-train tested
-    assert "true \\ predicted" in capsys.readouterr().out
-    for name in ("confusion_matrix", "mistakes", "first_layer"):
-        assert (run / "eval" / f"{name}.png").stat().st_size > 1000
 
 
 def test_mnist_predict_classifies_pictures_as_the_network_does(

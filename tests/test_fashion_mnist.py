@@ -346,8 +346,11 @@ def test_mnist_eval_tests_on_the_checkpoints_data_set_with_class_names(
     assert evaluated["dataset"] == "fashion_mnist" and set(evaluated["per_class_acc"]) == set(
         CLASSES
     )
+    assert sum(map(sum, evaluated["confusion_matrix"])) == SYNTHETIC_TEST
     out = capsys.readouterr().out
     assert "data set    Fashion-MNIST" in out and "0 T-shirt/top" in out and "9 Ankle boot" in out
+    for name in ("confusion_matrix", "mistakes", "first_layer"):
+        assert (run / "eval" / f"{name}.png").stat().st_size > 1000
 
 
 def test_mnist_predict_answers_with_class_names(
