@@ -11,6 +11,7 @@ from PIL import Image
 
 from benchmarks.handwriting import KINDS, mnist_ink, per_kind, photograph, vector_ink
 from mnist_lightning.data.images import ImageError, prepare
+from tests.helpers.tiers import one_of_each_kind
 
 
 def mnist_like(digit: int, seed: int) -> np.ndarray:
@@ -39,11 +40,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-@pytest.mark.parametrize(
-    "kind",
-    # photo's pictures are up to 1000 px: a few seconds
-    [pytest.param(k, marks=pytest.mark.slow) if k == "photo" else k for k in KINDS],
-)
+@pytest.mark.parametrize("kind", one_of_each_kind(KINDS))  # all together: seconds
 def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: str) -> None:
     """The same seed makes the same bytes, another seed others; without rotation, `prepare`
     turns the photo of a re-rendered digit into an image close to the digit itself, whatever
