@@ -197,7 +197,6 @@ NAN, INF = float("nan"), float("inf")
         ("inputs", "", "inputs='' must name"),
         ("inputs", None, "inputs=None must name"),
         ("inputs", ["a.png", 1], "inputs=['a.png', 1] must name"),
-        ("inputs", ["a.png", ["b.png"]], "must name"),
         ("device", NAN, "device=nan is not one of: auto, cpu, cuda, mps"),
         ("device", INF, "device=inf is not one of"),
         ("device", "gpu", "device='gpu' is not one of"),
@@ -214,7 +213,6 @@ NAN, INF = float("nan"), float("inf")
             "out.txt",
             "grid='out.txt' must be the path of a PNG file to write, ending in .png",
         ),
-        ("grid", "out", "grid='out' must be"),
     ],
 )
 def test_every_argument_is_checked_before_any_work(key: str, value: object, words: str) -> None:
