@@ -1,7 +1,7 @@
 """The console commands in the test process, on the synthetic MNIST: the shared finished run
-(`trained_run`, made by mnist-train's console entry) and what mnist-eval, mnist-predict,
-mnist-export and a resume do with it. The fast tier's end-to-end check of the package;
-test_train.py runs the commands as processes."""
+(`trained_run`, made by mnist-train's console entry) and what mnist-predict, mnist-export and
+a resume do with it (mnist-eval: test_fashion_mnist.py, the same code on the other data set).
+The fast tier's end-to-end check of the package; test_train.py runs the commands as processes."""
 
 import json
 import logging
@@ -16,7 +16,6 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_lightning.cli.eval import main as mnist_eval
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
@@ -25,9 +24,8 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command
-from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
@@ -107,38 +105,6 @@ def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     names = {m.name.tag for m in experiment.experiment.metric_infos}
     assert {"val/acc_best", "test/acc"} <= names
-
-
-def test_mnist_train_with_fast_dev_run_runs_one_batch_and_keeps_no_checkpoint(
-    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = tmp_path / "run"
-    returned = run_command(
-        mnist_train, "train", train_line(run, synthetic_mnist, "trainer.fast_dev_run=true")
-    )
-    metrics = metrics_of(run)
-    assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers
-    assert 0 <= metrics["test/acc"] <= 1 and metrics["best_checkpoint"] == ""
-    assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
-    saved = (run / ".hydra" / "config.yaml").read_text()  # Hydra's copy, as on the command line
-    assert "fast_dev_run: true" in saved and f"data_dir: {synthetic_mnist}" in saved
-    assert str(run) in capsys.readouterr().out  # the results table names the run
-
-
-def test_mnist_eval_reproduces_the_recorded_test_accuracy(
-    trained_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = copy_of(trained_run, tmp_path)
-    line = [f"run_dir={run}", "data_source=files", f"data_dir={synthetic_mnist}", "device=cpu"]
-    run_command(mnist_eval, "eval", line)
-    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
-    assert evaluated["test/acc"] == pytest.approx(metrics_of(run)["test/acc"], abs=1e-6)
-    assert sum(map(sum, evaluated["confusion_matrix"])) == SYNTHETIC_TEST
-    best = torch.load(metrics_of(run)["best_checkpoint"], weights_only=True)
-    assert evaluated["global_step"] == best["global_step"]  # the checkpoint mnist-train tested
-    assert "true \\ predicted" in capsys.readouterr().out
-    for name in ("confusion_matrix", "mistakes", "first_layer"):
-        assert (run / "eval" / f"{name}.png").stat().st_size > 1000
 
 
 def test_mnist_predict_classifies_pictures_as_the_network_does(
@@ -243,18 +209,3 @@ def test_no_limit_on_epochs_trains_until_max_steps_and_log_every_0_logs_once_an_
     assert metrics_of(run)["global_step"] == steps
     points = [event.step for event in events_of(run).Scalars("train/loss")]
     assert points == [STEPS_PER_EPOCH - 1, steps - 1]
-
-
-def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:
-    run_log = logging.FileHandler(tmp_path / "train.log")
-    logging.getLogger().addHandler(run_log)
-    try:
-        with warnings.catch_warnings():  # puts back warnings.showwarning after
-            warnings.simplefilter("always")
-            setup_process()
-            setup_process()  # again in a launcher's job: still one line per warning
-            warnings.warn("a warning we keep", UserWarning, stacklevel=1)
-    finally:
-        logging.getLogger().removeHandler(run_log)
-        run_log.close()
-    assert (tmp_path / "train.log").read_text() == "UserWarning: a warning we keep\n"

