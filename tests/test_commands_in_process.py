@@ -24,6 +24,7 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.worlds import snapshot
@@ -83,6 +84,21 @@ def test_a_run_writes_the_documented_layout(trained_run: Path) -> None:
     assert metrics["wall_seconds"] >= 0 and Path(metrics["best_checkpoint"]).name == checkpoints[0]
 
 
+def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:
+    run_log = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(run_log)
+    try:
+        with warnings.catch_warnings():  # puts back warnings.showwarning after
+            warnings.simplefilter("always")
+            setup_process()
+            setup_process()  # again in a launcher's job: still one line per warning
+            warnings.warn("a warning we keep", UserWarning, stacklevel=1)
+    finally:
+        logging.getLogger().removeHandler(run_log)
+        run_log.close()
+    assert (tmp_path / "train.log").read_text() == "UserWarning: a warning we keep\n"
+
+
 def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     events, metrics = events_of(trained_run), metrics_of(trained_run)
     assert set(events.Tags()["scalars"]) >= SCALARS
@@ -105,6 +121,21 @@ def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     names = {m.name.tag for m in experiment.experiment.metric_infos}
     assert {"val/acc_best", "test/acc"} <= names
+
+
+def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoint(
+    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`debug=fdr` with gradient clipping given without `+` (the keys are in conf/trainer/)."""
+    run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr"]
+    returned = run_command(mnist_train, "train", train_line(run, synthetic_mnist, *clip))
+    metrics = metrics_of(run)
+    assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["best_checkpoint"] == ""
+    assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
+    saved = (run / ".hydra" / "config.yaml").read_text()  # Hydra's copy, as on the command line
+    assert "fast_dev_run: true" in saved and "gradient_clip_val: 0.5" in saved
+    assert str(run) in capsys.readouterr().out  # the results table names the run
 
 
 def test_mnist_predict_classifies_pictures_as_the_network_does(
