@@ -15,7 +15,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.run.config import check_override_keys, check_sweep_jobs, validate
+from mnist_lightning.run.config import check_jobs, check_override_keys, validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
     claim_run_directory,
@@ -52,7 +52,7 @@ def main() -> None:
         fit_and_test(*child)
         return
     check_override_keys(sys.argv[1:], CONFIG_DIR, "train")
-    check_sweep_jobs(sys.argv[1:], CONFIG_DIR, "train")
+    check_jobs(sys.argv[1:], CONFIG_DIR, "train")
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 

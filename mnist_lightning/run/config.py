@@ -335,14 +335,20 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
         raise ConfigError(f"{key} is not a key of this config{hint}")
 
 
-def check_sweep_jobs(args: list[str], config_dir: str, config_name: str) -> None:
-    """Every job of a grid sweep (`-m`, Hydra's basic sweeper) is checked before the sweep
-    directory is made: `-m model.dropout=0,1.5` is refused whole, not after job 0 trained.
-    (Optuna picks values as the search goes: the command line's fixed ones are checked here,
-    each trial's when it starts.)"""
-    if not {"-m", "--multirun"} & set(args) or any(a.startswith("resume=") for a in args):
+def check_jobs(args: list[str], config_dir: str, config_name: str) -> None:
+    """The config of every job the command line makes is checked before Hydra makes a
+    directory: a run's, or each of a grid sweep's (`-m`, Hydra's basic sweeper), so that
+    `-m model.dropout=0,1.5` is refused whole, not after job 0 trained. (A resumed run's config
+    is its own, checked as it is read; Optuna picks values as the search goes: the command
+    line's fixed ones are checked here, each trial's when it starts.)"""
+    if any(a.startswith("resume=") for a in args):
         return
-    overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a])
+    given = [a for a in args if "=" in a]
+    if not {"-m", "--multirun"} & set(args):
+        with _hydra(config_dir):
+            validate(_compose(config_name, given))
+        return
+    overrides = OverridesParser.create().parse_overrides(given)
     constant = [o for o in overrides if not o.is_sweep_override()]
     presets = any("." not in o.key_or_group for o in overrides if o.is_sweep_override())
     # The sweeper and its params: set by group choices and hydra's keys, not by other values.
