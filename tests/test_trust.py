@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import atomic_write_json, lock_run
 from mnist_lightning.run.checkpoint import confine_paths, load_checkpoint
-from mnist_lightning.run.resume import check_saved_config, trusted_target
+from mnist_lightning.run.resume import check_saved_config
 from tests.helpers.commands import run_cli, train_command
 from tests.helpers.worlds import Command, Outcome, make_world, run_cases, snapshot
 
@@ -169,6 +169,32 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         [],
         [".hydra/config.yaml is not a config mnist-train saved"],
     ),
+    "an escaped interpolation, live again after resolving": (
+        add_callback(
+            {
+                "_target_": "lightning.pytorch.callbacks.Timer",
+                "duration": "\\${oc.create:{_target_: builtins.open, "
+                "file: '{w}/data/keep.txt', mode: w}}",
+            }
+        ),
+        [],
+        ["callbacks.evil.duration", "an interpolation after resolving"],
+    ),
+    "a checkpoint file name that formats an attribute": (
+        set_in_config("callbacks", "last_checkpoint", filename="{epoch.__class__}"),
+        EXTEND,
+        ["ModelCheckpoint the file name '{epoch.__class__}'", "a metric and a number format"],
+    ),
+    "a Lightning callback that writes where it is told": (
+        add_callback(
+            {
+                "_target_": "lightning.pytorch.callbacks.SpikeDetection",
+                "exclude_batches_path": "{w}/data/escaped.json",
+            }
+        ),
+        [],
+        ["callbacks.evil._target_='lightning.pytorch.callbacks.SpikeDetection', which conf/"],
+    ),
     "a callback of one's own, not named again": (
         add_callback({"_target_": "kill_at.KillAt"}),
         [],
@@ -218,36 +244,37 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     assert after == before  # nothing that existed changed, nothing was added
 
 
-TRUSTED = ["lightning.pytorch.callbacks.EarlyStopping", "lightning.pytorch.loggers.CSVLogger"]
-TRUSTED += [
-    "lightning.pytorch.profilers.SimpleProfiler",
-    "lightning.pytorch.strategies.DDPStrategy",
-]
 UNTRUSTED = [
     "mnist_lightning.model.classifier.MNISTClassifier",  # at a key conf/ does not have
     "mnist_lightning.cli.train.os.system",
     "lightning.pytorch.callbacks.model_checkpoint.os.system",
     "lightning.pytorch.callbacks.os",
-    "lightning.pytorch.utilities.rank_zero_only",
+    "lightning.pytorch.callbacks.SpikeDetection",  # writes where it is told
+    "lightning.pytorch.loggers.CometLogger",  # calls a server of the run's choosing
+    "lightning.pytorch.loggers.MLFlowLogger",  # a tracker, but not as a logger.<name>
     "subprocess.Popen",
-    "builtins.eval",
     ["os.system"],
 ]
 
 
-def test_a_saved_config_takes_its_classes_from_the_command_or_lightning() -> None:
-    """A node that the command's config has takes its class from there (a class that moved
-    since the run was saved is found, a swapped one put back); a node that only the run has
-    must name a public class of Lightning's by its public name."""
+def test_a_saved_config_takes_its_classes_from_the_command_or_a_short_list() -> None:
+    """A node that the command's config has takes its class from there when it is the same
+    class by name (one that moved since the run was saved is found); another class there, or a
+    node only the run has naming a class outside `ADDABLE`, is refused in one line."""
     composed = OmegaConf.create({"model": {"_target_": "mnist_lightning.model.classifier.X"}})
-    for saved in ("mnist_lightning.model.X", "os.system"):
-        config = {"model": {"_target_": saved}, "callbacks": {"x": {"_target_": TRUSTED[0]}}}
-        check_saved_config(config, composed, Path("run"))
-        assert config["model"]["_target_"] == composed.model._target_
-    assert [t for t in TRUSTED if not trusted_target(t)] == []
+    early = "lightning.pytorch.callbacks.EarlyStopping"
+    mlflow = {"_target_": "lightning.pytorch.loggers.MLFlowLogger"}  # replaced as conf/'s later
+    config = {"model": {"_target_": "old.place.X"}, "callbacks": {"x": {"_target_": early}}}
+    check_saved_config({**config, "logger": {"mlflow": mlflow}}, composed, Path("run"))
+    assert config["model"]["_target_"] == composed.model._target_
+    with pytest.raises(ConfigError, match=r"model\._target_='mine.Y', where conf/ has .*: model"):
+        check_saved_config({"model": {"_target_": "mine.Y"}}, composed, Path("run"))
     for target in UNTRUSTED:
         with pytest.raises(ConfigError, match=r"callbacks\.x\._target_=.*not code"):
             check_saved_config({"callbacks": {"x": {"_target_": target}}}, composed, Path("run"))
+    with pytest.raises(ConfigError, match=r"model\.hidden_dims\._target_='os.system'"):
+        composed.model.hidden_dims = [1]  # a node where the command's config has a list
+        check_saved_config({"model": {"hidden_dims": {"_target_": "os.system"}}}, composed, "r")
 
 
 def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:

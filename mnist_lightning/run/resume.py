@@ -9,9 +9,9 @@ config may choose values, but may name only the classes this project and Lightni
 and only places inside the run to write to. (What its checkpoint may hold: run/checkpoint.py.)
 """
 
-import importlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -381,45 +381,69 @@ def saved_config(run: Path) -> DictConfig:
     return saved
 
 
-# The classes a node that only the saved config has may name: Lightning's public callbacks,
-# loggers, profilers and strategies (what `+callbacks.x=`, a logger or a trainer preset adds).
-LIGHTNING_MODULES = tuple(
-    f"lightning.pytorch.{m}" for m in ("callbacks", "loggers", "profilers", "strategies")
-)
-
-
-def trusted_target(target: object) -> bool:
-    """Whether `target` names a public class of Lightning's by its public name (not, say,
-    `lightning.pytorch.callbacks.model_checkpoint.os.system`)."""
-    module_name, _, name = str(target).rpartition(".")
-    return module_name in LIGHTNING_MODULES and name in importlib.import_module(module_name).__all__
+# The classes a node that only the saved config has may name: the callbacks docs/lightning.md
+# adds with `+callbacks.x=` and Lightning's file loggers, each writing only where
+# `check_writes_inside` looks and talking to no one; MLflow and W&B only as `logger.<name>`,
+# where conf/logger/'s own replace them (`trackers_as_configured`). Any other class, even one
+# of Lightning's (SpikeDetection writes where it is told, CometLogger calls a server), is
+# named on the resuming command line.
+ADDABLE = {
+    *(
+        f"lightning.pytorch.callbacks.{name}"
+        for name in (
+            "BatchSizeFinder",
+            "EarlyStopping",
+            "LearningRateFinder",
+            "LearningRateMonitor",
+            "ModelCheckpoint",
+            "ModelSummary",
+            "OnExceptionCheckpoint",
+            "RichModelSummary",
+            "RichProgressBar",
+            "StochasticWeightAveraging",
+            "TQDMProgressBar",
+            "Timer",
+        )
+    ),
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.TensorBoardLogger",
+    "lightning.pytorch.strategies.DDPStrategy",  # trainer=ddp_cpu's
+}
 
 
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
     """A saved config (resolved: an interpolation such as `${oc.create:...}` can make a node)
     chooses values, not code. A node that the command's own config (`composed`: conf/ and the
-    overrides given) has takes its class from there, so a class that moved since the run was
-    saved is found, and one named on the command line is the user's choice; a node that only
-    the run has must be one of Lightning's (`trusted_target`). Where its objects write is
-    checked as built (`check_writes_inside`)."""
+    overrides given) has takes its class from there when the class is the same by name (it
+    may have moved since the run was saved); a node that only the run has must name a class
+    of `ADDABLE`. Where its objects write is checked as built (`check_writes_inside`)."""
     for key, name, value in nodes(saved):  # a node comes before what it holds
         if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
             raise ConfigError(
                 f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
                 "never use; a run directory may choose values by name only."
             )
+        if isinstance(value, str) and "${" in value:  # an escaped one, made live again later
+            raise ConfigError(
+                f"resume={run}: its .hydra/config.yaml sets {key} to {value[:60]!r}, an "
+                "interpolation after resolving; a run directory may choose values, not code."
+            )
         if not isinstance(value, dict) or "_target_" not in value:
             continue
-        mine = OmegaConf.select(composed, f"{key}._target_", default=None)
-        if isinstance(mine, str):
+        target = str(value["_target_"])
+        try:
+            mine = OmegaConf.select(composed, f"{key}._target_", default=None)
+        except Exception:  # the command's config has a value of another kind there
+            mine = None
+        tracker = target in EXTRAS and re.fullmatch(r"logger\.\w+", key)
+        if isinstance(mine, str) and mine.rpartition(".")[2] == target.rpartition(".")[2]:
             value["_target_"] = mine
-        elif not trusted_target(value["_target_"]):
+        elif mine is not None or not (target in ADDABLE or tracker):
+            conf = f"where conf/ has {mine}" if isinstance(mine, str) else "which conf/ lacks"
             raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}._target_="
-                f"{value['_target_']!r}, which is neither in conf/ nor one of Lightning's "
-                "callbacks, loggers, profilers or strategies; a run directory may choose values, "
-                f"not code. If you trust it, name it on the command line: +{key}._target_="
-                f"{value['_target_']}"
+                f"resume={run}: its .hydra/config.yaml sets {key}._target_={target!r:.80}, "
+                f"{conf}; a run directory may choose values, not code. If you trust it, name "
+                f"it on the command line: {'' if mine else '+'}{key}._target_={target:.80}"
             )
 
 
@@ -441,6 +465,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
+    saved.data.data_dir = cfg.data.data_dir
     try:  # resolved once and used as checked: no interpolation is left to make anything later
         resolved = OmegaConf.to_container(saved, resolve=True)
     except Exception as e:  # an interpolation that does not resolve
@@ -474,6 +499,14 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
         elif getattr(callback, "dirpath", None):  # a checkpoint's file name can lead out too
             name += f"(filename={filename!r})" if isinstance(filename, str) else ""
             places.append((name, f"{callback.dirpath}/{filename or 'epoch'}.ckpt"))
+        # Lightning formats a file name with str.format: a field may name a metric and its
+        # number format, not an attribute, an item or a fill character (`{epoch:/^3}`).
+        fields = re.findall(r"\{([^{}]*)\}", filename) if isinstance(filename, str) else []
+        if any(not re.fullmatch(r"[\w/-]+(:[\w.+-]*)?", field) for field in fields):
+            raise ConfigError(
+                f"resume={run}: its config gives {type(callback).__name__} the file name "
+                f"{filename[:60]!r}; a field of it may name a metric and a number format only."
+            )
     for logger in trainer.loggers:  # MLflow's store is the command's (trackers_as_configured)
         if not isinstance(logger, MLFlowLogger):
             places.append((type(logger).__name__, logger.log_dir or logger.save_dir or run))
