@@ -115,7 +115,7 @@ def _regular(mode: int, path: str | os.PathLike) -> None:
 def check_writable(folder: Path, key: str) -> None:
     """Before any work, creating nothing: `folder`, where `key` writes, can take a file. The
     nearest folder that exists (itself, or the one above where it would be made) must be a
-    directory that takes a temporary file."""
+    directory that takes a temporary file (its times put back)."""
     existing = Path(os.path.abspath(folder))
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -127,9 +127,11 @@ def check_writable(folder: Path, key: str) -> None:
         raise ConfigError(
             f"{key}: cannot write to {printable(folder)} ({printable(existing)} is {kind})."
         )
-    try:
+    times = os.stat(existing)
+    try:  # a real file: a read-only mount, /proc and ACLs answer os.access wrongly for root
         with tempfile.TemporaryFile(dir=existing):
             pass
+        os.utime(existing, ns=(times.st_atime_ns, times.st_mtime_ns))  # as it was, too
     except OSError as e:
         raise ConfigError(
             f"{key}: cannot write to {printable(folder)} ({e.strerror or e})."

@@ -179,7 +179,7 @@ CASES: dict[str, Case] = {
         ("did you mean model.dropout?",),
     ),
     "unknown activation": Case("train", train("model.activation=swish"), ("swish",)),
-    "unknown preset": Case("train", train("model=mlp_9000"), ("model/mlp_9000",)),
+    "unknown preset": Case("train", train("model=mlp_9000"), ("model=mlp_9000 is not a preset",)),
     "no gpu here": Case("train", train("trainer.accelerator=gpu"), ("trainer.accelerator=gpu",)),
     "data directory unusable": Case("train", train("paths.data_dir=/proc/nope"), ("/proc/nope",)),
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
@@ -315,9 +315,12 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
     drawn = Image.new("L", (64, 64), 255)
     ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
     drawn.save(w / "pictures" / "one.png")
+    args, times = expected.setup(w), w.stat().st_mtime_ns
+    train = expected.command == "train"  # a refused mnist-train leaves even the folders' times
     outcome = run_in_world(
-        Command(expected.command, expected.setup(w), w, timeout_s=60, memory_gib=4)
+        Command(expected.command, args, w, timeout_s=60, memory_gib=4), directory_times=train
     )
+    assert not train or w.stat().st_mtime_ns == times
     done = outcome.done
     assert done.returncode == expected.status, done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
@@ -331,6 +334,8 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
     for words in expected.stdout:
         assert words in done.stdout, done.stdout
     before, after = outcome.before, outcome.after
+    for folder in (before, after):  # (but where the data set's lock file came and went)
+        folder.pop(w / "data" / "MNIST" / "raw", None)
     if expected.replaced:  # by a regular file of the command's own
         path = w / expected.replaced
         assert after[path] != before.pop(path) and after[path][0] == "-" and is_grid(path)

@@ -135,6 +135,9 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
+BEFORE_HYDRA: dict[Path, os.stat_result] = {}  # the nearest folder that exists, as it was
+
+
 def claim_run_directory(args: list[str]) -> list[str]:
     """Before Hydra makes the run directory (with a traceback where it cannot), saves its
     config over another run's or logs into a resumed run: check where this command writes and
@@ -146,6 +149,8 @@ def claim_run_directory(args: list[str]) -> list[str]:
     resume = "" if resume == "null" else resume
     place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
     check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
+    above = next(p for p in [place.absolute(), *place.absolute().parents] if p.exists())
+    BEFORE_HYDRA[above] = above.stat()  # what a refused run puts back (nothing_left_if_refused)
     if given and not resume and place.is_dir() and any(place.iterdir()):
         raise ConfigError(
             f"{key}={place} already holds files; a new run needs a directory of its own. To "
@@ -248,7 +253,11 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
         new = HydraConfig.get().mode == RunMode.RUN and not cfg.resume
         if new and is_rank_zero() and not (run / "checkpoints").exists():
             shutil.rmtree(run, ignore_errors=True)
-            for parent in run.parents:  # outputs/runs/, outputs/: when this run made them
+            for parent in run.absolute().parents:  # outputs/runs/, outputs/: if this run made them
+                if parent in BEFORE_HYDRA:  # the folder that existed: its times as they were
+                    times = BEFORE_HYDRA[parent]
+                    os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+                    break
                 if parent == Path.cwd() or any(parent.iterdir()):
                     break
                 parent.rmdir()
@@ -299,7 +308,8 @@ def find_run(resume: str, sweep: bool = False) -> Path:
         )
     if not sweep:
         if not run.is_dir():
-            raise CheckpointError(f"resume={resume}: there is no such run directory.")
+            how = " (a file: to start from its weights, give ckpt_path=)" if run.is_file() else ""
+            raise CheckpointError(f"resume={resume}: there is no such run directory{how}.")
         if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
             lock_run(run, "mnist-train")  # raises RunBusyError naming the process
         if not (run / ".hydra" / "config.yaml").is_file():
