@@ -346,6 +346,12 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
         eval_busy = run_cli(
             "eval", [f"run_dir={run}", "data_source=files"], tmp_path, synthetic_mnist
         )
+        export_busy = run_cli(  # it would write last.pt into the run
+            "export",
+            [f"ckpt_path={run}/checkpoints/last.ckpt", "format=torchscript"],
+            tmp_path,
+            synthetic_mnist,
+        )
     finally:
         live.send_signal(signal.SIGKILL)
         live.wait()
@@ -353,6 +359,8 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert f"process {live.pid} (mnist-train) is writing it" in refused.stderr
         assert command in refused.stderr and "Traceback" not in refused.stderr
+    assert export_busy.returncode == 2 and not (run / "checkpoints" / "last.pt").exists()
+    assert f"process {live.pid} (mnist-train) is writing: wait" in export_busy.stderr
     assert latest.returncode == 0, latest.stderr[-3000:]
     assert f"passing over {Path('outputs/runs') / run.name}" in latest.stderr
     assert "finished before" in latest.stdout and "nothing to do" in latest.stdout

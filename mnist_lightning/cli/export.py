@@ -26,7 +26,8 @@ from mnist_lightning.cli import (
     held_out,
 )
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.files import run_holder
+from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
 from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
             f"{key} lies in the data directory {data}; mnist-export never writes among its "
             "inputs: choose another output=."
         )
+    holder = run_holder(run_dir_of(output))  # one process at a time writes a run directory
+    if holder:
+        raise ConfigError(f"{key} lies in a run that {holder} is writing: wait until it ends.")
     inputs = {ckpt: f"the checkpoint being exported (ckpt_path={ckpt})"}
     what = f"an earlier mnist-export {fmt} file"
     check_overwrite(output, key, inputs, "mnist-export", lambda p: is_earlier_export(p, fmt), what)
