@@ -24,6 +24,7 @@ from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_lightning.errors import (
     CheckpointError,
@@ -209,9 +210,11 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
     """Around `trainer.fit` or `trainer.test`: Lightning's exits on Ctrl-C and SIGTERM (and the
     scheduler's signal, GracefulInterrupt) become exit status 130 saying how to continue, a
     SLURM job's time limit goes to submitit; a fault of the config or the resumed checkpoint is
-    one line; a bug keeps its traceback."""
+    one line; a bug keeps its traceback. Log lines meanwhile go through tqdm, above the bars
+    (written plainly, they would land on the bar's line, which the bar then redraws)."""
     try:
-        yield
+        with logging_redirect_tqdm([logging.getLogger(), logging.getLogger("lightning.pytorch")]):
+            yield
     except SystemExit:  # also Lightning's SIGTERMException
         if not trainer.interrupted:
             raise
