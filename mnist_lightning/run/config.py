@@ -314,13 +314,14 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     ]
     if any("," in o or "(" in o for o in chosen):  # a sweep over presets: each job's keys differ
         return
-    for group, _, name in (o.lstrip("+").partition("=") for o in chosen):
+    searched = [a for a in args if a.startswith("hydra.searchpath=")]  # presets of its own
+    for group, _, name in (o.lstrip("+").partition("=") for o in chosen if not searched):
         presets = sorted(p.stem for p in Path(config_dir, group).glob("*.yaml"))
         if group in groups and name not in [*presets, "null"]:  # Hydra's message spans lines
             close = difflib.get_close_matches(name.lower(), presets, 1)
             hint = f"did you mean {group}={close[0]}?" if close else f"one of {', '.join(presets)}"
             raise ConfigError(f"{group}={name} is not a preset of conf/{group}/; {hint}")
-    chosen += [a for a in args if a.startswith("hydra.searchpath=")]
+    chosen += searched
     with _hydra(config_dir):
         cfg = _compose(config_name, chosen, hydra=True)
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
