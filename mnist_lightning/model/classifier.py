@@ -63,6 +63,8 @@ class MNISTClassifier(L.LightningModule):
         # earlier checkpoints hold) and its half-filled logging window (loss sum, correct, seen).
         self.register_buffer("val_acc_best", torch.tensor(0.0))
         self.register_buffer("train_window", torch.zeros(3))
+        # Each process's own (DDP would copy the first one's over it before every step).
+        self._ddp_params_and_buffers_to_ignore = ["train_window"]
         # The same sums for validation and test, made each epoch: not a module or a buffer, so
         # the model summary lists only the network and bf16-true precision leaves it float32.
         self.eval_window = torch.zeros(3)
@@ -239,15 +241,17 @@ class MNISTClassifier(L.LightningModule):
         """Save the random generators too (dropout draws from them): with them, a resumed run
         computes bit for bit what the uninterrupted run would have. A run whose loss diverged
         since its last log is stopped here, before its weights replace a good checkpoint."""
-        # Every process saves: an all-reduce.
-        loss_sum = self._window_of_all_processes(self.train_window)[0]
+        window = self._window_of_all_processes(self.train_window)  # every process saves
         weights = torch.stack([p.isfinite().all() for p in self.parameters()]).all()
-        self._stop_if_diverged(loss_sum, self.global_step, weights_finite=bool(weights))
+        self._stop_if_diverged(window[0], self.global_step, weights_finite=bool(weights))
+        checkpoint["state_dict"]["train_window"] = window  # the first process resumes it all
         checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.global_rank > 0 and "train_window" in checkpoint.get("state_dict", {}):
+            checkpoint["state_dict"]["train_window"] = torch.zeros(3)
         states = checkpoint.get("rng_states", {})
         if "cpu" in states:
             torch.set_rng_state(states["cpu"])
