@@ -163,7 +163,7 @@ CASES: dict[str, Case] = {
     "unknown key": Case("train", train("model.dropuot=0.3"), ("did you mean model.dropout?",)),
     "dropout out of range": Case("train", train("model.dropout=1.5"), ("model.dropout=1.5",)),
     "a key added that the model lacks": Case(
-        "train", train("+model.dropuot=0.3"), ("model cannot be built", "dropuot")
+        "train", train("+model.dropuot=0.3"), ("model cannot be built", "mean model.dropout?")
     ),
     "a callback without its class": Case(
         "train", train("+callbacks.zzz.patience=1"), ("callbacks.zzz names no class to build",)

@@ -263,6 +263,7 @@ KEYS = {
     "sed=1": "sed is not a key of this config; did you mean seed?",
     "-m data.batchsize=1,2": "did you mean data.batch_size?",
     "trainer.foo=1": "A Trainer argument that conf/ lacks: +trainer.foo=...",
+    "trainer.detect_anomoly=1": "A Trainer argument that conf/ lacks: +trainer.detect_anomaly=",
     "nope.x=1": "nope.x is not a key of this config.",
     "model.dropout": "model.dropout: Hydra cannot read it (missing EQUAL at '<EOF>').",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",

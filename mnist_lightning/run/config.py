@@ -8,6 +8,7 @@ OmegaConf checks types but not ranges, lets NaN through and reports over several
 """
 
 import difflib
+import inspect
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
@@ -22,6 +23,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from lightning.pytorch import Trainer
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -334,8 +336,9 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             continue
         close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
         hint = f"; did you mean {close[0]}?" if close else "."
-        if not close and key.startswith("trainer."):  # any Trainer argument
-            hint += f" A Trainer argument that conf/ lacks: +{key}=..."
+        if not close and key.startswith("trainer."):  # any Trainer argument, spelt as it is
+            spelt = difflib.get_close_matches(name, inspect.signature(Trainer).parameters, 1)
+            hint += f" A Trainer argument that conf/ lacks: +trainer.{(spelt or [name])[0]}=..."
         if not close and key.startswith("callbacks."):
             new = ".".join(key.split(".")[:2])
             hint += f" A callback that conf/ lacks: +{new}._target_=<its class>, then its arguments"

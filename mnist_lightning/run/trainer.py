@@ -2,6 +2,8 @@
 trackers are told about the run, and what Lightning refuses as one line naming the config key
 or checkpoint at fault, not a traceback."""
 
+import difflib
+import inspect
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
@@ -202,7 +204,11 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
                 f"{key} needs the {package} package: pip install -e '.[{package}]'"
             ) from None
         reason = one_line(cause).rstrip(".!")[:300]
-        raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
+        wrong = re.search(r"unexpected keyword argument '(\w+)'", reason)
+        takes = inspect.signature(get_class(node._target_)).parameters if wrong else ()
+        close = difflib.get_close_matches(wrong[1], takes, 1) if wrong else []
+        hint = f" Did you mean {key}.{close[0]}?" if close else ""
+        raise ConfigError(f"{key} cannot be built from its config: {reason}.{hint}") from None
 
 
 @contextmanager
