@@ -336,10 +336,11 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             continue
         close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
         hint = f"; did you mean {close[0]}?" if close else "."
-        if not close and key.startswith("trainer."):  # any Trainer argument, spelt as it is
+        train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
+        if not close and train and key.startswith("trainer."):  # as the Trainer spells it
             spelt = difflib.get_close_matches(name, inspect.signature(Trainer).parameters, 1)
             hint += f" A Trainer argument that conf/ lacks: +trainer.{(spelt or [name])[0]}=..."
-        if not close and key.startswith("callbacks."):
+        if not close and train and key.startswith("callbacks."):
             new = ".".join(key.split(".")[:2])
             hint += f" A callback that conf/ lacks: +{new}._target_=<its class>, then its arguments"
         raise ConfigError(f"{key} is not a key of this config{hint}")
