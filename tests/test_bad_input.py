@@ -181,6 +181,15 @@ CASES: dict[str, Case] = {
     "unknown activation": Case("train", train("model.activation=swish"), ("swish",)),
     "unknown preset": Case("train", train("model=mlp_9000"), ("model=mlp_9000 is not a preset",)),
     "no gpu here": Case("train", train("trainer.accelerator=gpu"), ("trainer.accelerator=gpu",)),
+    "no gpu here, a sweep": Case(
+        "train", train("-m", "model.dropout=0,0.5", "trainer.accelerator=gpu"), ("accelerator=gpu",)
+    ),
+    "a sweep's checkpoint missing": Case(
+        "train", train("-m", "model.dropout=0,0.5", "ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)
+    ),
+    "a sweep's data too small": Case(
+        "train", train("-m", "model.dropout=0,0.5", "data.val_size=300"), ("data.val_size=300",)
+    ),
     "data directory unusable": Case("train", train("paths.data_dir=/proc/nope"), ("/proc/nope",)),
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
     "a callback refuses its value": Case(

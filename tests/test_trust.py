@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import atomic_write_json, lock_run
-from mnist_lightning.run.checkpoint import confine_paths, load_checkpoint
+from mnist_lightning.run.checkpoint import AtomicCheckpointIO, confine_paths, load_checkpoint
 from mnist_lightning.run.resume import check_saved_config
 from tests.helpers.commands import run_cli, train_command
 from tests.helpers.worlds import Command, Outcome, make_world, run_cases, snapshot
@@ -180,6 +180,21 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         [],
         ["callbacks.evil.duration", "an interpolation after resolving"],
     ),
+    "a checkpoint file name that is absolute": (
+        lambda w: set_in_config("callbacks", "last_checkpoint", filename=f"{w}/escaped")(w),
+        EXTEND,
+        ["ModelCheckpoint(filename=", "escaped.ckpt, outside the run"],
+    ),
+    "a checkpoint without a folder, written where the command runs": (
+        set_in_config("callbacks", "best_checkpoint", dirpath="", filename="escaped"),
+        EXTEND,
+        ["ModelCheckpoint(filename='escaped') write to escaped.ckpt, outside the run"],
+    ),
+    "a checkpoint file name with a field in a field": (
+        set_in_config("callbacks", "last_checkpoint", filename="{y{x.__class__:{c}}"),
+        EXTEND,
+        ["a metric and a number format only"],
+    ),
     "a checkpoint file name that formats an attribute": (
         set_in_config("callbacks", "last_checkpoint", filename="{epoch.__class__}"),
         EXTEND,
@@ -275,6 +290,18 @@ def test_a_saved_config_takes_its_classes_from_the_command_or_a_short_list() -> 
     with pytest.raises(ConfigError, match=r"model\.hidden_dims\._target_='os.system'"):
         composed.model.hidden_dims = [1]  # a node where the command's config has a list
         check_saved_config({"model": {"hidden_dims": {"_target_": "os.system"}}}, composed, "r")
+
+
+def test_a_resumed_runs_checkpoints_are_written_only_inside_it(tmp_path: Path) -> None:
+    """Where a checkpoint lands, as Lightning computed it (a `dirpath: null` leads to a
+    logger's folder, which a crafted `name` can lead out of), is checked as it is written."""
+    (tmp_path / "run").mkdir()
+    inside = AtomicCheckpointIO(tmp_path / "run")
+    inside.save_checkpoint({"x": 1}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    for outside in (tmp_path / "escaped.ckpt", tmp_path / "run" / ".." / "escaped.ckpt"):
+        with pytest.raises(CheckpointError, match=r"outside the run; .* Nothing was written"):
+            inside.save_checkpoint({"x": 1}, outside)
+    assert not (tmp_path / "escaped.ckpt").exists()
 
 
 def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:

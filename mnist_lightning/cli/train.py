@@ -28,6 +28,7 @@ from mnist_lightning.run.resume import (
 from mnist_lightning.run.trainer import (
     build,
     build_trainer,
+    check_before_training,
     checkpoint_to_test,
     ddp_child_run,
     ddp_job,
@@ -52,7 +53,7 @@ def main() -> None:
         fit_and_test(*child)
         return
     check_override_keys(sys.argv[1:], CONFIG_DIR, "train")
-    check_jobs(sys.argv[1:], CONFIG_DIR, "train")
+    check_jobs(sys.argv[1:], CONFIG_DIR, "train", then=check_before_training)
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 

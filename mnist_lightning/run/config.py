@@ -11,7 +11,7 @@ import difflib
 import inspect
 import math
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from lightning.pytorch import Trainer
@@ -346,35 +347,49 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
         raise ConfigError(f"{key} is not a key of this config{hint}")
 
 
-def check_jobs(args: list[str], config_dir: str, config_name: str) -> None:
+def check_jobs(
+    args: list[str],
+    config_dir: str,
+    config_name: str,
+    then: Callable[[DictConfig], None] = lambda cfg: None,
+) -> None:
     """The config of every job the command line makes is checked before Hydra makes a
     directory: a run's, or each of a grid sweep's (`-m`, Hydra's basic sweeper), so that
-    `-m model.dropout=0,1.5` is refused whole, not after job 0 trained. (A resumed run's config
-    is its own, checked as it is read; Optuna picks values as the search goes: the command
-    line's fixed ones are checked here, each trial's when it starts.)"""
+    `-m model.dropout=0,1.5` is refused whole, not after job 0 trained; `then` checks what else
+    would refuse a job before it trains. (A resumed run's config is its own, checked as it is
+    read; Optuna picks values as the search goes: the command line's fixed ones are checked
+    here, each trial's when it starts.)"""
     if any(a.startswith("resume=") for a in args):
         return
+
+    def check(overrides: list[str]) -> None:
+        cfg = _compose(config_name, overrides, hydra=True)
+        validate(cfg)
+        outer, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
+        HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.cwd}` in paths
+        try:
+            then(cfg)
+        finally:
+            HydraConfig.instance().cfg = outer
+
     given = [a for a in args if "=" in a]
-    if not {"-m", "--multirun"} & set(args):
-        with _hydra(config_dir):
-            validate(_compose(config_name, given))
-        return
     overrides = OverridesParser.create().parse_overrides(given)
     constant = [o for o in overrides if not o.is_sweep_override()]
     presets = any("." not in o.key_or_group for o in overrides if o.is_sweep_override())
     # The sweeper and its params: set by group choices and hydra's keys, not by other values.
     chooses = [o.input_line for o in constant if "." not in o.key_or_group or o.is_hydra_override()]
     with _hydra(config_dir):
+        if not {"-m", "--multirun"} & set(args):
+            return check(given)
         sweeper = _compose(config_name, chooses, hydra=True).hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-            validate(_compose(config_name, [o.input_line for o in constant]))
-            return
+            return check([o.input_line for o in constant])
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
         grid = OverridesParser.create().parse_overrides(params + [o.input_line for o in overrides])
         for job in BasicSweeper.split_arguments(grid, None)[0]:
             if presets:  # each job's keys differ: the command line's were not checked
                 check_override_keys(job, config_dir, config_name)
-            validate(_compose(config_name, job))
+            check(job)
 
 
 @contextmanager

@@ -506,20 +506,22 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
         name, filename = type(callback).__name__, getattr(callback, "filename", None)
         if isinstance(callback, GracefulInterrupt):
             places.append((name, callback.last))
-        elif getattr(callback, "dirpath", None):  # a checkpoint's file name can lead out too
+        elif getattr(callback, "dirpath", None) is not None:  # "": where the command runs
             name += f"(filename={filename!r})" if isinstance(filename, str) else ""
-            places.append((name, f"{callback.dirpath}/{filename or 'epoch'}.ckpt"))
+            places.append((name, os.path.join(callback.dirpath, f"{filename or 'epoch'}.ckpt")))
+        # (Where a checkpoint lands is checked again as it is written: AtomicCheckpointIO.)
         # Lightning formats a file name with str.format: a field may name a metric and its
-        # number format, not an attribute, an item or a fill character (`{epoch:/^3}`).
-        fields = re.findall(r"\{([^{}]*)\}", filename) if isinstance(filename, str) else []
-        if any(not re.fullmatch(r"[\w/-]+(:[\w.+-]*)?", field) for field in fields):
+        # number format, not an attribute, an item, a nested field or a fill (`{epoch:/^3}`).
+        field = r"\{[\w/-]+(:[\w.+-]*)?\}"
+        if isinstance(filename, str) and not re.fullmatch(rf"([^{{}}]|{field})*", filename):
             raise ConfigError(
                 f"resume={run}: its config gives {type(callback).__name__} the file name "
                 f"{filename[:60]!r}; a field of it may name a metric and a number format only."
             )
     for logger in trainer.loggers:  # MLflow's store is the command's (trackers_as_configured)
         if not isinstance(logger, MLFlowLogger):
-            places.append((type(logger).__name__, logger.log_dir or logger.save_dir or run))
+            for place in (getattr(logger, "root_dir", None), logger.log_dir, logger.save_dir):
+                places.append((type(logger).__name__, place or run))
     if getattr(trainer.profiler, "dirpath", None):
         places.append((type(trainer.profiler).__name__, trainer.profiler.dirpath))
     for what, place in places:

@@ -142,7 +142,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
     # (hydra_plugins/mnist_lightning/_slurm.py).
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
-    plugins = [AtomicCheckpointIO(), *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
+    checkpoints = AtomicCheckpointIO(Path(cfg.paths.output_dir) if cfg.get("resume") else None)
+    plugins = [checkpoints, *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
     t = cfg.trainer
     try:
         trainer = instantiate(t, logger=loggers or False, callbacks=callbacks, plugins=plugins)
@@ -177,6 +178,20 @@ def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str |
     elif ckpt_path:
         model.net.load_state_dict(network_weights(model, load_checkpoint(ckpt_path), ckpt_path))
         log.info("Starting from the weights of %s", ckpt_path)
+
+
+def check_before_training(cfg: DictConfig) -> None:
+    """What would refuse a run before it trains (no accelerator of that kind, data sizes the
+    files do not have, a checkpoint to start from that cannot be used), checked before Hydra
+    makes a directory: for a sweep, once for each job, not in each job's own directory."""
+    t = cfg.trainer
+    if not accelerator_available(t.get("accelerator")):
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator}: this machine has none. Try "
+            "trainer.accelerator=auto or trainer=cpu."
+        )
+    build("data", cfg.data).check_sizes()
+    start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
 
 
 def accelerator_available(name: object) -> bool:
