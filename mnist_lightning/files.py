@@ -120,14 +120,14 @@ def check_writable(folder: Path, key: str) -> None:
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
     try:
-        kind = kind_of(os.stat(existing).st_mode)
+        times = os.stat(existing)
+        kind = kind_of(times.st_mode)
     except OSError:
         kind = "a dangling symbolic link"
     if kind != "a directory":
         raise ConfigError(
             f"{key}: cannot write to {printable(folder)} ({printable(existing)} is {kind})."
         )
-    times = os.stat(existing)
     try:  # a real file: a read-only mount, /proc and ACLs answer os.access wrongly for root
         with tempfile.TemporaryFile(dir=existing):
             pass

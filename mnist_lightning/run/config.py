@@ -365,7 +365,7 @@ def check_jobs(
     def check(overrides: list[str]) -> None:
         cfg = _compose(config_name, overrides, hydra=True)
         validate(cfg)
-        outer, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
+        outer = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.cwd}` in paths
         try:
             then(cfg)

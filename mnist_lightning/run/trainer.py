@@ -150,10 +150,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
         reason = one_line(e.__cause__ or e).rstrip(".!")
         if not accelerator_available(t.accelerator):
-            raise ConfigError(
-                f"trainer.accelerator={t.accelerator} trainer.devices={t.devices} cannot be "
-                f"used on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
-            ) from None
+            raise unavailable(t, reason) from None
         raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
     if cfg.get("resume"):
         run = Path(cfg.paths.output_dir)
@@ -184,14 +181,18 @@ def check_before_training(cfg: DictConfig) -> None:
     """What would refuse a run before it trains (no accelerator of that kind, data sizes the
     files do not have, a checkpoint to start from that cannot be used), checked before Hydra
     makes a directory: for a sweep, once for each job, not in each job's own directory."""
-    t = cfg.trainer
-    if not accelerator_available(t.get("accelerator")):
-        raise ConfigError(
-            f"trainer.accelerator={t.accelerator}: this machine has none. Try "
-            "trainer.accelerator=auto or trainer=cpu."
-        )
+    if not accelerator_available(cfg.trainer.get("accelerator")):
+        raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
     build("data", cfg.data).check_sizes()
     start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
+
+
+def unavailable(t: DictConfig, reason: str) -> ConfigError:
+    """The one line for an accelerator this machine lacks, found before or by Lightning."""
+    return ConfigError(
+        f"trainer.accelerator={t.accelerator} trainer.devices={t.get('devices')} cannot be used "
+        f"on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
+    )
 
 
 def accelerator_available(name: object) -> bool:
