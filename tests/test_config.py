@@ -17,8 +17,9 @@ from mnist_lightning.cli import CONFIG_DIR
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model.classifier import MNISTClassifier, pick_device
-from mnist_lightning.run.config import check_override_keys, validate
+from mnist_lightning.run.config import check_jobs, check_override_keys, validate
 from mnist_lightning.run.resume import run_dir
+from mnist_lightning.run.trainer import check_before_training
 from tests.helpers.tiers import one_of_each_kind
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -296,3 +297,27 @@ def test_every_command_checks_its_keys(command: str) -> None:
     with pytest.raises(ConfigError, match="did you mean ckpt_path"):
         check_override_keys(["ckpt_pth=x"], CONFIG_DIR, command)
     check_override_keys(["ckpt_path=x"], CONFIG_DIR, command)
+
+
+# command line -> whether check_jobs (with mnist-train's checks before training) lets it through
+JOBS = {
+    "trainer=gpu": False,  # this machine has no GPU (CI's neither: a GPU machine skips this case)
+    "-m trainer=gpu model.dropout=0.1,0.2": False,
+    "-m hydra/launcher=slurm trainer=gpu model.dropout=0.1,0.2": True,  # the nodes' GPUs
+    "trainer=gpu --cfg job": True,  # Hydra shows the config and runs nothing
+    "--cfg=job ckpt_path=/no/such.ckpt": True,
+}
+
+
+@pytest.mark.parametrize(("line", "passes"), JOBS.items())
+def test_jobs_are_checked_before_hydra_except_where_they_do_not_run_here(
+    line: str, passes: bool
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU here: every case passes")
+    check = lambda: check_jobs(line.split(), CONFIG_DIR, "train", then=check_before_training)  # noqa: E731
+    if passes:
+        check()
+    else:
+        with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu .* it has no gpu"):
+            check()

@@ -356,15 +356,19 @@ def check_jobs(
     """The config of every job the command line makes is checked before Hydra makes a
     directory: a run's, or each of a grid sweep's (`-m`, Hydra's basic sweeper), so that
     `-m model.dropout=0,1.5` is refused whole, not after job 0 trained; `then` checks what else
-    would refuse a job before it trains. (A resumed run's config is its own, checked as it is
-    read; Optuna picks values as the search goes: the command line's fixed ones are checked
-    here, each trial's when it starts.)"""
-    if any(a.startswith("resume=") for a in args):
+    would refuse a job before it trains (not for jobs SLURM runs on its nodes). (A resumed
+    run's config is its own, checked as it is read; Optuna picks values as the search goes:
+    the command line's fixed ones are checked here, each trial's when it starts.)"""
+    flags = get_args_parser().parse_known_args(args)[0]
+    shows = flags.cfg or flags.info or flags.help or flags.hydra_help or flags.shell_completion
+    if shows or any(a.startswith("resume=") for a in args):  # Hydra shows, runs nothing
         return
 
     def check(overrides: list[str]) -> None:
         cfg = _compose(config_name, overrides, hydra=True)
         validate(cfg)
+        if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
+            return
         outer = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.cwd}` in paths
         try:
@@ -372,7 +376,7 @@ def check_jobs(
         finally:
             HydraConfig.instance().cfg = outer
 
-    given = [a for a in args if "=" in a]
+    given = [a for a in args if "=" in a and not a.startswith("-")]  # not `--cfg=job`
     overrides = OverridesParser.create().parse_overrides(given)
     constant = [o for o in overrides if not o.is_sweep_override()]
     presets = any("." not in o.key_or_group for o in overrides if o.is_sweep_override())
