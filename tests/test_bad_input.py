@@ -21,7 +21,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_lightning.cli.predict import is_grid, write_grid
-from mnist_lightning.data.datasets import raw_dir
+from mnist_lightning.data.datasets import ensure_mnist, raw_dir
+from mnist_lightning.errors import DataError
 from tests.helpers.synthetic import SMALL
 from tests.helpers.tiers import one_of_each_kind
 from tests.helpers.worlds import Command, last_ckpt, make_world, run_in_world
@@ -191,6 +192,11 @@ CASES: dict[str, Case] = {
         "train", train("-m", "model.dropout=0,0.5", "data.val_size=300"), ("data.val_size=300",)
     ),
     "data directory unusable": Case("train", train("paths.data_dir=/proc/nope"), ("/proc/nope",)),
+    "data files missing in a new folder": Case(
+        "train", train("paths.data_dir={w}/new"), ("new/MNIST/raw/train-images-idx3-ubyte: cannot",)
+    ),
+    "a needed group set to null": Case("train", train("model=null"), ("needs a preset of conf/",)),
+    "an optional group set to null": Case("train", train("logger=null"), ("delete it: ~logger",)),
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
     "a callback refuses its value": Case(
         "train",
@@ -236,9 +242,15 @@ CASES: dict[str, Case] = {
     ),
     # mnist-eval: checkpoints, its data, where it writes
     "missing checkpoint": Case("eval", lambda w: ["ckpt_path=/no/such.ckpt"], ("/no/such.ckpt",)),
-    "empty checkpoint": Case("eval", ckpt(lambda w: damaged_copy(w, "e.ckpt", 0)), ("e.ckpt",)),
+    "empty checkpoint": Case(
+        "eval",
+        ckpt(lambda w: damaged_copy(w, "e.ckpt", 0)),
+        ("e.ckpt cannot be read: it is not a torch checkpoint",),
+    ),
     "truncated checkpoint": Case(
-        "eval", ckpt(lambda w: damaged_copy(w, "t.ckpt", 5000)), ("t.ckpt",)
+        "eval",
+        ckpt(lambda w: damaged_copy(w, "t.ckpt", 5000)),
+        ("t.ckpt cannot be read: it is truncated or damaged",),
     ),
     "corrupt checkpoint": Case(
         "eval",
@@ -246,7 +258,7 @@ CASES: dict[str, Case] = {
             lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
             ckpt(lambda w: w / "bad.ckpt"),
         ),
-        ("bad.ckpt",),
+        ("bad.ckpt cannot be read: it is not a torch checkpoint",),
     ),
     "future checkpoint": Case("eval", ckpt(future_ckpt), ("future.ckpt", "attention_heads")),
     "eval idx link to /dev/zero": Case(
@@ -350,3 +362,13 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
         assert after[path] != before.pop(path) and after[path][0] == "-" and is_grid(path)
     assert {p: after.get(p) for p in before} == before
     assert set(after) - set(before) <= {w / expected.replaced}  # no temporary files left
+
+
+def test_a_data_folder_made_for_a_download_that_failed_is_taken_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for proxy in ("http_proxy", "https_proxy"):  # torchvision's download fails, on any machine
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    with pytest.raises(DataError, match="Could not get MNIST into"):
+        ensure_mnist(tmp_path / "new" / "data", "torchvision")
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from mnist_lightning.cli import CONFIG_DIR
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
@@ -24,6 +25,7 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
+from mnist_lightning.run.config import check_override_keys
 from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
@@ -126,8 +128,11 @@ def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
 def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoint(
     tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`debug=fdr` with gradient clipping given without `+` (the keys are in conf/trainer/)."""
-    run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr"]
+    """`debug=fdr` with gradient clipping given without `+` (the keys are in conf/trainer/),
+    and without a logger: `~logger`, which is not Hydra's traceback `logger=null`."""
+    run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr", "~logger"]
+    check_override_keys(clip, CONFIG_DIR, "train")
+    check_override_keys(["-sc", "install=bash"], CONFIG_DIR, "train")  # Hydra's, not overrides
     returned = run_command(mnist_train, "train", train_line(run, synthetic_mnist, *clip))
     metrics = metrics_of(run)
     assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers

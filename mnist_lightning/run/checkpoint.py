@@ -64,6 +64,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     try:
         with file:
+            zipped = file.read(4) == b"PK\x03\x04"  # what torch.save writes: a zip archive
+            file.seek(0)
             checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # whatever a damaged file makes torch.load raise
         code = re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", str(e))
@@ -74,10 +76,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         # torch's refusal of a pickle opens with paragraphs of advice; its reason comes last.
         reason = one_line(str(e).rsplit("WeightsUnpickler error:", 1)[-1] or e, 200)
-        reason = reason if re.search("[a-zA-Z]", reason) else f"{type(e).__name__} {reason}"
+        what = f"truncated or damaged ({reason})" if zipped else "not a torch checkpoint"
         raise CheckpointError(
-            f"Checkpoint {path} cannot be read ({reason}); it is truncated, corrupt or not a "
-            "torch checkpoint. Use another one, e.g. the run's checkpoints/last.ckpt."
+            f"Checkpoint {path} cannot be read: it is {what}. Use another one, e.g. the run's "
+            "checkpoints/last.ckpt."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict in it).")

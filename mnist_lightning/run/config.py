@@ -31,7 +31,12 @@ from omegaconf.errors import MissingMandatoryValue
 from mnist_lightning.data.augment import AUGMENTS
 from mnist_lightning.data.datasets import DATASETS, SOURCES
 from mnist_lightning.errors import ConfigError, one_line
-from mnist_lightning.model.classifier import OPTIMIZERS, SCHEDULERS, STEP_SCHEDULERS
+from mnist_lightning.model.classifier import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    STEP_SCHEDULERS,
+    MNISTClassifier,
+)
 from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
 
 # A rule: "int", "float", "bool" or "path", then "?" if null is allowed, then the interval of
@@ -188,8 +193,10 @@ def validate(cfg: DictConfig) -> None:
     """mnist-train's config, or `ConfigError` naming the first value the code cannot use."""
     check(cfg, TRAIN)
     dataset = DATASETS.get(_get(cfg, "data.dataset"), DATASETS["mnist"])  # older runs: MNIST
-    check_value("data.source", _get(cfg, "data.source"), dataset.sources)
+    check(cfg, {"data.source": dataset.sources})
     hidden = _get(cfg, "model.hidden_dims")
+    if hidden is _ABSENT:  # deleted (~model.hidden_dims): the model's own default
+        hidden = list(inspect.signature(MNISTClassifier).parameters["hidden_dims"].default)
     if not isinstance(hidden, list):
         raise ConfigError(
             f"model.hidden_dims={hidden!r} must be a list of layer widths, e.g. [512,256] "
@@ -303,7 +310,10 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
         raise ConfigError(
             "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
         )
-    for arg in get_args_parser().parse_known_args(args)[0].overrides:
+    flags = get_args_parser().parse_known_args(args)[0]
+    if flags.shell_completion:  # `-sc install=bash`: an instruction to Hydra, not an override
+        return
+    for arg in flags.overrides:
         try:  # Hydra's own message spans lines and exits 1
             OverridesParser.create().parse_override(arg)
         except HydraException as e:
@@ -311,6 +321,14 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+    # Going without a group: `~logger` (Hydra's `logger=null` is a traceback), not `~model`.
+    for arg in args:
+        group = arg.removeprefix("~").removesuffix("=null").lstrip("+")
+        if group in groups and arg in (f"~{group}", f"{group}=null") and config_name == "train":
+            if group in ("data", "model", "trainer", "paths", "hydra"):
+                raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")
+            if arg.endswith("=null"):
+                raise ConfigError(f"{arg}: to go without conf/{group}/, delete it: ~{group}")
     # Group choices (`model=`, `hydra/launcher=`) and where groups are: they decide the keys.
     chosen = [
         o for o in overrides if o.split("=")[0].lstrip("+") in groups or "/" in o.split("=")[0]
@@ -320,7 +338,7 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     searched = [a for a in args if a.startswith("hydra.searchpath=")]  # presets of its own
     for group, _, name in (o.lstrip("+").partition("=") for o in chosen if not searched):
         presets = sorted(p.stem for p in Path(config_dir, group).glob("*.yaml"))
-        if group in groups and name not in [*presets, "null"]:  # Hydra's message spans lines
+        if group in groups and name not in presets:  # Hydra's message spans lines
             close = difflib.get_close_matches(name.lower(), presets, 1)
             hint = f"did you mean {group}={close[0]}?" if close else f"one of {', '.join(presets)}"
             raise ConfigError(f"{group}={name} is not a preset of conf/{group}/; {hint}")

@@ -132,11 +132,11 @@ def setup_process() -> None:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
-    nodes = (cfg.logger or {}).items()
+    nodes = (cfg.get("logger") or {}).items()  # `~logger`: none
     if any(node.get("_target_") == WANDB_LOGGER for _, node in nodes):
         finish_wandb_run()  # a WandbLogger would log into the run still open (a sweep's last job)
     loggers = [build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in nodes]
-    callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.callbacks or {}).items()]
+    callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items()]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
