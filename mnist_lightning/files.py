@@ -206,9 +206,9 @@ def run_holder(run: Path) -> str | None:
         os.close(fd)  # also releases the shared lock just taken
 
 
-def to_run_log(text: str, level: int = logging.INFO) -> None:
-    """`text` in the run's train.log only: the terminal has shown it already."""
-    record = logging.LogRecord(__name__, level, "", 0, text, (), None)
+def to_run_log(log: logging.Logger, text: str, level: int = logging.INFO) -> None:
+    """`text` from `log` in the run's train.log only: the terminal has shown it already."""
+    record = log.makeRecord(log.name, level, "", 0, text, (), None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

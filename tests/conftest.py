@@ -87,11 +87,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path)
 def concurrent_runs(
     tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path
 ) -> tuple[Path, list[subprocess.CompletedProcess]]:
-    """Two identical `mnist-train` processes started at the same moment in one directory."""
+    """Two identical `mnist-train` processes started at the same moment in one directory, their
+    output to pipes (the progress bar is left as configured: shown on a terminal only)."""
     cwd = tmp_path_factory.mktemp("concurrent")
     procs = [
         subprocess.Popen(
-            train_command(*TRAINED_RUN),
+            train_command(*TRAINED_RUN, "callbacks.progress_bar.refresh_rate=1"),
             cwd=cwd,
             env=cli_env(synthetic_mnist),
             stdout=subprocess.PIPE,

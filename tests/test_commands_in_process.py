@@ -72,7 +72,7 @@ def test_a_run_writes_the_documented_layout(trained_run: Path) -> None:
     log = (trained_run / "train.log").read_text()  # the run's story
     assert "1000 train, 200 val, 300 test images" in log
     assert "epoch 0, step " in log and "epoch 1, step " in log and "val/acc " in log
-    assert "`Trainer.fit` stopped" in log and "Results:\n  test/acc " in log
+    assert "`Trainer.fit` stopped" in log and "run.report][INFO] - Results:\n  test/acc " in log
     checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
     assert len(checkpoints) == 2 and checkpoints[0].startswith("best-")  # no temporary files
     assert checkpoints[1] == "last.ckpt"

@@ -78,7 +78,7 @@ def test_a_run_prints_nothing_meant_for_another_setting(
     for done in concurrent_runs[1]:
         output = done.stdout + done.stderr
         assert "MNIST on cpu: " in output and "Total FLOPs: " in output and "test/acc" in output
-        for noise in (*CHATTER, "srun", "Total FLOPs: 0", "\x1b["):  # \x1b[: a colour code
+        for noise in (*CHATTER, "srun", "Total FLOPs: 0", "\x1b[", "\r"):  # a colour, a bar
             assert noise not in output, output
 
 

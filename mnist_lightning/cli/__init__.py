@@ -31,6 +31,7 @@ from mnist_lightning.run.sweep import record_failure
 
 # The project's conf/ directory (the package is installed editable, from the clone).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger(__name__)
 
 
 def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,7 +46,7 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
             return task(*args, **kwargs)
         except UserError as e:
             if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
-                to_run_log(f"Error: {e}", logging.ERROR)
+                to_run_log(log, f"Error: {e}", logging.ERROR)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 record_failure(str(e))
                 return None

@@ -209,7 +209,7 @@ def report_run(
     }
     table = "\n".join(f"  {name:<13}  {value}" for name, value in rows.items())
     print(f"\n{table}\n")
-    to_run_log(f"Results:\n{table}")
+    to_run_log(log, f"Results:\n{table}")
 
 
 class EpochSummary(L.Callback):

@@ -54,6 +54,7 @@ from mnist_lightning.run.resume import (
 )
 
 log = logging.getLogger(__name__)
+WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names them
 
 # Lightning's warnings that do not apply here: the model logs what is left of a window at each
 # epoch end, the data module reads the same batches with overfit_batches, epoch metrics are
@@ -103,7 +104,7 @@ def setup_process() -> None:
 
         def show(message: Any, category: type[Warning], *where: Any, **kw: Any) -> None:
             shown(message, category, *where, **kw)
-            to_run_log(f"{category.__name__}: {message}", logging.WARNING)
+            to_run_log(WARNINGS, f"{category.__name__}: {message}", logging.WARNING)
 
         show.shown = shown  # type: ignore[attr-defined]
         warnings.showwarning = show
@@ -249,7 +250,7 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
             stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
             print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
-            to_run_log(f"{stopped}: mnist-train {how}")
+            to_run_log(log, f"{stopped}: mnist-train {how}")
         sys.exit(130)
     except Exception as e:
         # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of another
