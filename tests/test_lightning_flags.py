@@ -382,14 +382,23 @@ def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
 
 
 @pytest.mark.slow
-def test_lr_monitor_step_checkpoints_and_the_simple_profiler_in_one_run(
-    tmp_path: Path, synthetic_mnist: Path
+def test_lr_monitor_step_checkpoints_the_simple_profiler_and_rich_in_one_run(
+    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """2 epochs of 20 steps with log_every_n_steps=8: the learning-rate monitor logs one point
     per group and logging window, at train/loss's steps, equal to train/lr; the step
-    checkpoint writes at steps 10, 20, 30, 40; the profiler times every training step."""
+    checkpoint writes at steps 10, 20, 30, 40; the profiler times every training step; the
+    rich bar counts the 20 training batches, and the one model summary is the rich one, two
+    levels deep (it lists net.layers, which the default depth of 1 does not)."""
     flags = ("trainer.log_every_n_steps=8", LR_MONITOR, STEP_CHECKPOINTS, "debug=profiler")
-    cfg = config(tmp_path, synthetic_mnist, *flags)
+    rich = (
+        "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
+        callback("model_summary", "RichModelSummary", ",max_depth:2"),
+        "callbacks.progress_bar.refresh_rate=1",
+        "trainer.enable_progress_bar=true",
+        "trainer.enable_model_summary=true",
+    )
+    cfg = config(tmp_path, synthetic_mnist, *flags, *rich)
     trainer, _ = fit(cfg)
     train_lr = dict(logged(cfg, "train/lr"))
     for group in ("pg1", "pg2"):  # weights with weight decay, then biases without
@@ -406,6 +415,12 @@ def test_lr_monitor_step_checkpoints_and_the_simple_profiler_in_one_run(
     assert len(durations["[Strategy]SingleDeviceStrategy.training_step"]) == 2 * STEPS_PER_EPOCH
     assert len(durations["[LightningModule]MNISTClassifier.optimizer_step"]) == 40
     assert "run_training_epoch" in trainer.profiler.summary()
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, RichProgressBar)
+    task = bar.progress.tasks[bar.train_progress_bar_id]
+    assert (task.completed, task.total) == (STEPS_PER_EPOCH, STEPS_PER_EPOCH)
+    assert isinstance(the(trainer, ModelSummary), RichModelSummary)
+    assert "net.layers" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -464,32 +479,6 @@ def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
         torch.testing.assert_close(probe.tested[i], final)
     assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best-swa.ckpt"
     assert (tmp_path / "metrics.json").is_file()
-
-
-@pytest.mark.slow
-def test_rich_progress_bar_and_rich_model_summary_replace_the_defaults(
-    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The rich bar counts the 20 training batches; the one model summary is the rich one, two
-    levels deep (it lists net.layers, which the default depth of 1 does not)."""
-    cfg = config(
-        tmp_path,
-        synthetic_mnist,
-        "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
-        callback("model_summary", "RichModelSummary", ",max_depth:2"),
-        "callbacks.progress_bar.refresh_rate=1",
-        "trainer.enable_progress_bar=true",
-        "trainer.enable_model_summary=true",
-        "trainer.max_epochs=1",
-        *NO_CHECKPOINTS,
-    )
-    trainer, _ = fit(cfg)
-    bar = trainer.progress_bar_callback
-    assert isinstance(bar, RichProgressBar)
-    task = bar.progress.tasks[bar.train_progress_bar_id]
-    assert (task.completed, task.total) == (STEPS_PER_EPOCH, STEPS_PER_EPOCH)
-    assert isinstance(the(trainer, ModelSummary), RichModelSummary)
-    assert "net.layers" in capsys.readouterr().out
 
 
 @pytest.mark.slow
