@@ -37,7 +37,7 @@ def no_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory to run in: outputs/mlflow.db lands in it (the config's default
     store), W&B keeps its settings and cache there and stays offline and quiet."""
     monkeypatch.chdir(tmp_path)
@@ -46,16 +46,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_MODE", "offline")  # WandbLogger sets it anyway; restored after
-    yield tmp_path
-
-
-def train(run: Path, data_dir: Path, *overrides: str) -> None:
-    line = [*SMALL, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"]
-    run_command(mnist_train, "train", merged(line, overrides))
-
-
-def resume(run: Path, data_dir: Path, *overrides: str) -> None:
-    run_command(mnist_train, "train", [f"resume={run}", f"paths.data_dir={data_dir}", *overrides])
+    return tmp_path
 
 
 def mlflow_runs(project: Path) -> list:
@@ -145,7 +136,8 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     project: Path, synthetic_mnist: Path
 ) -> None:
     run = project / "outputs" / "runs" / "tiny"
-    train(run, synthetic_mnist, "logger=many", "trainer.max_epochs=1")
+    line = [*SMALL, f"paths.data_dir={synthetic_mnist}", f"hydra.run.dir={run}", "logger=many"]
+    run_command(mnist_train, "train", merged(line, ["trainer.max_epochs=1"]))
     (first,) = mlflow_runs(project)
     assert first.info.run_name == "tiny" and first.info.status == "FINISHED"
     assert first.data.tags["run_dir"] == str(run.resolve())
@@ -164,7 +156,8 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     unlock_run(run)
     assert check_run_files(run) == run  # W&B left no link a resume would refuse
 
-    resume(run, synthetic_mnist, "trainer.max_epochs=2")
+    line = [f"resume={run}", f"paths.data_dir={synthetic_mnist}", "trainer.max_epochs=2"]
+    run_command(mnist_train, "train", line)
     (tracked,) = mlflow_runs(project)  # no second MLflow run
     assert tracked.info.run_id == first.info.run_id and tracked.info.status == "FINISHED"
     for name in ("train/loss", "train/acc", "val/acc", "val/loss"):
