@@ -326,14 +326,6 @@ def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.Monk
     assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1 and written(tmp_path) == FILES
 
 
-def fake_apt_get(folder: Path, script: str | None) -> None:
-    """An `apt-get` on PATH that runs `script` (sh); None: no apt-get there."""
-    folder.mkdir()
-    if script is not None:
-        (folder / "apt-get").write_text(f"#!/bin/sh\n{script}\n")
-        (folder / "apt-get").chmod(0o755)
-
-
 @pytest.mark.parametrize(
     "script, words",
     [
@@ -348,7 +340,10 @@ def fake_apt_get(folder: Path, script: str | None) -> None:
 def test_apt_get_failing_is_one_line(
     script: str | None, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_apt_get(tmp_path / "bin", script)
+    (tmp_path / "bin").mkdir()  # on PATH: an `apt-get` that runs `script` (sh), or none
+    if script is not None:
+        (tmp_path / "bin" / "apt-get").write_text(f"#!/bin/sh\n{script}\n")
+        (tmp_path / "bin" / "apt-get").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     with pytest.raises(DataError) as info:
         datasets.download("debian", tmp_path)
