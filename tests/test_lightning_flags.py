@@ -8,8 +8,8 @@ process (20 steps an epoch) and observes what happened: probe callbacks, the CSV
 
 import csv
 import math
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -32,7 +32,6 @@ from omegaconf import DictConfig
 import mnist_lightning.cli.train as train_module
 from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.cli.train import build_trainer
-from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import validate
 from tests.helpers.commands import ROOT
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
@@ -85,14 +84,25 @@ def config(tmp_path: Path, data_dir: Path, *overrides: str) -> DictConfig:
     return cfg
 
 
-def fit(cfg: DictConfig, *probes: L.Callback) -> tuple[L.Trainer, MNISTClassifier, object]:
-    """Train as mnist-train does (seed, data module, model, `build_trainer`), plus `probes`."""
+def with_probe(probe: L.Callback) -> Callable[[DictConfig], L.Trainer]:
+    """mnist-train's `build_trainer`, with `probe` among the callbacks."""
+
+    def build(cfg: DictConfig) -> L.Trainer:
+        trainer = build_trainer(cfg)
+        trainer.callbacks.append(probe)
+        return trainer
+
+    return build
+
+
+def fit(cfg: DictConfig, probe: "Probe | None" = None) -> tuple[L.Trainer, "Probe"]:
+    """Train as mnist-train does (seed, data module, model, `build_trainer`), with a probe."""
+    probe = probe or Probe()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model, _convert_="all")
-    trainer = build_trainer(cfg)
-    trainer.callbacks.extend(probes)
+    trainer = with_probe(probe)(cfg)
     trainer.fit(model, datamodule=datamodule)
-    return trainer, model, datamodule
+    return trainer, probe
 
 
 def logged(cfg: DictConfig, name: str) -> list[tuple[int, float]]:
@@ -114,12 +124,17 @@ def the(trainer: L.Trainer, kind: type) -> L.Callback:
     return found
 
 
-class Loops(L.Callback):
+class Probe(L.Callback):
     """What the loops did: training batches, losses, optimizer steps and their learning rates,
     validation runs (not the sanity check) and their batches, test batches; the gradients
-    before clipping (Lightning clips right after `on_before_optimizer_step`) and after."""
+    before clipping (Lightning clips right after `on_before_optimizer_step`) and after; the
+    weights at each epoch's start (after SWA's own hook), after training and at the test's
+    start; the first layer's output dtype and autocast, torch's deterministic flag, the steps
+    of the checkpoints saved. It logs a constant `cadence` at every step with `on_step=True`,
+    whose points land where Lightning's log_every_n_steps puts step-level points, and waits
+    `pause` seconds after each step."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause: float = 0.0) -> None:
         self.batches: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # epoch, x, y
         self.losses: list[tuple[int, int, float]] = []  # epoch, global batch number, loss
         self.lrs: list[float] = []
@@ -128,6 +143,22 @@ class Loops(L.Callback):
         self.test_batches = 0
         self.before: list[list[torch.Tensor]] = []
         self.after: list[list[torch.Tensor]] = []
+        self.weights: dict[int, list[torch.Tensor]] = {}
+        self.final: list[torch.Tensor] = []
+        self.tested: list[torch.Tensor] = []
+        self.autocast: set[tuple[torch.dtype, bool]] = set()
+        self.deterministic: list[bool] = []
+        self.saved_at: list[int] = []
+        self.pause = pause
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.deterministic.append(torch.are_deterministic_algorithms_enabled())
+        pl_module.net.layers[0].register_forward_hook(
+            lambda m, i, out: self.autocast.add((out.dtype, torch.is_autocast_enabled("cpu")))
+        )
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.weights[trainer.current_epoch] = copy(pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.batches.append((trainer.current_epoch, batch[0].clone(), batch[1].clone()))
@@ -139,6 +170,11 @@ class Loops(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append((trainer.current_epoch, len(self.losses), float(outputs["loss"])))
         self.after.append([p.grad.clone() for p in pl_module.parameters()])
+        pl_module.log("cadence", 1.0, on_step=True, on_epoch=False)
+        time.sleep(self.pause)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.final = copy(pl_module)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
@@ -152,11 +188,21 @@ class Loops(L.Callback):
         if not trainer.sanity_checking:
             self.validations.append(trainer.global_step)
 
+    def on_test_start(self, trainer, pl_module) -> None:
+        self.tested = copy(pl_module)
+
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
         self.test_batches += 1
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.saved_at.append(trainer.global_step)
+
     def epoch_batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(x, y) for e, x, y in self.batches if e == epoch]
+
+
+def copy(module: L.LightningModule) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
 
 
 def total_norm(grads: list[torch.Tensor]) -> float:
@@ -182,10 +228,9 @@ FIVE_STEPS = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", *NO_CHECK
 def test_gradient_clip_val_clips_as_its_algorithm_says(
     clip: str, expected, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    loops = Loops()
-    fit(config(tmp_path, synthetic_mnist, *clip.split(), *FIVE_STEPS), loops)
-    assert len(loops.before) == len(loops.after) == 5
-    for before, after in zip(loops.before, loops.after, strict=True):
+    _, probe = fit(config(tmp_path, synthetic_mnist, *clip.split(), *FIVE_STEPS))
+    assert len(probe.before) == len(probe.after) == 5
+    for before, after in zip(probe.before, probe.after, strict=True):
         norm = total_norm(before)
         assert norm > 0.5 and max(float(g.abs().max()) for g in before) > 0.05  # so it acted
         for b, a in zip(before, after, strict=True):
@@ -221,16 +266,16 @@ def test_loop_flags_run_each_loop_that_often_and_the_one_cycle_schedule_follows(
     overrides: str, counts: tuple, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     batches, steps, validated_at, val_batches, test_batches = counts
-    loops, out = Loops(), tmp_path / "run"
+    out = tmp_path / "run"
     cfg = config(out, synthetic_mnist, *overrides.split(), *NO_CHECKPOINTS)
-    trainer, model, datamodule = fit(cfg, loops)
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    assert len(loops.batches) == batches and len(loops.lrs) == trainer.global_step == steps
+    trainer, probe = fit(cfg)
+    trainer.test(trainer.lightning_module, datamodule=trainer.datamodule, verbose=False)
+    assert len(probe.batches) == batches and len(probe.lrs) == trainer.global_step == steps
     assert trainer.estimated_stepping_batches == steps
-    assert loops.validations == validated_at
-    assert loops.val_batches == [val_batches] * len(validated_at)
-    assert loops.test_batches == test_batches
-    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
+    assert probe.validations == validated_at
+    assert probe.val_batches == [val_batches] * len(validated_at)
+    assert probe.test_batches == test_batches
+    assert current_lr(trainer) == pytest.approx(trainer.lightning_module.hparams.lr * ONE_CYCLE_END)
     if "accumulate" in overrides:
         assert steps_of(cfg, "train/loss") == [3, 4, 7, 9]  # after steps 4 and 8, epoch ends
     if "fdr" in overrides:
@@ -241,18 +286,10 @@ def test_loop_flags_run_each_loop_that_often_and_the_one_cycle_schedule_follows(
 def test_bf16_mixed_precision_trains_on_the_cpu_under_bf16_autocast(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    seen: set[tuple[torch.dtype, bool]] = set()
-
-    class Autocast(L.Callback):
-        def on_train_start(self, trainer, pl_module) -> None:
-            pl_module.net.layers[0].register_forward_hook(
-                lambda m, i, output: seen.add((output.dtype, torch.is_autocast_enabled("cpu")))
-            )
-
     cfg = config(tmp_path, synthetic_mnist, "trainer.precision=bf16-mixed", *FIVE_STEPS)
-    trainer, model, _ = fit(cfg, Autocast())
-    assert trainer.precision == "bf16-mixed" and seen == {(torch.bfloat16, True)}
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    trainer, probe = fit(cfg)
+    assert trainer.precision == "bf16-mixed" and probe.autocast == {(torch.bfloat16, True)}
+    assert {p.dtype for p in trainer.lightning_module.parameters()} == {torch.float32}
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
 
 
@@ -263,11 +300,10 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     """Over 3 epochs: validation after the 2nd only; the best checkpoint (on val/acc),
     last.ckpt (every epoch, the last included) and the plateau schedule (steps on val/acc)
     cope with epochs that have none."""
-    loops = Loops()
     every = ("trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3", "model.scheduler=plateau")
     cfg = config(tmp_path, synthetic_mnist, *every)
-    trainer, _, _ = fit(cfg, loops)
-    assert loops.validations == [2 * STEPS_PER_EPOCH] and steps_of(cfg, "val/acc") == [39]
+    trainer, probe = fit(cfg)
+    assert probe.validations == [2 * STEPS_PER_EPOCH] and steps_of(cfg, "val/acc") == [39]
     assert Path(trainer.checkpoint_callback.best_model_path).name == "best-epoch001.ckpt"
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 * STEPS_PER_EPOCH
@@ -277,31 +313,28 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
 def test_overfit_batches_trains_on_the_same_batches_every_epoch(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """debug=overfit: the first 3 batches of the training split, in order, every epoch;
-    limit_train_batches=3, which keeps shuffling, sees different ones."""
-    overfit, limited = Loops(), Loops()
-    two = ("trainer.max_epochs=2", *NO_CHECKPOINTS)
-    trainer, model, datamodule = fit(
-        config(tmp_path / "o", synthetic_mnist, "debug=overfit", *two), overfit
+    """debug=overfit: the first 3 batches of the training split, in order (not shuffled, as
+    training batches are), every epoch."""
+    cfg = config(
+        tmp_path, synthetic_mnist, "debug=overfit", "trainer.max_epochs=2", *NO_CHECKPOINTS
     )
-    first, second = overfit.epoch_batches(0), overfit.epoch_batches(1)
+    trainer, probe = fit(cfg)
+    first, second = probe.epoch_batches(0), probe.epoch_batches(1)
     assert len(first) == len(second) == 3
     for (x0, y0), (x1, y1) in zip(first, second, strict=True):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
-    images, labels = datamodule.splits["train"]
+    images, labels = trainer.datamodule.splits["train"]
     assert torch.equal(torch.cat([y for _, y in first]), labels[:150])
     assert torch.equal(torch.cat([x for x, _ in first]), images[:150].float() / 255)
-    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)  # 6 steps
-    fit(config(tmp_path / "l", synthetic_mnist, "trainer.limit_train_batches=3", *two), limited)
-    shuffled = zip(limited.epoch_batches(0), limited.epoch_batches(1), strict=True)
-    assert not all(torch.equal(y0, y1) for (_, y0), (_, y1) in shuffled)
+    lr = trainer.lightning_module.hparams.lr
+    assert current_lr(trainer) == pytest.approx(lr * ONE_CYCLE_END)  # after 6 steps
 
 
 @pytest.mark.slow
 def test_max_time_stops_training_after_that_long(tmp_path: Path, synthetic_mnist: Path) -> None:
     """max_time=00:00:00:01 (DD:HH:MM:SS) with 1000 epochs: the Timer stops it after 1 s."""
     limit = ("trainer.max_time=00:00:00:01", "trainer.max_epochs=1000")
-    trainer, _, _ = fit(config(tmp_path, synthetic_mnist, *limit, *NO_CHECKPOINTS))
+    trainer, _ = fit(config(tmp_path, synthetic_mnist, *limit, *NO_CHECKPOINTS))
     assert the(trainer, Timer).time_elapsed("train") >= 1.0
     assert 0 < trainer.current_epoch < 1000 and trainer.global_step > 0
 
@@ -312,18 +345,9 @@ def test_early_stopping_stops_when_val_acc_stops_improving(
 ) -> None:
     """With min_delta 1.0 only the first epoch improves: patience 2 stops after the third."""
     ten = ("trainer.max_epochs=10", *NO_CHECKPOINTS)
-    trainer, _, _ = fit(config(tmp_path, synthetic_mnist, EARLY_STOPPING, *ten))
-    stopper = the(trainer, EarlyStopping)
-    assert (stopper.monitor, stopper.mode, stopper.patience) == ("val/acc", "max", 2)
-    assert stopper.stopped_epoch == 2 and trainer.global_step == 3 * STEPS_PER_EPOCH
-
-
-class LightningCadence(L.Callback):
-    """A constant logged at every step with `on_step=True`: its points land where Lightning's
-    log_every_n_steps puts step-level points."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        pl_module.log("cadence", 1.0, on_step=True, on_epoch=False)
+    trainer, _ = fit(config(tmp_path, synthetic_mnist, EARLY_STOPPING, *ten))
+    assert the(trainer, EarlyStopping).stopped_epoch == 2
+    assert trainer.global_step == 3 * STEPS_PER_EPOCH
 
 
 def window_means(losses: list[tuple[int, int, float]], every: int) -> list[tuple[int, float]]:
@@ -338,16 +362,6 @@ def window_means(losses: list[tuple[int, int, float]], every: int) -> list[tuple
     return points
 
 
-@pytest.fixture(scope="module")
-def logged_run(hydra_on_conf: None, synthetic_mnist: Path, tmp_path_factory) -> tuple:
-    """One run of 2 epochs of 20 steps that several rows of the table watch at once:
-    log_every_n_steps=8, the learning-rate monitor, step checkpoints and the simple profiler."""
-    out = tmp_path_factory.mktemp("logged")
-    flags = ("trainer.log_every_n_steps=8", LR_MONITOR, STEP_CHECKPOINTS, "debug=profiler")
-    cfg = config(out, synthetic_mnist, *flags)
-    return cfg, fit(cfg)[0]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("every", "cadence", "points"),
@@ -358,72 +372,75 @@ def test_log_every_n_steps_logs_train_means_at_lightnings_logging_steps(
 ) -> None:
     """train/loss is each window's mean; train/loss, train/acc and train/lr have a point at
     Lightning's step-level points and at each epoch's end (an epoch shorter than the window too)."""
-    loops = Loops()
     cfg = config(tmp_path, synthetic_mnist, f"trainer.log_every_n_steps={every}", *NO_CHECKPOINTS)
-    fit(cfg, loops, LightningCadence())
+    _, probe = fit(cfg)
     assert steps_of(cfg, "cadence") == cadence
-    expected = window_means(loops.losses, every)
+    expected = window_means(probe.losses, every)
     assert logged(cfg, "train/loss") == [(s, pytest.approx(v, rel=1e-5)) for s, v in expected]
     assert [s for s, _ in expected] == points
     assert steps_of(cfg, "train/acc") == steps_of(cfg, "train/lr") == points
 
 
 @pytest.mark.slow
-def test_learning_rate_monitor_logs_once_a_window_beside_train_loss(logged_run) -> None:
-    """One lr point per group and logging window, at train/loss's steps, equal to train/lr."""
-    cfg, _ = logged_run
+def test_lr_monitor_step_checkpoints_the_simple_profiler_and_rich_in_one_run(
+    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2 epochs of 20 steps with log_every_n_steps=8: the learning-rate monitor logs one point
+    per group and logging window, at train/loss's steps, equal to train/lr; the step
+    checkpoint writes at steps 10, 20, 30, 40; the profiler times every training step; the
+    rich bar counts the 20 training batches, and the one model summary is the rich one, two
+    levels deep (it lists net.layers, which the default depth of 1 does not)."""
+    flags = ("trainer.log_every_n_steps=8", LR_MONITOR, STEP_CHECKPOINTS, "debug=profiler")
+    rich = (
+        "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
+        callback("model_summary", "RichModelSummary", ",max_depth:2"),
+        "callbacks.progress_bar.refresh_rate=1",
+        "trainer.enable_progress_bar=true",
+        "trainer.enable_model_summary=true",
+    )
+    cfg = config(tmp_path, synthetic_mnist, *flags, *rich)
+    trainer, _ = fit(cfg)
     train_lr = dict(logged(cfg, "train/lr"))
     for group in ("pg1", "pg2"):  # weights with weight decay, then biases without
         points = logged(cfg, f"lr-AdamW/{group}")
         assert [step for step, _ in points] == [7, 15, 23, 31, 39]
         assert all(lr == pytest.approx(train_lr[step], rel=1e-6) for step, lr in points)
-
-
-@pytest.mark.slow
-def test_profiler_simple_times_every_training_step(logged_run) -> None:
-    _, trainer = logged_run
+    written = sorted((tmp_path / "steps").iterdir())
+    assert [p.name for p in written] == [f"step={s}.ckpt" for s in (10, 20, 30, 40)]
+    for path in written:
+        step = torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+        assert path.name == f"step={step}.ckpt"
     assert isinstance(trainer.profiler, SimpleProfiler)
     durations = trainer.profiler.recorded_durations
     assert len(durations["[Strategy]SingleDeviceStrategy.training_step"]) == 2 * STEPS_PER_EPOCH
     assert len(durations["[LightningModule]MNISTClassifier.optimizer_step"]) == 40
     assert "run_training_epoch" in trainer.profiler.summary()
-
-
-@pytest.mark.slow
-def test_model_checkpoint_every_n_train_steps_writes_at_steps_10_20_30_40(logged_run) -> None:
-    steps = Path(logged_run[0].paths.output_dir) / "steps"
-    written = sorted(steps.iterdir())
-    assert [p.name for p in written] == [f"step={s}.ckpt" for s in (10, 20, 30, 40)]
-    for path in written:
-        step = torch.load(path, map_location="cpu", weights_only=True)["global_step"]
-        assert path.name == f"step={step}.ckpt"
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, RichProgressBar)
+    task = bar.progress.tasks[bar.train_progress_bar_id]
+    assert (task.completed, task.total) == (STEPS_PER_EPOCH, STEPS_PER_EPOCH)
+    assert isinstance(the(trainer, ModelSummary), RichModelSummary)
+    assert "net.layers" in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
-    tmp_path: Path, synthetic_mnist: Path
+    tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On during training (off by default), and two runs end with identical weights."""
-    flags: list[bool] = []
-
-    class Flag(L.Callback):
-        def on_train_start(self, trainer, pl_module) -> None:
-            flags.append(torch.are_deterministic_algorithms_enabled())
-
-    saved = torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # Lightning sets it for the process:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # it is put back after the test
+    saved, probe = torch.are_deterministic_algorithms_enabled(), Probe()
     try:
         runs = [("a", "trainer.deterministic=true"), ("b", "trainer.deterministic=true"), ("c",)]
         weights = [
-            fit(config(tmp_path / run, synthetic_mnist, *flag, *FIVE_STEPS), Flag())[1].state_dict()
+            fit(config(tmp_path / run, synthetic_mnist, *flag, *FIVE_STEPS), probe)[1].final
             for run, *flag in runs
         ]
-    finally:  # Lightning leaves the flag (and CUBLAS_WORKSPACE_CONFIG) set for the process
-        torch.use_deterministic_algorithms(saved[0])
-        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        if saved[1] is not None:
-            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[1]
-    assert flags == [True, True, False]
-    assert all(torch.equal(tensor, weights[1][name]) for name, tensor in weights[0].items())
+    finally:  # Lightning leaves the flag set for the process
+        torch.use_deterministic_algorithms(saved)
+    assert probe.deterministic == [True, True, False]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
 
 
 @pytest.mark.slow
@@ -432,50 +449,16 @@ def test_model_checkpoint_train_time_interval_writes_mid_epoch(
 ) -> None:
     """The periodic checkpoint rewrites last.ckpt mid-epoch when its interval has passed: at
     0.1 s with 20 ms steps several times an epoch; at the default 300 s never here."""
-
-    class Saves(L.Callback):
-        def __init__(self) -> None:
-            self.steps: list[int] = []
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            time.sleep(0.02)
-
-        def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-            self.steps.append(trainer.global_step)
-
-    short, default = Saves(), Saves()
     interval = "callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"
-    fit(config(tmp_path / "short", synthetic_mnist, interval, "trainer.max_epochs=1"), short)
-    fit(config(tmp_path / "default", synthetic_mnist, "trainer.max_epochs=1"), default)
-    assert len([step for step in short.steps if step % STEPS_PER_EPOCH]) >= 2, short.steps
+    _, short = fit(
+        config(tmp_path / "short", synthetic_mnist, interval, "trainer.max_epochs=1"), Probe(0.02)
+    )
+    _, default = fit(
+        config(tmp_path / "default", synthetic_mnist, "trainer.max_epochs=1"), Probe(0.02)
+    )
+    assert len([step for step in short.saved_at if step % STEPS_PER_EPOCH]) >= 2, short.saved_at
     assert (tmp_path / "short" / "checkpoints" / "last.ckpt").is_file()
-    assert not [step for step in default.steps if step % STEPS_PER_EPOCH], default.steps
-
-
-class EpochStartWeights(L.Callback):
-    """The weights at the start of each epoch (after SWA's own hook), the learning rates, and
-    the weights after training and at the start of the test."""
-
-    def __init__(self) -> None:
-        self.weights: dict[int, list[torch.Tensor]] = {}
-        self.lrs: dict[int, list[float]] = {}
-        self.final: list[torch.Tensor] = []
-        self.tested: list[torch.Tensor] = []
-
-    def copy(self, module: L.LightningModule) -> list[torch.Tensor]:
-        return [p.detach().clone() for p in module.parameters()]
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.weights[trainer.current_epoch] = self.copy(pl_module)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.lrs.setdefault(trainer.current_epoch, []).append(current_lr(trainer))
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.final = self.copy(pl_module)
-
-    def on_test_start(self, trainer, pl_module) -> None:
-        self.tested = self.copy(pl_module)
+    assert not [step for step in default.saved_at if step % STEPS_PER_EPOCH], default.saved_at
 
 
 @pytest.mark.slow
@@ -485,49 +468,17 @@ def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
     """Over 3 epochs of 5 steps: from the 2nd (Lightning counts swa_epoch_start from 1) SWALR
     reaches 0.001 after one epoch, and the model ends as the average of the weights at the
     start of epochs 2 and 3; mnist-train tests that average, saved as best-swa.ckpt."""
-    probe = EpochStartWeights()
-
-    def with_probe(cfg: DictConfig) -> L.Trainer:
-        trainer = build_trainer(cfg)
-        trainer.callbacks.append(probe)
-        return trainer
-
-    monkeypatch.setattr(train_module, "build_trainer", with_probe)
+    probe = Probe()
+    monkeypatch.setattr(train_module, "build_trainer", with_probe(probe))
     short = ("trainer.max_epochs=3", "trainer.limit_train_batches=5")
     train_module.fit_and_test(config(tmp_path, synthetic_mnist, SWA, *short), tmp_path, None)
-    assert probe.lrs[2] == pytest.approx([0.001] * 5)
+    assert probe.lrs[10:] == pytest.approx([0.001] * 5)
     for i, final in enumerate(probe.final):
         torch.testing.assert_close(final, (probe.weights[1][i] + probe.weights[2][i]) / 2)
         assert not torch.allclose(final, probe.weights[2][i])
         torch.testing.assert_close(probe.tested[i], final)
     assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best-swa.ckpt"
     assert (tmp_path / "metrics.json").is_file()
-
-
-@pytest.mark.slow
-def test_rich_progress_bar_and_rich_model_summary_replace_the_defaults(
-    tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The rich bar counts the 20 training batches; the one model summary is the rich one, two
-    levels deep (it lists net.layers, which the default depth of 1 does not)."""
-    cfg = config(
-        tmp_path,
-        synthetic_mnist,
-        "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
-        callback("model_summary", "RichModelSummary", ",max_depth:2"),
-        "callbacks.progress_bar.refresh_rate=1",
-        "trainer.enable_progress_bar=true",
-        "trainer.enable_model_summary=true",
-        "trainer.max_epochs=1",
-        *NO_CHECKPOINTS,
-    )
-    trainer, _, _ = fit(cfg)
-    bar = trainer.progress_bar_callback
-    assert isinstance(bar, RichProgressBar)
-    task = bar.progress.tasks[bar.train_progress_bar_id]
-    assert (task.completed, task.total) == (STEPS_PER_EPOCH, STEPS_PER_EPOCH)
-    assert isinstance(the(trainer, ModelSummary), RichModelSummary)
-    assert "net.layers" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -538,17 +489,17 @@ def test_learning_rate_finder_sets_the_lr_that_training_uses(
     """A 30-step range test (at most max_epochs x batches, 40 here) sets model.lr to its
     suggestion: the rate step cuts by 10 each epoch, the one-cycle peak, annealed at the end.
     Its temporary checkpoint is removed."""
-    loops = Loops()
     schedule = (f"model.scheduler={scheduler}", "model.lr_step_epochs=1")
     cfg = config(tmp_path, synthetic_mnist, LR_FINDER, *schedule, *NO_CHECKPOINTS)
-    trainer, model, _ = fit(cfg, loops)
+    trainer, probe = fit(cfg)
     suggestion = the(trainer, LearningRateFinder).optimal_lr.suggestion()
-    assert suggestion != pytest.approx(cfg.model.lr) and model.hparams.lr == suggestion
+    assert suggestion != pytest.approx(cfg.model.lr)
+    assert trainer.lightning_module.hparams.lr == suggestion
     if scheduler == "step":
         expected = [suggestion * f for f in (1, 0.1) for _ in range(STEPS_PER_EPOCH)]
-        assert loops.lrs == pytest.approx(expected)
+        assert probe.lrs == pytest.approx(expected)
     else:
-        assert max(loops.lrs[1:]) == pytest.approx(suggestion)
+        assert max(probe.lrs[1:]) == pytest.approx(suggestion)
         assert current_lr(trainer) == pytest.approx(suggestion * ONE_CYCLE_END)
     assert not list(tmp_path.glob(".lr_find*"))
 
@@ -560,13 +511,11 @@ def test_batch_size_finder_trains_with_the_batch_size_it_found(
     """On a CPU no batch runs out of memory, and Lightning cannot read our batches' data set
     size, so the search stops at its max_val, 8192: an epoch is one batch of all 1 000
     training images (docs/lightning.md); the one-cycle horizon follows, 2 steps."""
-    loops = Loops()
-    trainer, model, datamodule = fit(
-        config(tmp_path, synthetic_mnist, BATCH_SIZE_FINDER, *NO_CHECKPOINTS), loops
-    )
-    assert the(trainer, BatchSizeFinder).optimal_batch_size == datamodule.batch_size == 8192
-    assert [len(y) for _, _, y in loops.batches] == [1000, 1000] and trainer.global_step == 2
-    assert current_lr(trainer) == pytest.approx(model.hparams.lr * ONE_CYCLE_END)
+    trainer, probe = fit(config(tmp_path, synthetic_mnist, BATCH_SIZE_FINDER, *NO_CHECKPOINTS))
+    assert the(trainer, BatchSizeFinder).optimal_batch_size == trainer.datamodule.batch_size == 8192
+    assert [len(y) for _, _, y in probe.batches] == [1000, 1000] and trainer.global_step == 2
+    lr = trainer.lightning_module.hparams.lr
+    assert current_lr(trainer) == pytest.approx(lr * ONE_CYCLE_END)
     assert not list(tmp_path.glob(".scale_batch_size*"))
 
 

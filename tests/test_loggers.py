@@ -1,8 +1,8 @@
 """logger=mlflow, logger=wandb and logger=many, for real: tiny runs of mnist-train in this
 process on the synthetic MNIST, then MLflow's SQLite store read with MLflow's own client and
 W&B's offline run read back from its transaction log (run-<id>.wandb), against the TensorBoard
-event files of the same run. Resume continues the same MLflow run and W&B run id; each job of
-a sweep is its own run, tagged and grouped by the sweep.
+event files of the same run. Resume continues the same MLflow run and W&B run id; a sweep's jobs
+are named, tagged and grouped by the sweep.
 """
 
 import json
@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -38,7 +37,7 @@ def no_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory to run in: outputs/mlflow.db lands in it (the config's default
     store), W&B keeps its settings and cache there and stays offline and quiet."""
     monkeypatch.chdir(tmp_path)
@@ -47,16 +46,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_MODE", "offline")  # WandbLogger sets it anyway; restored after
-    yield tmp_path
-
-
-def train(run: Path, data_dir: Path, *overrides: str) -> None:
-    line = [*SMALL, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"]
-    run_command(mnist_train, "train", merged(line, overrides))
-
-
-def resume(run: Path, data_dir: Path, *overrides: str) -> None:
-    run_command(mnist_train, "train", [f"resume={run}", f"paths.data_dir={data_dir}", *overrides])
+    return tmp_path
 
 
 def mlflow_runs(project: Path) -> list:
@@ -146,7 +136,8 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     project: Path, synthetic_mnist: Path
 ) -> None:
     run = project / "outputs" / "runs" / "tiny"
-    train(run, synthetic_mnist, "logger=many", "trainer.max_epochs=1")
+    line = [*SMALL, f"paths.data_dir={synthetic_mnist}", f"hydra.run.dir={run}", "logger=many"]
+    run_command(mnist_train, "train", merged(line, ["trainer.max_epochs=1"]))
     (first,) = mlflow_runs(project)
     assert first.info.run_name == "tiny" and first.info.status == "FINISHED"
     assert first.data.tags["run_dir"] == str(run.resolve())
@@ -165,7 +156,8 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     unlock_run(run)
     assert check_run_files(run) == run  # W&B left no link a resume would refuse
 
-    resume(run, synthetic_mnist, "trainer.max_epochs=2")
+    line = [f"resume={run}", f"paths.data_dir={synthetic_mnist}", "trainer.max_epochs=2"]
+    run_command(mnist_train, "train", line)
     (tracked,) = mlflow_runs(project)  # no second MLflow run
     assert tracked.info.run_id == first.info.run_id and tracked.info.status == "FINISHED"
     for name in ("train/loss", "train/acc", "val/acc", "val/loss"):
@@ -181,35 +173,6 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     before, after = (wandb_run(folder) for folder in offline)
     assert before["id"] == after["id"] == "tiny"
     assert [s for s, _ in wandb_steps(after["history"], "val/acc")] == [2 * STEPS_PER_EPOCH - 1]
-
-
-@pytest.mark.slow
-def test_each_job_of_a_sweep_is_its_own_run_tagged_and_grouped_by_the_sweep(
-    project: Path, synthetic_mnist: Path
-) -> None:
-    sweep = project / "outputs" / "multiruns" / "sweep1"
-    line = [
-        *SMALL,
-        f"paths.data_dir={synthetic_mnist}",
-        f"hydra.sweep.dir={sweep}",
-        "logger=many",
-        "trainer.max_epochs=1",
-        "model.dropout=0.0,0.5",
-    ]
-    hydra = GlobalHydra.instance().hydra
-    assert hydra is not None
-    hydra.multirun("train", mnist_train, merged(line, []), with_log_configuration=False)
-
-    runs = mlflow_runs(project)
-    assert sorted(r.info.run_name for r in runs) == ["sweep1/0", "sweep1/1"]
-    assert {r.data.tags["sweep"] for r in runs} == {"sweep1"}
-    assert sorted(r.data.params["model.dropout"] for r in runs) == ["0.0", "0.5"]
-    assert len({r.info.run_id for r in runs}) == 2
-    for job in ("0", "1"):
-        (offline,) = (sweep / job / "wandb").glob("offline-run-*")
-        logged = wandb_run(offline)
-        assert (logged["id"], logged["group"]) == (f"sweep1-{job}", "sweep1")
-        assert logged["history"]  # each job logged into its own W&B run
 
 
 def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
@@ -273,18 +236,32 @@ def test_an_mlflow_store_that_is_not_a_file_is_one_line(kind: str, tmp_path: Pat
         check_sqlite_store(f"sqlite:///{store}")
 
 
-def test_wandb_names_ids_and_groups_follow_the_run_directory(tmp_path: Path) -> None:
+def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_path: Path) -> None:
+    """A sweep's job is `<sweep>/<job>`: MLflow's run name and `sweep` tag, W&B's name, id and
+    group (test_logger_many... reads a real single run back)."""
     sweep = tmp_path / "2026-01-01_00-00-00_abcdef"
     (sweep / "3").mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("{}")
-    node = OmegaConf.create({"_target_": "lightning.pytorch.loggers.WandbLogger"})
     cfg = OmegaConf.create({"paths": {"output_dir": str(sweep / "3")}, "resume": None})
-    extra = run_identity(node, cfg)
-    assert extra["id"] == "2026-01-01_00-00-00_abcdef-3" and extra["group"] == sweep.name
-    assert extra["name"] == "2026-01-01_00-00-00_abcdef/3"
-    assert extra["settings"] == {"symlink": False}
+    tracker = {
+        name: OmegaConf.create({"_target_": f"lightning.pytorch.loggers.{name}"})
+        for name in ("MLFlowLogger", "WandbLogger")
+    }
+    job = "2026-01-01_00-00-00_abcdef/3"
+    assert run_identity(tracker["MLFlowLogger"], cfg) == {
+        "_convert_": "all",
+        "run_name": job,
+        "tags": {"run_dir": str((sweep / "3").resolve()), "sweep": sweep.name},
+    }
+    assert run_identity(tracker["WandbLogger"], cfg) == {
+        "_convert_": "all",
+        "name": job,
+        "id": "2026-01-01_00-00-00_abcdef-3",
+        "group": sweep.name,
+        "settings": {"symlink": False},
+    }
     cfg.paths.output_dir = str(tmp_path / "my run")
-    assert run_identity(node, cfg)["id"] == "my-run"
+    assert run_identity(tracker["WandbLogger"], cfg)["id"] == "my-run"
 
 
 def test_only_wandbs_own_log_link_may_lead_out_of_a_resumed_run(tmp_path: Path) -> None:
