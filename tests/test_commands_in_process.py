@@ -27,8 +27,9 @@ from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import check_override_keys
 from mnist_lightning.run.trainer import setup_process
-from tests.helpers.hydra_jobs import run_command
+from tests.helpers.hydra_jobs import run_command, run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
+from tests.helpers.tiers import one_of_each_kind
 from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
@@ -245,3 +246,12 @@ def test_no_limit_on_epochs_trains_until_max_steps_and_log_every_0_logs_once_an_
     assert metrics_of(run)["global_step"] == steps
     points = [event.step for event in events_of(run).Scalars("train/loss")]
     assert points == [STEPS_PER_EPOCH - 1, steps - 1]
+
+
+@pytest.mark.parametrize("command", one_of_each_kind(["eval", "predict", "export"]))
+def test_a_checkpoint_commands_help_lists_its_own_keys_not_mnist_trains_groups(
+    command: str, tmp_path: Path
+) -> None:
+    done = run_console(command, ["--help"], tmp_path)
+    assert done.returncode == 0 and f"mnist-{command}: " in done.stdout, done.stderr
+    assert "ckpt_path: " in done.stdout and "experiment:" not in done.stdout
