@@ -33,24 +33,20 @@ from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
 log = logging.getLogger(__name__)
 
 MARK = "mnist_lightning_export"  # the metadata key (ONNX) and extra file's stem (TorchScript)
+# What every export carries, to be recognised as one when it is exported over.
+MARKS = {fmt: json.dumps({"tool": "mnist-export", "format": fmt}) for fmt in EXPORT_SUFFIXES}
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
-MAGIC = {"onnx": b"\x08"}  # ONNX's first field (ir_version)
-
-
-def mark(fmt: str) -> str:
-    """What every export carries, to be recognised as one when it is exported over."""
-    return json.dumps({"tool": "mnist-export", "format": fmt})
 
 
 def is_earlier_export(path: Path, fmt: str) -> bool:
     """ONNX: the mark in its metadata. TorchScript: the mark as the zip's own extra file (not
     bytes inside another member: a user's archive that holds an export is not one)."""
     if fmt == "onnx":
-        return carries(path, (MAGIC[fmt], mark(fmt).encode()))
+        return carries(path, (b"\x08", MARKS[fmt].encode()))  # ONNX's first field: ir_version
     try:
         with zipfile.ZipFile(path) as archive:
             extra = [n for n in archive.namelist() if n.endswith(f"/extra/{MARK}.json")]
-            return len(extra) == 1 and archive.read(extra[0]) == mark(fmt).encode()
+            return len(extra) == 1 and archive.read(extra[0]) == MARKS[fmt].encode()
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -90,7 +86,7 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.n
         dynamic_shapes={"images": {0: batch}},
         verbose=False,
     )
-    program.model.metadata_props[MARK] = mark("onnx")
+    program.model.metadata_props[MARK] = MARKS["onnx"]
     program.save(str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"images": example.numpy()})[0]
@@ -102,7 +98,7 @@ def export_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path) 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         traced = torch.jit.trace(net, example[:2])
-        torch.jit.save(traced, str(path), _extra_files={f"{MARK}.json": mark("torchscript")})
+        torch.jit.save(traced, str(path), _extra_files={f"{MARK}.json": MARKS["torchscript"]})
         return torch.jit.load(str(path))(example).detach().numpy()
 
 

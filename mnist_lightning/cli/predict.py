@@ -38,31 +38,24 @@ GRID_WHAT = "a grid mnist-predict wrote"
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """The files `inputs=` names (files as given, directories by image suffix), and a line for
-    each name that gives none: nothing there, or a directory with no pictures. Whatever is not
-    a regular file is kept, for `read_image` to skip by name; a file named twice is read once."""
-    files: list[Path] = []
+    """The files `inputs=` names (files as given, directories by image suffix), each once as
+    first spelt, and a line for each directory that gives none. A name that is no regular file
+    is kept, for `read_image` to skip saying why."""
+    files: dict[str, Path] = {}
     skipped: list[str] = []
-    for item in inputs:
-        path, name = Path(item), printable(item)
-        if os.path.isdir(path):  # False for whatever cannot be looked at
+    for item in map(Path, inputs):
+        found = [item]
+        if os.path.isdir(item):  # False for whatever cannot be looked at
             try:
-                found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                why = f"the directory holds no pictures ({', '.join(sorted(IMAGE_SUFFIXES))})"
             except OSError as e:
-                skipped.append(f"{name}: cannot list this directory ({e.strerror or e}).")
-                continue
+                found, why = [], f"cannot list this directory ({e.strerror or e})"
             if not found:
-                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-                skipped.append(f"{name}: the directory holds no pictures ({suffixes}).")
-            files += found
-        else:
-            try:
-                os.lstat(path)
-                files.append(path)
-            except OSError as e:  # nothing there, or a name too long to be anything
-                skipped.append(f"{name}: {(e.strerror or 'no such file or directory').lower()}.")
-    once = {os.path.abspath(path): path for path in reversed(files)}  # the first spelling kept
-    return [path for path in files if once[os.path.abspath(path)] is path], skipped
+                skipped.append(f"{printable(item)}: {why}.")
+        for path in found:
+            files.setdefault(os.path.abspath(path), path)
+    return list(files.values()), skipped
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:

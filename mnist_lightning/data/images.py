@@ -251,7 +251,12 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     try:
         file = open_regular(path)
     except OSError as e:
-        raise ImageError(f"{name}: {_not_regular(path, e)}.") from None
+        why = e.strerror or str(e)
+        if isinstance(e, FileNotFoundError) and os.path.islink(path):
+            why = f"a dangling symbolic link (to {os.readlink(path)}), not a regular file"
+        elif not why.endswith("not a regular file"):  # else open_regular's own words
+            why = why.lower()  # no such file or directory, not a directory, ...
+        raise ImageError(f"{name}: {printable(why)}.") from None
     try:
         # Pillow's warnings on a damaged file would add lines; the error below says it.
         with file, warnings.catch_warnings():
@@ -264,12 +269,3 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
         raise ImageError(f"{name}: not a readable image (no picture format it knows).") from None
     except (Image.DecompressionBombError, OSError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({one_line(e, 200)}).") from None
-
-
-def _not_regular(path: Path, e: OSError) -> str:
-    """Why `open_regular` refused `path`, in words."""
-    if isinstance(e, FileNotFoundError) and os.path.islink(path):
-        return f"a dangling symbolic link (to {printable(os.readlink(path))}), not a regular file"
-    if e.strerror and e.strerror.endswith("not a regular file"):  # open_regular's own words
-        return e.strerror
-    return f"cannot open it ({e.strerror or e})"
