@@ -1,12 +1,7 @@
-"""Your own pictures of digits as MNIST images (mnist-predict's input).
-
-A photo of a digit is not an MNIST image until it is prepared the way MNIST's were: grey
-levels with the ink bright on black, cropped to the ink, scaled to fit 20x20 keeping its
-aspect, and centred by its centre of mass in a 28x28 field. `prepare` does that to a photo or
-a scan as people take them: the paper's tone, a light gradient and a shadow are taken away,
-noise is not taken for ink, and a fine pen's or a marker's strokes are made as thick as
-MNIST's, so the digit is read like a test image (docs/studies.md measures it). Only
-regular files are opened: a FIFO, a device, a socket or a dangling link is named for what it is.
+"""Your own pictures of digits as MNIST images (mnist-predict's input): ink bright on black,
+cropped, fitted in 20x20 and centred by mass in 28x28 as MNIST's were, after the paper's tone,
+gradients and shadows are taken away and the strokes made as thick as MNIST's, so a photo or a
+scan is read like a test image (docs/studies.md measures it). Only regular files are opened.
 """
 
 import os
