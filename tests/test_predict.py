@@ -78,69 +78,55 @@ def test_any_picture_becomes_an_mnist_image_or_an_image_error(
         assert is_mnist_like(image)
 
 
-def float_scan(value: float) -> Image.Image:
-    """A float picture (TIFF, mode F) with 40 pixels of `value`."""
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_float_picture_with_pixels_that_are_not_numbers_is_refused(value: float) -> None:
+    """Not guessed: a NaN taken for paper or ink would change the digit read."""
     pixels = np.zeros((30, 30), np.float32)
     pixels[10:20, 12:16] = value
-    return Image.fromarray(pixels)
-
-
-SPECK = Image.new("L", (200, 200), 255)  # a dot of dirt on a clean page (was read as an 8)
-ImageDraw.Draw(SPECK).ellipse((100, 100, 106, 106), fill=0)
+    with pytest.raises(ImageError) as info:
+        prepare(Image.fromarray(pixels), "scan.tif")
+    assert str(info.value) == "scan.tif: 40 of its pixels are not numbers (NaN or infinity)."
 
 
 @pytest.mark.parametrize(
-    ("picture", "words"),
-    [  # a NaN is not guessed: taken for paper or ink it would change the digit read
-        (float_scan(float("nan")), "40 of its pixels are not numbers (NaN or infinity)."),
-        (float_scan(float("inf")), "40 of its pixels are not numbers"),
-        (float_scan(-float("inf")), "40 of its pixels are not numbers"),
-        (Image.new("L", (64, 64), 255), "the image is blank (no ink found)."),
-        (SPECK, "the only ink is a speck of 9x9 pixels, too small to be a digit (at least 10"),
+    ("dtype", "white"),
+    [
+        (np.float32, 1.0),
+        (np.float32, 255.0),
+        (np.float32, 1e30),
+        (np.uint16, 65535),
+        (np.int32, 255),
     ],
 )
-def test_a_picture_with_no_digit_to_read_is_refused_by_name(
-    picture: Image.Image, words: str
-) -> None:
-    with pytest.raises(ImageError) as info:
-        prepare(picture, "scan.tif")
-    assert str(info.value).startswith(f"scan.tif: {words}")
+# 1000: shrunk, whose filter overshoots the range
+@pytest.mark.parametrize("side", [96, pytest.param(1000, marks=pytest.mark.slow)])
+def test_a_deep_picture_is_read_as_its_8_bit_copy_is(dtype: type, white: float, side: int) -> None:
+    """A float or 16-bit picture (a scientific TIFF) is scaled by its white, not clipped."""
+    seven = drawn_seven().resize((side, side))
+    deep = Image.fromarray((np.asarray(seven, np.float32) / 255 * white).astype(dtype))
+    assert torch.allclose(prepare(deep), prepare(seven), atol=0.02)
 
 
-def test_a_small_digit_on_a_page_is_read() -> None:
+@pytest.mark.parametrize("mode", ["I;16", pytest.param("I;16B", marks=pytest.mark.slow)])
+def test_a_large_or_big_endian_16_bit_picture_is_read_as_its_8_bit_copy_is(mode: str) -> None:
+    """Pillow cannot shrink these by 4x or more, and shrinks big-endian ones into junk."""
+    seven = drawn_seven().resize((3000, 3000))
+    values = np.asarray(seven, np.uint16) * 257  # as a TIFF reader makes them, in that byte order
+    deep = Image.frombytes(mode, seven.size, values.astype(">u2" if mode == "I;16B" else "<u2"))
+    assert np.array_equal(np.asarray(deep.convert("I")), values)
+    assert torch.allclose(prepare(deep), prepare(seven), atol=0.02)
+
+
+def test_a_speck_alone_is_refused_not_read_as_a_digit() -> None:
+    """A dot of dirt on a clean page was blown up to 20x20 and read as an 8; a small digit
+    is still read."""
+    page = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(page).ellipse((100, 100, 106, 106), fill=0)
+    with pytest.raises(ImageError, match=r"^speck.png: the only ink is a speck of 9x9 pixels"):
+        prepare(page, "speck.png")
     small = Image.new("L", (200, 200), 255)
     small.paste(drawn_seven().resize((16, 16)), (90, 90))
     assert prepare(small).sum() > 0
-
-
-@pytest.mark.parametrize(
-    ("dtype", "white", "side", "mode"),
-    [
-        (np.float32, 1.0, 96, ""),
-        (np.float32, 255.0, 96, ""),
-        (np.float32, 1e30, 96, ""),
-        (np.uint16, 65535, 96, ""),
-        (np.int32, 255, 96, ""),
-        # Shrunk, whose filter overshoots the range.
-        pytest.param(np.float32, 1e30, 1000, "", marks=pytest.mark.slow),
-        pytest.param(np.int32, 255, 1000, "", marks=pytest.mark.slow),
-        # Pillow cannot shrink these by 4x or more, and shrinks big-endian ones into junk.
-        (np.uint16, 65535, 3000, "I;16"),
-        pytest.param(np.uint16, 65535, 3000, "I;16B", marks=pytest.mark.slow),
-    ],
-)
-def test_a_deep_picture_is_read_as_its_8_bit_copy_is(
-    dtype: type, white: float, side: int, mode: str
-) -> None:
-    """A float or 16-bit picture (a scientific TIFF; `mode`: as a TIFF reader makes them, in
-    that byte order) is scaled by its white, not clipped."""
-    seven = drawn_seven().resize((side, side))
-    values = (np.asarray(seven, np.float32) / 255 * white).astype(dtype)
-    if mode:
-        picture = Image.frombytes(mode, seven.size, values.astype(">u2" if "B" in mode else "<u2"))
-    else:
-        picture = Image.fromarray(values)
-    assert torch.allclose(prepare(picture), prepare(seven), atol=0.02)
 
 
 def cut_png() -> bytes:
