@@ -17,7 +17,6 @@ from mnist_lightning.cli import (
     CONFIG_DIR,
     carries,
     check_overwrite,
-    check_place,
     console_entry,
     exit_on_user_error,
 )
@@ -34,7 +33,6 @@ from mnist_lightning.run.report import digits_figure
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
 _TEXT = b"Software\0" + GRID_SOFTWARE.encode()  # a PNG text chunk: its length, type, text
 GRID_MARK = (b"\x89PNG", len(_TEXT).to_bytes(4, "big") + b"tEXt" + _TEXT)
-GRID_WHAT = "a grid mnist-predict wrote"
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -59,10 +57,11 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
-    """Refuse, before any work, a grid path over an input, over a file that is not an earlier
-    grid, or in a folder that cannot be written."""
+    """Refuse a grid path over an input, over a file that is not an earlier grid, or in a
+    folder that cannot be written: before any work, and again just before writing."""
     also = {item: f"also an input ({printable(item)})" for item in inputs}
-    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, GRID_WHAT)
+    what = "a grid mnist-predict wrote"
+    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, what)
 
 
 def is_grid(path: Path) -> bool:
@@ -78,8 +77,7 @@ def write_grid(
         for r in rows
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
-    name = f"grid={printable(grid)}"  # again: something may have appeared there meanwhile
-    check_place(grid, name, mark=is_grid, what=GRID_WHAT)
+    check_grid(grid, [])  # something may have appeared there meanwhile
     try:
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
