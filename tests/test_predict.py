@@ -227,10 +227,6 @@ def plain_png(path: Path) -> None:
     Image.new("L", (8, 8), 255).save(path)
 
 
-def not_png(path: Path) -> None:
-    path.write_text("my notes")
-
-
 def make_socket(path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(path))  # the socket file stays when the socket is closed
@@ -250,7 +246,7 @@ def link_to_grid(path: Path) -> None:
         ("symlink.png", lambda p: p.symlink_to("in.png"), "is also an input"),
         ("sub/../in.png", None, "is also an input"),
         ("plain.png", plain_png, "exists and is not a grid mnist-predict wrote; choose another"),
-        ("notes.png", not_png, "exists and is not a grid mnist-predict wrote"),
+        ("notes.png", lambda p: p.write_text("notes"), "exists and is not a grid mnist-predict"),
         ("empty.png", lambda p: p.write_bytes(b""), "exists and is not a grid"),
         ("link.png", link_to_grid, "is a symbolic link, not a regular file"),
         ("fifo.png", os.mkfifo, "is a FIFO, not a regular file"),
