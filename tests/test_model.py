@@ -105,8 +105,6 @@ def test_lightning_steps_the_schedule_at_its_interval(scheduler: str) -> None:
     assert config.interval == ("step" if scheduler in ("onecycle", "cosine") else "epoch")
     expected_steps = {"onecycle": 8, "cosine": 8, "step": 2, "plateau": 0}[scheduler]
     assert config.scheduler.last_epoch == expected_steps  # torch's count of its steps
-    if scheduler == "onecycle":  # annealed to lr/250 000 exactly at the end of the fit
-        assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2e-3 / 250_000)
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
@@ -249,24 +247,6 @@ def test_half_precision_keeps_the_window_sums_in_float32() -> None:
     assert seen == [64.0, 128.0, 192.0, 256.0, 320.0]  # 320 is not a bfloat16 value
 
 
-@pytest.mark.parametrize(
-    ("hidden", "words"),
-    [
-        ([MAX_WIDTH + 1], "every layer width must be from 1 to 65536"),
-        ([MAX_WIDTH, MAX_WIDTH], "the layers would hold 4,347,002,880 weights, more than"),
-        ([1] * 1001, "1001 hidden layers are more than 1000"),
-        ([2.5], "the layer widths must be whole numbers"),
-    ],
-    ids=["too-wide", "too-many-weights", "too-deep", "not-whole"],
-)
-def test_the_network_size_is_bounded(hidden: list, words: str) -> None:
-    """A width or a depth that would only exhaust memory is a ValueError before any tensor is
-    made (a negative one was a RuntimeError of torch, a huge one an allocator error)."""
-    with pytest.raises(ValueError, match=words):
-        MLP(hidden)
-    assert size_problem([MAX_WIDTH]) is None  # the widest allowed is made
-
-
 def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Path:
     """`model` saved as mnist-train would, with `changes` made to the checkpoint."""
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
@@ -280,30 +260,37 @@ def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Pa
     return path
 
 
+BUILT = "hyper_parameters do not describe a model of this version"
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"hidden_dims": [-1]}, r"hyper_parameters do not describe.*from 1 to 65536"),
-        ({"hidden_dims": [10**11]}, r"hyper_parameters do not describe.*from 1 to 65536"),
-        ({"hidden_dims": [20_000_000]}, r"hyper_parameters do not describe.*from 1 to 65536"),
-        ({"hidden_dims": 5}, r"hyper_parameters do not describe.*not iterable"),
-        ({"dropout": 1.5}, r"hyper_parameters do not describe.*dropout probability"),
-        ({"hyper_parameters": [4]}, r"hyper_parameters do not describe.*must be a mapping"),
-        ({"state_dict": [1, 2]}, r"its weights cannot be loaded.*damaged or was edited"),
+        ({"hidden_dims": [-1]}, f"{BUILT} (hidden_dims=[-1]: every layer width must be from 1 to"),
+        ({"hidden_dims": [10**11]}, "every layer width must be from 1 to 65536"),
+        ({"hidden_dims": [MAX_WIDTH] * 2}, "would hold 4,347,002,880 weights, more than 268,"),
+        ({"hidden_dims": [1] * 1001}, "1001 hidden layers are more than 1000"),
+        ({"hidden_dims": [2.5]}, "the layer widths must be whole numbers"),
+        ({"hidden_dims": 5}, f"{BUILT} ('int' object is not iterable)"),
+        ({"dropout": 1.5}, "dropout probability has to be between 0 and 1"),
+        ({"hyper_parameters": [4]}, "must be a mapping"),
+        ({"state_dict": [1, 2]}, "its weights cannot be loaded"),
     ],
-    ids=["negative", "huge", "mid-size", "not-a-list", "dropout", "not-a-dict", "weights"],
 )
 def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
     change: dict, words: str, tmp_path: Path
 ) -> None:
     """What mnist-eval, mnist-predict and mnist-export load: one CheckpointError naming the
-    file, never torch's exception (or tens of GB allocated)."""
+    file, never torch's exception (a negative width) or tens of GB allocated (a huge one): the
+    network's size is bounded before any tensor is made."""
     from mnist_lightning.errors import CheckpointError
     from mnist_lightning.run.checkpoint import load_classifier
 
     path = checkpoint_file(tmp_path / "x.ckpt", MNISTClassifier(hidden_dims=[4]), **change)
-    with pytest.raises(CheckpointError, match=rf"^{path}: .*{words}"):
+    with pytest.raises(CheckpointError) as info:
         load_classifier(path, torch.device("cpu"))
+    assert str(info.value).startswith(f"{path}: ") and words in str(info.value), info.value
+    assert size_problem([MAX_WIDTH]) is None  # the widest allowed is made
 
 
 @pytest.mark.usefixtures("hydra_on_conf")

@@ -2,6 +2,7 @@
 cases), check by check: each refusal is a `ConfigError` naming the key, value or file.
 test_bad_input.py runs the console entries on a few of them."""
 
+import importlib.util
 import os
 import re
 from collections.abc import Callable
@@ -111,7 +112,7 @@ def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path
     """A user's archive holding an export, or a grid whose text someone extended, is theirs:
     mnist-export and mnist-predict refuse to write over it."""
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
-    export_torchscript(net, torch.rand(2, 28, 28), tmp_path / "m.pt")
+    (tmp_path / "m.pt").write_bytes(export_torchscript(net, torch.rand(2, 28, 28))[0])
     assert is_earlier_export(tmp_path / "m.pt", "torchscript")
     torch.save(
         {"notes": torch.ones(3), "blob": (tmp_path / "m.pt").read_bytes()}, tmp_path / "a.pt"
@@ -121,3 +122,21 @@ def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path
     text.add_text("Software", "mnist-predict-fork 0.1")
     Image.new("L", (4, 4)).save(tmp_path / "fork.png", pnginfo=text)
     assert not is_grid(tmp_path / "fork.png")
+
+
+@pytest.mark.usefixtures("hydra_on_conf")
+def test_onnx_without_the_export_extra_is_one_line_before_loading_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnist_lightning.cli.export import main
+
+    cfg = compose("export", overrides=["data_dir=/d", "ckpt_path=/no/such.ckpt", "format=onnx"])
+    find_spec = importlib.util.find_spec
+    absent = lambda name: None if name == "onnxruntime" else find_spec(name)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", absent)
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2 and capsys.readouterr().err == (
+        "Error: format=onnx needs onnx, onnxscript, onnxruntime (onnxruntime not installed): "
+        'pip install -e ".[export]"\n'
+    )

@@ -13,13 +13,7 @@ from omegaconf import DictConfig
 from mnist_lightning.cli import CONFIG_DIR, check_place, console_entry, exit_on_user_error, held_out
 from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
 from mnist_lightning.errors import CheckpointError, UserError
-from mnist_lightning.files import (
-    RunBusyError,
-    atomic_open,
-    atomic_write_json,
-    check_writable,
-    lock_run,
-)
+from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import MNISTClassifier, pick_device, predict_all
 from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
 from mnist_lightning.run.config import validate_eval
@@ -37,17 +31,11 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
     folders = [run / "eval", *([run / "tensorboard"] if tensorboard else [])]
     for folder in folders:
         check_place(folder, str(folder), "a directory")
+        check_writable(folder, key)
     for name in EVAL_FILES:
         check_place(run / "eval" / name, str(run / "eval" / name))
     if ckpt.parent.name == "checkpoints":
-        try:
-            lock_run(run, "mnist-eval")
-        except RunBusyError:
-            raise
-        except UserError as e:
-            raise UserError(f"{e} (mnist-eval writes its results into {run / 'eval'}.)") from None
-    for folder in folders:
-        check_writable(folder, key)
+        lock_run(run, "mnist-eval")
     return run
 
 

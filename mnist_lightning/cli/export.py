@@ -4,10 +4,10 @@ test images of its data set. It never writes over an input, and replaces only an
 of its format: each carries `mark` (ONNX: metadata; TorchScript: an extra file in its zip)."""
 
 import importlib.util
+import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,31 +26,27 @@ from mnist_lightning.cli import (
     held_out,
 )
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.files import run_holder
+from mnist_lightning.files import atomic_write_bytes, run_holder
 from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
 from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
 
 log = logging.getLogger(__name__)
 
 MARK = "mnist_lightning_export"  # the metadata key (ONNX) and extra file's stem (TorchScript)
+# What every export carries, to be recognised as one when it is exported over.
+MARKS = {fmt: json.dumps({"tool": "mnist-export", "format": fmt}) for fmt in EXPORT_SUFFIXES}
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # the `export` extra
-MAGIC = {"onnx": b"\x08"}  # ONNX's first field (ir_version)
-
-
-def mark(fmt: str) -> str:
-    """What every export carries, to be recognised as one when it is exported over."""
-    return json.dumps({"tool": "mnist-export", "format": fmt})
 
 
 def is_earlier_export(path: Path, fmt: str) -> bool:
     """ONNX: the mark in its metadata. TorchScript: the mark as the zip's own extra file (not
     bytes inside another member: a user's archive that holds an export is not one)."""
     if fmt == "onnx":
-        return carries(path, (MAGIC[fmt], mark(fmt).encode()))
+        return carries(path, (b"\x08", MARKS[fmt].encode()))  # ONNX's first field: ir_version
     try:
         with zipfile.ZipFile(path) as archive:
             extra = [n for n in archive.namelist() if n.endswith(f"/extra/{MARK}.json")]
-            return len(extra) == 1 and archive.read(extra[0]) == mark(fmt).encode()
+            return len(extra) == 1 and archive.read(extra[0]) == MARKS[fmt].encode()
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -75,8 +71,8 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
     check_overwrite(output, key, inputs, "mnist-export", lambda p: is_earlier_export(p, fmt), what)
 
 
-def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:
-    """Write `net` as ONNX with a free batch size; return its logits for `example`."""
+def export_onnx(net: torch.nn.Module, example: torch.Tensor) -> tuple[bytes, np.ndarray]:
+    """`net` as ONNX with a free batch size, and that file's logits for `example`."""
     import onnxruntime
 
     for chatty in ("onnxscript", "onnx_ir"):  # their optimizer's passes, one INFO line each
@@ -90,20 +86,22 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.n
         dynamic_shapes={"images": {0: batch}},
         verbose=False,
     )
-    program.model.metadata_props[MARK] = mark("onnx")
-    program.save(str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"images": example.numpy()})[0]
+    program.model.metadata_props[MARK] = MARKS["onnx"]
+    data = program.model_proto.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return data, session.run(None, {"images": example.numpy()})[0]
 
 
-def export_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path) -> np.ndarray:
+def export_torchscript(net: torch.nn.Module, example: torch.Tensor) -> tuple[bytes, np.ndarray]:
     # torch deprecates TorchScript in four FutureWarnings; the user who asks for it hears it once.
     log.warning("TorchScript is deprecated by torch: format=onnx is the lasting choice.")
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         traced = torch.jit.trace(net, example[:2])
-        torch.jit.save(traced, str(path), _extra_files={f"{MARK}.json": mark("torchscript")})
-        return torch.jit.load(str(path))(example).detach().numpy()
+        torch.jit.save(traced, buffer, _extra_files={f"{MARK}.json": MARKS["torchscript"]})
+        buffer.seek(0)
+        return buffer.getvalue(), torch.jit.load(buffer)(example).detach().numpy()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
@@ -127,21 +125,17 @@ def main(cfg: DictConfig) -> None:
     with torch.no_grad():
         expected = net(example).numpy()
 
+    exporter = export_onnx if cfg.format == "onnx" else export_torchscript
+    data, got = exporter(net, example)  # in memory: kept only if it agrees
+    disagree = int((got.argmax(1) != expected.argmax(1)).sum())
+    largest = float(np.abs(got - expected).max())
+    if disagree:
+        raise UserError(
+            f"The {cfg.format} export predicts differently from {ckpt} on {disagree} of "
+            f"{len(example)} test images (largest logit difference {largest:.2e}); not kept."
+        )
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=output.parent) as tmp:  # kept only if it agrees
-            candidate = Path(tmp) / output.name
-            exporter = export_onnx if cfg.format == "onnx" else export_torchscript
-            got = exporter(net, example, candidate)
-            disagree = int((got.argmax(1) != expected.argmax(1)).sum())
-            largest = float(np.abs(got - expected).max())
-            if disagree:
-                raise UserError(
-                    f"The {cfg.format} export predicts differently from {ckpt} on {disagree} "
-                    f"of {len(example)} test images (largest logit difference {largest:.2e}); "
-                    "not kept."
-                )
-            candidate.replace(output)
+        atomic_write_bytes(output, data)  # its missing folders made
     except OSError as e:  # a full disk, a vanished folder: nothing was replaced
         raise UserError(
             f"Cannot write output={output}: {e.strerror or e}; nothing was written."

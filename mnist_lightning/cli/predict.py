@@ -17,7 +17,6 @@ from mnist_lightning.cli import (
     CONFIG_DIR,
     carries,
     check_overwrite,
-    check_place,
     console_entry,
     exit_on_user_error,
 )
@@ -34,42 +33,35 @@ from mnist_lightning.run.report import digits_figure
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
 _TEXT = b"Software\0" + GRID_SOFTWARE.encode()  # a PNG text chunk: its length, type, text
 GRID_MARK = (b"\x89PNG", len(_TEXT).to_bytes(4, "big") + b"tEXt" + _TEXT)
-GRID_WHAT = "a grid mnist-predict wrote"
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """The files `inputs=` names (files as given, directories by image suffix), and a line for
-    each name that gives none: nothing there, or a directory with no pictures. Whatever is not
-    a regular file is kept, for `read_image` to skip by name; a file named twice is read once."""
-    files: list[Path] = []
+    """The files `inputs=` names (files as given, directories by image suffix), each once as
+    first spelt, and a line for each directory that gives none. A name that is no regular file
+    is kept, for `read_image` to skip saying why."""
+    files: dict[str, Path] = {}
     skipped: list[str] = []
-    for item in inputs:
-        path, name = Path(item), printable(item)
-        if os.path.isdir(path):  # False for whatever cannot be looked at
+    for item in map(Path, inputs):
+        found = [item]
+        if os.path.isdir(item):  # False for whatever cannot be looked at
             try:
-                found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                why = f"the directory holds no pictures ({', '.join(sorted(IMAGE_SUFFIXES))})"
             except OSError as e:
-                skipped.append(f"{name}: cannot list this directory ({e.strerror or e}).")
-                continue
+                found, why = [], f"cannot list this directory ({e.strerror or e})"
             if not found:
-                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-                skipped.append(f"{name}: the directory holds no pictures ({suffixes}).")
-            files += found
-        else:
-            try:
-                os.lstat(path)
-                files.append(path)
-            except OSError as e:  # nothing there, or a name too long to be anything
-                skipped.append(f"{name}: {(e.strerror or 'no such file or directory').lower()}.")
-    once = {os.path.abspath(path): path for path in reversed(files)}  # the first spelling kept
-    return [path for path in files if once[os.path.abspath(path)] is path], skipped
+                skipped.append(f"{printable(item)}: {why}.")
+        for path in found:
+            files.setdefault(os.path.abspath(path), path)
+    return list(files.values()), skipped
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
-    """Refuse, before any work, a grid path over an input, over a file that is not an earlier
-    grid, or in a folder that cannot be written."""
+    """Refuse a grid path over an input, over a file that is not an earlier grid, or in a
+    folder that cannot be written: before any work, and again just before writing."""
     also = {item: f"also an input ({printable(item)})" for item in inputs}
-    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, GRID_WHAT)
+    what = "a grid mnist-predict wrote"
+    check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, what)
 
 
 def is_grid(path: Path) -> bool:
@@ -85,8 +77,7 @@ def write_grid(
         for r in rows
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
-    name = f"grid={printable(grid)}"  # again: something may have appeared there meanwhile
-    check_place(grid, name, mark=is_grid, what=GRID_WHAT)
+    check_grid(grid, [])  # something may have appeared there meanwhile
     try:
         with atomic_open(grid, "wb") as f:
             figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})

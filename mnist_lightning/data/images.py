@@ -1,12 +1,7 @@
-"""Your own pictures of digits as MNIST images (mnist-predict's input).
-
-A photo of a digit is not an MNIST image until it is prepared the way MNIST's were: grey
-levels with the ink bright on black, cropped to the ink, scaled to fit 20x20 keeping its
-aspect, and centred by its centre of mass in a 28x28 field. `prepare` does that to a photo or
-a scan as people take them: the paper's tone, a light gradient and a shadow are taken away,
-noise is not taken for ink, and a fine pen's or a marker's strokes are made as thick as
-MNIST's, so the digit is read like a test image (docs/studies.md measures it). Only
-regular files are opened: a FIFO, a device, a socket or a dangling link is named for what it is.
+"""Your own pictures of digits as MNIST images (mnist-predict's input): ink bright on black,
+cropped, fitted in 20x20 and centred by mass in 28x28 as MNIST's were, after the paper's tone,
+gradients and shadows are taken away and the strokes made as thick as MNIST's, so a photo or a
+scan is read like a test image (docs/studies.md measures it). Only regular files are opened.
 """
 
 import os
@@ -251,7 +246,12 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     try:
         file = open_regular(path)
     except OSError as e:
-        raise ImageError(f"{name}: {_not_regular(path, e)}.") from None
+        why = e.strerror or str(e)
+        if isinstance(e, FileNotFoundError) and os.path.islink(path):
+            why = f"a dangling symbolic link (to {os.readlink(path)}), not a regular file"
+        elif not why.endswith("not a regular file"):  # else open_regular's own words
+            why = why.lower()  # no such file or directory, not a directory, ...
+        raise ImageError(f"{name}: {printable(why)}.") from None
     try:
         # Pillow's warnings on a damaged file would add lines; the error below says it.
         with file, warnings.catch_warnings():
@@ -264,12 +264,3 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
         raise ImageError(f"{name}: not a readable image (no picture format it knows).") from None
     except (Image.DecompressionBombError, OSError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({one_line(e, 200)}).") from None
-
-
-def _not_regular(path: Path, e: OSError) -> str:
-    """Why `open_regular` refused `path`, in words."""
-    if isinstance(e, FileNotFoundError) and os.path.islink(path):
-        return f"a dangling symbolic link (to {printable(os.readlink(path))}), not a regular file"
-    if e.strerror and e.strerror.endswith("not a regular file"):  # open_regular's own words
-        return e.strerror
-    return f"cannot open it ({e.strerror or e})"
