@@ -198,7 +198,11 @@ def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint_even_ov
 
 @pytest.mark.slow  # trains an epoch
 def test_resume_continues_a_finished_run_in_its_own_directory(
-    trained_run: Path, tmp_path: Path, synthetic_mnist: Path, caplog: pytest.LogCaptureFixture
+    trained_run: Path,
+    tmp_path: Path,
+    synthetic_mnist: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = copy_of(trained_run, tmp_path)
     config = (run / ".hydra" / "config.yaml").read_text()
@@ -206,6 +210,7 @@ def test_resume_continues_a_finished_run_in_its_own_directory(
     with caplog.at_level(logging.INFO):
         run_command(mnist_train, "train", line)
     assert f"Resuming {run} from {run / 'checkpoints' / 'last.ckpt'}" in caplog.text
+    assert " s since the resume\n" in capsys.readouterr().out  # the results table's time
     assert (run / ".hydra" / "config.yaml").read_text() == config  # the run's own config
     assert metrics_of(run)["global_step"] == 3 * STEPS_PER_EPOCH
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

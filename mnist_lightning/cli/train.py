@@ -105,7 +105,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
         "wall_seconds": round(time.perf_counter() - started, 2),
         "best_checkpoint": best,
     }
-    report_run(trainer, datamodule, run_dir, metrics)
+    report_run(trainer, datamodule, run_dir, metrics, resumed=resume_from is not None)
     return metrics["val/acc_best"]
 
 

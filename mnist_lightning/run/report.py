@@ -182,10 +182,14 @@ def log_params_to_mlflow(logger: MLFlowLogger, params: dict[str, Any]) -> None:
 
 
 def report_run(
-    trainer: L.Trainer, datamodule: MNISTDataModule, run_dir: Path, metrics: dict[str, Any]
+    trainer: L.Trainer,
+    datamodule: MNISTDataModule,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    resumed: bool,
 ) -> None:
     """The tested model's figures (and what the augmentation does to training images) to
-    TensorBoard, metrics.json, and the results table."""
+    TensorBoard, metrics.json, and the results table (its time is this process's)."""
     model, step = trainer.lightning_module, trainer.global_step
     for writer in (lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)):
         images, labels = datamodule.splits["test"]
@@ -204,7 +208,7 @@ def report_run(
         "test/loss": f"{metrics['test/loss']:.4f}",
         "val/acc_best": f"{metrics['val/acc_best']:.4f}",
         "epochs": metrics["epoch"],
-        "training time": f"{metrics['fit_seconds']:.1f} s",
+        "training time": f"{metrics['fit_seconds']:.1f} s{' since the resume' * resumed}",
         "run directory": run_dir,
     }
     table = "\n".join(f"  {name:<13}  {value}" for name, value in rows.items())
