@@ -188,12 +188,17 @@ CASES: dict[str, Case] = {
     "a sweep's checkpoint missing": Case(
         "train", train("-m", "model.dropout=0,0.5", "ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)
     ),
+    "a sweep's data directory unusable": Case(
+        "train", train("-m", "model.dropout=0,0.5", "paths.data_dir=/proc/nope"), ("/proc/nope",)
+    ),
     "a sweep's data too small": Case(
         "train", train("-m", "model.dropout=0,0.5", "data.val_size=300"), ("data.val_size=300",)
     ),
     "data directory unusable": Case("train", train("paths.data_dir=/proc/nope"), ("/proc/nope",)),
     "data files missing in a new folder": Case(
-        "train", train("paths.data_dir={w}/new"), ("new/MNIST/raw/train-images-idx3-ubyte: cannot",)
+        "train",
+        train("paths.data_dir={w}/new"),
+        ("new/MNIST/raw/train-labels-idx1-ubyte: cannot read",),
     ),
     "a needed group set to null": Case("train", train("model=null"), ("needs a preset of conf/",)),
     "an optional group set to null": Case("train", train("logger=null"), ("delete it: ~logger",)),

@@ -76,14 +76,15 @@ def test_the_split_and_a_stratified_subset_of_the_requested_size_are_functions_o
 def test_bad_sizes_name_the_key_before_a_run_starts(
     synthetic_mnist: Path, tmp_path: Path, kwargs: dict, key: str
 ) -> None:
-    """mnist-train calls check_sizes before its Trainer and loggers write anything; with no
-    files yet there is nothing to count, and setup checks once they are fetched."""
+    """mnist-train calls check_sizes before its Trainer and loggers write anything (setup
+    again); before the files are fetched, against the official files' count."""
     dm = MNISTDataModule(str(synthetic_mnist), source="files", **({"val_size": 200} | kwargs))
     with pytest.raises(DataError, match=key):
         dm.check_sizes()
     with pytest.raises(DataError, match=key):
         dm.setup()
-    MNISTDataModule(str(tmp_path / "none"), **({"val_size": 200} | kwargs)).check_sizes()
+    with pytest.raises(DataError, match=r"data.val_size=60000 .* 60000 training images"):
+        MNISTDataModule(str(tmp_path / "none"), val_size=60_000).check_sizes()
 
 
 COUNT, BATCH = 103, 10

@@ -145,16 +145,12 @@ class MNISTDataModule(L.LightningDataModule):
         ensure_mnist(self.data_dir, self.source, self.dataset.name)
 
     def check_sizes(self, images: int | None = None) -> None:
-        """val_size and train_subset against the number of training `images`, which only the
-        files tell (data.source=files may hold fewer than the official 60 000). Without it, the
-        files already there are counted, so a run can be refused before it starts; if there are
-        none yet, `setup` checks once they are."""
+        """val_size and train_subset against the number of training `images`, which the files
+        tell: before they are fetched, the official files' 60 000 (every source but `files`
+        writes those, by their sha256), or what `files` has (refused now if it has none)."""
         if images is None:
-            try:
-                labels = raw_dir(self.data_dir, self.dataset.name) / "train-labels-idx1-ubyte"
-                images = len(read_idx(labels))
-            except DataError:
-                return
+            labels = raw_dir(self.data_dir, self.dataset.name) / "train-labels-idx1-ubyte"
+            images = len(read_idx(labels)) if self.source == "files" else 60_000
         if not 0 < self.val_size < images:
             raise DataError(
                 f"data.val_size={self.val_size} must be between 1 and {images - 1} "

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from mnist_lightning.data.datasets import raw_dir
 from mnist_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -35,7 +36,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import kind_of, to_run_log
+from mnist_lightning.files import check_writable, kind_of, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -184,7 +185,11 @@ def check_before_training(cfg: DictConfig) -> None:
     makes a directory: for a sweep, once for each job, not in each job's own directory."""
     if not accelerator_available(cfg.trainer.get("accelerator")):
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
-    build("data", cfg.data).check_sizes()
+    data = build("data", cfg.data)
+    data.check_sizes()
+    raw = raw_dir(data.data_dir, data.dataset.name)
+    if not (raw / "train-labels-idx1-ubyte").exists():  # to be fetched: it must take files
+        check_writable(raw, f"data.data_dir={data.data_dir} (or MNIST_DATA_DIR)")
     start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
 
 
