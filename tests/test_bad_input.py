@@ -21,8 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_lightning.cli.predict import is_grid, write_grid
-from mnist_lightning.data.datasets import ensure_mnist, raw_dir
-from mnist_lightning.errors import DataError
+from mnist_lightning.data.datasets import raw_dir
 from tests.helpers.synthetic import SMALL
 from tests.helpers.tiers import one_of_each_kind
 from tests.helpers.worlds import Command, last_ckpt, make_world, run_in_world
@@ -367,13 +366,3 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
         assert after[path] != before.pop(path) and after[path][0] == "-" and is_grid(path)
     assert {p: after.get(p) for p in before} == before
     assert set(after) - set(before) <= {w / expected.replaced}  # no temporary files left
-
-
-def test_a_data_folder_made_for_a_download_that_failed_is_taken_away(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for proxy in ("http_proxy", "https_proxy"):  # torchvision's download fails, on any machine
-        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
-    with pytest.raises(DataError, match="Could not get MNIST into"):
-        ensure_mnist(tmp_path / "new" / "data", "torchvision")
-    assert list(tmp_path.iterdir()) == []
