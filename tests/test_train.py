@@ -223,8 +223,8 @@ def draw_digit(path: Path, strokes: list, ellipse: bool = False) -> None:
 
 @pytest.mark.e2e
 def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_dir: Path) -> None:
-    """Test digits saved as dark-on-light PNGs 4x larger, and digits drawn as a person would;
-    two files that are not pictures: skipped by name, exit status 1."""
+    """Test digits saved as dark-on-light PNGs 4x larger, and digits drawn as a person would
+    (files that are not pictures, skipped by name: test_bad_input.py)."""
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     raw = raw_dir(real_mnist_dir)
@@ -238,16 +238,11 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
     draw_digit(pictures / "drawn_label1.png", [(100, 30), (100, 170)])
     draw_digit(pictures / "drawn_label7.png", [(50, 40), (150, 40), (90, 170)])
     draw_digit(pictures / "drawn_label0.png", [(55, 30), (145, 170)], ellipse=True)
-    (pictures / "broken.png").write_bytes(b"not an image")
-    Image.new("L", (50, 50), 255).save(pictures / "blank.png")
 
     last = real_run / "checkpoints" / "last.ckpt"
     args = [f"ckpt_path={last}", f"inputs={pictures}", "json=true", f"grid={tmp_path / 'g.png'}"]
     done = run_console("predict", args, tmp_path, {"MNIST_DATA_DIR": str(real_mnist_dir)})
-    assert done.returncode == 1  # some inputs could not be read; the rest were predicted
-    assert "Traceback" not in done.stderr
-    skipped = [line for line in done.stderr.splitlines() if line.startswith("skipped: ")]
-    assert len(skipped) == 2 and "broken.png" in skipped[0] + skipped[1]
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 23
     assert sum(row["digit"] == int(Path(row["file"]).stem[-1]) for row in rows) >= 21, rows
