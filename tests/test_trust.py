@@ -287,7 +287,8 @@ def test_a_resumed_runs_checkpoints_are_written_only_inside_it(tmp_path: Path) -
 
 
 def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:
-    """A copied run's ModelCheckpoint state names the old place: mapped onto the new one."""
+    """A copied run's ModelCheckpoint state names the old place: mapped onto the new one (a
+    path that leads out of the run is refused: the table above)."""
     run = tmp_path / "copy"
     old = "/elsewhere/run/checkpoints"
     state = {
@@ -304,9 +305,6 @@ def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> Non
     assert checkpoint["callbacks"]["ModelCheckpoint"]["best_k_models"] == {
         f"{here}/best-epoch001.ckpt": 0.9
     }
-    state["best_model_path"] = f"{run}/../other/best.ckpt"
-    with pytest.raises(CheckpointError, match=r"best_model_path=.*outside its run"):
-        confine_paths(checkpoint, run / "checkpoints" / "x")
 
 
 def test_a_lock_file_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
