@@ -35,23 +35,21 @@ def composed(overrides: list[str], name: str = "train", hydra_config: bool = Fal
     return compose(name, overrides=overrides, return_hydra_config=hydra_config)
 
 
-def test_the_groups_are_there_and_the_default_config_is_valid() -> None:
-    expected = {"callbacks", "data", "experiment", "hydra", "logger", "model", "paths", "trainer"}
-    assert expected <= set(GROUPS) and len(EXPERIMENTS) >= 4 and len(GROUP_OPTIONS) >= 20
-    cfg = composed([])
-    validate(cfg)
-    assert cfg.data.source == "auto" and cfg.data.val_size == 5000
-    assert cfg.resume is None and cfg.ckpt_path is None
-
-
 @pytest.mark.parametrize("override", one_of_each_kind(GROUP_OPTIONS, lambda o: o.split("=")[0]))
-def test_every_option_of_every_group_composes_and_validates(override: str) -> None:
+def test_every_option_of_every_group_composes_validates_and_builds_a_checkpointable_model(
+    override: str,
+) -> None:
     cfg = composed([override], hydra_config=True)
     validate(cfg)
     group, option = override.split("=")
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
     if group == "experiment":  # a preset changes the network
         assert cfg.model.hidden_dims != composed([]).model.hidden_dims
+    model = instantiate(cfg.model, _convert_="all")
+    widths = [m.out_features for m in model.net.modules() if hasattr(m, "out_features")]
+    assert isinstance(model, MNISTClassifier) and widths == [*cfg.model.hidden_dims, 10]
+    plain = (int, float, str, bool, list, tuple, type(None))
+    assert all(isinstance(v, plain) for v in model.hparams.values()), dict(model.hparams)
 
 
 def test_the_tutorial_presets_are_the_tutorial_networks() -> None:
@@ -67,21 +65,6 @@ def test_the_tutorial_presets_are_the_tutorial_networks() -> None:
     assert (sgd.model.optimizer, sgd.model.lr, sgd.model.dropout) == ("sgd", 0.1, 0.5)
     small = composed(["experiment=tutorial_mlp_64_64_64"])
     assert (small.data.batch_size, small.trainer.max_epochs) == (15, 2)
-
-
-MODELS = [f"model={p.stem}" for p in sorted((CONF / "model").glob("*.yaml"))]
-
-
-@pytest.mark.parametrize("override", [*MODELS, "model.hidden_dims=[]"])  # []: linear 784-10
-def test_every_model_preset_builds_a_checkpointable_model(override: str) -> None:
-    cfg = composed([override])
-    validate(cfg)
-    model = instantiate(cfg.model, _convert_="all")
-    assert isinstance(model, MNISTClassifier)
-    widths = [m.out_features for m in model.net.modules() if hasattr(m, "out_features")]
-    assert widths == [*cfg.model.hidden_dims, 10]
-    plain = (int, float, str, bool, list, tuple, type(None))
-    assert all(isinstance(v, plain) for v in model.hparams.values()), dict(model.hparams)
 
 
 @pytest.mark.parametrize(
@@ -213,6 +196,7 @@ def test_a_bad_value_is_one_config_error_naming_key_value_and_what_is_allowed(
 @pytest.mark.parametrize(
     "overrides",
     [
+        "",  # the default config (its values on real MNIST: test_train.py's end-to-end run)
         "model.hidden_dims=[]",
         "model.hidden_dims=[] model.dropout=[]",
         "model.dropout=[0.1,0.0] model.hidden_dims=[64,32]",

@@ -1,5 +1,5 @@
 """DDP on the CPU (`trainer=ddp_cpu`, 2 processes, gloo), as real `mnist-train` runs. One sweep
-of two DDP jobs serves three tests: it runs job after job; in each job the processes share every
+of two DDP jobs serves both tests: it runs job after job; in each job the processes share every
 epoch's images without overlap, end with the same weights and write one run directory; and a
 DDP run killed at once resumes to exactly the weights of its twin in the sweep."""
 
@@ -16,7 +16,6 @@ from ddp_probe import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from tests.helpers.commands import cli_env, run_cli, run_dirs
-from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
@@ -44,15 +43,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Pa
     return sweep
 
 
-def test_a_sweep_of_ddp_jobs_runs_job_after_job(sweep: Path) -> None:
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+def test_ddp_jobs_run_one_after_another_and_their_processes_share_every_epoch_and_agree(
+    sweep: Path, synthetic_mnist: Path
+) -> None:
     with (sweep / "summary.csv").open() as summary:
         assert [row["status"] for row in csv.DictReader(summary)] == ["completed"] * 2
-
-
-def test_two_processes_share_every_epoch_and_agree(
-    sweep: Path, tmp_path: Path, synthetic_mnist: Path
-) -> None:
     run = sweep / "0"
     ranks = [json.loads((run / f"probe-rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
@@ -70,15 +65,6 @@ def test_two_processes_share_every_epoch_and_agree(
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 40 and list((run / "tensorboard").rglob("events.out.*"))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
-
-    # The same global batch in one process lands close to the same test accuracy.
-    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
-    single = run_console("train", [*SMALL, "data.batch_size=50"], tmp_path, env, 600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    (one,) = run_dirs(tmp_path)
-    alone = json.loads((one / "metrics.json").read_text())
-    assert alone["global_step"] == metrics["global_step"]
-    assert abs(alone["test/acc"] - metrics["test/acc"]) < 0.05
 
 
 def test_a_killed_ddp_run_resumes_bit_for_bit(

@@ -16,21 +16,26 @@ from tests.helpers.synthetic import SMALL
 pytestmark = pytest.mark.slow  # every sweep trains
 
 
-def test_a_sweep_summarises_its_jobs_and_survives_a_bad_one(
+def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_side(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    # A bad value refuses the whole sweep before it starts (test_bad_input.py); a job that
-    # fails as it trains (diverges) is recorded and the others go on.
+    """A job that fails as it trains (diverges) is recorded and the others go on (a bad value
+    refuses the whole sweep before it starts: test_bad_input.py). With joblib, two jobs at a
+    time, each with a share of the cores."""
     args = ["-m", *SMALL, "trainer.max_epochs=1", "model.lr=0.001,0.002,1e30"]
-    done = run_console("train", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)}, 600)
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    done = run_cli("train", args, tmp_path, synthetic_mnist)
     assert done.returncode == 1  # not every job succeeded
     assert "Traceback" not in done.stderr + done.stdout
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    cores = os.cpu_count() or 1
     for job in ("0", "1"):
         assert (sweep / job / "metrics.json").is_file()
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+        log = (sweep / job / "train.log").read_text()
+        assert f"2 jobs at once on {cores} cores: {max(1, cores // 2)} torch threads each" in log
 
     with open(sweep / "summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -108,19 +113,3 @@ def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
         if trial.state.name == "COMPLETE":  # what a trial reports is its val/acc_best
             metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
             assert trial.value == pytest.approx(metrics["val/acc_best"])
-
-
-def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    args = ["-m", *SMALL, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
-    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.dropout=0.0,0.2"]
-    done = run_cli("train", args, tmp_path, synthetic_mnist)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
-    cores = os.cpu_count() or 1
-    for job in ("0", "1"):
-        assert (sweep / job / "metrics.json").is_file()
-        log = (sweep / job / "train.log").read_text()
-        assert f"2 jobs at once on {cores} cores: {max(1, cores // 2)} torch threads each" in log

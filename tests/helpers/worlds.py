@@ -1,22 +1,18 @@
-"""A user's world (data, a finished run, pictures), a snapshot of everything in it, and the
-runner that takes a test module's cases through their commands, each in a world of its own.
+"""A user's world (data, a finished run, pictures), a snapshot of everything in it, and a
+command run in it, with snapshots before and after.
 
 test_bad_input.py and test_trust.py check one promise: a refused command changes nothing that
-existed. The runner snapshots each world, runs the command's console entry in the test process
+existed. `run_in_world` snapshots the world, runs the command's console entry in the test process
 (tests/helpers/hydra_jobs.py), and snapshots it again; test_train.py checks the same contract on
 real processes.
 """
 
 import os
-import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import write_mnist
@@ -76,10 +72,6 @@ class Command:
     memory_gib: float | None = None  # more address space than the tests use, at most
 
 
-# prepare(case, world): sets up an empty `world` folder for `case`; returns the command.
-Prepare = Callable[[str, Path], Command]
-
-
 def run_in_world(command: Command, directory_times: bool = False) -> Outcome:
     """`command` in its world, snapshot before and after (with `directory_times`: see
     `snapshot`)."""
@@ -89,24 +81,3 @@ def run_in_world(command: Command, directory_times: bool = False) -> Outcome:
         command.module, command.args, command.world, env, command.timeout_s, command.memory_gib
     )
     return Outcome(command.world, done, before, snapshot(command.world, directory_times))
-
-
-def run_cases(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    tests: Iterable[str],
-    prepare: Prepare,
-    directory_times: bool = False,
-) -> dict[str, Outcome]:
-    """Every case the module's `tests` were selected with, each in a world of its own."""
-    names = set(tests)
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.originalname in names and item.module is request.module
-    ]
-    outcomes = {}
-    for case in selected:
-        world = tmp_path_factory.mktemp(re.sub(r"\W+", "-", case))
-        outcomes[case] = run_in_world(prepare(case, world), directory_times)
-    return outcomes
