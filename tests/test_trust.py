@@ -191,7 +191,7 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "no checkpoint in the run": (lambda w: Path(LAST.format(w=w)).unlink(), ["{w}/run"]),
     "a truncated checkpoint": (
         lambda w: Path(LAST.format(w=w)).write_bytes(Path(LAST.format(w=w)).read_bytes()[:1000]),
-        [LAST + " cannot be read", "truncated, corrupt or not a torch checkpoint"],
+        [LAST + " cannot be read: it is truncated or damaged. Use another"],
     ),
     "a pickle as last.ckpt": (
         lambda w: torch.save({"state_dict": Evil(w / "ran")}, LAST.format(w=w)),

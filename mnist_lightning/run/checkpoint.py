@@ -75,8 +75,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "Checkpoints are read as weights only, so nothing ran; use one mnist-train wrote."
             ) from None
         # torch's refusal of a pickle opens with paragraphs of advice; its reason comes last.
-        reason = one_line(str(e).rsplit("WeightsUnpickler error:", 1)[-1] or e, 200)
-        what = f"truncated or damaged ({reason})" if zipped else "not a torch checkpoint"
+        _, crafted, reason = str(e).rpartition("WeightsUnpickler error:")
+        what = f"damaged ({one_line(reason, 200)})" if crafted else "truncated or damaged"
+        what = what if zipped else "not a torch checkpoint"
         raise CheckpointError(
             f"Checkpoint {path} cannot be read: it is {what}. Use another one, e.g. the run's "
             "checkpoints/last.ckpt."

@@ -130,7 +130,7 @@ def register_resolvers() -> None:
         ("hydra_output_subdir", hydra_output_subdir),
         ("slurm_tasks", slurm_tasks),
         ("slurm_gpus", slurm_gpus),
-        ("on_a_terminal", sys.stdout.isatty),  # where Lightning's bar writes
+        ("on_a_terminal", lambda: sys.stdout.isatty()),  # where Lightning's bar writes
     ]:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
