@@ -5,6 +5,7 @@ ONNX export and the end-to-end runs on the real MNIST run the console entries in
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -146,17 +147,17 @@ def test_ckpt_path_starts_a_new_run_from_the_weights(
 ) -> None:
     """A learning rate so small that the test accuracy shows where the weights came from: the
     trained ones score >= 0.9, a fresh network about 0.1."""
-    last = trained_run / "checkpoints" / "last.ckpt"
-    weights = last.read_bytes()
-    args = [f"ckpt_path={last}", "model.hidden_dims=[64]", "model.lr=1e-12"]
-    args += ["model.scheduler=none", "trainer.max_epochs=1", "model.log_histograms=true"]
-    done = train_in_process(tmp_path, synthetic_mnist, *args)
+    last = tmp_path / "start.ckpt"  # named from where the command runs, which Hydra leaves
+    weights = shutil.copy(trained_run / "checkpoints" / "last.ckpt", last).read_bytes()
+    args = ["ckpt_path=start.ckpt", "hydra.job.chdir=true", "model.hidden_dims=[64]"]
+    args += ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=1"]
+    done = train_in_process(tmp_path, synthetic_mnist, *args, "model.log_histograms=true")
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert f"Starting from the weights of {last}" in (run / "train.log").read_text()
     metrics = metrics_of(run)
     assert metrics["test/acc"] >= 0.9 and metrics["global_step"] == STEPS_PER_EPOCH
-    assert last.read_bytes() == weights  # the source run is untouched
+    assert last.read_bytes() == weights  # the source is untouched
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
@@ -68,6 +69,8 @@ def train(cfg: DictConfig) -> float:
         return result
     with nothing_left_if_refused(cfg):
         validate(cfg)
+        if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
+            cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
         with locked_run(cfg) as (run_dir, resume_from):
             return fit_and_test(cfg, run_dir, resume_from)
 
