@@ -60,7 +60,7 @@ def export(*overrides: str) -> Setup:
         "format=torchscript",
         "data_source=files",
         f"output={w / 'model.pt'}",
-        *overrides,
+        *(o.format(w=w) for o in overrides),
     ]
 
 
@@ -298,7 +298,9 @@ CASES: dict[str, Case] = {
         "predict", picture(lambda p: Image.new("L", (64, 64), 255).save(p)), ("x.png", "blank")
     ),
     "huge image": Case(
-        "predict", picture(lambda p: Image.new("1", (14000, 14000), 1).save(p)), ("x.png",)
+        "predict",
+        picture(lambda p: Image.new("1", (14000, 14000), 1).save(p)),
+        ("x.png: not a readable image (Image size",),
     ),
     "special files as pictures": Case(
         "predict",
@@ -324,10 +326,18 @@ CASES: dict[str, Case] = {
         then(lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"), predict("grid={w}/p.png")),
         ("grid={w}/p.png exists and is not a grid mnist-predict wrote",),
     ),
-    "hydra.run.dir of a tool unwritable": Case(
-        "predict",
-        predict("hydra.run.dir={w}/run/metrics.json/y"),
-        ("hydra.run.dir=", "cannot write to"),
+    **{
+        f"hydra.run.dir of mnist-{tool} unwritable": Case(
+            tool,
+            args("hydra.run.dir={w}/run/metrics.json/y"),
+            ("hydra.run.dir=", "cannot write to"),
+        )
+        for tool, args in (("predict", predict), ("eval", evaluate), ("export", export))
+    },
+    "hydra.sweep.dir unwritable": Case(
+        "train",
+        train("model.dropout=0,0.5", "hydra.sweep.dir={w}/run/metrics.json/s", "-m"),
+        ("hydra.sweep.dir=", "cannot write to"),
     ),
 }
 
