@@ -86,11 +86,11 @@ def damaged_copy(w: Path, name: str, keep: int) -> Path:
     return w / name
 
 
-def future_ckpt(w: Path) -> Path:
+def edited_ckpt(w: Path, **hyper_parameters: object) -> Path:
     checkpoint = torch.load(last_ckpt(w), weights_only=True)
-    checkpoint["hyper_parameters"]["attention_heads"] = 8  # a key this version does not know
-    torch.save(checkpoint, w / "future.ckpt")
-    return w / "future.ckpt"
+    checkpoint["hyper_parameters"].update(hyper_parameters)
+    torch.save(checkpoint, w / "edited.ckpt")
+    return w / "edited.ckpt"
 
 
 def idx(name: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -264,7 +264,14 @@ CASES: dict[str, Case] = {
         ),
         ("bad.ckpt cannot be read: it is not a torch checkpoint",),
     ),
-    "future checkpoint": Case("eval", ckpt(future_ckpt), ("future.ckpt", "attention_heads")),
+    "future checkpoint": Case(  # a key this version does not know
+        "eval",
+        ckpt(lambda w: edited_ckpt(w, attention_heads=8)),
+        ("edited.ckpt", "attention_heads"),
+    ),
+    "weights unlike its hyper_parameters": Case(
+        "eval", ckpt(lambda w: edited_ckpt(w, hidden_dims=[7])), ("its weight shapes:",)
+    ),
     "eval idx link to /dev/zero": Case(
         "eval",
         then(idx("t10k-images-idx3-ubyte", lambda p: p.symlink_to("/dev/zero")), evaluate()),
