@@ -60,7 +60,7 @@ def export(*overrides: str) -> Setup:
         "format=torchscript",
         "data_source=files",
         f"output={w / 'model.pt'}",
-        *overrides,
+        *(o.format(w=w) for o in overrides),
     ]
 
 
@@ -86,11 +86,11 @@ def damaged_copy(w: Path, name: str, keep: int) -> Path:
     return w / name
 
 
-def future_ckpt(w: Path) -> Path:
+def edited_ckpt(w: Path, **hyper_parameters: object) -> Path:
     checkpoint = torch.load(last_ckpt(w), weights_only=True)
-    checkpoint["hyper_parameters"]["attention_heads"] = 8  # a key this version does not know
-    torch.save(checkpoint, w / "future.ckpt")
-    return w / "future.ckpt"
+    checkpoint["hyper_parameters"].update(hyper_parameters)
+    torch.save(checkpoint, w / "edited.ckpt")
+    return w / "edited.ckpt"
 
 
 def idx(name: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -264,7 +264,14 @@ CASES: dict[str, Case] = {
         ),
         ("bad.ckpt cannot be read: it is not a torch checkpoint",),
     ),
-    "future checkpoint": Case("eval", ckpt(future_ckpt), ("future.ckpt", "attention_heads")),
+    "future checkpoint": Case(  # a key this version does not know
+        "eval",
+        ckpt(lambda w: edited_ckpt(w, attention_heads=8)),
+        ("edited.ckpt", "attention_heads"),
+    ),
+    "weights unlike its hyper_parameters": Case(
+        "eval", ckpt(lambda w: edited_ckpt(w, hidden_dims=[7])), ("its weight shapes:",)
+    ),
     "eval idx link to /dev/zero": Case(
         "eval",
         then(idx("t10k-images-idx3-ubyte", lambda p: p.symlink_to("/dev/zero")), evaluate()),
@@ -298,7 +305,9 @@ CASES: dict[str, Case] = {
         "predict", picture(lambda p: Image.new("L", (64, 64), 255).save(p)), ("x.png", "blank")
     ),
     "huge image": Case(
-        "predict", picture(lambda p: Image.new("1", (14000, 14000), 1).save(p)), ("x.png",)
+        "predict",
+        picture(lambda p: Image.new("1", (14000, 14000), 1).save(p)),
+        ("x.png: not a readable image (Image size",),
     ),
     "special files as pictures": Case(
         "predict",
@@ -324,10 +333,18 @@ CASES: dict[str, Case] = {
         then(lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"), predict("grid={w}/p.png")),
         ("grid={w}/p.png exists and is not a grid mnist-predict wrote",),
     ),
-    "hydra.run.dir of a tool unwritable": Case(
-        "predict",
-        predict("hydra.run.dir={w}/run/metrics.json/y"),
-        ("hydra.run.dir=", "cannot write to"),
+    **{
+        f"hydra.run.dir of mnist-{tool} unwritable": Case(
+            tool,
+            args("hydra.run.dir={w}/run/metrics.json/y"),
+            ("hydra.run.dir=", "cannot write to"),
+        )
+        for tool, args in (("predict", predict), ("eval", evaluate), ("export", export))
+    },
+    "hydra.sweep.dir unwritable": Case(
+        "train",
+        train("model.dropout=0,0.5", "hydra.sweep.dir={w}/run/metrics.json/s", "-m"),
+        ("hydra.sweep.dir=", "cannot write to"),
     ),
 }
 

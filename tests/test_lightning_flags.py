@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 import mnist_lightning.cli.train as train_module
 from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.cli.train import build_trainer
+from mnist_lightning.model.classifier import lr_factor
 from mnist_lightning.run.config import validate
 from tests.helpers.commands import ROOT
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
@@ -337,6 +338,10 @@ def test_max_time_stops_training_after_that_long(tmp_path: Path, synthetic_mnist
     trainer, _ = fit(config(tmp_path, synthetic_mnist, *limit, *NO_CHECKPOINTS))
     assert the(trainer, Timer).time_elapsed("train") >= 1.0
     assert 0 < trainer.current_epoch < 1000 and trainer.global_step > 0
+    lr, horizon = trainer.lightning_module.hparams.lr, 1000 * STEPS_PER_EPOCH  # max_epochs's
+    assert current_lr(trainer) == pytest.approx(
+        lr * lr_factor("onecycle", trainer.global_step, horizon)
+    )
 
 
 @pytest.mark.slow

@@ -257,6 +257,7 @@ def link_to_grid(path: Path) -> None:
         ("a.txt/sub/g.png", None, "a.txt is a regular file)"),
         ("/proc/g.png", None, "cannot write to /proc ("),
         ("/proc/self/g.png", None, "cannot write to /proc/self ("),
+        ("/dev/null/g.png", None, "(/dev/null is a character device)"),
     ],
 )
 def test_a_grid_that_would_overwrite_or_cannot_be_written_is_refused(

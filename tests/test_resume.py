@@ -233,17 +233,18 @@ NULL, NULL_30 = {"max_epochs": None}, {"max_epochs": None, "max_steps": 30}
         (NULL_30, (1000, 30), NULL_30, "raise trainer.max_steps above 30"),
         (NULL_30, (1000, 29), NULL_30, "stopped before its limits"),
         ({"max_epochs": 5, "max_steps": 25}, (2, 25), {"max_epochs": 5, "max_steps": 25}, "25"),
+        ({"max_epochs": 1}, None, {"max_epochs": 1}, None),  # metrics.json not JSON: not finished
     ],
 )
 def test_a_finished_run_is_one_the_command_takes_no_further_and_says_how_to(
-    tmp_path: Path, saved: dict, reached: tuple[int, int], asked: dict, advice: str | None
+    tmp_path: Path, saved: dict, reached: tuple[int, int] | None, asked: dict, advice: str | None
 ) -> None:
     """`saved`: the trainer limits the run trained with; `reached`: (epoch, global_step)."""
     (tmp_path / ".hydra").mkdir()
     config = {"data": {}, "model": {}, "trainer": {"max_steps": -1, **saved}}
     (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    metrics = {"val/acc_best": 0.9, "epoch": reached[0], "global_step": reached[1]}
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    metrics = reached and {"val/acc_best": 0.9, "epoch": reached[0], "global_step": reached[1]}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics) if metrics else '{"val/acc_best')
     cfg = OmegaConf.create({"trainer": {"max_steps": -1, **asked}, "paths": {"output_dir": "r"}})
     done = finished(cfg, tmp_path)
     assert (done and further(cfg, done)) is None if advice is None else advice in further(cfg, done)

@@ -34,6 +34,7 @@ TOOL_VALUES = [
     ("eval", ["ckpt_path=a", "batch_size=2.5"], "batch_size=2.5 must be an integer"),
     ("eval", ["ckpt_path=a", "tensorboard=yes"], "tensorboard='yes' must be true or false"),
     ("eval", ["ckpt_path=a", "device=tpu"], "device='tpu' is not one of: auto, cpu"),
+    ("eval", ["ckpt_path=a", "data_source=ftp"], "data_source='ftp' is not one of: auto"),
     ("export", [], "ckpt_path is missing"),
     ("export", ["ckpt_path=''"], "ckpt_path is missing"),
     ("export", ["ckpt_path=a", "output=[x]"], "output=['x'] must be a file or directory"),

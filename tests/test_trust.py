@@ -182,6 +182,10 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         ["train.log is a file with 2 hard links"],
     ),
     "saved config an alias bomb": (alias_bomb, ["config.yaml cannot be read", "aliases"]),
+    "saved config padded past a megabyte": (
+        lambda w: os.truncate(w / "run" / ".hydra" / "config.yaml", 1_000_001),
+        ["config.yaml cannot be read", "larger than 1000000 bytes"],
+    ),
     "saved config not a config": (
         lambda w: (w / "run" / ".hydra" / "config.yaml").write_text("[1, 2]"),
         [".hydra/config.yaml is not a config mnist-train saved"],
