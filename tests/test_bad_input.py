@@ -190,6 +190,9 @@ CASES: dict[str, Case] = {
     "a sweep's data directory unusable": Case(
         "train", train("-m", "model.dropout=0,0.5", "paths.data_dir=/proc/nope"), ("/proc/nope",)
     ),
+    "a sweep's params merged into a null": Case(
+        "train", train("hydra.sweeper.params={{model.dropout:'0,1.5'}}", "-m"), ("cannot compose",)
+    ),
     "a sweep's data too small": Case(
         "train", train("-m", "model.dropout=0,0.5", "data.val_size=300"), ("data.val_size=300",)
     ),

@@ -26,7 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from mnist_lightning.data.augment import AUGMENTS
 from mnist_lightning.data.datasets import DATASETS, SOURCES
@@ -431,3 +431,5 @@ def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> Dic
         return compose(config_name, overrides=overrides, return_hydra_config=hydra)
     except HydraException as e:
         raise ConfigError(one_line(e)) from None
+    except (OmegaConfBaseException, AttributeError) as e:  # a dict merged into a null
+        raise ConfigError(f"Hydra cannot compose {' '.join(overrides)}: {one_line(e)}") from None
