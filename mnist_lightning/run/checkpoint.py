@@ -210,7 +210,7 @@ def network_weights(
     model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path
 ) -> dict[str, torch.Tensor]:
     """The checkpoint's network weights (`net.*`), if they fit `model.net` exactly; else say
-    what differs: the settings that shape the network, or, if they do not tell, the shapes."""
+    what differs: the settings that shape the network, or the shapes (weights unlike them)."""
     state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     mine = model.net.state_dict()
     if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in mine.items()}:
