@@ -203,6 +203,18 @@ CASES: dict[str, Case] = {
         ("new/MNIST/raw/train-labels-idx1-ubyte: cannot read",),
     ),
     "a needed group set to null": Case("train", train("model=null"), ("needs a preset of conf/",)),
+    "a key misspelt above its level": Case(
+        "train", train("logger.tensorbord.name=x"), ("did you mean logger.tensorboard.name?",)
+    ),
+    "a logger keyword its writer refuses": Case(
+        "train", train("+logger.tensorboard.foo=1"), ("logger.tensorboard cannot be built", "foo")
+    ),
+    "a tracker's run whose data is missing": Case(
+        "train", train("logger=mlflow", "paths.data_dir={w}/none"), ("none/MNIST/raw/train-",)
+    ),
+    "a training group given to mnist-eval": Case(
+        "eval", evaluate("+trainer=gpu"), ("+trainer= is not for mnist-eval",)
+    ),
     "an optional group set to null": Case("train", train("logger=null"), ("delete it: ~logger",)),
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
     "a callback refuses its value": Case(

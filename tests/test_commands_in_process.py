@@ -206,7 +206,7 @@ def test_resume_continues_a_finished_run_in_its_own_directory(
 ) -> None:
     run = copy_of(trained_run, tmp_path)
     config = (run / ".hydra" / "config.yaml").read_text()
-    line = [f"resume={run}", "trainer.max_epochs=3", f"paths.data_dir={synthetic_mnist}"]
+    line = [f"resume={run}", "trainer.max_epochs=3", f"data.data_dir={synthetic_mnist}"]
     with caplog.at_level(logging.INFO):
         run_command(mnist_train, "train", line)
     assert f"Resuming {run} from {run / 'checkpoints' / 'last.ckpt'}" in caplog.text

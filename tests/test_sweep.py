@@ -43,6 +43,7 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
     statuses = {row["job"]: row["status"] for row in rows}
     assert statuses["0"] == statuses["1"] == "completed"
     assert statuses["2"].startswith("failed: train/loss became nan")
+    assert (sweep / "2" / "train.log").read_text().count("became nan") == 1  # said once
     best = [float(row["val/acc_best"]) for row in rows[:2]]
     assert best == sorted(best, reverse=True)  # best first
     assert "model.lr=0.002" in (sweep / "summary.md").read_text()

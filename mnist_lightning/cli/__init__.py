@@ -45,11 +45,11 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return task(*args, **kwargs)
         except UserError as e:
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                record_failure(str(e))  # logged, in the job's train.log too
+                return None
             if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
                 to_run_log(log, f"Error: {e}", logging.ERROR)
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                record_failure(str(e))
-                return None
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -79,7 +79,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     """Train, test the best checkpoint, and (in the first process) write the results."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build("data", cfg.data)
-    datamodule.check_sizes()  # before the Trainer's loggers write anything
+    datamodule.prepare_data()  # the files, and their sizes, before the loggers write anything
+    datamodule.check_sizes()
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model = build("model", cfg.model, _convert_="all")
     start_from(model, cfg.ckpt_path, resume_from)

@@ -198,8 +198,8 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
     except (OSError, Timeout) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e
         raise DataError(
-            f"Cannot use the data directory {raw}: {reason}. Point data.data_dir (or "
-            "paths.data_dir, or the environment variable MNIST_DATA_DIR) at a writable directory."
+            f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
+            "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=<dir>)."
         ) from None
     try:
         return _ensure_locked(raw, DATASETS[dataset], source)

@@ -321,6 +321,12 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+    for key in (o.split("=")[0] for o in overrides if config_name != "train"):
+        if key.lstrip("+") in groups or (key.startswith("+") and not key.startswith("+hydra.")):
+            raise ConfigError(
+                f"{key}= is not for mnist-{config_name}: it has no groups and takes no added "
+                f"keys (its keys: mnist-{config_name} --help)."
+            )
     # Going without a group: `~logger` (Hydra's `logger=null` is a traceback), not `~model`.
     for arg in args:
         group = arg.removeprefix("~").removesuffix("=null").lstrip("+")
@@ -346,14 +352,22 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     with _hydra(config_dir):
         cfg = _compose(config_name, chosen, hydra=True)
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
-        parent, _, name = key.rpartition(".")
-        siblings = (
-            OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
-        )
-        names = list(siblings) if isinstance(siblings, DictConfig) else []  # with `???` keys
-        if key in groups or "/" in key or name in names:
+        if key in groups or "/" in key:
             continue
-        close = [f"{parent}.{n}".lstrip(".") for n in difflib.get_close_matches(name, names, 1)]
+        parts, node = key.split("."), cfg
+        for depth, name in enumerate(parts):  # the first part the config lacks, at its level
+            names = list(node) if isinstance(node, DictConfig) else []  # with `???` keys
+            if name not in names:
+                break
+            node = OmegaConf.select(
+                cfg, ".".join(parts[: depth + 1]), throw_on_resolution_failure=False
+            )
+        else:
+            continue
+        close = [
+            ".".join([*parts[:depth], n, *parts[depth + 1 :]])
+            for n in difflib.get_close_matches(name, names, 1)
+        ]
         hint = f"; did you mean {close[0]}?" if close else "."
         train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
         if not close and train and key.startswith("trainer."):  # as the Trainer spells it

@@ -72,6 +72,7 @@ RESUMABLE_KEYS = (
     "trainer.enable_progress_bar",
     "callbacks.progress_bar.refresh_rate",
     "paths.data_dir",
+    "data.data_dir",
     "data.source",
 )
 

@@ -158,6 +158,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         run = Path(cfg.paths.output_dir)
         check_writes_inside(trainer, run)
         log.info("Resuming %s from %s", run, last_checkpoint(run))
+    for (name, _), logger in zip(nodes, loggers, strict=True):
+        try:  # made now, not in fit: TensorBoard hands its keywords on to its writer
+            _ = logger.experiment
+        except TypeError as e:
+            reason = one_line(e)
+            raise ConfigError(f"logger.{name} cannot be built from its config: {reason}.") from None
     # Accepted: from here on Lightning's lines also go to the run's train.log (a sweep's
     # earlier job's log is replaced).
     run_log = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
