@@ -206,6 +206,11 @@ CASES: dict[str, Case] = {
     "a key misspelt above its level": Case(
         "train", train("logger.tensorbord.name=x"), ("did you mean logger.tensorboard.name?",)
     ),
+    "a Trainer argument added misspelt": Case(
+        "train",
+        train("+trainer.gradient_clip_vall=1"),
+        ("Did you mean trainer.gradient_clip_val?",),
+    ),
     "a logger keyword its writer refuses": Case(
         "train", train("+logger.tensorboard.foo=1"), ("logger.tensorboard cannot be built", "foo")
     ),

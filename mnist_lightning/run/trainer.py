@@ -148,17 +148,18 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     plugins = [checkpoints, *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
     t = cfg.trainer
     try:
-        trainer = instantiate(t, logger=loggers or False, callbacks=callbacks, plugins=plugins)
-    except Exception as e:  # e.g. trainer.accelerator=gpu on a machine without one
-        reason = one_line(e.__cause__ or e).rstrip(".!")
+        trainer = build("trainer", t, logger=loggers or False, callbacks=callbacks, plugins=plugins)
+    except ConfigError:  # e.g. trainer.accelerator=gpu on a machine without one
         if not accelerator_available(t.accelerator):
-            raise unavailable(t, reason) from None
-        raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
+            raise unavailable(t, f"it has no {t.accelerator}") from None
+        raise
     if cfg.get("resume"):
         run = Path(cfg.paths.output_dir)
         check_writes_inside(trainer, run)
         log.info("Resuming %s from %s", run, last_checkpoint(run))
     for (name, _), logger in zip(nodes, loggers, strict=True):
+        if not any(logger is used for used in trainer.loggers):  # fast_dev_run: none
+            continue
         try:  # made now, not in fit: TensorBoard hands its keywords on to its writer
             _ = logger.experiment
         except TypeError as e:
