@@ -253,6 +253,11 @@ KEYS = {
     "model.dropout": "model.dropout: Hydra cannot read it (missing EQUAL at '<EOF>').",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",
     "hydra.run.dri=x": "did you mean hydra.run.dir?",
+    "logger.tensorbord.name=x": "did you mean logger.tensorboard.name?",
+    "callbacks.model_checkpoint.filenam=x": "filenam is not a key of this config; did you mean "
+    "callbacks.last_checkpoint?",
+    "trainer.profiler.dirpath=x": "trainer.profiler.dirpath is not a key of this config.",
+    "-m hparams_search=optuna hydra.sweeper.params.model.lr=interval(0.001,0.1)": None,
     "hydra/launcher=slurm hydra.launcher.partiton=x": "did you mean hydra.launcher.partition?",
     "model=nope": "model=nope is not a preset of conf/model/; one of mlp, mlp_128,",
     "model=MLP_128_6": "not a preset of conf/model/; did you mean model=mlp_128_64?",
@@ -292,6 +297,7 @@ JOBS = {
     "trainer=gpu --cfg job": None,  # Hydra shows the config and runs nothing
     "--cfg=job ckpt_path=/no/such.ckpt": None,
     "-m hparams_search=optuna model.dropout=1.5": DROPOUT,  # Optuna: the fixed values
+    "resume=null model.dropout=1.5": DROPOUT,  # no run to resume: a new one, checked
     "-m experiment=study_regularization hydra.sweeper.params={model.dropout:'0,1.5'}": DROPOUT,
 }
 

@@ -50,12 +50,17 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
     assert "| job | overrides | status |" in done.stdout
 
 
-def test_a_killed_sweep_is_relaunched_in_place(tmp_path: Path, synthetic_mnist: Path) -> None:
+def test_a_killed_sweep_is_relaunched_in_place(
+    tmp_path: Path, synthetic_mnist: Path, trained_run: Path
+) -> None:
     """SIGKILL in the middle of job 0; `resume=<sweep_dir>` resumes job 0 from its checkpoint
-    and starts job 1; a second re-launch skips both (those two in this process)."""
+    and starts job 1; a second re-launch skips both (those two in this process). The jobs
+    start from a checkpoint's weights: resume= continues them, ckpt_path= stays as given."""
     args = [
         "-m",
         *SMALL,
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "model.hidden_dims=[64]",
         "trainer.max_epochs=1",
         "callbacks.periodic_checkpoint.train_time_interval=null",
         "+callbacks.periodic_checkpoint.every_n_train_steps=5",

@@ -190,17 +190,21 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
         for name in DATASETS[dataset].sha256:
             read_idx(raw / name)
         return raw
-    made = [folder for folder in (raw, *raw.parents) if not folder.exists()]
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(raw / ".lock", timeout=900)
-        lock.acquire()
-    except (OSError, Timeout) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-        raise DataError(
-            f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
-            "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=<dir>)."
-        ) from None
+    for attempt in (1, 2, 3):  # again if another run's failed fetch took the folders away
+        made = [folder for folder in (raw, *raw.parents) if not folder.exists()]
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(raw / ".lock", timeout=900)
+            lock.acquire()
+            break
+        except (OSError, Timeout) as e:
+            if isinstance(e, FileNotFoundError) and attempt < 3:
+                continue
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise DataError(
+                f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
+                "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=)."
+            ) from None
     try:
         return _ensure_locked(raw, DATASETS[dataset], source)
     except DataError:

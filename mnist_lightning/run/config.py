@@ -322,7 +322,8 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
     groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
     for key in (o.split("=")[0] for o in overrides if config_name != "train"):
-        if key.lstrip("+") in groups or (key.startswith("+") and not key.startswith("+hydra.")):
+        added = key.startswith("+") and not key.startswith("++")  # (++: only where it is)
+        if key.lstrip("+") in groups or (added and not key.lstrip("+").startswith("hydra")):
             raise ConfigError(
                 f"{key}= is not for mnist-{config_name}: it has no groups and takes no added "
                 f"keys (its keys: mnist-{config_name} --help)."
@@ -364,13 +365,15 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             )
         else:
             continue
-        close = [
-            ".".join([*parts[:depth], n, *parts[depth + 1 :]])
-            for n in difflib.get_close_matches(name, names, 1)
-        ]
+        if ".".join(parts[depth:]) in names:  # a key with dots (a sweeper's params)
+            continue
+        close = [".".join([*parts[:depth], n]) for n in difflib.get_close_matches(name, names, 1)]
+        whole = [".".join([*close, *parts[depth + 1 :]])] if close else []
+        if whole and OmegaConf.select(cfg, whole[0], default=_ABSENT) is not _ABSENT:
+            close = whole  # the key as meant, if the config has it
         hint = f"; did you mean {close[0]}?" if close else "."
         train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
-        if not close and train and key.startswith("trainer."):  # as the Trainer spells it
+        if not close and train and depth == 1 and key.startswith("trainer."):  # as it spells it
             spelt = difflib.get_close_matches(name, inspect.signature(Trainer).parameters, 1)
             hint += f" A Trainer argument that conf/ lacks: +trainer.{(spelt or [name])[0]}=..."
         if not close and train and key.startswith("callbacks."):
@@ -393,7 +396,8 @@ def check_jobs(
     the command line's fixed ones are checked here, each trial's when it starts.)"""
     flags = get_args_parser().parse_known_args(args)[0]
     shows = flags.cfg or flags.info or flags.help or flags.hydra_help or flags.shell_completion
-    if shows or any(a.startswith("resume=") for a in args):  # Hydra shows, runs nothing
+    resumes = any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args)
+    if shows or resumes:  # Hydra shows, runs nothing; a resumed run's config is its own
         return
 
     def check(overrides: list[str]) -> None:

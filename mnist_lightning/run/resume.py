@@ -216,7 +216,7 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     """(config to train with, None), or (config, result) when there is nothing to train: a
     finished sweep job, or a finished run the command does not extend. With `resume=` the
     config is the run's own, checked (`resumed_config`)."""
-    if cfg.resume and cfg.ckpt_path:
+    if cfg.resume and cfg.ckpt_path and HydraConfig.get().mode == RunMode.RUN:
         raise ConfigError(
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
             "new run from a checkpoint's weights: give one of them, not both."
