@@ -129,7 +129,9 @@ def mnist_train(
     with tempfile.TemporaryDirectory(prefix="bench-mnist-train-") as tmp:
         work = workdir or Path(tmp)
         records = work / "bench_epochs.json"
-        cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *overrides]
+        # A run as on a terminal, with the bar (a pipe switches it off; -m must come first).
+        bar = [] if "-m" in overrides else ["trainer.enable_progress_bar=true"]
+        cmd = [sys.executable, "-m", "mnist_lightning.cli.train", *bar, *overrides]
         if timer is not None:
             timer = timer | {"_target_": "benchmarks.callbacks.EpochTimer", "out": str(records)}
             cmd += [f"+callbacks.bench_timer.{k}={json.dumps(v)}" for k, v in timer.items()]
