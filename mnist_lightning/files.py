@@ -26,6 +26,7 @@ from mnist_lightning.errors import ConfigError, UserError, printable
 
 LOCK_NAME = ".lock"
 _held_locks: dict[Path, int] = {}  # run directory -> descriptor, for the life of the process
+_found: dict[Path, tuple[bytes, int, int] | None] = {}  # its lock file as found (None: made)
 
 
 @contextlib.contextmanager
@@ -158,6 +159,7 @@ def lock_run(run: Path, command: str) -> None:
     run = run.resolve()
     if run in _held_locks:
         return
+    existed = os.path.lexists(run / LOCK_NAME)
     try:
         fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as e:
@@ -175,9 +177,25 @@ def lock_run(run: Path, command: str) -> None:
             f"{run} is in use: {holder} is writing it. One process at a time writes a run "
             f"directory; wait until it ends (or stop it), then run {command} again."
         ) from None
+    info = os.fstat(fd)
+    _found[run] = (os.pread(fd, 200, 0), info.st_atime_ns, info.st_mtime_ns) if existed else None
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} ({command})\n".encode())
     _held_locks[run] = fd
+
+
+def put_back_locks() -> None:
+    """A command that did nothing (refused, or nothing to do) leaves each run it locked as it
+    found it: the lock file's text and times, or no lock file."""
+    for run, found in _found.items():
+        if run not in _held_locks:
+            continue
+        if found is None:
+            (run / LOCK_NAME).unlink(missing_ok=True)  # (a refused new run is gone whole)
+            continue
+        os.ftruncate(_held_locks[run], 0)
+        os.pwrite(_held_locks[run], found[0], 0)
+        os.utime(run / LOCK_NAME, ns=found[1:])
 
 
 def unlock_run(run: Path) -> None:

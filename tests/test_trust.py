@@ -334,10 +334,10 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     finished, live = runs / "0-finished", runs / "1-live"
     for run in (finished, live):
         shutil.copytree(trained_run, run)
-    untouched = [snapshot(run, directory_times=True) for run in (finished, live)]
     holder = os.open(live / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     os.write(holder, b"process 4242 (mnist-train)")
     fcntl.flock(holder, fcntl.LOCK_EX)
+    untouched = [snapshot(run, directory_times=True) for run in (finished, live)]
     lines = {
         "train": [f"resume={live}", "trainer.max_epochs=3"],
         "eval": [f"run_dir={live}", "data_source=files"],

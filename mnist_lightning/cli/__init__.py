@@ -24,6 +24,7 @@ from mnist_lightning.files import (
     check_writable,
     kind_of,
     open_regular,
+    put_back_locks,
     to_run_log,
 )
 from mnist_lightning.run.config import check_override_keys, check_value
@@ -50,6 +51,8 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
                 return None
             if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
                 to_run_log(log, f"Error: {e}", logging.ERROR)
+            else:  # refused: nothing done
+                put_back_locks()
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
 

@@ -45,6 +45,7 @@ from mnist_lightning.files import (
     kind_of,
     lock_run,
     open_regular,
+    put_back_locks,
     read_json,
     run_holder,
     unlock_run,
@@ -238,6 +239,7 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
             f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
             + further(cfg, done)
         )
+        put_back_locks()
         return cfg, done["val/acc_best"]
     return cfg, None
 

@@ -25,11 +25,9 @@ Entry = tuple[str, int, int]
 def snapshot(root: Path, directory_times: bool = False) -> dict[Path, Entry]:
     """Every entry under `root`, by lstat (nothing opened or followed). A directory's size and
     times change when an entry comes or goes, even for a moment: compared only with
-    `directory_times`. A run's `.lock` is left out: it names the process that last held it."""
+    `directory_times`."""
     entries = {}
     for path in root.rglob("*"):
-        if path.name == ".lock":
-            continue
         st = path.lstat()
         if stat.S_ISDIR(st.st_mode) and not directory_times:
             entries[path] = ("d", 0, 0)
