@@ -25,8 +25,9 @@ from typing import IO, Any, BinaryIO
 from mnist_lightning.errors import ConfigError, UserError, printable
 
 LOCK_NAME = ".lock"
-_held_locks: dict[Path, int] = {}  # run directory -> descriptor, for the life of the process
-_found: dict[Path, tuple[bytes, int, int] | None] = {}  # its lock file as found (None: made)
+# Run directory -> (descriptor, for the life of the process; its lock file as this process
+# found it: text, access and modification times, or None if it made the file).
+_held_locks: dict[Path, tuple[int, tuple[bytes, int, int] | None]] = {}
 
 
 @contextlib.contextmanager
@@ -178,29 +179,27 @@ def lock_run(run: Path, command: str) -> None:
             f"directory; wait until it ends (or stop it), then run {command} again."
         ) from None
     info = os.fstat(fd)
-    _found[run] = (os.pread(fd, 200, 0), info.st_atime_ns, info.st_mtime_ns) if existed else None
+    found = (os.pread(fd, 200, 0), info.st_atime_ns, info.st_mtime_ns) if existed else None
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} ({command})\n".encode())
-    _held_locks[run] = fd
+    _held_locks[run] = (fd, found)
 
 
 def put_back_locks() -> None:
     """A command that did nothing (refused, or nothing to do) leaves each run it locked as it
     found it: the lock file's text and times, or no lock file."""
-    for run, found in _found.items():
-        if run not in _held_locks:
-            continue
+    for run, (fd, found) in _held_locks.items():
         if found is None:
             (run / LOCK_NAME).unlink(missing_ok=True)  # (a refused new run is gone whole)
             continue
-        os.ftruncate(_held_locks[run], 0)
-        os.pwrite(_held_locks[run], found[0], 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, found[0], 0)
         os.utime(run / LOCK_NAME, ns=found[1:])
 
 
 def unlock_run(run: Path) -> None:
     """Let other processes write `run` again (a sweep's job is done; its process goes on)."""
-    fd = _held_locks.pop(run.resolve(), None)
+    fd, _ = _held_locks.pop(run.resolve(), (None, None))
     if fd is not None:
         os.close(fd)
 

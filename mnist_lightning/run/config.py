@@ -193,7 +193,9 @@ def validate(cfg: DictConfig) -> None:
     """mnist-train's config, or `ConfigError` naming the first value the code cannot use."""
     check(cfg, TRAIN)
     dataset = DATASETS.get(_get(cfg, "data.dataset"), DATASETS["mnist"])  # older runs: MNIST
-    check(cfg, {"data.source": dataset.sources})
+    source = _get(cfg, "data.source")
+    if source is not _ABSENT:  # deleted (~data.source): the data module's own default
+        check_value("data.source", source, dataset.sources)
     hidden = _get(cfg, "model.hidden_dims")
     if hidden is _ABSENT:  # deleted (~model.hidden_dims): the model's own default
         hidden = list(inspect.signature(MNISTClassifier).parameters["hidden_dims"].default)
