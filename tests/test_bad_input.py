@@ -163,7 +163,9 @@ CASES: dict[str, Case] = {
     "unknown key": Case("train", train("model.dropuot=0.3"), ("did you mean model.dropout?",)),
     "dropout out of range": Case("train", train("model.dropout=1.5"), ("model.dropout=1.5",)),
     "a key added that the model lacks": Case(
-        "train", train("+model.dropuot=0.3"), ("model cannot be built", "mean model.dropout?")
+        "train",
+        train("+model.dropuot=0.3"),
+        ("MNISTClassifier takes no argument dropuot. Did you mean model.dropout?",),
     ),
     "a callback without its class": Case(
         "train", train("+callbacks.zzz.patience=1"), ("callbacks.zzz names no class to build",)
@@ -206,13 +208,13 @@ CASES: dict[str, Case] = {
     "a key misspelt above its level": Case(
         "train", train("logger.tensorbord.name=x"), ("did you mean logger.tensorboard.name?",)
     ),
-    "a Trainer argument added misspelt": Case(
+    "a Trainer argument added misspelt (no MLflow store made)": Case(
         "train",
-        train("+trainer.gradient_clip_vall=1"),
+        train("logger=mlflow", "+trainer.gradient_clip_vall=1"),
         ("Did you mean trainer.gradient_clip_val?",),
     ),
-    "a logger keyword its writer refuses": Case(
-        "train", train("+logger.tensorboard.foo=1"), ("logger.tensorboard cannot be built", "foo")
+    "a keyword a logger hands on to what refuses it": Case(
+        "train", train("logger=many", "+logger.wandb.foo=1"), ("logger.wandb.foo: ", "no argument")
     ),
     "a tracker's run whose data is missing": Case(
         "train", train("logger=mlflow", "paths.data_dir={w}/none"), ("none/MNIST/raw/train-",)

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
@@ -137,8 +137,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     nodes = (cfg.get("logger") or {}).items()  # `~logger`: none
     if any(node.get("_target_") == WANDB_LOGGER for _, node in nodes):
         finish_wandb_run()  # a WandbLogger would log into the run still open (a sweep's last job)
-    loggers = [build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in nodes]
+    check_arguments("trainer", cfg.trainer)
     callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items()]
+    # MLflow's logger makes its store as it is built: last, once the others were accepted.
+    mlflow_last = sorted(nodes, key=lambda item: item[1].get("_target_") == MLFLOW_LOGGER)
+    built = {name: build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in mlflow_last}
+    loggers = [built[name] for name, _ in nodes]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
@@ -157,14 +161,6 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         run = Path(cfg.paths.output_dir)
         check_writes_inside(trainer, run)
         log.info("Resuming %s from %s", run, last_checkpoint(run))
-    for (name, _), logger in zip(nodes, loggers, strict=True):
-        if not any(logger is used for used in trainer.loggers):  # fast_dev_run: none
-            continue
-        try:  # made now, not in fit: TensorBoard hands its keywords on to its writer
-            _ = logger.experiment
-        except TypeError as e:
-            reason = one_line(e)
-            raise ConfigError(f"logger.{name} cannot be built from its config: {reason}.") from None
     # Accepted: from here on Lightning's lines also go to the run's train.log (a sweep's
     # earlier job's log is replaced).
     run_log = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
@@ -192,6 +188,7 @@ def check_before_training(cfg: DictConfig) -> None:
     makes a directory: for a sweep, once for each job, not in each job's own directory."""
     if not accelerator_available(cfg.trainer.get("accelerator")):
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
+    check_arguments("trainer", cfg.trainer)
     data = build("data", cfg.data)
     data.check_sizes()
     raw = raw_dir(data.data_dir, data.dataset.name)
@@ -224,7 +221,10 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
             f"{key} names no class to build: give its class (+{key}._target_=<class>) or remove it."
         )
     try:
+        check_arguments(key, node)
         return instantiate(node, **extra)
+    except ConfigError:
+        raise
     except Exception as e:  # a value of the wrong type or range, which the class refused
         cause = e.__cause__ or e
         package = EXTRAS.get(str(node.get("_target_")))
@@ -233,11 +233,30 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
                 f"{key} needs the {package} package: pip install -e '.[{package}]'"
             ) from None
         reason = one_line(cause).rstrip(".!")[:300]
-        wrong = re.search(r"unexpected keyword argument '(\w+)'", reason)
-        takes = inspect.signature(get_class(node._target_)).parameters if wrong else ()
-        close = difflib.get_close_matches(wrong[1], takes, 1) if wrong else []
-        hint = f" Did you mean {key}.{close[0]}?" if close else ""
-        raise ConfigError(f"{key} cannot be built from its config: {reason}.{hint}") from None
+        raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
+
+
+# The keywords these loggers do not take themselves, they hand on: checked as theirs.
+HANDS_ON = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter",
+    WANDB_LOGGER: "wandb.init",
+}
+
+
+def check_arguments(key: str, node: DictConfig) -> None:
+    """One line for an argument the class lacks (`+trainer.gradient_clip_vall=1`), found
+    before anything is built: MLflow's logger makes its store as it is built."""
+    target = str(node._target_)
+    takes = inspect.signature(get_object(target)).parameters
+    if target in HANDS_ON:
+        takes = {**takes, **inspect.signature(get_object(HANDS_ON[target])).parameters}
+    elif any(p.kind == p.VAR_KEYWORD for p in takes.values()):
+        return
+    for name in map(str, node):
+        if name not in takes and not name.startswith("_"):  # `_convert_`: Hydra's
+            close = difflib.get_close_matches(name, takes, 1)
+            hint = f" Did you mean {key}.{close[0]}?" if close else ""
+            raise ConfigError(f"{key}.{name}: {target} takes no argument {name}.{hint}")
 
 
 @contextmanager
