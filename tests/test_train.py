@@ -4,9 +4,11 @@ outcomes (divergence, a run that learns nothing, a new run from weights, torch.c
 ONNX export and the end-to-end runs on the real MNIST run the console entries in this process."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,16 @@ def test_a_refused_command_exits_with_one_line_and_changes_nothing(
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     after = snapshot(w)
     assert {p: after.get(p) for p in before} == before  # nothing that existed changed
+
+
+def test_help_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None:
+    """`mnist-train --help | head -1`: the reader is gone before the command writes."""
+    read, write = os.pipe()
+    os.close(read)
+    command = [sys.executable, "-m", "mnist_lightning.cli.train", "--help"]
+    done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    os.close(write)
+    assert (done.returncode, done.stderr) == (1, "")
 
 
 def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_only_theirs(

@@ -55,6 +55,9 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
                 put_back_locks()
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
+        except BrokenPipeError:  # `mnist-train --help | head`: the reader left (Python's advice)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
 
     return wrapper
 
