@@ -46,7 +46,9 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
     assert (sweep / "2" / "train.log").read_text().count("became nan") == 1  # said once
     best = [float(row["val/acc_best"]) for row in rows[:2]]
     assert best == sorted(best, reverse=True)  # best first
-    assert "model.lr=0.002" in (sweep / "summary.md").read_text()
+    wall = json.loads((sweep / "0" / "metrics.json").read_text())["wall_seconds"]
+    assert "model.lr=0.002" in (summary := (sweep / "summary.md").read_text())
+    assert f" | {wall} |" in summary  # seconds as measured, accuracies to 4 places
     assert "| job | overrides | status |" in done.stdout
 
 

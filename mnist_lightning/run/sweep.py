@@ -110,9 +110,10 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    def cell(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+    def cell(column: str, value: Any) -> str:  # accuracies to 4 places, seconds as measured
+        accuracy = isinstance(value, float) and "acc" in column
+        return f"{value:.4f}" if accuracy else str(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c, row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
