@@ -214,7 +214,9 @@ CASES: dict[str, Case] = {
         ("Did you mean trainer.gradient_clip_val?",),
     ),
     "a keyword a logger hands on to what refuses it": Case(
-        "train", train("logger=many", "+logger.wandb.foo=1"), ("logger.wandb.foo: ", "no argument")
+        "train",
+        train("logger=many", "+logger.wandb.foo=1", "paths.data_dir={w}/new"),
+        ("logger.wandb.foo: ", "no argument"),
     ),
     "a tracker's run whose data is missing": Case(
         "train", train("logger=mlflow", "paths.data_dir={w}/none"), ("none/MNIST/raw/train-",)

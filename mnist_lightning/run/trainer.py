@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import pydoc
 import re
 import sys
 import traceback
@@ -20,7 +21,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
@@ -188,6 +189,10 @@ def check_before_training(cfg: DictConfig) -> None:
     makes a directory: for a sweep, once for each job, not in each job's own directory."""
     if not accelerator_available(cfg.trainer.get("accelerator")):
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
+    for group in ("callbacks", "logger"):  # their keywords, before a fetch of the data
+        for name, node in (cfg.get(group) or {}).items():
+            if isinstance(node, DictConfig) and "_target_" in node:
+                check_arguments(f"{group}.{name}", node)
     check_arguments("trainer", cfg.trainer)
     data = build("data", cfg.data)
     data.check_sizes()
@@ -247,10 +252,11 @@ def check_arguments(key: str, node: DictConfig) -> None:
     """One line for an argument the class lacks (`+trainer.gradient_clip_vall=1`), found
     before anything is built: MLflow's logger makes its store as it is built."""
     target = str(node._target_)
-    takes = inspect.signature(get_object(target)).parameters
-    if target in HANDS_ON:
-        takes = {**takes, **inspect.signature(get_object(HANDS_ON[target])).parameters}
-    elif any(p.kind == p.VAR_KEYWORD for p in takes.values()):
+    found = [pydoc.locate(name) for name in (target, HANDS_ON.get(target)) if name]
+    if None in found:  # not importable: building it says why (or what to install)
+        return
+    takes = {k: p for f in found for k, p in inspect.signature(f).parameters.items()}
+    if target not in HANDS_ON and any(p.kind == p.VAR_KEYWORD for p in takes.values()):
         return
     for name in map(str, node):
         if name not in takes and not name.startswith("_"):  # `_convert_`: Hydra's
