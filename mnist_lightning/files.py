@@ -114,10 +114,10 @@ def _regular(mode: int, path: str | os.PathLike) -> None:
         raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file", str(path))
 
 
-def check_writable(folder: Path, key: str) -> None:
-    """Before any work, creating nothing: `folder`, where `key` writes, can take a file. The
-    nearest folder that exists (itself, or the one above where it would be made) must be a
-    directory that takes a temporary file (its times put back)."""
+def cannot_write(folder: Path) -> str | None:
+    """Why `folder` cannot take a file, found creating nothing; None if it can. The nearest
+    folder that exists (itself, or the one above where it would be made) must be a directory
+    that takes a temporary file (its times put back)."""
     existing = Path(os.path.abspath(folder))
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -127,17 +127,20 @@ def check_writable(folder: Path, key: str) -> None:
     except OSError:
         kind = "a dangling symbolic link"
     if kind != "a directory":
-        raise ConfigError(
-            f"{key}: cannot write to {printable(folder)} ({printable(existing)} is {kind})."
-        )
+        return f"{printable(existing)} is {kind}"
     try:  # a real file: a read-only mount, /proc and ACLs answer os.access wrongly for root
         with tempfile.TemporaryFile(dir=existing):
             pass
         os.utime(existing, ns=(times.st_atime_ns, times.st_mtime_ns))  # as it was, too
     except OSError as e:
-        raise ConfigError(
-            f"{key}: cannot write to {printable(folder)} ({e.strerror or e})."
-        ) from None
+        return str(e.strerror or e)
+    return None
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Before any work, creating nothing: `folder`, where `key` writes, can take a file."""
+    if why := cannot_write(folder):
+        raise ConfigError(f"{key}: cannot write to {printable(folder)} ({why}).")
 
 
 def check_hydra_dirs(args: list[str]) -> None:

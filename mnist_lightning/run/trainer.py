@@ -28,7 +28,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_lightning.data.datasets import raw_dir
+from mnist_lightning.data.datasets import raw_dir, unusable
 from mnist_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -36,7 +36,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import check_writable, kind_of, to_run_log
+from mnist_lightning.files import cannot_write, kind_of, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -195,8 +195,9 @@ def check_before_training(cfg: DictConfig) -> None:
     data = build("data", cfg.data)
     data.check_sizes()
     raw = raw_dir(data.data_dir, data.dataset.name)
-    if not (raw / "train-labels-idx1-ubyte").exists():  # to be fetched: it must take files
-        check_writable(raw, f"data.data_dir={data.data_dir} (or MNIST_DATA_DIR)")
+    fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
+    if fetched and (why := cannot_write(raw)):
+        raise unusable(raw, why)
     start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
 
 
