@@ -30,8 +30,6 @@ from mnist_lightning.files import (
 from mnist_lightning.run.config import check_override_keys, check_value
 from mnist_lightning.run.sweep import record_failure
 
-# The project's conf/ directory (the package is installed editable, from the clone).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
 
 
@@ -66,7 +64,7 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
 
     @exit_on_user_error
     def cli() -> None:
-        check_override_keys(sys.argv[1:], CONFIG_DIR, config_name)
+        check_override_keys(sys.argv[1:], config_name)
         check_hydra_dirs(sys.argv[1:])
         main()
 

@@ -18,7 +18,6 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import (
-    CONFIG_DIR,
     carries,
     check_overwrite,
     console_entry,
@@ -28,7 +27,7 @@ from mnist_lightning.cli import (
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import atomic_write_bytes, run_holder
 from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
-from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
+from mnist_lightning.run.config import CONFIG_DIR, EXPORT_SUFFIXES, validate_export
 
 log = logging.getLogger(__name__)
 

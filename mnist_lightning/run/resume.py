@@ -50,7 +50,7 @@ from mnist_lightning.files import (
     run_holder,
     unlock_run,
 )
-from mnist_lightning.run.config import nodes
+from mnist_lightning.run.config import CONFIG_DIR, nodes
 from mnist_lightning.run.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 EXTRAS = {MLFLOW_LOGGER: "mlflow", WANDB_LOGGER: "wandb"}  # pyproject's extras they need
-# The project's conf/logger/: each tracker's config, as the group `logger=<extra>` names it.
-LOGGER_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "logger"
 
 RUNS_DIR = Path("outputs/runs")
 SWEEPS_DIR = Path("outputs/multiruns")
@@ -499,7 +497,7 @@ def trackers_as_configured(resumed: DictConfig) -> None:
     for name, node in list((resumed.get("logger") or {}).items()):
         kind = EXTRAS.get(str(node.get("_target_"))) if isinstance(node, DictConfig) else None
         if kind is not None:
-            resumed.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
+            resumed.logger[name] = OmegaConf.load(Path(CONFIG_DIR, "logger", f"{kind}.yaml"))[kind]
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
