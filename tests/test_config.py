@@ -13,9 +13,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lightning.cli import pick_device
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.errors import ConfigError
-from mnist_lightning.model.classifier import MNISTClassifier, pick_device
+from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import check_jobs, check_override_keys, validate
 from mnist_lightning.run.resume import run_dir
 from mnist_lightning.run.trainer import check_before_training

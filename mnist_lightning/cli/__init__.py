@@ -29,6 +29,7 @@ from mnist_lightning.files import (
 )
 from mnist_lightning.run.config import check_override_keys, check_value
 from mnist_lightning.run.sweep import record_failure
+from mnist_lightning.run.trainer import accelerator_available
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,16 @@ def held_out(
     check_value("data_source", cfg.data_source, dataset.sources)  # now that it is known
     images, labels = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
     return dataset, images, labels
+
+
+def pick_device(name: str) -> torch.device:
+    """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
+    picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
+    if name == "auto":
+        name = next((kind for kind in ("mps", "cuda") if accelerator_available(kind)), "cpu")
+    elif not accelerator_available(name):
+        raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
+    return torch.device(name)
 
 
 # How a command knows a file it wrote: a test of the file (`is_grid`, `is_earlier_export`).

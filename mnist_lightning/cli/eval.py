@@ -10,11 +10,17 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import check_place, console_entry, exit_on_user_error, held_out
+from mnist_lightning.cli import (
+    check_place,
+    console_entry,
+    exit_on_user_error,
+    held_out,
+    pick_device,
+)
 from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
-from mnist_lightning.model.classifier import MNISTClassifier, pick_device, predict_all
+from mnist_lightning.model.classifier import MNISTClassifier, predict_all
 from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
 from mnist_lightning.run.config import CONFIG_DIR, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures

@@ -8,10 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau, StepLR
 
-from mnist_lightning.errors import ConfigError, TrainingFailedError
+from mnist_lightning.errors import TrainingFailedError
 from mnist_lightning.model.mlp import MLP
 
 
@@ -292,17 +291,6 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
         else (1.0, 1 / 250_000, (progress - warm) / (1 - warm))
     )
     return last + (first - last) * 0.5 * (1 + math.cos(math.pi * fraction))
-
-
-def pick_device(name: str) -> torch.device:
-    """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
-    picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
-    found = {"mps": MPSAccelerator.is_available(), "cuda": CUDAAccelerator.is_available()}
-    if name == "auto":
-        name = next((kind for kind, present in found.items() if present), "cpu")
-    elif not found.get(name, True):
-        raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
-    return torch.device(name)
 
 
 @torch.no_grad()
