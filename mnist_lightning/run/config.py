@@ -268,11 +268,6 @@ def validate_eval(cfg: DictConfig) -> None:
         raise ConfigError("Give exactly one of ckpt_path=<file> or run_dir=<run directory>.")
 
 
-def validate_export(cfg: DictConfig) -> None:
-    """mnist-export's arguments, or `ConfigError` naming the first that cannot be used."""
-    check(cfg, EXPORT)
-
-
 def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
     """mnist-predict's ckpt_path, input names and grid path, once every argument is known to be
     usable; else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
