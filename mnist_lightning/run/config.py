@@ -392,8 +392,7 @@ def check_jobs(
     the command line's fixed ones are checked here, each trial's when it starts.)"""
     flags = get_args_parser().parse_known_args(args)[0]
     shows = flags.cfg or flags.info or flags.help or flags.hydra_help or flags.shell_completion
-    resumes = any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args)
-    if shows or resumes:  # Hydra shows, runs nothing; a resumed run's config is its own
+    if shows or resume_arg(args):  # Hydra shows, runs nothing; a resumed run's config is its own
         return
 
     def check(overrides: list[str]) -> None:
@@ -415,7 +414,7 @@ def check_jobs(
     # The sweeper and its params: set by group choices and hydra's keys, not by other values.
     chooses = [o.input_line for o in constant if "." not in o.key_or_group or o.is_hydra_override()]
     with _hydra():
-        if not {"-m", "--multirun"} & set(args):
+        if not flags.multirun:
             return check(given)
         sweeper = _compose(config_name, chooses).hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
@@ -426,6 +425,12 @@ def check_jobs(
             if presets:  # each job's keys differ: the command line's were not checked
                 check_override_keys(job, config_name)
             check(job)
+
+
+def resume_arg(args: list[str]) -> str:
+    """The run the command line's (last) `resume=` names; "" for none (`resume=`, `resume=null`)."""
+    value = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
+    return "" if value == "null" else value
 
 
 @contextmanager

@@ -50,7 +50,7 @@ from mnist_lightning.files import (
     run_holder,
     unlock_run,
 )
-from mnist_lightning.run.config import CONFIG_DIR, nodes
+from mnist_lightning.run.config import CONFIG_DIR, nodes, resume_arg
 from mnist_lightning.run.sweep import STATUS_FILE
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,7 @@ def claim_run_directory(args: list[str]) -> list[str]:
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
-    resume = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
-    resume = "" if resume == "null" else resume
+    resume = resume_arg(args)
     place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
     check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
     above = next(p for p in [place.absolute(), *place.absolute().parents] if p.exists())
