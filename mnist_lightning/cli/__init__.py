@@ -1,6 +1,6 @@
 """The console commands, one module each (mnist-train, mnist-eval, mnist-predict, mnist-export),
-and what they share: where the configs are, the one way a command fails on bad input, and how
-the checkpoint commands find their test images and refuse to write over what is not theirs."""
+and what they share: the one way a command fails on bad input, and how the checkpoint commands
+pick their device, find their test images and refuse to write over what is not theirs."""
 
 import functools
 import logging

@@ -1,4 +1,4 @@
-"""Checks on the composed config, run before any work starts.
+"""conf/, and checks on the command line and the composed config, run before any work starts.
 
 Hydra composes; it does not know that `model.dropout=1.5` is meaningless. Each value the code
 relies on is declared once below with its type and range, or its choices; `check` refuses the
