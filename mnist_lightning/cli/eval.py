@@ -18,10 +18,15 @@ from mnist_lightning.cli import (
     pick_device,
 )
 from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
-from mnist_lightning.errors import CheckpointError, UserError
+from mnist_lightning.errors import UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
-from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
+from mnist_lightning.run.checkpoint import (
+    best_checkpoint,
+    load_checkpoint,
+    load_classifier,
+    run_dir_of,
+)
 from mnist_lightning.run.config import CONFIG_DIR, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
 
@@ -105,8 +110,8 @@ def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard
 def main(cfg: DictConfig) -> None:
     validate_eval(cfg)
     ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
-    if not ckpt.is_file():  # before the run it would lie in is locked
-        raise CheckpointError(f"Checkpoint {ckpt} does not exist (or is not a file).")
+    if not ckpt.is_file():  # refused in load_checkpoint's words before its run is locked
+        load_checkpoint(ckpt)
     device = pick_device(cfg.device)
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
