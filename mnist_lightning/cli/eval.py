@@ -17,7 +17,7 @@ from mnist_lightning.cli import (
     held_out,
     pick_device,
 )
-from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
+from mnist_lightning.data.datasets import DataSet
 from mnist_lightning.errors import UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
@@ -55,7 +55,7 @@ def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int,
-    classes: tuple[str, ...] = DIGITS,
+    classes: tuple[str, ...],
 ) -> dict[str, Any]:
     """Test loss and accuracy, and each class's accuracy keyed by its name (MNIST's: "0"-"9")."""
     logits = predict_all(model, images, batch_size)
@@ -71,7 +71,7 @@ def evaluate(
     }
 
 
-def report(ckpt: Path, results: dict[str, Any], dataset: DataSet = MNIST) -> str:
+def report(ckpt: Path, results: dict[str, Any], dataset: DataSet) -> str:
     """The console table: a row per true class, by number and name where it has one."""
     counts = results["confusion_matrix"]
     lines = [

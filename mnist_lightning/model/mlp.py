@@ -53,7 +53,7 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        hidden_dims: Sequence[int] = (512, 256),
+        hidden_dims: Sequence[int],
         activation: str = "relu",
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool = False,
