@@ -152,12 +152,8 @@ def check_hydra_dirs(args: list[str]) -> None:
             check_writable(Path(value), arg)
 
 
-class RunBusyError(UserError):
-    """Another live process is writing the run directory."""
-
-
 def lock_run(run: Path, command: str) -> None:
-    """Make this process the one writer of `run` until it exits, or raise `RunBusyError`
+    """Make this process the one writer of `run` until it exits, or raise a `UserError`
     naming the process that is. (Not the `filelock` package: it truncates the lock file on
     every attempt, so it cannot say who holds the lock.)"""
     run = run.resolve()
@@ -177,7 +173,7 @@ def lock_run(run: Path, command: str) -> None:
     except BlockingIOError:
         holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise RunBusyError(
+        raise UserError(
             f"{run} is in use: {holder} is writing it. One process at a time writes a run "
             f"directory; wait until it ends (or stop it), then run {command} again."
         ) from None

@@ -13,11 +13,6 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau, StepLR
 from mnist_lightning.errors import TrainingFailedError
 from mnist_lightning.model.mlp import MLP
 
-
-class DivergedError(TrainingFailedError):
-    """The training loss became NaN or infinite."""
-
-
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 STEP_SCHEDULERS = ("cosine", "onecycle")  # updated every optimizer step; the others per epoch
@@ -133,7 +128,7 @@ class MNISTClassifier(L.LightningModule):
         what = "the weights became NaN or infinite"
         if not torch.isfinite(loss_sum):
             what = f"train/loss became {float(loss_sum)}"
-        raise DivergedError(
+        raise TrainingFailedError(
             f"{what} by step {steps} (epoch {self.current_epoch}): training diverged. Try a "
             f"smaller model.lr (now {self.hparams.lr}), model.batch_norm=true or a different "
             "model.optimizer."

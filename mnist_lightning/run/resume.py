@@ -312,7 +312,7 @@ def find_run(resume: str, sweep: bool = False) -> Path:
             how = " (a file: to start from its weights, give ckpt_path=)" if run.is_file() else ""
             raise CheckpointError(f"resume={resume}: there is no such run directory{how}.")
         if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
-            lock_run(run, "mnist-train")  # raises RunBusyError naming the process
+            lock_run(run, "mnist-train")  # refused, naming the process
         if not (run / ".hydra" / "config.yaml").is_file():
             raise CheckpointError(
                 f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "

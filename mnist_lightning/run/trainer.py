@@ -304,17 +304,13 @@ def checkpoint_to_test(trainer: L.Trainer, run_dir: Path) -> str:
     return best
 
 
-class LearnedNothingError(TrainingFailedError):
-    """Training ended with the training accuracy at chance level."""
-
-
 def stop_if_learned_nothing(trainer: L.Trainer) -> None:
     """A run whose training accuracy ended at chance (10 classes) learned nothing: not a
     result, though Lightning ends it with exit status 0. A run of a few batches is not judged."""
     acc = trainer.callback_metrics.get("train/acc")
     if acc is None or trainer.fast_dev_run or trainer.global_step < 100 or acc >= 0.15:
         return
-    raise LearnedNothingError(
+    raise TrainingFailedError(
         f"train/acc ended at {float(acc):.1%} after {trainer.global_step} steps: chance "
         "level, the network learned nothing (its loss stayed finite). Try another model.lr "
         f"(now {trainer.lightning_module.hparams.lr}) or model.optimizer, or "
