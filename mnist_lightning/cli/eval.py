@@ -21,12 +21,7 @@ from mnist_lightning.data.datasets import DataSet
 from mnist_lightning.errors import UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
-from mnist_lightning.run.checkpoint import (
-    best_checkpoint,
-    load_checkpoint,
-    load_classifier,
-    run_dir_of,
-)
+from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
 from mnist_lightning.run.config import CONFIG_DIR, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
 
@@ -35,7 +30,7 @@ EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
-    """The run `ckpt` belongs to, checked before any work: its `eval/` (and `tensorboard/`)
+    """The run `ckpt` belongs to, checked before the evaluation: its `eval/` (and `tensorboard/`)
     places ours or absent and writable, then the run locked if it is one (a refused place
     leaves it as it was)."""
     run = run_dir_of(ckpt)
@@ -110,12 +105,10 @@ def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard
 def main(cfg: DictConfig) -> None:
     validate_eval(cfg)
     ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
-    if not ckpt.is_file():  # refused in load_checkpoint's words before its run is locked
-        load_checkpoint(ckpt)
     device = pick_device(cfg.device)
+    model, checkpoint = load_classifier(ckpt, device)  # before the run it lies in is locked
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
-    model, checkpoint = load_classifier(ckpt, device)
     dataset, images, labels = held_out(cfg, checkpoint, ckpt)
     images, labels = images.to(device), labels.to(device)
     results = evaluate(model, images, labels, cfg.batch_size, dataset.classes)
