@@ -171,8 +171,8 @@ def lock_run(run: Path, command: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
         os.close(fd)
+        holder = run_holder(run) or "another process"  # (it may have ended meanwhile)
         raise UserError(
             f"{run} is in use: {holder} is writing it. One process at a time writes a run "
             f"directory; wait until it ends (or stop it), then run {command} again."
