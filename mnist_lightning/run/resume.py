@@ -51,7 +51,7 @@ from mnist_lightning.files import (
     unlock_run,
 )
 from mnist_lightning.run.config import CONFIG_DIR, nodes, resume_arg
-from mnist_lightning.run.sweep import STATUS_FILE
+from mnist_lightning.run.sweep import completed
 
 log = logging.getLogger(__name__)
 
@@ -329,9 +329,7 @@ def find_run(resume: str, sweep: bool = False) -> Path:
 
 def job_finished(job_dir: Path) -> bool:
     """Whether a sweep job already completed (its status and its results are written)."""
-    status = read_json(job_dir / STATUS_FILE)
-    done = isinstance(status, dict) and status.get("status") == "completed"
-    return done and results(job_dir) is not None
+    return completed(job_dir) and results(job_dir) is not None
 
 
 def results(run: Path) -> dict | None:
