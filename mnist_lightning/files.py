@@ -114,10 +114,10 @@ def _regular(mode: int, path: str | os.PathLike) -> None:
         raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file", str(path))
 
 
-def check_writable(folder: Path, key: str) -> None:
-    """Before any work, creating nothing: `folder`, where `key` writes, can take a file. The
-    nearest folder that exists (itself, or the one above where it would be made) must be a
-    directory that takes a temporary file (its times put back)."""
+def cannot_write(folder: Path) -> str | None:
+    """Why `folder` cannot take a file, found creating nothing; None if it can. The nearest
+    folder that exists (itself, or the one above where it would be made) must be a directory
+    that takes a temporary file (its times put back)."""
     existing = Path(os.path.abspath(folder))
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -127,17 +127,20 @@ def check_writable(folder: Path, key: str) -> None:
     except OSError:
         kind = "a dangling symbolic link"
     if kind != "a directory":
-        raise ConfigError(
-            f"{key}: cannot write to {printable(folder)} ({printable(existing)} is {kind})."
-        )
+        return f"{printable(existing)} is {kind}"
     try:  # a real file: a read-only mount, /proc and ACLs answer os.access wrongly for root
         with tempfile.TemporaryFile(dir=existing):
             pass
         os.utime(existing, ns=(times.st_atime_ns, times.st_mtime_ns))  # as it was, too
     except OSError as e:
-        raise ConfigError(
-            f"{key}: cannot write to {printable(folder)} ({e.strerror or e})."
-        ) from None
+        return str(e.strerror or e)
+    return None
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Before any work, creating nothing: `folder`, where `key` writes, can take a file."""
+    if why := cannot_write(folder):
+        raise ConfigError(f"{key}: cannot write to {printable(folder)} ({why}).")
 
 
 def check_hydra_dirs(args: list[str]) -> None:
@@ -149,12 +152,8 @@ def check_hydra_dirs(args: list[str]) -> None:
             check_writable(Path(value), arg)
 
 
-class RunBusyError(UserError):
-    """Another live process is writing the run directory."""
-
-
 def lock_run(run: Path, command: str) -> None:
-    """Make this process the one writer of `run` until it exits, or raise `RunBusyError`
+    """Make this process the one writer of `run` until it exits, or raise a `UserError`
     naming the process that is. (Not the `filelock` package: it truncates the lock file on
     every attempt, so it cannot say who holds the lock.)"""
     run = run.resolve()
@@ -172,9 +171,9 @@ def lock_run(run: Path, command: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise RunBusyError(
+        holder = run_holder(run) or "another process"  # (it may have ended meanwhile)
+        raise UserError(
             f"{run} is in use: {holder} is writing it. One process at a time writes a run "
             f"directory; wait until it ends (or stop it), then run {command} again."
         ) from None

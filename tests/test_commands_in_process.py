@@ -16,7 +16,6 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_lightning.cli import CONFIG_DIR
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
@@ -132,8 +131,8 @@ def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoi
     """`debug=fdr` with gradient clipping given without `+` (the keys are in conf/trainer/),
     and without a logger: `~logger`, which is not Hydra's traceback `logger=null`."""
     run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr", "~logger"]
-    check_override_keys(clip, CONFIG_DIR, "train")
-    check_override_keys(["-sc", "install=bash"], CONFIG_DIR, "train")  # Hydra's, not overrides
+    check_override_keys(clip, "train")
+    check_override_keys(["-sc", "install=bash"], "train")  # Hydra's, not overrides
     returned = run_command(mnist_train, "train", train_line(run, synthetic_mnist, *clip))
     metrics = metrics_of(run)
     assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers

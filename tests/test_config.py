@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.cli import CONFIG_DIR
+from mnist_lightning.cli import pick_device
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.errors import ConfigError
-from mnist_lightning.model.classifier import MNISTClassifier, pick_device
+from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import check_jobs, check_override_keys, validate
 from mnist_lightning.run.resume import run_dir
 from mnist_lightning.run.trainer import check_before_training
@@ -281,18 +281,18 @@ KEYS = {
 )
 def test_a_mistyped_key_is_one_line_naming_the_closest_key(line: str, says: str | None) -> None:
     if says is None:
-        check_override_keys(line.split(), CONFIG_DIR, "train")
+        check_override_keys(line.split(), "train")
         return
     with pytest.raises(ConfigError) as info:
-        check_override_keys(line.split(), CONFIG_DIR, "train")
+        check_override_keys(line.split(), "train")
     assert says in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("command", one_of_each_kind(["eval", "predict", "export"]))
 def test_every_command_checks_its_keys(command: str) -> None:
     with pytest.raises(ConfigError, match="did you mean ckpt_path"):
-        check_override_keys(["ckpt_pth=x"], CONFIG_DIR, command)
-    check_override_keys(["ckpt_path=x"], CONFIG_DIR, command)
+        check_override_keys(["ckpt_pth=x"], command)
+    check_override_keys(["ckpt_path=x"], command)
 
 
 # command line -> what check_jobs (with mnist-train's checks before training) refuses it with
@@ -317,7 +317,7 @@ def test_jobs_are_checked_before_hydra_except_where_they_do_not_run_here(
 ) -> None:
     if torch.cuda.is_available() and "gpu" in line:
         pytest.skip("a GPU here: the GPU cases pass")
-    check = lambda: check_jobs(line.split(), CONFIG_DIR, "train", then=check_before_training)  # noqa: E731
+    check = lambda: check_jobs(line.split(), "train", then=check_before_training)  # noqa: E731
     if refused is None:
         check()
     else:

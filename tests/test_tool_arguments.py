@@ -18,7 +18,7 @@ from mnist_lightning.cli.eval import prepare_run
 from mnist_lightning.cli.export import check_output, export_torchscript, is_earlier_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.run.config import validate_eval, validate_export
+from mnist_lightning.run.config import EXPORT, check, validate_eval
 from tests.helpers.tiers import one_of_each_kind
 
 # A case per kind of refusal (the first of each command in the fast tier).
@@ -55,7 +55,7 @@ def test_tool_values_are_config_errors_naming_the_key(
 ) -> None:
     cfg = compose(name, overrides=["data_dir=/d", *overrides])
     with pytest.raises(ConfigError, match=re.escape(words)):
-        (validate_eval if name == "eval" else validate_export)(cfg)
+        validate_eval(cfg) if name == "eval" else check(cfg, EXPORT)
 
 
 # What only mnist-export refuses; every kind of place a command refuses to write over (a

@@ -1,6 +1,6 @@
 """The console commands, one module each (mnist-train, mnist-eval, mnist-predict, mnist-export),
-and what they share: where the configs are, the one way a command fails on bad input, and how
-the checkpoint commands find their test images and refuse to write over what is not theirs."""
+and what they share: the one way a command fails on bad input, and how the checkpoint commands
+pick their device, find their test images and refuse to write over what is not theirs."""
 
 import functools
 import logging
@@ -29,9 +29,8 @@ from mnist_lightning.files import (
 )
 from mnist_lightning.run.config import check_override_keys, check_value
 from mnist_lightning.run.sweep import record_failure
+from mnist_lightning.run.trainer import accelerator_available
 
-# The project's conf/ directory (the package is installed editable, from the clone).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +68,7 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
 
     @exit_on_user_error
     def cli() -> None:
-        check_override_keys(sys.argv[1:], CONFIG_DIR, config_name)
+        check_override_keys(sys.argv[1:], config_name)
         check_hydra_dirs(sys.argv[1:])
         main()
 
@@ -85,6 +84,16 @@ def held_out(
     check_value("data_source", cfg.data_source, dataset.sources)  # now that it is known
     images, labels = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
     return dataset, images, labels
+
+
+def pick_device(name: str) -> torch.device:
+    """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
+    picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
+    if name == "auto":
+        name = next((kind for kind in ("mps", "cuda") if accelerator_available(kind)), "cpu")
+    elif not accelerator_available(name):
+        raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
+    return torch.device(name)
 
 
 # How a command knows a file it wrote: a test of the file (`is_grid`, `is_earlier_export`).

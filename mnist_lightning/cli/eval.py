@@ -10,13 +10,19 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import CONFIG_DIR, check_place, console_entry, exit_on_user_error, held_out
-from mnist_lightning.data.datasets import DIGITS, MNIST, DataSet
-from mnist_lightning.errors import CheckpointError, UserError
+from mnist_lightning.cli import (
+    check_place,
+    console_entry,
+    exit_on_user_error,
+    held_out,
+    pick_device,
+)
+from mnist_lightning.data.datasets import DataSet
+from mnist_lightning.errors import UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
-from mnist_lightning.model.classifier import MNISTClassifier, pick_device, predict_all
+from mnist_lightning.model.classifier import MNISTClassifier, predict_all
 from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
-from mnist_lightning.run.config import validate_eval
+from mnist_lightning.run.config import CONFIG_DIR, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
 
 # What mnist-eval writes into <run>/eval/.
@@ -24,7 +30,7 @@ EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
-    """The run `ckpt` belongs to, checked before any work: its `eval/` (and `tensorboard/`)
+    """The run `ckpt` belongs to, checked before the evaluation: its `eval/` (and `tensorboard/`)
     places ours or absent and writable, then the run locked if it is one (a refused place
     leaves it as it was)."""
     run = run_dir_of(ckpt)
@@ -44,7 +50,7 @@ def evaluate(
     images: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int,
-    classes: tuple[str, ...] = DIGITS,
+    classes: tuple[str, ...],
 ) -> dict[str, Any]:
     """Test loss and accuracy, and each class's accuracy keyed by its name (MNIST's: "0"-"9")."""
     logits = predict_all(model, images, batch_size)
@@ -60,7 +66,7 @@ def evaluate(
     }
 
 
-def report(ckpt: Path, results: dict[str, Any], dataset: DataSet = MNIST) -> str:
+def report(ckpt: Path, results: dict[str, Any], dataset: DataSet) -> str:
     """The console table: a row per true class, by number and name where it has one."""
     counts = results["confusion_matrix"]
     lines = [
@@ -99,12 +105,10 @@ def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard
 def main(cfg: DictConfig) -> None:
     validate_eval(cfg)
     ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
-    if not ckpt.is_file():  # before the run it would lie in is locked
-        raise CheckpointError(f"Checkpoint {ckpt} does not exist (or is not a file).")
     device = pick_device(cfg.device)
+    model, checkpoint = load_classifier(ckpt, device)  # before the run it lies in is locked
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
-    model, checkpoint = load_classifier(ckpt, device)
     dataset, images, labels = held_out(cfg, checkpoint, ckpt)
     images, labels = images.to(device), labels.to(device)
     results = evaluate(model, images, labels, cfg.batch_size, dataset.classes)

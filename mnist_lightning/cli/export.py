@@ -18,7 +18,6 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import (
-    CONFIG_DIR,
     carries,
     check_overwrite,
     console_entry,
@@ -28,7 +27,7 @@ from mnist_lightning.cli import (
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import atomic_write_bytes, run_holder
 from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
-from mnist_lightning.run.config import EXPORT_SUFFIXES, validate_export
+from mnist_lightning.run.config import CONFIG_DIR, EXPORT, EXPORT_SUFFIXES, check
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def export_torchscript(net: torch.nn.Module, example: torch.Tensor) -> tuple[byt
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    validate_export(cfg)
+    check(cfg, EXPORT)
     missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
     if cfg.format == "onnx" and missing:
         raise ConfigError(

@@ -14,20 +14,19 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import (
-    CONFIG_DIR,
     carries,
     check_overwrite,
     console_entry,
     exit_on_user_error,
+    pick_device,
 )
 from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import UserError, printable
 from mnist_lightning.files import atomic_open
-from mnist_lightning.model.classifier import pick_device
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import validate_predict
+from mnist_lightning.run.config import CONFIG_DIR, validate_predict
 from mnist_lightning.run.report import digits_figure
 
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes

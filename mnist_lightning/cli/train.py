@@ -15,8 +15,8 @@ import lightning as L
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import CONFIG_DIR, exit_on_user_error
-from mnist_lightning.run.config import check_jobs, check_override_keys, validate
+from mnist_lightning.cli import exit_on_user_error
+from mnist_lightning.run.config import CONFIG_DIR, check_jobs, check_override_keys, validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
     claim_run_directory,
@@ -53,8 +53,8 @@ def main() -> None:
     if child:  # another process of a DDP run: train what the first one composed
         fit_and_test(*child)
         return
-    check_override_keys(sys.argv[1:], CONFIG_DIR, "train")
-    check_jobs(sys.argv[1:], CONFIG_DIR, "train", then=check_before_training)
+    check_override_keys(sys.argv[1:], "train")
+    check_jobs(sys.argv[1:], "train", then=check_before_training)
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 

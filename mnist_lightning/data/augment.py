@@ -47,8 +47,6 @@ class Augment:
         return self.kind != "none" or self.max_stroke > 0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if not self.enabled:
-            return images
         batch, device = len(images), images.device
 
         def uniform(limit: float) -> torch.Tensor:  # (batch,) values in [-limit, limit]

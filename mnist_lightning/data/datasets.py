@@ -201,10 +201,7 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
             if isinstance(e, FileNotFoundError) and attempt < 3:
                 continue
             reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-            raise DataError(
-                f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
-                "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=)."
-            ) from None
+            raise unusable(raw, reason) from None
     try:
         return _ensure_locked(raw, DATASETS[dataset], source)
     except DataError:
@@ -216,6 +213,14 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
         raise
     finally:
         lock.release()
+
+
+def unusable(raw: Path, reason: object) -> DataError:
+    """The one line for a data directory that cannot take the files (also before Hydra starts)."""
+    return DataError(
+        f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
+        "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=)."
+    )
 
 
 def _ensure_locked(raw: Path, dataset: DataSet, source: str) -> Path:

@@ -8,17 +8,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
-from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau, StepLR
 
-from mnist_lightning.errors import ConfigError, TrainingFailedError
+from mnist_lightning.errors import TrainingFailedError
 from mnist_lightning.model.mlp import MLP
-
-
-class DivergedError(TrainingFailedError):
-    """The training loss became NaN or infinite."""
-
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
@@ -72,16 +65,12 @@ class MNISTClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _weights(self) -> list[nn.Parameter]:
-        """The matrices of the linear layers: what weight decay and L1 act on."""
-        return [p for p in self.net.parameters() if p.dim() > 1]
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         if self.hparams.l1 > 0:
-            loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in self._weights())
+            loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in self.net.weights())
         _count(self.train_window, loss, logits, labels)
         return loss
 
@@ -89,7 +78,7 @@ class MNISTClassifier(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.hparams.max_norm is not None:  # max-norm (Srivastava et al. 2014): each hidden
             with torch.no_grad():  # unit's incoming weights scaled down to that L2 norm
-                for weight in self.net.hidden_weights():
+                for weight in self.net.weights()[:-1]:
                     weight.renorm_(2, 0, self.hparams.max_norm)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -99,8 +88,7 @@ class MNISTClassifier(L.LightningModule):
         if every and (self.global_step + 1) % every == 0:
             self._log_train_window(on_step=True)
             if self.hparams.log_grad_norms:  # each linear layer's, input layer first
-                weights = [m.weight for m in self.net.layers if isinstance(m, nn.Linear)]
-                norms = torch.stack([w.grad.norm() for w in weights]).cpu()  # one host sync
+                norms = torch.stack([w.grad.norm() for w in self.net.weights()]).cpu()  # one sync
                 self.log_dict({f"grad_norm/layer{i}": n for i, n in enumerate(norms, 1)})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -140,7 +128,7 @@ class MNISTClassifier(L.LightningModule):
         what = "the weights became NaN or infinite"
         if not torch.isfinite(loss_sum):
             what = f"train/loss became {float(loss_sum)}"
-        raise DivergedError(
+        raise TrainingFailedError(
             f"{what} by step {steps} (epoch {self.current_epoch}): training diverged. Try a "
             f"smaller model.lr (now {self.hparams.lr}), model.batch_norm=true or a different "
             "model.optimizer."
@@ -149,7 +137,7 @@ class MNISTClassifier(L.LightningModule):
     def _log_histograms(self) -> None:
         """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab, and the
         share of weights below 1 % of their layer's largest (prunable: L1 drives many there)."""
-        small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self._weights()]
+        small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self.net.weights()]
         sparsity = torch.stack(small).mean() if small else torch.tensor(0.0)
         self.log("weights/sparsity", sparsity, on_step=False, on_epoch=True)
         step = self.global_step - 1  # where Lightning writes this epoch's scalars
@@ -198,7 +186,7 @@ class MNISTClassifier(L.LightningModule):
         if hp.weight_decay == 0:  # one group: each group is one more optimizer call per step
             groups = [{"params": list(self.parameters()), "weight_decay": 0.0}]
         else:
-            weights = {id(p) for p in self._weights()}
+            weights = {id(p) for p in self.net.weights()}
             groups = [
                 {
                     "params": [p for p in self.parameters() if (id(p) in weights) == decay],
@@ -298,17 +286,6 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
         else (1.0, 1 / 250_000, (progress - warm) / (1 - warm))
     )
     return last + (first - last) * 0.5 * (1 + math.cos(math.pi * fraction))
-
-
-def pick_device(name: str) -> torch.device:
-    """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
-    picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
-    found = {"mps": MPSAccelerator.is_available(), "cuda": CUDAAccelerator.is_available()}
-    if name == "auto":
-        name = next((kind for kind, present in found.items() if present), "cpu")
-    elif not found.get(name, True):
-        raise ConfigError(f"device={name}: this machine has no {name} device; use device=cpu.")
-    return torch.device(name)
 
 
 @torch.no_grad()

@@ -53,7 +53,7 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        hidden_dims: Sequence[int] = (512, 256),
+        hidden_dims: Sequence[int],
         activation: str = "relu",
         dropout: float | Sequence[float] = 0.0,
         batch_norm: bool = False,
@@ -81,6 +81,7 @@ class MLP(nn.Module):
         x = (self.input_dropout(images.flatten(1)) - MNIST_MEAN) / MNIST_STD
         return self.layers(x)
 
-    def hidden_weights(self) -> list[torch.Tensor]:
-        """The weight matrices that feed hidden units (all but the output layer's)."""
-        return [layer.weight for layer in self.layers if isinstance(layer, nn.Linear)][:-1]
+    def weights(self) -> list[torch.Tensor]:
+        """The linear layers' weight matrices, input layer first: what weight decay, L1, max-norm
+        (all but the output layer's) and the gradient norms act on."""
+        return [layer.weight for layer in self.layers if isinstance(layer, nn.Linear)]

@@ -94,21 +94,14 @@ def load_classifier(
 ) -> tuple[MNISTClassifier, dict[str, Any]]:
     """An `MNISTClassifier` in eval mode on `device`, rebuilt from a checkpoint's hparams."""
     checkpoint = load_checkpoint(path)
+    what, remedy = "its hyper_parameters do not describe a model of this version", ""
     try:  # crafted sizes are refused by the model; whatever else torch makes of them, too
         model = MNISTClassifier(**checkpoint["hyper_parameters"])
-    except (TypeError, KeyError, ValueError, AttributeError, RuntimeError, MemoryError) as e:
-        reason = one_line(e, 300)
-        raise CheckpointError(
-            f"{path}: its hyper_parameters do not describe a model of this version ({reason})."
-        ) from None
-    try:
+        what, remedy = "its weights cannot be loaded", "; the file is damaged or was edited"
         model.net.load_state_dict(network_weights(model, checkpoint, path))
     except (TypeError, KeyError, ValueError, AttributeError, RuntimeError, MemoryError) as e:
-        reason = one_line(e, 300)
-        raise CheckpointError(
-            f"{path}: its weights cannot be loaded ({reason}); the file is damaged or was "
-            "edited. Use another checkpoint."
-        ) from None
+        reason = f"({one_line(e, 300)}){remedy}"
+        raise CheckpointError(f"{path}: {what} {reason}. Use another checkpoint.") from None
     return model.eval().to(device), checkpoint
 
 

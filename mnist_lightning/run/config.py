@@ -1,4 +1,4 @@
-"""Checks on the composed config, run before any work starts.
+"""conf/, and checks on the command line and the composed config, run before any work starts.
 
 Hydra composes; it does not know that `model.dropout=1.5` is meaningless. Each value the code
 relies on is declared once below with its type and range, or its choices; `check` refuses the
@@ -39,6 +39,8 @@ from mnist_lightning.model.classifier import (
 )
 from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
 
+# The project's conf/ (the package is installed editable, from the clone): every command's config.
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # A rule: "int", "float", "bool" or "path", then "?" if null is allowed, then the interval of
 # allowed numbers; or the collection of allowed choices. A key absent from the config (a run
 # saved by an older version) gets the default of the class it configures.
@@ -266,11 +268,6 @@ def validate_eval(cfg: DictConfig) -> None:
         raise ConfigError("Give exactly one of ckpt_path=<file> or run_dir=<run directory>.")
 
 
-def validate_export(cfg: DictConfig) -> None:
-    """mnist-export's arguments, or `ConfigError` naming the first that cannot be used."""
-    check(cfg, EXPORT)
-
-
 def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
     """mnist-predict's ckpt_path, input names and grid path, once every argument is known to be
     usable; else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
@@ -302,7 +299,7 @@ def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
     return ckpt, items, Path(grid)
 
 
-def check_override_keys(args: list[str], config_dir: str, config_name: str) -> None:
+def check_override_keys(args: list[str], config_name: str) -> None:
     """A `key=value` on the command line whose key the config lacks (a typo) is refused in one
     line naming the closest key, before Hydra makes anything. (Hydra's own message exits 1 and
     advises `+key=`, which for a model key ends in a TypeError from the model's constructor.)"""
@@ -322,7 +319,7 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
             reason = one_line(e).split(" See https://")[0]  # its link names an older Hydra
             raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
-    groups = {p.name for p in Path(config_dir).iterdir() if p.is_dir()}
+    groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     for key in (o.split("=")[0] for o in overrides if config_name != "train"):
         added = key.startswith("+") and not key.startswith("++")  # (++: only where it is)
         if key.lstrip("+") in groups or (added and not key.lstrip("+").startswith("hydra")):
@@ -346,14 +343,14 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
         return
     searched = [a for a in args if a.startswith("hydra.searchpath=")]  # presets of its own
     for group, _, name in (o.lstrip("+").partition("=") for o in chosen if not searched):
-        presets = sorted(p.stem for p in Path(config_dir, group).glob("*.yaml"))
+        presets = sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
         if group in groups and name not in presets:  # Hydra's message spans lines
             close = difflib.get_close_matches(name.lower(), presets, 1)
             hint = f"did you mean {group}={close[0]}?" if close else f"one of {', '.join(presets)}"
             raise ConfigError(f"{group}={name} is not a preset of conf/{group}/; {hint}")
     chosen += searched
-    with _hydra(config_dir):
-        cfg = _compose(config_name, chosen, hydra=True)
+    with _hydra():
+        cfg = _compose(config_name, chosen)
     for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
         if key in groups or "/" in key:
             continue
@@ -385,10 +382,7 @@ def check_override_keys(args: list[str], config_dir: str, config_name: str) -> N
 
 
 def check_jobs(
-    args: list[str],
-    config_dir: str,
-    config_name: str,
-    then: Callable[[DictConfig], None] = lambda cfg: None,
+    args: list[str], config_name: str, then: Callable[[DictConfig], None] = lambda cfg: None
 ) -> None:
     """The config of every job the command line makes is checked before Hydra makes a
     directory: a run's, or each of a grid sweep's (`-m`, Hydra's basic sweeper), so that
@@ -398,12 +392,11 @@ def check_jobs(
     the command line's fixed ones are checked here, each trial's when it starts.)"""
     flags = get_args_parser().parse_known_args(args)[0]
     shows = flags.cfg or flags.info or flags.help or flags.hydra_help or flags.shell_completion
-    resumes = any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args)
-    if shows or resumes:  # Hydra shows, runs nothing; a resumed run's config is its own
+    if shows or resume_arg(args):  # Hydra shows, runs nothing; a resumed run's config is its own
         return
 
     def check(overrides: list[str]) -> None:
-        cfg = _compose(config_name, overrides, hydra=True)
+        cfg = _compose(config_name, overrides)
         validate(cfg)
         if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
             return
@@ -420,35 +413,41 @@ def check_jobs(
     presets = any("." not in o.key_or_group for o in overrides if o.is_sweep_override())
     # The sweeper and its params: set by group choices and hydra's keys, not by other values.
     chooses = [o.input_line for o in constant if "." not in o.key_or_group or o.is_hydra_override()]
-    with _hydra(config_dir):
-        if not {"-m", "--multirun"} & set(args):
+    with _hydra():
+        if not flags.multirun:
             return check(given)
-        sweeper = _compose(config_name, chooses, hydra=True).hydra.sweeper
+        sweeper = _compose(config_name, chooses).hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
             return check([o.input_line for o in constant])
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
         grid = OverridesParser.create().parse_overrides(params + [o.input_line for o in overrides])
         for job in BasicSweeper.split_arguments(grid, None)[0]:
             if presets:  # each job's keys differ: the command line's were not checked
-                check_override_keys(job, config_dir, config_name)
+                check_override_keys(job, config_name)
             check(job)
 
 
+def resume_arg(args: list[str]) -> str:
+    """The run the command line's (last) `resume=` names; "" for none (`resume=`, `resume=null`)."""
+    value = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
+    return "" if value == "null" else value
+
+
 @contextmanager
-def _hydra(config_dir: str) -> Iterator[None]:
-    """Hydra's compose API on `config_dir`, put back as it was after (a test's, a caller's)."""
+def _hydra() -> Iterator[None]:
+    """Hydra's compose API on conf/, put back as it was after (a test's, a caller's)."""
     outer = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir, version_base="1.3"):
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             yield
     finally:
         GlobalHydra.instance().hydra = outer
 
 
-def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
-    try:
-        return compose(config_name, overrides=overrides, return_hydra_config=hydra)
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    try:  # with hydra's own keys: the launcher, the sweeper, `${hydra:...}` in paths
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
     except HydraException as e:
         raise ConfigError(one_line(e)) from None
     except (OmegaConfBaseException, AttributeError) as e:  # a dict merged into a null

@@ -50,16 +50,14 @@ from mnist_lightning.files import (
     run_holder,
     unlock_run,
 )
-from mnist_lightning.run.config import nodes
-from mnist_lightning.run.sweep import STATUS_FILE
+from mnist_lightning.run.config import CONFIG_DIR, nodes, resume_arg
+from mnist_lightning.run.sweep import completed
 
 log = logging.getLogger(__name__)
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 EXTRAS = {MLFLOW_LOGGER: "mlflow", WANDB_LOGGER: "wandb"}  # pyproject's extras they need
-# The project's conf/logger/: each tracker's config, as the group `logger=<extra>` names it.
-LOGGER_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "logger"
 
 RUNS_DIR = Path("outputs/runs")
 SWEEPS_DIR = Path("outputs/multiruns")
@@ -148,8 +146,7 @@ def claim_run_directory(args: list[str]) -> list[str]:
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
-    resume = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
-    resume = "" if resume == "null" else resume
+    resume = resume_arg(args)
     place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
     check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
     above = next(p for p in [place.absolute(), *place.absolute().parents] if p.exists())
@@ -315,7 +312,7 @@ def find_run(resume: str, sweep: bool = False) -> Path:
             how = " (a file: to start from its weights, give ckpt_path=)" if run.is_file() else ""
             raise CheckpointError(f"resume={resume}: there is no such run directory{how}.")
         if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
-            lock_run(run, "mnist-train")  # raises RunBusyError naming the process
+            lock_run(run, "mnist-train")  # refused, naming the process
         if not (run / ".hydra" / "config.yaml").is_file():
             raise CheckpointError(
                 f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "
@@ -332,9 +329,7 @@ def find_run(resume: str, sweep: bool = False) -> Path:
 
 def job_finished(job_dir: Path) -> bool:
     """Whether a sweep job already completed (its status and its results are written)."""
-    status = read_json(job_dir / STATUS_FILE)
-    done = isinstance(status, dict) and status.get("status") == "completed"
-    return done and results(job_dir) is not None
+    return completed(job_dir) and results(job_dir) is not None
 
 
 def results(run: Path) -> dict | None:
@@ -499,7 +494,7 @@ def trackers_as_configured(resumed: DictConfig) -> None:
     for name, node in list((resumed.get("logger") or {}).items()):
         kind = EXTRAS.get(str(node.get("_target_"))) if isinstance(node, DictConfig) else None
         if kind is not None:
-            resumed.logger[name] = OmegaConf.load(LOGGER_CONFIGS / f"{kind}.yaml")[kind]
+            resumed.logger[name] = OmegaConf.load(Path(CONFIG_DIR, "logger", f"{kind}.yaml"))[kind]
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:

@@ -28,6 +28,12 @@ COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "w
 STATUS_FILE = "job_status.json"
 
 
+def completed(job_dir: Path) -> bool:
+    """Whether a sweep job's status says it completed."""
+    status = read_json(job_dir / STATUS_FILE)
+    return isinstance(status, dict) and status.get("status") == "completed"
+
+
 def record_failure(reason: str, job_dir: Path | None = None, overrides: list | None = None) -> None:
     """A job's status and why, for the summary: called by a job that stops on bad input (its
     overrides are added when it ends), or by the SLURM launcher for a job that ended without
@@ -49,10 +55,9 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A re-launched sweep retries unfinished jobs: forget how they failed last time.
-        status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE
-        multirun = config.hydra.mode == RunMode.MULTIRUN
-        if multirun and status_file.is_file() and "completed" not in status_file.read_text():
-            status_file.unlink()
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if config.hydra.mode == RunMode.MULTIRUN and not completed(job_dir):
+            (job_dir / STATUS_FILE).unlink(missing_ok=True)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

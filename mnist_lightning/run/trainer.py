@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_lightning.data.datasets import raw_dir
+from mnist_lightning.data.datasets import raw_dir, unusable
 from mnist_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -37,7 +37,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import check_writable, kind_of, to_run_log
+from mnist_lightning.files import cannot_write, kind_of, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -197,8 +197,9 @@ def check_before_training(cfg: DictConfig) -> None:
     data = build("data", cfg.data)
     data.check_sizes()
     raw = raw_dir(data.data_dir, data.dataset.name)
-    if not (raw / "train-labels-idx1-ubyte").exists():  # to be fetched: it must take files
-        check_writable(raw, f"data.data_dir={data.data_dir} (or MNIST_DATA_DIR)")
+    fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
+    if fetched and (why := cannot_write(raw)):
+        raise unusable(raw, why)
     start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
 
 
@@ -328,17 +329,13 @@ def checkpoint_to_test(trainer: L.Trainer, run_dir: Path) -> str:
     return best
 
 
-class LearnedNothingError(TrainingFailedError):
-    """Training ended with the training accuracy at chance level."""
-
-
 def stop_if_learned_nothing(trainer: L.Trainer) -> None:
     """A run whose training accuracy ended at chance (10 classes) learned nothing: not a
     result, though Lightning ends it with exit status 0. A run of a few batches is not judged."""
     acc = trainer.callback_metrics.get("train/acc")
     if acc is None or trainer.fast_dev_run or trainer.global_step < 100 or acc >= 0.15:
         return
-    raise LearnedNothingError(
+    raise TrainingFailedError(
         f"train/acc ended at {float(acc):.1%} after {trainer.global_step} steps: chance "
         "level, the network learned nothing (its loss stayed finite). Try another model.lr "
         f"(now {trainer.lightning_module.hparams.lr}) or model.optimizer, or "
