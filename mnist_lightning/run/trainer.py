@@ -193,7 +193,12 @@ def check_before_training(cfg: DictConfig) -> None:
         for name, node in (cfg.get(group) or {}).items():
             if isinstance(node, DictConfig) and "_target_" in node:
                 check_arguments(f"{group}.{name}", node)
-    check_arguments("trainer", cfg.trainer)
+    logging.disable(logging.INFO)  # the Trainer's device lines: when the run builds its own
+    try:  # the values Lightning refuses (trainer.precision=17), before anything exists
+        with warnings.catch_warnings(action="ignore"):  # shown when the run builds its own
+            build("trainer", cfg.trainer, logger=False)
+    finally:
+        logging.disable(logging.NOTSET)
     data = build("data", cfg.data)
     data.check_sizes()
     raw = raw_dir(data.data_dir, data.dataset.name)
