@@ -6,6 +6,7 @@ are named, tagged and grouped by the sweep.
 """
 
 import json
+import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -39,12 +40,11 @@ def no_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory to run in: outputs/mlflow.db lands in it (the config's default
-    store), W&B keeps its settings and cache there and stays offline and quiet."""
+    store), W&B keeps its settings and cache there and stays offline."""
     monkeypatch.chdir(tmp_path)
     no_tracking_uri(monkeypatch)
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name))
-    monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_MODE", "offline")  # WandbLogger sets it anyway; restored after
     return tmp_path
 
@@ -133,11 +133,19 @@ def approx_same(ours: list[tuple[int, float]], tensorboard: list[tuple[int, floa
 
 @pytest.mark.slow
 def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_continues_them(
-    project: Path, synthetic_mnist: Path
+    project: Path,
+    synthetic_mnist: Path,
+    capfd: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     run = project / "outputs" / "runs" / "tiny"
     line = [*SMALL, f"paths.data_dir={synthetic_mnist}", f"hydra.run.dir={run}", "logger=many"]
+    caplog.set_level(logging.WARNING)  # Lightning's warnings; W&B and MLflow write to stderr
     run_command(mnist_train, "train", merged(line, ["trainer.max_epochs=1"]))
+    said = capfd.readouterr().err + caplog.text
+    assert "wandb: Run data is saved locally in" in said  # the one line that says where
+    for chatter in ("Run history:", "wandb sync", "Creating initial", "Creating it"):
+        assert chatter not in said, said
     (first,) = mlflow_runs(project)
     assert first.info.run_name == "tiny" and first.info.status == "FINISHED"
     assert first.data.tags["run_dir"] == str(run.resolve())
@@ -220,6 +228,7 @@ def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
         "save_dir": "/project/outputs/runs/r",
         "offline": True,
         "log_model": False,
+        "settings": {"quiet": True},
     }
     assert loggers["tensorboard"] == {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")

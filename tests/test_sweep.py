@@ -4,6 +4,7 @@ in the test process."""
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -95,9 +96,14 @@ TEST_CONF = Path(__file__).resolve().parent / "conf"
 
 
 def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
-    tmp_path: Path, synthetic_mnist: Path
+    tmp_path: Path,
+    synthetic_mnist: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's own default
+    monkeypatch.setattr(logging.getLogger("optuna"), "handlers", [caplog.handler])
     args = [
         "-m",
         *SMALL,
@@ -109,6 +115,7 @@ def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
     ]
     done = run_console("train", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)}, 600)
     assert "Traceback" not in done.stderr + done.stdout
+    assert "A new study created" not in caplog.text  # Hydra's sweeper names it and its storage
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{sweep}/optuna.db")
     states = [trial.state.name for trial in study.trials]

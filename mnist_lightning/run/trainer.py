@@ -74,7 +74,8 @@ IGNORED_WARNINGS = (
 # Lightning's lines that are not for this project's user: an advertisement, a step count it
 # estimates, restoring a checkpoint (our "Resuming ... from" and the results name it), Ctrl-C
 # (the stop message says more), the accelerators (the data line names the device used; a GPU
-# left unused is Lightning's warning, which stays).
+# left unused is Lightning's warning, which stays), a new MLflow experiment; Optuna's new
+# study (Hydra's sweeper names it and its storage next).
 CHATTER = (
     "litlogger",
     "GPU available: ",
@@ -84,6 +85,8 @@ CHATTER = (
     "Restoring states from the checkpoint path",
     "Loaded model weights from the checkpoint",
     "Received SIGTERM",
+    "not found. Creating it.",
+    "A new study created in",
 )
 
 
@@ -110,8 +113,9 @@ def setup_process() -> None:
 
         show.shown = shown  # type: ignore[attr-defined]
         warnings.showwarning = show
-    for name in ("utilities.rank_zero", "trainer.connectors.signal_connector"):
-        logging.getLogger(f"lightning.pytorch.{name}").addFilter(no_chatter)
+    lightning = ("utilities.rank_zero", "trainer.connectors.signal_connector", "loggers.mlflow")
+    for name in (*(f"lightning.pytorch.{n}" for n in lightning), "optuna.storages._rdb.storage"):
+        logging.getLogger(name).addFilter(no_chatter)
     if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
         os.environ.setdefault("NO_COLOR", "1")
     for chatty in ("alembic", "mlflow.store.db.utils"):  # MLflow creating its tables
