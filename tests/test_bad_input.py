@@ -213,6 +213,9 @@ CASES: dict[str, Case] = {
         train("logger=mlflow", "+trainer.gradient_clip_vall=1"),
         ("Did you mean trainer.gradient_clip_val?",),
     ),
+    "a Trainer value Lightning refuses (no MLflow store made)": Case(
+        "train", train("logger=mlflow", "trainer.precision=17"), ("Precision 17 is invalid",)
+    ),
     "a keyword a logger hands on to what refuses it": Case(
         "train",
         train("logger=many", "+logger.wandb.foo=1", "paths.data_dir={w}/new"),
