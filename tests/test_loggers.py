@@ -24,9 +24,6 @@ from mnist_lightning.run.trainer import check_sqlite_store, run_identity
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 
-mlflow = pytest.importorskip("mlflow", reason='logger=mlflow: pip install -e ".[mlflow]"')
-wandb_pb2 = pytest.importorskip("wandb.proto.wandb_internal_pb2", reason='pip install ".[wandb]"')
-
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
@@ -41,6 +38,8 @@ def no_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory to run in: outputs/mlflow.db lands in it (the config's default
     store), W&B keeps its settings and cache there and stays offline."""
+    for extra in ("mlflow", "wandb"):  # imported here: the fast tier's tests need neither
+        pytest.importorskip(extra, reason=f'logger={extra}: pip install -e ".[{extra}]"')
     monkeypatch.chdir(tmp_path)
     no_tracking_uri(monkeypatch)
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
@@ -51,13 +50,17 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def mlflow_runs(project: Path) -> list:
     """The runs of the experiment mnist-lightning in the project's outputs/mlflow.db."""
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
     experiment = client.get_experiment_by_name("mnist-lightning")
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
 
 
 def metric_steps(project: Path, run_id: str, name: str) -> list[tuple[int, float]]:
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
     return [(m.step, m.value) for m in client.get_metric_history(run_id, name)]
 
 
@@ -70,6 +73,8 @@ def tensorboard_steps(run: Path, name: str) -> list[tuple[int, float]]:
 def wandb_records(path: Path) -> Iterator:
     """The records of a W&B transaction log: a 7-byte header (':W&B', magic 0xBEE1, version),
     then 32 KiB blocks of chunks (crc32, length, type: 1 whole, 2 first, 3 middle, 4 last)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
     data = path.read_bytes()
     assert data[:4] == b":W&B" and struct.unpack("<H", data[4:6])[0] == 0xBEE1
     offset, pending = 7, b""
@@ -84,7 +89,7 @@ def wandb_records(path: Path) -> Iterator:
         pending += data[offset + 7 : offset + 7 + length]
         offset += 7 + length
         if kind in (1, 4):
-            record = wandb_pb2.Record()
+            record = Record()
             record.ParseFromString(pending)
             pending = b""
             yield record
