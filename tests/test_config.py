@@ -292,6 +292,8 @@ def test_a_mistyped_key_is_one_line_naming_the_closest_key(line: str, says: str 
 def test_every_command_checks_its_keys(command: str) -> None:
     with pytest.raises(ConfigError, match="did you mean ckpt_path"):
         check_override_keys(["ckpt_pth=x"], command)
+    with pytest.raises(ConfigError, match=r"data\.batch_size is not a key"):  # data_dir not read
+        check_override_keys(["data.batch_size=0"], command)
     check_override_keys(["ckpt_path=x"], command)
 
 

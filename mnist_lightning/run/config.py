@@ -367,8 +367,13 @@ def check_override_keys(args: list[str], config_name: str) -> None:
         if ".".join(parts[depth:]) in names:  # a key with dots (a sweeper's params)
             continue
         close = [".".join([*parts[:depth], n]) for n in difflib.get_close_matches(name, names, 1)]
+        if depth < len(parts) - 1 and parts[-1] in names:  # `data.batch_size` for `batch_size`
+            close = [".".join([*parts[:depth], parts[-1]])]
         whole = [".".join([*close, *parts[depth + 1 :]])] if close else []
-        if whole and OmegaConf.select(cfg, whole[0], default=_ABSENT) is not _ABSENT:
+        meant = whole and OmegaConf.select(  # (a value Hydra resolves as it runs: unread)
+            cfg, whole[0], default=_ABSENT, throw_on_resolution_failure=False
+        )
+        if whole and meant is not _ABSENT:
             close = whole  # the key as meant, if the config has it
         hint = f"; did you mean {close[0]}?" if close else "."
         train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
