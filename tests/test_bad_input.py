@@ -168,7 +168,9 @@ CASES: dict[str, Case] = {
         ("MNISTClassifier takes no argument dropuot. Did you mean model.dropout?",),
     ),
     "a callback without its class": Case(
-        "train", train("+callbacks.zzz.patience=1"), ("callbacks.zzz names no class to build",)
+        "train",
+        train("+callbacks.zzz.patience=1", "paths.data_dir={w}/new"),
+        ("callbacks.zzz names no class to build",),
     ),
     "an override Hydra cannot read": Case(
         "train", train("model.hidden_dims=[512,256"), ("Hydra cannot read it",)
@@ -231,7 +233,7 @@ CASES: dict[str, Case] = {
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
     "a callback refuses its value": Case(
         "train",
-        train("callbacks.best_checkpoint.mode=foo"),
+        train("-m", "model.dropout=0,0.5", "callbacks.best_checkpoint.mode=foo"),
         ("callbacks.best_checkpoint cannot be built", "foo"),
     ),
     "outputs/ a file": Case(
@@ -248,6 +250,19 @@ CASES: dict[str, Case] = {
         "train",
         train("hydra.run.dir={w}/run"),
         ("hydra.run.dir=", "already holds files", "resume="),
+    ),
+    "a resume the Trainer refuses, its data to be fetched": Case(
+        "train",
+        lambda w: [
+            f"resume={w / 'run'}",
+            f"paths.data_dir={w}/new",
+            "trainer.max_epochs=9",
+            "trainer.devices=abc",
+        ],
+        ("`devices` selected with",),
+    ),
+    "a sweep's Trainer value": Case(
+        "train", train("-m", "model.dropout=0,0.5", "trainer.precision=17"), ("Precision 17",)
     ),
     "resume and ckpt_path": Case(
         "train",

@@ -69,6 +69,8 @@ def train(cfg: DictConfig) -> float:
         return result
     with nothing_left_if_refused(cfg):
         validate(cfg)
+        if cfg.resume:  # its own config: checked here, before its data is fetched
+            check_before_training(cfg)
         if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
             cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
         with locked_run(cfg) as (run_dir, resume_from):
