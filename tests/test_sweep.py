@@ -97,10 +97,9 @@ def test_a_killed_sweep_is_relaunched_in_place(
 def test_a_sweep_is_relaunched_only_as_it_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Hydra rewrites every job's .hydra/ as it re-launches a sweep: other values would stand
-    beside results trained without them. Refused before Hydra starts, naming what differs;
-    resume= of a sweep without -m says how to re-launch it. The overrides that extend or move a
-    run may change, the others may come in another order."""
+    """Other values would stand in the jobs' .hydra/ beside results trained without them:
+    refused before Hydra starts, naming what differs (not the order, nor RESUMABLE_KEYS
+    unswept); without -m, resume= of a sweep says how to re-launch it."""
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     sweep.mkdir(parents=True)
     ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]"]
