@@ -1,6 +1,6 @@
 """Hydra multirun: one directory per job, a summary of all of them, failures recorded. The
 killed sweep and joblib's workers need processes; the others run mnist-train's console entry
-in the test process."""
+in the test process. Every sweep trains but a re-launch refused."""
 
 import csv
 import json
@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lightning.run.resume import claim_run_directory
 from tests.helpers.commands import run_cli
-from tests.helpers.hydra_jobs import run_console
+from tests.helpers.hydra_jobs import locks_released, run_console
 from tests.helpers.synthetic import SMALL
+from tests.helpers.worlds import snapshot
 
-pytestmark = pytest.mark.slow  # every sweep trains
 
-
+@pytest.mark.slow
 def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_side(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -53,6 +54,7 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
     assert "| job | overrides | status |" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_is_relaunched_in_place(
     tmp_path: Path, synthetic_mnist: Path, trained_run: Path
 ) -> None:
@@ -92,9 +94,40 @@ def test_a_killed_sweep_is_relaunched_in_place(
     assert len(list((tmp_path / "outputs" / "multiruns").iterdir())) == 1
 
 
+def test_a_sweep_is_relaunched_only_as_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other values would stand in the jobs' .hydra/ beside results trained without them:
+    refused before Hydra starts, naming what differs (not the order, nor RESUMABLE_KEYS
+    unswept); without -m, resume= of a sweep says how to re-launch it."""
+    sweep = tmp_path / "outputs" / "multiruns" / "s"
+    sweep.mkdir(parents=True)
+    ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]"]
+    (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"task": ran}}}))
+    before = snapshot(tmp_path, directory_times=True)
+    relaunch = f"mnist-train -m {ran[0]} {ran[1]} 'model.hidden_dims=[64]' resume={sweep}"
+    for args, words in [
+        (
+            ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2"],
+            "model.dropout=0,0.7, model.lr=2 given, model.dropout=0,0.5 not",
+        ),
+        ([], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
+        (["-m", *ran, "trainer.max_epochs=3,4"], "trainer.max_epochs=3,4 given, nothing not"),
+    ]:
+        done = run_console("train", [*args, f"resume={sweep}"], tmp_path, {}, 60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
+        assert words in done.stderr
+    assert snapshot(tmp_path, directory_times=True) == before
+    monkeypatch.chdir(tmp_path)
+    with locks_released():
+        args = ["-m", *ran[::-1], "trainer.max_epochs=2", "resume=latest"]
+        assert claim_run_directory(args)[-1] == f"resume={sweep.resolve()}"
+
+
 TEST_CONF = Path(__file__).resolve().parent / "conf"
 
 
+@pytest.mark.slow
 def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
     tmp_path: Path,
     synthetic_mnist: Path,

@@ -372,11 +372,19 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     assert metrics["global_step"] == 10 * STEPS_PER_EPOCH
 
 
-def test_a_pickle_torch_will_not_read_says_why(tmp_path: Path) -> None:
-    """torch's refusal opens with paragraphs of advice; the message quotes its reason."""
-    path = tmp_path / "p4.ckpt"
-    torch.save({"state_dict": {}}, path, pickle_protocol=4)  # framing torch's loader refuses
-    with pytest.raises(CheckpointError) as info:
-        load_checkpoint(path)
-    assert "(Unsupported operand 149" in str(info.value)
-    assert "In PyTorch 2.6" not in str(info.value)
+def test_a_file_torch_will_not_read_as_weights_says_why(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    """torch's refusal of a pickle opens with paragraphs of advice, of a TorchScript export with
+    a warning naming a line of ours: the one line says what the file is, torch nothing."""
+    torch.save({"state_dict": {}}, tmp_path / "p4.ckpt", pickle_protocol=4)  # framing it refuses
+    torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), tmp_path / "model.pt")
+    recwarn.clear()
+    for name, words in [
+        ("p4.ckpt", "(Unsupported operand 149"),
+        ("model.pt", "TorchScript export"),
+    ]:
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / name)
+        assert words in str(info.value) and "In PyTorch 2.6" not in str(info.value)
+    assert not [w for w in recwarn if "TorchScript" in str(w.message)]

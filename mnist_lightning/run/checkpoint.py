@@ -12,6 +12,7 @@ from it, its optimizer state must take a step (`check_resumable`).
 import copy
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with file:
             zipped = file.read(4) == b"PK\x03\x04"  # what torch.save writes: a zip archive
             file.seek(0)
-            checkpoint = torch.load(file, map_location=map_location, weights_only=True)
+            with warnings.catch_warnings():  # its warning names our line: a refusal instead
+                warnings.filterwarnings("error", ".*looks like a TorchScript archive")
+                checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # whatever a damaged file makes torch.load raise
         code = re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", str(e))
         if code:
@@ -78,6 +81,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         _, crafted, reason = str(e).rpartition("WeightsUnpickler error:")
         what = f"damaged ({one_line(reason, 200)})" if crafted else "truncated or damaged"
         what = what if zipped else "not a torch checkpoint"
+        if isinstance(e, UserWarning) and "TorchScript" in str(e):  # the warning, as an error
+            what = "a TorchScript export (mnist-export's), not a checkpoint"
         raise CheckpointError(
             f"Checkpoint {path} cannot be read: it is {what}. Use another one, e.g. the run's "
             "checkpoints/last.ckpt."

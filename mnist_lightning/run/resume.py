@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ import lightning as L
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
@@ -39,6 +41,7 @@ from mnist_lightning.errors import (
     TrainingFailedError,
     UserError,
     one_line,
+    printable,
 )
 from mnist_lightning.files import (
     check_writable,
@@ -159,6 +162,8 @@ def claim_run_directory(args: list[str]) -> list[str]:
     if not resume:
         return args
     run = find_run(resume, sweep=multirun)
+    if multirun:
+        check_relaunch(args, run, resume)
     if is_rank_zero():  # before Hydra appends to the run's train.log
         lock_run(run, "mnist-train")
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
@@ -311,6 +316,8 @@ def find_run(resume: str, sweep: bool = False) -> Path:
         if not run.is_dir():
             how = " (a file: to start from its weights, give ckpt_path=)" if run.is_file() else ""
             raise CheckpointError(f"resume={resume}: there is no such run directory{how}.")
+        if (run / "multirun.yaml").is_file():
+            raise CheckpointError(f"resume={resume}: {run} is a sweep; {relaunch(run, resume)}")
         if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
             lock_run(run, "mnist-train")  # refused, naming the process
         if not (run / ".hydra" / "config.yaml").is_file():
@@ -365,9 +372,8 @@ def check_run_files(run: Path) -> Path:
 MAX_CONFIG_BYTES = 1_000_000  # a saved config is a few kilobytes
 
 
-def saved_config(run: Path) -> DictConfig:
-    """The config a run was made with (`.hydra/config.yaml`), if it is one."""
-    path = run / ".hydra" / "config.yaml"
+def read_yaml(path: Path, run: Path) -> Any:
+    """A run's or a sweep's YAML file, which someone may have crafted: as data, unresolved."""
     try:
         with open_regular(path) as file:
             text = file.read(MAX_CONFIG_BYTES + 1).decode()
@@ -376,10 +382,15 @@ def saved_config(run: Path) -> DictConfig:
         # Aliases are refused unexpanded: a few hundred bytes of them expand to gigabytes.
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
             raise ValueError("it uses YAML aliases, which mnist-train never writes")
-        saved = OmegaConf.create(text)
+        return OmegaConf.create(text)
     except Exception as e:  # not YAML, not text, or not readable
         reason = one_line(e, 200)
         raise CheckpointError(f"resume={run}: {path} cannot be read ({reason}).") from None
+
+
+def saved_config(run: Path) -> DictConfig:
+    """The config a run was made with (`.hydra/config.yaml`), if it is one."""
+    saved = read_yaml(path := run / ".hydra" / "config.yaml", run)
     if not isinstance(saved, DictConfig) or not all(
         isinstance(saved.get(group), DictConfig) for group in ("data", "model", "trainer")
     ):
@@ -388,6 +399,47 @@ def saved_config(run: Path) -> DictConfig:
             "trainer sections). Start a new run from its weights with ckpt_path=<checkpoint>."
         )
     return saved
+
+
+def sweep_overrides(sweep: Path, resume: str) -> list[Override]:
+    """The overrides a sweep's command line gave (its multirun.yaml's), `resume=` left out."""
+    ran = OmegaConf.to_container(read_yaml(sweep / "multirun.yaml", sweep))
+    try:
+        task = OverridesParser.create().parse_overrides(ran["hydra"]["overrides"]["task"])
+    except Exception:  # not Hydra's record of a command line
+        raise CheckpointError(f"resume={resume}: its multirun.yaml has no overrides.") from None
+    return [o for o in task if o.key_or_group != "resume"]
+
+
+def relaunch(sweep: Path, resume: str) -> str:
+    given = shlex.join(o.input_line for o in sweep_overrides(sweep, resume))
+    return printable(f"re-launch it with: mnist-train -m {given} resume={resume}")
+
+
+def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
+    """A sweep is re-launched with the values it ran with: Hydra rewrites each job's .hydra/
+    and the summary, which other values would put beside results trained without them. What
+    may change is what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the order."""
+    given = [a for a in args if "=" in a and not a.startswith("-")]  # (not `--cfg=job`)
+    given = OverridesParser.create().parse_overrides(given)
+    ran, now = (
+        {
+            (o.get_key_element(), str(o.value())): o.input_line
+            for o in overrides
+            if not o.is_hydra_override()
+            and (o.key_or_group not in (*RESUMABLE_KEYS, "resume") or o.is_sweep_override())
+        }
+        for overrides in (sweep_overrides(sweep, resume), given)
+    )
+    if ran.keys() != now.keys():
+        new, old = (
+            ", ".join(v for k, v in a.items() if k not in b) or "nothing"
+            for a, b in ((now, ran), (ran, now))
+        )
+        raise ConfigError(
+            f"resume={resume}: a sweep is re-launched with the values it ran with: {new} given, "
+            f"{printable(old)} not; {relaunch(sweep, resume)}, or start a new sweep."
+        )
 
 
 # The classes a node that only the saved config has may name: the callbacks docs/lightning.md
