@@ -8,19 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from mnist_lightning.data.datasets import ensure_mnist
-from tests.helpers.commands import ROOT, TIMEOUT_S, TRAINED_RUN, cli_env, run_dirs, train_command
-from tests.helpers.hydra_jobs import run_console
-from tests.helpers.synthetic import SMALL, SYNTHETIC_TEST, SYNTHETIC_TRAIN, merged, write_mnist
 
 # The tests train tiny networks, often in processes side by side on a few cores: one torch
 # thread each (also in the processes they start) is faster than threads that wait on each other.
+# (Set before torch is imported, which reads it. The fixtures import what they need: pytest-xdist's
+# main process, which runs no test, then starts its workers without loading torch first.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,6 +29,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="module")
 def hydra_on_conf() -> Iterator[None]:
     """Hydra initialised on conf/ for a module's compose calls."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.helpers.commands import ROOT
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         yield
@@ -58,6 +56,8 @@ def no_hang() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory holding the synthetic MNIST (read-only for the tests that use it)."""
+    from tests.helpers.synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, write_mnist
+
     return write_mnist(
         tmp_path_factory.mktemp("synthetic"), train=SYNTHETIC_TRAIN, test=SYNTHETIC_TEST
     )
@@ -66,6 +66,9 @@ def synthetic_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_mnist_dir() -> Path:
     """The project's data/ with the official MNIST files, fetched on first use (~15 s)."""
+    from mnist_lightning.data.datasets import ensure_mnist
+    from tests.helpers.commands import ROOT
+
     data_dir = ROOT / "data"
     ensure_mnist(data_dir)
     return data_dir
@@ -75,6 +78,10 @@ def real_mnist_dir() -> Path:
 def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
     """One finished run of `mnist-train` (TRAINED_RUN on the synthetic data), trained by its
     console entry in this process. Read-only: tests that change it work on a copy."""
+    from tests.helpers.commands import TRAINED_RUN, run_dirs
+    from tests.helpers.hydra_jobs import run_console
+    from tests.helpers.synthetic import SMALL, merged
+
     cwd = tmp_path_factory.mktemp("trained")
     env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
     done = run_console("train", merged(SMALL, TRAINED_RUN), cwd, env, timeout_s=600)
@@ -89,6 +96,8 @@ def concurrent_runs(
 ) -> tuple[Path, list[subprocess.CompletedProcess]]:
     """Two identical `mnist-train` processes started at the same moment in one directory, their
     output to pipes (the progress bar is left as configured: shown on a terminal only)."""
+    from tests.helpers.commands import TIMEOUT_S, TRAINED_RUN, cli_env, train_command
+
     cwd = tmp_path_factory.mktemp("concurrent")
     procs = [
         subprocess.Popen(
