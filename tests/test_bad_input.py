@@ -233,7 +233,7 @@ CASES: dict[str, Case] = {
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
     "a callback refuses its value": Case(
         "train",
-        train("-m", "model.dropout=0,0.5", "callbacks.best_checkpoint.mode=foo"),
+        train("callbacks.best_checkpoint.mode=foo"),
         ("callbacks.best_checkpoint cannot be built", "foo"),
     ),
     "outputs/ a file": Case(

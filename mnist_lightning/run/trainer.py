@@ -193,11 +193,11 @@ def check_before_training(cfg: DictConfig) -> None:
     makes a directory: for a sweep, once for each job, not in each job's own directory."""
     if not accelerator_available(cfg.trainer.get("accelerator")):
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
-    for name, node in (cfg.get("callbacks") or {}).items():  # before a fetch of the data
-        build(f"callbacks.{name}", node)
-    for name, node in (cfg.get("logger") or {}).items():  # MLflow's makes its store as built
-        if isinstance(node, DictConfig) and "_target_" in node:
-            check_arguments(f"logger.{name}", node)
+    for group in ("callbacks", "logger"):  # keywords, not values: a value may need the run
+        for key, node in ((f"{group}.{name}", n) for name, n in (cfg.get(group) or {}).items()):
+            if not isinstance(node, DictConfig) or "_target_" not in node:
+                build(key, node)  # refused: it names no class
+            check_arguments(key, node)
     logging.disable(logging.INFO)  # the Trainer's device lines: when the run builds its own
     try:  # the values Lightning refuses (trainer.precision=17), before anything exists
         with warnings.catch_warnings(action="ignore"):  # shown when the run builds its own
