@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,15 @@ def test_help_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None
     done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     os.close(write)
     assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_ctrl_c_while_the_libraries_load_ends_quietly(tmp_path: Path) -> None:
+    """A newcomer's first Ctrl-C, a second after starting: exit 130, no traceback, no run."""
+    command = [sys.executable, "-m", "mnist_lightning.cli.train", "trainer.max_epochs=1"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(1)  # torch and Lightning take several seconds to load
+    proc.send_signal(signal.SIGINT)
+    assert (proc.wait(60), proc.stderr.read(), list(tmp_path.iterdir())) == (130, "", [])
 
 
 def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_only_theirs(

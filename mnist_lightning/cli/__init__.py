@@ -2,11 +2,21 @@
 and what they share: the one way a command fails on bad input, and how the checkpoint commands
 pick their device, find their test images and refuse to write over what is not theirs."""
 
+import signal
+import sys
+import threading
+
+# Ctrl-C while torch and Lightning load (seconds) ends the command quietly, not with a traceback
+# from inside an import (Python's own handler only: SIG_IGN under nohup stays).
+LOADING = threading.current_thread() is threading.main_thread()
+LOADING = LOADING and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+if LOADING:
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
 import functools
 import logging
 import mmap
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +42,8 @@ from mnist_lightning.run.sweep import record_failure
 from mnist_lightning.run.trainer import accelerator_available
 
 log = logging.getLogger(__name__)
+if LOADING:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
