@@ -218,6 +218,9 @@ CASES: dict[str, Case] = {
     "a Trainer value Lightning refuses (no MLflow store made)": Case(
         "train", train("logger=mlflow", "trainer.precision=17"), ("Precision 17 is invalid",)
     ),
+    "a keyword TensorBoard's logger sets itself": Case(
+        "train", train("+logger.tensorboard.log_dir={w}/x"), ("logger.tensorboard.log_dir: ",)
+    ),
     "a keyword a logger hands on to what refuses it": Case(
         "train",
         train("logger=many", "+logger.wandb.foo=1", "paths.data_dir={w}/new"),

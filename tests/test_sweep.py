@@ -102,10 +102,10 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
     unswept); without -m, resume= of a sweep says how to re-launch it."""
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     sweep.mkdir(parents=True)
-    ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]"]
+    ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]", "~logger"]
     (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"task": ran}}}))
     before = snapshot(tmp_path, directory_times=True)
-    relaunch = f"mnist-train -m {ran[0]} {ran[1]} 'model.hidden_dims=[64]' resume={sweep}"
+    relaunch = f"mnist-train -m {ran[0]} {ran[1]} 'model.hidden_dims=[64]' '~logger' resume="
     for args, words in [
         (
             ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2"],
@@ -113,6 +113,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
         ),
         ([], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
         (["-m", *ran, "trainer.max_epochs=3,4"], "trainer.max_epochs=3,4 given, nothing not"),
+        (["-m", *ran, "+hydra.sweeper.params.seed=1,2"], "params.seed=1,2 given, nothing not"),
     ]:
         done = run_console("train", [*args, f"resume={sweep}"], tmp_path, {}, 60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]

@@ -2,13 +2,16 @@
 and what they share: the one way a command fails on bad input, and how the checkpoint commands
 pick their device, find their test images and refuse to write over what is not theirs."""
 
+import os
 import signal
 import sys
 import threading
 
-# Ctrl-C while torch and Lightning load (seconds) ends the command quietly, not with a traceback
-# from inside an import (Python's own handler only: SIG_IGN under nohup stays).
-LOADING = threading.current_thread() is threading.main_thread()
+# Ctrl-C while torch and Lightning load (seconds) ends a command quietly, not with a traceback
+# from inside an import: in a command (`mnist-*`, `python -m`) only, not when the package is
+# imported (pytest), and over Python's own handler only (SIG_IGN under nohup stays).
+COMMAND = os.path.basename(sys.argv[0]).startswith("mnist-") or sys.argv[0] == "-m"
+LOADING = COMMAND and threading.current_thread() is threading.main_thread()
 LOADING = LOADING and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if LOADING:
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
@@ -16,7 +19,6 @@ if LOADING:
 import functools
 import logging
 import mmap
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import yaml
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -420,13 +421,14 @@ def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
     """A sweep is re-launched with the values it ran with: Hydra rewrites each job's .hydra/
     and the summary, which other values would put beside results trained without them. What
     may change is what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the order."""
-    given = [a for a in args if "=" in a and not a.startswith("-")]  # (not `--cfg=job`)
+    given = get_args_parser().parse_known_args(args)[0].overrides  # as Hydra reads them
     given = OverridesParser.create().parse_overrides(given)
+    swept = ("hydra.sweeper.params", "hydra/sweeper")  # Hydra's keys that choose the jobs
     ran, now = (
         {
             (o.get_key_element(), str(o.value())): o.input_line
             for o in overrides
-            if not o.is_hydra_override()
+            if (not o.is_hydra_override() or o.key_or_group.startswith(swept))
             and (o.key_or_group not in (*RESUMABLE_KEYS, "resume") or o.is_sweep_override())
         }
         for overrides in (sweep_overrides(sweep, resume), given)

@@ -3,22 +3,22 @@ trackers are told about the run, and what Lightning refuses as one line naming t
 or checkpoint at fault, not a traceback."""
 
 import difflib
-import inspect
 import json
 import logging
 import os
-import pydoc
 import re
 import sys
 import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra._internal.utils import _locate
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -198,12 +198,13 @@ def check_before_training(cfg: DictConfig) -> None:
             if not isinstance(node, DictConfig) or "_target_" not in node:
                 build(key, node)  # refused: it names no class
             check_arguments(key, node)
+    level = logging.root.manager.disable
     logging.disable(logging.INFO)  # the Trainer's device lines: when the run builds its own
     try:  # the values Lightning refuses (trainer.precision=17), before anything exists
         with warnings.catch_warnings(action="ignore"):  # shown when the run builds its own
             build("trainer", cfg.trainer, logger=False)
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(level)
     data = build("data", cfg.data)
     data.check_sizes()
     raw = raw_dir(data.data_dir, data.dataset.name)
@@ -252,10 +253,13 @@ def build(key: str, node: DictConfig, **extra: Any) -> Any:
         raise ConfigError(f"{key} cannot be built from its config: {reason}.") from None
 
 
-# The keywords these loggers do not take themselves, they hand on: checked as theirs.
+# The keywords these loggers do not take themselves, they hand on (less what they set there).
 HANDS_ON = {
-    "lightning.pytorch.loggers.TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter",
-    WANDB_LOGGER: "wandb.init",
+    "lightning.pytorch.loggers.TensorBoardLogger": (
+        "torch.utils.tensorboard.SummaryWriter",
+        "log_dir",
+    ),
+    WANDB_LOGGER: ("wandb.init", ""),
 }
 
 
@@ -263,10 +267,14 @@ def check_arguments(key: str, node: DictConfig) -> None:
     """One line for an argument the class lacks (`+trainer.gradient_clip_vall=1`), found
     before anything is built: MLflow's logger makes its store as it is built."""
     target = str(node._target_)
-    found = [pydoc.locate(name) for name in (target, HANDS_ON.get(target)) if name]
-    if None in found:  # not importable: building it says why (or what to install)
+    to, its_own = HANDS_ON.get(target, (None, ""))
+    try:  # found as `instantiate` finds it; one it cannot find or read: building it says why
+        takes = {
+            k: p for n in (target, to) if n for k, p in signature(_locate(n)).parameters.items()
+        }
+    except Exception:
         return
-    takes = {k: p for f in found for k, p in inspect.signature(f).parameters.items()}
+    takes.pop(its_own, None)
     if target not in HANDS_ON and any(p.kind == p.VAR_KEYWORD for p in takes.values()):
         return
     for name in map(str, node):
