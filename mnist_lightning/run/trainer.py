@@ -194,10 +194,8 @@ def check_before_training(cfg: DictConfig) -> None:
     if not accelerator_available(cfg.trainer.get("accelerator")):
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
     for group in ("callbacks", "logger"):  # keywords, not values: a value may need the run
-        for key, node in ((f"{group}.{name}", n) for name, n in (cfg.get(group) or {}).items()):
-            if not isinstance(node, DictConfig) or "_target_" not in node:
-                build(key, node)  # refused: it names no class
-            check_arguments(key, node)
+        for name, node in (cfg.get(group) or {}).items():
+            check_arguments(f"{group}.{name}", node)
     level = logging.root.manager.disable
     logging.disable(logging.INFO)  # the Trainer's device lines: when the run builds its own
     try:  # the values Lightning refuses (trainer.precision=17), before anything exists
@@ -233,15 +231,9 @@ def accelerator_available(name: object) -> bool:
 def build(key: str, node: DictConfig, **extra: Any) -> Any:
     """The data, model, a callback or a logger from its config, or one line naming its key
     (`+model.x=1`: the model takes no argument `x`)."""
-    if not isinstance(node, DictConfig) or "_target_" not in node:  # `+callbacks.x.patience=1`
-        raise ConfigError(
-            f"{key} names no class to build: give its class (+{key}._target_=<class>) or remove it."
-        )
+    check_arguments(key, node)
     try:
-        check_arguments(key, node)
         return instantiate(node, **extra)
-    except ConfigError:
-        raise
     except Exception as e:  # a value of the wrong type or range, which the class refused
         cause = e.__cause__ or e
         package = EXTRAS.get(str(node.get("_target_")))
@@ -264,8 +256,13 @@ HANDS_ON = {
 
 
 def check_arguments(key: str, node: DictConfig) -> None:
-    """One line for an argument the class lacks (`+trainer.gradient_clip_vall=1`), found
-    before anything is built: MLflow's logger makes its store as it is built."""
+    """One line for a node that names no class (`+callbacks.x.patience=1`) or an argument its
+    class lacks (`+trainer.gradient_clip_vall=1`), found before anything is built: MLflow's
+    logger makes its store as it is built."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(
+            f"{key} names no class to build: give its class (+{key}._target_=<class>) or remove it."
+        )
     target = str(node._target_)
     to, its_own = HANDS_ON.get(target, (None, ""))
     try:  # found as `instantiate` finds it; one it cannot find or read: building it says why
