@@ -234,10 +234,15 @@ CASES: dict[str, Case] = {
     ),
     "an optional group set to null": Case("train", train("logger=null"), ("delete it: ~logger",)),
     "checkpoint missing": Case("train", train("ckpt_path={w}/nope.ckpt"), ("nope.ckpt",)),
-    "a callback refuses its value": Case(
+    "a callback refuses its value, its data to be fetched": Case(
         "train",
-        train("callbacks.best_checkpoint.mode=foo"),
+        train("callbacks.best_checkpoint.mode=foo", "paths.data_dir={w}/new"),
         ("callbacks.best_checkpoint cannot be built", "foo"),
+    ),
+    "Lightning refuses the Trainer with the callbacks, its data to be fetched": Case(
+        "train",
+        train("+trainer.enable_checkpointing=false", "paths.data_dir={w}/new"),
+        ("enable_checkpointing=False", "ModelCheckpoint"),
     ),
     "outputs/ a file": Case(
         "train",
@@ -428,3 +433,20 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
         assert after[path] != before.pop(path) and after[path][0] == "-" and is_grid(path)
     assert {p: after.get(p) for p in before} == before
     assert set(after) - set(before) <= {w / expected.replaced}  # no temporary files left
+
+
+def test_a_trial_lightning_refuses_fails_before_mlflow_makes_its_store(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """Optuna picks a trial's values after Hydra started: the job checks them as the command
+    line's were, before the data or a tracker's store. No trial completed: the summary says
+    why, not Optuna's traceback."""
+    w = make_world(tmp_path, trained_run)
+    args = ["-m", *SMALL, "hparams_search=optuna", "hydra.sweeper.n_trials=1", "logger=mlflow"]
+    args += ["+hydra.sweeper.params={trainer.precision:'choice(17)'}"]  # no trial completes
+    done = run_in_world(Command("train", args, w)).done
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in out and "float-castable" not in out, out
+    assert "Job 0 failed: trainer cannot be built from its config: Precision 17" in out
+    assert "| failed: trainer cannot be built" in out and "1 of 1 jobs failed." in out
+    assert not (w / "outputs" / "mlflow.db").exists()

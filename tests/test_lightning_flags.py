@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 import mnist_lightning.cli.train as train_module
 from mnist_lightning.cli.eval import best_checkpoint
-from mnist_lightning.cli.train import build_trainer
+from mnist_lightning.cli.train import build_callbacks, build_trainer
 from mnist_lightning.model.classifier import lr_factor
 from mnist_lightning.run.config import validate
 from tests.helpers.commands import ROOT
@@ -85,11 +85,11 @@ def config(tmp_path: Path, data_dir: Path, *overrides: str) -> DictConfig:
     return cfg
 
 
-def with_probe(probe: L.Callback) -> Callable[[DictConfig], L.Trainer]:
+def with_probe(probe: L.Callback) -> Callable[[DictConfig, list], L.Trainer]:
     """mnist-train's `build_trainer`, with `probe` among the callbacks."""
 
-    def build(cfg: DictConfig) -> L.Trainer:
-        trainer = build_trainer(cfg)
+    def build(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
+        trainer = build_trainer(cfg, callbacks)
         trainer.callbacks.append(probe)
         return trainer
 
@@ -101,7 +101,7 @@ def fit(cfg: DictConfig, probe: "Probe | None" = None) -> tuple[L.Trainer, "Prob
     probe = probe or Probe()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model, _convert_="all")
-    trainer = with_probe(probe)(cfg)
+    trainer = with_probe(probe)(cfg, build_callbacks(cfg))
     trainer.fit(model, datamodule=datamodule)
     return trainer, probe
 
@@ -527,7 +527,7 @@ def test_batch_size_finder_trains_with_the_batch_size_it_found(
 def test_accelerator_auto_is_lightnings_own_choice(tmp_path: Path, synthetic_mnist: Path) -> None:
     """What Lightning's own auto selection picks, and the data go to that device."""
     cfg = config(tmp_path, synthetic_mnist, "trainer.accelerator=auto", *NO_CHECKPOINTS)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg))
     plain = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
     assert type(trainer.accelerator) is type(plain.accelerator)
     assert trainer.strategy.root_device == plain.strategy.root_device

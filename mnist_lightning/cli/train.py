@@ -28,6 +28,7 @@ from mnist_lightning.run.resume import (
 )
 from mnist_lightning.run.trainer import (
     build,
+    build_callbacks,
     build_trainer,
     check_before_training,
     checkpoint_to_test,
@@ -69,10 +70,9 @@ def train(cfg: DictConfig) -> float:
         return result
     with nothing_left_if_refused(cfg):
         validate(cfg)
-        if cfg.resume:  # its own config: checked here, before its data is fetched
-            check_before_training(cfg)
         if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
             cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
+        check_before_training(cfg)  # again: what Hydra resolved for the job (resume, Optuna)
         with locked_run(cfg) as (run_dir, resume_from):
             return fit_and_test(cfg, run_dir, resume_from)
 
@@ -80,13 +80,14 @@ def train(cfg: DictConfig) -> float:
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:
     """Train, test the best checkpoint, and (in the first process) write the results."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    callbacks = build_callbacks(cfg)  # a value one refuses: before the data is fetched
     datamodule = build("data", cfg.data)
     datamodule.prepare_data()  # the files, and their sizes, before the loggers write anything
     datamodule.check_sizes()
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model = build("model", cfg.model, _convert_="all")
     start_from(model, cfg.ckpt_path, resume_from)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, callbacks)
     log_hparams(trainer, cfg)
 
     started = time.perf_counter()

@@ -75,7 +75,8 @@ IGNORED_WARNINGS = (
 # estimates, restoring a checkpoint (our "Resuming ... from" and the results name it), Ctrl-C
 # (the stop message says more), the accelerators (the data line names the device used; a GPU
 # left unused is Lightning's warning, which stays), a new MLflow experiment; Optuna's new
-# study (Hydra's sweeper names it and its storage next).
+# study (Hydra's sweeper names it and its storage next) and its "Got 'None'" for a failed trial
+# (the job's line said why).
 CHATTER = (
     "litlogger",
     "GPU available: ",
@@ -87,6 +88,7 @@ CHATTER = (
     "Received SIGTERM",
     "not found. Creating it.",
     "A new study created in",
+    "must be float-castable. Got 'None'",
 )
 
 
@@ -114,7 +116,8 @@ def setup_process() -> None:
         show.shown = shown  # type: ignore[attr-defined]
         warnings.showwarning = show
     lightning = ("utilities.rank_zero", "trainer.connectors.signal_connector", "loggers.mlflow")
-    for name in (*(f"lightning.pytorch.{n}" for n in lightning), "optuna.storages._rdb.storage"):
+    optuna = ("optuna.storages._rdb.storage", "hydra_plugins.hydra_optuna_sweeper._impl")
+    for name in (*(f"lightning.pytorch.{n}" for n in lightning), *optuna):
         logging.getLogger(name).addFilter(no_chatter)
     if not sys.stderr.isatty():  # colour only on a terminal: Optuna's colorlog obeys NO_COLOR
         os.environ.setdefault("NO_COLOR", "1")
@@ -137,19 +140,29 @@ def setup_process() -> None:
         log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer with the configured loggers and callbacks and atomic checkpoints."""
+def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
+    """The configured callbacks (with `own`: only Lightning's and ours, which do nothing as
+    they are built; another's keywords are checked: a user's may act, or need the run)."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        check_arguments(f"callbacks.{name}", node)
+        if not own or str(node._target_).startswith(("lightning.", "mnist_lightning.")):
+            callbacks.append(build(f"callbacks.{name}", node))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning Trainer with the configured loggers, `callbacks` and atomic checkpoints."""
     nodes = (cfg.get("logger") or {}).items()  # `~logger`: none
     if any(node.get("_target_") == WANDB_LOGGER for _, node in nodes):
         finish_wandb_run()  # a WandbLogger would log into the run still open (a sweep's last job)
     check_arguments("trainer", cfg.trainer)
-    callbacks = [build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items()]
     # MLflow's logger makes its store as it is built: last, once the others were accepted.
     mlflow_last = sorted(nodes, key=lambda item: item[1].get("_target_") == MLFLOW_LOGGER)
     built = {name: build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in mlflow_last}
     loggers = [built[name] for name, _ in nodes]
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
     # (hydra_plugins/mnist_lightning/_slurm.py).
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
@@ -188,28 +201,30 @@ def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str |
 
 
 def check_before_training(cfg: DictConfig) -> None:
-    """What would refuse a run before it trains (no accelerator of that kind, data sizes the
-    files do not have, a checkpoint to start from that cannot be used), checked before Hydra
-    makes a directory: for a sweep, once for each job, not in each job's own directory."""
+    """What would refuse a run before it trains (no accelerator of that kind, a value Lightning
+    or a callback refuses, data sizes the files do not have, a checkpoint to start from that
+    cannot be used), checked before Hydra makes a directory (for a sweep, once for each job),
+    and again in the job (a resumed run's own config, an Optuna trial's, a SLURM job's), before
+    the data is fetched or a logger makes its store."""
     if not accelerator_available(cfg.trainer.get("accelerator")):
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
-    for group in ("callbacks", "logger"):  # keywords, not values: a value may need the run
-        for name, node in (cfg.get(group) or {}).items():
-            check_arguments(f"{group}.{name}", node)
+    for name, node in (cfg.get("logger") or {}).items():  # keywords: building MLflow's makes
+        check_arguments(f"logger.{name}", node)  # its store
     level = logging.root.manager.disable
-    logging.disable(logging.INFO)  # the Trainer's device lines: when the run builds its own
-    try:  # the values Lightning refuses (trainer.precision=17), before anything exists
-        with warnings.catch_warnings(action="ignore"):  # shown when the run builds its own
-            build("trainer", cfg.trainer, logger=False)
+    logging.disable(logging.INFO)  # its lines and warnings: when the run builds its own
+    try:
+        with warnings.catch_warnings(action="ignore"):
+            callbacks = build_callbacks(cfg, own=True)
+            build("trainer", cfg.trainer, logger=False, callbacks=callbacks)
+            data = build("data", cfg.data)
+            data.check_sizes()
+            raw = raw_dir(data.data_dir, data.dataset.name)
+            fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
+            if fetched and (why := cannot_write(raw)):
+                raise unusable(raw, why)
+            start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
     finally:
         logging.disable(level)
-    data = build("data", cfg.data)
-    data.check_sizes()
-    raw = raw_dir(data.data_dir, data.dataset.name)
-    fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
-    if fetched and (why := cannot_write(raw)):
-        raise unusable(raw, why)
-    start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
 
 
 def unavailable(t: DictConfig, reason: str) -> ConfigError:
