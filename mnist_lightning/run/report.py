@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure  # the object API: no pyplot state, no screen needed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -169,6 +169,9 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
             log_params_to_mlflow(logger, flat_hparams(cfg))
         elif not isinstance(logger, CSVLogger):
             logger.log_hyperparams(flat_hparams(cfg))
+        if isinstance(logger, WandbLogger):  # silent (conf/logger/wandb.yaml): where its run is
+            run = logger.experiment
+            log.info("W&B run: %s", run.settings.sync_dir if run.offline else run.url)
 
 
 def log_params_to_mlflow(logger: MLFlowLogger, params: dict[str, Any]) -> None:
