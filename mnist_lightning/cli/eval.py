@@ -16,9 +16,9 @@ from mnist_lightning.cli import (
     exit_on_user_error,
     held_out,
     pick_device,
+    writing,
 )
 from mnist_lightning.data.datasets import DataSet
-from mnist_lightning.errors import UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import MNISTClassifier, predict_all
 from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
@@ -120,13 +120,8 @@ def main(cfg: DictConfig) -> None:
         step = 0
     results |= {"checkpoint": str(ckpt), "dataset": dataset.name, "global_step": step}
     figures = result_figures(model, images, labels, logits, dataset.classes)
-    try:
+    with writing(f"the results into {run / 'eval'}"):
         write_results(run, results, figures, cfg.tensorboard)
-    except OSError as e:  # a full disk, a quota: each file is whole, the old one or the new
-        raise UserError(
-            f"Cannot write the results into {run / 'eval'}: {e.strerror or e} "
-            f"({e.filename or run})."
-        ) from None
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
