@@ -49,11 +49,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: a NaN or infinite number is written as null (Python's `NaN` is not JSON)."""
     with atomic_open(path, "w") as f:

@@ -28,7 +28,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mnist_lightning.errors import DataError, one_line
-from mnist_lightning.files import atomic_write_bytes, open_regular
+from mnist_lightning.files import atomic_open, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def _fetch(raw: Path, dataset: DataSet, source: str) -> Path:
                 if hashlib.sha256(files[file]).hexdigest() != digest:
                     raise DataError(f"{file} from {name} does not match the official sha256.")
             for file in dataset.sha256:
-                atomic_write_bytes(raw / file, files[file])
+                with atomic_open(raw / file) as f:
+                    f.write(files[file])
         except Exception as e:  # one source failing is expected; report them all at the end
             log.info("%s: %s failed: %s", title, name, one_line(e, 300))
             failures.append(f"{name}: {one_line(e, 300)}")
