@@ -138,15 +138,6 @@ def check_writable(folder: Path, key: str) -> None:
         raise ConfigError(f"{key}: cannot write to {printable(folder)} ({why}).")
 
 
-def check_hydra_dirs(args: list[str]) -> None:
-    """The directories a command line asks Hydra to make (hydra.run.dir, hydra.sweep.dir), checked
-    before Hydra makes them: it would fail with a traceback."""
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key in ("hydra.run.dir", "hydra.sweep.dir"):
-            check_writable(Path(value), arg)
-
-
 def lock_run(run: Path, command: str) -> None:
     """Make this process the one writer of `run` until it exits, or raise a `UserError`
     naming the process that is. (Not the `filelock` package: it truncates the lock file on

@@ -33,7 +33,6 @@ from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
 from mnist_lightning.files import (
-    check_hydra_dirs,
     check_writable,
     kind_of,
     open_regular,
@@ -84,7 +83,10 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
     @exit_on_user_error
     def cli() -> None:
         check_override_keys(sys.argv[1:], config_name)
-        check_hydra_dirs(sys.argv[1:])
+        for arg in sys.argv[1:]:
+            key, _, value = arg.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir"):
+                check_writable(Path(value), arg)
         main()
 
     return cli
