@@ -49,11 +49,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: a NaN or infinite number is written as null (Python's `NaN` is not JSON)."""
     with atomic_open(path, "w") as f:
@@ -141,15 +136,6 @@ def check_writable(folder: Path, key: str) -> None:
     """Before any work, creating nothing: `folder`, where `key` writes, can take a file."""
     if why := cannot_write(folder):
         raise ConfigError(f"{key}: cannot write to {printable(folder)} ({why}).")
-
-
-def check_hydra_dirs(args: list[str]) -> None:
-    """The directories a command line asks Hydra to make (hydra.run.dir, hydra.sweep.dir), checked
-    before Hydra makes them: it would fail with a traceback."""
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key in ("hydra.run.dir", "hydra.sweep.dir"):
-            check_writable(Path(value), arg)
 
 
 def lock_run(run: Path, command: str) -> None:

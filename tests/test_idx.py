@@ -55,7 +55,7 @@ def bind_socket(path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        pytest.param(holding(b""), "0 bytes is too short", id="empty"),
+        pytest.param(holding(b""), "0 bytes, too short for an IDX header", id="empty"),
         pytest.param(holding(b"\x00\x00\x08"), "too short", id="shorter-than-magic"),
         pytest.param(
             holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802", id="magic"
@@ -63,7 +63,7 @@ def bind_socket(path: Path) -> None:
         pytest.param(holding(header(2, 3, dtype=0x0D) + bytes(24)), "magic", id="float-type"),
         pytest.param(holding(header() + b"\x00"), "magic", id="zero-dimensions"),
         pytest.param(holding(b"\x00\x00\x08\x05" + bytes(30)), "magic", id="five-dimensions"),
-        pytest.param(holding(GOOD[:6]), "header is cut short", id="short-header"),
+        pytest.param(holding(GOOD[:6]), "6 bytes, too short for an IDX header", id="short-header"),
         pytest.param(holding(GOOD[:-1]), "truncated or corrupt", id="truncated-data"),
         pytest.param(holding(GOOD[:12]), "truncated or corrupt", id="header-only"),
         pytest.param(holding(GOOD + b"\x00"), "truncated or corrupt", id="extra-bytes"),

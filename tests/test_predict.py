@@ -2,6 +2,7 @@
 MNIST-like image or an `ImageError` naming the file, never another exception. Then what it
 does with files that are not pictures at all, with its arguments and with `grid=`."""
 
+import errno
 import io
 import itertools
 import json
@@ -21,6 +22,7 @@ from hypothesis.extra.numpy import arrays
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
+from mnist_lightning.cli import writing
 from mnist_lightning.cli.predict import (
     GRID_SOFTWARE,
     check_grid,
@@ -30,7 +32,7 @@ from mnist_lightning.cli.predict import (
 )
 from mnist_lightning.cli.predict import main as predict
 from mnist_lightning.data.images import ImageError, prepare, read_image
-from mnist_lightning.errors import ConfigError
+from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import validate_predict
 
@@ -406,3 +408,10 @@ def test_a_digit_written_in_dots_keeps_every_dot(tmp_path: Path) -> None:
         rows, cols = np.nonzero(image > 0.3)
         box.append((rows.max() - rows.min(), cols.max() - cols.min()))
     assert abs(box[0][0] - box[1][0]) <= 2 and abs(box[0][1] - box[1][1]) <= 2, box
+
+
+def test_a_write_that_fails_is_one_line_naming_the_file() -> None:
+    """mnist-eval's results, mnist-export's output and mnist-predict's grid (a full disk)."""
+    with pytest.raises(UserError) as info, writing("grid=g.png"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), ".g.png.x1.tmp")
+    assert str(info.value) == "Cannot write grid=g.png: No space left on device (.g.png.x1.tmp)."

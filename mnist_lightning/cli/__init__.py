@@ -16,10 +16,11 @@ LOADING = LOADING and signal.getsignal(signal.SIGINT) is signal.default_int_hand
 if LOADING:
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
+import contextlib
 import functools
 import logging
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
 from mnist_lightning.files import (
-    check_hydra_dirs,
     check_writable,
     kind_of,
     open_regular,
@@ -83,7 +83,10 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
     @exit_on_user_error
     def cli() -> None:
         check_override_keys(sys.argv[1:], config_name)
-        check_hydra_dirs(sys.argv[1:])
+        for arg in sys.argv[1:]:
+            key, _, value = arg.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir"):
+                check_writable(Path(value), arg)
         main()
 
     return cli
@@ -148,17 +151,29 @@ def check_overwrite(
     path: Path, key: str, inputs: dict[Path, str], tool: str, mark: Mark, what: str
 ) -> None:
     """Before any work, creating nothing: the file `path` (named by `key`) that `tool` writes is
-    none of its `inputs` (each with what it is, in words), and is absent or a file `tool` wrote
-    (`mark`), in a folder that takes a file. `check_place` again just before writing."""
-    for item, name in inputs.items():
+    none of its `inputs` and in none of them (each: how it stands to the input, in words), and
+    is absent or a file `tool` wrote (`mark`), in a folder that takes a file. `check_place`
+    again just before writing."""
+    for item, relation in inputs.items():
         try:
-            same = os.path.samefile(path, item)
-        except OSError:  # one of them does not exist (yet): the same name is the same file
-            same = os.path.realpath(path) == os.path.realpath(item)
-        if same:
+            same = os.path.samefile(path, item)  # a hard or symbolic link to it, too
+        except OSError:  # one of them does not exist (yet): by name, below
+            same = False
+        real = os.path.realpath(item)
+        if same or os.path.commonpath([os.path.realpath(path), real]) == real:
             raise ConfigError(
-                f"{key} is {name}; {tool} never writes over its inputs: choose another "
+                f"{key} {relation}; {tool} never writes over its inputs: choose another "
                 f"{key.split('=')[0]}=."
             )
     check_place(path, key, mark=mark, what=what)
     check_writable(path.absolute().parent, key)
+
+
+@contextlib.contextmanager
+def writing(what: str) -> Iterator[None]:
+    """A write that fails (a full disk, a quota, a folder gone) ends the command in one line
+    naming the file; atomic writes leave each file there the old one or the new."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"Cannot write {what}: {e.strerror or e} ({e.filename or what}).") from None

@@ -16,11 +16,11 @@ from mnist_lightning.cli import (
     exit_on_user_error,
     held_out,
     pick_device,
+    writing,
 )
 from mnist_lightning.data.datasets import DataSet
-from mnist_lightning.errors import UserError
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
-from mnist_lightning.model.classifier import MNISTClassifier, predict_all
+from mnist_lightning.model.classifier import predict_all
 from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
 from mnist_lightning.run.config import CONFIG_DIR, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, confusion_matrix, result_figures
@@ -45,15 +45,8 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
     return run
 
 
-def evaluate(
-    model: MNISTClassifier,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    classes: tuple[str, ...],
-) -> dict[str, Any]:
+def evaluate(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> dict:
     """Test loss and accuracy, and each class's accuracy keyed by its name (MNIST's: "0"-"9")."""
-    logits = predict_all(model, images, batch_size)
     preds = logits.argmax(1)
     counts = confusion_matrix(preds, labels)
     per_class = counts.diag().float() / counts.sum(1).float()
@@ -62,7 +55,6 @@ def evaluate(
         "test/loss": float(F.cross_entropy(logits, labels)),
         "per_class_acc": {classes[c]: round(float(a), 4) for c, a in enumerate(per_class)},
         "confusion_matrix": counts.tolist(),
-        "logits": logits,
     }
 
 
@@ -111,22 +103,16 @@ def main(cfg: DictConfig) -> None:
     run = prepare_run(ckpt, cfg.tensorboard, key)
     dataset, images, labels = held_out(cfg, checkpoint, ckpt)
     images, labels = images.to(device), labels.to(device)
-    results = evaluate(model, images, labels, cfg.batch_size, dataset.classes)
-    logits = results.pop("logits")
+    logits = predict_all(model, images, cfg.batch_size)
+    results = evaluate(logits, labels, dataset.classes)
     print(report(ckpt, results, dataset))
 
-    step = checkpoint.get("global_step", 0)  # TensorBoard takes a count of steps, nothing else
-    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2**63:
-        step = 0
+    step = checkpoint.get("global_step")  # TensorBoard takes a count of steps, nothing else
+    step = step if type(step) is int and 0 <= step < 2**63 else 0
     results |= {"checkpoint": str(ckpt), "dataset": dataset.name, "global_step": step}
     figures = result_figures(model, images, labels, logits, dataset.classes)
-    try:
+    with writing(f"the results into {run / 'eval'}"):
         write_results(run, results, figures, cfg.tensorboard)
-    except OSError as e:  # a full disk, a quota: each file is whole, the old one or the new
-        raise UserError(
-            f"Cannot write the results into {run / 'eval'}: {e.strerror or e} "
-            f"({e.filename or run})."
-        ) from None
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 

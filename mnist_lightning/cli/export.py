@@ -23,9 +23,10 @@ from mnist_lightning.cli import (
     console_entry,
     exit_on_user_error,
     held_out,
+    writing,
 )
 from mnist_lightning.errors import ConfigError, UserError
-from mnist_lightning.files import atomic_write_bytes, run_holder
+from mnist_lightning.files import atomic_open, run_holder
 from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
 from mnist_lightning.run.config import CONFIG_DIR, EXPORT, EXPORT_SUFFIXES, check
 
@@ -56,16 +57,13 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
     key = f"output={output}" + (
         "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
     )
-    data = os.path.realpath(data_dir)
-    if os.path.commonpath([os.path.realpath(output), data]) == data:
-        raise ConfigError(
-            f"{key} lies in the data directory {data}; mnist-export never writes among its "
-            "inputs: choose another output=."
-        )
     holder = run_holder(run_dir_of(output))  # one process at a time writes a run directory
     if holder:
         raise ConfigError(f"{key} lies in a run that {holder} is writing: wait until it ends.")
-    inputs = {ckpt: f"the checkpoint being exported (ckpt_path={ckpt})"}
+    inputs = {
+        ckpt: f"is the checkpoint being exported (ckpt_path={ckpt})",
+        data_dir: f"lies in the data directory {os.path.realpath(data_dir)}",
+    }
     what = f"an earlier mnist-export {fmt} file"
     check_overwrite(output, key, inputs, "mnist-export", lambda p: is_earlier_export(p, fmt), what)
 
@@ -133,12 +131,8 @@ def main(cfg: DictConfig) -> None:
             f"The {cfg.format} export predicts differently from {ckpt} on {disagree} of "
             f"{len(example)} test images (largest logit difference {largest:.2e}); not kept."
         )
-    try:
-        atomic_write_bytes(output, data)  # its missing folders made
-    except OSError as e:  # a full disk, a vanished folder: nothing was replaced
-        raise UserError(
-            f"Cannot write output={output}: {e.strerror or e}; nothing was written."
-        ) from None
+    with writing(f"output={output}"), atomic_open(output) as f:  # its missing folders made
+        f.write(data)
     print(
         f"wrote {output}: same predictions as the checkpoint on {len(example)} test images "
         f"(largest logit difference {largest:.1e})"

@@ -19,11 +19,12 @@ from mnist_lightning.cli import (
     console_entry,
     exit_on_user_error,
     pick_device,
+    writing,
 )
 from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
-from mnist_lightning.errors import UserError, printable
+from mnist_lightning.errors import printable
 from mnist_lightning.files import atomic_open
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, validate_predict
@@ -58,7 +59,7 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
 def check_grid(grid: Path, inputs: list[Path]) -> None:
     """Refuse a grid path over an input, over a file that is not an earlier grid, or in a
     folder that cannot be written: before any work, and again just before writing."""
-    also = {item: f"also an input ({printable(item)})" for item in inputs}
+    also = {item: f"is also an input ({printable(item)})" for item in inputs}
     what = "a grid mnist-predict wrote"
     check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, what)
 
@@ -77,11 +78,8 @@ def write_grid(
     ]
     figure = digits_figure(torch.stack(images), captions, "Predictions")
     check_grid(grid, [])  # something may have appeared there meanwhile
-    try:
-        with atomic_open(grid, "wb") as f:
-            figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
-    except OSError as e:
-        raise UserError(f"Cannot write grid={printable(grid)}: {e.strerror or e}.") from None
+    with writing(f"grid={printable(grid)}"), atomic_open(grid, "wb") as f:
+        figure.savefig(f, format="png", dpi=120, metadata={"Software": GRID_SOFTWARE})
     print(f"wrote {printable(grid)}", file=sys.stderr)  # stdout is the table, or JSON lines
 
 

@@ -5,12 +5,13 @@ pixels, exact), `affine` (rotation, scale, shear, sub-pixel shift), `elastic` (t
 smoothed noise field). `max_stroke` > 0, with any kind, first thickens or thins the strokes
 (people write with pens from a fine liner to a marker, MNIST's writers mostly with one).
 
-Not torchvision's RandomAffine or ElasticTransform: they draw one distortion per call, here
-every image has its own, in one `grid_sample` with no per-image Python. The random numbers come
-from the generator passed in, which `datamodule.TensorBatches` seeds: a resumed run draws the
-same."""
+Not torchvision's RandomAffine or ElasticTransform: they draw one distortion per call from
+torch's global generator; here every image has its own, in one `grid_sample` with no per-image
+Python, drawn from the generator passed in, which `datamodule.TensorBatches` seeds: a resumed
+run draws what the uninterrupted one would."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,27 +20,22 @@ AUGMENTS = ("none", "translate", "affine", "elastic")
 SIDE = 28  # MNIST images are SIDE x SIDE pixels
 
 
+@dataclass
 class Augment:
     """Distort a batch of images (B, 28, 28) in [0, 1]; the result stays in [0, 1]."""
 
-    def __init__(
-        self,
-        kind: str = "none",
-        max_shift: float = 2.0,
-        max_rotation: float = 10.0,
-        max_scale: float = 0.1,
-        max_shear: float = 10.0,
-        elastic_alpha: float = 34.0,
-        elastic_sigma: float = 4.0,
-        max_stroke: float = 0.0,
-    ) -> None:
-        if kind not in AUGMENTS:  # a caller's slip; the config's data.augment is validated
-            raise ValueError(f"augment kind {kind!r} is not one of {AUGMENTS}")
-        self.kind = kind
-        self.max_shift, self.max_rotation = max_shift, math.radians(max_rotation)
-        self.max_scale, self.max_shear = max_scale, math.radians(max_shear)
-        self.elastic_alpha, self.elastic_sigma = elastic_alpha, elastic_sigma
-        self.max_stroke = max_stroke
+    kind: str = "none"
+    max_shift: float = 2.0  # pixels
+    max_rotation: float = 10.0  # degrees
+    max_scale: float = 0.1
+    max_shear: float = 10.0  # degrees
+    elastic_alpha: float = 34.0
+    elastic_sigma: float = 4.0
+    max_stroke: float = 0.0  # pixels of stroke width, each way
+
+    def __post_init__(self) -> None:
+        if self.kind not in AUGMENTS:  # a caller's slip; the config's data.augment is validated
+            raise ValueError(f"augment kind {self.kind!r} is not one of {AUGMENTS}")
         self._kernels: dict[torch.device, torch.Tensor] = {}
 
     @property
@@ -56,26 +52,27 @@ class Augment:
             images = self._stroke(images, uniform(self.max_stroke))
         if self.kind == "none":
             return images
-        if self.kind == "translate":
-            most = int(self.max_shift)  # each of -most..most pixels equally likely
-            shift = torch.randint(-most, most + 1, (batch, 2), generator=generator, device=device)
-            return self._translate(images, shift, most)
-        shift = torch.stack([uniform(self.max_shift), uniform(self.max_shift)], 1)
-        angle, shear = uniform(self.max_rotation), uniform(self.max_shear)
-        scale = 1 + uniform(self.max_scale)
-        cos, sin, tan = angle.cos(), angle.sin(), shear.tan()
-        # rotation @ shear @ scale, as the map from output to input coordinates
-        theta = torch.stack(
-            [torch.stack([cos, cos * tan - sin], 1), torch.stack([sin, sin * tan + cos], 1)], 1
-        ) / scale.view(batch, 1, 1)
+        if self.kind == "translate":  # whole pixels, each of -most..most equally likely
+            most = int(self.max_shift)
+            shift = -torch.randint(-most, most + 1, (batch, 2), generator=generator, device=device)
+            theta = torch.eye(2, device=device).expand(batch, 2, 2)
+        else:
+            shift = torch.stack([uniform(self.max_shift), uniform(self.max_shift)], 1)
+            angle = uniform(math.radians(self.max_rotation))
+            shear = uniform(math.radians(self.max_shear))
+            scale = 1 + uniform(self.max_scale)
+            cos, sin, tan = angle.cos(), angle.sin(), shear.tan()
+            # rotation @ shear @ scale, as the map from output to input coordinates
+            theta = torch.stack(
+                [torch.stack([cos, cos * tan - sin], 1), torch.stack([sin, sin * tan + cos], 1)], 1
+            ) / scale.view(batch, 1, 1)
         # A shift of d pixels is 2d / SIDE in grid_sample's [-1, 1] coordinates.
         affine = torch.cat([theta, (2 / SIDE) * shift.unsqueeze(2)], 2)
         grid = F.affine_grid(affine, [batch, 1, SIDE, SIDE], align_corners=False)
         if self.kind == "elastic":
             grid = grid + self._elastic_field(batch, device, generator)
-        warped = F.grid_sample(
-            images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
+        mode = "nearest" if self.kind == "translate" else "bilinear"  # nearest: exact pixels
+        warped = F.grid_sample(images.unsqueeze(1), grid, mode, "zeros", align_corners=False)
         return warped.squeeze(1).clamp_(0, 1)
 
     @staticmethod
@@ -89,19 +86,6 @@ class Augment:
         return (
             images + part.clamp(min=0) * (grown - images) + (-part).clamp(min=0) * (shrunk - images)
         )
-
-    def _translate(self, images: torch.Tensor, shift: torch.Tensor, margin: int) -> torch.Tensor:
-        """Move each image by whole pixels `shift` (batch, 2) = (x, y), at most `margin`,
-        filling with black. (`margin` is the limit, not the largest shift drawn: reading that
-        would wait for the device.)"""
-        if margin == 0:
-            return images
-        padded = F.pad(images, (margin, margin, margin, margin))
-        width = SIDE + 2 * margin
-        pixels = torch.arange(SIDE, device=images.device)
-        rows = pixels.view(1, SIDE, 1) + margin - shift[:, 1].view(-1, 1, 1)
-        cols = pixels.view(1, 1, SIDE) + margin - shift[:, 0].view(-1, 1, 1)
-        return padded.flatten(1).gather(1, (rows * width + cols).flatten(1)).view_as(images)
 
     def _elastic_field(
         self, batch: int, device: torch.device, generator: torch.Generator

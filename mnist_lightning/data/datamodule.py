@@ -265,10 +265,9 @@ def stratified_subset(indices: torch.Tensor, labels: torch.Tensor, size: int) ->
     smallest keys take the same fraction of every class. `indices` is already shuffled, so
     which images of a class are taken is random under the seed.
     """
-    counts = torch.bincount(labels, minlength=10).float()
+    counts = torch.bincount(labels, minlength=10)
+    order = torch.argsort(labels, stable=True)
     rank = torch.empty_like(labels, dtype=torch.float)
-    for digit in range(10):
-        where = labels == digit
-        rank[where] = torch.arange(int(where.sum()), dtype=torch.float)
-    keys = (rank + 0.5) / counts[labels]
+    rank[order] = (torch.arange(len(labels)) - (counts.cumsum(0) - counts)[labels[order]]).float()
+    keys = (rank + 0.5) / counts[labels].float()
     return indices[torch.argsort(keys, stable=True)[:size]]

