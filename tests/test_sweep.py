@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lightning.run.resume import claim_run_directory
+from mnist_lightning.run.resume import claim_run_directory, job_finished
 from tests.helpers.commands import run_cli
 from tests.helpers.hydra_jobs import locks_released, run_console
 from tests.helpers.synthetic import SMALL
@@ -59,8 +59,9 @@ def test_a_killed_sweep_is_relaunched_in_place(
     tmp_path: Path, synthetic_mnist: Path, trained_run: Path
 ) -> None:
     """SIGKILL in the middle of job 0; `resume=<sweep_dir>` resumes job 0 from its checkpoint
-    and starts job 1; a second re-launch skips both (those two in this process). The jobs
-    start from a checkpoint's weights: resume= continues them, ckpt_path= stays as given."""
+    and starts job 1; a second re-launch skips both, a third with a higher max_epochs trains
+    both further (those three in this process); a job that ran keeps its .hydra/ and status
+    overrides. The jobs start from a checkpoint's weights: resume= continues them."""
     args = [
         "-m",
         *SMALL,
@@ -82,24 +83,34 @@ def test_a_killed_sweep_is_relaunched_in_place(
     done = run_console("train", [*args, f"resume={sweep}"], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Resuming {sweep.resolve()}/0 from" in (sweep / "0" / "train.log").read_text()
-    with open(sweep / "summary.csv") as f:
-        rows = {row["job"]: row for row in csv.DictReader(f)}
-    assert rows["0"]["status"] == rows["1"]["status"] == "completed"
-    assert rows["0"]["overrides"] == "model.dropout=0.1"  # what differs between the jobs
-    assert [int(rows[j]["epoch"]) for j in "01"] == [1, 1]
+
+    def rows() -> list[tuple[str, str, str]]:  # overrides: what differs between the jobs
+        with open(sweep / "summary.csv") as f:
+            return sorted((r["overrides"], r["status"], r["epoch"]) for r in csv.DictReader(f))
+
+    assert rows() == [(f"model.dropout={d}", "completed", "1") for d in (0.1, 0.3)]
+    records = {f: f.read_text() for f in [*sweep.glob("*/.hydra/*"), *sweep.glob("*/job_*")]}
+    assert len(records) == 8 and "resume=" not in records[sweep / "0/.hydra/overrides.yaml"]
 
     done = run_console("train", [*args, "resume=latest"], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (done.stdout + done.stderr).count("finished before; skipped") == 2
     assert len(list((tmp_path / "outputs" / "multiruns").iterdir())) == 1
 
+    longer = [arg.replace("max_epochs=1", "max_epochs=2") for arg in args]
+    assert job_finished(sweep / "0", args[1:]) and not job_finished(sweep / "0", longer[1:])
+    done = run_console("train", [*longer, "resume=latest"], tmp_path, env, 600)
+    assert done.returncode == 0 and "skipped" not in done.stdout + done.stderr, done.stderr
+    assert rows() == [(f"model.dropout={d}", "completed", "2") for d in (0.1, 0.3)]
+    assert records == {f: f.read_text() for f in records}
+
 
 def test_a_sweep_is_relaunched_only_as_it_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Other values would stand in the jobs' .hydra/ beside results trained without them:
-    refused before Hydra starts, naming what differs (not the order, nor RESUMABLE_KEYS
-    unswept); without -m, resume= of a sweep says how to re-launch it."""
+    """Other values would train the jobs yet to run unlike those that ran: refused before
+    Hydra starts, naming what differs (not the overrides' order, a value's spelling, nor
+    RESUMABLE_KEYS unswept); without -m, resume= of a sweep says how to re-launch it."""
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     sweep.mkdir(parents=True)
     ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]", "~logger"]
@@ -111,6 +122,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
             ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2"],
             "model.dropout=0,0.7, model.lr=2 given, model.dropout=0,0.5 not",
         ),
+        (["-m", "model.dropout=0.5,0", *ran[1:]], "model.dropout=0.5,0 given"),  # other jobs
         ([], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
         (["-m", *ran, "trainer.max_epochs=3,4"], "trainer.max_epochs=3,4 given, nothing not"),
         (["-m", *ran, "+hydra.sweeper.params.seed=1,2"], "params.seed=1,2 given, nothing not"),
@@ -121,7 +133,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
     assert snapshot(tmp_path, directory_times=True) == before
     monkeypatch.chdir(tmp_path)
     with locks_released():
-        args = ["-m", *ran[::-1], "trainer.max_epochs=2", "resume=latest"]
+        args = ["-m", *ran[:0:-1], "model.dropout=0.0,0.5", "trainer.max_epochs=2", "resume=latest"]
         assert claim_run_directory(args)[-1] == f"resume={sweep.resolve()}"
 
 

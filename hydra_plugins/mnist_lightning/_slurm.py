@@ -70,7 +70,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         todo = []
         for num, overrides in enumerate(job_overrides, start=first):
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-            if job_finished(sweep_dir / str(num)):  # a re-launched sweep: not submitted again
+            if job_finished(sweep_dir / str(num), overrides):  # re-launched: not submitted
                 returns[num] = finished_return(sweep_dir / str(num), overrides)
                 continue
             todo.append((list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}"))
@@ -186,7 +186,7 @@ def job_return(job: submitit.Job, job_dir: Path, overrides: list[str]) -> JobRet
     try:
         return job.results()[0]
     except submitit.core.utils.UncompletedJobError as e:
-        if job_finished(job_dir):  # killed after it wrote its results (or they came late)
+        if job_finished(job_dir, overrides):  # killed after it wrote its results (or late)
             return finished_return(job_dir, overrides)
         if isinstance(e, submitit.core.utils.FailedJobError):  # its traceback: the error
             errors = re.findall(r"^[\w.]+(?:Error|Exception)\b.*$", str(e), re.MULTILINE)

@@ -108,9 +108,10 @@ def sweep_dir(resume: str | None) -> str:
     return str(find_run(resume, sweep=True)) if resume == "latest" else resume
 
 
-def hydra_output_subdir(resume: str | None, mode: Any) -> str | None:
-    """Where Hydra saves the composed config: nowhere when a single run is resumed."""
-    return None if resume and getattr(mode, "name", mode) == "RUN" else ".hydra"
+def hydra_output_subdir(output_dir: str) -> str | None:
+    """Where Hydra saves the composed config: not in a run that has a checkpoint (resumed, or
+    a sweep's job re-launched or requeued): its .hydra/ says what it trained with."""
+    return None if last_checkpoint(Path(output_dir)).is_file() else ".hydra"
 
 
 def slurm_tasks(devices: Any) -> int:
@@ -171,6 +172,7 @@ def claim_run_directory(args: list[str]) -> list[str]:
 
 
 COUNTS = {"max_steps": "global_step", "max_epochs": "epoch"}  # metrics.json's count of each
+LIMITS = ("trainer.max_steps", "trainer.max_epochs")
 
 
 def limits(trainer: DictConfig) -> dict[str, Any]:
@@ -220,31 +222,29 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     """(config to train with, None), or (config, result) when there is nothing to train: a
     finished sweep job, or a finished run the command does not extend. With `resume=` the
     config is the run's own, checked (`resumed_config`)."""
-    if cfg.resume and cfg.ckpt_path and HydraConfig.get().mode == RunMode.RUN:
+    single = HydraConfig.get().mode == RunMode.RUN
+    if cfg.resume and cfg.ckpt_path and single:
         raise ConfigError(
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
             "new run from a checkpoint's weights: give one of them, not both."
         )
-    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a re-launched sweep or a requeued job
-        job_dir = Path(cfg.paths.output_dir)
-        if job_finished(job_dir):
-            log.info("%s finished before; skipped", job_dir)
-            return cfg, results(job_dir)["val/acc_best"]
-        # Continue from its last checkpoint; if it never got to one, start it afresh.
+    if not single:  # a re-launched sweep or a requeued job: a job with a checkpoint goes on
+        job_dir = Path(cfg.paths.output_dir)  # as a run does; one without starts afresh
         cfg.resume = str(job_dir) if last_checkpoint(job_dir).is_file() else None
     if not cfg.resume:
         return cfg, None
     cfg = resumed_config(cfg)
     run = Path(cfg.paths.output_dir)
-    done = HydraConfig.get().mode == RunMode.RUN and finished(cfg, run)
-    if done:
+    done = finished(cfg, run)
+    if done and single:
         print(
             f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
             + further(cfg, done)
         )
         put_back_locks()
-        return cfg, done["val/acc_best"]
-    return cfg, None
+    elif done:
+        log.info("%s finished before; skipped", run)
+    return cfg, done and done["val/acc_best"]
 
 
 @contextmanager
@@ -335,9 +335,14 @@ def find_run(resume: str, sweep: bool = False) -> Path:
     return check_run_files(run.resolve())
 
 
-def job_finished(job_dir: Path) -> bool:
-    """Whether a sweep job already completed (its status and its results are written)."""
-    return completed(job_dir) and results(job_dir) is not None
+def job_finished(job_dir: Path, overrides: list[str]) -> dict | None:
+    """The results of a sweep job that completed, if its launch with `overrides` (a re-launch
+    may raise trainer.max_epochs, max_steps) takes it no further (`finished`)."""
+    if not completed(job_dir):
+        return None
+    asked = OmegaConf.create({"trainer": saved_config(job_dir).trainer})
+    asked.merge_with_dotlist([o for o in overrides if o.split("=")[0] in LIMITS])
+    return finished(asked, job_dir)
 
 
 def results(run: Path) -> dict | None:
@@ -417,16 +422,26 @@ def relaunch(sweep: Path, resume: str) -> str:
     return printable(f"re-launch it with: mnist-train -m {given} resume={resume}")
 
 
+def as_value(value: Any) -> Any:
+    """An override's value (a sweep's fields too), each whole float an int: `0.0,0.5` is
+    the sweep `0,0.5`, as Python compares them (`true` stays true, not 1)."""
+    if hasattr(value, "__dataclass_fields__"):  # Hydra's ChoiceSweep, RangeSweep...
+        value = (type(value).__name__, *vars(value).values())
+    if isinstance(value, list | tuple | dict):
+        return type(value)(map(as_value, value.items() if isinstance(value, dict) else value))
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
-    """A sweep is re-launched with the values it ran with: Hydra rewrites each job's .hydra/
-    and the summary, which other values would put beside results trained without them. What
-    may change is what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the order."""
+    """A sweep is re-launched with the values it ran with (as values: 0.0 is 0), else jobs
+    yet to run would train others, in one summary with those that ran. What may change is
+    what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the order of the overrides."""
     given = get_args_parser().parse_known_args(args)[0].overrides  # as Hydra reads them
     given = OverridesParser.create().parse_overrides(given)
     swept = ("hydra.sweeper.params", "hydra/sweeper")  # Hydra's keys that choose the jobs
     ran, now = (
         {
-            (o.get_key_element(), str(o.value())): o.input_line
+            (o.get_key_element(), repr(as_value(o.value()))): o.input_line
             for o in overrides
             if (not o.is_hydra_override() or o.key_or_group.startswith(swept))
             and (o.key_or_group not in (*RESUMABLE_KEYS, "resume") or o.is_sweep_override())

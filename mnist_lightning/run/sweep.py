@@ -63,13 +63,14 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE
-        status = {"status": "completed", "reason": ""} | (read_json(status_file) or {})
+        # A job that completed before keeps the overrides it ran with, as its .hydra/ does.
+        overrides = [o for o in job_return.overrides or [] if not o.startswith("resume=")]
+        status = {"status": "completed", "reason": "", "overrides": overrides}
+        status |= read_json(status_file) or {}
         if job_return.status != JobStatus.COMPLETED:  # a crash, not bad input: a bug or a kill
             error = job_return._return_value
             reason = f"{type(error).__name__}: {one_line(error, 300)}"
-            status = {"status": "failed", "reason": reason}
-        overrides = job_return.overrides or []
-        status["overrides"] = [o for o in overrides if not o.startswith("resume=")]
+            status |= {"status": "failed", "reason": reason}
         atomic_write_json(status_file, status)
         write_summary(Path(config.hydra.sweep.dir))
 
