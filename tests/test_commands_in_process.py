@@ -33,15 +33,7 @@ from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 STEPS = 2 * STEPS_PER_EPOCH  # of the trained run
-SCALARS = {
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/acc_best",
-    "test/loss",
-    "test/acc",
-}
+SCALARS = {f"{split}/{name}" for split in ("train", "val", "test") for name in ("loss", "acc")}
 
 
 def train_line(run: Path, data_dir: Path, *overrides: str) -> list[str]:
@@ -103,7 +95,7 @@ def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:
 
 def test_tensorboard_has_the_curves_and_the_hparams(trained_run: Path) -> None:
     events, metrics = events_of(trained_run), metrics_of(trained_run)
-    assert set(events.Tags()["scalars"]) >= SCALARS
+    assert set(events.Tags()["scalars"]) >= SCALARS | {"val/acc_best"}
     # Lightning's x-axis: a point logged after optimizer step k (1, 2, ...) is at step k - 1.
     assert [e.step for e in events.Scalars("val/acc")] == [STEPS_PER_EPOCH - 1, STEPS - 1]
     assert [e.step for e in events.Scalars("train/loss")] == list(range(3, STEPS, 4))
@@ -233,23 +225,6 @@ def test_resume_refuses_overrides_that_change_the_run(
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert error.startswith("Error: resume= continues a run") and "model.lr" in error
     assert snapshot(run, directory_times=True) == before
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("epochs", ["-1", "null"])
-def test_no_limit_on_epochs_trains_until_max_steps_and_log_every_0_logs_once_an_epoch(
-    epochs: str, tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """trainer.max_epochs=-1, and null (Lightning's default) with max_steps, mean what
-    Lightning says: max_steps ends the run, mid-epoch. log_every_n_steps=0 too: no step-level
-    logs, train/* get their epoch-end points only (the last epoch's, cut short, included)."""
-    run, steps = tmp_path / "run", STEPS_PER_EPOCH + 5
-    limits = (f"trainer.max_epochs={epochs}", f"trainer.max_steps={steps}")
-    line = train_line(run, synthetic_mnist, *limits, "trainer.log_every_n_steps=0")
-    run_command(mnist_train, "train", line)
-    assert metrics_of(run)["global_step"] == steps
-    points = [event.step for event in events_of(run).Scalars("train/loss")]
-    assert points == [STEPS_PER_EPOCH - 1, steps - 1]
 
 
 @pytest.mark.parametrize("command", one_of_each_kind(["eval", "predict", "export"]))
