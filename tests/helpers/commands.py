@@ -32,8 +32,13 @@ def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`command` in `cwd`; one still running after TIMEOUT_S gets exit status None."""
+def run_cli(
+    module: str, args: list[str], cwd: Path, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given; one
+    still running after TIMEOUT_S gets exit status None."""
+    command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
+    env = cli_env(data_dir, env)
     cwd.mkdir(parents=True, exist_ok=True)
     try:
         return subprocess.run(
@@ -41,18 +46,6 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
         )
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
-
-
-def run_cli(
-    module: str,
-    args: list[str],
-    cwd: Path,
-    data_dir: Path,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given."""
-    command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
-    return run(command, cwd, cli_env(data_dir, env))
 
 
 def run_dirs(cwd: Path) -> list[Path]:
