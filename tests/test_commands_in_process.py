@@ -36,11 +36,6 @@ STEPS = 2 * STEPS_PER_EPOCH  # of the trained run
 SCALARS = {f"{split}/{name}" for split in ("train", "val", "test") for name in ("loss", "acc")}
 
 
-def train_line(run: Path, data_dir: Path, *overrides: str) -> list[str]:
-    """mnist-train's command line for a new run in `run` on the synthetic data in `data_dir`."""
-    return merged([*SMALL, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"], overrides)
-
-
 def metrics_of(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
@@ -125,7 +120,8 @@ def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoi
     run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr", "~logger"]
     check_override_keys(clip, "train")
     check_override_keys(["-sc", "install=bash"], "train")  # Hydra's, not overrides
-    returned = run_command(mnist_train, "train", train_line(run, synthetic_mnist, *clip))
+    line = merged([*SMALL, f"paths.data_dir={synthetic_mnist}", f"hydra.run.dir={run}"], clip)
+    returned = run_command(mnist_train, "train", line)
     metrics = metrics_of(run)
     assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers
     assert 0 <= metrics["test/acc"] <= 1 and metrics["best_checkpoint"] == ""

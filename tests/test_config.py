@@ -36,13 +36,20 @@ def composed(overrides: list[str], name: str = "train", hydra_config: bool = Fal
     return compose(name, overrides=overrides, return_hydra_config=hydra_config)
 
 
-# What README says of the tutorial presets: the networks and settings of the tutorials
-TUTORIALS = {
-    "tutorial_mlp_128": "model.hidden_dims=[128]",
-    "tutorial_mlp_128_64": "model.hidden_dims=[128,64]",
-    "tutorial_mlp_128_256": "model.hidden_dims=[128,256] model.optimizer=sgd model.lr=0.1 "
-    "model.dropout=0.5",
-    "tutorial_mlp_64_64_64": "model.hidden_dims=[64,64,64] data.batch_size=15 trainer.max_epochs=2",
+# What README and docs/lightning.md say of presets: the tutorials' networks and settings, the
+# debug presets' Trainer flags (applied after an experiment preset, they win over it)
+PROMISED = {
+    "experiment=tutorial_mlp_128": "model.hidden_dims=[128]",
+    "experiment=tutorial_mlp_128_64": "model.hidden_dims=[128,64]",
+    "experiment=tutorial_mlp_128_256": "model.hidden_dims=[128,256] model.optimizer=sgd "
+    "model.lr=0.1 model.dropout=0.5",
+    "experiment=tutorial_mlp_64_64_64": "model.hidden_dims=[64,64,64] data.batch_size=15 "
+    "trainer.max_epochs=2",
+    "debug=fdr": "trainer.fast_dev_run=true",
+    "debug=limit": "trainer.max_epochs=3 trainer.limit_train_batches=10 "
+    "trainer.limit_val_batches=2 trainer.limit_test_batches=2",
+    "debug=overfit": "trainer.overfit_batches=3 trainer.max_epochs=20",
+    "debug=profiler": "trainer.profiler=simple trainer.max_epochs=2",
 }
 
 
@@ -50,13 +57,15 @@ TUTORIALS = {
 def test_every_option_of_every_group_composes_validates_and_builds_a_checkpointable_model(
     override: str,
 ) -> None:
-    cfg = composed([override], hydra_config=True)
-    validate(cfg)
     group, option = override.split("=")
+    after = ["experiment=best_cpu"] if group == "debug" else []
+    cfg = composed([*after, override], hydra_config=True)
+    validate(cfg)
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
     if group == "experiment":  # a preset changes the network
         assert cfg.model.hidden_dims != composed([]).model.hidden_dims
-    for key, value in (kv.split("=") for kv in TUTORIALS.get(option, "").split()):
+    assert group != "debug" or override in PROMISED
+    for key, value in (kv.split("=") for kv in PROMISED.get(override, "").split()):
         assert OmegaConf.select(cfg, key) == yaml.safe_load(value), key
     model = instantiate(cfg.model, _convert_="all")
     widths = [m.out_features for m in model.net.modules() if hasattr(m, "out_features")]

@@ -514,22 +514,3 @@ def test_accelerator_auto_is_lightnings_own_choice(tmp_path: Path, synthetic_mni
     datamodule.trainer = trainer
     datamodule.setup("fit")
     assert datamodule.splits["train"][0].device == trainer.strategy.root_device
-
-
-PRESET_VALUES = {
-    "fdr": {"fast_dev_run": True},
-    "limit": dict(max_epochs=3, limit_train_batches=10, limit_val_batches=2, limit_test_batches=2),
-    "overfit": {"overfit_batches": 3, "max_epochs": 20},
-    "profiler": {"profiler": "simple", "max_epochs": 2},
-}
-
-
-@pytest.mark.parametrize("preset", one_of_each_kind(sorted(PRESET_VALUES)))
-def test_each_debug_preset_composes_and_sets_its_trainer_flags(preset: str) -> None:
-    """debug=<preset> wins over an experiment preset (it comes last), the command line over it."""
-    assert {p.stem for p in (CONF / "debug").glob("*.yaml")} == set(PRESET_VALUES)
-    cfg = compose("train", overrides=[f"debug={preset}", "experiment=best_cpu"])
-    validate(cfg)
-    assert {key: cfg.trainer[key] for key in PRESET_VALUES[preset]} == PRESET_VALUES[preset]
-    later = compose("train", overrides=[f"debug={preset}", "trainer.max_epochs=7"])
-    assert later.trainer.max_epochs == 7

@@ -18,6 +18,13 @@ from mnist_lightning.model.classifier import SCHEDULERS, MNISTClassifier, lr_fac
 from mnist_lightning.model.mlp import MAX_WIDTH, MLP, MNIST_MEAN, MNIST_STD, size_problem
 from tests.helpers.tiers import one_of_each_kind
 
+# Lightning's notes on the bare training loops here
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no"),
+    pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)"),
+    pytest.mark.filterwarnings("ignore:.*ReduceLROnPlateau conditioned on metric"),
+]
+
 
 def linears(net: nn.Module) -> list[nn.Linear]:
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
@@ -88,9 +95,6 @@ def ids(params: Iterable[torch.Tensor]) -> list[int]:
     return [id(p) for p in params]
 
 
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
-@pytest.mark.filterwarnings("ignore:.*ReduceLROnPlateau conditioned on metric")
 @pytest.mark.parametrize("scheduler", [s for s in SCHEDULERS if s != "none"])
 def test_lightning_steps_the_schedule_at_its_interval(scheduler: str) -> None:
     """configure_optimizers hands the schedule to Lightning with its interval; Lightning steps
@@ -178,8 +182,6 @@ def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """No per-step host sync, with every per-step option on: the train metrics are summed on
     the device and read once per logging window (none falls in these 24 steps; the epoch-end
@@ -228,8 +230,6 @@ def test_input_dropout_drops_pixels_in_training_only() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_half_precision_keeps_the_window_sums_in_float32() -> None:
     """precision=bf16-true converts the module's float buffers; the train window's sums and
     counts (exact to 2^24 in float32, to 256 in bfloat16) and val/acc_best stay float32."""
