@@ -204,18 +204,15 @@ def test_a_bad_value_is_one_config_error_naming_key_value_and_what_is_allowed(
     "overrides",
     one_of_each_kind(
         [
-            "",  # the default config (its values on real MNIST: test_train.py's end-to-end run)
+            "",  # the default (run on real MNIST: test_train.py; SMALL's: test_lightning_flags.py)
             "model.hidden_dims=[]",
             "model.hidden_dims=[] model.dropout=[]",
             "model.dropout=[0.1,0.0] model.hidden_dims=[64,32]",
             "model.dropout=0",
             "data.train_subset=100",
             "data.val_size=59999",
-            "data.source=files",
-            "trainer.max_epochs=-1 trainer.max_steps=30",  # Lightning's "no limit on epochs"
             "trainer.max_epochs=-1 trainer.max_time=00:00:01:00 model.scheduler=none",
             "trainer.max_epochs=null",  # Lightning's default: 1000 epochs
-            "trainer.max_epochs=null trainer.max_steps=30",  # and no limit with max_steps
             "model.optimizer=sgd model.nesterov=true model.momentum=0.5",
         ],
         lambda overrides: overrides.split(".")[0],  # the default; model, data, trainer values
@@ -307,8 +304,8 @@ GPU, DROPOUT = r"trainer\.accelerator=gpu .* it has no gpu", r"model\.dropout=1\
 JOBS = {
     "trainer=gpu": GPU,  # this machine has no GPU (CI's neither: a GPU machine skips this case)
     "-m trainer=gpu model.dropout=0.1,0.2": GPU,
-    "-m hydra/launcher=slurm trainer=gpu model.dropout=0.1,0.2": None,  # the nodes' GPUs
     "trainer=gpu --cfg job": None,  # Hydra shows the config and runs nothing
+    "-m hydra/launcher=slurm trainer=gpu model.dropout=0.1,0.2": None,  # the nodes' GPUs
     "--cfg=job ckpt_path=/no/such.ckpt": None,
     "-m hparams_search=optuna model.dropout=1.5": DROPOUT,  # Optuna: the fixed values
     "resume=null model.dropout=1.5": DROPOUT,  # no run to resume: a new one, checked

@@ -411,20 +411,17 @@ def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_
 def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On during training (off by default), and two runs end with identical weights."""
+    """On during training, off by default (that a seed makes runs alike, which holds on the
+    CPU either way: test_resume.py's bit-exact runs)."""
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # Lightning sets it for the process:
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # it is put back after the test
     saved, probe = torch.are_deterministic_algorithms_enabled(), Probe()
     try:
-        runs = [("a", "trainer.deterministic=true"), ("b", "trainer.deterministic=true"), ("c",)]
-        weights = [
-            fit(config(tmp_path / run, synthetic_mnist, *flag, *FIVE_STEPS), probe)[1].final
-            for run, *flag in runs
-        ]
+        for run, *flag in (("on", "trainer.deterministic=true"), ("default",)):
+            fit(config(tmp_path / run, synthetic_mnist, *flag, *FIVE_STEPS), probe)
     finally:  # Lightning leaves the flag set for the process
         torch.use_deterministic_algorithms(saved)
-    assert probe.deterministic == [True, True, False]
-    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+    assert probe.deterministic == [True, False]
 
 
 @pytest.mark.slow

@@ -70,10 +70,9 @@ def make_places(tmp: Path) -> Path:
     return tmp
 
 
-@pytest.mark.parametrize(
+@pytest.mark.parametrize(  # (the checkpoint's own path: test_bad_input.py, by default)
     ("output", "words"),
     [
-        ("model.ckpt", "model.ckpt is the checkpoint being exported"),
         ("hard.pt", "hard.pt is the checkpoint being exported"),  # a hard link to it
         ("soft.pt", "soft.pt is the checkpoint being exported"),  # a symbolic link to it
         ("/dev/null", "/dev/null is a character device"),

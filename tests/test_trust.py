@@ -325,10 +325,10 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained_run: Path) -> None:
     """While a run is written (its lock held as a live mnist-train holds it), resuming it is
-    refused with the holder named, mnist-eval and mnist-export will not write into it, and
-    `resume=latest` passes over it (to a finished run: nothing to do, nothing changed). A lock
-    whose holder died blocks nothing: of two resumes started at once, one continues the run and
-    the other is refused, naming the first."""
+    refused with the holder named, mnist-export will not write into it (mnist-eval:
+    test_bad_input.py), and `resume=latest` passes over it (to a finished run: nothing to do,
+    nothing changed). A lock whose holder died blocks nothing: of two resumes started at once,
+    one continues the run and the other is refused, naming the first."""
     runs = tmp_path / "outputs" / "runs"
     finished, live = runs / "0-finished", runs / "1-live"
     for run in (finished, live):
@@ -339,7 +339,6 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     untouched = [snapshot(run, directory_times=True) for run in (finished, live)]
     lines = {
         "train": [f"resume={live}", "trainer.max_epochs=3"],
-        "eval": [f"run_dir={live}", "data_source=files"],
         "export": [f"ckpt_path={live}/checkpoints/last.ckpt", "format=torchscript"],
     }
     env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
