@@ -46,11 +46,6 @@ def events_of(run: Path) -> EventAccumulator:
     return events
 
 
-def copy_of(run: Path, tmp_path: Path) -> Path:
-    shutil.copytree(run, tmp_path / "run")
-    return tmp_path / "run"
-
-
 def test_a_run_writes_the_documented_layout(trained_run: Path) -> None:
     assert trained_run.parent.parent.name == "outputs" and trained_run.parent.name == "runs"
     assert re.match(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", trained_run.name)
@@ -191,7 +186,7 @@ def test_resume_continues_a_finished_run_in_its_own_directory(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run = copy_of(trained_run, tmp_path)
+    run = shutil.copytree(trained_run, tmp_path / "run")
     config = (run / ".hydra" / "config.yaml").read_text()
     line = [f"resume={run}", "trainer.max_epochs=3", f"data.data_dir={synthetic_mnist}"]
     with caplog.at_level(logging.INFO):
@@ -211,7 +206,7 @@ def test_resume_continues_a_finished_run_in_its_own_directory(
 def test_resume_refuses_overrides_that_change_the_run(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = copy_of(trained_run, tmp_path)
+    run = shutil.copytree(trained_run, tmp_path / "run")
     before = snapshot(run, directory_times=True)
     line = [f"resume={run}", "model.lr=0.5", f"paths.data_dir={synthetic_mnist}"]
     capsys.readouterr()
