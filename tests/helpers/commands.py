@@ -33,16 +33,21 @@ def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 def run_cli(
-    module: str, args: list[str], cwd: Path, data_dir: Path, env: dict[str, str] | None = None
+    module: str,
+    args: list[str],
+    cwd: Path,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    **popen: object,
 ) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given; one
-    still running after TIMEOUT_S gets exit status None."""
+    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given, with
+    subprocess's `popen` arguments; one still running after TIMEOUT_S gets exit status None."""
     command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
     env = cli_env(data_dir, env)
     cwd.mkdir(parents=True, exist_ok=True)
     try:
         return subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, **popen
         )
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
