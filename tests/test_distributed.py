@@ -6,8 +6,6 @@ DDP run killed at once resumes to exactly the weights of its twin in the sweep."
 import csv
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import torch
 from ddp_probe import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
-from tests.helpers.commands import cli_env, run_cli, run_dirs
+from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
@@ -72,17 +70,10 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(
 ) -> None:
     """Both processes SIGKILLed mid-epoch (5 steps after a checkpoint), then `resume=`: the
     run ends with exactly the weights and metrics of the sweep's job 1, left alone."""
-    env = cli_env(synthetic_mnist, {"PYTHONPATH": str(TESTS)})
-    env |= {"KILL_AT_STEP": "26", "KILL_GROUP": "1"}  # in epoch 2, after the checkpoint at 21
-    killed = subprocess.run(
-        [sys.executable, "-m", "mnist_lightning.cli.train", *DDP, "model.dropout=0.3", KILL],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        start_new_session=True,  # its own process group, so the kill spares pytest
-    )
+    kill = {"KILL_AT_STEP": "26", "KILL_GROUP": "1"}  # in epoch 2, after the checkpoint at 21
+    args, env = [*DDP, "model.dropout=0.3", KILL], {"PYTHONPATH": str(TESTS), **kill}
+    # its own process group, so that the kill spares pytest
+    killed = run_cli("train", args, tmp_path, synthetic_mnist, env, start_new_session=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 21

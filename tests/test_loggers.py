@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hydra import compose
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -196,47 +197,28 @@ def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     continues, or where W&B sends the API key: each MLflow or W&B logger of a resumed run is
     conf/logger/'s own, resolved with the current paths and environment."""
     no_tracking_uri(monkeypatch)
-    saved = OmegaConf.create(
-        {
-            "logger": {
-                "mlflow": {
-                    "_target_": "lightning.pytorch.loggers.MLFlowLogger",
-                    "tracking_uri": "sqlite:////somewhere/else.db",
-                    "artifact_location": "/somewhere/else",
-                    "run_id": "another-runs-id",
-                    "tags": {"run_dir": "/another/run"},
-                    "log_model": True,
-                },
-                "wandb": {
-                    "_target_": "lightning.pytorch.loggers.WandbLogger",
-                    "offline": False,
-                    "entity": "attacker",
-                    "id": "victim",
-                    "settings": {"base_url": "http://127.0.0.1:8765", "x_files_dir": "/tmp/x"},
-                },
-                "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"},
-            },
-            "paths": {"root_dir": "/project", "output_dir": "/project/outputs/runs/r"},
-        }
-    )
+    crafted = {  # what a run directory handed over might set
+        "tracking_uri": "sqlite:////somewhere/else.db",
+        "artifact_location": "/somewhere/else",
+        "run_id": "another-runs-id",
+        "log_model": True,
+        "offline": False,
+        "entity": "attacker",
+        "id": "victim",
+        "settings": {"base_url": "http://127.0.0.1:8765", "x_files_dir": "/tmp/x"},
+    }
+    paths = {"root_dir": "/project", "output_dir": "/project/outputs/runs/r"}
+    tensorboard = {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"}
+    saved = OmegaConf.create({"logger": {"tensorboard": tensorboard}, "paths": paths})
+    for name, cls in (("mlflow", "MLFlowLogger"), ("wandb", "WandbLogger")):
+        saved.logger[name] = {"_target_": f"lightning.pytorch.loggers.{cls}", **crafted}
     trackers_as_configured(saved)
-    loggers = OmegaConf.to_container(saved, resolve=True)["logger"]
-    assert loggers["mlflow"] == {
-        "_target_": "lightning.pytorch.loggers.MLFlowLogger",
-        "experiment_name": "mnist-lightning",
-        "tracking_uri": "sqlite:////project/outputs/mlflow.db",
-        "artifact_location": "/project/outputs/mlflow-artifacts",
-        "log_model": False,
-    }
-    assert loggers["wandb"] == {
-        "_target_": "lightning.pytorch.loggers.WandbLogger",
-        "project": "mnist-lightning",
-        "save_dir": "/project/outputs/runs/r",
-        "offline": True,
-        "log_model": False,
-        "settings": {"silent": True},
-    }
-    assert loggers["tensorboard"] == {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"}
+    conf = compose("train", ["logger=many", *(f"paths.{k}={v}" for k, v in paths.items())])
+    for name in ("mlflow", "wandb"):
+        assert OmegaConf.to_container(saved.logger[name], resolve=True) == (
+            OmegaConf.to_container(conf.logger[name], resolve=True)
+        )
+    assert saved.logger.tensorboard == tensorboard  # not a tracker: left as saved
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     trackers_as_configured(saved)
     assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"

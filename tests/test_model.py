@@ -2,21 +2,33 @@
 parameter groups, schedules and checkpointable hyper-parameters."""
 
 import itertools
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra import compose
 from lightning.pytorch.callbacks import LambdaCallback
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mnist_lightning.cli.eval import main as mnist_eval
 from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import TensorBatches
+from mnist_lightning.errors import CheckpointError
 from mnist_lightning.model.classifier import SCHEDULERS, MNISTClassifier, lr_factor
 from mnist_lightning.model.mlp import MAX_WIDTH, MLP, MNIST_MEAN, MNIST_STD, size_problem
+from mnist_lightning.run.checkpoint import load_classifier
 from tests.helpers.tiers import one_of_each_kind
+
+# Lightning's notes on the bare training loops here
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no"),
+    pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)"),
+    pytest.mark.filterwarnings("ignore:.*ReduceLROnPlateau conditioned on metric"),
+]
 
 
 def linears(net: nn.Module) -> list[nn.Linear]:
@@ -88,9 +100,6 @@ def ids(params: Iterable[torch.Tensor]) -> list[int]:
     return [id(p) for p in params]
 
 
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
-@pytest.mark.filterwarnings("ignore:.*ReduceLROnPlateau conditioned on metric")
 @pytest.mark.parametrize("scheduler", [s for s in SCHEDULERS if s != "none"])
 def test_lightning_steps_the_schedule_at_its_interval(scheduler: str) -> None:
     """configure_optimizers hands the schedule to Lightning with its interval; Lightning steps
@@ -178,8 +187,6 @@ def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """No per-step host sync, with every per-step option on: the train metrics are summed on
     the device and read once per logging window (none falls in these 24 steps; the epoch-end
@@ -228,8 +235,6 @@ def test_input_dropout_drops_pixels_in_training_only() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
-@pytest.mark.filterwarnings("ignore:.*isinstance\\(treespec, LeafSpec\\)")
 def test_half_precision_keeps_the_window_sums_in_float32() -> None:
     """precision=bf16-true converts the module's float buffers; the train window's sums and
     counts (exact to 2^24 in float32, to 256 in bfloat16) and val/acc_best stay float32."""
@@ -284,9 +289,6 @@ def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
     """What mnist-eval, mnist-predict and mnist-export load: one CheckpointError naming the
     file, never torch's exception (a negative width) or tens of GB allocated (a huge one): the
     network's size is bounded before any tensor is made."""
-    from mnist_lightning.errors import CheckpointError
-    from mnist_lightning.run.checkpoint import load_classifier
-
     path = checkpoint_file(tmp_path / "x.ckpt", MNISTClassifier(hidden_dims=[4]), **change)
     with pytest.raises(CheckpointError) as info:
         load_classifier(path, torch.device("cpu"))
@@ -300,16 +302,10 @@ def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     step: object, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """TensorBoard failed with a traceback on such a step, after eval/ was written."""
-    import json
-
-    from hydra import compose
-
-    from mnist_lightning.cli.eval import main
-
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint_file(path, MNISTClassifier(hidden_dims=[4]), global_step=step)
     overrides = [f"ckpt_path={path}", f"data_dir={synthetic_mnist}", "data_source=files"]
-    main(compose("eval", overrides=[*overrides, "device=cpu"]))
+    mnist_eval(compose("eval", overrides=[*overrides, "device=cpu"]))
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["global_step"] == 0
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

@@ -16,6 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from mnist_lightning.cli.eval import prepare_run
 from mnist_lightning.cli.export import check_output, export_torchscript, is_earlier_export
+from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.run.config import EXPORT, check, validate_eval
@@ -70,10 +71,9 @@ def make_places(tmp: Path) -> Path:
     return tmp
 
 
-@pytest.mark.parametrize(
+@pytest.mark.parametrize(  # (the checkpoint's own path: test_bad_input.py, by default)
     ("output", "words"),
     [
-        ("model.ckpt", "model.ckpt is the checkpoint being exported"),
         ("hard.pt", "hard.pt is the checkpoint being exported"),  # a hard link to it
         ("soft.pt", "soft.pt is the checkpoint being exported"),  # a symbolic link to it
         ("/dev/null", "/dev/null is a character device"),
@@ -129,14 +129,12 @@ def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path
 def test_onnx_without_the_export_extra_is_one_line_before_loading_anything(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mnist_lightning.cli.export import main
-
     cfg = compose("export", overrides=["data_dir=/d", "ckpt_path=/no/such.ckpt", "format=onnx"])
     find_spec = importlib.util.find_spec
     absent = lambda name: None if name == "onnxruntime" else find_spec(name)  # noqa: E731
     monkeypatch.setattr(importlib.util, "find_spec", absent)
     with pytest.raises(SystemExit) as exit_info:
-        main(cfg)
+        mnist_export(cfg)
     assert exit_info.value.code == 2 and capsys.readouterr().err == (
         "Error: format=onnx needs onnx, onnxscript, onnxruntime (onnxruntime not installed): "
         'pip install -e ".[export]"\n'

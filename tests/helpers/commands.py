@@ -32,27 +32,25 @@ def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`command` in `cwd`; one still running after TIMEOUT_S gets exit status None."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    try:
-        return subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
-
-
 def run_cli(
     module: str,
     args: list[str],
     cwd: Path,
     data_dir: Path,
     env: dict[str, str] | None = None,
+    **popen: object,
 ) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given."""
+    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given, with
+    subprocess's `popen` arguments; one still running after TIMEOUT_S gets exit status None."""
     command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
-    return run(command, cwd, cli_env(data_dir, env))
+    env = cli_env(data_dir, env)
+    cwd.mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, **popen
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
 
 
 def run_dirs(cwd: Path) -> list[Path]:
