@@ -20,6 +20,7 @@ from mnist_lightning.run.resume import GracefulInterrupt, finished, further
 from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
+from tests.helpers.worlds import snapshot
 
 TESTS = Path(__file__).resolve().parent
 # 1 000 training images in batches of 25, one step per call: 40 optimizer steps per epoch.
@@ -197,7 +198,8 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_train
 def test_a_checkpoint_lightnings_restore_refuses_is_one_line_naming_it(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """A buffer of the wrong shape: Lightning's refusal, reworded with the remedy."""
+    """A buffer of the wrong shape: refused with the remedy before the run's log or curves
+    are written (Lightning's restore would refuse it after)."""
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
     last = run / "checkpoints" / "last.ckpt"
@@ -205,8 +207,10 @@ def test_a_checkpoint_lightnings_restore_refuses_is_one_line_naming_it(
     checkpoint["state_dict"]["val_acc_best"] = torch.zeros(5)
     torch.save(checkpoint, last)
     env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    before = snapshot(run)
     done = run_console("train", [f"resume={run}", "trainer.max_epochs=3"], tmp_path, env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert snapshot(run) == before
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith(f"Error: {last} cannot be restored") and "val_acc_best" in error
     assert f"mnist-train ckpt_path={last}" in error

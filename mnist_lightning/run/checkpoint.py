@@ -245,6 +245,14 @@ def model_value(value: object) -> str:
     return str(value)[:60]
 
 
+def unrestorable(path: str | Path, error: BaseException) -> CheckpointError:
+    """The one line for a checkpoint whose state a resumed run cannot take."""
+    return CheckpointError(
+        f"{path} cannot be restored ({one_line(error, 300)}); the file is damaged or was edited. "
+        f"Start a new run from its weights instead: mnist-train ckpt_path={path}"
+    )
+
+
 def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Path) -> None:
     """Fail before training if `checkpoint` cannot continue `model`'s run: its weights must fit,
     it may name only files of its own run, and its optimizer and schedule states must take a
@@ -262,6 +270,10 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
         )
     confine_paths(checkpoint, Path(path))
     network_weights(model, checkpoint, path)
+    try:  # its buffers too (val_acc_best, the logging window), before the loggers write
+        copy.deepcopy(model).load_state_dict(weights)
+    except RuntimeError as e:
+        raise unrestorable(path, e) from None
     states = checkpoint.get("optimizer_states")
     saved = states[0] if isinstance(states, list) and states else None
     if saved is None:  # Lightning's restore says what is missing

@@ -44,6 +44,7 @@ from mnist_lightning.run.checkpoint import (
     check_resumable,
     load_checkpoint,
     network_weights,
+    unrestorable,
 )
 from mnist_lightning.run.resume import (
     EXTRAS,
@@ -330,11 +331,7 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
             for f in frames
         )
         if resume_from and restoring and not isinstance(e, UserError):
-            raise CheckpointError(
-                f"{resume_from} cannot be restored ({one_line(e, 300)}); the file is damaged or "
-                f"was edited. Start a new run from its weights instead: mnist-train "
-                f"ckpt_path={resume_from}"
-            ) from None
+            raise unrestorable(resume_from, e) from None
         # Trainer arguments Lightning checks only inside fit (a val_check_interval longer than
         # the epoch); not its checks of `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
