@@ -435,6 +435,7 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
     assert set(after) - set(before) <= {w / expected.replaced}  # no temporary files left
 
 
+@pytest.mark.slow
 def test_a_trial_lightning_refuses_fails_before_mlflow_makes_its_store(
     trained_run: Path, tmp_path: Path
 ) -> None:
