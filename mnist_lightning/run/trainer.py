@@ -37,7 +37,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import cannot_write, kind_of, to_run_log
+from mnist_lightning.files import cannot_write, check_writable, kind_of, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -66,7 +66,7 @@ WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names 
 IGNORED_WARNINGS = (
     r"The `srun` command is available on your system but is not used",
     r".*smaller than the logging interval",
-    r"You requested to overfit but enabled train dataloader shuffling",
+    r"You requested to overfit but enabled \w+ dataloader shuffling",
     r".*sync_dist=True.*when logging on epoch level",
     r"Checkpoint directory .* exists and is not empty",
     r"Encountered `nan` values in tensor",
@@ -142,16 +142,26 @@ def setup_process() -> None:
 
 
 def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
-    """The configured callbacks (with `own`: only Lightning's and ours, which do nothing as
-    they are built; another's keywords are checked: a user's may act, or need the run)."""
+    """The configured callbacks (with `own`: only Lightning's callback classes and ours, which
+    do nothing as they are built; another's keywords are checked: it may act, or need the run)."""
     callbacks = []
     for name, node in (cfg.get("callbacks") or {}).items():
         check_arguments(f"callbacks.{name}", node)
-        if not own or str(node._target_).startswith(("lightning.", "mnist_lightning.")):
+        target = str(node._target_)
+        ours = target.startswith(("lightning.", "mnist_lightning.")) and is_callback(target)
+        if not own or ours:
             callbacks.append(build(f"callbacks.{name}", node))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks
+
+
+def is_callback(target: str) -> bool:
+    try:
+        found = _locate(target)
+    except Exception:  # building it says why
+        return False
+    return isinstance(found, type) and issubclass(found, L.Callback)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
@@ -211,6 +221,17 @@ def check_before_training(cfg: DictConfig) -> None:
         raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
     for name, node in (cfg.get("logger") or {}).items():  # keywords: building MLflow's makes
         check_arguments(f"logger.{name}", node)  # its store
+        check_sqlite_store(node.get("tracking_uri"))
+    nodes = [("trainer", cfg.trainer)] + [
+        (f"{group}.{name}", node)
+        for group in ("logger", "callbacks")
+        for name, node in (cfg.get(group) or {}).items()
+        if isinstance(node, DictConfig)
+    ]
+    for key, node in nodes:  # where each writes (the run's own folder: Hydra makes it later)
+        for name in ("default_root_dir", "save_dir", "dirpath"):
+            if isinstance(place := node.get(name), str):
+                check_writable(Path(place), f"{key}.{name}")
     level = logging.root.manager.disable
     logging.disable(logging.INFO)  # its lines and warnings: when the run builds its own
     try:
@@ -444,7 +465,6 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
-        check_sqlite_store(node.get("tracking_uri"))
         tags = {"run_dir": str(run), **({"sweep": sweep} if sweep else {})}
         extra |= {"run_name": node.get("run_name") or name}
         extra["tags"] = tags | dict(node.get("tags") or {})
