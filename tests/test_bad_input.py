@@ -138,7 +138,6 @@ CASES: dict[str, Case] = {
     "a sweep's data too small": Case(
         "train", "-m model.dropout=0,0.5 data.val_size=300", "data.val_size=300"
     ),
-    "data directory unusable": Case("train", "paths.data_dir=/proc/nope", "/proc/nope"),
     "data files missing in a new folder": Case(
         "train", "paths.data_dir={w}/new", "new/MNIST/raw/train-labels-idx1-ubyte: cannot read"
     ),
@@ -169,7 +168,6 @@ CASES: dict[str, Case] = {
         "eval", "+trainer=gpu", "+trainer= is not for mnist-eval"
     ),
     "an optional group set to null": Case("train", "logger=null", "delete it: ~logger"),
-    "checkpoint missing": Case("train", "ckpt_path={w}/nope.ckpt", "nope.ckpt"),
     "a callback refuses its value, its data to be fetched": Case(
         "train",
         "callbacks.best_checkpoint.mode=foo paths.data_dir={w}/new",
