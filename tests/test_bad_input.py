@@ -287,7 +287,13 @@ CASES: dict[str, Case] = {
         "model.pt exists and is not an earlier mnist-export torchscript file",
         prepare=lambda w: (w / "model.pt").write_text("my notes"),
     ),
-    # mnist-predict: pictures, special files among them, the grid
+    # mnist-predict: the grid (first: the fast tier's case), pictures, special files among them
+    "grid over a picture": Case(
+        "predict",
+        "grid={w}/p.png",
+        "grid={w}/p.png exists and is not a grid mnist-predict wrote",
+        prepare=lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"),
+    ),
     "huge image": Case(
         "predict",
         "inputs={w}/x.png",
@@ -313,12 +319,6 @@ CASES: dict[str, Case] = {
         status=1,
         replaced="grid.png",
         stdout=("pictures/one.png",),
-    ),
-    "grid over a picture": Case(
-        "predict",
-        "grid={w}/p.png",
-        "grid={w}/p.png exists and is not a grid mnist-predict wrote",
-        prepare=lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"),
     ),
     **{
         f"hydra.run.dir of mnist-{tool} unwritable": Case(
