@@ -3,7 +3,6 @@ read-only tests share. Helpers are in tests/helpers/."""
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`concurrent_runs` starts two mnist-train processes: a test that uses it is slow. The
-    SLURM tests, the longest file, come first, so that under pytest-xdist (`make test`) one
-    worker runs them while the others take the rest."""
-    for item in items:
-        if "concurrent_runs" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)
+    """The SLURM tests, the longest file, come first, so that under pytest-xdist (`make test`)
+    one worker runs them while the others take the rest."""
     items.sort(key=lambda item: not item.get_closest_marker("slurm"))
 
 
@@ -88,30 +83,3 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(cwd)
     return run
-
-
-@pytest.fixture(scope="session")
-def concurrent_runs(
-    tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path
-) -> tuple[Path, list[subprocess.CompletedProcess]]:
-    """Two identical `mnist-train` processes started at the same moment in one directory, their
-    output to pipes (the progress bar is left as configured: shown on a terminal only)."""
-    from tests.helpers.commands import TIMEOUT_S, TRAINED_RUN, cli_env, train_command
-
-    cwd = tmp_path_factory.mktemp("concurrent")
-    procs = [
-        subprocess.Popen(
-            train_command(*TRAINED_RUN, "callbacks.progress_bar.refresh_rate=1"),
-            cwd=cwd,
-            env=cli_env(synthetic_mnist),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    done = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
-    return cwd, done

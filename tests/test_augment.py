@@ -108,15 +108,9 @@ def test_validation_and_test_are_never_augmented(synthetic_mnist: Path) -> None:
         assert torch.equal(first_images, dm.splits[split][0][: len(first_images)].float() / 255)
 
 
-def strokes() -> torch.Tensor:
-    """Two images with a 3-pixel-wide bar of full ink: a stroke of known width."""
-    images = torch.zeros(2, 28, 28)
-    images[:, 6:22, 12:15] = 1.0
-    return images
-
-
 def test_max_stroke_is_drawn_within_its_limit_and_only_when_asked() -> None:
-    images = strokes().repeat(32, 1, 1)
+    images = torch.zeros(64, 28, 28)
+    images[:, 6:22, 12:15] = 1.0  # a 3-pixel-wide bar of full ink: a stroke of known width
     plain, stroked = Augment("translate", max_shift=0), Augment("translate", 0, max_stroke=1.0)
     assert torch.equal(draw(plain, images, 3), images)  # no stroke draw: old runs unchanged
     ink = draw(stroked, images, 3).sum((1, 2)) / images.sum((1, 2))

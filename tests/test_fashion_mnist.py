@@ -124,18 +124,16 @@ def test_figures_name_the_classes() -> None:
 # --- the commands on a Fashion-MNIST checkpoint
 
 
-def train_line(run: Path, data_dir: Path, *overrides: str) -> list[str]:
-    base = [*SMALL, "data=fashion_mnist", f"paths.data_dir={data_dir}", f"hydra.run.dir={run}"]
-    return merged(base, overrides)
-
-
 @pytest.fixture(scope="module")
 def fashion_run(
     hydra_on_conf: None, tmp_path_factory: pytest.TempPathFactory, synthetic_fashion: Path
 ) -> Path:
     """One epoch of 784-32-10 on the synthetic Fashion-MNIST, by mnist-train in this process."""
     run = tmp_path_factory.mktemp("fashion-run") / "run"
-    run_command(mnist_train, "train", train_line(run, synthetic_fashion, "trainer.max_epochs=1"))
+    line = [*SMALL, "data=fashion_mnist", f"paths.data_dir={synthetic_fashion}"]
+    run_command(
+        mnist_train, "train", merged(line, [f"hydra.run.dir={run}", "trainer.max_epochs=1"])
+    )
     return run
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,9 @@ from PIL import Image, ImageDraw
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.run.trainer import CHATTER
-from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.commands import TRAINED_RUN, run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
-from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
 from tests.helpers.worlds import last_ckpt, make_world, snapshot
 
 pytestmark = pytest.mark.slow  # every test starts a process or trains
@@ -78,11 +79,15 @@ def test_ctrl_c_while_the_libraries_load_ends_quietly(tmp_path: Path) -> None:
 
 
 def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_only_theirs(
-    concurrent_runs: tuple[Path, list[subprocess.CompletedProcess]],
+    tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    cwd, done = concurrent_runs
+    """Two identical mnist-train processes in one directory, their output to pipes (the
+    progress bar left as configured: shown on a terminal only)."""
+    args = merged(SMALL, [*TRAINED_RUN, "callbacks.progress_bar.refresh_rate=1"])
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: run_cli("train", args, tmp_path, synthetic_mnist), [0, 0]))
     assert [p.returncode for p in done] == [0, 0], [p.stderr[-2000:] for p in done]
-    runs = run_dirs(cwd)
+    runs = run_dirs(tmp_path)
     assert len(runs) == 2 and runs[0] != runs[1]
     for run in runs:
         assert metrics_of(run)["global_step"] == 2 * STEPS_PER_EPOCH
@@ -165,16 +170,19 @@ def test_a_run_stopped_in_training_says_why_in_one_line_and_reports_no_result(
         assert checkpoints or not list((run / "checkpoints").glob("*.ckpt"))
 
 
-def test_ckpt_path_starts_a_new_run_from_the_weights(
+def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywhere(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """A learning rate so small that the test accuracy shows where the weights came from: the
-    trained ones score >= 0.9, a fresh network about 0.1."""
+    trained ones score >= 0.9, a fresh network about 0.1. model.compile=true compiles for
+    training only: the checkpoint's keys are the plain network's, so mnist-eval (uncompiled)
+    reproduces the recorded test accuracy."""
     last = tmp_path / "start.ckpt"  # named from where the command runs, which Hydra leaves
     weights = shutil.copy(trained_run / "checkpoints" / "last.ckpt", last).read_bytes()
     args = ["ckpt_path=start.ckpt", "hydra.job.chdir=true", "model.hidden_dims=[64]"]
     args += ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=1"]
-    done = train_in_process(tmp_path, synthetic_mnist, *args, "model.log_histograms=true")
+    args += ["model.log_histograms=true", "model.compile=true"]
+    done = train_in_process(tmp_path, synthetic_mnist, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert f"Starting from the weights of {last}" in (run / "train.log").read_text()
@@ -188,16 +196,6 @@ def test_ckpt_path_starts_a_new_run_from_the_weights(
     assert {"weights/layers.0.weight", "gradients/layers.0.weight"} <= set(
         events.Tags()["histograms"]
     )
-
-
-def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """model.compile=true compiles for training only: the checkpoint's keys are the plain
-    network's, so mnist-eval (uncompiled) reproduces the recorded test accuracy."""
-    done = train_in_process(tmp_path, synthetic_mnist, "model.compile=true", "trainer.max_epochs=1")
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = run_dirs(tmp_path)
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert "net.layers.0.weight" in state and not any("_orig_mod" in k for k in state)
     env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
@@ -205,7 +203,7 @@ def test_a_compiled_network_trains_and_its_checkpoints_load_anywhere(
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((run / "eval" / "metrics.json").read_text())
     # Compiled kernels may round differently: one of the 300 test images may flip.
-    assert evaluated["test/acc"] == pytest.approx(metrics_of(run)["test/acc"], abs=1 / 300 + 1e-6)
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1 / 300 + 1e-6)
 
 
 # End to end on the real MNIST -----------------------------------------------------------------
