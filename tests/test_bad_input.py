@@ -175,32 +175,25 @@ CASES: dict[str, Case] = {
     ),
     "a logger's folder unwritable, its data to be fetched": Case(
         "train",
-        train("logger.tensorboard.save_dir={w}/run/metrics.json/tb", "paths.data_dir={w}/new"),
-        ("logger.tensorboard.save_dir: cannot write to",),
+        "logger.tensorboard.save_dir={w}/run/metrics.json/tb paths.data_dir={w}/new",
+        "logger.tensorboard.save_dir: cannot write to",
     ),
     "a checkpoint folder unwritable, its data to be fetched": Case(
         "train",
-        train("callbacks.best_checkpoint.dirpath={w}/run/metrics.json/c", "paths.data_dir={w}/new"),
-        ("callbacks.best_checkpoint.dirpath: cannot write to",),
+        "callbacks.best_checkpoint.dirpath={w}/run/metrics.json/c paths.data_dir={w}/new",
+        "callbacks.best_checkpoint.dirpath: cannot write to",
     ),
-    "an MLflow store in no folder, its data to be fetched": Case(
+    "an MLflow store in a file, its data to be fetched": Case(
         "train",
-        train(
-            "logger=mlflow",
-            "logger.mlflow.tracking_uri=sqlite:///{w}/no/m.db",
-            "paths.data_dir={w}/new",
-        ),
-        ("no is not a directory; MLflow keeps its store",),
+        "logger=mlflow logger.mlflow.tracking_uri=sqlite:///{w}/run/metrics.json/m.db "
+        "paths.data_dir={w}/new",
+        "its folder cannot take it (",
     ),
     "a function named as a callback, the command refused": Case(
         "train",
-        train(
-            "+callbacks.x._target_=mnist_lightning.files.atomic_write_json",
-            "+callbacks.x.path={w}/made.json",
-            "+callbacks.x.obj=1",
-            "trainer.precision=17",
-        ),
-        ("Precision 17 is invalid",),
+        "+callbacks.x._target_=mnist_lightning.files.atomic_write_json "
+        "+callbacks.x.path={w}/made.json +callbacks.x.obj=1 trainer.precision=17",
+        "Precision 17 is invalid",
     ),
     "Lightning refuses the Trainer with the callbacks, its data to be fetched": Case(
         "train",

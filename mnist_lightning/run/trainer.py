@@ -431,16 +431,23 @@ def ddp_job(
         os.environ.update(saved)
 
 
+def sqlite_store(uri: object) -> Path | None:
+    """The file of a local MLflow store (`sqlite:///<file>`); None for any other."""
+    if isinstance(uri, str) and uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///").split("?")[0])
+    return None
+
+
 def check_sqlite_store(uri: object) -> None:
-    """A local MLflow store must be a database file or not yet exist, in a directory: MLflow
-    itself retries anything else (a FIFO, a directory) for minutes before it gives up."""
-    if not isinstance(uri, str) or not uri.startswith("sqlite:///"):
+    """A local MLflow store must be a database file or not yet exist, in a folder that can take
+    it (made as its logger is built): MLflow itself retries anything else (a FIFO, a directory,
+    a missing folder) for minutes before it gives up."""
+    if (path := sqlite_store(uri)) is None:
         return
-    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
     if path.exists() and not path.is_file():
         problem = f"{path} is {kind_of(path.stat().st_mode)}, not an SQLite database file"
-    elif not path.parent.is_dir():
-        problem = f"{path.parent} is not a directory; MLflow keeps its store in a file there"
+    elif why := cannot_write(path.parent):
+        problem = f"its folder cannot take it ({why})"
     else:
         return
     raise ConfigError(f"logger.mlflow.tracking_uri={uri}: {problem}.")
@@ -465,6 +472,8 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
+        if store := sqlite_store(node.get("tracking_uri")):  # its folder: checked before
+            store.parent.mkdir(parents=True, exist_ok=True)
         tags = {"run_dir": str(run), **({"sweep": sweep} if sweep else {})}
         extra |= {"run_name": node.get("run_name") or name}
         extra["tags"] = tags | dict(node.get("tags") or {})
