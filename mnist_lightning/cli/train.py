@@ -16,7 +16,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import exit_on_user_error
-from mnist_lightning.run.config import CONFIG_DIR, check_jobs, check_override_keys, validate
+from mnist_lightning.run.config import CONFIG_DIR, check_command_line, validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
     claim_run_directory,
@@ -54,8 +54,7 @@ def main() -> None:
     if child:  # another process of a DDP run: train what the first one composed
         fit_and_test(*child)
         return
-    check_override_keys(sys.argv[1:], "train")
-    check_jobs(sys.argv[1:], "train", then=check_before_training)
+    check_command_line(sys.argv[1:], "train", then=check_before_training)
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 
