@@ -24,7 +24,7 @@ from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.data.images import read_image
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import check_override_keys
+from mnist_lightning.run.config import check_command_line
 from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command, run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
@@ -113,8 +113,8 @@ def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoi
     """`debug=fdr` with gradient clipping given without `+` (the keys are in conf/trainer/),
     and without a logger: `~logger`, which is not Hydra's traceback `logger=null`."""
     run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr", "~logger"]
-    check_override_keys(clip, "train")
-    check_override_keys(["-sc", "install=bash"], "train")  # Hydra's, not overrides
+    check_command_line(clip, "train")
+    check_command_line(["-sc", "install=bash"], "train")  # Hydra's, not overrides
     line = merged([*SMALL, f"paths.data_dir={synthetic_mnist}", f"hydra.run.dir={run}"], clip)
     returned = run_command(mnist_train, "train", line)
     metrics = metrics_of(run)

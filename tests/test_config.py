@@ -18,7 +18,7 @@ from mnist_lightning.cli import pick_device
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.errors import ConfigError
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.config import check_jobs, check_override_keys, validate
+from mnist_lightning.run.config import check_command_line, validate
 from mnist_lightning.run.resume import run_dir
 from mnist_lightning.run.trainer import check_before_training
 from tests.helpers.tiers import one_of_each_kind
@@ -230,7 +230,7 @@ def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
     passes the check mnist-train makes before Hydra starts."""
     params = composed([f"experiment={study}"], hydra_config=True).hydra.sweeper.params
     assert params and all(len(str(v).split(",")) >= 2 for v in params.values()), params
-    check_jobs(["-m", f"experiment={study}"], "train")
+    check_command_line(["-m", f"experiment={study}"], "train")
 
 
 def test_device_auto_follows_lightnings_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,23 +279,23 @@ KEYS = {
 )
 def test_a_mistyped_key_is_one_line_naming_the_closest_key(line: str, says: str | None) -> None:
     if says is None:
-        check_override_keys(line.split(), "train")
+        check_command_line(line.split(), "train")
         return
     with pytest.raises(ConfigError) as info:
-        check_override_keys(line.split(), "train")
+        check_command_line(line.split(), "train")
     assert says in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("command", one_of_each_kind(["eval", "predict", "export"]))
 def test_every_command_checks_its_keys(command: str) -> None:
     with pytest.raises(ConfigError, match="did you mean ckpt_path"):
-        check_override_keys(["ckpt_pth=x"], command)
+        check_command_line(["ckpt_pth=x"], command)
     with pytest.raises(ConfigError, match=r"data\.batch_size is not a key"):  # data_dir not read
-        check_override_keys(["data.batch_size=0"], command)
-    check_override_keys(["ckpt_path=x"], command)
+        check_command_line(["data.batch_size=0"], command)
+    check_command_line(["ckpt_path=x"], command)
 
 
-# command line -> what check_jobs (with mnist-train's checks before training) refuses it with
+# command line -> what check_command_line (with the checks before training) refuses it with
 GPU, DROPOUT = r"trainer\.accelerator=gpu .* it has no gpu", r"model\.dropout=1\.5 is out of range"
 JOBS = {
     "trainer=gpu": GPU,  # this machine has no GPU (CI's neither: a GPU machine skips this case)
@@ -317,7 +317,7 @@ def test_jobs_are_checked_before_hydra_except_where_they_do_not_run_here(
 ) -> None:
     if torch.cuda.is_available() and "gpu" in line:
         pytest.skip("a GPU here: the GPU cases pass")
-    check = lambda: check_jobs(line.split(), "train", then=check_before_training)  # noqa: E731
+    check = lambda: check_command_line(line.split(), "train", then=check_before_training)  # noqa: E731
     if refused is None:
         check()
     else:

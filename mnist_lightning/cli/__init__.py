@@ -39,7 +39,7 @@ from mnist_lightning.files import (
     put_back_locks,
     to_run_log,
 )
-from mnist_lightning.run.config import check_override_keys, check_value
+from mnist_lightning.run.config import check_command_line, check_value
 from mnist_lightning.run.sweep import record_failure
 from mnist_lightning.run.trainer import accelerator_available
 
@@ -82,7 +82,7 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
 
     @exit_on_user_error
     def cli() -> None:
-        check_override_keys(sys.argv[1:], config_name)
+        check_command_line(sys.argv[1:], config_name)
         for arg in sys.argv[1:]:
             key, _, value = arg.partition("=")
             if key in ("hydra.run.dir", "hydra.sweep.dir"):

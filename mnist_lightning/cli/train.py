@@ -16,13 +16,14 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from mnist_lightning.cli import exit_on_user_error
-from mnist_lightning.run.config import CONFIG_DIR, check_jobs, check_override_keys, validate
+from mnist_lightning.files import lock_run
+from mnist_lightning.run.config import CONFIG_DIR, check_command_line, validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
     claim_run_directory,
     continue_or_finish,
     is_rank_zero,
-    locked_run,
+    last_checkpoint,
     nothing_left_if_refused,
     register_resolvers,
 )
@@ -54,8 +55,7 @@ def main() -> None:
     if child:  # another process of a DDP run: train what the first one composed
         fit_and_test(*child)
         return
-    check_override_keys(sys.argv[1:], "train")
-    check_jobs(sys.argv[1:], "train", then=check_before_training)
+    check_command_line(sys.argv[1:], "train", then=check_before_training)
     sys.argv[1:] = claim_run_directory(sys.argv[1:])
     train()
 
@@ -73,8 +73,10 @@ def train(cfg: DictConfig) -> float:
         if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
             cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
         check_before_training(cfg)  # again: what Hydra resolved for the job (resume, Optuna)
-        with locked_run(cfg) as (run_dir, resume_from):
-            return fit_and_test(cfg, run_dir, resume_from)
+        run_dir = Path(cfg.paths.output_dir)
+        if is_rank_zero():  # its one writer until the process exits (a sweep's job: it ends)
+            lock_run(run_dir, "mnist-train")
+        return fit_and_test(cfg, run_dir, str(last_checkpoint(run_dir)) if cfg.resume else None)
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:

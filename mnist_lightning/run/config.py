@@ -23,10 +23,15 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from mnist_lightning.data.augment import AUGMENTS
 from mnist_lightning.data.datasets import DATASETS, SOURCES
@@ -299,10 +304,18 @@ def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
     return ckpt, items, Path(grid)
 
 
-def check_override_keys(args: list[str], config_name: str) -> None:
-    """A `key=value` on the command line whose key the config lacks (a typo) is refused in one
-    line naming the closest key, before Hydra makes anything. (Hydra's own message exits 1 and
-    advises `+key=`, which for a model key ends in a TypeError from the model's constructor.)"""
+def check_command_line(
+    args: list[str], config_name: str, then: Callable[[DictConfig], None] = lambda cfg: None
+) -> None:
+    """Before Hydra makes anything, the command line is composed as Hydra will compose it: a
+    mistyped key or preset is one line naming the closest (`_compose`; Hydra's own message spans
+    lines, exits 1 and advises `+key=`, which for a model key ends in the model's TypeError).
+    For mnist-train, the config of every job is checked too: a run's, or each of a grid sweep's
+    (`-m`, Hydra's basic sweeper), so that `-m model.dropout=0,1.5` is refused whole, not after
+    job 0 trained; `then` checks what else would refuse a job before it trains (not for jobs
+    SLURM runs on its nodes). (A resumed run's config is its own, checked as it is read; Optuna
+    picks values as the search goes: the command line's fixed ones are checked here, each
+    trial's when it starts.)"""
     if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
         "hydra_plugins.hydra_submitit_launcher"
     ):
@@ -318,9 +331,8 @@ def check_override_keys(args: list[str], config_name: str) -> None:
         except HydraException as e:
             reason = one_line(e).split(" See https://")[0]  # its link names an older Hydra
             raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
-    overrides = [a for a in args if "=" in a and not a.startswith(("-", "~"))]
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
-    for key in (o.split("=")[0] for o in overrides if config_name != "train"):
+    for key in (a.split("=")[0] for a in flags.overrides if config_name != "train"):
         added = key.startswith("+") and not key.startswith("++")  # (++: only where it is)
         if key.lstrip("+") in groups or (added and not key.lstrip("+").startswith("hydra")):
             raise ConfigError(
@@ -335,101 +347,43 @@ def check_override_keys(args: list[str], config_name: str) -> None:
                 raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")
             if arg.endswith("=null"):
                 raise ConfigError(f"{arg}: to go without conf/{group}/, delete it: ~{group}")
-    # Group choices (`model=`, `hydra/launcher=`) and where groups are: they decide the keys.
-    chosen = [
-        o for o in overrides if o.split("=")[0].lstrip("+") in groups or "/" in o.split("=")[0]
-    ]
-    if any("," in o or "(" in o for o in chosen):  # a sweep over presets: each job's keys differ
-        return
-    searched = [a for a in args if a.startswith("hydra.searchpath=")]  # presets of its own
-    for group, _, name in (o.lstrip("+").partition("=") for o in chosen if not searched):
-        presets = sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
-        if group in groups and name not in presets:  # Hydra's message spans lines
-            close = difflib.get_close_matches(name.lower(), presets, 1)
-            hint = f"did you mean {group}={close[0]}?" if close else f"one of {', '.join(presets)}"
-            raise ConfigError(f"{group}={name} is not a preset of conf/{group}/; {hint}")
-    chosen += searched
-    with _hydra():
-        cfg = _compose(config_name, chosen)
-    for key in (o.split("=")[0] for o in overrides if not o.startswith("+")):
-        if key in groups or "/" in key:
-            continue
-        parts, node = key.split("."), cfg
-        for depth, name in enumerate(parts):  # the first part the config lacks, at its level
-            names = list(node) if isinstance(node, DictConfig) else []  # with `???` keys
-            if name not in names:
-                break
-            node = OmegaConf.select(
-                cfg, ".".join(parts[: depth + 1]), throw_on_resolution_failure=False
-            )
-        else:
-            continue
-        if ".".join(parts[depth:]) in names:  # a key with dots (a sweeper's params)
-            continue
-        close = [".".join([*parts[:depth], n]) for n in difflib.get_close_matches(name, names, 1)]
-        if depth < len(parts) - 1 and parts[-1] in names:  # `data.batch_size` for `batch_size`
-            close = [".".join([*parts[:depth], parts[-1]])]
-        whole = [".".join([*close, *parts[depth + 1 :]])] if close else []
-        meant = whole and OmegaConf.select(  # (a value Hydra resolves as it runs: unread)
-            cfg, whole[0], default=_ABSENT, throw_on_resolution_failure=False
-        )
-        if whole and meant is not _ABSENT:
-            close = whole  # the key as meant, if the config has it
-        hint = f"; did you mean {close[0]}?" if close else "."
-        train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
-        if not close and train and depth == 1 and key.startswith("trainer."):  # as it spells it
-            spelt = difflib.get_close_matches(name, inspect.signature(Trainer).parameters, 1)
-            hint += f" A Trainer argument that conf/ lacks: +trainer.{(spelt or [name])[0]}=..."
-        if not close and train and key.startswith("callbacks."):
-            new = ".".join(key.split(".")[:2])
-            hint += f" A callback that conf/ lacks: +{new}._target_=<its class>, then its arguments"
-        raise ConfigError(f"{key} is not a key of this config{hint}")
-
-
-def check_jobs(
-    args: list[str], config_name: str, then: Callable[[DictConfig], None] = lambda cfg: None
-) -> None:
-    """The config of every job the command line makes is checked before Hydra makes a
-    directory: a run's, or each of a grid sweep's (`-m`, Hydra's basic sweeper), so that
-    `-m model.dropout=0,1.5` is refused whole, not after job 0 trained; `then` checks what else
-    would refuse a job before it trains (not for jobs SLURM runs on its nodes). (A resumed
-    run's config is its own, checked as it is read; Optuna picks values as the search goes:
-    the command line's fixed ones are checked here, each trial's when it starts.)"""
-    flags = get_args_parser().parse_known_args(args)[0]
-    shows = flags.cfg or flags.info or flags.help or flags.hydra_help or flags.shell_completion
-    if shows or resume_arg(args):  # Hydra shows, runs nothing; a resumed run's config is its own
-        return
-
-    def check(overrides: list[str]) -> None:
-        cfg = _compose(config_name, overrides)
-        validate(cfg)
-        if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
-            return
-        outer = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.cwd}` in paths
-        try:
-            then(cfg)
-        finally:
-            HydraConfig.instance().cfg = outer
-
     given = [a for a in args if "=" in a and not a.startswith("-")]  # not `--cfg=job`
-    overrides = OverridesParser.create().parse_overrides(given)
-    constant = [o for o in overrides if not o.is_sweep_override()]
-    presets = any("." not in o.key_or_group for o in overrides if o.is_sweep_override())
-    # The sweeper and its params: set by group choices and hydra's keys, not by other values.
-    chooses = [o.input_line for o in constant if "." not in o.key_or_group or o.is_hydra_override()]
-    with _hydra():
+    with _hydra():  # (a glob of presets needs its config loader)
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        overrides = parser.parse_overrides(given)
+        constant = [o.input_line for o in overrides if not o.is_sweep_override()]
+        # One job, so that every key and preset is composed: each swept value's first (an
+        # interval's: null), not Hydra's own sweeps (its sweeper's params).
+        job = list(constant)
+        for o in (o for o in overrides if o.is_sweep_override() and not o.is_hydra_override()):
+            first = next(o.sweep_string_iterator()) if o.is_discrete_sweep() else "null"
+            job.append(f"{o.get_key_element()}={first}")
+        cfg = _compose(config_name, job)
+        shows = flags.cfg or flags.info or flags.help or flags.hydra_help
+        if config_name != "train" or shows or resume_arg(args):  # shown, or the run's own config
+            return
         if not flags.multirun:
-            return check(given)
-        sweeper = _compose(config_name, chooses).hydra.sweeper
+            return _check_job(config_name, given, then)
+        sweeper = cfg.hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-            return check([o.input_line for o in constant])
+            return _check_job(config_name, constant, then)
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-        grid = OverridesParser.create().parse_overrides(params + [o.input_line for o in overrides])
+        grid = parser.parse_overrides(params + given)
         for job in BasicSweeper.split_arguments(grid, None)[0]:
-            if presets:  # each job's keys differ: the command line's were not checked
-                check_override_keys(job, config_name)
-            check(job)
+            _check_job(config_name, job, then)
+
+
+def _check_job(config_name: str, overrides: list[str], then: Callable[[DictConfig], None]) -> None:
+    cfg = _compose(config_name, overrides)
+    validate(cfg)
+    if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
+        return
+    outer = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.cwd}` in paths
+    try:
+        then(cfg)
+    finally:
+        HydraConfig.instance().cfg = outer
 
 
 def resume_arg(args: list[str]) -> str:
@@ -453,7 +407,43 @@ def _hydra() -> Iterator[None]:
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     try:  # with hydra's own keys: the launcher, the sweeper, `${hydra:...}` in paths
         return compose(config_name, overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as e:  # a preset conf/ lacks, and those it has
+        if e.options is None:
+            raise ConfigError(one_line(e)) from None
+        group, _, name = str(e.missing_cfg_file).rpartition("/")
+        close = difflib.get_close_matches(name.lower(), e.options, 1)
+        hint = f"did you mean {group}={close[0]}?" if close else f"one of {', '.join(e.options)}"
+        raise ConfigError(f"{group}={name} is not a preset of conf/{group}/; {hint}") from None
     except HydraException as e:
+        if isinstance(e.__cause__, ConfigAttributeError | ConfigKeyError):  # a key it lacks
+            raise ConfigError(_unknown_key(e.__cause__, overrides, config_name)) from None
         raise ConfigError(one_line(e)) from None
-    except (OmegaConfBaseException, AttributeError) as e:  # a dict merged into a null
+    except (OmegaConfBaseException, AttributeError, ValueError) as e:  # a dict merged into a null
         raise ConfigError(f"Hydra cannot compose {' '.join(overrides)}: {one_line(e)}") from None
+
+
+def _unknown_key(error: OmegaConfBaseException, overrides: list[str], config_name: str) -> str:
+    """`model.dropuot is not a key of this config; did you mean model.dropout?`, from the
+    first part of the key that OmegaConf did not find and the names beside it."""
+    full, depth = error.full_key, error.full_key.count(".")
+    keys = (o.split("=")[0].lstrip("+") for o in overrides)
+    key = next((k for k in keys if k == full or k.startswith(f"{full}.")), full)
+    parts, node = key.split("."), error.parent_node
+    names = list(node) if isinstance(node, DictConfig) else []  # with `???` keys
+    close = difflib.get_close_matches(parts[depth], names, 1)
+    if depth < len(parts) - 1 and parts[-1] in names:  # `data.batch_size` for `batch_size`
+        close = [parts[-1]]
+    elif close:  # the whole key as meant, if the config has it
+        meant = ".".join([close[0], *parts[depth + 1 :]])
+        found = OmegaConf.select(node, meant, default=_ABSENT, throw_on_resolution_failure=False)
+        close = [meant] if found is not _ABSENT else close
+    close = [".".join([*parts[:depth], c]) for c in close]
+    hint = f"; did you mean {close[0]}?" if close else "."
+    train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
+    if not close and train and depth == 1 and key.startswith("trainer."):  # as it spells it
+        spelt = difflib.get_close_matches(parts[1], inspect.signature(Trainer).parameters, 1)
+        hint += f" A Trainer argument that conf/ lacks: +trainer.{(spelt or [parts[1]])[0]}=..."
+    if not close and train and key.startswith("callbacks."):
+        new = ".".join(parts[:2])
+        hint += f" A callback that conf/ lacks: +{new}._target_=<its class>, then its arguments"
+    return f"{key} is not a key of this config{hint}"

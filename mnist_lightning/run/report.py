@@ -34,7 +34,7 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) -> Figure:
     """Row-normalised confusion matrix, the counts written in (zeros left blank), the axes
-    named by the classes."""
+    named by the classes. (torchmetrics' `plot` colours and writes one matrix: rates or counts.)"""
     rates = counts.float() / counts.sum(1, keepdim=True).clamp(min=1)
     named = classes != DIGITS
     fig = Figure(figsize=(6.5, 6) if named else (5.5, 5))

@@ -52,7 +52,6 @@ from mnist_lightning.files import (
     put_back_locks,
     read_json,
     run_holder,
-    unlock_run,
 )
 from mnist_lightning.run.config import CONFIG_DIR, nodes, resume_arg
 from mnist_lightning.run.sweep import completed
@@ -269,20 +268,6 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
                     break
                 parent.rmdir()
         raise
-
-
-@contextmanager
-def locked_run(cfg: DictConfig) -> Iterator[tuple[Path, str | None]]:
-    """(run directory, checkpoint to resume or None), the run locked by the first process
-    until the process exits (a sweep's job: until it ends)."""
-    run_dir = Path(cfg.paths.output_dir)
-    if is_rank_zero():
-        lock_run(run_dir, "mnist-train")
-    try:
-        yield run_dir, str(last_checkpoint(run_dir)) if cfg.resume else None
-    finally:
-        if is_rank_zero() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            unlock_run(run_dir)
 
 
 # The checkpoint conf/callbacks/default.yaml rewrites at every epoch end: what resume= reads.

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_lightning.errors import one_line
-from mnist_lightning.files import atomic_open, atomic_write_json, lock_run, read_json
+from mnist_lightning.files import atomic_open, atomic_write_json, lock_run, read_json, unlock_run
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
+        unlock_run(Path(config.hydra.runtime.output_dir))  # the job's (train): others may write it
         status_file = Path(config.hydra.runtime.output_dir) / STATUS_FILE
         # A job that completed before keeps the overrides it ran with, as its .hydra/ does.
         overrides = [o for o in job_return.overrides or [] if not o.startswith("resume=")]
