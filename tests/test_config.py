@@ -305,6 +305,8 @@ JOBS = {
     "--cfg=job ckpt_path=/no/such.ckpt": None,
     "-m hparams_search=optuna model.dropout=1.5": DROPOUT,  # Optuna: the fixed values
     "resume=null model.dropout=1.5": DROPOUT,  # no run to resume: a new one, checked
+    "+trainer.enable_checkpointing=false ~callbacks.best_checkpoint ~callbacks.last_checkpoint "
+    "~callbacks.periodic_checkpoint ~callbacks.graceful_interrupt": None,  # deleted: not checked
     "-m experiment=study_regularization hydra.sweeper.params={model.dropout:'0,1.5'}": DROPOUT,
 }
 

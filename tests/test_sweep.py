@@ -111,7 +111,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
 ) -> None:
     """Other values would train the jobs yet to run unlike those that ran: refused before
     Hydra starts (claim_run_directory, which mnist-train calls first), naming what differs (not
-    the overrides' order, a value's spelling, nor RESUMABLE_KEYS unswept); without -m, resume=
+    the overrides' order, nor RESUMABLE_KEYS unswept); without -m, resume=
     of a sweep says how to re-launch it."""
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     sweep.mkdir(parents=True)
@@ -126,6 +126,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
             "model.dropout=0,0.7, model.lr=2 given, model.dropout=0,0.5 not",
         ),
         (["-m", "model.dropout=0.5,0", *ran[1:]], "model.dropout=0.5,0 given"),  # other jobs
+        (["-m", "model.dropout=0.0,0.5", *ran[1:]], "0.0,0.5 given"),  # 1.0 is not 1 (limits)
         ([], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
         (["-m", *ran, "trainer.max_epochs=3,4"], "trainer.max_epochs=3,4 given, nothing not"),
         (["-m", *ran, "+hydra.sweeper.params.seed=1,2"], "params.seed=1,2 given, nothing not"),
@@ -135,7 +136,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
         assert words in str(info.value) and "\n" not in str(info.value)
     assert snapshot(tmp_path, directory_times=True) == before
     with locks_released():
-        args = ["-m", *ran[:0:-1], "model.dropout=0.0,0.5", "trainer.max_epochs=2", "resume=latest"]
+        args = ["-m", *ran[:0:-1], "model.dropout=0,0.5", "trainer.max_epochs=2", "resume=latest"]
         assert claim_run_directory(args)[-1] == f"resume={sweep.resolve()}"
 
 

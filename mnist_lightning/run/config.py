@@ -347,7 +347,7 @@ def check_command_line(
                 raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")
             if arg.endswith("=null"):
                 raise ConfigError(f"{arg}: to go without conf/{group}/, delete it: ~{group}")
-    given = [a for a in args if "=" in a and not a.startswith("-")]  # not `--cfg=job`
+    given = flags.overrides  # as Hydra reads them: `~key` deletions too
     with _hydra():  # (a glob of presets needs its config loader)
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         overrides = parser.parse_overrides(given)
@@ -369,7 +369,11 @@ def check_command_line(
             return _check_job(config_name, constant, then)
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
         grid = parser.parse_overrides(params + given)
-        for job in BasicSweeper.split_arguments(grid, None)[0]:
+        try:  # `interval()`: not a grid
+            jobs = BasicSweeper.split_arguments(grid, None)[0]
+        except HydraException as e:
+            raise ConfigError(one_line(e)) from None
+        for job in jobs:
             _check_job(config_name, job, then)
 
 

@@ -110,7 +110,7 @@ def sweep_dir(resume: str | None) -> str:
 def hydra_output_subdir(output_dir: str) -> str | None:
     """Where Hydra saves the composed config: not in a run that has a checkpoint (resumed, or
     a sweep's job re-launched or requeued): its .hydra/ says what it trained with."""
-    return None if last_checkpoint(Path(output_dir)).is_file() else ".hydra"
+    return None if output_dir and last_checkpoint(Path(output_dir)).is_file() else ".hydra"
 
 
 def slurm_tasks(devices: Any) -> int:
@@ -228,7 +228,10 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
             "new run from a checkpoint's weights: give one of them, not both."
         )
     if not single:  # a re-launched sweep or a requeued job: a job with a checkpoint goes on
-        job_dir = Path(cfg.paths.output_dir)  # as a run does; one without starts afresh
+        job_dir = Path(cfg.paths.output_dir)  # as a run does; one without starts afresh,
+        if not last_checkpoint(job_dir).is_file() and (done := job_finished(job_dir, [])):
+            log.info("%s finished before; skipped", job_dir)  # if it had not completed
+            return cfg, done["val/acc_best"]
         cfg.resume = str(job_dir) if last_checkpoint(job_dir).is_file() else None
     if not cfg.resume:
         return cfg, None
@@ -407,26 +410,17 @@ def relaunch(sweep: Path, resume: str) -> str:
     return printable(f"re-launch it with: mnist-train -m {given} resume={resume}")
 
 
-def as_value(value: Any) -> Any:
-    """An override's value (a sweep's fields too), each whole float an int: `0.0,0.5` is
-    the sweep `0,0.5`, as Python compares them (`true` stays true, not 1)."""
-    if hasattr(value, "__dataclass_fields__"):  # Hydra's ChoiceSweep, RangeSweep...
-        value = (type(value).__name__, *vars(value).values())
-    if isinstance(value, list | tuple | dict):
-        return type(value)(map(as_value, value.items() if isinstance(value, dict) else value))
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
-    """A sweep is re-launched with the values it ran with (as values: 0.0 is 0), else jobs
-    yet to run would train others, in one summary with those that ran. What may change is
-    what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the order of the overrides."""
+    """A sweep is re-launched with the values it ran with, as written (to Lightning, a limit
+    of 1.0 is not 1), else jobs yet to run would train others, in one summary with those that
+    ran. What may change is what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the
+    order of the overrides."""
     given = get_args_parser().parse_known_args(args)[0].overrides  # as Hydra reads them
     given = OverridesParser.create().parse_overrides(given)
     swept = ("hydra.sweeper.params", "hydra/sweeper")  # Hydra's keys that choose the jobs
     ran, now = (
         {
-            (o.get_key_element(), repr(as_value(o.value()))): o.input_line
+            (o.get_key_element(), str(o.value())): o.input_line
             for o in overrides
             if (not o.is_hydra_override() or o.key_or_group.startswith(swept))
             and (o.key_or_group not in (*RESUMABLE_KEYS, "resume") or o.is_sweep_override())

@@ -228,9 +228,10 @@ def check_before_training(cfg: DictConfig) -> None:
         for name, node in (cfg.get(group) or {}).items()
         if isinstance(node, DictConfig)
     ]
-    for key, node in nodes:  # where each writes (the run's own folder: Hydra makes it later)
-        for name in ("default_root_dir", "save_dir", "dirpath"):
-            if isinstance(place := node.get(name), str):
+    for key, node in nodes:  # where each writes, as given (the run's folder, made by Hydra
+        for name in ("default_root_dir", "save_dir", "dirpath"):  # later, is not yet known)
+            place = node.get(name)
+            if isinstance(place, str) and not OmegaConf.is_interpolation(node, name):
                 check_writable(Path(place), f"{key}.{name}")
     level = logging.root.manager.disable
     logging.disable(logging.INFO)  # its lines and warnings: when the run builds its own
