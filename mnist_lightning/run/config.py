@@ -347,7 +347,7 @@ def check_command_line(
                 raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")
             if arg.endswith("=null"):
                 raise ConfigError(f"{arg}: to go without conf/{group}/, delete it: ~{group}")
-    given = flags.overrides  # as Hydra reads them: `~key` deletions too
+    given = [a for a in args if a.startswith("~") or ("=" in a and not a.startswith("-"))]
     with _hydra():  # (a glob of presets needs its config loader)
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         overrides = parser.parse_overrides(given)
