@@ -362,11 +362,11 @@ def check_command_line(
         shows = flags.cfg or flags.info or flags.help or flags.hydra_help
         if config_name != "train" or shows or resume_arg(args):  # shown, or the run's own config
             return
-        if not flags.multirun:
-            return _check_job(config_name, given, then)
+        if not flags.multirun:  # (given with a sweep in it: Hydra's refusal, composing it)
+            return _check_job(cfg if job == given else _compose(config_name, given), then)
         sweeper = cfg.hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-            return _check_job(config_name, constant, then)
+            return _check_job(_compose(config_name, constant), then)
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
         grid = parser.parse_overrides(params + given)
         try:  # `interval()`: not a grid
@@ -374,11 +374,10 @@ def check_command_line(
         except HydraException as e:
             raise ConfigError(one_line(e)) from None
         for job in jobs:
-            _check_job(config_name, job, then)
+            _check_job(_compose(config_name, job), then)
 
 
-def _check_job(config_name: str, overrides: list[str], then: Callable[[DictConfig], None]) -> None:
-    cfg = _compose(config_name, overrides)
+def _check_job(cfg: DictConfig, then: Callable[[DictConfig], None]) -> None:
     validate(cfg)
     if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
         return
