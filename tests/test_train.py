@@ -72,7 +72,12 @@ def test_help_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None
 def test_ctrl_c_while_the_libraries_load_ends_quietly(tmp_path: Path) -> None:
     """A newcomer's first Ctrl-C, a second after starting: exit 130, no traceback, no run."""
     command = [sys.executable, "-m", "mnist_lightning.cli.train", "trainer.max_epochs=1"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    # As from a terminal, also when the suite runs as a `&` job (which ignores SIGINT, as
+    # mnist-train then does too).
+    terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=terminal
+    )
     time.sleep(1)  # torch and Lightning take several seconds to load
     proc.send_signal(signal.SIGINT)
     assert (proc.wait(60), proc.stderr.read(), list(tmp_path.iterdir())) == (130, "", [])
