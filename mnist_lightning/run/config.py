@@ -366,6 +366,12 @@ def check_command_line(
             return _check_job(cfg if job == given else _compose(config_name, given), then)
         sweeper = cfg.hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+            if "OptunaSweeper" in str(sweeper.get("_target_")):
+                from hydra_plugins.mnist_lightning._optuna import check_search_space
+
+                check_search_space(
+                    sweeper, [o.input_line for o in overrides if o.is_sweep_override()]
+                )
             return _check_job(_compose(config_name, constant), then)
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
         grid = parser.parse_overrides(params + given)
