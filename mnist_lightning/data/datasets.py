@@ -46,13 +46,11 @@ class DataSet:
     by_hand: str  # how the error that ends every source failing goes on
 
     @property
-    def sources(self) -> tuple[str, ...]:
-        """What data.source may be for this data set, in the order `auto` tries them."""
+    def sources(self) -> tuple[str, ...]:  # what data.source may be, in the order auto tries
         return ("auto", "files", "torchvision", self.mirror)
 
     @property
-    def named(self) -> bool:
-        """Whether its classes have names besides their numbers (MNIST's are the digits)."""
+    def named(self) -> bool:  # its classes have names besides their numbers (MNIST: digits)
         return self.classes != DIGITS
 
 
@@ -158,7 +156,7 @@ def raw_dir(data_dir: str | Path, dataset: str = "mnist") -> Path:
 
 
 def file_sha256(path: Path) -> str | None:
-    """The sha256 of a regular file; None for anything else (never opened) or unreadable."""
+    """None for anything but a readable regular file (never opened)."""
     try:
         with open_regular(path) as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
@@ -191,8 +189,7 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
         raise
 
 
-def unusable(raw: Path, reason: object) -> DataError:
-    """The one line for a data directory that cannot take the files (also before Hydra starts)."""
+def unusable(raw: Path, reason: object) -> DataError:  # also before Hydra starts
     return DataError(
         f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
         "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=)."
@@ -247,7 +244,7 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
 
 
 def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess:
-    """`cmd`, or a DataError saying why it could not run or what its last error line was."""
+    """`cmd`, or a DataError with why it could not run or its last error line."""
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=600, **kwargs)
     except FileNotFoundError:
@@ -261,8 +258,7 @@ def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedPro
     return done
 
 
-def download(mirror: str, dest: Path) -> Path:
-    """The archive of `mirror` (a key of MIRRORS), fetched into `dest`."""
+def download(mirror: str, dest: Path) -> Path:  # `mirror`'s archive (MIRRORS), into `dest`
     cmd, pattern = MIRRORS[mirror]
     what = " ".join(cmd[:3])
     _run([sys.executable, "-m", *cmd] if cmd[0] == "pip" else cmd, what, cwd=dest)

@@ -111,7 +111,6 @@ class MNISTClassifier(L.LightningModule):
         return window.to("cpu", copy=True)
 
     def _log_train_window(self, on_step: bool) -> None:
-        """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
         loss_sum, correct, seen = self._window_of_all_processes(self.train_window)
         self.train_window.zero_()
         if seen == 0:
@@ -160,8 +159,7 @@ class MNISTClassifier(L.LightningModule):
 
     test_step = validation_step
 
-    def _eval_means(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's mean loss and accuracy over every image (of every process)."""
+    def _eval_means(self) -> tuple[torch.Tensor, torch.Tensor]:  # over every process's images
         loss_sum, correct, seen = self._window_of_all_processes(self.eval_window)
         return loss_sum / seen, correct / seen
 
@@ -255,8 +253,7 @@ class MNISTClassifier(L.LightningModule):
 
 
 def _count(window: torch.Tensor, loss: torch.Tensor, logits, labels: torch.Tensor) -> None:
-    """Add a batch's loss sum, correct predictions and images to `window`, on the device: no
-    host sync."""
+    """Add a batch's loss sum, correct predictions and images to `window` on the device."""
     with torch.no_grad():
         correct = (logits.argmax(1) == labels).sum()
         seen = torch.full_like(correct, len(labels))  # a fill, not a copy from the host
@@ -264,11 +261,8 @@ def _count(window: torch.Tensor, loss: torch.Tensor, logits, labels: torch.Tenso
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
-    """The learning-rate multiplier at `step` of `total` for `onecycle` or `cosine`.
-
-    `onecycle` follows torch's OneCycleLR: 30 % warm-up from lr/25 to lr, then cosine
-    annealing to lr/250 000. `cosine` anneals from lr to 0.
-    """
+    """The learning-rate multiplier at `step` of `total`: `cosine` anneals from lr to 0;
+    `onecycle` is torch's OneCycleLR (30 % warm-up from lr/25, cosine down to lr/250 000)."""
     progress = min(step / max(total, 1), 1.0)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
