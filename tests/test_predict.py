@@ -122,13 +122,9 @@ def test_a_speck_alone_is_refused_not_read_as_a_digit() -> None:
     assert prepare(small).sum() > 0
 
 
-def cut_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (50, 50), 255).save(buffer, format="PNG")
-    return buffer.getvalue()[:60]
-
-
-CUT_PNG = cut_png()
+PNG = io.BytesIO()
+Image.new("L", (50, 50), 255).save(PNG, format="PNG")
+CUT_PNG = PNG.getvalue()[:60]  # a real PNG cut short
 
 
 @settings(max_examples=100, deadline=None)
@@ -311,11 +307,11 @@ def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
     assert [row["file"] for row in rows] == [str(ring)] and 0 <= rows[0]["probability"] <= 1
 
 
-def drawn_seven(mode: str = "L") -> Image.Image:
+def drawn_seven() -> Image.Image:
     """A 7 drawn with a black pen on white, 96x96."""
     image = Image.new("L", (96, 96), 255)
     ImageDraw.Draw(image).line([(25, 20), (70, 20), (40, 80)], fill=0, width=7)
-    return image.convert(mode)
+    return image
 
 
 def transparent(seven: Image.Image) -> Image.Image:
@@ -366,25 +362,17 @@ def test_a_garment_filling_its_picture_is_prepared_whole(tmp_path: Path) -> None
     assert 20 <= rows.max() - rows.min() + 1 <= 24  # its aspect kept
 
 
-def dotted(points: list[tuple[int, int]], n: int, r: int, step: int) -> Image.Image:
-    """An n x n picture of a polyline drawn as dots of radius r, about `step` px apart."""
-    img = Image.new("L", (n, n), 255)
-    d = ImageDraw.Draw(img)
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        k = max(1, int(np.hypot(x1 - x0, y1 - y0) / step))
-        for t in np.linspace(0, 1, k + 1):
-            x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-            d.ellipse((x - r, y - r, x + r, y + r), fill=0)
-    return img
-
-
 def test_a_digit_written_in_dots_keeps_every_dot(tmp_path: Path) -> None:
     """A 7 in dots (a dot-matrix display, a stencil, a skipping pen) is one digit: the same
     picture drawn in a solid line and in dots fill the same box."""
     seven = [(128, 100), (384, 100), (230, 435)]
-    dotted(seven, 512, 8, 40).save(tmp_path / "dots.png")
-    solid = Image.new("L", (512, 512), 255)
+    dots, solid = Image.new("L", (512, 512), 255), Image.new("L", (512, 512), 255)
     ImageDraw.Draw(solid).line(seven, fill=0, width=16)
+    for (x0, y0), (x1, y1) in itertools.pairwise(seven):  # dots of radius 8, about 40 px apart
+        for t in np.linspace(0, 1, int(np.hypot(x1 - x0, y1 - y0) / 40) + 1):
+            x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            ImageDraw.Draw(dots).ellipse((x - 8, y - 8, x + 8, y + 8), fill=0)
+    dots.save(tmp_path / "dots.png")
     solid.save(tmp_path / "solid.png")
     box = []
     for name in ("dots", "solid"):
