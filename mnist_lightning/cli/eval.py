@@ -50,6 +50,7 @@ def evaluate(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...
     """Test loss and accuracy, and each class's accuracy keyed by its name (MNIST's: "0"-"9")."""
     preds = logits.argmax(1)
     counts = multiclass_confusion_matrix(preds, labels, 10).cpu()  # [true, predicted]
+    # Not MulticlassAccuracy(average=None): it says 0 for a class with no images, this NaN (null).
     per_class = counts.diag().float() / counts.sum(1).float()
     return {
         "test/acc": float((preds == labels).float().mean()),
