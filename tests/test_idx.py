@@ -55,7 +55,7 @@ def bind_socket(path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        pytest.param(holding(b""), "0 bytes, too short for an IDX header", id="empty"),
+        pytest.param(holding(b""), "0 bytes, too short for an IDX header; the file is", id="empty"),
         pytest.param(holding(b"\x00\x00\x08"), "too short", id="shorter-than-magic"),
         pytest.param(
             holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802", id="magic"
@@ -98,6 +98,8 @@ def test_bad_files_are_one_data_error_naming_the_file(
     with pytest.raises(DataError) as info:
         read_idx(path)
     assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
+    damaged = "truncated or corrupt. Delete it to fetch it again." in str(info.value)
+    assert damaged == ("magic" not in words and "cannot read" not in words)  # a size is damage
 
 
 @st.composite

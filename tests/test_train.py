@@ -237,17 +237,6 @@ def test_end_to_end_on_real_mnist(real_run: Path) -> None:
     assert "55000 train, 5000 val, 10000 test images" in (real_run / "train.log").read_text()
 
 
-def draw_digit(path: Path, strokes: list, ellipse: bool = False) -> None:
-    """Dark ink on a white 200x200 canvas, like a photo of paper."""
-    image = Image.new("L", (200, 200), 255)
-    draw = ImageDraw.Draw(image)
-    if ellipse:
-        draw.ellipse(strokes, outline=0, width=16)
-    else:
-        draw.line(strokes, fill=0, width=16)
-    image.save(path)
-
-
 @pytest.mark.e2e
 def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_dir: Path) -> None:
     """Test digits saved as dark-on-light PNGs 4x larger, and digits drawn as a person would
@@ -262,9 +251,12 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
     for i in range(20):
         picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
         picture.save(pictures / f"test{i:02d}_label{int(labels[i])}.png")
-    draw_digit(pictures / "drawn_label1.png", [(100, 30), (100, 170)])
-    draw_digit(pictures / "drawn_label7.png", [(50, 40), (150, 40), (90, 170)])
-    draw_digit(pictures / "drawn_label0.png", [(55, 30), (145, 170)], ellipse=True)
+    drawn = {1: [(100, 30), (100, 170)], 7: [(50, 40), (150, 40), (90, 170)], 0: (55, 30, 145, 170)}
+    for digit, points in drawn.items():  # dark ink on white, like a photo of paper
+        image = Image.new("L", (200, 200), 255)
+        pen = ImageDraw.Draw(image)
+        pen.ellipse(points, outline=0, width=16) if digit == 0 else pen.line(points, 0, 16)
+        image.save(pictures / f"drawn_label{digit}.png")
 
     last = real_run / "checkpoints" / "last.ckpt"
     args = [f"ckpt_path={last}", f"inputs={pictures}", "json=true", f"grid={tmp_path / 'g.png'}"]

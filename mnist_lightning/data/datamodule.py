@@ -100,9 +100,8 @@ class TensorBatches:
         return {"epoch": self.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue where `state` was taken, in its epoch. After a checkpoint at an epoch's end
-        (also one ended early by limit_train_batches) Lightning's `set_epoch` names the next,
-        which starts at its first batch."""
+        """After a checkpoint at an epoch's end (also one ended by limit_train_batches),
+        Lightning's `set_epoch` names the next, which starts at its first batch."""
         self.epoch, self._resume_at = state["epoch"], state["batches_done"]
         self.batches_done = self._resume_at  # what a checkpoint before the next batch records
 
@@ -216,7 +215,7 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size)
 
     def _loader(self, split: str, batch_size: int, shuffle=False, augment=None) -> TensorBatches:
-        """This process's batches of `split` (under DDP each process reads its own part)."""
+        """This process's batches of `split` (under DDP its own part)."""
         ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return TensorBatches(
             *self.splits[split], batch_size, shuffle, self.seed, augment, *ranks, split == "train"
@@ -227,8 +226,7 @@ class MNISTDataModule(L.LightningDataModule):
 
 
 def trained_on(checkpoint: dict[str, Any], path: str | Path) -> DataSet:
-    """The data set a checkpoint's model was trained on, from its data module's saved
-    hyper-parameters; MNIST for a checkpoint saved before there was a choice."""
+    """From its data module's saved hyper-parameters; MNIST if saved before there was a choice."""
     saved = checkpoint.get(MNISTDataModule.CHECKPOINT_HYPER_PARAMS_KEY)
     name = saved.get("dataset", MNIST.name) if isinstance(saved, dict) else MNIST.name
     if not isinstance(name, str) or name not in DATASETS:
@@ -240,7 +238,7 @@ def trained_on(checkpoint: dict[str, Any], path: str | Path) -> DataSet:
 
 
 def load_pair(raw: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` and check they fit."""
+    """A split's images and labels, checked to fit each other."""
     images_file = raw / f"{prefix}-images-idx3-ubyte"
     labels_file = raw / f"{prefix}-labels-idx1-ubyte"
     images, labels = read_idx(images_file), read_idx(labels_file)

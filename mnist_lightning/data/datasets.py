@@ -46,13 +46,11 @@ class DataSet:
     by_hand: str  # how the error that ends every source failing goes on
 
     @property
-    def sources(self) -> tuple[str, ...]:
-        """What data.source may be for this data set, in the order `auto` tries them."""
+    def sources(self) -> tuple[str, ...]:  # what data.source may be, in the order auto tries
         return ("auto", "files", "torchvision", self.mirror)
 
     @property
-    def named(self) -> bool:
-        """Whether its classes have names besides their numbers (MNIST's are the digits)."""
+    def named(self) -> bool:  # its classes have names besides their numbers (MNIST: digits)
         return self.classes != DIGITS
 
 
@@ -109,6 +107,7 @@ DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we mu
 # torchvision's `read_sn3_pascalvincent_tensor`: that one reads any file to its end (a FIFO hangs,
 # a link to /dev/zero fills memory) and fails on a truncated one with a reshape traceback.
 MAX_DIMS = 4
+DAMAGED = "the file is truncated or corrupt. Delete it to fetch it again."
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:
@@ -132,14 +131,11 @@ def read_idx(path: Path) -> torch.Tensor:
                 )
             header = 4 + 4 * head[3] if len(head) >= 4 else 4
             if len(head) < header:
-                raise DataError(f"{path}: {size} bytes, too short for an IDX header (truncated?).")
+                raise DataError(f"{path}: {size} bytes, too short for an IDX header; {DAMAGED}")
             shape = struct.unpack(f">{head[3]}I", head[4:header])
             if size != header + math.prod(shape):
-                raise DataError(
-                    f"{path}: {size} bytes, but its header promises shape {shape} = "
-                    f"{header + math.prod(shape)} bytes; the file is truncated or corrupt. Delete "
-                    "it to fetch it again."
-                )
+                promise = f"its header promises shape {shape} = {header + math.prod(shape)} bytes"
+                raise DataError(f"{path}: {size} bytes, but {promise}; {DAMAGED}")
             data = bytearray(head + f.read(size - len(head) + 1))  # + 1: a file that grew
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e}).") from None
@@ -160,7 +156,7 @@ def raw_dir(data_dir: str | Path, dataset: str = "mnist") -> Path:
 
 
 def file_sha256(path: Path) -> str | None:
-    """The sha256 of a regular file; None for anything else (never opened) or unreadable."""
+    """None for anything but a readable regular file (never opened)."""
     try:
         with open_regular(path) as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
@@ -193,8 +189,7 @@ def ensure_mnist(data_dir: str | Path, source: str = "auto", dataset: str = "mni
         raise
 
 
-def unusable(raw: Path, reason: object) -> DataError:
-    """The one line for a data directory that cannot take the files (also before Hydra starts)."""
+def unusable(raw: Path, reason: object) -> DataError:  # also before Hydra starts
     return DataError(
         f"Cannot use the data directory {raw}: {reason}. Give a writable one: "
         "MNIST_DATA_DIR=<dir>, or data.data_dir=<dir> (mnist-eval, -export: data_dir=)."
@@ -242,8 +237,6 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
-    except RuntimeError as e:  # torchvision lists every mirror it tried
-        raise DataError(f"torchvision download: {one_line(e, 300)}") from None
     finally:
         socket.setdefaulttimeout(previous)
     got = tmp / dataset.folder / "raw"
@@ -251,7 +244,7 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
 
 
 def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess:
-    """`cmd`, or a DataError saying why it could not run or what its last error line was."""
+    """`cmd`, or a DataError with why it could not run or its last error line."""
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=600, **kwargs)
     except FileNotFoundError:
@@ -265,8 +258,7 @@ def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedPro
     return done
 
 
-def download(mirror: str, dest: Path) -> Path:
-    """The archive of `mirror` (a key of MIRRORS), fetched into `dest`."""
+def download(mirror: str, dest: Path) -> Path:  # `mirror`'s archive (MIRRORS), into `dest`
     cmd, pattern = MIRRORS[mirror]
     what = " ".join(cmd[:3])
     _run([sys.executable, "-m", *cmd] if cmd[0] == "pip" else cmd, what, cwd=dest)

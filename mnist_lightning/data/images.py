@@ -227,16 +227,6 @@ def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
     return _field(small, (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2)
 
 
-def as_seen(image: Image.Image) -> Image.Image:
-    """The picture as a viewer shows it: turned as the camera's EXIF says (a phone's photo),
-    and a transparent background (a digital drawing) on white."""
-    image = ImageOps.exif_transpose(image)
-    if "A" in image.getbands() or "transparency" in image.info:
-        white = Image.new("RGBA", image.size, "white")
-        image = Image.alpha_composite(white, image.convert("RGBA"))
-    return image
-
-
 def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     """The prepared image in `path` (a digit's, or with `objects` a Fashion-MNIST object's), or
     an `ImageError` naming it. Only a regular file is opened: anything else is named for what
@@ -258,7 +248,11 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
             warnings.simplefilter("ignore")
             opened = Image.open(file)
             opened.load()
-            image = as_seen(opened)
+            # As a viewer shows it: turned as a phone's EXIF says, a transparent drawing on white.
+            image = ImageOps.exif_transpose(opened)
+            if "A" in image.getbands() or "transparency" in image.info:
+                white = Image.new("RGBA", image.size, "white")
+                image = Image.alpha_composite(white, image.convert("RGBA"))
             return (prepare_object if objects else prepare)(image, name)
     except UnidentifiedImageError:  # Pillow's words name its file object, not the file
         raise ImageError(f"{name}: not a readable image (no picture format it knows).") from None

@@ -111,7 +111,6 @@ class MNISTClassifier(L.LightningModule):
         return window.to("cpu", copy=True)
 
     def _log_train_window(self, on_step: bool) -> None:
-        """Log the mean loss and accuracy since the last log, and stop if the loss diverged."""
         loss_sum, correct, seen = self._window_of_all_processes(self.train_window)
         self.train_window.zero_()
         if seen == 0:
@@ -160,8 +159,7 @@ class MNISTClassifier(L.LightningModule):
 
     test_step = validation_step
 
-    def _eval_means(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The epoch's mean loss and accuracy over every image (of every process)."""
+    def _eval_means(self) -> tuple[torch.Tensor, torch.Tensor]:  # over every process's images
         loss_sum, correct, seen = self._window_of_all_processes(self.eval_window)
         return loss_sum / seen, correct / seen
 
@@ -177,23 +175,16 @@ class MNISTClassifier(L.LightningModule):
         self.log_dict({"test/loss": loss, "test/acc": acc})
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """Weight decay on the weight matrices only, never on biases or batch-norm parameters.
-
-        With `adamw` it is decoupled (Loshchilov & Hutter); with `adam` and `sgd` it is the
-        classic L2 penalty added to the gradient.
-        """
+        """Weight decay on the weight matrices only, never on biases or batch-norm parameters
+        (`adamw`: decoupled, Loshchilov & Hutter; `adam`, `sgd`: the L2 penalty)."""
         hp = self.hparams
-        if hp.weight_decay == 0:  # one group: each group is one more optimizer call per step
-            groups = [{"params": list(self.parameters()), "weight_decay": 0.0}]
-        else:
-            weights = {id(p) for p in self.net.weights()}
-            groups = [
-                {
-                    "params": [p for p in self.parameters() if (id(p) in weights) == decay],
-                    "weight_decay": hp.weight_decay if decay else 0.0,
-                }
-                for decay in (True, False)
-            ]
+        # Without weight decay one group: each group is one more optimizer call per step.
+        decayed = {id(p) for p in self.net.weights()} if hp.weight_decay != 0 else set()
+        groups = [
+            {"params": ps, "weight_decay": hp.weight_decay if decay else 0.0}
+            for decay in (True, False)
+            if (ps := [p for p in self.parameters() if (id(p) in decayed) == decay])
+        ]
         # One fused kernel for the whole update instead of a Python loop over parameters:
         # on a CPU this halves the time of a small MLP's step (docs/benchmarks.md).
         fused = self.device.type in ("cpu", "cuda")
@@ -262,8 +253,7 @@ class MNISTClassifier(L.LightningModule):
 
 
 def _count(window: torch.Tensor, loss: torch.Tensor, logits, labels: torch.Tensor) -> None:
-    """Add a batch's loss sum, correct predictions and images to `window`, on the device: no
-    host sync."""
+    """Add a batch's loss sum, correct predictions and images to `window` on the device."""
     with torch.no_grad():
         correct = (logits.argmax(1) == labels).sum()
         seen = torch.full_like(correct, len(labels))  # a fill, not a copy from the host
@@ -271,11 +261,8 @@ def _count(window: torch.Tensor, loss: torch.Tensor, logits, labels: torch.Tenso
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
-    """The learning-rate multiplier at `step` of `total` for `onecycle` or `cosine`.
-
-    `onecycle` follows torch's OneCycleLR: 30 % warm-up from lr/25 to lr, then cosine
-    annealing to lr/250 000. `cosine` anneals from lr to 0.
-    """
+    """The learning-rate multiplier at `step` of `total`: `cosine` anneals from lr to 0;
+    `onecycle` is torch's OneCycleLR (30 % warm-up from lr/25, cosine down to lr/250 000)."""
     progress = min(step / max(total, 1), 1.0)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))

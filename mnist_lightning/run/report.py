@@ -27,11 +27,6 @@ from mnist_lightning.run.trainer import finish_wandb_run
 log = logging.getLogger(__name__)
 
 
-def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """counts[true, predicted] over the ten classes."""
-    return multiclass_confusion_matrix(preds, labels, num_classes=10).cpu()
-
-
 def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) -> Figure:
     """Row-normalised confusion matrix, the counts written in (zeros left blank), the axes
     named by the classes. (torchmetrics' `plot` colours and writes one matrix: rates or counts.)"""
@@ -126,10 +121,12 @@ def result_figures(
 ) -> dict[str, Figure]:
     """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
     name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
-    counts, probs = confusion_matrix(logits.argmax(1), labels), logits.softmax(1)
+    counts = multiclass_confusion_matrix(logits.argmax(1), labels, 10).cpu()  # [true, predicted]
     return {
         "confusion_matrix": confusion_figure(counts, classes),
-        "mistakes": mistakes_figure(images.float() / 255, probs, labels, classes=classes),
+        "mistakes": mistakes_figure(
+            images.float() / 255, logits.softmax(1), labels, classes=classes
+        ),
         "first_layer": first_layer_figure(model.net.layers[0].weight),
     }
 
