@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import stat
 import tempfile
@@ -51,19 +50,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: a NaN or infinite number is written as null (Python's `NaN` is not JSON)."""
+    strict = json.loads(json.dumps(obj), parse_constant=lambda _: None)  # NaN read back as null
     with atomic_open(path, "w") as f:
-        json.dump(_finite_or_null(obj), f, indent=2, sort_keys=True, allow_nan=False)
+        json.dump(strict, f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
-
-
-def _finite_or_null(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {key: _finite_or_null(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_null(value) for value in obj]
-    return obj
 
 
 def read_json(path: Path) -> Any:

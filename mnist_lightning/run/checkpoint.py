@@ -10,6 +10,7 @@ from it, its optimizer state must take a step (`check_resumable`).
 """
 
 import copy
+import json
 import os
 import re
 import warnings
@@ -59,10 +60,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     try:
         file = open_regular(path)
-    except OSError as e:
-        raise CheckpointError(
-            f"Checkpoint {path} does not exist or is not a file ({e.strerror})."
-        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
+    except OSError as e:  # a directory, a FIFO: `open_regular` names it
+        raise CheckpointError(f"Checkpoint {path} cannot be read: it is {e.strerror}.") from None
     try:
         with file:
             zipped = file.read(4) == b"PK\x03\x04"  # what torch.save writes: a zip archive
@@ -208,41 +209,27 @@ def network_weights(
     model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path
 ) -> dict[str, torch.Tensor]:
     """The checkpoint's network weights (`net.*`), if they fit `model.net` exactly; else say
-    what differs: the settings that shape the network, or the shapes (weights unlike them)."""
+    what differs: the settings that shape the network, or its weights' shapes if they do not."""
     state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    mine = model.net.state_dict()
-    if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in mine.items()}:
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes == {k: tuple(v.shape) for k, v in model.net.state_dict().items()}:
         return state
-    saved = checkpoint.get("hyper_parameters") or {}
-    keys = ("hidden_dims", "batch_norm")  # what decides the shapes of the weights
-    asked = " ".join(f"model.{k}={model_value(model.hparams[k])}" for k in keys)
-    theirs = isinstance(saved, dict) and " ".join(
-        f"model.{k}={model_value(saved.get(k))}" for k in keys
-    )
-    if theirs and theirs != asked:
-        raise CheckpointError(
-            f"{path} holds a different architecture than the config asks for: it was trained "
-            f"with {theirs}, the config has {asked}. Give its values on the command line, or "
-            "use another checkpoint."
+
+    def values(hparams: Any) -> str:  # what decides the weights' shapes, as one types it
+        return " ".join(
+            f"model.{k}={json.dumps(hparams.get(k), separators=(',', ':'), default=str):.60}"
+            for k in ("hidden_dims", "batch_norm")
         )
-    differs = sorted(
-        set(state) ^ set(mine) | {k for k in mine if k in state and state[k].shape != mine[k].shape}
+
+    saved, asked = checkpoint.get("hyper_parameters"), values(model.hparams)
+    theirs = values(saved) if isinstance(saved, dict) else asked
+    what = (
+        f": it was trained with {theirs}" if theirs != asked else f" (its weight shapes: {shapes})"
     )
-    shapes = {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")}
     raise CheckpointError(
-        f"{path} holds a different architecture than the config asks for (its weight shapes: "
-        f"{shapes}; differing entries: {', '.join(differs[:6])}). Use the model.* settings it "
-        "was trained with, or another checkpoint."
+        f"{path} holds a different architecture than the config asks for{what:.400}, the config "
+        f"has {asked}. Give its values on the command line, or use another checkpoint."
     )
-
-
-def model_value(value: object) -> str:
-    """A config value as one types it on the command line: `[512,256]`, `true`."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return f"[{','.join(map(str, value))}]"
-    return str(value)[:60]
 
 
 def unrestorable(path: str | Path, error: BaseException) -> CheckpointError:
