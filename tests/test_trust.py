@@ -360,13 +360,16 @@ def test_a_file_torch_will_not_read_as_weights_says_why(
     tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     """torch's refusal of a pickle opens with paragraphs of advice, of a TorchScript export with
-    a warning naming a line of ours: the one line says what the file is, torch nothing."""
+    a warning naming a line of ours: the one line says what the file is, torch nothing (and
+    what is not there, or not a file)."""
     torch.save({"state_dict": {}}, tmp_path / "p4.ckpt", pickle_protocol=4)  # framing it refuses
     torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), tmp_path / "model.pt")
     recwarn.clear()
     for name, words in [
         ("p4.ckpt", "(Unsupported operand 149"),
         ("model.pt", "TorchScript export"),
+        ("no.ckpt", "no.ckpt does not exist."),
+        (".", "cannot be read: it is a directory, not a regular file."),
     ]:
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(tmp_path / name)
