@@ -3,6 +3,7 @@ where the uninterrupted run ends; a damaged optimizer state is refused in one li
 runs and checkpoints resumed by mnist-train: test_trust.py)."""
 
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import check_resumable
 from mnist_lightning.run.resume import GracefulInterrupt, finished
 from tests.helpers.commands import run_cli, run_dirs
+from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
 TESTS = Path(__file__).resolve().parent
@@ -91,15 +93,15 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
-    tmp_path: Path, synthetic_mnist: Path
+    tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Epoch 0's checkpoints are written; at the end of epoch 1 the disk is full: one clear
     message, exit 2, last.ckpt still epoch 0's, no temporary files, no metrics.json."""
+    monkeypatch.setattr(os, "fsync", os.fsync)  # tests/disk_full.py breaks it; put back after
     args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
-    env = {"PYTHONPATH": str(TESTS), "DISK_FULL_AT_EPOCH": "1"}  # a process: fsync stays broken
-    done = run_cli("train", args, tmp_path, synthetic_mnist, env=env)
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist), "DISK_FULL_AT_EPOCH": "1"}
+    done = run_console("train", args, tmp_path, env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert "No space left on device" in done.stderr and f"mnist-train resume={run}" in done.stderr
     assert last_step(run) == 20  # epoch 0's

@@ -1,12 +1,10 @@
-"""Run directories, and `resume=<run_dir>`: continue a run in its own directory, with its own
+"""Run directories, and `resume=<run_dir>`: continue a run in its own directory with its own
 config, and stop one so that it can be continued (`GracefulInterrupt`).
 
-The run to resume is found and locked before Hydra starts (`claim_run_directory`), so Hydra
-logs into it, not a new one, and keeps its `.hydra/config.yaml`. Every check comes before
-anything is written. A run directory someone handed you is data, never code: its files must
-be regular files and directories of its own (no links out of it, no FIFOs), and its saved
-config may choose values, but may name only the classes this project and Lightning provide,
-and only places inside the run to write to. (What its checkpoint may hold: run/checkpoint.py.)
+The run is found and locked before Hydra starts (`claim_run_directory`), so Hydra logs into it.
+A run directory someone handed you is data, never code: its files must be regular files and
+directories of its own, and its saved config may choose values, but not classes (`conf/` and
+the command line do) nor places outside the run to write to. (Its checkpoint: checkpoint.py.)
 """
 
 import logging
@@ -184,10 +182,9 @@ def limits(trainer: DictConfig) -> dict[str, Any]:
 
 
 def finished(run: Path, trainer: DictConfig) -> str | None:
-    """If `run` ended and a command with `trainer`'s limits takes it no further, how to train
-    it further: it reached a limit asked for (raise that one), or it is asked for the limits it
-    had and stopped before them (max_time, early stopping: the checkpoint holds their state,
-    so start anew from it). None: not finished, or the limits extend it."""
+    """How to train `run` further if it ended and `trainer`'s limits take it no further: it
+    reached one of them, or stopped before the limits it had (max_time, early stopping: their
+    state is in the checkpoint). None: not finished, or the limits extend it."""
     done = results(run)
     if done is None:
         return None
@@ -215,12 +212,12 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
             "new run from a checkpoint's weights: give one of them, not both."
         )
-    if not single:  # a re-launched sweep or a requeued job: a job with a checkpoint goes on
-        job_dir = Path(cfg.paths.output_dir)  # as a run does; one without starts afresh,
-        if not last_checkpoint(job_dir).is_file() and job_finished(job_dir, []):
-            log.info("%s finished before; skipped", job_dir)  # if it had not completed
-            return cfg, results(job_dir)["val/acc_best"]
+    if not single:  # a re-launched sweep or a requeued job: one with a checkpoint goes on as a
+        job_dir = Path(cfg.paths.output_dir)  # run does; one without is skipped if it completed
         cfg.resume = str(job_dir) if last_checkpoint(job_dir).is_file() else None
+        if not cfg.resume and completed(job_dir) and (done := results(job_dir)):
+            log.info("%s finished before; skipped", job_dir)
+            return cfg, done["val/acc_best"]
     if not cfg.resume:
         return cfg, None
     cfg = resumed_config(cfg)
@@ -402,9 +399,8 @@ def relaunch(sweep: Path, resume: str) -> str:
 
 def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
     """A sweep is re-launched with the values it ran with, as written (to Lightning, a limit
-    of 1.0 is not 1), else jobs yet to run would train others, in one summary with those that
-    ran. What may change is what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the
-    order of the overrides."""
+    of 1.0 is not 1), else its jobs yet to run would train others; in any order, and
+    `RESUMABLE_KEYS` (not swept) may change."""
     given = get_args_parser().parse_known_args(args)[0].overrides  # as Hydra reads them
     given = OverridesParser.create().parse_overrides(given)
     swept = ("hydra.sweeper.params", "hydra/sweeper")  # Hydra's keys that choose the jobs
@@ -437,9 +433,9 @@ def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
 ADDABLE = {
     *(
         f"lightning.pytorch.callbacks.{name}"
-        for name in "BatchSizeFinder EarlyStopping LearningRateFinder LearningRateMonitor "  # noqa: SIM905
-        "ModelCheckpoint ModelSummary OnExceptionCheckpoint RichModelSummary RichProgressBar "
-        "StochasticWeightAveraging TQDMProgressBar Timer".split()
+        for name in "BatchSizeFinder EarlyStopping LearningRateFinder "  # noqa: SIM905
+        "LearningRateMonitor ModelCheckpoint ModelSummary OnExceptionCheckpoint RichModelSummary "
+        "RichProgressBar StochasticWeightAveraging TQDMProgressBar Timer".split()
     ),
     "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.TensorBoardLogger",
@@ -448,11 +444,9 @@ ADDABLE = {
 
 
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
-    """A saved config (resolved: an interpolation such as `${oc.create:...}` can make a node)
-    chooses values, not code. A node that the command's own config (`composed`: conf/ and the
-    overrides given) has takes its class from there when the class is the same by name (it
-    may have moved since the run was saved); a node that only the run has must name a class
-    of `ADDABLE`. Where its objects write is checked as built (`check_writes_inside`)."""
+    """A saved config (resolved: `${oc.create:...}` can make a node) chooses values, not code:
+    a node the command's own config (`composed`) has takes its class from there if it is the
+    same by name (it may have moved since); a node only the run has must name one of `ADDABLE`."""
     for key, name, value in nodes(saved):  # a node comes before what it holds
         if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
             raise ConfigError(
