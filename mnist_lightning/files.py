@@ -1,12 +1,10 @@
 """Files as they really are: written atomically, read only when regular, one writer per run.
 
-Atomic writes go to a temporary file in the destination's folder, flushed and renamed over it:
-a crash, a kill or a full disk mid-write leaves the previous file whole. (Not Lightning's
-atomic save: it writes through $TMPDIR, a plain copy when that is another file system, as a
-cluster's run directory is.) Data (IDX files, checkpoints, pictures) is read only from regular
-files: a FIFO would block forever and a link to /dev/zero would fill the memory. A run has one
-writer: the process holding its `.lock`, an `fcntl` lock the kernel releases however the
-process dies, so a stale lock never blocks.
+Atomic writes go to a temporary file in the destination's folder, renamed over it: a kill or a
+full disk mid-write leaves the previous file whole. (Lightning's atomic save writes through
+$TMPDIR: across file systems, as to a cluster's run directory, a plain copy.) Data is read only
+from regular files: a FIFO would block, a link to /dev/zero fill the memory. A run's one writer
+holds its `.lock`, an `fcntl` lock the kernel frees however the process dies.
 """
 
 import contextlib

@@ -1,12 +1,9 @@
 """Writing, finding and reading checkpoints safely.
 
-`AtomicCheckpointIO` writes a temporary file beside the checkpoint and renames it over the old
-one, so a kill or a full disk never leaves a truncated `last.ckpt`. (Lightning's own atomic
-save writes through $TMPDIR: across filesystems, such as a cluster's run directory, a plain
-copy.) Every read, ours and Lightning's (resume, the test of the best checkpoint), is
-`load_checkpoint`: weights only, from a regular file, any failure one line naming the file.
-A checkpoint someone handed you may name only files of its own run, and before a run resumes
-from it, its optimizer state must take a step (`check_resumable`).
+`AtomicCheckpointIO` writes beside the checkpoint and renames (files.atomic_open). Every read,
+ours and Lightning's, is `load_checkpoint`: weights only, from a regular file, any failure one
+line naming the file. A checkpoint someone handed you may name only files of its own run, and
+before a run resumes from it, its optimizer state must take a step (`check_resumable`).
 """
 
 import copy
@@ -139,8 +136,8 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def own_checkpoint(run_dir: Path, name: str) -> Path | None:
-    """`<run>/checkpoints/<file name of name>` if it is a regular file there; None if there is
-    nothing; a `CheckpointError` for anything else (a link could lead out of the run)."""
+    """`<run>/checkpoints/<name's file name>` if it is a regular file there; None if nothing is
+    there; else a `CheckpointError` (a link could lead out of the run)."""
     if Path(name).name in ("", ".", ".."):
         return None
     path = run_dir / "checkpoints" / Path(name).name
@@ -243,10 +240,9 @@ def unrestorable(path: str | Path, error: BaseException) -> CheckpointError:
 def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Path) -> None:
     """Fail before training if `checkpoint` cannot continue `model`'s run: its weights must fit,
     it may name only files of its own run, and its optimizer and schedule states must take a
-    step. A run made by an older version may group the parameters differently, and the fused
-    optimizers read their state unchecked (a tensor of the wrong shape crashes the process):
-    so the state is loaded into the same optimizer over copies of the weights, on torch's
-    single-tensor path, which raises where a fused kernel would crash, and stepped once."""
+    step. The fused optimizers read their state unchecked (a tensor of the wrong shape crashes
+    the process): so it is stepped once on copies of the weights, on torch's single-tensor path,
+    which raises where a fused kernel would crash."""
     weights = checkpoint["state_dict"]
     if not isinstance(weights, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
