@@ -11,6 +11,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from mnist_lightning.errors import CheckpointError, one_line
 from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.resume import last_checkpoint, results
+from mnist_lightning.run.resume import results
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -115,24 +116,22 @@ def best_checkpoint(run_dir: Path) -> Path:
     still finds them, and only as the run's own regular files: a link there is refused."""
     if not run_dir.is_dir():
         raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
-    last = last_checkpoint(run_dir)
-    tested = (results(run_dir) or {}).get("best_checkpoint")
-    found = own_checkpoint(run_dir, tested) if isinstance(tested, str) else None
-    if found:
-        return found
-    if not own_checkpoint(run_dir, last.name):
-        raise CheckpointError(
-            f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."
-        )
-    for state in (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values():
-        if not isinstance(state, dict):
-            continue
-        best = state.get("best_model_path")
-        if state.get("monitor") == "val/acc" and isinstance(best, str) and best:
-            found = own_checkpoint(run_dir, best)
-            if found:
-                return found
-    return last
+
+    def names() -> Iterator[Any]:  # each looked at only if the one before is not there
+        yield (results(run_dir) or {}).get("best_checkpoint")
+        if last := own_checkpoint(run_dir, "last.ckpt"):
+            states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
+            yield from (
+                s.get("best_model_path")
+                for s in states
+                if isinstance(s, dict) and s.get("monitor") == "val/acc"
+            )
+            yield last.name
+
+    for name in names():
+        if isinstance(name, str) and (found := own_checkpoint(run_dir, name)):
+            return found
+    raise CheckpointError(f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it.")
 
 
 def own_checkpoint(run_dir: Path, name: str) -> Path | None:
