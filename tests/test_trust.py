@@ -141,6 +141,10 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         in_config("callbacks.last_checkpoint.dirpath", "{w}/data"),
         ["ModelCheckpoint(filename='last') write to", "/data/last.ckpt, outside the run"],
     ),
+    "checkpoints written under ~": (
+        in_config("callbacks.last_checkpoint.dirpath", "~/escaped"),
+        [f"ModelCheckpoint(filename='last') write to {Path.home()}/escaped/last.ckpt, outside"],
+    ),
     "a checkpoint file name leading out": (
         in_config("callbacks.last_checkpoint.filename", "../../../escaped"),
         ["ModelCheckpoint(filename='../../../escaped')", "outside the run"],
