@@ -1,8 +1,5 @@
-"""The exception type users see: a clear message instead of a traceback.
-
-Every check on user input (config values, files, checkpoints, images) raises `UserError` with a
-message that names the offending key, file or value and says what to do. The entry points catch
-it (`mnist_lightning.cli.exit_on_user_error`), print the message and exit with status 2.
+"""`UserError`: a message naming the key, file or value at fault and what to do, which the
+entry points print instead of a traceback, exiting with status 2 (`cli.exit_on_user_error`).
 """
 
 

@@ -1,12 +1,10 @@
 """Files as they really are: written atomically, read only when regular, one writer per run.
 
-Atomic writes go to a temporary file in the destination's folder, flushed and renamed over it:
-a crash, a kill or a full disk mid-write leaves the previous file whole. (Not Lightning's
-atomic save: it writes through $TMPDIR, a plain copy when that is another file system, as a
-cluster's run directory is.) Data (IDX files, checkpoints, pictures) is read only from regular
-files: a FIFO would block forever and a link to /dev/zero would fill the memory. A run has one
-writer: the process holding its `.lock`, an `fcntl` lock the kernel releases however the
-process dies, so a stale lock never blocks.
+Atomic writes go to a temporary file in the destination's folder, renamed over it: a kill or a
+full disk mid-write leaves the previous file whole. (Lightning's atomic save writes through
+$TMPDIR: across file systems, as to a cluster's run directory, a plain copy.) Data is read only
+from regular files: a FIFO would block, a link to /dev/zero fill the memory. A run's one writer
+holds its `.lock`, an `fcntl` lock the kernel frees however the process dies.
 """
 
 import contextlib
@@ -14,7 +12,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import stat
 import tempfile
@@ -51,19 +48,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: a NaN or infinite number is written as null (Python's `NaN` is not JSON)."""
+    strict = json.loads(json.dumps(obj), parse_constant=lambda _: None)  # NaN read back as null
     with atomic_open(path, "w") as f:
-        json.dump(_finite_or_null(obj), f, indent=2, sort_keys=True, allow_nan=False)
+        json.dump(strict, f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
-
-
-def _finite_or_null(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {key: _finite_or_null(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_null(value) for value in obj]
-    return obj
 
 
 def read_json(path: Path) -> Any:

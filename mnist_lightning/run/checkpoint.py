@@ -1,18 +1,17 @@
 """Writing, finding and reading checkpoints safely.
 
-`AtomicCheckpointIO` writes a temporary file beside the checkpoint and renames it over the old
-one, so a kill or a full disk never leaves a truncated `last.ckpt`. (Lightning's own atomic
-save writes through $TMPDIR: across filesystems, such as a cluster's run directory, a plain
-copy.) Every read, ours and Lightning's (resume, the test of the best checkpoint), is
-`load_checkpoint`: weights only, from a regular file, any failure one line naming the file.
-A checkpoint someone handed you may name only files of its own run, and before a run resumes
-from it, its optimizer state must take a step (`check_resumable`).
+`AtomicCheckpointIO` writes beside the checkpoint and renames (files.atomic_open). Every read,
+ours and Lightning's, is `load_checkpoint`: weights only, from a regular file, any failure one
+line naming the file. A checkpoint someone handed you may name only files of its own run, and
+before a run resumes from it, its optimizer state must take a step (`check_resumable`).
 """
 
 import copy
+import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from mnist_lightning.errors import CheckpointError, one_line
 from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
-from mnist_lightning.run.resume import last_checkpoint, results
+from mnist_lightning.run.resume import results
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -59,10 +58,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     try:
         file = open_regular(path)
-    except OSError as e:
-        raise CheckpointError(
-            f"Checkpoint {path} does not exist or is not a file ({e.strerror})."
-        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
+    except OSError as e:  # a directory, a FIFO: `open_regular` names it
+        raise CheckpointError(f"Checkpoint {path} cannot be read: it is {e.strerror}.") from None
     try:
         with file:
             zipped = file.read(4) == b"PK\x03\x04"  # what torch.save writes: a zip archive
@@ -117,29 +116,27 @@ def best_checkpoint(run_dir: Path) -> Path:
     still finds them, and only as the run's own regular files: a link there is refused."""
     if not run_dir.is_dir():
         raise CheckpointError(f"run_dir={run_dir}: there is no such directory.")
-    last = last_checkpoint(run_dir)
-    tested = (results(run_dir) or {}).get("best_checkpoint")
-    found = own_checkpoint(run_dir, tested) if isinstance(tested, str) else None
-    if found:
-        return found
-    if not own_checkpoint(run_dir, last.name):
-        raise CheckpointError(
-            f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it."
-        )
-    for state in (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values():
-        if not isinstance(state, dict):
-            continue
-        best = state.get("best_model_path")
-        if state.get("monitor") == "val/acc" and isinstance(best, str) and best:
-            found = own_checkpoint(run_dir, best)
-            if found:
-                return found
-    return last
+
+    def names() -> Iterator[Any]:  # each looked at only if the one before is not there
+        yield (results(run_dir) or {}).get("best_checkpoint")
+        if last := own_checkpoint(run_dir, "last.ckpt"):
+            states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
+            yield from (
+                s.get("best_model_path")
+                for s in states
+                if isinstance(s, dict) and s.get("monitor") == "val/acc"
+            )
+            yield last.name
+
+    for name in names():
+        if isinstance(name, str) and (found := own_checkpoint(run_dir, name)):
+            return found
+    raise CheckpointError(f"run_dir={run_dir}: no checkpoint of its best epoch or last.ckpt in it.")
 
 
 def own_checkpoint(run_dir: Path, name: str) -> Path | None:
-    """`<run>/checkpoints/<file name of name>` if it is a regular file there; None if there is
-    nothing; a `CheckpointError` for anything else (a link could lead out of the run)."""
+    """`<run>/checkpoints/<name's file name>` if it is a regular file there; None if nothing is
+    there; else a `CheckpointError` (a link could lead out of the run)."""
     if Path(name).name in ("", ".", ".."):
         return None
     path = run_dir / "checkpoints" / Path(name).name
@@ -208,41 +205,27 @@ def network_weights(
     model: MNISTClassifier, checkpoint: dict[str, Any], path: str | Path
 ) -> dict[str, torch.Tensor]:
     """The checkpoint's network weights (`net.*`), if they fit `model.net` exactly; else say
-    what differs: the settings that shape the network, or the shapes (weights unlike them)."""
+    what differs: the settings that shape the network, or its weights' shapes if they do not."""
     state = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    mine = model.net.state_dict()
-    if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in mine.items()}:
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes == {k: tuple(v.shape) for k, v in model.net.state_dict().items()}:
         return state
-    saved = checkpoint.get("hyper_parameters") or {}
-    keys = ("hidden_dims", "batch_norm")  # what decides the shapes of the weights
-    asked = " ".join(f"model.{k}={model_value(model.hparams[k])}" for k in keys)
-    theirs = isinstance(saved, dict) and " ".join(
-        f"model.{k}={model_value(saved.get(k))}" for k in keys
-    )
-    if theirs and theirs != asked:
-        raise CheckpointError(
-            f"{path} holds a different architecture than the config asks for: it was trained "
-            f"with {theirs}, the config has {asked}. Give its values on the command line, or "
-            "use another checkpoint."
+
+    def values(hparams: Any) -> str:  # what decides the weights' shapes, as one types it
+        return " ".join(
+            f"model.{k}={json.dumps(hparams.get(k), separators=(',', ':'), default=str):.60}"
+            for k in ("hidden_dims", "batch_norm")
         )
-    differs = sorted(
-        set(state) ^ set(mine) | {k for k in mine if k in state and state[k].shape != mine[k].shape}
+
+    saved, asked = checkpoint.get("hyper_parameters"), values(model.hparams)
+    theirs = values(saved) if isinstance(saved, dict) else asked
+    what = (
+        f": it was trained with {theirs}" if theirs != asked else f" (its weight shapes: {shapes})"
     )
-    shapes = {k: tuple(v.shape) for k, v in state.items() if k.endswith("weight")}
     raise CheckpointError(
-        f"{path} holds a different architecture than the config asks for (its weight shapes: "
-        f"{shapes}; differing entries: {', '.join(differs[:6])}). Use the model.* settings it "
-        "was trained with, or another checkpoint."
+        f"{path} holds a different architecture than the config asks for{what:.400}, the config "
+        f"has {asked}. Give its values on the command line, or use another checkpoint."
     )
-
-
-def model_value(value: object) -> str:
-    """A config value as one types it on the command line: `[512,256]`, `true`."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | tuple):
-        return f"[{','.join(map(str, value))}]"
-    return str(value)[:60]
 
 
 def unrestorable(path: str | Path, error: BaseException) -> CheckpointError:
@@ -256,10 +239,9 @@ def unrestorable(path: str | Path, error: BaseException) -> CheckpointError:
 def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Path) -> None:
     """Fail before training if `checkpoint` cannot continue `model`'s run: its weights must fit,
     it may name only files of its own run, and its optimizer and schedule states must take a
-    step. A run made by an older version may group the parameters differently, and the fused
-    optimizers read their state unchecked (a tensor of the wrong shape crashes the process):
-    so the state is loaded into the same optimizer over copies of the weights, on torch's
-    single-tensor path, which raises where a fused kernel would crash, and stepped once."""
+    step. The fused optimizers read their state unchecked (a tensor of the wrong shape crashes
+    the process): so it is stepped once on copies of the weights, on torch's single-tensor path,
+    which raises where a fused kernel would crash."""
     weights = checkpoint["state_dict"]
     if not isinstance(weights, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()

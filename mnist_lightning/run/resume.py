@@ -1,12 +1,10 @@
-"""Run directories, and `resume=<run_dir>`: continue a run in its own directory, with its own
+"""Run directories, and `resume=<run_dir>`: continue a run in its own directory with its own
 config, and stop one so that it can be continued (`GracefulInterrupt`).
 
-The run to resume is found and locked before Hydra starts (`claim_run_directory`), so Hydra
-logs into it, not a new one, and keeps its `.hydra/config.yaml`. Every check comes before
-anything is written. A run directory someone handed you is data, never code: its files must
-be regular files and directories of its own (no links out of it, no FIFOs), and its saved
-config may choose values, but may name only the classes this project and Lightning provide,
-and only places inside the run to write to. (What its checkpoint may hold: run/checkpoint.py.)
+The run is found and locked before Hydra starts (`claim_run_directory`), so Hydra logs into it.
+A run directory someone handed you is data, never code: its files must be regular files and
+directories of its own, and its saved config may choose values, but not classes (`conf/` and
+the command line do) nor places outside the run to write to. (Its checkpoint: checkpoint.py.)
 """
 
 import logging
@@ -170,8 +168,8 @@ def claim_run_directory(args: list[str]) -> list[str]:
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
 
 
-COUNTS = {"max_steps": "global_step", "max_epochs": "epoch"}  # metrics.json's count of each
-LIMITS = ("trainer.max_steps", "trainer.max_epochs")
+# Each limit of trainer, and metrics.json's count of it
+LIMITS = {"max_steps": "global_step", "max_epochs": "epoch"}
 
 
 def limits(trainer: DictConfig) -> dict[str, Any]:
@@ -183,37 +181,24 @@ def limits(trainer: DictConfig) -> dict[str, Any]:
     return {"max_steps": steps, "max_epochs": epochs}
 
 
-def reached_limit(trainer: DictConfig, done: dict) -> str | None:
-    """The limit of `trainer` (max_steps or max_epochs) that a run's results show reached."""
-    for key, limit in limits(trainer).items():
-        got = done.get(COUNTS[key])
-        if isinstance(limit, int) and limit >= 0 and isinstance(got, int) and got >= limit:
-            return key
-    return None
-
-
-def finished(resumed: DictConfig, run: Path) -> dict | None:
-    """The results of `run` if it ended and the command takes it no further: it asks for the
-    limits the run had (one stopped early stays stopped; by max_time too: the checkpoint holds
-    its clock), or for limits the results show reached (it was extended once before)."""
+def finished(run: Path, trainer: DictConfig) -> str | None:
+    """How to train `run` further if it ended and `trainer`'s limits take it no further: it
+    reached one of them, or stopped before the limits it had (max_time, early stopping: their
+    state is in the checkpoint). None: not finished, or the limits extend it."""
     done = results(run)
     if done is None:
         return None
+    for key, limit in limits(trainer).items():
+        count = done.get(LIMITS[key])
+        if isinstance(limit, int) and limit >= 0 and isinstance(count, int) and count >= limit:
+            return f"To train it further, raise trainer.{key} above {count}."
     saved = saved_config(run).trainer
-    same = limits(resumed.trainer) == limits(saved) or saved.get("max_time")
-    return done if same or reached_limit(resumed.trainer, done) else None
-
-
-def further(cfg: DictConfig, done: dict) -> str:
-    """How to train a finished run further: raise the limit it reached, or, if it stopped
-    before (max_time, early stopping: resume= cannot extend those), start anew from it."""
-    key = reached_limit(cfg.trainer, done)
-    if key:
-        return f"To train it further, raise trainer.{key} above {done[COUNTS[key]]}."
-    last = last_checkpoint(Path(cfg.paths.output_dir))
+    if limits(trainer) != limits(saved) and not saved.get("max_time"):
+        return None
     return (
         "It stopped before its limits (trainer.max_time or early stopping), which resume= "
-        f"does not extend; to train further, start a new run from it: mnist-train ckpt_path={last}"
+        "does not extend; to train further, start a new run from it: mnist-train "
+        f"ckpt_path={last_checkpoint(run)}"
     )
 
 
@@ -227,26 +212,27 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
             "new run from a checkpoint's weights: give one of them, not both."
         )
-    if not single:  # a re-launched sweep or a requeued job: a job with a checkpoint goes on
-        job_dir = Path(cfg.paths.output_dir)  # as a run does; one without starts afresh,
-        if not last_checkpoint(job_dir).is_file() and (done := job_finished(job_dir, [])):
-            log.info("%s finished before; skipped", job_dir)  # if it had not completed
-            return cfg, done["val/acc_best"]
+    if not single:  # a re-launched sweep or a requeued job: one with a checkpoint goes on as a
+        job_dir = Path(cfg.paths.output_dir)  # run does; one without is skipped if it completed
         cfg.resume = str(job_dir) if last_checkpoint(job_dir).is_file() else None
+        if not cfg.resume and completed(job_dir) and (done := results(job_dir)):
+            log.info("%s finished before; skipped", job_dir)
+            return cfg, done["val/acc_best"]
     if not cfg.resume:
         return cfg, None
     cfg = resumed_config(cfg)
     run = Path(cfg.paths.output_dir)
-    done = finished(cfg, run)
-    if done and single:
+    advice = finished(run, cfg.trainer)
+    if advice is None:
+        return cfg, None
+    if single:
         print(
-            f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. "
-            + further(cfg, done)
+            f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. {advice}"
         )
         put_back_locks()
-    elif done:
+    else:
         log.info("%s finished before; skipped", run)
-    return cfg, done and done["val/acc_best"]
+    return cfg, results(run)["val/acc_best"]
 
 
 @contextmanager
@@ -323,14 +309,15 @@ def find_run(resume: str, sweep: bool = False) -> Path:
     return check_run_files(run.resolve())
 
 
-def job_finished(job_dir: Path, overrides: list[str]) -> dict | None:
-    """The results of a sweep job that completed, if its launch with `overrides` (a re-launch
-    may raise trainer.max_epochs, max_steps) takes it no further (`finished`)."""
+def job_finished(job_dir: Path, overrides: list[str]) -> bool:
+    """Whether a sweep job completed and its launch with `overrides` (a re-launch may raise
+    trainer.max_epochs, max_steps) takes it no further (`finished`)."""
     if not completed(job_dir):
-        return None
+        return False
     asked = OmegaConf.create({"trainer": saved_config(job_dir).trainer})
-    asked.merge_with_dotlist([o for o in overrides if o.split("=")[0] in LIMITS])
-    return finished(asked, job_dir)
+    keys = [f"trainer.{key}" for key in LIMITS]
+    asked.merge_with_dotlist([o for o in overrides if o.split("=")[0] in keys])
+    return finished(job_dir, asked.trainer) is not None
 
 
 def results(run: Path) -> dict | None:
@@ -412,9 +399,8 @@ def relaunch(sweep: Path, resume: str) -> str:
 
 def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
     """A sweep is re-launched with the values it ran with, as written (to Lightning, a limit
-    of 1.0 is not 1), else jobs yet to run would train others, in one summary with those that
-    ran. What may change is what a run's resume= may (`RESUMABLE_KEYS`, not swept), and the
-    order of the overrides."""
+    of 1.0 is not 1), else its jobs yet to run would train others; in any order, and
+    `RESUMABLE_KEYS` (not swept) may change."""
     given = get_args_parser().parse_known_args(args)[0].overrides  # as Hydra reads them
     given = OverridesParser.create().parse_overrides(given)
     swept = ("hydra.sweeper.params", "hydra/sweeper")  # Hydra's keys that choose the jobs
@@ -447,20 +433,9 @@ def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
 ADDABLE = {
     *(
         f"lightning.pytorch.callbacks.{name}"
-        for name in (
-            "BatchSizeFinder",
-            "EarlyStopping",
-            "LearningRateFinder",
-            "LearningRateMonitor",
-            "ModelCheckpoint",
-            "ModelSummary",
-            "OnExceptionCheckpoint",
-            "RichModelSummary",
-            "RichProgressBar",
-            "StochasticWeightAveraging",
-            "TQDMProgressBar",
-            "Timer",
-        )
+        for name in "BatchSizeFinder EarlyStopping LearningRateFinder "  # noqa: SIM905
+        "LearningRateMonitor ModelCheckpoint ModelSummary OnExceptionCheckpoint RichModelSummary "
+        "RichProgressBar StochasticWeightAveraging TQDMProgressBar Timer".split()
     ),
     "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.TensorBoardLogger",
@@ -469,11 +444,9 @@ ADDABLE = {
 
 
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
-    """A saved config (resolved: an interpolation such as `${oc.create:...}` can make a node)
-    chooses values, not code. A node that the command's own config (`composed`: conf/ and the
-    overrides given) has takes its class from there when the class is the same by name (it
-    may have moved since the run was saved); a node that only the run has must name a class
-    of `ADDABLE`. Where its objects write is checked as built (`check_writes_inside`)."""
+    """A saved config (resolved: `${oc.create:...}` can make a node) chooses values, not code:
+    a node the command's own config (`composed`) has takes its class from there if it is the
+    same by name (it may have moved since); a node only the run has must name one of `ADDABLE`."""
     for key, name, value in nodes(saved):  # a node comes before what it holds
         if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
             raise ConfigError(
@@ -621,12 +594,14 @@ class GracefulInterrupt(L.Callback):
             self._stop = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._restore()
+        self.on_train_end(trainer, pl_module)
         fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
         if isinstance(exception, SIGTERMException) and fitting:
             trainer.save_checkpoint(self.last, weights_only=False)
@@ -645,8 +620,3 @@ class GracefulInterrupt(L.Callback):
                 f"Stopped at its time limit and not requeued ({one_line(e)}). {self.last} is "
                 "saved: relaunch the sweep with resume=<sweep dir> to continue it."
             ) from None
-
-    def _restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
