@@ -98,7 +98,7 @@ def test_bad_files_are_one_data_error_naming_the_file(
     with pytest.raises(DataError) as info:
         read_idx(path)
     assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
-    damaged = "truncated or corrupt. Delete it to fetch it again." in str(info.value)
+    damaged = "truncated or corrupt; replace it (data.source=auto" in str(info.value)
     assert damaged == ("magic" not in words and "cannot read" not in words)  # a size is damage
 
 

@@ -1,7 +1,10 @@
-"""hparams_search=optuna's sweeper: Hydra's, but a search in which no trial completed ends
-with the sweep's summary (why each failed) and exit status 1, not Optuna's traceback from
-`study.best_trial`; and a search space Optuna refuses is refused before Hydra starts."""
+"""hparams_search=optuna's sweeper: Hydra's, but a search space or setting Optuna refuses is
+one line, before Hydra starts where it can be (`check_search_space`), else before any trial
+with nothing left; and a search in which no trial completed ends with the sweep's summary (why
+each failed) and exit status 1, not Optuna's traceback from `study.best_trial`."""
 
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,28 +12,46 @@ from hydra_plugins.hydra_optuna_sweeper import _impl, optuna_sweeper
 from omegaconf import DictConfig
 
 from mnist_lightning.errors import ConfigError, one_line
+from mnist_lightning.run.resume import remove_refused
 from mnist_lightning.run.sweep import SweepSummary, job_rows
 
 
 def check_search_space(sweeper: DictConfig, sweeps: list[str]) -> None:
-    """Optuna's distributions, made as the sweep makes them from its params and the command
-    line's sweeps (`interval(1, 0)` is Optuna's traceback once the sweep directory exists)."""
-    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    """Optuna's distribution of each swept key, made as the sweep makes them from its params
+    and the command line's sweeps, with finite bounds (Optuna samples `interval(0, inf)` as an
+    OverflowError)."""
     try:
-        _impl.create_params_from_overrides(params + sweeps)
-    except Exception as e:
-        what = "hydra.sweeper.params and the command line's sweeps"
-        raise ConfigError(f"Optuna cannot search {what}: {one_line(e)}") from None
+        params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"hydra.sweeper.params cannot be read: {one_line(e)}") from None
+    trials = sweeper.get("n_trials")
+    if not isinstance(trials, int) or trials < 1:  # Optuna's: "Record does not exist."
+        raise ConfigError(f"hydra.sweeper.n_trials={trials} must be 1 or more trials.")
+    for param in params + sweeps:
+        try:
+            searched, _ = _impl.create_params_from_overrides([param])
+        except Exception as e:
+            raise ConfigError(f"{param}: Optuna cannot search it: {one_line(e)}") from None
+        for distribution in searched.values():
+            bounds = [getattr(distribution, bound, 0) for bound in ("low", "high")]
+            if not all(math.isfinite(bound) for bound in bounds):
+                raise ConfigError(f"{param}: Optuna searches between finite bounds only.")
 
 
 class OptunaSweeper(optuna_sweeper.OptunaSweeper):
     def sweep(self, arguments: list[str]) -> Any:
+        config = self.sweeper.config
+        sweep_dir = Path(config.hydra.sweep.dir)
         try:
             return super().sweep(arguments)
-        except ValueError:
-            config = self.sweeper.config
-            rows = job_rows(Path(config.hydra.sweep.dir))
-            if not rows or any(row["status"] == "completed" for row in rows):
+        except Exception as e:
+            rows = job_rows(sweep_dir)
+            if not rows:  # refused before a trial ran (a setting): nothing is left of it
+                if not config.resume:
+                    remove_refused(sweep_dir)
+                print(f"Error: the Optuna search cannot start: {one_line(e)}", file=sys.stderr)
+                sys.exit(2)
+            if not isinstance(e, ValueError) or any(r["status"] == "completed" for r in rows):
                 raise
             SweepSummary().on_multirun_end(config)  # prints the summary, exits with status 1
             raise

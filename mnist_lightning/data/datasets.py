@@ -107,7 +107,9 @@ DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we mu
 # torchvision's `read_sn3_pascalvincent_tensor`: that one reads any file to its end (a FIFO hangs,
 # a link to /dev/zero fills memory) and fails on a truncated one with a reshape traceback.
 MAX_DIMS = 4
-DAMAGED = "the file is truncated or corrupt. Delete it to fetch it again."
+DAMAGED = (
+    "the file is truncated or corrupt; replace it (data.source=auto fetches the official one)."
+)
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:

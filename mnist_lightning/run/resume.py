@@ -247,16 +247,22 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
         run = Path(cfg.paths.output_dir)
         new = HydraConfig.get().mode == RunMode.RUN and not cfg.resume
         if new and is_rank_zero() and not (run / "checkpoints").exists():
-            shutil.rmtree(run, ignore_errors=True)
-            for parent in run.absolute().parents:  # outputs/runs/, outputs/: if this run made them
-                if parent in BEFORE_HYDRA:  # the folder that existed: its times as they were
-                    times = BEFORE_HYDRA[parent]
-                    os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
-                    break
-                if parent == Path.cwd() or any(parent.iterdir()):
-                    break
-                parent.rmdir()
+            remove_refused(run)
         raise
+
+
+def remove_refused(made: Path) -> None:
+    """A run or sweep directory this command made and then refused, and the folders above it
+    that it made; the one that existed gets its times back."""
+    shutil.rmtree(made, ignore_errors=True)
+    for parent in made.absolute().parents:  # outputs/runs/, outputs/: if this command made them
+        if parent in BEFORE_HYDRA:
+            times = BEFORE_HYDRA[parent]
+            os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+            break
+        if parent == Path.cwd() or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 # The checkpoint conf/callbacks/default.yaml rewrites at every epoch end: what resume= reads.
