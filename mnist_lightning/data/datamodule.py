@@ -100,8 +100,8 @@ class TensorBatches:
         return {"epoch": self.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """After a checkpoint at an epoch's end (also one ended by limit_train_batches),
-        Lightning's `set_epoch` names the next, which starts at its first batch."""
+        """Continue mid-epoch where `state` was taken; after a checkpoint at an epoch's end (one
+        ended by limit_train_batches too) Lightning's `set_epoch` names the next epoch."""
         self.epoch, self._resume_at = state["epoch"], state["batches_done"]
         self.batches_done = self._resume_at  # what a checkpoint before the next batch records
 
