@@ -161,6 +161,8 @@ def claim_run_directory(args: list[str]) -> list[str]:
     if not resume:
         return args
     run = find_run(resume, sweep=multirun)
+    if given and Path(given[-1]).resolve() != run:  # Hydra would log and save its config there
+        raise ConfigError(f"resume= continues {run} in its own directory; drop {key}={place}.")
     if multirun:
         check_relaunch(args, run, resume)
     if is_rank_zero():  # before Hydra appends to the run's train.log
