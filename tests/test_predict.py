@@ -97,9 +97,8 @@ def test_a_float_picture_with_pixels_that_are_not_numbers_is_refused(value: floa
 )  # fmt: skip
 @pytest.mark.parametrize("side", [96, pytest.param(2100, marks=pytest.mark.slow)])
 def test_a_deep_picture_is_read_as_its_8_bit_copy_is(kind: object, white: float, side: int) -> None:
-    """A float or 16-bit picture (a scientific TIFF) is scaled by its white, not clipped, also
-    when shrunk (whose filter overshoots; Pillow cannot shrink I;16 by 4x or more, and shrinks
-    big-endian ones into junk)."""
+    """Scaled by its white, not clipped, also when shrunk (whose filter overshoots; Pillow cannot
+    shrink I;16 by 4x or more, and shrinks big-endian ones into junk)."""
     seven = drawn_seven().resize((side, side))
     values = np.asarray(seven, np.float64) / 255 * white
     if isinstance(kind, str):  # as a TIFF reader makes them, in that byte order
@@ -111,13 +110,12 @@ def test_a_deep_picture_is_read_as_its_8_bit_copy_is(kind: object, white: float,
 
 
 def test_a_speck_alone_is_refused_not_read_as_a_digit() -> None:
-    """A dot of dirt on a clean page was blown up to 20x20 and read as an 8; a small digit
-    is still read."""
+    """A dot of dirt on a clean page was blown up to 20x20 and read as an 8."""
     page = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(page).ellipse((100, 100, 106, 106), fill=0)
     with pytest.raises(ImageError, match=r"^speck.png: the only ink is a speck of 9x9 pixels"):
         prepare(page, "speck.png")
-    small = Image.new("L", (200, 200), 255)
+    small = Image.new("L", (200, 200), 255)  # a small digit is still read
     small.paste(drawn_seven().resize((16, 16)), (90, 90))
     assert prepare(small).sum() > 0
 
@@ -282,9 +280,8 @@ def test_a_new_path_or_an_earlier_grid_is_written(grid: str, tmp_path: Path) -> 
 def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """NaN weights made mnist-predict print `"probability": NaN` (not JSON) and exit 0. An
-    image the model gives no finite answer for is skipped, by name, like an unreadable one:
-    with weights infinite on the centre pixel, NaN where it is ink, finite where it is not."""
+    """NaN weights made it print `"probability": NaN` (not JSON) and exit 0. Weights infinite
+    on the centre pixel: NaN where it is ink, finite where it is not."""
     model = MNISTClassifier(hidden_dims=[4])
     with torch.no_grad():
         model.net.layers[0].weight.zero_()
@@ -307,22 +304,19 @@ def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
     assert [row["file"] for row in rows] == [str(ring)] and 0 <= rows[0]["probability"] <= 1
 
 
-def drawn_seven() -> Image.Image:
-    """A 7 drawn with a black pen on white, 96x96."""
+def drawn_seven() -> Image.Image:  # black pen on white, 96x96
     image = Image.new("L", (96, 96), 255)
     ImageDraw.Draw(image).line([(25, 20), (70, 20), (40, 80)], fill=0, width=7)
     return image
 
 
-def transparent(seven: Image.Image) -> Image.Image:
-    """A digital drawing: transparent black, opaque where the pen went."""
+def transparent(seven: Image.Image) -> Image.Image:  # opaque where the pen went
     rgba = Image.new("RGBA", seven.size, (0, 0, 0, 0))
     rgba.putalpha(Image.eval(seven, lambda v: 255 - v))
     return rgba
 
 
-def dirty(seven: Image.Image) -> Image.Image:
-    """A speck in the corner and a shadow's edge along the left side, far from the digit."""
+def dirty(seven: Image.Image) -> Image.Image:  # a speck and a shadow's edge, far from the 7
     draw = ImageDraw.Draw(seven)
     draw.ellipse((84, 84, 88, 88), fill=0)
     draw.line([(3, 5), (3, 90)], fill=90, width=2)
@@ -350,21 +344,24 @@ def test_a_picture_is_read_as_its_plain_upright_clean_copy(
     assert torch.allclose(got, expected, atol=atol)
 
 
+def ink_box(path: Path, level: float, **objects: bool) -> tuple[int, int]:
+    """The height and width of what `read_image` makes of `path` above `level`."""
+    rows, cols = np.nonzero(read_image(path, **objects).numpy() > level)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
 def test_a_garment_filling_its_picture_is_prepared_whole(tmp_path: Path) -> None:
-    """Fashion-MNIST pictures are objects, not strokes: a product photo on white is trimmed
-    to the object and scaled to 28, not refused or thinned as a digit would be."""
+    """Fashion-MNIST pictures are objects, not strokes: trimmed and scaled to 28, not refused
+    or thinned as a digit would be."""
     photo = Image.new("L", (120, 90), 255)
     photo.paste(60, (10, 5, 110, 85))  # a dark grey garment filling most of the frame
     photo.save(tmp_path / "shirt.png")
-    image = read_image(tmp_path / "shirt.png", objects=True)
-    rows, cols = np.nonzero(image.numpy() > 0.5)
-    assert cols.max() - cols.min() + 1 == 28  # its longest side, scaled to 28
-    assert 20 <= rows.max() - rows.min() + 1 <= 24  # its aspect kept
+    height, width = ink_box(tmp_path / "shirt.png", 0.5, objects=True)
+    assert width == 28 and 20 <= height <= 24  # its longest side scaled to 28, its aspect kept
 
 
 def test_a_digit_written_in_dots_keeps_every_dot(tmp_path: Path) -> None:
-    """A 7 in dots (a dot-matrix display, a stencil, a skipping pen) is one digit: the same
-    picture drawn in a solid line and in dots fill the same box."""
+    """A dot-matrix display, a stencil, a skipping pen: one digit, as the solid line is."""
     seven = [(128, 100), (384, 100), (230, 435)]
     dots, solid = Image.new("L", (512, 512), 255), Image.new("L", (512, 512), 255)
     ImageDraw.Draw(solid).line(seven, fill=0, width=16)
@@ -374,16 +371,11 @@ def test_a_digit_written_in_dots_keeps_every_dot(tmp_path: Path) -> None:
             ImageDraw.Draw(dots).ellipse((x - 8, y - 8, x + 8, y + 8), fill=0)
     dots.save(tmp_path / "dots.png")
     solid.save(tmp_path / "solid.png")
-    box = []
-    for name in ("dots", "solid"):
-        image = read_image(tmp_path / f"{name}.png").numpy()
-        rows, cols = np.nonzero(image > 0.3)
-        box.append((rows.max() - rows.min(), cols.max() - cols.min()))
+    box = [ink_box(tmp_path / f"{name}.png", 0.3) for name in ("dots", "solid")]
     assert abs(box[0][0] - box[1][0]) <= 2 and abs(box[0][1] - box[1][1]) <= 2, box
 
 
 def test_a_write_that_fails_is_one_line_naming_the_file() -> None:
-    """mnist-eval's results, mnist-export's output and mnist-predict's grid (a full disk)."""
     with pytest.raises(UserError) as info, writing("grid=g.png"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), ".g.png.x1.tmp")
     assert str(info.value) == "Cannot write grid=g.png: No space left on device (.g.png.x1.tmp)."
