@@ -1,5 +1,4 @@
-"""The network (`MLP`) and the LightningModule (`MNISTClassifier`): shapes, layers, optimizer
-parameter groups, schedules and checkpointable hyper-parameters."""
+"""The network (`MLP`) and the LightningModule (`MNISTClassifier`)."""
 
 import itertools
 import json
@@ -102,8 +101,6 @@ def ids(params: Iterable[torch.Tensor]) -> list[int]:
 
 @pytest.mark.parametrize("scheduler", [s for s in SCHEDULERS if s != "none"])
 def test_lightning_steps_the_schedule_at_its_interval(scheduler: str) -> None:
-    """configure_optimizers hands the schedule to Lightning with its interval; Lightning steps
-    it (per optimizer step for onecycle/cosine, per epoch for step/plateau)."""
     images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (64,))
     model = MNISTClassifier(hidden_dims=[4], scheduler=scheduler, lr_step_epochs=1)
@@ -129,8 +126,7 @@ def test_lr_schedules_are_functions_of_progress(schedule: str) -> None:
         assert values[0] == 1.0 and values == sorted(values, reverse=True)
 
 
-def bare_trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:
-    """Epochs on the CPU with nothing but training: no logs, checkpoints or validation."""
+def bare_trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:  # training only, on the CPU
     return L.Trainer(
         accelerator="cpu",
         max_epochs=max_epochs,
@@ -144,9 +140,8 @@ def bare_trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:
 
 
 class DeviceReads(TorchDispatchMode):
-    """Records the operations that make the host and the device wait for each other: reading
-    a value back (`.item()`, `bool(tensor)`, data-dependent shapes) or making a tensor from
-    Python values (on a GPU, a blocking copy). On a GPU each one stalls the queue."""
+    """Records what makes the host wait for the device: reading a value back (`.item()`,
+    `bool(tensor)`, data-dependent shapes) or a tensor made from Python values."""
 
     SYNCS = frozenset(
         {
@@ -170,8 +165,7 @@ class DeviceReads(TorchDispatchMode):
 
 
 def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
-    """Runs the training epochs after the first (batches, augmentation, steps, Lightning's
-    loop) under `mode`; the first builds what is cached for the others."""
+    """The training epochs after the first (which builds what is cached) under `mode`."""
     watching: list[bool] = []
 
     def start(trainer: L.Trainer, *_: object) -> None:
@@ -188,10 +182,8 @@ def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
 
 @pytest.mark.slow
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
-    """No per-step host sync, with every per-step option on: the train metrics are summed on
-    the device and read once per logging window (none falls in these 24 steps; the epoch-end
-    log is outside the watched span). model.max_norm caps each hidden unit's incoming weights
-    after every step (torch's initial rows of 784 or 16 weights have norms of about 0.58)."""
+    """With every per-step option on: the metrics are read once per logging window (none in
+    these 24 steps). model.max_norm caps each hidden unit's incoming weights after each step."""
     with DeviceReads() as control:  # the watcher does see a read and a tensor from the host
         torch.ones(()).item()
         torch.tensor([1, 2])
@@ -220,24 +212,19 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
 def test_input_dropout_drops_pixels_in_training_only() -> None:
     net = MLP(hidden_dims=[8], input_dropout=0.5)
     images = torch.full((4, 28, 28), 0.5)
-    first = net.layers[0]
     seen: list[torch.Tensor] = []
-    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-    net.train()
-    net(images)
-    black = (
-        torch.isclose(seen[-1], torch.tensor(-MNIST_MEAN / MNIST_STD)).float().mean()
-    )  # a dropped pixel is black
-    assert 0.4 < black < 0.6
-    net.eval()
-    net(images)
+    net.layers[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    net.train()(images)
+    black = torch.isclose(seen[-1], torch.tensor(-MNIST_MEAN / MNIST_STD))  # a dropped pixel
+    assert 0.4 < black.float().mean() < 0.6
+    net.eval()(images)
     assert torch.allclose(seen[-1], torch.full_like(seen[-1], (0.5 - MNIST_MEAN) / MNIST_STD))
 
 
 @pytest.mark.slow
 def test_half_precision_keeps_the_window_sums_in_float32() -> None:
-    """precision=bf16-true converts the module's float buffers; the train window's sums and
-    counts (exact to 2^24 in float32, to 256 in bfloat16) and val/acc_best stay float32."""
+    """precision=bf16-true converts the module's float buffers; the window's counts would stop
+    at 256 in bfloat16."""
     images = torch.randint(0, 256, (320, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (320,))
     model = MNISTClassifier(hidden_dims=[16], optimizer="sgd", scheduler="none")
@@ -254,7 +241,6 @@ def test_half_precision_keeps_the_window_sums_in_float32() -> None:
 
 
 def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Path:
-    """`model` saved as mnist-train would, with `changes` made to the checkpoint."""
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
     checkpoint["global_step"] = 20
     for key, value in changes.items():
@@ -286,9 +272,7 @@ BUILT = "hyper_parameters do not describe a model of this version"
 def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
     change: dict, words: str, tmp_path: Path
 ) -> None:
-    """What mnist-eval, mnist-predict and mnist-export load: one CheckpointError naming the
-    file, never torch's exception (a negative width) or tens of GB allocated (a huge one): the
-    network's size is bounded before any tensor is made."""
+    """Never torch's exception (a negative width) or tens of GB allocated (a huge one)."""
     path = checkpoint_file(tmp_path / "x.ckpt", MNISTClassifier(hidden_dims=[4]), **change)
     with pytest.raises(CheckpointError) as info:
         load_classifier(path, torch.device("cpu"))
