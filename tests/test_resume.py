@@ -42,8 +42,7 @@ def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
-    """The run left alone, which every killed and resumed one must equal (checkpoints are
-    written when they are: saving one changes nothing of the training)."""
+    """The run left alone (saving a checkpoint changes nothing of the training)."""
     cwd = tmp_path_factory.mktemp("reference")
     return train(cwd, synthetic_mnist, [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE])
 
@@ -64,13 +63,9 @@ STOPS = [  # (signal, sent at step, where, the steps last.ckpt may then hold)
 def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
     reference: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """SIGKILL loses the steps since the last checkpoint: callbacks.periodic_checkpoint
-    (Lightning's ModelCheckpoint with train_time_interval, 5 minutes by default) writes
-    last.ckpt within an epoch; at 0.1 s, with every step slowed to at least 10 ms, at most
-    ~10 steps are lost. Ctrl-C saves where it stopped, mid-epoch; SIGTERM during a validation
-    lets it finish and stops at the end of that epoch; SIGTERM during the final test leaves
-    last.ckpt as training ended. One run takes each in turn, resumed in its own directory
-    after each, and ends bit for bit where the uninterrupted run ends."""
+    """One run takes each stop in turn, resumed in its own directory after each. SIGKILL loses
+    the steps since callbacks.periodic_checkpoint's last save: at 0.1 s, with every step slowed
+    to at least 10 ms, at most ~10."""
     args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
     for kill, step, where, saved in STOPS:
         slow = {"STEP_SECONDS": "0.01"} if kill == "KILL" else {}
@@ -95,8 +90,6 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Epoch 0's checkpoints are written; at the end of epoch 1 the disk is full: one clear
-    message, exit 2, last.ckpt still epoch 0's, no temporary files, no metrics.json."""
     monkeypatch.setattr(os, "fsync", os.fsync)  # tests/disk_full.py breaks it; put back after
     args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
     env = {"MNIST_DATA_DIR": str(synthetic_mnist), "DISK_FULL_AT_EPOCH": "1"}
@@ -109,8 +102,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def stepped_checkpoint() -> dict:
-    """A checkpoint of a small model whose optimizer (two groups of two tensors: weights with
-    decay, biases without) has taken one step, so it holds state."""
+    """Its optimizer (two groups of two tensors) has taken a step, so it holds state."""
     model = MNISTClassifier(hidden_dims=[8])
     optimizer = model.build_optimizer()
     for param in model.parameters():
@@ -182,8 +174,7 @@ CRAFTED = {
 def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_training(
     crafted: str,
 ) -> None:
-    """The state is stepped once on torch's single-tensor path, which raises where the fused
-    optimizers crashed the process (a segfault); each gets one line with the remedy."""
+    """Stepped once on torch's single-tensor path, which raises where the fused one segfaulted."""
     change, words = CRAFTED[crafted]
     checkpoint = stepped_checkpoint()
     check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")  # it fits
@@ -229,9 +220,7 @@ def test_a_finished_run_is_one_the_command_takes_no_further_and_says_how_to(
 
 
 def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
-    """At a SLURM job's time limit GracefulInterrupt hands SIGUSR2 to submitit's own handler
-    after its save; when submitit will not requeue the job again, that is the job's one line
-    (recorded in the sweep's summary), not submitit's traceback."""
+    """GracefulInterrupt hands SIGUSR2 to submitit's handler after its save: not its traceback."""
     from submitit.core.job_environment import SignalHandler
     from submitit.core.utils import DelayedSubmission, JobPaths
     from submitit.slurm.slurm import SlurmJobEnvironment
