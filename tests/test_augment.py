@@ -61,7 +61,6 @@ def test_translate_moves_whole_pixels_within_the_limit() -> None:
 
 
 def test_affine_limits_bound_the_displacement() -> None:
-    """A dot moves by at most the shift plus what rotation, scale and shear do at its place."""
     dot = torch.zeros(100, 28, 28)
     dot[:, 14, 18] = 1  # 4 pixels right of the centre
     out = draw(Augment("affine", max_shift=1, max_rotation=5, max_scale=0.05, max_shear=5), dot, 0)

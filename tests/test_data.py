@@ -76,8 +76,7 @@ def test_the_split_and_a_stratified_subset_of_the_requested_size_are_functions_o
 def test_bad_sizes_name_the_key_before_a_run_starts(
     synthetic_mnist: Path, tmp_path: Path, kwargs: dict, key: str
 ) -> None:
-    """mnist-train calls check_sizes before its Trainer and loggers write anything (setup
-    again); before the files are fetched, against the official files' count."""
+    """mnist-train calls check_sizes before anything is written; unfetched: the official count."""
     dm = MNISTDataModule(str(synthetic_mnist), source="files", **({"val_size": 200} | kwargs))
     with pytest.raises(DataError, match=key):
         dm.check_sizes()
@@ -116,9 +115,7 @@ def test_the_order_depends_on_seed_and_epoch_only() -> None:
 
 @pytest.mark.parametrize("taken", [4, 11, 5], ids=["mid-epoch", "epoch-end", "limit_batches=5"])
 def test_a_loaded_state_goes_on_as_the_uninterrupted_loader(taken: int) -> None:
-    """A state taken mid-epoch resumes that epoch at the next batch; one taken at an epoch's end
-    (after all 11 batches, or after 5 when limit_train_batches ends it early) starts the next
-    epoch whole, as Lightning sets it (`set_epoch`) before it iterates."""
+    """One taken at an epoch's end starts the next epoch whole, as Lightning sets it first."""
     original = loader()
     original.set_epoch(1)
     items = iter(original)

@@ -1,6 +1,5 @@
-"""The package's layout keeps its promises: entry points import no other entry point, and each
-rule that moved to one place (the best checkpoint, another architecture) still says what it
-said."""
+"""The package's layout: entry points import no other entry point; each rule that moved to one
+place (the best checkpoint, another architecture) still says what it said."""
 
 import ast
 import json

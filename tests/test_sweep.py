@@ -1,6 +1,5 @@
-"""Hydra multirun: one directory per job, a summary of all of them, failures recorded. The
-killed sweep and joblib's workers need processes; the others run mnist-train's console entry
-in the test process. Every sweep trains but a re-launch refused."""
+"""Hydra multirun: one directory per job, a summary of all of them, failures recorded, a killed
+sweep re-launched in place."""
 
 import csv
 import json
@@ -22,9 +21,7 @@ from tests.helpers.worlds import snapshot
 def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_side(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """A job that fails as it trains (diverges) is recorded and the others go on (a bad value
-    refuses the whole sweep before it starts: test_bad_input.py). With joblib, two jobs at a
-    time, each with a share of the cores."""
+    """(A bad value refuses the whole sweep before it starts: test_bad_input.py.)"""
     args = ["-m", *SMALL, "trainer.max_epochs=1", "model.lr=0.001,0.002,1e30"]
     args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     done = run_cli("train", args, tmp_path, synthetic_mnist)
@@ -59,10 +56,8 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
 def test_a_killed_sweep_is_relaunched_in_place(
     tmp_path: Path, synthetic_mnist: Path, trained_run: Path
 ) -> None:
-    """SIGKILL in the middle of job 0; `resume=<sweep_dir>` resumes job 0 from its checkpoint
-    and starts job 1; a second re-launch skips both, a third with a higher max_epochs trains
-    both further (those three in this process); a job that ran keeps its .hydra/ and status
-    overrides. The jobs start from a checkpoint's weights: resume= continues them."""
+    """Killed in job 0: resumed, job 1 started; again: both skipped; with a higher max_epochs:
+    both trained further. The jobs start from a checkpoint's weights: resume= continues them."""
     args = [
         "-m",
         *SMALL,
@@ -109,10 +104,8 @@ def test_a_killed_sweep_is_relaunched_in_place(
 def test_a_sweep_is_relaunched_only_as_it_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Other values would train the jobs yet to run unlike those that ran: refused before
-    Hydra starts (claim_run_directory, which mnist-train calls first), naming what differs (not
-    the overrides' order, nor RESUMABLE_KEYS unswept); without -m, resume=
-    of a sweep says how to re-launch it."""
+    """Other values would train the jobs yet to run unlike those that ran (the overrides' order
+    and RESUMABLE_KEYS unswept do not count)."""
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     sweep.mkdir(parents=True)
     ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]", "~logger"]
