@@ -272,24 +272,19 @@ def test_a_resumed_runs_checkpoints_are_written_only_inside_it(tmp_path: Path) -
     assert not (tmp_path / "escaped.ckpt").exists()
 
 
+def checkpoint_state(folder: object) -> dict:
+    """A ModelCheckpoint's state, its best checkpoint in `folder`."""
+    best = f"{folder}/best-epoch001.ckpt"
+    paths = {"best_model_path": best, "kth_best_model_path": best, "best_k_models": {best: 0.9}}
+    return {"dirpath": str(folder), "last_model_path": "", **paths}
+
+
 def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:
     """(A path that leads out of the run is refused: the table above.)"""
-    run = tmp_path / "copy"
-    old = "/elsewhere/run/checkpoints"
-    state = {
-        "dirpath": old,
-        "best_model_path": f"{old}/best-epoch001.ckpt",
-        "kth_best_model_path": f"{old}/best-epoch001.ckpt",
-        "last_model_path": "",
-        "best_k_models": {f"{old}/best-epoch001.ckpt": 0.9},
-    }
-    checkpoint = confine_paths({"callbacks": {"ModelCheckpoint": state}}, run / "checkpoints/x")
-    here = (run / "checkpoints").resolve()
-    assert state["dirpath"] == str(here)
-    assert state["best_model_path"] == state["kth_best_model_path"] == f"{here}/best-epoch001.ckpt"
-    assert checkpoint["callbacks"]["ModelCheckpoint"]["best_k_models"] == {
-        f"{here}/best-epoch001.ckpt": 0.9
-    }
+    moved = {"callbacks": {"ModelCheckpoint": checkpoint_state("/elsewhere/run/checkpoints")}}
+    checkpoint = confine_paths(moved, tmp_path / "copy" / "checkpoints" / "x")
+    here = (tmp_path / "copy" / "checkpoints").resolve()
+    assert checkpoint["callbacks"]["ModelCheckpoint"] == checkpoint_state(here)
 
 
 def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
