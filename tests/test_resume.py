@@ -111,8 +111,14 @@ def stepped_checkpoint() -> dict:
     return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
 
 
-def state(key: str, value: object) -> Callable[[dict], None]:
-    return lambda c: c["optimizer_states"][0]["state"][0].__setitem__(key, value)
+def state(key: str, *value: object) -> Callable[[dict], None]:
+    """Parameter 0's optimizer state with `key` set to `value` (no value: removed)."""
+    moments = lambda c: c["optimizer_states"][0]["state"][0]  # noqa: E731
+    return lambda c: moments(c).update({key: value[0]}) if value else moments(c).pop(key)
+
+
+def group(index: int, **values: object) -> Callable[[dict], None]:
+    return lambda c: c["optimizer_states"][0]["param_groups"][index].update(values)
 
 
 def regroup(checkpoint: dict) -> None:
@@ -126,6 +132,9 @@ def schedule(**values: object) -> Callable[[dict], None]:
 
 
 SHAPE = r"for parameter 0 \(net\.layers\.0\.weight\) it holds"
+NO_STEP, NO_SCHEDULE = (
+    rf"{what} state cannot take a step \(" for what in ("optimizer", "learning-rate schedule")
+)
 # how the checkpoint is changed, and the words of its one line (a moment of the wrong shape:
 # test_trust.py, through mnist-train)
 CRAFTED = {
@@ -139,21 +148,15 @@ CRAFTED = {
         rf"{SHAPE} exp_avg of shape \(8, 784\), not a contiguous tensor",
     ),
     "an empty step": (state("step", torch.zeros(0)), rf"{SHAPE} step of shape \(0,\), not a"),
-    "a missing moment": (
-        lambda c: c["optimizer_states"][0]["state"][0].pop("exp_avg_sq"),
-        r"optimizer state cannot take a step \(KeyError: 'exp_avg_sq'\)",
-    ),
-    "a rate that is not a number": (
-        lambda c: c["optimizer_states"][0]["param_groups"][0].update(lr="fast"),
-        r"optimizer state cannot take a step \(TypeError: ",
-    ),
+    "a missing moment": (state("exp_avg_sq"), NO_STEP + r"KeyError: 'exp_avg_sq'\)"),
+    "a rate that is not a number": (group(0, lr="fast"), NO_STEP + "TypeError: "),
     "a negative second moment": (
         state("exp_avg_sq", torch.full((8, 784), -1.0)),
-        r"optimizer state cannot take a step \(a step with it makes the weights infinite or NaN",
+        NO_STEP + "a step with it makes the weights infinite or NaN",
     ),
     "a setting the fused step refuses": (
-        lambda c: c["optimizer_states"][0]["param_groups"][1].update(differentiable=True),
-        r"optimizer state cannot take a step \(it sets differentiable or capturable",
+        group(1, differentiable=True),
+        NO_STEP + "it sets differentiable or capturable",
     ),
     "an integer step": (  # torch's Adam would compute beta**(2**40) in Python: a hang
         state("step", torch.tensor(2**40)),
@@ -161,11 +164,11 @@ CRAFTED = {
     ),
     "a schedule count too large": (
         schedule(last_epoch=10**400),
-        r"learning-rate schedule state cannot take a step \(it sets last_epoch=1000",
+        NO_SCHEDULE + "it sets last_epoch=1000",
     ),
     "schedule rates not numbers": (
         schedule(base_lrs=["x", "y"]),
-        r"learning-rate schedule state cannot take a step \(TypeError: can't multiply",
+        NO_SCHEDULE + "TypeError: can't multiply",
     ),
 }
 
