@@ -43,15 +43,11 @@ def fake_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return (pixels / 256).astype(np.float32), labels, pixels
 
 
-def mirror_blob(splits: object) -> bytes:
-    """A gzip'd pickle in the form of the mirror's `mnist.pkl.gz` (protocol 2, as Python 2's)."""
-    return gzip.compress(pickle.dumps(splits, protocol=2))
-
-
-# The mirror's train, validation and test splits; its pickle, BLOB, is the official files, FILES
-# (what every source delivers: 8 training and 4 test images), exactly and in order.
+# The mirror's train, validation and test splits; its pickle, BLOB (a gzip'd pickle, protocol 2
+# as Python 2's), is the official files, FILES (what every source delivers: 8 training and 4
+# test images), exactly and in order.
 (_, ty, tpx), (_, vy, vpx), (_, sy, spx) = SPLITS = [fake_split(n, n) for n in (5, 3, 4)]
-BLOB = mirror_blob(tuple(split[:2] for split in SPLITS))
+BLOB = gzip.compress(pickle.dumps(tuple(split[:2] for split in SPLITS), protocol=2))
 FILES = {
     "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
     "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
