@@ -41,18 +41,12 @@ def linears(net: nn.Module) -> list[nn.Linear]:
         ({"hidden_dims": [8, 6]}, "Linear ReLU Linear ReLU Linear"),
         ({"hidden_dims": [8], "activation": "gelu"}, "Linear GELU Linear"),
         ({"hidden_dims": [8], "activation": "leaky_relu"}, "Linear LeakyReLU Linear"),
-        (
-            {"hidden_dims": [8, 8], "dropout": 0.25},
-            "Linear ReLU Dropout0.25 Linear ReLU Dropout0.25 Linear",
-        ),
+        ({"hidden_dims": [8, 8], "dropout": 0.25}, "Linear ReLU Dropout0.25 " * 2 + "Linear"),
         (
             {"hidden_dims": [8, 8, 8], "dropout": [0.1, 0.0, 0.3]},
             "Linear ReLU Dropout0.1 Linear ReLU Linear ReLU Dropout0.3 Linear",
         ),
-        (
-            {"hidden_dims": [8, 4], "batch_norm": True},
-            "Linear BatchNorm1d ReLU Linear BatchNorm1d ReLU Linear",
-        ),
+        ({"hidden_dims": [8, 4], "batch_norm": True}, "Linear BatchNorm1d ReLU " * 2 + "Linear"),
     ],
 )
 def test_the_layers_follow_the_keys(kwargs: dict, layers: str) -> None:
@@ -143,16 +137,10 @@ class DeviceReads(TorchDispatchMode):
     """Records what makes the host wait for the device: reading a value back (`.item()`,
     `bool(tensor)`, data-dependent shapes) or a tensor made from Python values."""
 
-    SYNCS = frozenset(
-        {
-            torch.ops.aten._local_scalar_dense.default,
-            torch.ops.aten.is_nonzero.default,
-            torch.ops.aten.equal.default,
-            torch.ops.aten.nonzero.default,
-            torch.ops.aten.masked_select.default,
-            torch.ops.aten.lift_fresh.default,
-        }
-    )
+    SYNCS = {
+        getattr(torch.ops.aten, name).default
+        for name in ("_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select")
+    } | {torch.ops.aten.lift_fresh.default}
 
     def __init__(self) -> None:
         super().__init__()
