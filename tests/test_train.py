@@ -208,9 +208,6 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1 / 300 + 1e-6)
 
 
-# End to end on the real MNIST -----------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> Path:
     cwd = tmp_path_factory.mktemp("real")
@@ -239,10 +236,8 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     raw = raw_dir(real_mnist_dir)
-    images, labels = (
-        read_idx(raw / "t10k-images-idx3-ubyte"),
-        read_idx(raw / "t10k-labels-idx1-ubyte"),
-    )
+    images = read_idx(raw / "t10k-images-idx3-ubyte")
+    labels = read_idx(raw / "t10k-labels-idx1-ubyte")
     for i in range(20):
         picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
         picture.save(pictures / f"test{i:02d}_label{int(labels[i])}.png")
