@@ -1,6 +1,5 @@
-"""Photographed handwriting (benchmarks/handwriting.py, docs/studies.md): the set's pictures
-are made deterministically, every kind of them is prepared back into the MNIST digit it came
-from, and paper with no ink on it, however lit, is still refused as blank."""
+"""Photographed handwriting (benchmarks/handwriting.py, docs/studies.md): every kind of picture
+is made from its seed and prepared back into its digit; paper without ink, however lit, is blank."""
 
 import io
 from dataclasses import replace

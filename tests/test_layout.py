@@ -32,8 +32,7 @@ COMMANDS = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "ex
 
 
 def test_the_imports_follow_the_layout() -> None:
-    """An entry point imports no other one, only cli/ imports cli/, errors.py imports nothing
-    of the package."""
+    """Only cli/ imports cli/; errors.py imports nothing of the package."""
     imports = {p.relative_to(PACKAGE): imported_modules(p) for p in PACKAGE.rglob("*.py")}
     wrong = {
         path: found & (COMMANDS if path.parent.name == "cli" else {m for m in found if ".cli" in m})

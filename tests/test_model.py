@@ -211,8 +211,7 @@ def test_input_dropout_drops_pixels_in_training_only() -> None:
 
 @pytest.mark.slow
 def test_half_precision_keeps_the_window_sums_in_float32() -> None:
-    """precision=bf16-true converts the module's float buffers; the window's counts would stop
-    at 256 in bfloat16."""
+    """bf16-true converts the module's float buffers: the window's count would stop at 256."""
     images = torch.randint(0, 256, (320, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (320,))
     model = MNISTClassifier(hidden_dims=[16], optimizer="sgd", scheduler="none")

@@ -1,6 +1,5 @@
-"""mnist-predict's image preprocessing, fuzzed: whatever the picture, the result is a 28×28
-MNIST-like image or an `ImageError` naming the file, never another exception. Then what it
-does with files that are not pictures at all, with its arguments and with `grid=`."""
+"""mnist-predict: whatever the picture or file, a 28×28 MNIST-like image or an `ImageError`
+naming the file, never another exception; its arguments and `grid=`."""
 
 import contextlib
 import errno
@@ -348,8 +347,7 @@ def ink_box(path: Path, level: float, **objects: bool) -> tuple[int, int]:
 
 
 def test_a_garment_filling_its_picture_is_prepared_whole(tmp_path: Path) -> None:
-    """Fashion-MNIST pictures are objects, not strokes: trimmed and scaled to 28, not refused
-    or thinned as a digit would be."""
+    """Fashion-MNIST pictures are objects: not refused or thinned as a digit's strokes would be."""
     photo = Image.new("L", (120, 90), 255)
     photo.paste(60, (10, 5, 110, 85))  # a dark grey garment filling most of the frame
     photo.save(tmp_path / "shirt.png")

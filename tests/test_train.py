@@ -1,7 +1,6 @@
 """The console commands as a user runs them: real processes pin the contract (exit status, one
-line on stderr, no traceback, nothing changed on disk) and two runs side by side; training
-outcomes (divergence, a run that learns nothing, a new run from weights, torch.compile), the
-ONNX export and the end-to-end runs on the real MNIST run the console entries in this process."""
+line on stderr, nothing changed) and two runs side by side; training outcomes, the ONNX export
+and the runs on the real MNIST run the console entries in this process."""
 
 import json
 import os

@@ -1,11 +1,6 @@
-"""Run directories and checkpoints are data, never code, and one process writes a run.
-
-Each case is a run directory someone handed over, changed as an attacker or an accident would,
-resumed (to a third epoch, so that its checkpoint is read) through mnist-train's console entry
-(tests/helpers/hydra_jobs.py): it must be refused with one line naming the key or file, run
-nothing, and change nothing that existed. docs/reliability.md ("Security", "Checkpoints and run
-directories") lists them.
-"""
+"""Run directories and checkpoints are data, never code, and one process writes a run. Each
+case is a run directory spoiled as an attacker or an accident would, resumed to a third epoch
+(so that its checkpoint is read): refused in one line, nothing run, nothing changed."""
 
 import fcntl
 import json
