@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -272,7 +271,6 @@ def test_a_grid_is_written_only_where_it_overwrites_nothing_but_an_earlier_grid(
     assert not list(tmp_path.rglob("*.tmp"))  # written atomically
 
 
-@pytest.mark.usefixtures("hydra_on_conf")
 def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -289,9 +287,11 @@ def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
         pixels = np.zeros((40, 40), dtype=np.uint8)
         pixels[10:30, 10:30], pixels[14:26, 14:26] = 255, inside
         Image.fromarray(pixels).save(path)
-    args = [f"ckpt_path={tmp_path / 'x.ckpt'}", f"inputs={tmp_path}", "json=true", "device=cpu"]
-    with pytest.raises(SystemExit) as exit_info:
-        predict(compose("predict", overrides=args))
+    args = {"ckpt_path": str(tmp_path / "x.ckpt"), "inputs": str(tmp_path), "grid": None}
+    with pytest.raises(
+        SystemExit
+    ) as exit_info:  # (as Hydra composes it: test_commands_in_process.py)
+        predict(OmegaConf.create(args | {"json": True, "device": "cpu"}))
     out, err = capsys.readouterr()
     damaged = "the model's output is not finite (NaN); the checkpoint's weights are damaged."
     assert f"skipped: {filled}: {damaged}" in err and "NaN" not in out
