@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose
 from lightning.pytorch.callbacks import LambdaCallback
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -267,7 +267,6 @@ def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
     assert size_problem([MAX_WIDTH]) is None  # the widest allowed is made
 
 
-@pytest.mark.usefixtures("hydra_on_conf")
 @pytest.mark.parametrize("step", one_of_each_kind(["20", 2**70]))
 def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     step: object, tmp_path: Path, synthetic_mnist: Path
@@ -276,7 +275,8 @@ def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint_file(path, MNISTClassifier(hidden_dims=[4]), global_step=step)
-    overrides = [f"ckpt_path={path}", f"data_dir={synthetic_mnist}", "data_source=files"]
-    mnist_eval(compose("eval", overrides=[*overrides, "device=cpu"]))
+    args = {"ckpt_path": str(path), "run_dir": None, "data_dir": str(synthetic_mnist)}
+    args |= {"data_source": "files", "batch_size": 1000, "device": "cpu", "tensorboard": True}
+    mnist_eval(OmegaConf.create(args))  # (as Hydra composes it: test_commands_in_process.py)
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["global_step"] == 0
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
