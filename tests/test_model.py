@@ -277,6 +277,6 @@ def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     checkpoint_file(path, MNISTClassifier(hidden_dims=[4]), global_step=step)
     args = {"ckpt_path": str(path), "run_dir": None, "data_dir": str(synthetic_mnist)}
     args |= {"data_source": "files", "batch_size": 1000, "device": "cpu", "tensorboard": True}
-    mnist_eval(OmegaConf.create(args))  # (as Hydra composes it: test_commands_in_process.py)
+    mnist_eval(OmegaConf.create(args))  # (as Hydra composes it: test_fashion_mnist.py)
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["global_step"] == 0
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
