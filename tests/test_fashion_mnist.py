@@ -58,7 +58,6 @@ def test_fashion_mnist_is_one_override_and_mnist_stays_the_default() -> None:
     assert mnist.data.dataset == "mnist" and fashion.data.dataset == "fashion_mnist"
     data = {name: OmegaConf.to_container(cfg.data) for name, cfg in (("m", mnist), ("f", fashion))}
     assert data["f"] == data["m"] | {"dataset": "fashion_mnist"}  # one data module
-    validate(fashion)
     assert raw_dir("d", "fashion_mnist") == Path("d/FashionMNIST/raw")  # torchvision's layout
     for overrides, message in [
         ("data=fashion_mnist data.source=pypi", "data.source='pypi' is not one of: auto, files, "
