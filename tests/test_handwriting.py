@@ -1,6 +1,5 @@
-"""Photographed handwriting (benchmarks/handwriting.py, docs/studies.md): the set's pictures
-are made deterministically, every kind of them is prepared back into the MNIST digit it came
-from, and paper with no ink on it, however lit, is still refused as blank."""
+"""Photographed handwriting (benchmarks/handwriting.py, docs/studies.md): every kind of picture
+is made from its seed and prepared back into its digit; paper without ink, however lit, is blank."""
 
 import io
 from dataclasses import replace
@@ -32,9 +31,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("kind", one_of_each_kind(KINDS))  # all together: seconds
 def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: str) -> None:
-    """The same seed makes the same bytes, another seed others; without rotation, `prepare`
-    turns the photo of a re-rendered digit into an image close to the digit itself, whatever
-    the paper, light, pen, size, margins, noise or JPEG."""
+    """Without rotation, whatever the paper, light, pen, size, margins, noise or JPEG."""
     look = replace(KINDS[kind][0], rotation=0.0)
 
     def take(seed: int) -> tuple[np.ndarray, bytes, str]:
@@ -57,7 +54,6 @@ def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: 
 
 
 def lit_paper(kind: str, size: tuple[int, int] = (300, 200)) -> Image.Image:
-    """Paper with no ink: uniform, under a gradient, vignetted, shadowed, noisy or JPEG'd."""
     w, h = size
     y, x = np.mgrid[0:h, 0:w] / max(size)
     tone = {

@@ -51,48 +51,42 @@ def bind_socket(path: Path) -> None:
         s.bind(str(path))
 
 
+NOT_REGULAR = "cannot read (a {}, not a regular file)."
+GONE = "cannot read (No such file or directory)."
+# what stands where the file is -> the words of its DataError
+BAD_FILES = {
+    "empty": (holding(b""), "0 bytes, too short for an IDX header; the file is"),
+    "shorter-than-magic": (holding(b"\x00\x00\x08"), "too short"),
+    "magic": (holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802"),
+    "float-type": (holding(header(2, 3, dtype=0x0D) + bytes(24)), "magic"),
+    "zero-dimensions": (holding(header() + b"\x00"), "magic"),
+    "five-dimensions": (holding(b"\x00\x00\x08\x05" + bytes(30)), "magic"),
+    "short-header": (holding(GOOD[:6]), "6 bytes, too short for an IDX header"),
+    "truncated-data": (holding(GOOD[:-1]), "truncated or corrupt"),
+    "header-only": (holding(GOOD[:12]), "truncated or corrupt"),
+    "extra-bytes": (holding(GOOD + b"\x00"), "truncated or corrupt"),
+    "promises-terabytes": (  # from the header and the size alone: nothing that size is allocated
+        holding(header(2**32 - 1, 2**32 - 1) + bytes(88)),
+        "100 bytes, but its header promises shape (4294967295, 4294967295)",
+    ),
+    "sparse-64-GiB": (sparse, f"{2**36} bytes, but its header promises shape"),
+    # only regular files are opened
+    "fifo": (os.mkfifo, NOT_REGULAR.format("FIFO")),
+    "link-to-dev-zero": (
+        lambda p: p.symlink_to("/dev/zero"),
+        NOT_REGULAR.format("character device"),
+    ),
+    "directory": (Path.mkdir, NOT_REGULAR.format("directory")),
+    "socket": (bind_socket, NOT_REGULAR.format("socket")),
+    "dangling-link": (lambda p: p.symlink_to(p.with_name("gone")), GONE),
+    "missing": (lambda p: None, GONE),
+}
+
+
 @pytest.mark.usefixtures("no_hang")
-@pytest.mark.parametrize(
-    ("make", "words"),
-    [
-        pytest.param(holding(b""), "0 bytes, too short for an IDX header; the file is", id="empty"),
-        pytest.param(holding(b"\x00\x00\x08"), "too short", id="shorter-than-magic"),
-        pytest.param(
-            holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802", id="magic"
-        ),
-        pytest.param(holding(header(2, 3, dtype=0x0D) + bytes(24)), "magic", id="float-type"),
-        pytest.param(holding(header() + b"\x00"), "magic", id="zero-dimensions"),
-        pytest.param(holding(b"\x00\x00\x08\x05" + bytes(30)), "magic", id="five-dimensions"),
-        pytest.param(holding(GOOD[:6]), "6 bytes, too short for an IDX header", id="short-header"),
-        pytest.param(holding(GOOD[:-1]), "truncated or corrupt", id="truncated-data"),
-        pytest.param(holding(GOOD[:12]), "truncated or corrupt", id="header-only"),
-        pytest.param(holding(GOOD + b"\x00"), "truncated or corrupt", id="extra-bytes"),
-        pytest.param(  # from the header and the size alone: nothing of that size is allocated
-            holding(header(2**32 - 1, 2**32 - 1) + bytes(88)),
-            "100 bytes, but its header promises shape (4294967295, 4294967295)",
-            id="promises-terabytes",
-        ),
-        pytest.param(sparse, f"{2**36} bytes, but its header promises shape", id="sparse-64-GiB"),
-        # only regular files are opened
-        pytest.param(os.mkfifo, "cannot read (a FIFO, not a regular file).", id="fifo"),
-        pytest.param(
-            lambda p: p.symlink_to("/dev/zero"),
-            "cannot read (a character device, not a regular file).",
-            id="link-to-dev-zero",
-        ),
-        pytest.param(Path.mkdir, "cannot read (a directory, not a regular file).", id="directory"),
-        pytest.param(bind_socket, "cannot read (a socket, not a regular file).", id="socket"),
-        pytest.param(
-            lambda p: p.symlink_to(p.with_name("gone")),
-            "cannot read (No such file or directory).",
-            id="dangling-link",
-        ),
-        pytest.param(lambda p: None, "cannot read (No such file or directory).", id="missing"),
-    ],
-)
-def test_bad_files_are_one_data_error_naming_the_file(
-    make: Callable[[Path], object], words: str, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_are_one_data_error_naming_the_file(case: str, tmp_path: Path) -> None:
+    make, words = BAD_FILES[case]
     path = tmp_path / "train-images-idx3-ubyte"
     make(path)
     with pytest.raises(DataError) as info:

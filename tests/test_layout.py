@@ -1,6 +1,5 @@
-"""The package's layout keeps its promises: entry points import no other entry point, and each
-rule that moved to one place (the best checkpoint, another architecture) still says what it
-said."""
+"""The package's layout: entry points import no other entry point; each rule that moved to one
+place (the best checkpoint, another architecture) still says what it said."""
 
 import ast
 import json
@@ -33,8 +32,7 @@ COMMANDS = {f"mnist_lightning.cli.{c}" for c in ("train", "eval", "predict", "ex
 
 
 def test_the_imports_follow_the_layout() -> None:
-    """An entry point imports no other one, only cli/ imports cli/, errors.py imports nothing
-    of the package."""
+    """Only cli/ imports cli/; errors.py imports nothing of the package."""
     imports = {p.relative_to(PACKAGE): imported_modules(p) for p in PACKAGE.rglob("*.py")}
     wrong = {
         path: found & (COMMANDS if path.parent.name == "cli" else {m for m in found if ".cli" in m})

@@ -1,5 +1,4 @@
-"""The network (`MLP`) and the LightningModule (`MNISTClassifier`): shapes, layers, optimizer
-parameter groups, schedules and checkpointable hyper-parameters."""
+"""The network (`MLP`) and the LightningModule (`MNISTClassifier`)."""
 
 import itertools
 import json
@@ -9,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose
 from lightning.pytorch.callbacks import LambdaCallback
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -42,18 +41,12 @@ def linears(net: nn.Module) -> list[nn.Linear]:
         ({"hidden_dims": [8, 6]}, "Linear ReLU Linear ReLU Linear"),
         ({"hidden_dims": [8], "activation": "gelu"}, "Linear GELU Linear"),
         ({"hidden_dims": [8], "activation": "leaky_relu"}, "Linear LeakyReLU Linear"),
-        (
-            {"hidden_dims": [8, 8], "dropout": 0.25},
-            "Linear ReLU Dropout0.25 Linear ReLU Dropout0.25 Linear",
-        ),
+        ({"hidden_dims": [8, 8], "dropout": 0.25}, "Linear ReLU Dropout0.25 " * 2 + "Linear"),
         (
             {"hidden_dims": [8, 8, 8], "dropout": [0.1, 0.0, 0.3]},
             "Linear ReLU Dropout0.1 Linear ReLU Linear ReLU Dropout0.3 Linear",
         ),
-        (
-            {"hidden_dims": [8, 4], "batch_norm": True},
-            "Linear BatchNorm1d ReLU Linear BatchNorm1d ReLU Linear",
-        ),
+        ({"hidden_dims": [8, 4], "batch_norm": True}, "Linear BatchNorm1d ReLU " * 2 + "Linear"),
     ],
 )
 def test_the_layers_follow_the_keys(kwargs: dict, layers: str) -> None:
@@ -102,8 +95,6 @@ def ids(params: Iterable[torch.Tensor]) -> list[int]:
 
 @pytest.mark.parametrize("scheduler", [s for s in SCHEDULERS if s != "none"])
 def test_lightning_steps_the_schedule_at_its_interval(scheduler: str) -> None:
-    """configure_optimizers hands the schedule to Lightning with its interval; Lightning steps
-    it (per optimizer step for onecycle/cosine, per epoch for step/plateau)."""
     images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (64,))
     model = MNISTClassifier(hidden_dims=[4], scheduler=scheduler, lr_step_epochs=1)
@@ -129,8 +120,7 @@ def test_lr_schedules_are_functions_of_progress(schedule: str) -> None:
         assert values[0] == 1.0 and values == sorted(values, reverse=True)
 
 
-def bare_trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:
-    """Epochs on the CPU with nothing but training: no logs, checkpoints or validation."""
+def bare_trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:  # training only, on the CPU
     return L.Trainer(
         accelerator="cpu",
         max_epochs=max_epochs,
@@ -144,20 +134,13 @@ def bare_trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:
 
 
 class DeviceReads(TorchDispatchMode):
-    """Records the operations that make the host and the device wait for each other: reading
-    a value back (`.item()`, `bool(tensor)`, data-dependent shapes) or making a tensor from
-    Python values (on a GPU, a blocking copy). On a GPU each one stalls the queue."""
+    """Records what makes the host wait for the device: reading a value back (`.item()`,
+    `bool(tensor)`, data-dependent shapes) or a tensor made from Python values."""
 
-    SYNCS = frozenset(
-        {
-            torch.ops.aten._local_scalar_dense.default,
-            torch.ops.aten.is_nonzero.default,
-            torch.ops.aten.equal.default,
-            torch.ops.aten.nonzero.default,
-            torch.ops.aten.masked_select.default,
-            torch.ops.aten.lift_fresh.default,
-        }
-    )
+    SYNCS = {
+        getattr(torch.ops.aten, name).default
+        for name in ("_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select")
+    } | {torch.ops.aten.lift_fresh.default}
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,8 +153,7 @@ class DeviceReads(TorchDispatchMode):
 
 
 def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
-    """Runs the training epochs after the first (batches, augmentation, steps, Lightning's
-    loop) under `mode`; the first builds what is cached for the others."""
+    """The training epochs after the first (which builds what is cached) under `mode`."""
     watching: list[bool] = []
 
     def start(trainer: L.Trainer, *_: object) -> None:
@@ -188,10 +170,8 @@ def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
 
 @pytest.mark.slow
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
-    """No per-step host sync, with every per-step option on: the train metrics are summed on
-    the device and read once per logging window (none falls in these 24 steps; the epoch-end
-    log is outside the watched span). model.max_norm caps each hidden unit's incoming weights
-    after every step (torch's initial rows of 784 or 16 weights have norms of about 0.58)."""
+    """With every per-step option on: the metrics are read once per logging window (none in
+    these 24 steps). model.max_norm caps each hidden unit's incoming weights after each step."""
     with DeviceReads() as control:  # the watcher does see a read and a tensor from the host
         torch.ones(()).item()
         torch.tensor([1, 2])
@@ -220,24 +200,18 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
 def test_input_dropout_drops_pixels_in_training_only() -> None:
     net = MLP(hidden_dims=[8], input_dropout=0.5)
     images = torch.full((4, 28, 28), 0.5)
-    first = net.layers[0]
     seen: list[torch.Tensor] = []
-    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-    net.train()
-    net(images)
-    black = (
-        torch.isclose(seen[-1], torch.tensor(-MNIST_MEAN / MNIST_STD)).float().mean()
-    )  # a dropped pixel is black
-    assert 0.4 < black < 0.6
-    net.eval()
-    net(images)
+    net.layers[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    net.train()(images)
+    black = torch.isclose(seen[-1], torch.tensor(-MNIST_MEAN / MNIST_STD))  # a dropped pixel
+    assert 0.4 < black.float().mean() < 0.6
+    net.eval()(images)
     assert torch.allclose(seen[-1], torch.full_like(seen[-1], (0.5 - MNIST_MEAN) / MNIST_STD))
 
 
 @pytest.mark.slow
 def test_half_precision_keeps_the_window_sums_in_float32() -> None:
-    """precision=bf16-true converts the module's float buffers; the train window's sums and
-    counts (exact to 2^24 in float32, to 256 in bfloat16) and val/acc_best stay float32."""
+    """bf16-true converts the module's float buffers: the window's count would stop at 256."""
     images = torch.randint(0, 256, (320, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (320,))
     model = MNISTClassifier(hidden_dims=[16], optimizer="sgd", scheduler="none")
@@ -254,7 +228,6 @@ def test_half_precision_keeps_the_window_sums_in_float32() -> None:
 
 
 def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Path:
-    """`model` saved as mnist-train would, with `changes` made to the checkpoint."""
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
     checkpoint["global_step"] = 20
     for key, value in changes.items():
@@ -286,9 +259,7 @@ BUILT = "hyper_parameters do not describe a model of this version"
 def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
     change: dict, words: str, tmp_path: Path
 ) -> None:
-    """What mnist-eval, mnist-predict and mnist-export load: one CheckpointError naming the
-    file, never torch's exception (a negative width) or tens of GB allocated (a huge one): the
-    network's size is bounded before any tensor is made."""
+    """Never torch's exception (a negative width) or tens of GB allocated (a huge one)."""
     path = checkpoint_file(tmp_path / "x.ckpt", MNISTClassifier(hidden_dims=[4]), **change)
     with pytest.raises(CheckpointError) as info:
         load_classifier(path, torch.device("cpu"))
@@ -296,7 +267,6 @@ def test_a_checkpoint_with_crafted_hyper_parameters_is_a_checkpoint_error(
     assert size_problem([MAX_WIDTH]) is None  # the widest allowed is made
 
 
-@pytest.mark.usefixtures("hydra_on_conf")
 @pytest.mark.parametrize("step", one_of_each_kind(["20", 2**70]))
 def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     step: object, tmp_path: Path, synthetic_mnist: Path
@@ -305,7 +275,8 @@ def test_eval_takes_a_global_step_that_is_not_a_count_as_0(
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint_file(path, MNISTClassifier(hidden_dims=[4]), global_step=step)
-    overrides = [f"ckpt_path={path}", f"data_dir={synthetic_mnist}", "data_source=files"]
-    mnist_eval(compose("eval", overrides=[*overrides, "device=cpu"]))
+    args = {"ckpt_path": str(path), "run_dir": None, "data_dir": str(synthetic_mnist)}
+    args |= {"data_source": "files", "batch_size": 1000, "device": "cpu", "tensorboard": True}
+    mnist_eval(OmegaConf.create(args))  # (as Hydra composes it: test_fashion_mnist.py)
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["global_step"] == 0
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

@@ -42,8 +42,7 @@ def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
-    """The run left alone, which every killed and resumed one must equal (checkpoints are
-    written when they are: saving one changes nothing of the training)."""
+    """The run left alone (saving a checkpoint changes nothing of the training)."""
     cwd = tmp_path_factory.mktemp("reference")
     return train(cwd, synthetic_mnist, [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE])
 
@@ -64,13 +63,9 @@ STOPS = [  # (signal, sent at step, where, the steps last.ckpt may then hold)
 def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
     reference: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """SIGKILL loses the steps since the last checkpoint: callbacks.periodic_checkpoint
-    (Lightning's ModelCheckpoint with train_time_interval, 5 minutes by default) writes
-    last.ckpt within an epoch; at 0.1 s, with every step slowed to at least 10 ms, at most
-    ~10 steps are lost. Ctrl-C saves where it stopped, mid-epoch; SIGTERM during a validation
-    lets it finish and stops at the end of that epoch; SIGTERM during the final test leaves
-    last.ckpt as training ended. One run takes each in turn, resumed in its own directory
-    after each, and ends bit for bit where the uninterrupted run ends."""
+    """One run takes each stop in turn, resumed in its own directory after each. SIGKILL loses
+    the steps since callbacks.periodic_checkpoint's last save: at 0.1 s, with every step slowed
+    to at least 10 ms, at most ~10."""
     args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
     for kill, step, where, saved in STOPS:
         slow = {"STEP_SECONDS": "0.01"} if kill == "KILL" else {}
@@ -95,8 +90,6 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Epoch 0's checkpoints are written; at the end of epoch 1 the disk is full: one clear
-    message, exit 2, last.ckpt still epoch 0's, no temporary files, no metrics.json."""
     monkeypatch.setattr(os, "fsync", os.fsync)  # tests/disk_full.py breaks it; put back after
     args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
     env = {"MNIST_DATA_DIR": str(synthetic_mnist), "DISK_FULL_AT_EPOCH": "1"}
@@ -109,8 +102,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def stepped_checkpoint() -> dict:
-    """A checkpoint of a small model whose optimizer (two groups of two tensors: weights with
-    decay, biases without) has taken one step, so it holds state."""
+    """Its optimizer (two groups of two tensors) has taken a step, so it holds state."""
     model = MNISTClassifier(hidden_dims=[8])
     optimizer = model.build_optimizer()
     for param in model.parameters():
@@ -119,8 +111,14 @@ def stepped_checkpoint() -> dict:
     return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
 
 
-def state(key: str, value: object) -> Callable[[dict], None]:
-    return lambda c: c["optimizer_states"][0]["state"][0].__setitem__(key, value)
+def state(key: str, *value: object) -> Callable[[dict], None]:
+    """Parameter 0's optimizer state with `key` set to `value` (no value: removed)."""
+    moments = lambda c: c["optimizer_states"][0]["state"][0]  # noqa: E731
+    return lambda c: moments(c).update({key: value[0]}) if value else moments(c).pop(key)
+
+
+def group(index: int, **values: object) -> Callable[[dict], None]:
+    return lambda c: c["optimizer_states"][0]["param_groups"][index].update(values)
 
 
 def regroup(checkpoint: dict) -> None:
@@ -134,6 +132,9 @@ def schedule(**values: object) -> Callable[[dict], None]:
 
 
 SHAPE = r"for parameter 0 \(net\.layers\.0\.weight\) it holds"
+NO_STEP, NO_SCHEDULE = (
+    rf"{what} state cannot take a step \(" for what in ("optimizer", "learning-rate schedule")
+)
 # how the checkpoint is changed, and the words of its one line (a moment of the wrong shape:
 # test_trust.py, through mnist-train)
 CRAFTED = {
@@ -147,21 +148,15 @@ CRAFTED = {
         rf"{SHAPE} exp_avg of shape \(8, 784\), not a contiguous tensor",
     ),
     "an empty step": (state("step", torch.zeros(0)), rf"{SHAPE} step of shape \(0,\), not a"),
-    "a missing moment": (
-        lambda c: c["optimizer_states"][0]["state"][0].pop("exp_avg_sq"),
-        r"optimizer state cannot take a step \(KeyError: 'exp_avg_sq'\)",
-    ),
-    "a rate that is not a number": (
-        lambda c: c["optimizer_states"][0]["param_groups"][0].update(lr="fast"),
-        r"optimizer state cannot take a step \(TypeError: ",
-    ),
+    "a missing moment": (state("exp_avg_sq"), NO_STEP + r"KeyError: 'exp_avg_sq'\)"),
+    "a rate that is not a number": (group(0, lr="fast"), NO_STEP + "TypeError: "),
     "a negative second moment": (
         state("exp_avg_sq", torch.full((8, 784), -1.0)),
-        r"optimizer state cannot take a step \(a step with it makes the weights infinite or NaN",
+        NO_STEP + "a step with it makes the weights infinite or NaN",
     ),
     "a setting the fused step refuses": (
-        lambda c: c["optimizer_states"][0]["param_groups"][1].update(differentiable=True),
-        r"optimizer state cannot take a step \(it sets differentiable or capturable",
+        group(1, differentiable=True),
+        NO_STEP + "it sets differentiable or capturable",
     ),
     "an integer step": (  # torch's Adam would compute beta**(2**40) in Python: a hang
         state("step", torch.tensor(2**40)),
@@ -169,11 +164,11 @@ CRAFTED = {
     ),
     "a schedule count too large": (
         schedule(last_epoch=10**400),
-        r"learning-rate schedule state cannot take a step \(it sets last_epoch=1000",
+        NO_SCHEDULE + "it sets last_epoch=1000",
     ),
     "schedule rates not numbers": (
         schedule(base_lrs=["x", "y"]),
-        r"learning-rate schedule state cannot take a step \(TypeError: can't multiply",
+        NO_SCHEDULE + "TypeError: can't multiply",
     ),
 }
 
@@ -182,8 +177,7 @@ CRAFTED = {
 def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_training(
     crafted: str,
 ) -> None:
-    """The state is stepped once on torch's single-tensor path, which raises where the fused
-    optimizers crashed the process (a segfault); each gets one line with the remedy."""
+    """Stepped once on torch's single-tensor path, which raises where the fused one segfaulted."""
     change, words = CRAFTED[crafted]
     checkpoint = stepped_checkpoint()
     check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")  # it fits
@@ -229,9 +223,7 @@ def test_a_finished_run_is_one_the_command_takes_no_further_and_says_how_to(
 
 
 def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
-    """At a SLURM job's time limit GracefulInterrupt hands SIGUSR2 to submitit's own handler
-    after its save; when submitit will not requeue the job again, that is the job's one line
-    (recorded in the sweep's summary), not submitit's traceback."""
+    """GracefulInterrupt hands SIGUSR2 to submitit's handler after its save: not its traceback."""
     from submitit.core.job_environment import SignalHandler
     from submitit.core.utils import DelayedSubmission, JobPaths
     from submitit.slurm.slurm import SlurmJobEnvironment

@@ -1,6 +1,5 @@
-"""Hydra multirun: one directory per job, a summary of all of them, failures recorded. The
-killed sweep and joblib's workers need processes; the others run mnist-train's console entry
-in the test process. Every sweep trains but a re-launch refused."""
+"""Hydra multirun: one directory per job, a summary of all of them, failures recorded, a killed
+sweep re-launched in place."""
 
 import csv
 import json
@@ -17,14 +16,14 @@ from tests.helpers.hydra_jobs import locks_released, run_console
 from tests.helpers.synthetic import SMALL
 from tests.helpers.worlds import snapshot
 
+TESTS = Path(__file__).resolve().parent
+
 
 @pytest.mark.slow
 def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_side(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """A job that fails as it trains (diverges) is recorded and the others go on (a bad value
-    refuses the whole sweep before it starts: test_bad_input.py). With joblib, two jobs at a
-    time, each with a share of the cores."""
+    """(A bad value refuses the whole sweep before it starts: test_bad_input.py.)"""
     args = ["-m", *SMALL, "trainer.max_epochs=1", "model.lr=0.001,0.002,1e30"]
     args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     done = run_cli("train", args, tmp_path, synthetic_mnist)
@@ -59,22 +58,14 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
 def test_a_killed_sweep_is_relaunched_in_place(
     tmp_path: Path, synthetic_mnist: Path, trained_run: Path
 ) -> None:
-    """SIGKILL in the middle of job 0; `resume=<sweep_dir>` resumes job 0 from its checkpoint
-    and starts job 1; a second re-launch skips both, a third with a higher max_epochs trains
-    both further (those three in this process); a job that ran keeps its .hydra/ and status
-    overrides. The jobs start from a checkpoint's weights: resume= continues them."""
-    args = [
-        "-m",
-        *SMALL,
-        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
-        "model.hidden_dims=[64]",
-        "trainer.max_epochs=1",
-        "callbacks.periodic_checkpoint.train_time_interval=null",
-        "+callbacks.periodic_checkpoint.every_n_train_steps=5",
-        "+callbacks.kill._target_=kill_at.KillAt",
-        "model.dropout=0.1,0.3",
-    ]
-    env = {"PYTHONPATH": str(Path(__file__).resolve().parent)}
+    """Killed in job 0: resumed, job 1 started; again: both skipped; with a higher max_epochs:
+    both trained further. The jobs start from a checkpoint's weights: resume= continues them."""
+    args = ["-m", *SMALL, f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"]
+    args += ["model.hidden_dims=[64]", "trainer.max_epochs=1"]
+    args += ["callbacks.periodic_checkpoint.train_time_interval=null"]
+    args += ["+callbacks.periodic_checkpoint.every_n_train_steps=5"]
+    args += ["+callbacks.kill._target_=kill_at.KillAt", "model.dropout=0.1,0.3"]
+    env = {"PYTHONPATH": str(TESTS)}
     done = run_cli("train", args, tmp_path, synthetic_mnist, env=env | {"KILL_AT_STEP": "13"})
     assert done.returncode == -9
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
@@ -109,10 +100,8 @@ def test_a_killed_sweep_is_relaunched_in_place(
 def test_a_sweep_is_relaunched_only_as_it_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Other values would train the jobs yet to run unlike those that ran: refused before
-    Hydra starts (claim_run_directory, which mnist-train calls first), naming what differs (not
-    the overrides' order, nor RESUMABLE_KEYS unswept); without -m, resume=
-    of a sweep says how to re-launch it."""
+    """Other values would train the jobs yet to run unlike those that ran (the overrides' order
+    and RESUMABLE_KEYS unswept do not count)."""
     sweep = tmp_path / "outputs" / "multiruns" / "s"
     sweep.mkdir(parents=True)
     ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]", "~logger"]
@@ -140,9 +129,6 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
         assert claim_run_directory(args)[-1] == f"resume={sweep.resolve()}"
 
 
-TEST_CONF = Path(__file__).resolve().parent / "conf"
-
-
 @pytest.mark.slow
 def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
     tmp_path: Path,
@@ -153,15 +139,9 @@ def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
     optuna = pytest.importorskip("optuna")
     optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's own default
     monkeypatch.setattr(logging.getLogger("optuna"), "handlers", [caplog.handler])
-    args = [
-        "-m",
-        *SMALL,
-        "trainer.max_epochs=1",
-        f"hydra.searchpath=[file://{TEST_CONF}]",
-        "hparams_search=optuna_failing",  # optuna's search, with dropout 0.1 or (invalid) 1.5
-        "hydra.sweeper.n_trials=4",
-        "seed=3",
-    ]
+    args = ["-m", *SMALL, "trainer.max_epochs=1", f"hydra.searchpath=[file://{TESTS / 'conf'}]"]
+    args += ["hparams_search=optuna_failing"]  # optuna's search, with dropout 0.1 or (invalid) 1.5
+    args += ["hydra.sweeper.n_trials=4", "seed=3"]
     done = run_console("train", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)}, 600)
     assert "Traceback" not in done.stderr + done.stdout
     assert "A new study created" not in caplog.text  # Hydra's sweeper names it and its storage

@@ -1,7 +1,6 @@
 """The console commands as a user runs them: real processes pin the contract (exit status, one
-line on stderr, no traceback, nothing changed on disk) and two runs side by side; training
-outcomes (divergence, a run that learns nothing, a new run from weights, torch.compile), the
-ONNX export and the end-to-end runs on the real MNIST run the console entries in this process."""
+line on stderr, nothing changed) and two runs side by side; training outcomes, the ONNX export
+and the runs on the real MNIST run the console entries in this process."""
 
 import json
 import os
@@ -60,7 +59,7 @@ def test_a_refused_command_exits_with_one_line_and_changes_nothing(
 
 
 def test_help_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None:
-    """`mnist-train --help | head -1`: the reader is gone before the command writes."""
+    """`mnist-train --help | head -1`."""
     read, write = os.pipe()
     os.close(read)
     command = [sys.executable, "-m", "mnist_lightning.cli.train", "--help"]
@@ -86,8 +85,7 @@ def test_ctrl_c_while_the_libraries_load_ends_quietly(tmp_path: Path) -> None:
 def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_only_theirs(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """Two identical mnist-train processes in one directory, their output to pipes (the
-    progress bar left as configured: shown on a terminal only)."""
+    """Output to pipes: the progress bar, left as configured, is shown on a terminal only."""
     args = merged(SMALL, [*TRAINED_RUN, "callbacks.progress_bar.refresh_rate=1"])
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: run_cli("train", args, tmp_path, synthetic_mnist), [0, 0]))
@@ -178,10 +176,8 @@ def test_a_run_stopped_in_training_says_why_in_one_line_and_reports_no_result(
 def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywhere(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """A learning rate so small that the test accuracy shows where the weights came from: the
-    trained ones score >= 0.9, a fresh network about 0.1. model.compile=true compiles for
-    training only: the checkpoint's keys are the plain network's, so mnist-eval (uncompiled)
-    reproduces the recorded test accuracy."""
+    """A learning rate so small that the test accuracy shows where the weights came from (a fresh
+    network scores about 0.1). model.compile=true compiles for training only."""
     last = tmp_path / "start.ckpt"  # named from where the command runs, which Hydra leaves
     weights = shutil.copy(trained_run / "checkpoints" / "last.ckpt", last).read_bytes()
     args = ["ckpt_path=start.ckpt", "hydra.job.chdir=true", "model.hidden_dims=[64]"]
@@ -211,13 +207,8 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1 / 300 + 1e-6)
 
 
-# End to end on the real MNIST -----------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> Path:
-    """One epoch of the default experiment on the real MNIST (data.source=auto), by mnist-train's
-    console entry in this process."""
     cwd = tmp_path_factory.mktemp("real")
     overrides = ["trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
     done = run_console("train", overrides, cwd, {"MNIST_DATA_DIR": str(real_mnist_dir)}, 600)
@@ -244,10 +235,8 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     raw = raw_dir(real_mnist_dir)
-    images, labels = (
-        read_idx(raw / "t10k-images-idx3-ubyte"),
-        read_idx(raw / "t10k-labels-idx1-ubyte"),
-    )
+    images = read_idx(raw / "t10k-images-idx3-ubyte")
+    labels = read_idx(raw / "t10k-labels-idx1-ubyte")
     for i in range(20):
         picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
         picture.save(pictures / f"test{i:02d}_label{int(labels[i])}.png")

@@ -1,11 +1,6 @@
-"""Run directories and checkpoints are data, never code, and one process writes a run.
-
-Each case is a run directory someone handed over, changed as an attacker or an accident would,
-resumed (to a third epoch, so that its checkpoint is read) through mnist-train's console entry
-(tests/helpers/hydra_jobs.py): it must be refused with one line naming the key or file, run
-nothing, and change nothing that existed. docs/reliability.md ("Security", "Checkpoints and run
-directories") lists them.
-"""
+"""Run directories and checkpoints are data, never code, and one process writes a run. Each
+case is a run directory spoiled as an attacker or an accident would, resumed to a third epoch
+(so that its checkpoint is read): refused in one line, nothing run, nothing changed."""
 
 import fcntl
 import json
@@ -55,8 +50,6 @@ def in_config(key: str, value: object) -> Callable[[Path], None]:
 
 
 def in_checkpoint(change: Callable[[dict, Path], object]) -> Callable[[Path], None]:
-    """The run's last.ckpt as `change(checkpoint, world)` leaves it."""
-
     def spoil(w: Path) -> None:
         last = w / "run" / "checkpoints" / "last.ckpt"
         checkpoint = torch.load(last, weights_only=True)
@@ -85,14 +78,8 @@ def tensorboard_link_out(w: Path) -> None:
     (w / "run" / "tensorboard").symlink_to(w / "data")
 
 
-def fifo(name: str) -> Callable[[Path], None]:
-    """The run's file `name` replaced by a FIFO."""
-
-    def spoil(w: Path) -> None:
-        (w / "run" / name).unlink()
-        os.mkfifo(w / "run" / name)
-
-    return spoil
+def fifo(name: str) -> Callable[[Path], None]:  # the run's file `name` replaced by a FIFO
+    return lambda w: ((w / "run" / name).unlink(), os.mkfifo(w / "run" / name))
 
 
 def alias_bomb(w: Path) -> None:
@@ -166,10 +153,7 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         ["TensorBoardLogger write to", "outside the run"],
     ),
     # the run's files
-    "tensorboard/ a link out of the run": (
-        tensorboard_link_out,
-        ["tensorboard is a symbolic link"],
-    ),
+    "tensorboard/ a link out": (tensorboard_link_out, ["tensorboard is a symbolic link"]),
     "train.log a FIFO": (fifo("train.log"), ["train.log is a FIFO"]),
     ".lock a FIFO": (fifo(".lock"), [".lock is a FIFO"]),
     "train.log hard-linked elsewhere": (
@@ -254,9 +238,7 @@ UNTRUSTED = [
 
 
 def test_a_saved_config_takes_its_classes_from_the_command_or_a_short_list() -> None:
-    """A node that the command's config has takes its class from there when it is the same
-    class by name (one that moved since the run was saved is found); another class there, or a
-    node only the run has naming a class outside `ADDABLE`, is refused in one line."""
+    """The same class by name is found where it moved since the run was saved."""
     composed = OmegaConf.create({"model": {"_target_": "mnist_lightning.model.classifier.X"}})
     early = "lightning.pytorch.callbacks.EarlyStopping"
     mlflow = {"_target_": "lightning.pytorch.loggers.MLFlowLogger"}  # replaced as conf/'s later
@@ -274,8 +256,8 @@ def test_a_saved_config_takes_its_classes_from_the_command_or_a_short_list() -> 
 
 
 def test_a_resumed_runs_checkpoints_are_written_only_inside_it(tmp_path: Path) -> None:
-    """Where a checkpoint lands, as Lightning computed it (a `dirpath: null` leads to a
-    logger's folder, which a crafted `name` can lead out of), is checked as it is written."""
+    """As Lightning computed it: a `dirpath: null` leads to a logger's folder, which a crafted
+    `name` can lead out of."""
     (tmp_path / "run").mkdir()
     inside = AtomicCheckpointIO(tmp_path / "run")
     inside.save_checkpoint({"x": 1}, tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -285,25 +267,19 @@ def test_a_resumed_runs_checkpoints_are_written_only_inside_it(tmp_path: Path) -
     assert not (tmp_path / "escaped.ckpt").exists()
 
 
+def checkpoint_state(folder: object) -> dict:
+    """A ModelCheckpoint's state, its best checkpoint in `folder`."""
+    best = f"{folder}/best-epoch001.ckpt"
+    paths = {"best_model_path": best, "kth_best_model_path": best, "best_k_models": {best: 0.9}}
+    return {"dirpath": str(folder), "last_model_path": "", **paths}
+
+
 def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:
-    """A copied run's ModelCheckpoint state names the old place: mapped onto the new one (a
-    path that leads out of the run is refused: the table above)."""
-    run = tmp_path / "copy"
-    old = "/elsewhere/run/checkpoints"
-    state = {
-        "dirpath": old,
-        "best_model_path": f"{old}/best-epoch001.ckpt",
-        "kth_best_model_path": f"{old}/best-epoch001.ckpt",
-        "last_model_path": "",
-        "best_k_models": {f"{old}/best-epoch001.ckpt": 0.9},
-    }
-    checkpoint = confine_paths({"callbacks": {"ModelCheckpoint": state}}, run / "checkpoints/x")
-    here = (run / "checkpoints").resolve()
-    assert state["dirpath"] == str(here)
-    assert state["best_model_path"] == state["kth_best_model_path"] == f"{here}/best-epoch001.ckpt"
-    assert checkpoint["callbacks"]["ModelCheckpoint"]["best_k_models"] == {
-        f"{here}/best-epoch001.ckpt": 0.9
-    }
+    """(A path that leads out of the run is refused: the table above.)"""
+    moved = {"callbacks": {"ModelCheckpoint": checkpoint_state("/elsewhere/run/checkpoints")}}
+    checkpoint = confine_paths(moved, tmp_path / "copy" / "checkpoints" / "x")
+    here = (tmp_path / "copy" / "checkpoints").resolve()
+    assert checkpoint["callbacks"]["ModelCheckpoint"] == checkpoint_state(here)
 
 
 def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
@@ -314,11 +290,9 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained_run: Path) -> None:
-    """While a run is written (its lock held as a live mnist-train holds it), resuming it is
-    refused with the holder named, mnist-export will not write into it (mnist-eval:
-    test_bad_input.py), and `resume=latest` passes over it (to a finished run: nothing to do,
-    nothing changed). A lock whose holder died blocks nothing: of two resumes started at once,
-    one continues the run and the other is refused, naming the first."""
+    """A live lock refuses resume= and mnist-export (mnist-eval: test_bad_input.py) naming its
+    holder, and resume=latest passes over it; a dead holder's lock blocks nothing: of two resumes
+    started at once, one continues the run and the other is refused, naming the first."""
     runs = tmp_path / "outputs" / "runs"
     finished, live = runs / "0-finished", runs / "1-live"
     for run in (finished, live):
@@ -363,9 +337,7 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
 def test_a_file_torch_will_not_read_as_weights_says_why(
     tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    """torch's refusal of a pickle opens with paragraphs of advice, of a TorchScript export with
-    a warning naming a line of ours: the one line says what the file is, torch nothing (and
-    what is not there, or not a file)."""
+    """torch's refusal opens with paragraphs of advice (a TorchScript export: with a warning)."""
     torch.save({"state_dict": {}}, tmp_path / "p4.ckpt", pickle_protocol=4)  # framing it refuses
     torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), tmp_path / "model.pt")
     recwarn.clear()
