@@ -89,12 +89,14 @@ def test_a_float_picture_with_pixels_that_are_not_numbers_is_refused(value: floa
     assert str(info.value) == "scan.tif: 40 of its pixels are not numbers (NaN or infinity)."
 
 
-@pytest.mark.parametrize(
-    ("kind", "white"),
-    [(np.float32, 1.0), (np.float32, 255.0), (np.float32, 1e30), (np.uint16, 65535),
-     (np.int32, 255), ("I;16", 65535), ("I;16B", 65535)],
-)  # fmt: skip
-@pytest.mark.parametrize("side", [96, pytest.param(2100, marks=pytest.mark.slow)])
+DEEP = [(np.float32, 1.0), (np.float32, 255.0), (np.float32, 1e30), (np.uint16, 65535),
+        (np.int32, 255), ("I;16", 65535), ("I;16B", 65535)]  # fmt: skip
+
+
+LARGE = [pytest.param(*k, 2100, marks=() if k[0] == "I;16" else pytest.mark.slow) for k in DEEP]
+
+
+@pytest.mark.parametrize(("kind", "white", "side"), [*((*k, 96) for k in DEEP), *LARGE])
 def test_a_deep_picture_is_read_as_its_8_bit_copy_is(kind: object, white: float, side: int) -> None:
     """Scaled by its white, not clipped, also when shrunk (whose filter overshoots; Pillow cannot
     shrink I;16 by 4x or more, and shrinks big-endian ones into junk)."""
