@@ -7,7 +7,6 @@ are named, tagged and grouped by the sweep.
 
 import json
 import logging
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,10 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lightning.cli.train import train as mnist_train
-from mnist_lightning.errors import CheckpointError, ConfigError
+from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import unlock_run
 from mnist_lightning.run.resume import check_run_files, trackers_as_configured
-from mnist_lightning.run.trainer import check_sqlite_store, run_identity
+from mnist_lightning.run.trainer import run_identity
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 
@@ -222,15 +221,6 @@ def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     trackers_as_configured(saved)
     assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"
-
-
-@pytest.mark.parametrize("kind", ["FIFO", "directory"])
-def test_an_mlflow_store_that_is_not_a_file_is_one_line(kind: str, tmp_path: Path) -> None:
-    """MLflow itself retries such a store for minutes, printing warnings."""
-    store = tmp_path / "store"
-    os.mkfifo(store) if kind == "FIFO" else store.mkdir()
-    with pytest.raises(ConfigError, match=f"is a {kind}, not an SQLite database file"):
-        check_sqlite_store(f"sqlite:///{store}")
 
 
 def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_path: Path) -> None:
