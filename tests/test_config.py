@@ -175,10 +175,8 @@ BAD_VALUES = {
     "model.dropout=[0.1,1.0] model.hidden_dims=[64,32]": "model.dropout[1]=1.0 is out of range",
     "model.activation=foo": "model.activation='foo' is not one of: relu, gelu, silu, tanh",
     "model.optimizer=foo": "model.optimizer='foo' is not one of: adam, adamw, sgd.",
-    "model.batch_norm=maybe": "model.batch_norm='maybe' must be true or false.",
     "model.optimizer=sgd model.nesterov=true model.momentum=0": "model.momentum=0 is out of range",
     "model.max_norm=0": "model.max_norm=0 is out of range: it must be in (0, inf).",
-    "model.compile=maybe": "model.compile='maybe' must be true or false.",
     "seed=4294967296": "seed=4294967296 is out of range",  # numpy seeds 32 bits
     "ckpt_path=5": "ckpt_path=5 must be a file or directory path",
     "callbacks.periodic_checkpoint.train_time_interval.seconds=nan": ".seconds=nan must be a",
@@ -328,6 +326,8 @@ JOBS = {
     "+logger.tensorboard.log_dir=x": "logger.tensorboard.log_dir: ",  # TensorBoard sets it
     "logger=many +logger.wandb.foo=1": "logger.wandb.foo: ",  # what W&B hands on to wandb.init
     "callbacks.best_checkpoint.mode=foo paths.data_dir=/proc/nope": "`mode` can be min, max but",
+    # a type as the class declares it (a model's, a callback's argument)
+    "model.batch_norm=maybe": "model.batch_norm='maybe' must be true or false.",
     "callbacks.best_checkpoint.save_top_k=abc": "best_checkpoint.save_top_k='abc' must be an int",
     "+trainer.enable_checkpointing=false paths.data_dir=/proc/nope": "`ModelCheckpoint` in callb",
     "logger.tensorboard.save_dir=/dev/null/tb paths.data_dir=/proc/nope": "save_dir: cannot write",

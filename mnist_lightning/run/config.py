@@ -48,7 +48,8 @@ from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # A rule: "int", "float", "bool" or "path", then "?" if null is allowed, then the interval of
 # allowed numbers; or the collection of allowed choices. A key absent from the config (a run
-# saved by an older version) gets the default of the class it configures.
+# saved by an older version) gets the default of the class it configures. (The type alone, as
+# a class declares it: trainer.check_arguments, when it is built.)
 Rule = str | Collection[str]
 PROBABILITY = "float [0, 1)"
 COUNT = "int [1, inf)"
@@ -69,12 +70,10 @@ TRAIN: dict[str, Rule] = {
     "data.elastic_sigma": "float (0, inf)",
     "data.max_stroke": "float [0, 1]",
     "model.activation": tuple(ACTIVATIONS),
-    "model.batch_norm": "bool",
     "model.optimizer": OPTIMIZERS,
     "model.lr": "float (0, inf)",
     "model.weight_decay": "float [0, inf)",
     "model.momentum": PROBABILITY,
-    "model.nesterov": "bool",
     "model.scheduler": SCHEDULERS,
     "model.lr_step_epochs": COUNT,
     "model.lr_gamma": "float (0, 1]",
@@ -82,9 +81,6 @@ TRAIN: dict[str, Rule] = {
     "model.l1": "float [0, inf)",
     "model.input_dropout": PROBABILITY,
     "model.max_norm": "float? (0, inf)",
-    "model.log_histograms": "bool",
-    "model.log_grad_norms": "bool",
-    "model.compile": "bool",
     # The Trainer's arguments that mnist-train relies on, and those Lightning accepts but
     # cannot use (0 batches of training, a negative clip it ignores) or checks only inside fit.
     "trainer.max_steps": "int [-1, inf)",
@@ -241,13 +237,11 @@ def check_loop_limits(cfg: DictConfig) -> None:
     stretch over the run's estimated steps). 0 trains nothing. null is Lightning's default:
     no limit when max_steps or max_time ends the run, else 1000 epochs."""
     epochs, steps = value_at(cfg, "trainer.max_epochs"), value_at(cfg, "trainer.max_steps")
-    if steps == 0:
-        raise ConfigError("trainer.max_steps=0 trains nothing: give 1 or more (or -1, no limit).")
-    if epochs == 0:
-        raise ConfigError(
-            "trainer.max_epochs=0 trains nothing: give 1 or more (or -1, no limit, with "
-            "trainer.max_steps)."
-        )
+    for key, value, more in (("steps", steps, ""), ("epochs", epochs, ", with trainer.max_steps")):
+        if value == 0:
+            raise ConfigError(
+                f"trainer.max_{key}=0 trains nothing: give 1 or more (or -1, no limit{more})."
+            )
     timed = value_at(cfg, "trainer.max_time") not in (None, _ABSENT)
     if epochs not in (-1, None) or (isinstance(steps, int) and steps > 0):
         return
