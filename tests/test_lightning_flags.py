@@ -32,11 +32,9 @@ from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.cli.train import build_callbacks, build_trainer
 from mnist_lightning.model.classifier import lr_factor
 from mnist_lightning.run.config import validate
-from tests.helpers.commands import ROOT
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.tiers import one_of_each_kind
 
-CONF = ROOT / "conf"
 # Quieter, faster runs whose metrics the tests read back from <run>/csv/metrics.csv.
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # For tests that do not look at checkpoints: fsync'ed writes are most of such a tiny run.
