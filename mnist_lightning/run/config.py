@@ -1,10 +1,11 @@
 """conf/, and checks on the command line and the composed config, run before any work starts.
 
 Hydra composes; it does not know that `model.dropout=1.5` is meaningless. Each value the code
-relies on is declared once below with its type and range, or its choices; `check` refuses the
-first that does not fit with one `ConfigError` naming the key, the value and what is allowed,
-so a typo costs a second, not a crash twenty minutes into a sweep. (Not structured configs:
-OmegaConf checks types but not ranges, lets NaN through and reports over several lines.)
+relies on is declared once below with its type and range, or its choices (a type alone: as the
+class it configures declares it, trainer.check_arguments); `check` refuses the first that does
+not fit with one `ConfigError` naming the key, the value and what is allowed, so a typo costs a
+second, not a crash twenty minutes into a sweep. (Not structured configs: OmegaConf checks
+types but not ranges, lets NaN through and reports over several lines.)
 """
 
 import difflib
@@ -48,8 +49,7 @@ from mnist_lightning.model.mlp import ACTIVATIONS, size_problem
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # A rule: "int", "float", "bool" or "path", then "?" if null is allowed, then the interval of
 # allowed numbers; or the collection of allowed choices. A key absent from the config (a run
-# saved by an older version) gets the default of the class it configures. (The type alone, as
-# a class declares it: trainer.check_arguments, when it is built.)
+# saved by an older version) gets the default of the class it configures.
 Rule = str | Collection[str]
 PROBABILITY = "float [0, 1)"
 COUNT = "int [1, inf)"

@@ -219,7 +219,7 @@ def check_before_training(cfg: DictConfig) -> None:
             f"used on this machine: it has no {t.accelerator}. Try trainer.accelerator=auto or "
             "trainer=cpu."
         )
-    nodes = {"trainer": t} | {
+    nodes = {"trainer": t, "data": cfg.data, "model": cfg.model} | {
         f"{group}.{name}": node
         for group in ("logger", "callbacks")
         for name, node in (cfg.get(group) or {}).items()
@@ -257,9 +257,8 @@ def accelerator_available(name: object) -> bool:
 
 
 def build(key: str, node: DictConfig, **extra: Any) -> Any:
-    """The data, model, a callback or a logger from its config, or one line naming its key
-    (`+model.x=1`: the model takes no argument `x`)."""
-    check_arguments(key, node)
+    """The data, model, a callback or a logger from its config (its arguments checked before:
+    check_before_training), or one line naming its key."""
     try:
         return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
