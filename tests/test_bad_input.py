@@ -139,6 +139,9 @@ CASES: dict[str, Case] = {
         "`devices` selected with",
         alone=True,
     ),
+    "resume with an override that changes the run": Case(
+        "train", "resume={w}/run model.lr=0.5", ("resume= continues a run", "model.lr"), alone=True
+    ),
     "resume and ckpt_path": Case(
         "train", "resume={w}/run ckpt_path={last}", ("resume=", "ckpt_path=", "not both")
     ),

@@ -29,7 +29,6 @@ from mnist_lightning.run.trainer import setup_process
 from tests.helpers.hydra_jobs import run_command, run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.tiers import one_of_each_kind
-from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 STEPS = 2 * STEPS_PER_EPOCH  # of the trained run
@@ -199,21 +198,6 @@ def test_resume_continues_a_finished_run_in_its_own_directory(
     steps = [e.step for e in events_of(run).Scalars("val/acc")]
     assert steps == [STEPS_PER_EPOCH * k - 1 for k in (1, 2, 3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no new run beside it
-
-
-def test_resume_refuses_overrides_that_change_the_run(
-    trained_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = shutil.copytree(trained_run, tmp_path / "run")
-    before = snapshot(run, directory_times=True)
-    line = [f"resume={run}", "model.lr=0.5", f"paths.data_dir={synthetic_mnist}"]
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_status:
-        run_command(mnist_train, "train", line)
-    assert exit_status.value.code == 2
-    (error,) = capsys.readouterr().err.strip().splitlines()
-    assert error.startswith("Error: resume= continues a run") and "model.lr" in error
-    assert snapshot(run, directory_times=True) == before
 
 
 @pytest.mark.parametrize("command", one_of_each_kind(["eval", "predict", "export"]))
