@@ -156,9 +156,12 @@ def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
 
 
 def is_callback(target: str) -> bool:
-    """Whether `target` is one of Lightning's callback classes or ours."""
+    """Whether `target` is one of Lightning's callback classes or ours (another's module is
+    not imported)."""
+    if not target.startswith(("lightning.", "mnist_lightning.")):
+        return False
     try:
-        found = _locate(target) if target.startswith(("lightning.", "mnist_lightning.")) else 0
+        found = _locate(target)
     except Exception:  # building it says why
         return False
     return isinstance(found, type) and issubclass(found, L.Callback)
