@@ -332,7 +332,7 @@ JOBS = {
     "+trainer.enable_checkpointing=false paths.data_dir=/proc/nope": "`ModelCheckpoint` in callb",
     "logger.tensorboard.save_dir=/dev/null/tb paths.data_dir=/proc/nope": "save_dir: cannot write",
     "callbacks.best_checkpoint.dirpath=/dev/null/c": "best_checkpoint.dirpath: cannot write to",
-    "logger=mlflow logger.mlflow.tracking_uri=sqlite:////dev/null/m.db": "its folder cannot take",
+    "logger=mlflow logger.mlflow.tracking_uri=sqlite:////dev/null/m.db": "m.db: cannot write to",
     # MLflow itself retries such a store for minutes, printing warnings
     "logger=mlflow logger.mlflow.tracking_uri=sqlite:////tmp": "/tmp is a directory, not an SQLite",
 }

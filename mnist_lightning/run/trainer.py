@@ -438,14 +438,12 @@ def check_sqlite_store(uri: object) -> Path | None:
     minutes before it gives up."""
     if not (isinstance(uri, str) and uri.startswith("sqlite:///")):
         return None
-    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    path, key = Path(uri.removeprefix("sqlite:///").split("?")[0]), "logger.mlflow.tracking_uri"
     if path.exists() and not path.is_file():
-        problem = f"{path} is {kind_of(path.stat().st_mode)}, not an SQLite database file"
-    elif why := cannot_write(path.parent):
-        problem = f"its folder cannot take it ({why})"
-    else:
-        return path
-    raise ConfigError(f"logger.mlflow.tracking_uri={uri}: {problem}.")
+        kind = kind_of(path.stat().st_mode)
+        raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
+    check_writable(path.parent, f"{key}={uri}")
+    return path
 
 
 def finish_wandb_run() -> None:
