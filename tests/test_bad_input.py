@@ -106,99 +106,18 @@ SKIPPED = "skipped: {w}/pictures/"
 CASES: dict[str, Case] = {
     # config
     "unknown key": Case("train", "model.dropuot=0.3", "did you mean model.dropout?"),
-    "a key added that the model lacks": Case(
-        "train",
-        "+model.dropuot=0.3",
-        "MNISTClassifier takes no argument dropuot. Did you mean model.dropout?",
-    ),
-    "a callback without its class": Case(
-        "train",
-        "+callbacks.zzz.patience=1 paths.data_dir={w}/new",
-        "callbacks.zzz names no class to build",
-    ),
-    "an override Hydra cannot read": Case(
-        "train", "model.hidden_dims=[512,256", "Hydra cannot read it"
-    ),
-    "hydra key misspelt": Case("train", "hydra.run.dri=x", "did you mean hydra.run.dir?"),
     "a sweep's second job": Case("train", "-m model.dropout=0,1.5", "dropout=1.5"),
-    "a key misspelt in a sweep over presets": Case(
-        "train",
-        "-m model=mlp_128,mlp_64_64_64 model.dropuot=0.1",
-        "did you mean model.dropout?",
-    ),
-    "a sweep's checkpoint missing": Case(
-        "train", "-m model.dropout=0,0.5 ckpt_path={w}/nope.ckpt", "nope.ckpt"
-    ),
-    "a sweep's data directory unusable": Case(
-        "train", "-m model.dropout=0,0.5 paths.data_dir=/proc/nope", "/proc/nope"
-    ),
-    "a sweep's params merged into a null": Case(
-        "train", "hydra.sweeper.params={{model.dropout:'0,1.5'}} -m", "cannot compose"
-    ),
-    "a sweep's data too small": Case(
-        "train", "-m model.dropout=0,0.5 data.val_size=300", "data.val_size=300"
-    ),
-    "data files missing in a new folder": Case(
-        "train", "paths.data_dir={w}/new", "new/MNIST/raw/train-labels-idx1-ubyte: cannot read"
-    ),
-    "a needed group set to null": Case("train", "model=null", "needs a preset of conf/"),
-    "a key misspelt above its level": Case(
-        "train", "logger.tensorbord.name=x", "did you mean logger.tensorboard.name?"
-    ),
-    "a Trainer argument added misspelt (no MLflow store made)": Case(
-        "train",
-        "logger=mlflow +trainer.gradient_clip_vall=1",
-        "Did you mean trainer.gradient_clip_val?",
-    ),
     "a Trainer value Lightning refuses (no MLflow store made)": Case(
         "train", "logger=mlflow trainer.precision=17", "Precision 17 is invalid"
     ),
-    "a keyword TensorBoard's logger sets itself": Case(
-        "train", "+logger.tensorboard.log_dir={w}/x", "logger.tensorboard.log_dir: "
-    ),
-    "a keyword a logger hands on to what refuses it": Case(
-        "train",
-        "logger=many +logger.wandb.foo=1 paths.data_dir={w}/new",
-        ("logger.wandb.foo: ", "no argument"),
-    ),
     "a tracker's run whose data is missing": Case(
-        "train", "logger=mlflow paths.data_dir={w}/none", "none/MNIST/raw/train-"
-    ),
-    "a training group given to mnist-eval": Case(
-        "eval", "+trainer=gpu", "+trainer= is not for mnist-eval"
-    ),
-    "an optional group set to null": Case("train", "logger=null", "delete it: ~logger"),
-    "a callback refuses its value, its data to be fetched": Case(
-        "train",
-        "callbacks.best_checkpoint.mode=foo paths.data_dir={w}/new",
-        ("callbacks.best_checkpoint cannot be built", "foo"),
-    ),
-    "a logger's folder unwritable, its data to be fetched": Case(
-        "train",
-        "logger.tensorboard.save_dir={w}/run/metrics.json/tb paths.data_dir={w}/new",
-        "logger.tensorboard.save_dir: cannot write to",
-    ),
-    "a checkpoint folder unwritable, its data to be fetched": Case(
-        "train",
-        "callbacks.best_checkpoint.dirpath={w}/run/metrics.json/c paths.data_dir={w}/new",
-        "callbacks.best_checkpoint.dirpath: cannot write to",
-    ),
-    "an MLflow store in a file, its data to be fetched": Case(
-        "train",
-        "logger=mlflow logger.mlflow.tracking_uri=sqlite:///{w}/run/metrics.json/m.db "
-        "paths.data_dir={w}/new",
-        "its folder cannot take it (",
+        "train", "logger=mlflow paths.data_dir={w}/new", "new/MNIST/raw/train-labels-idx1-ubyte: ca"
     ),
     "a function named as a callback, the command refused": Case(
         "train",
         "+callbacks.x._target_=mnist_lightning.files.atomic_write_json "
         "+callbacks.x.path={w}/made.json +callbacks.x.obj=1 trainer.precision=17",
         "Precision 17 is invalid",
-    ),
-    "Lightning refuses the Trainer with the callbacks, its data to be fetched": Case(
-        "train",
-        "+trainer.enable_checkpointing=false paths.data_dir={w}/new",
-        ("enable_checkpointing=False", "ModelCheckpoint"),
     ),
     "outputs/ a file": Case(
         "train",
@@ -220,8 +139,8 @@ CASES: dict[str, Case] = {
         "`devices` selected with",
         alone=True,
     ),
-    "a sweep's Trainer value": Case(
-        "train", "-m model.dropout=0,0.5 trainer.precision=17", "Precision 17"
+    "resume with an override that changes the run": Case(
+        "train", "resume={w}/run model.lr=0.5", ("resume= continues a run", "model.lr"), alone=True
     ),
     "resume and ckpt_path": Case(
         "train", "resume={w}/run ckpt_path={last}", ("resume=", "ckpt_path=", "not both")

@@ -7,9 +7,7 @@ process (20 steps an epoch) and observes what happened: probe callbacks, the CSV
 """
 
 import csv
-import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -34,11 +32,9 @@ from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.cli.train import build_callbacks, build_trainer
 from mnist_lightning.model.classifier import lr_factor
 from mnist_lightning.run.config import validate
-from tests.helpers.commands import ROOT
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.tiers import one_of_each_kind
 
-CONF = ROOT / "conf"
 # Quieter, faster runs whose metrics the tests read back from <run>/csv/metrics.csv.
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # For tests that do not look at checkpoints: fsync'ed writes are most of such a tiny run.
@@ -85,23 +81,12 @@ def config(tmp_path: Path, data_dir: Path, *overrides: str) -> DictConfig:
     return cfg
 
 
-def with_probe(probe: L.Callback) -> Callable[[DictConfig, list], L.Trainer]:
-    """mnist-train's `build_trainer`, with `probe` among the callbacks."""
-
-    def build(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
-        trainer = build_trainer(cfg, callbacks)
-        trainer.callbacks.append(probe)
-        return trainer
-
-    return build
-
-
 def fit(cfg: DictConfig, probe: "Probe | None" = None) -> tuple[L.Trainer, "Probe"]:
     """Train as mnist-train does (seed, data module, model, `build_trainer`), with a probe."""
     probe = probe or Probe()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model, _convert_="all")
-    trainer = with_probe(probe)(cfg, build_callbacks(cfg))
+    trainer = build_trainer(cfg, [*build_callbacks(cfg), probe])
     trainer.fit(model, datamodule=datamodule)
     return trainer, probe
 
@@ -126,14 +111,10 @@ def the(trainer: L.Trainer, kind: type) -> L.Callback:
 
 
 class Probe(L.Callback):
-    """What the loops did: training batches, losses, optimizer steps and their learning rates,
-    validation runs (not the sanity check) and their batches, test batches; the gradients
-    before clipping (Lightning clips right after `on_before_optimizer_step`) and after; the
-    weights at each epoch's start (after SWA's own hook), after training and at the test's
-    start; the first layer's output dtype and autocast, torch's deterministic flag, the steps
-    of the checkpoints saved. It logs a constant `cadence` at every step with `on_step=True`,
-    whose points land where Lightning's log_every_n_steps puts step-level points, and waits
-    `pause` seconds after each step."""
+    """What the loops did (validation: not the sanity check's), the gradients before clipping
+    (Lightning clips right after `on_before_optimizer_step`) and after, the weights at each
+    epoch's start (after SWA's own hook); a constant `cadence` logged with `on_step=True` lands
+    where Lightning's log_every_n_steps puts step-level points; `pause` s after each step."""
 
     def __init__(self, pause: float = 0.0) -> None:
         self.batches: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # epoch, x, y
@@ -210,29 +191,43 @@ def total_norm(grads: list[torch.Tensor]) -> float:
 FIVE_STEPS = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", *NO_CHECKPOINTS)
 
 
+# overrides -> the gradients clipping leaves of those before it and their total norm; with
+# bf16-mixed the forward pass runs under bf16 autocast (weights and gradients float32), with
+# deterministic=true torch's deterministic algorithms are on (the other runs: neither)
+FIVE_STEP_RUNS = {
+    # Lightning's default algorithm, norm: all gradients scaled together to a norm of 0.1
+    "trainer.gradient_clip_val=0.1": lambda b, norm: b * (0.1 / (norm + 1e-6)),
+    "trainer.gradient_clip_val=0.005 trainer.gradient_clip_algorithm=value": (
+        lambda b, _: b.clamp(-0.005, 0.005)  # each element
+    ),
+    # (Lightning refuses to clip the fused AdamW's gradients under bf16-mixed)
+    "trainer.precision=bf16-mixed trainer.deterministic=true": lambda b, _: b,
+}
+
+
 @pytest.mark.parametrize(
-    ("clip", "expected"),
-    [
-        # Lightning's default algorithm, norm: all gradients scaled together to a norm of 0.1
-        ("trainer.gradient_clip_val=0.1", lambda b, norm: b * (0.1 / (norm + 1e-6))),
-        pytest.param(
-            "trainer.gradient_clip_val=0.005 trainer.gradient_clip_algorithm=value",
-            lambda b, norm: b.clamp(-0.005, 0.005),  # each element clamped
-            marks=pytest.mark.slow,
-        ),
-    ],
-    ids=["norm", "value"],
+    ("overrides", "clipped"), one_of_each_kind(FIVE_STEP_RUNS.items()), ids=list(FIVE_STEP_RUNS)
 )
-def test_gradient_clip_val_clips_as_its_algorithm_says(
-    clip: str, expected, tmp_path: Path, synthetic_mnist: Path
+def test_gradient_clipping_bf16_autocast_and_deterministic_do_what_lightnings_docs_say(
+    overrides: str, clipped, tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, probe = fit(config(tmp_path, synthetic_mnist, *clip.split(), *FIVE_STEPS))
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # Lightning sets it for the process:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # it is put back after the test
+    saved = torch.are_deterministic_algorithms_enabled()
+    try:
+        trainer, probe = fit(config(tmp_path, synthetic_mnist, *overrides.split(), *FIVE_STEPS))
+    finally:  # Lightning leaves the flag set for the process
+        torch.use_deterministic_algorithms(saved)
+    assert probe.deterministic == ["deterministic" in overrides]
+    bf16 = "bf16" in overrides
+    assert probe.autocast == {(torch.bfloat16, True) if bf16 else (torch.float32, False)}
+    assert {p.dtype for p in trainer.lightning_module.parameters()} == {torch.float32}
     assert len(probe.before) == len(probe.after) == 5
     for before, after in zip(probe.before, probe.after, strict=True):
         norm = total_norm(before)
         assert norm > 0.5 and max(float(g.abs().max()) for g in before) > 0.05  # so it acted
         for b, a in zip(before, after, strict=True):
-            torch.testing.assert_close(a, expected(b, norm), rtol=1e-4, atol=1e-9)
+            torch.testing.assert_close(a, clipped(b, norm), rtol=1e-4, atol=1e-9)
 
 
 # overrides -> training batches, optimizer steps (= Lightning's estimated_stepping_batches,
@@ -293,17 +288,6 @@ def test_loop_flags_run_each_loop_that_often_and_the_one_cycle_schedule_follows(
             assert torch.equal(torch.cat([x for x, _ in seen]), images[:150].float() / 255)
     if "fdr" in overrides:
         assert not out.exists() or not any(out.rglob("*"))
-
-
-@pytest.mark.slow
-def test_bf16_mixed_precision_trains_on_the_cpu_under_bf16_autocast(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    cfg = config(tmp_path, synthetic_mnist, "trainer.precision=bf16-mixed", *FIVE_STEPS)
-    trainer, probe = fit(cfg)
-    assert trainer.precision == "bf16-mixed" and probe.autocast == {(torch.bfloat16, True)}
-    assert {p.dtype for p in trainer.lightning_module.parameters()} == {torch.float32}
-    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
 
 
 @pytest.mark.slow
@@ -408,38 +392,15 @@ def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_
 
 
 @pytest.mark.slow
-def test_deterministic_true_switches_on_torchs_deterministic_algorithms(
-    tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On during training, off by default (that a seed makes runs alike, which holds on the
-    CPU either way: test_resume.py's bit-exact runs)."""
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # Lightning sets it for the process:
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # it is put back after the test
-    saved, probe = torch.are_deterministic_algorithms_enabled(), Probe()
-    try:
-        for run, *flag in (("on", "trainer.deterministic=true"), ("default",)):
-            fit(config(tmp_path / run, synthetic_mnist, *flag, *FIVE_STEPS), probe)
-    finally:  # Lightning leaves the flag set for the process
-        torch.use_deterministic_algorithms(saved)
-    assert probe.deterministic == [True, False]
-
-
-@pytest.mark.slow
 def test_model_checkpoint_train_time_interval_writes_mid_epoch(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """The periodic checkpoint rewrites last.ckpt mid-epoch when its interval has passed: at
-    0.1 s with 20 ms steps several times an epoch; at the default 300 s never here."""
+    0.1 s with 20 ms steps several times an epoch."""
     interval = "callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"
-    _, short = fit(
-        config(tmp_path / "short", synthetic_mnist, interval, "trainer.max_epochs=1"), Probe(0.02)
-    )
-    _, default = fit(
-        config(tmp_path / "default", synthetic_mnist, "trainer.max_epochs=1"), Probe(0.02)
-    )
-    assert len([step for step in short.saved_at if step % STEPS_PER_EPOCH]) >= 2, short.saved_at
-    assert (tmp_path / "short" / "checkpoints" / "last.ckpt").is_file()
-    assert not [step for step in default.saved_at if step % STEPS_PER_EPOCH], default.saved_at
+    _, probe = fit(config(tmp_path, synthetic_mnist, interval, "trainer.max_epochs=1"), Probe(0.02))
+    assert len([step for step in probe.saved_at if step % STEPS_PER_EPOCH]) >= 2, probe.saved_at
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.slow
@@ -450,7 +411,8 @@ def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
     reaches 0.001 after one epoch, and the model ends as the average of the weights at the
     start of epochs 2 and 3; mnist-train tests that average, saved as best-swa.ckpt."""
     probe = Probe()
-    monkeypatch.setattr(train_module, "build_trainer", with_probe(probe))
+    with_probe = lambda cfg, callbacks: build_trainer(cfg, [*callbacks, probe])  # noqa: E731
+    monkeypatch.setattr(train_module, "build_trainer", with_probe)
     short = ("trainer.max_epochs=3", "trainer.limit_train_batches=5")
     train_module.fit_and_test(config(tmp_path, synthetic_mnist, SWA, *short), tmp_path, None)
     assert probe.lrs[10:] == pytest.approx([0.001] * 5)

@@ -7,9 +7,8 @@ are named, tagged and grouped by the sweep.
 
 import json
 import logging
-import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lightning.cli.train import train as mnist_train
-from mnist_lightning.errors import CheckpointError, ConfigError
+from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import unlock_run
 from mnist_lightning.run.resume import check_run_files, trackers_as_configured
-from mnist_lightning.run.trainer import check_sqlite_store, run_identity
+from mnist_lightning.run.trainer import run_identity
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 
@@ -49,20 +48,17 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def mlflow_runs(project: Path) -> list:
-    """The runs of the experiment mnist-lightning in the project's outputs/mlflow.db."""
+def mlflow_runs(project: Path) -> tuple[list, Callable[[str, str], list[tuple[int, float]]]]:
+    """The runs of the experiment mnist-lightning in the project's outputs/mlflow.db, and
+    (step, value) of a metric of a run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
     experiment = client.get_experiment_by_name("mnist-lightning")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
-
-
-def metric_steps(project: Path, run_id: str, name: str) -> list[tuple[int, float]]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project}/outputs/mlflow.db")
-    return [(m.step, m.value) for m in client.get_metric_history(run_id, name)]
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+    return runs, lambda run_id, name: [
+        (m.step, m.value) for m in client.get_metric_history(run_id, name)
+    ]
 
 
 def tensorboard_steps(run: Path, name: str) -> list[tuple[int, float]]:
@@ -153,14 +149,14 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     assert f"W&B run: {run.resolve()}/wandb/offline-run-" in said  # the one line that says where
     for chatter in ("Run data is", "wandb leet", "wandb online", "Run history:", "Creating it"):
         assert chatter not in said, said
-    (first,) = mlflow_runs(project)
+    (first,), metric_steps = mlflow_runs(project)
     assert first.info.run_name == "tiny" and first.info.status == "FINISHED"
     assert first.data.tags["run_dir"] == str(run.resolve())
     params = first.data.params
     assert params["model.hidden_dims"] == "[32]" and params["trainer.max_epochs"] == "1"
     assert params["data.batch_size"] == "50" and "model.lr" in params and "seed" in params
     assert not (project / "outputs" / "mlflow-artifacts").exists()  # no checkpoint uploaded
-    assert metric_steps(project, first.info.run_id, "test/acc")
+    assert metric_steps(first.info.run_id, "test/acc")
     (offline,) = (run / "wandb").glob("offline-run-*")
     logged = wandb_run(offline)
     assert (logged["id"], logged["name"], logged["group"]) == ("tiny", "tiny", "")
@@ -173,12 +169,12 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
 
     line = [f"resume={run}", f"paths.data_dir={synthetic_mnist}", "trainer.max_epochs=2"]
     run_command(mnist_train, "train", line)
-    (tracked,) = mlflow_runs(project)  # no second MLflow run
+    (tracked,), metric_steps = mlflow_runs(project)  # no second MLflow run
     assert tracked.info.run_id == first.info.run_id and tracked.info.status == "FINISHED"
     for name in ("train/loss", "train/acc", "val/acc", "val/loss"):
-        ours = metric_steps(project, tracked.info.run_id, name)
+        ours = metric_steps(tracked.info.run_id, name)
         assert ours and approx_same(ours, tensorboard_steps(run, name)), name
-    steps = [s for s, _ in metric_steps(project, tracked.info.run_id, "val/acc")]
+    steps = [s for s, _ in metric_steps(tracked.info.run_id, "val/acc")]
     assert steps == [STEPS_PER_EPOCH - 1, 2 * STEPS_PER_EPOCH - 1]
     # MLflow keeps a param's first value; the new limit is a tag.
     assert tracked.data.params["trainer.max_epochs"] == "1"
@@ -222,15 +218,6 @@ def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     trackers_as_configured(saved)
     assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"
-
-
-@pytest.mark.parametrize("kind", ["FIFO", "directory"])
-def test_an_mlflow_store_that_is_not_a_file_is_one_line(kind: str, tmp_path: Path) -> None:
-    """MLflow itself retries such a store for minutes, printing warnings."""
-    store = tmp_path / "store"
-    os.mkfifo(store) if kind == "FIFO" else store.mkdir()
-    with pytest.raises(ConfigError, match=f"is a {kind}, not an SQLite database file"):
-        check_sqlite_store(f"sqlite:///{store}")
 
 
 def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_path: Path) -> None:

@@ -59,9 +59,6 @@ def test_tool_values_are_config_errors_naming_the_key(
         validate_eval(cfg) if name == "eval" else check(cfg, EXPORT)
 
 
-# What only mnist-export refuses; every kind of place a command refuses to write over (a
-# directory, a link, a FIFO, under a file, unwritable) is in test_predict.py's grid table: one
-# check (cli.check_overwrite) serves both.
 def make_places(tmp: Path) -> Path:
     """A checkpoint (any bytes: nothing here reads it), two links to it, a data directory."""
     (tmp / "data").mkdir()
@@ -71,42 +68,38 @@ def make_places(tmp: Path) -> Path:
     return tmp
 
 
-@pytest.mark.parametrize(  # (the checkpoint's own path: test_bad_input.py, by default)
-    ("output", "words"),
-    [
-        ("hard.pt", "hard.pt is the checkpoint being exported"),  # a hard link to it
-        ("soft.pt", "soft.pt is the checkpoint being exported"),  # a symbolic link to it
-        ("/dev/null", "/dev/null is a character device"),
-        ("data/MNIST/raw/model.pt", "lies in the data directory"),
-    ],
-)
-def test_export_refuses_outputs_that_are_not_its_own(
-    output: str, words: str, tmp_path: Path
-) -> None:
-    tmp = make_places(tmp_path)
+def export_to(name: str) -> Callable[[Path], object]:
+    return lambda t: check_output(t / name, True, t / "model.ckpt", t / "data", "torchscript")
+
+
+def eval_after(make: Callable[[Path], object]) -> Callable[[Path], object]:
+    """mnist-eval of a checkpoint outside a checkpoints/ folder: its folder is the run."""
+    return lambda t: (make(t), prepare_run(t / "x.ckpt", tensorboard=True, key="ckpt_path=x.ckpt"))
+
+
+# what only mnist-export and mnist-eval refuse of where they write -> the refusal; every kind of
+# place a command refuses to write over (a directory, a link, a FIFO, under a file, unwritable)
+# is in test_predict.py's grid table: one check (cli.check_overwrite) serves both
+PLACES = {
+    "hard.pt is the checkpoint being exported": export_to("hard.pt"),  # a hard link to it
+    "soft.pt is the checkpoint being exported": export_to("soft.pt"),  # a symbolic link to it
+    "/dev/null is a character device": export_to("/dev/null"),
+    "lies in the data directory": export_to("data/MNIST/raw/model.pt"),
+    "eval is a regular file, not a directory": eval_after(lambda t: (t / "eval").write_text("x")),
+    "metrics.json is a dir": eval_after(
+        lambda t: (t / "eval" / "metrics.json").mkdir(parents=True)
+    ),
+    "tensorboard is a symbolic link": eval_after(lambda t: (t / "tensorboard").symlink_to(t)),
+    "ckpt_path=x: cannot write to /proc": lambda t: prepare_run(
+        Path("/proc/x.ckpt"), tensorboard=False, key="ckpt_path=x"
+    ),
+}
+
+
+@pytest.mark.parametrize("words", PLACES)  # (the checkpoint's own path: test_bad_input.py)
+def test_export_and_eval_refuse_places_that_are_not_theirs(words: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=re.escape(words)):
-        check_output(tmp / output, True, tmp / "model.ckpt", tmp / "data", "torchscript")
-
-
-@pytest.mark.parametrize(
-    ("make", "words"),
-    [
-        (lambda run: (run / "eval").write_text("x"), "eval is a regular file, not a directory"),
-        (lambda run: (run / "eval" / "metrics.json").mkdir(parents=True), "metrics.json is a dir"),
-        (lambda run: (run / "tensorboard").symlink_to(run), "tensorboard is a symbolic link"),
-    ],
-)
-def test_eval_refuses_odd_places_in_the_run(
-    make: Callable[[Path], object], words: str, tmp_path: Path
-) -> None:
-    make(tmp_path)  # a checkpoint outside a checkpoints/ folder: its folder is the run
-    with pytest.raises(UserError, match=re.escape(words)):
-        prepare_run(tmp_path / "x.ckpt", tensorboard=True, key="ckpt_path=x.ckpt")
-
-
-def test_eval_checks_that_the_run_can_be_written() -> None:
-    with pytest.raises(UserError, match=re.escape("ckpt_path=x: cannot write to /proc")):
-        prepare_run(Path("/proc/x.ckpt"), tensorboard=False, key="ckpt_path=x")
+        PLACES[words](make_places(tmp_path))
 
 
 def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path: Path) -> None:

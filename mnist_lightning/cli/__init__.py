@@ -113,10 +113,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# How a command knows a file it wrote: a test of the file (`is_grid`, `is_earlier_export`).
-Mark = Callable[[Path], bool]
-
-
 def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
     """Whether the regular file `path` starts with `mark[0]` (its format's magic bytes) and
     holds `mark[1]` (bytes the command wrote into it)."""
@@ -127,11 +123,8 @@ def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
         return False
 
 
-def check_place(
-    path: Path, key: str, wanted: str = "a regular file", mark: Mark | None = None, what: str = ""
-) -> None:
-    """What is at `path` (named by `key`) is `wanted` or absent, and a file that is there
-    already carries the command's `mark` (`what`: in words), so replacing it loses nothing."""
+def check_place(path: Path, key: str, wanted: str = "a regular file") -> None:
+    """What is at `path` (named by `key`) is `wanted` or absent."""
     try:
         kind = kind_of(os.lstat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
@@ -143,17 +136,20 @@ def check_place(
             f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
             "move it away or choose another path."
         )
-    if mark is not None and not mark(path):
-        raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")
 
 
 def check_overwrite(
-    path: Path, key: str, inputs: dict[Path, str], tool: str, mark: Mark, what: str
+    path: Path,
+    key: str,
+    inputs: dict[Path, str],
+    tool: str,
+    mark: Callable[[Path], bool],
+    what: str,
 ) -> None:
     """Before any work, creating nothing: the file `path` (named by `key`) that `tool` writes is
     none of its `inputs` and in none of them (each: how it stands to the input, in words), and
-    is absent or a file `tool` wrote (`mark`), in a folder that takes a file. `check_place`
-    again just before writing."""
+    is absent or a file `tool` wrote (`mark`: `what`, in words), in a folder that takes a file,
+    so replacing it loses nothing."""
     for item, relation in inputs.items():
         try:
             same = os.path.samefile(path, item)  # a hard or symbolic link to it, too
@@ -165,7 +161,9 @@ def check_overwrite(
                 f"{key} {relation}; {tool} never writes over its inputs: choose another "
                 f"{key.split('=')[0]}=."
             )
-    check_place(path, key, mark=mark, what=what)
+    check_place(path, key)
+    if path.exists() and not mark(path):
+        raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")
     check_writable(path.absolute().parent, key)
 
 

@@ -1,10 +1,11 @@
 """conf/, and checks on the command line and the composed config, run before any work starts.
 
 Hydra composes; it does not know that `model.dropout=1.5` is meaningless. Each value the code
-relies on is declared once below with its type and range, or its choices; `check` refuses the
-first that does not fit with one `ConfigError` naming the key, the value and what is allowed,
-so a typo costs a second, not a crash twenty minutes into a sweep. (Not structured configs:
-OmegaConf checks types but not ranges, lets NaN through and reports over several lines.)
+relies on is declared once below with its type and range, or its choices (a type alone: as the
+class it configures declares it, trainer.check_arguments); `check` refuses the first that does
+not fit with one `ConfigError` naming the key, the value and what is allowed, so a typo costs a
+second, not a crash twenty minutes into a sweep. (Not structured configs: OmegaConf checks
+types but not ranges, lets NaN through and reports over several lines.)
 """
 
 import difflib
@@ -69,12 +70,10 @@ TRAIN: dict[str, Rule] = {
     "data.elastic_sigma": "float (0, inf)",
     "data.max_stroke": "float [0, 1]",
     "model.activation": tuple(ACTIVATIONS),
-    "model.batch_norm": "bool",
     "model.optimizer": OPTIMIZERS,
     "model.lr": "float (0, inf)",
     "model.weight_decay": "float [0, inf)",
     "model.momentum": PROBABILITY,
-    "model.nesterov": "bool",
     "model.scheduler": SCHEDULERS,
     "model.lr_step_epochs": COUNT,
     "model.lr_gamma": "float (0, 1]",
@@ -82,9 +81,6 @@ TRAIN: dict[str, Rule] = {
     "model.l1": "float [0, inf)",
     "model.input_dropout": PROBABILITY,
     "model.max_norm": "float? (0, inf)",
-    "model.log_histograms": "bool",
-    "model.log_grad_norms": "bool",
-    "model.compile": "bool",
     # The Trainer's arguments that mnist-train relies on, and those Lightning accepts but
     # cannot use (0 batches of training, a negative clip it ignores) or checks only inside fit.
     "trainer.max_steps": "int [-1, inf)",
@@ -122,7 +118,7 @@ _RULE = re.compile(r"(int|float|bool|path)(\??)(?: ([\[(])(\S+), (\S+)([\])]))?"
 _NOUNS = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
+def value_at(cfg: DictConfig, key: str) -> Any:
     """The value at `key` (`???` reads as null), a list as a plain list of resolved items."""
     try:
         try:
@@ -175,7 +171,7 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} must be a finite number.")
     for key, rule in rules.items():
-        value = _get(cfg, key)
+        value = value_at(cfg, key)
         if value is not _ABSENT:
             check_value(key, value, rule)
 
@@ -199,11 +195,11 @@ def leaves(tree: Any, lists: bool = True) -> list[tuple[str, Any]]:
 def validate(cfg: DictConfig) -> None:
     """mnist-train's config, or `ConfigError` naming the first value the code cannot use."""
     check(cfg, TRAIN)
-    dataset = DATASETS.get(_get(cfg, "data.dataset"), DATASETS["mnist"])  # older runs: MNIST
-    source = _get(cfg, "data.source")
+    dataset = DATASETS.get(value_at(cfg, "data.dataset"), DATASETS["mnist"])  # older runs: MNIST
+    source = value_at(cfg, "data.source")
     if source is not _ABSENT:  # deleted (~data.source): the data module's own default
         check_value("data.source", source, dataset.sources)
-    hidden = _get(cfg, "model.hidden_dims")
+    hidden = value_at(cfg, "model.hidden_dims")
     if hidden is _ABSENT:  # deleted (~model.hidden_dims): the model's own default
         hidden = list(inspect.signature(MNISTClassifier).parameters["hidden_dims"].default)
     if not isinstance(hidden, list):
@@ -213,7 +209,7 @@ def validate(cfg: DictConfig) -> None:
         )
     if problem := size_problem(hidden):  # the network's bounds, a checkpoint's too
         raise ConfigError(f"model.{problem}.")
-    dropout = _get(cfg, "model.dropout")
+    dropout = value_at(cfg, "model.dropout")
     if isinstance(dropout, list):
         if len(dropout) != len(hidden):
             raise ConfigError(
@@ -224,10 +220,10 @@ def validate(cfg: DictConfig) -> None:
             check_value(f"model.dropout[{i}]", p, PROBABILITY)
     elif dropout is not _ABSENT:
         check_value("model.dropout", dropout, PROBABILITY)
-    if _get(cfg, "model.nesterov") is True and _get(cfg, "model.optimizer") == "sgd":
-        check_value("model.momentum", _get(cfg, "model.momentum"), "float (0, 1)")
+    if value_at(cfg, "model.nesterov") is True and value_at(cfg, "model.optimizer") == "sgd":
+        check_value("model.momentum", value_at(cfg, "model.momentum"), "float (0, 1)")
     check_loop_limits(cfg)
-    profiler = _get(cfg, "trainer.profiler")
+    profiler = value_at(cfg, "trainer.profiler")
     if not (profiler in (None, _ABSENT) or isinstance(profiler, str | DictConfig)):
         raise ConfigError(
             f"trainer.profiler={profiler!r} must be the name of one of Lightning's profilers "
@@ -240,15 +236,13 @@ def check_loop_limits(cfg: DictConfig) -> None:
     the run: max_steps, or max_time for a schedule that needs no horizon (the step-wise ones
     stretch over the run's estimated steps). 0 trains nothing. null is Lightning's default:
     no limit when max_steps or max_time ends the run, else 1000 epochs."""
-    epochs, steps = _get(cfg, "trainer.max_epochs"), _get(cfg, "trainer.max_steps")
-    if steps == 0:
-        raise ConfigError("trainer.max_steps=0 trains nothing: give 1 or more (or -1, no limit).")
-    if epochs == 0:
-        raise ConfigError(
-            "trainer.max_epochs=0 trains nothing: give 1 or more (or -1, no limit, with "
-            "trainer.max_steps)."
-        )
-    timed = _get(cfg, "trainer.max_time") not in (None, _ABSENT)
+    epochs, steps = value_at(cfg, "trainer.max_epochs"), value_at(cfg, "trainer.max_steps")
+    for key, value, more in (("steps", steps, ""), ("epochs", epochs, ", with trainer.max_steps")):
+        if value == 0:
+            raise ConfigError(
+                f"trainer.max_{key}=0 trains nothing: give 1 or more (or -1, no limit{more})."
+            )
+    timed = value_at(cfg, "trainer.max_time") not in (None, _ABSENT)
     if epochs not in (-1, None) or (isinstance(steps, int) and steps > 0):
         return
     if epochs == -1 and not timed:
@@ -256,7 +250,7 @@ def check_loop_limits(cfg: DictConfig) -> None:
             "trainer.max_epochs=-1 (no limit on epochs) needs trainer.max_steps=<N> to end the "
             "run (or trainer.max_time, with model.scheduler=none, step or plateau)."
         )
-    scheduler = _get(cfg, "model.scheduler")
+    scheduler = value_at(cfg, "model.scheduler")
     if timed and scheduler in STEP_SCHEDULERS:
         raise ConfigError(
             f"trainer.max_epochs={'null' if epochs is None else epochs} with trainer.max_time: "
@@ -269,7 +263,7 @@ def check_loop_limits(cfg: DictConfig) -> None:
 def validate_eval(cfg: DictConfig) -> None:
     """mnist-eval's arguments, or `ConfigError` naming the first that cannot be used."""
     check(cfg, EVAL)
-    if bool(_get(cfg, "ckpt_path")) == bool(_get(cfg, "run_dir")):
+    if bool(value_at(cfg, "ckpt_path")) == bool(value_at(cfg, "run_dir")):
         raise ConfigError("Give exactly one of ckpt_path=<file> or run_dir=<run directory>.")
 
 
@@ -277,12 +271,12 @@ def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
     """mnist-predict's ckpt_path, input names and grid path, once every argument is known to be
     usable; else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
     example = "ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt."
-    ckpt = _get(cfg, "ckpt_path")
+    ckpt = value_at(cfg, "ckpt_path")
     if ckpt in (None, _ABSENT):
         raise ConfigError(f"ckpt_path is required, e.g. {example}")
     if not isinstance(ckpt, str) or not ckpt.strip():
         raise ConfigError(f"ckpt_path={ckpt!r} must be the path of a checkpoint, e.g. {example}")
-    raw = _get(cfg, "inputs")
+    raw = value_at(cfg, "inputs")
     if raw in (None, _ABSENT) and OmegaConf.is_missing(cfg, "inputs"):
         raise ConfigError("inputs is required, e.g. inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")
     items = raw if isinstance(raw, list) else [raw]
@@ -291,9 +285,9 @@ def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
             f"inputs={raw!r} must name image files or directories: a path, or a non-empty list "
             "of paths (a name that looks like a number is given quoted: 'inputs=\"7\"')."
         )
-    check_value("device", _get(cfg, "device"), DEVICES)
-    check_value("json", _get(cfg, "json"), "bool")
-    grid = _get(cfg, "grid")
+    check_value("device", value_at(cfg, "device"), DEVICES)
+    check_value("json", value_at(cfg, "json"), "bool")
+    grid = value_at(cfg, "grid")
     if grid is None:
         return ckpt, items, None
     if not isinstance(grid, str) or Path(grid).suffix.lower() != ".png":
@@ -424,8 +418,12 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
         hint = f"did you mean {group}={close[0]}?" if close else f"one of {', '.join(e.options)}"
         raise ConfigError(f"{group}={name} is not a preset of conf/{group}/; {hint}") from None
     except HydraException as e:
-        if isinstance(e.__cause__, ConfigAttributeError | ConfigKeyError):  # a key it lacks
-            raise ConfigError(_unknown_key(e.__cause__, overrides, config_name)) from None
+        cause = e.__cause__
+        if isinstance(cause, ConfigAttributeError | ConfigKeyError):  # a key it lacks
+            raise ConfigError(_unknown_key(cause, overrides, config_name)) from None
+        if isinstance(cause, OmegaConfBaseException) and cause.full_key:  # `n_trials=abc`
+            reason = str(cause).splitlines()[0].rstrip(".")  # (then its full_key again)
+            raise ConfigError(f"{cause.full_key}: {reason}.") from None
         raise ConfigError(one_line(e)) from None
     except (OmegaConfBaseException, AttributeError, ValueError) as e:  # a dict merged into a null
         raise ConfigError(f"Hydra cannot compose {' '.join(overrides)}: {one_line(e)}") from None

@@ -46,6 +46,7 @@ from mnist_lightning.run.checkpoint import (
     network_weights,
     unrestorable,
 )
+from mnist_lightning.run.config import check_value, value_at
 from mnist_lightning.run.resume import (
     EXTRAS,
     MLFLOW_LOGGER,
@@ -143,20 +144,22 @@ def setup_process() -> None:
 
 def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
     """The configured callbacks (with `own`: only Lightning's callback classes and ours, which
-    do nothing as they are built; another's keywords are checked: it may act, or need the run)."""
-    callbacks = []
-    for name, node in (cfg.get("callbacks") or {}).items():
-        check_arguments(f"callbacks.{name}", node)
-        target = str(node._target_)
-        ours = target.startswith(("lightning.", "mnist_lightning.")) and is_callback(target)
-        if not own or ours:
-            callbacks.append(build(f"callbacks.{name}", node))
+    do nothing as they are built; another may act, or need the run)."""
+    callbacks = [
+        build(f"callbacks.{name}", node)
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if not own or is_callback(str(node._target_))
+    ]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks
 
 
 def is_callback(target: str) -> bool:
+    """Whether `target` is one of Lightning's callback classes or ours (another's module is
+    not imported)."""
+    if not target.startswith(("lightning.", "mnist_lightning.")):
+        return False
     try:
         found = _locate(target)
     except Exception:  # building it says why
@@ -169,7 +172,6 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     nodes = (cfg.get("logger") or {}).items()  # `~logger`: none
     if any(node.get("_target_") == WANDB_LOGGER for _, node in nodes):
         finish_wandb_run()  # a WandbLogger would log into the run still open (a sweep's last job)
-    check_arguments("trainer", cfg.trainer)
     # MLflow's logger makes its store as it is built: last, once the others were accepted.
     mlflow_last = sorted(nodes, key=lambda item: item[1].get("_target_") == MLFLOW_LOGGER)
     built = {name: build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in mlflow_last}
@@ -179,13 +181,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
     checkpoints = AtomicCheckpointIO(Path(cfg.paths.output_dir) if cfg.get("resume") else None)
     plugins = [checkpoints, *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
-    t = cfg.trainer
-    try:
-        trainer = build("trainer", t, logger=loggers or False, callbacks=callbacks, plugins=plugins)
-    except ConfigError:  # e.g. trainer.accelerator=gpu on a machine without one
-        if not accelerator_available(t.accelerator):
-            raise unavailable(t, f"it has no {t.accelerator}") from None
-        raise
+    trainer = build(
+        "trainer", cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins
+    )
     if cfg.get("resume"):
         run = Path(cfg.paths.output_dir)
         check_writes_inside(trainer, run)
@@ -217,20 +215,23 @@ def check_before_training(cfg: DictConfig) -> None:
     cannot be used), checked before Hydra makes a directory (for a sweep, once for each job),
     and again in the job (a resumed run's own config, an Optuna trial's, a SLURM job's), before
     the data is fetched or a logger makes its store."""
-    if not accelerator_available(cfg.trainer.get("accelerator")):
-        raise unavailable(cfg.trainer, f"it has no {cfg.trainer.accelerator}")
-    for name, node in (cfg.get("logger") or {}).items():  # keywords: building MLflow's makes
-        check_arguments(f"logger.{name}", node)  # its store
-        check_sqlite_store(node.get("tracking_uri"))
-    nodes = [("trainer", cfg.trainer)] + [
-        (f"{group}.{name}", node)
+    t = cfg.trainer
+    if not accelerator_available(t.get("accelerator")):
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} trainer.devices={t.get('devices')} cannot be "
+            f"used on this machine: it has no {t.accelerator}. Try trainer.accelerator=auto or "
+            "trainer=cpu."
+        )
+    nodes = {"trainer": t, "data": cfg.data, "model": cfg.model} | {
+        f"{group}.{name}": node
         for group in ("logger", "callbacks")
         for name, node in (cfg.get(group) or {}).items()
-        if isinstance(node, DictConfig)
-    ]
-    for key, node in nodes:  # where each writes, as given (the run's folder, made by Hydra
-        for name in ("default_root_dir", "save_dir", "dirpath"):  # later, is not yet known)
-            place = node.get(name)
+    }
+    for key, node in nodes.items():  # also of what is not built here (MLflow's makes its store)
+        check_arguments(key, node)
+        check_sqlite_store(node.get("tracking_uri"))
+        for name in ("default_root_dir", "save_dir", "dirpath"):  # where each writes, as given
+            place = node.get(name)  # (the run's folder, made by Hydra later, is not yet known)
             if isinstance(place, str) and not OmegaConf.is_interpolation(node, name):
                 check_writable(Path(place), f"{key}.{name}")
     level = logging.root.manager.disable
@@ -250,14 +251,6 @@ def check_before_training(cfg: DictConfig) -> None:
         logging.disable(level)
 
 
-def unavailable(t: DictConfig, reason: str) -> ConfigError:
-    """The one line for an accelerator this machine lacks, found before or by Lightning."""
-    return ConfigError(
-        f"trainer.accelerator={t.accelerator} trainer.devices={t.get('devices')} cannot be used "
-        f"on this machine: {reason}. Try trainer.accelerator=auto or trainer=cpu."
-    )
-
-
 def accelerator_available(name: object) -> bool:
     """Whether this machine has the accelerator `trainer.accelerator` names, by Lightning's
     registry (`gpu`: CUDA or MPS; a name it does not know is for its own message)."""
@@ -267,9 +260,8 @@ def accelerator_available(name: object) -> bool:
 
 
 def build(key: str, node: DictConfig, **extra: Any) -> Any:
-    """The data, model, a callback or a logger from its config, or one line naming its key
-    (`+model.x=1`: the model takes no argument `x`)."""
-    check_arguments(key, node)
+    """The data, model, a callback or a logger from its config (its arguments checked before:
+    check_before_training), or one line naming its key."""
     try:
         return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
@@ -293,10 +285,16 @@ HANDS_ON = {
 }
 
 
+# The argument types `check_arguments` checks as the class declares them (`save_top_k=abc`:
+# ModelCheckpoint's own check is a TypeError that names no key).
+TYPED = {int: "int", float: "float", bool: "bool", int | float: "float"}
+TYPED |= {kind | None: f"{rule}?" for kind, rule in TYPED.items()}
+
+
 def check_arguments(key: str, node: DictConfig) -> None:
-    """One line for a node that names no class (`+callbacks.x.patience=1`) or an argument its
-    class lacks (`+trainer.gradient_clip_vall=1`), found before anything is built: MLflow's
-    logger makes its store as it is built."""
+    """One line for a node that names no class (`+callbacks.x.patience=1`), an argument its
+    class lacks (`+trainer.gradient_clip_vall=1`) or a value not of the type the class declares,
+    found before anything is built: MLflow's logger makes its store as it is built."""
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(
             f"{key} names no class to build: give its class (+{key}._target_=<class>) or remove it."
@@ -310,10 +308,11 @@ def check_arguments(key: str, node: DictConfig) -> None:
     except Exception:
         return
     takes.pop(its_own, None)
-    if target not in HANDS_ON and any(p.kind == p.VAR_KEYWORD for p in takes.values()):
-        return
-    for name in map(str, node):
-        if name not in takes and not name.startswith("_"):  # `_convert_`: Hydra's
+    any_name = target not in HANDS_ON and any(p.kind == p.VAR_KEYWORD for p in takes.values())
+    for name in (str(n) for n in node if not str(n).startswith("_")):  # `_convert_`: Hydra's
+        if name in takes and (rule := TYPED.get(takes[name].annotation)):
+            check_value(f"{key}.{name}", value_at(node, name), rule)
+        elif name not in takes and not any_name:
             close = difflib.get_close_matches(name, takes, 1)
             hint = f" Did you mean {key}.{close[0]}?" if close else ""
             raise ConfigError(f"{key}.{name}: {target} takes no argument {name}.{hint}")
@@ -432,26 +431,19 @@ def ddp_job(
         os.environ.update(saved)
 
 
-def sqlite_store(uri: object) -> Path | None:
-    """The file of a local MLflow store (`sqlite:///<file>`); None for any other."""
-    if isinstance(uri, str) and uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///").split("?")[0])
-    return None
-
-
-def check_sqlite_store(uri: object) -> None:
-    """A local MLflow store must be a database file or not yet exist, in a folder that can take
-    it (made as its logger is built): MLflow itself retries anything else (a FIFO, a directory,
-    a missing folder) for minutes before it gives up."""
-    if (path := sqlite_store(uri)) is None:
-        return
+def check_sqlite_store(uri: object) -> Path | None:
+    """The file of a local MLflow store (`sqlite:///<file>`; None for any other store), which
+    must be a database file or not yet exist, in a folder that can take it (made as its logger
+    is built): MLflow itself retries anything else (a FIFO, a directory, a missing folder) for
+    minutes before it gives up."""
+    if not (isinstance(uri, str) and uri.startswith("sqlite:///")):
+        return None
+    path, key = Path(uri.removeprefix("sqlite:///").split("?")[0]), "logger.mlflow.tracking_uri"
     if path.exists() and not path.is_file():
-        problem = f"{path} is {kind_of(path.stat().st_mode)}, not an SQLite database file"
-    elif why := cannot_write(path.parent):
-        problem = f"its folder cannot take it ({why})"
-    else:
-        return
-    raise ConfigError(f"logger.mlflow.tracking_uri={uri}: {problem}.")
+        kind = kind_of(path.stat().st_mode)
+        raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
+    check_writable(path.parent, f"{key}={uri}")
+    return path
 
 
 def finish_wandb_run() -> None:
@@ -473,7 +465,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
-        if store := sqlite_store(node.get("tracking_uri")):  # its folder: checked before
+        if store := check_sqlite_store(node.get("tracking_uri")):
             store.parent.mkdir(parents=True, exist_ok=True)
         tags = {"run_dir": str(run), **({"sweep": sweep} if sweep else {})}
         extra |= {"run_name": node.get("run_name") or name}
