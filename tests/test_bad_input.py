@@ -142,6 +142,17 @@ CASES: dict[str, Case] = {
     "resume with an override that changes the run": Case(
         "train", "resume={w}/run model.lr=0.5", ("resume= continues a run", "model.lr"), alone=True
     ),
+    "resume into another directory": Case(
+        "train",
+        "resume={w}/run hydra.run.dir={w}/b",
+        ("continues", "drop hydra.run.dir="),
+        alone=True,
+    ),
+    "an Optuna setting refused as the search starts": Case(
+        "train",
+        "hparams_search=optuna hydra.sweeper.direction=foo -m",
+        "Optuna search cannot start",
+    ),
     "resume and ckpt_path": Case(
         "train", "resume={w}/run ckpt_path={last}", ("resume=", "ckpt_path=", "not both")
     ),

@@ -272,6 +272,11 @@ KEYS = {
     "model.hidden_dims=[512,256": "model.hidden_dims=[512,256: Hydra cannot read it (",
     "hydra.sweeper.params={model.dropout:'0,1.5'} -m": "Hydra cannot compose",
     "hparams_search=optuna hydra.sweeper.n_trials=abc": "hydra.sweeper.n_trials: Value 'abc'",
+    "-m hparams_search=optuna model.lr=interval(1,0)": "model.lr=interval(1,0): Optuna cannot",
+    "-m hparams_search=optuna model.lr=interval(0,inf)": "Optuna searches between finite bounds",
+    "-m hparams_search=optuna hydra.sweeper.n_trials=0": "n_trials=0 must be 1 or more trials.",
+    "-m model.lr=range(1,0)": "model.lr=range(1,0): the sweep holds no value, so no job.",
+    "-m model.lr=range(0,10,0)": "model.lr=range(0,10,0): Hydra cannot sweep it: range() arg 3",
     "model=null": "model=null: mnist-train needs a preset of conf/model/ here.",
     "logger=null": "logger=null: to go without conf/logger/, delete it: ~logger",
 }

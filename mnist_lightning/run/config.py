@@ -350,7 +350,12 @@ def check_command_line(
         # interval's: null), not Hydra's own sweeps (its sweeper's params).
         job = list(constant)
         for o in (o for o in overrides if o.is_sweep_override() and not o.is_hydra_override()):
-            first = next(o.sweep_string_iterator()) if o.is_discrete_sweep() else "null"
+            try:  # `range(1, 0)`, a glob that matches nothing: no job; `range(0, 9, 0)`
+                first = next(o.sweep_string_iterator(), None) if o.is_discrete_sweep() else "null"
+            except Exception as e:
+                raise ConfigError(f"{o.input_line}: Hydra cannot sweep it: {one_line(e)}") from None
+            if first is None:
+                raise ConfigError(f"{o.input_line}: the sweep holds no value, so no job.")
             job.append(f"{o.get_key_element()}={first}")
         cfg = _compose(config_name, job)
         shows = flags.cfg or flags.info or flags.help or flags.hydra_help
