@@ -142,6 +142,15 @@ CASES: dict[str, Case] = {
     "resume with an override that changes the run": Case(
         "train", "resume={w}/run model.lr=0.5", ("resume= continues a run", "model.lr"), alone=True
     ),
+    "an existing empty directory, refused in the run": Case(
+        "train",
+        "hydra.run.dir={w}/empty paths.data_dir={w}/new",
+        "new/MNIST/raw/train-labels-idx1-ubyte: ca",
+        prepare=lambda w: (w / "empty").mkdir(),
+    ),
+    "a new run into an existing one by ++": Case(
+        "train", "++hydra.run.dir={w}/run", ("hydra.run.dir=", "already holds files")
+    ),
     "resume into another directory": Case(
         "train",
         "resume={w}/run hydra.run.dir={w}/b",

@@ -274,7 +274,10 @@ KEYS = {
     "hparams_search=optuna hydra.sweeper.n_trials=abc": "hydra.sweeper.n_trials: Value 'abc'",
     "-m hparams_search=optuna model.lr=interval(1,0)": "model.lr=interval(1,0): Optuna cannot",
     "-m hparams_search=optuna model.lr=interval(0,inf)": "Optuna searches between finite bounds",
-    "-m hparams_search=optuna hydra.sweeper.n_trials=0": "n_trials=0 must be 1 or more trials.",
+    "-m hparams_search=optuna hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 must be 1 or more.",
+    "-m hparams_search=optuna hydra.sweeper.max_failure_rate=2": "must be from 0 to 1.",
+    "-m hparams_search=optuna hydra.sweeper.direction=[maximize,minimize]": "maximize or minim",
+    "-m hparams_search=optuna hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0 must be 1 or more",
     "-m model.lr=range(1,0)": "model.lr=range(1,0): the sweep holds no value, so no job.",
     "-m model.lr=range(0,10,0)": "model.lr=range(0,10,0): Hydra cannot sweep it: range() arg 3",
     "model=null": "model=null: mnist-train needs a preset of conf/model/ here.",
@@ -329,6 +332,7 @@ JOBS = {
     "+callbacks.zzz.patience=1 paths.data_dir=/proc/nope": "callbacks.zzz names no class to build",
     "+trainer.gradient_clip_vall=1": "Did you mean trainer.gradient_clip_val?",
     "+logger.tensorboard.log_dir=x": "logger.tensorboard.log_dir: ",  # TensorBoard sets it
+    "+logger.tensorboard.kwargs=1": "TensorBoardLogger takes no argument kwargs",  # (its **)
     "logger=many +logger.wandb.foo=1": "logger.wandb.foo: ",  # what W&B hands on to wandb.init
     "callbacks.best_checkpoint.mode=foo paths.data_dir=/proc/nope": "`mode` can be min, max but",
     # a type as the class declares it (a model's, a callback's argument)

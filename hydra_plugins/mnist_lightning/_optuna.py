@@ -24,9 +24,15 @@ def check_search_space(sweeper: DictConfig, sweeps: list[str]) -> None:
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     except Exception as e:  # an interpolation that does not resolve
         raise ConfigError(f"hydra.sweeper.params cannot be read: {one_line(e)}") from None
-    trials = sweeper.get("n_trials")
-    if not isinstance(trials, int) or trials < 1:  # Optuna's: "Record does not exist."
-        raise ConfigError(f"hydra.sweeper.n_trials={trials} must be 1 or more trials.")
+    for key in ("n_trials", "n_jobs"):  # Optuna's "Record does not exist.", a ZeroDivisionError
+        if not isinstance(count := sweeper.get(key), int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"hydra.sweeper.{key}={count} must be 1 or more.")
+    rate = sweeper.get("max_failure_rate")  # Hydra's: an AssertionError naming nothing
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
+        raise ConfigError(f"hydra.sweeper.max_failure_rate={rate} must be from 0 to 1.")
+    if sweeper.get("direction") not in ("maximize", "minimize"):  # mnist-train returns one value
+        direction = sweeper.get("direction")
+        raise ConfigError(f"hydra.sweeper.direction={direction} must be maximize or minimize.")
     for param in params + sweeps:
         try:
             searched, _ = _impl.create_params_from_overrides([param])

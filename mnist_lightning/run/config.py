@@ -85,9 +85,9 @@ TRAIN: dict[str, Rule] = {
     # cannot use (0 batches of training, a negative clip it ignores) or checks only inside fit.
     "trainer.max_steps": "int [-1, inf)",
     "trainer.max_epochs": "int? [-1, inf)",
-    "trainer.log_every_n_steps": "int [0, inf)",  # 0: no step-level logs
+    "trainer.log_every_n_steps": "int? [0, inf)",  # 0: no step-level logs; null: 50
     "trainer.accumulate_grad_batches": COUNT,
-    "trainer.gradient_clip_val": "float? (0, inf)",
+    "trainer.gradient_clip_val": "float? [0, inf)",  # 0: no clipping
     "trainer.limit_train_batches": "float? (0, inf)",
     "trainer.limit_val_batches": "float? [0, inf)",
     "trainer.limit_test_batches": "float? [0, inf)",

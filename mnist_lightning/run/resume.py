@@ -147,11 +147,12 @@ def claim_run_directory(args: list[str]) -> list[str]:
     lock the run it resumes. Returns the arguments with that run named (`latest` looked up)."""
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    given = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{key}=")]
+    given = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith(f"{key}=")]
     resume = resume_arg(args)
     place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
     check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
-    above = next(p for p in [place.absolute(), *place.absolute().parents] if p.exists())
+    where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
+    above = next(p for p in [where, *where.parents] if p.exists())
     BEFORE_HYDRA[above] = above.stat()  # what a refused run puts back (nothing_left_if_refused)
     if given and not resume and place.is_dir() and any(place.iterdir()):
         raise ConfigError(
@@ -254,10 +255,17 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
 
 
 def remove_refused(made: Path) -> None:
-    """A run or sweep directory this command made and then refused, and the folders above it
-    that it made; the one that existed gets its times back."""
-    shutil.rmtree(made, ignore_errors=True)
-    for parent in made.absolute().parents:  # outputs/runs/, outputs/: if this command made them
+    """What this command made for a run or sweep it then refused: its directory (only emptied if
+    it was there, empty, before: `claim_run_directory`), and the folders above it that it made;
+    the one that existed gets its times back."""
+    made = Path(os.path.abspath(made))
+    parents = [made] if made in BEFORE_HYDRA else list(made.parents)  # (outputs/runs/, outputs/)
+    if made in BEFORE_HYDRA:
+        for entry in made.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    else:
+        shutil.rmtree(made, ignore_errors=True)
+    for parent in parents:
         if parent in BEFORE_HYDRA:
             times = BEFORE_HYDRA[parent]
             os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))

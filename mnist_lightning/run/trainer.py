@@ -309,6 +309,7 @@ def check_arguments(key: str, node: DictConfig) -> None:
         return
     takes.pop(its_own, None)
     any_name = target not in HANDS_ON and any(p.kind == p.VAR_KEYWORD for p in takes.values())
+    takes = {k: p for k, p in takes.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     for name in (str(n) for n in node if not str(n).startswith("_")):  # `_convert_`: Hydra's
         if name in takes and (rule := TYPED.get(takes[name].annotation)):
             check_value(f"{key}.{name}", value_at(node, name), rule)
