@@ -85,7 +85,7 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
         check_command_line(sys.argv[1:], config_name)
         for arg in sys.argv[1:]:
             key, _, value = arg.partition("=")
-            if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
                 check_writable(Path(value), arg)
         main()
 
