@@ -331,6 +331,8 @@ JOBS = {
     "+model.dropuot=0.3": "MNISTClassifier takes no argument dropuot. Did you mean model.dropout?",
     "+callbacks.zzz.patience=1 paths.data_dir=/proc/nope": "callbacks.zzz names no class to build",
     "+trainer.gradient_clip_vall=1": "Did you mean trainer.gradient_clip_val?",
+    "trainer.val_check_interval=00:00:01:00": None,  # Lightning's time-based validation
+    "trainer.val_check_interval=abc": "Invalid time format for `val_check_interval`: 'abc'.",
     "+logger.tensorboard.log_dir=x": "logger.tensorboard.log_dir: ",  # TensorBoard sets it
     "+logger.tensorboard.kwargs=1": "TensorBoardLogger takes no argument kwargs",  # (its **)
     "logger=many +logger.wandb.foo=1": "logger.wandb.foo: ",  # what W&B hands on to wandb.init

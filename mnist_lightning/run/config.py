@@ -91,9 +91,10 @@ TRAIN: dict[str, Rule] = {
     "trainer.limit_train_batches": "float? (0, inf)",
     "trainer.limit_val_batches": "float? [0, inf)",
     "trainer.limit_test_batches": "float? [0, inf)",
-    "trainer.val_check_interval": "float? (0, inf)",
+    "trainer.val_check_interval": "float? (0, inf)",  # or a duration, as max_time (DURATIONS)
     "trainer.check_val_every_n_epoch": "int? [1, inf)",
 }
+DURATIONS = ("trainer.val_check_interval",)  # "DD:HH:MM:SS" too: Lightning's to check
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # mnist-export's format= and its file
 EVAL: dict[str, Rule] = {
@@ -172,7 +173,7 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
             raise ConfigError(f"{key}={value!r} must be a finite number.")
     for key, rule in rules.items():
         value = value_at(cfg, key)
-        if value is not _ABSENT:
+        if value is not _ABSENT and not (key in DURATIONS and isinstance(value, str)):
             check_value(key, value, rule)
 
 
