@@ -159,7 +159,7 @@ CASES: dict[str, Case] = {
     ),
     "an Optuna setting refused as the search starts": Case(
         "train",
-        "hparams_search=optuna hydra.sweeper.direction=foo -m",
+        "hparams_search=optuna hydra.sweeper.storage=bogus -m",
         "Optuna search cannot start",
     ),
     "resume and ckpt_path": Case(

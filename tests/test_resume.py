@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run import resume
 from mnist_lightning.run.checkpoint import check_resumable
 from mnist_lightning.run.resume import GracefulInterrupt, finished
 from tests.helpers.commands import run_cli, run_dirs
@@ -239,3 +240,25 @@ def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
             interrupt.hand_back()
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_refused_run_removes_only_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new run claimed before Hydra goes, with the folders made above it; elsewhere (where an
+    interpolation put it, or paths.output_dir) only the files a refused run writes go, and
+    never from a folder holding anything else (another's files, a user's folder)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(resume, "BEFORE_HYDRA", {})
+    resume.claim_run_directory([])
+    runs = [tmp_path / "outputs/runs/new", tmp_path / "elsewhere/new", tmp_path / "user"]
+    for run in runs:
+        (run / ".hydra").mkdir(parents=True)
+        (run / "train.log").write_text("")
+    (tmp_path / "user" / "notes.txt").write_text("mine")
+    for run in runs:
+        resume.remove_refused(run)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "elsewhere", "elsewhere/new", "user", "user/.hydra", "user/notes.txt", "user/train.log"
+    ]  # fmt: skip
+    assert not (tmp_path / "outputs").exists()

@@ -138,7 +138,9 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
-BEFORE_HYDRA: dict[Path, os.stat_result] = {}  # the nearest folder that exists, as it was
+# Where the command line puts its run (or its runs: outputs/runs/) -> the nearest folder of it
+# that exists, as it was (what a refused run puts back: remove_refused).
+BEFORE_HYDRA: dict[Path, tuple[Path, os.stat_result]] = {}
 
 
 def claim_run_directory(args: list[str]) -> list[str]:
@@ -153,7 +155,7 @@ def claim_run_directory(args: list[str]) -> list[str]:
     check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
     where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
     above = next(p for p in [where, *where.parents] if p.exists())
-    BEFORE_HYDRA[above] = above.stat()  # what a refused run puts back (nothing_left_if_refused)
+    BEFORE_HYDRA[where] = (above, above.stat())
     if given and not resume and place.is_dir() and any(place.iterdir()):
         raise ConfigError(
             f"{key}={place} already holds files; a new run needs a directory of its own. To "
@@ -247,32 +249,40 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
     except UserError as e:
         if isinstance(e, TrainingFailedError):
             raise
-        run = Path(cfg.paths.output_dir)
+        run = Path(HydraConfig.get().runtime.output_dir)  # Hydra's, whatever paths.* say
         new = HydraConfig.get().mode == RunMode.RUN and not cfg.resume
         if new and is_rank_zero() and not (run / "checkpoints").exists():
             remove_refused(run)
         raise
 
 
+# What a refused run or sweep may have written into its directory (Hydra's config and log,
+# the lock, TensorBoard's folder, the sweep's record and study): a directory holding anything
+# else is not only this command's, and keeps all it holds.
+REFUSED_LEAVES = {".hydra", "train.log", ".lock", "tensorboard", "multirun.yaml", "optuna.db"}
+
+
 def remove_refused(made: Path) -> None:
-    """What this command made for a run or sweep it then refused: its directory (only emptied if
-    it was there, empty, before: `claim_run_directory`), and the folders above it that it made;
-    the one that existed gets its times back."""
+    """What this command wrote for a run or sweep it then refused, and nothing else: its files
+    in `made`, then `made` and the folders above it that were not there before Hydra, if
+    `claim_run_directory` saw where Hydra put it (an interpolation it cannot); the folder that
+    was there gets its times back."""
     made = Path(os.path.abspath(made))
-    parents = [made] if made in BEFORE_HYDRA else list(made.parents)  # (outputs/runs/, outputs/)
-    if made in BEFORE_HYDRA:
-        for entry in made.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    else:
-        shutil.rmtree(made, ignore_errors=True)
-    for parent in parents:
-        if parent in BEFORE_HYDRA:
-            times = BEFORE_HYDRA[parent]
-            os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+    entries = list(made.iterdir()) if made.is_dir() else []
+    if any(entry.name not in REFUSED_LEAVES for entry in entries):
+        return
+    if Path.cwd().is_relative_to(made):  # hydra.job.chdir=true
+        os.chdir(made.parent)
+    for entry in entries:
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    anchor, times = BEFORE_HYDRA.get(made) or BEFORE_HYDRA.get(made.parent) or (None, None)
+    for folder in [made, *made.parents] if anchor else []:
+        if folder == anchor:
+            os.utime(folder, ns=(times.st_atime_ns, times.st_mtime_ns))
             break
-        if parent == Path.cwd() or any(parent.iterdir()):
+        if folder.is_symlink() or any(folder.iterdir()):
             break
-        parent.rmdir()
+        folder.rmdir()
 
 
 # The checkpoint conf/callbacks/default.yaml rewrites at every epoch end: what resume= reads.

@@ -181,8 +181,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
     checkpoints = AtomicCheckpointIO(Path(cfg.paths.output_dir) if cfg.get("resume") else None)
     plugins = [checkpoints, *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
-    trainer = build(
-        "trainer", cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins
+    trainer = build(  # plain containers: Lightning reads `max_time={minutes: 1}` as a dict
+        "trainer",
+        cfg.trainer,
+        _convert_="all",
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=plugins,
     )
     if cfg.get("resume"):
         run = Path(cfg.paths.output_dir)
@@ -239,7 +244,7 @@ def check_before_training(cfg: DictConfig) -> None:
     try:
         with warnings.catch_warnings(action="ignore"):
             callbacks = build_callbacks(cfg, own=True)
-            build("trainer", cfg.trainer, logger=False, callbacks=callbacks)
+            build("trainer", cfg.trainer, _convert_="all", logger=False, callbacks=callbacks)
             data = build("data", cfg.data)
             data.check_sizes()
             raw = raw_dir(data.data_dir, data.dataset.name)
