@@ -274,7 +274,7 @@ KEYS = {
     "hparams_search=optuna hydra.sweeper.n_trials=abc": "hydra.sweeper.n_trials: Value 'abc'",
     "-m hparams_search=optuna model.lr=interval(1,0)": "model.lr=interval(1,0): Optuna cannot",
     "-m hparams_search=optuna model.lr=interval(0,inf)": "Optuna searches between finite bounds",
-    "-m hparams_search=optuna hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 must be 1 or more.",
+    "-m hparams_search=optuna hydra.sweeper.n_trials=0": "sweeper.n_trials=0 must be 1 or more.",
     "-m hparams_search=optuna hydra.sweeper.max_failure_rate=2": "must be from 0 to 1.",
     "-m hparams_search=optuna hydra.sweeper.direction=[maximize,minimize]": "maximize or minim",
     "-m hparams_search=optuna hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0 must be 1 or more",
