@@ -148,6 +148,9 @@ CASES: dict[str, Case] = {
         "new/MNIST/raw/train-labels-idx1-ubyte: ca",
         prepare=lambda w: (w / "empty").mkdir(),
     ),
+    "a new run into an existing one, quoted": Case(
+        "train", 'hydra.run.dir="{w}/run"', ("hydra.run.dir=", "already holds files")
+    ),
     "a new run into an existing one by ++": Case(
         "train", "++hydra.run.dir={w}/run", ("hydra.run.dir=", "already holds files")
     ),

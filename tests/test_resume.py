@@ -245,12 +245,12 @@ def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
 def test_a_refused_run_removes_only_what_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new run claimed before Hydra goes, with the folders made above it; elsewhere (where an
-    interpolation put it, or paths.output_dir) only the files a refused run writes go, and
-    never from a folder holding anything else (another's files, a user's folder)."""
+    """A new run claimed before Hydra goes, with the folders made above it; elsewhere (a folder
+    nobody claimed) only the files a refused run writes go, and never from a folder holding
+    anything else (another's files, a user's folder)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(resume, "BEFORE_HYDRA", {})
-    resume.claim_run_directory([])
+    resume.claim_new(OmegaConf.create({"resume": None}), "hydra.run.dir", "outputs/runs/new")
     runs = [tmp_path / "outputs/runs/new", tmp_path / "elsewhere/new", tmp_path / "user"]
     for run in runs:
         (run / ".hydra").mkdir(parents=True)

@@ -27,6 +27,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
@@ -138,29 +139,54 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
-# Where the command line puts its run (or its runs: outputs/runs/) -> the nearest folder of it
-# that exists, as it was (what a refused run puts back: remove_refused).
+# A new run's or sweep's directory -> the nearest folder of it that exists, as it was: what a
+# refused run puts back (remove_refused).
 BEFORE_HYDRA: dict[Path, tuple[Path, os.stat_result]] = {}
 
 
+class RunDirectory(Callback):
+    """Where Hydra will write, as it composed it (presets, interpolations, `hydra.mode`), before
+    it makes anything: a new run or sweep needs a directory of its own."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        claim_new(config, "hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        claim_new(config, "hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+def claim_new(config: DictConfig, key: str, place: str) -> None:
+    where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
+    if config.get("resume") or not is_rank_zero():  # its own; DDP's other tasks: rank 0's
+        return
+    if os.path.realpath(place) != os.path.realpath(where):  # Hydra would use both
+        refuse(f"{key}={place} goes up (..) through a symbolic link: name the folder itself.")
+    if where.is_dir() and any(where.iterdir()):
+        refuse(
+            f"{key}={place} already holds files; a new run needs a directory of its own. To "
+            f"continue the run there: mnist-train resume={place}"
+        )
+    above = next(p for p in [where, *where.parents] if p.exists())
+    BEFORE_HYDRA[where] = (above, above.stat())
+
+
+def refuse(reason: str) -> None:
+    """A refusal inside Hydra (its callbacks): Hydra would add its own words and exit 1."""
+    put_back_locks()
+    print(f"Error: {reason}", file=sys.stderr)
+    sys.exit(2)
+
+
 def claim_run_directory(args: list[str]) -> list[str]:
-    """Before Hydra makes the run directory (with a traceback where it cannot), saves its
-    config over another run's or logs into a resumed run: check where this command writes and
-    lock the run it resumes. Returns the arguments with that run named (`latest` looked up)."""
-    multirun = any(arg in ("-m", "--multirun") for arg in args)
+    """Before Hydra makes the run directory (with a traceback where it cannot) or logs into a
+    resumed run: check where this command writes and lock the run it resumes (a new run's own
+    directory: `RunDirectory`). Returns the arguments with that run named (`latest` looked up)."""
+    multirun = get_args_parser().parse_known_args(args)[0].multirun  # (also `--multi`)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith(f"{key}=")]
     resume = resume_arg(args)
     place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
     check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
-    where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
-    above = next(p for p in [where, *where.parents] if p.exists())
-    BEFORE_HYDRA[where] = (above, above.stat())
-    if given and not resume and place.is_dir() and any(place.iterdir()):
-        raise ConfigError(
-            f"{key}={place} already holds files; a new run needs a directory of its own. To "
-            f"continue the run there: mnist-train resume={place}"
-        )
     if not resume:
         return args
     run = find_run(resume, sweep=multirun)
@@ -260,13 +286,13 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
 # the lock, TensorBoard's folder, the sweep's record and study): a directory holding anything
 # else is not only this command's, and keeps all it holds.
 REFUSED_LEAVES = {".hydra", "train.log", ".lock", "tensorboard", "multirun.yaml", "optuna.db"}
+REFUSED_LEAVES |= {".submitit"}  # the SLURM launcher's folder
 
 
 def remove_refused(made: Path) -> None:
     """What this command wrote for a run or sweep it then refused, and nothing else: its files
-    in `made`, then `made` and the folders above it that were not there before Hydra, if
-    `claim_run_directory` saw where Hydra put it (an interpolation it cannot); the folder that
-    was there gets its times back."""
+    in `made`, then `made` and the folders above it that were not there before Hydra
+    (`RunDirectory` saw them); the folder that was there gets its times back."""
     made = Path(os.path.abspath(made))
     entries = list(made.iterdir()) if made.is_dir() else []
     if any(entry.name not in REFUSED_LEAVES for entry in entries):
@@ -275,7 +301,7 @@ def remove_refused(made: Path) -> None:
         os.chdir(made.parent)
     for entry in entries:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    anchor, times = BEFORE_HYDRA.get(made) or BEFORE_HYDRA.get(made.parent) or (None, None)
+    anchor, times = BEFORE_HYDRA.get(made, (None, None))
     for folder in [made, *made.parents] if anchor else []:
         if folder == anchor:
             os.utime(folder, ns=(times.st_atime_ns, times.st_mtime_ns))
