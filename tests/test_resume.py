@@ -245,13 +245,13 @@ def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
 def test_a_refused_run_removes_only_what_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new run claimed before Hydra goes, with the folders made above it; elsewhere (a folder
-    nobody claimed) only the files a refused run writes go, and never from a folder holding
-    anything else (another's files, a user's folder)."""
+    """A new run claimed before Hydra goes, with the folders made above it; a folder nobody
+    claimed keeps all it holds, and so does a claimed one where another process wrote."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(resume, "BEFORE_HYDRA", {})
     resume.claim_new(OmegaConf.create({"resume": None}), "hydra.run.dir", "outputs/runs/new")
     runs = [tmp_path / "outputs/runs/new", tmp_path / "elsewhere/new", tmp_path / "user"]
+    resume.claim_new(OmegaConf.create({"resume": None}), "hydra.run.dir", "user")
     for run in runs:
         (run / ".hydra").mkdir(parents=True)
         (run / "train.log").write_text("")
@@ -259,6 +259,7 @@ def test_a_refused_run_removes_only_what_it_wrote(
     for run in runs:
         resume.remove_refused(run)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "elsewhere", "elsewhere/new", "user", "user/.hydra", "user/notes.txt", "user/train.log"
+        "elsewhere", "elsewhere/new", "elsewhere/new/.hydra", "elsewhere/new/train.log",
+        "user", "user/.hydra", "user/notes.txt", "user/train.log",
     ]  # fmt: skip
     assert not (tmp_path / "outputs").exists()

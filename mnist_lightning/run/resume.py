@@ -290,19 +290,19 @@ REFUSED_LEAVES |= {".submitit"}  # the SLURM launcher's folder
 
 
 def remove_refused(made: Path) -> None:
-    """What this command wrote for a run or sweep it then refused, and nothing else: its files
-    in `made`, then `made` and the folders above it that were not there before Hydra
-    (`RunDirectory` saw them); the folder that was there gets its times back."""
+    """What this command wrote for a run or sweep it then refused, and nothing else: in the
+    directory `RunDirectory` claimed, its files, then the directory and the folders above it
+    that were not there before Hydra; the folder that was there gets its times back."""
     made = Path(os.path.abspath(made))
+    anchor, times = BEFORE_HYDRA.get(made, (None, None))
     entries = list(made.iterdir()) if made.is_dir() else []
-    if any(entry.name not in REFUSED_LEAVES for entry in entries):
-        return
+    if anchor is None or any(entry.name not in REFUSED_LEAVES for entry in entries):
+        return  # not claimed, or another process wrote there meanwhile
     if Path.cwd().is_relative_to(made):  # hydra.job.chdir=true
         os.chdir(made.parent)
     for entry in entries:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    anchor, times = BEFORE_HYDRA.get(made, (None, None))
-    for folder in [made, *made.parents] if anchor else []:
+    for folder in [made, *made.parents]:
         if folder == anchor:
             os.utime(folder, ns=(times.st_atime_ns, times.st_mtime_ns))
             break
