@@ -151,6 +151,7 @@ CASES: dict[str, Case] = {
     "a new run into an existing one, quoted": Case(
         "train", 'hydra.run.dir="{w}/run"', ("hydra.run.dir=", "already holds files")
     ),
+    "down and up again": Case("train", "hydra.run.dir={w}/new/../b", "goes down and up again"),
     "a new run into an existing one by ++": Case(
         "train", "++hydra.run.dir={w}/run", ("hydra.run.dir=", "already holds files")
     ),

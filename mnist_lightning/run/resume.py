@@ -7,6 +7,7 @@ directories of its own, and its saved config may choose values, but not classes 
 the command line do) nor places outside the run to write to. (Its checkpoint: checkpoint.py.)
 """
 
+import itertools
 import logging
 import os
 import re
@@ -159,8 +160,9 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
     if config.get("resume") or not is_rank_zero():  # its own; DDP's other tasks: rank 0's
         return
-    if os.path.realpath(place) != os.path.realpath(where):  # Hydra would use both
-        refuse(f"{key}={place} goes up (..) through a symbolic link: name the folder itself.")
+    parts = Path(place).parts  # `a/../b`: Hydra makes a/ (through a link: b there) and writes b
+    if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
+        refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
     if where.is_dir() and any(where.iterdir()):
         refuse(
             f"{key}={place} already holds files; a new run needs a directory of its own. To "
