@@ -4,7 +4,6 @@ with nothing left; and a search in which no trial completed ends with the sweep'
 each failed) and exit status 1, not Optuna's traceback from `study.best_trial`."""
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from hydra_plugins.hydra_optuna_sweeper import _impl, optuna_sweeper
 from omegaconf import DictConfig
 
 from mnist_lightning.errors import ConfigError, one_line
-from mnist_lightning.run.resume import remove_refused
+from mnist_lightning.run.resume import refuse, remove_refused
 from mnist_lightning.run.sweep import SweepSummary, job_rows
 
 
@@ -52,10 +51,8 @@ class OptunaSweeper(optuna_sweeper.OptunaSweeper):
         except Exception as e:
             rows = job_rows(sweep_dir)
             if not rows:  # refused before a trial ran (a setting): nothing is left of it
-                if not config.resume:
-                    remove_refused(sweep_dir)
-                print(f"Error: the Optuna search cannot start: {one_line(e)}", file=sys.stderr)
-                sys.exit(2)
+                remove_refused(sweep_dir)
+                refuse(f"the Optuna search cannot start: {one_line(e)}")
             if not isinstance(e, ValueError) or any(r["status"] == "completed" for r in rows):
                 raise
             SweepSummary().on_multirun_end(config)  # prints the summary, exits with status 1

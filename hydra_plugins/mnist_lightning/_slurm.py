@@ -27,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from mnist_lightning.errors import ConfigError, one_line
-from mnist_lightning.run.resume import job_finished, remove_refused, results
+from mnist_lightning.run.resume import job_finished, refuse, remove_refused, results
 from mnist_lightning.run.sweep import record_failure, write_summary
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         try:
             return self._launch(list(job_overrides), initial_job_idx, sweep_dir)
         except ConfigError as e:  # before any job is submitted: one line, as mnist-train's
-            if not self.config.resume and not [p for p in sweep_dir.iterdir() if p.name.isdigit()]:
-                remove_refused(sweep_dir)  # made by this command, and nothing ran: not kept
-            print(f"Error: {e}", file=sys.stderr)
-            sys.exit(2)
+            remove_refused(sweep_dir)  # made by this command, and nothing ran: not kept
+            refuse(str(e))
 
     def executor(self) -> submitit.AutoExecutor:
         """The submitit executor with hydra.launcher's resources, as the plugin builds it."""

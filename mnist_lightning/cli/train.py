@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> float:
     cfg, result = continue_or_finish(cfg)  # a resumed run's own config, checked; or its result
     if result is not None:
         return result
-    with nothing_left_if_refused(cfg):
+    with nothing_left_if_refused():
         validate(cfg)
         if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
             cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)

@@ -157,9 +157,9 @@ class RunDirectory(Callback):
 
 
 def claim_new(config: DictConfig, key: str, place: str) -> None:
-    where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
     if config.get("resume") or not is_rank_zero():  # its own; DDP's other tasks: rank 0's
         return
+    where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
     parts = Path(place).parts  # `a/../b`: Hydra makes a/ (through a link: b there) and writes b
     if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
         refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
@@ -269,7 +269,7 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
 
 
 @contextmanager
-def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
+def nothing_left_if_refused() -> Iterator[None]:
     """A new run refused before it trained (a value, the data, a checkpoint) leaves nothing
     behind: Hydra made its directory, and the folders above it, before any check could run."""
     try:
@@ -277,10 +277,7 @@ def nothing_left_if_refused(cfg: DictConfig) -> Iterator[None]:
     except UserError as e:
         if isinstance(e, TrainingFailedError):
             raise
-        run = Path(HydraConfig.get().runtime.output_dir)  # Hydra's, whatever paths.* say
-        new = HydraConfig.get().mode == RunMode.RUN and not cfg.resume
-        if new and is_rank_zero() and not (run / "checkpoints").exists():
-            remove_refused(run)
+        remove_refused(Path(HydraConfig.get().runtime.output_dir))  # a new run's, claimed
         raise
 
 
