@@ -109,11 +109,15 @@ def test_the_tasks_of_a_slurm_step_share_one_run_directory(
     ],
 )
 def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
-    overrides: list[str], asks: dict[str, str]
+    overrides: list[str], asks: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The submission script hydra/launcher=slurm writes: one task per device on each node, a
     GPU per task only for the GPU presets, and the time-limit signal the jobs handle."""
+    from submitit.slurm.slurm import SlurmExecutor
+
     from hydra_plugins.mnist_lightning import SlurmLauncher
+
+    monkeypatch.setattr(SlurmExecutor, "affinity", lambda *_: 2)  # srun: not needed to write it
 
     launcher = composed(["hydra/launcher=slurm", *overrides], hydra_config=True).hydra.launcher
     params = OmegaConf.to_container(launcher, resolve=True)
@@ -251,6 +255,7 @@ KEYS = {
     "trainer.foo=1": "A Trainer argument that conf/ lacks: +trainer.foo=...",
     "trainer.detect_anomoly=1": "A Trainer argument that conf/ lacks: +trainer.detect_anomaly=",
     "nope.x=1": "nope.x is not a key of this config.",
+    "~hydra.callbacks.run_directory": "hydra.callbacks.run_directory gives a new run a dir",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",
     "callbacks.model_checkpoint.filenam=x": "filenam is not a key of this config; did you mean "
     "callbacks.last_checkpoint?",

@@ -29,7 +29,8 @@ def check_search_space(sweeper: DictConfig, sweeps: list[str]) -> None:
     rate = sweeper.get("max_failure_rate")  # Hydra's: an AssertionError naming nothing
     if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
         raise ConfigError(f"hydra.sweeper.max_failure_rate={rate} must be from 0 to 1.")
-    if (direction := sweeper.get("direction")) not in ("maximize", "minimize"):  # one value
+    direction = sweeper.get("direction")  # (hydra/sweeper=optuna's: an Enum)
+    if getattr(direction, "name", direction) not in ("maximize", "minimize"):  # one value
         raise ConfigError(f"hydra.sweeper.direction={direction} must be maximize or minimize.")
     for param in params + sweeps:
         try:

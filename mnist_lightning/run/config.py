@@ -385,6 +385,12 @@ def check_command_line(
 
 def _check_job(cfg: DictConfig, then: Callable[[DictConfig], None]) -> None:
     validate(cfg)
+    claim = OmegaConf.select(cfg, "hydra.callbacks.run_directory._target_", default=None)
+    if claim != "mnist_lightning.run.resume.RunDirectory":  # Hydra would write into any folder
+        raise ConfigError(
+            "hydra.callbacks.run_directory gives a new run a directory of its own before Hydra "
+            "writes there: it cannot be removed or replaced."
+        )
     if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
         return
     outer = HydraConfig.instance().cfg

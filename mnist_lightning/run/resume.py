@@ -151,9 +151,25 @@ class RunDirectory(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         claim_new(config, "hydra.run.dir", config.hydra.run.dir)
+        check_inside(config, "hydra.output_subdir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         claim_new(config, "hydra.sweep.dir", config.hydra.sweep.dir)
+        check_inside(config, "hydra.sweep.subdir", per_job=True)
+        check_inside(config, "hydra.output_subdir")
+
+
+def check_inside(config: DictConfig, key: str, per_job: bool = False) -> None:
+    """Hydra writes a job's directory (`per_job`: one for each job of a sweep) and its `.hydra/`
+    where `key` leads from the claimed directory: never out of it, nor every job to one place."""
+    parent, name = key.rsplit(".", 1)
+    raw = OmegaConf.to_container(OmegaConf.select(config, parent), resolve=False)[name]
+    value = OmegaConf.select(config, key, throw_on_resolution_failure=False)  # not per job
+    for place in (str(v) for v in (raw, value) if v is not None):
+        if place.startswith("/") or Path(os.path.normpath(place)).parts[:1] == ("..",):
+            refuse(f"{key}={raw} leads out of the directory Hydra writes the run into.")
+    if per_job and value is not None:
+        refuse(f"{key}={raw} is one folder for every job; name each job's, as ${{hydra.job.num}}.")
 
 
 def claim_new(config: DictConfig, key: str, place: str) -> None:
