@@ -166,8 +166,7 @@ class MNISTDataModule(L.LightningDataModule):
         train_x, train_y = load_pair(raw, "train")
         test_x, test_y = load_pair(raw, "t10k")
         self.check_sizes(len(train_y))
-        generator = torch.Generator().manual_seed(self.seed)
-        shuffled = torch.randperm(len(train_y), generator=generator)
+        shuffled = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = shuffled[: self.val_size], shuffled[self.val_size :]
         if self.train_subset is not None:
             train_idx = stratified_subset(train_idx, train_y[train_idx], self.train_subset)

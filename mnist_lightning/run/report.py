@@ -72,16 +72,12 @@ def digits_figure(
 
 
 def mistakes_figure(
-    images: torch.Tensor,
-    probs: torch.Tensor,
-    labels: torch.Tensor,
-    count: int = 24,
-    classes: tuple[str, ...] = DIGITS,
+    images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]
 ) -> Figure:
-    """The `count` wrong predictions the model was most sure of, captioned with class names."""
+    """The 24 wrong predictions the model was most sure of, captioned with class names."""
     confidence, preds = probs.max(1)
     wrong = (preds != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)[:count]].tolist()
+    worst = wrong[confidence[wrong].argsort(descending=True)[:24]].tolist()
     captions = [
         f"pred {classes[preds[i]]} ({float(confidence[i]):.0%})\ntrue {classes[labels[i]]}"
         for i in worst
@@ -121,9 +117,7 @@ def result_figures(
     counts = multiclass_confusion_matrix(logits.argmax(1), labels, 10).cpu()  # [true, predicted]
     return {
         "confusion_matrix": confusion_figure(counts, classes),
-        "mistakes": mistakes_figure(
-            images.float() / 255, logits.softmax(1), labels, classes=classes
-        ),
+        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels, classes),
         "first_layer": first_layer_figure(model.net.layers[0].weight),
     }
 
