@@ -32,7 +32,8 @@ class TensorBatches:
     needs it). A last mini-batch of fewer than W rows is dropped in `training`; in evaluation a
     process with no row of it skips it, so every image counts once."""
 
-    batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
+    sampler = property(lambda self: self)  # Lightning calls `loader.sampler.set_epoch`
+    batch_sampler = None  # and inspects this wherever there is a `sampler`
 
     def __init__(
         self,
@@ -55,10 +56,6 @@ class TensorBatches:
         self.batches = batches - (last < world_size and (training or rank >= last))
         self.epoch = self.batches_done = 0  # mini-batches of this epoch already handed out
         self._resume_at = 0  # where the next iteration starts, from a loaded state
-
-    @property
-    def sampler(self) -> "TensorBatches":
-        return self  # Lightning calls `loader.sampler.set_epoch`
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:  # a loaded state is for the epoch it was taken in

@@ -187,10 +187,8 @@ def report_run(
         writer.flush()
     finish_wandb_run()
     atomic_write_json(run_dir / "metrics.json", metrics)
-    rows = {
-        "test/acc": f"{metrics['test/acc']:.4f}",
-        "test/loss": f"{metrics['test/loss']:.4f}",
-        "val/acc_best": f"{metrics['val/acc_best']:.4f}",
+    rows = {key: f"{metrics[key]:.4f}" for key in ("test/acc", "test/loss", "val/acc_best")}
+    rows |= {
         "epochs": metrics["epoch"],
         "training time": f"{metrics['fit_seconds']:.1f} s{' since the resume' * resumed}",
         "run directory": run_dir,
