@@ -128,8 +128,6 @@ FIGURE_TAGS = {
     "mistakes": "test/mistakes",
     "first_layer": "model/first_layer",
 }
-# Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
-HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
@@ -148,8 +146,9 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
         if not key.endswith(("_target_", "_dir"))
     }
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            for summary in hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        if isinstance(logger, TensorBoardLogger):  # HPARAMS shows these beside the params:
+            shown = dict.fromkeys(("val/acc_best", "val/acc", "test/acc", "test/loss"), 0.0)
+            for summary in hparams(params, shown):
                 logger.experiment.file_writer.add_summary(summary)
         elif isinstance(logger, MLFlowLogger):  # it keeps a param's first value: a resumed run
             # that changed one (trainer.max_epochs) logs the new value as tag `resumed.<key>`
