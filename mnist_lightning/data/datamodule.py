@@ -172,12 +172,8 @@ class MNISTDataModule(L.LightningDataModule):
             "val": (train_x[val_idx].to(device), train_y[val_idx].to(device)),
             "test": (test_x.to(device), test_y.to(device)),
         }
-        log.info(
-            "%s on %s: %d train, %d val, %d test images",
-            self.dataset.title,
-            device,
-            *(len(y) for _, y in self.splits.values()),
-        )
+        sizes = ", ".join(f"{len(y)} {split}" for split, (_, y) in self.splits.items())
+        log.info("%s on %s: %s images", self.dataset.title, device, sizes)
 
     def train_dataloader(self) -> TensorBatches:
         # overfit_batches means the same batches every epoch; Lightning can only turn shuffling
