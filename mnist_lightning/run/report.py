@@ -50,10 +50,10 @@ def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) ->
 
 
 def digits_figure(
-    images: torch.Tensor, captions: list[str], title: str, columns: int = 8, cmap: str = "gray_r"
+    images: torch.Tensor, captions: list[str], title: str, columns: int = 8, signed: bool = False
 ) -> Figure:
-    """A grid of 28x28 images (values in [0, 1], ink bright; RdBu_r: [-1, 1]), a caption above
-    each."""
+    """A grid of 28x28 images with a caption above each: values in [0, 1], ink bright, or
+    (`signed`) in [-1, 1], positive red and negative blue."""
     columns = max(1, min(columns, len(images)))
     tiles = images.detach().cpu().reshape(-1, 1, 28, 28)
     tiles = tiles if len(tiles) else torch.zeros(1, 1, 28, 28)  # no mistakes: a blank grid
@@ -61,7 +61,7 @@ def digits_figure(
     grid = make_grid(tiles, nrow=columns, padding=pad)[0]
     fig = Figure(figsize=(columns * 1.1, grid.shape[0] / (28 + pad) * 1.1 + 0.4))
     ax = fig.subplots()
-    ax.imshow(grid.numpy(), cmap=cmap, vmin=-1 if cmap == "RdBu_r" else 0, vmax=1)
+    ax.imshow(grid.numpy(), cmap="RdBu_r" if signed else "gray_r", vmin=-1 if signed else 0, vmax=1)
     for i, caption in enumerate(captions):
         x, y = (i % columns) * 42 + 28, (i // columns) * 42 + 13
         ax.text(x, y, caption, ha="center", va="bottom", fontsize=6)
@@ -91,7 +91,7 @@ def first_layer_figure(weight: torch.Tensor) -> Figure:
     tiles = weight[:64].detach()
     tiles = tiles / tiles.abs().amax(1, keepdim=True).clamp(min=1e-12)
     title = f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)"
-    return digits_figure(tiles, [], title, cmap="RdBu_r")
+    return digits_figure(tiles, [], title, signed=True)
 
 
 def augmentation_figure(
