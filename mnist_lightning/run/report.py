@@ -3,7 +3,6 @@ mnist-train's TensorBoard and mnist-eval's PNGs), metrics.json and the results t
 
 import itertools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from torch.utils.tensorboard.summary import hparams
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchvision.utils import make_grid
 
+from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
 from mnist_lightning.files import atomic_write_json, to_run_log
@@ -94,9 +94,7 @@ def first_layer_figure(weight: torch.Tensor) -> Figure:
     return digits_figure(tiles, [], title, signed=True)
 
 
-def augmentation_figure(
-    images: torch.Tensor, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-) -> Figure:
+def augmentation_figure(images: torch.Tensor, augment: Augment) -> Figure:
     """Training images as stored (top row) and three random distortions of each below: what
     `data.augment` shows the network."""
     images = images[:8].float().cpu() / 255
