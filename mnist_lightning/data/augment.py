@@ -10,6 +10,7 @@ torch's global generator; here every image has its own, in one `grid_sample` wit
 Python, drawn from the generator passed in, which `datamodule.TensorBatches` seeds: a resumed
 run draws what the uninterrupted one would."""
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -33,10 +34,9 @@ class Augment:
     elastic_sigma: float = 4.0
     max_stroke: float = 0.0  # pixels of stroke width, each way
 
-    def __post_init__(self) -> None:
-        if self.kind not in AUGMENTS:  # a caller's slip; the config's data.augment is validated
+    def __post_init__(self) -> None:  # data.augment is checked; a Python caller's slip is not
+        if self.kind not in AUGMENTS:
             raise ValueError(f"augment kind {self.kind!r} is not one of {AUGMENTS}")
-        self._kernels: dict[torch.device, torch.Tensor] = {}
 
     @property
     def enabled(self) -> bool:
@@ -49,7 +49,13 @@ class Augment:
             return (2 * torch.rand(batch, generator=generator, device=device) - 1) * limit
 
         if self.max_stroke > 0:  # drawn only then, so runs without it keep their distortions
-            images = self._stroke(images, uniform(self.max_stroke))
+            # A 3x3 dilation (erosion) adds (takes) a pixel each side: a width of +2 (-2) pixels
+            # thickens (thins) each image's strokes by a whole one; less blends with the image.
+            part = (uniform(self.max_stroke) / 2).view(-1, 1, 1)
+            grown = F.max_pool2d(images.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
+            shrunk = -F.max_pool2d(-images.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
+            images = images + part.clamp(min=0) * (grown - images)
+            images = images + (-part).clamp(min=0) * (shrunk - images)
         if self.kind == "none":
             return images
         if self.kind == "translate":  # whole pixels, each of -most..most equally likely
@@ -69,42 +75,23 @@ class Augment:
         # A shift of d pixels is 2d / SIDE in grid_sample's [-1, 1] coordinates.
         affine = torch.cat([theta, (2 / SIDE) * shift.unsqueeze(2)], 2)
         grid = F.affine_grid(affine, [batch, 1, SIDE, SIDE], align_corners=False)
-        if self.kind == "elastic":
-            grid = grid + self._elastic_field(batch, device, generator)
+        if self.kind == "elastic":  # smoothed noise times alpha, in grid units
+            noise = 2 * torch.rand(batch * 2, SIDE, SIDE, generator=generator, device=device) - 1
+            smooth = smoothing(self.elastic_sigma, device)  # along columns, then along rows
+            field = (smooth @ noise @ smooth.T).view(batch, 2, SIDE, SIDE).permute(0, 2, 3, 1)
+            grid = grid + field * (2 * self.elastic_alpha / SIDE)
         mode = "nearest" if self.kind == "translate" else "bilinear"  # nearest: exact pixels
         warped = F.grid_sample(images.unsqueeze(1), grid, mode, "zeros", align_corners=False)
         return warped.squeeze(1).clamp_(0, 1)
 
-    @staticmethod
-    def _stroke(images: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-        """Thicken (width > 0) or thin (< 0) each image's strokes by `width` (batch,) pixels: a
-        3x3 dilation or erosion adds or takes one pixel each side, so 2 pixels of width are a
-        whole one and less is a blend with the image."""
-        grown = F.max_pool2d(images.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
-        shrunk = -F.max_pool2d(-images.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
-        part = (width / 2).view(-1, 1, 1)
-        return (
-            images + part.clamp(min=0) * (grown - images) + (-part).clamp(min=0) * (shrunk - images)
-        )
 
-    def _elastic_field(
-        self, batch: int, device: torch.device, generator: torch.Generator
-    ) -> torch.Tensor:
-        """(batch, 28, 28, 2) displacements in grid units: smoothed noise times alpha."""
-        noise = 2 * torch.rand(batch * 2, SIDE, SIDE, generator=generator, device=device) - 1
-        smooth = self._smoothing(device)  # Gaussian blur along columns, then along rows
-        field = (smooth @ noise.view(batch * 2, SIDE, SIDE) @ smooth.T).view(batch, 2, SIDE, SIDE)
-        field = field.permute(0, 2, 3, 1)
-        return field * (2 * self.elastic_alpha / SIDE)
-
-    def _smoothing(self, device: torch.device) -> torch.Tensor:
-        """The (28, 28) matrix of a 1-D Gaussian blur with zero padding: as a matrix product
-        it costs a fraction of a convolution with a kernel of several sigma."""
-        if device not in self._kernels:
-            x = torch.arange(SIDE, dtype=torch.float32)
-            weights = torch.exp(-0.5 * ((x.view(-1, 1) - x) / self.elastic_sigma) ** 2)
-            radius = max(1, math.ceil(3 * self.elastic_sigma))
-            norm = weights[0, : radius + 1].sum() * 2 - 1  # a full kernel's sum, truncated at 3σ
-            weights[(x.view(-1, 1) - x).abs() > radius] = 0
-            self._kernels[device] = (weights / norm).to(device)
-        return self._kernels[device]
+@functools.cache
+def smoothing(sigma: float, device: torch.device) -> torch.Tensor:
+    """The (28, 28) matrix of a 1-D Gaussian blur with zero padding: as a matrix product it
+    costs a fraction of a convolution with a kernel of several sigma."""
+    x = torch.arange(SIDE, dtype=torch.float32)
+    weights = torch.exp(-0.5 * ((x.view(-1, 1) - x) / sigma) ** 2)
+    radius = max(1, math.ceil(3 * sigma))
+    norm = weights[0, : radius + 1].sum() * 2 - 1  # a full kernel's sum, truncated at 3σ
+    weights[(x.view(-1, 1) - x).abs() > radius] = 0
+    return (weights / norm).to(device)

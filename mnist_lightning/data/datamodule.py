@@ -1,10 +1,7 @@
 """MNIST (or Fashion-MNIST, `data.dataset`) as tensors on the training device, batched by
-indexing.
-
-The whole data set is 55 MB of bytes, so each split lives on the training device as one uint8
-tensor and a batch is `images.index_select(0, indices)`: no Dataset, no per-sample PIL
-transforms, no worker processes. This is what makes an epoch of a small MLP take under a second
-on a 2-core CPU instead of seven (docs/benchmarks.md).
+indexing: the whole data set is 55 MB, so each split is one uint8 tensor there and a batch is
+`images.index_select(0, indices)`; no Dataset, no per-sample transforms, no worker processes.
+That makes an epoch of a small MLP take a second on a 2-core CPU, not seven (docs/benchmarks.md).
 """
 
 import logging
@@ -23,8 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class TensorBatches:
-    """Batches `(images, labels)` by indexing tensors already on the device; images as float
-    in [0, 1], shape (batch, 28, 28).
+    """Batches `(images, labels)` of tensors already on the device, images float in [0, 1].
 
     The order is a permutation drawn from (seed, epoch) alone, `augment` draws from (seed,
     epoch, mini-batch, rank), Lightning calls `set_epoch` (as for a DistributedSampler) and
@@ -36,7 +32,8 @@ class TensorBatches:
     needs it). A last mini-batch of fewer than W rows is dropped in `training`; in evaluation a
     process with no row of it skips it, so every image counts once."""
 
-    batch_sampler = None  # Lightning inspects it wherever there is a `sampler`
+    sampler = property(lambda self: self)  # Lightning calls `loader.sampler.set_epoch`
+    batch_sampler = None  # and inspects this wherever there is a `sampler`
 
     def __init__(
         self,
@@ -59,10 +56,6 @@ class TensorBatches:
         self.batches = batches - (last < world_size and (training or rank >= last))
         self.epoch = self.batches_done = 0  # mini-batches of this epoch already handed out
         self._resume_at = 0  # where the next iteration starts, from a loaded state
-
-    @property
-    def sampler(self) -> "TensorBatches":
-        return self  # Lightning calls `loader.sampler.set_epoch`
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:  # a loaded state is for the epoch it was taken in
@@ -170,8 +163,7 @@ class MNISTDataModule(L.LightningDataModule):
         train_x, train_y = load_pair(raw, "train")
         test_x, test_y = load_pair(raw, "t10k")
         self.check_sizes(len(train_y))
-        generator = torch.Generator().manual_seed(self.seed)
-        shuffled = torch.randperm(len(train_y), generator=generator)
+        shuffled = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = shuffled[: self.val_size], shuffled[self.val_size :]
         if self.train_subset is not None:
             train_idx = stratified_subset(train_idx, train_y[train_idx], self.train_subset)
@@ -180,12 +172,8 @@ class MNISTDataModule(L.LightningDataModule):
             "val": (train_x[val_idx].to(device), train_y[val_idx].to(device)),
             "test": (test_x.to(device), test_y.to(device)),
         }
-        log.info(
-            "%s on %s: %d train, %d val, %d test images",
-            self.dataset.title,
-            device,
-            *(len(y) for _, y in self.splits.values()),
-        )
+        sizes = ", ".join(f"{len(y)} {split}" for split, (_, y) in self.splits.items())
+        log.info("%s on %s: %s images", self.dataset.title, device, sizes)
 
     def train_dataloader(self) -> TensorBatches:
         # overfit_batches means the same batches every epoch; Lightning can only turn shuffling

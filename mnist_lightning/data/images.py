@@ -56,7 +56,7 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
     cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
     top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
     left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
-    return _field(small.clip(0, 1), top, left)
+    return _field(small, top, left)  # (in [0, 1]: _resize clips)
 
 
 def _field(image: np.ndarray, top: int, left: int) -> torch.Tensor:

@@ -3,7 +3,6 @@ mnist-train's TensorBoard and mnist-eval's PNGs), metrics.json and the results t
 
 import itertools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from torch.utils.tensorboard.summary import hparams
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchvision.utils import make_grid
 
+from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DIGITS
 from mnist_lightning.files import atomic_write_json, to_run_log
@@ -50,16 +50,18 @@ def confusion_figure(counts: torch.Tensor, classes: tuple[str, ...] = DIGITS) ->
 
 
 def digits_figure(
-    images: torch.Tensor, captions: list[str], title: str, columns: int = 8
+    images: torch.Tensor, captions: list[str], title: str, columns: int = 8, signed: bool = False
 ) -> Figure:
-    """A grid of 28x28 images (values in [0, 1], ink bright) with a caption above each."""
+    """A grid of 28x28 images with a caption above each: values in [0, 1], ink bright, or
+    (`signed`) in [-1, 1], positive red and negative blue."""
     columns = max(1, min(columns, len(images)))
     tiles = images.detach().cpu().reshape(-1, 1, 28, 28)
     tiles = tiles if len(tiles) else torch.zeros(1, 1, 28, 28)  # no mistakes: a blank grid
-    grid = make_grid(tiles, nrow=columns, padding=14)[0]  # a 14-pixel margin for each caption
-    fig = Figure(figsize=(columns * 1.1, grid.shape[0] / 42 * 1.1 + 0.4))
+    pad = 14 if captions else 2  # a 14-pixel margin for each caption
+    grid = make_grid(tiles, nrow=columns, padding=pad)[0]
+    fig = Figure(figsize=(columns * 1.1, grid.shape[0] / (28 + pad) * 1.1 + 0.4))
     ax = fig.subplots()
-    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(grid.numpy(), cmap="RdBu_r" if signed else "gray_r", vmin=-1 if signed else 0, vmax=1)
     for i, caption in enumerate(captions):
         x, y = (i % columns) * 42 + 28, (i // columns) * 42 + 13
         ax.text(x, y, caption, ha="center", va="bottom", fontsize=6)
@@ -70,16 +72,12 @@ def digits_figure(
 
 
 def mistakes_figure(
-    images: torch.Tensor,
-    probs: torch.Tensor,
-    labels: torch.Tensor,
-    count: int = 24,
-    classes: tuple[str, ...] = DIGITS,
+    images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]
 ) -> Figure:
-    """The `count` wrong predictions the model was most sure of, captioned with class names."""
+    """The 24 wrong predictions the model was most sure of, captioned with class names."""
     confidence, preds = probs.max(1)
     wrong = (preds != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)[:count]].tolist()
+    worst = wrong[confidence[wrong].argsort(descending=True)[:24]].tolist()
     captions = [
         f"pred {classes[preds[i]]} ({float(confidence[i]):.0%})\ntrue {classes[labels[i]]}"
         for i in worst
@@ -88,22 +86,15 @@ def mistakes_figure(
     return digits_figure(images[worst], captions, title, columns=8 if classes == DIGITS else 6)
 
 
-def first_layer_figure(weight: torch.Tensor, count: int = 64) -> Figure:
+def first_layer_figure(weight: torch.Tensor) -> Figure:
     """The first layer's weight vectors as 28x28 tiles: red excites a unit, blue inhibits it."""
-    tiles = weight[:count].detach().cpu().reshape(-1, 1, 28, 28)
-    tiles = tiles / tiles.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
-    fig = Figure(figsize=(8, 8 * (-(-len(tiles) // 8)) / 8 + 0.4))
-    ax = fig.subplots()
-    ax.imshow(make_grid(tiles, nrow=8)[0].numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.axis("off")
-    ax.set_title(f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    tiles = weight[:64].detach()
+    tiles = tiles / tiles.abs().amax(1, keepdim=True).clamp(min=1e-12)
+    title = f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)"
+    return digits_figure(tiles, [], title, signed=True)
 
 
-def augmentation_figure(
-    images: torch.Tensor, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-) -> Figure:
+def augmentation_figure(images: torch.Tensor, augment: Augment) -> Figure:
     """Training images as stored (top row) and three random distortions of each below: what
     `data.augment` shows the network."""
     images = images[:8].float().cpu() / 255
@@ -124,9 +115,7 @@ def result_figures(
     counts = multiclass_confusion_matrix(logits.argmax(1), labels, 10).cpu()  # [true, predicted]
     return {
         "confusion_matrix": confusion_figure(counts, classes),
-        "mistakes": mistakes_figure(
-            images.float() / 255, logits.softmax(1), labels, classes=classes
-        ),
+        "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels, classes),
         "first_layer": first_layer_figure(model.net.layers[0].weight),
     }
 
@@ -137,48 +126,40 @@ FIGURE_TAGS = {
     "mistakes": "test/mistakes",
     "first_layer": "model/first_layer",
 }
-# Shown in TensorBoard's HPARAMS tab beside each run's hyper-parameters.
-HPARAM_METRICS = ("val/acc_best", "val/acc", "test/acc", "test/loss")
 
 
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The config keys a sweep varies, flattened to `model.dropout`-style names."""
+def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The config keys a sweep varies, flattened (`model.dropout`), to each logger of the first
+    process: TensorBoard's HPARAMS tab, MLflow's params, W&B's config. (CSVLogger keeps the
+    model's in hparams.yaml; .hydra/config.yaml has all.) Not `log_hyperparams(metrics=...)`:
+    that writes placeholder points into the curves; TensorBoard reads the results from the
+    curves of their name."""
+    if not trainer.loggers or not is_rank_zero():
+        return
     resolved = OmegaConf.to_container(cfg, resolve=True)
     wanted = {key: resolved[key] for key in ("seed", "data", "model", "trainer")}
-    return {
+    params = {
         key: value if isinstance(value, int | float | str | bool) else str(value)
         for key, value in leaves(wanted, lists=False)
         if not key.endswith(("_target_", "_dir"))
     }
-
-
-def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """The run's flattened config to each logger of the first process: TensorBoard's HPARAMS
-    tab, MLflow's params, W&B's config. (CSVLogger keeps the model's in hparams.yaml;
-    .hydra/config.yaml has all.) Not `log_hyperparams(metrics=...)`: that writes placeholder
-    points into the curves; TensorBoard reads the results from the curves of their name."""
-    for logger in trainer.loggers if is_rank_zero() else []:
-        if isinstance(logger, TensorBoardLogger):
-            summaries = hparams(flat_hparams(cfg), dict.fromkeys(HPARAM_METRICS, 0.0))
-            for summary in summaries:
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):  # HPARAMS shows these beside the params:
+            shown = dict.fromkeys(("val/acc_best", "val/acc", "test/acc", "test/loss"), 0.0)
+            for summary in hparams(params, shown):
                 logger.experiment.file_writer.add_summary(summary)
-        elif isinstance(logger, MLFlowLogger):
-            log_params_to_mlflow(logger, flat_hparams(cfg))
+        elif isinstance(logger, MLFlowLogger):  # it keeps a param's first value: a resumed run
+            # that changed one (trainer.max_epochs) logs the new value as tag `resumed.<key>`
+            logged = logger.experiment.get_run(logger.run_id).data.params
+            changed = {k for k, v in params.items() if k in logged and logged[k] != str(v)[:250]}
+            logger.log_hyperparams({k: v for k, v in params.items() if k not in changed})
+            for key in changed:
+                logger.experiment.set_tag(logger.run_id, f"resumed.{key}", str(params[key]))
         elif not isinstance(logger, CSVLogger):
-            logger.log_hyperparams(flat_hparams(cfg))
+            logger.log_hyperparams(params)
         if isinstance(logger, WandbLogger):  # silent (conf/logger/wandb.yaml): where its run is
             run = logger.experiment
             log.info("W&B run: %s", run.settings.sync_dir if run.offline else run.url)
-
-
-def log_params_to_mlflow(logger: MLFlowLogger, params: dict[str, Any]) -> None:
-    """MLflow keeps a param's first value: a resumed run that changed one (trainer.max_epochs)
-    logs the new value as the tag `resumed.<key>` instead."""
-    logged = logger.experiment.get_run(logger.run_id).data.params
-    changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)[:250]}
-    logger.log_hyperparams({k: v for k, v in params.items() if k not in changed})
-    for key, value in changed.items():
-        logger.experiment.set_tag(logger.run_id, f"resumed.{key}", str(value))
 
 
 def report_run(
@@ -203,10 +184,8 @@ def report_run(
         writer.flush()
     finish_wandb_run()
     atomic_write_json(run_dir / "metrics.json", metrics)
-    rows = {
-        "test/acc": f"{metrics['test/acc']:.4f}",
-        "test/loss": f"{metrics['test/loss']:.4f}",
-        "val/acc_best": f"{metrics['val/acc_best']:.4f}",
+    rows = {key: f"{metrics[key]:.4f}" for key in ("test/acc", "test/loss", "val/acc_best")}
+    rows |= {
         "epochs": metrics["epoch"],
         "training time": f"{metrics['fit_seconds']:.1f} s{' since the resume' * resumed}",
         "run directory": run_dir,
