@@ -345,7 +345,7 @@ def test_a_file_torch_will_not_read_as_weights_says_why(
     for name, words in [
         ("p4.ckpt", "(Unsupported operand 149"),
         ("model.pt", "TorchScript export"),
-        ("int.ckpt", "int.ckpt is not a Lightning checkpoint (no state_dict of tensors)."),
+        ("int.ckpt", "int.ckpt: its weights cannot be loaded (no state_dict of named tensors"),
         ("no.ckpt", "no.ckpt does not exist."),
         (".", "cannot be read: it is a directory, not a regular file."),
     ]:

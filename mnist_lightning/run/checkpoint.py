@@ -86,7 +86,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(weights, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
     ):
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict of tensors).")
+        raise CheckpointError(
+            f"{path}: its weights cannot be loaded (no state_dict of named tensors in it). Use "
+            "another checkpoint."
+        )
     if "hyper_parameters" not in checkpoint:
         raise CheckpointError(f"{path} has no hyper_parameters: it was not made by mnist-train.")
     return checkpoint
