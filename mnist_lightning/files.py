@@ -82,19 +82,12 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     """Open `path` (links followed) for reading if it is a regular file, else raise OSError
     saying what it is, never opening it (a FIFO cannot block, a device is never touched);
     checked again on the open descriptor, against a swap in between."""
-    _regular(os.stat(path).st_mode, path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        _regular(os.fstat(fd).st_mode, path)
-    except OSError:
+    if stat.S_ISREG(mode := os.stat(path).st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        if stat.S_ISREG(mode := os.fstat(fd).st_mode):
+            return os.fdopen(fd, "rb")
         os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
-def _regular(mode: int, path: str | os.PathLike) -> None:
-    if not stat.S_ISREG(mode):
-        raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file", str(path))
+    raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file", str(path))
 
 
 def cannot_write(folder: Path) -> str | None:

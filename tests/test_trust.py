@@ -107,7 +107,7 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     ),
     "positional arguments": (
         in_config("callbacks.last_checkpoint._args_", ["/tmp"]),
-        ["callbacks.last_checkpoint._args_", "by name only"],
+        ["callbacks.last_checkpoint._args_", "never use; a run directory may choose values"],
     ),
     "a Lightning callback that writes where it is told": (
         in_config(
@@ -339,11 +339,13 @@ def test_a_file_torch_will_not_read_as_weights_says_why(
 ) -> None:
     """torch's refusal opens with paragraphs of advice (a TorchScript export: with a warning)."""
     torch.save({"state_dict": {}}, tmp_path / "p4.ckpt", pickle_protocol=4)  # framing it refuses
+    torch.save({"state_dict": {"net.w": 1}, "hyper_parameters": {}}, tmp_path / "int.ckpt")
     torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), tmp_path / "model.pt")
     recwarn.clear()
     for name, words in [
         ("p4.ckpt", "(Unsupported operand 149"),
         ("model.pt", "TorchScript export"),
+        ("int.ckpt", "int.ckpt: its weights cannot be loaded (no state_dict of named tensors"),
         ("no.ckpt", "no.ckpt does not exist."),
         (".", "cannot be read: it is a directory, not a regular file."),
     ]:

@@ -70,24 +70,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 warnings.filterwarnings("error", ".*looks like a TorchScript archive")
                 checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # whatever a damaged file makes torch.load raise
-        code = re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", str(e))
-        if code:
-            raise CheckpointError(
-                f"Checkpoint {path} cannot be read: it asks to run {code[1]} as it is loaded. "
-                "Checkpoints are read as weights only, so nothing ran; use one mnist-train wrote."
-            ) from None
         # torch's refusal of a pickle opens with paragraphs of advice; its reason comes last.
         _, crafted, reason = str(e).rpartition("WeightsUnpickler error:")
-        what = f"damaged ({one_line(reason, 200)})" if crafted else "truncated or damaged"
-        what = what if zipped else "not a torch checkpoint"
-        if isinstance(e, UserWarning) and "TorchScript" in str(e):  # the warning, as an error
-            what = "a TorchScript export (mnist-export's), not a checkpoint"
+        what = f"is damaged ({one_line(reason, 200)})" if crafted else "is truncated or damaged"
+        what = what if zipped else "is not a torch checkpoint"
+        if isinstance(e, UserWarning):  # the TorchScript warning, as an error
+            what = "is a TorchScript export (mnist-export's), not a checkpoint"
+        if code := re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", str(e)):
+            what = f"asks to run {code[1]} as it is loaded (read as weights only: nothing ran)"
         raise CheckpointError(
-            f"Checkpoint {path} cannot be read: it is {what}. Use another one, e.g. the run's "
+            f"Checkpoint {path} cannot be read: it {what}. Use another one, e.g. the run's "
             "checkpoints/last.ckpt."
         ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict in it).")
+    weights = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise CheckpointError(
+            f"{path}: its weights cannot be loaded (no state_dict of named tensors in it). Use "
+            "another checkpoint."
+        )
     if "hyper_parameters" not in checkpoint:
         raise CheckpointError(f"{path} has no hyper_parameters: it was not made by mnist-train.")
     return checkpoint
@@ -242,25 +244,18 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
     step. The fused optimizers read their state unchecked (a tensor of the wrong shape crashes
     the process): so it is stepped once on copies of the weights, on torch's single-tensor path,
     which raises where a fused kernel would crash."""
-    weights = checkpoint["state_dict"]
-    if not isinstance(weights, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
-    ):
-        raise CheckpointError(
-            f"{path}: its state_dict does not map names to tensors; the file is damaged or was "
-            "edited. Use another checkpoint."
-        )
     confine_paths(checkpoint, Path(path))
     network_weights(model, checkpoint, path)
+    trial = copy.deepcopy(model)  # its copies of the weights take the trial step
     try:  # its buffers too (val_acc_best, the logging window), before the loggers write
-        copy.deepcopy(model).load_state_dict(weights)
+        trial.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as e:
         raise unrestorable(path, e) from None
     states = checkpoint.get("optimizer_states")
     saved = states[0] if isinstance(states, list) and states else None
     if saved is None:  # Lightning's restore says what is missing
         return
-    optimizer = model.build_optimizer()
+    optimizer = trial.build_optimizer()
     mine = [len(group["params"]) for group in optimizer.param_groups]
     try:
         theirs = [len(group["params"]) for group in saved["param_groups"]]
@@ -273,14 +268,8 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
             f"optimizer of this mnist-train version {mine}, so it cannot continue that run. "
             + remedy
         )
-    names = {id(p): name for name, p in model.named_parameters()}
-    named = [
-        (names[id(p)], p.detach().clone()) for g in optimizer.param_groups for p in g["params"]
-    ]
-    copies = iter(p for _, p in named)
-    trial = type(optimizer)(
-        [{**g, "params": [next(copies) for _ in g["params"]]} for g in optimizer.param_groups]
-    )
+    names = {id(p): name for name, p in trial.named_parameters()}
+    named = [(names[id(p)], p) for group in optimizer.param_groups for p in group["params"]]
     part = "optimizer"
     try:
         if any(g.get(k) for g in saved["param_groups"] for k in ("differentiable", "capturable")):
@@ -304,12 +293,12 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
                         f"for parameter {number} ({name}) it holds step={value.item()!r:.40}, "
                         "not a count of steps as torch saves it"
                     )
-        trial.load_state_dict(copy.deepcopy(saved))  # torch steps the saved tensors in place
-        for group in trial.param_groups:
+        optimizer.load_state_dict(copy.deepcopy(saved))  # torch steps the saved tensors in place
+        for group in optimizer.param_groups:
             group.update(fused=False, foreach=False)
         for _, param in named:
             param.grad = torch.zeros_like(param)
-        trial.step()
+        optimizer.step()
         if not all(param.isfinite().all() for _, param in named):
             raise ValueError("a step with it makes the weights infinite or NaN")
         part = "learning-rate schedule"  # its rates and counts, as every torch scheduler's
@@ -318,9 +307,9 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
                 count = state.get(key, 0)
                 if not isinstance(count, int) or isinstance(count, bool) or not -1 <= count < 2**62:
                     raise ValueError(f"it sets {key}={count!r:.40}, not a count")
-            probe = torch.optim.lr_scheduler.LambdaLR(trial, lambda _: 1.0)
+            probe = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
             probe.load_state_dict({**state, "lr_lambdas": [None] * len(mine)})
-            trial.step()  # a scheduler steps after its optimizer
+            optimizer.step()  # a scheduler steps after its optimizer
             probe.step()
     except Exception as e:  # what torch, or the check above, refuses
         reason = one_line(e, 200) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"

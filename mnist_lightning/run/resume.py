@@ -62,6 +62,7 @@ MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 EXTRAS = {MLFLOW_LOGGER: "mlflow", WANDB_LOGGER: "wandb"}  # pyproject's extras they need
 
+FROM_WEIGHTS = "Start a new run from its weights with ckpt_path=<checkpoint> instead."
 RUNS_DIR = Path("outputs/runs")
 SWEEPS_DIR = Path("outputs/multiruns")
 # Overrides that extend a run (its schedule stretches to the new horizon) or change where it
@@ -136,8 +137,7 @@ def register_resolvers() -> None:
         ("slurm_gpus", slurm_gpus),
         ("on_a_terminal", lambda: sys.stdout.isatty()),  # where Lightning's bar writes
     ]:
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver, use_cache=True)
+        OmegaConf.register_new_resolver(name, resolver, use_cache=True, replace=True)
 
 
 # A new run's or sweep's directory -> the nearest folder of it that exists, as it was: what a
@@ -340,8 +340,7 @@ def find_run(resume: str, sweep: bool = False) -> Path:
     parent, marker = (SWEEPS_DIR, "multirun.yaml") if sweep else (RUNS_DIR, LAST_IN_RUN)
     if resume == "latest":
         for found in sorted((d for d in parent.glob("*") if (d / marker).is_file()), reverse=True):
-            holder = run_holder(found)
-            if holder is None:
+            if not (holder := run_holder(found)):
                 return check_run_files(found.resolve())
             print(f"resume=latest: passing over {found}: {holder} is writing it.", file=sys.stderr)
         raise CheckpointError(
@@ -362,17 +361,12 @@ def find_run(resume: str, sweep: bool = False) -> Path:
             raise CheckpointError(f"resume={resume}: {run} is a sweep; {relaunch(run, resume)}")
         if run_holder(run):  # a live run may have no checkpoint yet: say who is writing it
             lock_run(run, "mnist-train")  # refused, naming the process
-        if not (run / ".hydra" / "config.yaml").is_file():
-            raise CheckpointError(
-                f"resume={resume}: {run}/.hydra/config.yaml is missing, so the run's config is "
-                "unknown. Start a new run from its weights with ckpt_path=<checkpoint> instead."
-            )
+        saved_config(run)
         if not (run / marker).is_file():
             raise CheckpointError(
                 f"resume={resume}: {run / marker} is missing; the run stopped before its "
                 "first checkpoint. Start it again instead."
             )
-        saved_config(run)
     return check_run_files(run.resolve())
 
 
@@ -406,9 +400,7 @@ def check_run_files(run: Path) -> Path:
         if kind == "a regular file" and info.st_nlink > 1:  # a write would change the others
             kind = f"a file with {info.st_nlink} hard links (a run copied with cp -l?)"
         wandb_log = path.parts[-4::2] == ("wandb", "logs") and path.name == "debug-core.log"
-        if kind not in ("a regular file", "a directory") and not (
-            wandb_log and kind == "a symbolic link"
-        ):
+        if kind not in ("a regular file", "a directory", *["a symbolic link"] * wandb_log):
             raise CheckpointError(
                 f"resume={run}: {path} is {kind}; a run or sweep directory holds only its own "
                 "regular files and directories. Remove it, or start afresh (a single run from "
@@ -438,13 +430,17 @@ def read_yaml(path: Path, run: Path) -> Any:
 
 def saved_config(run: Path) -> DictConfig:
     """The config a run was made with (`.hydra/config.yaml`), if it is one."""
-    saved = read_yaml(path := run / ".hydra" / "config.yaml", run)
+    if not (path := run / ".hydra" / "config.yaml").is_file():
+        raise CheckpointError(
+            f"resume={run}: {path} is missing, so the run's config is unknown. {FROM_WEIGHTS}"
+        )
+    saved = read_yaml(path, run)
     if not isinstance(saved, DictConfig) or not all(
         isinstance(saved.get(group), DictConfig) for group in ("data", "model", "trainer")
     ):
         raise CheckpointError(
             f"resume={run}: {path} is not a config mnist-train saved (no data, model and "
-            "trainer sections). Start a new run from its weights with ckpt_path=<checkpoint>."
+            f"trainer sections). {FROM_WEIGHTS}"
         )
     return saved
 
@@ -508,6 +504,7 @@ ADDABLE = {
     "lightning.pytorch.loggers.TensorBoardLogger",
     "lightning.pytorch.strategies.DDPStrategy",  # trainer=ddp_cpu's
 }
+NOT_CODE = "a run directory may choose values, not code"
 
 
 def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
@@ -515,16 +512,11 @@ def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
     a node the command's own config (`composed`) has takes its class from there if it is the
     same by name (it may have moved since); a node only the run has must name one of `ADDABLE`."""
     for key, name, value in nodes(saved):  # a node comes before what it holds
-        if name in ("_args_", "_partial_"):  # our configs never use them; they hide arguments
-            raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key}, which mnist-train's configs "
-                "never use; a run directory may choose values by name only."
-            )
-        if isinstance(value, str) and "${" in value:  # an escaped one, made live again later
-            raise ConfigError(
-                f"resume={run}: its .hydra/config.yaml sets {key} to {value[:60]!r}, an "
-                "interpolation after resolving; a run directory may choose values, not code."
-            )
+        live = isinstance(value, str) and "${" in value  # escaped, made live again later
+        if live or name in ("_args_", "_partial_"):  # (they hide arguments)
+            how = ", which mnist-train's configs never use"
+            how = f" to {value[:60]!r}, an interpolation after resolving" if live else how
+            raise ConfigError(f"resume={run}: its .hydra/config.yaml sets {key}{how}; {NOT_CODE}.")
         if not isinstance(value, dict) or "_target_" not in value:
             continue
         target = str(value["_target_"])
@@ -539,8 +531,8 @@ def check_saved_config(saved: dict, composed: DictConfig, run: Path) -> None:
             conf = f"where conf/ has {mine}" if isinstance(mine, str) else "which conf/ lacks"
             raise ConfigError(
                 f"resume={run}: its .hydra/config.yaml sets {key}._target_={target!r:.80}, "
-                f"{conf}; a run directory may choose values, not code. If you trust it, name "
-                f"it on the command line: {'' if mine else '+'}{key}._target_={target:.80}"
+                f"{conf}; {NOT_CODE}. If you trust it, name it on the command line: "
+                f"{'' if mine else '+'}{key}._target_={target:.80}"
             )
 
 
@@ -558,7 +550,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             raise ConfigError(
                 f"resume= continues a run with its own config, and {key} would change what it "
                 f"computes. Only these may change on resume: {', '.join(RESUMABLE_KEYS)}. "
-                "Start a new run from its weights with ckpt_path=<checkpoint> instead."
+                + FROM_WEIGHTS
             )
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
     saved.paths = cfg.paths  # where the data and the outputs live: the command line's choice
