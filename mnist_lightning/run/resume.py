@@ -291,9 +291,8 @@ def nothing_left_if_refused() -> Iterator[None]:
     try:
         yield
     except UserError as e:
-        if isinstance(e, TrainingFailedError):
-            raise
-        remove_refused(Path(HydraConfig.get().runtime.output_dir))  # a new run's, claimed
+        if not isinstance(e, TrainingFailedError):  # (a new run's directory, claimed)
+            remove_refused(Path(HydraConfig.get().runtime.output_dir))
         raise
 
 
