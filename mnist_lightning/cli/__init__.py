@@ -39,6 +39,8 @@ from mnist_lightning.files import (
     put_back_locks,
     to_run_log,
 )
+from mnist_lightning.model.classifier import MNISTClassifier
+from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import check_command_line, check_value
 from mnist_lightning.run.sweep import record_failure
 from mnist_lightning.run.trainer import accelerator_available
@@ -92,20 +94,21 @@ def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], No
     return cli
 
 
-def held_out(
-    cfg: DictConfig, checkpoint: dict[str, Any], ckpt: Path
-) -> tuple[DataSet, torch.Tensor, torch.Tensor]:
-    """The data set a checkpoint learned (its data module's hyper-parameters say which) and its
-    test images and labels: what mnist-eval and mnist-export check it on."""
-    dataset = trained_on(checkpoint, ckpt)
+def open_checkpoint(ckpt: Path, device: str) -> tuple[MNISTClassifier, dict[str, Any], DataSet]:
+    """The classifier in `ckpt` on `device` (`auto`: what Lightning's `accelerator=auto` picks,
+    MPS, else CUDA, else the CPU), the checkpoint, and the data set it learned (its data
+    module's hyper-parameters say which)."""
+    model, checkpoint = load_classifier(ckpt, pick_device(device))
+    return model, checkpoint, trained_on(checkpoint, ckpt)
+
+
+def test_images(cfg: DictConfig, dataset: DataSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels of `dataset`: what mnist-eval and mnist-export check on."""
     check_value("data_source", cfg.data_source, dataset.sources)  # now that it is known
-    images, labels = load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
-    return dataset, images, labels
+    return load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
 
 
 def pick_device(name: str) -> torch.device:
-    """Where mnist-eval and mnist-predict run: `auto` is what Lightning's `accelerator=auto`
-    picks (MPS on Apple silicon, else CUDA, else the CPU); else the device named, if present."""
     if name == "auto":
         name = next((kind for kind in ("mps", "cuda") if accelerator_available(kind)), "cpu")
     elif not accelerator_available(name):

@@ -15,14 +15,14 @@ from mnist_lightning.cli import (
     check_place,
     console_entry,
     exit_on_user_error,
-    held_out,
-    pick_device,
+    open_checkpoint,
+    test_images,
     writing,
 )
 from mnist_lightning.data.datasets import DataSet
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import predict_all
-from mnist_lightning.run.checkpoint import best_checkpoint, load_classifier, run_dir_of
+from mnist_lightning.run.checkpoint import best_checkpoint, run_dir_of
 from mnist_lightning.run.config import CONFIG_DIR, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, result_figures
 
@@ -99,12 +99,10 @@ def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard
 def main(cfg: DictConfig) -> None:
     validate_eval(cfg)
     ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
-    device = pick_device(cfg.device)
-    model, checkpoint = load_classifier(ckpt, device)  # before the run it lies in is locked
+    model, checkpoint, dataset = open_checkpoint(ckpt, cfg.device)  # before its run is locked
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
-    dataset, images, labels = held_out(cfg, checkpoint, ckpt)
-    images, labels = images.to(device), labels.to(device)
+    images, labels = (t.to(model.device) for t in test_images(cfg, dataset))
     logits = predict_all(model, images, cfg.batch_size)
     results = evaluate(logits, labels, dataset.classes)
     print(report(ckpt, results, dataset))

@@ -22,12 +22,13 @@ from mnist_lightning.cli import (
     check_overwrite,
     console_entry,
     exit_on_user_error,
-    held_out,
+    open_checkpoint,
+    test_images,
     writing,
 )
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import atomic_open, run_holder
-from mnist_lightning.run.checkpoint import load_classifier, run_dir_of
+from mnist_lightning.run.checkpoint import run_dir_of
 from mnist_lightning.run.config import CONFIG_DIR, EXPORT, EXPORT_SUFFIXES, check
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,9 @@ def main(cfg: DictConfig) -> None:
     output = Path(cfg.output) if cfg.output else ckpt.with_suffix(EXPORT_SUFFIXES[cfg.format])
     check_output(output, bool(cfg.output), ckpt, Path(cfg.data_dir), cfg.format)
 
-    model, checkpoint = load_classifier(ckpt, torch.device("cpu"))
+    model, _, dataset = open_checkpoint(ckpt, "cpu")
     net = model.net.eval()
-    _, images, _ = held_out(cfg, checkpoint, ckpt)  # checked on test images of what it learned
+    images, _ = test_images(cfg, dataset)  # checked on test images of what it learned
     example = images[: cfg.check_images].float() / 255
     with torch.no_grad():
         expected = net(example).numpy()

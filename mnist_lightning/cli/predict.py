@@ -18,15 +18,13 @@ from mnist_lightning.cli import (
     check_overwrite,
     console_entry,
     exit_on_user_error,
-    pick_device,
+    open_checkpoint,
     writing,
 )
-from mnist_lightning.data.datamodule import trained_on
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import printable
 from mnist_lightning.files import atomic_open
-from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, validate_predict
 from mnist_lightning.run.report import digits_figure
 
@@ -111,16 +109,14 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     if grid is not None:
         check_grid(grid, files)
-    device = pick_device(cfg.device)
-    model, checkpoint = load_classifier(ckpt_path, device)
-    dataset = trained_on(checkpoint, ckpt_path)  # what its ten outputs are called
+    model, _, dataset = open_checkpoint(ckpt_path, cfg.device)  # dataset: what its outputs are
 
     prepared, rows = [], []
     for path in files:
         try:
             image = read_image(path, objects=dataset.named)
             with torch.no_grad():
-                probs = model(image[None].to(device)).softmax(1)[0].cpu()
+                probs = model(image[None].to(model.device)).softmax(1)[0].cpu()
             if not probs.isfinite().all():  # NaN or infinite weights: no answer, not a guess
                 raise ImageError(
                     f"{printable(path)}: the model's output is not finite (NaN); the "
