@@ -81,20 +81,15 @@ TRAIN: dict[str, Rule] = {
     "model.l1": "float [0, inf)",
     "model.input_dropout": PROBABILITY,
     "model.max_norm": "float? (0, inf)",
-    # The Trainer's arguments that mnist-train relies on, and those Lightning accepts but
-    # cannot use (0 batches of training, a negative clip it ignores) or checks only inside fit.
-    "trainer.max_steps": "int [-1, inf)",
-    "trainer.max_epochs": "int? [-1, inf)",
+    # The Trainer's arguments Lightning accepts but cannot use (0 batches of training, a
+    # negative clip it ignores) or checks only inside fit; it refuses others as it is built.
     "trainer.log_every_n_steps": "int? [0, inf)",  # 0: no step-level logs; null: 50
     "trainer.accumulate_grad_batches": COUNT,
     "trainer.gradient_clip_val": "float? [0, inf)",  # 0: no clipping
     "trainer.limit_train_batches": "float? (0, inf)",
-    "trainer.limit_val_batches": "float? [0, inf)",
-    "trainer.limit_test_batches": "float? [0, inf)",
-    "trainer.val_check_interval": "float? (0, inf)",  # or a duration, as max_time (DURATIONS)
+    "trainer.val_check_interval": "float? (0, inf)",  # or "DD:HH:MM:SS": Lightning's to check
     "trainer.check_val_every_n_epoch": "int? [1, inf)",
 }
-DURATIONS = ("trainer.val_check_interval",)  # "DD:HH:MM:SS" too: Lightning's to check
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # mnist-export's format= and its file
 EVAL: dict[str, Rule] = {
@@ -173,7 +168,8 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
             raise ConfigError(f"{key}={value!r} must be a finite number.")
     for key, rule in rules.items():
         value = value_at(cfg, key)
-        if value is not _ABSENT and not (key in DURATIONS and isinstance(value, str)):
+        duration = key == "trainer.val_check_interval" and isinstance(value, str)  # Lightning's
+        if value is not _ABSENT and not duration:
             check_value(key, value, rule)
 
 
