@@ -101,7 +101,7 @@ def answer(path: Path, probs: torch.Tensor, dataset: DataSet) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    ckpt_path, inputs, grid = validate_predict(cfg)
+    inputs, grid = validate_predict(cfg)
     files, skipped = input_files(inputs)
     for line in skipped:
         print(f"skipped: {line}", file=sys.stderr)
@@ -109,7 +109,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     if grid is not None:
         check_grid(grid, files)
-    model, _, dataset = open_checkpoint(ckpt_path, cfg.device)  # dataset: what its outputs are
+    model, _, dataset = open_checkpoint(Path(cfg.ckpt_path), cfg.device)  # what its outputs are
 
     prepared, rows = [], []
     for path in files:

@@ -101,6 +101,7 @@ EVAL: dict[str, Rule] = {
     "device": DEVICES,
     "tensorboard": "bool",
 }
+PREDICT: dict[str, Rule] = {"ckpt_path": "path", "device": DEVICES, "json": "bool"}
 EXPORT: dict[str, Rule] = {
     "ckpt_path": "path",
     "format": tuple(EXPORT_SUFFIXES),
@@ -146,11 +147,11 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
                 f"read otherwise: {key}=\"'name'\")."
             )
         return
+    if isinstance(value, float) and not math.isfinite(value) and kind != "bool":
+        raise ConfigError(f"{key}={value!r} must be a finite number.")
     types = {"int": int, "float": int | float, "bool": bool}[kind]
     if not isinstance(value, types) or (kind != "bool" and isinstance(value, bool)):
         raise ConfigError(f"{key}={value!r} must be {_NOUNS[kind]}.")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{key}={value!r} must be a finite number.")
     if left and not (
         (float(low) < value if left == "(" else float(low) <= value)
         and (value < float(high) if right == ")" else value <= float(high))
@@ -161,16 +162,16 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
 
 
 def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
-    """No NaN or infinity anywhere (a callback's, a logger's arguments too), then every key of
-    `rules` that the config has follows its rule."""
-    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}={value!r} must be a finite number.")
+    """Every key of `rules` that the config has follows its rule; no NaN or infinity anywhere
+    else either (a callback's, a logger's arguments too)."""
     for key, rule in rules.items():
         value = value_at(cfg, key)
         duration = key == "trainer.val_check_interval" and isinstance(value, str)  # Lightning's
         if value is not _ABSENT and not duration:
             check_value(key, value, rule)
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number.")
 
 
 def nodes(tree: Any, key: str = "", lists: bool = True) -> Iterator[tuple[str, Any, Any]]:
@@ -264,15 +265,9 @@ def validate_eval(cfg: DictConfig) -> None:
         raise ConfigError("Give exactly one of ckpt_path=<file> or run_dir=<run directory>.")
 
 
-def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
-    """mnist-predict's ckpt_path, input names and grid path, once every argument is known to be
-    usable; else a `ConfigError` naming the key. Non-finite numbers are refused like any other."""
-    example = "ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt."
-    ckpt = value_at(cfg, "ckpt_path")
-    if ckpt in (None, _ABSENT):
-        raise ConfigError(f"ckpt_path is required, e.g. {example}")
-    if not isinstance(ckpt, str) or not ckpt.strip():
-        raise ConfigError(f"ckpt_path={ckpt!r} must be the path of a checkpoint, e.g. {example}")
+def validate_predict(cfg: DictConfig) -> tuple[list[str], Path | None]:
+    """mnist-predict's input names and grid path, once every argument is known to be usable;
+    else a `ConfigError` naming the key."""
     raw = value_at(cfg, "inputs")
     if raw in (None, _ABSENT) and OmegaConf.is_missing(cfg, "inputs"):
         raise ConfigError("inputs is required, e.g. inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")
@@ -282,17 +277,14 @@ def validate_predict(cfg: DictConfig) -> tuple[str, list[str], Path | None]:
             f"inputs={raw!r} must name image files or directories: a path, or a non-empty list "
             "of paths (a name that looks like a number is given quoted: 'inputs=\"7\"')."
         )
-    check_value("device", value_at(cfg, "device"), DEVICES)
-    check_value("json", value_at(cfg, "json"), "bool")
     grid = value_at(cfg, "grid")
-    if grid is None:
-        return ckpt, items, None
-    if not isinstance(grid, str) or Path(grid).suffix.lower() != ".png":
+    if grid is not None and not (isinstance(grid, str) and Path(grid).suffix.lower() == ".png"):
         raise ConfigError(
             f"grid={grid!r} must be the path of a PNG file to write, ending in .png "
             "(or null for no grid)."
         )
-    return ckpt, items, Path(grid)
+    check(cfg, PREDICT)
+    return items, None if grid is None else Path(grid)
 
 
 def check_command_line(
