@@ -1,6 +1,5 @@
-"""The console commands, one module each (mnist-train, mnist-eval, mnist-predict, mnist-export),
-and what they share: the one way a command fails on bad input, and how the checkpoint commands
-pick their device, find their test images and refuse to write over what is not theirs."""
+"""The console commands, one module each, and what they share: the one way a command fails on
+bad input; the checkpoint commands' device, test images, and refusal to write over others'."""
 
 import os
 import signal
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -41,7 +41,7 @@ from mnist_lightning.files import (
 )
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
-from mnist_lightning.run.config import check_command_line, check_value
+from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
 from mnist_lightning.run.sweep import record_failure
 from mnist_lightning.run.trainer import accelerator_available
 
@@ -77,32 +77,39 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def console_entry(main: Callable[[], None], config_name: str) -> Callable[[], None]:
-    """The console script of a Hydra `main` that makes no run directory of its own: its keys,
-    and the directories its command line asks Hydra to make, are checked before Hydra makes
-    them (with a traceback where it cannot)."""
+def command(name: str) -> Callable[[Callable[[DictConfig], None]], Callable[..., None]]:
+    """mnist-<name>'s Hydra `main` (conf/<name>.yaml; it makes no run directory). As the console
+    script, called without a config, its keys and the directories its command line asks Hydra
+    to make are checked before Hydra makes them."""
 
-    @exit_on_user_error
-    def cli() -> None:
-        check_command_line(sys.argv[1:], config_name)
-        for arg in sys.argv[1:]:
-            key, _, value = arg.partition("=")
-            if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
-                check_writable(Path(value), arg)
-        main()
+    def decorate(task: Callable[[DictConfig], None]) -> Callable[..., None]:
+        hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=name)
+        run = hydra_main(exit_on_user_error(task))
 
-    return cli
+        @exit_on_user_error
+        @functools.wraps(task)
+        def main(cfg: DictConfig | None = None) -> None:
+            if cfg is None:
+                check_command_line(sys.argv[1:], name)
+                for arg in sys.argv[1:]:
+                    key, _, value = arg.partition("=")
+                    if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
+                        check_writable(Path(value), arg)
+            run(cfg)
+
+        return main
+
+    return decorate
 
 
 def open_checkpoint(ckpt: Path, device: str) -> tuple[MNISTClassifier, dict[str, Any], DataSet]:
-    """The classifier in `ckpt` on `device` (`auto`: what Lightning's `accelerator=auto` picks,
-    MPS, else CUDA, else the CPU), the checkpoint, and the data set it learned (its data
-    module's hyper-parameters say which)."""
+    """The classifier in `ckpt` on `device` (`auto`: as Lightning's `accelerator=auto`, MPS, else
+    CUDA, else the CPU), the checkpoint, and the data set it learned."""
     model, checkpoint = load_classifier(ckpt, pick_device(device))
     return model, checkpoint, trained_on(checkpoint, ckpt)
 
 
-def test_images(cfg: DictConfig, dataset: DataSet) -> tuple[torch.Tensor, torch.Tensor]:
+def held_out(cfg: DictConfig, dataset: DataSet) -> tuple[torch.Tensor, torch.Tensor]:
     """The test images and labels of `dataset`: what mnist-eval and mnist-export check on."""
     check_value("data_source", cfg.data_source, dataset.sources)  # now that it is known
     return load_pair(ensure_mnist(cfg.data_dir, cfg.data_source, dataset.name), "t10k")
@@ -149,10 +156,9 @@ def check_overwrite(
     mark: Callable[[Path], bool],
     what: str,
 ) -> None:
-    """Before any work, creating nothing: the file `path` (named by `key`) that `tool` writes is
-    none of its `inputs` and in none of them (each: how it stands to the input, in words), and
-    is absent or a file `tool` wrote (`mark`: `what`, in words), in a folder that takes a file,
-    so replacing it loses nothing."""
+    """Before any work, creating nothing: the file `path` that `tool` writes is none of its
+    `inputs` (how it stands to each, in words) and in none of them, and is absent or a file
+    `tool` wrote (`mark`: `what`), in a folder that takes a file: replacing it loses nothing."""
     for item, relation in inputs.items():
         try:
             same = os.path.samefile(path, item)  # a hard or symbolic link to it, too

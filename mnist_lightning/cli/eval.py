@@ -5,25 +5,17 @@ Same images, batches and arithmetic as mnist-train's test: the same accuracy."""
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mnist_lightning.cli import (
-    check_place,
-    console_entry,
-    exit_on_user_error,
-    open_checkpoint,
-    test_images,
-    writing,
-)
+from mnist_lightning.cli import check_place, command, held_out, open_checkpoint, writing
 from mnist_lightning.data.datasets import DataSet
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import predict_all
 from mnist_lightning.run.checkpoint import best_checkpoint, run_dir_of
-from mnist_lightning.run.config import CONFIG_DIR, validate_eval
+from mnist_lightning.run.config import validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, result_figures
 
 # What mnist-eval writes into <run>/eval/.
@@ -94,15 +86,14 @@ def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard
                 writer.add_figure(f"eval/{name}", figure, step)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@exit_on_user_error
+@command("eval")
 def main(cfg: DictConfig) -> None:
     validate_eval(cfg)
     ckpt = Path(cfg.ckpt_path) if cfg.ckpt_path else best_checkpoint(Path(cfg.run_dir))
     model, checkpoint, dataset = open_checkpoint(ckpt, cfg.device)  # before its run is locked
     key = f"ckpt_path={cfg.ckpt_path}" if cfg.ckpt_path else f"run_dir={cfg.run_dir}"
     run = prepare_run(ckpt, cfg.tensorboard, key)
-    images, labels = (t.to(model.device) for t in test_images(cfg, dataset))
+    images, labels = (t.to(model.device) for t in held_out(cfg, dataset))
     logits = predict_all(model, images, cfg.batch_size)
     results = evaluate(logits, labels, dataset.classes)
     print(report(ckpt, results, dataset))
@@ -116,7 +107,7 @@ def main(cfg: DictConfig) -> None:
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
-cli = console_entry(main, "eval")
+cli = main  # the console script (pyproject.toml)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -20,16 +19,15 @@ from omegaconf import DictConfig
 from mnist_lightning.cli import (
     carries,
     check_overwrite,
-    console_entry,
-    exit_on_user_error,
+    command,
+    held_out,
     open_checkpoint,
-    test_images,
     writing,
 )
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.files import atomic_open, run_holder
 from mnist_lightning.run.checkpoint import run_dir_of
-from mnist_lightning.run.config import CONFIG_DIR, EXPORT, EXPORT_SUFFIXES, check
+from mnist_lightning.run.config import EXPORT, EXPORT_SUFFIXES, check
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +100,7 @@ def export_torchscript(net: torch.nn.Module, example: torch.Tensor) -> tuple[byt
         return buffer.getvalue(), torch.jit.load(buffer)(example).detach().numpy()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-@exit_on_user_error
+@command("export")
 def main(cfg: DictConfig) -> None:
     check(cfg, EXPORT)
     missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
@@ -118,7 +115,7 @@ def main(cfg: DictConfig) -> None:
 
     model, _, dataset = open_checkpoint(ckpt, "cpu")
     net = model.net.eval()
-    images, _ = test_images(cfg, dataset)  # checked on test images of what it learned
+    images, _ = held_out(cfg, dataset)  # checked on test images of what it learned
     example = images[: cfg.check_images].float() / 255
     with torch.no_grad():
         expected = net(example).numpy()
@@ -140,7 +137,7 @@ def main(cfg: DictConfig) -> None:
     )
 
 
-cli = console_entry(main, "export")
+cli = main  # the console script (pyproject.toml)
 
 
 if __name__ == "__main__":

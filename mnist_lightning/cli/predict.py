@@ -9,23 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import (
-    carries,
-    check_overwrite,
-    console_entry,
-    exit_on_user_error,
-    open_checkpoint,
-    writing,
-)
+from mnist_lightning.cli import carries, check_overwrite, command, open_checkpoint, writing
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import printable
 from mnist_lightning.files import atomic_open
-from mnist_lightning.run.config import CONFIG_DIR, validate_predict
+from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure
 
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
@@ -98,8 +90,7 @@ def answer(path: Path, probs: torch.Tensor, dataset: DataSet) -> dict[str, Any]:
     return row
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-@exit_on_user_error
+@command("predict")
 def main(cfg: DictConfig) -> None:
     inputs, grid = validate_predict(cfg)
     files, skipped = input_files(inputs)
@@ -147,7 +138,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1 if rows else 2)
 
 
-cli = console_entry(main, "predict")
+cli = main  # the console script (pyproject.toml)
 
 
 if __name__ == "__main__":
