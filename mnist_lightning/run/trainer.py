@@ -62,15 +62,14 @@ WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names 
 
 # Lightning's warnings that do not apply here: the model logs what is left of a window at each
 # epoch end, the data module reads the same batches with overfit_batches, epoch metrics are
-# already reduced, a resumed run's checkpoint directory is not empty, a diverged run stops
-# with its own message, and a machine with SLURM's commands need not run on SLURM.
+# already reduced, a resumed run's checkpoint directory is not empty, and a machine with
+# SLURM's commands need not run on SLURM; torch's, about Lightning's use of its pytrees.
 IGNORED_WARNINGS = (
     r"The `srun` command is available on your system but is not used",
     r".*smaller than the logging interval",
     r"You requested to overfit but enabled \w+ dataloader shuffling",
     r".*sync_dist=True.*when logging on epoch level",
     r"Checkpoint directory .* exists and is not empty",
-    r"Encountered `nan` values in tensor",
     r".*isinstance\(treespec, LeafSpec\)",
 )
 # Lightning's lines that are not for this project's user: an advertisement, a step count it
@@ -156,8 +155,7 @@ def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
 
 
 def is_callback(target: str) -> bool:
-    """Whether `target` is one of Lightning's callback classes or ours (another's module is
-    not imported)."""
+    """Whether `target` is Lightning's callback class or ours (another's module: not imported)."""
     if not target.startswith(("lightning.", "mnist_lightning.")):
         return False
     try:
@@ -170,8 +168,7 @@ def is_callback(target: str) -> bool:
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     """The Lightning Trainer with the configured loggers, `callbacks` and atomic checkpoints."""
     nodes = (cfg.get("logger") or {}).items()  # `~logger`: none
-    if any(node.get("_target_") == WANDB_LOGGER for _, node in nodes):
-        finish_wandb_run()  # a WandbLogger would log into the run still open (a sweep's last job)
+    finish_wandb_run()  # a WandbLogger would log into a run left open (a failed sweep job's)
     # MLflow's logger makes its store as it is built: last, once the others were accepted.
     mlflow_last = sorted(nodes, key=lambda item: item[1].get("_target_") == MLFLOW_LOGGER)
     built = {name: build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in mlflow_last}
@@ -215,11 +212,10 @@ def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str |
 
 
 def check_before_training(cfg: DictConfig) -> None:
-    """What would refuse a run before it trains (no accelerator of that kind, a value Lightning
-    or a callback refuses, data sizes the files do not have, a checkpoint to start from that
-    cannot be used), checked before Hydra makes a directory (for a sweep, once for each job),
-    and again in the job (a resumed run's own config, an Optuna trial's, a SLURM job's), before
-    the data is fetched or a logger makes its store."""
+    """What would refuse a run before it trains (no such accelerator, a value Lightning or a
+    callback refuses, data sizes the files lack, an unusable `ckpt_path`): before Hydra makes a
+    directory (for each job of a sweep), and again in the job (a resumed run's own config, an
+    Optuna trial's, a SLURM job's), before the data is fetched or a logger makes its store."""
     t = cfg.trainer
     if not accelerator_available(t.get("accelerator")):
         raise ConfigError(
@@ -257,16 +253,15 @@ def check_before_training(cfg: DictConfig) -> None:
 
 
 def accelerator_available(name: object) -> bool:
-    """Whether this machine has the accelerator `trainer.accelerator` names, by Lightning's
-    registry (`gpu`: CUDA or MPS; a name it does not know is for its own message)."""
+    """Whether this machine has that accelerator, by Lightning's registry (`gpu`: CUDA or MPS; a
+    name it does not know is for its own message)."""
     kinds = {"gpu": ("cuda", "mps")}.get(str(name), (str(name),))
     known = [k for k in kinds if k in AcceleratorRegistry]
     return not known or any(AcceleratorRegistry[k]["accelerator"].is_available() for k in known)
 
 
 def build(key: str, node: DictConfig, **extra: Any) -> Any:
-    """The data, model, a callback or a logger from its config (its arguments checked before:
-    check_before_training), or one line naming its key."""
+    """The data, model, a callback or a logger from its config, or one line naming its key."""
     try:
         return instantiate(node, **extra)
     except Exception as e:  # a value of the wrong type or range, which the class refused
@@ -326,10 +321,9 @@ def check_arguments(key: str, node: DictConfig) -> None:
 
 @contextmanager
 def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None) -> Iterator[None]:
-    """Around `trainer.fit` or `trainer.test`: Lightning's exits on Ctrl-C and SIGTERM (and the
-    scheduler's signal, GracefulInterrupt) become exit status 130 saying how to continue, a
-    SLURM job's time limit goes to submitit; a fault of the config or the resumed checkpoint is
-    one line; a bug keeps its traceback. Log lines meanwhile go through tqdm, above the bars
+    """Around `trainer.fit` or `trainer.test`: Ctrl-C and SIGTERM (GracefulInterrupt: also the
+    scheduler's signal) exit 130 saying how to continue; a fault of the config or the resumed
+    checkpoint is one line; a bug keeps its traceback. Log lines go through tqdm, above the bars
     (written plainly, they would land on the bar's line, which the bar then redraws)."""
     try:
         with logging_redirect_tqdm([logging.getLogger(), logging.getLogger("lightning.pytorch")]):
@@ -407,7 +401,7 @@ DDP_RUN_ENV = "MNIST_LIGHTNING_DDP_RUN"
 
 def ddp_child_run() -> tuple[DictConfig, Path, str | None] | None:
     """(config, run directory, checkpoint to resume) in a process Lightning started for another
-    rank of a run; None in one a user (or srun) started."""
+    rank; None in one a user (or srun) started."""
     if os.environ.get("LOCAL_RANK", "0") == "0" or DDP_RUN_ENV not in os.environ:
         return None
     run = json.loads(os.environ[DDP_RUN_ENV])
