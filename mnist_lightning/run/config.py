@@ -1,12 +1,10 @@
 """conf/, and checks on the command line and the composed config, run before any work starts.
 
-Hydra composes; it does not know that `model.dropout=1.5` is meaningless. Each value the code
-relies on is declared once below with its type and range, or its choices (a type alone: as the
-class it configures declares it, trainer.check_arguments); `check` refuses the first that does
-not fit with one `ConfigError` naming the key, the value and what is allowed, so a typo costs a
-second, not a crash twenty minutes into a sweep. (Not structured configs: OmegaConf checks
-types but not ranges, lets NaN through and reports over several lines.)
-"""
+Each value the code relies on is declared once below with its range or choices (a type alone: as
+its class declares it, trainer.check_arguments); `check` refuses the first that does not fit in
+one line naming key, value and what is allowed: a typo costs a second, not a crash twenty
+minutes into a sweep. (Not structured configs: OmegaConf checks no ranges, lets NaN through and
+reports over several lines.)"""
 
 import difflib
 import inspect
@@ -290,15 +288,12 @@ def validate_predict(cfg: DictConfig) -> tuple[list[str], Path | None]:
 def check_command_line(
     args: list[str], config_name: str, then: Callable[[DictConfig], None] = lambda cfg: None
 ) -> None:
-    """Before Hydra makes anything, the command line is composed as Hydra will compose it: a
-    mistyped key or preset is one line naming the closest (`_compose`; Hydra's own message spans
-    lines, exits 1 and advises `+key=`, which for a model key ends in the model's TypeError).
-    For mnist-train, the config of every job is checked too: a run's, or each of a grid sweep's
-    (`-m`, Hydra's basic sweeper), so that `-m model.dropout=0,1.5` is refused whole, not after
-    job 0 trained; `then` checks what else would refuse a job before it trains (not for jobs
-    SLURM runs on its nodes). (A resumed run's config is its own, checked as it is read; Optuna
-    picks values as the search goes: the command line's fixed ones are checked here, each
-    trial's when it starts.)"""
+    """Before Hydra makes anything, the command line is composed as Hydra will: a mistyped key or
+    preset is one line naming the closest (Hydra's own spans lines and advises `+key=`). For
+    mnist-train every job's config is checked too, a run's or each of a grid sweep's, so that
+    `-m model.dropout=0,1.5` is refused whole, not after job 0 trained; `then` checks what else
+    would refuse a job (not where SLURM runs it). A resumed run's config is checked as it is
+    read; Optuna's trials as they start (the command line's fixed values here)."""
     if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
         "hydra_plugins.hydra_submitit_launcher"
     ):
