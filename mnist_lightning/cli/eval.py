@@ -23,9 +23,8 @@ EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
-    """The run `ckpt` belongs to, checked before the evaluation: its `eval/` (and `tensorboard/`)
-    places ours or absent and writable, then the run locked if it is one (a refused place
-    leaves it as it was)."""
+    """The run `ckpt` belongs to, its `eval/` (and `tensorboard/`) ours or absent and writable,
+    then locked if it is a run (a refused place leaves it as it was)."""
     run = run_dir_of(ckpt)
     folders = [run / "eval", *([run / "tensorboard"] if tensorboard else [])]
     for folder in folders:

@@ -1,7 +1,6 @@
 """`mnist-predict`: classify your own pictures of digits (of clothes, with a Fashion-MNIST
 checkpoint), each prepared as the data set's were (data/images.py). `grid=` is written
-atomically, never over an input, and over a file only if it is a grid mnist-predict wrote (PNG
-text `Software: mnist-predict`)."""
+atomically, never over an input or a file other than a grid it wrote (PNG text `Software`)."""
 
 import json
 import os
@@ -47,8 +46,7 @@ def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def check_grid(grid: Path, inputs: list[Path]) -> None:
-    """Refuse a grid path over an input, over a file that is not an earlier grid, or in a
-    folder that cannot be written: before any work, and again just before writing."""
+    """Before any work, and again just before writing."""
     also = {item: f"is also an input ({printable(item)})" for item in inputs}
     what = "a grid mnist-predict wrote"
     check_overwrite(grid, f"grid={printable(grid)}", also, "mnist-predict", is_grid, what)

@@ -137,8 +137,7 @@ class MNISTClassifier(L.LightningModule):
         """Each layer's weights and last gradients, to TensorBoard's HISTOGRAMS tab, and the
         share of weights below 1 % of their layer's largest (prunable: L1 drives many there)."""
         small = [(w.abs() < 0.01 * w.abs().max()).float().mean() for w in self.net.weights()]
-        sparsity = torch.stack(small).mean() if small else torch.tensor(0.0)
-        self.log("weights/sparsity", sparsity, on_step=False, on_epoch=True)
+        self.log("weights/sparsity", torch.stack(small).mean(), on_step=False, on_epoch=True)
         step = self.global_step - 1  # where Lightning writes this epoch's scalars
         for logger in self.loggers:
             if isinstance(logger, L.pytorch.loggers.TensorBoardLogger):
