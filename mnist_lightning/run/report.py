@@ -136,8 +136,9 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig) -> None:
     curves of their name."""
     if not trainer.loggers or not is_rank_zero():
         return
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    wanted = {key: resolved[key] for key in ("seed", "data", "model", "trainer")}
+    wanted = {"seed": cfg.seed} | {  # (each resolved alone: paths may need Hydra's runtime)
+        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "model", "trainer")
+    }
     params = {
         key: value if isinstance(value, int | float | str | bool) else str(value)
         for key, value in leaves(wanted, lists=False)
