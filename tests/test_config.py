@@ -253,7 +253,10 @@ KEYS = {
     "trainer.foo=1": "A Trainer argument that conf/ lacks: +trainer.foo=...",
     "trainer.detect_anomoly=1": "A Trainer argument that conf/ lacks: +trainer.detect_anomaly=",
     "nope.x=1": "nope.x is not a key of this config.",
-    "~hydra.callbacks.run_directory": "hydra.callbacks.run_directory gives a new run a dir",
+    "~hydra.callbacks.run_directory": "mnist-train decides where Hydra writes; choose the run's",
+    "resume=x hydra.output_subdir=.hydra": "decides where Hydra writes",
+    "+hydra.job_logging.handlers.file.mode=w": "decides where Hydra writes",
+    "paths.output_dir=x": "decides where Hydra writes",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",
     "callbacks.model_checkpoint.filenam=x": "filenam is not a key of this config; did you mean "
     "callbacks.last_checkpoint?",

@@ -91,10 +91,6 @@ def command(name: str) -> Callable[[Callable[[DictConfig], None]], Callable[...,
         def main(cfg: DictConfig | None = None) -> None:
             if cfg is None:
                 check_command_line(sys.argv[1:], name)
-                for arg in sys.argv[1:]:
-                    key, _, value = arg.partition("=")
-                    if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
-                        check_writable(Path(value), arg)
             run(cfg)
 
         return main

@@ -88,6 +88,10 @@ TRAIN: dict[str, Rule] = {
     "trainer.val_check_interval": "float? (0, inf)",  # or "DD:HH:MM:SS": Lightning's to check
     "trainer.check_val_every_n_epoch": "int? [1, inf)",
 }
+# Where Hydra writes inside a run (a `..` or `${...}` could lead a job's folder, its log or
+# record of the config into another run), and the callback that claims a new run's directory.
+HYDRA_WRITES = ("hydra.sweep.subdir", "hydra.output_subdir", "hydra.job.name", "hydra.job_logging")
+HYDRA_WRITES += ("hydra/job_logging", "hydra.callbacks.run_directory", "paths.output_dir")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # mnist-export's format= and its file
 EVAL: dict[str, Rule] = {
@@ -305,10 +309,16 @@ def check_command_line(
         return
     for arg in flags.overrides:
         try:  # Hydra's own message spans lines and exits 1
-            OverridesParser.create().parse_override(arg)
+            key = OverridesParser.create().parse_override(arg).key_or_group
         except HydraException as e:
             reason = one_line(e).split(" See https://")[0]  # its link names an older Hydra
             raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
+        train = config_name == "train"
+        fixed = HYDRA_WRITES if train else (*HYDRA_WRITES, "hydra.run", "hydra.sweep")
+        if any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in fixed):
+            choose = "choose the run's directory with hydra.run.dir (a sweep's: hydra.sweep.dir)"
+            where = choose if train else "it makes no directory"
+            raise ConfigError(f"{arg}: mnist-{config_name} decides where Hydra writes; {where}.")
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     for key in (a.split("=")[0] for a in flags.overrides if config_name != "train"):
         added = key.startswith("+") and not key.startswith("++")  # (++: only where it is)
@@ -368,12 +378,6 @@ def check_command_line(
 
 def _check_job(cfg: DictConfig, then: Callable[[DictConfig], None]) -> None:
     validate(cfg)
-    claim = OmegaConf.select(cfg, "hydra.callbacks.run_directory._target_", default=None)
-    if claim != "mnist_lightning.run.resume.RunDirectory":  # Hydra would write into any folder
-        raise ConfigError(
-            "hydra.callbacks.run_directory gives a new run a directory of its own before Hydra "
-            "writes there: it cannot be removed or replaced."
-        )
     if "SlurmLauncher" in str(cfg.hydra.launcher.get("_target_")):  # runs on the nodes
         return
     outer = HydraConfig.instance().cfg

@@ -151,25 +151,9 @@ class RunDirectory(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         claim_new(config, "hydra.run.dir", config.hydra.run.dir)
-        check_inside(config, "hydra.output_subdir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         claim_new(config, "hydra.sweep.dir", config.hydra.sweep.dir)
-        check_inside(config, "hydra.sweep.subdir", per_job=True)
-        check_inside(config, "hydra.output_subdir")
-
-
-def check_inside(config: DictConfig, key: str, per_job: bool = False) -> None:
-    """Hydra writes a job's directory (`per_job`: one for each job of a sweep) and its `.hydra/`
-    where `key` leads from the claimed directory: never out of it, nor every job to one place."""
-    parent, name = key.rsplit(".", 1)
-    raw = OmegaConf.to_container(OmegaConf.select(config, parent), resolve=False)[name]
-    value = OmegaConf.select(config, key, throw_on_resolution_failure=False)  # not per job
-    for place in (str(v) for v in (raw, value) if v is not None):
-        if place.startswith("/") or Path(os.path.normpath(place)).parts[:1] == ("..",):
-            refuse(f"{key}={raw} leads out of the directory Hydra writes the run into.")
-    if per_job and value is not None:
-        refuse(f"{key}={raw} is one folder for every job; name each job's, as ${{hydra.job.num}}.")
 
 
 def claim_new(config: DictConfig, key: str, place: str) -> None:
@@ -179,11 +163,11 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     parts = Path(place).parts  # `a/../b`: Hydra makes a/ (through a link: b there) and writes b
     if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
         refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
-    if where.is_dir() and any(where.iterdir()):
-        refuse(
-            f"{key}={place} already holds files; a new run needs a directory of its own. To "
-            f"continue the run there: mnist-train resume={place}"
-        )
+    run = next((p for p in [where, *where.parents] if (p / ".hydra").is_dir()), None)
+    if run or (where.is_dir() and any(where.iterdir())):
+        there = f"lies in the run {run}" if run and run != where else "already holds files"
+        advice = f" To continue the run there: mnist-train resume={run}" if run else ""
+        refuse(f"{key}={place} {there}; a new run needs a directory of its own.{advice}")
     above = next(p for p in [where, *where.parents] if p.exists())
     BEFORE_HYDRA[where] = (above, above.stat())
 
