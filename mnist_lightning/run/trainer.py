@@ -351,7 +351,8 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
             Path(f.filename).name == "checkpoint_connector.py" or f.name == "load_state_dict"
             for f in frames
         )
-        if resume_from and restoring and not isinstance(e, UserError):
+        config = isinstance(e, MisconfigurationException)  # (max_epochs below the run's epoch)
+        if resume_from and restoring and not isinstance(e, UserError) and not config:
             raise unrestorable(resume_from, e) from None
         # Trainer arguments Lightning checks only inside fit (a val_check_interval longer than
         # the epoch); not its checks of `self.log` calls, which are bugs in the module.
