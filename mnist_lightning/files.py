@@ -95,6 +95,8 @@ def cannot_write(folder: Path) -> str | None:
     folder that exists (itself, or the one above where it would be made) must be a directory
     that takes a temporary file (its times put back)."""
     existing = Path(os.path.abspath(folder))
+    if any(len(os.fsencode(name)) > 255 for name in existing.parts):  # Linux's NAME_MAX
+        return "a name in it is longer than 255 bytes"
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
     try:

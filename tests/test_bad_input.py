@@ -152,6 +152,16 @@ CASES: dict[str, Case] = {
         "train", 'hydra.run.dir="{w}/run"', ("hydra.run.dir=", "already holds files")
     ),
     "down and up again": Case("train", "hydra.run.dir={w}/new/../b", "goes down and up again"),
+    "a run directory through an interpolation": Case(
+        "train",
+        "hydra.run.dir=${{oc.env:NO_SUCH_VARIABLE,{w}/run/metrics.json/x}}",
+        ("cannot write to", "metrics.json is a regular file"),
+    ),
+    "a callback Lightning refuses in fit": Case(
+        "train",
+        "~logger +callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+        "Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger",
+    ),
     "a new run inside another": Case(
         "train", "hydra.run.dir={w}/run/tensorboard/new", ("lies in the run {w}/run", "resume=")
     ),

@@ -45,7 +45,7 @@ from mnist_lightning.errors import (
     printable,
 )
 from mnist_lightning.files import (
-    check_writable,
+    cannot_write,
     kind_of,
     lock_run,
     open_regular,
@@ -160,6 +160,8 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     if config.get("resume") or not is_rank_zero():  # its own; DDP's other tasks: rank 0's
         return
     where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
+    if why := cannot_write(where):  # (Hydra's mkdir: a traceback)
+        refuse(f"{key}={place}: cannot write to {printable(where)} ({why}).")
     parts = Path(place).parts  # `a/../b`: Hydra makes a/ (through a link: b there) and writes b
     if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
         refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
@@ -187,13 +189,11 @@ def claim_run_directory(args: list[str]) -> list[str]:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith(f"{key}=")]
     resume = resume_arg(args)
-    place = Path(given[-1]) if given else SWEEPS_DIR if multirun else RUNS_DIR
-    check_writable(place, f"{key}={place}" if given else f"{key} (default {place}/)")
     if not resume:
         return args
     run = find_run(resume, sweep=multirun)
     if given and Path(given[-1]).resolve() != run:  # Hydra would log and save its config there
-        raise ConfigError(f"resume= continues {run} in its own directory; drop {key}={place}.")
+        raise ConfigError(f"resume= continues {run} in its own directory; drop {key}={given[-1]}.")
     if multirun:
         check_relaunch(args, run, resume)
     if is_rank_zero():  # before Hydra appends to the run's train.log

@@ -354,10 +354,11 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         config = isinstance(e, MisconfigurationException)  # (max_epochs below the run's epoch)
         if resume_from and restoring and not isinstance(e, UserError) and not config:
             raise unrestorable(resume_from, e) from None
-        # Trainer arguments Lightning checks only inside fit (a val_check_interval longer than
-        # the epoch); not its checks of `self.log` calls, which are bugs in the module.
+        # Trainer arguments and callbacks Lightning checks only inside fit (a val_check_interval
+        # longer than the epoch, a LearningRateMonitor without a logger); not its checks of
+        # `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
-        lightning = "lightning" in where and ("loops" in where or "trainer" in where)
+        lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
         ours = lightning and "logger_connector" not in where
         if isinstance(e, MisconfigurationException | ValueError) and ours:
             reason = one_line(e).rstrip(".!")
