@@ -257,6 +257,8 @@ KEYS = {
     "resume=x hydra.output_subdir=.hydra": "decides where Hydra writes",
     "+hydra.job_logging.handlers.file.mode=w": "decides where Hydra writes",
     "paths.output_dir=x": "decides where Hydra writes",
+    "-cd /tmp": "composes the project's conf/ only",
+    "--config-name nope": "composes the project's conf/ only",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",
     "callbacks.model_checkpoint.filenam=x": "filenam is not a key of this config; did you mean "
     "callbacks.last_checkpoint?",

@@ -307,6 +307,11 @@ def check_command_line(
     flags = get_args_parser().parse_known_args(args)[0]
     if flags.shell_completion:  # `-sc install=bash`: an instruction to Hydra, not an override
         return
+    if flags.config_dir or flags.config_name or flags.config_path or flags.experimental_rerun:
+        raise ConfigError(  # (else Hydra's words over lines, or a run of what was not checked)
+            f"--config-dir, --config-name, --config-path, --experimental-rerun: mnist-"
+            f"{config_name} composes the project's conf/ only; add a preset there instead."
+        )
     for arg in flags.overrides:
         try:  # Hydra's own message spans lines and exits 1
             key = OverridesParser.create().parse_override(arg).key_or_group
