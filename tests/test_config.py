@@ -150,7 +150,10 @@ BAD_VALUES = {
     "trainer.gradient_clip_val=-1": "trainer.gradient_clip_val=-1 is out of range",
     "trainer.limit_train_batches=nan": "trainer.limit_train_batches=nan must be a finite",
     "trainer.check_val_every_n_epoch=0": "check_val_every_n_epoch=0 is out of range",
+    "trainer.max_steps=-2": "trainer.max_steps=-2 is out of range: it must be in [-1, inf)",
     "trainer.max_steps=0": "trainer.max_steps=0 trains nothing",
+    "trainer.max_steps=null": "trainer.max_steps=None must be an integer",
+    "debug=overfit trainer.limit_val_batches=-1": "limit_val_batches=-1 is out of range",
     "trainer.max_epochs=0": "trainer.max_epochs=0 trains nothing",
     "trainer.max_epochs=-1": "needs trainer.max_steps=<N> to end the run",
     "trainer.max_epochs=-1 trainer.max_time=00:00:01:00": "model.scheduler=onecycle stretches",
@@ -341,11 +344,6 @@ JOBS = {
     "+trainer.gradient_clip_vall=1": "Did you mean trainer.gradient_clip_val?",
     "trainer.val_check_interval=00:00:01:00": None,  # Lightning's time-based validation
     "trainer.val_check_interval=abc": "Invalid time format for `val_check_interval`: 'abc'.",
-    # ranges and types Lightning and check_arguments refuse as the Trainer is built
-    "trainer.max_steps=-2": "`max_steps` must be a non-negative integer or -1 (infinite steps)",
-    "trainer.max_epochs=-2": "`max_epochs` must be a non-negative integer or -1. You passed in -2",
-    "trainer.limit_val_batches=-1": "invalid value -1 for limit_val_batches, it has to be in [0.0",
-    "trainer.max_steps=null": "trainer.max_steps=None must be an integer",
     "+logger.tensorboard.log_dir=x": "logger.tensorboard.log_dir: ",  # TensorBoard sets it
     "+logger.tensorboard.kwargs=1": "TensorBoardLogger takes no argument kwargs",  # (its **)
     "logger=many +logger.wandb.foo=1": "logger.wandb.foo: ",  # what W&B hands on to wandb.init

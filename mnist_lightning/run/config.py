@@ -79,12 +79,18 @@ TRAIN: dict[str, Rule] = {
     "model.l1": "float [0, inf)",
     "model.input_dropout": PROBABILITY,
     "model.max_norm": "float? (0, inf)",
-    # The Trainer's arguments Lightning accepts but cannot use (0 batches of training, a
-    # negative clip it ignores) or checks only inside fit; it refuses others as it is built.
+    # The Trainer's arguments that mnist-train relies on (checked before a SLURM sweep is
+    # submitted, and where Lightning skips its own check: overfit_batches, fast_dev_run), and
+    # those Lightning accepts but cannot use (0 batches of training, a negative clip it ignores)
+    # or checks only inside fit.
+    "trainer.max_steps": "int [-1, inf)",
+    "trainer.max_epochs": "int? [-1, inf)",
     "trainer.log_every_n_steps": "int? [0, inf)",  # 0: no step-level logs; null: 50
     "trainer.accumulate_grad_batches": COUNT,
     "trainer.gradient_clip_val": "float? [0, inf)",  # 0: no clipping
     "trainer.limit_train_batches": "float? (0, inf)",
+    "trainer.limit_val_batches": "float? [0, inf)",
+    "trainer.limit_test_batches": "float? [0, inf)",
     "trainer.val_check_interval": "float? (0, inf)",  # or "DD:HH:MM:SS": Lightning's to check
     "trainer.check_val_every_n_epoch": "int? [1, inf)",
 }
