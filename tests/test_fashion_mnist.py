@@ -33,22 +33,15 @@ from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.report import confusion_figure, mistakes_figure
 from tests.helpers.hydra_jobs import run_command
-from tests.helpers.synthetic import (
-    SMALL,
-    STEPS_PER_EPOCH,
-    SYNTHETIC_TEST,
-    SYNTHETIC_TRAIN,
-    merged,
-    write_mnist,
-)
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
 @pytest.fixture(scope="module")
-def synthetic_fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = write_mnist(tmp_path_factory.mktemp("fashion"), SYNTHETIC_TRAIN, SYNTHETIC_TEST)
-    raw_dir(data_dir).parent.rename(raw_dir(data_dir, "fashion_mnist").parent)
+def synthetic_fashion(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
+    data_dir = tmp_path_factory.mktemp("fashion")  # the synthetic MNIST as Fashion-MNIST only
+    shutil.copytree(raw_dir(synthetic_mnist), raw_dir(data_dir, "fashion_mnist"))
     return data_dir
 
 
