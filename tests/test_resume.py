@@ -22,7 +22,6 @@ from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
-TESTS = Path(__file__).resolve().parent
 # 1 000 training images in batches of 25, one step per call: 40 optimizer steps per epoch.
 EXACT = [*SMALL, "trainer.max_epochs=3", "trainer.deterministic=true", "data.batch_size=25"]
 EXACT += ["model.dropout=0.3"]
@@ -33,7 +32,7 @@ KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
 
 def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
     """mnist-train in a process of its own; `env`: tests/kill_at.py's settings."""
-    done = run_cli("train", args, cwd, data, env={"PYTHONPATH": str(TESTS), **env})
+    done = run_cli("train", args, cwd, data, env=env)
     kill = env.get("KILL_SIGNAL") if "KILL_AT_STEP" in env else None
     assert done.returncode == {None: 0, "KILL": -signal.SIGKILL}.get(kill, 130), done.stderr
     if kill in ("INT", "TERM"):

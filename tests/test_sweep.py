@@ -65,13 +65,12 @@ def test_a_killed_sweep_is_relaunched_in_place(
     args += ["callbacks.periodic_checkpoint.train_time_interval=null"]
     args += ["+callbacks.periodic_checkpoint.every_n_train_steps=5"]
     args += ["+callbacks.kill._target_=kill_at.KillAt", "model.dropout=0.1,0.3"]
-    env = {"PYTHONPATH": str(TESTS)}
-    done = run_cli("train", args, tmp_path, synthetic_mnist, env=env | {"KILL_AT_STEP": "13"})
+    done = run_cli("train", args, tmp_path, synthetic_mnist, {"KILL_AT_STEP": "13"})
     assert done.returncode == -9
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert not (sweep / "1").exists()
 
-    env |= {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist), "PYTHONPATH": str(TESTS)}
     done = run_console("train", [*args, f"resume={sweep}"], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Resuming {sweep.resolve()}/0 from" in (sweep / "0" / "train.log").read_text()

@@ -91,10 +91,7 @@ def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_onl
         done = list(pool.map(lambda _: run_cli("train", args, tmp_path, synthetic_mnist), [0, 0]))
     assert [p.returncode for p in done] == [0, 0], [p.stderr[-2000:] for p in done]
     runs = run_dirs(tmp_path)
-    assert len(runs) == 2 and runs[0] != runs[1]
-    for run in runs:
-        assert metrics_of(run)["global_step"] == 2 * STEPS_PER_EPOCH
-        assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(runs) == 2 and all(metrics_of(r)["global_step"] == 2 * STEPS_PER_EPOCH for r in runs)
     reported = sorted(re.search(r"run directory\s+(\S+)", p.stdout)[1] for p in done)
     assert reported == sorted(str(run) for run in runs)  # each process reported its own
     for output in (p.stdout + p.stderr for p in done):  # nothing meant for another setting
@@ -124,10 +121,6 @@ def test_mnist_export_to_onnx_agrees_with_the_checkpoint(
     assert is_earlier_export(output, "onnx") and not is_earlier_export(output, "torchscript")
     (tmp_path / "other.onnx").write_bytes(b"\x08\x07" * 100)  # ONNX's first field, not ours
     assert not is_earlier_export(tmp_path / "other.onnx", "onnx")
-
-
-def train_in_process(cwd: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_console("train", [*SMALL, *overrides], cwd, {"MNIST_DATA_DIR": str(data)}, 600)
 
 
 LR_HUGE = ["model.optimizer=sgd", "model.lr=1e8", "model.scheduler=none"]
@@ -162,7 +155,8 @@ def test_a_run_stopped_in_training_says_why_in_one_line_and_reports_no_result(
     case: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     overrides, words, checkpoints = STOPPED[case]
-    done = train_in_process(tmp_path, synthetic_mnist, *overrides)
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    done = run_console("train", [*SMALL, *overrides], tmp_path, env, 600)
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout, done.stderr
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("Error: ") and all(w in error for w in words), error
@@ -183,7 +177,8 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     args = ["ckpt_path=start.ckpt", "hydra.job.chdir=true", "model.hidden_dims=[64]"]
     args += ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=1"]
     args += ["model.log_histograms=true", "model.compile=true"]
-    done = train_in_process(tmp_path, synthetic_mnist, *args)
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    done = run_console("train", [*SMALL, *args], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert f"Starting from the weights of {last}" in (run / "train.log").read_text()
@@ -199,7 +194,6 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     )
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert "net.layers.0.weight" in state and not any("_orig_mod" in k for k in state)
-    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
     done = run_console("eval", [f"run_dir={run}", "data_source=files"], tmp_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((run / "eval" / "metrics.json").read_text())
@@ -220,9 +214,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> 
 @pytest.mark.e2e
 def test_end_to_end_on_real_mnist(real_run: Path) -> None:
     metrics = metrics_of(real_run)
-    assert metrics["test/acc"] >= 0.95 and metrics["epoch"] == 1
-    assert (real_run / "checkpoints" / "last.ckpt").is_file()
-    assert list((real_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert metrics["test/acc"] >= 0.95 and metrics["epoch"] == 1  # (the layout: on synthetic data)
     config = (real_run / ".hydra" / "config.yaml").read_text()
     assert "hidden_dims:\n  - 512\n  - 256\n" in config and "source: auto" in config
     assert "55000 train, 5000 val, 10000 test images" in (real_run / "train.log").read_text()
