@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_probe import fingerprints
+from probes import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from tests.helpers.commands import run_cli, run_dirs
@@ -18,16 +18,16 @@ from tests.helpers.synthetic import SMALL
 DDP = [*SMALL, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=25"]
 DDP += ["trainer.deterministic=true", "callbacks.periodic_checkpoint.train_time_interval=null"]
 DDP += ["+callbacks.periodic_checkpoint.every_n_train_steps=7"]
-KILL = "+callbacks.kill._target_=kill_at.KillAt"
+KILL = "+callbacks.kill._target_=probes.KillAt"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
-    """`mnist-train -m ... model.dropout=0.0,0.3`, every process probed (tests/ddp_probe.py)."""
+    """`mnist-train -m ... model.dropout=0.0,0.3`, every process probed (tests/probes.py)."""
     cwd = tmp_path_factory.mktemp("ddp")
     probe = [
-        "+callbacks.probe._target_=ddp_probe.DDPProbe",
+        "+callbacks.probe._target_=probes.DDPProbe",
         "+callbacks.probe.out=${paths.output_dir}",
     ]
     args = ["-m", *DDP, *probe, "model.dropout=0.0,0.3"]

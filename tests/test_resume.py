@@ -27,11 +27,11 @@ EXACT = [*SMALL, "trainer.max_epochs=3", "trainer.deterministic=true", "data.bat
 EXACT += ["model.dropout=0.3"]
 # The default periodic checkpoint (train_time_interval), every 0.1 s instead of 5 minutes.
 EVERY_TENTH_OF_A_SECOND = ["callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"]
-KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
+KILLABLE = ["+callbacks.kill._target_=probes.KillAt"]
 
 
 def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
-    """mnist-train in a process of its own; `env`: tests/kill_at.py's settings."""
+    """mnist-train in a process of its own; `env`: tests/probes.py's settings."""
     done = run_cli("train", args, cwd, data, env=env)
     kill = env.get("KILL_SIGNAL") if "KILL_AT_STEP" in env else None
     assert done.returncode == {None: 0, "KILL": -signal.SIGKILL}.get(kill, 130), done.stderr
@@ -90,8 +90,8 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(os, "fsync", os.fsync)  # tests/disk_full.py breaks it; put back after
-    args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
+    monkeypatch.setattr(os, "fsync", os.fsync)  # tests/probes.py breaks it; put back after
+    args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=probes.DiskFullAt"]
     env = {"MNIST_DATA_DIR": str(synthetic_mnist), "DISK_FULL_AT_EPOCH": "1"}
     done = run_console("train", args, tmp_path, env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]

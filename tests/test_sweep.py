@@ -64,7 +64,7 @@ def test_a_killed_sweep_is_relaunched_in_place(
     args += ["model.hidden_dims=[64]", "trainer.max_epochs=1"]
     args += ["callbacks.periodic_checkpoint.train_time_interval=null"]
     args += ["+callbacks.periodic_checkpoint.every_n_train_steps=5"]
-    args += ["+callbacks.kill._target_=kill_at.KillAt", "model.dropout=0.1,0.3"]
+    args += ["+callbacks.kill._target_=probes.KillAt", "model.dropout=0.1,0.3"]
     done = run_cli("train", args, tmp_path, synthetic_mnist, {"KILL_AT_STEP": "13"})
     assert done.returncode == -9
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()

@@ -120,8 +120,8 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         ["callbacks.evil._target_='lightning.pytorch.callbacks.SpikeDetection', which conf/"],
     ),
     "a callback of one's own, not named again": (
-        in_config("callbacks.evil", {"_target_": "kill_at.KillAt"}),
-        ["callbacks.evil._target_='kill_at.KillAt'", "+callbacks.evil._target_=kill_at.KillAt"],
+        in_config("callbacks.evil", {"_target_": "probes.KillAt"}),
+        ["callbacks.evil._target_='probes.KillAt'", "+callbacks.evil._target_=probes.KillAt"],
     ),
     # every place a resumed run writes is checked as built
     "checkpoints written elsewhere": (
@@ -223,9 +223,7 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     for expected in words:
         assert expected.replace("{w}", str(w)) in lines[0], lines[0]
     assert not (w / "ran").exists()  # no code from the run directory or checkpoint ran
-    assert (w / "data" / "keep.txt").read_text() == "mine"
-    assert not list(w.rglob("escaped*"))
-    assert outcome.after == outcome.before  # nothing that existed changed, nothing was added
+    assert outcome.after == outcome.before  # nothing that existed changed (keep.txt), nor added
 
 
 UNTRUSTED = [

@@ -1,7 +1,5 @@
-"""The console commands as a user runs them: new `python -m mnist_lightning.cli.<command>`
-processes, with MNIST_DATA_DIR naming the data. For the few tests that need a process of its
-own (exit status and output as a shell sees them, signals, DDP, runs side by side); the rest
-run the same entry points in the test process (tests/helpers/hydra_jobs.py)."""
+"""The console commands as new processes, for the few tests that need one (exit status and output
+as a shell sees them, signals, DDP, runs side by side); the rest: tests/helpers/hydra_jobs.py."""
 
 import os
 import subprocess
@@ -25,7 +23,7 @@ def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
 
 def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test's environment with MNIST_DATA_DIR, tests/ first on PYTHONPATH (for the callbacks
-    kill_at, ddp_probe and disk_full given by name), and `extra`."""
+    of tests/probes.py given by name), and `extra`."""
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
     return os.environ | {"MNIST_DATA_DIR": str(data_dir), "PYTHONPATH": path} | (extra or {})
 
