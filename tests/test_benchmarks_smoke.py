@@ -1,7 +1,6 @@
-"""The benchmarks keep working: every subcommand parses its arguments, the one runner of
-mnist-train measures a real run (on the synthetic data), results are saved with their command,
-machine and date, and the pages' tables print from the committed JSON. What the figures say is
-the pages' business: no test checks a time or a sentence."""
+"""The benchmarks keep working: subcommands parse, the one runner of mnist-train measures a real
+run, results keep their command, machine and date, the pages' tables print from the committed
+JSON. What the figures say is the pages' business: no test checks a time or a sentence."""
 
 import json
 from pathlib import Path

@@ -22,15 +22,7 @@ import torch
 import torchvision.datasets
 
 from mnist_lightning.data import datasets
-from mnist_lightning.data.datasets import (
-    DATASETS,
-    DEBIAN_FOLDER,
-    MNIST_SHA256,
-    encode_idx,
-    ensure_mnist,
-    raw_dir,
-    read_idx,
-)
+from mnist_lightning.data.datasets import DATASETS, MNIST_SHA256, ensure_mnist, raw_dir
 from mnist_lightning.errors import DataError
 
 
@@ -54,7 +46,7 @@ FILES = {
     "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
     "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
 }
-FILES = {name: encode_idx(torch.from_numpy(array)) for name, array in FILES.items()}
+FILES = {name: datasets.encode_idx(torch.from_numpy(array)) for name, array in FILES.items()}
 
 
 def made_official(monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
@@ -113,7 +105,7 @@ def wheel(member: bytes | None) -> Archive:
     return make
 
 
-def deb(entries: dict[str, bytes | str] | None = None, folder: str = DEBIAN_FOLDER, cut: int = 0):
+def deb(entries: dict | None = None, folder: str = datasets.DEBIAN_FOLDER, cut: int = 0):
     """A .deb that dpkg-deb builds (mnist-train reads it with dpkg-deb): FILES gzipped in
     `folder`, then `entries` there (bytes, or a str: a symbolic link to it); `cut` bytes short."""
 
@@ -317,11 +309,11 @@ def test_the_real_data_is_the_official_mnist(real_mnist_dir: Path) -> None:
     before = {name: (raw / name).stat().st_mtime_ns for name in MNIST_SHA256}
     assert ensure_mnist(real_mnist_dir, "auto") == raw  # present and verified: no fetch
     assert {name: (raw / name).stat().st_mtime_ns for name in MNIST_SHA256} == before
-    images = read_idx(raw / "train-images-idx3-ubyte").float() / 255
+    images = datasets.read_idx(raw / "train-images-idx3-ubyte").float() / 255
     assert float(images.mean()) == pytest.approx(0.1307, abs=5e-4)  # the network's constants
     assert float(images.std()) == pytest.approx(0.3081, abs=5e-4)
-    train_counts = np.bincount(read_idx(raw / "train-labels-idx1-ubyte").numpy())
-    test_counts = np.bincount(read_idx(raw / "t10k-labels-idx1-ubyte").numpy())
+    train_counts = np.bincount(datasets.read_idx(raw / "train-labels-idx1-ubyte").numpy())
+    test_counts = np.bincount(datasets.read_idx(raw / "t10k-labels-idx1-ubyte").numpy())
     assert train_counts[1] == 6742 and test_counts[1] == 1135  # the familiar counts of 1s
 
 

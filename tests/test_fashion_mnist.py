@@ -19,16 +19,10 @@ from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
+from mnist_lightning.data import datasets
 from mnist_lightning.data.datamodule import MNISTDataModule, trained_on
 from mnist_lightning.data.datasets import FASHION_CLASSES as CLASSES
-from mnist_lightning.data.datasets import (
-    FASHION_MNIST,
-    FASHION_MNIST_SHA256,
-    MNIST,
-    ensure_mnist,
-    raw_dir,
-    read_idx,
-)
+from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.report import confusion_figure, mistakes_figure
@@ -64,8 +58,8 @@ def test_fashion_mnist_is_one_override_and_mnist_stays_the_default() -> None:
 
 def test_a_checkpoint_says_which_data_set_it_learned() -> None:
     key = MNISTDataModule.CHECKPOINT_HYPER_PARAMS_KEY
-    assert trained_on({}, "old.ckpt") is MNIST  # saved before there was a choice
-    assert trained_on({key: {"dataset": "fashion_mnist"}}, "f.ckpt") is FASHION_MNIST
+    assert trained_on({}, "old.ckpt") is datasets.MNIST  # saved before there was a choice
+    assert trained_on({key: {"dataset": "fashion_mnist"}}, "f.ckpt") is datasets.FASHION_MNIST
     for value in ("cifar10", ["mnist"], "x" * 100_000):
         with pytest.raises(CheckpointError) as info:
             trained_on({key: {"dataset": value}}, "x.ckpt")
@@ -169,8 +163,8 @@ def test_the_real_fashion_mnist_from_debian_trains_above_chance(
 ) -> None:
     """As on a machine where torchvision's download fails; then one short epoch on it."""
     data_dir = tmp_path / "data"
-    raw = ensure_mnist(data_dir, "debian", "fashion_mnist")
-    for name, digest in FASHION_MNIST_SHA256.items():
+    raw = datasets.ensure_mnist(data_dir, "debian", "fashion_mnist")
+    for name, digest in datasets.FASHION_MNIST_SHA256.items():
         assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == digest, name
     for split, count in (("train", 6000), ("t10k", 1000)):
         labels = read_idx(raw / f"{split}-labels-idx1-ubyte").long()

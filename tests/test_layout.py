@@ -85,10 +85,7 @@ def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) ->
 
 def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:
     trained = MNISTClassifier(hidden_dims=[16], batch_norm=True)
-    checkpoint = {
-        "state_dict": {f"net.{k}": v for k, v in trained.net.state_dict().items()},
-        "hyper_parameters": dict(trained.hparams),
-    }
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
     asked = MNISTClassifier(hidden_dims=[32, 8])
     with pytest.raises(CheckpointError) as info:
         network_weights(asked, checkpoint, "x.ckpt")
