@@ -13,12 +13,6 @@ from mnist_lightning.data.images import ImageError, prepare
 from tests.helpers.tiers import one_of_each_kind
 
 
-def mnist_like(digit: int, seed: int) -> np.ndarray:
-    """A 28x28 uint8 digit as MNIST has it: a vector glyph, prepared. No MNIST files needed."""
-    ink = vector_ink(digit, np.random.default_rng(seed), pen=0.12)
-    return (prepare(Image.fromarray((ink * 255).astype(np.uint8))).numpy() * 255).astype(np.uint8)
-
-
 def picture(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -31,7 +25,8 @@ def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: 
     look = replace(KINDS[kind][0], rotation=0.0)
 
     def take(seed: int) -> tuple[np.ndarray, bytes, str]:
-        digit = mnist_like(seed + 2, seed)
+        ink = vector_ink(seed + 2, np.random.default_rng(seed), pen=0.12)  # a digit as MNIST has it
+        digit = (prepare(Image.fromarray(np.uint8(ink * 255))).numpy() * 255).astype(np.uint8)
         rng = np.random.default_rng([seed, 99])
         return digit, *photograph(mnist_ink(digit, rng.uniform(*look.pen)), look, rng)
 

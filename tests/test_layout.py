@@ -19,12 +19,9 @@ PACKAGE = ROOT / "mnist_lightning"
 
 def imported_modules(path: Path) -> set[str]:
     """Every `mnist_lightning...` module a source file imports, at any depth."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    found = {node.module for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
+    found |= {alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
     return {name for name in found if name.startswith("mnist_lightning")}
 
 

@@ -101,16 +101,6 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
 
 
-def stepped_checkpoint() -> dict:
-    """Its optimizer (two groups of two tensors) has taken a step, so it holds state."""
-    model = MNISTClassifier(hidden_dims=[8])
-    optimizer = model.build_optimizer()
-    for param in model.parameters():
-        param.grad = torch.ones_like(param)
-    optimizer.step()
-    return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
-
-
 def state(key: str, *value: object) -> Callable[[dict], None]:
     """Parameter 0's optimizer state with `key` set to `value` (no value: removed)."""
     moments = lambda c: c["optimizer_states"][0]["state"][0]  # noqa: E731
@@ -179,7 +169,12 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_train
 ) -> None:
     """Stepped once on torch's single-tensor path, which raises where the fused one segfaulted."""
     change, words = CRAFTED[crafted]
-    checkpoint = stepped_checkpoint()
+    model = MNISTClassifier(hidden_dims=[8])
+    optimizer = model.build_optimizer()  # two groups of two tensors
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()  # so that it holds state
+    checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
     check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")  # it fits
     change(checkpoint)
     remedy = r"Start a new run from its weights instead: mnist-train ckpt_path=old/last\.ckpt$"
