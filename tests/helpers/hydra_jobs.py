@@ -93,8 +93,7 @@ def limits(timeout_s: int, memory_gib: float | None) -> Iterator[None]:
     signal.alarm(timeout_s)
     address_space = resource.getrlimit(resource.RLIMIT_AS)
     if memory_gib:
-        with open("/proc/self/statm") as f:
-            used = int(f.read().split()[0]) * resource.getpagesize()
+        used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (used + int(memory_gib * 2**30), address_space[1]))
     try:
         yield
