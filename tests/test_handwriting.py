@@ -13,12 +13,6 @@ from mnist_lightning.data.images import ImageError, prepare
 from tests.helpers.tiers import one_of_each_kind
 
 
-def picture(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
 @pytest.mark.parametrize("kind", one_of_each_kind(KINDS))  # all together: seconds
 def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: str) -> None:
     """Without rotation, whatever the paper, light, pen, size, margins, noise or JPEG."""
@@ -34,7 +28,7 @@ def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: 
     for seed in range(2):
         digit, data, suffix = take(seed)
         made.append(data)
-        image = picture(data)
+        image = Image.open(io.BytesIO(data))
         assert suffix == (".jpg" if look.jpeg else ".png")
         assert look.side[0] <= max(image.size) <= 1.25 * look.side[1]
         prepared = prepare(image, "photo").numpy()
@@ -61,7 +55,7 @@ def lit_paper(kind: str, size: tuple[int, int] = (300, 200)) -> Image.Image:
     if kind.endswith("jpeg"):
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=20)
-        image = picture(buffer.getvalue())
+        image = Image.open(io.BytesIO(buffer.getvalue()))
     return image
 
 
