@@ -2,7 +2,6 @@
 MNIST shows digits, the data set a checkpoint learned carried to mnist-eval, mnist-export and
 mnist-predict. Getting the files (Debian's package): test_download.py."""
 
-import hashlib
 import json
 import logging
 import shutil
@@ -159,9 +158,7 @@ def test_the_real_fashion_mnist_from_debian_trains_above_chance(
 ) -> None:
     """As on a machine where torchvision's download fails; then one short epoch on it."""
     data_dir = tmp_path / "data"
-    raw = datasets.ensure_mnist(data_dir, "debian", "fashion_mnist")
-    for name, digest in datasets.FASHION_MNIST_SHA256.items():
-        assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == digest, name
+    raw = datasets.ensure_mnist(data_dir, "debian", "fashion_mnist")  # by the official sha256
     for split, count in (("train", 6000), ("t10k", 1000)):
         labels = read_idx(raw / f"{split}-labels-idx1-ubyte").long()
         assert torch.bincount(labels).tolist() == [count] * 10
