@@ -117,10 +117,6 @@ def regroup(checkpoint: dict) -> None:
     groups[:] = [{**groups[0], "params": [0, 1, 2, 3]}]
 
 
-def schedule(**values: object) -> Callable[[dict], None]:
-    return lambda c: c.update(lr_schedulers=[{"base_lrs": [0.1, 0.1], **values}])
-
-
 SHAPE = r"for parameter 0 \(net\.layers\.0\.weight\) it holds"
 NO_STEP, NO_SCHEDULE = (
     rf"{what} state cannot take a step \(" for what in ("optimizer", "learning-rate schedule")
@@ -153,11 +149,11 @@ CRAFTED = {
         rf"{SHAPE} step=1099511627776, not a count of steps as torch saves it",
     ),
     "a schedule count too large": (
-        schedule(last_epoch=10**400),
+        lambda c: c.update(lr_schedulers=[{"base_lrs": [0.1, 0.1], "last_epoch": 10**400}]),
         NO_SCHEDULE + "it sets last_epoch=1000",
     ),
     "schedule rates not numbers": (
-        schedule(base_lrs=["x", "y"]),
+        lambda c: c.update(lr_schedulers=[{"base_lrs": ["x", "y"]}]),
         NO_SCHEDULE + "TypeError: can't multiply",
     ),
 }

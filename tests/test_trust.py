@@ -92,6 +92,8 @@ def alias_bomb(w: Path) -> None:
 
 OPEN = "${oc.create:{_target_: builtins.open, file: '{w}/data/keep.txt', mode: w}}"
 LAST = "{w}/run/checkpoints/last.ckpt"
+CALLBACKS = "lightning.pytorch.callbacks"
+SPIKES = f"{CALLBACKS}.SpikeDetection"
 # case: (how to spoil the run, words the one-line error holds; "{w}": the world)
 CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "a callback made by an interpolation": (
@@ -99,10 +101,7 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         ["callbacks.evil._target_='builtins.open'", "a run directory may choose values, not code"],
     ),
     "an escaped interpolation, live again after resolving": (
-        in_config(
-            "callbacks.evil",
-            {"_target_": "lightning.pytorch.callbacks.Timer", "duration": "\\" + OPEN},
-        ),
+        in_config("callbacks.evil", {"_target_": f"{CALLBACKS}.Timer", "duration": "\\" + OPEN}),
         ["callbacks.evil.duration", "an interpolation after resolving"],
     ),
     "positional arguments": (
@@ -111,13 +110,9 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     ),
     "a Lightning callback that writes where it is told": (
         in_config(
-            "callbacks.evil",
-            {
-                "_target_": "lightning.pytorch.callbacks.SpikeDetection",
-                "exclude_batches_path": "{w}/data/escaped.json",
-            },
+            "callbacks.evil", {"_target_": SPIKES, "exclude_batches_path": "{w}/data/escaped.json"}
         ),
-        ["callbacks.evil._target_='lightning.pytorch.callbacks.SpikeDetection', which conf/"],
+        [f"callbacks.evil._target_='{SPIKES}', which conf/"],
     ),
     "a callback of one's own, not named again": (
         in_config("callbacks.evil", {"_target_": "probes.KillAt"}),
