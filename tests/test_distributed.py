@@ -26,11 +26,8 @@ pytestmark = pytest.mark.slow
 def sweep(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
     """`mnist-train -m ... model.dropout=0.0,0.3`, every process probed (tests/probes.py)."""
     cwd = tmp_path_factory.mktemp("ddp")
-    probe = [
-        "+callbacks.probe._target_=probes.DDPProbe",
-        "+callbacks.probe.out=${paths.output_dir}",
-    ]
-    args = ["-m", *DDP, *probe, "model.dropout=0.0,0.3"]
+    args = ["-m", *DDP, "+callbacks.probe._target_=probes.DDPProbe", "model.dropout=0.0,0.3"]
+    args += ["+callbacks.probe.out=${paths.output_dir}"]
     done = run_cli("train", args, cwd, synthetic_mnist)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (cwd / "outputs" / "runs").exists()  # no stray run directories

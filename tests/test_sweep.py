@@ -32,8 +32,7 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
     cores = os.cpu_count() or 1
-    for job in ("0", "1"):
-        assert (sweep / job / "metrics.json").is_file()
+    for job in ("0", "1"):  # (their metrics.json: the summary's val/acc_best below)
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
         log = (sweep / job / "train.log").read_text()
