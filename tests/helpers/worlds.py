@@ -16,17 +16,15 @@ Entry = tuple[str, int, int]  # by lstat: `ls -l`'s kind letter (and a link's ta
 
 
 def snapshot(root: Path, directory_times: bool = False) -> dict[Path, Entry]:
-    """Every entry under `root`, by lstat (nothing opened or followed). A directory's size and
-    times change when an entry comes or goes, even for a moment: compared only with
-    `directory_times`."""
+    """Every entry under `root`, by lstat (nothing opened or followed); a directory's size and
+    times, which change when an entry comes or goes even for a moment, with `directory_times`."""
     entries = {}
     for path in root.rglob("*"):
         st = path.lstat()
-        if stat.S_ISDIR(st.st_mode) and not directory_times:
-            entries[path] = ("d", 0, 0)
-            continue
         target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
         entries[path] = (f"{stat.filemode(st.st_mode)[0]}{target}", st.st_size, st.st_mtime_ns)
+        if stat.S_ISDIR(st.st_mode) and not directory_times:
+            entries[path] = ("d", 0, 0)
     return entries
 
 
