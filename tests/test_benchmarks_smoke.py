@@ -1,7 +1,6 @@
-"""The benchmarks keep working: every subcommand parses its arguments, the one runner of
-mnist-train measures a real run (on the synthetic data), results are saved with their command,
-machine and date, and the pages' tables print from the committed JSON. What the figures say is
-the pages' business: no test checks a time or a sentence."""
+"""The benchmarks keep working: subcommands parse, the one runner of mnist-train measures a real
+run, results keep their command, machine and date, the pages' tables print from the committed
+JSON. What the figures say is the pages' business: no test checks a time or a sentence."""
 
 import json
 from pathlib import Path
@@ -27,10 +26,7 @@ def test_mnist_train_is_run_and_timed_epoch_by_epoch(
     monkeypatch.setenv("MNIST_DATA_DIR", str(synthetic_mnist))
     run = mnist_train(SMALL, tmp_path, timer={"test_every_epoch": True, "bare_loop": True})
     assert run.command == ["mnist-train", *SMALL]
-    assert [(e["epoch"], e["steps"]) for e in run.epochs] == [
-        (0, STEPS_PER_EPOCH),
-        (1, STEPS_PER_EPOCH),
-    ]
+    assert [(e["epoch"], e["steps"]) for e in run.epochs] == [(k, STEPS_PER_EPOCH) for k in (0, 1)]
     assert all(0 < e["train_seconds"] < e["training_time"] for e in run.epochs)
     assert all(e["bare_seconds"] > 0 for e in run.epochs)
     assert run.epochs[-1]["test_acc"] == pytest.approx(run.metrics["test/acc"], abs=0.2)

@@ -128,17 +128,9 @@ def test_a_loaded_state_goes_on_as_the_uninterrupted_loader(taken: int) -> None:
 @pytest.mark.parametrize(
     ("images", "labels", "words"),  # (a pair that fits: the partition test above)
     [
-        (
-            (5, 28, 28),
-            [0, 1, 9, 3],
-            r"labels-idx1-ubyte: \(4,\) labels for 5 images in train-images-idx3-ubyte; they must",
-        ),
+        ((5, 28, 28), [0, 1, 9, 3], r"labels-idx1-ubyte: \(4,\) labels for 5 images in train-im"),
         ((5, 28, 28), [0, 1, 9, 10, 2], "train-labels-idx1-ubyte: label 10 is not a digit 0-9"),
-        (
-            (5, 20, 20),
-            [0, 1, 9, 3, 2],
-            r"train-images-idx3-ubyte: images of shape \(5, 20, 20\), not \(N, 28, 28\)",
-        ),
+        ((5, 20, 20), [0] * 5, r"train-images-idx3-ubyte: images of shape \(5, 20, 20\), not \(N,"),
         ((0, 28, 28), [], "train-images-idx3-ubyte: holds no images"),
     ],
 )

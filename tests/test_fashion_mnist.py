@@ -2,7 +2,6 @@
 MNIST shows digits, the data set a checkpoint learned carried to mnist-eval, mnist-export and
 mnist-predict. Getting the files (Debian's package): test_download.py."""
 
-import hashlib
 import json
 import logging
 import shutil
@@ -15,40 +14,26 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from mnist_lightning.cli.eval import main as mnist_eval
-from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
+from mnist_lightning.data import datasets
 from mnist_lightning.data.datamodule import MNISTDataModule, trained_on
 from mnist_lightning.data.datasets import FASHION_CLASSES as CLASSES
-from mnist_lightning.data.datasets import (
-    FASHION_MNIST,
-    FASHION_MNIST_SHA256,
-    MNIST,
-    ensure_mnist,
-    raw_dir,
-    read_idx,
-)
+from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.run.config import validate
 from mnist_lightning.run.report import confusion_figure, mistakes_figure
 from tests.helpers.hydra_jobs import run_command
-from tests.helpers.synthetic import (
-    SMALL,
-    STEPS_PER_EPOCH,
-    SYNTHETIC_TEST,
-    SYNTHETIC_TRAIN,
-    merged,
-    write_mnist,
-)
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
 @pytest.fixture(scope="module")
-def synthetic_fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = write_mnist(tmp_path_factory.mktemp("fashion"), SYNTHETIC_TRAIN, SYNTHETIC_TEST)
-    raw_dir(data_dir).parent.rename(raw_dir(data_dir, "fashion_mnist").parent)
+def synthetic_fashion(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
+    data_dir = tmp_path_factory.mktemp("fashion")  # the synthetic MNIST as Fashion-MNIST only
+    shutil.copytree(raw_dir(synthetic_mnist), raw_dir(data_dir, "fashion_mnist"))
     return data_dir
 
 
@@ -71,8 +56,8 @@ def test_fashion_mnist_is_one_override_and_mnist_stays_the_default() -> None:
 
 def test_a_checkpoint_says_which_data_set_it_learned() -> None:
     key = MNISTDataModule.CHECKPOINT_HYPER_PARAMS_KEY
-    assert trained_on({}, "old.ckpt") is MNIST  # saved before there was a choice
-    assert trained_on({key: {"dataset": "fashion_mnist"}}, "f.ckpt") is FASHION_MNIST
+    assert trained_on({}, "old.ckpt") is datasets.MNIST  # saved before there was a choice
+    assert trained_on({key: {"dataset": "fashion_mnist"}}, "f.ckpt") is datasets.FASHION_MNIST
     for value in ("cifar10", ["mnist"], "x" * 100_000):
         with pytest.raises(CheckpointError) as info:
             trained_on({key: {"dataset": value}}, "x.ckpt")
@@ -117,12 +102,10 @@ def test_mnist_eval_tests_on_the_checkpoints_data_set_with_class_names(
     run = Path(shutil.copytree(fashion_run, tmp_path / "run"))
     line = [f"run_dir={run}", f"data_dir={synthetic_fashion}", "device=cpu"]
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_status:  # a source the data set does not have
+    with pytest.raises(SystemExit, match=r"^2$"):  # a source the data set does not have
         run_command(mnist_eval, "eval", [*line, "data_source=pypi"])
-    assert exit_status.value.code == 2 and not (run / "eval").exists()
-    assert capsys.readouterr().err == (
-        "Error: data_source='pypi' is not one of: auto, files, torchvision, debian.\n"
-    )
+    said = "Error: data_source='pypi' is not one of: auto, files, torchvision, debian.\n"
+    assert capsys.readouterr().err == said and not (run / "eval").exists()
     run_command(mnist_eval, "eval", [*line, "data_source=files"])
     evaluated = json.loads((run / "eval" / "metrics.json").read_text())
     recorded = json.loads((run / "metrics.json").read_text())
@@ -166,7 +149,6 @@ def test_mnist_predict_answers_with_class_names_and_export_checks_on_its_data_se
         mnist_export, "export", [*line, "data_source=files", f"data_dir={synthetic_fashion}"]
     )
     assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
-    assert is_earlier_export(output, "torchscript")
 
 
 @pytest.mark.slow
@@ -176,9 +158,7 @@ def test_the_real_fashion_mnist_from_debian_trains_above_chance(
 ) -> None:
     """As on a machine where torchvision's download fails; then one short epoch on it."""
     data_dir = tmp_path / "data"
-    raw = ensure_mnist(data_dir, "debian", "fashion_mnist")
-    for name, digest in FASHION_MNIST_SHA256.items():
-        assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == digest, name
+    raw = datasets.ensure_mnist(data_dir, "debian", "fashion_mnist")  # by the official sha256
     for split, count in (("train", 6000), ("t10k", 1000)):
         labels = read_idx(raw / f"{split}-labels-idx1-ubyte").long()
         assert torch.bincount(labels).tolist() == [count] * 10

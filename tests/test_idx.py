@@ -6,7 +6,6 @@ import os
 import socket
 import struct
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,10 +35,6 @@ def test_round_trip(shape: tuple[int, ...], tmp_path: Path) -> None:
 GOOD = header(2, 3) + bytes(range(6))
 
 
-def holding(data: bytes) -> Callable[[Path], object]:
-    return lambda path: path.write_bytes(data)
-
-
 def sparse(path: Path) -> None:
     """64 GiB (taking no disk) whose header promises 6 bytes: reading it ran out of memory."""
     path.write_bytes(GOOD)
@@ -51,33 +46,30 @@ def bind_socket(path: Path) -> None:
         s.bind(str(path))
 
 
-NOT_REGULAR = "cannot read (a {}, not a regular file)."
+NOT_REGULAR = "cannot read (a %s, not a regular file)."
 GONE = "cannot read (No such file or directory)."
-# what stands where the file is -> the words of its DataError
+# what stands where the file is (bytes, or made at its path) -> the words of its DataError
 BAD_FILES = {
-    "empty": (holding(b""), "0 bytes, too short for an IDX header; the file is"),
-    "shorter-than-magic": (holding(b"\x00\x00\x08"), "too short"),
-    "magic": (holding(b"\x12\x34" + GOOD[2:]), "bad IDX magic number 0x12340802"),
-    "float-type": (holding(header(2, 3, dtype=0x0D) + bytes(24)), "magic"),
-    "zero-dimensions": (holding(header() + b"\x00"), "magic"),
-    "five-dimensions": (holding(b"\x00\x00\x08\x05" + bytes(30)), "magic"),
-    "short-header": (holding(GOOD[:6]), "6 bytes, too short for an IDX header"),
-    "truncated-data": (holding(GOOD[:-1]), "truncated or corrupt"),
-    "header-only": (holding(GOOD[:12]), "truncated or corrupt"),
-    "extra-bytes": (holding(GOOD + b"\x00"), "truncated or corrupt"),
+    "empty": (b"", "0 bytes, too short for an IDX header; the file is"),
+    "shorter-than-magic": (b"\x00\x00\x08", "too short"),
+    "magic": (b"\x12\x34" + GOOD[2:], "bad IDX magic number 0x12340802"),
+    "float-type": (header(2, 3, dtype=0x0D) + bytes(24), "magic"),
+    "zero-dimensions": (header() + b"\x00", "magic"),
+    "five-dimensions": (b"\x00\x00\x08\x05" + bytes(30), "magic"),
+    "short-header": (GOOD[:6], "6 bytes, too short for an IDX header"),
+    "truncated-data": (GOOD[:-1], "truncated or corrupt"),
+    "header-only": (GOOD[:12], "truncated or corrupt"),
+    "extra-bytes": (GOOD + b"\x00", "truncated or corrupt"),
     "promises-terabytes": (  # from the header and the size alone: nothing that size is allocated
-        holding(header(2**32 - 1, 2**32 - 1) + bytes(88)),
+        header(2**32 - 1, 2**32 - 1) + bytes(88),
         "100 bytes, but its header promises shape (4294967295, 4294967295)",
     ),
     "sparse-64-GiB": (sparse, f"{2**36} bytes, but its header promises shape"),
     # only regular files are opened
-    "fifo": (os.mkfifo, NOT_REGULAR.format("FIFO")),
-    "link-to-dev-zero": (
-        lambda p: p.symlink_to("/dev/zero"),
-        NOT_REGULAR.format("character device"),
-    ),
-    "directory": (Path.mkdir, NOT_REGULAR.format("directory")),
-    "socket": (bind_socket, NOT_REGULAR.format("socket")),
+    "fifo": (os.mkfifo, NOT_REGULAR % "FIFO"),
+    "link-to-dev-zero": (lambda p: p.symlink_to("/dev/zero"), NOT_REGULAR % "character device"),
+    "directory": (Path.mkdir, NOT_REGULAR % "directory"),
+    "socket": (bind_socket, NOT_REGULAR % "socket"),
     "dangling-link": (lambda p: p.symlink_to(p.with_name("gone")), GONE),
     "missing": (lambda p: None, GONE),
 }
@@ -88,7 +80,7 @@ BAD_FILES = {
 def test_bad_files_are_one_data_error_naming_the_file(case: str, tmp_path: Path) -> None:
     make, words = BAD_FILES[case]
     path = tmp_path / "train-images-idx3-ubyte"
-    make(path)
+    path.write_bytes(make) if isinstance(make, bytes) else make(path)
     with pytest.raises(DataError) as info:
         read_idx(path)
     assert str(info.value).startswith(f"{path}: ") and words in str(info.value)

@@ -19,12 +19,9 @@ PACKAGE = ROOT / "mnist_lightning"
 
 def imported_modules(path: Path) -> set[str]:
     """Every `mnist_lightning...` module a source file imports, at any depth."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    found = {node.module for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
+    found |= {alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
     return {name for name in found if name.startswith("mnist_lightning")}
 
 
@@ -85,10 +82,7 @@ def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) ->
 
 def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:
     trained = MNISTClassifier(hidden_dims=[16], batch_norm=True)
-    checkpoint = {
-        "state_dict": {f"net.{k}": v for k, v in trained.net.state_dict().items()},
-        "hyper_parameters": dict(trained.hparams),
-    }
+    checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
     asked = MNISTClassifier(hidden_dims=[32, 8])
     with pytest.raises(CheckpointError) as info:
         network_weights(asked, checkpoint, "x.ckpt")

@@ -22,18 +22,17 @@ from tests.helpers.commands import run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL
 
-TESTS = Path(__file__).resolve().parent
 # 1 000 training images in batches of 25, one step per call: 40 optimizer steps per epoch.
 EXACT = [*SMALL, "trainer.max_epochs=3", "trainer.deterministic=true", "data.batch_size=25"]
 EXACT += ["model.dropout=0.3"]
 # The default periodic checkpoint (train_time_interval), every 0.1 s instead of 5 minutes.
 EVERY_TENTH_OF_A_SECOND = ["callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"]
-KILLABLE = ["+callbacks.kill._target_=kill_at.KillAt"]
+KILLABLE = ["+callbacks.kill._target_=probes.KillAt"]
 
 
 def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
-    """mnist-train in a process of its own; `env`: tests/kill_at.py's settings."""
-    done = run_cli("train", args, cwd, data, env={"PYTHONPATH": str(TESTS), **env})
+    """mnist-train in a process of its own; `env`: tests/probes.py's settings."""
+    done = run_cli("train", args, cwd, data, env=env)
     kill = env.get("KILL_SIGNAL") if "KILL_AT_STEP" in env else None
     assert done.returncode == {None: 0, "KILL": -signal.SIGKILL}.get(kill, 130), done.stderr
     if kill in ("INT", "TERM"):
@@ -91,8 +90,8 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
 def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(os, "fsync", os.fsync)  # tests/disk_full.py breaks it; put back after
-    args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=disk_full.DiskFullAt"]
+    monkeypatch.setattr(os, "fsync", os.fsync)  # tests/probes.py breaks it; put back after
+    args = [*SMALL, "trainer.max_epochs=2", "+callbacks.disk_full._target_=probes.DiskFullAt"]
     env = {"MNIST_DATA_DIR": str(synthetic_mnist), "DISK_FULL_AT_EPOCH": "1"}
     done = run_console("train", args, tmp_path, env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -100,16 +99,6 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert "No space left on device" in done.stderr and f"mnist-train resume={run}" in done.stderr
     assert last_step(run) == 20  # epoch 0's
     assert not list(run.rglob("*.tmp")) and not (run / "metrics.json").exists()
-
-
-def stepped_checkpoint() -> dict:
-    """Its optimizer (two groups of two tensors) has taken a step, so it holds state."""
-    model = MNISTClassifier(hidden_dims=[8])
-    optimizer = model.build_optimizer()
-    for param in model.parameters():
-        param.grad = torch.ones_like(param)
-    optimizer.step()
-    return {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
 
 
 def state(key: str, *value: object) -> Callable[[dict], None]:
@@ -126,10 +115,6 @@ def regroup(checkpoint: dict) -> None:
     """The optimizer state as older versions grouped the parameters with weight_decay=0."""
     groups = checkpoint["optimizer_states"][0]["param_groups"]
     groups[:] = [{**groups[0], "params": [0, 1, 2, 3]}]
-
-
-def schedule(**values: object) -> Callable[[dict], None]:
-    return lambda c: c.update(lr_schedulers=[{"base_lrs": [0.1, 0.1], **values}])
 
 
 SHAPE = r"for parameter 0 \(net\.layers\.0\.weight\) it holds"
@@ -164,11 +149,11 @@ CRAFTED = {
         rf"{SHAPE} step=1099511627776, not a count of steps as torch saves it",
     ),
     "a schedule count too large": (
-        schedule(last_epoch=10**400),
+        lambda c: c.update(lr_schedulers=[{"base_lrs": [0.1, 0.1], "last_epoch": 10**400}]),
         NO_SCHEDULE + "it sets last_epoch=1000",
     ),
     "schedule rates not numbers": (
-        schedule(base_lrs=["x", "y"]),
+        lambda c: c.update(lr_schedulers=[{"base_lrs": ["x", "y"]}]),
         NO_SCHEDULE + "TypeError: can't multiply",
     ),
 }
@@ -180,7 +165,12 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_train
 ) -> None:
     """Stepped once on torch's single-tensor path, which raises where the fused one segfaulted."""
     change, words = CRAFTED[crafted]
-    checkpoint = stepped_checkpoint()
+    model = MNISTClassifier(hidden_dims=[8])
+    optimizer = model.build_optimizer()  # two groups of two tensors
+    for param in model.parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()  # so that it holds state
+    checkpoint = {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]}
     check_resumable(MNISTClassifier(hidden_dims=[8]), checkpoint, "old/last.ckpt")  # it fits
     change(checkpoint)
     remedy = r"Start a new run from its weights instead: mnist-train ckpt_path=old/last\.ckpt$"

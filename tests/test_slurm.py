@@ -46,15 +46,13 @@ class Command:
         command[3:3] = ["-m"] * ("-m" in overrides)  # before the overrides, for Hydra
         with open(self.log, "w") as log:
             # SIGINT as a terminal leaves it (a shell's background job would ignore it).
-            out = {"stdout": log, "stderr": subprocess.STDOUT, "preexec_fn": default_sigint}
+            terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+            out = {"stdout": log, "stderr": subprocess.STDOUT, "preexec_fn": terminal}
             self.process = subprocess.Popen(command, cwd=cwd, env=cli_env(data, env), **out)
 
     @property
     def output(self) -> str:
         return self.log.read_text()
-
-    def job_ids(self) -> list[str]:
-        return job_ids(self.output)
 
     def wait_until(self, what: str, condition: Callable[[], object]) -> None:
         wait_until(what, lambda: condition() or self.process.poll() is not None)
@@ -62,10 +60,6 @@ class Command:
 
     def finish(self) -> tuple[int, str]:
         return self.process.wait(timeout=300), self.output
-
-
-def default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def job_ids(output: str) -> list[str]:
@@ -96,18 +90,13 @@ def sacct(job: str, fields: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines()]
 
 
-def curve(run: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of every point of `tag` in the run's TensorBoard files, in file order."""
-    return [(step, value) for step, _, value in scalars(run / "tensorboard")[tag]]
-
-
 def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     sweep_args = (*ON_SLURM, *LONG, "model.dropout=0.0,0.2")
     command = Command(tmp_path, synthetic_mnist, *sweep_args)
-    command.wait_until("the submission", command.job_ids)
-    (array,) = command.job_ids()
+    command.wait_until("the submission", lambda: job_ids(command.output))
+    (array,) = job_ids(command.output)
     ckpt = tmp_path / "outputs/multiruns"
     command.wait_until(
         "job 1's first checkpoint", lambda: list(ckpt.glob("*/1/checkpoints/last.ckpt"))
@@ -141,8 +130,8 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     and the same curves, point for point, as the same run uninterrupted on this machine (with
     the job's one thread: sums over two threads round differently)."""
     command = Command(tmp_path / "cluster", synthetic_mnist, *ON_SLURM, *LONG)
-    command.wait_until("the submission", command.job_ids)
-    (job,) = command.job_ids()
+    command.wait_until("the submission", lambda: job_ids(command.output))
+    (job,) = job_ids(command.output)
     run_dir = tmp_path / "cluster/outputs/multiruns"
     command.wait_until("a checkpoint", lambda: list(run_dir.glob("*/0/checkpoints/last.ckpt")))
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # the time-limit warning
@@ -159,8 +148,9 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     assert "SIGUSR2: stopped after step" in text and "SIGTERM: stopped after step" in text
     run(tmp_path / "local", synthetic_mnist, *LONG, env={"OMP_NUM_THREADS": "1"})  # as the job
     (local,) = (tmp_path / "local/outputs/runs").iterdir()
-    for tag in ("train/loss", "val/acc"):
-        assert curve(run_dir, tag) == curve(local, tag) != []
+    ours, theirs = scalars(run_dir / "tensorboard"), scalars(local / "tensorboard")
+    for tag in ("train/loss", "val/acc"):  # (step, value) of every point, in file order
+        assert [(s, v) for s, _, v in ours[tag]] == [(s, v) for s, _, v in theirs[tag]] != []
     cluster_weights = torch.load(run_dir / "checkpoints/last.ckpt")["state_dict"]
     local_weights = torch.load(local / "checkpoints/last.ckpt")["state_dict"]
     assert all(torch.equal(cluster_weights[k], local_weights[k]) for k in local_weights)
@@ -182,7 +172,7 @@ def test_ddp_on_one_node_and_over_two_nodes_gives_what_local_ddp_gives(
     for nodes, sweep in sweeps.items():
         code, output = sweep.finish()
         assert code == 0, output
-        (job,) = sweep.job_ids()
+        (job,) = job_ids(sweep.output)
         assert sacct(job, "NNodes,AllocCPUS") == [[nodes, "2"]]  # 2 processes, 1 CPU each
         (metrics,) = sweep.log.parent.glob("outputs/multiruns/*/0/metrics.json")
         got = json.loads(metrics.read_text())
@@ -239,7 +229,7 @@ def test_ctrl_c_cancels_the_sweeps_jobs_and_says_how_to_continue(
     command = Command(tmp_path, synthetic_mnist, *ON_SLURM, *LONG)
     sweeps = tmp_path / "outputs/multiruns"
     command.wait_until("a checkpoint", lambda: list(sweeps.glob("*/0/checkpoints/last.ckpt")))
-    (job,) = command.job_ids()
+    (job,) = job_ids(command.output)
     command.process.send_signal(signal.SIGINT)
     code, output = command.finish()
     (sweep,) = sweeps.iterdir()

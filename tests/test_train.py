@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.run.trainer import CHATTER
-from tests.helpers.commands import TRAINED_RUN, run_cli, run_dirs
+from tests.helpers.commands import ROOT, TRAINED_RUN, run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
 from tests.helpers.worlds import last_ckpt, make_world, snapshot
@@ -91,10 +91,7 @@ def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_onl
         done = list(pool.map(lambda _: run_cli("train", args, tmp_path, synthetic_mnist), [0, 0]))
     assert [p.returncode for p in done] == [0, 0], [p.stderr[-2000:] for p in done]
     runs = run_dirs(tmp_path)
-    assert len(runs) == 2 and runs[0] != runs[1]
-    for run in runs:
-        assert metrics_of(run)["global_step"] == 2 * STEPS_PER_EPOCH
-        assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(runs) == 2 and all(metrics_of(r)["global_step"] == 2 * STEPS_PER_EPOCH for r in runs)
     reported = sorted(re.search(r"run directory\s+(\S+)", p.stdout)[1] for p in done)
     assert reported == sorted(str(run) for run in runs)  # each process reported its own
     for output in (p.stdout + p.stderr for p in done):  # nothing meant for another setting
@@ -124,10 +121,6 @@ def test_mnist_export_to_onnx_agrees_with_the_checkpoint(
     assert is_earlier_export(output, "onnx") and not is_earlier_export(output, "torchscript")
     (tmp_path / "other.onnx").write_bytes(b"\x08\x07" * 100)  # ONNX's first field, not ours
     assert not is_earlier_export(tmp_path / "other.onnx", "onnx")
-
-
-def train_in_process(cwd: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_console("train", [*SMALL, *overrides], cwd, {"MNIST_DATA_DIR": str(data)}, 600)
 
 
 LR_HUGE = ["model.optimizer=sgd", "model.lr=1e8", "model.scheduler=none"]
@@ -162,7 +155,8 @@ def test_a_run_stopped_in_training_says_why_in_one_line_and_reports_no_result(
     case: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     overrides, words, checkpoints = STOPPED[case]
-    done = train_in_process(tmp_path, synthetic_mnist, *overrides)
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    done = run_console("train", [*SMALL, *overrides], tmp_path, env, 600)
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout, done.stderr
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("Error: ") and all(w in error for w in words), error
@@ -183,7 +177,8 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     args = ["ckpt_path=start.ckpt", "hydra.job.chdir=true", "model.hidden_dims=[64]"]
     args += ["model.lr=1e-12", "model.scheduler=none", "trainer.max_epochs=1"]
     args += ["model.log_histograms=true", "model.compile=true"]
-    done = train_in_process(tmp_path, synthetic_mnist, *args)
+    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    done = run_console("train", [*SMALL, *args], tmp_path, env, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert f"Starting from the weights of {last}" in (run / "train.log").read_text()
@@ -199,7 +194,6 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     )
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert "net.layers.0.weight" in state and not any("_orig_mod" in k for k in state)
-    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
     done = run_console("eval", [f"run_dir={run}", "data_source=files"], tmp_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((run / "eval" / "metrics.json").read_text())
@@ -220,9 +214,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> 
 @pytest.mark.e2e
 def test_end_to_end_on_real_mnist(real_run: Path) -> None:
     metrics = metrics_of(real_run)
-    assert metrics["test/acc"] >= 0.95 and metrics["epoch"] == 1
-    assert (real_run / "checkpoints" / "last.ckpt").is_file()
-    assert list((real_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert metrics["test/acc"] >= 0.95 and metrics["epoch"] == 1  # (the layout: on synthetic data)
     config = (real_run / ".hydra" / "config.yaml").read_text()
     assert "hidden_dims:\n  - 512\n  - 256\n" in config and "source: auto" in config
     assert "55000 train, 5000 val, 10000 test images" in (real_run / "train.log").read_text()
@@ -230,7 +222,7 @@ def test_end_to_end_on_real_mnist(real_run: Path) -> None:
 
 @pytest.mark.e2e
 def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_dir: Path) -> None:
-    """Test digits saved as dark-on-light PNGs 4x larger, and digits drawn as a person would
+    """Test digits saved as dark-on-light PNGs 4x larger, and README's pen-drawn digits
     (files that are not pictures, skipped by name: test_bad_input.py)."""
     pictures = tmp_path / "pictures"
     pictures.mkdir()
@@ -240,20 +232,13 @@ def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_
     for i in range(20):
         picture = Image.fromarray(255 - images[i].numpy()).resize((112, 112))
         picture.save(pictures / f"test{i:02d}_label{int(labels[i])}.png")
-    drawn = {1: [(100, 30), (100, 170)], 7: [(50, 40), (150, 40), (90, 170)], 0: (55, 30, 145, 170)}
-    for digit, points in drawn.items():  # dark ink on white, like a photo of paper
-        image = Image.new("L", (200, 200), 255)
-        pen = ImageDraw.Draw(image)
-        pen.ellipse(points, outline=0, width=16) if digit == 0 else pen.line(points, 0, 16)
-        image.save(pictures / f"drawn_label{digit}.png")
-
-    last = real_run / "checkpoints" / "last.ckpt"
-    args = [f"ckpt_path={last}", f"inputs={pictures}", "json=true", f"grid={tmp_path / 'g.png'}"]
+    last, drawn = real_run / "checkpoints" / "last.ckpt", ROOT / "docs" / "images" / "digits"
+    args = [f"ckpt_path={last}", f"inputs=[{pictures},{drawn}]", "json=true", "grid=g.png"]
     done = run_console("predict", args, tmp_path, {"MNIST_DATA_DIR": str(real_mnist_dir)})
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 23
-    assert sum(row["digit"] == int(Path(row["file"]).stem[-1]) for row in rows) >= 21, rows
-    drawn = [row for row in rows if "drawn" in row["file"]]
-    assert all(row["digit"] == int(Path(row["file"]).stem[-1]) for row in drawn), drawn
+    assert len(rows) == 20 + len(list(drawn.iterdir()))
+    assert sum(row["digit"] == int(Path(row["file"]).stem[-1]) for row in rows) >= len(rows) - 2
+    pen = [row for row in rows if "drawn" in row["file"]]
+    assert all(row["digit"] == int(Path(row["file"]).stem[-1]) for row in pen), pen
     assert (tmp_path / "g.png").stat().st_size > 1000

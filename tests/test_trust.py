@@ -92,6 +92,8 @@ def alias_bomb(w: Path) -> None:
 
 OPEN = "${oc.create:{_target_: builtins.open, file: '{w}/data/keep.txt', mode: w}}"
 LAST = "{w}/run/checkpoints/last.ckpt"
+CALLBACKS = "lightning.pytorch.callbacks"
+SPIKES = f"{CALLBACKS}.SpikeDetection"
 # case: (how to spoil the run, words the one-line error holds; "{w}": the world)
 CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "a callback made by an interpolation": (
@@ -99,10 +101,7 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         ["callbacks.evil._target_='builtins.open'", "a run directory may choose values, not code"],
     ),
     "an escaped interpolation, live again after resolving": (
-        in_config(
-            "callbacks.evil",
-            {"_target_": "lightning.pytorch.callbacks.Timer", "duration": "\\" + OPEN},
-        ),
+        in_config("callbacks.evil", {"_target_": f"{CALLBACKS}.Timer", "duration": "\\" + OPEN}),
         ["callbacks.evil.duration", "an interpolation after resolving"],
     ),
     "positional arguments": (
@@ -111,17 +110,13 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     ),
     "a Lightning callback that writes where it is told": (
         in_config(
-            "callbacks.evil",
-            {
-                "_target_": "lightning.pytorch.callbacks.SpikeDetection",
-                "exclude_batches_path": "{w}/data/escaped.json",
-            },
+            "callbacks.evil", {"_target_": SPIKES, "exclude_batches_path": "{w}/data/escaped.json"}
         ),
-        ["callbacks.evil._target_='lightning.pytorch.callbacks.SpikeDetection', which conf/"],
+        [f"callbacks.evil._target_='{SPIKES}', which conf/"],
     ),
     "a callback of one's own, not named again": (
-        in_config("callbacks.evil", {"_target_": "kill_at.KillAt"}),
-        ["callbacks.evil._target_='kill_at.KillAt'", "+callbacks.evil._target_=kill_at.KillAt"],
+        in_config("callbacks.evil", {"_target_": "probes.KillAt"}),
+        ["callbacks.evil._target_='probes.KillAt'", "+callbacks.evil._target_=probes.KillAt"],
     ),
     # every place a resumed run writes is checked as built
     "checkpoints written elsewhere": (
@@ -170,12 +165,9 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         [".hydra/config.yaml is not a config mnist-train saved"],
     ),
     "no run there": (lambda w: shutil.rmtree(w / "run"), ["{w}/run"]),
-    # its checkpoint (loaded with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch would unpickle it)
+    # its checkpoint (loaded with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch would unpickle it;
+    # read as mnist-eval reads one, whose damaged checkpoints are test_bad_input.py's)
     "no checkpoint in the run": (lambda w: Path(LAST.format(w=w)).unlink(), ["{w}/run"]),
-    "a truncated checkpoint": (
-        lambda w: Path(LAST.format(w=w)).write_bytes(Path(LAST.format(w=w)).read_bytes()[:1000]),
-        [LAST + " cannot be read: it is truncated or damaged. Use another"],
-    ),
     "a pickle as last.ckpt": (
         lambda w: torch.save({"state_dict": Evil(w / "ran")}, LAST.format(w=w)),
         ["last.ckpt cannot be read", "run posix.mkdir", "nothing ran"],
@@ -223,9 +215,7 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     for expected in words:
         assert expected.replace("{w}", str(w)) in lines[0], lines[0]
     assert not (w / "ran").exists()  # no code from the run directory or checkpoint ran
-    assert (w / "data" / "keep.txt").read_text() == "mine"
-    assert not list(w.rglob("escaped*"))
-    assert outcome.after == outcome.before  # nothing that existed changed, nothing was added
+    assert outcome.after == outcome.before  # nothing that existed changed (keep.txt), nor added
 
 
 UNTRUSTED = [

@@ -1,7 +1,5 @@
-"""The console commands as a user runs them: new `python -m mnist_lightning.cli.<command>`
-processes, with MNIST_DATA_DIR naming the data. For the few tests that need a process of its
-own (exit status and output as a shell sees them, signals, DDP, runs side by side); the rest
-run the same entry points in the test process (tests/helpers/hydra_jobs.py)."""
+"""The console commands as new processes, for the few tests that need one (exit status and output
+as a shell sees them, signals, DDP, runs side by side); the rest: tests/helpers/hydra_jobs.py."""
 
 import os
 import subprocess
@@ -24,33 +22,20 @@ def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
 
 
 def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test's environment with MNIST_DATA_DIR and `extra`; a PYTHONPATH in `extra` comes
-    before the test's own."""
-    env = os.environ | {"MNIST_DATA_DIR": str(data_dir)} | (extra or {})
-    if extra and "PYTHONPATH" in extra and os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = extra["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
-    return env
+    """The test's environment with MNIST_DATA_DIR, tests/ first on PYTHONPATH (for the callbacks
+    of tests/probes.py given by name), and `extra`."""
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    return os.environ | {"MNIST_DATA_DIR": str(data_dir), "PYTHONPATH": path} | (extra or {})
 
 
 def run_cli(
-    module: str,
-    args: list[str],
-    cwd: Path,
-    data_dir: Path,
-    env: dict[str, str] | None = None,
-    **popen: object,
+    module: str, args: list[str], cwd: Path, data: Path, env: dict | None = None, **popen: object
 ) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, the arguments as given, with
-    subprocess's `popen` arguments; one still running after TIMEOUT_S gets exit status None."""
+    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, with subprocess's `popen`
+    arguments; subprocess.TimeoutExpired after TIMEOUT_S."""
     command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
-    env = cli_env(data_dir, env)
-    cwd.mkdir(parents=True, exist_ok=True)
-    try:
-        return subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, **popen
-        )
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(command, None, "", f"timed out after {TIMEOUT_S} s")
+    popen |= {"capture_output": True, "text": True, "timeout": TIMEOUT_S}
+    return subprocess.run(command, cwd=cwd, env=cli_env(data, env), **popen)
 
 
 def run_dirs(cwd: Path) -> list[Path]:

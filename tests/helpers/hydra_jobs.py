@@ -1,14 +1,10 @@
 """The console commands run in the test process.
 
-`run_command(train, "train", overrides)` runs a command's `@hydra.main` function as Hydra's own
-`Hydra.run` does (config composed with its hydra node, run directory made, config saved in its
-.hydra/, `HydraConfig` set), without Hydra's logging set-up and without the checks the console
-entry makes before Hydra starts: a test passes a fresh `hydra.run.dir`.
-
-`run_console("train", args, cwd)` runs the console entry itself (`mnist-train args...`, as
-pyproject.toml's scripts name it) with its argv, working directory and environment, and gives
-back what a process would: exit status, stdout, stderr. The process-wide state a command
-changes (Hydra's singletons, logging, warnings filters, run locks) is put back after it.
+`run_command(train, "train", overrides)` runs a command's `@hydra.main` function as `Hydra.run`
+does (run directory made, config saved in .hydra/), without Hydra's logging set-up and without
+the checks the console entry makes before Hydra starts: a test passes a fresh `hydra.run.dir`.
+`run_console("train", args, cwd)` runs the console entry itself and gives back what a process
+would (exit status, stdout, stderr); the process-wide state it changes is put back after it.
 """
 
 import contextlib
@@ -97,8 +93,7 @@ def limits(timeout_s: int, memory_gib: float | None) -> Iterator[None]:
     signal.alarm(timeout_s)
     address_space = resource.getrlimit(resource.RLIMIT_AS)
     if memory_gib:
-        with open("/proc/self/statm") as f:
-            used = int(f.read().split()[0]) * resource.getpagesize()
+        used = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (used + int(memory_gib * 2**30), address_space[1]))
     try:
         yield
@@ -106,14 +101,6 @@ def limits(timeout_s: int, memory_gib: float | None) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, address_space)
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def exit_status(e: SystemExit, stderr: io.StringIO) -> int:
-    """The status the interpreter ends with for `e`."""
-    if e.code is None or isinstance(e.code, int):
-        return e.code or 0
-    print(e.code, file=stderr)
-    return 1
 
 
 def run_console(
@@ -143,8 +130,10 @@ def run_console(
         try:
             main()
             status = 0
-        except SystemExit as e:
-            status = exit_status(e, err)
+        except SystemExit as e:  # a message, not a status, is printed: status 1, as Python does
+            if e.code is not None and not isinstance(e.code, int):
+                print(e.code, file=err)
+            status = e.code if isinstance(e.code, int) else int(e.code is not None)
         except Exception:  # reported as the process would report it
             traceback.print_exc(file=err)
             status = 1

@@ -11,30 +11,19 @@ from mnist_lightning.data.datasets import encode_idx, raw_dir
 SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_VAL = 1200, 300, 200
 
 
-def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` 28x28 uint8 images with balanced labels 0-9 in a seeded random order.
-
-    Each digit is a bright horizontal bar in its own pair of rows over uniform noise in
-    [0, 60): distinct, easy to learn in one epoch by a tiny MLP, and (with 560 random pixels
-    each) no two images alike.
-    """
-    if count % 10:
-        raise ValueError("count must be a multiple of 10 for balanced labels")
-    generator = torch.Generator().manual_seed(seed)
-    labels = (torch.arange(count) % 10)[torch.randperm(count, generator=generator)]
-    images = torch.randint(0, 60, (count, 28, 28), generator=generator)
-    for digit in range(10):
-        rows = slice(2 + 2 * digit, 4 + 2 * digit)
-        images[labels == digit, rows, 4:24] += 180
-    return images.clamp(0, 255).to(torch.uint8), labels.to(torch.uint8)
-
-
 def write_mnist(data_dir: Path, train: int, test: int) -> Path:
-    """Write a synthetic MNIST into `<data_dir>/MNIST/raw/` (torchvision's layout)."""
+    """Write a synthetic MNIST into `<data_dir>/MNIST/raw/` (torchvision's layout): balanced
+    labels in a seeded order, each digit a bright bar in its own rows over noise in [0, 60), easy
+    to learn in one epoch by a tiny MLP, and (560 random pixels each) no two images alike."""
     raw = raw_dir(data_dir)
     raw.mkdir(parents=True)
-    for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
-        images, labels = synthetic_digits(count, seed)
+    for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):  # counts: tens
+        generator = torch.Generator().manual_seed(seed)
+        labels = (torch.arange(count) % 10)[torch.randperm(count, generator=generator)]
+        images = torch.randint(0, 60, (count, 28, 28), generator=generator)
+        for digit in range(10):
+            images[labels == digit, 2 + 2 * digit : 4 + 2 * digit, 4:24] += 180
+        images, labels = images.clamp(0, 255).to(torch.uint8), labels.to(torch.uint8)
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(encode_idx(images))
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(encode_idx(labels))
     return data_dir

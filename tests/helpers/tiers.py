@@ -1,6 +1,5 @@
-"""The fast tier (`make test-fast`: `-m "not slow and not e2e"`) and the long parametrized
-tests: their cases, run together, take more than ~2 s, so the fast tier keeps one case of each
-kind and the full suite runs them all."""
+"""Long parametrized tests (their cases together take more than ~2 s): the fast tier (`make
+test-fast`) keeps one case of each kind, the full suite runs them all."""
 
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,8 +15,7 @@ def one_of_each_kind(
     seen: set[object] = set()
     params = []
     for case in cases:
-        values = case if isinstance(case, tuple) else (case,)
-        first = kind(case) not in seen
+        marks = pytest.mark.slow if kind(case) in seen else ()
         seen.add(kind(case))
-        params.append(pytest.param(*values, marks=() if first else pytest.mark.slow))
+        params.append(pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=marks))
     return params

@@ -1,11 +1,6 @@
-"""A user's world (data, a finished run, pictures), a snapshot of everything in it, and a
-command run in it, with snapshots before and after.
-
-test_bad_input.py and test_trust.py check one promise: a refused command changes nothing that
-existed. `run_in_world` snapshots the world, runs the command's console entry in the test process
-(tests/helpers/hydra_jobs.py), and snapshots it again; test_train.py checks the same contract on
-real processes.
-"""
+"""A user's world (data, a finished run, pictures) and a command's console entry run in it in
+the test process, with a snapshot of everything in it before and after: a refused command
+changes nothing that existed (test_bad_input.py, test_trust.py; as processes: test_train.py)."""
 
 import os
 import shutil
@@ -17,23 +12,19 @@ from pathlib import Path
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import write_mnist
 
-# What a path was, by lstat: its kind (`ls -l`'s first letter, then a link's target), its size
-# and its modification time.
-Entry = tuple[str, int, int]
+Entry = tuple[str, int, int]  # by lstat: `ls -l`'s kind letter (and a link's target), size, mtime
 
 
 def snapshot(root: Path, directory_times: bool = False) -> dict[Path, Entry]:
-    """Every entry under `root`, by lstat (nothing opened or followed). A directory's size and
-    times change when an entry comes or goes, even for a moment: compared only with
-    `directory_times`."""
+    """Every entry under `root`, by lstat (nothing opened or followed); a directory's size and
+    times, which change when an entry comes or goes even for a moment, with `directory_times`."""
     entries = {}
     for path in root.rglob("*"):
         st = path.lstat()
-        if stat.S_ISDIR(st.st_mode) and not directory_times:
-            entries[path] = ("d", 0, 0)
-            continue
         target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
         entries[path] = (f"{stat.filemode(st.st_mode)[0]}{target}", st.st_size, st.st_mtime_ns)
+        if stat.S_ISDIR(st.st_mode) and not directory_times:
+            entries[path] = ("d", 0, 0)
     return entries
 
 
@@ -51,7 +42,6 @@ def last_ckpt(w: Path) -> str:
 
 @dataclass
 class Outcome:
-    world: Path
     done: subprocess.CompletedProcess
     before: dict[Path, Entry]
     after: dict[Path, Entry]
@@ -71,11 +61,10 @@ class Command:
 
 
 def run_in_world(command: Command, directory_times: bool = False) -> Outcome:
-    """`command` in its world, snapshot before and after (with `directory_times`: see
-    `snapshot`)."""
+    """`command` in its world, with snapshots before and after."""
     before = snapshot(command.world, directory_times)
     env = {"MNIST_DATA_DIR": str(command.world / "data"), **command.env}
     done = run_console(
         command.module, command.args, command.world, env, command.timeout_s, command.memory_gib
     )
-    return Outcome(command.world, done, before, snapshot(command.world, directory_times))
+    return Outcome(done, before, snapshot(command.world, directory_times))

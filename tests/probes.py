@@ -1,0 +1,84 @@
+"""Callbacks the tests add by name (`+callbacks.kill._target_=probes.KillAt`; tests/ is on the
+PYTHONPATH of the processes they start). Lightning runs checkpoint callbacks after all others,
+so a kill or a full disk strikes before that step's checkpoint is written, for real."""
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class KillAt(L.Callback):
+    """At the optimizer step KILL_AT_STEP (once; nothing without it), SIGKILL or
+    SIG<KILL_SIGNAL> (INT: Ctrl-C) to the process, or with KILL_GROUP to its whole group (a DDP
+    run's crash). KILL_IN=validation (test): in the first validation (the test) after that
+    step, after its first batch. STEP_SECONDS: each step takes at least that long."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        time.sleep(float(os.environ.get("STEP_SECONDS", 0)))
+        if os.environ.get("KILL_IN", "training") == "training":
+            self.kill(trainer)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if os.environ.get("KILL_IN") == "validation" and not trainer.sanity_checking:
+            self.kill(trainer)  # after its first batch: a validation half run
+
+    def on_test_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if os.environ.get("KILL_IN") == "test":
+            self.kill(trainer)
+
+    def kill(self, trainer: L.Trainer) -> None:
+        step = os.environ.get("KILL_AT_STEP")
+        if step and trainer.global_step >= int(step):
+            os.environ.pop("KILL_AT_STEP")  # once
+            number = signal.Signals[f"SIG{os.environ.get('KILL_SIGNAL', 'KILL')}"]
+            if os.environ.get("KILL_GROUP"):
+                os.killpg(os.getpgrp(), number)
+            else:
+                os.kill(os.getpid(), number)
+
+
+def _no_space(fd: int) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class DiskFullAt(L.Callback):
+    """From the end of epoch DISK_FULL_AT_EPOCH on, every fsync fails with ENOSPC."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.current_epoch >= int(os.environ["DISK_FULL_AT_EPOCH"]):
+            os.fsync = _no_space
+
+
+WEIGHTS = torch.arange(1, 785, dtype=torch.float64)
+
+
+def fingerprints(images: torch.Tensor) -> list[int]:
+    """Each image's pixels weighted by position: distinct images, distinct keys."""
+    pixels = (images.reshape(len(images), -1).double() * 255).round()
+    return (pixels @ WEIGHTS).long().tolist()
+
+
+class DDPProbe(L.Callback):
+    """Each DDP process writes `<out>/probe-rank<r>.json`: per epoch the fingerprints of the
+    training images it was given, and a sha256 of its final weights."""
+
+    def __init__(self, out: str) -> None:
+        self.out, self.seen = Path(out), {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, i) -> None:
+        images, _ = batch
+        self.seen.setdefault(trainer.current_epoch, []).extend(fingerprints(images))
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        digest = hashlib.sha256()
+        for tensor in module.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        report = {"seen": self.seen, "weights": digest.hexdigest(), "world": trainer.world_size}
+        (self.out / f"probe-rank{trainer.global_rank}.json").write_text(json.dumps(report))
