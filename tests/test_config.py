@@ -260,6 +260,8 @@ KEYS = {
     "resume=x hydra.output_subdir=.hydra": "decides where Hydra writes",
     "+hydra.job_logging.handlers.file.mode=w": "decides where Hydra writes",
     "paths.output_dir=x": "decides where Hydra writes",
+    "-m hydra.sweep.subdir=${hydra.job.num}/${oc.env:NO_SUCH_VARIABLE,.}/..": "sweep.subdir: mnist",
+    "hydra.job_logging.root.level=WARNING paths=default": None,
     "-cd /tmp": "composes the project's conf/ only",
     "--config-name nope": "composes the project's conf/ only",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",

@@ -7,6 +7,7 @@ minutes into a sweep. (Not structured configs: OmegaConf checks no ranges, lets 
 reports over several lines.)"""
 
 import difflib
+import functools
 import inspect
 import math
 import re
@@ -96,8 +97,8 @@ TRAIN: dict[str, Rule] = {
 }
 # Where Hydra writes inside a run (a `..` or `${...}` could lead a job's folder, its log or
 # record of the config into another run), and the callback that claims a new run's directory.
-HYDRA_WRITES = ("hydra.sweep.subdir", "hydra.output_subdir", "hydra.job.name", "hydra.job_logging")
-HYDRA_WRITES += ("hydra/job_logging", "hydra.callbacks.run_directory", "paths.output_dir")
+HYDRA_WRITES = ("paths.output_dir", "hydra.sweep.subdir", "hydra.output_subdir", "hydra.job.name")
+HYDRA_WRITES += ("hydra.job_logging.handlers.file", "hydra.callbacks.run_directory")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # mnist-export's format= and its file
 EVAL: dict[str, Rule] = {
@@ -320,16 +321,10 @@ def check_command_line(
         )
     for arg in flags.overrides:
         try:  # Hydra's own message spans lines and exits 1
-            key = OverridesParser.create().parse_override(arg).key_or_group
+            OverridesParser.create().parse_override(arg)
         except HydraException as e:
             reason = one_line(e).split(" See https://")[0]  # its link names an older Hydra
             raise ConfigError(f"{arg}: Hydra cannot read it ({reason}).") from None
-        train = config_name == "train"
-        fixed = HYDRA_WRITES if train else (*HYDRA_WRITES, "hydra.run", "hydra.sweep")
-        if any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in fixed):
-            choose = "choose the run's directory with hydra.run.dir (a sweep's: hydra.sweep.dir)"
-            where = choose if train else "it makes no directory"
-            raise ConfigError(f"{arg}: mnist-{config_name} decides where Hydra writes; {where}.")
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     for key in (a.split("=")[0] for a in flags.overrides if config_name != "train"):
         added = key.startswith("+") and not key.startswith("++")  # (++: only where it is)
@@ -363,6 +358,7 @@ def check_command_line(
                 raise ConfigError(f"{o.input_line}: the sweep holds no value, so no job.")
             job.append(f"{o.get_key_element()}={first}")
         cfg = _compose(config_name, job)
+        _check_where_hydra_writes(cfg, config_name)
         shows = flags.cfg or flags.info or flags.help or flags.hydra_help
         if config_name != "train" or shows or resume_arg(args):  # shown, or the run's own config
             return
@@ -385,6 +381,22 @@ def check_command_line(
             raise ConfigError(one_line(e)) from None
         for job in jobs:
             _check_job(_compose(config_name, job), then)
+
+
+def _check_where_hydra_writes(cfg: DictConfig, config_name: str) -> None:
+    """`HYDRA_WRITES` as conf/ has them, however set (the command line, a preset); the tools
+    write no directory at all."""
+    train = config_name == "train"
+    for key in HYDRA_WRITES if train else (*HYDRA_WRITES, "hydra.run.dir", "hydra.sweep.dir"):
+        parent, name = key.rsplit(".", 1)
+        given, own = (
+            OmegaConf.to_container(OmegaConf.select(c, parent) or DictConfig({})).get(name)
+            for c in (cfg, _compose_cached(config_name))
+        )
+        if given != own:
+            choose = "choose the run's directory with hydra.run.dir (a sweep's: hydra.sweep.dir)"
+            where = choose if train else "it makes no directory"
+            raise ConfigError(f"{key}: mnist-{config_name} decides where Hydra writes; {where}.")
 
 
 def _check_job(cfg: DictConfig, then: Callable[[DictConfig], None]) -> None:
@@ -415,6 +427,11 @@ def _hydra() -> Iterator[None]:
             yield
     finally:
         GlobalHydra.instance().hydra = outer
+
+
+@functools.cache
+def _compose_cached(config_name: str) -> DictConfig:
+    return _compose(config_name, [])
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:

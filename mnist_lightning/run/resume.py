@@ -45,6 +45,7 @@ from mnist_lightning.errors import (
     printable,
 )
 from mnist_lightning.files import (
+    LOCK_NAME,
     cannot_write,
     kind_of,
     lock_run,
@@ -165,7 +166,10 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     parts = Path(place).parts  # `a/../b`: Hydra makes a/ (through a link: b there) and writes b
     if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
         refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
-    run = next((p for p in [where, *where.parents] if (p / ".hydra").is_dir()), None)
+    runs = (
+        p for p in [where, *where.parents] if (p / LOCK_NAME).is_file() and (p / ".hydra").is_dir()
+    )
+    run = next(runs, None)  # (a run of mnist-train: a lock and a config)
     if run or (where.is_dir() and any(where.iterdir())):
         there = f"lies in the run {run}" if run and run != where else "already holds files"
         advice = f" To continue the run there: mnist-train resume={run}" if run else ""
