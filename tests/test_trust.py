@@ -343,3 +343,26 @@ def test_a_file_torch_will_not_read_as_weights_says_why(
             load_checkpoint(tmp_path / name)
         assert words in str(info.value) and "In PyTorch 2.6" not in str(info.value)
     assert not [w for w in recwarn if "TorchScript" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    ("raised", "says"),
+    [
+        ("MisconfigurationException('You restored a checkpoint with current_epoch=34')", "trainer"),
+        ("RuntimeError('size mismatch for val_acc_best')", "the file is damaged or was edited"),
+    ],
+)
+def test_what_lightnings_restore_refuses_is_the_checkpoints_fault_unless_it_is_the_configs(
+    raised: str, says: str
+) -> None:
+    """Raised where Lightning restores a resumed run's state (checkpoint_connector.py)."""
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    from mnist_lightning.run.trainer import lightning_errors
+
+    where = "lightning/pytorch/trainer/connectors/checkpoint_connector.py"
+    restore = compile(f"raise {raised}", where, "exec")
+    trainer = type("Trainer", (), {"interrupted": False})()
+    refused = pytest.raises((ConfigError, CheckpointError), match=says)
+    with refused, lightning_errors(trainer, Path("run"), "run/checkpoints/last.ckpt"):
+        exec(restore, {"MisconfigurationException": MisconfigurationException})
