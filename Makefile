@@ -23,8 +23,9 @@ train: setup  ## train the default experiment (extra Hydra overrides: make train
 test: setup lint  ## ruff, then the whole suite, the SLURM tests on `make slurm`'s cluster (what CI runs)
 	$(BIN)/python -m pytest $(XDIST) $(ARGS)
 
+# The fast tier runs in one process: a second worker would first spend ~10 s importing torch.
 test-fast: setup  ## the fast tier: every test neither slow, nor on the real MNIST, nor on SLURM
-	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e and not slurm" $(ARGS)
+	$(BIN)/python -m pytest -n 0 -m "not slow and not e2e and not slurm" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
