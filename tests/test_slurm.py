@@ -129,7 +129,8 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     """Stopped twice, each time after a step, continued twice from last.ckpt: the same weights
     and the same curves, point for point, as the same run uninterrupted on this machine (with
     the job's one thread: sums over two threads round differently)."""
-    command = Command(tmp_path / "cluster", synthetic_mnist, *ON_SLURM, *LONG)
+    longer = ("trainer.max_epochs=100", "trainer.deterministic=true")  # a resumed job stops too
+    command = Command(tmp_path / "cluster", synthetic_mnist, *ON_SLURM, *longer)
     command.wait_until("the submission", lambda: job_ids(command.output))
     (job,) = job_ids(command.output)
     run_dir = tmp_path / "cluster/outputs/multiruns"
@@ -137,8 +138,8 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # the time-limit warning
     (run_dir,) = run_dir.glob("*/0")
     log = run_dir / "train.log"
-    command.wait_until("the requeued job's resume", lambda: "Resuming" in log.read_text())
-    time.sleep(2)
+    resumed = lambda: ", step " in log.read_text().partition("Resuming")[2]  # noqa: E731
+    command.wait_until("the requeued job's first epoch", resumed)  # (not a fixed wait: it ended)
     subprocess.run(["scontrol", "requeue", job], check=True)  # a preemption: SIGTERM, requeue
     code, output = command.finish()
     assert code == 0, output
@@ -146,7 +147,7 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     text = log.read_text()
     assert text.count("Resuming") == 2 and "Requeued job" in text
     assert "SIGUSR2: stopped after step" in text and "SIGTERM: stopped after step" in text
-    run(tmp_path / "local", synthetic_mnist, *LONG, env={"OMP_NUM_THREADS": "1"})  # as the job
+    run(tmp_path / "local", synthetic_mnist, *longer, env={"OMP_NUM_THREADS": "1"})  # as the job
     (local,) = (tmp_path / "local/outputs/runs").iterdir()
     ours, theirs = scalars(run_dir / "tensorboard"), scalars(local / "tensorboard")
     for tag in ("train/loss", "val/acc"):  # (step, value) of every point, in file order
