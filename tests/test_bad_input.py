@@ -162,6 +162,22 @@ CASES: dict[str, Case] = {
         "~logger +callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
         "Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger",
     ),
+    "a new run's checkpoints into another run": Case(
+        "train",
+        "hydra.run.dir={w}/new callbacks.last_checkpoint.dirpath={w}/run/checkpoints",
+        ("ModelCheckpoint(filename='last') would write to", "outside the run {w}/new"),
+    ),
+    "a log file Hydra would open": Case(
+        "train",
+        "+hydra.job_logging.handlers.f={{class:logging.FileHandler,filename:{w}/run/metrics.json}}",
+        "hydra.job_logging.handlers: mnist-train decides where Hydra writes",
+    ),
+    "a new run inside another through a link": Case(
+        "train",
+        "hydra.run.dir={w}/link/new",
+        "lies in the run {w}/run",
+        prepare=lambda w: (w / "link").symlink_to(w / "run" / "checkpoints"),
+    ),
     "a new run inside another": Case(
         "train", "hydra.run.dir={w}/run/tensorboard/new", ("lies in the run {w}/run", "resume=")
     ),

@@ -25,16 +25,16 @@ from mnist_lightning.run.resume import results
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    def __init__(self, inside: Path | None = None) -> None:
-        self.inside = inside  # a resumed run's directory: every checkpoint is written in it
+    def __init__(self, inside: Path) -> None:
+        self.inside = inside  # the run's directory: every checkpoint is written in it
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        if self.inside and not Path(path).resolve().is_relative_to(self.inside.resolve()):
+        if not Path(path).resolve().is_relative_to(self.inside.resolve()):
             raise CheckpointError(
-                f"resume={self.inside}: its config makes a checkpoint go to {path}, outside the "
-                "run; a resumed run writes only into its own directory. Nothing was written."
+                f"A checkpoint would go to {path}, outside the run {self.inside}: a run writes "
+                "only into its own directory. Nothing was written."
             )
         try:
             with atomic_open(path, "wb") as f:

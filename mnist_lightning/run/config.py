@@ -98,7 +98,8 @@ TRAIN: dict[str, Rule] = {
 # Where Hydra writes inside a run (a `..` or `${...}` could lead a job's folder, its log or
 # record of the config into another run), and the callback that claims a new run's directory.
 HYDRA_WRITES = ("paths.output_dir", "hydra.sweep.subdir", "hydra.output_subdir", "hydra.job.name")
-HYDRA_WRITES += ("hydra.job_logging.handlers.file", "hydra.callbacks.run_directory")
+HYDRA_WRITES += ("hydra.job_logging.handlers", "hydra.hydra_logging.handlers")
+HYDRA_WRITES += ("hydra.callbacks.run_directory",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # mnist-export's format= and its file
 EVAL: dict[str, Rule] = {

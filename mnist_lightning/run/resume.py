@@ -166,12 +166,12 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     parts = Path(place).parts  # `a/../b`: Hydra makes a/ (through a link: b there) and writes b
     if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
         refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
-    runs = (
-        p for p in [where, *where.parents] if (p / LOCK_NAME).is_file() and (p / ".hydra").is_dir()
-    )
-    run = next(runs, None)  # (a run of mnist-train: a lock and a config)
+    real = where.resolve()  # (a link's target: its parents)
+    made = (".hydra", "multirun.yaml")  # a run of mnist-train or a sweep: a lock and a record
+    owned = (p for p in [real, *real.parents] if any((p / f).exists() for f in made))
+    run = next((p for p in owned if (p / LOCK_NAME).is_file()), None)
     if run or (where.is_dir() and any(where.iterdir())):
-        there = f"lies in the run {run}" if run and run != where else "already holds files"
+        there = f"lies in the run {run}" if run and run != real else "already holds files"
         advice = f" To continue the run there: mnist-train resume={run}" if run else ""
         refuse(f"{key}={place} {there}; a new run needs a directory of its own.{advice}")
     above = next(p for p in [where, *where.parents] if p.exists())
@@ -565,8 +565,8 @@ def trackers_as_configured(resumed: DictConfig) -> None:
 
 
 def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
-    """What the resumed run's Trainer, callbacks and loggers write, as built, is inside `run`
-    (a checkpoint's `filename`, a logger's `version` can lead out of it)."""
+    """What the run's Trainer, callbacks and loggers write, as built, is inside `run` (a
+    resumed run's config, a checkpoint's `filename`, a logger's `version` can lead out of it)."""
     places = [("trainer.default_root_dir", trainer.default_root_dir)]  # (a name may repeat)
     for callback in trainer.callbacks:
         name, filename = type(callback).__name__, getattr(callback, "filename", None)
@@ -581,8 +581,8 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
         field = r"\{[\w/-]+(:[\w.+-]*)?\}"
         if isinstance(filename, str) and not re.fullmatch(rf"([^{{}}]|{field})*", filename):
             raise ConfigError(
-                f"resume={run}: its config gives {type(callback).__name__} the file name "
-                f"{filename[:60]!r}; a field of it may name a metric and a number format only."
+                f"{type(callback).__name__}'s file name {filename[:60]!r}: a field of it may "
+                "name a metric and a number format only."
             )
     for logger in trainer.loggers:  # MLflow's store is the command's (trackers_as_configured)
         if not isinstance(logger, MLFlowLogger):
@@ -593,8 +593,8 @@ def check_writes_inside(trainer: L.Trainer, run: Path) -> None:
     for what, place in places:
         if not Path(os.path.expanduser(str(place))).resolve().is_relative_to(run.resolve()):
             raise ConfigError(
-                f"resume={run}: its config makes {what} write to {place}, outside the run; a "
-                "resumed run writes only into its own directory."
+                f"{what} would write to {place}, outside the run {run}: a run writes only into "
+                "its own directory."
             )
 
 

@@ -176,7 +176,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
     # (hydra_plugins/mnist_lightning/_slurm.py).
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
-    checkpoints = AtomicCheckpointIO(Path(cfg.paths.output_dir) if cfg.get("resume") else None)
+    run = Path(cfg.paths.output_dir)
+    checkpoints = AtomicCheckpointIO(run)
     plugins = [checkpoints, *([SLURMEnvironment(auto_requeue=False)] if submitit else [])]
     trainer = build(  # plain containers: Lightning reads `max_time={minutes: 1}` as a dict
         "trainer",
@@ -186,9 +187,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
         callbacks=callbacks,
         plugins=plugins,
     )
+    check_writes_inside(trainer, run)  # (another run's checkpoints, its CSV log: written over)
     if cfg.get("resume"):
-        run = Path(cfg.paths.output_dir)
-        check_writes_inside(trainer, run)
         log.info("Resuming %s from %s", run, last_checkpoint(run))
     # Accepted: from here on Lightning's lines also go to the run's train.log (a sweep's
     # earlier job's log is replaced).
