@@ -131,7 +131,8 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     run_command(mnist_train, "train", merged(line, ["trainer.max_epochs=1"]))
     said = "".join(capfd.readouterr()) + caplog.text
     assert f"W&B run: {run.resolve()}/wandb/offline-run-" in said  # the one line that says where
-    for chatter in ("Run data is", "wandb leet", "wandb online", "Run history:", "Creating it"):
+    chatters = ("Run data is", "wandb leet", "wandb online", "Run history:", "Creating it")
+    for chatter in (*chatters, "anonymous setting"):
         assert chatter not in said, said
     (first,), metric_steps = mlflow_runs(project)
     assert first.info.run_name == "tiny" and first.info.status == "FINISHED"

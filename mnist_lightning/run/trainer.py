@@ -173,6 +173,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     mlflow_last = sorted(nodes, key=lambda item: item[1].get("_target_") == MLFLOW_LOGGER)
     built = {name: build(f"logger.{name}", c, **run_identity(c, cfg)) for name, c in mlflow_last}
     loggers = [built[name] for name, _ in nodes]
+    for logger in loggers:  # Lightning hands W&B `anonymous=None`, which wandb warns of
+        if getattr(logger, "_wandb_init", {}).get("anonymous", False) is None:
+            del logger._wandb_init["anonymous"]
     # In a job of hydra/launcher=slurm, submitit requeues, not Lightning on SIGUSR1
     # (hydra_plugins/mnist_lightning/_slurm.py).
     submitit = os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect()
