@@ -46,6 +46,15 @@ def edited_ckpt(w: Path, **hyper_parameters: object) -> None:
     torch.save(checkpoint, w / "edited.ckpt")
 
 
+def stopped_at_epoch_3(w: Path) -> None:
+    """The run as if interrupted after 3 epochs (as Lightning counts them: its loops' state)."""
+    checkpoint = torch.load(last_ckpt(w), weights_only=True)
+    checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] = 3
+    checkpoint["epoch"] = 3
+    torch.save(checkpoint, last_ckpt(w))
+    (w / "run" / "metrics.json").unlink()
+
+
 def idx(name: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
     """Replace the IDX file `name` of the world's data by what `make` puts at its path."""
 
@@ -161,6 +170,13 @@ CASES: dict[str, Case] = {
         "train",
         "~logger +callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
         "Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger",
+    ),
+    "a resume to fewer epochs than the run has": Case(
+        "train",
+        "resume={w}/run trainer.max_epochs=2",
+        "resume= continues a run at epoch 3; trainer.max_epochs=2 is below it.",
+        prepare=stopped_at_epoch_3,
+        alone=True,
     ),
     "a new run's checkpoints into another run": Case(
         "train",

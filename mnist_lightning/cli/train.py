@@ -88,7 +88,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     datamodule.check_sizes()
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model = build("model", cfg.model, _convert_="all")
-    start_from(model, cfg.ckpt_path, resume_from)
+    start_from(model, cfg, resume_from)
     trainer = build_trainer(cfg, callbacks)
     log_hparams(trainer, cfg)
 

@@ -204,11 +204,18 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     return trainer
 
 
-def start_from(model: MNISTClassifier, ckpt_path: str | None, resume_from: str | None) -> None:
-    """Check the checkpoint a run resumes from against `model` (before the Trainer is built and
-    says anything; Lightning restores it in fit), or load the weights `ckpt_path=` starts from."""
+def start_from(model: MNISTClassifier, cfg: DictConfig, resume_from: str | None) -> None:
+    """Check the checkpoint a run resumes from against `model` and the limit of epochs (before
+    the Trainer is built and says anything; Lightning restores it, and refuses an epoch past
+    trainer.max_epochs, in fit), or load the weights `ckpt_path=` starts from."""
+    ckpt_path, limit = cfg.get("ckpt_path"), cfg.trainer.get("max_epochs")
     if resume_from:
-        check_resumable(model, load_checkpoint(resume_from), resume_from)
+        check_resumable(model, checkpoint := load_checkpoint(resume_from), resume_from)
+        if limit not in (None, -1) and (epoch := checkpoint.get("epoch", 0)) > limit:
+            raise ConfigError(
+                f"resume= continues a run at epoch {epoch}; trainer.max_epochs={limit} is below "
+                "it. Give a higher one, or none (the run's own)."
+            )
     elif ckpt_path:
         model.net.load_state_dict(network_weights(model, load_checkpoint(ckpt_path), ckpt_path))
         log.info("Starting from the weights of %s", ckpt_path)
@@ -250,7 +257,7 @@ def check_before_training(cfg: DictConfig) -> None:
             fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
             if fetched and (why := cannot_write(raw)):
                 raise unusable(raw, why)
-            start_from(build("model", cfg.model, _convert_="all"), cfg.get("ckpt_path"), None)
+            start_from(build("model", cfg.model, _convert_="all"), cfg, None)
     finally:
         logging.disable(level)
 
