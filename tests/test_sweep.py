@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lightning.errors import UserError
-from mnist_lightning.run.resume import claim_run_directory, job_finished
+from mnist_lightning.run.resume import claim_run_directory, hydra_output_subdir, job_finished
 from tests.helpers.commands import run_cli
 from tests.helpers.hydra_jobs import locks_released, run_console
 from tests.helpers.synthetic import SMALL
@@ -154,3 +154,10 @@ def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
         if trial.state.name == "COMPLETE":  # what a trial reports is its val/acc_best
             metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
             assert trial.value == pytest.approx(metrics["val/acc_best"])
+
+
+def test_hydra_records_the_config_only_of_a_job_that_has_not_run(tmp_path: Path) -> None:
+    """A re-launched sweep's finished job (no checkpoint: fast_dev_run) keeps its .hydra/."""
+    assert hydra_output_subdir(str(tmp_path)) == ".hydra"
+    (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
+    assert hydra_output_subdir(str(tmp_path)) is None
