@@ -262,6 +262,8 @@ KEYS = {
     "paths.output_dir=x": "decides where Hydra writes",
     "-m hydra.sweep.subdir=${hydra.job.num}/${oc.env:NO_SUCH_VARIABLE,.}/..": "sweep.subdir: mnist",
     "hydra.job_logging.root.level=WARNING paths=default": None,
+    "hydra/job_logging=stdout hydra/hydra_logging=disabled": None,  # no file
+    "+hydra.hydra_logging.handlers.f={class:logging.FileHandler,filename:x}": "hydra_logging.han",
     "-cd /tmp": "composes the project's conf/ only",
     "--config-name nope": "composes the project's conf/ only",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",
