@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -197,3 +198,30 @@ def to_run_log(log: logging.Logger, text: str, level: int = logging.INFO) -> Non
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def check_sqlite_store(uri: object, key: str, table: str) -> Path | None:
+    """The file of a local store (`sqlite:///<file>`; None for any other), which must not exist
+    yet or be one its tool made (holding its `table`): MLflow and Optuna add their tables to any
+    SQLite file, and MLflow retries a FIFO, a directory, a missing folder for minutes."""
+    if not (isinstance(uri, str) and uri.startswith("sqlite:///")):
+        return None
+    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    if path.exists() and not path.is_file():
+        kind = kind_of(path.stat().st_mode)
+        raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
+    if path.exists():
+        try:  # read only: the file is not changed
+            with contextlib.closing(
+                sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            ) as db:
+                tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.Error:
+            tables = set()
+        if table not in tables:
+            raise ConfigError(
+                f"{key}={uri}: {printable(path)} is not a store of this kind (no {table} table); "
+                "its tables would be added to it. Name a new file, or a store it made."
+            )
+    check_writable(path.parent, f"{key}={uri}")
+    return path

@@ -178,6 +178,17 @@ CASES: dict[str, Case] = {
         prepare=stopped_at_epoch_3,
         alone=True,
     ),
+    "an Optuna study added to a file of one's own": Case(
+        "train",
+        "hparams_search=optuna hydra.sweeper.storage=sqlite:///{w}/run/metrics.json -m",
+        "is not a store of this kind (no studies table)",
+    ),
+    "an MLflow store added to an empty file": Case(
+        "train",
+        "logger=mlflow logger.mlflow.tracking_uri=sqlite:///{w}/empty.db",
+        "empty.db is not a store of this kind (no experiments table)",
+        prepare=lambda w: (w / "empty.db").touch(),
+    ),
     "a new run's checkpoints into another run": Case(
         "train",
         "hydra.run.dir={w}/new callbacks.last_checkpoint.dirpath={w}/run/checkpoints",

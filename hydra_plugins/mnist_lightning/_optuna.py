@@ -11,6 +11,7 @@ from hydra_plugins.hydra_optuna_sweeper import _impl, optuna_sweeper
 from omegaconf import DictConfig
 
 from mnist_lightning.errors import ConfigError, one_line
+from mnist_lightning.files import check_sqlite_store
 from mnist_lightning.run.resume import refuse, remove_refused
 from mnist_lightning.run.sweep import SweepSummary, job_rows
 
@@ -32,6 +33,7 @@ def check_search_space(sweeper: DictConfig, sweeps: list[str]) -> None:
     direction = sweeper.get("direction")  # (hydra/sweeper=optuna's: an Enum)
     if getattr(direction, "name", direction) not in ("maximize", "minimize"):  # one value
         raise ConfigError(f"hydra.sweeper.direction={direction} must be maximize or minimize.")
+    check_sqlite_store(sweeper.get("storage"), "hydra.sweeper.storage", "studies")
     for param in params + sweeps:
         try:
             searched, _ = _impl.create_params_from_overrides([param])

@@ -37,7 +37,12 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import cannot_write, check_writable, kind_of, to_run_log
+from mnist_lightning.files import (
+    cannot_write,
+    check_sqlite_store,
+    check_writable,
+    to_run_log,
+)
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -240,7 +245,7 @@ def check_before_training(cfg: DictConfig) -> None:
     }
     for key, node in nodes.items():  # also of what is not built here (MLflow's makes its store)
         check_arguments(key, node)
-        check_sqlite_store(node.get("tracking_uri"))
+        check_sqlite_store(node.get("tracking_uri"), f"{key}.tracking_uri", "experiments")
         for name in ("default_root_dir", "save_dir", "dirpath"):  # where each writes, as given
             place = node.get(name)  # (the run's folder, made by Hydra later, is not yet known)
             if isinstance(place, str) and not OmegaConf.is_interpolation(node, name):
@@ -443,21 +448,6 @@ def ddp_job(
         os.environ.update(saved)
 
 
-def check_sqlite_store(uri: object) -> Path | None:
-    """The file of a local MLflow store (`sqlite:///<file>`; None for any other store), which
-    must be a database file or not yet exist, in a folder that can take it (made as its logger
-    is built): MLflow itself retries anything else (a FIFO, a directory, a missing folder) for
-    minutes before it gives up."""
-    if not (isinstance(uri, str) and uri.startswith("sqlite:///")):
-        return None
-    path, key = Path(uri.removeprefix("sqlite:///").split("?")[0]), "logger.mlflow.tracking_uri"
-    if path.exists() and not path.is_file():
-        kind = kind_of(path.stat().st_mode)
-        raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
-    check_writable(path.parent, f"{key}={uri}")
-    return path
-
-
 def finish_wandb_run() -> None:
     """Close the W&B run this process has open, if any, so that the next run (a sweep's next
     job in the same process) gets its own."""
@@ -477,7 +467,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
-        if store := check_sqlite_store(node.get("tracking_uri")):
+        if store := check_sqlite_store(node.get("tracking_uri"), "tracking_uri", "experiments"):
             store.parent.mkdir(parents=True, exist_ok=True)
         tags = {"run_dir": str(run), **({"sweep": sweep} if sweep else {})}
         extra |= {"run_name": node.get("run_name") or name}
