@@ -168,12 +168,13 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     if any(p == ".." and q != ".." for q, p in itertools.pairwise(parts)):
         refuse(f"{key}={place} goes down and up again (..): name the folder itself.")
     real = where.resolve()  # (a link's target: its parents)
-    made = (".hydra", "multirun.yaml")  # a run of mnist-train or a sweep: a lock and a record
+    made = (".hydra", "multirun.yaml", "optuna.db")  # a run or a sweep: a lock and a record
     owned = (p for p in [real, *real.parents] if any((p / f).exists() for f in made))
     run = next((p for p in owned if (p / LOCK_NAME).is_file()), None)
     if run or (where.is_dir() and any(where.iterdir())):
         there = f"lies in the run {run}" if run and run != real else "already holds files"
-        advice = f" To continue the run there: mnist-train resume={run}" if run else ""
+        again = "-m <its overrides> " if run and not (run / ".hydra").is_dir() else ""  # a sweep
+        advice = f" To continue the run there: mnist-train {again}resume={run}" if run else ""
         refuse(f"{key}={place} {there}; a new run needs a directory of its own.{advice}")
     above = next(p for p in [where, *where.parents] if p.exists())
     BEFORE_HYDRA[where] = (above, above.stat())
