@@ -207,10 +207,10 @@ def check_sqlite_store(uri: object, key: str, table: str) -> Path | None:
     if not (isinstance(uri, str) and uri.startswith("sqlite:///")):
         return None
     path = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    if path.exists() and not path.is_file():
-        kind = kind_of(path.stat().st_mode)
-        raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
     if path.exists():
+        if not path.is_file():
+            kind = kind_of(path.stat().st_mode)
+            raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
         try:  # read only: the file is not changed
             with contextlib.closing(
                 sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)

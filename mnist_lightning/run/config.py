@@ -394,16 +394,15 @@ def _check_where_hydra_writes(cfg: DictConfig, config_name: str) -> None:
             OmegaConf.to_container(OmegaConf.select(c, parent) or DictConfig({})).get(name)
             for c in (cfg, _compose_cached(config_name))
         )
+        differs = given != own
         if key.endswith(".handlers"):  # each log handler: conf/'s, or a plain stream (a preset's)
             plain = {"class": "logging.StreamHandler"}.items()
-            changed = {n: h for n, h in (given or {}).items() if h != (own or {}).get(n)}
-            given = [
-                n
-                for n, h in changed.items()
-                if not isinstance(h, dict) or not plain <= h.items() or "()" in h
-            ]
-            own = []
-        if given != own:
+            differs = any(
+                h != (own or {}).get(n)
+                and not (isinstance(h, dict) and plain <= h.items() and "()" not in h)
+                for n, h in (given or {}).items()
+            )
+        if differs:
             choose = "choose the run's directory with hydra.run.dir (a sweep's: hydra.sweep.dir)"
             where = choose if train else "it makes no directory"
             raise ConfigError(f"{key}: mnist-{config_name} decides where Hydra writes; {where}.")
