@@ -117,14 +117,12 @@ def hydra_output_subdir(output_dir: str) -> str | None:
 
 
 def slurm_tasks(devices: Any) -> int:
-    """hydra.launcher.tasks_per_node: trainer.devices, a number; -1 for what SLURM cannot be
-    asked for (-1, `auto`, a list of GPUs), which the launcher refuses in one line."""
+    """hydra.launcher.tasks_per_node: trainer.devices, or -1, which the launcher refuses."""
     return devices if isinstance(devices, int) and devices > 0 else -1
 
 
 def slurm_gpus(accelerator: str, devices: Any) -> int:
-    """hydra.launcher.gpus_per_node: one GPU per process for the GPU presets, none otherwise
-    (`auto` asks for none: ask for GPUs with trainer=gpu or trainer=ddp)."""
+    """hydra.launcher.gpus_per_node: one per process for trainer=gpu or ddp (`auto`: none)."""
     return slurm_tasks(devices) if str(accelerator) in ("gpu", "cuda") else 0
 
 
@@ -191,12 +189,11 @@ def claim_run_directory(args: list[str]) -> list[str]:
     """Before Hydra makes the run directory (with a traceback where it cannot) or logs into a
     resumed run: check where this command writes and lock the run it resumes (a new run's own
     directory: `RunDirectory`). Returns the arguments with that run named (`latest` looked up)."""
+    if not (resume := resume_arg(args)):
+        return args
     multirun = get_args_parser().parse_known_args(args)[0].multirun  # (also `--multi`)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith(f"{key}=")]
-    resume = resume_arg(args)
-    if not resume:
-        return args
     run = find_run(resume, sweep=multirun)
     if given and Path(given[-1]).resolve() != run:  # Hydra would log and save its config there
         raise ConfigError(f"resume= continues {run} in its own directory; drop {key}={given[-1]}.")
@@ -224,8 +221,7 @@ def finished(run: Path, trainer: DictConfig) -> str | None:
     """How to train `run` further if it ended and `trainer`'s limits take it no further: it
     reached one of them, or stopped before the limits it had (max_time, early stopping: their
     state is in the checkpoint). None: not finished, or the limits extend it."""
-    done = results(run)
-    if done is None:
+    if (done := results(run)) is None:
         return None
     for key, limit in limits(trainer).items():
         count = done.get(LIMITS[key])
@@ -251,27 +247,20 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
             "resume= continues a run with its optimizer and loop state, ckpt_path= starts a "
             "new run from a checkpoint's weights: give one of them, not both."
         )
+    run, done, advice = Path(cfg.paths.output_dir), None, None
     if not single:  # a re-launched sweep or a requeued job: one with a checkpoint goes on as a
-        job_dir = Path(cfg.paths.output_dir)  # run does; one without is skipped if it completed
-        cfg.resume = str(job_dir) if last_checkpoint(job_dir).is_file() else None
-        if not cfg.resume and completed(job_dir) and (done := results(job_dir)):
-            log.info("%s finished before; skipped", job_dir)
-            return cfg, done["val/acc_best"]
-    if not cfg.resume:
-        return cfg, None
-    cfg = resumed_config(cfg)
-    run = Path(cfg.paths.output_dir)
-    advice = finished(run, cfg.trainer)
-    if advice is None:
-        return cfg, None
-    if single:
-        print(
-            f"{run} finished before (its results: {run / 'metrics.json'}); nothing to do. {advice}"
-        )
+        # run does; one without is skipped if it completed
+        cfg.resume = str(run) if last_checkpoint(run).is_file() else None
+        done = None if cfg.resume or not completed(run) else results(run)
+    if cfg.resume:
+        cfg = resumed_config(cfg)
+        done = results(run) if (advice := finished(run, cfg.trainer)) else None
+    if done and single:
+        print(f"{run} finished before (its results: {run}/metrics.json); nothing to do. {advice}")
         put_back_locks()
-    else:
+    elif done:
         log.info("%s finished before; skipped", run)
-    return cfg, results(run)["val/acc_best"]
+    return cfg, done["val/acc_best"] if done else None
 
 
 @contextmanager
