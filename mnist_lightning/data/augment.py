@@ -1,14 +1,11 @@
-"""Random distortions of training images, a whole batch at once on the training device: the
-literature's MLP results on MNIST train on distorted digits (Simard et al. 2003: affine 1.1 %
-error, elastic 0.7 %, 1.6 % without). Each kind includes the ones before it: `translate` (whole
-pixels, exact), `affine` (rotation, scale, shear, sub-pixel shift), `elastic` (then Simard's
-smoothed noise field). `max_stroke` > 0, with any kind, first thickens or thins the strokes
-(people write with pens from a fine liner to a marker, MNIST's writers mostly with one).
+"""Random distortions of training images, a whole batch at once on the training device. Each
+kind includes the ones before it: `translate` (whole pixels, exact), `affine` (rotation, scale,
+shear, sub-pixel shift), `elastic` (then Simard et al. 2003's smoothed noise field). `max_stroke`
+> 0, with any kind, first thickens or thins the strokes (pens from a fine liner to a marker).
 
 Not torchvision's RandomAffine or ElasticTransform: they draw one distortion per call from
-torch's global generator; here every image has its own, in one `grid_sample` with no per-image
-Python, drawn from the generator passed in, which `datamodule.TensorBatches` seeds: a resumed
-run draws what the uninterrupted one would."""
+torch's global generator; here every image has its own, in one `grid_sample`, drawn from the
+generator `datamodule.TensorBatches` seeds: a resumed run draws what the uninterrupted one would."""
 
 import functools
 import math

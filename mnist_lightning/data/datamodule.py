@@ -1,8 +1,7 @@
 """MNIST (or Fashion-MNIST, `data.dataset`) as tensors on the training device, batched by
-indexing: the whole data set is 55 MB, so each split is one uint8 tensor there and a batch is
-`images.index_select(0, indices)`; no Dataset, no per-sample transforms, no worker processes.
-That makes an epoch of a small MLP take a second on a 2-core CPU, not seven (docs/benchmarks.md).
-"""
+indexing: each split is one uint8 tensor there and a batch is `images.index_select(0, indices)`;
+no Dataset, no per-sample transforms, no worker processes: for a small MLP, several times faster
+(docs/benchmarks.md)."""
 
 import logging
 from collections.abc import Iterator
