@@ -103,10 +103,9 @@ def run_dir(resume: str | None) -> str:
 
 
 def sweep_dir(resume: str | None) -> str:
-    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (claimed already)."""
-    if not resume:
-        return f"{SWEEPS_DIR}/{run_id()}"
-    return str(find_run(resume, sweep=True)) if resume == "latest" else resume
+    """hydra.sweep.dir: a new directory, or the sweep `resume=` names (claim_run_directory
+    looked it up, `latest` too, before Hydra started)."""
+    return resume or f"{SWEEPS_DIR}/{run_id()}"
 
 
 def hydra_output_subdir(output_dir: str) -> str | None:
