@@ -86,14 +86,6 @@ def mistakes_figure(
     return digits_figure(images[worst], captions, title, columns=8 if classes == DIGITS else 6)
 
 
-def first_layer_figure(weight: torch.Tensor) -> Figure:
-    """The first layer's weight vectors as 28x28 tiles: red excites a unit, blue inhibits it."""
-    tiles = weight[:64].detach()
-    tiles = tiles / tiles.abs().amax(1, keepdim=True).clamp(min=1e-12)
-    title = f"First-layer weights ({len(tiles)} of {weight.shape[0]} units)"
-    return digits_figure(tiles, [], title, signed=True)
-
-
 def augmentation_figure(images: torch.Tensor, augment: Augment) -> Figure:
     """Training images as stored (top row) and three random distortions of each below: what
     `data.augment` shows the network."""
@@ -110,13 +102,17 @@ def result_figures(
     logits: torch.Tensor,
     classes: tuple[str, ...] = DIGITS,
 ) -> dict[str, Figure]:
-    """The tested model's confusion matrix, most confident mistakes and first-layer weights, by
-    name: mnist-train logs them to TensorBoard, mnist-eval also writes them as PNG."""
+    """The tested model's confusion matrix, most confident mistakes and first-layer weights
+    (red excites a unit, blue inhibits it), by name: mnist-train logs them to TensorBoard,
+    mnist-eval also writes them as PNG."""
     counts = multiclass_confusion_matrix(logits.argmax(1), labels, 10).cpu()  # [true, predicted]
+    weight = model.net.layers[0].weight.detach()
+    tiles = weight[:64] / weight[:64].abs().amax(1, keepdim=True).clamp(min=1e-12)
+    title = f"First-layer weights ({len(tiles)} of {len(weight)} units)"
     return {
         "confusion_matrix": confusion_figure(counts, classes),
         "mistakes": mistakes_figure(images.float() / 255, logits.softmax(1), labels, classes),
-        "first_layer": first_layer_figure(model.net.layers[0].weight),
+        "first_layer": digits_figure(tiles, [], title, signed=True),
     }
 
 
