@@ -23,6 +23,8 @@ from mnist_lightning.files import atomic_open, kind_of, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.resume import results
 
+NEW_RUN = "Start a new run from its weights instead: mnist-train ckpt_path="
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, inside: Path) -> None:
@@ -230,11 +232,12 @@ def network_weights(
     )
 
 
-def unrestorable(path: str | Path, error: BaseException) -> CheckpointError:
+def unrestorable(
+    path: str | Path, error: BaseException | str, what: str = " cannot be restored"
+) -> CheckpointError:
     """The one line for a checkpoint whose state a resumed run cannot take."""
     return CheckpointError(
-        f"{path} cannot be restored ({one_line(error, 300)}); the file is damaged or was edited. "
-        f"Start a new run from its weights instead: mnist-train ckpt_path={path}"
+        f"{path}{what} ({one_line(error, 300)}); the file is damaged or was edited. {NEW_RUN}{path}"
     )
 
 
@@ -261,12 +264,11 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
         theirs = [len(group["params"]) for group in saved["param_groups"]]
     except Exception:  # the trial below says what is wrong
         theirs = mine
-    remedy = f"Start a new run from its weights instead: mnist-train ckpt_path={path}"
     if theirs != mine:
         raise CheckpointError(
             f"{path}: its optimizer state has parameter groups of {theirs} tensors, the "
             f"optimizer of this mnist-train version {mine}, so it cannot continue that run. "
-            + remedy
+            f"{NEW_RUN}{path}"
         )
     names = {id(p): name for name, p in trial.named_parameters()}
     named = [(names[id(p)], p) for group in optimizer.param_groups for p in group["params"]]
@@ -312,8 +314,6 @@ def check_resumable(model: MNISTClassifier, checkpoint: dict[str, Any], path: Pa
             optimizer.step()  # a scheduler steps after its optimizer
             probe.step()
     except Exception as e:  # what torch, or the check above, refuses
-        reason = one_line(e, 200) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        raise CheckpointError(
-            f"{path}: its {part} state cannot take a step "
-            f"({one_line(reason, 200)}); the file is damaged or was edited. {remedy}"
-        ) from None
+        reason = e if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        what = f": its {part} state cannot take a step"
+        raise unrestorable(path, one_line(reason, 200), what) from None
