@@ -336,7 +336,7 @@ def check_command_line(
             )
     # Going without a group: `~logger` (Hydra's `logger=null` is a traceback), not `~model`.
     for arg in args:
-        group = arg.removeprefix("~").removesuffix("=null").lstrip("+")
+        group = arg.removeprefix("~").removesuffix("=null")
         if group in groups and arg in (f"~{group}", f"{group}=null") and config_name == "train":
             if group in ("data", "model", "trainer", "paths", "hydra"):
                 raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")

@@ -190,14 +190,14 @@ def claim_run_directory(args: list[str]) -> list[str]:
     directory: `RunDirectory`). Returns the arguments with that run named (`latest` looked up)."""
     if not (resume := resume_arg(args)):
         return args
-    multirun = get_args_parser().parse_known_args(args)[0].multirun  # (also `--multi`)
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    flags = get_args_parser().parse_known_args(args)[0]  # as Hydra reads them (`--multi` too)
+    key = "hydra.sweep.dir" if flags.multirun else "hydra.run.dir"
     given = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith(f"{key}=")]
-    run = find_run(resume, sweep=multirun)
+    run = find_run(resume, sweep=flags.multirun)
     if given and Path(given[-1]).resolve() != run:  # Hydra would log and save its config there
         raise ConfigError(f"resume= continues {run} in its own directory; drop {key}={given[-1]}.")
-    if multirun:
-        check_relaunch(args, run, resume)
+    if flags.multirun:
+        check_relaunch(flags.overrides, run, resume)
     if is_rank_zero():  # before Hydra appends to the run's train.log
         lock_run(run, "mnist-train")
     return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
@@ -437,12 +437,11 @@ def relaunch(sweep: Path, resume: str) -> str:
     return printable(f"re-launch it with: mnist-train -m {given} resume={resume}")
 
 
-def check_relaunch(args: list[str], sweep: Path, resume: str) -> None:
+def check_relaunch(overrides: list[str], sweep: Path, resume: str) -> None:
     """A sweep is re-launched with the values it ran with, as written (to Lightning, a limit
     of 1.0 is not 1), else its jobs yet to run would train others; in any order, and
     `RESUMABLE_KEYS` (not swept) may change."""
-    given = get_args_parser().parse_known_args(args)[0].overrides  # as Hydra reads them
-    given = OverridesParser.create().parse_overrides(given)
+    given = OverridesParser.create().parse_overrides(overrides)
     swept = ("hydra.sweeper.params", "hydra/sweeper")  # Hydra's keys that choose the jobs
     ran, now = (
         {
