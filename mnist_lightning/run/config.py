@@ -359,6 +359,10 @@ def check_command_line(
                 raise ConfigError(f"{o.input_line}: the sweep holds no value, so no job.")
             job.append(f"{o.get_key_element()}={first}")
         cfg = _compose(config_name, job)
+        if added := sorted(set(cfg) - set(_compose_cached(config_name))):  # `+max_epochs=3`
+            raise ConfigError(
+                f"+{added[0]}: mnist-{config_name} reads no such key{_meant(cfg, added[0])}"
+            )
         _check_where_hydra_writes(cfg, config_name)
         shows = flags.cfg or flags.info or flags.help or flags.hydra_help
         if config_name != "train" or shows or resume_arg(args):  # shown, or the run's own config
@@ -482,6 +486,8 @@ def _unknown_key(error: OmegaConfBaseException, overrides: list[str], config_nam
         close = [meant] if found is not _ABSENT else close
     close = [".".join([*parts[:depth], c]) for c in close]
     hint = f"; did you mean {close[0]}?" if close else "."
+    if not close and depth == 0:  # `max_epochs=3`
+        hint = _meant(node, parts[0])
     train = config_name == "train"  # (mnist-eval, -predict, -export build no Trainer)
     if not close and train and depth == 1 and key.startswith("trainer."):  # as it spells it
         spelt = difflib.get_close_matches(parts[1], inspect.signature(Trainer).parameters, 1)
@@ -490,3 +496,13 @@ def _unknown_key(error: OmegaConfBaseException, overrides: list[str], config_nam
         new = ".".join(parts[:2])
         hint += f" A callback that conf/ lacks: +{new}._target_=<its class>, then its arguments"
     return f"{key} is not a key of this config{hint}"
+
+
+def _meant(cfg: DictConfig, name: str) -> str:
+    """`; did you mean trainer.max_epochs?` for `max_epochs`: the closest name of a key deeper in
+    the config (a Hydra user's habit is a top-level key)."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    nested = (k for k, _ in leaves(tree, lists=False) if "." in k and not k.startswith("hydra."))
+    keys = {k.rpartition(".")[2]: k for k in nested}
+    close = difflib.get_close_matches(name, keys, 1)
+    return f"; did you mean {keys[close[0]]}?" if close else "."
