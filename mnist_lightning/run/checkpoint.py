@@ -81,8 +81,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if code := re.search(r"(?:unsupported|Unsupported global:)\s+GLOBAL\s+([\w.]+)", str(e)):
             what = f"asks to run {code[1]} as it is loaded (read as weights only: nothing ran)"
         raise CheckpointError(
-            f"Checkpoint {path} cannot be read: it {what}. Use another one, e.g. the run's "
-            "checkpoints/last.ckpt."
+            f"Checkpoint {path} cannot be read: it {what}. Use another one (a run keeps "
+            "last.ckpt and its best in checkpoints/)."
         ) from None
     weights = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(weights, dict) or not all(
