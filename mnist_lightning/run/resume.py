@@ -278,7 +278,7 @@ def nothing_left_if_refused() -> Iterator[None]:
 # the lock, TensorBoard's folder, the sweep's record and study): a directory holding anything
 # else is not only this command's, and keeps all it holds.
 REFUSED_LEAVES = {".hydra", "train.log", ".lock", "tensorboard", "multirun.yaml", "optuna.db"}
-REFUSED_LEAVES |= {".submitit"}  # the SLURM launcher's folder
+REFUSED_LEAVES |= {".submitit", "csv", "wandb"}  # the SLURM launcher's, conf/logger/'s folders
 
 
 def remove_refused(made: Path) -> None:
