@@ -35,17 +35,6 @@ BASE = {
 }
 
 
-def damaged_copy(w: Path, name: str, keep: int) -> None:
-    """A copy of the run's last.ckpt cut to its first `keep` bytes (0: empty)."""
-    (w / name).write_bytes(Path(last_ckpt(w)).read_bytes()[:keep])
-
-
-def edited_ckpt(w: Path, **hyper_parameters: object) -> None:
-    checkpoint = torch.load(last_ckpt(w), weights_only=True)
-    checkpoint["hyper_parameters"].update(hyper_parameters)
-    torch.save(checkpoint, w / "edited.ckpt")
-
-
 def stopped_at_epoch_3(w: Path) -> None:
     """The run as if interrupted after 3 epochs (as Lightning counts them: its loops' state)."""
     checkpoint = torch.load(last_ckpt(w), weights_only=True)
@@ -253,36 +242,13 @@ CASES: dict[str, Case] = {
         prepare=idx("train-images-idx3-ubyte", lambda p: p.symlink_to("/dev/zero")),
     ),
     # mnist-eval: checkpoints, its data, where it writes
-    "missing checkpoint": Case("eval", "ckpt_path=/no/such.ckpt", "/no/such.ckpt"),
-    "empty checkpoint": Case(
-        "eval",
-        "ckpt_path={w}/e.ckpt",
-        "e.ckpt cannot be read: it is not a torch checkpoint",
-        prepare=lambda w: damaged_copy(w, "e.ckpt", 0),
-    ),
-    "truncated checkpoint": Case(
-        "eval",
-        "ckpt_path={w}/t.ckpt",
-        "t.ckpt cannot be read: it is truncated or damaged",
-        prepare=lambda w: damaged_copy(w, "t.ckpt", 5000),
-    ),
+    # (each way a checkpoint is refused, by load_checkpoint and load_classifier: test_trust.py,
+    # test_model.py, test_layout.py)
     "corrupt checkpoint": Case(
         "eval",
         "ckpt_path={w}/bad.ckpt",
         "bad.ckpt cannot be read: it is not a torch checkpoint",
         prepare=lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
-    ),
-    "future checkpoint": Case(  # a key this version does not know
-        "eval",
-        "ckpt_path={w}/edited.ckpt",
-        ("edited.ckpt", "attention_heads"),
-        prepare=lambda w: edited_ckpt(w, attention_heads=8),
-    ),
-    "weights unlike its hyper_parameters": Case(
-        "eval",
-        "ckpt_path={w}/edited.ckpt",
-        "its weight shapes:",
-        prepare=lambda w: edited_ckpt(w, hidden_dims=[7]),
     ),
     "eval idx link to /dev/zero": Case(
         "eval",

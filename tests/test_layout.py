@@ -90,3 +90,6 @@ def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:
         "it was trained with model.hidden_dims=[16] model.batch_norm=true, the config has "
         "model.hidden_dims=[32,8] model.batch_norm=false" in str(info.value)
     )
+    checkpoint["hyper_parameters"] = dict(asked.hparams)  # that its weights belie
+    with pytest.raises(CheckpointError, match=r"\(its weight shapes: \{'layers\.0\.weight': \(16,"):
+        network_weights(asked, checkpoint, "x.ckpt")

@@ -251,6 +251,7 @@ BUILT = "hyper_parameters do not describe a model of this version"
         ({"hidden_dims": [1] * 1001}, "1001 hidden layers are more than 1000"),
         ({"hidden_dims": [2.5]}, "the layer widths must be whole numbers"),
         ({"hidden_dims": 5}, f"{BUILT} ('int' object is not iterable)"),
+        ({"hyper_parameters": {"attention_heads": 8}}, "unexpected keyword argument 'attention_he"),
         ({"dropout": 1.5}, "dropout probability has to be between 0 and 1"),
         ({"hyper_parameters": [4]}, "must be a mapping"),
         ({"state_dict": [1, 2]}, "its weights cannot be loaded"),

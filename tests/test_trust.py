@@ -331,9 +331,13 @@ def test_a_file_torch_will_not_read_as_weights_says_why(
     torch.save({"state_dict": {}}, tmp_path / "p4.ckpt", pickle_protocol=4)  # framing it refuses
     torch.save({"state_dict": {"net.w": 1}, "hyper_parameters": {}}, tmp_path / "int.ckpt")
     torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), tmp_path / "model.pt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "int.ckpt").read_bytes()[:300])
+    (tmp_path / "empty.ckpt").touch()
     recwarn.clear()
     for name, words in [
         ("p4.ckpt", "(Unsupported operand 149"),
+        ("cut.ckpt", "cut.ckpt cannot be read: it is truncated or damaged."),
+        ("empty.ckpt", "empty.ckpt cannot be read: it is not a torch checkpoint."),
         ("model.pt", "TorchScript export"),
         ("int.ckpt", "int.ckpt: its weights cannot be loaded (no state_dict of named tensors"),
         ("no.ckpt", "no.ckpt does not exist."),
