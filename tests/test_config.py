@@ -26,7 +26,6 @@ from tests.helpers.tiers import one_of_each_kind
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 GROUP_OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
@@ -53,15 +52,23 @@ PROMISED = {
 }
 
 
-@pytest.mark.parametrize("override", one_of_each_kind(GROUP_OPTIONS, lambda o: o.split("=")[0]))
+@pytest.mark.parametrize(
+    "override", one_of_each_kind(GROUP_OPTIONS, lambda o: (o.split("=")[0], "study_" in o))
+)
 def test_every_option_of_every_group_composes_validates_and_builds_a_checkpointable_model(
     override: str,
 ) -> None:
+    """A study (`mnist-train -m experiment=study_*`) sweeps what it lists: every job of its
+    grid passes the check mnist-train makes before Hydra starts."""
     group, option = override.split("=")
     after = ["experiment=best_cpu"] if group == "debug" else []
     cfg = composed([*after, override], hydra_config=True)
     validate(cfg)
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
+    if option.startswith("study_"):
+        params = cfg.hydra.sweeper.params
+        assert params and all(len(str(v).split(",")) >= 2 for v in params.values()), params
+        check_command_line(["-m", override], "train")
     if group == "experiment":  # a preset changes the network
         assert cfg.model.hidden_dims != composed([]).model.hidden_dims
     assert group != "debug" or override in PROMISED
@@ -96,20 +103,17 @@ def test_the_tasks_of_a_slurm_step_share_one_run_directory(
 
 
 @pytest.mark.parametrize(
-    ("overrides", "asks"),
+    ("overrides", "asks"),  # nodes, tasks per node, GPUs per node (0: none asked)
     [
-        (["trainer=default"], {"nodes": "1", "ntasks-per-node": "1"}),
-        (["trainer=cpu"], {"nodes": "1", "ntasks-per-node": "1"}),
-        (["trainer=ddp_cpu", "trainer.num_nodes=2"], {"nodes": "2", "ntasks-per-node": "2"}),
-        (["trainer=gpu"], {"nodes": "1", "ntasks-per-node": "1", "gpus-per-node": "1"}),
-        (
-            ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
-            {"nodes": "2", "ntasks-per-node": "4", "gpus-per-node": "4"},
-        ),
+        ("trainer=default", ("1", "1", "0")),
+        ("trainer=cpu", ("1", "1", "0")),
+        ("trainer=ddp_cpu trainer.num_nodes=2", ("2", "2", "0")),
+        ("trainer=gpu", ("1", "1", "1")),
+        ("trainer=ddp trainer.devices=4 trainer.num_nodes=2", ("2", "4", "4")),
     ],
 )
 def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
-    overrides: list[str], asks: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    overrides: str, asks: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The submission script hydra/launcher=slurm writes: one task per device on each node, a
     GPU per task only for the GPU presets, and the time-limit signal the jobs handle."""
@@ -119,14 +123,13 @@ def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
 
     monkeypatch.setattr(SlurmExecutor, "affinity", lambda *_: 2)  # srun: not needed to write it
 
-    launcher = composed(["hydra/launcher=slurm", *overrides], hydra_config=True).hydra.launcher
-    params = OmegaConf.to_container(launcher, resolve=True)
+    line = ["hydra/launcher=slurm", *overrides.split()]
+    params = OmegaConf.to_container(composed(line, hydra_config=True).hydra.launcher, resolve=True)
     del params["_target_"]
     script = SlurmLauncher(**params).executor()._executor._make_submission_file_text("x", "u")
     asked = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script))
     assert asked["signal"] == "USR2@120"
-    assert {key: asked.get(key) for key in asks} == asks
-    assert asked.get("gpus-per-node", "0") == asks.get("gpus-per-node", "0")
+    assert tuple(asked.get(k, "0") for k in ("nodes", "ntasks-per-node", "gpus-per-node")) == asks
 
 
 def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
@@ -225,17 +228,6 @@ def test_edge_values_are_valid(overrides: str) -> None:
     validate(composed(overrides.split()))
 
 
-@pytest.mark.parametrize(
-    "study", one_of_each_kind(e for e in EXPERIMENTS if e.startswith("study_"))
-)
-def test_every_study_is_a_sweep_of_valid_jobs(study: str) -> None:
-    """`mnist-train -m experiment=<study>` sweeps what the preset lists; every job of the grid
-    passes the check mnist-train makes before Hydra starts."""
-    params = composed([f"experiment={study}"], hydra_config=True).hydra.sweeper.params
-    assert params and all(len(str(v).split(",")) >= 2 for v in params.values()), params
-    check_command_line(["-m", f"experiment={study}"], "train")
-
-
 def test_device_auto_follows_lightnings_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """mnist-eval's and mnist-predict's device=auto: as Lightning's accelerator=auto (MPS, CUDA,
     CPU; trainer.accelerator=auto itself: test_lightning_flags.py)."""
@@ -259,6 +251,7 @@ KEYS = {
     "~hydra.callbacks.run_directory": "mnist-train decides where Hydra writes; choose the run's",
     "resume=x hydra.output_subdir=.hydra": "decides where Hydra writes",
     "+hydra.job_logging.handlers.file.mode=w": "decides where Hydra writes",
+    "+hydra.job_logging.handlers.f={class:logging.FileHandler,filename:x}": "job_logging.handl",
     "paths.output_dir=x": "decides where Hydra writes",
     "-m hydra.sweep.subdir=${hydra.job.num}/${oc.env:NO_SUCH_VARIABLE,.}/..": "sweep.subdir: mnist",
     "hydra.job_logging.root.level=WARNING paths=default": None,

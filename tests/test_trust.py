@@ -22,7 +22,7 @@ from mnist_lightning.run.resume import check_saved_config
 from tests.helpers.commands import TIMEOUT_S, cli_env, train_command
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import STEPS_PER_EPOCH
-from tests.helpers.worlds import Command, make_world, run_in_world, snapshot
+from tests.helpers.worlds import make_world, run_in_world, snapshot
 
 TESTS = Path(__file__).resolve().parent
 
@@ -206,16 +206,15 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     (w / "someones" / "file.txt").write_text("theirs")
     spoil(w)
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
-    command = Command("train", [f"resume={w / 'run'}", "trainer.max_epochs=3"], w, env)
-    outcome = run_in_world(command, directory_times=True)
-    done = outcome.done
+    args = [f"resume={w / 'run'}", "trainer.max_epochs=3"]
+    done, before, after = run_in_world("train", args, w, env, directory_times=True)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr, lines[-40:]
     assert len(lines) == 1 and lines[0].startswith("Error: "), lines
     for expected in words:
         assert expected.replace("{w}", str(w)) in lines[0], lines[0]
     assert not (w / "ran").exists()  # no code from the run directory or checkpoint ran
-    assert outcome.after == outcome.before  # nothing that existed changed (keep.txt), nor added
+    assert after == before  # nothing that existed changed (keep.txt), nor added
 
 
 UNTRUSTED = [

@@ -6,8 +6,8 @@ import os
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import write_mnist
@@ -40,31 +40,15 @@ def last_ckpt(w: Path) -> str:
     return str(w / "run" / "checkpoints" / "last.ckpt")
 
 
-@dataclass
-class Outcome:
-    done: subprocess.CompletedProcess
-    before: dict[Path, Entry]
-    after: dict[Path, Entry]
-
-
-@dataclass
-class Command:
-    """`mnist-<module> args...` as a user runs it in `world`, on the data in `world/data`,
-    with `env` added to the environment."""
-
-    module: str
-    args: list[str]
-    world: Path
-    env: dict[str, str] = field(default_factory=dict)
-    timeout_s: int = 120
-    memory_gib: float | None = None  # more address space than the tests use, at most
-
-
-def run_in_world(command: Command, directory_times: bool = False) -> Outcome:
-    """`command` in its world, with snapshots before and after."""
-    before = snapshot(command.world, directory_times)
-    env = {"MNIST_DATA_DIR": str(command.world / "data"), **command.env}
+def run_in_world(
+    module: str, args: list[str], world: Path, env: dict | None = None, **options: Any
+) -> tuple[subprocess.CompletedProcess, dict[Path, Entry], dict[Path, Entry]]:
+    """`mnist-<module> args...` as a user runs it in `world`, on the data in `world/data`, with
+    `env` added: what it did, and snapshots before and after (`options`: the snapshots'
+    directory_times, run_console's timeout_s and memory_gib)."""
+    times = options.pop("directory_times", False)
+    before = snapshot(world, times)
     done = run_console(
-        command.module, command.args, command.world, env, command.timeout_s, command.memory_gib
+        module, args, world, {"MNIST_DATA_DIR": str(world / "data"), **(env or {})}, **options
     )
-    return Outcome(done, before, snapshot(command.world, directory_times))
+    return done, before, snapshot(world, times)
