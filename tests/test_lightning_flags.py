@@ -184,10 +184,6 @@ def copy(module: L.LightningModule) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
-def total_norm(grads: list[torch.Tensor]) -> float:
-    return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
-
-
 FIVE_STEPS = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", *NO_CHECKPOINTS)
 
 
@@ -226,7 +222,7 @@ def test_gradient_clipping_bf16_autocast_and_deterministic_do_what_lightnings_do
     assert {p.dtype for p in trainer.lightning_module.parameters()} == {torch.float32}
     assert len(probe.before) == len(probe.after) == 5
     for before, after in zip(probe.before, probe.after, strict=True):
-        norm = total_norm(before)
+        norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in before])))
         assert norm > 0.5 and max(float(g.abs().max()) for g in before) > 0.05  # so it acted
         for b, a in zip(before, after, strict=True):
             torch.testing.assert_close(a, clipped(b, norm), rtol=1e-4, atol=1e-9)
@@ -332,18 +328,6 @@ def test_early_stopping_stops_when_val_acc_stops_improving(
     assert trainer.global_step == 3 * STEPS_PER_EPOCH
 
 
-def window_means(losses: list[tuple[int, int, float]], every: int) -> list[tuple[int, float]]:
-    """(step, mean loss) of each logging window: closed after every `every`-th step and at each
-    epoch's end."""
-    points, window = [], []
-    for i, (epoch, step, loss) in enumerate(losses):
-        window.append(loss)
-        if (step + 1) % every == 0 or i + 1 == len(losses) or losses[i + 1][0] != epoch:
-            points.append((step, sum(window) / len(window)))
-            window = []
-    return points
-
-
 @pytest.mark.slow
 def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_one_run(
     tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
@@ -365,7 +349,12 @@ def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_
     )
     cfg = config(tmp_path, synthetic_mnist, *flags, *rich)
     trainer, probe = fit(cfg)
-    steps, windows = [7, 15, 23, 31, 39], window_means(probe.losses, 8)
+    steps, windows, window = [7, 15, 23, 31, 39], [], []  # (step, mean loss) of each window:
+    for i, (epoch, step, loss) in enumerate(probe.losses):  # closed each 8th step, epoch end
+        window.append(loss)
+        if (step + 1) % 8 == 0 or i + 1 == len(probe.losses) or probe.losses[i + 1][0] != epoch:
+            windows.append((step, sum(window) / len(window)))
+            window = []
     assert logged(cfg, "train/loss") == [(s, pytest.approx(v, rel=1e-5)) for s, v in windows]
     assert [s for s, _ in windows] == sorted([*steps, 19])
     assert steps_of(cfg, "train/acc") == steps_of(cfg, "train/lr") == sorted([*steps, 19])
