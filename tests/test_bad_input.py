@@ -11,7 +11,6 @@ test_idx.py: here is one case of each way a command can fail."""
 import fcntl
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from mnist_lightning.cli.predict import is_grid, write_grid
 from mnist_lightning.data.datasets import raw_dir
 from tests.helpers.synthetic import SMALL, merged
 from tests.helpers.tiers import one_of_each_kind
-from tests.helpers.worlds import last_ckpt, make_world, run_in_world
+from tests.helpers.worlds import last_ckpt, make_world, run_in_world, unix_socket
 
 # What a command gets before a case's own arguments, which replace those of the same key.
 BASE = {
@@ -76,8 +75,7 @@ def special_pictures(w: Path) -> None:
     pictures = w / "pictures"
     os.mkfifo(pictures / "fifo.png")
     (pictures / "zero.png").symlink_to("/dev/zero")
-    with socket.socket(socket.AF_UNIX) as s:
-        s.bind(str(pictures / "sock.png"))  # the socket file stays when the socket is closed
+    unix_socket(pictures / "sock.png")
     (pictures / "gone.png").symlink_to(w / "no-such.png")
     (pictures / "new\nline.png").write_bytes(b"not a picture")
     (pictures / "title\x1b]0;pwned\x07\udcff.png").write_bytes(b"not a picture")

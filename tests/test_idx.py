@@ -3,7 +3,6 @@ that is not a complete IDX file of unsigned bytes, or not a regular file."""
 
 import math
 import os
-import socket
 import struct
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from mnist_lightning.data.datasets import encode_idx, read_idx
 from mnist_lightning.errors import DataError
+from tests.helpers.worlds import unix_socket
 
 
 def header(*shape: int, dtype: int = 0x08) -> bytes:
@@ -41,11 +41,6 @@ def sparse(path: Path) -> None:
     os.truncate(path, 2**36)
 
 
-def bind_socket(path: Path) -> None:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.bind(str(path))
-
-
 NOT_REGULAR = "cannot read (a %s, not a regular file)."
 GONE = "cannot read (No such file or directory)."
 # what stands where the file is (bytes, or made at its path) -> the words of its DataError
@@ -69,7 +64,7 @@ BAD_FILES = {
     "fifo": (os.mkfifo, NOT_REGULAR % "FIFO"),
     "link-to-dev-zero": (lambda p: p.symlink_to("/dev/zero"), NOT_REGULAR % "character device"),
     "directory": (Path.mkdir, NOT_REGULAR % "directory"),
-    "socket": (bind_socket, NOT_REGULAR % "socket"),
+    "socket": (unix_socket, NOT_REGULAR % "socket"),
     "dangling-link": (lambda p: p.symlink_to(p.with_name("gone")), GONE),
     "missing": (lambda p: None, GONE),
 }

@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from mnist_lightning.data.images import ImageError, prepare, read_image
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import validate_predict
+from tests.helpers.worlds import unix_socket
 
 # Pillow modes a file on disk can decode to, and how each is built from 8-bit channels.
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "1": 1, "P": 1, "I": 1, "F": 1}
@@ -215,16 +215,6 @@ def plain_png(path: Path) -> None:
     Image.new("L", (8, 8), 255).save(path)
 
 
-def make_socket(path: Path) -> None:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.bind(str(path))  # the socket file stays when the socket is closed
-
-
-def link_to_grid(path: Path) -> None:
-    earlier_grid(path.with_name("real.png"))
-    path.symlink_to(path.with_name("real.png"))
-
-
 @pytest.mark.usefixtures("no_hang")
 @pytest.mark.parametrize(
     ("grid", "make", "words"),
@@ -236,10 +226,14 @@ def link_to_grid(path: Path) -> None:
         ("plain.png", plain_png, "exists and is not a grid mnist-predict wrote; choose another"),
         ("notes.png", lambda p: p.write_text("notes"), "exists and is not a grid mnist-predict"),
         ("empty.png", lambda p: p.write_bytes(b""), "exists and is not a grid"),
-        ("link.png", link_to_grid, "is a symbolic link, not a regular file"),
+        (  # even to a grid
+            "link.png",
+            lambda p: (earlier_grid(p.with_name("g.png")), p.symlink_to("g.png")),
+            "is a symbolic link, not a regular file",
+        ),
         ("fifo.png", os.mkfifo, "is a FIFO, not a regular file"),
         ("dir.png", Path.mkdir, "is a directory, not a regular file"),
-        ("sock.png", make_socket, "is a socket, not a regular file"),
+        ("sock.png", unix_socket, "is a socket, not a regular file"),
         ("gone.png", lambda p: p.symlink_to("nowhere.png"), "is a symbolic link, not a regular"),
         ("loop.png", lambda p: p.symlink_to("loop.png"), "is a symbolic link, not a regular file"),
         ("a.txt/sub/g.png", None, "a.txt is a regular file)"),
@@ -290,9 +284,7 @@ def test_a_model_that_answers_nan_skips_the_image_and_prints_strict_json(
         pixels[10:30, 10:30], pixels[14:26, 14:26] = 255, inside
         Image.fromarray(pixels).save(path)
     args = {"ckpt_path": str(tmp_path / "x.ckpt"), "inputs": str(tmp_path), "grid": None}
-    with pytest.raises(
-        SystemExit
-    ) as exit_info:  # (as Hydra composes it: test_commands_in_process.py)
+    with pytest.raises(SystemExit) as exit_info:  # (composed by Hydra: test_commands_in_process)
         predict(OmegaConf.create(args | {"json": True, "device": "cpu"}))
     out, err = capsys.readouterr()
     damaged = "the model's output is not finite (NaN); the checkpoint's weights are damaged."

@@ -4,6 +4,7 @@ changes nothing that existed (test_bad_input.py, test_trust.py; as processes: te
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -26,6 +27,11 @@ def snapshot(root: Path, directory_times: bool = False) -> dict[Path, Entry]:
         if stat.S_ISDIR(st.st_mode) and not directory_times:
             entries[path] = ("d", 0, 0)
     return entries
+
+
+def unix_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the socket file stays when the socket is closed
 
 
 def make_world(directory: Path, trained_run: Path) -> Path:
