@@ -244,18 +244,6 @@ def test_a_saved_config_takes_its_classes_from_the_command_or_a_short_list() -> 
         check_saved_config({"model": {"hidden_dims": {"_target_": "os.system"}}}, composed, "r")
 
 
-def test_a_resumed_runs_checkpoints_are_written_only_inside_it(tmp_path: Path) -> None:
-    """As Lightning computed it: a `dirpath: null` leads to a logger's folder, which a crafted
-    `name` can lead out of."""
-    (tmp_path / "run").mkdir()
-    inside = AtomicCheckpointIO(tmp_path / "run")
-    inside.save_checkpoint({"x": 1}, tmp_path / "run" / "checkpoints" / "last.ckpt")
-    for outside in (tmp_path / "escaped.ckpt", tmp_path / "run" / ".." / "escaped.ckpt"):
-        with pytest.raises(CheckpointError, match=r"outside the run .* Nothing was written"):
-            inside.save_checkpoint({"x": 1}, outside)
-    assert not (tmp_path / "escaped.ckpt").exists()
-
-
 def checkpoint_state(folder: object) -> dict:
     """A ModelCheckpoint's state, its best checkpoint in `folder`."""
     best = f"{folder}/best-epoch001.ckpt"
@@ -263,8 +251,17 @@ def checkpoint_state(folder: object) -> dict:
     return {"dirpath": str(folder), "last_model_path": "", **paths}
 
 
-def test_a_moved_run_keeps_its_checkpoint_state_inside_it(tmp_path: Path) -> None:
-    """(A path that leads out of the run is refused: the table above.)"""
+def test_a_runs_checkpoints_are_written_and_name_files_only_inside_it(tmp_path: Path) -> None:
+    """Written where Lightning computed (a `dirpath: null` leads to a logger's folder, which a
+    crafted `name` can lead out of); a moved run's checkpoint state follows it (one that leads
+    out of the run is refused: the table above)."""
+    (tmp_path / "run").mkdir()
+    inside = AtomicCheckpointIO(tmp_path / "run")
+    inside.save_checkpoint({"x": 1}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    for outside in (tmp_path / "escaped.ckpt", tmp_path / "run" / ".." / "escaped.ckpt"):
+        with pytest.raises(CheckpointError, match=r"outside the run .* Nothing was written"):
+            inside.save_checkpoint({"x": 1}, outside)
+    assert not (tmp_path / "escaped.ckpt").exists()
     moved = {"callbacks": {"ModelCheckpoint": checkpoint_state("/elsewhere/run/checkpoints")}}
     checkpoint = confine_paths(moved, tmp_path / "copy" / "checkpoints" / "x")
     here = (tmp_path / "copy" / "checkpoints").resolve()
