@@ -168,6 +168,8 @@ BAD_VALUES = {
     "data.batch_size=0": "data.batch_size=0 is out of range: it must be in [1, inf).",
     "data.batch_size=1.5": "data.batch_size=1.5 must be an integer.",
     "data.source=web": "data.source='web' is not one of: auto, files, torchvision, pypi.",
+    "data=fashion_mnist data.source=pypi": "data.source='pypi' is not one of: auto, files, torchv",
+    "data.dataset=cifar10": "data.dataset='cifar10' is not one of: mnist, fashion_mnist.",
     "data.augment=wobble": "data.augment='wobble' is not one of: none, translate, affine, elastic",
     "data.max_scale=1": "data.max_scale=1 is out of range: it must be in [0, 1).",
     "data.elastic_sigma=0": "data.elastic_sigma=0 is out of range: it must be in (0, inf).",

@@ -152,22 +152,6 @@ class DeviceReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def watch_training_epochs(mode: DeviceReads) -> LambdaCallback:
-    """The training epochs after the first (which builds what is cached) under `mode`."""
-    watching: list[bool] = []
-
-    def start(trainer: L.Trainer, *_: object) -> None:
-        if trainer.current_epoch > 0:
-            watching.append(mode.__enter__())
-
-    def stop(*_: object) -> None:
-        if watching:
-            mode.__exit__(None, None, None)
-            watching.clear()
-
-    return LambdaCallback(on_train_epoch_start=start, on_train_epoch_end=stop, on_exception=stop)
-
-
 @pytest.mark.slow
 def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     """With every per-step option on: the metrics are read once per logging window (none in
@@ -186,8 +170,19 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     largest = lambda *_: norms.append(  # noqa: E731
         torch.stack([w.detach().norm(dim=1).max() for w in hidden]).max()
     )
-    watched = DeviceReads()
-    callbacks = [watch_training_epochs(watched), LambdaCallback(on_train_batch_end=largest)]
+    watched, watching = DeviceReads(), []  # the epochs after the first (which builds caches)
+
+    def start(trainer: L.Trainer, *_: object) -> None:
+        if trainer.current_epoch > 0:
+            watching.append(watched.__enter__())
+
+    def stop(*_: object) -> None:
+        if watching:
+            watched.__exit__(None, None, None)
+            watching.clear()
+
+    callbacks = [LambdaCallback(on_train_epoch_start=start, on_train_epoch_end=stop)]
+    callbacks += [LambdaCallback(on_exception=stop, on_train_batch_end=largest)]
     trainer = bare_trainer(log_every_n_steps=1000, callbacks=callbacks)
     loader = TensorBatches(images, labels, 8, shuffle=True, seed=0, augment=Augment("elastic"))
     largest()

@@ -67,10 +67,6 @@ def job_ids(output: str) -> list[str]:
     return [line.rsplit(" ", 1)[1] for line in output.splitlines() if "Submitted SLURM" in line]
 
 
-def run(cwd: Path, data: Path, *overrides: str, env: dict | None = None) -> tuple[int, str]:
-    return Command(cwd, data, *overrides, env=env).finish()
-
-
 def wait_until(what: str, condition: Callable[[], object], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -114,7 +110,7 @@ def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     times = {job.split("_")[1]: (start, end) for job, start, end in sacct(array, "JobID,Start,End")}
     assert times["0"][0] < times["1"][1] and times["1"][0] < times["0"][1]  # they overlapped
 
-    code, output = run(tmp_path, synthetic_mnist, *sweep_args, f"resume={sweep}")
+    code, output = Command(tmp_path, synthetic_mnist, *sweep_args, f"resume={sweep}").finish()
     assert code == 0, output
     assert output.count("finished before; skipped") == 1
     (again,) = job_ids(output)
@@ -147,7 +143,7 @@ def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     text = log.read_text()
     assert text.count("Resuming") == 2 and "Requeued job" in text
     assert "SIGUSR2: stopped after step" in text and "SIGTERM: stopped after step" in text
-    run(tmp_path / "local", synthetic_mnist, *longer, env={"OMP_NUM_THREADS": "1"})  # as the job
+    Command(tmp_path / "local", synthetic_mnist, *longer, env={"OMP_NUM_THREADS": "1"}).finish()
     (local,) = (tmp_path / "local/outputs/runs").iterdir()
     ours, theirs = scalars(run_dir / "tensorboard"), scalars(local / "tensorboard")
     for tag in ("train/loss", "val/acc"):  # (step, value) of every point, in file order
@@ -166,7 +162,7 @@ def test_ddp_on_one_node_and_over_two_nodes_gives_what_local_ddp_gives(
         "1": Command(tmp_path / "one_node", synthetic_mnist, *ON_SLURM, *ddp),
         "2": Command(tmp_path / "two_nodes", synthetic_mnist, *ON_SLURM, *ddp, *two_nodes),
     }
-    code, output = run(tmp_path / "local", synthetic_mnist, *ddp)
+    code, output = Command(tmp_path / "local", synthetic_mnist, *ddp).finish()
     assert code == 0, output
     (local,) = (tmp_path / "local/outputs/runs").iterdir()
     expected = json.loads((local / "metrics.json").read_text())
@@ -215,7 +211,8 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs_several_at_once(
     import optuna
 
     search = ("hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2")
-    code, output = run(tmp_path, synthetic_mnist, *ON_SLURM, *search, "trainer.max_epochs=1")
+    search += ("trainer.max_epochs=1",)
+    code, output = Command(tmp_path, synthetic_mnist, *ON_SLURM, *search).finish()
     assert code == 0, output
     (array,) = job_ids(output)
     assert len(sacct(array, "JobID")) == 2 and "2 running" in output  # two trials at once
