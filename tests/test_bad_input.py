@@ -245,10 +245,7 @@ CASES: dict[str, Case] = {
         prepare=idx("t10k-images-idx3-ubyte", lambda p: p.symlink_to("/dev/zero")),
     ),
     "eval while the run is being written": Case(
-        "eval",
-        "",
-        ("is in use", "mnist-train", "run mnist-eval again"),
-        prepare=run_held_elsewhere,
+        "eval", "", ("is in use", "mnist-train", "run mnist-eval again"), prepare=run_held_elsewhere
     ),
     "eval with <run>/eval a link": Case(
         "eval", "", "run/eval is a symbolic link, not a directory", prepare=eval_is_a_link

@@ -21,13 +21,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from mnist_lightning.cli import writing
-from mnist_lightning.cli.predict import (
-    GRID_SOFTWARE,
-    check_grid,
-    input_files,
-    is_grid,
-    write_grid,
-)
+from mnist_lightning.cli.predict import GRID_SOFTWARE, check_grid, input_files, is_grid, write_grid
 from mnist_lightning.cli.predict import main as predict
 from mnist_lightning.data.images import ImageError, prepare, read_image
 from mnist_lightning.errors import ConfigError, UserError
