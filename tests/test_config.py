@@ -5,16 +5,13 @@ import re
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
 from hydra import compose
 from hydra.utils import instantiate
-from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.cli import pick_device
 from mnist_lightning.cli import train as train_module
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
@@ -228,18 +225,6 @@ def test_a_bad_value_is_one_config_error_naming_key_value_and_what_is_allowed(
 )
 def test_edge_values_are_valid(overrides: str) -> None:
     validate(composed(overrides.split()))
-
-
-def test_device_auto_follows_lightnings_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """mnist-eval's and mnist-predict's device=auto: as Lightning's accelerator=auto (MPS, CUDA,
-    CPU; trainer.accelerator=auto itself: test_lightning_flags.py)."""
-    lightnings = L.Trainer(accelerator="auto", devices=1, logger=False).accelerator
-    assert pick_device("auto").type == type(lightnings).name()
-    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
-    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
-    assert pick_device("auto") == torch.device("cuda")
-    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: True))
-    assert pick_device("auto") == torch.device("mps")
 
 
 # command line -> the one line it gets (None: accepted), before Hydra makes anything (the

@@ -1,10 +1,8 @@
 """Lightning's Trainer flags and built-in callbacks, given through mnist-train's config, do what
-Lightning's documentation says (docs/lightning.md's table, one test or more per row).
-
-Each test composes conf/train.yaml with the override a user would type, builds the trainer as
-mnist-train does (`build_trainer`), trains a 784-32-10 MLP on the synthetic MNIST in this
-process (20 steps an epoch) and observes what happened: probe callbacks, the CSV log, files.
-"""
+Lightning's documentation says (docs/lightning.md's table, one test or more per row): the
+override a user would type, the trainer built as mnist-train builds it, a 784-32-10 MLP trained
+on the synthetic MNIST in this process (20 steps an epoch), observed by probe callbacks, the
+CSV log and the files."""
 
 import csv
 import time
@@ -15,6 +13,7 @@ import pytest
 import torch
 from hydra import compose
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
     EarlyStopping,
@@ -28,6 +27,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from omegaconf import DictConfig
 
 import mnist_lightning.cli.train as train_module
+from mnist_lightning.cli import pick_device
 from mnist_lightning.cli.eval import best_checkpoint
 from mnist_lightning.cli.train import build_callbacks, build_trainer
 from mnist_lightning.model.classifier import lr_factor
@@ -48,8 +48,7 @@ ONE_CYCLE_END = 1 / 250_000  # the one-cycle schedule's last learning rate, as a
 
 
 def callback(name: str, target: str, args: str = "") -> str:
-    """`+callbacks.<name>={_target_:lightning.pytorch.callbacks.<target>,<args>}` as in the
-    table (there quoted for the shell)."""
+    """`+callbacks.<name>={_target_:lightning.pytorch.callbacks.<target>,<args>}`, as the table."""
     return f"+callbacks.{name}={{_target_:lightning.pytorch.callbacks.{target}{args}}}"
 
 
@@ -73,8 +72,7 @@ pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
 def config(tmp_path: Path, data_dir: Path, *overrides: str) -> DictConfig:
-    """conf/train.yaml with SMALL (replaced key by key by `overrides`), writing under
-    `tmp_path`, checked by `validate` as mnist-train does."""
+    """conf/train.yaml with SMALL, then `overrides`, writing under `tmp_path`, validated."""
     base = [*SMALL, *QUIET, f"paths.output_dir={tmp_path}", f"paths.data_dir={data_dir}"]
     cfg = compose("train", overrides=merged(base, overrides))
     validate(cfg)
@@ -332,13 +330,9 @@ def test_early_stopping_stops_when_val_acc_stops_improving(
 def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_one_run(
     tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """2 epochs of 20 steps with log_every_n_steps=8: train/loss is each window's mean, and
-    train/loss, train/acc and train/lr have a point at Lightning's step-level points (where the
-    probe's `cadence` lands) and at each epoch's end; the learning-rate monitor logs one point
-    per group at the step-level points, equal to train/lr; the step checkpoint writes at steps
-    10, 20, 30, 40; the profiler times every training step; the rich bar counts the 20
-    training batches, and the one model summary is the rich one, two levels deep (it lists
-    net.layers, which the default depth of 1 does not)."""
+    """2 epochs of 20 steps: points at Lightning's step-level points (where the probe's
+    `cadence` lands) and at each epoch's end. The rich model summary two levels deep lists
+    net.layers (the default depth, 1, does not)."""
     flags = ("trainer.log_every_n_steps=8", LR_MONITOR, STEP_CHECKPOINTS, "debug=profiler")
     rich = (
         "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
@@ -453,8 +447,11 @@ def test_batch_size_finder_trains_with_the_batch_size_it_found(
     assert not list(tmp_path.glob(".scale_batch_size*"))
 
 
-def test_accelerator_auto_is_lightnings_own_choice(tmp_path: Path, synthetic_mnist: Path) -> None:
-    """What Lightning's own auto selection picks, and the data go to that device."""
+def test_accelerator_and_device_auto_are_lightnings_own_choice(
+    tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainer.accelerator=auto, and the data go to that device; mnist-eval's and mnist-predict's
+    device=auto: what Lightning's own auto selection picks (MPS, CUDA, CPU)."""
     cfg = config(tmp_path, synthetic_mnist, "trainer.accelerator=auto", *NO_CHECKPOINTS)
     trainer = build_trainer(cfg, build_callbacks(cfg))
     plain = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False)
@@ -464,3 +461,9 @@ def test_accelerator_auto_is_lightnings_own_choice(tmp_path: Path, synthetic_mni
     datamodule.trainer = trainer
     datamodule.setup("fit")
     assert datamodule.splits["train"][0].device == trainer.strategy.root_device
+    assert pick_device("auto").type == type(plain.accelerator).name()
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
+    assert pick_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: True))
+    assert pick_device("auto") == torch.device("mps")
