@@ -5,7 +5,6 @@ on the synthetic MNIST in this process (20 steps an epoch), observed by probe ca
 CSV log and the files."""
 
 import csv
-import time
 from pathlib import Path
 
 import lightning as L
@@ -112,9 +111,9 @@ class Probe(L.Callback):
     """What the loops did (validation: not the sanity check's), the gradients before clipping
     (Lightning clips right after `on_before_optimizer_step`) and after, the weights at each
     epoch's start (after SWA's own hook); a constant `cadence` logged with `on_step=True` lands
-    where Lightning's log_every_n_steps puts step-level points; `pause` s after each step."""
+    where Lightning's log_every_n_steps puts step-level points."""
 
-    def __init__(self, pause: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.batches: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # epoch, x, y
         self.losses: list[tuple[int, int, float]] = []  # epoch, global batch number, loss
         self.lrs: list[float] = []
@@ -128,8 +127,6 @@ class Probe(L.Callback):
         self.tested: list[torch.Tensor] = []
         self.autocast: set[tuple[torch.dtype, bool]] = set()
         self.deterministic: list[bool] = []
-        self.saved_at: list[int] = []
-        self.pause = pause
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.deterministic.append(torch.are_deterministic_algorithms_enabled())
@@ -151,7 +148,6 @@ class Probe(L.Callback):
         self.losses.append((trainer.current_epoch, len(self.losses), float(outputs["loss"])))
         self.after.append([p.grad.clone() for p in pl_module.parameters()])
         pl_module.log("cadence", 1.0, on_step=True, on_epoch=False)
-        time.sleep(self.pause)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.final = copy(pl_module)
@@ -173,9 +169,6 @@ class Probe(L.Callback):
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
         self.test_batches += 1
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.saved_at.append(trainer.global_step)
 
 
 def copy(module: L.LightningModule) -> list[torch.Tensor]:
@@ -374,18 +367,6 @@ def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_
     assert (task.completed, task.total) == (STEPS_PER_EPOCH, STEPS_PER_EPOCH)
     assert isinstance(the(trainer, ModelSummary), RichModelSummary)
     assert "net.layers" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_model_checkpoint_train_time_interval_writes_mid_epoch(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """The periodic checkpoint rewrites last.ckpt mid-epoch when its interval has passed: at
-    0.1 s with 20 ms steps several times an epoch."""
-    interval = "callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"
-    _, probe = fit(config(tmp_path, synthetic_mnist, interval, "trainer.max_epochs=1"), Probe(0.02))
-    assert len([step for step in probe.saved_at if step % STEPS_PER_EPOCH]) >= 2, probe.saved_at
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.slow
