@@ -1,12 +1,9 @@
 """Every console command against bad input (docs/reliability.md's cases), through its console
-entry in the test process, in a user's world (tests/helpers/worlds.py): exit status 2 (or the
-case's own) with one clear line naming the key, file or value, no traceback, and everything
-that existed left as it was, but for a file the command may replace (an earlier grid).
-Special files are skipped or refused by name, never opened (a FIFO hung mnist-predict; a link
+entry in the test process, in a user's world (tests/helpers/worlds.py): one case of each way a
+command can fail (the checks value by value: test_predict.py, test_tool_arguments.py,
+test_config.py, test_idx.py). Special files are never opened (a FIFO hung mnist-predict; a link
 to /dev/zero was read until memory ran out): each command runs under a 60 s alarm and a 4 GiB
-address-space margin, so such a regression fails its case instead of the machine. The checks
-themselves, value by value, are in test_predict.py, test_tool_arguments.py, test_config.py and
-test_idx.py: here is one case of each way a command can fail."""
+address-space margin, so such a regression fails its case instead of the machine."""
 
 import fcntl
 import os
