@@ -40,13 +40,6 @@ def train(cwd: Path, data: Path, args: list[str], **env: str) -> Path:
     return run_dirs(cwd)[-1]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Path) -> Path:
-    """The run left alone (saving a checkpoint changes nothing of the training)."""
-    cwd = tmp_path_factory.mktemp("reference")
-    return train(cwd, synthetic_mnist, [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE])
-
-
 def last_step(run: Path) -> int:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
@@ -61,11 +54,14 @@ STOPS = [  # (signal, sent at step, where, the steps last.ckpt may then hold)
 
 @pytest.mark.slow
 def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
-    reference: Path, tmp_path: Path, synthetic_mnist: Path
+    tmp_path: Path, synthetic_mnist: Path
 ) -> None:
     """One run takes each stop in turn, resumed in its own directory after each. SIGKILL loses
     the steps since callbacks.periodic_checkpoint's last save: at 0.1 s, with every step slowed
-    to at least 10 ms, at most ~10."""
+    to at least 10 ms, at most ~10. The reference is left alone (a checkpoint changes nothing)."""
+    (tmp_path / "reference").mkdir()
+    alone = [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE]
+    reference = train(tmp_path / "reference", synthetic_mnist, alone)
     args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
     for kill, step, where, saved in STOPS:
         slow = {"STEP_SECONDS": "0.01"} if kill == "KILL" else {}
