@@ -53,10 +53,8 @@ def test_the_layers_follow_the_keys(kwargs: dict, layers: str) -> None:
     net = MLP(**kwargs)
     names = [type(m).__name__ + (str(m.p) if isinstance(m, nn.Dropout) else "") for m in net.layers]
     assert " ".join(names) == layers
-    widths = [28 * 28, *kwargs["hidden_dims"], 10]
-    assert [(m.in_features, m.out_features) for m in linears(net)] == list(
-        itertools.pairwise(widths)
-    )
+    pairs = list(itertools.pairwise([28 * 28, *kwargs["hidden_dims"], 10]))
+    assert [(m.in_features, m.out_features) for m in linears(net)] == pairs
     no_bias = [bool(kwargs.get("batch_norm"))] * len(kwargs["hidden_dims"]) + [False]
     assert [m.bias is None for m in linears(net)] == no_bias  # batch norm has its own shift
     images = torch.rand(4, 28, 28)
