@@ -25,7 +25,9 @@ def draw(augment: Augment, images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_augmented_images_stay_images_drawn_from_the_seed(kind: str) -> None:
+def test_augmented_images_stay_images_drawn_from_the_seed_and_resume_with_the_loader(
+    kind: str,
+) -> None:
     images, augment = digits(), Augment(kind)
     out = draw(augment, images, 0)
     assert out.shape == images.shape and out.dtype == torch.float32
@@ -37,6 +39,23 @@ def test_augmented_images_stay_images_drawn_from_the_seed(kind: str) -> None:
     assert 0.9 < ink.mean() < 1.1 and ink.min() > 0.4
     assert torch.equal(draw(augment, images, 0), out)
     assert not torch.equal(draw(augment, images, 1), out)
+    # In the loader: batches distorted, labels kept, a resumed epoch draws the same.
+    images = (255 * digits(50)).to(torch.uint8)
+    loader = lambda augment: TensorBatches(images, torch.arange(50), 10, True, 3, augment=augment)  # noqa: E731
+    original, plain = loader(Augment(kind)), loader(None)
+    for part in (original, plain):
+        part.set_epoch(2)
+    items = iter(original)
+    taken = [next(items), next(items)]
+    state, rest = original.state_dict(), list(items)
+    for (xa, ya), (xb, yb) in zip(taken + rest, plain, strict=True):
+        assert torch.equal(ya, yb) and not torch.equal(xa, xb)  # the same images, distorted
+    fresh = loader(Augment(kind))
+    fresh.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(rest, fresh, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    fresh.set_epoch(3)  # another epoch, other distortions
+    assert not torch.equal(next(iter(fresh))[0], rest[0][0])
 
 
 def test_none_and_zero_limits_are_the_identity() -> None:
@@ -69,31 +88,6 @@ def test_affine_limits_bound_the_displacement() -> None:
     x, y = ((out * axis).sum((1, 2)) / out.sum((1, 2)) for axis in (xs, ys))  # the dot's centre
     moved = torch.hypot(x - 18, y - 14)
     assert moved.max() < 1 * 2**0.5 + 4 * (0.05 + 0.09 + 0.09) + 0.5
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_the_loader_distorts_batches_keeping_labels_and_a_resumed_epoch_draws_the_same(
-    kind: str,
-) -> None:
-    images = (255 * digits(50)).to(torch.uint8)
-
-    def loader(augment: Augment | None) -> TensorBatches:
-        return TensorBatches(images, torch.arange(50), 10, True, 3, augment=augment)
-
-    original, plain = loader(Augment(kind)), loader(None)
-    for part in (original, plain):
-        part.set_epoch(2)
-    items = iter(original)
-    taken = [next(items), next(items)]
-    state, rest = original.state_dict(), list(items)
-    for (xa, ya), (xb, yb) in zip(taken + rest, plain, strict=True):
-        assert torch.equal(ya, yb) and not torch.equal(xa, xb)  # the same images, distorted
-    fresh = loader(Augment(kind))
-    fresh.load_state_dict(state)
-    for (xa, ya), (xb, yb) in zip(rest, fresh, strict=True):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    fresh.set_epoch(3)  # another epoch, other distortions
-    assert not torch.equal(next(iter(fresh))[0], rest[0][0])
 
 
 def test_validation_and_test_are_never_augmented(synthetic_mnist: Path) -> None:

@@ -39,9 +39,12 @@ def test_each_kind_is_made_from_its_seed_and_prepared_back_into_its_digit(kind: 
     assert np.mean(scores) > 0.85, scores
 
 
-def lit_paper(kind: str, size: tuple[int, int] = (300, 200)) -> Image.Image:
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w] / max(size)
+@pytest.mark.parametrize(
+    "kind", ["white", "grey", "black", "gradient", "vignette", "shadow", "noisy", "noisy jpeg"]
+)
+def test_paper_without_ink_is_blank(kind: str) -> None:
+    h, w = 200, 300
+    y, x = np.mgrid[0:h, 0:w] / w
     tone = {
         "white": np.full((h, w), 250.0),
         "grey": np.full((h, w), 150.0),
@@ -51,20 +54,13 @@ def lit_paper(kind: str, size: tuple[int, int] = (300, 200)) -> Image.Image:
         "shadow": 235 - 60 / (1 + np.exp(-(x - 0.6) / 0.05)),
         "noisy": 220 + np.random.default_rng(0).normal(0, 6, (h, w)),
     }[kind.removesuffix(" jpeg")]
-    image = Image.fromarray(np.clip(tone, 0, 255).astype(np.uint8))
+    paper = Image.fromarray(np.clip(tone, 0, 255).astype(np.uint8))
     if kind.endswith("jpeg"):
         buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=20)
-        image = Image.open(io.BytesIO(buffer.getvalue()))
-    return image
-
-
-@pytest.mark.parametrize(
-    "kind", ["white", "grey", "black", "gradient", "vignette", "shadow", "noisy", "noisy jpeg"]
-)
-def test_paper_without_ink_is_blank(kind: str) -> None:
+        paper.save(buffer, "JPEG", quality=20)
+        paper = Image.open(io.BytesIO(buffer.getvalue()))
     with pytest.raises(ImageError, match=r"^paper\.jpg: the image is blank"):
-        prepare(lit_paper(kind), "paper.jpg")
+        prepare(paper, "paper.jpg")
 
 
 def test_per_kind_counts_refused_pictures_as_wrong() -> None:
