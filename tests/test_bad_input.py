@@ -165,18 +165,8 @@ CASES = [
     ("eval", "", "run/eval is a symbolic link, not a directory", "eval a link"),
     # mnist-export: where it writes (the example: a checkpoint named model.pt, exported
     # to TorchScript, by default over itself)
-    (
-        "export",
-        "ckpt_path={w}/model.pt",
-        "(by default the checkpoint's path with .pt) is the",
-        "ckpt",
-    ),
-    (
-        "export",
-        "output={w}/model.pt",
-        "model.pt exists and is not an earlier mnist-export",
-        "notes",
-    ),
+    ("export", "ckpt_path={w}/model.pt", "(by default the checkpoint's path with .pt) is", "ckpt"),
+    ("export", "output={w}/model.pt", "exists and is not an earlier mnist-export", "notes"),
     # mnist-predict (special files among its pictures: the test below)
     ("predict", "grid={w}/p.png", "grid={w}/p.png exists and is not a grid", "a picture"),
     ("predict", "inputs={w}/x.png", "x.png: not a readable image (Image size", "a huge image"),
