@@ -201,22 +201,6 @@ VALUES = {
 }
 
 
-@pytest.mark.parametrize(
-    ("overrides", "says"),
-    one_of_each_kind(VALUES.items(), lambda c: (c[0].split(".")[0], c[1] is None)),  # trainer...
-    ids=list(VALUES),
-)
-def test_a_bad_value_is_one_config_error_naming_key_value_and_what_is_allowed(
-    overrides: str, says: str | None
-) -> None:
-    if says is None:
-        validate(composed(overrides.split()))
-        return
-    with pytest.raises(ConfigError) as info:  # a UserError: one line, exit status 2
-        validate(composed(overrides.split()))
-    assert says in str(info.value) and "\n" not in str(info.value)
-
-
 # command line -> the one line it gets (None: accepted), before Hydra makes anything (the
 # console's exit status, and nothing made: test_bad_input.py's "unknown key")
 KEYS = {
@@ -272,14 +256,21 @@ KEYS = {
 
 @pytest.mark.parametrize(
     ("line", "says"),
-    one_of_each_kind(KEYS.items(), lambda c: (c[1] is None, "did you mean" in str(c[1]))),
-    ids=list(KEYS),
+    one_of_each_kind(
+        (VALUES | KEYS).items(),
+        lambda c: (
+            c[0] in VALUES and c[0].split(".")[0],
+            c[1] is None,
+            "did you mean" in str(c[1]),
+        ),
+    ),
+    ids=list(VALUES | KEYS),
 )
-def test_a_mistyped_key_is_one_line_naming_the_closest_key(line: str, says: str | None) -> None:
+def test_a_mistyped_key_or_a_bad_value_is_one_line_naming_it(line: str, says: str | None) -> None:
     if says is None:
         check_command_line(line.split(), "train")
         return
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # a UserError: one line, exit status 2
         check_command_line(line.split(), "train")
     assert says in str(info.value) and "\n" not in str(info.value)
 
