@@ -56,7 +56,7 @@ def linked_to_dev_zero(w: Path, name: str) -> None:
 def run_held_elsewhere(w: Path) -> None:
     """The run's lock taken as another mnist-train process holds it: flock on a file
     description of its own, the holder's name in the file (held until the tests end)."""
-    fd = os.open(w / "run" / ".lock", os.O_RDWR | os.O_CREAT)
+    fd = os.open(w / "run" / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     os.write(fd, b"process 4242 (mnist-train)")
     fcntl.flock(fd, fcntl.LOCK_EX)
 
