@@ -78,7 +78,7 @@ SETUP: dict[str, Callable[[Path], object]] = {
     "stopped at epoch 3": stopped_at_epoch_3,
     "corrupt": lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
     "t10k to /dev/zero": lambda w: linked_to_dev_zero(w, "t10k-images-idx3-ubyte"),
-    "held elsewhere": run_held_elsewhere,
+    "held": run_held_elsewhere,
     "eval a link": eval_is_a_link,
     "ckpt": lambda w: shutil.copy(last_ckpt(w), w / "model.pt"),
     "notes": lambda w: (w / "model.pt").write_text("my notes"),
@@ -147,6 +147,7 @@ CASES = [
     ("train", "resume={w}/run model.lr=0.5", "and model.lr would change what it computes."),
     ("train", "resume={w}/run hydra.run.dir={w}/b", "in its own directory; drop hydra.run.dir"),
     ("train", "resume={w}/run", "/run/.hydra/config.yaml is missing", "no .hydra"),
+    ("train", "resume={w}/run trainer.max_epochs=3", "then run mnist-train again", "held"),
     (  # the Trainer refuses it, with its data to fetch
         "train",
         "resume={w}/run paths.data_dir={w}/new trainer.max_epochs=9 trainer.devices=abc",
@@ -161,12 +162,13 @@ CASES = [
     # mnist-eval: a checkpoint (each way: test_trust.py, test_model.py), its data, where it writes
     ("eval", "ckpt_path={w}/bad.ckpt", "bad.ckpt cannot be read: it is not a torch", "corrupt"),
     ("eval", "", "t10k-images-idx3-ubyte: cannot read (a character device", "t10k to /dev/zero"),
-    ("eval", "", "process 4242 (mnist-train) is writing it.", "held elsewhere"),
+    ("eval", "", "process 4242 (mnist-train) is writing it.", "held"),
     ("eval", "", "run/eval is a symbolic link, not a directory", "eval a link"),
     # mnist-export: where it writes (the example: a checkpoint named model.pt, exported
     # to TorchScript, by default over itself)
     ("export", "ckpt_path={w}/model.pt", "(by default the checkpoint's path with .pt) is", "ckpt"),
     ("export", "output={w}/model.pt", "exists and is not an earlier mnist-export", "notes"),
+    ("export", "", "lies in a run that process 4242 (mnist-train) is writing", "held"),
     # mnist-predict (special files among its pictures: the test below)
     ("predict", "grid={w}/p.png", "grid={w}/p.png exists and is not a grid", "a picture"),
     ("predict", "inputs={w}/x.png", "x.png: not a readable image (Image size", "a huge image"),

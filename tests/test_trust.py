@@ -246,9 +246,9 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained_run: Path) -> None:
-    """A live lock refuses resume= and mnist-export (mnist-eval: test_bad_input.py) naming its
-    holder, and resume=latest passes over it; a dead holder's lock blocks nothing: of two resumes
-    started at once, one continues the run and the other is refused, naming the first."""
+    """resume=latest passes over a run whose lock is live (a live lock refuses resume=,
+    mnist-eval and mnist-export: test_bad_input.py); a dead holder's lock blocks nothing: of two
+    resumes started at once, one continues the run and the other is refused, naming the first."""
     runs = tmp_path / "outputs" / "runs"
     finished, live = runs / "0-finished", runs / "1-live"
     for run in (finished, live):
@@ -257,18 +257,10 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     os.write(holder, b"process 4242 (mnist-train)")
     fcntl.flock(holder, fcntl.LOCK_EX)
     untouched = [snapshot(run, directory_times=True) for run in (finished, live)]
-    lines = {
-        "train": [f"resume={live}", "trainer.max_epochs=3"],
-        "export": [f"ckpt_path={live}/checkpoints/last.ckpt", "format=torchscript"],
-    }
-    env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
-    busy = {command: run_console(command, args, tmp_path, env) for command, args in lines.items()}
-    latest = run_console("train", ["resume=latest"], tmp_path, env)
+    latest = run_console(
+        "train", ["resume=latest"], tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)}
+    )
     os.close(holder)  # its process died
-    for command, refused in busy.items():
-        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
-        assert "process 4242 (mnist-train) is writing" in refused.stderr
-        assert command == "export" or f"then run mnist-{command} again" in refused.stderr
     assert latest.returncode == 0, latest.stderr[-3000:]
     assert f"passing over {Path('outputs/runs') / live.name}" in latest.stderr
     assert "finished before" in latest.stdout and "nothing to do" in latest.stdout
