@@ -1,5 +1,6 @@
 """mnist-predict: whatever the picture or file, a 28×28 MNIST-like image or an `ImageError`
-naming the file, never another exception; its arguments and `grid=`."""
+naming the file, never another exception; its inputs, arguments and `grid=`, function by
+function (the command on special files and names a terminal would act on: test_bad_input.py)."""
 
 import contextlib
 import errno
@@ -132,10 +133,6 @@ def test_any_file_is_read_or_refused_with_its_name(data: bytes, name: str) -> No
             assert data != CUT_PNG or "not a readable image" in str(e)
         else:
             assert is_mnist_like(image)
-
-
-# Its inputs, arguments and the grid, function by function; test_bad_input.py runs mnist-predict
-# on special files (and on names a terminal would act on).
 
 
 def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept(
