@@ -94,9 +94,7 @@ def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     command.wait_until("the submission", lambda: job_ids(command.output))
     (array,) = job_ids(command.output)
     ckpt = tmp_path / "outputs/multiruns"
-    command.wait_until(
-        "job 1's first checkpoint", lambda: list(ckpt.glob("*/1/checkpoints/last.ckpt"))
-    )
+    command.wait_until("job 1's checkpoint", lambda: list(ckpt.glob("*/1/checkpoints/last.ckpt")))
     subprocess.run(["scancel", f"{array}_1"], check=True)
     code, output = command.finish()
 
