@@ -117,8 +117,7 @@ class Probe(L.Callback):
         self.batches: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # epoch, x, y
         self.losses: list[tuple[int, int, float]] = []  # epoch, global batch number, loss
         self.lrs: list[float] = []
-        self.validations: list[int] = []  # global_step at the end of each validation run
-        self.val_batches: list[int] = []
+        self.validations: list[list[int]] = []  # [global_step, its batches] of each validation
         self.test_batches = 0
         self.before: list[list[torch.Tensor]] = []
         self.after: list[list[torch.Tensor]] = []
@@ -152,17 +151,12 @@ class Probe(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self.final = copy(pl_module)
 
-    def on_validation_start(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.val_batches.append(0)
-
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
-        if not trainer.sanity_checking:
-            self.val_batches[-1] += 1
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.validations.append(trainer.global_step)
+        if trainer.sanity_checking:
+            return
+        if batch_idx == 0:
+            self.validations.append([trainer.global_step, 0])
+        self.validations[-1][1] += 1
 
     def on_test_start(self, trainer, pl_module) -> None:
         self.tested = copy(pl_module)
@@ -260,8 +254,7 @@ def test_loop_flags_run_each_loop_that_often_and_the_one_cycle_schedule_follows(
     trainer.test(trainer.lightning_module, datamodule=trainer.datamodule, verbose=False)
     assert len(probe.batches) == batches and len(probe.lrs) == trainer.global_step == steps
     assert trainer.estimated_stepping_batches == steps
-    assert probe.validations == validated_at
-    assert probe.val_batches == [val_batches] * len(validated_at)
+    assert probe.validations == [[step, val_batches] for step in validated_at]
     assert probe.test_batches == test_batches
     assert current_lr(trainer) == pytest.approx(trainer.lightning_module.hparams.lr * ONE_CYCLE_END)
     if "accumulate" in overrides:
@@ -289,7 +282,7 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     every = ("trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3", "model.scheduler=plateau")
     cfg = config(tmp_path, synthetic_mnist, *every)
     trainer, probe = fit(cfg)
-    assert probe.validations == [2 * STEPS_PER_EPOCH] and steps_of(cfg, "val/acc") == [39]
+    assert probe.validations == [[2 * STEPS_PER_EPOCH, 2]] and steps_of(cfg, "val/acc") == [39]
     assert Path(trainer.checkpoint_callback.best_model_path).name == "best-epoch001.ckpt"
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 * STEPS_PER_EPOCH
