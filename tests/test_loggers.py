@@ -18,8 +18,9 @@ from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import unlock_run
 from mnist_lightning.run.resume import check_run_files, trackers_as_configured
 from mnist_lightning.run.trainer import run_identity
-from tests.helpers.hydra_jobs import run_command
+from tests.helpers.hydra_jobs import run_command, run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
+from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
@@ -167,6 +168,28 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     before, after = (wandb_run(folder) for folder in offline)
     assert before["id"] == after["id"] == "tiny"
     assert [s for s, _ in wandb_steps(after["history"], "val/acc")] == [2 * STEPS_PER_EPOCH - 1]
+
+
+@pytest.mark.parametrize(  # 20 training, 2 validation, 3 test batches
+    "flag",
+    [
+        "trainer.val_check_interval=21",
+        *(f"trainer.limit_{s}_batches=0.01" for s in ("train", "val", "test")),
+    ],
+)
+def test_a_flag_lightning_checks_against_the_batches_in_fit_is_refused_before_mlflow_writes(
+    flag: str, project: Path, synthetic_mnist: Path
+) -> None:
+    """Lightning checks these only inside fit (test: after training), when MLflow's logger has
+    made its store and a run: refused before, the project is left as it was."""
+    before = snapshot(project)
+    line = [*SMALL, f"paths.data_dir={synthetic_mnist}", "logger=mlflow", flag]
+    done = run_console("train", line, project)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    key = flag.split("=")[0].removeprefix("trainer.")
+    assert error.startswith("Error: The trainer config cannot be used: ") and key in error, error
+    assert snapshot(project) == before
 
 
 def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(

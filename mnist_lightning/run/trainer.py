@@ -25,11 +25,14 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
+from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_lightning.data.datasets import raw_dir, unusable
+from mnist_lightning.data.datamodule import TensorBatches
+from mnist_lightning.data.datasets import raw_dir, read_idx, unusable
 from mnist_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -63,6 +66,8 @@ from mnist_lightning.run.resume import (
 )
 
 log = logging.getLogger(__name__)
+TRAINING, VALIDATING, TESTING = RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.TESTING
+OFFICIAL = (("train", 60_000), ("t10k", 10_000))  # the images of MNIST's splits
 WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names them
 
 # Lightning's warnings that do not apply here: the model logs what is left of a window at each
@@ -255,16 +260,45 @@ def check_before_training(cfg: DictConfig) -> None:
     try:
         with warnings.catch_warnings(action="ignore"):
             callbacks = build_callbacks(cfg, own=True)
-            build("trainer", cfg.trainer, _convert_="all", logger=False, callbacks=callbacks)
+            trainer = build("trainer", t, _convert_="all", logger=False, callbacks=callbacks)
             data = build("data", cfg.data)
             data.check_sizes()
             raw = raw_dir(data.data_dir, data.dataset.name)
             fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
             if fetched and (why := cannot_write(raw)):
                 raise unusable(raw, why)
+            check_batches(trainer, data, None if fetched else raw)
             start_from(build("model", cfg.model, _convert_="all"), cfg, None)
     finally:
         logging.disable(level)
+
+
+def check_batches(trainer: L.Trainer, data: Any, raw: Path | None) -> None:
+    """Lightning's checks of the number of batches, which it makes only inside fit, after a
+    tracker made its store and run: here, with its own function, on the splits' sizes (`raw`:
+    the files'; None: the official ones, not yet fetched), a process's part under DDP."""
+    train, test = (len(read_idx(raw / f"{s}-labels-idx1-ubyte")) if raw else n for s, n in OFFICIAL)
+    splits = {
+        TRAINING: (data.train_subset or train - data.val_size, data.batch_size),
+        VALIDATING: (data.val_size, data.eval_batch_size),
+        TESTING: (test, data.eval_batch_size),
+    }
+    for stage, (images, size) in splits.items():
+        training, rows, world = stage == TRAINING, torch.empty(images), trainer.world_size
+        loader = TensorBatches(rows, rows, size, False, 0, world_size=world, training=training)
+        limit = getattr(trainer, f"limit_{stage.dataloader_prefix}_batches")
+        try:
+            batches = _parse_num_batches(stage, len(loader), limit)
+        except MisconfigurationException as e:
+            raise ConfigError(f"The trainer config cannot be used: {one_line(e)}") from None
+        every = trainer.val_check_interval
+        per_epoch = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches
+        if training and isinstance(every, int) and every > batches and per_epoch:
+            raise ConfigError(
+                f"The trainer config cannot be used: `val_check_interval` ({every}) is more than "
+                f"the {batches} training batches of an epoch: give at most {batches}, a fraction "
+                "of the epoch, or trainer.check_val_every_n_epoch=null to count across epochs."
+            )
 
 
 def accelerator_available(name: object) -> bool:
@@ -369,9 +403,9 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         config = isinstance(e, MisconfigurationException)  # (max_epochs below the run's epoch)
         if resume_from and restoring and not isinstance(e, UserError) and not config:
             raise unrestorable(resume_from, e) from None
-        # Trainer arguments and callbacks Lightning checks only inside fit (a val_check_interval
-        # longer than the epoch, a LearningRateMonitor without a logger); not its checks of
-        # `self.log` calls, which are bugs in the module.
+        # Callbacks Lightning checks only inside fit (a LearningRateMonitor without a logger;
+        # check_batches makes its checks of the data's batches); not its checks of `self.log`
+        # calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
         lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
         ours = lightning and "logger_connector" not in where
