@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose
+from matplotlib.figure import Figure
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from mnist_lightning.cli.eval import prepare_run
+from mnist_lightning.cli.eval import prepare_run, write_results
 from mnist_lightning.cli.export import check_output, export_torchscript, is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.run.config import EXPORT, check, validate_eval
+from mnist_lightning.run.report import FIGURE_TAGS
 from tests.helpers.tiers import one_of_each_kind
 
 # A case per kind of refusal (the first of each command in the fast tier).
@@ -90,6 +92,9 @@ PLACES = {
         lambda t: (t / "eval" / "metrics.json").mkdir(parents=True)
     ),
     "tensorboard is a symbolic link": eval_after(lambda t: (t / "tensorboard").symlink_to(t)),
+    "eval/metrics.json exists and is not a file mnist-eval wrote": eval_after(
+        lambda t: ((t / "eval").mkdir(), (t / "eval" / "metrics.json").write_text('{"mine": 1}'))
+    ),
     "ckpt_path=x: cannot write to /proc": lambda t: prepare_run(
         Path("/proc/x.ckpt"), tensorboard=False, key="ckpt_path=x"
     ),
@@ -100,6 +105,15 @@ PLACES = {
 def test_export_and_eval_refuse_places_that_are_not_theirs(words: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=re.escape(words)):
         PLACES[words](make_places(tmp_path))
+
+
+def test_eval_replaces_its_own_earlier_results_and_no_other_file(tmp_path: Path) -> None:
+    figures = {name: Figure() for name in FIGURE_TAGS}
+    write_results(tmp_path, {"per_class_acc": {"0": 1.0}}, figures, tensorboard=False)
+    prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")  # its own
+    Image.new("L", (4, 4)).save(tmp_path / "eval" / "mistakes.png")  # a user's picture
+    with pytest.raises(UserError, match=r"mistakes\.png exists and is not a file mnist-eval wrote"):
+        prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")
 
 
 def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path: Path) -> None:

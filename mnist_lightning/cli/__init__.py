@@ -129,6 +129,13 @@ def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
         return False
 
 
+def png_mark(software: str) -> tuple[bytes, bytes]:
+    """What `carries` finds in a PNG a command wrote: its magic bytes, and its text chunk
+    `Software` naming the command (the chunk's length, type and text)."""
+    text = b"Software\0" + software.encode()
+    return b"\x89PNG", len(text).to_bytes(4, "big") + b"tEXt" + text
+
+
 def check_place(path: Path, key: str, wanted: str = "a regular file") -> None:
     """What is at `path` (named by `key`) is `wanted` or absent."""
     try:
