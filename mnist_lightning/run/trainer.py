@@ -64,6 +64,7 @@ from mnist_lightning.run.resume import (
     is_rank_zero,
     last_checkpoint,
 )
+from mnist_lightning.run.sweep import check_joblib
 
 log = logging.getLogger(__name__)
 TRAINING, VALIDATING, TESTING = RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.TESTING
@@ -232,10 +233,14 @@ def start_from(model: MNISTClassifier, cfg: DictConfig, resume_from: str | None)
 
 
 def check_before_training(cfg: DictConfig) -> None:
-    """What would refuse a run before it trains (no such accelerator, a value Lightning or a
-    callback refuses, data sizes the files lack, an unusable `ckpt_path`): before Hydra makes a
-    directory (for each job of a sweep), and again in the job (a resumed run's own config, an
-    Optuna trial's, a SLURM job's), before the data is fetched or a logger makes its store."""
+    """What would refuse a run before it trains (no such accelerator, a value Lightning, a
+    callback or joblib refuses, data sizes the files lack, an unusable `ckpt_path`): before
+    Hydra makes a directory (for each job of a sweep), and again in the job (a resumed run's own
+    config, an Optuna trial's, a SLURM job's), before the data is fetched or a logger makes its
+    store."""
+    launcher = (cfg.get("hydra") or {}).get("launcher") or {}  # (in the job: not in cfg)
+    if "JoblibLauncher" in str(launcher.get("_target_")):
+        check_joblib(launcher)
     t = cfg.trainer
     if not accelerator_available(t.get("accelerator")):
         raise ConfigError(
