@@ -5,6 +5,9 @@ test_bad_input.py runs the console entries on a few of them."""
 import importlib.util
 import os
 import re
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.run.config import EXPORT, check, validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS
+from tests.helpers.commands import cli_env, train_command
 from tests.helpers.tiers import one_of_each_kind
 
 # A case per kind of refusal (the first of each command in the fast tier).
@@ -146,3 +150,22 @@ def test_onnx_without_the_export_extra_is_one_line_before_loading_anything(
         "Error: format=onnx needs onnx, onnxscript, onnxruntime (onnxruntime not installed): "
         'pip install -e ".[export]"\n'
     )
+
+
+@pytest.mark.parametrize("when", ["at once", "once Hydra made the run's directory"])
+def test_ctrl_c_before_training_ends_mnist_train_quietly(
+    when: str, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """While Python and torch load, and while the run is checked and its data read, before
+    Lightning's fit handles Ctrl-C (GracefulInterrupt): status 130 (or, before Python ran any of
+    the command, its end by SIGINT, which a shell shows as 130) and no traceback."""
+    run = tmp_path / "run"
+    command = train_command(f"hydra.run.dir={run}")
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(synthetic_mnist), stderr=subprocess.PIPE, text=True
+    ) as process:
+        while when != "at once" and not (run / ".hydra").exists() and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        error = process.communicate(timeout=120)[1]
+    assert process.returncode in (130, -signal.SIGINT) and "Traceback" not in error, error

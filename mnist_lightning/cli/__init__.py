@@ -70,6 +70,8 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
                 put_back_locks()
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or
+            sys.exit(130)  # in a tool: quietly, as while torch loads
         except BrokenPipeError:  # `mnist-train --help | head`: the reader left (Python's advice)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
