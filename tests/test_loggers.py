@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from benchmarks.common import scalars
@@ -226,12 +228,16 @@ def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"
 
 
-def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_path: Path) -> None:
-    """A sweep's job is `<sweep>/<job>`: MLflow's run name and `sweep` tag, W&B's name, id and
-    group (test_logger_many... reads a real single run back)."""
+def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep's job is `<sweep>/<job>`, whatever the sweeper (Optuna's writes no
+    multirun.yaml): MLflow's run name and `sweep` tag, W&B's name, id and group
+    (test_logger_many... reads a real single run back)."""
     sweep = tmp_path / "2026-01-01_00-00-00_abcdef"
     (sweep / "3").mkdir(parents=True)
-    (sweep / "multirun.yaml").write_text("{}")
+    job = {"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep)}}}
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", OmegaConf.create(job))
     cfg = OmegaConf.create({"paths": {"output_dir": str(sweep / "3")}, "resume": None})
     tracker = {
         name: OmegaConf.create({"_target_": f"lightning.pytorch.loggers.{name}"})
@@ -250,6 +256,7 @@ def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_p
         "group": sweep.name,
         "settings": {"symlink": False},
     }
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # a single run
     cfg.paths.output_dir = str(tmp_path / "my run")
     assert run_identity(tracker["WandbLogger"], cfg)["id"] == "my-run"
 

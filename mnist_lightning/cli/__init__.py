@@ -25,8 +25,6 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_lightning.data.datamodule import load_pair, trained_on
@@ -42,7 +40,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
-from mnist_lightning.run.sweep import record_failure
+from mnist_lightning.run.sweep import record_failure, sweep_job
 from mnist_lightning.run.trainer import accelerator_available
 
 log = logging.getLogger(__name__)
@@ -61,7 +59,7 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return task(*args, **kwargs)
         except UserError as e:
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            if sweep_job():
                 record_failure(str(e))  # logged, in the job's train.log too
                 return None
             if isinstance(e, TrainingFailedError):  # the run's log says why it stopped

@@ -28,6 +28,13 @@ COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "w
 STATUS_FILE = "job_status.json"
 
 
+def sweep_job() -> DictConfig | None:
+    """Hydra's config of the sweep job this process runs (its launcher, its sweep directory,
+    whatever the sweeper: Optuna's writes no multirun.yaml); None outside a sweep."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    return hydra if hydra and hydra.mode == RunMode.MULTIRUN else None
+
+
 def check_joblib(launcher: DictConfig) -> None:
     """hydra/launcher=joblib's settings as joblib takes them, given as Hydra's launcher gives
     them (its `loky` backend): `n_jobs=0` is otherwise a traceback once the jobs start."""

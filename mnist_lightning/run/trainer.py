@@ -19,8 +19,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra._internal.utils import _locate
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
@@ -64,7 +62,7 @@ from mnist_lightning.run.resume import (
     is_rank_zero,
     last_checkpoint,
 )
-from mnist_lightning.run.sweep import check_joblib
+from mnist_lightning.run.sweep import check_joblib, sweep_job
 
 log = logging.getLogger(__name__)
 TRAINING, VALIDATING, TESTING = RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.TESTING
@@ -142,8 +140,7 @@ def setup_process() -> None:
     if "SLURM_CPUS_PER_TASK" in os.environ:
         torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         return
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    jobs = hydra.launcher.get("n_jobs") if hydra and hydra.mode == RunMode.MULTIRUN else None
+    jobs = hydra.launcher.get("n_jobs") if (hydra := sweep_job()) else None
     if jobs:
         cores = os.cpu_count() or 1
         at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
@@ -389,8 +386,7 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
             if isinstance(callback, GracefulInterrupt):
                 callback.hand_back()  # a SLURM job's time limit: submitit requeues it
         if is_rank_zero():
-            hydra = HydraConfig.get() if HydraConfig.initialized() else None
-            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
+            sweep = (hydra := sweep_job()) and hydra.sweep.dir
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
             stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
             print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
@@ -502,7 +498,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     if target not in (MLFLOW_LOGGER, WANDB_LOGGER):
         return {}
     run = Path(cfg.paths.output_dir).resolve()  # its name: `<run dir>` or `<sweep dir>/<job>`
-    sweep = run.parent.name if (run.parent / "multirun.yaml").is_file() else None
+    sweep = Path(hydra.sweep.dir).name if (hydra := sweep_job()) else None
     name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
