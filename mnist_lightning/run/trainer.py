@@ -404,13 +404,13 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         config = isinstance(e, MisconfigurationException)  # (max_epochs below the run's epoch)
         if resume_from and restoring and not isinstance(e, UserError) and not config:
             raise unrestorable(resume_from, e) from None
-        # Callbacks Lightning checks only inside fit (a LearningRateMonitor without a logger;
-        # check_batches makes its checks of the data's batches); not its checks of `self.log`
-        # calls, which are bugs in the module.
+        # Callbacks Lightning checks only inside fit (a LearningRateMonitor without a logger,
+        # a metric to monitor that the model does not log; check_batches makes its checks of
+        # the data's batches); not its checks of `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
         lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
         ours = lightning and "logger_connector" not in where
-        if isinstance(e, MisconfigurationException | ValueError) and ours:
+        if isinstance(e, MisconfigurationException | ValueError | RuntimeError) and ours:
             reason = one_line(e).rstrip(".!")
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         raise
