@@ -65,7 +65,6 @@ from mnist_lightning.run.resume import (
 from mnist_lightning.run.sweep import check_joblib, sweep_job
 
 log = logging.getLogger(__name__)
-TRAINING, VALIDATING, TESTING = RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.TESTING
 OFFICIAL = (("train", 60_000), ("t10k", 10_000))  # the images of MNIST's splits
 WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names them
 
@@ -232,9 +231,8 @@ def start_from(model: MNISTClassifier, cfg: DictConfig, resume_from: str | None)
 def check_before_training(cfg: DictConfig) -> None:
     """What would refuse a run before it trains (no such accelerator, a value Lightning, a
     callback or joblib refuses, data sizes the files lack, an unusable `ckpt_path`): before
-    Hydra makes a directory (for each job of a sweep), and again in the job (a resumed run's own
-    config, an Optuna trial's, a SLURM job's), before the data is fetched or a logger makes its
-    store."""
+    Hydra makes a directory (for each job of a sweep), and again in the job (for a resumed run's,
+    an Optuna trial's, a SLURM job's config), before the data is fetched or a logger writes."""
     launcher = (cfg.get("hydra") or {}).get("launcher") or {}  # (in the job: not in cfg)
     if "JoblibLauncher" in str(launcher.get("_target_")):
         check_joblib(launcher)
@@ -280,14 +278,15 @@ def check_batches(trainer: L.Trainer, data: Any, raw: Path | None) -> None:
     tracker made its store and run: here, with its own function, on the splits' sizes (`raw`:
     the files'; None: the official ones, not yet fetched), a process's part under DDP."""
     train, test = (len(read_idx(raw / f"{s}-labels-idx1-ubyte")) if raw else n for s, n in OFFICIAL)
-    splits = {
-        TRAINING: (data.train_subset or train - data.val_size, data.batch_size),
-        VALIDATING: (data.val_size, data.eval_batch_size),
-        TESTING: (test, data.eval_batch_size),
-    }
-    for stage, (images, size) in splits.items():
-        training, rows, world = stage == TRAINING, torch.empty(images), trainer.world_size
-        loader = TensorBatches(rows, rows, size, False, 0, world_size=world, training=training)
+    for stage, images, size in (
+        (RunningStage.TRAINING, data.train_subset or train - data.val_size, data.batch_size),
+        (RunningStage.VALIDATING, data.val_size, data.eval_batch_size),
+        (RunningStage.TESTING, test, data.eval_batch_size),
+    ):
+        training, rows = stage == RunningStage.TRAINING, torch.empty(images)
+        loader = TensorBatches(
+            rows, rows, size, False, 0, world_size=trainer.world_size, training=training
+        )
         limit = getattr(trainer, f"limit_{stage.dataloader_prefix}_batches")
         try:
             batches = _parse_num_batches(stage, len(loader), limit)
