@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from benchmarks.common import scalars
@@ -18,8 +20,9 @@ from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import unlock_run
 from mnist_lightning.run.resume import check_run_files, trackers_as_configured
 from mnist_lightning.run.trainer import run_identity
-from tests.helpers.hydra_jobs import run_command
+from tests.helpers.hydra_jobs import run_command, run_console
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
+from tests.helpers.worlds import snapshot
 
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
@@ -169,6 +172,28 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     assert [s for s, _ in wandb_steps(after["history"], "val/acc")] == [2 * STEPS_PER_EPOCH - 1]
 
 
+@pytest.mark.parametrize(  # 20 training, 2 validation, 3 test batches
+    "flag",
+    [
+        "trainer.val_check_interval=21",
+        *(f"trainer.limit_{s}_batches=0.01" for s in ("train", "val", "test")),
+    ],
+)
+def test_a_flag_lightning_checks_against_the_batches_in_fit_is_refused_before_mlflow_writes(
+    flag: str, project: Path, synthetic_mnist: Path
+) -> None:
+    """Lightning checks these only inside fit (test: after training), when MLflow's logger has
+    made its store and a run: refused before, the project is left as it was."""
+    before = snapshot(project)
+    line = [*SMALL, f"paths.data_dir={synthetic_mnist}", "logger=mlflow", flag]
+    done = run_console("train", line, project)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    key = flag.split("=")[0].removeprefix("trainer.")
+    assert error.startswith("Error: The trainer config cannot be used: ") and key in error, error
+    assert snapshot(project) == before
+
+
 def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -203,12 +228,16 @@ def test_a_resumed_run_takes_its_trackers_from_conf_not_from_its_run_directory(
     assert saved.logger.mlflow.tracking_uri == "http://tracking.example:5000"
 
 
-def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_path: Path) -> None:
-    """A sweep's job is `<sweep>/<job>`: MLflow's run name and `sweep` tag, W&B's name, id and
-    group (test_logger_many... reads a real single run back)."""
+def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep's job is `<sweep>/<job>`, whatever the sweeper (Optuna's writes no
+    multirun.yaml): MLflow's run name and `sweep` tag, W&B's name, id and group
+    (test_logger_many... reads a real single run back)."""
     sweep = tmp_path / "2026-01-01_00-00-00_abcdef"
     (sweep / "3").mkdir(parents=True)
-    (sweep / "multirun.yaml").write_text("{}")
+    job = {"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep)}}}
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", OmegaConf.create(job))
     cfg = OmegaConf.create({"paths": {"output_dir": str(sweep / "3")}, "resume": None})
     tracker = {
         name: OmegaConf.create({"_target_": f"lightning.pytorch.loggers.{name}"})
@@ -227,6 +256,7 @@ def test_tracker_runs_are_named_tagged_and_grouped_after_the_run_directory(tmp_p
         "group": sweep.name,
         "settings": {"symlink": False},
     }
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # a single run
     cfg.paths.output_dir = str(tmp_path / "my run")
     assert run_identity(tracker["WandbLogger"], cfg)["id"] == "my-run"
 

@@ -161,3 +161,23 @@ def test_hydra_records_the_config_only_of_a_job_that_has_not_run(tmp_path: Path)
     assert hydra_output_subdir(str(tmp_path)) == ".hydra"
     (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
     assert hydra_output_subdir(str(tmp_path)) is None
+
+
+# A launcher's setting it would refuse only once the jobs start -> the refusal's words.
+LAUNCHERS = {
+    "hydra/launcher=joblib hydra.launcher.n_jobs=0": "n_jobs == 0",
+    "hydra/launcher=slurm_local hydra.launcher.submitit_folder=elsewhere/%j": "submitit_folder",
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_launcher_setting_is_refused_in_one_line_leaving_nothing(
+    launcher: str, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    plugin = launcher.split()[0].split("=")[1].removesuffix("_local").replace("slurm", "submitit")
+    pytest.importorskip(f"hydra_plugins.hydra_{plugin}_launcher")
+    args = ["-m", *SMALL, *launcher.split(), "model.dropout=0,0.1"]
+    done = run_console("train", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert LAUNCHERS[launcher] in line and not snapshot(tmp_path)

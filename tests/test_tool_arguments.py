@@ -5,21 +5,27 @@ test_bad_input.py runs the console entries on a few of them."""
 import importlib.util
 import os
 import re
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose
+from matplotlib.figure import Figure
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from mnist_lightning.cli.eval import prepare_run
+from mnist_lightning.cli.eval import prepare_run, write_results
 from mnist_lightning.cli.export import check_output, export_torchscript, is_earlier_export
 from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.run.config import EXPORT, check, validate_eval
+from mnist_lightning.run.report import FIGURE_TAGS
+from tests.helpers.commands import cli_env, train_command
 from tests.helpers.tiers import one_of_each_kind
 
 # A case per kind of refusal (the first of each command in the fast tier).
@@ -90,6 +96,9 @@ PLACES = {
         lambda t: (t / "eval" / "metrics.json").mkdir(parents=True)
     ),
     "tensorboard is a symbolic link": eval_after(lambda t: (t / "tensorboard").symlink_to(t)),
+    "eval/metrics.json exists and is not a file mnist-eval wrote": eval_after(
+        lambda t: ((t / "eval").mkdir(), (t / "eval" / "metrics.json").write_text('{"mine": 1}'))
+    ),
     "ckpt_path=x: cannot write to /proc": lambda t: prepare_run(
         Path("/proc/x.ckpt"), tensorboard=False, key="ckpt_path=x"
     ),
@@ -100,6 +109,15 @@ PLACES = {
 def test_export_and_eval_refuse_places_that_are_not_theirs(words: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=re.escape(words)):
         PLACES[words](make_places(tmp_path))
+
+
+def test_eval_replaces_its_own_earlier_results_and_no_other_file(tmp_path: Path) -> None:
+    figures = {name: Figure() for name in FIGURE_TAGS}
+    write_results(tmp_path, {"per_class_acc": {"0": 1.0}}, figures, tensorboard=False)
+    prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")  # its own
+    Image.new("L", (4, 4)).save(tmp_path / "eval" / "mistakes.png")  # a user's picture
+    with pytest.raises(UserError, match=r"mistakes\.png exists and is not a file mnist-eval wrote"):
+        prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")
 
 
 def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path: Path) -> None:
@@ -132,3 +150,26 @@ def test_onnx_without_the_export_extra_is_one_line_before_loading_anything(
         "Error: format=onnx needs onnx, onnxscript, onnxruntime (onnxruntime not installed): "
         'pip install -e ".[export]"\n'
     )
+
+
+@pytest.mark.parametrize("loading", [True, False])
+def test_ctrl_c_before_training_ends_mnist_train_quietly(
+    loading: bool, tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """Once torch is imported (Python's -X importtime says so; Lightning's import takes seconds
+    more), and once Hydra made the run's directory (the checks, the data read): before
+    Lightning's fit handles Ctrl-C (GracefulInterrupt), status 130 and no traceback."""
+    run = tmp_path / "run"
+    command = train_command(f"hydra.run.dir={run}")
+    command[1:1] = ["-X", "importtime"] if loading else []  # a line on stderr per import
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(synthetic_mnist), stderr=subprocess.PIPE, text=True
+    ) as process:
+        while loading and (line := process.stderr.readline()):
+            if line.split("|")[-1].strip() == "torch":
+                break
+        while not loading and not (run / ".hydra").exists() and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        error = process.communicate(timeout=120)[1]
+    assert process.returncode == 130 and "Traceback" not in error, error[-3000:]

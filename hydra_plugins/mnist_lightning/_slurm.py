@@ -11,6 +11,7 @@ summary while the others finish.
 import contextlib
 import io
 import logging
+import os
 import re
 import shutil
 import sys
@@ -121,7 +122,15 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         )
 
     def check_resources(self, job_overrides: list[list[str]]) -> None:
-        """SLURM gets one request for all the jobs of a sweep: they must agree on it."""
+        """SLURM gets one request for all the jobs of a sweep: they must agree on it; submitit
+        writes their scripts and logs into the sweep (which resume= and a refusal know)."""
+        own = os.path.abspath(Path(str(self.config.hydra.sweep.dir), ".submitit"))
+        if not Path(os.path.abspath(self.params["submitit_folder"])).is_relative_to(own):
+            raise ConfigError(
+                f"hydra.launcher.submitit_folder={self.params['submitit_folder']}: mnist-train "
+                f"decides where Hydra writes, the jobs' scripts and logs into {own}; choose the "
+                "sweep's directory with hydra.sweep.dir."
+            )
         if shutil.which("sbatch") is None:
             raise ConfigError(
                 "hydra/launcher=slurm submits jobs with sbatch, which is not on the PATH: run "

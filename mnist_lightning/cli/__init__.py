@@ -25,8 +25,6 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_lightning.data.datamodule import load_pair, trained_on
@@ -42,7 +40,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
-from mnist_lightning.run.sweep import record_failure
+from mnist_lightning.run.sweep import record_failure, sweep_job
 from mnist_lightning.run.trainer import accelerator_available
 
 log = logging.getLogger(__name__)
@@ -61,7 +59,7 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return task(*args, **kwargs)
         except UserError as e:
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            if sweep_job():
                 record_failure(str(e))  # logged, in the job's train.log too
                 return None
             if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
@@ -70,6 +68,8 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
                 put_back_locks()
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or
+            sys.exit(130)  # in a tool: quietly, as while torch loads
         except BrokenPipeError:  # `mnist-train --help | head`: the reader left (Python's advice)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
@@ -127,6 +127,13 @@ def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
             return m[: len(mark[0])] == mark[0] and m.find(mark[1]) >= 0
     except (OSError, ValueError):  # not a regular file, or an empty one (no mmap): not ours
         return False
+
+
+def png_mark(software: str) -> tuple[bytes, bytes]:
+    """What `carries` finds in a PNG a command wrote: its magic bytes, and its text chunk
+    `Software` naming the command (the chunk's length, type and text)."""
+    text = b"Software\0" + software.encode()
+    return b"\x89PNG", len(text).to_bytes(4, "big") + b"tEXt" + text
 
 
 def check_place(path: Path, key: str, wanted: str = "a regular file") -> None:

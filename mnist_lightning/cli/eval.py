@@ -2,6 +2,7 @@
 per class, and its confusion matrix, to the console, `<run>/eval/` and the run's TensorBoard.
 Same images, batches and arithmetic as mnist-train's test: the same accuracy."""
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,16 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mnist_lightning.cli import check_place, command, held_out, open_checkpoint, writing
+from mnist_lightning.cli import (
+    carries,
+    check_overwrite,
+    check_place,
+    command,
+    held_out,
+    open_checkpoint,
+    png_mark,
+    writing,
+)
 from mnist_lightning.data.datasets import DataSet
 from mnist_lightning.files import atomic_open, atomic_write_json, check_writable, lock_run
 from mnist_lightning.model.classifier import predict_all
@@ -18,8 +28,12 @@ from mnist_lightning.run.checkpoint import best_checkpoint, run_dir_of
 from mnist_lightning.run.config import validate_eval
 from mnist_lightning.run.report import FIGURE_TAGS, result_figures
 
-# What mnist-eval writes into <run>/eval/.
-EVAL_FILES = ("metrics.json", *(f"{name}.png" for name in FIGURE_TAGS))
+# What mnist-eval writes into <run>/eval/, each with what marks it as mnist-eval's own, which
+# alone it writes over: a key only its metrics.json has, the figures' PNG text `Software`.
+EVAL_FILES = {
+    "metrics.json": (b"{", b'\n  "per_class_acc": {'),
+    **{f"{name}.png": png_mark("mnist-eval") for name in FIGURE_TAGS},
+}
 
 
 def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
@@ -30,8 +44,9 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
     for folder in folders:
         check_place(folder, str(folder), "a directory")
         check_writable(folder, key)
-    for name in EVAL_FILES:
-        check_place(run / "eval" / name, str(run / "eval" / name))
+    for name, mark in EVAL_FILES.items():
+        own, path = functools.partial(carries, mark=mark), run / "eval" / name
+        check_overwrite(path, str(path), {}, "mnist-eval", own, "a file mnist-eval wrote")
     if ckpt.parent.name == "checkpoints":
         lock_run(run, "mnist-eval")
     return run
@@ -73,7 +88,7 @@ def write_results(run: Path, results: dict[str, Any], figures: dict, tensorboard
     atomic_write_json(run / "eval" / "metrics.json", results)
     for name, figure in figures.items():
         with atomic_open(run / "eval" / f"{name}.png", "wb") as f:
-            figure.savefig(f, format="png", dpi=100)
+            figure.savefig(f, format="png", dpi=100, metadata={"Software": "mnist-eval"})
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 

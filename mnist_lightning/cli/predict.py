@@ -11,7 +11,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from mnist_lightning.cli import carries, check_overwrite, command, open_checkpoint, writing
+from mnist_lightning.cli import (
+    carries,
+    check_overwrite,
+    command,
+    open_checkpoint,
+    png_mark,
+    writing,
+)
 from mnist_lightning.data.datasets import MNIST, DataSet
 from mnist_lightning.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from mnist_lightning.errors import printable
@@ -20,8 +27,7 @@ from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure
 
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
-_TEXT = b"Software\0" + GRID_SOFTWARE.encode()  # a PNG text chunk: its length, type, text
-GRID_MARK = (b"\x89PNG", len(_TEXT).to_bytes(4, "big") + b"tEXt" + _TEXT)
+GRID_MARK = png_mark(GRID_SOFTWARE)
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_lightning.errors import one_line
+from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.files import atomic_open, atomic_write_json, lock_run, read_json, unlock_run
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,28 @@ COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "w
 
 
 STATUS_FILE = "job_status.json"
+
+
+def sweep_job() -> DictConfig | None:
+    """Hydra's config of the sweep job this process runs (its launcher, its sweep directory,
+    whatever the sweeper: Optuna's writes no multirun.yaml); None outside a sweep."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    return hydra if hydra and hydra.mode == RunMode.MULTIRUN else None
+
+
+def check_joblib(launcher: DictConfig) -> None:
+    """hydra/launcher=joblib's settings as joblib takes them, given as Hydra's launcher gives
+    them (its `loky` backend): `n_jobs=0` is otherwise a traceback once the jobs start."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, effective_n_jobs
+
+    settings = {k: v for k, v in launcher.items() if k != "_target_"} | {"backend": "loky"}
+    process_joblib_cfg(settings)
+    try:
+        Parallel(**settings)
+        effective_n_jobs(settings.get("n_jobs"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"hydra.launcher cannot be used: {one_line(e)}.") from None
 
 
 def completed(job_dir: Path) -> bool:

@@ -19,17 +19,18 @@ from typing import Any
 import lightning as L
 import torch
 from hydra._internal.utils import _locate
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
+from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mnist_lightning.data.datasets import raw_dir, unusable
+from mnist_lightning.data.datamodule import TensorBatches
+from mnist_lightning.data.datasets import raw_dir, read_idx, unusable
 from mnist_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -61,8 +62,10 @@ from mnist_lightning.run.resume import (
     is_rank_zero,
     last_checkpoint,
 )
+from mnist_lightning.run.sweep import check_joblib, sweep_job
 
 log = logging.getLogger(__name__)
+OFFICIAL = (("train", 60_000), ("t10k", 10_000))  # the images of MNIST's splits
 WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names them
 
 # Lightning's warnings that do not apply here: the model logs what is left of a window at each
@@ -136,8 +139,7 @@ def setup_process() -> None:
     if "SLURM_CPUS_PER_TASK" in os.environ:
         torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         return
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    jobs = hydra.launcher.get("n_jobs") if hydra and hydra.mode == RunMode.MULTIRUN else None
+    jobs = hydra.launcher.get("n_jobs") if (hydra := sweep_job()) else None
     if jobs:
         cores = os.cpu_count() or 1
         at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
@@ -227,10 +229,13 @@ def start_from(model: MNISTClassifier, cfg: DictConfig, resume_from: str | None)
 
 
 def check_before_training(cfg: DictConfig) -> None:
-    """What would refuse a run before it trains (no such accelerator, a value Lightning or a
-    callback refuses, data sizes the files lack, an unusable `ckpt_path`): before Hydra makes a
-    directory (for each job of a sweep), and again in the job (a resumed run's own config, an
-    Optuna trial's, a SLURM job's), before the data is fetched or a logger makes its store."""
+    """What would refuse a run before it trains (no such accelerator, a value Lightning, a
+    callback or joblib refuses, data sizes the files lack, an unusable `ckpt_path`): before
+    Hydra makes a directory (for each job of a sweep), and again in the job (for a resumed run's,
+    an Optuna trial's, a SLURM job's config), before the data is fetched or a logger writes."""
+    launcher = (cfg.get("hydra") or {}).get("launcher") or {}  # (in the job: not in cfg)
+    if "JoblibLauncher" in str(launcher.get("_target_")):
+        check_joblib(launcher)
     t = cfg.trainer
     if not accelerator_available(t.get("accelerator")):
         raise ConfigError(
@@ -255,16 +260,46 @@ def check_before_training(cfg: DictConfig) -> None:
     try:
         with warnings.catch_warnings(action="ignore"):
             callbacks = build_callbacks(cfg, own=True)
-            build("trainer", cfg.trainer, _convert_="all", logger=False, callbacks=callbacks)
+            trainer = build("trainer", t, _convert_="all", logger=False, callbacks=callbacks)
             data = build("data", cfg.data)
             data.check_sizes()
             raw = raw_dir(data.data_dir, data.dataset.name)
             fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
             if fetched and (why := cannot_write(raw)):
                 raise unusable(raw, why)
+            check_batches(trainer, data, None if fetched else raw)
             start_from(build("model", cfg.model, _convert_="all"), cfg, None)
     finally:
         logging.disable(level)
+
+
+def check_batches(trainer: L.Trainer, data: Any, raw: Path | None) -> None:
+    """Lightning's checks of the number of batches, which it makes only inside fit, after a
+    tracker made its store and run: here, with its own function, on the splits' sizes (`raw`:
+    the files'; None: the official ones, not yet fetched), a process's part under DDP."""
+    train, test = (len(read_idx(raw / f"{s}-labels-idx1-ubyte")) if raw else n for s, n in OFFICIAL)
+    for stage, images, size in (
+        (RunningStage.TRAINING, data.train_subset or train - data.val_size, data.batch_size),
+        (RunningStage.VALIDATING, data.val_size, data.eval_batch_size),
+        (RunningStage.TESTING, test, data.eval_batch_size),
+    ):
+        training, rows = stage == RunningStage.TRAINING, torch.empty(images)
+        loader = TensorBatches(
+            rows, rows, size, False, 0, world_size=trainer.world_size, training=training
+        )
+        limit = getattr(trainer, f"limit_{stage.dataloader_prefix}_batches")
+        try:
+            batches = _parse_num_batches(stage, len(loader), limit)
+        except MisconfigurationException as e:
+            raise ConfigError(f"The trainer config cannot be used: {one_line(e)}") from None
+        every = trainer.val_check_interval
+        per_epoch = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches
+        if training and isinstance(every, int) and every > batches and per_epoch:
+            raise ConfigError(
+                f"The trainer config cannot be used: `val_check_interval` ({every}) is more than "
+                f"the {batches} training batches of an epoch: give at most {batches}, a fraction "
+                "of the epoch, or trainer.check_val_every_n_epoch=null to count across epochs."
+            )
 
 
 def accelerator_available(name: object) -> bool:
@@ -350,8 +385,7 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
             if isinstance(callback, GracefulInterrupt):
                 callback.hand_back()  # a SLURM job's time limit: submitit requeues it
         if is_rank_zero():
-            hydra = HydraConfig.get() if HydraConfig.initialized() else None
-            sweep = hydra and hydra.mode == RunMode.MULTIRUN and hydra.sweep.dir
+            sweep = (hydra := sweep_job()) and hydra.sweep.dir
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
             stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
             print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
@@ -369,13 +403,13 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         config = isinstance(e, MisconfigurationException)  # (max_epochs below the run's epoch)
         if resume_from and restoring and not isinstance(e, UserError) and not config:
             raise unrestorable(resume_from, e) from None
-        # Trainer arguments and callbacks Lightning checks only inside fit (a val_check_interval
-        # longer than the epoch, a LearningRateMonitor without a logger); not its checks of
-        # `self.log` calls, which are bugs in the module.
+        # Callbacks Lightning checks only inside fit (a LearningRateMonitor without a logger,
+        # a metric to monitor that the model does not log; check_batches makes its checks of
+        # the data's batches); not its checks of `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
         lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
         ours = lightning and "logger_connector" not in where
-        if isinstance(e, MisconfigurationException | ValueError) and ours:
+        if isinstance(e, MisconfigurationException | ValueError | RuntimeError) and ours:
             reason = one_line(e).rstrip(".!")
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         raise
@@ -463,7 +497,7 @@ def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     if target not in (MLFLOW_LOGGER, WANDB_LOGGER):
         return {}
     run = Path(cfg.paths.output_dir).resolve()  # its name: `<run dir>` or `<sweep dir>/<job>`
-    sweep = run.parent.name if (run.parent / "multirun.yaml").is_file() else None
+    sweep = Path(hydra.sweep.dir).name if (hydra := sweep_job()) else None
     name = f"{sweep}/{run.name}" if sweep else run.name
     extra: dict[str, Any] = {"_convert_": "all"}  # plain dicts: wandb ignores a DictConfig
     if target == MLFLOW_LOGGER:
