@@ -181,3 +181,18 @@ def test_a_launcher_setting_is_refused_in_one_line_leaving_nothing(
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert LAUNCHERS[launcher] in line and not snapshot(tmp_path)
+
+
+def test_resume_of_an_optuna_search_says_how_to_continue_its_study(tmp_path: Path) -> None:
+    """Hydra's Optuna sweeper writes no multirun.yaml, which a re-launch needs: not "not a sweep
+    directory" but the documented way, a new search on its study."""
+    sweep = tmp_path / "outputs" / "multiruns" / "2026-01-01_00-00-00_abcdef"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "optuna.db").write_bytes(b"")
+    for args in (["-m", f"resume={sweep}"], [f"resume={sweep}"]):
+        done = run_console("train", args, tmp_path)
+        assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
+            f"Error: resume={sweep}: an Optuna search is not re-launched; continue its study in "
+            "a new search: mnist-train -m hparams_search=optuna "
+            f"hydra.sweeper.storage=sqlite:///{sweep}/optuna.db"
+        )

@@ -143,6 +143,14 @@ STOPPED = {
         ["The trainer config cannot be used: `val_check_interval` (500)"],
         None,
     ),
+    "a metric to monitor that the model does not log, which Lightning finds after an epoch": (
+        [
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+            "+callbacks.stop.monitor=val/ac",
+        ],
+        ["The trainer config cannot be used: Early stopping conditioned on metric `val/ac`"],
+        None,
+    ),
 }
 
 

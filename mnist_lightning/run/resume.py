@@ -325,6 +325,12 @@ def find_run(resume: str, sweep: bool = False) -> Path:
             "that no other process is writing."
         )
     run = Path(resume)
+    if (run / "optuna.db").is_file() and not (run / "multirun.yaml").is_file():
+        raise CheckpointError(  # (Hydra's Optuna sweeper writes no multirun.yaml to re-launch)
+            f"resume={resume}: an Optuna search is not re-launched; continue its study in a new "
+            "search: mnist-train -m hparams_search=optuna hydra.sweeper.storage="
+            f"sqlite:///{printable(run.resolve())}/optuna.db"
+        )
     if sweep and not (run / marker).is_file():
         raise CheckpointError(
             f"resume={resume}: not a sweep directory (no multirun.yaml in it). With -m, "
