@@ -82,3 +82,10 @@ class DDPProbe(L.Callback):
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         report = {"seen": self.seen, "weights": digest.hexdigest(), "world": trainer.world_size}
         (self.out / f"probe-rank{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+class InterruptAtFitStart(L.Callback):
+    """Ctrl-C as fit starts, before the first step (and checkpoint)."""
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        os.kill(os.getpid(), signal.SIGINT)

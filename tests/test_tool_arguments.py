@@ -175,3 +175,19 @@ def test_ctrl_c_before_training_ends_mnist_train_quietly(
         process.send_signal(signal.SIGINT)
         error = process.communicate(timeout=120)[1]
     assert process.returncode == 130 and "Traceback" not in error, error[-3000:]
+
+
+def test_ctrl_c_before_the_first_checkpoint_keeps_no_run(tmp_path: Path, synthetic_mnist: Path):
+    """Nothing to resume: no resume= advice, and the new run's directory is undone."""
+    run = tmp_path / "run"
+    command = train_command(
+        f"hydra.run.dir={run}", "+callbacks.c._target_=probes.InterruptAtFitStart"
+    )
+    done = subprocess.run(
+        command, cwd=tmp_path, env=cli_env(synthetic_mnist), capture_output=True, text=True
+    )
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Training stopped before its first checkpoint: nothing to resume."
+    )
+    assert not run.exists()

@@ -61,6 +61,7 @@ from mnist_lightning.run.resume import (
     check_writes_inside,
     is_rank_zero,
     last_checkpoint,
+    remove_refused,
 )
 from mnist_lightning.run.sweep import check_joblib, sweep_job
 
@@ -95,6 +96,7 @@ CHATTER = (
     "Restoring states from the checkpoint path",
     "Loaded model weights from the checkpoint",
     "Received SIGTERM",
+    "Detected KeyboardInterrupt",
     "not found. Creating it.",
     "A new study created in",
     "must be float-castable. Got 'None'",
@@ -384,7 +386,13 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         for callback in trainer.callbacks:
             if isinstance(callback, GracefulInterrupt):
                 callback.hand_back()  # a SLURM job's time limit: submitit requeues it
-        if is_rank_zero():
+        if is_rank_zero() and not last_checkpoint(run_dir).is_file() and not sweep_job():
+            remove_refused(run_dir)  # stopped before its first checkpoint: a new run is undone
+            print(
+                "\nTraining stopped before its first checkpoint: nothing to resume.",
+                file=sys.stderr,
+            )
+        elif is_rank_zero():
             sweep = (hydra := sweep_job()) and hydra.sweep.dir
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
             stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
