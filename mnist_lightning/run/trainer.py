@@ -334,6 +334,10 @@ HANDS_ON = {
         "log_dir",
     ),
     WANDB_LOGGER: ("wandb.init", ""),
+    "mnist_lightning.data.datamodule.MNISTDataModule": (
+        "mnist_lightning.data.augment.Augment",
+        "kind",
+    ),
 }
 
 
