@@ -294,7 +294,7 @@ def check_batches(trainer: L.Trainer, data: Any, raw: Path | None) -> None:
             batches = _parse_num_batches(stage, len(loader), limit)
         except MisconfigurationException as e:
             raise ConfigError(f"The trainer config cannot be used: {one_line(e)}") from None
-        every = trainer.val_check_interval
+        every = getattr(trainer, "val_check_interval", None)  # (unset: a duration)
         per_epoch = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches
         if training and isinstance(every, int) and every > batches and per_epoch:
             raise ConfigError(
