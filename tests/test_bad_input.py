@@ -141,6 +141,12 @@ CASES = [
         "~logger +callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
         "Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger",
     ),
+    (  # with the CSV logger's folder made
+        "train",
+        "logger=csv trainer.accumulate_grad_batches=2 +callbacks.acc.scheduling={{0:2}} "
+        "+callbacks.acc._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
+        "You have set `accumulate_grad_batches` and are using the `GradientAccumulationScheduler`",
+    ),
     ("train", "hparams_search=optuna hydra.sweeper.storage=bogus -m", "Optuna search cannot start"),
     ("train", "", "train-images-idx3-ubyte: cannot read (a character dev", "train to /dev/zero"),
     # a resume
