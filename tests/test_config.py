@@ -205,6 +205,9 @@ VALUES = {
 # console's exit status, and nothing made: test_bad_input.py's "unknown key")
 KEYS = {
     "sed=1": "sed is not a key of this config; did you mean seed?",
+    "max_epochs=3": "max_epochs is not a key of this config; did you mean trainer.max_epochs?",
+    "lr=0.1": "lr is not a key of this config; did you mean model.lr?",  # a Hydra user's habit
+    "+max_epochs=3": "+max_epochs: mnist-train reads no such key; did you mean trainer.max_epo",
     "-m data.batchsize=1,2": "did you mean data.batch_size?",
     "trainer.foo=1": "A Trainer argument that conf/ lacks: +trainer.foo=...",
     "trainer.detect_anomoly=1": "A Trainer argument that conf/ lacks: +trainer.detect_anomaly=",
