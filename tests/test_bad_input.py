@@ -145,7 +145,7 @@ CASES = [
         "train",
         "logger=csv trainer.accumulate_grad_batches=2 +callbacks.acc.scheduling={{0:2}} "
         "+callbacks.acc._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
-        "You have set `accumulate_grad_batches` and are using the `GradientAccumulationScheduler`",
+        "The trainer config cannot be used: You have set `accumulate_grad_batches` and are using",
     ),
     ("train", "hparams_search=optuna hydra.sweeper.storage=bogus -m", "Optuna search cannot start"),
     ("train", "", "train-images-idx3-ubyte: cannot read (a character dev", "train to /dev/zero"),

@@ -138,11 +138,6 @@ STOPPED = {
         ["train/acc ended at ", "chance level"],
         True,
     ),
-    "a Trainer flag Lightning checks against the data inside fit": (
-        ["trainer.val_check_interval=500"],  # every 500 steps, in a 20-step epoch
-        ["The trainer config cannot be used: `val_check_interval` (500)"],
-        None,
-    ),
     "a metric to monitor that the model does not log, which Lightning finds after an epoch": (
         [
             "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
