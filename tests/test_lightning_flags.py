@@ -289,25 +289,21 @@ def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
 
 
 @pytest.mark.slow
-def test_max_time_stops_training_after_that_long(tmp_path: Path, synthetic_mnist: Path) -> None:
-    """max_time=00:00:00:01 (DD:HH:MM:SS) with 1000 epochs: the Timer stops it after 1 s."""
-    limit = ("trainer.max_time=00:00:00:01", "trainer.max_epochs=1000")
-    trainer, _ = fit(config(tmp_path, synthetic_mnist, *limit, *NO_CHECKPOINTS))
+def test_max_time_and_early_stopping_stop_training_where_lightnings_docs_say(
+    tmp_path: Path, synthetic_mnist: Path
+) -> None:
+    """max_time=00:00:00:01 (DD:HH:MM:SS) with 1000 epochs: the Timer stops it after 1 s. With
+    min_delta 1.0 only the first epoch improves: EarlyStopping, patience 2, stops after the 3rd."""
+    limit = ("trainer.max_time=00:00:00:01", "trainer.max_epochs=1000", *NO_CHECKPOINTS)
+    trainer, _ = fit(config(tmp_path / "timed", synthetic_mnist, *limit))
     assert the(trainer, Timer).time_elapsed("train") >= 1.0
     assert 0 < trainer.current_epoch < 1000 and trainer.global_step > 0
     lr, horizon = trainer.lightning_module.hparams.lr, 1000 * STEPS_PER_EPOCH  # max_epochs's
     assert current_lr(trainer) == pytest.approx(
         lr * lr_factor("onecycle", trainer.global_step, horizon)
     )
-
-
-@pytest.mark.slow
-def test_early_stopping_stops_when_val_acc_stops_improving(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """With min_delta 1.0 only the first epoch improves: patience 2 stops after the third."""
     ten = ("trainer.max_epochs=10", *NO_CHECKPOINTS)
-    trainer, _ = fit(config(tmp_path, synthetic_mnist, EARLY_STOPPING, *ten))
+    trainer, _ = fit(config(tmp_path / "early", synthetic_mnist, EARLY_STOPPING, *ten))
     assert the(trainer, EarlyStopping).stopped_epoch == 2
     assert trainer.global_step == 3 * STEPS_PER_EPOCH
 
