@@ -206,12 +206,8 @@ def test_half_precision_keeps_the_window_sums_in_float32() -> None:
     labels = torch.randint(0, 10, (320,))
     model = MNISTClassifier(hidden_dims=[16], optimizer="sgd", scheduler="none")
     seen: list[float] = []
-
-    class Window(L.Callback):
-        def on_train_batch_end(self, *args) -> None:
-            seen.append(float(model.train_window[2]))
-
-    trainer = bare_trainer(1, precision="bf16-true", callbacks=[Window()])
+    window = LambdaCallback(on_train_batch_end=lambda *_: seen.append(float(model.train_window[2])))
+    trainer = bare_trainer(1, precision="bf16-true", callbacks=[window])
     trainer.fit(model, train_dataloaders=TensorBatches(images, labels, 64, True, 0))
     assert model.train_window.dtype == model.val_acc_best.dtype == torch.float32
     assert seen == [64.0, 128.0, 192.0, 256.0, 320.0]  # 320 is not a bfloat16 value
