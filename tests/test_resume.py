@@ -25,8 +25,6 @@ from tests.helpers.synthetic import SMALL
 # 1 000 training images in batches of 25, one step per call: 40 optimizer steps per epoch.
 EXACT = [*SMALL, "trainer.max_epochs=3", "trainer.deterministic=true", "data.batch_size=25"]
 EXACT += ["model.dropout=0.3"]
-# The default periodic checkpoint (train_time_interval), every 0.1 s instead of 5 minutes.
-EVERY_TENTH_OF_A_SECOND = ["callbacks.periodic_checkpoint.train_time_interval.seconds=0.1"]
 KILLABLE = ["+callbacks.kill._target_=probes.KillAt"]
 
 
@@ -62,7 +60,7 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
     (tmp_path / "reference").mkdir()
     alone = [*EXACT, "~callbacks.periodic_checkpoint", *KILLABLE]
     reference = train(tmp_path / "reference", synthetic_mnist, alone)
-    args = [*EXACT, *EVERY_TENTH_OF_A_SECOND, *KILLABLE]
+    args = [*EXACT, "callbacks.periodic_checkpoint.train_time_interval.seconds=0.1", *KILLABLE]
     for kill, step, where, saved in STOPS:
         slow = {"STEP_SECONDS": "0.01"} if kill == "KILL" else {}
         stop = {"KILL_AT_STEP": str(step), "KILL_SIGNAL": kill, "KILL_IN": where}
