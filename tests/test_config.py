@@ -246,6 +246,8 @@ KEYS = {
     "hparams_search=optuna hydra.sweeper.n_trials=abc": "hydra.sweeper.n_trials: Value 'abc'",
     "-m hparams_search=optuna model.lr=interval(1,0)": "model.lr=interval(1,0): Optuna cannot",
     "-m hparams_search=optuna model.lr=interval(0,inf)": "Optuna searches between finite bounds",
+    "-m hparams_search=optuna model.dropout=interval(0.5,1.5)": "a trial may take 1.5: model.dr",
+    "-m hparams_search=optuna hydra.sweeper.params.data.batch_size=choice(0,8)": "may take 0: da",
     "-m hparams_search=optuna hydra.sweeper.n_trials=0": "sweeper.n_trials=0 must be 1 or more.",
     "-m hparams_search=optuna hydra.sweeper.max_failure_rate=2": "must be from 0 to 1.",
     "-m hparams_search=optuna hydra.sweeper.direction=[maximize,minimize]": "maximize or minim",

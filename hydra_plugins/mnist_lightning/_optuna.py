@@ -4,6 +4,7 @@ with nothing left; and a search in which no trial completed ends with the sweep'
 each failed) and exit status 1, not Optuna's traceback from `study.best_trial`."""
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ from mnist_lightning.run.resume import refuse, remove_refused
 from mnist_lightning.run.sweep import SweepSummary, job_rows
 
 
-def check_search_space(sweeper: DictConfig, sweeps: list[str]) -> None:
+def check_search_space(
+    sweeper: DictConfig, sweeps: list[str], check: Callable[[str, Any], None]
+) -> None:
     """Optuna's distribution of each swept key, made as the sweep makes them from its params
     and the command line's sweeps, with finite bounds (Optuna samples `interval(0, inf)` as an
-    OverflowError)."""
+    OverflowError) and each bound or choice a value the key takes (`check`): a trial may draw
+    it."""
     try:
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     except Exception as e:  # an interpolation that does not resolve
@@ -39,10 +43,15 @@ def check_search_space(sweeper: DictConfig, sweeps: list[str]) -> None:
             searched, _ = _impl.create_params_from_overrides([param])
         except Exception as e:
             raise ConfigError(f"{param}: Optuna cannot search it: {one_line(e)}") from None
-        for distribution in searched.values():
+        for key, distribution in searched.items():
             bounds = [getattr(distribution, bound, 0) for bound in ("low", "high")]
             if not all(math.isfinite(bound) for bound in bounds):
                 raise ConfigError(f"{param}: Optuna searches between finite bounds only.")
+            for value in getattr(distribution, "choices", bounds):
+                try:
+                    check(key, value)
+                except ConfigError as e:
+                    raise ConfigError(f"{param}: a trial may take {value}: {e}") from None
 
 
 class OptunaSweeper(optuna_sweeper.OptunaSweeper):

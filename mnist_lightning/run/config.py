@@ -371,13 +371,22 @@ def check_command_line(
             return _check_job(cfg if job == given else _compose(config_name, given), then)
         sweeper = cfg.hydra.sweeper
         if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+            _check_job(_compose(config_name, constant), then)  # (first: a value of its own)
             if "OptunaSweeper" in str(sweeper.get("_target_")):
                 from hydra_plugins.mnist_lightning._optuna import check_search_space
 
                 check_search_space(
-                    sweeper, [o.input_line for o in overrides if o.is_sweep_override()]
+                    sweeper,
+                    [  # (`hydra.sweeper.params.x=interval(...)`: x's)
+                        o.input_line.removeprefix("hydra.sweeper.params.")
+                        for o in overrides
+                        if o.is_sweep_override()
+                    ],
+                    lambda key, value: validate(
+                        _compose(config_name, [*constant, f"{key}={value}"])
+                    ),
                 )
-            return _check_job(_compose(config_name, constant), then)
+            return
         params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
         grid = parser.parse_overrides(params + given)
         try:  # `interval()`: not a grid
