@@ -40,6 +40,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
+from mnist_lightning.run.resume import BEFORE_HYDRA, remove_refused
 from mnist_lightning.run.sweep import record_failure, sweep_job
 from mnist_lightning.run.trainer import accelerator_available
 
@@ -68,8 +69,10 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
                 put_back_locks()
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or
-            sys.exit(130)  # in a tool: quietly, as while torch loads
+        except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or in
+            for made in list(BEFORE_HYDRA):  # a tool: quietly, as while torch loads; the new
+                remove_refused(made)  # run (or empty sweep) this command claimed is undone
+            sys.exit(130)
         except BrokenPipeError:  # `mnist-train --help | head`: the reader left (Python's advice)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
