@@ -247,6 +247,9 @@ KEYS = {
     "-m hparams_search=optuna model.lr=interval(1,0)": "model.lr=interval(1,0): Optuna cannot",
     "-m hparams_search=optuna model.lr=interval(0,inf)": "Optuna searches between finite bounds",
     "-m hparams_search=optuna model.dropout=interval(0.5,1.5)": "a trial may take 1.5: model.dr",
+    "-m hparams_search=optuna hydra.sweeper.params={model.dropout:1.5}": "a trial may take 1.5",
+    "-m hparams_search=optuna model.dropout=0 hydra.sweeper.params.model.dropout=range(2,4)": None,
+    "+width=64 model.hidden_dims=[${width}]": None,  # a variable of the user's, interpolated
     "-m hparams_search=optuna hydra.sweeper.params.data.batch_size=choice(0,8)": "may take 0: da",
     "-m hparams_search=optuna hydra.sweeper.n_trials=0": "sweeper.n_trials=0 must be 1 or more.",
     "-m hparams_search=optuna hydra.sweeper.max_failure_rate=2": "must be from 0 to 1.",

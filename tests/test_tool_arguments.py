@@ -115,10 +115,15 @@ def test_eval_replaces_its_own_earlier_results_and_no_other_file(tmp_path: Path)
     figures = {name: Figure() for name in FIGURE_TAGS}
     write_results(tmp_path, {"per_class_acc": {"0": 1.0}}, figures, tensorboard=False)
     prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")  # its own
-    Image.new("L", (4, 4)).save(tmp_path / "eval" / "mistakes.png")  # an earlier version's
+    refused = r"\.png exists and is not a file mnist-eval wrote"
+    Image.new("L", (4, 4)).save(tmp_path / "eval" / "mistakes.png")  # a user's, beside marked
+    with pytest.raises(UserError, match=refused):
+        prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")
+    for name in FIGURE_TAGS:  # an earlier version's figures: none marked
+        Image.new("L", (4, 4)).save(tmp_path / "eval" / f"{name}.png")
     prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")
-    (tmp_path / "eval" / "metrics.json").unlink()  # now a user's picture, in a folder of theirs
-    with pytest.raises(UserError, match=r"mistakes\.png exists and is not a file mnist-eval wrote"):
+    (tmp_path / "eval" / "metrics.json").unlink()  # now a folder of the user's
+    with pytest.raises(UserError, match=refused):
         prepare_run(tmp_path / "x.ckpt", tensorboard=False, key="ckpt_path=x.ckpt")
 
 

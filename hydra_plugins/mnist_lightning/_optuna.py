@@ -40,18 +40,20 @@ def check_search_space(
     check_sqlite_store(sweeper.get("storage"), "hydra.sweeper.storage", "studies")
     for param in params + sweeps:
         try:
-            searched, _ = _impl.create_params_from_overrides([param])
+            searched, fixed = _impl.create_params_from_overrides([param])
         except Exception as e:
             raise ConfigError(f"{param}: Optuna cannot search it: {one_line(e)}") from None
+        taken = {key: [value] for key, value in fixed.items()}  # (every trial's)
         for key, distribution in searched.items():
             bounds = [getattr(distribution, bound, 0) for bound in ("low", "high")]
             if not all(math.isfinite(bound) for bound in bounds):
                 raise ConfigError(f"{param}: Optuna searches between finite bounds only.")
-            for value in getattr(distribution, "choices", bounds):
-                try:
-                    check(key, value)
-                except ConfigError as e:
-                    raise ConfigError(f"{param}: a trial may take {value}: {e}") from None
+            taken[key] = getattr(distribution, "choices", bounds)
+        for key, value in ((k, v) for k, values in taken.items() for v in values):
+            try:
+                check(key, value)
+            except ConfigError as e:
+                raise ConfigError(f"{param}: a trial may take {value}: {e}") from None
 
 
 class OptunaSweeper(optuna_sweeper.OptunaSweeper):

@@ -70,8 +70,9 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or in
-            for made in list(BEFORE_HYDRA):  # a tool: quietly, as while torch loads; the new
-                remove_refused(made)  # run (or empty sweep) this command claimed is undone
+            put_back_locks()  # a tool: quietly, as while torch loads; the new run (or empty
+            for made in list(BEFORE_HYDRA):  # sweep) this command claimed is undone
+                remove_refused(made)
             sys.exit(130)
         except BrokenPipeError:  # `mnist-train --help | head`: the reader left (Python's advice)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

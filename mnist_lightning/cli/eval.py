@@ -44,8 +44,9 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
     for folder in folders:
         check_place(folder, str(folder), "a directory")
         check_writable(folder, key)
-    # Figures of a version before their mark: any PNG beside mnist-eval's own metrics.json.
-    earlier = carries(run / "eval" / "metrics.json", EVAL_FILES["metrics.json"])
+    # Figures of a version before their mark: any PNG beside its own metrics.json, if none has it.
+    marked = [carries(run / "eval" / name, mark) for name, mark in EVAL_FILES.items()]
+    earlier = marked[0] and not any(marked[1:])
     for name, mark in EVAL_FILES.items():
         mark = (mark[0], b"") if earlier and name.endswith(".png") else mark
         own, path = functools.partial(carries, mark=mark), run / "eval" / name

@@ -20,6 +20,7 @@ from mnist_lightning.files import lock_run
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, validate
 from mnist_lightning.run.report import log_hparams, report_run
 from mnist_lightning.run.resume import (
+    BEFORE_HYDRA,
     claim_run_directory,
     continue_or_finish,
     is_rank_zero,
@@ -96,6 +97,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     with ddp_job(trainer, cfg, run_dir, resume_from):
         with lightning_errors(trainer, run_dir, resume_from):
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        BEFORE_HYDRA.clear()  # trained: a later refusal or Ctrl-C undoes nothing of the run
         fit_seconds = time.perf_counter() - started
         stop_if_learned_nothing(trainer)
         best = checkpoint_to_test(trainer, run_dir)

@@ -359,7 +359,9 @@ def check_command_line(
                 raise ConfigError(f"{o.input_line}: the sweep holds no value, so no job.")
             job.append(f"{o.get_key_element()}={first}")
         cfg = _compose(config_name, job)
-        if added := sorted(set(cfg) - set(_compose_cached(config_name))):  # `+max_epochs=3`
+        added = sorted(set(cfg) - set(_compose_cached(config_name)))  # `+max_epochs=3`, not
+        added = [k for k in added if f"${{{k}" not in OmegaConf.to_yaml(cfg)]  # `${width}`'s
+        if added:
             raise ConfigError(
                 f"+{added[0]}: mnist-{config_name} reads no such key{_meant(cfg, added[0])}"
             )
@@ -375,6 +377,8 @@ def check_command_line(
             if "OptunaSweeper" in str(sweeper.get("_target_")):
                 from hydra_plugins.mnist_lightning._optuna import check_search_space
 
+                fixed = {o.key_or_group for o in overrides if not o.is_sweep_override()}
+
                 check_search_space(
                     sweeper,
                     [  # (`hydra.sweeper.params.x=interval(...)`: x's)
@@ -382,8 +386,9 @@ def check_command_line(
                         for o in overrides
                         if o.is_sweep_override()
                     ],
-                    lambda key, value: validate(
-                        _compose(config_name, [*constant, f"{key}={value}"])
+                    lambda key, value: (
+                        key in fixed  # (Hydra's sweeper then drops it from the search)
+                        or validate(_compose(config_name, [*constant, f"{key}={value}"]))
                     ),
                 )
             return

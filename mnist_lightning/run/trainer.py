@@ -24,7 +24,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar, StochasticWeightAveraging
 from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
-from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -269,7 +269,7 @@ def check_before_training(cfg: DictConfig) -> None:
             fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
             if fetched and (why := cannot_write(raw)):
                 raise unusable(raw, why)
-            check_batches(trainer, data, None if fetched else raw)
+            check_batches(trainer, data, raw if data.source == "files" else None)
             start_from(build("model", cfg.model, _convert_="all"), cfg, None)
     finally:
         logging.disable(level)
@@ -390,12 +390,13 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         for callback in trainer.callbacks:
             if isinstance(callback, GracefulInterrupt):
                 callback.hand_back()  # a SLURM job's time limit: submitit requeues it
+        fitting = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0
         if is_rank_zero() and not last_checkpoint(run_dir).is_file() and not sweep_job():
-            remove_refused(run_dir)  # stopped before its first checkpoint: a new run is undone
-            print(
-                "\nTraining stopped before its first checkpoint: nothing to resume.",
-                file=sys.stderr,
-            )
+            if fitting:  # stopped before its first step: a new run is undone
+                remove_refused(run_dir)
+            stopped = f"Training stopped with no {last_checkpoint(run_dir)}: nothing to resume."
+            print(f"\n{stopped}", file=sys.stderr)
+            to_run_log(log, stopped)
         elif is_rank_zero():
             sweep = (hydra := sweep_job()) and hydra.sweep.dir
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
@@ -420,7 +421,8 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         # the data's batches); not its checks of `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
         lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
-        ours = lightning and "logger_connector" not in where
+        raised = bool(frames) and (frames[-1].line or "").lstrip().startswith("raise")
+        ours = lightning and raised and "logger_connector" not in where  # (not torch's, in it)
         if isinstance(e, MisconfigurationException | ValueError | RuntimeError) and ours:
             reason = one_line(e).rstrip(".!")
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
