@@ -421,9 +421,10 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         # the data's batches); not its checks of `self.log` calls, which are bugs in the module.
         where = Path(frames[-1].filename).parts if frames else ()
         lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
+        ours = lightning and "logger_connector" not in where
         raised = bool(frames) and (frames[-1].line or "").lstrip().startswith("raise")
-        ours = lightning and raised and "logger_connector" not in where  # (not torch's, in it)
-        if isinstance(e, MisconfigurationException | ValueError | RuntimeError) and ours:
+        kinds = (MisconfigurationException, ValueError, *([RuntimeError] if raised else []))
+        if isinstance(e, kinds) and ours:  # (not torch's RuntimeError surfacing in a line of it)
             reason = one_line(e).rstrip(".!")
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         raise
