@@ -406,15 +406,14 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         sys.exit(130)
     except Exception as e:
         # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of another
-        # shape, random states torch refuses, a damaged loop state): the checkpoint is at
-        # fault, whatever the exception. checkpoint.check_resumable saw to what could crash.
+        # shape, random states torch refuses, a damaged loop state; not a max_epochs below the
+        # run's epoch): the checkpoint is at fault. check_resumable saw to what could crash.
         frames = traceback.extract_tb(e.__traceback__)
         restoring = any(
             Path(f.filename).name == "checkpoint_connector.py" or f.name == "load_state_dict"
             for f in frames
         )
-        config = isinstance(e, MisconfigurationException)  # (max_epochs below the run's epoch)
-        if resume_from and restoring and not isinstance(e, UserError) and not config:
+        if resume_from and restoring and not isinstance(e, (UserError, MisconfigurationException)):
             raise unrestorable(resume_from, e) from None
         # Callbacks Lightning checks only inside fit (a LearningRateMonitor without a logger,
         # a metric to monitor that the model does not log; check_batches makes its checks of
@@ -508,7 +507,7 @@ def finish_wandb_run() -> None:
 def run_identity(node: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     """What MLflow and W&B are told beside their config (docs/outputs.md): the run's name, its
     sweep, and the tracker's run to continue when it is resumed. Values the config sets win."""
-    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    target = node.get("_target_")  # (check_arguments refused a node that is no DictConfig)
     if target not in (MLFLOW_LOGGER, WANDB_LOGGER):
         return {}
     run = Path(cfg.paths.output_dir).resolve()  # its name: `<run dir>` or `<sweep dir>/<job>`
