@@ -56,8 +56,7 @@ def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str
     key = f"output={output}" + (
         "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
     )
-    holder = run_holder(run_dir_of(output))  # one process at a time writes a run directory
-    if holder:
+    if holder := run_holder(run_dir_of(output)):  # one process at a time writes a run directory
         raise ConfigError(f"{key} lies in a run that {holder} is writing: wait until it ends.")
     inputs = {
         ckpt: f"is the checkpoint being exported (ckpt_path={ckpt})",

@@ -52,8 +52,7 @@ def main() -> None:
     """Console entry point. The command line is checked first (`resume=` locks its run): Hydra
     would otherwise create or log into the directory it names before any check of ours ran."""
     setup_process()
-    child = ddp_child_run()
-    if child:  # another process of a DDP run: train what the first one composed
+    if child := ddp_child_run():  # another DDP process: train what the first one composed
         fit_and_test(*child)
         return
     check_command_line(sys.argv[1:], "train", then=check_before_training)

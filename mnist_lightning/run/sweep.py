@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("job", "overrides", "status", "val/acc_best", "test/acc", "epoch", "wall_seconds")
 
-
 STATUS_FILE = "job_status.json"
 
 
@@ -51,7 +50,6 @@ def check_joblib(launcher: DictConfig) -> None:
 
 
 def completed(job_dir: Path) -> bool:
-    """Whether a sweep job's status says it completed."""
     status = read_json(job_dir / STATUS_FILE)
     return isinstance(status, dict) and status.get("status") == "completed"
 
@@ -100,8 +98,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = write_summary(Path(config.hydra.sweep.dir))
         print(f"\n{markdown_table(rows)}\n\nsummary: {config.hydra.sweep.dir}/summary.md")
-        failed = sum(row["status"] != "completed" for row in rows)
-        if failed:
+        if failed := sum(row["status"] != "completed" for row in rows):
             log.error("%d of %d jobs failed.", failed, len(rows))
             sys.exit(1)
 
