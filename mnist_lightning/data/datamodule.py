@@ -16,6 +16,7 @@ from mnist_lightning.data.datasets import DATASETS, MNIST, DataSet, ensure_mnist
 from mnist_lightning.errors import CheckpointError, DataError, one_line
 
 log = logging.getLogger(__name__)
+OFFICIAL_IMAGES = {"train": 60_000, "t10k": 10_000}  # MNIST's and Fashion-MNIST's splits
 
 
 class TensorBatches:
@@ -135,13 +136,17 @@ class MNISTDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         ensure_mnist(self.data_dir, self.source, self.dataset.name)
 
-    def check_sizes(self, images: int | None = None) -> None:
-        """val_size and train_subset against the number of training `images`, which the files
-        tell: before they are fetched, the official files' 60 000 (every source but `files`
-        writes those, by their sha256), or what `files` has (refused now if it has none)."""
-        if images is None:
-            labels = raw_dir(self.data_dir, self.dataset.name) / "train-labels-idx1-ubyte"
-            images = len(read_idx(labels)) if self.source == "files" else 60_000
+    def images_in(self, split: str) -> int:
+        """The images of a split (`train`, `t10k`) as the files tell: before they are fetched,
+        the official files' (every source but `files` writes those, by their sha256), or what
+        `files` has (refused now if it has none)."""
+        labels = raw_dir(self.data_dir, self.dataset.name) / f"{split}-labels-idx1-ubyte"
+        return len(read_idx(labels)) if self.source == "files" else OFFICIAL_IMAGES[split]
+
+    def check_sizes(self, images: int | None = None) -> int:
+        """val_size and train_subset against the number of training `images` (`images_in`);
+        returns that number."""
+        images = self.images_in("train") if images is None else images
         if not 0 < self.val_size < images:
             raise DataError(
                 f"data.val_size={self.val_size} must be between 1 and {images - 1} "
@@ -153,6 +158,7 @@ class MNISTDataModule(L.LightningDataModule):
                 f"data.train_subset={self.train_subset} must be between 1 and {left} (the "
                 "training images left after data.val_size)."
             )
+        return images
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mnist_lightning.data.datamodule import TensorBatches
-from mnist_lightning.data.datasets import raw_dir, read_idx, unusable
+from mnist_lightning.data.datasets import raw_dir, unusable
 from mnist_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -66,7 +66,6 @@ from mnist_lightning.run.resume import (
 from mnist_lightning.run.sweep import check_joblib, sweep_job
 
 log = logging.getLogger(__name__)
-OFFICIAL = (("train", 60_000), ("t10k", 10_000))  # the images of MNIST's splits
 WARNINGS = logging.getLogger("py.warnings")  # as logging.captureWarnings names them
 
 # Lightning's warnings that do not apply here: the model logs what is left of a window at each
@@ -264,26 +263,25 @@ def check_before_training(cfg: DictConfig) -> None:
             callbacks = build_callbacks(cfg, own=True)
             trainer = build("trainer", t, _convert_="all", logger=False, callbacks=callbacks)
             data = build("data", cfg.data)
-            data.check_sizes()
+            train = data.check_sizes()
             raw = raw_dir(data.data_dir, data.dataset.name)
             fetched = not (raw / "train-labels-idx1-ubyte").exists()  # then it must take files
             if fetched and (why := cannot_write(raw)):
                 raise unusable(raw, why)
-            check_batches(trainer, data, raw if data.source == "files" else None)
+            check_batches(trainer, data, train)
             start_from(build("model", cfg.model, _convert_="all"), cfg, None)
     finally:
         logging.disable(level)
 
 
-def check_batches(trainer: L.Trainer, data: Any, raw: Path | None) -> None:
+def check_batches(trainer: L.Trainer, data: Any, train: int) -> None:
     """Lightning's checks of the number of batches, which it makes only inside fit, after a
-    tracker made its store and run: here, with its own function, on the splits' sizes (`raw`:
-    the files'; None: the official ones, not yet fetched), a process's part under DDP."""
-    train, test = (len(read_idx(raw / f"{s}-labels-idx1-ubyte")) if raw else n for s, n in OFFICIAL)
+    tracker made its store and run: here, with its own function, on the splits' sizes (`train`:
+    the training images, `check_sizes`'), a process's part under DDP."""
     for stage, images, size in (
         (RunningStage.TRAINING, data.train_subset or train - data.val_size, data.batch_size),
         (RunningStage.VALIDATING, data.val_size, data.eval_batch_size),
-        (RunningStage.TESTING, test, data.eval_batch_size),
+        (RunningStage.TESTING, data.images_in("t10k"), data.eval_batch_size),
     ):
         training, rows = stage == RunningStage.TRAINING, torch.empty(images)
         loader = TensorBatches(
@@ -390,19 +388,18 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         for callback in trainer.callbacks:
             if isinstance(callback, GracefulInterrupt):
                 callback.hand_back()  # a SLURM job's time limit: submitit requeues it
-        fitting = trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0
-        if is_rank_zero() and not last_checkpoint(run_dir).is_file() and not sweep_job():
-            if fitting:  # stopped before its first step: a new run is undone
-                remove_refused(run_dir)
-            stopped = f"Training stopped with no {last_checkpoint(run_dir)}: nothing to resume."
-            print(f"\n{stopped}", file=sys.stderr)
-            to_run_log(log, stopped)
-        elif is_rank_zero():
-            sweep = (hydra := sweep_job()) and hydra.sweep.dir
+        sweep = (hydra := sweep_job()) and hydra.sweep.dir
+        if is_rank_zero() and (sweep or last_checkpoint(run_dir).is_file()):
             how = f"-m <the sweep's overrides> resume={sweep}" if sweep else f"resume={run_dir}"
             stopped = f"Training stopped; {last_checkpoint(run_dir)} holds the state to resume"
             print(f"\n{stopped}:\n  mnist-train {how}", file=sys.stderr)
             to_run_log(log, f"{stopped}: mnist-train {how}")
+        elif is_rank_zero():
+            if trainer.state.fn == TrainerFn.FITTING and trainer.global_step == 0:
+                remove_refused(run_dir)  # stopped before its first step: a new run is undone
+            stopped = f"Training stopped with no {last_checkpoint(run_dir)}: nothing to resume."
+            print(f"\n{stopped}", file=sys.stderr)
+            to_run_log(log, stopped)
         sys.exit(130)
     except Exception as e:
         # What a resumed checkpoint's state makes Lightning's restore raise (a buffer of another
