@@ -2,7 +2,6 @@
 per class, and its confusion matrix, to the console, `<run>/eval/` and the run's TensorBoard.
 Same images, batches and arithmetic as mnist-train's test: the same accuracy."""
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +43,15 @@ def prepare_run(ckpt: Path, tensorboard: bool, key: str) -> Path:
     for folder in folders:
         check_place(folder, str(folder), "a directory")
         check_writable(folder, key)
+    own = {name: carries(run / "eval" / name, mark) for name, mark in EVAL_FILES.items()}
     # Figures of a version before their mark: any PNG beside its own metrics.json, if none has it.
-    marked = [carries(run / "eval" / name, mark) for name, mark in EVAL_FILES.items()]
-    earlier = marked[0] and not any(marked[1:])
-    for name, mark in EVAL_FILES.items():
-        mark = (mark[0], b"") if earlier and name.endswith(".png") else mark
-        own, path = functools.partial(carries, mark=mark), run / "eval" / name
-        check_overwrite(path, str(path), {}, "mnist-eval", own, "a file mnist-eval wrote")
+    earlier = own["metrics.json"] and not any(v for n, v in own.items() if n.endswith(".png"))
+    for name, ours in own.items():
+        path = run / "eval" / name
+        ours = ours or (earlier and name.endswith(".png") and carries(path, (b"\x89PNG", b"")))
+        check_overwrite(
+            path, str(path), {}, "mnist-eval", lambda _, o=ours: o, "a file mnist-eval wrote"
+        )
     if ckpt.parent.name == "checkpoints":
         lock_run(run, "mnist-eval")
     return run
