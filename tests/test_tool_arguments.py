@@ -172,13 +172,16 @@ def test_ctrl_c_before_the_first_checkpoint_ends_quietly_keeping_no_run(
     terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731  (a `&` job's)
     with subprocess.Popen(
         train_command(f"hydra.run.dir={run}", *probe),
-        **dict(cwd=tmp_path, env=cli_env(synthetic_mnist), preexec_fn=terminal),
+        cwd=tmp_path,
+        env=cli_env(synthetic_mnist),
+        preexec_fn=terminal,
         stderr=subprocess.PIPE,
         text=True,
     ) as process:
-        while not probe and not (run / ".hydra").exists() and process.poll() is None:
-            time.sleep(0.01)
-        process.send_signal(signal.SIGINT) if not probe else None
+        if not probe:  # the probe sends it as fit starts
+            while not (run / ".hydra").exists() and process.poll() is None:
+                time.sleep(0.01)
+            process.send_signal(signal.SIGINT)
         error = process.communicate(timeout=120)[1]
     assert process.returncode == 130 and "Traceback" not in error, error[-3000:]
     assert "resume=" not in error and not run.exists()
