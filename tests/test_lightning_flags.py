@@ -1,8 +1,6 @@
-"""Lightning's Trainer flags and built-in callbacks, given through mnist-train's config, do what
-Lightning's documentation says (docs/lightning.md's table, one test or more per row): the
-override a user would type, the trainer built as mnist-train builds it, a 784-32-10 MLP trained
-on the synthetic MNIST in this process (20 steps an epoch), observed by probe callbacks, the
-CSV log and the files."""
+"""Lightning's Trainer flags and callbacks, as a user overrides them, do what Lightning's docs say
+(docs/lightning.md's table, a test or more per row): a 784-32-10 MLP trained on the synthetic
+MNIST (20 steps an epoch) by the trainer mnist-train builds, seen by a probe, the CSV log, files."""
 
 import csv
 from pathlib import Path
@@ -172,9 +170,8 @@ def copy(module: L.LightningModule) -> list[torch.Tensor]:
 FIVE_STEPS = ("trainer.max_epochs=1", "trainer.limit_train_batches=5", *NO_CHECKPOINTS)
 
 
-# overrides -> the gradients clipping leaves of those before it and their total norm; with
-# bf16-mixed the forward pass runs under bf16 autocast (weights and gradients float32), with
-# deterministic=true torch's deterministic algorithms are on (the other runs: neither)
+# overrides -> the gradients clipping leaves of those before it and their total norm; bf16-mixed:
+# forward under bf16 autocast (weights, gradients float32); deterministic=true: torch's algorithms
 FIVE_STEP_RUNS = {
     # Lightning's default algorithm, norm: all gradients scaled together to a norm of 0.1
     "trainer.gradient_clip_val=0.1": lambda b, norm: b * (0.1 / (norm + 1e-6)),
@@ -337,14 +334,11 @@ def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_
     assert steps_of(cfg, "cadence") == steps
     train_lr = dict(logged(cfg, "train/lr"))
     for group in ("pg1", "pg2"):  # weights with weight decay, then biases without
-        points = logged(cfg, f"lr-AdamW/{group}")
-        assert [step for step, _ in points] == steps
-        assert all(lr == pytest.approx(train_lr[step], rel=1e-6) for step, lr in points)
+        expected = [(s, pytest.approx(train_lr[s], rel=1e-6)) for s in steps]
+        assert logged(cfg, f"lr-AdamW/{group}") == expected
     written = sorted((tmp_path / "steps").iterdir())
     assert [p.name for p in written] == [f"step={s}.ckpt" for s in (10, 20, 30, 40)]
-    for path in written:
-        step = torch.load(path, map_location="cpu", weights_only=True)["global_step"]
-        assert path.name == f"step={step}.ckpt"
+    assert [torch.load(p, weights_only=True)["global_step"] for p in written] == [10, 20, 30, 40]
     assert isinstance(trainer.profiler, SimpleProfiler)
     durations = trainer.profiler.recorded_durations
     assert len(durations["[Strategy]SingleDeviceStrategy.training_step"]) == 2 * STEPS_PER_EPOCH
@@ -380,41 +374,35 @@ def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheduler", ["step", "onecycle"])
-def test_learning_rate_finder_sets_the_lr_that_training_uses(
-    scheduler: str, tmp_path: Path, synthetic_mnist: Path
+@pytest.mark.parametrize(
+    ("tuner", "scheduler"),
+    [(LR_FINDER, "step"), (LR_FINDER, "onecycle"), (BATCH_SIZE_FINDER, "onecycle")],
+    ids=["lr-finder-step", "lr-finder-onecycle", "batch-size-finder"],
+)
+def test_the_tuners_choice_is_what_training_then_uses(
+    tuner: str, scheduler: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """A 30-step range test (at most max_epochs x batches, 40 here) sets model.lr to its
-    suggestion: the rate step cuts by 10 each epoch, the one-cycle peak, annealed at the end.
-    Its temporary checkpoint is removed."""
+    """LearningRateFinder: a 30-step range test (at most max_epochs x batches, 40 here) sets
+    model.lr. BatchSizeFinder on a CPU: no batch runs out of memory and Lightning cannot read our
+    batches' data set size, so it stops at its max_val, 8192: an epoch is one batch of all 1 000
+    training images (docs/lightning.md). The schedule follows; the tuner's checkpoint is removed."""
     schedule = (f"model.scheduler={scheduler}", "model.lr_step_epochs=1")
-    cfg = config(tmp_path, synthetic_mnist, LR_FINDER, *schedule, *NO_CHECKPOINTS)
+    cfg = config(tmp_path, synthetic_mnist, tuner, *schedule, *NO_CHECKPOINTS)
     trainer, probe = fit(cfg)
-    suggestion = the(trainer, LearningRateFinder).optimal_lr.suggestion()
-    assert suggestion != pytest.approx(cfg.model.lr)
-    assert trainer.lightning_module.hparams.lr == suggestion
-    if scheduler == "step":
-        expected = [suggestion * f for f in (1, 0.1) for _ in range(STEPS_PER_EPOCH)]
-        assert probe.lrs == pytest.approx(expected)
-    else:
-        assert max(probe.lrs[1:]) == pytest.approx(suggestion)
-        assert current_lr(trainer) == pytest.approx(suggestion * ONE_CYCLE_END)
-    assert not list(tmp_path.glob(".lr_find*"))
-
-
-@pytest.mark.slow
-def test_batch_size_finder_trains_with_the_batch_size_it_found(
-    tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    """On a CPU no batch runs out of memory, and Lightning cannot read our batches' data set
-    size, so the search stops at its max_val, 8192: an epoch is one batch of all 1 000
-    training images (docs/lightning.md); the one-cycle horizon follows, 2 steps."""
-    trainer, probe = fit(config(tmp_path, synthetic_mnist, BATCH_SIZE_FINDER, *NO_CHECKPOINTS))
-    assert the(trainer, BatchSizeFinder).optimal_batch_size == trainer.datamodule.batch_size == 8192
-    assert [len(y) for _, _, y in probe.batches] == [1000, 1000] and trainer.global_step == 2
     lr = trainer.lightning_module.hparams.lr
-    assert current_lr(trainer) == pytest.approx(lr * ONE_CYCLE_END)
-    assert not list(tmp_path.glob(".scale_batch_size*"))
+    if tuner == BATCH_SIZE_FINDER:
+        found = the(trainer, BatchSizeFinder).optimal_batch_size
+        assert found == trainer.datamodule.batch_size == 8192 and trainer.global_step == 2
+        assert [len(y) for _, _, y in probe.batches] == [1000, 1000]
+    else:  # its suggestion: the rate step cuts by 10 each epoch, the one-cycle peak
+        suggestion = the(trainer, LearningRateFinder).optimal_lr.suggestion()
+        assert lr == suggestion != pytest.approx(cfg.model.lr)
+        assert scheduler == "step" or max(probe.lrs[1:]) == pytest.approx(lr)
+    if scheduler == "step":
+        assert probe.lrs == pytest.approx([lr] * STEPS_PER_EPOCH + [lr / 10] * STEPS_PER_EPOCH)
+    else:  # annealed at the end of the horizon
+        assert current_lr(trainer) == pytest.approx(lr * ONE_CYCLE_END)
+    assert not list(tmp_path.glob(".*.ckpt"))  # .lr_find_*.ckpt, .scale_batch_size_*.ckpt
 
 
 def test_accelerator_and_device_auto_are_lightnings_own_choice(
