@@ -214,14 +214,10 @@ def test_half_precision_keeps_the_window_sums_in_float32() -> None:
 
 
 def checkpoint_file(path: Path, model: MNISTClassifier, **changes: object) -> Path:
-    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
-    checkpoint["global_step"] = 20
-    for key, value in changes.items():
-        if key in checkpoint["hyper_parameters"]:
-            checkpoint["hyper_parameters"][key] = value
-        else:
-            checkpoint[key] = value
-    torch.save(checkpoint, path)
+    """`model` saved as Lightning does, each of `changes` a hyper-parameter or a top-level key."""
+    hparams = dict(model.hparams) | {k: v for k, v in changes.items() if k in model.hparams}
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams, "global_step": 20}
+    torch.save(checkpoint | {k: v for k, v in changes.items() if k not in hparams}, path)
     return path
 
 
