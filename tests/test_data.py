@@ -144,26 +144,25 @@ def test_load_pair_refuses_files_that_do_not_fit(
         load_pair(raw, "train")
 
 
-@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
 @pytest.mark.parametrize("size", [1, 7, 103, 240, 241])
 def test_processes_share_each_epochs_permutation_once_in_float_batches_with_equal_steps(
-    size: int, world_size: int
+    size: int, world: int
 ) -> None:
     for training in (True, False):
-        ranks = [loader(size, rank=r, world_size=world_size, training=training) for r in range(4)]
-        ranks = ranks[:world_size]
+        ranks = [loader(size, rank=r, world_size=world, training=training) for r in range(world)]
         for epoch in (0, 1):
             for part in ranks:
                 part.set_epoch(epoch)
             assert all(len(part) == len(list(part)) for part in ranks)  # Lightning's count
-            if world_size == 1:  # full batches, then what is left
+            if world == 1:  # full batches, then what is left
                 rest = [size % BATCH] if size % BATCH else []
                 assert [len(y) for _, y in ranks[0]] == [BATCH] * (size // BATCH) + rest
             for images, labels in (b for part in ranks for b in part):
                 assert 0 < len(labels) <= BATCH and images.dtype == torch.float32
                 assert torch.equal(images * 255, labels.float()[:, None, None].expand(-1, 28, 28))
-            last = size % (BATCH * world_size)  # too few rows to share: dropped in training
-            dropped = last if training and 0 < last < world_size else 0
+            last = size % (BATCH * world)  # too few rows to share: dropped in training
+            dropped = last if training and 0 < last < world else 0
             everything = labels_of(b for part in ranks for b in part)
             assert len(set(everything)) == len(everything) == size - dropped  # each row once
         if training:  # every process takes as many steps, which DDP needs
