@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_lightning.data.augment import Augment
 from mnist_lightning.data.datamodule import MNISTDataModule, TensorBatches, load_pair
 from mnist_lightning.data.datasets import encode_idx, raw_dir
 from mnist_lightning.errors import DataError
@@ -104,15 +105,16 @@ def test_the_order_depends_on_seed_and_epoch_only() -> None:
     assert labels_of(loader(shuffle=False)) == list(range(COUNT))  # evaluation reads in order
 
 
+@pytest.mark.parametrize("augment", ["none", "elastic"])  # the distortions drawn again too
 @pytest.mark.parametrize("taken", [4, 11, 5], ids=["mid-epoch", "epoch-end", "limit_batches=5"])
-def test_a_loaded_state_goes_on_as_the_uninterrupted_loader(taken: int) -> None:
+def test_a_loaded_state_goes_on_as_the_uninterrupted_loader(taken: int, augment: str) -> None:
     """One taken at an epoch's end starts the next epoch whole, as Lightning sets it first."""
-    original = loader()
+    original = loader(augment=Augment(augment))
     original.set_epoch(1)
     items = iter(original)
     for _ in range(taken):
         next(items)
-    fresh = loader()  # epoch 0 until the state says otherwise
+    fresh = loader(augment=Augment(augment))  # epoch 0 until the state says otherwise
     pending = iter(fresh)  # Lightning makes the iterator first and restores the state after
     fresh.load_state_dict(original.state_dict())
     if taken == 4:
