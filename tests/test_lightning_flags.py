@@ -120,7 +120,6 @@ class Probe(L.Callback):
         self.before: list[list[torch.Tensor]] = []
         self.after: list[list[torch.Tensor]] = []
         self.weights: dict[int, list[torch.Tensor]] = {}
-        self.final: list[torch.Tensor] = []
         self.tested: list[torch.Tensor] = []
         self.autocast: set[tuple[torch.dtype, bool]] = set()
         self.deterministic: list[bool] = []
@@ -145,9 +144,6 @@ class Probe(L.Callback):
         self.losses.append((trainer.current_epoch, len(self.losses), float(outputs["loss"])))
         self.after.append([p.grad.clone() for p in pl_module.parameters()])
         pl_module.log("cadence", 1.0, on_step=True, on_epoch=False)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.final = copy(pl_module)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
         if trainer.sanity_checking:
@@ -357,18 +353,18 @@ def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
     tmp_path: Path, synthetic_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Over 3 epochs of 5 steps: from the 2nd (Lightning counts swa_epoch_start from 1) SWALR
-    reaches 0.001 after one epoch, and the model ends as the average of the weights at the
-    start of epochs 2 and 3; mnist-train tests that average, saved as best-swa.ckpt."""
+    reaches 0.001 after one epoch; mnist-train saves the model it ends with as best-swa.ckpt and
+    tests it: the average of the weights at the start of epochs 2 and 3."""
     probe = Probe()
     with_probe = lambda cfg, callbacks: build_trainer(cfg, [*callbacks, probe])  # noqa: E731
     monkeypatch.setattr(train_module, "build_trainer", with_probe)
     short = ("trainer.max_epochs=3", "trainer.limit_train_batches=5")
     train_module.fit_and_test(config(tmp_path, synthetic_mnist, SWA, *short), tmp_path, None)
     assert probe.lrs[10:] == pytest.approx([0.001] * 5)
-    for i, final in enumerate(probe.final):
-        torch.testing.assert_close(final, (probe.weights[1][i] + probe.weights[2][i]) / 2)
-        assert not torch.allclose(final, probe.weights[2][i])
-        torch.testing.assert_close(probe.tested[i], final)
+    starts = zip(probe.weights[1], probe.weights[2], strict=True)  # of epochs 2 and 3
+    for tested, (epoch2, epoch3) in zip(probe.tested, starts, strict=True):
+        torch.testing.assert_close(tested, (epoch2 + epoch3) / 2)
+        assert not torch.allclose(tested, epoch3)
     assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best-swa.ckpt"
     assert (tmp_path / "metrics.json").is_file()
 
