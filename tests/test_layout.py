@@ -54,6 +54,10 @@ def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(
     tmp_path: Path, tested: str | None, found: str | None
 ) -> None:
     checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(CheckpointError, match=r"no checkpoint of its best epoch or last\.ckpt"):
+        best_checkpoint(tmp_path)
+    fake_checkpoint(checkpoints / "last.ckpt")  # without a best checkpoint, last.ckpt
+    assert best_checkpoint(tmp_path) == checkpoints / "last.ckpt"
     for epoch in (1, 2, 3):
         fake_checkpoint(checkpoints / f"best-epoch00{epoch}.ckpt")
     state = {"monitor": "val/acc", "best_model_path": str(checkpoints / "best-epoch002.ckpt")}
@@ -68,13 +72,6 @@ def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(
             best_checkpoint(tmp_path)
     else:
         assert best_checkpoint(tmp_path) == checkpoints / found
-
-
-def test_mnist_eval_without_a_best_checkpoint_takes_last_ckpt(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"no checkpoint of its best epoch or last\.ckpt"):
-        best_checkpoint(tmp_path)
-    fake_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
 
 
 def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:
