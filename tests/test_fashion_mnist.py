@@ -19,8 +19,7 @@ from mnist_lightning.cli.predict import main as mnist_predict
 from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.data import datasets
 from mnist_lightning.data.datamodule import MNISTDataModule, trained_on
-from mnist_lightning.data.datasets import FASHION_CLASSES as CLASSES
-from mnist_lightning.data.datasets import raw_dir, read_idx
+from mnist_lightning.data.datasets import FASHION_CLASSES, raw_dir, read_idx
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.run.report import confusion_figure, mistakes_figure
 from tests.helpers.hydra_jobs import run_command
@@ -61,16 +60,16 @@ def test_a_checkpoint_says_which_data_set_it_learned() -> None:
 def test_figures_name_the_classes() -> None:
     counts = torch.eye(10, dtype=torch.long) * 5
     counts[6, 0] = 2  # shirts taken for T-shirts
-    axes = confusion_figure(counts, CLASSES).axes[0]
-    assert [t.get_text() for t in axes.get_xticklabels()] == list(CLASSES)
-    assert [t.get_text() for t in axes.get_yticklabels()] == list(CLASSES)
+    axes = confusion_figure(counts, FASHION_CLASSES).axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == list(FASHION_CLASSES)
+    assert [t.get_text() for t in axes.get_yticklabels()] == list(FASHION_CLASSES)
     digits = confusion_figure(counts).axes[0]  # MNIST's: the digits, as before
     assert [t.get_text() for t in digits.get_xticklabels()] == [str(d) for d in range(10)]
 
     probs = torch.full((2, 10), 0.01)
     probs[0, 0], probs[1, 9] = 0.91, 0.91
     labels = torch.tensor([6, 7])
-    figure = mistakes_figure(torch.zeros(2, 28, 28), probs, labels, classes=CLASSES)
+    figure = mistakes_figure(torch.zeros(2, 28, 28), probs, labels, classes=FASHION_CLASSES)
     captions = [t.get_text() for t in figure.axes[0].texts]
     assert captions == ["pred T-shirt/top (91%)\ntrue Shirt", "pred Ankle boot (91%)\ntrue Sneaker"]
 
@@ -105,7 +104,7 @@ def test_mnist_eval_tests_on_the_checkpoints_data_set_with_class_names(
     assert last["datamodule_hyper_parameters"] == {"dataset": "fashion_mnist"}  # it says so
     assert evaluated["test/acc"] == pytest.approx(recorded["test/acc"], abs=1e-6)
     assert evaluated["dataset"] == "fashion_mnist"
-    assert sorted(evaluated["per_class_acc"]) == sorted(CLASSES)
+    assert sorted(evaluated["per_class_acc"]) == sorted(FASHION_CLASSES)
     assert sum(map(sum, evaluated["confusion_matrix"])) == SYNTHETIC_TEST
     out = capsys.readouterr().out
     assert "data set    Fashion-MNIST" in out and "0 T-shirt/top" in out and "9 Ankle boot" in out
@@ -127,8 +126,8 @@ def test_mnist_predict_answers_with_class_names_and_export_checks_on_its_data_se
     assert [row["file"] for row in rows] == [str(p) for p in pictures]
     keys = "class file name probability runner_up runner_up_name runner_up_probability"
     for row in rows:
-        assert sorted(row) == keys.split() and row["name"] == CLASSES[row["class"]]
-        assert row["runner_up_name"] == CLASSES[row["runner_up"]]
+        assert sorted(row) == keys.split() and row["name"] == FASHION_CLASSES[row["class"]]
+        assert row["runner_up_name"] == FASHION_CLASSES[row["runner_up"]]
     run_command(mnist_predict, "predict", line)  # the table
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["file", "class", "probability", "runner-up"]
