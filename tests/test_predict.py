@@ -301,21 +301,20 @@ def dirty(seven: Image.Image) -> Image.Image:  # a speck and a shadow's edge, fa
 
 
 @pytest.mark.parametrize(
-    ("variant", "exif", "atol"),
+    ("variant", "orientation", "atol"),  # EXIF's Orientation: 1 upright, 6 the camera turned
     [
-        (transparent, None, 0.05),  # its background, as seen, is white paper
+        (transparent, 1, 0.05),  # its background, as seen, is white paper
         (lambda seven: seven.transpose(Image.Transpose.ROTATE_90), 6, 1e-6),  # turned back
-        (dirty, None, 0.05),  # they would widen the crop and shrink the digit in its box
+        (dirty, 1, 0.05),  # they would widen the crop and shrink the digit in its box
     ],
     ids=["transparent-drawing", "phone-photo-exif", "speck-and-shadow-edge"],
 )
 def test_a_picture_is_read_as_its_plain_upright_clean_copy(
-    variant: Callable[[Image.Image], Image.Image], exif: int | None, atol: float, tmp_path: Path
+    variant: Callable[[Image.Image], Image.Image], orientation: int, atol: float, tmp_path: Path
 ) -> None:
     drawn_seven().save(tmp_path / "plain.png")
     tags = Image.Exif()
-    if exif:
-        tags[0x0112] = exif  # Orientation: the camera was turned
+    tags[0x0112] = orientation
     variant(drawn_seven()).save(tmp_path / "variant.png", exif=tags)
     got, expected = read_image(tmp_path / "variant.png"), read_image(tmp_path / "plain.png")
     assert torch.allclose(got, expected, atol=atol)
