@@ -106,10 +106,9 @@ def the(trainer: L.Trainer, kind: type) -> L.Callback:
 
 
 class Probe(L.Callback):
-    """What the loops did (validation: not the sanity check's), the gradients before clipping
-    (Lightning clips right after `on_before_optimizer_step`) and after, the weights at each
-    epoch's start (after SWA's own hook); a constant `cadence` logged with `on_step=True` lands
-    where Lightning's log_every_n_steps puts step-level points."""
+    """What the loops did (validation: not the sanity check's), gradients before clipping (right
+    after `on_before_optimizer_step`) and after, weights at each epoch's start (after SWA's own
+    hook); a constant `cadence` logged on_step lands at Lightning's step-level points."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # epoch, x, y
@@ -219,11 +218,9 @@ LOOPS = {
     # the integer 1: after every batch (the float 1.0: once an epoch, the default)
     "trainer.val_check_interval=1 trainer.max_epochs=1": (20, 20, list(range(1, 21)), 2, 3),
     "debug=limit": (20, 20, [10, 20], 2, 2),  # 10, 2 and 2 batches, for SMALL's 2 epochs
-    # each epoch the first 3 training batches in order (not shuffled, as training batches
-    # are); 3 of the 4 validation batches of 50; the test set whole
+    # each epoch the first 3 training batches, unshuffled; 3 of 4 validation batches; all test
     "debug=overfit trainer.max_epochs=2 data.eval_batch_size=50": (6, 6, [3, 6], 3, 6),
-    # 5 steps into epoch 2; -1 and null: no limit on epochs. log_every_n_steps=0: no step-level
-    # logs, train/* get their epoch-end points only (the last epoch's, cut short, included)
+    # 5 steps into epoch 2 (-1, null: no epoch limit); log_every_n_steps=0: epoch-end points only
     "trainer.max_steps=25 trainer.max_epochs=-1 trainer.log_every_n_steps=0": (25, 25, [20], 2, 3),
     "trainer.max_steps=25 trainer.max_epochs=null": (25, 25, [20], 2, 3),
     # no sanity check, no checkpoint or log written (the project's checkpoints included)
@@ -269,9 +266,8 @@ def test_loop_flags_run_each_loop_that_often_and_the_one_cycle_schedule_follows(
 def test_check_val_every_n_epoch_validates_every_nth_epoch_only(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """Over 3 epochs: validation after the 2nd only; the best checkpoint (on val/acc),
-    last.ckpt (every epoch, the last included) and the plateau schedule (steps on val/acc)
-    cope with epochs that have none."""
+    """Over 3 epochs: validation after the 2nd only; the best checkpoint (val/acc), last.ckpt
+    (each epoch) and the plateau schedule (steps on val/acc) cope with epochs that have none."""
     every = ("trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3", "model.scheduler=plateau")
     cfg = config(tmp_path, synthetic_mnist, *every)
     trainer, probe = fit(cfg)
@@ -305,9 +301,8 @@ def test_max_time_and_early_stopping_stop_training_where_lightnings_docs_say(
 def test_log_every_n_steps_lr_monitor_step_checkpoints_the_profiler_and_rich_in_one_run(
     tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """2 epochs of 20 steps: points at Lightning's step-level points (where the probe's
-    `cadence` lands) and at each epoch's end. The rich model summary two levels deep lists
-    net.layers (the default depth, 1, does not)."""
+    """Points at Lightning's step-level points (where the probe's `cadence` lands) and each
+    epoch's end; the rich summary, two levels deep, lists net.layers (depth 1 would not)."""
     flags = ("trainer.log_every_n_steps=8", LR_MONITOR, STEP_CHECKPOINTS, "debug=profiler")
     rich = (
         "callbacks.progress_bar._target_=lightning.pytorch.callbacks.RichProgressBar",
