@@ -35,9 +35,8 @@ def fake_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return (pixels / 256).astype(np.float32), labels, pixels
 
 
-# The mirror's train, validation and test splits; its pickle, BLOB (a gzip'd pickle, protocol 2
-# as Python 2's), is the official files, FILES (what every source delivers: 8 training and 4
-# test images), exactly and in order.
+# The mirror's train, validation and test splits; its pickle BLOB (gzip'd, protocol 2 as Python
+# 2's) holds exactly FILES, in order: what every source delivers, 8 training and 4 test images.
 (_, ty, tpx), (_, vy, vpx), (_, sy, spx) = SPLITS = [fake_split(n, n) for n in (5, 3, 4)]
 BLOB = gzip.compress(pickle.dumps(tuple(split[:2] for split in SPLITS), protocol=2))
 FILES = {
