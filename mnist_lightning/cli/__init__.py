@@ -31,8 +31,8 @@ from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
 from mnist_lightning.files import (
+    check_place,
     check_writable,
-    kind_of,
     open_regular,
     put_back_locks,
     to_run_log,
@@ -140,21 +140,6 @@ def png_mark(software: str) -> tuple[bytes, bytes]:
     return b"\x89PNG", len(text).to_bytes(4, "big") + b"tEXt" + text
 
 
-def check_place(path: Path, key: str, wanted: str = "a regular file") -> None:
-    """What is at `path` (named by `key`) is `wanted` or absent."""
-    try:
-        kind = kind_of(os.lstat(path).st_mode)
-    except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
-        return
-    except OSError as e:  # a name too long, a folder that cannot be looked into
-        raise ConfigError(f"{key}: cannot write there ({e.strerror or e}).") from None
-    if kind != wanted:
-        raise ConfigError(
-            f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
-            "move it away or choose another path."
-        )
-
-
 def check_overwrite(
     path: Path,
     key: str,
@@ -177,8 +162,7 @@ def check_overwrite(
                 f"{key} {relation}; {tool} never writes over its inputs: choose another "
                 f"{key.split('=')[0]}=."
             )
-    check_place(path, key)
-    if path.exists() and not mark(path):
+    if check_place(path, key) and not mark(path):
         raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")
     check_writable(path.absolute().parent, key)
 

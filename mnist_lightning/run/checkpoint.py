@@ -8,7 +8,6 @@ before a run resumes from it, its optimizer state must take a step (`check_resum
 
 import copy
 import json
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.errors import CheckpointError, one_line
-from mnist_lightning.files import atomic_open, kind_of, open_regular
+from mnist_lightning.files import atomic_open, check_place, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.resume import results
 
@@ -139,23 +138,12 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def own_checkpoint(run_dir: Path, name: str) -> Path | None:
-    """`<run>/checkpoints/<name's file name>` if it is a regular file there; None if nothing is
-    there; else a `CheckpointError` (a link could lead out of the run)."""
-    if Path(name).name in ("", ".", ".."):
-        return None
+    """`<run>/checkpoints/<name's file name>` if a regular file is there; None if nothing is."""
     path = run_dir / "checkpoints" / Path(name).name
-    try:
-        kind = kind_of(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise CheckpointError(f"run_dir={run_dir}: {path} cannot be read ({e.strerror}).") from None
-    if kind != "a regular file":
-        raise CheckpointError(
-            f"run_dir={run_dir}: {path} is {kind}, not a regular file; a run directory holds "
-            "only its own files."
-        )
-    return path
+    key = f"run_dir={run_dir}: {path}"  # ("" and "..": the folder, the run)
+    if Path(name).name not in ("", "..") and check_place(path, key, error=CheckpointError):
+        return path
+    return None
 
 
 def run_dir_of(checkpoint: Path) -> Path:
