@@ -164,11 +164,9 @@ def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
 
 def is_callback(target: str) -> bool:
     """Whether `target` is Lightning's callback class or ours (another's module: not imported)."""
-    if not target.startswith(("lightning.", "mnist_lightning.")):
-        return False
-    try:
-        found = _locate(target)
-    except Exception:  # building it says why
+    try:  # one it cannot find: building it says why
+        found = _locate(target) if target.startswith(("lightning.", "mnist_lightning.")) else None
+    except Exception:
         return False
     return isinstance(found, type) and issubclass(found, L.Callback)
 
