@@ -378,14 +378,10 @@ def check_command_line(
                 from hydra_plugins.mnist_lightning._optuna import check_search_space
 
                 fixed = {o.key_or_group for o in overrides if not o.is_sweep_override()}
-
+                swept = [o.input_line for o in overrides if o.is_sweep_override()]
                 check_search_space(
                     sweeper,
-                    [  # (`hydra.sweeper.params.x=interval(...)`: x's)
-                        o.input_line.removeprefix("hydra.sweeper.params.")
-                        for o in overrides
-                        if o.is_sweep_override()
-                    ],
+                    [o.removeprefix("hydra.sweeper.params.") for o in swept],  # (its params.x: x)
                     lambda key, value: (
                         key in fixed  # (Hydra's sweeper then drops it from the search)
                         or validate(_compose(config_name, [*constant, f"{key}={value}"]))
