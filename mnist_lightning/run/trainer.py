@@ -38,12 +38,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import (
-    cannot_write,
-    check_sqlite_store,
-    check_writable,
-    to_run_log,
-)
+from mnist_lightning.files import cannot_write, check_sqlite_store, check_writable, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
