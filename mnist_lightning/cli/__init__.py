@@ -103,8 +103,7 @@ def command(name: str) -> Callable[[Callable[[DictConfig], None]], Callable[...,
 
 
 def open_checkpoint(ckpt: Path, device: str) -> tuple[MNISTClassifier, dict[str, Any], DataSet]:
-    """The classifier in `ckpt` on `device` (`auto`: as Lightning's `accelerator=auto`, MPS, else
-    CUDA, else the CPU), the checkpoint, and the data set it learned."""
+    """The classifier in `ckpt` on `device`, the checkpoint, and the data set it learned."""
     model, checkpoint = load_classifier(ckpt, pick_device(device))
     return model, checkpoint, trained_on(checkpoint, ckpt)
 
@@ -124,8 +123,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
-    """Whether the regular file `path` starts with `mark[0]` (its format's magic bytes) and
-    holds `mark[1]` (bytes the command wrote into it)."""
+    """Whether `path` is a regular file of a format (magic bytes `mark[0]`) holding `mark[1]`."""
     try:
         with open_regular(path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             return m[: len(mark[0])] == mark[0] and m.find(mark[1]) >= 0
@@ -134,8 +132,7 @@ def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
 
 
 def png_mark(software: str) -> tuple[bytes, bytes]:
-    """What `carries` finds in a PNG a command wrote: its magic bytes, and its text chunk
-    `Software` naming the command (the chunk's length, type and text)."""
+    """What `carries` finds in a PNG a command wrote: the magic bytes, a `Software` text chunk."""
     text = b"Software\0" + software.encode()
     return b"\x89PNG", len(text).to_bytes(4, "big") + b"tEXt" + text
 

@@ -51,8 +51,7 @@ def is_earlier_export(path: Path, fmt: str) -> bool:
 
 
 def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str) -> None:
-    """Refuse, before any work, an output over the checkpoint, among the data, over a file that
-    is not an earlier export of this format, or in a folder that cannot be written."""
+    """Refuse, before any work: a run another writes, an input, a file that is not an export."""
     key = f"output={output}" + (
         "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
     )

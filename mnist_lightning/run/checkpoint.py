@@ -147,8 +147,7 @@ def own_checkpoint(run_dir: Path, name: str) -> Path | None:
 
 
 def run_dir_of(checkpoint: Path) -> Path:
-    """The run a checkpoint belongs to: `<run>/checkpoints/x.ckpt`, or `<run>/x.ckpt` (SLURM's
-    hpc_ckpt files, or a checkpoint somewhere else)."""
+    """The run of `<run>/checkpoints/x.ckpt`, or of `<run>/x.ckpt` (SLURM's hpc_ckpt files)."""
     folder = checkpoint.parent
     return folder.parent if folder.name == "checkpoints" else folder
 

@@ -185,8 +185,7 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
 
 
 def nodes(tree: Any, key: str = "", lists: bool = True) -> Iterator[tuple[str, Any, Any]]:
-    """(`model.dropout[1]`, name, value) of every node of nested dicts (and lists), a node
-    before what it holds."""
+    """(`model.dropout[1]`, name, value) of each node of nested dicts (and lists), parents first."""
     listed = tree if isinstance(tree, list) and lists else []
     for name, value in tree.items() if isinstance(tree, dict) else enumerate(listed):
         path = f"{key}[{name}]" if isinstance(tree, list) else f"{key}.{name}".lstrip(".")
@@ -276,8 +275,7 @@ def validate_eval(cfg: DictConfig) -> None:
 
 
 def validate_predict(cfg: DictConfig) -> tuple[list[str], Path | None]:
-    """mnist-predict's input names and grid path, once every argument is known to be usable;
-    else a `ConfigError` naming the key."""
+    """mnist-predict's input names and grid path, every argument checked (`ConfigError`)."""
     raw = value_at(cfg, "inputs")
     if raw in (None, _ABSENT) and OmegaConf.is_missing(cfg, "inputs"):
         raise ConfigError("inputs is required, e.g. inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")

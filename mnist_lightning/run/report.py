@@ -87,8 +87,7 @@ def mistakes_figure(
 
 
 def augmentation_figure(images: torch.Tensor, augment: Augment) -> Figure:
-    """Training images as stored (top row) and three random distortions of each below: what
-    `data.augment` shows the network."""
+    """Training images as stored (top row) and three random distortions of each below."""
     images = images[:8].float().cpu() / 255
     rows = [images] + [augment(images, torch.Generator().manual_seed(k)) for k in range(3)]
     captions = ["stored"] * len(images) + [f"draw {k}" for k in range(3) for _ in images]

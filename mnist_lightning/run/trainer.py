@@ -467,8 +467,7 @@ def ddp_child_run() -> tuple[DictConfig, Path, str | None] | None:
 def ddp_job(
     trainer: L.Trainer, cfg: DictConfig, run_dir: Path, resume_from: str | None
 ) -> Iterator[None]:
-    """Around one run's fit and test: the run for the processes Lightning starts; nothing left
-    behind for a sweep's next job."""
+    """Around a run's fit and test: the run for Lightning's other processes; nothing left after."""
     if trainer.world_size == 1:
         yield
         return
@@ -487,8 +486,7 @@ def ddp_job(
 
 
 def finish_wandb_run() -> None:
-    """Close the W&B run this process has open, if any, so that the next run (a sweep's next
-    job in the same process) gets its own."""
+    """Close this process's W&B run, if open: a sweep's next job in the process gets its own."""
     wandb = sys.modules.get("wandb")  # not imported: no run
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
