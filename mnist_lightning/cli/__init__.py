@@ -40,7 +40,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
-from mnist_lightning.run.resume import BEFORE_HYDRA, remove_refused
+from mnist_lightning.run.resume import BEFORE_HYDRA, refuse, remove_refused
 from mnist_lightning.run.sweep import record_failure, sweep_job
 from mnist_lightning.run.trainer import accelerator_available
 
@@ -63,10 +63,9 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
             if sweep_job():
                 record_failure(str(e))  # logged, in the job's train.log too
                 return None
-            if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
-                to_run_log(log, f"Error: {e}", logging.ERROR)
-            else:  # refused: nothing done
-                put_back_locks()
+            if not isinstance(e, TrainingFailedError):  # refused: nothing done
+                refuse(str(e))
+            to_run_log(log, f"Error: {e}", logging.ERROR)  # the run's log says why it stopped
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or in
