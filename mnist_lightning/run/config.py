@@ -304,9 +304,8 @@ def check_command_line(
     `-m model.dropout=0,1.5` is refused whole, not after job 0 trained; `then` checks what else
     would refuse a job (not where SLURM runs it). A resumed run's config is checked as it is
     read; Optuna's trials as they start (the command line's fixed values here)."""
-    if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
-        "hydra_plugins.hydra_submitit_launcher"
-    ):
+    slurm = any(arg.startswith("hydra/launcher=slurm") for arg in args)
+    if slurm and not find_spec("hydra_plugins.hydra_submitit_launcher"):
         raise ConfigError(
             "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
         )
