@@ -241,8 +241,7 @@ def validate(cfg: DictConfig) -> None:
 def check_loop_limits(cfg: DictConfig) -> None:
     """max_epochs as Lightning takes it: a number, or -1 (no limit) when something else ends
     the run: max_steps, or max_time for a schedule that needs no horizon (the step-wise ones
-    stretch over the run's estimated steps). 0 trains nothing. null is Lightning's default:
-    no limit when max_steps or max_time ends the run, else 1000 epochs."""
+    stretch over the run's estimated steps). 0 trains nothing; null: as `resume.limits` says."""
     epochs, steps = value_at(cfg, "trainer.max_epochs"), value_at(cfg, "trainer.max_steps")
     for key, value, more in (("steps", steps, ""), ("epochs", epochs, ", with trainer.max_steps")):
         if value == 0:
