@@ -124,11 +124,9 @@ def best_checkpoint(run_dir: Path) -> Path:
         yield (results(run_dir) or {}).get("best_checkpoint")
         if last := own_checkpoint(run_dir, "last.ckpt"):
             states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
-            yield from (
-                s.get("best_model_path")
-                for s in states
-                if isinstance(s, dict) and s.get("monitor") == "val/acc"
-            )
+            for state in states:
+                if isinstance(state, dict) and state.get("monitor") == "val/acc":
+                    yield state.get("best_model_path")
             yield last.name
 
     for name in names():
