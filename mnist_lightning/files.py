@@ -101,7 +101,7 @@ def check_place(
     except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
         return False
     except OSError as e:  # a name too long, a folder that cannot be looked into
-        raise error(f"{key}: cannot look there ({e.strerror or e}).") from None
+        raise error(f"{key}: cannot see what is there ({e.strerror or e}).") from None
     if kind != wanted:
         raise error(
             f"{key} is {kind}, not {wanted}; a command uses only its own files there: move it "
