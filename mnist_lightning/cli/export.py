@@ -52,9 +52,8 @@ def is_earlier_export(path: Path, fmt: str) -> bool:
 
 def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str) -> None:
     """Refuse, before any work: a run another writes, an input, a file that is not an export."""
-    key = f"output={output}" + (
-        "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
-    )
+    default = f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
+    key = f"output={output}{'' if given else default}"
     if holder := run_holder(run_dir_of(output)):  # one process at a time writes a run directory
         raise ConfigError(f"{key} lies in a run that {holder} is writing: wait until it ends.")
     inputs = {
