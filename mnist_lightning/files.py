@@ -91,6 +91,25 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file", str(path))
 
 
+def check_place(
+    path: Path, key: str, wanted: str = "a regular file", error: type[UserError] = ConfigError
+) -> bool:
+    """Whether anything is at `path` (named by `key`); if so, it must be `wanted`, a link not
+    followed: a command writes, and reads a run's checkpoints, only where its own files are."""
+    try:
+        kind = kind_of(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
+        return False
+    except OSError as e:  # a name too long, a folder that cannot be looked into
+        raise error(f"{key}: cannot see what is there ({e.strerror or e}).") from None
+    if kind != wanted:
+        raise error(
+            f"{key} is {kind}, not {wanted}; a command uses only its own files there: move it "
+            "away or choose another path."
+        )
+    return True
+
+
 def cannot_write(folder: Path) -> str | None:
     """Why `folder` cannot take a file, found creating nothing; None if it can. The nearest
     folder that exists (itself, or the one above where it would be made) must be a directory

@@ -31,8 +31,8 @@ from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
 from mnist_lightning.files import (
+    check_place,
     check_writable,
-    kind_of,
     open_regular,
     put_back_locks,
     to_run_log,
@@ -40,7 +40,7 @@ from mnist_lightning.files import (
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
-from mnist_lightning.run.resume import BEFORE_HYDRA, remove_refused
+from mnist_lightning.run.resume import BEFORE_HYDRA, refuse, remove_refused
 from mnist_lightning.run.sweep import record_failure, sweep_job
 from mnist_lightning.run.trainer import accelerator_available
 
@@ -63,10 +63,9 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
             if sweep_job():
                 record_failure(str(e))  # logged, in the job's train.log too
                 return None
-            if isinstance(e, TrainingFailedError):  # the run's log says why it stopped
-                to_run_log(log, f"Error: {e}", logging.ERROR)
-            else:  # refused: nothing done
-                put_back_locks()
+            if not isinstance(e, TrainingFailedError):  # refused: nothing done
+                refuse(str(e))
+            to_run_log(log, f"Error: {e}", logging.ERROR)  # the run's log says why it stopped
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or in
@@ -103,8 +102,7 @@ def command(name: str) -> Callable[[Callable[[DictConfig], None]], Callable[...,
 
 
 def open_checkpoint(ckpt: Path, device: str) -> tuple[MNISTClassifier, dict[str, Any], DataSet]:
-    """The classifier in `ckpt` on `device` (`auto`: as Lightning's `accelerator=auto`, MPS, else
-    CUDA, else the CPU), the checkpoint, and the data set it learned."""
+    """The classifier in `ckpt` on `device`, the checkpoint, and the data set it learned."""
     model, checkpoint = load_classifier(ckpt, pick_device(device))
     return model, checkpoint, trained_on(checkpoint, ckpt)
 
@@ -124,8 +122,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
-    """Whether the regular file `path` starts with `mark[0]` (its format's magic bytes) and
-    holds `mark[1]` (bytes the command wrote into it)."""
+    """Whether `path` is a regular file of a format (magic bytes `mark[0]`) holding `mark[1]`."""
     try:
         with open_regular(path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             return m[: len(mark[0])] == mark[0] and m.find(mark[1]) >= 0
@@ -134,25 +131,9 @@ def carries(path: Path, mark: tuple[bytes, bytes]) -> bool:
 
 
 def png_mark(software: str) -> tuple[bytes, bytes]:
-    """What `carries` finds in a PNG a command wrote: its magic bytes, and its text chunk
-    `Software` naming the command (the chunk's length, type and text)."""
+    """What `carries` finds in a PNG a command wrote: the magic bytes, a `Software` text chunk."""
     text = b"Software\0" + software.encode()
     return b"\x89PNG", len(text).to_bytes(4, "big") + b"tEXt" + text
-
-
-def check_place(path: Path, key: str, wanted: str = "a regular file") -> None:
-    """What is at `path` (named by `key`) is `wanted` or absent."""
-    try:
-        kind = kind_of(os.lstat(path).st_mode)
-    except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
-        return
-    except OSError as e:  # a name too long, a folder that cannot be looked into
-        raise ConfigError(f"{key}: cannot write there ({e.strerror or e}).") from None
-    if kind != wanted:
-        raise ConfigError(
-            f"{key} is {kind}, not {wanted}; the command writes only its own files there: "
-            "move it away or choose another path."
-        )
 
 
 def check_overwrite(
@@ -177,8 +158,7 @@ def check_overwrite(
                 f"{key} {relation}; {tool} never writes over its inputs: choose another "
                 f"{key.split('=')[0]}=."
             )
-    check_place(path, key)
-    if path.exists() and not mark(path):
+    if check_place(path, key) and not mark(path):
         raise ConfigError(f"{key} exists and is not {what}; choose another path or delete it.")
     check_writable(path.absolute().parent, key)
 

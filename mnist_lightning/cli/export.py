@@ -51,11 +51,9 @@ def is_earlier_export(path: Path, fmt: str) -> bool:
 
 
 def check_output(output: Path, given: bool, ckpt: Path, data_dir: Path, fmt: str) -> None:
-    """Refuse, before any work, an output over the checkpoint, among the data, over a file that
-    is not an earlier export of this format, or in a folder that cannot be written."""
-    key = f"output={output}" + (
-        "" if given else f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
-    )
+    """Refuse, before any work: a run another writes, an input, a file that is not an export."""
+    default = f" (by default the checkpoint's path with {EXPORT_SUFFIXES[fmt]})"
+    key = f"output={output}{'' if given else default}"
     if holder := run_holder(run_dir_of(output)):  # one process at a time writes a run directory
         raise ConfigError(f"{key} lies in a run that {holder} is writing: wait until it ends.")
     inputs = {

@@ -27,7 +27,6 @@ from mnist_lightning.run.config import validate_predict
 from mnist_lightning.run.report import digits_figure
 
 GRID_SOFTWARE = "mnist-predict"  # the PNG `Software` text of the grids it writes
-GRID_MARK = png_mark(GRID_SOFTWARE)
 
 
 def input_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -59,7 +58,7 @@ def check_grid(grid: Path, inputs: list[Path]) -> None:
 
 
 def is_grid(path: Path) -> bool:
-    return carries(path, GRID_MARK)
+    return carries(path, png_mark(GRID_SOFTWARE))
 
 
 def write_grid(

@@ -8,7 +8,6 @@ before a run resumes from it, its optimizer state must take a step (`check_resum
 
 import copy
 import json
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.errors import CheckpointError, one_line
-from mnist_lightning.files import atomic_open, kind_of, open_regular
+from mnist_lightning.files import atomic_open, check_place, open_regular
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.resume import results
 
@@ -125,11 +124,9 @@ def best_checkpoint(run_dir: Path) -> Path:
         yield (results(run_dir) or {}).get("best_checkpoint")
         if last := own_checkpoint(run_dir, "last.ckpt"):
             states = (confine_paths(load_checkpoint(last), last).get("callbacks") or {}).values()
-            yield from (
-                s.get("best_model_path")
-                for s in states
-                if isinstance(s, dict) and s.get("monitor") == "val/acc"
-            )
+            for state in states:
+                if isinstance(state, dict) and state.get("monitor") == "val/acc":
+                    yield state.get("best_model_path")
             yield last.name
 
     for name in names():
@@ -139,28 +136,16 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def own_checkpoint(run_dir: Path, name: str) -> Path | None:
-    """`<run>/checkpoints/<name's file name>` if it is a regular file there; None if nothing is
-    there; else a `CheckpointError` (a link could lead out of the run)."""
-    if Path(name).name in ("", ".", ".."):
-        return None
+    """`<run>/checkpoints/<name's file name>` if a regular file is there; None if nothing is."""
     path = run_dir / "checkpoints" / Path(name).name
-    try:
-        kind = kind_of(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise CheckpointError(f"run_dir={run_dir}: {path} cannot be read ({e.strerror}).") from None
-    if kind != "a regular file":
-        raise CheckpointError(
-            f"run_dir={run_dir}: {path} is {kind}, not a regular file; a run directory holds "
-            "only its own files."
-        )
-    return path
+    key = f"run_dir={run_dir}: {path}"  # ("" and "..": the folder, the run)
+    if Path(name).name not in ("", "..") and check_place(path, key, error=CheckpointError):
+        return path
+    return None
 
 
 def run_dir_of(checkpoint: Path) -> Path:
-    """The run a checkpoint belongs to: `<run>/checkpoints/x.ckpt`, or `<run>/x.ckpt` (SLURM's
-    hpc_ckpt files, or a checkpoint somewhere else)."""
+    """The run of `<run>/checkpoints/x.ckpt`, or of `<run>/x.ckpt` (SLURM's hpc_ckpt files)."""
     folder = checkpoint.parent
     return folder.parent if folder.name == "checkpoints" else folder
 

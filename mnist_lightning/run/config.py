@@ -185,8 +185,7 @@ def check(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
 
 
 def nodes(tree: Any, key: str = "", lists: bool = True) -> Iterator[tuple[str, Any, Any]]:
-    """(`model.dropout[1]`, name, value) of every node of nested dicts (and lists), a node
-    before what it holds."""
+    """(`model.dropout[1]`, name, value) of each node of nested dicts (and lists), parents first."""
     listed = tree if isinstance(tree, list) and lists else []
     for name, value in tree.items() if isinstance(tree, dict) else enumerate(listed):
         path = f"{key}[{name}]" if isinstance(tree, list) else f"{key}.{name}".lstrip(".")
@@ -242,8 +241,7 @@ def validate(cfg: DictConfig) -> None:
 def check_loop_limits(cfg: DictConfig) -> None:
     """max_epochs as Lightning takes it: a number, or -1 (no limit) when something else ends
     the run: max_steps, or max_time for a schedule that needs no horizon (the step-wise ones
-    stretch over the run's estimated steps). 0 trains nothing. null is Lightning's default:
-    no limit when max_steps or max_time ends the run, else 1000 epochs."""
+    stretch over the run's estimated steps). 0 trains nothing; null: as `resume.limits` says."""
     epochs, steps = value_at(cfg, "trainer.max_epochs"), value_at(cfg, "trainer.max_steps")
     for key, value, more in (("steps", steps, ""), ("epochs", epochs, ", with trainer.max_steps")):
         if value == 0:
@@ -276,8 +274,7 @@ def validate_eval(cfg: DictConfig) -> None:
 
 
 def validate_predict(cfg: DictConfig) -> tuple[list[str], Path | None]:
-    """mnist-predict's input names and grid path, once every argument is known to be usable;
-    else a `ConfigError` naming the key."""
+    """mnist-predict's input names and grid path, every argument checked (`ConfigError`)."""
     raw = value_at(cfg, "inputs")
     if raw in (None, _ABSENT) and OmegaConf.is_missing(cfg, "inputs"):
         raise ConfigError("inputs is required, e.g. inputs=my_digits/ or 'inputs=[a.png,b.jpg]'.")
@@ -306,9 +303,8 @@ def check_command_line(
     `-m model.dropout=0,1.5` is refused whole, not after job 0 trained; `then` checks what else
     would refuse a job (not where SLURM runs it). A resumed run's config is checked as it is
     read; Optuna's trials as they start (the command line's fixed values here)."""
-    if any(a.startswith("hydra/launcher=slurm") for a in args) and not find_spec(
-        "hydra_plugins.hydra_submitit_launcher"
-    ):
+    slurm = any(arg.startswith("hydra/launcher=slurm") for arg in args)
+    if slurm and not find_spec("hydra_plugins.hydra_submitit_launcher"):
         raise ConfigError(
             "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
         )
@@ -378,14 +374,10 @@ def check_command_line(
                 from hydra_plugins.mnist_lightning._optuna import check_search_space
 
                 fixed = {o.key_or_group for o in overrides if not o.is_sweep_override()}
-
+                swept = [o.input_line for o in overrides if o.is_sweep_override()]
                 check_search_space(
                     sweeper,
-                    [  # (`hydra.sweeper.params.x=interval(...)`: x's)
-                        o.input_line.removeprefix("hydra.sweeper.params.")
-                        for o in overrides
-                        if o.is_sweep_override()
-                    ],
+                    [o.removeprefix("hydra.sweeper.params.") for o in swept],  # (its params.x: x)
                     lambda key, value: (
                         key in fixed  # (Hydra's sweeper then drops it from the search)
                         or validate(_compose(config_name, [*constant, f"{key}={value}"]))

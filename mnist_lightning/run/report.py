@@ -87,8 +87,7 @@ def mistakes_figure(
 
 
 def augmentation_figure(images: torch.Tensor, augment: Augment) -> Figure:
-    """Training images as stored (top row) and three random distortions of each below: what
-    `data.augment` shows the network."""
+    """Training images as stored (top row) and three random distortions of each below."""
     images = images[:8].float().cpu() / 255
     rows = [images] + [augment(images, torch.Generator().manual_seed(k)) for k in range(3)]
     captions = ["stored"] * len(images) + [f"draw {k}" for k in range(3) for _ in images]
@@ -103,8 +102,7 @@ def result_figures(
     classes: tuple[str, ...] = DIGITS,
 ) -> dict[str, Figure]:
     """The tested model's confusion matrix, most confident mistakes and first-layer weights
-    (red excites a unit, blue inhibits it), by name: mnist-train logs them to TensorBoard,
-    mnist-eval also writes them as PNG."""
+    (red excites a unit, blue inhibits it): mnist-train's TensorBoard, mnist-eval's PNGs."""
     counts = multiclass_confusion_matrix(logits.argmax(1), labels, 10).cpu()  # [true, predicted]
     weight = model.net.layers[0].weight.detach()
     tiles = weight[:64] / weight[:64].abs().amax(1, keepdim=True).clamp(min=1e-12)

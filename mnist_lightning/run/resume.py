@@ -238,8 +238,7 @@ def finished(run: Path, trainer: DictConfig) -> str | None:
 
 def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
     """(config to train with, None), or (config, result) when there is nothing to train: a
-    finished sweep job, or a finished run the command does not extend. With `resume=` the
-    config is the run's own, checked (`resumed_config`)."""
+    finished sweep job, or a finished run the command does not extend."""
     single = HydraConfig.get().mode == RunMode.RUN
     if cfg.resume and cfg.ckpt_path and single:
         raise ConfigError(

@@ -60,7 +60,6 @@ def record_failure(reason: str, job_dir: Path | None = None, overrides: list | N
     saying why (cancelled, failed on its node) or never started."""
     job_dir = job_dir or Path(HydraConfig.get().runtime.output_dir)
     log.error("Job %s failed: %s", job_dir.name, reason)
-    job_dir.mkdir(parents=True, exist_ok=True)
     status = {"status": "failed", "reason": reason}
     if overrides is not None:
         status["overrides"] = overrides

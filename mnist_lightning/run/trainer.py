@@ -38,12 +38,7 @@ from mnist_lightning.errors import (
     UserError,
     one_line,
 )
-from mnist_lightning.files import (
-    cannot_write,
-    check_sqlite_store,
-    check_writable,
-    to_run_log,
-)
+from mnist_lightning.files import cannot_write, check_sqlite_store, check_writable, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -164,11 +159,9 @@ def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
 
 def is_callback(target: str) -> bool:
     """Whether `target` is Lightning's callback class or ours (another's module: not imported)."""
-    if not target.startswith(("lightning.", "mnist_lightning.")):
-        return False
-    try:
-        found = _locate(target)
-    except Exception:  # building it says why
+    try:  # one it cannot find: building it says why
+        found = _locate(target) if target.startswith(("lightning.", "mnist_lightning.")) else None
+    except Exception:
         return False
     return isinstance(found, type) and issubclass(found, L.Callback)
 
@@ -474,8 +467,7 @@ def ddp_child_run() -> tuple[DictConfig, Path, str | None] | None:
 def ddp_job(
     trainer: L.Trainer, cfg: DictConfig, run_dir: Path, resume_from: str | None
 ) -> Iterator[None]:
-    """Around one run's fit and test: the run for the processes Lightning starts; nothing left
-    behind for a sweep's next job."""
+    """Around a run's fit and test: the run for Lightning's other processes; nothing left after."""
     if trainer.world_size == 1:
         yield
         return
@@ -494,8 +486,7 @@ def ddp_job(
 
 
 def finish_wandb_run() -> None:
-    """Close the W&B run this process has open, if any, so that the next run (a sweep's next
-    job in the same process) gets its own."""
+    """Close this process's W&B run, if open: a sweep's next job in the process gets its own."""
     wandb = sys.modules.get("wandb")  # not imported: no run
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
