@@ -1,6 +1,5 @@
-"""Callbacks the tests add by name (`+callbacks.kill._target_=probes.KillAt`; tests/ is on the
-PYTHONPATH of the processes they start). Lightning runs checkpoint callbacks after all others,
-so a kill or a full disk strikes before that step's checkpoint is written, for real."""
+"""Callbacks the tests add by name (`+callbacks.kill._target_=probes.KillAt`). Lightning runs
+checkpoint callbacks last: a kill or a full disk strikes before that step's checkpoint, for real."""
 
 import errno
 import hashlib

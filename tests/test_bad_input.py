@@ -1,9 +1,6 @@
-"""Every console command against bad input (docs/reliability.md's cases), through its console
-entry in the test process, in a user's world (tests/helpers/worlds.py): one case of each way a
-command can fail (the checks value by value: test_predict.py, test_tool_arguments.py,
-test_config.py, test_idx.py). Special files are never opened (a FIFO hung mnist-predict; a link
-to /dev/zero was read until memory ran out): each command runs under a 60 s alarm and a 4 GiB
-address-space margin, so such a regression fails its case instead of the machine."""
+"""Each way a console command can fail on bad input (docs/reliability.md), one case each, in a
+user's world (value by value: test_config.py, test_tool_arguments.py, test_predict.py). A 60 s
+alarm and a 4 GiB memory margin make a hang or an endless read (a FIFO, /dev/zero) a failure."""
 
 import fcntl
 import os
@@ -54,8 +51,7 @@ def linked_to_dev_zero(w: Path, name: str) -> None:
 
 
 def run_held_elsewhere(w: Path) -> None:
-    """The run's lock taken as another mnist-train process holds it: flock on a file
-    description of its own, the holder's name in the file (held until the tests end)."""
+    """The run's lock as another mnist-train process holds it (until the tests end)."""
     fd = os.open(w / "run" / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     os.write(fd, b"process 4242 (mnist-train)")
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -85,9 +81,8 @@ SETUP: dict[str, Callable[[Path], object]] = {
     "a picture": lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"),
     "a huge image": lambda w: Image.new("1", (14000, 14000), 1).save(w / "x.png"),
 }
-# (command, its arguments after BASE[command] (a resume's: instead of them), the words of its
-# one line on stderr, what of SETUP is done first): {w} the world, {last} its run's last.ckpt.
-# The first of each command is the fast tier's case.
+# (command, arguments after BASE[command] (a resume's: instead), words of its one line, what of
+# SETUP is done first); {w} the world, {last} its last.ckpt; each command's first: the fast tier
 CASES = [
     # mnist-train, refused before Hydra starts
     ("train", "model.dropuot=0.3", "model.dropuot is not a key of this config; did you mean model"),
@@ -148,6 +143,15 @@ CASES = [
         "The trainer config cannot be used: You have set `accumulate_grad_batches` and are using",
     ),
     ("train", "hparams_search=optuna hydra.sweeper.storage=bogus -m", "Optuna search cannot start"),
+    # what Lightning checks only inside fit (test: after training), refused before MLflow writes
+    ("train", "logger=mlflow trainer.val_check_interval=21", "(21) is more than the 2 training"),
+    *(
+        ("train", f"logger=mlflow trainer.limit_{s}_batches=0.01", f"0.01 of the `{s}_dataloader`")
+        for s in ("train", "val", "test")
+    ),
+    # a launcher's setting it would refuse only once the jobs start
+    ("train", "hydra/launcher=joblib hydra.launcher.n_jobs=0 -m", "n_jobs == 0"),
+    ("train", "hydra/launcher=slurm_local hydra.launcher.submitit_folder=x/%j -m", "submitit_fold"),
     ("train", "", "train-images-idx3-ubyte: cannot read (a character dev", "train to /dev/zero"),
     # a resume
     ("train", "resume={w}/run model.lr=0.5", "and model.lr would change what it computes."),
@@ -170,8 +174,7 @@ CASES = [
     ("eval", "", "t10k-images-idx3-ubyte: cannot read (a character device", "t10k to /dev/zero"),
     ("eval", "", "process 4242 (mnist-train) is writing it.", "held"),
     ("eval", "", "run/eval is a symbolic link, not a directory", "eval a link"),
-    # mnist-export: where it writes (the issue's example: a checkpoint named model.pt, exported
-    # to TorchScript, by default over itself)
+    # mnist-export: where it writes (the issue's example: model.pt, by default exported over it)
     ("export", "ckpt_path={w}/model.pt", "(by default the checkpoint's path with .pt) is", "ckpt"),
     ("export", "output={w}/model.pt", "exists and is not an earlier mnist-export", "notes"),
     ("export", "", "lies in a run that process 4242 (mnist-train) is writing", "held"),
@@ -217,9 +220,8 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
 def test_special_files_among_pictures_are_skipped_by_name_never_opened(
     trained_run: Path, tmp_path: Path
 ) -> None:
-    """A FIFO, a link to /dev/zero, a socket, a dangling link and names a terminal would act on,
-    beside a good picture; beside them a FIFO, a folder with no pictures, and an earlier grid,
-    the one file replaced."""
+    """Special files and names a terminal would act on, beside a good picture, among inputs
+    and as inputs; an earlier grid, the one file replaced."""
     w, skipped = world(tmp_path, trained_run), "skipped: {w}/pictures/"
     pictures = w / "pictures"
     os.mkfifo(pictures / "fifo.png")
@@ -259,9 +261,8 @@ def test_special_files_among_pictures_are_skipped_by_name_never_opened(
 def test_a_trial_lightning_refuses_fails_before_mlflow_makes_its_store(
     trained_run: Path, tmp_path: Path
 ) -> None:
-    """Optuna picks a trial's values after Hydra started: the job checks them as the command
-    line's were, before the data or a tracker's store. No trial completed: the summary says
-    why, not Optuna's traceback."""
+    """Optuna picks a trial's values after Hydra started: the job checks them before the data
+    or a tracker's store; the summary says why no trial completed, not Optuna's traceback."""
     w = make_world(tmp_path, trained_run)
     args = ["-m", *SMALL, "hparams_search=optuna", "hydra.sweeper.n_trials=1", "logger=mlflow"]
     args += ["+hydra.sweeper.params={trainer.precision:'choice(17)'}"]  # no trial completes

@@ -1,7 +1,5 @@
-"""The console commands in the test process, on the synthetic MNIST: the shared finished run
-(`trained_run`, made by mnist-train's console entry) and what mnist-predict, mnist-export and
-a resume do with it (mnist-eval: test_fashion_mnist.py, the same code on the other data set).
-The fast tier's end-to-end check of the package; test_train.py runs the commands as processes."""
+"""The fast tier's end-to-end check, in this process on the synthetic MNIST: the shared run and
+what mnist-predict, mnist-export and resume do with it (mnist-eval: test_fashion_mnist.py)."""
 
 import json
 import logging
@@ -40,9 +38,7 @@ def metrics_of(run: Path) -> dict:
 
 
 def events_of(run: Path) -> EventAccumulator:
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
-    events.Reload()
-    return events
+    return EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
 
 
 def test_a_run_writes_the_documented_layout_and_tensorboard_curves(trained_run: Path) -> None:
@@ -54,8 +50,7 @@ def test_a_run_writes_the_documented_layout_and_tensorboard_curves(trained_run: 
     assert "epoch 0, step " in log and "epoch 1, step " in log and "val/acc " in log
     assert "`Trainer.fit` stopped" in log and "run.report][INFO] - Results:\n  test/acc " in log
     checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
-    assert len(checkpoints) == 2 and checkpoints[0].startswith("best-")  # no temporary files
-    assert checkpoints[1] == "last.ckpt"
+    assert checkpoints[0].startswith("best-") and checkpoints[1:] == ["last.ckpt"]  # no .tmp
     metrics = metrics_of(trained_run)
     assert metrics["epoch"] == 2 and metrics["global_step"] == STEPS
     assert metrics["test/acc"] >= 0.9 and 0 <= metrics["test/loss"] < 1  # easy digits
@@ -82,26 +77,24 @@ def test_a_run_writes_the_documented_layout_and_tensorboard_curves(trained_run: 
     assert {"val/acc_best", "test/acc"} <= names
 
 
-def test_a_warning_shown_also_reaches_the_run_log_once(tmp_path: Path) -> None:
+def test_a_warning_shown_also_reaches_the_run_log_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_log = logging.FileHandler(tmp_path / "train.log")
-    logging.getLogger().addHandler(run_log)
-    try:
-        with warnings.catch_warnings():  # puts back warnings.showwarning after
-            warnings.simplefilter("always")
-            setup_process()
-            setup_process()  # again in a launcher's job: still one line per warning
-            warnings.warn("a warning we keep", UserWarning, stacklevel=1)
-    finally:
-        logging.getLogger().removeHandler(run_log)
-        run_log.close()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [run_log])
+    with warnings.catch_warnings():  # puts back warnings.showwarning after
+        warnings.simplefilter("always")
+        setup_process()
+        setup_process()  # again in a launcher's job: still one line per warning
+        warnings.warn("a warning we keep", UserWarning, stacklevel=1)
+    run_log.close()
     assert (tmp_path / "train.log").read_text() == "UserWarning: a warning we keep\n"
 
 
 def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoint(
     tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`debug=fdr` with gradient clipping given without `+` (the keys are in conf/trainer/),
-    and without a logger: `~logger`, which is not Hydra's traceback `logger=null`."""
+    """Gradient clipping given without `+` (conf/trainer/ has the key), no logger (`~logger`)."""
     run, clip = tmp_path / "run", ["trainer.gradient_clip_val=0.5", "debug=fdr", "~logger"]
     check_command_line(clip, "train")
     check_command_line(["-sc", "install=bash"], "train")  # Hydra's, not overrides
@@ -119,8 +112,7 @@ def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoi
 def test_mnist_predict_classifies_pictures_as_the_network_does(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Two test images as PNGs, and README's example folder: one JSON line each, in order,
-    with the network's own answer, and a grid of them."""
+    """Two test images and README's folder: a JSON line each, in order, the network's answer."""
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")
     pictures = [tmp_path / "a.png", tmp_path / "b.png"]
     for image, path in zip(images, pictures, strict=False):
@@ -141,15 +133,20 @@ def test_mnist_predict_classifies_pictures_as_the_network_does(
     assert is_grid(grid)
 
 
-def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint_even_over_an_earlier_one(
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_mnist_export_predicts_as_the_checkpoint_and_replaces_only_its_own_earlier_export(
+    fmt: str,
     trained_run: Path,
     tmp_path: Path,
     synthetic_mnist: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    output, last = tmp_path / "model.pt", trained_run / "checkpoints" / "last.ckpt"
-    line = [f"ckpt_path={last}", "format=torchscript", f"output={output}", "check_images=50"]
+    """The file as docs/tools.md says: images in [0, 1], run by onnxruntime or torch.jit.load."""
+    if fmt == "onnx":
+        onnxruntime = pytest.importorskip("onnxruntime", reason='pip install -e ".[export]"')
+    output, last = tmp_path / f"model.{fmt}", trained_run / "checkpoints" / "last.ckpt"
+    line = [f"ckpt_path={last}", f"format={fmt}", f"output={output}", "check_images=50"]
     line += ["data_source=files", f"data_dir={synthetic_mnist}"]
     run_command(mnist_export, "export", line)
     earlier = output.stat()
@@ -158,14 +155,22 @@ def test_mnist_export_writes_torchscript_that_predicts_as_the_checkpoint_even_ov
         run_command(mnist_export, "export", line)  # over the earlier export: replaced
     # torch's four deprecation warnings are one line of ours, not a wall of FutureWarnings
     assert not [w for w in heard if issubclass(w.category, FutureWarning)]
-    assert "TorchScript is deprecated by torch" in caplog.text
-    assert "same predictions as the checkpoint on 50 test images" in capsys.readouterr().out
-    assert output.stat().st_ino != earlier.st_ino and is_earlier_export(output, "torchscript")
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+    assert ("TorchScript is deprecated by torch" in caplog.text) == (fmt == "torchscript")
+    said = "same predictions as the checkpoint on 50 test images"
+    out, err = capsys.readouterr()
+    assert [said in s for s in out.splitlines()] == [True, True] and not err, out + err
+    assert output.stat().st_ino != earlier.st_ino and [*tmp_path.iterdir()] == [output]
+    other = "onnx" if fmt == "torchscript" else "torchscript"
+    assert is_earlier_export(output, fmt) and not is_earlier_export(output, other)
     images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:20].float() / 255
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        logits = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    else:
+        logits = torch.jit.load(str(output))(images)
     model, _ = load_classifier(last, torch.device("cpu"))
     with torch.no_grad():
-        assert torch.equal(torch.jit.load(str(output))(images).argmax(1), model(images).argmax(1))
+        assert torch.equal(logits.argmax(1), model(images).argmax(1))
 
 
 @pytest.mark.slow  # trains an epoch
@@ -197,8 +202,7 @@ def test_resume_continues_a_finished_run_in_its_own_directory(
 def test_a_commands_help_says_what_it_is_and_lists_its_own_keys(
     command: str, tmp_path: Path
 ) -> None:
-    """mnist-train's lists its presets (Hydra's said 'train is powered by Hydra.'); a checkpoint
-    command's, not mnist-train's groups."""
+    """mnist-train's lists its presets; a checkpoint command's, not mnist-train's groups."""
     done = run_console(command, ["--help"], tmp_path)
     assert done.returncode == 0 and done.stdout.startswith(f"mnist-{command}: "), done.stderr
     assert "ckpt_path: " in done.stdout

@@ -1,8 +1,9 @@
 """Every config in conf/ composes with Hydra and passes `validate`; every bad value is one
 `ConfigError` line naming the key, the value and what is allowed."""
 
+import importlib.util
 import re
-import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -10,14 +11,14 @@ import torch
 import yaml
 from hydra import compose
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from mnist_lightning.cli import train as train_module
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.config import check_command_line, validate
-from mnist_lightning.run.resume import run_dir
+from mnist_lightning.run.resume import register_resolvers, run_dir
 from mnist_lightning.run.trainer import check_before_training
+from tests.helpers.hydra_jobs import run_console
 from tests.helpers.tiers import one_of_each_kind
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -28,12 +29,7 @@ GROUP_OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob
 pytestmark = pytest.mark.usefixtures("hydra_on_conf")
 
 
-def composed(overrides: list[str], name: str = "train", hydra_config: bool = False) -> DictConfig:
-    return compose(name, overrides=overrides, return_hydra_config=hydra_config)
-
-
-# What README and docs/lightning.md say of presets: the tutorials' networks and settings, the
-# debug presets' Trainer flags (applied after an experiment preset, they win over it)
+# What README and docs/lightning.md say of presets (debug's win over an experiment preset's)
 PROMISED = {
     "experiment=tutorial_mlp_128": "model.hidden_dims=[128]",
     "experiment=tutorial_mlp_128_64": "model.hidden_dims=[128,64]",
@@ -55,11 +51,10 @@ PROMISED = {
 def test_every_option_of_every_group_composes_validates_and_builds_a_checkpointable_model(
     override: str,
 ) -> None:
-    """A study (`mnist-train -m experiment=study_*`) sweeps what it lists: every job of its
-    grid passes the check mnist-train makes before Hydra starts."""
+    """A study (`-m experiment=study_*`) sweeps what it lists, each job passing the checks."""
     group, option = override.split("=")
     after = ["experiment=best_cpu"] if group == "debug" else []
-    cfg = composed([*after, override], hydra_config=True)
+    cfg = compose("train", [*after, override], return_hydra_config=True)
     validate(cfg)
     assert OmegaConf.select(cfg, f"hydra.runtime.choices.{group}") == option
     if option.startswith("study_"):
@@ -67,7 +62,7 @@ def test_every_option_of_every_group_composes_validates_and_builds_a_checkpointa
         assert params and all(len(str(v).split(",")) >= 2 for v in params.values()), params
         check_command_line(["-m", override], "train")
     if group == "experiment":  # a preset changes the network
-        assert cfg.model.hidden_dims != composed([]).model.hidden_dims
+        assert cfg.model.hidden_dims != compose("train").model.hidden_dims
     assert group != "debug" or override in PROMISED
     for key, value in (kv.split("=") for kv in PROMISED.get(override, "").split()):
         assert OmegaConf.select(cfg, key) == yaml.safe_load(value), key
@@ -119,9 +114,11 @@ def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
     from hydra_plugins.mnist_lightning import SlurmLauncher
 
     monkeypatch.setattr(SlurmExecutor, "affinity", lambda *_: 2)  # srun: not needed to write it
+    register_resolvers()  # conf/hydra/'s, as mnist-train registers them
 
     line = ["hydra/launcher=slurm", *overrides.split()]
-    params = OmegaConf.to_container(composed(line, hydra_config=True).hydra.launcher, resolve=True)
+    launcher = compose("train", line, return_hydra_config=True).hydra.launcher
+    params = OmegaConf.to_container(launcher, resolve=True)
     del params["_target_"]
     script = SlurmLauncher(**params).executor()._executor._make_submission_file_text("x", "u")
     asked = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script))
@@ -129,23 +126,31 @@ def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
     assert tuple(asked.get(k, "0") for k in ("nodes", "ntasks-per-node", "gpus-per-node")) == asks
 
 
-def test_the_slurm_launcher_without_the_cluster_extra_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+# command line -> its one line when the extra it needs is not installed
+MISSING = {
+    "train -m hydra/launcher=slurm": "hydra/launcher=slurm needs the cluster extra: "
+    "pip install -e '.[cluster]'",
+    "export ckpt_path=/no/such.ckpt format=onnx": "format=onnx needs onnx, onnxscript, "
+    'onnxruntime (onnxruntime not installed): pip install -e ".[export]"',
+}
+
+
+@pytest.mark.parametrize("line", MISSING)
+def test_a_missing_extra_is_one_line_before_anything_is_made_or_loaded(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mnist_lightning.run.config.find_spec", lambda name: None)
-    monkeypatch.setattr(sys, "argv", ["mnist-train", "-m", "hydra/launcher=slurm"])
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        train_module.main()
-    assert exited.value.code == 2
-    assert capsys.readouterr().err == (
-        "Error: hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'\n"
-    )
+    def absent(name: str) -> object:
+        return None if name.endswith(("submitit_launcher", "onnxruntime")) else find_spec(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", absent)
+    monkeypatch.setattr("mnist_lightning.run.config.find_spec", absent)
+    command, *args = line.split()
+    done = run_console(command, args, tmp_path)
+    assert (done.returncode, done.stderr) == (2, f"Error: {MISSING[line]}\n")
     assert not list(tmp_path.iterdir())
 
 
-# override(s) -> what the one line says: the key, the value and what is allowed (None: valid);
-# one case per kind of rule and message (the rules themselves are a table in run/config.py)
+# override(s) -> the one line naming key, value and what is allowed (None: valid), per kind
 VALUES = {
     "trainer.gradient_clip_val=-1": "trainer.gradient_clip_val=-1 is out of range",
     "trainer.limit_train_batches=nan": "trainer.limit_train_batches=nan must be a finite",
@@ -201,8 +206,7 @@ VALUES = {
 }
 
 
-# command line -> the one line it gets (None: accepted), before Hydra makes anything (the
-# console's exit status, and nothing made: test_bad_input.py's "unknown key")
+# command line -> its one line (None: accepted) before Hydra makes anything
 KEYS = {
     "sed=1": "sed is not a key of this config; did you mean seed?",
     "max_epochs=3": "max_epochs is not a key of this config; did you mean trainer.max_epochs?",
@@ -328,8 +332,7 @@ def kind(case: tuple[str, str | None]) -> tuple:
 def test_a_command_line_is_checked_before_hydra_starts_and_refused_in_one_line_naming_why(
     line: str, says: str | None
 ) -> None:
-    """Each job validated; JOBS with the checks before training too (a job that does not run
-    here: not checked)."""
+    """Each job validated; JOBS also with the checks before training, of the jobs run here."""
     then = check_before_training if line in JOBS else lambda cfg: None
     if then is check_before_training and "gpu" in line and torch.cuda.is_available():
         pytest.skip("a GPU here: the GPU cases pass")

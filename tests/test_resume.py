@@ -1,6 +1,5 @@
-"""Resume: a run killed (SIGKILL, Ctrl-C, SIGTERM: real processes) and resumed ends bit for bit
-where the uninterrupted run ends; a damaged optimizer state is refused in one line (more damaged
-runs and checkpoints resumed by mnist-train: test_trust.py)."""
+"""A run killed (SIGKILL, Ctrl-C, SIGTERM: real processes) and resumed ends bit for bit as the
+uninterrupted one; a damaged optimizer state is refused in one line (damaged runs: test_trust)."""
 
 import json
 import os
@@ -115,8 +114,7 @@ SHAPE = r"for parameter 0 \(net\.layers\.0\.weight\) it holds"
 NO_STEP, NO_SCHEDULE = (
     rf"{what} state cannot take a step \(" for what in ("optimizer", "learning-rate schedule")
 )
-# how the checkpoint is changed, and the words of its one line (a moment of the wrong shape:
-# test_trust.py, through mnist-train)
+# how the checkpoint is changed -> its one line (one through mnist-train: test_trust.py)
 CRAFTED = {
     "an older version's grouping": (
         regroup,

@@ -1,8 +1,6 @@
-"""mnist-train on a real SLURM cluster: the two nodes of tests/slurm_cluster.sh, started here
-when none runs. Never skipped: without a cluster (and no root to install one) they fail, saying
-why. Jobs are stopped as SLURM stops them: `scancel --signal=USR2` is the signal SLURM sends
-`signal_delay_s` before a time limit, `scontrol requeue` sends SIGTERM and requeues, as a
-preemption does."""
+"""mnist-train on a real SLURM cluster (tests/slurm_cluster.sh's two nodes, started here; never
+skipped). Jobs are stopped as SLURM stops them: `scancel --signal=USR2` as before a time limit,
+`scontrol requeue` (SIGTERM, requeued) as a preemption."""
 
 import csv
 import json
@@ -75,8 +73,7 @@ def wait_until(what: str, condition: Callable[[], object], timeout: float = 120)
 
 
 def summary(sweep: Path) -> dict[str, dict[str, str]]:
-    with open(sweep / "summary.csv") as f:
-        return {row["job"]: row for row in csv.DictReader(f)}
+    return {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").read_text().splitlines())}
 
 
 def sacct(job: str, fields: str) -> list[list[str]]:
@@ -120,9 +117,8 @@ def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
 def test_a_job_stopped_by_its_time_limit_and_preempted_ends_as_if_never_stopped(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """Stopped twice, each time after a step, continued twice from last.ckpt: the same weights
-    and the same curves, point for point, as the same run uninterrupted on this machine (with
-    the job's one thread: sums over two threads round differently)."""
+    """Stopped twice after a step, continued twice: the weights and curves, point for point, of
+    the run uninterrupted here (in the job's one thread: two threads' sums round differently)."""
     longer = ("trainer.max_epochs=100", "trainer.deterministic=true")  # a resumed job stops too
     command = Command(tmp_path / "cluster", synthetic_mnist, *ON_SLURM, *longer)
     command.wait_until("the submission", lambda: job_ids(command.output))

@@ -1,5 +1,4 @@
-"""Hydra multirun: one directory per job, a summary of all of them, failures recorded, a killed
-sweep re-launched in place."""
+"""Hydra multirun: a directory per job, a summary, failures recorded, re-launched in place."""
 
 import csv
 import json
@@ -27,8 +26,7 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
     args = ["-m", *SMALL, "trainer.max_epochs=1", "model.lr=0.001,0.002,1e30"]
     args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     done = run_cli("train", args, tmp_path, synthetic_mnist)
-    assert done.returncode == 1  # not every job succeeded
-    assert "Traceback" not in done.stderr + done.stdout
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout  # a job failed
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
     cores = os.cpu_count() or 1
@@ -103,22 +101,32 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
     sweep.mkdir(parents=True)
     ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]", "~logger"]
     (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"task": ran}}}))
+    optuna = sweep.with_name("o")  # Hydra's Optuna sweeper writes no multirun.yaml to re-launch
+    (optuna / "0").mkdir(parents=True)
+    (optuna / "optuna.db").touch()
     before = snapshot(tmp_path, directory_times=True)
     relaunch = f"mnist-train -m {ran[0]} {ran[1]} 'model.hidden_dims=[64]' '~logger' resume="
+    r = f"resume={sweep}"
+    new_search = (  # not "not a sweep directory" but the documented way
+        f"resume={optuna}: an Optuna search is not re-launched; continue its study in a new "
+        f"search: mnist-train -m hparams_search=optuna hydra.sweeper.storage=sqlite:///{optuna}/"
+    )
     monkeypatch.chdir(tmp_path)
     for args, words in [
         (
-            ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2"],
+            ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2", r],
             "model.dropout=0,0.7, model.lr=2 given, model.dropout=0,0.5 not",
         ),
-        (["-m", "model.dropout=0.5,0", *ran[1:]], "model.dropout=0.5,0 given"),  # other jobs
-        (["-m", "model.dropout=0.0,0.5", *ran[1:]], "0.0,0.5 given"),  # 1.0 is not 1 (limits)
-        ([], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
-        (["-m", *ran, "trainer.max_epochs=3,4"], "trainer.max_epochs=3,4 given, nothing not"),
-        (["-m", *ran, "+hydra.sweeper.params.seed=1,2"], "params.seed=1,2 given, nothing not"),
+        (["-m", "model.dropout=0.5,0", *ran[1:], r], "model.dropout=0.5,0 given"),  # other jobs
+        (["-m", "model.dropout=0.0,0.5", *ran[1:], r], "0.0,0.5 given"),  # 1.0 is not 1 (limits)
+        ([r], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
+        (["-m", *ran, "trainer.max_epochs=3,4", r], "trainer.max_epochs=3,4 given, nothing not"),
+        (["-m", *ran, "+hydra.sweeper.params.seed=1,2", r], "params.seed=1,2 given, nothing not"),
+        (["-m", f"resume={optuna}"], new_search),
+        ([f"resume={optuna}"], new_search),
     ]:
         with pytest.raises(UserError) as info, locks_released():  # exit 2, this line
-            claim_run_directory([*args, f"resume={sweep}"])
+            claim_run_directory(args)
         assert words in str(info.value) and "\n" not in str(info.value)
     assert snapshot(tmp_path, directory_times=True) == before
     with locks_released():
@@ -140,7 +148,7 @@ def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
     args += ["hparams_search=optuna_failing"]  # optuna's search, with lr 0.002 or 1e30 (diverges)
     args += ["hydra.sweeper.n_trials=4", "seed=3"]
     done = run_console("train", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)}, 600)
-    assert "Traceback" not in done.stderr + done.stdout
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout  # trials failed
     assert "A new study created" not in caplog.text  # Hydra's sweeper names it and its storage
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{sweep}/optuna.db")
@@ -149,7 +157,6 @@ def test_an_optuna_search_keeps_its_study_and_survives_failed_trials(
     with open(sweep / "summary.csv") as f:
         statuses = [row["status"] for row in csv.DictReader(f)]
     assert sum(s.startswith("failed: train/loss became") for s in statuses) == states.count("FAIL")
-    assert done.returncode == 1  # some trials failed
     for trial in study.trials:
         if trial.state.name == "COMPLETE":  # what a trial reports is its val/acc_best
             metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
@@ -161,38 +168,3 @@ def test_hydra_records_the_config_only_of_a_job_that_has_not_run(tmp_path: Path)
     assert hydra_output_subdir(str(tmp_path)) == ".hydra"
     (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
     assert hydra_output_subdir(str(tmp_path)) is None
-
-
-# A launcher's setting it would refuse only once the jobs start -> the refusal's words.
-LAUNCHERS = {
-    "hydra/launcher=joblib hydra.launcher.n_jobs=0": "n_jobs == 0",
-    "hydra/launcher=slurm_local hydra.launcher.submitit_folder=elsewhere/%j": "submitit_folder",
-}
-
-
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_a_launcher_setting_is_refused_in_one_line_leaving_nothing(
-    launcher: str, tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    plugin = launcher.split()[0].split("=")[1].removesuffix("_local").replace("slurm", "submitit")
-    pytest.importorskip(f"hydra_plugins.hydra_{plugin}_launcher")
-    args = ["-m", *SMALL, *launcher.split(), "model.dropout=0,0.1"]
-    done = run_console("train", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)})
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    (line,) = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-    assert LAUNCHERS[launcher] in line and not snapshot(tmp_path)
-
-
-def test_resume_of_an_optuna_search_says_how_to_continue_its_study(tmp_path: Path) -> None:
-    """Hydra's Optuna sweeper writes no multirun.yaml, which a re-launch needs: not "not a sweep
-    directory" but the documented way, a new search on its study."""
-    sweep = tmp_path / "outputs" / "multiruns" / "2026-01-01_00-00-00_abcdef"
-    (sweep / "0").mkdir(parents=True)
-    (sweep / "optuna.db").write_bytes(b"")
-    for args in (["-m", f"resume={sweep}"], [f"resume={sweep}"]):
-        done = run_console("train", args, tmp_path)
-        assert done.returncode == 2 and done.stderr.splitlines()[-1] == (
-            f"Error: resume={sweep}: an Optuna search is not re-launched; continue its study in "
-            "a new search: mnist-train -m hparams_search=optuna "
-            f"hydra.sweeper.storage=sqlite:///{sweep}/optuna.db"
-        )

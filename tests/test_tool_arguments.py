@@ -1,8 +1,6 @@
-"""mnist-eval's and mnist-export's arguments and the places they write (docs/reliability.md's
-cases), check by check: each refusal is a `ConfigError` naming the key, value or file.
-test_bad_input.py runs the console entries on a few of them."""
+"""mnist-eval's and mnist-export's arguments and the places they write (docs/reliability.md),
+check by check: each refusal names the key, value or file (console entries: test_bad_input)."""
 
-import importlib.util
 import os
 import re
 import signal
@@ -20,7 +18,6 @@ from PIL.PngImagePlugin import PngInfo
 
 from mnist_lightning.cli.eval import prepare_run, write_results
 from mnist_lightning.cli.export import check_output, export_torchscript, is_earlier_export
-from mnist_lightning.cli.export import main as mnist_export
 from mnist_lightning.cli.predict import is_grid
 from mnist_lightning.errors import ConfigError, UserError
 from mnist_lightning.run.config import EXPORT, check, validate_eval
@@ -65,15 +62,6 @@ def test_tool_values_are_config_errors_naming_the_key(
         validate_eval(cfg) if name == "eval" else check(cfg, EXPORT)
 
 
-def make_places(tmp: Path) -> Path:
-    """A checkpoint (any bytes: nothing here reads it), two links to it, a data directory."""
-    (tmp / "data").mkdir()
-    (tmp / "model.ckpt").write_bytes(b"checkpoint")
-    os.link(tmp / "model.ckpt", tmp / "hard.pt")
-    (tmp / "soft.pt").symlink_to(tmp / "model.ckpt")
-    return tmp
-
-
 def export_to(name: str) -> Callable[[Path], object]:
     return lambda t: check_output(t / name, True, t / "model.ckpt", t / "data", "torchscript")
 
@@ -83,9 +71,8 @@ def eval_after(make: Callable[[Path], object]) -> Callable[[Path], object]:
     return lambda t: (make(t), prepare_run(t / "x.ckpt", tensorboard=True, key="ckpt_path=x.ckpt"))
 
 
-# what only mnist-export and mnist-eval refuse of where they write -> the refusal; every kind of
-# place a command refuses to write over (a directory, a link, a FIFO, under a file, unwritable)
-# is in test_predict.py's grid table: one check (cli.check_overwrite) serves both
+# what only mnist-export and mnist-eval refuse of where they write -> the refusal (every kind of
+# place any command refuses: test_predict.py's grid table; one check serves both)
 PLACES = {
     "hard.pt is the checkpoint being exported": export_to("hard.pt"),  # a hard link to it
     "soft.pt is the checkpoint being exported": export_to("soft.pt"),  # a symbolic link to it
@@ -107,8 +94,12 @@ PLACES = {
 
 @pytest.mark.parametrize("words", PLACES)  # (the checkpoint's own path: test_bad_input.py)
 def test_export_and_eval_refuse_places_that_are_not_theirs(words: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model.ckpt").write_bytes(b"checkpoint")  # any bytes: nothing here reads it
+    os.link(tmp_path / "model.ckpt", tmp_path / "hard.pt")
+    (tmp_path / "soft.pt").symlink_to(tmp_path / "model.ckpt")
     with pytest.raises(UserError, match=re.escape(words)):
-        PLACES[words](make_places(tmp_path))
+        PLACES[words](tmp_path)
 
 
 def test_eval_replaces_its_own_earlier_results_and_no_other_file(tmp_path: Path) -> None:
@@ -128,8 +119,7 @@ def test_eval_replaces_its_own_earlier_results_and_no_other_file(tmp_path: Path)
 
 
 def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path: Path) -> None:
-    """A user's archive holding an export, or a grid whose text someone extended, is theirs:
-    mnist-export and mnist-predict refuse to write over it."""
+    """A user's archive holding an export, or a grid with text added, is theirs: not replaced."""
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
     (tmp_path / "m.pt").write_bytes(export_torchscript(net, torch.rand(2, 28, 28))[0])
     assert is_earlier_export(tmp_path / "m.pt", "torchscript")
@@ -137,26 +127,12 @@ def test_a_file_that_only_holds_a_commands_mark_is_not_the_commands_own(tmp_path
         {"notes": torch.ones(3), "blob": (tmp_path / "m.pt").read_bytes()}, tmp_path / "a.pt"
     )
     assert not is_earlier_export(tmp_path / "a.pt", "torchscript")
+    (tmp_path / "o.onnx").write_bytes(b"\x08\x07" * 100)  # ONNX's first field, not our mark
+    assert not is_earlier_export(tmp_path / "o.onnx", "onnx")
     text = PngInfo()
     text.add_text("Software", "mnist-predict-fork 0.1")
     Image.new("L", (4, 4)).save(tmp_path / "fork.png", pnginfo=text)
     assert not is_grid(tmp_path / "fork.png")
-
-
-@pytest.mark.usefixtures("hydra_on_conf")
-def test_onnx_without_the_export_extra_is_one_line_before_loading_anything(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    cfg = compose("export", overrides=["data_dir=/d", "ckpt_path=/no/such.ckpt", "format=onnx"])
-    find_spec = importlib.util.find_spec
-    absent = lambda name: None if name == "onnxruntime" else find_spec(name)  # noqa: E731
-    monkeypatch.setattr(importlib.util, "find_spec", absent)
-    with pytest.raises(SystemExit) as exit_info:
-        mnist_export(cfg)
-    assert exit_info.value.code == 2 and capsys.readouterr().err == (
-        "Error: format=onnx needs onnx, onnxscript, onnxruntime (onnxruntime not installed): "
-        'pip install -e ".[export]"\n'
-    )
 
 
 @pytest.mark.slow
@@ -164,9 +140,8 @@ def test_onnx_without_the_export_extra_is_one_line_before_loading_anything(
 def test_ctrl_c_before_the_first_checkpoint_ends_quietly_keeping_no_run(
     stage: str, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """Once Hydra made the run's directory (the checks, the data read: before Lightning's fit
-    handles Ctrl-C), and as fit starts: status 130, no traceback, no resume= advice (nothing to
-    resume), and the new run's directory undone. (While torch loads: test_train.)"""
+    """Once Hydra made the run's directory (before Lightning's fit handles Ctrl-C) and as fit
+    starts: 130, no traceback, no resume= advice, its directory undone (loading: test_train)."""
     run = tmp_path / "run"
     probe = ["+callbacks.c._target_=probes.InterruptAtFitStart"] if stage == "fit" else []
     terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731  (a `&` job's)

@@ -1,6 +1,5 @@
-"""The console commands as a user runs them: real processes pin the contract (exit status, one
-line on stderr, nothing changed) and two runs side by side; training outcomes, the ONNX export
-and the runs on the real MNIST run the console entries in this process."""
+"""Real processes pin the console contract (exit status, one line, nothing changed) and runs side
+by side; training outcomes, ONNX and the real MNIST run the console entries in this process."""
 
 import json
 import os
@@ -17,12 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lightning.cli.export import is_earlier_export
 from mnist_lightning.data.datasets import raw_dir, read_idx
 from mnist_lightning.run.trainer import CHATTER
 from tests.helpers.commands import ROOT, TRAINED_RUN, run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
-from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, SYNTHETIC_TEST, merged
+from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.worlds import last_ckpt, make_world, snapshot
 
 pytestmark = pytest.mark.slow  # every test starts a process or trains
@@ -32,8 +30,7 @@ def metrics_of(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-# One refusal of each command as a process ({w}: the user's world); the others, in the test
-# process: test_bad_input.py.
+# One refusal of each command as a process ({w}: the world); the others: test_bad_input.py.
 REFUSED = [
     ("train", [*SMALL, "model.dropout=1.5"], "model.dropout=1.5 is out of range"),
     ("eval", ["run_dir={w}/no/such/run"], "no such directory"),
@@ -67,8 +64,7 @@ def test_help_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None
 def test_ctrl_c_while_the_libraries_load_ends_quietly(tmp_path: Path) -> None:
     """A newcomer's first Ctrl-C, a second after starting: exit 130, no traceback, no run."""
     command = [sys.executable, "-m", "mnist_lightning.cli.train", "trainer.max_epochs=1"]
-    # As from a terminal, also when the suite runs as a `&` job (which ignores SIGINT, as
-    # mnist-train then does too).
+    # As from a terminal, also when the suite runs as a `&` job (which ignores SIGINT)
     terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     proc = subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=terminal
@@ -96,81 +92,51 @@ def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_onl
             assert noise not in output, output
 
 
-def test_mnist_export_to_onnx_agrees_with_the_checkpoint(
-    trained_run: Path, tmp_path: Path, synthetic_mnist: Path
-) -> None:
-    pytest.importorskip("onnxruntime", reason='the ONNX tools: pip install -e ".[export]"')
-    import onnxruntime
-
-    last, output = trained_run / "checkpoints" / "last.ckpt", tmp_path / "model.onnx"
-    args = [f"ckpt_path={last}", "format=onnx", f"output={output}", "data_source=files"]
-    args += [f"check_images={SYNTHETIC_TEST}"]
-    done = run_console("export", args, tmp_path, {"MNIST_DATA_DIR": str(synthetic_mnist)})
-    assert done.returncode == 0 and not done.stderr.count("Traceback"), done.stderr[-3000:]
-    assert f"same predictions as the checkpoint on {SYNTHETIC_TEST} test images" in done.stdout
-    assert len((done.stdout + done.stderr).strip().splitlines()) == 1, done.stdout + done.stderr
-    images = read_idx(raw_dir(synthetic_mnist) / "t10k-images-idx3-ubyte")[:5].float() / 255
-    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    logits = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
-    labels = read_idx(raw_dir(synthetic_mnist) / "t10k-labels-idx1-ubyte")[:5].long()
-    assert torch.equal(logits.argmax(1), labels)  # the synthetic digits are learned perfectly
-    assert is_earlier_export(output, "onnx") and not is_earlier_export(output, "torchscript")
-    (tmp_path / "other.onnx").write_bytes(b"\x08\x07" * 100)  # ONNX's first field, not ours
-    assert not is_earlier_export(tmp_path / "other.onnx", "onnx")
-
-
-LR_HUGE = ["model.optimizer=sgd", "model.lr=1e8", "model.scheduler=none"]
-# overrides -> words of the one line that stops the run, and what of the run stays: None, no
+LR_HUGE = "model.optimizer=sgd model.lr=1e8 model.scheduler=none"
+# overrides, words of the one line that stops the run, and what of the run stays: None, no
 # directory; False, its train.log (with the line) but no checkpoint; True, checkpoints too
-STOPPED = {
-    "diverged, caught by the check of the first 4-step window": (
-        [*LR_HUGE, "trainer.log_every_n_steps=4"],
-        ["train/loss became nan by step 4 ", "model.lr"],
-        False,
-    ),
-    "diverged, caught by the checkpoint at the end of epoch 0 (a 50-step window)": (
-        [*LR_HUGE, "trainer.log_every_n_steps=50"],
-        ["train/loss became nan by step 20 ", "model.lr"],
-        False,
-    ),
-    "learned nothing in 100 steps, the fewest it judges (an epoch of batches of 10)": (
-        ["model.lr=1e-12", "model.scheduler=none", "data.batch_size=10", "trainer.max_epochs=1"],
+STOPPED = [
+    # diverged, caught by the check of the first 4-step window
+    (f"{LR_HUGE} trainer.log_every_n_steps=4", ["loss became nan by step 4 ", "model.lr"], False),
+    # diverged, caught by the checkpoint at the end of epoch 0 (a 50-step window)
+    (f"{LR_HUGE} trainer.log_every_n_steps=50", ["loss became nan by step 20 ", "model.lr"], False),
+    # learned nothing in 100 steps, the fewest it judges (an epoch of batches of 10)
+    (
+        "model.lr=1e-12 model.scheduler=none data.batch_size=10 trainer.max_epochs=1",
         ["train/acc ended at ", "chance level"],
         True,
     ),
-    "a metric to monitor that the model does not log, which Lightning finds after an epoch": (
-        [
-            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
-            "+callbacks.stop.monitor=val/ac",
-        ],
+    # a metric to monitor that the model does not log, which Lightning finds after an epoch
+    (
+        "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping "
+        "+callbacks.stop.monitor=val/ac",
         ["The trainer config cannot be used: Early stopping conditioned on metric `val/ac`"],
         None,
     ),
-}
+]
 
 
-@pytest.mark.parametrize("case", STOPPED)
+@pytest.mark.parametrize(("overrides", "words", "stays"), STOPPED)
 def test_a_run_stopped_in_training_says_why_in_one_line_and_reports_no_result(
-    case: str, tmp_path: Path, synthetic_mnist: Path
+    overrides: str, words: list[str], stays: bool | None, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    overrides, words, checkpoints = STOPPED[case]
     env = {"MNIST_DATA_DIR": str(synthetic_mnist)}
-    done = run_console("train", [*SMALL, *overrides], tmp_path, env, 600)
+    done = run_console("train", [*SMALL, *overrides.split()], tmp_path, env, 600)
     assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout, done.stderr
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("Error: ") and all(w in error for w in words), error
     runs = run_dirs(tmp_path)
-    assert len(runs) == (checkpoints is not None) and not list(tmp_path.rglob("metrics.json"))
+    assert len(runs) == (stays is not None) and not list(tmp_path.rglob("metrics.json"))
     for run in runs:  # the failed run's log says why
         assert error in (run / "train.log").read_text()
-        assert checkpoints or not list((run / "checkpoints").glob("*.ckpt"))
+        assert stays or not list((run / "checkpoints").glob("*.ckpt"))
 
 
 def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywhere(
     trained_run: Path, tmp_path: Path, synthetic_mnist: Path
 ) -> None:
-    """A learning rate so small that the test accuracy shows where the weights came from (a fresh
-    network scores about 0.1). model.compile=true compiles for training only."""
+    """A learning rate so small that the test accuracy shows where the weights came from (fresh:
+    about 0.1); model.compile=true compiles for training only."""
     last = tmp_path / "start.ckpt"  # named from where the command runs, which Hydra leaves
     weights = shutil.copy(trained_run / "checkpoints" / "last.ckpt", last).read_bytes()
     args = ["ckpt_path=start.ckpt", "hydra.job.chdir=true", "model.hidden_dims=[64]"]
@@ -186,11 +152,8 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     assert last.read_bytes() == weights  # the source is untouched
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0})
-    events.Reload()
-    assert {"weights/layers.0.weight", "gradients/layers.0.weight"} <= set(
-        events.Tags()["histograms"]
-    )
+    histograms = EventAccumulator(str(run / "tensorboard")).Reload().Tags()["histograms"]
+    assert {"weights/layers.0.weight", "gradients/layers.0.weight"} <= set(histograms)
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert "net.layers.0.weight" in state and not any("_orig_mod" in k for k in state)
     done = run_console("eval", [f"run_dir={run}", "data_source=files"], tmp_path, env)
@@ -221,8 +184,7 @@ def test_end_to_end_on_real_mnist(real_run: Path) -> None:
 
 @pytest.mark.e2e
 def test_predict_reads_real_pictures(real_run: Path, tmp_path: Path, real_mnist_dir: Path) -> None:
-    """Test digits saved as dark-on-light PNGs 4x larger, and README's pen-drawn digits
-    (files that are not pictures, skipped by name: test_bad_input.py)."""
+    """Test digits saved as dark-on-light PNGs 4x larger, and README's pen-drawn digits."""
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     raw = raw_dir(real_mnist_dir)

@@ -1,6 +1,5 @@
-"""Run directories and checkpoints are data, never code, and one process writes a run. Each
-case is a run directory spoiled as an attacker or an accident would, resumed to a third epoch
-(so that its checkpoint is read): refused in one line, nothing run, nothing changed."""
+"""Run directories and checkpoints are data, never code, and one process writes a run: a run
+spoiled as an attacker or an accident would, resumed, is refused in one line, changing nothing."""
 
 import fcntl
 import json
@@ -13,12 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import atomic_write_json
 from mnist_lightning.run.checkpoint import AtomicCheckpointIO, confine_paths, load_checkpoint
 from mnist_lightning.run.resume import check_saved_config
+from mnist_lightning.run.trainer import lightning_errors
 from tests.helpers.commands import TIMEOUT_S, cli_env, train_command
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import STEPS_PER_EPOCH
@@ -137,8 +138,7 @@ CASES = [
         ".hydra/config.yaml is not a config mnist-train saved",
     ),
     (lambda w: shutil.rmtree(w / "run"), "resume={w}/run: there is no such run directory."),
-    # its checkpoint (loaded with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch would unpickle it;
-    # read as mnist-eval reads one, whose damaged checkpoints are test_bad_input.py's)
+    # its checkpoint (with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, torch would unpickle it)
     (lambda w: Path(LAST.format(w=w)).unlink(), "/run/checkpoints/last.ckpt is missing; the run"),
     (  # a pickle as last.ckpt
         lambda w: torch.save({"state_dict": Evil(w / "ran")}, LAST.format(w=w)),
@@ -177,7 +177,7 @@ def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     (w / "someones" / "file.txt").write_text("theirs")
     spoil(w)
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
-    args = [f"resume={w / 'run'}", "trainer.max_epochs=3"]
+    args = [f"resume={w / 'run'}", "trainer.max_epochs=3"]  # a third epoch: its checkpoint read
     done, before, after = run_in_world("train", args, w, env, directory_times=True)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr, lines[-40:]
@@ -222,9 +222,8 @@ def checkpoint_state(folder: object) -> dict:
 
 
 def test_a_runs_checkpoints_are_written_and_name_files_only_inside_it(tmp_path: Path) -> None:
-    """Written where Lightning computed (a `dirpath: null` leads to a logger's folder, which a
-    crafted `name` can lead out of); a moved run's checkpoint state follows it (one that leads
-    out of the run is refused: the table above)."""
+    """Written where Lightning computed (a logger's `name` can lead out); a moved run's
+    checkpoint state follows it (one that leads out of the run: the table above)."""
     (tmp_path / "run").mkdir()
     inside = AtomicCheckpointIO(tmp_path / "run")
     inside.save_checkpoint({"x": 1}, tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -246,9 +245,8 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained_run: Path) -> None:
-    """resume=latest passes over a run whose lock is live (a live lock refuses resume=,
-    mnist-eval and mnist-export: test_bad_input.py); a dead holder's lock blocks nothing: of two
-    resumes started at once, one continues the run and the other is refused, naming the first."""
+    """resume=latest passes over a live lock (resume=, mnist-eval, mnist-export: test_bad_input);
+    a dead holder's blocks nothing: of two resumes at once one runs, the other names it."""
     runs = tmp_path / "outputs" / "runs"
     finished, live = runs / "0-finished", runs / "1-live"
     for run in (finished, live):
@@ -318,10 +316,6 @@ def test_what_lightnings_restore_refuses_is_the_checkpoints_fault_unless_it_is_t
     raised: str, says: str
 ) -> None:
     """Raised where Lightning restores a resumed run's state (checkpoint_connector.py)."""
-    from lightning.pytorch.utilities.exceptions import MisconfigurationException
-
-    from mnist_lightning.run.trainer import lightning_errors
-
     where = "lightning/pytorch/trainer/connectors/checkpoint_connector.py"
     restore = compile(f"raise {raised}", where, "exec")
     trainer = type("Trainer", (), {"interrupted": False})()

@@ -1,5 +1,5 @@
-"""The console commands as new processes, for the few tests that need one (exit status and output
-as a shell sees them, signals, DDP, runs side by side); the rest: tests/helpers/hydra_jobs.py."""
+"""The console commands as processes, for the tests that need one (signals, DDP, runs side by
+side, a shell's view); the rest: tests/helpers/hydra_jobs.py."""
 
 import os
 import subprocess
@@ -22,8 +22,7 @@ def train_command(*overrides: str, synthetic: bool = True) -> list[str]:
 
 
 def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test's environment with MNIST_DATA_DIR, tests/ first on PYTHONPATH (for the callbacks
-    of tests/probes.py given by name), and `extra`."""
+    """The test's environment, MNIST_DATA_DIR, tests/ on PYTHONPATH (for probes.py), `extra`."""
     path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
     return os.environ | {"MNIST_DATA_DIR": str(data_dir), "PYTHONPATH": path} | (extra or {})
 
@@ -31,8 +30,7 @@ def cli_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, st
 def run_cli(
     module: str, args: list[str], cwd: Path, data: Path, env: dict | None = None, **popen: object
 ) -> subprocess.CompletedProcess:
-    """`python -m mnist_lightning.cli.<module> args...` in `cwd`, with subprocess's `popen`
-    arguments; subprocess.TimeoutExpired after TIMEOUT_S."""
+    """`python -m mnist_lightning.cli.<module> args...` in `cwd` (TimeoutExpired: TIMEOUT_S)."""
     command = [sys.executable, "-m", f"mnist_lightning.cli.{module}", *args]
     popen |= {"capture_output": True, "text": True, "timeout": TIMEOUT_S}
     return subprocess.run(command, cwd=cwd, env=cli_env(data, env), **popen)

@@ -1,11 +1,6 @@
-"""The console commands run in the test process.
-
-`run_command(train, "train", overrides)` runs a command's `@hydra.main` function as `Hydra.run`
-does (run directory made, config saved in .hydra/), without Hydra's logging set-up and without
-the checks the console entry makes before Hydra starts: a test passes a fresh `hydra.run.dir`.
-`run_console("train", args, cwd)` runs the console entry itself and gives back what a process
-would (exit status, stdout, stderr); the process-wide state it changes is put back after it.
-"""
+"""The console commands in the test process: `run_command` runs a `@hydra.main` function as
+`Hydra.run` does (without the console's checks: pass a fresh `hydra.run.dir`); `run_console` runs
+the console entry and gives back what a process would, the process-wide state put back after."""
 
 import contextlib
 import importlib
@@ -21,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -42,43 +38,12 @@ def locks_released() -> Iterator[None]:
 
 
 def run_command(main: Callable[..., Any], config_name: str, overrides: Sequence[str]) -> Any:
-    """What `main` returns when Hydra runs it for `overrides`; exceptions and the SystemExit of
-    a refused command go through. Needs the `hydra_on_conf` fixture."""
+    """What `main` returns when Hydra runs it (exceptions go through); needs `hydra_on_conf`."""
     hydra = GlobalHydra.instance().hydra
     assert hydra is not None, "initialise Hydra on conf/ first (the hydra_on_conf fixture)"
     with locks_released():
         job = hydra.run(config_name, main, list(overrides), with_log_configuration=False)
         return job.return_value
-
-
-@contextlib.contextmanager
-def process_state(cwd: Path, argv: list[str], env: dict[str, str]) -> Iterator[None]:
-    """cwd, argv, environment (PYTHONPATH also on sys.path), Hydra, logging and warnings as a
-    new process of the command would have them, put back afterwards."""
-    saved = (os.getcwd(), sys.argv[:], os.environ.copy(), sys.path[:])
-    hydra, hydra_cfg = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
-    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
-    logging_state = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
-    GlobalHydra.instance().clear()
-    os.chdir(cwd)
-    sys.argv[:] = argv
-    os.environ.update(env)
-    sys.path[:0] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    try:
-        with warnings.catch_warnings(), locks_released():
-            yield
-    finally:
-        for lg, level, handlers, propagate, disabled in logging_state:
-            for handler in set(lg.handlers) - set(handlers):
-                handler.close()
-            lg.setLevel(level)
-            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
-        GlobalHydra.instance().hydra, HydraConfig.instance().cfg = hydra, hydra_cfg
-        os.chdir(saved[0])
-        sys.argv[:] = saved[1]
-        os.environ.clear()
-        os.environ.update(saved[2])
-        sys.path[:] = saved[3]
 
 
 @contextlib.contextmanager
@@ -111,30 +76,49 @@ def run_console(
     timeout_s: int = 120,
     memory_gib: float | None = None,
 ) -> subprocess.CompletedProcess:
-    """`mnist-<command> args...` in `cwd` with `env` added, in this process. An exception that
-    escapes the command is a traceback on stderr and exit status 1, as in a process."""
+    """`mnist-<command> args...` in `cwd` with `env` added, in this process, with cwd, argv,
+    environment, sys.path, Hydra, logging and warnings as a new process would have them, put back
+    after. An escaping exception is a traceback on stderr and exit status 1, as in a process."""
     main = getattr(importlib.import_module(f"mnist_lightning.cli.{command}"), ENTRY[command])
     out, err = io.StringIO(), io.StringIO()
-    argv = [f"mnist-{command}", *args]
+    argv, env = [f"mnist-{command}", *args], env or {}
     cwd.mkdir(parents=True, exist_ok=True)
-    with (
-        process_state(cwd, argv, env or {}),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-        limits(timeout_s, memory_gib),
-    ):
-        # Lightning's own handler, as `import lightning` sets it up in a process whose root
-        # logger has none yet (under pytest its lines would reach Hydra's train.log instead).
-        lightning = logging.getLogger("lightning.pytorch")
-        lightning.handlers[:], lightning.propagate = [logging.StreamHandler(err)], False
-        try:
-            main()
-            status = 0
-        except SystemExit as e:  # a message, not a status, is printed: status 1, as Python does
-            if e.code is not None and not isinstance(e.code, int):
-                print(e.code, file=err)
-            status = e.code if isinstance(e.code, int) else int(e.code is not None)
-        except Exception:  # reported as the process would report it
-            traceback.print_exc(file=err)
-            status = 1
+    hydra, hydra_cfg = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    logging_state = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
+    GlobalHydra.instance().clear()
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        with (
+            contextlib.chdir(cwd),
+            mock.patch.object(sys, "argv", argv),
+            mock.patch.object(sys, "path", [*path, *sys.path]),
+            mock.patch.dict(os.environ, env),
+            warnings.catch_warnings(),
+            locks_released(),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            limits(timeout_s, memory_gib),
+        ):
+            # Lightning's own handler, as `import lightning` sets it up in a process whose root
+            # logger has none yet (under pytest its lines would reach Hydra's train.log instead).
+            lightning = logging.getLogger("lightning.pytorch")
+            lightning.handlers[:], lightning.propagate = [logging.StreamHandler(err)], False
+            try:
+                main()
+                status = 0
+            except SystemExit as e:  # a message, not a status, is printed: status 1, as Python does
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code, file=err)
+                status = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # reported as the process would report it
+                traceback.print_exc(file=err)
+                status = 1
+    finally:
+        for lg, level, handlers, propagate, disabled in logging_state:
+            for handler in set(lg.handlers) - set(handlers):
+                handler.close()
+            lg.setLevel(level)
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+        GlobalHydra.instance().hydra, HydraConfig.instance().cfg = hydra, hydra_cfg
     return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())

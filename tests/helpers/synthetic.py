@@ -12,9 +12,8 @@ SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_VAL = 1200, 300, 200
 
 
 def write_mnist(data_dir: Path, train: int, test: int) -> Path:
-    """Write a synthetic MNIST into `<data_dir>/MNIST/raw/` (torchvision's layout): balanced
-    labels in a seeded order, each digit a bright bar in its own rows over noise in [0, 60), easy
-    to learn in one epoch by a tiny MLP, and (560 random pixels each) no two images alike."""
+    """A synthetic MNIST in `<data_dir>/MNIST/raw/`: balanced labels in a seeded order, each digit
+    a bright bar in its own rows over noise (a tiny MLP learns it in one epoch; no two alike)."""
     raw = raw_dir(data_dir)
     raw.mkdir(parents=True)
     for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):  # counts: tens

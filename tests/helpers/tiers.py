@@ -1,5 +1,4 @@
-"""Long parametrized tests (their cases together take more than ~2 s): the fast tier (`make
-test-fast`) keeps one case of each kind, the full suite runs them all."""
+"""Long parametrized tests: the fast tier (`make test-fast`) keeps one case of each kind."""
 
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,8 +9,7 @@ import pytest
 def one_of_each_kind(
     cases: Iterable[Any], kind: Callable[[Any], object] = lambda case: None
 ) -> list[Any]:
-    """`cases` as `pytest.param`s for `parametrize`: the first case of each `kind(case)` is
-    left unmarked, for the fast tier; every other case is marked `slow`."""
+    """`cases` as `pytest.param`s: the first of each `kind(case)` unmarked, the others `slow`."""
     seen: set[object] = set()
     params = []
     for case in cases:

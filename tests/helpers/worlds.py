@@ -1,6 +1,5 @@
-"""A user's world (data, a finished run, pictures) and a command's console entry run in it in
-the test process, with a snapshot of everything in it before and after: a refused command
-changes nothing that existed (test_bad_input.py, test_trust.py; as processes: test_train.py)."""
+"""A user's world (data, a finished run, pictures), a command run in it, and snapshots of
+everything in it before and after: a refused command changes nothing that existed."""
 
 import os
 import shutil
@@ -49,9 +48,8 @@ def last_ckpt(w: Path) -> str:
 def run_in_world(
     module: str, args: list[str], world: Path, env: dict | None = None, **options: Any
 ) -> tuple[subprocess.CompletedProcess, dict[Path, Entry], dict[Path, Entry]]:
-    """`mnist-<module> args...` as a user runs it in `world`, on the data in `world/data`, with
-    `env` added: what it did, and snapshots before and after (`options`: the snapshots'
-    directory_times, run_console's timeout_s and memory_gib)."""
+    """`mnist-<module> args...` run in `world` on `world/data`: what it did, and snapshots before
+    and after (`options`: the snapshots' directory_times, run_console's timeout_s, memory_gib)."""
     times = options.pop("directory_times", False)
     before = snapshot(world, times)
     done = run_console(
