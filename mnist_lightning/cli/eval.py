@@ -126,8 +126,5 @@ def main(cfg: DictConfig) -> None:
     print(f"\nwritten: {run / 'eval'}/metrics.json and {', '.join(f'{n}.png' for n in figures)}")
 
 
-cli = main  # the console script (pyproject.toml)
-
-
 if __name__ == "__main__":
-    cli()
+    main()

@@ -134,8 +134,5 @@ def main(cfg: DictConfig) -> None:
     )
 
 
-cli = main  # the console script (pyproject.toml)
-
-
 if __name__ == "__main__":
-    cli()
+    main()

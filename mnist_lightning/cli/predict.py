@@ -141,8 +141,5 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1 if rows else 2)
 
 
-cli = main  # the console script (pyproject.toml)
-
-
 if __name__ == "__main__":
-    cli()
+    main()

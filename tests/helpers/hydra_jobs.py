@@ -23,8 +23,6 @@ from hydra.core.hydra_config import HydraConfig
 
 from mnist_lightning import files
 
-ENTRY = {"train": "main", "eval": "cli", "predict": "cli", "export": "cli"}
-
 
 @contextlib.contextmanager
 def locks_released() -> Iterator[None]:
@@ -79,7 +77,7 @@ def run_console(
     """`mnist-<command> args...` in `cwd` with `env` added, in this process, with cwd, argv,
     environment, sys.path, Hydra, logging and warnings as a new process would have them, put back
     after. An escaping exception is a traceback on stderr and exit status 1, as in a process."""
-    main = getattr(importlib.import_module(f"mnist_lightning.cli.{command}"), ENTRY[command])
+    main = importlib.import_module(f"mnist_lightning.cli.{command}").main
     out, err = io.StringIO(), io.StringIO()
     argv, env = [f"mnist-{command}", *args], env or {}
     cwd.mkdir(parents=True, exist_ok=True)
