@@ -1,5 +1,6 @@
 """The network (`MLP`) and the LightningModule (`MNISTClassifier`)."""
 
+import contextlib
 import itertools
 import json
 from collections.abc import Iterable
@@ -165,17 +166,9 @@ def test_training_reads_nothing_back_from_the_device_between_logs() -> None:
     largest = lambda *_: norms.append(  # noqa: E731
         torch.stack([w.detach().norm(dim=1).max() for w in hidden]).max()
     )
-    watched, watching = DeviceReads(), []  # the epochs after the first (which builds caches)
-
-    def start(trainer: L.Trainer, *_: object) -> None:
-        if trainer.current_epoch > 0:
-            watching.append(watched.__enter__())
-
-    def stop(*_: object) -> None:
-        if watching:
-            watched.__exit__(None, None, None)
-            watching.clear()
-
+    watched, stack = DeviceReads(), contextlib.ExitStack()  # on after epoch 1 (building caches)
+    start = lambda trainer, *_: trainer.current_epoch and stack.enter_context(watched)  # noqa: E731
+    stop = lambda *_: stack.close()  # noqa: E731 (an empty stack: nothing to close)
     callbacks = [LambdaCallback(on_train_epoch_start=start, on_train_epoch_end=stop)]
     callbacks += [LambdaCallback(on_exception=stop, on_train_batch_end=largest)]
     trainer = bare_trainer(log_every_n_steps=1000, callbacks=callbacks)
