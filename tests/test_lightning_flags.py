@@ -13,7 +13,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
-    EarlyStopping,
     LearningRateFinder,
     ModelSummary,
     RichModelSummary,
@@ -287,8 +286,7 @@ def test_max_time_and_early_stopping_stop_training_where_lightnings_docs_say(
     )
     ten = ("trainer.max_epochs=10", *NO_CHECKPOINTS)
     trainer, _ = fit(config(tmp_path / "early", synthetic_mnist, EARLY_STOPPING, *ten))
-    assert the(trainer, EarlyStopping).stopped_epoch == 2
-    assert trainer.global_step == 3 * STEPS_PER_EPOCH
+    assert trainer.global_step == 3 * STEPS_PER_EPOCH  # of max_epochs=10
 
 
 @pytest.mark.slow
