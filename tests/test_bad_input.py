@@ -57,12 +57,6 @@ def run_held_elsewhere(w: Path) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)
 
 
-def eval_is_a_link(w: Path) -> None:
-    (w / "elsewhere").mkdir()
-    (w / "elsewhere" / "notes.txt").write_text("mine")
-    (w / "run" / "eval").symlink_to(w / "elsewhere")
-
-
 # What a case changes in the world first, by name (in the test's id).
 SETUP: dict[str, Callable[[Path], object]] = {
     "outputs a file": lambda w: (w / "outputs").write_text("not a directory"),
@@ -75,7 +69,7 @@ SETUP: dict[str, Callable[[Path], object]] = {
     "corrupt": lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
     "t10k to /dev/zero": lambda w: linked_to_dev_zero(w, "t10k-images-idx3-ubyte"),
     "held": run_held_elsewhere,
-    "eval a link": eval_is_a_link,
+    "eval a link": lambda w: (w / "run" / "eval").symlink_to(w / "data"),  # the user's files
     "ckpt": lambda w: shutil.copy(last_ckpt(w), w / "model.pt"),
     "notes": lambda w: (w / "model.pt").write_text("my notes"),
     "a picture": lambda w: Image.new("L", (32, 32), 128).save(w / "p.png"),

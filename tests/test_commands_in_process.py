@@ -1,10 +1,9 @@
 """The fast tier's end-to-end check, in this process on the synthetic MNIST: the shared run and
-what mnist-predict, mnist-export and resume do with it (mnist-eval: test_fashion_mnist.py)."""
+what mnist-predict and mnist-export do with it (eval: test_fashion_mnist; resume: test_trust)."""
 
 import json
 import logging
 import re
-import shutil
 import warnings
 from pathlib import Path
 
@@ -33,14 +32,6 @@ STEPS = 2 * STEPS_PER_EPOCH  # of the trained run
 SCALARS = {f"{split}/{name}" for split in ("train", "val", "test") for name in ("loss", "acc")}
 
 
-def metrics_of(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
-
-
-def events_of(run: Path) -> EventAccumulator:
-    return EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
-
-
 def test_a_run_writes_the_documented_layout_and_tensorboard_curves(trained_run: Path) -> None:
     assert re.match(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", trained_run.name)
     config = (trained_run / ".hydra" / "config.yaml").read_text()
@@ -51,12 +42,13 @@ def test_a_run_writes_the_documented_layout_and_tensorboard_curves(trained_run: 
     assert "`Trainer.fit` stopped" in log and "run.report][INFO] - Results:\n  test/acc " in log
     checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
     assert checkpoints[0].startswith("best-") and checkpoints[1:] == ["last.ckpt"]  # no .tmp
-    metrics = metrics_of(trained_run)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["epoch"] == 2 and metrics["global_step"] == STEPS
     assert metrics["test/acc"] >= 0.9 and 0 <= metrics["test/loss"] < 1  # easy digits
     assert metrics["wall_seconds"] >= 0 and Path(metrics["best_checkpoint"]).name == checkpoints[0]
     # TensorBoard: the curves and the hparams
-    events = events_of(trained_run)
+    events = EventAccumulator(str(trained_run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
     assert set(events.Tags()["scalars"]) >= SCALARS | {"val/acc_best"}
     # Lightning's x-axis: a point logged after optimizer step k (1, 2, ...) is at step k - 1.
     assert [e.step for e in events.Scalars("val/acc")] == [STEPS_PER_EPOCH - 1, STEPS - 1]
@@ -100,7 +92,7 @@ def test_mnist_train_debug_fdr_runs_one_batch_of_each_loop_and_keeps_no_checkpoi
     check_command_line(["-sc", "install=bash"], "train")  # Hydra's, not overrides
     line = merged([*SMALL, f"paths.data_dir={synthetic_mnist}", f"hydra.run.dir={run}"], clip)
     returned = run_command(mnist_train, "train", line)
-    metrics = metrics_of(run)
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 1 and returned == metrics["val/acc_best"]  # for sweepers
     assert 0 <= metrics["test/acc"] <= 1 and metrics["best_checkpoint"] == ""
     assert not (run / "checkpoints").exists() and not (run / "tensorboard").exists()
@@ -171,31 +163,6 @@ def test_mnist_export_predicts_as_the_checkpoint_and_replaces_only_its_own_earli
     model, _ = load_classifier(last, torch.device("cpu"))
     with torch.no_grad():
         assert torch.equal(logits.argmax(1), model(images).argmax(1))
-
-
-@pytest.mark.slow  # trains an epoch
-def test_resume_continues_a_finished_run_in_its_own_directory(
-    trained_run: Path,
-    tmp_path: Path,
-    synthetic_mnist: Path,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    run = shutil.copytree(trained_run, tmp_path / "run")
-    config = (run / ".hydra" / "config.yaml").read_text()
-    line = [f"resume={run}", "trainer.max_epochs=3", f"data.data_dir={synthetic_mnist}"]
-    with caplog.at_level(logging.INFO):
-        run_command(mnist_train, "train", line)
-    assert f"Resuming {run} from {run / 'checkpoints' / 'last.ckpt'}" in caplog.text
-    assert " s since the resume\n" in capsys.readouterr().out  # the results table's time
-    assert (run / ".hydra" / "config.yaml").read_text() == config  # the run's own config
-    assert metrics_of(run)["global_step"] == 3 * STEPS_PER_EPOCH
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 3 * STEPS_PER_EPOCH
-    # One curve, nothing repeated, at Lightning's steps.
-    steps = [e.step for e in events_of(run).Scalars("val/acc")]
-    assert steps == [STEPS_PER_EPOCH * k - 1 for k in (1, 2, 3)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no new run beside it
 
 
 @pytest.mark.parametrize("command", one_of_each_kind(["eval", "predict", "export", "train"]))

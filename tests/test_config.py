@@ -294,7 +294,6 @@ JOBS = {
     "-m model.dropout=0,0.5 ckpt_path=/no/such.ckpt": "Checkpoint /no/such.ckpt does not exist",
     "-m model.dropout=0,0.5 paths.data_dir=/proc/nope": "/proc/nope/MNIST/raw",
     "-m model.dropout=0,0.5 data.val_size=60000": "data.val_size=60000 must be between 1 and",
-    "-m model.dropout=0,0.5 trainer.precision=17": "trainer cannot be built from its config: Pre",
     "+model.dropuot=0.3": "MNISTClassifier takes no argument dropuot. Did you mean model.dropout?",
     "+callbacks.zzz.patience=1 paths.data_dir=/proc/nope": "callbacks.zzz names no class to build",
     "+trainer.gradient_clip_vall=1": "Did you mean trainer.gradient_clip_val?",

@@ -5,10 +5,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,19 +57,6 @@ def test_help_into_a_pipe_its_reader_closed_ends_quietly(tmp_path: Path) -> None
     done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     os.close(write)
     assert (done.returncode, done.stderr) == (1, "")
-
-
-def test_ctrl_c_while_the_libraries_load_ends_quietly(tmp_path: Path) -> None:
-    """A newcomer's first Ctrl-C, a second after starting: exit 130, no traceback, no run."""
-    command = [sys.executable, "-m", "mnist_lightning.cli.train", "trainer.max_epochs=1"]
-    # As from a terminal, also when the suite runs as a `&` job (which ignores SIGINT)
-    terminal = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=terminal
-    )
-    time.sleep(1)  # torch and Lightning take several seconds to load
-    proc.send_signal(signal.SIGINT)
-    assert (proc.wait(60), proc.stderr.read(), list(tmp_path.iterdir())) == (130, "", [])
 
 
 def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_only_theirs(

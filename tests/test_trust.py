@@ -14,6 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import atomic_write_json
@@ -246,7 +247,8 @@ def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained_run: Path) -> None:
     """resume=latest passes over a live lock (resume=, mnist-eval, mnist-export: test_bad_input);
-    a dead holder's blocks nothing: of two resumes at once one runs, the other names it."""
+    a dead holder's blocks nothing: of two resumes at once one runs, the other names it, and the
+    one continues the finished run in its own directory, its own config, one curve."""
     runs = tmp_path / "outputs" / "runs"
     finished, live = runs / "0-finished", runs / "1-live"
     for run in (finished, live):
@@ -266,18 +268,25 @@ def test_one_process_writes_a_run(tmp_path: Path, synthetic_mnist: Path, trained
     assert [snapshot(run, directory_times=True) for run in (finished, live)] == untouched
 
     resume = train_command(f"resume={live}", "trainer.max_epochs=10", synthetic=False)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     both = [
-        subprocess.Popen(
-            resume, cwd=tmp_path, env=cli_env(synthetic_mnist), stderr=subprocess.PIPE, text=True
-        )
+        subprocess.Popen(resume, cwd=tmp_path, env=cli_env(synthetic_mnist), **pipes)
         for _ in range(2)
     ]
-    errors = [p.communicate(timeout=TIMEOUT_S)[1] for p in both]
-    assert sorted(p.returncode for p in both) == [0, 2], errors
+    said = [p.communicate(timeout=TIMEOUT_S)[0] for p in both]
+    assert sorted(p.returncode for p in both) == [0, 2], said
     (winner,) = [p for p in both if p.returncode == 0]
-    assert any(f"process {winner.pid} (mnist-train) is writing it" in e for e in errors), errors
-    metrics = json.loads((live / "metrics.json").read_text())
-    assert metrics["global_step"] == 10 * STEPS_PER_EPOCH
+    assert any(f"process {winner.pid} (mnist-train) is writing it" in s for s in said), said
+    assert " s since the resume\n" in said[both.index(winner)]  # the results table's time
+    last = live / "checkpoints" / "last.ckpt"
+    assert f"Resuming {live} from {last}" in (live / "train.log").read_text()
+    assert len({(r / ".hydra/config.yaml").read_text() for r in (trained_run, live)}) == 1
+    assert json.loads((live / "metrics.json").read_text())["global_step"] == 10 * STEPS_PER_EPOCH
+    assert torch.load(last, weights_only=True)["global_step"] == 10 * STEPS_PER_EPOCH
+    # One curve, nothing repeated, at Lightning's steps; no new run beside.
+    curve = EventAccumulator(str(live / "tensorboard")).Reload().Scalars("val/acc")
+    assert [e.step + 1 for e in curve] == [STEPS_PER_EPOCH * k for k in range(1, 11)]
+    assert sorted(runs.iterdir()) == [finished, live]
 
 
 def test_a_file_torch_will_not_read_as_weights_says_why(
