@@ -48,19 +48,16 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
         )
     ink = _mnist_stroke(_resize(ink, WORK_SIDE / max(ink.shape)))
     small = _resize(ink, 20 / max(ink.shape))
-    # Centre of mass to the middle of the 28x28 field, as MNIST's creators did.
-    ys, xs = np.indices(small.shape)
     mass = small.sum()
     if not mass > 0:  # ink too faint to survive the shrinking
         raise ImageError(f"{name}: the image is blank (no ink found).")
-    cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
-    top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
-    left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
+    # Centre of mass to the middle of the 28x28 field, as MNIST's creators did.
+    centre = (np.indices(small.shape) * small).sum((1, 2)) / mass
+    top, left = np.clip(np.rint(14 - centre), 0, np.subtract(28, small.shape)).astype(int)
     return _field(small, top, left)  # (in [0, 1]: _resize clips)
 
 
 def _field(image: np.ndarray, top: int, left: int) -> torch.Tensor:
-    """`image` in a black 28x28 field, its top left corner at (`top`, `left`)."""
     rows, cols = (top, 28 - top - image.shape[0]), (left, 28 - left - image.shape[1])
     return torch.from_numpy(np.pad(image, (rows, cols)).astype(np.float32))
 
@@ -198,13 +195,11 @@ def _mnist_stroke(ink: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _rank(image: np.ndarray, kind: type) -> np.ndarray:
-    """Each pixel the minimum (MinFilter: erosion) or maximum (dilation) of its 3x3 square."""
+def _rank(image: np.ndarray, kind: type) -> np.ndarray:  # MinFilter: erosion, MaxFilter: dilation
     return np.asarray(Image.fromarray(image.astype(np.float32)).filter(kind(3)))
 
 
 def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
-    """`ink` scaled by `scale` (Lanczos), each side at least one pixel."""
     height, width = ink.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS)).clip(0, 1)
@@ -244,8 +239,7 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
         raise ImageError(f"{name}: {printable(why)}.") from None
     try:
         # Pillow's warnings on a damaged file would add lines; the error below says it.
-        with file, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with file, warnings.catch_warnings(action="ignore"):
             opened = Image.open(file)
             opened.load()
             # As a viewer shows it: turned as a phone's EXIF says, a transparent drawing on white.
