@@ -144,8 +144,7 @@ class MNISTDataModule(L.LightningDataModule):
         return len(read_idx(labels)) if self.source == "files" else OFFICIAL_IMAGES[split]
 
     def check_sizes(self, images: int | None = None) -> int:
-        """val_size and train_subset against the number of training `images` (`images_in`);
-        returns that number."""
+        """Refuse sizes the training `images` (`images_in`) cannot give; return their number."""
         images = self.images_in("train") if images is None else images
         if not 0 < self.val_size < images:
             raise DataError(
@@ -208,7 +207,6 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size)
 
     def _loader(self, split: str, batch_size: int, shuffle=False, augment=None) -> TensorBatches:
-        """This process's batches of `split` (under DDP its own part)."""
         ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return TensorBatches(
             *self.splits[split], batch_size, shuffle, self.seed, augment, *ranks, split == "train"

@@ -1,8 +1,7 @@
 """Your own pictures of digits as MNIST images (mnist-predict's input): ink bright on black,
 cropped, fitted in 20x20 and centred by mass in 28x28 as MNIST's were, after the paper's tone,
 gradients and shadows are taken away and the strokes made as thick as MNIST's, so a photo or a
-scan is read like a test image (docs/studies.md measures it). Only regular files are opened.
-"""
+scan is read like a test image (docs/studies.md measures it)."""
 
 import os
 import warnings
@@ -63,11 +62,9 @@ def _field(image: np.ndarray, top: int, left: int) -> torch.Tensor:
 
 
 def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
-    """The picture shrunk to at most MAX_SIDE, as grey levels 0 (black) to 1 (white).
-    A 16-bit or float picture (a scientific TIFF) is scaled by its white: for a float one 1,
-    255 or 65535, for an integer one 255 or 65535, whichever its largest value fits under (10 %
-    over allowed), judged before the shrink (whose filter overshoots). One with a pixel that is
-    not a number (NaN, infinity) is refused, not guessed."""
+    """The picture shrunk to at most MAX_SIDE, as grey levels 0 (black) to 1 (white). A 16-bit
+    or float picture (a scientific TIFF) is scaled by the first of `whites` its largest value
+    fits under, judged before the shrink (whose filter overshoots); NaN or infinity is refused."""
     if image.mode.startswith("I;16"):  # Pillow shrinks these badly (big-endian) or not at all
         image = image.convert("I")
     if image.mode not in ("F", "I"):

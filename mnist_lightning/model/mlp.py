@@ -41,8 +41,7 @@ def size_problem(hidden_dims: Sequence[int]) -> str | None:
 
 
 class MLP(nn.Module):
-    """784 -> hidden_dims -> 10, on images in [0, 1] of shape (B, 28, 28), (B, 1, 28, 28) or
-    (B, 784).
+    """784 -> hidden_dims -> 10, on images in [0, 1]: (B, 28, 28), (B, 1, 28, 28) or (B, 784).
 
     The network normalises its own input with MNIST's mean and std, so a checkpoint or an
     exported model takes plain pixels and nobody has to remember the constants. An empty
