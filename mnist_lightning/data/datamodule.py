@@ -137,9 +137,8 @@ class MNISTDataModule(L.LightningDataModule):
         ensure_mnist(self.data_dir, self.source, self.dataset.name)
 
     def images_in(self, split: str) -> int:
-        """The images of a split (`train`, `t10k`) as the files tell: before they are fetched,
-        the official files' (every source but `files` writes those, by their sha256), or what
-        `files` has (refused now if it has none)."""
+        """Images in a split (`train`, `t10k`): what `files` has (refused if none), or the
+        official count, as every other source fetches the official files (by their sha256)."""
         labels = raw_dir(self.data_dir, self.dataset.name) / f"{split}-labels-idx1-ubyte"
         return len(read_idx(labels)) if self.source == "files" else OFFICIAL_IMAGES[split]
 

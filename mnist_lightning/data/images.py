@@ -71,8 +71,7 @@ def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     values = np.asarray(image, dtype=np.float64)
-    bad = int(values.size - np.isfinite(values).sum())
-    if bad:
+    if bad := int(values.size - np.isfinite(values).sum()):
         raise ImageError(f"{name}: {bad} of its pixels are not numbers (NaN or infinity).")
     top = values.max(initial=0)
     whites = (1, 255, 65535) if image.mode == "F" else (255, 65535)

@@ -276,5 +276,4 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 @torch.no_grad()
 def predict_all(model: MNISTClassifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits for uint8 `images`, in batches as mnist-train's test loop makes them."""
-    batches = images.split(batch_size)
-    return torch.cat([model(batch.float().div_(255)) for batch in batches])
+    return torch.cat([model(batch.float().div_(255)) for batch in images.split(batch_size)])
