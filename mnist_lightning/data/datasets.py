@@ -208,12 +208,11 @@ def _fetch(raw: Path, dataset: DataSet, source: str) -> Path:
             for file in dataset.sha256:
                 with atomic_open(raw / file) as f:
                     f.write(files[file])
+            log.info("%s: got the files from %s into %s", title, name, raw)
+            return raw
         except Exception as e:  # one source failing is expected; report them all at the end
             log.info("%s: %s failed: %s", title, name, one_line(e, 300))
             failures.append(f"{name}: {one_line(e, 300)}")
-            continue
-        log.info("%s: got the files from %s into %s", title, name, raw)
-        return raw
     raise DataError(
         f"Could not get {title} into {raw}. Tried " + "; ".join(failures) + ". Place the four "
         f"files {', '.join(dataset.sha256)} (uncompressed) there by hand, {dataset.by_hand}."

@@ -84,11 +84,10 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
     """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), or None if none is.
 
     Ink is the minority of pixels, far from the paper's tone: dark on light paper, or bright
-    on a dark ground (MNIST's own). The paper is the smooth surface (a quadratic in x and y:
-    a tone, a light gradient, vignetting) fitted to the pixels that are not ink, and ink is
-    measured against it, relative to the paper's brightness there, so a stroke reads the same
-    in the lit and the shaded corner. Noise is smoothed over a pixel or two and counted as
-    ink only well above its own spread; a picture with no such ink is blank.
+    on a dark ground (MNIST's own). It is measured against the paper's smooth surface
+    (`_paper`: a tone, a light gradient, vignetting), relative to the paper's brightness there,
+    so a stroke reads the same in the lit and the shaded corner. Noise is smoothed over a pixel
+    or two and counted as ink only well above its own spread; a picture with no such ink is blank.
     """
     width = 2 * max(1, min(gray.shape) // 150) + 1  # each pixel the mean of width x width
     smooth = torch.nn.functional.avg_pool2d(
@@ -202,9 +201,8 @@ def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
 
 
 def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
-    """A picture of one object (a Fashion-MNIST class) as that data set's were made: the object
-    bright on black, trimmed to it, its longest side scaled to 28 and centred in 28x28. Not
-    the digits' preparation: a garment fills its picture, and has no strokes to measure."""
+    """A picture of one object (a Fashion-MNIST class) as that data set's were made. Not the
+    digits' preparation: a garment fills its picture, and has no strokes to measure."""
     tone = _gray_levels(image, name)
     ground = np.median(np.concatenate([tone[0], tone[-1], tone[:, 0], tone[:, -1]]))
     if ground > 0.5:  # a product photo on a light background
@@ -220,9 +218,7 @@ def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
 
 def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     """The prepared image in `path` (a digit's, or with `objects` a Fashion-MNIST object's), or
-    an `ImageError` naming it. Only a regular file is opened: anything else is named for what
-    it is, never opened (a FIFO would block). Its name is shown escaped where a terminal would
-    act on it (a newline, an escape sequence, a byte that is not UTF-8)."""
+    an `ImageError` naming it (`printable`); only a regular file is opened (`open_regular`)."""
     name = printable(path)
     try:
         file = open_regular(path)
