@@ -144,7 +144,7 @@ class MNISTClassifier(L.LightningModule):
                         logger.experiment.add_histogram(f"gradients/{name}", param.grad, step)
 
     def on_validation_epoch_start(self) -> None:
-        # The same sums for validation and test: not a module or a buffer, so the model
+        # train_window's sums for validation and test: not a module or a buffer, so the model
         # summary lists only the network and bf16-true precision leaves it float32.
         self.eval_window = torch.zeros(3, device=self.device)
 
