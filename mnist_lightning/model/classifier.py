@@ -58,9 +58,6 @@ class MNISTClassifier(L.LightningModule):
         self.register_buffer("train_window", torch.zeros(3))
         # Each process's own (DDP would copy the first one's over it before every step).
         self._ddp_params_and_buffers_to_ignore = ["train_window"]
-        # The same sums for validation and test, made each epoch: not a module or a buffer, so
-        # the model summary lists only the network and bf16-true precision leaves it float32.
-        self.eval_window = torch.zeros(3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -147,6 +144,8 @@ class MNISTClassifier(L.LightningModule):
                         logger.experiment.add_histogram(f"gradients/{name}", param.grad, step)
 
     def on_validation_epoch_start(self) -> None:
+        # train_window's sums for validation and test: not a module or a buffer, so the model
+        # summary lists only the network and bf16-true precision leaves it float32.
         self.eval_window = torch.zeros(3, device=self.device)
 
     on_test_epoch_start = on_validation_epoch_start
@@ -266,19 +265,15 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     """The learning-rate multiplier at `step` of `total`: `cosine` anneals from lr to 0;
     `onecycle` is torch's OneCycleLR (30 % warm-up from lr/25, cosine down to lr/250 000)."""
     progress = min(step / max(total, 1), 1.0)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    warm = 0.3
-    first, last, fraction = (
-        (1 / 25, 1.0, progress / warm)
-        if progress < warm
-        else (1.0, 1 / 250_000, (progress - warm) / (1 - warm))
-    )
+    first, last, fraction = 1.0, 0.0, progress  # cosine
+    if schedule == "onecycle" and progress < 0.3:
+        first, last, fraction = 1 / 25, 1.0, progress / 0.3
+    elif schedule == "onecycle":
+        first, last, fraction = 1.0, 1 / 250_000, (progress - 0.3) / 0.7
     return last + (first - last) * 0.5 * (1 + math.cos(math.pi * fraction))
 
 
 @torch.no_grad()
 def predict_all(model: MNISTClassifier, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits for uint8 `images`, in batches as mnist-train's test loop makes them."""
-    batches = images.split(batch_size)
-    return torch.cat([model(batch.float().div_(255)) for batch in batches])
+    return torch.cat([model(batch.float().div_(255)) for batch in images.split(batch_size)])

@@ -26,14 +26,13 @@ def size_problem(hidden_dims: Sequence[int]) -> str | None:
     """Why an MLP of these hidden layer widths cannot be built, as `hidden_dims=[...]: why`;
     None if it can."""
     widths = list(hidden_dims)
-    sizes = [28 * 28, *widths, 10]
     if not all(isinstance(h, int) and not isinstance(h, bool) for h in widths):
         why = "the layer widths must be whole numbers"
     elif not all(0 < h <= MAX_WIDTH for h in widths):
         why = f"every layer width must be from 1 to {MAX_WIDTH}"
     elif len(widths) > MAX_LAYERS:
         why = f"{len(widths)} hidden layers are more than {MAX_LAYERS}"
-    elif (weights := sum(a * b for a, b in itertools.pairwise(sizes))) > MAX_WEIGHTS:
+    elif (weights := sum(a * b for a, b in itertools.pairwise([784, *widths, 10]))) > MAX_WEIGHTS:
         why = f"the layers would hold {weights:,} weights, more than {MAX_WEIGHTS:,}"
     else:
         return None
@@ -42,8 +41,7 @@ def size_problem(hidden_dims: Sequence[int]) -> str | None:
 
 
 class MLP(nn.Module):
-    """784 -> hidden_dims -> 10, on images in [0, 1] of shape (B, 28, 28), (B, 1, 28, 28) or
-    (B, 784).
+    """784 -> hidden_dims -> 10, on images in [0, 1]: (B, 28, 28), (B, 1, 28, 28) or (B, 784).
 
     The network normalises its own input with MNIST's mean and std, so a checkpoint or an
     exported model takes plain pixels and nobody has to remember the constants. An empty
