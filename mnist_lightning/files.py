@@ -100,8 +100,9 @@ def check_place(
         kind = kind_of(os.lstat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
         return False
-    except OSError as e:  # a name too long, a folder that cannot be looked into
-        raise error(f"{key}: cannot see what is there ({e.strerror or e}).") from None
+    except (OSError, ValueError) as e:  # a name too long or with a NUL, a folder unreadable
+        why = getattr(e, "strerror", None) or e
+        raise error(f"{printable(key)}: cannot see what is there ({why}).") from None
     if kind != wanted:
         raise error(
             f"{key} is {kind}, not {wanted}; a command uses only its own files there: move it "

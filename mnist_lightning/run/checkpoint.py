@@ -136,12 +136,14 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def own_checkpoint(run_dir: Path, name: str) -> Path | None:
-    """`<run>/checkpoints/<name's file name>` if a regular file is there; None if nothing is."""
-    path = run_dir / "checkpoints" / Path(name).name
-    key = f"run_dir={run_dir}: {path}"  # ("" and "..": the folder, the run)
-    if Path(name).name not in ("", "..") and check_place(path, key, error=CheckpointError):
-        return path
-    return None
+    """`<run>/checkpoints/<name's file name>` if a regular file is there, in the run's own
+    folder (not a link to one); None if nothing is."""
+    folder, file = run_dir / "checkpoints", Path(name).name  # ("" and "..": not a file)
+    key = f"run_dir={run_dir}: {folder}"
+    if file in ("", "..") or not check_place(folder, key, "a directory", CheckpointError):
+        return None
+    found = check_place(folder / file, f"{key}/{file}", error=CheckpointError)
+    return folder / file if found else None
 
 
 def run_dir_of(checkpoint: Path) -> Path:
