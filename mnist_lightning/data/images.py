@@ -232,10 +232,8 @@ def read_image(path: Path, objects: bool = False) -> torch.Tensor:
     try:
         # Pillow's warnings on a damaged file would add lines; the error below says it.
         with file, warnings.catch_warnings(action="ignore"):
-            opened = Image.open(file)
-            opened.load()
             # As a viewer shows it: turned as a phone's EXIF says, a transparent drawing on white.
-            image = ImageOps.exif_transpose(opened)
+            image = ImageOps.exif_transpose(Image.open(file))  # (it decodes the file first)
             if "A" in image.getbands() or "transparency" in image.info:
                 white = Image.new("RGBA", image.size, "white")
                 image = Image.alpha_composite(white, image.convert("RGBA"))
