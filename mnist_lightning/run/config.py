@@ -309,6 +309,9 @@ def check_command_line(
             "hydra/launcher=slurm needs the cluster extra: pip install -e '.[cluster]'"
         )
     flags = get_args_parser().parse_known_args(args)[0]
+    chosen = [flags.run, flags.multirun, flags.cfg, flags.info, flags.shell_completion]
+    if sum(c not in (None, False) for c in chosen) > 1:  # (Hydra's own refusal: a traceback)
+        raise ConfigError("Give only one of --run, --multirun, --cfg, --info, --shell-completion.")
     if flags.shell_completion:  # `-sc install=bash`: an instruction to Hydra, not an override
         return
     if flags.config_dir or flags.config_name or flags.config_path or flags.experimental_rerun:
