@@ -128,6 +128,7 @@ def setup_process() -> None:
         os.environ.setdefault("NO_COLOR", "1")
     for chatty in ("alembic", "mlflow.store.db.utils"):  # MLflow creating its tables
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    logging.raiseExceptions = False  # a full disk: no "Logging error" traceback per log line
     # submitit's messages go to Hydra's handlers only, not also to its own (printed twice).
     os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
     # A SLURM job gets the CPUs it asked for (torch would start a thread per core of the node);
