@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mnist_lightning.cli.predict import is_grid, write_grid
 from mnist_lightning.data.datasets import raw_dir
@@ -25,15 +25,6 @@ BASE = {
     "export": ["ckpt_path={last}", "format=torchscript", "data_source=files"],
     "predict": ["ckpt_path={last}", "inputs={w}/pictures/one.png"],
 }
-
-
-def world(tmp_path: Path, trained_run: Path) -> Path:
-    """make_world's, with a picture of a 1 for mnist-predict."""
-    w = make_world(tmp_path, trained_run)
-    drawn = Image.new("L", (64, 64), 255)
-    ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
-    drawn.save(w / "pictures" / "one.png")
-    return w
 
 
 def stopped_at_epoch_3(w: Path) -> None:
@@ -189,7 +180,7 @@ CASES = [
 def test_bad_input_gets_one_clear_message_and_changes_nothing(
     command: str, args: str, said: str, setup: str, trained_run: Path, tmp_path: Path
 ) -> None:
-    w = world(tmp_path, trained_run)
+    w = make_world(tmp_path, trained_run)
     if setup:
         SETUP[setup](w)
     base = [] if args.startswith("resume=") else BASE[command]
@@ -214,22 +205,24 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
 def test_special_files_among_pictures_are_skipped_by_name_never_opened(
     trained_run: Path, tmp_path: Path
 ) -> None:
-    """Special files and names a terminal would act on, beside a good picture, among inputs
-    and as inputs; an earlier grid, the one file replaced."""
-    w, skipped = world(tmp_path, trained_run), "skipped: {w}/pictures/"
+    """Special files, names a terminal would act on and names that give no picture, beside a
+    good picture, among inputs and as inputs; an earlier grid, the one file replaced."""
+    w, skipped = make_world(tmp_path, trained_run), "skipped: {w}/pictures/"
+    (w / "a.txt").touch()
     pictures = w / "pictures"
     os.mkfifo(pictures / "fifo.png")
     (pictures / "zero.png").symlink_to("/dev/zero")
     unix_socket(pictures / "sock.png")
     (pictures / "gone.png").symlink_to(w / "no-such.png")
     (pictures / "new\nline.png").write_bytes(b"not a picture")
-    (pictures / "title\x1b]0;pwned\x07\udcff.png").write_bytes(b"not a picture")
+    (pictures / "title\x1b]0;pwned\x07\udcff.png").touch()
     os.mkfifo(w / "named.png")
     (w / "empty").mkdir()
     grid = w / "grid.png"
     write_grid(grid, [torch.ones(28, 28)], [{"file": "a.png", "digit": 1, "probability": 1}])
-    inputs = f"inputs=[{pictures},{w}/named.png,{w}/nothing.png,{w}/empty]"
-    args = [f"ckpt_path={last_ckpt(w)}", inputs, f"grid={grid}"]
+    names = [pictures, "named.png", "nothing.png", "empty", "a.txt/x.png", f"{'x' * 300}.png"]
+    inputs = ",".join(str(w / name) for name in [*names, "empty/../pictures/one.png"])  # respelled
+    args = [f"ckpt_path={last_ckpt(w)}", f"inputs=[{inputs}]", f"grid={grid}"]
     done, before, after = run_in_world("predict", args, w, timeout_s=60, memory_gib=4)
     assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr
     for words in (
@@ -238,14 +231,16 @@ def test_special_files_among_pictures_are_skipped_by_name_never_opened(
         skipped + "sock.png: a socket, not a regular file",
         skipped + "gone.png: a dangling symbolic link",
         skipped + "new\\nline.png: not a readable image",
-        skipped + "title\\x1b]0;pwned\\x07\\udcff.png: not a readable image",
+        skipped + "title\\x1b]0;pwned\\x07\\udcff.png: not a readable image (no picture format",
         "skipped: {w}/named.png: a FIFO, not a regular file",
         "skipped: {w}/nothing.png: no such file or directory.",
         "skipped: {w}/empty: the directory holds no pictures (",
+        "skipped: {w}/a.txt/x.png: not a directory.",
+        "skipped: {w}/" + "x" * 300 + ".png: file name too long.",
         "wrote {w}/grid.png",
     ):
         assert words.format(w=w) in done.stderr, done.stderr
-    assert "pictures/one.png" in done.stdout, done.stdout
+    assert done.stdout.count("pictures/one.png") == 1, done.stdout  # named twice, read once
     replaced = after.pop(grid)  # by a regular file of mnist-predict's own
     assert replaced != before.pop(grid) and replaced[0] == "-" and is_grid(grid)
     assert after == before

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageDraw
+
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import write_mnist
 
@@ -34,10 +36,13 @@ def unix_socket(path: Path) -> None:
 
 
 def make_world(directory: Path, trained_run: Path) -> Path:
-    """A data directory, a finished run and a folder of pictures, as a user would have."""
+    """A data directory, a finished run and a folder with a picture of a 1, as a user would have."""
     write_mnist(directory / "data", train=300, test=50)
     shutil.copytree(trained_run, directory / "run")
     (directory / "pictures").mkdir()
+    drawn = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
+    drawn.save(directory / "pictures" / "one.png")
     return directory
 
 
