@@ -2,7 +2,6 @@
 user's world (value by value: test_config.py, test_tool_arguments.py, test_predict.py). A 60 s
 alarm and a 4 GiB memory margin make a hang or an endless read (a FIFO, /dev/zero) a failure."""
 
-import fcntl
 import os
 import shutil
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from mnist_lightning.cli.predict import is_grid, write_grid
 from mnist_lightning.data.datasets import raw_dir
 from tests.helpers.synthetic import SMALL, merged
 from tests.helpers.tiers import one_of_each_kind
-from tests.helpers.worlds import last_ckpt, make_world, run_in_world, unix_socket
+from tests.helpers.worlds import hold_lock, last_ckpt, make_world, run_in_world, unix_socket
 
 # What a command gets before a case's own arguments, which replace those of the same key.
 BASE = {
@@ -41,13 +40,6 @@ def linked_to_dev_zero(w: Path, name: str) -> None:
     path.symlink_to("/dev/zero")
 
 
-def run_held_elsewhere(w: Path) -> None:
-    """The run's lock as another mnist-train process holds it (until the tests end)."""
-    fd = os.open(w / "run" / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-    os.write(fd, b"process 4242 (mnist-train)")
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
 # What a case changes in the world first, by name (in the test's id).
 SETUP: dict[str, Callable[[Path], object]] = {
     "outputs a file": lambda w: (w / "outputs").write_text("not a directory"),
@@ -59,7 +51,7 @@ SETUP: dict[str, Callable[[Path], object]] = {
     "stopped at epoch 3": stopped_at_epoch_3,
     "corrupt": lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
     "t10k to /dev/zero": lambda w: linked_to_dev_zero(w, "t10k-images-idx3-ubyte"),
-    "held": run_held_elsewhere,
+    "held": lambda w: hold_lock(w / "run"),  # until the tests end
     "eval a link": lambda w: (w / "run" / "eval").symlink_to(w / "data"),  # the user's files
     "ckpt": lambda w: shutil.copy(last_ckpt(w), w / "model.pt"),
     "notes": lambda w: (w / "model.pt").write_text("my notes"),

@@ -1,6 +1,7 @@
 """A user's world (data, a finished run, pictures), a command run in it, and snapshots of
 everything in it before and after: a refused command changes nothing that existed."""
 
+import fcntl
 import os
 import shutil
 import socket
@@ -44,6 +45,14 @@ def make_world(directory: Path, trained_run: Path) -> Path:
     ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
     drawn.save(directory / "pictures" / "one.png")
     return directory
+
+
+def hold_lock(run: Path) -> int:
+    """The run's lock as another mnist-train process holds it (until closed: it died)."""
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    os.write(fd, b"process 4242 (mnist-train)")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def last_ckpt(w: Path) -> str:
