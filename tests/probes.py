@@ -16,8 +16,9 @@ import torch
 class KillAt(L.Callback):
     """At the optimizer step KILL_AT_STEP (once; nothing without it), SIGKILL or
     SIG<KILL_SIGNAL> (INT: Ctrl-C) to the process, or with KILL_GROUP to its whole group (a DDP
-    run's crash). KILL_IN=validation (test): in the first validation (the test) after that
-    step, after its first batch. STEP_SECONDS: each step takes at least that long."""
+    run's crash); KILL_SIGNAL=ENOSPC: from then on every fsync fails (a full disk).
+    KILL_IN=validation (test): in the first validation (the test) after that step, after its
+    first batch. STEP_SECONDS: each step takes at least that long."""
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         time.sleep(float(os.environ.get("STEP_SECONDS", 0)))
@@ -36,23 +37,17 @@ class KillAt(L.Callback):
         step = os.environ.get("KILL_AT_STEP")
         if step and trainer.global_step >= int(step):
             os.environ.pop("KILL_AT_STEP")  # once
-            number = signal.Signals[f"SIG{os.environ.get('KILL_SIGNAL', 'KILL')}"]
-            if os.environ.get("KILL_GROUP"):
-                os.killpg(os.getpgrp(), number)
+            name = os.environ.get("KILL_SIGNAL", "KILL")
+            if name == "ENOSPC":
+                os.fsync = _no_space
+            elif os.environ.get("KILL_GROUP"):
+                os.killpg(os.getpgrp(), signal.Signals[f"SIG{name}"])
             else:
-                os.kill(os.getpid(), number)
+                os.kill(os.getpid(), signal.Signals[f"SIG{name}"])
 
 
 def _no_space(fd: int) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-class DiskFullAt(L.Callback):
-    """From the end of epoch DISK_FULL_AT_EPOCH on, every fsync fails with ENOSPC."""
-
-    def on_train_epoch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.current_epoch >= int(os.environ["DISK_FULL_AT_EPOCH"]):
-            os.fsync = _no_space
 
 
 def fingerprints(images: torch.Tensor) -> list[int]:

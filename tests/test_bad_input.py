@@ -2,7 +2,6 @@
 user's world (value by value: test_config.py, test_tool_arguments.py, test_predict.py). A 60 s
 alarm and a 4 GiB memory margin make a hang or an endless read (a FIFO, /dev/zero) a failure."""
 
-import fcntl
 import os
 import shutil
 from collections.abc import Callable
@@ -10,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mnist_lightning.cli.predict import is_grid, write_grid
 from mnist_lightning.data.datasets import raw_dir
 from tests.helpers.synthetic import SMALL, merged
 from tests.helpers.tiers import one_of_each_kind
-from tests.helpers.worlds import last_ckpt, make_world, run_in_world, unix_socket
+from tests.helpers.worlds import hold_lock, last_ckpt, make_world, run_in_world, unix_socket
 
 # What a command gets before a case's own arguments, which replace those of the same key.
 BASE = {
@@ -25,15 +24,6 @@ BASE = {
     "export": ["ckpt_path={last}", "format=torchscript", "data_source=files"],
     "predict": ["ckpt_path={last}", "inputs={w}/pictures/one.png"],
 }
-
-
-def world(tmp_path: Path, trained_run: Path) -> Path:
-    """make_world's, with a picture of a 1 for mnist-predict."""
-    w = make_world(tmp_path, trained_run)
-    drawn = Image.new("L", (64, 64), 255)
-    ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
-    drawn.save(w / "pictures" / "one.png")
-    return w
 
 
 def stopped_at_epoch_3(w: Path) -> None:
@@ -50,13 +40,6 @@ def linked_to_dev_zero(w: Path, name: str) -> None:
     path.symlink_to("/dev/zero")
 
 
-def run_held_elsewhere(w: Path) -> None:
-    """The run's lock as another mnist-train process holds it (until the tests end)."""
-    fd = os.open(w / "run" / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
-    os.write(fd, b"process 4242 (mnist-train)")
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
 # What a case changes in the world first, by name (in the test's id).
 SETUP: dict[str, Callable[[Path], object]] = {
     "outputs a file": lambda w: (w / "outputs").write_text("not a directory"),
@@ -68,7 +51,7 @@ SETUP: dict[str, Callable[[Path], object]] = {
     "stopped at epoch 3": stopped_at_epoch_3,
     "corrupt": lambda w: (w / "bad.ckpt").write_bytes(b"\x00garbage" * 100),
     "t10k to /dev/zero": lambda w: linked_to_dev_zero(w, "t10k-images-idx3-ubyte"),
-    "held": run_held_elsewhere,
+    "held": lambda w: hold_lock(w / "run"),  # until the tests end
     "eval a link": lambda w: (w / "run" / "eval").symlink_to(w / "data"),  # the user's files
     "ckpt": lambda w: shutil.copy(last_ckpt(w), w / "model.pt"),
     "notes": lambda w: (w / "model.pt").write_text("my notes"),
@@ -189,7 +172,7 @@ CASES = [
 def test_bad_input_gets_one_clear_message_and_changes_nothing(
     command: str, args: str, said: str, setup: str, trained_run: Path, tmp_path: Path
 ) -> None:
-    w = world(tmp_path, trained_run)
+    w = make_world(tmp_path, trained_run)
     if setup:
         SETUP[setup](w)
     base = [] if args.startswith("resume=") else BASE[command]
@@ -214,22 +197,24 @@ def test_bad_input_gets_one_clear_message_and_changes_nothing(
 def test_special_files_among_pictures_are_skipped_by_name_never_opened(
     trained_run: Path, tmp_path: Path
 ) -> None:
-    """Special files and names a terminal would act on, beside a good picture, among inputs
-    and as inputs; an earlier grid, the one file replaced."""
-    w, skipped = world(tmp_path, trained_run), "skipped: {w}/pictures/"
+    """Special files, names a terminal would act on and names that give no picture, beside a
+    good picture, among inputs and as inputs; an earlier grid, the one file replaced."""
+    w, skipped = make_world(tmp_path, trained_run), "skipped: {w}/pictures/"
+    (w / "a.txt").touch()
     pictures = w / "pictures"
     os.mkfifo(pictures / "fifo.png")
     (pictures / "zero.png").symlink_to("/dev/zero")
     unix_socket(pictures / "sock.png")
     (pictures / "gone.png").symlink_to(w / "no-such.png")
     (pictures / "new\nline.png").write_bytes(b"not a picture")
-    (pictures / "title\x1b]0;pwned\x07\udcff.png").write_bytes(b"not a picture")
+    (pictures / "title\x1b]0;pwned\x07\udcff.png").touch()
     os.mkfifo(w / "named.png")
     (w / "empty").mkdir()
     grid = w / "grid.png"
     write_grid(grid, [torch.ones(28, 28)], [{"file": "a.png", "digit": 1, "probability": 1}])
-    inputs = f"inputs=[{pictures},{w}/named.png,{w}/nothing.png,{w}/empty]"
-    args = [f"ckpt_path={last_ckpt(w)}", inputs, f"grid={grid}"]
+    names = [pictures, "named.png", "nothing.png", "empty", "a.txt/x.png", f"{'x' * 300}.png"]
+    inputs = ",".join(str(w / name) for name in [*names, "empty/../pictures/one.png"])  # respelled
+    args = [f"ckpt_path={last_ckpt(w)}", f"inputs=[{inputs}]", f"grid={grid}"]
     done, before, after = run_in_world("predict", args, w, timeout_s=60, memory_gib=4)
     assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr
     for words in (
@@ -238,14 +223,16 @@ def test_special_files_among_pictures_are_skipped_by_name_never_opened(
         skipped + "sock.png: a socket, not a regular file",
         skipped + "gone.png: a dangling symbolic link",
         skipped + "new\\nline.png: not a readable image",
-        skipped + "title\\x1b]0;pwned\\x07\\udcff.png: not a readable image",
+        skipped + "title\\x1b]0;pwned\\x07\\udcff.png: not a readable image (no picture format",
         "skipped: {w}/named.png: a FIFO, not a regular file",
         "skipped: {w}/nothing.png: no such file or directory.",
         "skipped: {w}/empty: the directory holds no pictures (",
+        "skipped: {w}/a.txt/x.png: not a directory.",
+        "skipped: {w}/" + "x" * 300 + ".png: file name too long.",
         "wrote {w}/grid.png",
     ):
         assert words.format(w=w) in done.stderr, done.stderr
-    assert "pictures/one.png" in done.stdout, done.stdout
+    assert done.stdout.count("pictures/one.png") == 1, done.stdout  # named twice, read once
     replaced = after.pop(grid)  # by a regular file of mnist-predict's own
     assert replaced != before.pop(grid) and replaced[0] == "-" and is_grid(grid)
     assert after == before

@@ -35,12 +35,6 @@ def test_round_trip(shape: tuple[int, ...], tmp_path: Path) -> None:
 GOOD = header(2, 3) + bytes(range(6))
 
 
-def sparse(path: Path) -> None:
-    """64 GiB (taking no disk) whose header promises 6 bytes: reading it ran out of memory."""
-    path.write_bytes(GOOD)
-    os.truncate(path, 2**36)
-
-
 NOT_REGULAR = "cannot read (a %s, not a regular file)."
 GONE = "cannot read (No such file or directory)."
 # what stands where the file is (bytes, or made at its path) -> the words of its DataError
@@ -59,7 +53,11 @@ BAD_FILES = {
         header(2**32 - 1, 2**32 - 1) + bytes(88),
         "100 bytes, but its header promises shape (4294967295, 4294967295)",
     ),
-    "sparse-64-GiB": (sparse, f"{2**36} bytes, but its header promises shape"),
+    # 64 GiB (taking no disk) whose header promises 6 bytes: reading it ran out of memory
+    "sparse-64-GiB": (
+        lambda p: (p.write_bytes(GOOD), os.truncate(p, 2**36)),
+        f"{2**36} bytes, but its header promises shape",
+    ),
     # only regular files are opened
     "fifo": (os.mkfifo, NOT_REGULAR % "FIFO"),
     "link-to-dev-zero": (lambda p: p.symlink_to("/dev/zero"), NOT_REGULAR % "character device"),

@@ -1,6 +1,6 @@
 """mnist-predict: whatever the picture or file, a 28×28 MNIST-like image or an `ImageError`
-naming the file, never another exception; its inputs, arguments and `grid=`, function by
-function (the command on special files and names a terminal would act on: test_bad_input.py)."""
+naming the file, never another exception; its arguments and `grid=`, function by function
+(inputs that give no picture, a picture as grid=, the command: test_bad_input.py)."""
 
 import contextlib
 import errno
@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from mnist_lightning.cli import writing
-from mnist_lightning.cli.predict import GRID_SOFTWARE, check_grid, input_files, is_grid, write_grid
+from mnist_lightning.cli.predict import GRID_SOFTWARE, check_grid, is_grid, write_grid
 from mnist_lightning.cli.predict import main as predict
 from mnist_lightning.data.images import ImageError, prepare, read_image
 from mnist_lightning.errors import ConfigError, UserError
@@ -135,31 +135,6 @@ def test_any_file_is_read_or_refused_with_its_name(data: bytes, name: str) -> No
             assert is_mnist_like(image)
 
 
-def test_a_name_that_gives_no_picture_is_skipped_by_name_and_the_others_are_kept(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "a.txt").write_text("")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "one.png").write_bytes(b"")
-    names = ["nothing.png", "a.txt/x.png", "empty", "one.png", "x" * 300 + ".png", ".", "./one.png"]
-    files, skipped = input_files([str(tmp_path / name) for name in names])
-    assert skipped == [
-        f"{tmp_path}/empty: the directory holds no pictures (.bmp, .gif, .jpeg, .jpg, .pgm, "
-        ".png, .tif, .tiff, .webp)."
-    ]
-    reasons = []
-    for path in files:  # one.png named, found in the folder, respelled: read once
-        with pytest.raises(ImageError) as info:
-            read_image(path)
-        reasons.append(str(info.value).removeprefix(f"{tmp_path}/"))
-    assert reasons == [
-        "nothing.png: no such file or directory.",
-        "a.txt/x.png: not a directory.",
-        "one.png: not a readable image (no picture format it knows).",
-        f"{'x' * 300}.png: file name too long.",
-    ]
-
-
 GOOD_ARGS = {"ckpt_path": "last.ckpt", "inputs": "x.png", "device": "auto", "json": False}
 NAN, INF = float("nan"), float("inf")
 
@@ -195,10 +170,6 @@ def earlier_grid(path: Path) -> None:
     write_grid(path, [torch.ones(28, 28)], [{"file": "a.png", "digit": 1, "probability": 0.5}])
 
 
-def plain_png(path: Path) -> None:
-    Image.new("L", (8, 8), 255).save(path)
-
-
 @pytest.mark.usefixtures("no_hang")
 @pytest.mark.parametrize(
     ("grid", "make", "words"),
@@ -207,7 +178,6 @@ def plain_png(path: Path) -> None:
         ("hardlink.png", lambda p: os.link(p.with_name("in.png"), p), "is also an input"),
         ("symlink.png", lambda p: p.symlink_to("in.png"), "is also an input"),
         ("sub/../in.png", None, "is also an input"),
-        ("plain.png", plain_png, "exists and is not a grid mnist-predict wrote; choose another"),
         ("notes.png", lambda p: p.write_text("notes"), "exists and is not a grid mnist-predict"),
         ("empty.png", lambda p: p.write_bytes(b""), "exists and is not a grid"),
         (  # even to a grid
@@ -233,7 +203,7 @@ def test_a_grid_is_written_only_where_it_overwrites_nothing_but_an_earlier_grid(
     grid: str, make: Callable[[Path], None] | None, words: str | None, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    plain_png(tmp_path / "in.png")
+    Image.new("L", (8, 8), 255).save(tmp_path / "in.png")
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("")
     if make:

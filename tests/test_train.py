@@ -32,7 +32,7 @@ def metrics_of(run: Path) -> dict:
 REFUSED = [
     ("train", [*SMALL, "model.dropout=1.5"], "model.dropout=1.5 is out of range"),
     ("eval", ["run_dir={w}/no/such/run"], "no such directory"),
-    ("predict", ["ckpt_path={ckpt}", "inputs={w}/pictures"], "holds no pictures"),
+    ("predict", ["ckpt_path={ckpt}", "inputs={w}/data"], "holds no pictures"),
     ("export", ["ckpt_path={ckpt}", "format=tflite"], "format='tflite' is not one of"),
 ]
 

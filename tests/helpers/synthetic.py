@@ -43,11 +43,8 @@ SMALL = [
 STEPS_PER_EPOCH = (SYNTHETIC_TRAIN - SYNTHETIC_VAL) // 50
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def merged(base: list[str], overrides: tuple[str, ...] | list[str]) -> list[str]:
     """`base` with every key that `overrides` sets replaced: one value per key on the line."""
-    keys = {_key(o) for o in overrides if "=" in o}
-    return [o for o in base if _key(o) not in keys] + list(overrides)
+    key = lambda override: override.split("=", 1)[0].lstrip("+~")  # noqa: E731
+    keys = {key(o) for o in overrides if "=" in o}
+    return [o for o in base if key(o) not in keys] + list(overrides)

@@ -1,6 +1,7 @@
 """A user's world (data, a finished run, pictures), a command run in it, and snapshots of
 everything in it before and after: a refused command changes nothing that existed."""
 
+import fcntl
 import os
 import shutil
 import socket
@@ -8,6 +9,8 @@ import stat
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from PIL import Image, ImageDraw
 
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.synthetic import write_mnist
@@ -34,11 +37,22 @@ def unix_socket(path: Path) -> None:
 
 
 def make_world(directory: Path, trained_run: Path) -> Path:
-    """A data directory, a finished run and a folder of pictures, as a user would have."""
+    """A data directory, a finished run and a folder with a picture of a 1, as a user would have."""
     write_mnist(directory / "data", train=300, test=50)
     shutil.copytree(trained_run, directory / "run")
     (directory / "pictures").mkdir()
+    drawn = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(drawn).line((32, 8, 32, 56), fill=0, width=6)
+    drawn.save(directory / "pictures" / "one.png")
     return directory
+
+
+def hold_lock(run: Path) -> int:
+    """The run's lock as another mnist-train process holds it (until closed: it died)."""
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    os.write(fd, b"process 4242 (mnist-train)")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def last_ckpt(w: Path) -> str:
