@@ -4,6 +4,7 @@ checkpoint callbacks last: a kill or a full disk strikes before that step's chec
 import errno
 import hashlib
 import json
+import logging
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ import torch
 class KillAt(L.Callback):
     """At the optimizer step KILL_AT_STEP (once; nothing without it), SIGKILL or
     SIG<KILL_SIGNAL> (INT: Ctrl-C) to the process, or with KILL_GROUP to its whole group (a DDP
-    run's crash); KILL_SIGNAL=ENOSPC: from then on every fsync fails (a full disk).
+    run's crash); KILL_SIGNAL=ENOSPC: from then on every fsync and log line fails (a full disk).
     KILL_IN=validation (test): in the first validation (the test) after that step, after its
     first batch. STEP_SECONDS: each step takes at least that long."""
 
@@ -38,8 +39,11 @@ class KillAt(L.Callback):
         if step and trainer.global_step >= int(step):
             os.environ.pop("KILL_AT_STEP")  # once
             name = os.environ.get("KILL_SIGNAL", "KILL")
-            if name == "ENOSPC":
+            if name == "ENOSPC":  # the checkpoint's fsync fails, and every line for train.log
                 os.fsync = _no_space
+                for handler in logging.getLogger().handlers:
+                    if isinstance(handler, logging.FileHandler):
+                        handler.setStream(open("/dev/full", "w")).close()  # noqa: SIM115
             elif os.environ.get("KILL_GROUP"):
                 os.killpg(os.getpgrp(), signal.Signals[f"SIG{name}"])
             else:
