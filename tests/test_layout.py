@@ -74,6 +74,32 @@ def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(
         assert best_checkpoint(tmp_path) == checkpoints / found
 
 
+NUL_NAMED = {"val/acc_best": 0.9, "best_checkpoint": "a\0b"}
+
+
+@pytest.mark.parametrize(
+    ("spoil", "words"),
+    [  # the run's checkpoints/ itself: a link to a folder outside the run, a file; a NUL
+        (lambda run: (run / "checkpoints").symlink_to(run.parent), "symbolic link, not a dir"),
+        (lambda run: (run / "checkpoints").write_text("x"), "checkpoints is a regular file, not"),
+        (
+            lambda run: (run / "metrics.json").write_text(json.dumps(NUL_NAMED)),
+            "checkpoints/a\\x00b: cannot see what is there (embedded null byte).",
+        ),
+    ],
+)
+def test_a_runs_checkpoints_are_its_own_regular_files(tmp_path: Path, spoil, words: str) -> None:
+    fake_checkpoint(tmp_path / "last.ckpt")  # a checkpoint outside the run, in its parent
+    (run := tmp_path / "run").mkdir()
+    spoil(run)
+    if not (run / "checkpoints").exists():  # (the NUL's row)
+        fake_checkpoint(run / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError) as info:
+        best_checkpoint(run)
+    said = str(info.value)
+    assert said.startswith(f"run_dir={run}: {run}/checkpoints") and words in said
+
+
 def test_a_checkpoint_of_another_architecture_names_its_model_values() -> None:
     trained = MNISTClassifier(hidden_dims=[16], batch_norm=True)
     checkpoint = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
