@@ -227,6 +227,7 @@ KEYS = {
     "+hydra.hydra_logging.handlers.f={class:logging.FileHandler,filename:x}": "hydra_logging.han",
     "-cd /tmp": "composes the project's conf/ only",
     "--config-name nope": "composes the project's conf/ only",
+    "-m model.dropout=0,0.5 --cfg job": "Give only one of --run, --multirun, --cfg, --info, --",
     "callbacks.zzz.patience=1": "A callback that conf/ lacks: +callbacks.zzz._target_=<its class>",
     "callbacks.model_checkpoint.filenam=x": "filenam is not a key of this config; did you mean "
     "callbacks.last_checkpoint?",
