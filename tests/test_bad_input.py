@@ -170,8 +170,9 @@ CASES = [
     one_of_each_kind([(*case, "")[:4] for case in CASES], lambda case: case[0]),
 )
 def test_bad_input_gets_one_clear_message_and_changes_nothing(
-    command: str, args: str, said: str, setup: str, trained_run: Path, tmp_path: Path
+    command: str, args: str, said: str, setup: str, trained_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # conf/'s store, in the world
     w = make_world(tmp_path, trained_run)
     if setup:
         SETUP[setup](w)

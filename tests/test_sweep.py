@@ -109,7 +109,8 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
     r = f"resume={sweep}"
     new_search = (  # not "not a sweep directory" but the documented way
         f"resume={optuna}: an Optuna search is not re-launched; continue its study in a new "
-        f"search: mnist-train -m hparams_search=optuna hydra.sweeper.storage=sqlite:///{optuna}/"
+        "search: mnist-train -m hparams_search=optuna hydra.sweeper.storage="
+        f"sqlite:///{optuna}/optuna.db"
     )
     monkeypatch.chdir(tmp_path)
     for args, words in [
