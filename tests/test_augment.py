@@ -44,6 +44,10 @@ def test_augmented_images_stay_images_drawn_from_the_seed_and_distort_the_loader
     distorted, plain = (TensorBatches(images, labels, 10, True, 3, a) for a in (augment, None))
     for (xa, ya), (xb, yb) in zip(distorted, plain, strict=True):
         assert torch.equal(ya, yb) and not torch.equal(xa, xb)  # the same images, distorted
+    in_order = TensorBatches(images, labels, 50, False, 3, augment)  # no shuffle: one batch
+    first = next(iter(in_order))[0]
+    in_order.set_epoch(1)
+    assert not torch.equal(next(iter(in_order))[0], first)  # another epoch, other distortions
 
 
 def test_none_and_zero_limits_are_the_identity() -> None:
