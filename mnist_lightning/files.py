@@ -180,17 +180,16 @@ def put_back_locks() -> None:
     for run, (fd, found) in _held_locks.items():
         if found is None:
             (run / LOCK_NAME).unlink(missing_ok=True)  # (a refused new run is gone whole)
-            continue
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, found[0], 0)
-        os.utime(run / LOCK_NAME, ns=found[1:])
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, found[0], 0)
+            os.utime(run / LOCK_NAME, ns=found[1:])
 
 
 def unlock_run(run: Path) -> None:
     """Let other processes write `run` again (a sweep's job is done; its process goes on)."""
-    fd, _ = _held_locks.pop(run.resolve(), (None, None))
-    if fd is not None:
-        os.close(fd)
+    if held := _held_locks.pop(run.resolve(), None):
+        os.close(held[0])
 
 
 def run_holder(run: Path) -> str | None:
@@ -232,9 +231,8 @@ def check_sqlite_store(uri: object, key: str, table: str) -> Path | None:
             kind = kind_of(path.stat().st_mode)
             raise ConfigError(f"{key}={uri}: {path} is {kind}, not an SQLite database file.")
         try:  # read only: the file is not changed
-            with contextlib.closing(
-                sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            ) as db:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            with contextlib.closing(db):
                 tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
         except sqlite3.Error:
             tables = set()

@@ -106,8 +106,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
         return float(model.val_acc_best)
 
     metrics = {
-        "test/acc": float(trainer.callback_metrics["test/acc"]),
-        "test/loss": float(trainer.callback_metrics["test/loss"]),
+        **{key: float(trainer.callback_metrics[key]) for key in ("test/acc", "test/loss")},
         "val/acc_best": float(model.val_acc_best),
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -60,10 +60,8 @@ def record_failure(reason: str, job_dir: Path | None = None, overrides: list | N
     saying why (cancelled, failed on its node) or never started."""
     job_dir = job_dir or Path(HydraConfig.get().runtime.output_dir)
     log.error("Job %s failed: %s", job_dir.name, reason)
-    status = {"status": "failed", "reason": reason}
-    if overrides is not None:
-        status["overrides"] = overrides
-    atomic_write_json(job_dir / STATUS_FILE, status)
+    given = {} if overrides is None else {"overrides": overrides}
+    atomic_write_json(job_dir / STATUS_FILE, {"status": "failed", "reason": reason} | given)
 
 
 class SweepSummary(Callback):

@@ -198,8 +198,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     # Accepted: from here on Lightning's lines also go to the run's train.log (a sweep's
     # earlier job's log is replaced).
     run_log = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
+    for logger in map(logging.getLogger, ("lightning.pytorch", "lightning.fabric")):
         if not logger.propagate:
             others = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
             logger.handlers = others + run_log
