@@ -528,7 +528,7 @@ def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
         from mlflow.tracking import MlflowClient
     except ModuleNotFoundError:  # building the logger says what to install
         return None
-    client = MlflowClient(node.get("tracking_uri"))
+    client = MlflowClient(uri := node.get("tracking_uri"))
     experiment = client.get_experiment_by_name(node.get("experiment_name") or "lightning_logs")
     runs = experiment and client.search_runs(
         [experiment.experiment_id],
@@ -537,9 +537,5 @@ def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
     )
     found = [r.info.run_id for r in runs or [] if r.data.tags.get("run_dir") == run_dir]
     if not found:
-        log.warning(
-            "No MLflow run of %s in %s: the resumed run starts a new one.",
-            run_dir,
-            node.get("tracking_uri"),
-        )
+        log.warning("No MLflow run of %s in %s: the resumed run starts a new one.", run_dir, uri)
     return found[0] if found else None
