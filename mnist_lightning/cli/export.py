@@ -70,13 +70,12 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor) -> tuple[bytes, np.
 
     for chatty in ("onnxscript", "onnx_ir"):  # their optimizer's passes, one INFO line each
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    batch = torch.export.Dim("batch")
     program = torch.onnx.export(
         net,
         (example[:2],),
         input_names=["images"],
         output_names=["logits"],
-        dynamic_shapes={"images": {0: batch}},
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
         verbose=False,
     )
     program.model.metadata_props[MARK] = MARKS["onnx"]
