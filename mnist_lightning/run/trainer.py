@@ -406,14 +406,13 @@ def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None)
         if resume_from and restoring and not isinstance(e, (UserError, MisconfigurationException)):
             raise unrestorable(resume_from, e) from None
         # Callbacks Lightning checks only inside fit (a LearningRateMonitor without a logger,
-        # a metric to monitor that the model does not log; check_batches makes its checks of
-        # the data's batches); not its checks of `self.log` calls, which are bugs in the module.
-        where = Path(frames[-1].filename).parts if frames else ()
-        lightning = "lightning" in where and {"loops", "trainer", "callbacks"} & set(where)
-        ours = lightning and "logger_connector" not in where
-        raised = bool(frames) and (frames[-1].line or "").lstrip().startswith("raise")
+        # a metric to monitor that the model does not log; check_batches checks the batches), not
+        # its checks of `self.log` calls (bugs in the module) nor torch's RuntimeError in its lines.
+        where = set(Path(frames[-1].filename).parts)  # (frames: at least this one's)
+        ours = "lightning" in where and {"loops", "trainer", "callbacks"} & where
+        raised = (frames[-1].line or "").lstrip().startswith("raise")
         kinds = (MisconfigurationException, ValueError, *([RuntimeError] if raised else []))
-        if isinstance(e, kinds) and ours:  # (not torch's RuntimeError surfacing in a line of it)
+        if isinstance(e, kinds) and ours and "logger_connector" not in where:
             reason = one_line(e).rstrip(".!")
             raise ConfigError(f"The trainer config cannot be used: {reason}.") from None
         raise
