@@ -146,8 +146,7 @@ def lock_run(run: Path, command: str) -> None:
     """Make this process the one writer of `run` until it exits, or raise a `UserError`
     naming the process that is. (Not the `filelock` package: it truncates the lock file on
     every attempt, so it cannot say who holds the lock.)"""
-    run = run.resolve()
-    if run in _held_locks:
+    if (run := run.resolve()) in _held_locks:
         return
     existed = os.path.lexists(run / LOCK_NAME)
     try:
@@ -195,8 +194,7 @@ def unlock_run(run: Path) -> None:
 def run_holder(run: Path) -> str | None:
     """Who holds `run`'s lock, if another live process does; else None (this process's own
     lock, or a stale lock of a dead process, holds nothing)."""
-    run = run.resolve()
-    if run in _held_locks:
+    if (run := run.resolve()) in _held_locks:
         return None
     try:
         fd = os.open(run / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
