@@ -527,7 +527,8 @@ def mlflow_run_of(node: DictConfig, run_dir: str) -> str | None:
         from mlflow.tracking import MlflowClient
     except ModuleNotFoundError:  # building the logger says what to install
         return None
-    client = MlflowClient(uri := node.get("tracking_uri"))
+    uri = node.get("tracking_uri")
+    client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(node.get("experiment_name") or "lightning_logs")
     runs = experiment and client.search_runs(
         [experiment.experiment_id],
