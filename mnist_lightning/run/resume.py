@@ -514,8 +514,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     computes unchanged: `RESUMABLE_KEYS`, or a value equal to the saved one."""
     run = Path(cfg.paths.output_dir)
     saved = saved_config(run)
-    overrides = OverridesParser.create().parse_overrides(HydraConfig.get().overrides.task)
-    for override in overrides:
+    for override in OverridesParser.create().parse_overrides(HydraConfig.get().overrides.task):
         key = override.key_or_group
         if key == "resume" or OmegaConf.select(cfg, key) == OmegaConf.select(saved, key):
             continue
