@@ -176,8 +176,8 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
 
 
 def refuse(reason: str) -> None:
-    """A refusal (inside Hydra: its own words and exit 1): the run or sweep this command claimed
-    and then refused before it trained (a value, the data, a checkpoint) leaves nothing behind."""
+    """A refused command: one line, exit 2 (inside Hydra: its own words and exit 1), its locks
+    put back, and the new run or sweep it claimed (`BEFORE_HYDRA`: not yet trained) undone."""
     for made in list(BEFORE_HYDRA):
         remove_refused(made)
     put_back_locks()
