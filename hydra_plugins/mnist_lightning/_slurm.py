@@ -28,7 +28,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from mnist_lightning.errors import ConfigError, one_line
-from mnist_lightning.run.resume import job_finished, refuse, remove_refused, results
+from mnist_lightning.run.resume import job_finished, refuse, results
 from mnist_lightning.run.sweep import record_failure, write_summary
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         try:
             return self._launch(list(job_overrides), initial_job_idx, sweep_dir)
         except ConfigError as e:  # before any job is submitted: one line, as mnist-train's
-            remove_refused(sweep_dir)  # made by this command, and nothing ran: not kept
             refuse(str(e))
 
     def executor(self) -> submitit.AutoExecutor:

@@ -25,7 +25,6 @@ from mnist_lightning.run.resume import (
     continue_or_finish,
     is_rank_zero,
     last_checkpoint,
-    nothing_left_if_refused,
     register_resolvers,
 )
 from mnist_lightning.run.trainer import (
@@ -68,15 +67,14 @@ def train(cfg: DictConfig) -> float:
     cfg, result = continue_or_finish(cfg)  # a resumed run's own config, checked; or its result
     if result is not None:
         return result
-    with nothing_left_if_refused():
-        validate(cfg)
-        if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
-            cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
-        check_before_training(cfg)  # again: what Hydra resolved for the job (resume, Optuna)
-        run_dir = Path(cfg.paths.output_dir)
-        if is_rank_zero():  # its one writer until the process exits (a sweep's job: it ends)
-            lock_run(run_dir, "mnist-train")
-        return fit_and_test(cfg, run_dir, str(last_checkpoint(run_dir)) if cfg.resume else None)
+    validate(cfg)
+    if cfg.ckpt_path:  # from where the command ran, also with hydra.job.chdir=true
+        cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
+    check_before_training(cfg)  # again: what Hydra resolved for the job (resume, Optuna)
+    run_dir = Path(cfg.paths.output_dir)
+    if is_rank_zero():  # its one writer until the process exits (a sweep's job: it ends)
+        lock_run(run_dir, "mnist-train")
+    return fit_and_test(cfg, run_dir, str(last_checkpoint(run_dir)) if cfg.resume else None)
 
 
 def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> float:

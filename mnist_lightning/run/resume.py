@@ -17,7 +17,6 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -261,9 +260,6 @@ def continue_or_finish(cfg: DictConfig) -> tuple[DictConfig, float | None]:
         log.info("%s finished before; skipped", run)
     return cfg, done["val/acc_best"] if done else None
 
-
-# Kept for cli/train.py until its `with` goes: `refuse` now undoes a refused new run.
-nothing_left_if_refused = nullcontext
 
 # What a refused run or sweep may have written into its directory (Hydra's config and log,
 # the lock, TensorBoard's folder, the sweep's record and study): a directory holding anything
