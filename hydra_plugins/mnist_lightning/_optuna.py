@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from mnist_lightning.errors import ConfigError, one_line
 from mnist_lightning.files import check_sqlite_store
-from mnist_lightning.run.resume import refuse, remove_refused
+from mnist_lightning.run.resume import refuse
 from mnist_lightning.run.sweep import SweepSummary, job_rows
 
 
@@ -65,7 +65,6 @@ class OptunaSweeper(optuna_sweeper.OptunaSweeper):
         except Exception as e:
             rows = job_rows(sweep_dir)
             if not rows:  # refused before a trial ran (a setting): nothing is left of it
-                remove_refused(sweep_dir)
                 refuse(f"the Optuna search cannot start: {one_line(e)}")
             if not isinstance(e, ValueError) or any(r["status"] == "completed" for r in rows):
                 raise

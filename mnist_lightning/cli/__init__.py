@@ -30,17 +30,11 @@ from omegaconf import DictConfig
 from mnist_lightning.data.datamodule import load_pair, trained_on
 from mnist_lightning.data.datasets import DataSet, ensure_mnist
 from mnist_lightning.errors import ConfigError, TrainingFailedError, UserError
-from mnist_lightning.files import (
-    check_place,
-    check_writable,
-    open_regular,
-    put_back_locks,
-    to_run_log,
-)
+from mnist_lightning.files import check_place, check_writable, open_regular, to_run_log
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run.checkpoint import load_classifier
 from mnist_lightning.run.config import CONFIG_DIR, check_command_line, check_value
-from mnist_lightning.run.resume import BEFORE_HYDRA, refuse, remove_refused
+from mnist_lightning.run.resume import refuse
 from mnist_lightning.run.sweep import record_failure, sweep_job
 from mnist_lightning.run.trainer import accelerator_available
 
@@ -68,11 +62,8 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
             to_run_log(log, f"Error: {e}", logging.ERROR)  # the run's log says why it stopped
             print(f"Error: {e}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:  # Ctrl-C before Lightning's fit (GracefulInterrupt) or in
-            put_back_locks()  # a tool: quietly, as while torch loads; the new run (or empty
-            for made in list(BEFORE_HYDRA):  # sweep) this command claimed is undone
-                remove_refused(made)
-            sys.exit(130)
+        except KeyboardInterrupt:  # before Lightning's fit (GracefulInterrupt), or in a tool
+            refuse(status=130)  # quietly, as while torch loads
         except BrokenPipeError:  # `mnist-train --help | head`: the reader left (Python's advice)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)

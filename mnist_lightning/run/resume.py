@@ -174,14 +174,16 @@ def claim_new(config: DictConfig, key: str, place: str) -> None:
     BEFORE_HYDRA[where] = (above, above.stat())
 
 
-def refuse(reason: str) -> None:
-    """A refused command: one line, exit 2 (inside Hydra: its own words and exit 1), its locks
-    put back, and the new run or sweep it claimed (`BEFORE_HYDRA`: not yet trained) undone."""
+def refuse(reason: str = "", status: int = 2) -> None:
+    """A command that did nothing (refused: one line, exit 2, not Hydra's words and exit 1;
+    stopped by Ctrl-C: 130, quietly): its locks put back, the new run or sweep it claimed
+    (`BEFORE_HYDRA`: not yet trained) undone."""
     for made in list(BEFORE_HYDRA):
         remove_refused(made)
     put_back_locks()
-    print(f"Error: {reason}", file=sys.stderr)
-    sys.exit(2)
+    if reason:
+        print(f"Error: {reason}", file=sys.stderr)
+    sys.exit(status)
 
 
 def claim_run_directory(args: list[str]) -> list[str]:
