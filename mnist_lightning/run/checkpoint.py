@@ -58,16 +58,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a Lightning checkpoint of this project, or explain why it cannot be used."""
     path = Path(path)
     try:
-        with open_regular(path) as file:
+        file = open_regular(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
+    except OSError as e:  # a directory, a FIFO: `open_regular` names it
+        raise CheckpointError(f"Checkpoint {path} cannot be read: it is {e.strerror}.") from None
+    try:
+        with file:
             zipped = file.read(4) == b"PK\x03\x04"  # what torch.save writes: a zip archive
             file.seek(0)
             with warnings.catch_warnings():  # its warning names our line: a refusal instead
                 warnings.filterwarnings("error", ".*looks like a TorchScript archive")
                 checkpoint = torch.load(file, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
-    except OSError as e:  # a directory, a FIFO: `open_regular` names it
-        raise CheckpointError(f"Checkpoint {path} cannot be read: it is {e.strerror}.") from None
     except Exception as e:  # whatever a damaged file makes torch.load raise
         # torch's refusal of a pickle opens with paragraphs of advice; its reason comes last.
         _, crafted, reason = str(e).rpartition("WeightsUnpickler error:")
