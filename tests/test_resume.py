@@ -12,6 +12,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from mnist_lightning import files
 from mnist_lightning.errors import CheckpointError, UserError
 from mnist_lightning.model.classifier import MNISTClassifier
 from mnist_lightning.run import resume
@@ -209,12 +210,13 @@ def test_a_job_out_of_requeues_fails_with_one_line(tmp_path: Path) -> None:
 
 
 def test_a_refused_run_removes_only_what_it_wrote(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """A new run claimed before Hydra goes, with the folders made above it; a folder nobody
     claimed keeps all it holds, and so does a claimed one where another process wrote."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(resume, "BEFORE_HYDRA", {})
+    monkeypatch.setattr(files, "_held_locks", {})  # (no run of this process's is put back)
     resume.claim_new(OmegaConf.create({"resume": None}), "hydra.run.dir", "outputs/runs/new")
     runs = [tmp_path / "outputs/runs/new", tmp_path / "elsewhere/new", tmp_path / "user"]
     resume.claim_new(OmegaConf.create({"resume": None}), "hydra.run.dir", "user")
@@ -222,8 +224,9 @@ def test_a_refused_run_removes_only_what_it_wrote(
         (run / ".hydra").mkdir(parents=True)
         (run / "train.log").write_text("")
     (tmp_path / "user" / "notes.txt").write_text("mine")
-    for run in runs:
-        resume.remove_refused(run)
+    with pytest.raises(SystemExit) as ended:
+        resume.refuse(status=130)  # as Ctrl-C before fit: quietly, all this command claimed
+    assert ended.value.code == 130 and not capsys.readouterr().err and resume.BEFORE_HYDRA == {}
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "elsewhere", "elsewhere/new", "elsewhere/new/.hydra", "elsewhere/new/train.log",
         "user", "user/.hydra", "user/notes.txt", "user/train.log",
