@@ -96,13 +96,14 @@ def check_place(
 ) -> bool:
     """Whether anything is at `path` (named by `key`); if so, it must be `wanted`, a link not
     followed: a command writes, and reads a run's checkpoints, only where its own files are."""
+    key = printable(key)  # (a name from a crafted run's metrics.json can hold a newline)
     try:
         kind = kind_of(os.lstat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):  # nothing there (check_writable: a folder?)
         return False
     except (OSError, ValueError) as e:  # a name too long or with a NUL, a folder unreadable
         why = getattr(e, "strerror", None) or e
-        raise error(f"{printable(key)}: cannot see what is there ({why}).") from None
+        raise error(f"{key}: cannot see what is there ({why}).") from None
     if kind != wanted:
         raise error(
             f"{key} is {kind}, not {wanted}; a command uses only its own files there: move it "

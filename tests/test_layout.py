@@ -75,6 +75,7 @@ def test_mnist_eval_tests_the_checkpoint_mnist_train_tested(
 
 
 NUL_NAMED = {"val/acc_best": 0.9, "best_checkpoint": "a\0b"}
+LINKED = {"val/acc_best": 0.9, "best_checkpoint": "a\nb"}  # and a link of that name
 
 
 @pytest.mark.parametrize(
@@ -86,14 +87,19 @@ NUL_NAMED = {"val/acc_best": 0.9, "best_checkpoint": "a\0b"}
             lambda run: (run / "metrics.json").write_text(json.dumps(NUL_NAMED)),
             "checkpoints/a\\x00b: cannot see what is there (embedded null byte).",
         ),
+        (
+            lambda run: (run / "metrics.json").write_text(json.dumps(LINKED)),
+            "checkpoints/a\\nb is a symbolic link, not a regular file",
+        ),
     ],
 )
 def test_a_runs_checkpoints_are_its_own_regular_files(tmp_path: Path, spoil, words: str) -> None:
     fake_checkpoint(tmp_path / "last.ckpt")  # a checkpoint outside the run, in its parent
     (run := tmp_path / "run").mkdir()
     spoil(run)
-    if not (run / "checkpoints").exists():  # (the NUL's row)
+    if not (run / "checkpoints").exists():  # (the named rows)
         fake_checkpoint(run / "checkpoints" / "last.ckpt")
+        (run / "checkpoints" / "a\nb").symlink_to(tmp_path / "last.ckpt")
     with pytest.raises(CheckpointError) as info:
         best_checkpoint(run)
     said = str(info.value)
