@@ -83,6 +83,13 @@ def sacct(job: str, fields: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines()]
 
 
+def side_by_side(array: str) -> bool:
+    """Whether the array's two jobs ran at once, as SLURM recorded them (the progress line is
+    polled every 2 s, behind slurmdbd: it may miss a few seconds of overlap)."""
+    (start0, end0), (start1, end1) = sacct(array, "Start,End")
+    return max(start0, start1) < min(end0, end1)
+
+
 def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     tmp_path: Path, synthetic_mnist: Path
 ) -> None:
@@ -101,9 +108,8 @@ def test_a_sweep_runs_side_by_side_records_a_cancelled_job_and_resumes_it(
     rows = summary(sweep)
     assert rows["0"]["status"] == "completed"
     assert rows["1"]["status"].startswith(f"failed: SLURM job {array}_1 ended CANCELLED")
-    assert "2 running" in output  # side by side: 2 nodes x 2 CPUs
-    times = {job.split("_")[1]: (start, end) for job, start, end in sacct(array, "JobID,Start,End")}
-    assert times["0"][0] < times["1"][1] and times["1"][0] < times["0"][1]  # they overlapped
+    assert " running" in output  # the progress line (how many, at 2-s polls: not pinned)
+    assert side_by_side(array)
 
     code, output = Command(tmp_path, synthetic_mnist, *sweep_args, f"resume={sweep}").finish()
     assert code == 0, output
@@ -208,8 +214,7 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs_several_at_once(
     code, output = Command(tmp_path, synthetic_mnist, *ON_SLURM, *search).finish()
     assert code == 0, output
     (array,) = job_ids(output)
-    (_, start0, end0), (_, start1, end1) = sacct(array, "JobID,Start,End")
-    assert max(start0, start1) < min(end0, end1)  # two trials at once, as SLURM recorded them
+    assert side_by_side(array)  # two trials at once
     (sweep,) = (tmp_path / "outputs/multiruns").iterdir()
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{sweep}/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
