@@ -84,10 +84,8 @@ CHATTER = (
     "litlogger",
     "GPU available: ",
     "TPU available: ",
-    "Restored all states from the checkpoint",
     "Loading `train_dataloader` to estimate",
-    "Restoring states from the checkpoint path",
-    "Loaded model weights from the checkpoint",
+    "from the checkpoint",  # restoring it: "Restoring states", "Restored all states", "Loaded ..."
     "Received SIGTERM",
     "Detected KeyboardInterrupt",
     "not found. Creating it.",
