@@ -82,8 +82,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     callbacks = build_callbacks(cfg)  # a value one refuses: before the data is fetched
     datamodule = build("data", cfg.data)
-    datamodule.prepare_data()  # the files, and their sizes, before the loggers write anything
-    datamodule.check_sizes()
+    datamodule.prepare_data()  # the files, before the loggers write anything
     # Plain lists and numbers, not OmegaConf containers, so checkpoints load with weights_only.
     model = build("model", cfg.model, _convert_="all")
     start_from(model, cfg, resume_from)

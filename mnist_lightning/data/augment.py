@@ -31,10 +31,6 @@ class Augment:
     elastic_sigma: float = 4.0
     max_stroke: float = 0.0  # pixels of stroke width, each way
 
-    def __post_init__(self) -> None:  # data.augment is checked; a Python caller's slip is not
-        if self.kind not in AUGMENTS:
-            raise ValueError(f"augment kind {self.kind!r} is not one of {AUGMENTS}")
-
     @property
     def enabled(self) -> bool:
         return self.kind != "none" or self.max_stroke > 0
