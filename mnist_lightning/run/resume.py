@@ -89,10 +89,10 @@ def run_id() -> str:
 
 
 def run_dir(resume: str | None) -> str:
-    """hydra.run.dir: a new directory, or the one `resume=` names. The tasks `srun` starts
-    for one DDP run each compose their config: they share a directory named after the job."""
+    """hydra.run.dir: a new directory, or the run `resume=` names (claim_run_directory found
+    it). The tasks `srun` starts for one DDP run each compose their config: one directory."""
     if resume:
-        return str(find_run(resume))
+        return resume
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
         step = os.environ.get("SLURM_STEP_ID")
         return f"{RUNS_DIR}/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
