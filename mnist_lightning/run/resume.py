@@ -528,7 +528,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     try:  # resolved once and used as checked: no interpolation is left to make anything later
         resolved = OmegaConf.to_container(saved, resolve=True)
     except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
+        raise CheckpointError(
+            f"resume={run}: {run}/.hydra/config.yaml cannot be read ({one_line(e, 200)})."
+        ) from None
     check_saved_config(resolved, cfg, run)
     resumed = OmegaConf.create(resolved)
     trackers_as_configured(resumed)
