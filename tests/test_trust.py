@@ -107,6 +107,7 @@ CASES = [
     ),
     (in_config("callbacks.evil", ESCAPED), "an interpolation after resolving; a run directory"),
     (in_config("callbacks.last_checkpoint._args_", ["/tmp"]), "_args_, which mnist-train's conf"),
+    (in_config("model.lr", "${nope}"), "config.yaml cannot be read (Interpolation key 'nope' not"),
     (in_config("callbacks.evil", SPIKES), "SpikeDetection', which conf/ lacks; a run directory"),
     (  # a callback of one's own, not named again
         in_config("callbacks.evil", {"_target_": "probes.KillAt"}),

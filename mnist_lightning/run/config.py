@@ -151,7 +151,7 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
     if kind == "path":
         if value in (None, ""):
             raise ConfigError(f"{key} is missing: give {key}=<path>.")
-        if not isinstance(value, str) or "\0" in value:
+        if not isinstance(value, str):
             raise ConfigError(
                 f"{key}={value!r} must be a file or directory path (quote a name Hydra would "
                 f"read otherwise: {key}=\"'name'\")."

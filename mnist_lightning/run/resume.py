@@ -89,10 +89,10 @@ def run_id() -> str:
 
 
 def run_dir(resume: str | None) -> str:
-    """hydra.run.dir: a new directory, or the one `resume=` names. The tasks `srun` starts
-    for one DDP run each compose their config: they share a directory named after the job."""
+    """hydra.run.dir: a new directory, or the run `resume=` names (claim_run_directory found
+    it). The tasks `srun` starts for one DDP run each compose their config: one directory."""
     if resume:
-        return str(find_run(resume))
+        return resume
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
         step = os.environ.get("SLURM_STEP_ID")
         return f"{RUNS_DIR}/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
@@ -108,8 +108,8 @@ def sweep_dir(resume: str | None) -> str:
 def hydra_output_subdir(output_dir: str) -> str | None:
     """Where Hydra saves the composed config: not in a run that has a checkpoint or results
     (resumed, or a sweep's job re-launched or requeued): its .hydra/ says what it trained with."""
-    run = Path(output_dir or ".")
-    return None if output_dir and (last_checkpoint(run).is_file() or results(run)) else ".hydra"
+    run = Path(output_dir)
+    return None if last_checkpoint(run).is_file() or results(run) else ".hydra"
 
 
 def slurm_tasks(devices: Any) -> int:
@@ -528,7 +528,9 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     try:  # resolved once and used as checked: no interpolation is left to make anything later
         resolved = OmegaConf.to_container(saved, resolve=True)
     except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"The resumed run's config cannot be read: {e}") from None
+        raise CheckpointError(
+            f"resume={run}: {run}/.hydra/config.yaml cannot be read ({one_line(e, 200)})."
+        ) from None
     check_saved_config(resolved, cfg, run)
     resumed = OmegaConf.create(resolved)
     trackers_as_configured(resumed)
