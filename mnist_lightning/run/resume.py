@@ -108,8 +108,8 @@ def sweep_dir(resume: str | None) -> str:
 def hydra_output_subdir(output_dir: str) -> str | None:
     """Where Hydra saves the composed config: not in a run that has a checkpoint or results
     (resumed, or a sweep's job re-launched or requeued): its .hydra/ says what it trained with."""
-    run = Path(output_dir)
-    return None if last_checkpoint(run).is_file() or results(run) else ".hydra"
+    run = Path(output_dir or ".")  # (`--cfg hydra --resolve`: no output_dir yet)
+    return None if output_dir and (last_checkpoint(run).is_file() or results(run)) else ".hydra"
 
 
 def slurm_tasks(devices: Any) -> int:
