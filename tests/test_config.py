@@ -21,6 +21,7 @@ from mnist_lightning.run.trainer import check_before_training
 from tests.helpers.hydra_jobs import run_console
 from tests.helpers.tiers import one_of_each_kind
 
+register_resolvers()  # conf/hydra/'s, as mnist-train registers them on import
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 GROUP_OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -114,8 +115,6 @@ def test_every_trainer_preset_makes_the_sbatch_request_it_needs(
     from hydra_plugins.mnist_lightning import SlurmLauncher
 
     monkeypatch.setattr(SlurmExecutor, "affinity", lambda *_: 2)  # srun: not needed to write it
-    register_resolvers()  # conf/hydra/'s, as mnist-train registers them
-
     line = ["hydra/launcher=slurm", *overrides.split()]
     launcher = compose("train", line, return_hydra_config=True).hydra.launcher
     params = OmegaConf.to_container(launcher, resolve=True)
