@@ -13,13 +13,20 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from mnist_lightning.run import report
+
 
 class KillAt(L.Callback):
     """At the optimizer step KILL_AT_STEP (once; nothing without it), SIGKILL or
     SIG<KILL_SIGNAL> (INT: Ctrl-C) to the process, or with KILL_GROUP to its whole group (a DDP
     run's crash); KILL_SIGNAL=ENOSPC: from then on every fsync and log line fails (a full disk).
     KILL_IN=validation (test): in the first validation (the test) after that step, after its
-    first batch. STEP_SECONDS: each step takes at least that long."""
+    first batch; =report: Ctrl-C after the test. STEP_SECONDS: each step's least duration."""
+
+    def __init__(self) -> None:
+        if os.environ.get("KILL_IN") == "report":  # as the results' figures are drawn
+            draw = report.predict_all
+            report.predict_all = lambda *a: os.kill(os.getpid(), signal.SIGINT) or draw(*a)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         time.sleep(float(os.environ.get("STEP_SECONDS", 0)))

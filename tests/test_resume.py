@@ -45,6 +45,7 @@ STOPS = [  # (signal, sent at step, where, the steps last.ckpt may then hold)
     ("TERM", 70, "validation", [80]),  # the validation finishes: it stops at that epoch's end
     ("ENOSPC", 90, "training", range(80, 91)),  # the next save fails: the last good one is kept
     ("TERM", 1, "test", [120]),  # in the test after training: last.ckpt as training ended
+    ("INT", 1, "report", [120]),  # writing the results: resume= tests again and writes them
 ]
 
 
@@ -70,7 +71,7 @@ def test_a_run_stopped_every_way_and_resumed_ends_as_the_uninterrupted_one(
     assert train(tmp_path, synthetic_mnist, args) == run
     assert run_dirs(tmp_path) == [run]  # same directory, no new run
     log = (run / "train.log").read_text()
-    assert log.count(f"Training stopped; {run / 'checkpoints' / 'last.ckpt'} holds") == 3
+    assert log.count(f"Training stopped; {run / 'checkpoints' / 'last.ckpt'} holds") == 4
     assert log.count(f"Resuming {run} from") == len(STOPS)
     keep = ("test/acc", "test/loss", "val/acc_best", "epoch", "global_step")
     ref, got = (json.loads((r / "metrics.json").read_text()) for r in (reference, run))

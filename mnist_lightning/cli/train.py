@@ -95,9 +95,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
         BEFORE_HYDRA.clear()  # trained: a later refusal or Ctrl-C undoes nothing of the run
         fit_seconds = time.perf_counter() - started
-        stop_if_learned_nothing(trainer)
-        best = checkpoint_to_test(trainer, run_dir)
-        with lightning_errors(trainer, run_dir, None):
+        with lightning_errors(trainer, run_dir, None):  # Ctrl-C: resume= tests it again
+            stop_if_learned_nothing(trainer)
+            best = checkpoint_to_test(trainer, run_dir)
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     if not is_rank_zero():  # only the first process writes
         return float(model.val_acc_best)
@@ -111,7 +111,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> flo
         "wall_seconds": round(time.perf_counter() - started, 2),
         "best_checkpoint": best,
     }
-    report_run(trainer, datamodule, run_dir, metrics, resumed=resume_from is not None)
+    with lightning_errors(trainer, run_dir, None):
+        report_run(trainer, datamodule, run_dir, metrics, resumed=resume_from is not None)
     return metrics["val/acc_best"]
 
 

@@ -365,15 +365,15 @@ def check_arguments(key: str, node: DictConfig) -> None:
 
 @contextmanager
 def lightning_errors(trainer: L.Trainer, run_dir: Path, resume_from: str | None) -> Iterator[None]:
-    """Around `trainer.fit` or `trainer.test`: Ctrl-C and SIGTERM (GracefulInterrupt: also the
-    scheduler's signal) exit 130 saying how to continue; a fault of the config or the resumed
-    checkpoint is one line; a bug keeps its traceback. Log lines go through tqdm, above the bars
-    (written plainly, they would land on the bar's line, which the bar then redraws)."""
+    """Around `trainer.fit`, the test and the report: Ctrl-C and SIGTERM (GracefulInterrupt:
+    also the scheduler's signal) exit 130 saying how to continue; a fault of the config or the
+    resumed checkpoint is one line; a bug keeps its traceback. Log lines go through tqdm, above
+    the bars (written plainly, they would land on the bar's line, which the bar then redraws)."""
     try:
         with logging_redirect_tqdm([logging.getLogger(), logging.getLogger("lightning.pytorch")]):
             yield
-    except SystemExit:  # also Lightning's SIGTERMException
-        if not trainer.interrupted:
+    except (SystemExit, KeyboardInterrupt) as e:  # SystemExit: also Lightning's SIGTERMException
+        if isinstance(e, SystemExit) and not trainer.interrupted:  # (Ctrl-C after fit: plain)
             raise
         for callback in trainer.callbacks:
             if isinstance(callback, GracefulInterrupt):
