@@ -175,9 +175,6 @@ def test_a_commands_help_says_what_it_is_and_lists_its_own_keys(
     assert "ckpt_path: " in done.stdout
     train = ["Presets (group=name):\n", "\nexperiment: best_cpu, ", "trainer:\n  _target_: "]
     assert all((words in done.stdout) == (command == "train") for words in train), done.stdout
-
-
-def test_mnist_train_shows_hydras_own_config_resolved_and_makes_nothing(tmp_path: Path) -> None:
-    done = run_console("train", ["--cfg", "hydra", "--resolve"], tmp_path)
-    assert done.returncode == 0 and "    dir: outputs/runs/20" in done.stdout, done.stderr
-    assert "output_subdir: .hydra" in done.stdout and not list(tmp_path.iterdir())
+    if command == "train":  # and Hydra's own config, resolved (the run's directory named)
+        done = run_console(command, ["--cfg", "hydra", "--resolve"], tmp_path)
+        assert "    dir: outputs/runs/20" in done.stdout and not list(tmp_path.iterdir())

@@ -84,8 +84,7 @@ def sacct(job: str, fields: str) -> list[list[str]]:
 
 
 def side_by_side(array: str) -> bool:
-    """Whether the array's two jobs ran at once, as SLURM recorded them (the progress line is
-    polled every 2 s, behind slurmdbd: it may miss a few seconds of overlap)."""
+    """Whether its two jobs ran at once, as SLURM recorded them (not a 2-s poll's sight)."""
     (start0, end0), (start1, end1) = sacct(array, "Start,End")
     return max(start0, start1) < min(end0, end1)
 

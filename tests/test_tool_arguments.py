@@ -31,9 +31,7 @@ TOOL_VALUES = [
     ("eval", ["ckpt_path=a", "run_dir=b"], "exactly one of"),
     ("eval", [], "exactly one of"),
     ("eval", ["ckpt_path=a", "data_dir=null"], "data_dir is missing"),
-    ("eval", ["ckpt_path=a", "batch_size=inf"], "batch_size=inf must be a finite number"),
     ("eval", ["ckpt_path=a", "batch_size=0"], "batch_size=0 is out of range"),
-    ("eval", ["ckpt_path=a", "batch_size=abc"], "batch_size='abc' must be an integer"),
     ("eval", ["ckpt_path=a", "batch_size=true"], "batch_size=True must be an integer"),
     ("eval", ["ckpt_path=a", "tensorboard=yes"], "tensorboard='yes' must be true or false"),
     ("eval", ["ckpt_path=a", "device=tpu"], "device='tpu' is not one of: auto, cpu"),
@@ -45,7 +43,6 @@ TOOL_VALUES = [
     ("export", ["ckpt_path=a", "check_images=10001"], "check_images=10001 is out of range"),
     ("export", ["ckpt_path=a", "check_images=1e3"], "check_images=1000.0 must be an integer"),
     ("export", ["ckpt_path=a", "format=pickle"], "format='pickle' is not one of: onnx"),
-    ("export", ["ckpt_path=a", "format=null"], "format=None is not one of"),
 ]
 
 
