@@ -34,7 +34,7 @@ def test_a_sweep_summarises_its_jobs_survives_a_bad_one_and_runs_jobs_side_by_si
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
         log = (sweep / job / "train.log").read_text()
-        assert f"2 jobs at once on {cores} cores: {max(1, cores // 2)} torch threads each" in log
+        assert f"2 jobs at once on {cores} cores; torch threads a job: {max(1, cores // 2)}" in log
 
     rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
     assert [row["job"] for row in rows][-1] == "2"  # failed jobs last

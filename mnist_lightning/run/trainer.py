@@ -139,7 +139,7 @@ def setup_process() -> None:
         at_once = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 is every core
         threads = max(1, cores // at_once)
         torch.set_num_threads(threads)
-        log.info("%d jobs at once on %d cores: %d torch threads each", at_once, cores, threads)
+        log.info("%d jobs at once on %d cores; torch threads a job: %d", at_once, cores, threads)
 
 
 def build_callbacks(cfg: DictConfig, own: bool = False) -> list[L.Callback]:
@@ -422,7 +422,7 @@ def checkpoint_to_test(trainer: L.Trainer, run_dir: Path) -> str:
     swa = next((c for c in trainer.callbacks if isinstance(c, StochasticWeightAveraging)), None)
     if swa is not None and trainer.current_epoch - 1 >= swa.swa_end:
         best = str(run_dir / "checkpoints" / "best-swa.ckpt")
-        trainer.save_checkpoint(best)
+        trainer.save_checkpoint(best, weights_only=False)  # (unset: a warning says so)
     return best
 
 
