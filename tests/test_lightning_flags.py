@@ -341,18 +341,22 @@ def test_stochastic_weight_averaging_leaves_the_average_which_mnist_train_tests(
 ) -> None:
     """Over 3 epochs of 5 steps: from the 2nd (Lightning counts swa_epoch_start from 1) SWALR
     reaches 0.001 after one epoch; mnist-train saves the model it ends with as best-swa.ckpt and
-    tests it: the average of the weights at the start of epochs 2 and 3."""
+    tests it: the average of the weights at the start of epochs 2 and 3; so does the run resumed
+    at its end (stopped as it wrote its results), where Lightning's fit runs no SWA hook."""
     probe = Probe()
     with_probe = lambda cfg, callbacks: build_trainer(cfg, [*callbacks, probe])  # noqa: E731
     monkeypatch.setattr(train_module, "build_trainer", with_probe)
-    short = ("trainer.max_epochs=3", "trainer.limit_train_batches=5")
-    train_module.fit_and_test(config(tmp_path, synthetic_mnist, SWA, *short), tmp_path, None)
-    assert probe.lrs[10:] == pytest.approx([0.001] * 5)
-    starts = zip(probe.weights[1], probe.weights[2], strict=True)  # of epochs 2 and 3
-    for tested, (epoch2, epoch3) in zip(probe.tested, starts, strict=True):
-        torch.testing.assert_close(tested, (epoch2 + epoch3) / 2)
-        assert not torch.allclose(tested, epoch3)
-    assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best-swa.ckpt"
+    cfg = config(
+        tmp_path, synthetic_mnist, SWA, "trainer.max_epochs=3", "trainer.limit_train_batches=5"
+    )
+    for resume_from in (None, str(tmp_path / "checkpoints" / "last.ckpt")):
+        train_module.fit_and_test(cfg, tmp_path, resume_from)
+        assert probe.lrs[10:] == pytest.approx([0.001] * 5)
+        starts = zip(probe.weights[1], probe.weights[2], strict=True)  # of epochs 2 and 3
+        for tested, (epoch2, epoch3) in zip(probe.tested, starts, strict=True):
+            torch.testing.assert_close(tested, (epoch2 + epoch3) / 2)
+            assert not torch.allclose(tested, epoch3)
+        assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "best-swa.ckpt"
     assert (tmp_path / "metrics.json").is_file()
 
 

@@ -421,6 +421,8 @@ def checkpoint_to_test(trainer: L.Trainer, run_dir: Path) -> str:
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
     swa = next((c for c in trainer.callbacks if isinstance(c, StochasticWeightAveraging)), None)
     if swa is not None and trainer.current_epoch - 1 >= swa.swa_end:
+        # (Resumed at its end, fit ran no hook: the average, restored, is put in the model here.)
+        swa.transfer_weights(swa._average_model, trainer.lightning_module)
         best = str(run_dir / "checkpoints" / "best-swa.ckpt")
         trainer.save_checkpoint(best, weights_only=False)  # (unset: a warning says so)
     return best
