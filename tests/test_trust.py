@@ -171,14 +171,14 @@ CASES = [
 def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     spoil: Callable[[Path], None], words: str, trained_run: Path, tmp_path: Path
 ) -> None:
-    w = make_world(tmp_path, trained_run)
+    w = make_world(tmp_path / "a b (c)", trained_run)  # a name Hydra reads only escaped
     (w / "data" / "keep.txt").write_text("mine")
     torch.save({"state_dict": Evil(w / "ran")}, w / "elsewhere.ckpt")
     (w / "someones").mkdir()
     (w / "someones" / "file.txt").write_text("theirs")
     spoil(w)
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
-    args = [f"resume={w / 'run'}", "trainer.max_epochs=3"]  # a third epoch: its checkpoint read
+    args = [f"++resume='{w / 'run'}'", "trainer.max_epochs=3"]  # a 3rd epoch: its checkpoint read
     done, before, after = run_in_world("train", args, w, env, directory_times=True)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr, lines[-40:]

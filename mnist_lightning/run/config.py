@@ -433,10 +433,15 @@ def _check_job(cfg: DictConfig, then: Callable[[DictConfig], None]) -> None:
         HydraConfig.instance().cfg = outer
 
 
+def is_resume(arg: str) -> bool:
+    return arg.lstrip("+").startswith("resume=")  # (`++resume=` too: one way to name a run)
+
+
 def resume_arg(args: list[str]) -> str:
-    """The run the command line's (last) `resume=` names; "" for none (`resume=`, `resume=null`)."""
-    value = next((a.split("=", 1)[1] for a in reversed(args) if a.startswith("resume=")), "")
-    return "" if value == "null" else value
+    """The run the command line's (last) `resume=` names, as Hydra reads it (quoted, escaped);
+    "" for none (`resume=`, `resume=null`)."""
+    arg = next((a for a in reversed(args) if is_resume(a)), "resume=")
+    return str(OverridesParser.create().parse_override(arg).value() or "")
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import yaml
+from hydra._internal.grammar.utils import escape_special_characters as escape
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -51,7 +52,7 @@ from mnist_lightning.files import (
     read_json,
     run_holder,
 )
-from mnist_lightning.run.config import CONFIG_DIR, nodes, resume_arg
+from mnist_lightning.run.config import CONFIG_DIR, is_resume, nodes, resume_arg
 from mnist_lightning.run.sweep import completed
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,10 @@ def run_id() -> str:
 
 
 def run_dir(resume: str | None) -> str:
-    """hydra.run.dir: a new directory, or the run `resume=` names (claim_run_directory found
-    it). The tasks `srun` starts for one DDP run each compose their config: one directory."""
+    """hydra.run.dir: a new directory, or the one `resume=` names. The tasks `srun` starts
+    for one DDP run each compose their config: they share a directory named after the job."""
     if resume:
-        return resume
+        return str(find_run(resume))
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
         step = os.environ.get("SLURM_STEP_ID")
         return f"{RUNS_DIR}/slurm-{os.environ['SLURM_JOB_ID']}{f'.{step}' if step else ''}"
@@ -202,7 +203,7 @@ def claim_run_directory(args: list[str]) -> list[str]:
         check_relaunch(flags.overrides, run, resume)
     if is_rank_zero():  # before Hydra appends to the run's train.log
         lock_run(run, "mnist-train")
-    return [arg for arg in args if not arg.startswith("resume=")] + [f"resume={run}"]
+    return [arg for arg in args if not is_resume(arg)] + [f"resume={escape(str(run))}"]
 
 
 # Each limit of trainer, and metrics.json's count of it
