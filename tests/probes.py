@@ -21,10 +21,10 @@ class KillAt(L.Callback):
     SIG<KILL_SIGNAL> (INT: Ctrl-C) to the process, or with KILL_GROUP to its whole group (a DDP
     run's crash); KILL_SIGNAL=ENOSPC: from then on every fsync and log line fails (a full disk).
     KILL_IN=validation (test): in the first validation (the test) after that step, after its
-    first batch; =report: Ctrl-C after the test. STEP_SECONDS: each step's least duration."""
+    first batch. STEP_SECONDS: each step takes at least that long."""
 
     def __init__(self) -> None:
-        if os.environ.get("KILL_IN") == "report":  # as the results' figures are drawn
+        if os.environ.get("KILL_IN") == "report":  # Ctrl-C as the results' figures are drawn
             draw = report.predict_all
             report.predict_all = lambda *a: os.kill(os.getpid(), signal.SIGINT) or draw(*a)
 

@@ -83,8 +83,7 @@ def sacct(job: str, fields: str) -> list[list[str]]:
     return [line.split("|") for line in out.splitlines()]
 
 
-def side_by_side(array: str) -> bool:
-    """Whether its two jobs ran at once, as SLURM recorded them (not a 2-s poll's sight)."""
+def side_by_side(array: str) -> bool:  # as SLURM recorded them (a 2-s poll may miss it)
     (start0, end0), (start1, end1) = sacct(array, "Start,End")
     return max(start0, start1) < min(end0, end1)
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from mnist_lightning.data.datasets import raw_dir, read_idx
+from mnist_lightning.files import read_json
 from mnist_lightning.run.trainer import CHATTER
 from tests.helpers.commands import ROOT, TRAINED_RUN, run_cli, run_dirs
 from tests.helpers.hydra_jobs import run_console
@@ -22,10 +23,6 @@ from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
 from tests.helpers.worlds import last_ckpt, make_world, snapshot
 
 pytestmark = pytest.mark.slow  # every test starts a process or trains
-
-
-def metrics_of(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
 
 
 # One refusal of each command as a process ({w}: the world); the others: test_bad_input.py.
@@ -68,7 +65,8 @@ def test_runs_started_at_the_same_moment_get_their_own_directories_and_print_onl
         done = list(pool.map(lambda _: run_cli("train", args, tmp_path, synthetic_mnist), [0, 0]))
     assert [p.returncode for p in done] == [0, 0], [p.stderr[-2000:] for p in done]
     runs = run_dirs(tmp_path)
-    assert len(runs) == 2 and all(metrics_of(r)["global_step"] == 2 * STEPS_PER_EPOCH for r in runs)
+    steps = [read_json(r / "metrics.json")["global_step"] for r in runs]
+    assert steps == [2 * STEPS_PER_EPOCH] * 2
     reported = sorted(re.search(r"run directory\s+(\S+)", p.stdout)[1] for p in done)
     assert reported == sorted(str(run) for run in runs)  # each process reported its own
     for output in (p.stdout + p.stderr for p in done):  # nothing meant for another setting
@@ -132,7 +130,7 @@ def test_ckpt_path_starts_a_new_run_from_the_weights_which_compiled_load_anywher
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     assert f"Starting from the weights of {last}" in (run / "train.log").read_text()
-    metrics = metrics_of(run)
+    metrics = read_json(run / "metrics.json")
     assert metrics["test/acc"] >= 0.9 and metrics["global_step"] == STEPS_PER_EPOCH
     assert last.read_bytes() == weights  # the source is untouched
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -160,7 +158,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> 
 
 @pytest.mark.e2e
 def test_end_to_end_on_real_mnist(real_run: Path) -> None:
-    metrics = metrics_of(real_run)
+    metrics = read_json(real_run / "metrics.json")
     assert metrics["test/acc"] >= 0.95 and metrics["epoch"] == 1  # (the layout: on synthetic data)
     config = (real_run / ".hydra" / "config.yaml").read_text()
     assert "hidden_dims:\n  - 512\n  - 256\n" in config and "source: auto" in config
