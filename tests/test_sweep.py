@@ -116,13 +116,13 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
     for args, words in [
         (
             ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2", r],
-            "model.dropout=0,0.7, model.lr=2 given, model.dropout=0,0.5 not",
+            "ran with model.dropout=0,0.5 and without model.dropout=0,0.7, model.lr=2;",
         ),
-        (["-m", "model.dropout=0.5,0", *ran[1:], r], "model.dropout=0.5,0 given"),  # other jobs
-        (["-m", "model.dropout=0.0,0.5", *ran[1:], r], "0.0,0.5 given"),  # 1.0 is not 1 (limits)
+        (["-m", "model.dropout=0.5,0", *ran[1:], r], "without model.dropout=0.5,0"),  # other jobs
+        (["-m", "model.dropout=0.0,0.5", *ran[1:], r], "without model.dropout=0.0"),  # 1.0 isn't 1
         ([r], f"{sweep} is a sweep; re-launch it with: {relaunch}"),
-        (["-m", *ran, "trainer.max_epochs=3,4", r], "trainer.max_epochs=3,4 given, nothing not"),
-        (["-m", *ran, "+hydra.sweeper.params.seed=1,2", r], "params.seed=1,2 given, nothing not"),
+        (["-m", *ran, "trainer.max_epochs=3,4", r], "it ran without trainer.max_epochs=3,4;"),
+        (["-m", *ran, "+hydra.sweeper.params.seed=1,2", r], "without +hydra.sweeper.params.seed"),
         (["-m", f"resume={optuna}"], new_search),
         ([f"resume={optuna}"], new_search),
     ]:

@@ -449,13 +449,15 @@ def check_relaunch(overrides: list[str], sweep: Path, resume: str) -> None:
         for overrides in (sweep_overrides(sweep, resume), given)
     )
     if ran.keys() != now.keys():
-        new, old = (
-            ", ".join(v for k, v in a.items() if k not in b) or "nothing"
-            for a, b in ((now, ran), (ran, now))
+        old, new = (
+            ", ".join(v for k, v in a.items() if k not in b) for a, b in ((ran, now), (now, ran))
+        )
+        said = " and ".join(
+            filter(None, [old and f"with {printable(old)}", new and f"without {new}"])
         )
         raise ConfigError(
-            f"resume={resume}: a sweep is re-launched with the values it ran with: {new} given, "
-            f"{printable(old)} not; {relaunch(sweep, resume)}, or start a new sweep."
+            f"resume={resume}: a sweep is re-launched with the values it ran with, and it ran "
+            f"{said}; {relaunch(sweep, resume)}, or start a new sweep."
         )
 
 
