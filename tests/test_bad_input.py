@@ -133,6 +133,7 @@ CASES = [
     # a resume
     ("train", "resume={w}/run model.lr=0.5", "and model.lr would change what it computes."),
     ("train", "resume={w}/run hydra.run.dir={w}/b", "in its own directory; drop hydra.run.dir"),
+    ("train", "resume={w}/run hydra.mode=MULTIRUN", "drop hydra.sweep.dir={w}/run (a sweep is"),
     ("train", "resume={w}/run", "/run/.hydra/config.yaml is missing", "no .hydra"),
     ("train", "resume={w}/run trainer.max_epochs=3", "then run mnist-train again", "held"),
     (  # the Trainer refuses it, with its data to fetch

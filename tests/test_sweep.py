@@ -97,7 +97,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
 ) -> None:
     """Other values would train the jobs yet to run unlike those that ran (the overrides' order
     and RESUMABLE_KEYS unswept do not count)."""
-    sweep = tmp_path / "outputs" / "multiruns" / "s"
+    sweep = tmp_path / "outputs" / "multiruns" / "0"  # a name Hydra would read as a number
     sweep.mkdir(parents=True)
     ran = ["model.dropout=0,0.5", "data.source=files", "model.hidden_dims=[64]", "~logger"]
     (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"task": ran}}}))
@@ -112,7 +112,7 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
         "search: mnist-train -m hparams_search=optuna hydra.sweeper.storage="
         f"sqlite:///{optuna}/optuna.db"
     )
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(sweep.parent)
     for args, words in [
         (
             ["-m", "model.dropout=0,0.7", *ran[1:], "model.lr=2", r],
@@ -131,8 +131,8 @@ def test_a_sweep_is_relaunched_only_as_it_ran(
         assert words in str(info.value) and "\n" not in str(info.value)
     assert snapshot(tmp_path, directory_times=True) == before
     with locks_released():
-        args = ["-m", *ran[:0:-1], "model.dropout=0,0.5", "trainer.max_epochs=2", "resume=latest"]
-        assert claim_run_directory(args)[-1] == f"resume={sweep.resolve()}"
+        args = ["-m", *ran[:0:-1], "model.dropout=0,0.5", "trainer.max_epochs=2", "resume=0"]
+        assert claim_run_directory(args)[-1] == f"resume='{sweep.resolve()}'"
 
 
 @pytest.mark.slow

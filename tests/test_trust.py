@@ -130,7 +130,6 @@ CASES = [
     # the run's files
     (tensorboard_link_out, "{w}/run/tensorboard is a symbolic link; a run or sweep directory"),
     (fifo("train.log"), "train.log is a FIFO"),
-    (fifo(".lock"), ".lock is a FIFO"),
     (lambda w: os.link(w / "run" / "train.log", w / "data" / "train.log"), "with 2 hard links"),
     (alias_bomb, "config.yaml cannot be read (it uses YAML aliases, which mnist-train never"),
     (lambda w: os.truncate(w / "run/.hydra/config.yaml", 10**6 + 1), "(larger than 1000000 bytes)"),

@@ -341,6 +341,8 @@ def check_command_line(
                 raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")
             if arg.endswith("=null"):
                 raise ConfigError(f"{arg}: to go without conf/{group}/, delete it: ~{group}")
+        if arg.split("=")[0] == "~resume":  # (read by the code; after `resume=`, a traceback)
+            raise ConfigError(f"{arg}: resume is not deleted; resume=null starts a new run.")
     given = [a for a in args if a.startswith("~") or ("=" in a and not a.startswith("-"))]
     with _hydra():  # (a glob of presets needs its config loader)
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
@@ -440,8 +442,11 @@ def is_resume(arg: str) -> bool:
 def resume_arg(args: list[str]) -> str:
     """The run the command line's (last) `resume=` names, as Hydra reads it (quoted, escaped);
     "" for none (`resume=`, `resume=null`)."""
-    arg = next((a for a in reversed(args) if is_resume(a)), "resume=")
-    return str(OverridesParser.create().parse_override(arg).value() or "")
+    override = OverridesParser.create().parse_override(
+        next((a for a in reversed(args) if is_resume(a)), "resume=")
+    )
+    value = override.value()  # (a run named `0` or `true`: as written, not 0 or True)
+    return "" if value is None else value if isinstance(value, str) else override.get_value_string()
 
 
 @contextmanager

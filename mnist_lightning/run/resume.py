@@ -22,7 +22,6 @@ from typing import Any
 
 import lightning as L
 import yaml
-from hydra._internal.grammar.utils import escape_special_characters as escape
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -140,6 +139,8 @@ def register_resolvers() -> None:
 # A new run's or sweep's directory -> the nearest folder of it that exists, as it was: what a
 # refused run puts back (remove_refused).
 BEFORE_HYDRA: dict[Path, tuple[Path, os.stat_result]] = {}
+# The run (hydra.run.dir) or sweep (hydra.sweep.dir) `resume=` names, found, checked and locked.
+CLAIMED: dict[str, Path] = {}
 
 
 class RunDirectory(Callback):
@@ -154,7 +155,14 @@ class RunDirectory(Callback):
 
 
 def claim_new(config: DictConfig, key: str, place: str) -> None:
-    if config.get("resume") or not is_rank_zero():  # its own; DDP's other tasks: rank 0's
+    if not is_rank_zero():  # DDP's other tasks: rank 0's
+        return
+    if config.get("resume"):  # its own: the run or sweep claim_run_directory checked and locked
+        if CLAIMED.get(key) != Path(place).resolve():
+            refuse(
+                f"resume= continues {config.resume} in its own directory; drop {key}={place} "
+                "(a sweep is resumed with -m, not hydra.mode)."
+            )
         return
     where = Path(os.path.abspath(place))  # as Hydra names it (runtime.output_dir)
     if why := cannot_write(where):  # (Hydra's mkdir: a traceback)
@@ -194,16 +202,19 @@ def claim_run_directory(args: list[str]) -> list[str]:
     if not (resume := resume_arg(args)):
         return args
     flags = get_args_parser().parse_known_args(args)[0]  # as Hydra reads them (`--multi` too)
-    key = "hydra.sweep.dir" if flags.multirun else "hydra.run.dir"
-    given = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith(f"{key}=")]
     run = find_run(resume, sweep=flags.multirun)
-    if given and Path(given[-1]).resolve() != run:  # Hydra would log and save its config there
-        raise ConfigError(f"resume= continues {run} in its own directory; drop {key}={given[-1]}.")
     if flags.multirun:
         check_relaunch(flags.overrides, run, resume)
     if is_rank_zero():  # before Hydra appends to the run's train.log
         lock_run(run, "mnist-train")
-    return [arg for arg in args if not is_resume(arg)] + [f"resume={escape(str(run))}"]
+    CLAIMED["hydra.sweep.dir" if flags.multirun else "hydra.run.dir"] = run
+    return [f"resume={hydra_quoted(str(run))}" if is_resume(arg) else arg for arg in args]
+
+
+def hydra_quoted(text: str) -> str:
+    """`text` as an override value that Hydra and OmegaConf read back as it is (any path)."""
+    escaped = re.sub(r"\\+(?='|$|\$\{)", lambda m: m[0] * 2, text)  # backslashes before '
+    return "'" + escaped.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 # Each limit of trainer, and metrics.json's count of it
