@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_lightning.errors import CheckpointError, ConfigError
 from mnist_lightning.files import atomic_write_json
 from mnist_lightning.run.checkpoint import AtomicCheckpointIO, confine_paths, load_checkpoint
-from mnist_lightning.run.resume import check_saved_config
+from mnist_lightning.run.resume import check_saved_config, hydra_quoted
 from mnist_lightning.run.trainer import lightning_errors
 from tests.helpers.commands import TIMEOUT_S, cli_env, train_command
 from tests.helpers.hydra_jobs import run_console
@@ -170,14 +170,14 @@ CASES = [
 def test_a_spoiled_run_directory_is_refused_and_runs_nothing(
     spoil: Callable[[Path], None], words: str, trained_run: Path, tmp_path: Path
 ) -> None:
-    w = make_world(tmp_path / "a b (c)", trained_run)  # a name Hydra reads only escaped
+    w = make_world(tmp_path / "a b (c) ü", trained_run)  # Hydra reads it only quoted
     (w / "data" / "keep.txt").write_text("mine")
     torch.save({"state_dict": Evil(w / "ran")}, w / "elsewhere.ckpt")
     (w / "someones").mkdir()
     (w / "someones" / "file.txt").write_text("theirs")
     spoil(w)
     env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(TESTS)}
-    args = [f"++resume='{w / 'run'}'", "trainer.max_epochs=3"]  # a 3rd epoch: its checkpoint read
+    args = [f"++resume={hydra_quoted(str(w / 'run'))}", "trainer.max_epochs=3"]  # 3rd epoch
     done, before, after = run_in_world("train", args, w, env, directory_times=True)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr, lines[-40:]
