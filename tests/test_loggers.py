@@ -17,7 +17,7 @@ from benchmarks.common import scalars
 from mnist_lightning.cli.train import train as mnist_train
 from mnist_lightning.errors import CheckpointError
 from mnist_lightning.files import unlock_run
-from mnist_lightning.run.resume import check_run_files, trackers_as_configured
+from mnist_lightning.run.resume import check_run_files, claim_run_directory, trackers_as_configured
 from mnist_lightning.run.trainer import run_identity
 from tests.helpers.hydra_jobs import run_command
 from tests.helpers.synthetic import SMALL, STEPS_PER_EPOCH, merged
@@ -142,7 +142,7 @@ def test_logger_many_gives_mlflow_and_wandb_tensorboards_metrics_and_resume_cont
     assert check_run_files(run) == run  # W&B left no link a resume would refuse
 
     line = [f"resume={run}", f"paths.data_dir={synthetic_mnist}", "trainer.max_epochs=2"]
-    run_command(mnist_train, "train", line)
+    run_command(mnist_train, "train", claim_run_directory(line))  # as mnist-train's main does
     (tracked,), metric_steps = mlflow_runs(tmp_path)  # no second MLflow run
     assert tracked.info.run_id == first.info.run_id and tracked.info.status == "FINISHED"
     for name in ("train/loss", "train/acc", "val/acc", "val/loss"):  # as TensorBoard's curves
