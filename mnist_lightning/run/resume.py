@@ -213,7 +213,7 @@ def claim_run_directory(args: list[str]) -> list[str]:
 
 def hydra_quoted(text: str) -> str:
     """`text` as an override value that Hydra and OmegaConf read back as it is (any path)."""
-    escaped = re.sub(r"\\+(?='|$|\$\{)", lambda m: m[0] * 2, text)  # backslashes before '
+    escaped = re.sub(r"\\+(?='|$|\$\{)", lambda m: m[0] * 2, text)  # (Hydra's escape rules)
     return "'" + escaped.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
