@@ -207,7 +207,7 @@ VALUES = {
 
 # command line -> its one line (None: accepted) before Hydra makes anything
 KEYS = {
-    "~resume": "~resume: resume is not deleted; resume=null starts a new run.",
+    "resume=x ~resume": "~resume: mnist-train reads it; give it a value instead.",
     "sed=1": "sed is not a key of this config; did you mean seed?",
     "max_epochs=3": "max_epochs is not a key of this config; did you mean trainer.max_epochs?",
     "lr=0.1": "lr is not a key of this config; did you mean model.lr?",  # a Hydra user's habit

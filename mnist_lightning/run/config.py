@@ -341,8 +341,6 @@ def check_command_line(
                 raise ConfigError(f"{arg}: mnist-train needs a preset of conf/{group}/ here.")
             if arg.endswith("=null"):
                 raise ConfigError(f"{arg}: to go without conf/{group}/, delete it: ~{group}")
-        if arg.split("=")[0] == "~resume":  # (read by the code; after `resume=`, a traceback)
-            raise ConfigError(f"{arg}: resume is not deleted; resume=null starts a new run.")
     given = [a for a in args if a.startswith("~") or ("=" in a and not a.startswith("-"))]
     with _hydra():  # (a glob of presets needs its config loader)
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
@@ -366,6 +364,9 @@ def check_command_line(
             raise ConfigError(
                 f"+{added[0]}: mnist-{config_name} reads no such key{_meant(cfg, added[0])}"
             )
+        # A key the code reads, deleted after it was set (`resume=x ~resume`): not a group.
+        if gone := sorted(set(_compose_cached(config_name)) - set(cfg) - groups):
+            raise ConfigError(f"~{gone[0]}: mnist-{config_name} reads it; give it a value instead.")
         _check_where_hydra_writes(cfg, config_name)
         shows = flags.cfg or flags.info or flags.help or flags.hydra_help
         if config_name != "train" or shows or resume_arg(args):  # shown, or the run's own config
